@@ -1,0 +1,180 @@
+/**
+ * One way to get a WebGPU device in a page, a dedicated worker and Node. The caller may pass a
+ * `GPU` (Node: `createNodeGpu()` from '@webtune/gpu/node'); otherwise `navigator.gpu` is used.
+ * The device is created with the adapter's real limits, not WebGPU's defaults (128 MiB storage
+ * bindings), and with every feature webtune can use that the adapter offers.
+ */
+import { DeviceLostError, WebGPUUnavailableError } from './errors.js';
+import { MemoryTracker } from './memory.js';
+import { BufferPool } from './buffer-pool.js';
+import { PipelineCache } from './pipeline-cache.js';
+
+/** Features webtune takes advantage of when the adapter has them. */
+export const OPTIONAL_FEATURES = ['shader-f16', 'subgroups', 'timestamp-query'] as const;
+type OptionalFeature = (typeof OPTIONAL_FEATURES)[number];
+
+/** Limits raised from WebGPU's defaults to whatever the adapter supports. */
+const RAISED_LIMITS = [
+  'maxStorageBufferBindingSize',
+  'maxBufferSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupSizeY',
+  'maxComputeWorkgroupSizeZ',
+  'maxComputeWorkgroupsPerDimension',
+  'maxStorageBuffersPerShaderStage',
+] as const;
+type RaisedLimit = (typeof RAISED_LIMITS)[number];
+
+export interface GpuFeatures {
+  shaderF16: boolean;
+  subgroups: boolean;
+  timestampQuery: boolean;
+}
+
+export type GpuLimits = Record<RaisedLimit, number>;
+
+export interface AdapterSummary {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** True for CPU implementations (SwiftShader, lavapipe/llvmpipe) where timings mean little. */
+  isSoftware: boolean;
+}
+
+export interface CreateGpuContextOptions {
+  /** The GPU entry point; defaults to `navigator.gpu`. In Node pass `createNodeGpu()`. */
+  gpu?: GPU;
+  powerPreference?: GPUPowerPreference;
+  /** Features to leave off even when the adapter has them (e.g. `['shader-f16']` to test the f32 path). */
+  disableFeatures?: OptionalFeature[];
+  /** Called once if the device is lost. */
+  onLost?: (error: DeviceLostError) => void;
+  /** Called for errors that escaped every error scope. */
+  onUncapturedError?: (error: GPUError) => void;
+  label?: string;
+}
+
+export interface GpuContext {
+  readonly device: GPUDevice;
+  readonly adapter: AdapterSummary;
+  readonly features: GpuFeatures;
+  readonly limits: GpuLimits;
+  readonly memory: MemoryTracker;
+  readonly pool: BufferPool;
+  readonly pipelines: PipelineCache;
+  /** Errors that escaped every error scope, newest last. Tests assert it stays empty. */
+  readonly uncapturedErrors: GPUError[];
+  /** Set once the device is lost; every later operation throws it. */
+  readonly lostError: DeviceLostError | undefined;
+  /** Resolves when the device is lost (never rejects). */
+  readonly lost: Promise<DeviceLostError>;
+  /** Throws `DeviceLostError` if the device is gone. */
+  assertAlive(): void;
+  destroy(): void;
+}
+
+function resolveGpu(gpu: GPU | undefined): GPU {
+  if (gpu) return gpu;
+  const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
+  if (!nav?.gpu) {
+    const inNode = typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node === 'string';
+    throw new WebGPUUnavailableError(
+      inNode ? 'Node has no navigator.gpu and no `gpu` option was given' : 'navigator.gpu is undefined in this browser or context',
+    );
+  }
+  return nav.gpu;
+}
+
+function summarize(info: GPUAdapterInfo): AdapterSummary {
+  const text = `${info.vendor} ${info.architecture} ${info.device} ${info.description}`.toLowerCase();
+  return {
+    vendor: info.vendor,
+    architecture: info.architecture,
+    device: info.device,
+    description: info.description,
+    isSoftware: /swiftshader|llvmpipe|lavapipe|software|cpu/.test(text),
+  };
+}
+
+/**
+ * Creates a device with the adapter's real limits and webtune's optional features.
+ *
+ * @example
+ * ```ts
+ * const ctx = await createGpuContext();              // page or worker
+ * console.log(ctx.adapter.description, ctx.features, ctx.limits.maxStorageBufferBindingSize);
+ * ```
+ */
+export async function createGpuContext(options: CreateGpuContextOptions = {}): Promise<GpuContext> {
+  const gpu = resolveGpu(options.gpu);
+  let adapter: GPUAdapter | null;
+  try {
+    adapter = await gpu.requestAdapter(options.powerPreference ? { powerPreference: options.powerPreference } : undefined);
+  } catch (cause) {
+    throw new WebGPUUnavailableError(`requestAdapter() threw: ${String(cause)}`, { cause });
+  }
+  if (!adapter) {
+    throw new WebGPUUnavailableError('requestAdapter() returned null: the browser or driver offers no WebGPU adapter');
+  }
+
+  const disabled = new Set(options.disableFeatures ?? []);
+  const requiredFeatures = OPTIONAL_FEATURES.filter((f) => adapter.features.has(f) && !disabled.has(f));
+  const requiredLimits: Record<string, number> = {};
+  for (const name of RAISED_LIMITS) requiredLimits[name] = adapter.limits[name];
+
+  const device = await adapter.requestDevice({
+    label: options.label ?? 'webtune',
+    requiredFeatures,
+    requiredLimits,
+  });
+
+  const limits = {} as GpuLimits;
+  for (const name of RAISED_LIMITS) limits[name] = device.limits[name];
+  const features: GpuFeatures = {
+    shaderF16: device.features.has('shader-f16'),
+    subgroups: device.features.has('subgroups'),
+    timestampQuery: device.features.has('timestamp-query'),
+  };
+
+  const memory = new MemoryTracker();
+  const uncapturedErrors: GPUError[] = [];
+  let lostError: DeviceLostError | undefined;
+
+  device.addEventListener('uncapturederror', (event) => {
+    const error = (event as GPUUncapturedErrorEvent).error;
+    uncapturedErrors.push(error);
+    options.onUncapturedError?.(error);
+  });
+
+  const lost = device.lost.then((info) => {
+    lostError = new DeviceLostError(info.reason, info.message);
+    options.onLost?.(lostError);
+    return lostError;
+  });
+
+  const ctx: GpuContext = {
+    device,
+    adapter: summarize(adapter.info),
+    features,
+    limits,
+    memory,
+    pool: new BufferPool(device, memory, limits),
+    pipelines: new PipelineCache(device, features),
+    uncapturedErrors,
+    get lostError() {
+      return lostError;
+    },
+    lost,
+    assertAlive() {
+      if (lostError) throw lostError;
+    },
+    destroy() {
+      ctx.pool.destroyAll();
+      device.destroy();
+    },
+  };
+  return ctx;
+}

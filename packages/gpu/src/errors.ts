@@ -1,0 +1,138 @@
+/**
+ * Typed errors. Every error webtune throws is a `WebtuneError` with a stable `code`, and its
+ * message says what went wrong and what to do about it. The classes are registered by name in
+ * `ERROR_CLASSES` so a worker boundary can rebuild the same class on the other side.
+ */
+
+export type WebtuneErrorCode =
+  | 'WEBGPU_UNAVAILABLE'
+  | 'DEVICE_LOST'
+  | 'SHADER_COMPILE'
+  | 'OUT_OF_MEMORY'
+  | 'INVALID_ARGUMENT'
+  | 'BINDING_LIMIT'
+  | 'GPU_VALIDATION';
+
+export class WebtuneError extends Error {
+  readonly code: WebtuneErrorCode;
+  constructor(code: WebtuneErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** No `navigator.gpu`, or no adapter: says what to enable and which browsers ship WebGPU. */
+export class WebGPUUnavailableError extends WebtuneError {
+  constructor(detail: string, options?: { cause?: unknown }) {
+    super(
+      'WEBGPU_UNAVAILABLE',
+      `WebGPU is not available: ${detail}. webtune needs WebGPU: Chrome or Edge 113+ (on Linux, ` +
+        'enable chrome://flags/#enable-unsafe-webgpu or start with --enable-unsafe-webgpu), ' +
+        'Safari 26+, or Firefox 141+ on Windows. The page must be served from https or localhost. ' +
+        "In Node, pass `gpu` from `createNodeGpu()` in '@webtune/gpu/node' (the `webgpu` package; " +
+        'on Linux without a GPU it needs Mesa >= 24 lavapipe, Debian package mesa-vulkan-drivers).',
+      options,
+    );
+  }
+}
+
+export interface ShaderMessage {
+  type: 'error' | 'warning' | 'info';
+  /** File the line belongs to (shaders/*.wgsl or a shaders/lib snippet). */
+  file: string;
+  /** 1-based line within `file`. */
+  line: number;
+  column: number;
+  message: string;
+}
+
+/** The WGSL compiler rejected a shader, or a pipeline could not be created from it. */
+export class ShaderCompileError extends WebtuneError {
+  readonly shader: string;
+  readonly messages: ShaderMessage[];
+  constructor(shader: string, messages: ShaderMessage[], detail?: string) {
+    const lines = messages.map((m) => `  ${m.file}:${m.line}:${m.column} ${m.type}: ${m.message}`);
+    super(
+      'SHADER_COMPILE',
+      `Shader ${shader} failed to compile${detail ? ` (${detail})` : ''}:\n${lines.join('\n')}\n` +
+        'This is a bug in webtune or an adapter that rejects valid WGSL; please report it with the adapter info.',
+    );
+    this.shader = shader;
+    this.messages = messages;
+  }
+}
+
+/** The GPU device was lost (driver reset, tab in background too long, `destroy()`). */
+export class DeviceLostError extends WebtuneError {
+  readonly reason: string;
+  constructor(reason: string, message: string) {
+    super(
+      'DEVICE_LOST',
+      `The GPU device was lost (${reason}): ${message || 'no message'}. Create a new context with ` +
+        'createGpuContext() and resume from the last checkpoint.',
+    );
+    this.reason = reason;
+  }
+}
+
+/** An allocation failed inside an out-of-memory error scope. */
+export class OutOfMemoryError extends WebtuneError {
+  readonly requestedBytes: number;
+  readonly liveBytes: number;
+  constructor(label: string, requestedBytes: number, liveBytes: number, detail?: string) {
+    super(
+      'OUT_OF_MEMORY',
+      `GPU out of memory allocating ${formatBytes(requestedBytes)} for "${label}" with ` +
+        `${formatBytes(liveBytes)} already allocated by webtune${detail ? ` (${detail})` : ''}. ` +
+        'Lower the batch size, sequence length or LoRA rank, use QLoRA (NF4 weights), or close other GPU tabs.',
+    );
+    this.requestedBytes = requestedBytes;
+    this.liveBytes = liveBytes;
+  }
+}
+
+/** A wrong shape, dtype or option: names what was given and what was expected. */
+export class InvalidArgumentError extends WebtuneError {
+  constructor(message: string) {
+    super('INVALID_ARGUMENT', message);
+  }
+}
+
+/** A tensor is larger than one storage binding (or one buffer) may be on this adapter. */
+export class BindingLimitError extends WebtuneError {
+  readonly requestedBytes: number;
+  readonly limitBytes: number;
+  constructor(label: string, requestedBytes: number, limitBytes: number, limitName: string) {
+    super(
+      'BINDING_LIMIT',
+      `Tensor "${label}" needs ${formatBytes(requestedBytes)} but this adapter's ${limitName} is ` +
+        `${formatBytes(limitBytes)}. Split it into smaller tensors (for example shard the layer or ` +
+        'lower the batch or sequence length); webtune never truncates a tensor to fit.',
+    );
+    this.requestedBytes = requestedBytes;
+    this.limitBytes = limitBytes;
+  }
+}
+
+/** The validation error scope around a webtune operation was not empty. */
+export class GpuValidationError extends WebtuneError {
+  constructor(operation: string, message: string) {
+    super(
+      'GPU_VALIDATION',
+      `WebGPU rejected ${operation}: ${message}. This is a bug in webtune; please report it with the adapter info.`,
+    );
+  }
+}
+
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
+}

@@ -1,0 +1,34 @@
+/**
+ * @webtune/gpu: WebGPU runtime and WGSL kernels. Importing this module registers nothing and
+ * touches no GPU; call `createGpuContext()` first.
+ */
+export {
+  WebtuneError,
+  WebGPUUnavailableError,
+  ShaderCompileError,
+  DeviceLostError,
+  OutOfMemoryError,
+  InvalidArgumentError,
+  BindingLimitError,
+  GpuValidationError,
+  formatBytes,
+} from './errors.js';
+export type { WebtuneErrorCode, ShaderMessage } from './errors.js';
+
+export { createGpuContext, OPTIONAL_FEATURES } from './device.js';
+export type { GpuContext, GpuFeatures, GpuLimits, AdapterSummary, CreateGpuContextOptions } from './device.js';
+
+export { MemoryTracker } from './memory.js';
+export type { MemorySnapshot, LabelUsage } from './memory.js';
+export { BufferPool } from './buffer-pool.js';
+export { PipelineCache } from './pipeline-cache.js';
+export type { KernelDefinition, ShaderFile, BindingKind, ElementType, OverrideConstants, CompiledKernel } from './pipeline-cache.js';
+export { CommandRecorder, packParams } from './recorder.js';
+
+export { createTensor, writeTensor, readTensor, readF32, readBuffer, shapeSize, BYTES_PER_ELEMENT } from './tensor.js';
+export type { GpuTensor, DType, CreateTensorOptions, TensorData } from './tensor.js';
+export { f32ToF16Bits, f16BitsToF32, toF16Bits, fromF16Bits } from './f16.js';
+
+export { createMatmulKernel, matmul, MATMUL_KERNEL, DEFAULT_MATMUL_WORKGROUP } from './kernels/matmul.js';
+export type { MatmulKernel, MatmulVariant, MatmulArgs, MatmulOptions } from './kernels/matmul.js';
+export { matmulRef } from './kernels/matmul.ref.js';

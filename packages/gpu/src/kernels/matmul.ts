@@ -1,0 +1,159 @@
+/**
+ * matmul kernel wrapper: C = alpha * op(A) op(B) (+ C), batched, either operand transposed,
+ * f32 or f16 storage with f32 accumulation. Shader: shaders/matmul.wgsl.
+ */
+import source from '../../../../shaders/matmul.wgsl?raw';
+import type { GpuContext } from '../device.js';
+import { InvalidArgumentError } from '../errors.js';
+import type { CompiledKernel, ElementType, KernelDefinition } from '../pipeline-cache.js';
+import { CommandRecorder, packParams } from '../recorder.js';
+import { createTensor, type GpuTensor } from '../tensor.js';
+
+export const MATMUL_KERNEL: KernelDefinition = {
+  name: 'matmul',
+  files: [{ path: 'shaders/matmul.wgsl', source }],
+  bindings: ['read', 'read', 'read-write', 'uniform'],
+};
+
+/** Outputs per invocation along each axis (fixed in the shader: a 4x4 register block). */
+const BLOCK = 4;
+
+export interface MatmulVariant {
+  dtype?: ElementType;
+  /** A is stored [K, M] (use A^T). */
+  transA?: boolean;
+  /** B is stored [N, K] (use B^T), as PyTorch's Linear weight is. */
+  transB?: boolean;
+  /** Add the product into C instead of overwriting it. */
+  accumulate?: boolean;
+  /** Workgroup shape in invocations; each covers a 4x4 output block. */
+  workgroup?: readonly [number, number];
+}
+
+export interface MatmulArgs {
+  a: GpuTensor;
+  b: GpuTensor;
+  c: GpuTensor;
+  m: number;
+  n: number;
+  k: number;
+  batch?: number;
+  alpha?: number;
+  /** Batch strides in elements; default dense. Pass 0 to share one operand across the batch. */
+  strideA?: number;
+  strideB?: number;
+}
+
+export interface MatmulKernel {
+  readonly variant: Required<MatmulVariant>;
+  encode(recorder: CommandRecorder, args: MatmulArgs): void;
+}
+
+export const DEFAULT_MATMUL_WORKGROUP: readonly [number, number] = [8, 8];
+
+function checkOperand(name: string, t: GpuTensor, dtype: ElementType, needed: number): void {
+  if (t.dtype !== dtype) {
+    throw new InvalidArgumentError(`matmul: ${name} "${t.label}" is ${t.dtype} but the kernel was created for ${dtype}.`);
+  }
+  if (t.size < needed) {
+    throw new InvalidArgumentError(
+      `matmul: ${name} "${t.label}" has ${t.size} elements (shape [${t.shape.join(', ')}]) but the call needs ${needed}.`,
+    );
+  }
+}
+
+export async function createMatmulKernel(ctx: GpuContext, variant: MatmulVariant = {}): Promise<MatmulKernel> {
+  const v: Required<MatmulVariant> = {
+    dtype: variant.dtype ?? 'f32',
+    transA: variant.transA ?? false,
+    transB: variant.transB ?? false,
+    accumulate: variant.accumulate ?? false,
+    workgroup: variant.workgroup ?? DEFAULT_MATMUL_WORKGROUP,
+  };
+  const compiled: CompiledKernel = await ctx.pipelines.get(MATMUL_KERNEL, v.dtype, {
+    WG_X: v.workgroup[0],
+    WG_Y: v.workgroup[1],
+    TRANS_A: v.transA,
+    TRANS_B: v.transB,
+    ACCUMULATE: v.accumulate,
+  });
+  return {
+    variant: v,
+    encode(recorder, args) {
+      const { m, n, k } = args;
+      const batch = args.batch ?? 1;
+      for (const [name, value] of [['m', m], ['n', n], ['k', k], ['batch', batch]] as const) {
+        if (!Number.isInteger(value) || value < 1) {
+          throw new InvalidArgumentError(`matmul: ${name} must be a positive integer, got ${value}.`);
+        }
+      }
+      const strideA = args.strideA ?? m * k;
+      const strideB = args.strideB ?? k * n;
+      checkOperand('A', args.a, v.dtype, strideA * (batch - 1) + m * k);
+      checkOperand('B', args.b, v.dtype, strideB * (batch - 1) + k * n);
+      checkOperand('C', args.c, v.dtype, batch * m * n);
+      const params = packParams([
+        ['u32', m], ['u32', n], ['u32', k],
+        ['u32', strideA], ['u32', strideB], ['u32', m * n],
+        ['f32', args.alpha ?? 1],
+      ]);
+      const [wx, wy] = v.workgroup;
+      recorder.dispatch(compiled, [args.a.buffer, args.b.buffer, args.c.buffer], params, [
+        Math.ceil(n / (wx * BLOCK)),
+        Math.ceil(m / (wy * BLOCK)),
+        batch,
+      ]);
+    },
+  };
+}
+
+export interface MatmulOptions extends MatmulVariant {
+  batch?: number;
+  alpha?: number;
+  label?: string;
+}
+
+/**
+ * C = op(A) op(B) for A and B with shapes [..., M, K] and [..., K, N] (or transposed per the
+ * options); a 2-D operand is shared across the other's batch.
+ *
+ * @example
+ * ```ts
+ * const y = await matmul(ctx, x, w, { transB: true }); // y = x W^T, W stored [out, in]
+ * ```
+ */
+export async function matmul(ctx: GpuContext, a: GpuTensor, b: GpuTensor, options: MatmulOptions = {}): Promise<GpuTensor> {
+  if (a.shape.length < 2 || b.shape.length < 2) {
+    throw new InvalidArgumentError(
+      `matmul: operands need at least 2 dimensions, got A [${a.shape.join(', ')}] and B [${b.shape.join(', ')}].`,
+    );
+  }
+  const [ar, ac] = a.shape.slice(-2) as [number, number];
+  const [br, bc] = b.shape.slice(-2) as [number, number];
+  const [m, kA] = options.transA ? [ac, ar] : [ar, ac];
+  const [kB, n] = options.transB ? [bc, br] : [br, bc];
+  if (kA !== kB) {
+    throw new InvalidArgumentError(
+      `matmul: inner dimensions differ: A [${a.shape.join(', ')}]${options.transA ? '^T' : ''} has K=${kA}, ` +
+        `B [${b.shape.join(', ')}]${options.transB ? '^T' : ''} has K=${kB}.`,
+    );
+  }
+  const batchA = a.size / (ar * ac);
+  const batchB = b.size / (br * bc);
+  if (batchA !== batchB && batchA !== 1 && batchB !== 1) {
+    throw new InvalidArgumentError(`matmul: batch sizes differ: A has ${batchA}, B has ${batchB}.`);
+  }
+  const batch = Math.max(batchA, batchB);
+  const kernel = await createMatmulKernel(ctx, { ...options, dtype: options.dtype ?? (a.dtype === 'f16' ? 'f16' : 'f32') });
+  const lead = (batchA >= batchB ? a.shape : b.shape).slice(0, -2);
+  const c = createTensor(ctx, { shape: [...lead, m, n], dtype: kernel.variant.dtype, label: options.label ?? 'matmul output' });
+  const recorder = new CommandRecorder(ctx, 'matmul');
+  kernel.encode(recorder, {
+    a, b, c, m, n, k: kA, batch,
+    alpha: options.alpha,
+    strideA: batchA === 1 ? 0 : m * kA,
+    strideB: batchB === 1 ? 0 : kA * n,
+  });
+  recorder.submit();
+  return c;
+}

@@ -1,0 +1,89 @@
+/**
+ * The matmul test table, shared by the gpu lane (Vitest + Dawn) and the browser lane
+ * (Playwright page and worker). `small` is what SwiftShader can run in seconds.
+ */
+import { createMatmulKernel, createTensor, CommandRecorder, readF32, matmulRef, toF16Bits, fromF16Bits, type GpuContext } from '../../src/index.js';
+import { randn, worstError } from '../random.js';
+
+export interface MatmulCase {
+  name: string;
+  m: number;
+  n: number;
+  k: number;
+  batch?: number;
+  transA?: boolean;
+  transB?: boolean;
+  accumulate?: boolean;
+  alpha?: number;
+  /** Share B across the batch (stride 0). */
+  broadcastB?: boolean;
+  dtype: 'f32' | 'f16';
+}
+
+/** f32: accumulation order differs from the float64 reference; f16: outputs are rounded to f16. */
+export const MATMUL_TOLERANCE = { f32: { atol: 2e-5, rtol: 2e-5 }, f16: { atol: 2e-3, rtol: 2e-3 } } as const;
+
+const both = (c: Omit<MatmulCase, 'dtype'>): MatmulCase[] => [
+  { ...c, dtype: 'f32' },
+  { ...c, name: `${c.name} f16`, dtype: 'f16' },
+];
+
+const small: MatmulCase[] = [
+  { name: '1x1x1', m: 1, n: 1, k: 1, dtype: 'f32' },
+  { name: '17x33x65 odd sizes', m: 17, n: 33, k: 65, dtype: 'f32' },
+  { name: '17x33x65 A^T', m: 17, n: 33, k: 65, transA: true, dtype: 'f32' },
+  { name: '17x33x65 B^T', m: 17, n: 33, k: 65, transB: true, dtype: 'f32' },
+  { name: '17x33x65 A^T B^T alpha 0.5 accumulate', m: 17, n: 33, k: 65, transA: true, transB: true, alpha: 0.5, accumulate: true, dtype: 'f32' },
+  { name: 'batched 3x 9x10x11', m: 9, n: 10, k: 11, batch: 3, dtype: 'f32' },
+  { name: 'batched 4x 5x7x6, shared B^T', m: 5, n: 7, k: 6, batch: 4, transB: true, broadcastB: true, dtype: 'f32' },
+  { name: '64x64x64', m: 64, n: 64, k: 64, dtype: 'f32' },
+];
+
+const full: MatmulCase[] = [
+  ...small.flatMap((c) => both(c)),
+  ...both({ name: '1x1x1 B^T', m: 1, n: 1, k: 1, transB: true }),
+  ...both({ name: '3x1x2 A^T', m: 3, n: 1, k: 2, transA: true }),
+  ...both({ name: '127x129x131', m: 127, n: 129, k: 131 }),
+  ...both({ name: '256x512x384 A^T', m: 256, n: 512, k: 384, transA: true }),
+  ...both({ name: 'large 512x1024x768 B^T', m: 512, n: 1024, k: 768, transB: true }),
+];
+
+export const MATMUL_CASES = { small, full } as const;
+
+export interface CaseResult {
+  name: string;
+  worst: ReturnType<typeof worstError>;
+  validationError: string | null;
+}
+
+export async function runMatmulCase(ctx: GpuContext, c: MatmulCase): Promise<CaseResult> {
+  const batch = c.batch ?? 1;
+  const seed = c.m * 7919 + c.n * 104729 + c.k * 13 + batch;
+  const roundTo = (x: Float32Array) => (c.dtype === 'f16' ? fromF16Bits(toF16Bits(x)) : x);
+  const a = roundTo(randn(batch * c.m * c.k, seed));
+  const b = roundTo(randn((c.broadcastB ? 1 : batch) * c.k * c.n, seed + 1));
+  const c0 = roundTo(randn(batch * c.m * c.n, seed + 2));
+
+  ctx.device.pushErrorScope('validation');
+  const kernel = await createMatmulKernel(ctx, { dtype: c.dtype, transA: c.transA, transB: c.transB, accumulate: c.accumulate });
+  const ta = createTensor(ctx, { shape: [a.length], dtype: c.dtype, data: a, label: 'A' });
+  const tb = createTensor(ctx, { shape: [b.length], dtype: c.dtype, data: b, label: 'B' });
+  const tc = createTensor(ctx, { shape: [c0.length], dtype: c.dtype, data: c0, label: 'C' });
+  const recorder = new CommandRecorder(ctx, c.name);
+  kernel.encode(recorder, {
+    a: ta, b: tb, c: tc, m: c.m, n: c.n, k: c.k, batch, alpha: c.alpha,
+    strideB: c.broadcastB ? 0 : c.k * c.n,
+  });
+  recorder.submit();
+  const got = await readF32(ctx, tc);
+  const validation = await ctx.device.popErrorScope();
+  for (const t of [ta, tb, tc]) t.release();
+
+  const expected = matmulRef(a, b, {
+    m: c.m, n: c.n, k: c.k, batch, transA: c.transA, transB: c.transB, alpha: c.alpha,
+    strideB: c.broadcastB ? 0 : c.k * c.n,
+    accumulate: c.accumulate ? c0 : undefined,
+  });
+  const tol = MATMUL_TOLERANCE[c.dtype];
+  return { name: c.name, worst: worstError(got, roundTo(expected), tol.atol * Math.sqrt(c.k), tol.rtol), validationError: validation?.message ?? null };
+}

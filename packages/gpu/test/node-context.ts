@@ -1,0 +1,18 @@
+/**
+ * The gpu lane's device: Dawn in Node. Under CI=true a missing adapter fails the run; elsewhere
+ * it also fails, with the install command, because a silently skipped GPU lane proves nothing.
+ */
+import { createGpuContext, type GpuContext } from '../src/index.js';
+import { createNodeGpu } from '../src/node.js';
+
+export async function nodeContext(options: { disableFeatures?: ('shader-f16' | 'subgroups' | 'timestamp-query')[] } = {}): Promise<GpuContext> {
+  try {
+    return await createGpuContext({ gpu: await createNodeGpu(), ...options });
+  } catch (error) {
+    throw new Error(
+      `The gpu test lane needs a WebGPU adapter in Node (Dawn). On Debian 12 install Mesa >= 24 lavapipe: ` +
+        `sudo scripts/install-system-deps.sh (mesa-vulkan-drivers from bookworm-backports). Cause: ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+}
