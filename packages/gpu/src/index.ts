@@ -32,3 +32,19 @@ export { f32ToF16Bits, f16BitsToF32, toF16Bits, fromF16Bits } from './f16.js';
 export { createMatmulKernel, matmul, MATMUL_KERNEL, DEFAULT_MATMUL_WORKGROUP } from './kernels/matmul.js';
 export type { MatmulKernel, MatmulVariant, MatmulArgs, MatmulOptions } from './kernels/matmul.js';
 export { matmulRef } from './kernels/matmul.ref.js';
+
+export { quantizeNF4, dequantizeNF4, nf4BlockScales, doubleQuantizeAbsmax } from './nf4/quantize.js';
+export type { NF4Quantized, NF4Scales, QuantizeNF4Options } from './nf4/quantize.js';
+export { NF4_CODEBOOK, NF4_BLOCK_SIZES, NESTED_BLOCK_SIZE, createDynamicMap } from './nf4/format.js';
+export {
+  uploadNF4,
+  downloadNF4,
+  quantizeNF4Gpu,
+  dequantizeNF4Gpu,
+  createNF4MatmulKernel,
+  matmulNF4,
+  NF4_MATMUL_KERNEL,
+  NF4_GRAD_INPUT_KERNEL,
+} from './kernels/nf4.js';
+export type { NF4Weight, NF4MatmulKernel, NF4MatmulVariant, NF4MatmulArgs, QuantizeNF4GpuOptions } from './kernels/nf4.js';
+export { nf4MatmulRef, nf4GradInputRef } from './kernels/nf4-matmul.ref.js';

@@ -30,7 +30,7 @@ export function worstError(actual: ArrayLike<number>, expected: ArrayLike<number
   let maxAbs = 0;
   for (let i = 0; i < actual.length; i++) {
     const diff = Math.abs(actual[i]! - expected[i]!);
-    const r = Number.isFinite(diff) ? diff / (atol + rtol * Math.abs(expected[i]!)) : Infinity;
+    const r = diff === 0 ? 0 : Number.isFinite(diff) ? diff / (atol + rtol * Math.abs(expected[i]!)) : Infinity;
     maxAbs = Math.max(maxAbs, diff);
     if (r > ratio || Number.isNaN(r)) {
       ratio = Number.isNaN(r) ? Infinity : r;

@@ -1,0 +1,354 @@
+/**
+ * NF4 on the GPU: quantize (with optional double quantization), dequantize, and the two fused
+ * matmuls QLoRA needs, Y = X dequant(W)^T and DX = DY dequant(W), which decode W in registers.
+ * Shaders: shaders/nf4-*.wgsl, shaders/reduce-sum.wgsl, shaders/lib/nf4-*.wgsl.
+ */
+import codeLib from '../../../../shaders/lib/nf4-code.wgsl?raw';
+import weightsLib from '../../../../shaders/lib/nf4-weights.wgsl?raw';
+import quantizeSource from '../../../../shaders/nf4-quantize.wgsl?raw';
+import doubleQuantizeSource from '../../../../shaders/nf4-double-quantize.wgsl?raw';
+import reduceSumSource from '../../../../shaders/reduce-sum.wgsl?raw';
+import dequantizeSource from '../../../../shaders/nf4-dequantize.wgsl?raw';
+import matmulSource from '../../../../shaders/nf4-matmul.wgsl?raw';
+import gradInputSource from '../../../../shaders/nf4-matmul-grad-input.wgsl?raw';
+import type { GpuContext } from '../device.js';
+import { InvalidArgumentError } from '../errors.js';
+import { dynamicMap, NESTED_BLOCK_SIZE } from '../nf4/format.js';
+import { validateBlockSize, type NF4Quantized } from '../nf4/quantize.js';
+import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
+import { CommandRecorder, packParams } from '../recorder.js';
+import { createTensor, readBuffer, readTensor, type GpuTensor } from '../tensor.js';
+import { grid1D } from './grid.js';
+
+const CODE = { path: 'shaders/lib/nf4-code.wgsl', source: codeLib };
+const WEIGHTS = { path: 'shaders/lib/nf4-weights.wgsl', source: weightsLib };
+const NF4_WEIGHT_BINDINGS = ['read', 'read', 'read', 'read'] as const;
+
+const QUANTIZE: KernelDefinition = {
+  name: 'nf4-quantize',
+  files: [CODE, { path: 'shaders/nf4-quantize.wgsl', source: quantizeSource }],
+  bindings: ['read', 'read-write', 'read-write', 'read-write', 'uniform'],
+};
+const REDUCE_SUM: KernelDefinition = {
+  name: 'reduce-sum',
+  files: [{ path: 'shaders/reduce-sum.wgsl', source: reduceSumSource }],
+  bindings: ['read', 'read-write', 'uniform'],
+};
+const DOUBLE_QUANTIZE: KernelDefinition = {
+  name: 'nf4-double-quantize',
+  files: [{ path: 'shaders/nf4-double-quantize.wgsl', source: doubleQuantizeSource }],
+  bindings: ['read', 'read', 'read', 'read-write', 'read-write', 'read-write', 'uniform'],
+};
+const DEQUANTIZE: KernelDefinition = {
+  name: 'nf4-dequantize',
+  files: [CODE, WEIGHTS, { path: 'shaders/nf4-dequantize.wgsl', source: dequantizeSource }],
+  bindings: [...NF4_WEIGHT_BINDINGS, 'read-write', 'uniform'],
+};
+export const NF4_MATMUL_KERNEL: KernelDefinition = {
+  name: 'nf4-matmul',
+  files: [CODE, WEIGHTS, { path: 'shaders/nf4-matmul.wgsl', source: matmulSource }],
+  bindings: [...NF4_WEIGHT_BINDINGS, 'read', 'read-write', 'uniform'],
+};
+export const NF4_GRAD_INPUT_KERNEL: KernelDefinition = {
+  name: 'nf4-matmul-grad-input',
+  files: [CODE, WEIGHTS, { path: 'shaders/nf4-matmul-grad-input.wgsl', source: gradInputSource }],
+  bindings: [...NF4_WEIGHT_BINDINGS, 'read', 'read-write', 'uniform'],
+};
+
+/** A frozen NF4 weight resident on the GPU, in the layout the fused kernels read. */
+export interface NF4Weight {
+  /** [N, K]: out x in, as PyTorch stores a Linear weight. */
+  readonly shape: readonly [number, number];
+  readonly blockSize: number;
+  readonly doubleQuant: boolean;
+  /** Codes, 8 per u32 word (first element in the high nibble of each byte). */
+  readonly packed: GpuTensor;
+  /** Per-block absmax, or per-256-block nested absmax when double-quantized. */
+  readonly absmax: GpuTensor;
+  /** Double quantization: uint8 codes of absmax - offset (a 4-byte placeholder otherwise). */
+  readonly quantizedAbsmax: GpuTensor;
+  /** Double quantization: the dynamic map (a 4-byte placeholder otherwise). */
+  readonly absmaxCode: GpuTensor;
+  readonly offset: number;
+  /** Bytes of GPU memory the weight occupies. */
+  readonly byteLength: number;
+  release(): void;
+}
+
+function weightBuffers(w: NF4Weight): GPUBuffer[] {
+  return [w.packed.buffer, w.absmax.buffer, w.quantizedAbsmax.buffer, w.absmaxCode.buffer];
+}
+
+function weightConstants(w: NF4Weight) {
+  return { BLOCK_SIZE: w.blockSize, DOUBLE_QUANT: w.doubleQuant };
+}
+
+function assembleWeight(
+  shape: readonly [number, number],
+  blockSize: number,
+  parts: { packed: GpuTensor; absmax: GpuTensor; quantizedAbsmax: GpuTensor; absmaxCode: GpuTensor; offset: number; doubleQuant: boolean },
+): NF4Weight {
+  const tensors = [parts.packed, parts.absmax, parts.quantizedAbsmax, parts.absmaxCode];
+  return {
+    shape,
+    blockSize,
+    ...parts,
+    byteLength: tensors.reduce((sum, t) => sum + t.buffer.size, 0),
+    release() {
+      for (const t of tensors) t.release();
+    },
+  };
+}
+
+function as2D(shape: readonly number[]): [number, number] {
+  if (shape.length === 1) return [1, shape[0]!];
+  if (shape.length !== 2) {
+    throw new InvalidArgumentError(`NF4 weights on the GPU are 2-D [out, in]; got shape [${shape.join(', ')}].`);
+  }
+  return [shape[0]!, shape[1]!];
+}
+
+function placeholder(ctx: GpuContext, label: string): GpuTensor {
+  return createTensor(ctx, { shape: [1], dtype: 'u32', label: `${label} (unused)` });
+}
+
+/** Uploads a CPU-quantized weight (from `quantizeNF4` or a bitsandbytes checkpoint). */
+export function uploadNF4(ctx: GpuContext, q: NF4Quantized, label = 'nf4 weight'): NF4Weight {
+  const shape = as2D(q.shape);
+  validateBlockSize(q.blockSize);
+  const n = shape[0] * shape[1];
+  const words = new Uint8Array(Math.ceil(n / 8) * 4);
+  words.set(q.packed);
+  const packed = createTensor(ctx, { shape: [words.length], dtype: 'u8', label: `${label} codes`, data: words });
+  if (!q.scales.doubleQuant) {
+    return assembleWeight(shape, q.blockSize, {
+      packed,
+      absmax: createTensor(ctx, { shape: [q.scales.absmax.length], label: `${label} absmax`, data: q.scales.absmax }),
+      quantizedAbsmax: placeholder(ctx, `${label} quantized absmax`),
+      absmaxCode: placeholder(ctx, `${label} absmax code`),
+      offset: 0,
+      doubleQuant: false,
+    });
+  }
+  const s = q.scales;
+  if (s.nestedBlockSize !== NESTED_BLOCK_SIZE) {
+    throw new InvalidArgumentError(`NF4 double quantization uses nested blocks of ${NESTED_BLOCK_SIZE}; got ${s.nestedBlockSize}.`);
+  }
+  const qBytes = new Uint8Array(Math.ceil(s.quantizedAbsmax.length / 4) * 4);
+  qBytes.set(s.quantizedAbsmax);
+  return assembleWeight(shape, q.blockSize, {
+    packed,
+    absmax: createTensor(ctx, { shape: [s.nestedAbsmax.length], label: `${label} nested absmax`, data: s.nestedAbsmax }),
+    quantizedAbsmax: createTensor(ctx, { shape: [qBytes.length], dtype: 'u8', label: `${label} quantized absmax`, data: qBytes }),
+    absmaxCode: createTensor(ctx, { shape: [256], label: `${label} absmax code`, data: dynamicMap() }),
+    offset: s.offset,
+    doubleQuant: true,
+  });
+}
+
+/** Reads an NF4 weight back into the CPU form (e.g. to save it). */
+export async function downloadNF4(ctx: GpuContext, w: NF4Weight): Promise<NF4Quantized> {
+  const n = w.shape[0] * w.shape[1];
+  const blocks = Math.ceil(n / w.blockSize);
+  const packed = (await readTensor(ctx, w.packed)) as Uint8Array;
+  const absmax = (await readTensor(ctx, w.absmax)) as Float32Array;
+  const base = { shape: [...w.shape], blockSize: w.blockSize, packed: packed.slice(0, Math.ceil(n / 2)) };
+  if (!w.doubleQuant) return { ...base, scales: { doubleQuant: false, absmax } };
+  const q = (await readTensor(ctx, w.quantizedAbsmax)) as Uint8Array;
+  return {
+    ...base,
+    scales: {
+      doubleQuant: true,
+      quantizedAbsmax: q.slice(0, blocks),
+      nestedAbsmax: absmax,
+      offset: w.offset,
+      nestedBlockSize: NESTED_BLOCK_SIZE,
+    },
+  };
+}
+
+export interface QuantizeNF4GpuOptions {
+  shape: [number, number];
+  blockSize?: number;
+  doubleQuant?: boolean;
+  label?: string;
+}
+
+const WG = 64;
+
+/**
+ * Quantizes a float32 GPU tensor to NF4 on the GPU, bit-compatible with bitsandbytes (the
+ * double-quantization offset is a float32 pairwise mean, within a few ulps of bitsandbytes').
+ * Rejects NaN or infinite input with InvalidArgumentError, leaving nothing allocated.
+ */
+export async function quantizeNF4Gpu(ctx: GpuContext, input: GpuTensor, options: QuantizeNF4GpuOptions): Promise<NF4Weight> {
+  const blockSize = options.blockSize ?? 64;
+  validateBlockSize(blockSize);
+  const label = options.label ?? 'nf4 weight';
+  const shape = options.shape;
+  const n = shape[0] * shape[1];
+  if (input.dtype !== 'f32' || input.size !== n) {
+    throw new InvalidArgumentError(
+      `quantizeNF4Gpu: input "${input.label}" must be f32 with ${n} elements for shape [${shape.join(', ')}]; got ${input.dtype} with ${input.size}.`,
+    );
+  }
+  if (n === 0) throw new InvalidArgumentError('quantizeNF4Gpu: the input is empty; there is nothing to quantize.');
+  const blocks = Math.ceil(n / blockSize);
+  const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
+
+  const quantize = await ctx.pipelines.get(QUANTIZE, 'f32', { WG });
+  const packed = createTensor(ctx, { shape: [Math.ceil(n / 8) * 4], dtype: 'u8', label: `${label} codes` });
+  const absmax = createTensor(ctx, { shape: [blocks], label: `${label} absmax` });
+  const status = createTensor(ctx, { shape: [1], dtype: 'u32', label: `${label} status`, data: new Uint32Array(1) });
+  const recorder = new CommandRecorder(ctx, 'nf4 quantize');
+  const g = grid1D(blocks, WG, maxGroups);
+  recorder.dispatch(quantize, [input.buffer, packed.buffer, absmax.buffer, status.buffer],
+    packParams([['u32', n], ['u32', blockSize], ['u32', blocks], ['u32', g.rowStride]]), g.workgroups);
+  recorder.submit();
+  const flags = new Uint32Array(await readBuffer(ctx, status.buffer, 4, 'nf4 status'));
+  status.release();
+  if (flags[0] !== 0) {
+    packed.release();
+    absmax.release();
+    throw new InvalidArgumentError(
+      `quantizeNF4Gpu: "${input.label}" contains NaN or infinite values; NF4 cannot represent them. ` +
+        'Check the weights (a corrupt file or a diverged model) before quantizing.',
+    );
+  }
+  if (!options.doubleQuant) {
+    return assembleWeight(shape, blockSize, {
+      packed, absmax, quantizedAbsmax: placeholder(ctx, `${label} quantized absmax`),
+      absmaxCode: placeholder(ctx, `${label} absmax code`), offset: 0, doubleQuant: false,
+    });
+  }
+
+  // Sum the absmax values pairwise down to one, then quantize them around their mean.
+  const reduce = await ctx.pipelines.get(REDUCE_SUM, 'f32');
+  const doubleQuantize = await ctx.pipelines.get(DOUBLE_QUANTIZE, 'f32', { WG });
+  const dq = new CommandRecorder(ctx, 'nf4 double quantize');
+  const temporaries: GpuTensor[] = [];
+  let current = absmax;
+  let count = blocks;
+  do {
+    const next = createTensor(ctx, { shape: [Math.ceil(count / 256)], label: `${label} absmax partial sums` });
+    temporaries.push(next);
+    const rg = grid1D(count, 256, maxGroups);
+    dq.dispatch(reduce, [current.buffer, next.buffer], packParams([['u32', count], ['u32', rg.workgroups[0]]]), rg.workgroups);
+    current = next;
+    count = Math.ceil(count / 256);
+  } while (count > 1);
+  const nestedBlocks = Math.ceil(blocks / NESTED_BLOCK_SIZE);
+  const code = createTensor(ctx, { shape: [256], label: `${label} absmax code`, data: dynamicMap() });
+  const quantizedAbsmax = createTensor(ctx, { shape: [Math.ceil(blocks / 4) * 4], dtype: 'u8', label: `${label} quantized absmax` });
+  const nested = createTensor(ctx, { shape: [nestedBlocks], label: `${label} nested absmax` });
+  const offsetOut = createTensor(ctx, { shape: [1], label: `${label} offset` });
+  dq.dispatch(doubleQuantize, [absmax.buffer, current.buffer, code.buffer, quantizedAbsmax.buffer, nested.buffer, offsetOut.buffer],
+    packParams([['u32', blocks], ['u32', nestedBlocks]]), [Math.ceil(nestedBlocks / WG)]);
+  dq.submit();
+  const offset = new Float32Array(await readBuffer(ctx, offsetOut.buffer, 4, 'nf4 offset'))[0]!;
+  for (const t of [...temporaries, offsetOut, absmax]) t.release();
+  return assembleWeight(shape, blockSize, {
+    packed, absmax: nested, quantizedAbsmax, absmaxCode: code, offset, doubleQuant: true,
+  });
+}
+
+/** Dequantizes an NF4 weight to a new float32 tensor (for export or for comparison). */
+export async function dequantizeNF4Gpu(ctx: GpuContext, w: NF4Weight, label = 'nf4 dequantized'): Promise<GpuTensor> {
+  const n = w.shape[0] * w.shape[1];
+  const kernel = await ctx.pipelines.get(DEQUANTIZE, 'f32', { ...weightConstants(w), WG });
+  const out = createTensor(ctx, { shape: [...w.shape], label });
+  const g = grid1D(Math.ceil(n / 8), WG, ctx.limits.maxComputeWorkgroupsPerDimension);
+  const recorder = new CommandRecorder(ctx, 'nf4 dequantize');
+  recorder.dispatch(kernel, [...weightBuffers(w), out.buffer],
+    packParams([['u32', n], ['u32', g.rowStride], ['f32', w.offset]]), g.workgroups);
+  recorder.submit();
+  return out;
+}
+
+export interface NF4MatmulVariant {
+  /** 'forward': Y = X dequant(W)^T; 'grad-input': DX = DY dequant(W). */
+  mode: 'forward' | 'grad-input';
+  dtype?: ElementType;
+  accumulate?: boolean;
+  blockSize?: number;
+  doubleQuant?: boolean;
+  workgroup?: readonly [number, number];
+}
+
+export interface NF4MatmulArgs {
+  weight: NF4Weight;
+  /** forward: X [M, K]; grad-input: DY [M, N]. */
+  input: GpuTensor;
+  /** forward: Y [M, N]; grad-input: DX [M, K]. */
+  output: GpuTensor;
+  m: number;
+  alpha?: number;
+}
+
+export interface NF4MatmulKernel {
+  readonly variant: Required<NF4MatmulVariant>;
+  encode(recorder: CommandRecorder, args: NF4MatmulArgs): void;
+}
+
+export async function createNF4MatmulKernel(ctx: GpuContext, variant: NF4MatmulVariant): Promise<NF4MatmulKernel> {
+  const v: Required<NF4MatmulVariant> = {
+    mode: variant.mode,
+    dtype: variant.dtype ?? 'f32',
+    accumulate: variant.accumulate ?? false,
+    blockSize: variant.blockSize ?? 64,
+    doubleQuant: variant.doubleQuant ?? false,
+    workgroup: variant.workgroup ?? [8, 8],
+  };
+  validateBlockSize(v.blockSize);
+  const definition = v.mode === 'forward' ? NF4_MATMUL_KERNEL : NF4_GRAD_INPUT_KERNEL;
+  const compiled = await ctx.pipelines.get(definition, v.dtype, {
+    WG_X: v.workgroup[0],
+    WG_Y: v.workgroup[1],
+    ACCUMULATE: v.accumulate,
+    BLOCK_SIZE: v.blockSize,
+    DOUBLE_QUANT: v.doubleQuant,
+  });
+  return {
+    variant: v,
+    encode(recorder, args) {
+      const w = args.weight;
+      const [n, k] = w.shape;
+      if (w.blockSize !== v.blockSize || w.doubleQuant !== v.doubleQuant) {
+        throw new InvalidArgumentError(
+          `nf4 matmul: kernel made for block size ${v.blockSize}${v.doubleQuant ? ' with' : ' without'} double quantization; ` +
+            `weight has block size ${w.blockSize}${w.doubleQuant ? ' with' : ' without'}.`,
+        );
+      }
+      const [inCols, outCols] = v.mode === 'forward' ? [k, n] : [n, k];
+      if (!Number.isInteger(args.m) || args.m < 1) throw new InvalidArgumentError(`nf4 matmul: m must be a positive integer, got ${args.m}.`);
+      for (const [name, t, cols] of [['input', args.input, inCols], ['output', args.output, outCols]] as const) {
+        if (t.dtype !== v.dtype || t.size < args.m * cols) {
+          throw new InvalidArgumentError(
+            `nf4 matmul (${v.mode}): ${name} "${t.label}" must be ${v.dtype} with at least ${args.m} x ${cols} elements for weight [${n}, ${k}]; ` +
+              `got ${t.dtype} [${t.shape.join(', ')}].`,
+          );
+        }
+      }
+      const [wx, wy] = v.workgroup;
+      const perThreadCols = v.mode === 'forward' ? 4 : 8;
+      recorder.dispatch(compiled, [...weightBuffers(w), args.input.buffer, args.output.buffer],
+        packParams([['u32', args.m], ['u32', n], ['u32', k], ['f32', args.alpha ?? 1], ['f32', w.offset]]),
+        [Math.ceil(outCols / (wx * perThreadCols)), Math.ceil(args.m / (wy * 4))]);
+    },
+  };
+}
+
+/** Y = X dequant(W)^T for X [M, K] and an NF4 weight [N, K]; returns Y [M, N]. */
+export async function matmulNF4(ctx: GpuContext, x: GpuTensor, w: NF4Weight, options: { dtype?: ElementType } = {}): Promise<GpuTensor> {
+  const k = w.shape[1];
+  if (x.shape[x.shape.length - 1] !== k) {
+    throw new InvalidArgumentError(`matmulNF4: X [${x.shape.join(', ')}] must end in K=${k} to multiply weight [${w.shape.join(', ')}]^T.`);
+  }
+  const m = x.size / k;
+  const kernel = await createNF4MatmulKernel(ctx, { mode: 'forward', dtype: options.dtype ?? 'f32', blockSize: w.blockSize, doubleQuant: w.doubleQuant });
+  const y = createTensor(ctx, { shape: [...x.shape.slice(0, -1), w.shape[0]], dtype: kernel.variant.dtype, label: 'nf4 matmul output' });
+  const recorder = new CommandRecorder(ctx, 'nf4 matmul');
+  kernel.encode(recorder, { weight: w, input: x, output: y, m });
+  recorder.submit();
+  return y;
+}

@@ -1,0 +1,141 @@
+/**
+ * NF4 GPU test table, shared by the gpu lane (Dawn) and the browser lane (SwiftShader):
+ * quantization against the bitsandbytes goldens, dequantization, and the fused matmuls
+ * against their CPU reference.
+ */
+import {
+  CommandRecorder, createNF4MatmulKernel, createTensor, dequantizeNF4, dequantizeNF4Gpu, doubleQuantizeAbsmax,
+  downloadNF4, fromF16Bits, nf4GradInputRef, nf4MatmulRef, quantizeNF4, quantizeNF4Gpu, readF32, toF16Bits,
+  uploadNF4, type GpuContext,
+} from '../../src/index.js';
+import { f32, nf4Fixture, u8 } from '../fixtures.js';
+import { randn, worstError } from '../random.js';
+
+export interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+
+/** GPU quantization of every fixture case: codes and absmax exactly bitsandbytes'. */
+export async function checkQuantizeCases(ctx: GpuContext, names?: (name: string) => boolean): Promise<Check[]> {
+  const out: Check[] = [];
+  for (const c of nf4Fixture.cases.filter((c) => !names || names(c.name))) {
+    const input = f32(c.input);
+    const shape: [number, number] = c.shape.length === 2 ? [c.shape[0]!, c.shape[1]!] : [1, input.length];
+    const t = createTensor(ctx, { shape: [input.length], data: input, label: 'nf4 input' });
+    ctx.device.pushErrorScope('validation');
+    const w = await quantizeNF4Gpu(ctx, t, { shape, blockSize: c.blockSize, doubleQuant: c.doubleQuant });
+    const got = await downloadNF4(ctx, w);
+    const validation = await ctx.device.popErrorScope();
+    w.release();
+    t.release();
+    const problems: string[] = [];
+    if (validation) problems.push(`validation: ${validation.message}`);
+    if (hex(got.packed) !== hex(u8(c.packed))) problems.push('packed codes differ');
+    if (got.scales.doubleQuant) {
+      const expectedOffset = c.offset!;
+      // The GPU's float32 pairwise mean may differ from the float64 mean in the last bits.
+      if (Math.abs(got.scales.offset - expectedOffset) > 4 * 1.2e-7 * Math.abs(expectedOffset)) {
+        problems.push(`offset ${got.scales.offset} vs ${expectedOffset}`);
+      }
+      const cpu = doubleQuantizeAbsmax(f32(c.absmax), got.scales.offset);
+      if (hex(got.scales.quantizedAbsmax) !== hex(cpu.quantizedAbsmax)) problems.push('quantized absmax differs from the CPU reference at the same offset');
+      if (Array.from(got.scales.nestedAbsmax).join() !== Array.from(cpu.nestedAbsmax).join()) problems.push('nested absmax differs');
+      const dq = worstError(dequantizeNF4(got), f32(c.dequantized), 0, 1e-5);
+      if (dq.ratio > 1) problems.push(`dequantized vs bitsandbytes: ${JSON.stringify(dq)}`);
+    } else if (Array.from(got.scales.absmax).join() !== Array.from(f32(c.absmax)).join()) {
+      problems.push('absmax differs');
+    }
+    out.push({ name: `quantize: ${c.name}`, ok: problems.length === 0, detail: problems.join('; ') });
+  }
+  return out;
+}
+
+/** GPU dequantization of the bitsandbytes-quantized fixtures. */
+export async function checkDequantizeCases(ctx: GpuContext): Promise<Check[]> {
+  const out: Check[] = [];
+  for (const c of nf4Fixture.cases) {
+    const input = f32(c.input);
+    const q = quantizeNF4(input, { blockSize: c.blockSize, doubleQuant: c.doubleQuant, shape: c.shape.length === 2 ? c.shape : [1, input.length] });
+    const w = uploadNF4(ctx, q);
+    const t = await dequantizeNF4Gpu(ctx, w);
+    const got = await readF32(ctx, t);
+    t.release();
+    w.release();
+    // Double quantization's code2 * absmax2 + offset may be fused on the GPU: allow an ulp or two.
+    const r = worstError(got, f32(c.dequantized), 0, c.doubleQuant ? 3e-7 : 0);
+    out.push({ name: `dequantize: ${c.name}`, ok: r.ratio <= 1, detail: JSON.stringify(r) });
+  }
+  return out;
+}
+
+export interface NF4MatmulCase {
+  name: string;
+  m: number;
+  n: number;
+  k: number;
+  blockSize?: number;
+  doubleQuant?: boolean;
+  dtype: 'f32' | 'f16';
+  mode: 'forward' | 'grad-input';
+  alpha?: number;
+  accumulate?: boolean;
+}
+
+const both = (c: Omit<NF4MatmulCase, 'mode'>): NF4MatmulCase[] => [
+  { ...c, mode: 'forward' },
+  { ...c, name: `${c.name} (grad-input)`, mode: 'grad-input' },
+];
+
+export const NF4_MATMUL_CASES = {
+  small: [
+    ...both({ name: '1x1x1', m: 1, n: 1, k: 1, dtype: 'f32' }),
+    ...both({ name: '17x33x65 odd sizes', m: 17, n: 33, k: 65, dtype: 'f32' }),
+    ...both({ name: '9x40x96 double quant, blocks straddle rows', m: 9, n: 40, k: 96, doubleQuant: true, dtype: 'f32' }),
+    ...both({ name: '8x24x128 alpha 0.5 accumulate', m: 8, n: 24, k: 128, alpha: 0.5, accumulate: true, dtype: 'f32' }),
+  ],
+  full: [] as NF4MatmulCase[],
+};
+NF4_MATMUL_CASES.full = [
+  ...NF4_MATMUL_CASES.small,
+  ...both({ name: '17x33x65 f16', m: 17, n: 33, k: 65, dtype: 'f16' }),
+  ...both({ name: '64x96x256 block 128, double quant', m: 64, n: 96, k: 256, blockSize: 128, doubleQuant: true, dtype: 'f32' }),
+  ...both({ name: '64x96x256 double quant f16', m: 64, n: 96, k: 256, doubleQuant: true, dtype: 'f16' }),
+  ...both({ name: 'large 256x1024x1024 double quant', m: 256, n: 1024, k: 1024, doubleQuant: true, dtype: 'f32' }),
+];
+
+export const NF4_MATMUL_TOLERANCE = { f32: { atol: 2e-5, rtol: 2e-5 }, f16: { atol: 2e-3, rtol: 2e-3 } } as const;
+
+export async function runNF4MatmulCase(ctx: GpuContext, c: NF4MatmulCase): Promise<Check> {
+  const roundTo = (x: Float32Array) => (c.dtype === 'f16' ? fromF16Bits(toF16Bits(x)) : x);
+  const seed = c.m * 31 + c.n * 17 + c.k;
+  const weight = randn(c.n * c.k, seed, 0.05);
+  const q = quantizeNF4(weight, { shape: [c.n, c.k], blockSize: c.blockSize ?? 64, doubleQuant: c.doubleQuant });
+  const [inCols, outCols] = c.mode === 'forward' ? [c.k, c.n] : [c.n, c.k];
+  const input = roundTo(randn(c.m * inCols, seed + 1));
+  const initial = roundTo(randn(c.m * outCols, seed + 2));
+
+  ctx.device.pushErrorScope('validation');
+  const w = uploadNF4(ctx, q);
+  const kernel = await createNF4MatmulKernel(ctx, {
+    mode: c.mode, dtype: c.dtype, accumulate: c.accumulate, blockSize: q.blockSize, doubleQuant: q.scales.doubleQuant,
+  });
+  const x = createTensor(ctx, { shape: [c.m, inCols], dtype: c.dtype, data: input, label: 'input' });
+  const y = createTensor(ctx, { shape: [c.m, outCols], dtype: c.dtype, data: initial, label: 'output' });
+  const recorder = new CommandRecorder(ctx, c.name);
+  kernel.encode(recorder, { weight: w, input: x, output: y, m: c.m, alpha: c.alpha });
+  recorder.submit();
+  const got = await readF32(ctx, y);
+  const validation = await ctx.device.popErrorScope();
+  for (const t of [x, y]) t.release();
+  w.release();
+
+  const product = c.mode === 'forward' ? nf4MatmulRef(input, q, c.m) : nf4GradInputRef(input, q, c.m);
+  const expected = product.map((v, i) => (c.alpha ?? 1) * v + (c.accumulate ? initial[i]! : 0));
+  const tol = NF4_MATMUL_TOLERANCE[c.dtype];
+  const r = worstError(got, roundTo(expected), tol.atol * Math.sqrt(inCols), tol.rtol);
+  return { name: `${c.mode}: ${c.name}`, ok: r.ratio <= 1 && !validation, detail: validation ? validation.message : JSON.stringify(r) };
+}

@@ -1,0 +1,104 @@
+// nf4-matmul: Y = alpha * X dequant(W)^T  (+ Y when ACCUMULATE), the QLoRA forward base product.
+// W is a frozen NF4 weight [N, K] (PyTorch Linear layout: out x in) that is decoded in registers
+// and never written out in float32; X is [M, K], Y is [M, N]; `elem` is f32 or f16, math in f32.
+//
+// Bindings (group 0): 0-3 the NF4 weight (shaders/lib/nf4-weights.wgsl), then
+//   4 x: array<elem>   read
+//   5 y: array<elem>   read_write
+//   6 params: Params   uniform
+// Dispatch: (ceil(N / (WG_X * 4)), ceil(M / (WG_Y * 4))); each invocation owns a 4x4 block of Y.
+// When K % 8 == 0 every row of W starts on a word and an 8-value word never straddles a block
+// (BLOCK_SIZE is a multiple of 8), so one word and one scale serve 8 steps of K; otherwise each
+// element is located on its own.
+// CPU reference: packages/gpu/src/kernels/nf4-matmul.ref.ts
+
+override WG_X: u32 = 8u;
+override WG_Y: u32 = 8u;
+override ACCUMULATE: bool = false;
+
+struct Params {
+  m: u32,
+  n: u32,
+  k: u32,
+  alpha: f32,
+  offset: f32,
+}
+
+@group(0) @binding(4) var<storage, read> x: array<elem>;
+@group(0) @binding(5) var<storage, read_write> y: array<elem>;
+@group(0) @binding(6) var<uniform> params: Params;
+
+fn decode4(words: vec4<u32>, e: u32, scales: vec4<f32>) -> vec4<f32> {
+  return vec4<f32>(NF4_CODE[nf4_nibble(words.x, e)], NF4_CODE[nf4_nibble(words.y, e)],
+                   NF4_CODE[nf4_nibble(words.z, e)], NF4_CODE[nf4_nibble(words.w, e)]) * scales;
+}
+
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let m0 = gid.y * 4u;
+  let n0 = gid.x * 4u;
+  if (m0 >= params.m || n0 >= params.n) {
+    return;
+  }
+  let k = params.k;
+  let last_row = params.m - 1u;
+  let last_col = params.n - 1u;
+  let rows = vec4<u32>(m0, min(m0 + 1u, last_row), min(m0 + 2u, last_row), min(m0 + 3u, last_row)) * k;
+  let cols = vec4<u32>(n0, min(n0 + 1u, last_col), min(n0 + 2u, last_col), min(n0 + 3u, last_col));
+  let off = params.offset;
+
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
+  if (k % 8u == 0u) {
+    let words_per_row = k / 8u;
+    let word_rows = cols * words_per_row;
+    for (var kw = 0u; kw < words_per_row; kw++) {
+      let k0 = kw * 8u;
+      let words = vec4<u32>(nf4_packed[word_rows.x + kw], nf4_packed[word_rows.y + kw],
+                            nf4_packed[word_rows.z + kw], nf4_packed[word_rows.w + kw]);
+      let flat = cols * k + k0;
+      let scales = vec4<f32>(nf4_scale(flat.x / BLOCK_SIZE, off), nf4_scale(flat.y / BLOCK_SIZE, off),
+                             nf4_scale(flat.z / BLOCK_SIZE, off), nf4_scale(flat.w / BLOCK_SIZE, off));
+      for (var e = 0u; e < 8u; e++) {
+        let wv = decode4(words, e, scales);
+        let kk = k0 + e;
+        acc0 += f32(x[rows.x + kk]) * wv;
+        acc1 += f32(x[rows.y + kk]) * wv;
+        acc2 += f32(x[rows.z + kk]) * wv;
+        acc3 += f32(x[rows.w + kk]) * wv;
+      }
+    }
+  } else {
+    let flat_rows = cols * k;
+    for (var kk = 0u; kk < k; kk++) {
+      let wv = vec4<f32>(nf4_weight(flat_rows.x + kk, off), nf4_weight(flat_rows.y + kk, off),
+                         nf4_weight(flat_rows.z + kk, off), nf4_weight(flat_rows.w + kk, off));
+      acc0 += f32(x[rows.x + kk]) * wv;
+      acc1 += f32(x[rows.y + kk]) * wv;
+      acc2 += f32(x[rows.z + kk]) * wv;
+      acc3 += f32(x[rows.w + kk]) * wv;
+    }
+  }
+  store_row(m0, n0, acc0);
+  store_row(m0 + 1u, n0, acc1);
+  store_row(m0 + 2u, n0, acc2);
+  store_row(m0 + 3u, n0, acc3);
+}
+
+fn store_row(row: u32, n0: u32, v: vec4<f32>) {
+  if (row >= params.m) {
+    return;
+  }
+  let start = row * params.n + n0;
+  for (var j = 0u; j < 4u; j++) {
+    if (n0 + j < params.n) {
+      var value = params.alpha * v[j];
+      if (ACCUMULATE) {
+        value += f32(y[start + j]);
+      }
+      y[start + j] = elem(value);
+    }
+  }
+}
