@@ -48,3 +48,7 @@ export {
 } from './kernels/nf4.js';
 export type { NF4Weight, NF4MatmulKernel, NF4MatmulVariant, NF4MatmulArgs, QuantizeNF4GpuOptions } from './kernels/nf4.js';
 export { nf4MatmulRef, nf4GradInputRef } from './kernels/nf4-matmul.ref.js';
+
+export { createLoraKernels } from './kernels/lora.js';
+export type { LoraKernels, LoraLayer, LoraBaseWeight, LoraForwardArgs, LoraBackwardArgs, LoraKernelOptions } from './kernels/lora.js';
+export { loraForwardRef, loraBackwardRef } from './kernels/lora.ref.js';
