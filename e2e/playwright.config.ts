@@ -18,7 +18,7 @@ export default defineConfig({
   webServer: {
     command: `npx vite --config vite.config.ts --port ${port} --strictPort`,
     cwd: '..',
-    url: `http://localhost:${port}/e2e/pages/kernels.html`,
+    url: `http://localhost:${port}/`,
     reuseExistingServer: !process.env.CI,
     timeout: 60_000,
   },

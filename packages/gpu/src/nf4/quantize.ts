@@ -123,9 +123,9 @@ export function quantizeNF4(data: Float32Array, options: QuantizeNF4Options = {}
   for (let i = 0; i < data.length; i++) {
     if (i % blockSize === 0) reciprocal = f(1 / absmax[i / blockSize]!);
     const q = nearestCode(scaleValue(data[i]!, reciprocal), NF4_CODEBOOK);
-    packed[i >> 1] |= i % 2 === 0 ? q << 4 : q;
+    packed[i >> 1] = packed[i >> 1]! | (i % 2 === 0 ? q << 4 : q);
   }
-  if (data.length % 2 === 1) packed[packed.length - 1] |= NF4_ZERO_CODE;
+  if (data.length % 2 === 1) packed[packed.length - 1] = packed[packed.length - 1]! | NF4_ZERO_CODE;
 
   const scales: NF4Scales = options.doubleQuant
     ? { doubleQuant: true, ...doubleQuantizeAbsmax(absmax), nestedBlockSize: NESTED_BLOCK_SIZE }
