@@ -6,8 +6,8 @@
 //   2 c: array<elem>  read_write  C, [M, N]
 //   3 params: Params  uniform     sizes, per-batch strides (0 broadcasts an operand), alpha
 // `elem` is f32 or f16 (prelude); products accumulate in f32 either way.
-// Dispatch: (ceil(N / (WG_X * 4)), ceil(M / (WG_Y * 4)), batch); workgroup (WG_X, WG_Y).
-// Each invocation owns a 4x4 block of C held in registers (four vec4 rows); loads past the
+// Dispatch: (ceil(N / (WG_X * 4)), ceil(M / (WG_Y * ROWS)), batch); workgroup (WG_X, WG_Y).
+// Each invocation owns a ROWS x 4 block of C held in registers (vec4 rows); loads past the
 // edge are clamped to the last row/column and their results never stored, so any M, N, K works.
 // CPU reference: packages/gpu/src/kernels/matmul.ref.ts
 
@@ -16,6 +16,9 @@ override WG_Y: u32 = 8u;
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override ACCUMULATE: bool = false;
+
+// Rows of C per invocation (registers); four columns each.
+const ROWS = 8u;
 
 struct Params {
   m: u32,
@@ -52,7 +55,7 @@ fn load_b4(base: u32, k: u32, col: vec4<u32>) -> vec4<f32> {
 
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let m0 = gid.y * 4u;
+  let m0 = gid.y * ROWS;
   let n0 = gid.x * 4u;
   if (m0 >= params.m || n0 >= params.n) {
     return;
@@ -64,25 +67,22 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 
   let last_row = params.m - 1u;
   let last_col = params.n - 1u;
-  let rows = vec4<u32>(m0, min(m0 + 1u, last_row), min(m0 + 2u, last_row), min(m0 + 3u, last_row));
   let cols = vec4<u32>(n0, min(n0 + 1u, last_col), min(n0 + 2u, last_col), min(n0 + 3u, last_col));
-
-  var acc0 = vec4<f32>(0.0);
-  var acc1 = vec4<f32>(0.0);
-  var acc2 = vec4<f32>(0.0);
-  var acc3 = vec4<f32>(0.0);
-  for (var k = 0u; k < params.k; k++) {
-    let bv = load_b4(base_b, k, cols);
-    acc0 += load_a(base_a, rows.x, k) * bv;
-    acc1 += load_a(base_a, rows.y, k) * bv;
-    acc2 += load_a(base_a, rows.z, k) * bv;
-    acc3 += load_a(base_a, rows.w, k) * bv;
+  var rows: array<u32, ROWS>;
+  for (var i = 0u; i < ROWS; i++) {
+    rows[i] = min(m0 + i, last_row);
   }
 
-  store_row(base_c, m0, n0, acc0);
-  store_row(base_c, m0 + 1u, n0, acc1);
-  store_row(base_c, m0 + 2u, n0, acc2);
-  store_row(base_c, m0 + 3u, n0, acc3);
+  var acc: array<vec4<f32>, ROWS>;
+  for (var k = 0u; k < params.k; k++) {
+    let bv = load_b4(base_b, k, cols);
+    for (var i = 0u; i < ROWS; i++) {
+      acc[i] += load_a(base_a, rows[i], k) * bv;
+    }
+  }
+  for (var i = 0u; i < ROWS; i++) {
+    store_row(base_c, m0 + i, n0, acc[i]);
+  }
 }
 
 fn store_row(base: u32, row: u32, n0: u32, v: vec4<f32>) {

@@ -15,8 +15,9 @@ export const MATMUL_KERNEL: KernelDefinition = {
   bindings: ['read', 'read', 'read-write', 'uniform'],
 };
 
-/** Outputs per invocation along each axis (fixed in the shader: a 4x4 register block). */
-const BLOCK = 4;
+/** Outputs per invocation (fixed in the shader: ROWS x 4 registers). */
+const BLOCK_ROWS = 8;
+const BLOCK_COLS = 4;
 
 export interface MatmulVariant {
   dtype?: ElementType;
@@ -26,7 +27,7 @@ export interface MatmulVariant {
   transB?: boolean;
   /** Add the product into C instead of overwriting it. */
   accumulate?: boolean;
-  /** Workgroup shape in invocations; each covers a 4x4 output block. */
+  /** Workgroup shape in invocations; each covers an 8x4 output block. */
   workgroup?: readonly [number, number];
 }
 
@@ -99,8 +100,8 @@ export async function createMatmulKernel(ctx: GpuContext, variant: MatmulVariant
       ]);
       const [wx, wy] = v.workgroup;
       recorder.dispatch(compiled, [args.a.buffer, args.b.buffer, args.c.buffer], params, [
-        Math.ceil(n / (wx * BLOCK)),
-        Math.ceil(m / (wy * BLOCK)),
+        Math.ceil(n / (wx * BLOCK_COLS)),
+        Math.ceil(m / (wy * BLOCK_ROWS)),
         batch,
       ]);
     },

@@ -1,0 +1,29 @@
+/**
+ * Node benchmark on Dawn: webtune and TF.js' WebGPU backend on the same adapter. Bundled by
+ * scripts/bench.mjs (esbuild) and run with node; prints one JSON line prefixed BENCH_JSON=.
+ */
+import { createGpuContext } from '@webtune/gpu';
+import { createNodeGpu } from '@webtune/gpu/node';
+import { runBenchSuite } from './suite.js';
+
+const gpu = await createNodeGpu();
+// TF.js' WebGPU backend registers itself at import time only when navigator.gpu exists.
+Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true });
+const tf = await import('@tensorflow/tfjs-core');
+await import('@tensorflow/tfjs-backend-webgpu');
+await import('@tensorflow/tfjs-core/dist/register_all_gradients');
+await tf.setBackend('webgpu');
+await tf.ready();
+
+const ctx = await createGpuContext({ gpu });
+const runs = Number(process.env.BENCH_RUNS ?? 5);
+const rows = await runBenchSuite(ctx, tf, undefined, {
+  matmulSizes: [256, 512, 1024, 2048],
+  nf4Shapes: [[256, 1024, 1024], [512, 512, 512]],
+  runs,
+  log: (line) => console.error(line),
+});
+const adapter = `${ctx.adapter.vendor} ${ctx.adapter.architecture} ${ctx.adapter.description}`.trim();
+console.log(`BENCH_JSON=${JSON.stringify({ lane: 'node (Dawn)', adapter, rows })}`);
+ctx.destroy();
+process.exit(0);

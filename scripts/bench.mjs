@@ -1,0 +1,67 @@
+#!/usr/bin/env node
+// `npm run bench`: the Node benchmark (Dawn) and the browser benchmark (Chromium, Playwright),
+// each comparing webtune with TF.js WebGPU (and onnxruntime-web WebGPU in the browser) in one
+// run on one adapter. Writes bench/results/{node,browser}.json and bench/results/README.md.
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const results = join(root, 'bench/results');
+const cache = join(root, 'node_modules/.cache/webtune-bench');
+mkdirSync(results, { recursive: true });
+mkdirSync(cache, { recursive: true });
+const only = process.argv[2]; // 'node' | 'browser' | undefined
+
+const rawText = {
+  name: 'raw-text',
+  setup(b) {
+    b.onResolve({ filter: /\?raw$/ }, (args) => ({ path: join(args.resolveDir, args.path.replace(/\?raw$/, '')), namespace: 'raw' }));
+    b.onLoad({ filter: /.*/, namespace: 'raw' }, (args) => ({ contents: readFileSync(args.path, 'utf8'), loader: 'text' }));
+  },
+};
+
+if (only !== 'browser') {
+  const out = join(cache, 'node-bench.mjs');
+  await build({
+    entryPoints: [join(root, 'bench/node.ts')], bundle: true, platform: 'node', format: 'esm', outfile: out,
+    external: ['webgpu'], plugins: [rawText], logLevel: 'warning',
+    banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
+  });
+  console.log('bench: Node (Dawn)…');
+  const r = spawnSync(process.execPath, [out], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 64 << 20 });
+  const line = (r.stdout ?? '').split('\n').find((l) => l.startsWith('BENCH_JSON='));
+  if (r.status !== 0 || !line) {
+    console.error(r.stdout);
+    process.exit(1);
+  }
+  writeFileSync(join(results, 'node.json'), JSON.stringify(JSON.parse(line.slice('BENCH_JSON='.length)), null, 2) + '\n');
+}
+
+if (only !== 'node') {
+  console.log('bench: browser (Chromium)…');
+  const r = spawnSync('npx', ['playwright', 'test', '-c', 'e2e/bench.config.ts'], { cwd: root, stdio: 'inherit' });
+  if (r.status !== 0) process.exit(1);
+}
+
+/** A markdown table with each library's median time divided by webtune's on the same row group. */
+function toMarkdown(title, adapter, rows) {
+  const lines = [`### ${title}`, '', `Adapter: ${adapter}`, '', '| benchmark | shape | library | median ms | GFLOP/s | weight bytes | time / webtune |', '|---|---|---|---:|---:|---:|---:|'];
+  for (const row of rows) {
+    const ours = rows.find((r) => r.benchmark === row.benchmark && r.shape === row.shape && r.library.startsWith('webtune'));
+    const ratio = ours && ours !== row ? `${(row.medianMs / ours.medianMs).toFixed(2)}x` : '';
+    lines.push(`| ${row.benchmark} | ${row.shape} | ${row.library} | ${row.medianMs.toFixed(2)} | ${row.gflops?.toFixed(2) ?? ''} | ${row.weightBytes ?? ''} | ${ratio} |`);
+  }
+  return lines.join('\n');
+}
+
+const sections = ['node', 'browser']
+  .filter((lane) => existsSync(join(results, `${lane}.json`)))
+  .map((lane) => {
+    const r = JSON.parse(readFileSync(join(results, `${lane}.json`), 'utf8'));
+    return toMarkdown(r.lane, r.adapter, r.rows);
+  });
+writeFileSync(join(results, 'README.md'), `# Benchmark results\n\nWritten by \`npm run bench\` (scripts/bench.mjs). Medians; speed-up = library's median time / webtune's.\n\n${sections.join('\n\n')}\n`);
+console.log(readFileSync(join(results, 'README.md'), 'utf8'));
