@@ -70,5 +70,6 @@ const results = [
   run('browser', npx, ['playwright', 'test', '-c', 'e2e/playwright.config.ts']),
 ];
 const failed = results.filter((r) => !r.ok);
-console.log(`\nlanes: ${results.map((r) => `${r.name} ${r.ok ? 'ok' : 'FAILED'}`).join(', ')}`);
+console.log(`\n${results.map((r) => `${r.name} ${r.ok ? 'ok' : 'FAILED'}`).join(', ')}`);
+console.log(`lanes: ${results.length - failed.length} passed, ${failed.length} failed`);
 process.exit(failed.length ? 1 : 0);

@@ -2,6 +2,7 @@
  * The gpu lane's device: Dawn in Node. Under CI=true a missing adapter fails the run; elsewhere
  * it also fails, with the install command, because a silently skipped GPU lane proves nothing.
  */
+import { afterAll, beforeAll, expect } from 'vitest';
 import { createGpuContext, type GpuContext } from '../src/index.js';
 import { createNodeGpu } from '../src/node.js';
 
@@ -15,4 +16,20 @@ export async function nodeContext(options: { disableFeatures?: ('shader-f16' | '
       { cause: error },
     );
   }
+}
+
+/**
+ * Registers a Dawn context for the calling test file: created before its tests, checked for
+ * uncaptured GPU errors and destroyed after them. Returns a getter.
+ */
+export function useNodeContext(): () => GpuContext {
+  let ctx: GpuContext | undefined;
+  beforeAll(async () => {
+    ctx = await nodeContext();
+  });
+  afterAll(() => {
+    expect(ctx!.uncapturedErrors.map((e) => e.message)).toEqual([]);
+    ctx!.destroy();
+  });
+  return () => ctx!;
 }
