@@ -23,7 +23,7 @@ const rows = await runBenchSuite(ctx, tf, undefined, {
   runs,
   log: (line) => console.error(line),
 });
-const adapter = `${ctx.adapter.vendor} ${ctx.adapter.architecture} ${ctx.adapter.description}`.trim();
+const adapter = ctx.adapter.name;
 console.log(`BENCH_JSON=${JSON.stringify({ lane: 'node (Dawn)', adapter, rows })}`);
 ctx.destroy();
 process.exit(0);

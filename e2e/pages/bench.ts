@@ -31,7 +31,7 @@ async function main() {
   });
   window.benchResult = {
     lane: 'browser (Chromium)',
-    adapter: `${ctx.adapter.vendor} ${ctx.adapter.architecture} ${ctx.adapter.description}`.trim(),
+    adapter: ctx.adapter.name,
     rows,
   };
 }

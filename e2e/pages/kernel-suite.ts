@@ -33,7 +33,7 @@ export async function runKernelSuite(where: 'page' | 'worker'): Promise<SuiteRep
     for (const c of LORA_CASES) checks.push(await runLoraCase(ctx, c));
     return {
       where,
-      adapter: `${ctx.adapter.vendor} ${ctx.adapter.architecture} ${ctx.adapter.description}`.trim(),
+      adapter: ctx.adapter.name,
       features: ctx.features,
       maxStorageBufferBindingSize: ctx.limits.maxStorageBufferBindingSize,
       checks,

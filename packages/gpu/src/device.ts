@@ -36,6 +36,8 @@ export interface GpuFeatures {
 export type GpuLimits = Record<RaisedLimit, number>;
 
 export interface AdapterSummary {
+  /** vendor, architecture and description in one line, for logs and reports. */
+  name: string;
   vendor: string;
   architecture: string;
   device: string;
@@ -91,6 +93,7 @@ function resolveGpu(gpu: GPU | undefined): GPU {
 function summarize(info: GPUAdapterInfo): AdapterSummary {
   const text = `${info.vendor} ${info.architecture} ${info.device} ${info.description}`.toLowerCase();
   return {
+    name: [info.vendor, info.architecture, info.description].filter(Boolean).join(' '),
     vendor: info.vendor,
     architecture: info.architecture,
     device: info.device,

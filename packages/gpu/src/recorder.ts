@@ -53,13 +53,6 @@ export class CommandRecorder {
     this.pass.dispatchWorkgroups(x, y, z);
   }
 
-  /** Copies between buffers; ends the current compute pass. */
-  copy(source: GPUBuffer, target: GPUBuffer, bytes: number): void {
-    this.pass?.end();
-    this.pass = undefined;
-    this.encoder.copyBufferToBuffer(source, 0, target, 0, Math.ceil(bytes / 4) * 4);
-  }
-
   submit(): void {
     if (this.submitted) return;
     this.submitted = true;

@@ -75,7 +75,7 @@ function dims(layer: LoraLayer): { n: number; k: number; r: number } {
       `LoRA: A must be [rank, in] and B [out, rank]; got A [${layer.a.shape.join(', ')}], B [${layer.b.shape.join(', ')}].`,
     );
   }
-  const baseShape = layer.base.format === 'nf4' ? layer.base.weight.shape : layer.base.weight.shape;
+  const baseShape = layer.base.weight.shape;
   if (baseShape[0] !== n || baseShape[1] !== k) {
     throw new InvalidArgumentError(
       `LoRA: base weight [${baseShape.join(', ')}] does not match A [${r}, ${k}] and B [${n}, ${r}]; expected [${n}, ${k}].`,

@@ -65,9 +65,9 @@ export interface NF4Weight {
   readonly packed: GpuTensor;
   /** Per-block absmax, or per-256-block nested absmax when double-quantized. */
   readonly absmax: GpuTensor;
-  /** Double quantization: uint8 codes of absmax - offset (a 4-byte placeholder otherwise). */
+  /** Double quantization: uint8 codes of absmax - offset (otherwise a 4-byte buffer only to fill the binding). */
   readonly quantizedAbsmax: GpuTensor;
-  /** Double quantization: the dynamic map (a 4-byte placeholder otherwise). */
+  /** Double quantization: the dynamic map (otherwise a 4-byte buffer only to fill the binding). */
   readonly absmaxCode: GpuTensor;
   readonly offset: number;
   /** Bytes of GPU memory the weight occupies. */
@@ -108,8 +108,15 @@ function as2D(shape: readonly number[]): [number, number] {
   return [shape[0]!, shape[1]!];
 }
 
-function placeholder(ctx: GpuContext, label: string): GpuTensor {
-  return createTensor(ctx, { shape: [1], dtype: 'u32', label: `${label} (unused)` });
+/**
+ * A weight without double quantization: every binding of the layout must still be bound, so the
+ * two double-quantization tables get 4-byte buffers the shader never reads (DOUBLE_QUANT is off).
+ */
+function singleQuantWeight(ctx: GpuContext, shape: readonly [number, number], blockSize: number, label: string, packed: GpuTensor, absmax: GpuTensor): NF4Weight {
+  const unused = (what: string) => createTensor(ctx, { shape: [1], dtype: 'u32', label: `${label} ${what} (unused)` });
+  return assembleWeight(shape, blockSize, {
+    packed, absmax, quantizedAbsmax: unused('quantized absmax'), absmaxCode: unused('absmax code'), offset: 0, doubleQuant: false,
+  });
 }
 
 /** Uploads a CPU-quantized weight (from `quantizeNF4` or a bitsandbytes checkpoint). */
@@ -121,14 +128,8 @@ export function uploadNF4(ctx: GpuContext, q: NF4Quantized, label = 'nf4 weight'
   words.set(q.packed);
   const packed = createTensor(ctx, { shape: [words.length], dtype: 'u8', label: `${label} codes`, data: words });
   if (!q.scales.doubleQuant) {
-    return assembleWeight(shape, q.blockSize, {
-      packed,
-      absmax: createTensor(ctx, { shape: [q.scales.absmax.length], label: `${label} absmax`, data: q.scales.absmax }),
-      quantizedAbsmax: placeholder(ctx, `${label} quantized absmax`),
-      absmaxCode: placeholder(ctx, `${label} absmax code`),
-      offset: 0,
-      doubleQuant: false,
-    });
+    const absmax = createTensor(ctx, { shape: [q.scales.absmax.length], label: `${label} absmax`, data: q.scales.absmax });
+    return singleQuantWeight(ctx, shape, q.blockSize, label, packed, absmax);
   }
   const s = q.scales;
   if (s.nestedBlockSize !== NESTED_BLOCK_SIZE) {
@@ -216,10 +217,7 @@ export async function quantizeNF4Gpu(ctx: GpuContext, input: GpuTensor, options:
     );
   }
   if (!options.doubleQuant) {
-    return assembleWeight(shape, blockSize, {
-      packed, absmax, quantizedAbsmax: placeholder(ctx, `${label} quantized absmax`),
-      absmaxCode: placeholder(ctx, `${label} absmax code`), offset: 0, doubleQuant: false,
-    });
+    return singleQuantWeight(ctx, shape, blockSize, label, packed, absmax);
   }
 
   // Sum the absmax values pairwise down to one, then quantize them around their mean.

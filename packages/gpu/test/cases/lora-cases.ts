@@ -43,8 +43,7 @@ export async function runLoraCase(ctx: GpuContext, c: LoraCase): Promise<Check> 
   const got = { y: await readF32(ctx, y), dx: await readF32(ctx, dx), dA: await readF32(ctx, dA), dB: await readF32(ctx, dB) };
   const validation = await ctx.device.popErrorScope();
   for (const tensor of [x, a, b, h, y, g, gB, dA, dB, dx]) tensor.release();
-  if (layer.base.format === 'nf4') layer.base.weight.release();
-  else layer.base.weight.release();
+  layer.base.weight.release();
 
   const problems: string[] = [];
   if (validation) problems.push(`validation: ${validation.message}`);
