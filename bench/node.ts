@@ -16,11 +16,12 @@ await tf.setBackend('webgpu');
 await tf.ready();
 
 const ctx = await createGpuContext({ gpu });
-const runs = Number(process.env.BENCH_RUNS ?? 5);
+const runs = Number(process.env.BENCH_RUNS ?? 9);
 const rows = await runBenchSuite(ctx, tf, undefined, {
   matmulSizes: [256, 512, 1024, 2048],
   nf4Shapes: [[256, 1024, 1024], [512, 512, 512]],
   runs,
+  only: process.env.BENCH_ONLY?.split(',').filter(Boolean),
   log: (line) => console.error(line),
 });
 const adapter = ctx.adapter.name;

@@ -26,6 +26,8 @@ export interface BenchOptions {
   matmulSizes: number[];
   runs: number;
   nf4Shapes: [number, number, number][];
+  /** Groups to run (default all): 'matmul', 'nf4', 'lora'. */
+  only?: string[];
   log?: (line: string) => void;
 }
 
@@ -52,8 +54,10 @@ export async function runBenchSuite(ctx: GpuContext, tf: typeof TF, ort: typeof 
     log(`${row.benchmark} ${row.shape} ${row.library}: ${row.medianMs.toFixed(2)} ms${row.gflops ? `, ${row.gflops.toFixed(2)} GFLOP/s` : ''}`);
   };
 
+  const runs = (group: string) => !o.only?.length || o.only.includes(group);
+
   // Square f32 matmul.
-  for (const n of o.matmulSizes) {
+  for (const n of runs('matmul') ? o.matmulSizes : []) {
     const flops = 2 * n ** 3;
     const a = fill(n * n, 1);
     const b = fill(n * n, 2);
@@ -94,7 +98,7 @@ export async function runBenchSuite(ctx: GpuContext, tf: typeof TF, ort: typeof 
   }
 
   // NF4 fused X dequant(W)^T against dequantize-then-matmul and the f32 matmul on the same shape.
-  for (const [m, n, k] of o.nf4Shapes) {
+  for (const [m, n, k] of runs('nf4') ? o.nf4Shapes : []) {
     const flops = 2 * m * n * k;
     const shape = `${m}x${n}x${k}`;
     const q = quantizeNF4(fill(n * k, 3), { shape: [n, k], doubleQuant: true });
@@ -134,7 +138,7 @@ export async function runBenchSuite(ctx: GpuContext, tf: typeof TF, ort: typeof 
   }
 
   // LoRA layer forward + backward: x [64, 512], W [512, 512] frozen, rank 8.
-  {
+  if (runs('lora')) {
     const [m, k, n, r] = [64, 512, 512, 8];
     const shape = `x[${m},${k}] W[${n},${k}] r${r}`;
     const xs = fill(m * k, 5);
@@ -158,8 +162,8 @@ export async function runBenchSuite(ctx: GpuContext, tf: typeof TF, ort: typeof 
       kernels.forward(rec, { layer, m, x, h, y });
       kernels.backward(rec, { layer, m, x, h, gradOutput: g, gB, gradA: dA, gradB: dB, gradInput: dx });
       rec.submit();
-      await readF32(ctx, dA);
-      await readF32(ctx, dB);
+      // The same three gradients TF.js hands back below.
+      await Promise.all([readF32(ctx, dA), readF32(ctx, dB), readF32(ctx, dx)]);
     });
     push({ benchmark: 'lora fwd+bwd', shape, library: 'webtune', medianMs: ms, runs: o.runs });
     for (const tensor of [x, h, y, g, gB, dA, dB, dx, layer.a, layer.b, layer.base.weight]) tensor.release();

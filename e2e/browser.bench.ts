@@ -4,7 +4,7 @@ import { test, expect } from '@playwright/test';
 test('browser benchmark', async ({ page }) => {
   page.on('console', (m) => process.stderr.write(`[page] ${m.text()}\n`));
   const sizes = process.env.BENCH_SIZES ?? '256,512,1024';
-  await page.goto(`/e2e/pages/bench.html?sizes=${sizes}&runs=${process.env.BENCH_RUNS ?? 5}`);
+  await page.goto(`/e2e/pages/bench.html?sizes=${sizes}&runs=${process.env.BENCH_RUNS ?? 9}&only=${process.env.BENCH_ONLY ?? ''}`);
   await page.waitForFunction(() => window.benchResult || window.benchError, undefined, { timeout: 1_700_000, polling: 1000 });
   expect(await page.evaluate(() => window.benchError)).toBeUndefined();
   const result = await page.evaluate(() => window.benchResult);

@@ -6,7 +6,9 @@
 //   4 x: array<elem>   read
 //   5 y: array<elem>   read_write
 //   6 params: Params   uniform
-// Dispatch: (ceil(N / (WG_X * 4)), ceil(M / (WG_Y * 4))); each invocation owns a 4x4 block of Y.
+// Dispatch: (ceil(N / (WG_X * 4)), ceil(M / (WG_Y * 8))); each invocation owns an 8x4 block of Y, so
+// each decoded weight quad serves eight rows of X. The accumulators are eight named vectors rather
+// than an array: SwiftShader runs an indexed private array at half speed.
 // When K % 8 == 0 every row of W starts on a word and an 8-value word never straddles a block
 // (BLOCK_SIZE is a multiple of 8), so one word and one scale serve 8 steps of K; otherwise each
 // element is located on its own.
@@ -35,7 +37,7 @@ fn decode4(words: vec4<u32>, e: u32, scales: vec4<f32>) -> vec4<f32> {
 
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let m0 = gid.y * 4u;
+  let m0 = gid.y * 8u;
   let n0 = gid.x * 4u;
   if (m0 >= params.m || n0 >= params.n) {
     return;
@@ -44,6 +46,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let last_row = params.m - 1u;
   let last_col = params.n - 1u;
   let rows = vec4<u32>(m0, min(m0 + 1u, last_row), min(m0 + 2u, last_row), min(m0 + 3u, last_row)) * k;
+  let rows_hi = min(vec4<u32>(m0 + 4u) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(last_row)) * k;
   let cols = vec4<u32>(n0, min(n0 + 1u, last_col), min(n0 + 2u, last_col), min(n0 + 3u, last_col));
   let off = params.offset;
 
@@ -51,6 +54,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   var acc1 = vec4<f32>(0.0);
   var acc2 = vec4<f32>(0.0);
   var acc3 = vec4<f32>(0.0);
+  var acc4 = vec4<f32>(0.0);
+  var acc5 = vec4<f32>(0.0);
+  var acc6 = vec4<f32>(0.0);
+  var acc7 = vec4<f32>(0.0);
   if (k % 8u == 0u) {
     let words_per_row = k / 8u;
     let word_rows = cols * words_per_row;
@@ -68,6 +75,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         acc1 += f32(x[rows.y + kk]) * wv;
         acc2 += f32(x[rows.z + kk]) * wv;
         acc3 += f32(x[rows.w + kk]) * wv;
+        acc4 += f32(x[rows_hi.x + kk]) * wv;
+        acc5 += f32(x[rows_hi.y + kk]) * wv;
+        acc6 += f32(x[rows_hi.z + kk]) * wv;
+        acc7 += f32(x[rows_hi.w + kk]) * wv;
       }
     }
   } else {
@@ -79,12 +90,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
       acc1 += f32(x[rows.y + kk]) * wv;
       acc2 += f32(x[rows.z + kk]) * wv;
       acc3 += f32(x[rows.w + kk]) * wv;
+      acc4 += f32(x[rows_hi.x + kk]) * wv;
+      acc5 += f32(x[rows_hi.y + kk]) * wv;
+      acc6 += f32(x[rows_hi.z + kk]) * wv;
+      acc7 += f32(x[rows_hi.w + kk]) * wv;
     }
   }
   store_row(m0, n0, acc0);
   store_row(m0 + 1u, n0, acc1);
   store_row(m0 + 2u, n0, acc2);
   store_row(m0 + 3u, n0, acc3);
+  store_row(m0 + 4u, n0, acc4);
+  store_row(m0 + 5u, n0, acc5);
+  store_row(m0 + 6u, n0, acc6);
+  store_row(m0 + 7u, n0, acc7);
 }
 
 fn store_row(row: u32, n0: u32, v: vec4<f32>) {

@@ -27,6 +27,7 @@ async function main() {
     matmulSizes: (params.get('sizes') ?? '256,512,1024').split(',').map(Number),
     nf4Shapes: [[128, 512, 512]],
     runs: Number(params.get('runs') ?? 5),
+    only: params.get('only')?.split(',').filter(Boolean),
     log: (line) => (status.textContent += `\n${line}`),
   });
   window.benchResult = {

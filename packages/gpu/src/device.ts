@@ -4,7 +4,7 @@
  * The device is created with the adapter's real limits, not WebGPU's defaults (128 MiB storage
  * bindings), and with every feature webtune can use that the adapter offers.
  */
-import { DeviceLostError, WebGPUUnavailableError } from './errors.js';
+import { DeviceLostError, InvalidArgumentError, WebGPUUnavailableError } from './errors.js';
 import { MemoryTracker } from './memory.js';
 import { BufferPool } from './buffer-pool.js';
 import { PipelineCache } from './pipeline-cache.js';
@@ -44,6 +44,41 @@ export interface AdapterSummary {
   description: string;
   /** True for CPU implementations (SwiftShader, lavapipe/llvmpipe) where timings mean little. */
   isSoftware: boolean;
+  /** Subgroup sizes the adapter may use (0 when it does not say). */
+  subgroupMinSize: number;
+  subgroupMaxSize: number;
+}
+
+/**
+ * Kernel choices that depend on the adapter rather than on the shapes. Defaults come from
+ * `defaultTuning` and were measured with `npm run bench`; override them to test a path or to
+ * tune for new hardware.
+ */
+export interface KernelTuning {
+  /**
+   * The matmul kernel for shapes that allow it (A B^T takes 'vec4' whenever K and N are
+   * multiples of 4: its dot-product form won on every adapter measured):
+   * - 'vec4' (shaders/matmul-vec4.wgsl): four elements per access. About 3x faster than 'scalar'
+   *   on SwiftShader, which bounds-checks every access; the default on hardware GPUs.
+   * - 'subgroup' (shaders/matmul-subgroup.wgsl): rows of A shared by subgroupShuffle; needs the
+   *   subgroups feature with subgroups of 8 lanes or more. About 1.5x faster than 'scalar' on
+   *   Mesa's llvmpipe (lavapipe), where 'vec4' is about 1.5x slower than 'scalar'.
+   * - 'scalar' (shaders/matmul.wgsl): any shape, any device.
+   */
+  matmul: 'vec4' | 'subgroup' | 'scalar';
+}
+
+/** True when the device can run matmul-subgroup.wgsl (subgroups of at least 8 lanes). */
+export function canUseSubgroupMatmul(adapter: AdapterSummary, features: GpuFeatures): boolean {
+  return features.subgroups && adapter.subgroupMinSize >= 8;
+}
+
+export function defaultTuning(adapter: AdapterSummary, features: GpuFeatures): KernelTuning {
+  const text = `${adapter.name} ${adapter.device}`.toLowerCase();
+  if (/llvmpipe|lavapipe/.test(text)) {
+    return { matmul: canUseSubgroupMatmul(adapter, features) ? 'subgroup' : 'scalar' };
+  }
+  return { matmul: 'vec4' };
 }
 
 export interface CreateGpuContextOptions {
@@ -57,6 +92,8 @@ export interface CreateGpuContextOptions {
   /** Called for errors that escaped every error scope. */
   onUncapturedError?: (error: GPUError) => void;
   label?: string;
+  /** Overrides for the adapter-based kernel choices. */
+  tuning?: Partial<KernelTuning>;
 }
 
 export interface GpuContext {
@@ -64,6 +101,7 @@ export interface GpuContext {
   readonly adapter: AdapterSummary;
   readonly features: GpuFeatures;
   readonly limits: GpuLimits;
+  readonly tuning: KernelTuning;
   readonly memory: MemoryTracker;
   readonly pool: BufferPool;
   readonly pipelines: PipelineCache;
@@ -99,6 +137,8 @@ function summarize(info: GPUAdapterInfo): AdapterSummary {
     device: info.device,
     description: info.description,
     isSoftware: /swiftshader|llvmpipe|lavapipe|software|cpu/.test(text),
+    subgroupMinSize: (info as { subgroupMinSize?: number }).subgroupMinSize ?? 0,
+    subgroupMaxSize: (info as { subgroupMaxSize?: number }).subgroupMaxSize ?? 0,
   };
 }
 
@@ -158,11 +198,21 @@ export async function createGpuContext(options: CreateGpuContextOptions = {}): P
     return lostError;
   });
 
+  const summary = summarize(adapter.info);
+  const tuning: KernelTuning = { ...defaultTuning(summary, features), ...options.tuning };
+  if (tuning.matmul === 'subgroup' && !canUseSubgroupMatmul(summary, features)) {
+    device.destroy();
+    throw new InvalidArgumentError(
+      `tuning.matmul 'subgroup' needs the subgroups feature with subgroups of at least 8 lanes; this device has ` +
+        `${features.subgroups ? `subgroups of ${summary.subgroupMinSize}-${summary.subgroupMaxSize} lanes` : 'no subgroups'}. Use 'vec4' or 'scalar'.`,
+    );
+  }
   const ctx: GpuContext = {
     device,
-    adapter: summarize(adapter.info),
+    adapter: summary,
     features,
     limits,
+    tuning,
     memory,
     pool: new BufferPool(device, memory, limits),
     pipelines: new PipelineCache(device, features),

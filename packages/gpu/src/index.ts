@@ -15,8 +15,8 @@ export {
 } from './errors.js';
 export type { WebtuneErrorCode, ShaderMessage } from './errors.js';
 
-export { createGpuContext, OPTIONAL_FEATURES } from './device.js';
-export type { GpuContext, GpuFeatures, GpuLimits, AdapterSummary, CreateGpuContextOptions } from './device.js';
+export { createGpuContext, defaultTuning, canUseSubgroupMatmul, OPTIONAL_FEATURES } from './device.js';
+export type { GpuContext, GpuFeatures, GpuLimits, AdapterSummary, CreateGpuContextOptions, KernelTuning } from './device.js';
 
 export { MemoryTracker } from './memory.js';
 export type { MemorySnapshot, LabelUsage } from './memory.js';

@@ -1,8 +1,9 @@
 /**
  * Compiles WGSL once per (kernel, element type, override constants) and keeps the pipeline.
  * Shaders are plain files under shaders/ (imported as text); a kernel may prepend shared
- * snippets from shaders/lib/. The element type is chosen by a one-line prelude
- * (`alias elem = f32;` or `enable f16; alias elem = f16;`) so one file serves both dtypes,
+ * snippets from shaders/lib/. The element type is chosen by a short prelude
+ * (`alias elem = f32;` or `enable f16; alias elem = f16;`, plus any `enable` the kernel
+ * declares) so one file serves both dtypes,
  * and compiler messages are mapped back to the file and line they came from.
  */
 import { InvalidArgumentError, ShaderCompileError, type ShaderMessage } from './errors.js';
@@ -23,6 +24,8 @@ export interface KernelDefinition {
   files: ShaderFile[];
   bindings: BindingKind[];
   entryPoint?: string;
+  /** WGSL extensions beyond f16 the kernel needs; the device must have the matching feature. */
+  enables?: 'subgroups'[];
 }
 
 export type ElementType = 'f32' | 'f16';
@@ -35,8 +38,9 @@ export interface CompiledKernel {
   constants: Readonly<OverrideConstants>;
 }
 
-function prelude(elem: ElementType): string {
-  return elem === 'f16' ? 'enable f16;\nalias elem = f16;\n' : 'alias elem = f32;\n';
+function prelude(elem: ElementType, enables: readonly string[]): string {
+  const directives = [...(elem === 'f16' ? ['f16'] : []), ...enables].map((e) => `enable ${e};\n`).join('');
+  return `${directives}alias elem = ${elem};\n`;
 }
 
 interface Segment {
@@ -46,7 +50,7 @@ interface Segment {
 }
 
 function assemble(definition: KernelDefinition, elem: ElementType): { code: string; segments: Segment[] } {
-  const head = prelude(elem);
+  const head = prelude(elem, definition.enables ?? []);
   const segments: Segment[] = [{ path: `<prelude ${elem}>`, firstLine: 1, lines: head.split('\n').length - 1 }];
   let code = head;
   let line = segments[0]!.lines + 1;
@@ -86,6 +90,9 @@ export class PipelineCache {
       throw new InvalidArgumentError(
         `Kernel ${definition.name} was asked for f16 but this device has no 'shader-f16' feature; use dtype 'f32'.`,
       );
+    }
+    if (definition.enables?.includes('subgroups') && !this.features.subgroups) {
+      throw new InvalidArgumentError(`Kernel ${definition.name} needs the 'subgroups' feature, which this device does not have.`);
     }
     const key = `${definition.name}|${elem}|${JSON.stringify(Object.entries(constants).sort())}`;
     let entry = this.pipelines.get(key);

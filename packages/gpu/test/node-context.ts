@@ -3,10 +3,10 @@
  * it also fails, with the install command, because a silently skipped GPU lane proves nothing.
  */
 import { afterAll, beforeAll, expect } from 'vitest';
-import { createGpuContext, type GpuContext } from '../src/index.js';
+import { createGpuContext, type CreateGpuContextOptions, type GpuContext } from '../src/index.js';
 import { createNodeGpu } from '../src/node.js';
 
-export async function nodeContext(options: { disableFeatures?: ('shader-f16' | 'subgroups' | 'timestamp-query')[] } = {}): Promise<GpuContext> {
+export async function nodeContext(options: Pick<CreateGpuContextOptions, 'disableFeatures' | 'tuning'> = {}): Promise<GpuContext> {
   try {
     return await createGpuContext({ gpu: await createNodeGpu(), ...options });
   } catch (error) {
@@ -22,10 +22,10 @@ export async function nodeContext(options: { disableFeatures?: ('shader-f16' | '
  * Registers a Dawn context for the calling test file: created before its tests, checked for
  * uncaptured GPU errors and destroyed after them. Returns a getter.
  */
-export function useNodeContext(): () => GpuContext {
+export function useNodeContext(options: Parameters<typeof nodeContext>[0] = {}): () => GpuContext {
   let ctx: GpuContext | undefined;
   beforeAll(async () => {
-    ctx = await nodeContext();
+    ctx = await nodeContext(options);
   });
   afterAll(() => {
     expect(ctx!.uncapturedErrors.map((e) => e.message)).toEqual([]);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  BindingLimitError, createGpuContext, createTensor, DeviceLostError, readF32, ShaderCompileError,
+  BindingLimitError, createGpuContext, createTensor, DeviceLostError, InvalidArgumentError, readF32, ShaderCompileError,
   WebGPUUnavailableError, type KernelDefinition,
 } from '../src/index.js';
 import { createNodeGpu } from '../src/node.js';
@@ -24,6 +24,20 @@ describe('GPU context on Dawn', () => {
     const ctx = await nodeContext({ disableFeatures: ['shader-f16'] });
     expect(ctx.features.shaderF16).toBe(false);
     ctx.destroy();
+  });
+
+  it('picks the subgroup matmul on lavapipe and refuses it without subgroups', async () => {
+    const ctx = await nodeContext();
+    expect(ctx.adapter.name).toMatch(/llvmpipe/);
+    expect(ctx.adapter.subgroupMinSize).toBeGreaterThanOrEqual(8);
+    expect(ctx.tuning.matmul).toBe('subgroup');
+    ctx.destroy();
+    const without = await nodeContext({ disableFeatures: ['subgroups'] });
+    expect(without.tuning.matmul).toBe('scalar');
+    without.destroy();
+    const error = await createGpuContext({ gpu: await createNodeGpu(), disableFeatures: ['subgroups'], tuning: { matmul: 'subgroup' } }).catch((e) => e);
+    expect(error).toBeInstanceOf(InvalidArgumentError);
+    expect(error.message).toMatch(/subgroups.*Use 'vec4' or 'scalar'/);
   });
 
   it('refuses a tensor larger than one binding instead of truncating it, allocating nothing', async () => {

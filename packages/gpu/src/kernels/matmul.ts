@@ -3,6 +3,8 @@
  * f32 or f16 storage with f32 accumulation. Shader: shaders/matmul.wgsl.
  */
 import source from '../../../../shaders/matmul.wgsl?raw';
+import vec4Source from '../../../../shaders/matmul-vec4.wgsl?raw';
+import subgroupSource from '../../../../shaders/matmul-subgroup.wgsl?raw';
 import type { GpuContext } from '../device.js';
 import { InvalidArgumentError } from '../errors.js';
 import type { CompiledKernel, ElementType, KernelDefinition } from '../pipeline-cache.js';
@@ -13,6 +15,21 @@ export const MATMUL_KERNEL: KernelDefinition = {
   name: 'matmul',
   files: [{ path: 'shaders/matmul.wgsl', source }],
   bindings: ['read', 'read', 'read-write', 'uniform'],
+};
+
+/** Four elements per access; see KernelTuning.matmul for when it is used. */
+export const MATMUL_VEC4_KERNEL: KernelDefinition = {
+  name: 'matmul-vec4',
+  files: [{ path: 'shaders/matmul-vec4.wgsl', source: vec4Source }],
+  bindings: ['read', 'read', 'read-write', 'uniform'],
+};
+
+/** Rows of A shared through subgroups; see KernelTuning.matmul. */
+export const MATMUL_SUBGROUP_KERNEL: KernelDefinition = {
+  name: 'matmul-subgroup',
+  files: [{ path: 'shaders/matmul-subgroup.wgsl', source: subgroupSource }],
+  bindings: ['read', 'read', 'read-write', 'uniform'],
+  enables: ['subgroups'],
 };
 
 /** Outputs per invocation (fixed in the shader: ROWS x 4 registers). */
@@ -71,13 +88,26 @@ export async function createMatmulKernel(ctx: GpuContext, variant: MatmulVariant
     accumulate: variant.accumulate ?? false,
     workgroup: variant.workgroup ?? DEFAULT_MATMUL_WORKGROUP,
   };
-  const compiled: CompiledKernel = await ctx.pipelines.get(MATMUL_KERNEL, v.dtype, {
+  const overrides = {
     WG_X: v.workgroup[0],
     WG_Y: v.workgroup[1],
     TRANS_A: v.transA,
     TRANS_B: v.transB,
     ACCUMULATE: v.accumulate,
-  });
+  };
+  // A B^T (PyTorch's Linear) takes the vec4 kernel whenever the shape allows: its dot-product
+  // form won on every adapter measured. Otherwise ctx.tuning decides; see KernelTuning.
+  const vec4Always = v.transB && !v.transA;
+  const [scalar, vec4, subgroup] = await Promise.all([
+    ctx.pipelines.get(MATMUL_KERNEL, v.dtype, overrides),
+    vec4Always || ctx.tuning.matmul === 'vec4' ? ctx.pipelines.get(MATMUL_VEC4_KERNEL, v.dtype, overrides) : undefined,
+    // The subgroup kernel maps each 8-lane group to one workgroup row, so WG_X must be 8.
+    ctx.tuning.matmul === 'subgroup' && v.workgroup[0] === 8 ? ctx.pipelines.get(MATMUL_SUBGROUP_KERNEL, v.dtype, overrides) : undefined,
+  ]);
+  // The vec4 kernel reads whole quads along K and N (and M when A is transposed), and batch
+  // offsets must land on quad boundaries.
+  const fitsVec4 = (m: number, n: number, k: number, strides: number[]) =>
+    n % 4 === 0 && k % 4 === 0 && (!v.transA || m % 4 === 0) && strides.every((s) => s % 4 === 0);
   return {
     variant: v,
     encode(recorder, args) {
@@ -99,6 +129,7 @@ export async function createMatmulKernel(ctx: GpuContext, variant: MatmulVariant
         ['f32', args.alpha ?? 1],
       ]);
       const [wx, wy] = v.workgroup;
+      const compiled: CompiledKernel = vec4 && fitsVec4(m, n, k, [strideA, strideB, m * n]) ? vec4 : (subgroup ?? scalar);
       recorder.dispatch(compiled, [args.a.buffer, args.b.buffer, args.c.buffer], params, [
         Math.ceil(n / (wx * BLOCK_COLS)),
         Math.ceil(m / (wy * BLOCK_ROWS)),

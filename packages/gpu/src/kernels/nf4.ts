@@ -328,10 +328,11 @@ export async function createNF4MatmulKernel(ctx: GpuContext, variant: NF4MatmulV
         }
       }
       const [wx, wy] = v.workgroup;
-      const perThreadCols = v.mode === 'forward' ? 4 : 8;
+      // Output block per invocation, fixed in the shaders: forward 8 rows x 4 columns, grad-input 4 x 8.
+      const [blockRows, blockCols] = v.mode === 'forward' ? [8, 4] : [4, 8];
       recorder.dispatch(compiled, [...weightBuffers(w), args.input.buffer, args.output.buffer],
         packParams([['u32', args.m], ['u32', n], ['u32', k], ['f32', args.alpha ?? 1], ['f32', w.offset]]),
-        [Math.ceil(outCols / (wx * perThreadCols)), Math.ceil(args.m / (wy * 4))]);
+        [Math.ceil(outCols / (wx * blockCols)), Math.ceil(args.m / (wy * blockRows))]);
     },
   };
 }

@@ -37,6 +37,10 @@ const small: MatmulCase[] = [
   { name: 'batched 3x 9x10x11', m: 9, n: 10, k: 11, batch: 3, dtype: 'f32' },
   { name: 'batched 4x 5x7x6, shared B^T', m: 5, n: 7, k: 6, batch: 4, transB: true, broadcastB: true, dtype: 'f32' },
   { name: '64x64x64', m: 64, n: 64, k: 64, dtype: 'f32' },
+  // Multiples of 4 (the vec4 kernel); M = 12 leaves half of the last 8-row block empty.
+  { name: '12x8x16 A^T B^T alpha 2 accumulate', m: 12, n: 8, k: 16, transA: true, transB: true, alpha: 2, accumulate: true, dtype: 'f32' },
+  { name: 'batched 3x 20x12x8 A^T', m: 20, n: 12, k: 8, batch: 3, transA: true, dtype: 'f32' },
+  { name: 'batched 2x 13x16x24, shared B^T', m: 13, n: 16, k: 24, batch: 2, transB: true, broadcastB: true, dtype: 'f32' },
 ];
 
 const full: MatmulCase[] = [
