@@ -9,30 +9,11 @@
 //   0 a: array<vec4<elem>>  read        A, logical [M, K]; stored [M, K], or [K, M] when TRANS_A
 //   1 b: array<vec4<elem>>  read        B, logical [K, N]; stored [K, N], or [N, K] when TRANS_B
 //   2 c: array<vec4<elem>>  read_write  C, [M, N]
-//   3 params: Params        uniform     sizes, per-batch strides in elements (multiples of 4), alpha
+//   3 params: Params        uniform     lib/matmul-common.wgsl; strides here are multiples of 4
 // Dispatch: (ceil(N / (WG_X * 4)), ceil(M / (WG_Y * ROWS)), batch); workgroup (WG_X, WG_Y).
 // Each invocation owns a ROWS x 4 block of C and walks K four at a time: a ROWS x 4 block of A and
 // a 4 x 4 block of B per step. Rows past M are clamped on load and never stored.
 // CPU reference: packages/gpu/src/kernels/matmul.ref.ts
-
-override WG_X: u32 = 8u;
-override WG_Y: u32 = 8u;
-override TRANS_A: bool = false;
-override TRANS_B: bool = false;
-override ACCUMULATE: bool = false;
-
-// Rows of C per invocation (registers); four columns each. A multiple of 4 (TRANS_A loads quads).
-const ROWS = 8u;
-
-struct Params {
-  m: u32,
-  n: u32,
-  k: u32,
-  stride_a: u32,
-  stride_b: u32,
-  stride_c: u32,
-  alpha: f32,
-}
 
 @group(0) @binding(0) var<storage, read> a: array<vec4<elem>>;
 @group(0) @binding(1) var<storage, read> b: array<vec4<elem>>;

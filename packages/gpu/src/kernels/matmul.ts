@@ -2,6 +2,8 @@
  * matmul kernel wrapper: C = alpha * op(A) op(B) (+ C), batched, either operand transposed,
  * f32 or f16 storage with f32 accumulation. Shader: shaders/matmul.wgsl.
  */
+import commonLib from '../../../../shaders/lib/matmul-common.wgsl?raw';
+import scalarIoLib from '../../../../shaders/lib/matmul-scalar-io.wgsl?raw';
 import source from '../../../../shaders/matmul.wgsl?raw';
 import vec4Source from '../../../../shaders/matmul-vec4.wgsl?raw';
 import subgroupSource from '../../../../shaders/matmul-subgroup.wgsl?raw';
@@ -11,23 +13,26 @@ import type { CompiledKernel, ElementType, KernelDefinition } from '../pipeline-
 import { CommandRecorder, packParams } from '../recorder.js';
 import { createTensor, type GpuTensor } from '../tensor.js';
 
+const COMMON = { path: 'shaders/lib/matmul-common.wgsl', source: commonLib };
+const SCALAR_IO = { path: 'shaders/lib/matmul-scalar-io.wgsl', source: scalarIoLib };
+
 export const MATMUL_KERNEL: KernelDefinition = {
   name: 'matmul',
-  files: [{ path: 'shaders/matmul.wgsl', source }],
+  files: [COMMON, SCALAR_IO, { path: 'shaders/matmul.wgsl', source }],
   bindings: ['read', 'read', 'read-write', 'uniform'],
 };
 
 /** Four elements per access; see KernelTuning.matmul for when it is used. */
 export const MATMUL_VEC4_KERNEL: KernelDefinition = {
   name: 'matmul-vec4',
-  files: [{ path: 'shaders/matmul-vec4.wgsl', source: vec4Source }],
+  files: [COMMON, { path: 'shaders/matmul-vec4.wgsl', source: vec4Source }],
   bindings: ['read', 'read', 'read-write', 'uniform'],
 };
 
 /** Rows of A shared through subgroups; see KernelTuning.matmul. */
 export const MATMUL_SUBGROUP_KERNEL: KernelDefinition = {
   name: 'matmul-subgroup',
-  files: [{ path: 'shaders/matmul-subgroup.wgsl', source: subgroupSource }],
+  files: [COMMON, SCALAR_IO, { path: 'shaders/matmul-subgroup.wgsl', source: subgroupSource }],
   bindings: ['read', 'read', 'read-write', 'uniform'],
   enables: ['subgroups'],
 };

@@ -1,0 +1,24 @@
+// Shared by the matmul kernels (matmul.wgsl, matmul-vec4.wgsl, matmul-subgroup.wgsl): the variant
+// flags, the output block each invocation owns and the uniform parameters.
+// The wrapper: packages/gpu/src/kernels/matmul.ts
+
+override WG_X: u32 = 8u;
+override WG_Y: u32 = 8u;
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+override ACCUMULATE: bool = false;
+
+// Rows of C per invocation (registers); four columns each. A multiple of 4 (matmul-vec4 loads
+// quads of rows when TRANS_A) and equal to the lanes sharing a workgroup row in matmul-subgroup.
+const ROWS = 8u;
+
+// Sizes, per-batch strides in elements (0 broadcasts an operand), and the output scale.
+struct Params {
+  m: u32,
+  n: u32,
+  k: u32,
+  stride_a: u32,
+  stride_b: u32,
+  stride_c: u32,
+  alpha: f32,
+}
