@@ -1,7 +1,7 @@
 /**
  * Typed errors. Every error webtune throws is a `WebtuneError` with a stable `code`, and its
- * message says what went wrong and what to do about it. The classes are registered by name in
- * `ERROR_CLASSES` so a worker boundary can rebuild the same class on the other side.
+ * message says what went wrong and what to do about it. `name` is the class name, so code on
+ * the far side of a worker boundary can tell them apart.
  */
 
 export type WebtuneErrorCode =
@@ -11,7 +11,8 @@ export type WebtuneErrorCode =
   | 'OUT_OF_MEMORY'
   | 'INVALID_ARGUMENT'
   | 'BINDING_LIMIT'
-  | 'GPU_VALIDATION';
+  | 'GPU_VALIDATION'
+  | 'MODEL_FORMAT';
 
 export class WebtuneError extends Error {
   readonly code: WebtuneErrorCode;
@@ -122,6 +123,18 @@ export class GpuValidationError extends WebtuneError {
       'GPU_VALIDATION',
       `WebGPU rejected ${operation}: ${message}. This is a bug in webtune; please report it with the adapter info.`,
     );
+  }
+}
+
+/**
+ * A model or tensor file webtune cannot read: truncated, corrupt, or in a dtype or layout it does
+ * not support. Names the file and what is wrong with it.
+ */
+export class ModelFormatError extends WebtuneError {
+  readonly source: string;
+  constructor(source: string, detail: string, options?: { cause?: unknown }) {
+    super('MODEL_FORMAT', `${source}: ${detail}`, options);
+    this.source = source;
   }
 }
 

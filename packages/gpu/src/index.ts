@@ -11,6 +11,7 @@ export {
   InvalidArgumentError,
   BindingLimitError,
   GpuValidationError,
+  ModelFormatError,
   formatBytes,
 } from './errors.js';
 export type { WebtuneErrorCode, ShaderMessage } from './errors.js';
