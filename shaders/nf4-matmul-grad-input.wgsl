@@ -7,19 +7,8 @@
 //   6 params: Params   uniform
 // Dispatch: (ceil(K / (WG_X * 8)), ceil(M / (WG_Y * 4))); each invocation owns 4 rows x 8
 // columns of DX, i.e. exactly one packed word of each W row when K % 8 == 0.
+// Overrides and Params: shaders/lib/nf4-matmul-common.wgsl.
 // CPU reference: packages/gpu/src/kernels/nf4-matmul.ref.ts
-
-override WG_X: u32 = 8u;
-override WG_Y: u32 = 8u;
-override ACCUMULATE: bool = false;
-
-struct Params {
-  m: u32,
-  n: u32,
-  k: u32,
-  alpha: f32,
-  offset: f32,
-}
 
 @group(0) @binding(4) var<storage, read> dy: array<elem>;
 @group(0) @binding(5) var<storage, read_write> dx: array<elem>;

@@ -10,6 +10,7 @@ import doubleQuantizeSource from '../../../../shaders/nf4-double-quantize.wgsl?r
 import reduceSumSource from '../../../../shaders/reduce-sum.wgsl?raw';
 import dequantizeSource from '../../../../shaders/nf4-dequantize.wgsl?raw';
 import matmulSource from '../../../../shaders/nf4-matmul.wgsl?raw';
+import matmulCommonLib from '../../../../shaders/lib/nf4-matmul-common.wgsl?raw';
 import gradInputSource from '../../../../shaders/nf4-matmul-grad-input.wgsl?raw';
 import type { GpuContext } from '../device.js';
 import { InvalidArgumentError } from '../errors.js';
@@ -22,6 +23,7 @@ import { grid1D } from './grid.js';
 
 const CODE = { path: 'shaders/lib/nf4-code.wgsl', source: codeLib };
 const WEIGHTS = { path: 'shaders/lib/nf4-weights.wgsl', source: weightsLib };
+const MATMUL_COMMON = { path: 'shaders/lib/nf4-matmul-common.wgsl', source: matmulCommonLib };
 const NF4_WEIGHT_BINDINGS = ['read', 'read', 'read', 'read'] as const;
 
 const QUANTIZE: KernelDefinition = {
@@ -46,12 +48,12 @@ const DEQUANTIZE: KernelDefinition = {
 };
 export const NF4_MATMUL_KERNEL: KernelDefinition = {
   name: 'nf4-matmul',
-  files: [CODE, WEIGHTS, { path: 'shaders/nf4-matmul.wgsl', source: matmulSource }],
+  files: [CODE, WEIGHTS, MATMUL_COMMON, { path: 'shaders/nf4-matmul.wgsl', source: matmulSource }],
   bindings: [...NF4_WEIGHT_BINDINGS, 'read', 'read-write', 'uniform'],
 };
 export const NF4_GRAD_INPUT_KERNEL: KernelDefinition = {
   name: 'nf4-matmul-grad-input',
-  files: [CODE, WEIGHTS, { path: 'shaders/nf4-matmul-grad-input.wgsl', source: gradInputSource }],
+  files: [CODE, WEIGHTS, MATMUL_COMMON, { path: 'shaders/nf4-matmul-grad-input.wgsl', source: gradInputSource }],
   bindings: [...NF4_WEIGHT_BINDINGS, 'read', 'read-write', 'uniform'],
 };
 
