@@ -54,10 +54,10 @@ export async function runBenchSuite(ctx: GpuContext, tf: typeof TF, ort: typeof 
     log(`${row.benchmark} ${row.shape} ${row.library}: ${row.medianMs.toFixed(2)} ms${row.gflops ? `, ${row.gflops.toFixed(2)} GFLOP/s` : ''}`);
   };
 
-  const runs = (group: string) => !o.only?.length || o.only.includes(group);
+  const selected = (group: string) => !o.only?.length || o.only.includes(group);
 
   // Square f32 matmul.
-  for (const n of runs('matmul') ? o.matmulSizes : []) {
+  for (const n of selected('matmul') ? o.matmulSizes : []) {
     const flops = 2 * n ** 3;
     const a = fill(n * n, 1);
     const b = fill(n * n, 2);
@@ -98,7 +98,7 @@ export async function runBenchSuite(ctx: GpuContext, tf: typeof TF, ort: typeof 
   }
 
   // NF4 fused X dequant(W)^T against dequantize-then-matmul and the f32 matmul on the same shape.
-  for (const [m, n, k] of runs('nf4') ? o.nf4Shapes : []) {
+  for (const [m, n, k] of selected('nf4') ? o.nf4Shapes : []) {
     const flops = 2 * m * n * k;
     const shape = `${m}x${n}x${k}`;
     const q = quantizeNF4(fill(n * k, 3), { shape: [n, k], doubleQuant: true });
@@ -138,7 +138,7 @@ export async function runBenchSuite(ctx: GpuContext, tf: typeof TF, ort: typeof 
   }
 
   // LoRA layer forward + backward: x [64, 512], W [512, 512] frozen, rank 8.
-  if (runs('lora')) {
+  if (selected('lora')) {
     const [m, k, n, r] = [64, 512, 512, 8];
     const shape = `x[${m},${k}] W[${n},${k}] r${r}`;
     const xs = fill(m * k, 5);

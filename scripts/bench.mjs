@@ -3,14 +3,17 @@
 // each comparing webtune with TF.js WebGPU (and onnxruntime-web WebGPU in the browser) in one
 // run on one adapter. Writes bench/results/{node,browser}.json and bench/results/README.md.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const results = join(root, 'bench/results');
 const cache = join(root, 'node_modules/.cache/webtune-bench');
+// A partial run (BENCH_ONLY) must not replace the committed full results: it writes to the cache.
+const results = process.env.BENCH_ONLY ? join(cache, 'partial-results') : join(root, 'bench/results');
+process.env.BENCH_RESULTS_DIR = results; // read by e2e/browser.bench.ts
+if (process.env.BENCH_ONLY) rmSync(results, { recursive: true, force: true });
 mkdirSync(results, { recursive: true });
 mkdirSync(cache, { recursive: true });
 const only = process.argv[2]; // 'node' | 'browser' | undefined
