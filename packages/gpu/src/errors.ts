@@ -12,7 +12,11 @@ export type WebtuneErrorCode =
   | 'INVALID_ARGUMENT'
   | 'BINDING_LIMIT'
   | 'GPU_VALIDATION'
-  | 'MODEL_FORMAT';
+  | 'MODEL_FORMAT'
+  | 'UNSUPPORTED_MODEL'
+  | 'MODEL_FILE_MISSING'
+  | 'DOWNLOAD_FAILED'
+  | 'MEMORY_PLAN';
 
 export class WebtuneError extends Error {
   readonly code: WebtuneErrorCode;
@@ -135,6 +139,55 @@ export class ModelFormatError extends WebtuneError {
   constructor(source: string, detail: string, options?: { cause?: unknown }) {
     super('MODEL_FORMAT', `${source}: ${detail}`, options);
     this.source = source;
+  }
+}
+
+/** A well-formed model that webtune cannot run (architecture, activation, RoPE type, dtype). */
+export class UnsupportedModelError extends WebtuneError {
+  readonly source: string;
+  constructor(source: string, detail: string, options?: { cause?: unknown }) {
+    super('UNSUPPORTED_MODEL', `${source}: ${detail}.`, options);
+    this.source = source;
+  }
+}
+
+/** A file the model needs is not in the folder, the server answered 404, or a shard is missing. */
+export class ModelFileMissingError extends WebtuneError {
+  readonly file: string;
+  constructor(file: string, detail: string, options?: { cause?: unknown }) {
+    super('MODEL_FILE_MISSING', `${file}: ${detail}`, options);
+    this.file = file;
+  }
+}
+
+/** A download failed (network error, HTTP error other than 404, or the body ended early). Nothing partial is cached. */
+export class DownloadError extends WebtuneError {
+  readonly url: string;
+  readonly status: number | undefined;
+  constructor(url: string, detail: string, status?: number, options?: { cause?: unknown }) {
+    super('DOWNLOAD_FAILED', `Downloading ${url} failed: ${detail}. Check the URL and the connection and try again; files already cached are kept.`, options);
+    this.url = url;
+    this.status = status;
+  }
+}
+
+/**
+ * The memory planner's estimate for a training run exceeds what the device allows. `suggestions`
+ * lists what to lower, biggest saving first.
+ */
+export class MemoryPlanError extends WebtuneError {
+  readonly estimatedBytes: number;
+  readonly limitBytes: number;
+  readonly suggestions: readonly string[];
+  constructor(what: string, estimatedBytes: number, limitBytes: number, suggestions: readonly string[]) {
+    super(
+      'MEMORY_PLAN',
+      `${what} needs about ${formatBytes(estimatedBytes)} of GPU memory but the limit is ${formatBytes(limitBytes)}. ` +
+        `Lower: ${suggestions.join('; ')}.`,
+    );
+    this.estimatedBytes = estimatedBytes;
+    this.limitBytes = limitBytes;
+    this.suggestions = suggestions;
   }
 }
 

@@ -12,6 +12,10 @@ export {
   BindingLimitError,
   GpuValidationError,
   ModelFormatError,
+  UnsupportedModelError,
+  ModelFileMissingError,
+  DownloadError,
+  MemoryPlanError,
   formatBytes,
 } from './errors.js';
 export type { WebtuneErrorCode, ShaderMessage } from './errors.js';
