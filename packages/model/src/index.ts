@@ -6,3 +6,28 @@ export {
 export type {
   SafetensorsDType, SafetensorsEntry, SafetensorsHeader, SafetensorsTensor, SafetensorsFile, TensorToWrite, ShardIndex,
 } from './safetensors.js';
+
+export { parseModelConfig } from './config.js';
+export type { ModelConfig, Architecture, RopeScaling } from './config.js';
+export { resolveLoraConfig, loraScale, matchesTarget, modulePath, peftKey, DEFAULT_TARGETS, LINEAR_MODULES } from './lora-config.js';
+export type { LoraConfig } from './lora-config.js';
+export { Rng } from './rng.js';
+export type { RngState } from './rng.js';
+export { uploadBaseModel, linearShape } from './weights.js';
+export type { WeightReader, BaseModel, BaseFormat, BaseWeightOptions, FrozenLinear, LayerWeights, NormWeights } from './weights.js';
+export { LoraAdapter } from './adapter.js';
+export type { LoraParam, HostTensor } from './adapter.js';
+export { Transformer } from './transformer.js';
+export type { TokenBatch, TrainOptions, KvCache } from './transformer.js';
+export { planWorkspace, planBytes, defaultHeadChunk, targetedLinears, Workspace } from './workspace.js';
+export type { WorkspaceShape, BufferPlan } from './workspace.js';
+export { exportPeftAdapter, importPeftAdapter, readPeftAdapter, mergeAdapter, peftAdapterConfig } from './peft.js';
+export type { PeftFiles } from './peft.js';
+export { generate, sample } from './generate.js';
+export type { GenerateOptions } from './generate.js';
+export { loadModelFiles, urlSource, filesSource, readStream, weightReader } from './loader.js';
+export type { LoadProgress, ModelFileSource, WeightTensorInfo, LoadedModelFiles, LoadModelOptions } from './loader.js';
+export { browserModelCache, DEFAULT_BROWSER_CACHE_NAME } from './model-cache.js';
+export type { ModelCache } from './model-cache.js';
+export { createTokenizer } from './tokenizer.js';
+export type { Tokenizer } from './tokenizer.js';

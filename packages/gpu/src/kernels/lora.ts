@@ -10,6 +10,9 @@
  *             dx = G W + s gB A              [M, K]
  *
  * W [N, K] is frozen, float32/float16 or NF4; A [r, K], B [N, r]; s = alpha / r (or alpha / sqrt(r)).
+ * With LoRA dropout the branch reads x~ = dropout(x) (`loraInput`) instead of x, dA uses x~, and the
+ * branch's input gradient s gB A is written to `loraGradInput` for the caller to pass back through
+ * the dropout mask.
  * CPU reference: packages/gpu/src/kernels/lora.ref.ts
  */
 import type { GpuContext } from '../device.js';
@@ -40,6 +43,8 @@ export interface LoraForwardArgs {
   /** [M, rank]: written, and needed by backward. */
   h: GpuTensor;
   y: GpuTensor;
+  /** x after LoRA dropout, read by the LoRA branch only; default x. */
+  loraInput?: GpuTensor;
 }
 
 export interface LoraBackwardArgs {
@@ -55,6 +60,12 @@ export interface LoraBackwardArgs {
   gradB: GpuTensor;
   /** dL/dx [M, K]; omit for a first layer whose input needs no gradient. */
   gradInput?: GpuTensor;
+  /** Add into gradInput (a second consumer of the same input) instead of overwriting it. */
+  accumulateGradInput?: boolean;
+  /** The forward's loraInput (x after dropout); default x. */
+  loraInput?: GpuTensor;
+  /** With dropout: receives s gB A (overwritten) instead of it being added to gradInput. */
+  loraGradInput?: GpuTensor;
 }
 
 export interface LoraKernels {
@@ -65,6 +76,8 @@ export interface LoraKernels {
 export interface LoraKernelOptions {
   dtype?: ElementType;
   base: { format: 'dense' } | { format: 'nf4'; blockSize: number; doubleQuant: boolean };
+  /** Add dA and dB into gradA/gradB (gradient accumulation over micro-batches) instead of overwriting. */
+  accumulateGrads?: boolean;
 }
 
 function dims(layer: LoraLayer): { n: number; k: number; r: number } {
@@ -86,37 +99,40 @@ function dims(layer: LoraLayer): { n: number; k: number; r: number } {
 
 export async function createLoraKernels(ctx: GpuContext, options: LoraKernelOptions): Promise<LoraKernels> {
   const dtype = options.dtype ?? 'f32';
-  const [xAt, hBtAcc, gtH, gB, gBtX, gBaAcc] = await Promise.all([
+  const accumulateGrads = options.accumulateGrads ?? false;
+  const [xAt, hBtAcc, gtH, gB, gBtX, gBaAcc, gBa] = await Promise.all([
     createMatmulKernel(ctx, { dtype, transB: true }),
     createMatmulKernel(ctx, { dtype, transB: true, accumulate: true }),
-    createMatmulKernel(ctx, { dtype, transA: true }),
+    createMatmulKernel(ctx, { dtype, transA: true, accumulate: accumulateGrads }),
     createMatmulKernel(ctx, { dtype }),
-    createMatmulKernel(ctx, { dtype, transA: true }),
+    createMatmulKernel(ctx, { dtype, transA: true, accumulate: accumulateGrads }),
     createMatmulKernel(ctx, { dtype, accumulate: true }),
+    createMatmulKernel(ctx, { dtype }),
   ]);
-  let baseForward: MatmulKernel | NF4MatmulKernel;
-  let baseBackward: MatmulKernel | NF4MatmulKernel;
+  // Base weight: forward, input gradient, and input gradient added to what is there.
+  let base: { forward: MatmulKernel | NF4MatmulKernel; backward: MatmulKernel | NF4MatmulKernel; backwardAcc: MatmulKernel | NF4MatmulKernel };
   if (options.base.format === 'nf4') {
     const nf4 = { dtype, blockSize: options.base.blockSize, doubleQuant: options.base.doubleQuant };
-    [baseForward, baseBackward] = await Promise.all([
+    const [forward, backward, backwardAcc] = await Promise.all([
       createNF4MatmulKernel(ctx, { ...nf4, mode: 'forward' }),
       createNF4MatmulKernel(ctx, { ...nf4, mode: 'grad-input' }),
+      createNF4MatmulKernel(ctx, { ...nf4, mode: 'grad-input', accumulate: true }),
     ]);
+    base = { forward, backward, backwardAcc };
   } else {
-    baseForward = xAt;
-    baseBackward = gB;
+    base = { forward: xAt, backward: gB, backwardAcc: gBaAcc };
   }
   const format = options.base.format;
 
   return {
-    forward(recorder, { layer, m, x, h, y }) {
+    forward(recorder, { layer, m, x, h, y, loraInput }) {
       const { n, k, r } = dims(layer);
       if (layer.base.format !== format) throw new InvalidArgumentError(`LoRA kernels were made for a ${format} base weight, got ${layer.base.format}.`);
-      xAt.encode(recorder, { a: x, b: layer.a, c: h, m, n: r, k });
+      xAt.encode(recorder, { a: loraInput ?? x, b: layer.a, c: h, m, n: r, k });
       if (layer.base.format === 'nf4') {
-        (baseForward as NF4MatmulKernel).encode(recorder, { weight: layer.base.weight, input: x, output: y, m });
+        (base.forward as NF4MatmulKernel).encode(recorder, { weight: layer.base.weight, input: x, output: y, m });
       } else {
-        (baseForward as MatmulKernel).encode(recorder, { a: x, b: layer.base.weight, c: y, m, n, k });
+        (base.forward as MatmulKernel).encode(recorder, { a: x, b: layer.base.weight, c: y, m, n, k });
       }
       hBtAcc.encode(recorder, { a: h, b: layer.b, c: y, m, n, k: r, alpha: layer.scale });
     },
@@ -126,14 +142,16 @@ export async function createLoraKernels(ctx: GpuContext, options: LoraKernelOpti
       const s = layer.scale;
       gtH.encode(recorder, { a: args.gradOutput, b: args.h, c: args.gradB, m: n, n: r, k: m, alpha: s });
       gB.encode(recorder, { a: args.gradOutput, b: layer.b, c: args.gB, m, n: r, k: n });
-      gBtX.encode(recorder, { a: args.gB, b: args.x, c: args.gradA, m: r, n: k, k: m, alpha: s });
+      gBtX.encode(recorder, { a: args.gB, b: args.loraInput ?? args.x, c: args.gradA, m: r, n: k, k: m, alpha: s });
       if (args.gradInput) {
+        const kernel = args.accumulateGradInput ? base.backwardAcc : base.backward;
         if (layer.base.format === 'nf4') {
-          (baseBackward as NF4MatmulKernel).encode(recorder, { weight: layer.base.weight, input: args.gradOutput, output: args.gradInput, m });
+          (kernel as NF4MatmulKernel).encode(recorder, { weight: layer.base.weight, input: args.gradOutput, output: args.gradInput, m });
         } else {
-          (baseBackward as MatmulKernel).encode(recorder, { a: args.gradOutput, b: layer.base.weight, c: args.gradInput, m, n: k, k: n });
+          (kernel as MatmulKernel).encode(recorder, { a: args.gradOutput, b: layer.base.weight, c: args.gradInput, m, n: k, k: n });
         }
-        gBaAcc.encode(recorder, { a: args.gB, b: layer.a, c: args.gradInput, m, n: k, k: r, alpha: s });
+        if (args.loraGradInput) gBa.encode(recorder, { a: args.gB, b: layer.a, c: args.loraGradInput, m, n: k, k: r, alpha: s });
+        else gBaAcc.encode(recorder, { a: args.gB, b: layer.a, c: args.gradInput, m, n: k, k: r, alpha: s });
       }
     },
   };

@@ -1,0 +1,128 @@
+/**
+ * Training benchmark: whole LoRA training steps (forward + backward + AdamW) of real model
+ * shapes, LoRA over a float32 base versus QLoRA (NF4 base with double quantization), reporting
+ * tokens per second (median step) and the accounted GPU peak next to the planner's estimate.
+ * Models: the tiny fixtures (real files) and a SmolLM2-135M-shaped Llama with synthetic weights
+ * (the real checkpoint cannot be downloaded here; speed and memory depend on shapes only).
+ */
+import { createGpuContext, type GpuContext } from '@webtune/gpu';
+import {
+  LoraAdapter, parseModelConfig, resolveLoraConfig, Rng, Transformer, uploadBaseModel, linearShape,
+  type BaseFormat, type ModelConfig, type WeightReader,
+} from '@webtune/model';
+import { AdamW, checkMemoryPlan } from '@webtune/trainer';
+
+export interface TrainingBenchRow {
+  model: string;
+  format: BaseFormat;
+  batch: number;
+  seq: number;
+  rank: number;
+  recompute: boolean;
+  medianStepMs: number;
+  tokensPerSecond: number;
+  peakBytes: number;
+  estimateBytes: number;
+  weightBytes: number;
+  steps: number;
+}
+
+/** SmolLM2-135M's config.json values (HuggingFaceTB/SmolLM2-135M). */
+export const SMOLLM2_135M = {
+  model_type: 'llama', architectures: ['LlamaForCausalLM'], hidden_size: 576, intermediate_size: 1536, num_hidden_layers: 30,
+  num_attention_heads: 9, num_key_value_heads: 3, head_dim: 64, vocab_size: 49152, max_position_embeddings: 8192,
+  rms_norm_eps: 1e-5, rope_theta: 100000, tie_word_embeddings: true, hidden_act: 'silu', bos_token_id: 0, eos_token_id: 0,
+};
+
+/** Deterministic random weights of the right shapes, made when the upload asks for them. */
+export function syntheticWeights(config: ModelConfig, seed = 1): WeightReader {
+  const shapes = new Map<string, number[]>();
+  const d = config.hiddenSize;
+  shapes.set('model.embed_tokens.weight', [config.vocabSize, d]);
+  shapes.set('model.norm.weight', [d]);
+  for (let l = 0; l < config.numLayers; l++) {
+    shapes.set(`model.layers.${l}.input_layernorm.weight`, [d]);
+    shapes.set(`model.layers.${l}.post_attention_layernorm.weight`, [d]);
+    for (const name of ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj']) {
+      const { inFeatures, outFeatures } = linearShape(config, name);
+      shapes.set(`model.layers.${l}.${name}.weight`, [outFeatures, inFeatures]);
+    }
+  }
+  return {
+    has: (name) => shapes.has(name),
+    read: (name) => {
+      const shape = shapes.get(name)!;
+      const rng = new Rng(seed + name.length * 7919 + (name.charCodeAt(name.length - 8) ?? 0));
+      const n = shape.reduce((a, b) => a * b, 1);
+      const data = new Float32Array(n);
+      const norm = name.endsWith('norm.weight');
+      for (let i = 0; i < n; i++) data[i] = norm ? 1 : (rng.next() - 0.5) * 0.04;
+      return { data, shape };
+    },
+  };
+}
+
+export interface TrainingBenchSpec {
+  model: string;
+  config: ModelConfig;
+  reader: WeightReader;
+  batch: number;
+  seq: number;
+  rank: number;
+  targets?: string[];
+  recompute?: boolean;
+  steps: number;
+}
+
+export async function benchTraining(gpu: GPU, spec: TrainingBenchSpec, format: BaseFormat, log: (line: string) => void): Promise<TrainingBenchRow> {
+  // A fresh device per run, so the accounted peak is this run's alone.
+  const ctx: GpuContext = await createGpuContext({ gpu });
+  try {
+    const lora = resolveLoraConfig(spec.config, { rank: spec.rank, alpha: 2 * spec.rank, targets: spec.targets });
+    const recompute = spec.recompute ?? false;
+    const estimate = checkMemoryPlan(ctx, { config: spec.config, format, lora, batch: spec.batch, seq: spec.seq, recompute }, { budgetBytes: 16 * 2 ** 30 });
+    const base = await uploadBaseModel(ctx, spec.config, spec.reader, { format });
+    const model = await Transformer.create(ctx, base);
+    const adapter = LoraAdapter.create(ctx, spec.config, lora, 1);
+    model.setAdapter(adapter);
+    const optimizer = await AdamW.create(ctx, adapter);
+    const rng = new Rng(5);
+    const tokens = spec.batch * spec.seq;
+    const batch = () => ({
+      ids: Uint32Array.from({ length: tokens }, () => rng.int(spec.config.vocabSize)),
+      targets: Uint32Array.from({ length: tokens }, () => rng.int(spec.config.vocabSize)),
+      batch: spec.batch,
+      seq: spec.seq,
+    });
+    const step = async () => {
+      await model.trainStep(batch(), { recompute });
+      await optimizer.update(1e-4);
+    };
+    await step(); // warm-up: pipelines compile, workspace is allocated
+    const times: number[] = [];
+    for (let i = 0; i < spec.steps; i++) {
+      const t0 = performance.now();
+      await step();
+      times.push(performance.now() - t0);
+    }
+    times.sort((a, b) => a - b);
+    const medianStepMs = times[Math.floor(times.length / 2)]!;
+    const row: TrainingBenchRow = {
+      model: spec.model, format, batch: spec.batch, seq: spec.seq, rank: spec.rank, recompute, medianStepMs,
+      tokensPerSecond: tokens / (medianStepMs / 1000), peakBytes: ctx.memory.peakBytes, estimateBytes: estimate.total,
+      weightBytes: base.byteLength, steps: spec.steps,
+    };
+    log(`training ${spec.model} ${format} b${spec.batch}x${spec.seq} r${spec.rank}${recompute ? ' recompute' : ''}: ${medianStepMs.toFixed(0)} ms/step, ${row.tokensPerSecond.toFixed(0)} tok/s, peak ${(row.peakBytes / 2 ** 20).toFixed(1)} MiB (estimate ${(estimate.total / 2 ** 20).toFixed(1)} MiB)`);
+    optimizer.release();
+    adapter.release();
+    model.release();
+    base.release();
+    return row;
+  } finally {
+    ctx.destroy();
+  }
+}
+
+export function smolLM2Config(): ModelConfig {
+  return parseModelConfig(SMOLLM2_135M as unknown as Record<string, unknown>, 'SmolLM2-135M (shape)');
+}

@@ -1,0 +1,152 @@
+/**
+ * MLP activations, forward and input gradients: SwiGLU (Llama's silu(gate) * up) and the tanh
+ * GELU (GPT-2's gelu_new). Elementwise over f32.
+ * Shaders: shaders/swiglu-*.wgsl, shaders/gelu-*.wgsl.
+ * Expected values: PyTorch autograd (scripts/make_transformer_op_fixtures.py).
+ */
+import swigluForwardSource from '../../../../shaders/swiglu-forward.wgsl?raw';
+import swigluBackwardSource from '../../../../shaders/swiglu-backward.wgsl?raw';
+import geluForwardSource from '../../../../shaders/gelu-forward.wgsl?raw';
+import geluBackwardSource from '../../../../shaders/gelu-backward.wgsl?raw';
+import type { GpuContext } from '../device.js';
+import type { KernelDefinition } from '../pipeline-cache.js';
+import { packParams, type CommandRecorder } from '../recorder.js';
+import type { GpuTensor } from '../tensor.js';
+import { grid1D } from './grid.js';
+import { requireCount, requireDistinct, requireTensor } from './tensor-checks.js';
+
+export const SWIGLU_FORWARD_KERNEL: KernelDefinition = {
+  name: 'swiglu-forward',
+  files: [{ path: 'shaders/swiglu-forward.wgsl', source: swigluForwardSource }],
+  bindings: ['read', 'read', 'read-write', 'uniform'],
+};
+export const SWIGLU_BACKWARD_KERNEL: KernelDefinition = {
+  name: 'swiglu-backward',
+  files: [{ path: 'shaders/swiglu-backward.wgsl', source: swigluBackwardSource }],
+  bindings: ['read', 'read', 'read', 'read-write', 'read-write', 'uniform'],
+};
+export const GELU_FORWARD_KERNEL: KernelDefinition = {
+  name: 'gelu-forward',
+  files: [{ path: 'shaders/gelu-forward.wgsl', source: geluForwardSource }],
+  bindings: ['read', 'read-write', 'uniform'],
+};
+export const GELU_BACKWARD_KERNEL: KernelDefinition = {
+  name: 'gelu-backward',
+  files: [{ path: 'shaders/gelu-backward.wgsl', source: geluBackwardSource }],
+  bindings: ['read', 'read', 'read-write', 'uniform'],
+};
+
+const WG = 256;
+
+export interface SwigluForwardArgs {
+  gate: GpuTensor;
+  up: GpuTensor;
+  /** silu(gate) * up */
+  out: GpuTensor;
+  size: number;
+}
+
+export interface SwigluBackwardArgs {
+  gate: GpuTensor;
+  up: GpuTensor;
+  gradOutput: GpuTensor;
+  gradGate: GpuTensor;
+  gradUp: GpuTensor;
+  size: number;
+}
+
+export interface SwigluKernels {
+  /** out = silu(gate) * up */
+  forward(rec: CommandRecorder, a: SwigluForwardArgs): void;
+  backward(rec: CommandRecorder, a: SwigluBackwardArgs): void;
+}
+
+export interface GeluForwardArgs {
+  x: GpuTensor;
+  y: GpuTensor;
+  size: number;
+}
+
+export interface GeluBackwardArgs {
+  x: GpuTensor;
+  gradOutput: GpuTensor;
+  gradInput: GpuTensor;
+  size: number;
+}
+
+export interface GeluKernels {
+  /** y = gelu(x), tanh approximation (HF gelu_new, torch gelu(approximate='tanh')). */
+  forward(rec: CommandRecorder, a: GeluForwardArgs): void;
+  backward(rec: CommandRecorder, a: GeluBackwardArgs): void;
+}
+
+function checkElementwise(op: string, size: number, tensors: Record<string, GpuTensor>): void {
+  requireCount(op, 'size', size);
+  for (const [name, t] of Object.entries(tensors)) requireTensor(op, name, t, size, `size ${size}`);
+}
+
+function sizeParams(ctx: GpuContext, size: number) {
+  const g = grid1D(size, WG, ctx.limits.maxComputeWorkgroupsPerDimension);
+  return { params: packParams([['u32', size], ['u32', g.rowStride]]), workgroups: g.workgroups };
+}
+
+/**
+ * Llama's gated MLP activation, silu(gate) * up, and its gradients for gate and up.
+ *
+ * @example
+ * ```ts
+ * const swiglu = await createSwigluKernels(ctx);
+ * swiglu.forward(rec, { gate, up, out: h, size: tokens * intermediate });
+ * ```
+ */
+export async function createSwigluKernels(ctx: GpuContext): Promise<SwigluKernels> {
+  const [forward, backward] = await Promise.all([
+    ctx.pipelines.get(SWIGLU_FORWARD_KERNEL, 'f32', { WG }),
+    ctx.pipelines.get(SWIGLU_BACKWARD_KERNEL, 'f32', { WG }),
+  ]);
+  return {
+    forward(rec, a) {
+      checkElementwise('swiglu forward', a.size, { gate: a.gate, up: a.up, out: a.out });
+      requireDistinct('swiglu forward', { out: a.out }, { gate: a.gate, up: a.up });
+      const { params, workgroups } = sizeParams(ctx, a.size);
+      rec.dispatch(forward, [a.gate.buffer, a.up.buffer, a.out.buffer], params, workgroups);
+    },
+    backward(rec, a) {
+      const op = 'swiglu backward';
+      checkElementwise(op, a.size, { gate: a.gate, up: a.up, gradOutput: a.gradOutput, gradGate: a.gradGate, gradUp: a.gradUp });
+      requireDistinct(op, { gradGate: a.gradGate, gradUp: a.gradUp }, { gate: a.gate, up: a.up, gradOutput: a.gradOutput });
+      const { params, workgroups } = sizeParams(ctx, a.size);
+      rec.dispatch(backward, [a.gate.buffer, a.up.buffer, a.gradOutput.buffer, a.gradGate.buffer, a.gradUp.buffer], params, workgroups);
+    },
+  };
+}
+
+/**
+ * GPT-2's activation (tanh GELU) and its input gradient.
+ *
+ * @example
+ * ```ts
+ * const gelu = await createGeluKernels(ctx);
+ * gelu.forward(rec, { x: fc, y: act, size: tokens * 4 * hidden });
+ * ```
+ */
+export async function createGeluKernels(ctx: GpuContext): Promise<GeluKernels> {
+  const [forward, backward] = await Promise.all([
+    ctx.pipelines.get(GELU_FORWARD_KERNEL, 'f32', { WG }),
+    ctx.pipelines.get(GELU_BACKWARD_KERNEL, 'f32', { WG }),
+  ]);
+  return {
+    forward(rec, a) {
+      checkElementwise('gelu forward', a.size, { x: a.x, y: a.y });
+      requireDistinct('gelu forward', { y: a.y }, { x: a.x });
+      const { params, workgroups } = sizeParams(ctx, a.size);
+      rec.dispatch(forward, [a.x.buffer, a.y.buffer], params, workgroups);
+    },
+    backward(rec, a) {
+      checkElementwise('gelu backward', a.size, { x: a.x, gradOutput: a.gradOutput, gradInput: a.gradInput });
+      requireDistinct('gelu backward', { gradInput: a.gradInput }, { x: a.x, gradOutput: a.gradOutput });
+      const { params, workgroups } = sizeParams(ctx, a.size);
+      rec.dispatch(backward, [a.x.buffer, a.gradOutput.buffer, a.gradInput.buffer], params, workgroups);
+    },
+  };
+}

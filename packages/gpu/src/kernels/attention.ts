@@ -1,0 +1,271 @@
+/**
+ * Causal multi-head attention (grouped-query when kvHeads < heads), forward and backward, f32.
+ * FlashAttention-style: the forward keeps an online softmax over tiles of keys and saves only the
+ * log-sum-exp per query row; the backward recomputes P from q, k and lse. Memory grows with the
+ * sequence length, never its square, and no float atomics are used (deterministic):
+ *
+ *   forward   out_i = softmax_j(scale q_i . k_j, j <= positionOffset + i) v_j,  lse_i
+ *   backward  delta_i = dO_i . O_i                                   (attention-backward-delta)
+ *             dS_ij = P_ij (dO_i . v_j - delta_i)
+ *             dQ_i = scale sum_j dS_ij k_j                            (attention-backward-dq: owns query rows)
+ *             dK_j = scale sum_i dS_ij q_i,  dV_j = sum_i P_ij dO_i    (attention-backward-dkv: owns key rows,
+ *                                                                     sums its group's query heads)
+ *
+ * Layouts: row-major [tokens, heads * headDim], token t = b * seq + s; head h occupies columns
+ * h * headDim ..; query head h reads kv head floor(h / (heads / kvHeads)). headDim is a multiple of
+ * 16 up to 256. Shaders: shaders/attention-*.wgsl. Reference values: scripts/make_attention_fixtures.py.
+ */
+import forwardSource from '../../../../shaders/attention-forward.wgsl?raw';
+import deltaSource from '../../../../shaders/attention-backward-delta.wgsl?raw';
+import dqSource from '../../../../shaders/attention-backward-dq.wgsl?raw';
+import dkvSource from '../../../../shaders/attention-backward-dkv.wgsl?raw';
+import type { GpuContext } from '../device.js';
+import { InvalidArgumentError } from '../errors.js';
+import type { KernelDefinition } from '../pipeline-cache.js';
+import { packParams, type CommandRecorder } from '../recorder.js';
+import { createTensor, type GpuTensor } from '../tensor.js';
+import { grid1D } from './grid.js';
+
+export const ATTENTION_FORWARD_KERNEL: KernelDefinition = {
+  name: 'attention-forward',
+  files: [{ path: 'shaders/attention-forward.wgsl', source: forwardSource }],
+  bindings: ['read', 'read', 'read', 'read-write', 'read-write', 'uniform'],
+};
+export const ATTENTION_BACKWARD_DELTA_KERNEL: KernelDefinition = {
+  name: 'attention-backward-delta',
+  files: [{ path: 'shaders/attention-backward-delta.wgsl', source: deltaSource }],
+  bindings: ['read', 'read', 'read-write', 'uniform'],
+};
+export const ATTENTION_BACKWARD_DQ_KERNEL: KernelDefinition = {
+  name: 'attention-backward-dq',
+  files: [{ path: 'shaders/attention-backward-dq.wgsl', source: dqSource }],
+  bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'read-write', 'uniform'],
+};
+export const ATTENTION_BACKWARD_DKV_KERNEL: KernelDefinition = {
+  name: 'attention-backward-dkv',
+  files: [{ path: 'shaders/attention-backward-dkv.wgsl', source: dkvSource }],
+  bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'read-write', 'read-write', 'uniform'],
+};
+
+export interface AttentionForwardArgs {
+  /** [batch * seqQ, heads * headDim] (RoPE already applied) */
+  q: GpuTensor;
+  /** [batch * kvCapacity, kvHeads * headDim] */
+  k: GpuTensor;
+  /** same shape as k */
+  v: GpuTensor;
+  /** [batch * seqQ, heads * headDim] */
+  out: GpuTensor;
+  /** [batch, heads, seqQ] log-sum-exp of the scaled scores, written for backward; optional (inference) */
+  lse?: GpuTensor;
+  batch: number;
+  seqQ: number;
+  /** keys visible: positions 0 .. seqKV-1 of each batch's kv rows */
+  seqKV: number;
+  /** rows per batch in k/v (KV cache capacity); default seqKV */
+  kvCapacity?: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  /** softmax scale, usually 1/sqrt(headDim) */
+  scale: number;
+  /** absolute position of query row 0 (KV-cache decoding); causal: query i sees keys j <= positionOffset + i */
+  positionOffset?: number;
+}
+
+export interface AttentionBackwardArgs {
+  /** [batch * seq, heads * headDim] */
+  q: GpuTensor;
+  /** [batch * seq, kvHeads * headDim] */
+  k: GpuTensor;
+  v: GpuTensor;
+  /** the forward's output [batch * seq, heads * headDim] */
+  out: GpuTensor;
+  /** the forward's [batch, heads, seq] log-sum-exp */
+  lse: GpuTensor;
+  /** dL/dout [batch * seq, heads * headDim] */
+  gradOutput: GpuTensor;
+  /** overwritten, [batch * seq, heads * headDim] */
+  gradQ: GpuTensor;
+  /** overwritten, [batch * seq, kvHeads * headDim] */
+  gradK: GpuTensor;
+  /** overwritten, [batch * seq, kvHeads * headDim] */
+  gradV: GpuTensor;
+  /** [batch, heads, seq] scratch for rowsum(dO * O) */
+  delta: GpuTensor;
+  batch: number;
+  seq: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  scale: number;
+}
+
+export interface AttentionKernels {
+  /** Records the causal attention forward (self-attention over a sequence, or KV-cache decoding). */
+  forward(recorder: CommandRecorder, args: AttentionForwardArgs): void;
+  /** Records delta, dQ and dK/dV (three dispatches) for a full-sequence forward (positionOffset 0). */
+  backward(recorder: CommandRecorder, args: AttentionBackwardArgs): void;
+}
+
+/** Threads per workgroup in every attention kernel (fixed in the shaders). */
+const WG = 64;
+export const ATTENTION_MAX_HEAD_DIM = 256;
+
+interface TileLayout {
+  d4: number;
+  /** Invocations per row (each owns 16 columns). */
+  lanes: number;
+  /** Rows (query rows, or key rows for dK/dV) per workgroup. */
+  rows: number;
+  /** Keys (or queries for dK/dV) per tile staged in workgroup memory. */
+  tile: number;
+}
+
+/**
+ * The shaders size their tile storage for tile * d4 <= 256 vec4 and rows * tile <= 1024 scores
+ * (512 twice for dK/dV), which keeps every kernel under WebGPU's guaranteed 16 KiB of workgroup memory.
+ */
+function tileLayout(headDim: number, maxScores: number): TileLayout {
+  const d4 = headDim / 4;
+  const lanes = headDim / 16;
+  const rows = Math.floor(WG / lanes);
+  const tile = Math.min(32, Math.floor(256 / d4), Math.floor(maxScores / rows));
+  return { d4, lanes, rows, tile };
+}
+
+function layoutParams(l: TileLayout): Array<['u32', number]> {
+  return [['u32', l.d4], ['u32', l.lanes], ['u32', l.rows], ['u32', l.tile]];
+}
+
+function describe(t: GpuTensor): string {
+  return `"${t.label}" ${t.dtype} [${t.shape.join(', ')}]`;
+}
+
+function checkShape(kernel: string, a: { heads: number; kvHeads: number; headDim: number; batch: number }, extra: Record<string, number>): void {
+  for (const [name, value] of Object.entries({ batch: a.batch, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, ...extra })) {
+    if (!Number.isInteger(value) || value < 1) {
+      throw new InvalidArgumentError(`${kernel}: ${name} must be a positive integer, got ${value}.`);
+    }
+  }
+  if (a.headDim % 16 !== 0 || a.headDim > ATTENTION_MAX_HEAD_DIM) {
+    throw new InvalidArgumentError(`${kernel}: headDim must be a multiple of 16 up to ${ATTENTION_MAX_HEAD_DIM}, got ${a.headDim}.`);
+  }
+  if (a.heads % a.kvHeads !== 0) {
+    throw new InvalidArgumentError(`${kernel}: heads (${a.heads}) must be a multiple of kvHeads (${a.kvHeads}) for grouped-query attention.`);
+  }
+}
+
+function checkTensor(kernel: string, name: string, t: GpuTensor, rows: number, cols: number, what: string): void {
+  if (t.dtype !== 'f32' || t.size < rows * cols) {
+    throw new InvalidArgumentError(
+      `${kernel}: ${name} ${describe(t)} must be f32 with at least ${rows} x ${cols} elements (${what}).`,
+    );
+  }
+}
+
+function checkDistinct(kernel: string, written: Record<string, GpuTensor>, read: Record<string, GpuTensor>): void {
+  const all = Object.entries({ ...read, ...written });
+  for (const [name, t] of Object.entries(written)) {
+    for (const [other, u] of all) {
+      if (other !== name && u.buffer === t.buffer) {
+        throw new InvalidArgumentError(`${kernel}: ${name} "${t.label}" and ${other} "${u.label}" share a buffer; ${name} is written, so they must be distinct tensors.`);
+      }
+    }
+  }
+}
+
+/**
+ * Compiles the four attention pipelines once; `forward` and `backward` then record dispatches.
+ *
+ * @example
+ * ```ts
+ * const attention = await createAttentionKernels(ctx);
+ * const rec = new CommandRecorder(ctx, 'layer');
+ * attention.forward(rec, { q, k, v, out, lse, batch: 2, seqQ: 128, seqKV: 128, heads: 8, kvHeads: 2, headDim: 64, scale: 1 / 8 });
+ * attention.backward(rec, { q, k, v, out, lse, gradOutput, gradQ, gradK, gradV, delta, batch: 2, seq: 128, heads: 8, kvHeads: 2, headDim: 64, scale: 1 / 8 });
+ * rec.submit();
+ * ```
+ */
+export async function createAttentionKernels(ctx: GpuContext): Promise<AttentionKernels> {
+  const [forward, delta, dq, dkv] = await Promise.all([
+    ctx.pipelines.get(ATTENTION_FORWARD_KERNEL, 'f32'),
+    ctx.pipelines.get(ATTENTION_BACKWARD_DELTA_KERNEL, 'f32'),
+    ctx.pipelines.get(ATTENTION_BACKWARD_DQ_KERNEL, 'f32'),
+    ctx.pipelines.get(ATTENTION_BACKWARD_DKV_KERNEL, 'f32'),
+  ]);
+  // Bound in place of lse when the caller wants none (inference); the shader skips writing it.
+  let unusedLse: GpuTensor | undefined;
+  const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
+
+  return {
+    forward(recorder, a) {
+      const kernel = 'attention forward';
+      const kvCapacity = a.kvCapacity ?? a.seqKV;
+      const positionOffset = a.positionOffset ?? 0;
+      checkShape(kernel, a, { seqQ: a.seqQ, seqKV: a.seqKV, kvCapacity });
+      if (!Number.isInteger(positionOffset) || positionOffset < 0) {
+        throw new InvalidArgumentError(`${kernel}: positionOffset must be a non-negative integer, got ${positionOffset}.`);
+      }
+      if (a.seqKV > kvCapacity) {
+        throw new InvalidArgumentError(`${kernel}: seqKV (${a.seqKV}) exceeds kvCapacity (${kvCapacity}).`);
+      }
+      const qCols = a.heads * a.headDim;
+      const kvCols = a.kvHeads * a.headDim;
+      const qShape = `batch ${a.batch} x seqQ ${a.seqQ}, heads ${a.heads} x headDim ${a.headDim}`;
+      const kvShape = `batch ${a.batch} x kvCapacity ${kvCapacity}, kvHeads ${a.kvHeads} x headDim ${a.headDim}`;
+      checkTensor(kernel, 'q', a.q, a.batch * a.seqQ, qCols, qShape);
+      checkTensor(kernel, 'k', a.k, a.batch * kvCapacity, kvCols, kvShape);
+      checkTensor(kernel, 'v', a.v, a.batch * kvCapacity, kvCols, kvShape);
+      checkTensor(kernel, 'out', a.out, a.batch * a.seqQ, qCols, qShape);
+      if (a.lse) checkTensor(kernel, 'lse', a.lse, a.batch * a.heads, a.seqQ, `[batch ${a.batch}, heads ${a.heads}, seqQ ${a.seqQ}]`);
+      checkDistinct(kernel, { out: a.out, ...(a.lse ? { lse: a.lse } : {}) }, { q: a.q, k: a.k, v: a.v });
+      if (!Number.isFinite(a.scale)) throw new InvalidArgumentError(`${kernel}: scale must be finite, got ${a.scale}.`);
+      const layout = tileLayout(a.headDim, 1024);
+      unusedLse ??= createTensor(ctx, { shape: [1], label: 'attention lse (unused)' });
+      recorder.dispatch(forward, [a.q.buffer, a.k.buffer, a.v.buffer, a.out.buffer, (a.lse ?? unusedLse).buffer],
+        packParams([
+          ...layoutParams(layout),
+          ['u32', a.seqQ], ['u32', a.seqKV], ['u32', kvCapacity], ['u32', a.heads], ['u32', a.kvHeads],
+          ['u32', positionOffset], ['f32', a.scale], ['u32', a.lse ? 1 : 0],
+        ]),
+        [Math.ceil(a.seqQ / layout.rows), a.heads, a.batch]);
+    },
+
+    backward(recorder, a) {
+      const kernel = 'attention backward';
+      checkShape(kernel, a, { seq: a.seq });
+      const tokens = a.batch * a.seq;
+      const qCols = a.heads * a.headDim;
+      const kvCols = a.kvHeads * a.headDim;
+      const qShape = `batch ${a.batch} x seq ${a.seq}, heads ${a.heads} x headDim ${a.headDim}`;
+      const kvShape = `batch ${a.batch} x seq ${a.seq}, kvHeads ${a.kvHeads} x headDim ${a.headDim}`;
+      const statShape = `[batch ${a.batch}, heads ${a.heads}, seq ${a.seq}]`;
+      for (const [name, t] of [['q', a.q], ['out', a.out], ['gradOutput', a.gradOutput], ['gradQ', a.gradQ]] as const) {
+        checkTensor(kernel, name, t, tokens, qCols, qShape);
+      }
+      for (const [name, t] of [['k', a.k], ['v', a.v], ['gradK', a.gradK], ['gradV', a.gradV]] as const) {
+        checkTensor(kernel, name, t, tokens, kvCols, kvShape);
+      }
+      checkTensor(kernel, 'lse', a.lse, a.batch * a.heads, a.seq, statShape);
+      checkTensor(kernel, 'delta', a.delta, a.batch * a.heads, a.seq, statShape);
+      checkDistinct(kernel, { gradQ: a.gradQ, gradK: a.gradK, gradV: a.gradV, delta: a.delta },
+        { q: a.q, k: a.k, v: a.v, out: a.out, lse: a.lse, gradOutput: a.gradOutput });
+      if (!Number.isFinite(a.scale)) throw new InvalidArgumentError(`${kernel}: scale must be finite, got ${a.scale}.`);
+
+      const d4 = a.headDim / 4;
+      const g = grid1D(tokens * a.heads, WG, maxGroups);
+      recorder.dispatch(delta, [a.gradOutput.buffer, a.out.buffer, a.delta.buffer],
+        packParams([['u32', tokens], ['u32', a.seq], ['u32', a.heads], ['u32', d4], ['u32', g.rowStride]]), g.workgroups);
+
+      const shape: Array<['u32' | 'f32', number]> = [['u32', a.seq], ['u32', a.heads], ['u32', a.kvHeads], ['f32', a.scale]];
+      const reads = [a.q.buffer, a.k.buffer, a.v.buffer, a.gradOutput.buffer, a.lse.buffer, a.delta.buffer];
+      const dqLayout = tileLayout(a.headDim, 1024);
+      recorder.dispatch(dq, [...reads, a.gradQ.buffer], packParams([...layoutParams(dqLayout), ...shape]),
+        [Math.ceil(a.seq / dqLayout.rows), a.heads, a.batch]);
+      const dkvLayout = tileLayout(a.headDim, 512);
+      recorder.dispatch(dkv, [...reads, a.gradK.buffer, a.gradV.buffer], packParams([...layoutParams(dkvLayout), ...shape]),
+        [Math.ceil(a.seq / dkvLayout.rows), a.kvHeads, a.batch]);
+    },
+  };
+}

@@ -1,0 +1,95 @@
+/**
+ * Cross-entropy of LM-head logits, one chunk of rows at a time, with the logits gradient written in
+ * place (softmax - onehot, scaled), so the [rows, vocab] logits buffer is the only one of that
+ * size. Numerically stable (max-subtracted), deterministic. Shader: shaders/cross-entropy.wgsl.
+ * Reference values: torch.nn.functional.cross_entropy (scripts/make_attention_fixtures.py).
+ */
+import source from '../../../../shaders/cross-entropy.wgsl?raw';
+import type { GpuContext } from '../device.js';
+import { InvalidArgumentError } from '../errors.js';
+import type { KernelDefinition } from '../pipeline-cache.js';
+import { packParams, type CommandRecorder } from '../recorder.js';
+import type { GpuTensor } from '../tensor.js';
+import { grid1D } from './grid.js';
+
+/** A target that contributes no loss and no gradient (PyTorch's ignore_index), as a u32. */
+export const IGNORE_INDEX = 0xffffffff;
+
+export const CROSS_ENTROPY_KERNEL: KernelDefinition = {
+  name: 'cross-entropy',
+  files: [{ path: 'shaders/cross-entropy.wgsl', source }],
+  bindings: ['read-write', 'read', 'read-write', 'uniform'],
+};
+
+export interface CrossEntropyArgs {
+  /** [rows, vocab]; replaced in place by gradScale * (softmax - onehot(target)). */
+  logits: GpuTensor;
+  /** u32 [totalRows]; IGNORE_INDEX for rows without a target. */
+  targets: GpuTensor;
+  /** f32 [totalRows]; rows targetOffset .. targetOffset + rows - 1 are written. */
+  losses: GpuTensor;
+  rows: number;
+  vocab: number;
+  /** Index of this chunk's first row in targets and losses. */
+  targetOffset: number;
+  /** 1 / (number of targets not ignored) for a mean loss, 1 for a sum. */
+  gradScale: number;
+}
+
+export interface CrossEntropyKernel {
+  /**
+   * For each row r < rows of logits [rows, vocab] (one chunk of the LM head output):
+   * losses[targetOffset + r] = logsumexp(logits[r]) - logits[r, t] with t = targets[targetOffset + r];
+   * 0 when t == IGNORE_INDEX, NaN when t >= vocab (validate targets on the CPU; NaN makes a bug visible).
+   * Then logits[r] is replaced in place by gradScale * (softmax(logits[r]) - onehot(t)) (a zero row
+   * when ignored), ready for the matmuls that give the LM head's input gradient.
+   *
+   * @example
+   * ```ts
+   * const ce = await createCrossEntropyKernel(ctx);
+   * ce.encode(rec, { logits, targets, losses, rows: 512, vocab: 151936, targetOffset: 0, gradScale: 1 / counted });
+   * ```
+   */
+  encode(recorder: CommandRecorder, args: CrossEntropyArgs): void;
+}
+
+export async function createCrossEntropyKernel(ctx: GpuContext): Promise<CrossEntropyKernel> {
+  const compiled = await ctx.pipelines.get(CROSS_ENTROPY_KERNEL, 'f32');
+  return {
+    encode(recorder, a) {
+      const { rows, vocab, targetOffset } = a;
+      for (const [name, value] of [['rows', rows], ['vocab', vocab]] as const) {
+        if (!Number.isInteger(value) || value < 1) throw new InvalidArgumentError(`cross-entropy: ${name} must be a positive integer, got ${value}.`);
+      }
+      if (!Number.isInteger(targetOffset) || targetOffset < 0) {
+        throw new InvalidArgumentError(`cross-entropy: targetOffset must be a non-negative integer, got ${targetOffset}.`);
+      }
+      if (a.logits.dtype !== 'f32' || a.logits.size < rows * vocab) {
+        throw new InvalidArgumentError(
+          `cross-entropy: logits "${a.logits.label}" must be f32 with at least ${rows} x ${vocab} elements (rows x vocab); ` +
+            `got ${a.logits.dtype} [${a.logits.shape.join(', ')}].`,
+        );
+      }
+      const needed = targetOffset + rows;
+      if (a.targets.dtype !== 'u32' || a.targets.size < needed) {
+        throw new InvalidArgumentError(
+          `cross-entropy: targets "${a.targets.label}" must be u32 with at least targetOffset ${targetOffset} + rows ${rows} = ${needed} elements; ` +
+            `got ${a.targets.dtype} [${a.targets.shape.join(', ')}].`,
+        );
+      }
+      if (a.losses.dtype !== 'f32' || a.losses.size < needed) {
+        throw new InvalidArgumentError(
+          `cross-entropy: losses "${a.losses.label}" must be f32 with at least targetOffset ${targetOffset} + rows ${rows} = ${needed} elements; ` +
+            `got ${a.losses.dtype} [${a.losses.shape.join(', ')}].`,
+        );
+      }
+      if (a.logits.buffer === a.losses.buffer || a.logits.buffer === a.targets.buffer || a.losses.buffer === a.targets.buffer) {
+        throw new InvalidArgumentError('cross-entropy: logits, targets and losses must be three distinct tensors.');
+      }
+      if (!Number.isFinite(a.gradScale)) throw new InvalidArgumentError(`cross-entropy: gradScale must be finite, got ${a.gradScale}.`);
+      const g = grid1D(rows, 1, ctx.limits.maxComputeWorkgroupsPerDimension);
+      recorder.dispatch(compiled, [a.logits.buffer, a.targets.buffer, a.losses.buffer],
+        packParams([['u32', rows], ['u32', vocab], ['u32', targetOffset], ['u32', g.rowStride], ['f32', a.gradScale]]), g.workgroups);
+    },
+  };
+}

@@ -1,0 +1,171 @@
+/**
+ * RMSNorm (HF LlamaRMSNorm) and LayerNorm (torch.nn.LayerNorm) over the last dimension, forward
+ * and input gradient; weight and bias are frozen, so no weight gradients. One workgroup per row.
+ * Shaders: shaders/rms-norm-*.wgsl, shaders/layer-norm-*.wgsl, shaders/lib/workgroup-sum.wgsl.
+ * Expected values: PyTorch autograd (scripts/make_transformer_op_fixtures.py).
+ */
+import sumLib from '../../../../shaders/lib/workgroup-sum.wgsl?raw';
+import rmsForwardSource from '../../../../shaders/rms-norm-forward.wgsl?raw';
+import rmsBackwardSource from '../../../../shaders/rms-norm-backward.wgsl?raw';
+import layerForwardSource from '../../../../shaders/layer-norm-forward.wgsl?raw';
+import layerBackwardSource from '../../../../shaders/layer-norm-backward.wgsl?raw';
+import type { GpuContext } from '../device.js';
+import { InvalidArgumentError } from '../errors.js';
+import type { KernelDefinition } from '../pipeline-cache.js';
+import { packParams, type CommandRecorder } from '../recorder.js';
+import type { GpuTensor } from '../tensor.js';
+import { grid1D } from './grid.js';
+import { requireCount, requireDistinct, requireFinite, requireTensor } from './tensor-checks.js';
+
+const SUM = { path: 'shaders/lib/workgroup-sum.wgsl', source: sumLib };
+
+export const RMS_NORM_FORWARD_KERNEL: KernelDefinition = {
+  name: 'rms-norm-forward',
+  files: [SUM, { path: 'shaders/rms-norm-forward.wgsl', source: rmsForwardSource }],
+  bindings: ['read', 'read', 'read-write', 'read-write', 'uniform'],
+};
+export const RMS_NORM_BACKWARD_KERNEL: KernelDefinition = {
+  name: 'rms-norm-backward',
+  files: [SUM, { path: 'shaders/rms-norm-backward.wgsl', source: rmsBackwardSource }],
+  bindings: ['read', 'read', 'read', 'read', 'read-write', 'uniform'],
+};
+export const LAYER_NORM_FORWARD_KERNEL: KernelDefinition = {
+  name: 'layer-norm-forward',
+  files: [SUM, { path: 'shaders/layer-norm-forward.wgsl', source: layerForwardSource }],
+  bindings: ['read', 'read', 'read', 'read-write', 'read-write', 'read-write', 'uniform'],
+};
+export const LAYER_NORM_BACKWARD_KERNEL: KernelDefinition = {
+  name: 'layer-norm-backward',
+  files: [SUM, { path: 'shaders/layer-norm-backward.wgsl', source: layerBackwardSource }],
+  bindings: ['read', 'read', 'read', 'read', 'read', 'read-write', 'uniform'],
+};
+
+/** Invocations per row: a power of two (the tree reduction halves it). */
+const WG = 128;
+
+export interface NormForwardArgs {
+  /** [rows, cols] */
+  x: GpuTensor;
+  /** [cols] */
+  weight: GpuTensor;
+  /** [cols], layer norm only; omit for a LayerNorm without bias. */
+  bias?: GpuTensor;
+  /** [rows, cols] */
+  y: GpuTensor;
+  /** [rows], written: 1 / sqrt(var + eps), needed by backward. */
+  rstd: GpuTensor;
+  /** [rows], layer norm only, written: the row means, needed by backward. */
+  mean?: GpuTensor;
+  rows: number;
+  cols: number;
+}
+
+export interface NormBackwardArgs {
+  x: GpuTensor;
+  weight: GpuTensor;
+  /** From forward. */
+  rstd: GpuTensor;
+  /** From forward, layer norm only. */
+  mean?: GpuTensor;
+  /** dL/dy [rows, cols] */
+  gradOutput: GpuTensor;
+  /** dL/dx [rows, cols] */
+  gradInput: GpuTensor;
+  rows: number;
+  cols: number;
+  /** Add into gradInput instead of overwriting it (residual stream). */
+  accumulate?: boolean;
+}
+
+export interface NormKernels {
+  readonly kind: 'rms' | 'layer';
+  forward(rec: CommandRecorder, a: NormForwardArgs): void;
+  backward(rec: CommandRecorder, a: NormBackwardArgs): void;
+}
+
+/**
+ * Normalization over the last dimension of a [rows, cols] f32 tensor.
+ *
+ * @example
+ * ```ts
+ * const norm = await createNormKernels(ctx, { kind: 'rms', eps: 1e-6 });
+ * const rec = new CommandRecorder(ctx, 'block');
+ * norm.forward(rec, { x, weight, y, rstd, rows, cols });
+ * norm.backward(rec, { x, weight, rstd, gradOutput: dy, gradInput: dx, rows, cols, accumulate: true });
+ * rec.submit();
+ * ```
+ */
+export async function createNormKernels(ctx: GpuContext, options: { kind: 'rms' | 'layer'; eps: number }): Promise<NormKernels> {
+  const { kind, eps } = options;
+  const op = kind === 'rms' ? 'rms norm' : 'layer norm';
+  if (kind !== 'rms' && kind !== 'layer') throw new InvalidArgumentError(`createNormKernels: kind must be 'rms' or 'layer', got ${String(kind)}.`);
+  requireFinite(op, 'eps', eps);
+  if (eps < 0) throw new InvalidArgumentError(`${op}: eps must be >= 0, got ${eps}.`);
+  const get = (definition: KernelDefinition, constants: Record<string, number | boolean>) =>
+    ctx.pipelines.get(definition, 'f32', { WG, ...constants });
+  const forwardDefinition = kind === 'rms' ? RMS_NORM_FORWARD_KERNEL : LAYER_NORM_FORWARD_KERNEL;
+  const backwardDefinition = kind === 'rms' ? RMS_NORM_BACKWARD_KERNEL : LAYER_NORM_BACKWARD_KERNEL;
+  const [forwardBias, forwardNoBias, backward, backwardAcc] = await Promise.all([
+    get(forwardDefinition, kind === 'layer' ? { HAS_BIAS: true } : {}),
+    kind === 'layer' ? get(forwardDefinition, { HAS_BIAS: false }) : undefined,
+    get(backwardDefinition, { ACCUMULATE: false }),
+    get(backwardDefinition, { ACCUMULATE: true }),
+  ]);
+  const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
+
+  function checkCommon(rows: number, cols: number, tensors: Record<string, GpuTensor>): string {
+    requireCount(op, 'rows', rows);
+    requireCount(op, 'cols', cols);
+    const shape = `[${rows}, ${cols}]`;
+    for (const [name, t] of Object.entries(tensors)) {
+      const perRow = name === 'weight' || name === 'bias';
+      const perStat = name === 'rstd' || name === 'mean';
+      const needed = perRow ? cols : perStat ? rows : rows * cols;
+      requireTensor(op, name, t, needed, perRow ? `[${cols}]` : perStat ? `[${rows}]` : shape);
+    }
+    return shape;
+  }
+
+  function meanFor(mean: GpuTensor | undefined, where: string): GpuTensor | undefined {
+    if (kind === 'layer' && !mean) throw new InvalidArgumentError(`layer norm ${where}: mean [rows] is required (written by forward, read by backward).`);
+    if (kind === 'rms' && mean) throw new InvalidArgumentError(`rms norm ${where}: takes no mean; RMSNorm does not center.`);
+    return mean;
+  }
+
+  return {
+    kind,
+    forward(rec, a) {
+      const mean = meanFor(a.mean, 'forward');
+      if (kind === 'rms' && a.bias) throw new InvalidArgumentError('rms norm forward: takes no bias (HF LlamaRMSNorm has none).');
+      const tensors: Record<string, GpuTensor> = { x: a.x, weight: a.weight, y: a.y, rstd: a.rstd };
+      if (a.bias) tensors.bias = a.bias;
+      if (mean) tensors.mean = mean;
+      checkCommon(a.rows, a.cols, tensors);
+      const written: Record<string, GpuTensor> = { y: a.y, rstd: a.rstd };
+      if (mean) written.mean = mean;
+      requireDistinct(op, written, { x: a.x, weight: a.weight, bias: a.bias });
+      const g = grid1D(a.rows, 1, maxGroups);
+      const params = packParams([['u32', a.rows], ['u32', a.cols], ['f32', eps], ['u32', g.rowStride]]);
+      if (kind === 'rms') {
+        rec.dispatch(forwardBias, [a.x.buffer, a.weight.buffer, a.y.buffer, a.rstd.buffer], params, g.workgroups);
+      } else {
+        // Without a bias the weight fills the bias binding: two read-only bindings of one buffer are allowed.
+        rec.dispatch(a.bias ? forwardBias : forwardNoBias!, [a.x.buffer, a.weight.buffer, (a.bias ?? a.weight).buffer, a.y.buffer, mean!.buffer, a.rstd.buffer], params, g.workgroups);
+      }
+    },
+    backward(rec, a) {
+      const mean = meanFor(a.mean, 'backward');
+      const tensors: Record<string, GpuTensor> = { x: a.x, weight: a.weight, rstd: a.rstd, gradOutput: a.gradOutput, gradInput: a.gradInput };
+      if (mean) tensors.mean = mean;
+      checkCommon(a.rows, a.cols, tensors);
+      requireDistinct(op, { gradInput: a.gradInput }, { x: a.x, weight: a.weight, rstd: a.rstd, mean, gradOutput: a.gradOutput });
+      const g = grid1D(a.rows, 1, maxGroups);
+      const params = packParams([['u32', a.rows], ['u32', a.cols], ['u32', g.rowStride]]);
+      const kernel = a.accumulate ? backwardAcc : backward;
+      const buffers = kind === 'rms'
+        ? [a.x.buffer, a.weight.buffer, a.rstd.buffer, a.gradOutput.buffer, a.gradInput.buffer]
+        : [a.x.buffer, a.weight.buffer, mean!.buffer, a.rstd.buffer, a.gradOutput.buffer, a.gradInput.buffer];
+      rec.dispatch(kernel, buffers, params, g.workgroups);
+    },
+  };
+}

@@ -1,0 +1,304 @@
+/**
+ * RoPE, causal attention (forward + backward) and cross-entropy on Dawn against PyTorch
+ * (scripts/make_attention_fixtures.py: HF transformers' formulas in plain torch, autograd for the
+ * gradients). All f32 against torch's f32; tolerances below say what differs.
+ */
+import { describe, expect, it } from 'vitest';
+import { CommandRecorder, createTensor, InvalidArgumentError, readF32, readTensor, type GpuContext, type GpuTensor } from '../src/index.js';
+import { createAttentionKernels } from '../src/kernels/attention.js';
+import { createCrossEntropyKernel, IGNORE_INDEX } from '../src/kernels/cross-entropy.js';
+import { createRopeKernel, ropeTables } from '../src/kernels/rope.js';
+import { attentionFixture, type AttentionCase, type CrossEntropyCase, type RopeCase } from './attention-fixtures.js';
+import { f32 } from './fixtures.js';
+import { useNodeContext } from './node-context.js';
+import { worstError } from './random.js';
+
+const gpu = useNodeContext();
+
+/**
+ * inv_freq: torch's vectorized powf is not always correctly rounded (1 ulp off for some dims,
+ * none of the fixture's), so allow one float32 ulp. cos/sin: torch's float32 cosf/sinf against
+ * float64 rounded to float32, one ulp of the result, plus what a one-ulp inv_freq difference does
+ * to the angle at position p (p * inv_freq * 2^-23).
+ */
+const INV_FREQ_RTOL = 2 ** -23;
+const tableAtol = (position: number) => 1.2e-7 + position * 2 ** -23;
+/** RoPE on the GPU: two products and a sum per element, with or without an FMA. */
+const ROPE_TOL = { atol: 1e-6, rtol: 1e-6 };
+/** Attention: f32 against f32 with a different summation order (online softmax over tiles). */
+const ATTENTION_TOL = { atol: 2e-6, rtol: 1e-4 };
+/** Gradients sum over up to seq * group terms; scale atol with sqrt of that. */
+const gradTol = (c: AttentionCase) => ({ atol: 2e-6 * Math.sqrt(c.seqKV * (c.heads / c.kvHeads)), rtol: 1e-4 });
+/** Cross-entropy: lse over up to 50257 terms (pairwise tree here, vectorized sum in torch). */
+const CE_LOSS_TOL = { atol: 1e-5, rtol: 1e-5 };
+const CE_GRAD_TOL = { atol: 1e-8, rtol: 1e-4 };
+
+function expectClose(name: string, got: ArrayLike<number>, want: ArrayLike<number>, tol: { atol: number; rtol: number }): void {
+  const r = worstError(got, want, tol.atol, tol.rtol);
+  expect(r.ratio, `${name}: ${JSON.stringify(r)}`).toBeLessThanOrEqual(1);
+}
+
+async function withValidation<T>(ctx: GpuContext, body: () => Promise<T>): Promise<T> {
+  ctx.device.pushErrorScope('validation');
+  const result = await body();
+  const error = await ctx.device.popErrorScope();
+  expect(error?.message).toBeUndefined();
+  return result;
+}
+
+function tensor(ctx: GpuContext, label: string, shape: number[], data?: Float32Array): GpuTensor {
+  return createTensor(ctx, { shape, label, data });
+}
+
+describe('ropeTables against HF transformers (PyTorch)', () => {
+  for (const c of attentionFixture.rope) {
+    it(c.name, () => {
+      const half = c.headDim / 2;
+      const tables = ropeTables({ headDim: c.headDim, theta: c.theta, scaling: c.scaling, positions: c.positions });
+      expect(tables.attentionScaling).toBe(1);
+      expect(tables.cos.length).toBe(c.positions * half);
+      expectClose('invFreq', tables.invFreq, f32(c.invFreq), { atol: 0, rtol: INV_FREQ_RTOL });
+      const cos = f32(c.cos);
+      const sin = f32(c.sin);
+      c.samplePositions.forEach((p, row) => {
+        if (p >= c.positions) return;
+        const at = (t: Float32Array, base: number) => t.subarray(base, base + half);
+        expectClose(`cos at ${p}`, at(tables.cos, p * half), at(cos, row * half), { atol: tableAtol(p), rtol: 0 });
+        expectClose(`sin at ${p}`, at(tables.sin, p * half), at(sin, row * half), { atol: tableAtol(p), rtol: 0 });
+      });
+    });
+  }
+
+  it('refuses odd head dims, empty tables and bad llama3 factors', () => {
+    expect(() => ropeTables({ headDim: 15, theta: 1e4, scaling: { type: 'default' }, positions: 4 })).toThrowError(InvalidArgumentError);
+    expect(() => ropeTables({ headDim: 16, theta: 1e4, scaling: { type: 'default' }, positions: 0 })).toThrowError(InvalidArgumentError);
+    const bad = { type: 'llama3' as const, factor: 8, lowFreqFactor: 4, highFreqFactor: 1, originalMaxPositionEmbeddings: 8192 };
+    expect(() => ropeTables({ headDim: 16, theta: 1e4, scaling: bad, positions: 4 })).toThrowError(InvalidArgumentError);
+  });
+});
+
+async function runRope(ctx: GpuContext, c: RopeCase, input: Float32Array, inverse: boolean): Promise<Float32Array> {
+  const rope = await createRopeKernel(ctx);
+  const half = c.headDim / 2;
+  const positions = c.seqLen + c.positionOffset;
+  const tables = ropeTables({ headDim: c.headDim, theta: c.theta, scaling: c.scaling, positions });
+  const x = tensor(ctx, 'rope x', [c.rows, c.heads * c.headDim], input);
+  const cos = tensor(ctx, 'rope cos', [positions, half], tables.cos);
+  const sin = tensor(ctx, 'rope sin', [positions, half], tables.sin);
+  const rec = new CommandRecorder(ctx, `rope ${c.name}`);
+  rope.apply(rec, { x, cos, sin, rows: c.rows, heads: c.heads, headDim: c.headDim, seqLen: c.seqLen, positionOffset: c.positionOffset, inverse });
+  rec.submit();
+  const out = await readF32(ctx, x);
+  for (const t of [x, cos, sin]) t.release();
+  return out;
+}
+
+describe('RoPE on Dawn against apply_rotary_pos_emb and its autograd', () => {
+  for (const c of attentionFixture.rope) {
+    it(`${c.name}: rotate, and the inverse rotation is the backward`, async () => {
+      await withValidation(gpu(), async () => {
+        expectClose('rotated', await runRope(gpu(), c, f32(c.x), false), f32(c.rotated), ROPE_TOL);
+        expectClose('grad x', await runRope(gpu(), c, f32(c.upstream), true), f32(c.gradX), ROPE_TOL);
+      });
+    });
+  }
+
+  it('refuses tables that do not cover the positions, and a short x, naming the shapes', async () => {
+    const ctx = gpu();
+    const rope = await createRopeKernel(ctx);
+    const x = tensor(ctx, 'x', [6, 32]);
+    const table = tensor(ctx, 'cos', [8, 8]);
+    const rec = new CommandRecorder(ctx, 'bad rope');
+    const args = { x, cos: table, sin: table, rows: 6, heads: 2, headDim: 16, seqLen: 6 };
+    expect(() => rope.apply(rec, { ...args, positionOffset: 3 })).toThrow(/cover.*position 8.*\[8, 8\]/);
+    expect(() => rope.apply(rec, { ...args, rows: 7 })).toThrowError(InvalidArgumentError);
+    expect(() => rope.apply(rec, { ...args, rows: 7 })).toThrow(/7 x 32.*\[6, 32\]/);
+    expect(() => rope.apply(rec, { ...args, headDim: 15 })).toThrowError(InvalidArgumentError);
+    rec.submit();
+    for (const t of [x, table]) t.release();
+  });
+});
+
+interface AttentionRun {
+  out: Float32Array;
+  lse: Float32Array;
+  dq?: Float32Array;
+  dk?: Float32Array;
+  dv?: Float32Array;
+}
+
+async function runAttention(ctx: GpuContext, c: AttentionCase, withBackward: boolean): Promise<AttentionRun> {
+  const attention = await createAttentionKernels(ctx);
+  const qCols = c.heads * c.headDim;
+  const kvCols = c.kvHeads * c.headDim;
+  const tokens = c.batch * c.seqQ;
+  const q = tensor(ctx, 'q', [tokens, qCols], f32(c.q));
+  const k = tensor(ctx, 'k', [c.batch * c.kvCapacity, kvCols], f32(c.k));
+  const v = tensor(ctx, 'v', [c.batch * c.kvCapacity, kvCols], f32(c.v));
+  const out = tensor(ctx, 'out', [tokens, qCols]);
+  const lse = tensor(ctx, 'lse', [c.batch, c.heads, c.seqQ]);
+  const temporaries = [q, k, v, out, lse];
+  const rec = new CommandRecorder(ctx, `attention ${c.name}`);
+  attention.forward(rec, {
+    q, k, v, out, lse, batch: c.batch, seqQ: c.seqQ, seqKV: c.seqKV, kvCapacity: c.kvCapacity,
+    heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, scale: c.scale, positionOffset: c.positionOffset,
+  });
+  const grads: GpuTensor[] = [];
+  if (withBackward) {
+    const gradOutput = tensor(ctx, 'dO', [tokens, qCols], f32(c.upstream!));
+    const gradQ = tensor(ctx, 'dQ', [tokens, qCols], new Float32Array(tokens * qCols).fill(Number.NaN));
+    const gradK = tensor(ctx, 'dK', [tokens, kvCols], new Float32Array(tokens * kvCols).fill(Number.NaN));
+    const gradV = tensor(ctx, 'dV', [tokens, kvCols], new Float32Array(tokens * kvCols).fill(Number.NaN));
+    const delta = tensor(ctx, 'delta', [c.batch, c.heads, c.seqQ]);
+    temporaries.push(gradOutput, delta);
+    grads.push(gradQ, gradK, gradV);
+    attention.backward(rec, {
+      q, k, v, out, lse, gradOutput, gradQ, gradK, gradV, delta,
+      batch: c.batch, seq: c.seqQ, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, scale: c.scale,
+    });
+  }
+  rec.submit();
+  const result: AttentionRun = { out: await readF32(ctx, out), lse: await readF32(ctx, lse) };
+  if (withBackward) {
+    [result.dq, result.dk, result.dv] = await Promise.all(grads.map((g) => readF32(ctx, g)));
+  }
+  for (const t of [...temporaries, ...grads]) t.release();
+  return result;
+}
+
+describe('causal attention on Dawn against HF eager attention (PyTorch autograd)', () => {
+  for (const c of attentionFixture.attention) {
+    const backward = c.dq !== undefined;
+    it(`${c.name}: forward${backward ? ' + backward' : ''}`, async () => {
+      const r = await withValidation(gpu(), () => runAttention(gpu(), c, backward));
+      expectClose('out', r.out, f32(c.out), ATTENTION_TOL);
+      expectClose('lse', r.lse, f32(c.lse), ATTENTION_TOL);
+      if (backward) {
+        expectClose('dq', r.dq!, f32(c.dq!), gradTol(c));
+        expectClose('dk', r.dk!, f32(c.dk!), gradTol(c));
+        expectClose('dv', r.dv!, f32(c.dv!), gradTol(c));
+      }
+    });
+  }
+
+  it('backward is deterministic: two runs agree bit for bit', async () => {
+    const c = attentionFixture.attention.find((a) => a.dq && a.seqQ > 100)!;
+    const [a, b] = [await runAttention(gpu(), c, true), await runAttention(gpu(), c, true)];
+    for (const name of ['out', 'lse', 'dq', 'dk', 'dv'] as const) {
+      expect(Buffer.from(a[name]!.buffer).equals(Buffer.from(b[name]!.buffer)), name).toBe(true);
+    }
+  });
+
+  it('forward without lse (inference) gives the same output', async () => {
+    const ctx = gpu();
+    const c = attentionFixture.attention.find((a) => a.positionOffset > 0)!;
+    const attention = await createAttentionKernels(ctx);
+    const q = tensor(ctx, 'q', [c.batch * c.seqQ, c.heads * c.headDim], f32(c.q));
+    const k = tensor(ctx, 'k', [c.batch * c.kvCapacity, c.kvHeads * c.headDim], f32(c.k));
+    const v = tensor(ctx, 'v', [c.batch * c.kvCapacity, c.kvHeads * c.headDim], f32(c.v));
+    const out = tensor(ctx, 'out', [c.batch * c.seqQ, c.heads * c.headDim]);
+    const rec = new CommandRecorder(ctx, 'attention without lse');
+    attention.forward(rec, {
+      q, k, v, out, batch: c.batch, seqQ: c.seqQ, seqKV: c.seqKV, kvCapacity: c.kvCapacity,
+      heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, scale: c.scale, positionOffset: c.positionOffset,
+    });
+    rec.submit();
+    expectClose('out', await readF32(ctx, out), f32(c.out), ATTENTION_TOL);
+    for (const t of [q, k, v, out]) t.release();
+  });
+
+  it('refuses mismatched shapes, head counts and aliased outputs with the shapes in the message', async () => {
+    const ctx = gpu();
+    const attention = await createAttentionKernels(ctx);
+    const t = (shape: number[], label = 't') => tensor(ctx, label, shape);
+    const q = t([2 * 5, 4 * 16], 'q');
+    const kv = t([2 * 5, 2 * 16], 'kv');
+    const out = t([2 * 5, 4 * 16], 'out');
+    const lse = t([2, 4, 5], 'lse');
+    const base = { q, k: kv, v: kv, out, lse, batch: 2, seqQ: 5, seqKV: 5, heads: 4, kvHeads: 2, headDim: 16, scale: 0.25 };
+    const rec = new CommandRecorder(ctx, 'bad attention');
+    expect(() => attention.forward(rec, { ...base, seqQ: 6 })).toThrowError(InvalidArgumentError);
+    expect(() => attention.forward(rec, { ...base, seqQ: 6 })).toThrow(/q "q" f32 \[10, 64\].*12 x 64/);
+    expect(() => attention.forward(rec, { ...base, kvCapacity: 8 })).toThrow(/k "kv" f32 \[10, 32\].*16 x 32/);
+    expect(() => attention.forward(rec, { ...base, seqKV: 6, kvCapacity: 5 })).toThrow(/seqKV \(6\) exceeds kvCapacity \(5\)/);
+    expect(() => attention.forward(rec, { ...base, kvHeads: 3 })).toThrow(/heads \(4\) must be a multiple of kvHeads \(3\)/);
+    expect(() => attention.forward(rec, { ...base, headDim: 24 })).toThrow(/headDim must be a multiple of 16/);
+    expect(() => attention.forward(rec, { ...base, out: q })).toThrow(/out "q" and q "q" share a buffer/);
+    expect(() => attention.forward(rec, { ...base, lse: t([2, 4, 4], 'short lse') })).toThrow(/lse "short lse" f32 \[2, 4, 4\]/);
+    const grads = { gradOutput: t([10, 64]), gradQ: t([10, 64]), gradK: t([10, 32]), gradV: t([10, 32]), delta: t([2, 4, 5]) };
+    const bwd = { ...base, ...grads, seq: 5 };
+    expect(() => attention.backward(rec, { ...bwd, gradK: t([9, 32], 'dK') })).toThrow(/gradK "dK" f32 \[9, 32\].*10 x 32/);
+    expect(() => attention.backward(rec, { ...bwd, gradV: grads.gradK })).toThrow(/share a buffer/);
+    expect(() => attention.backward(rec, { ...bwd, delta: lse })).toThrowError(InvalidArgumentError);
+    rec.submit();
+  });
+});
+
+async function runCrossEntropy(ctx: GpuContext, c: CrossEntropyCase, chunks: number[]): Promise<{ losses: Float32Array; grad: Float32Array }> {
+  const ce = await createCrossEntropyKernel(ctx);
+  const logits = f32(c.logits);
+  const targets = createTensor(ctx, { shape: [c.rows], dtype: 'u32', label: 'targets', data: Uint32Array.from(c.targets) });
+  const losses = tensor(ctx, 'losses', [c.rows], new Float32Array(c.rows).fill(Number.NaN));
+  const grad = new Float32Array(c.rows * c.vocab);
+  let offset = 0;
+  for (const rows of chunks) {
+    const chunk = tensor(ctx, 'logits chunk', [rows, c.vocab], logits.slice(offset * c.vocab, (offset + rows) * c.vocab));
+    const rec = new CommandRecorder(ctx, `cross-entropy ${c.name}`);
+    ce.encode(rec, { logits: chunk, targets, losses, rows, vocab: c.vocab, targetOffset: offset, gradScale: c.gradScale });
+    rec.submit();
+    grad.set(await readF32(ctx, chunk), offset * c.vocab);
+    chunk.release();
+    offset += rows;
+  }
+  const result = { losses: await readF32(ctx, losses), grad };
+  targets.release();
+  losses.release();
+  return result;
+}
+
+describe('cross-entropy on Dawn against torch.nn.functional.cross_entropy (mean, ignore_index)', () => {
+  for (const c of attentionFixture.crossEntropy) {
+    it(c.name, async () => {
+      // Two chunks where there are rows enough, as the LM head is processed in chunks.
+      const chunks = c.rows > 3 ? [Math.ceil(c.rows / 2), Math.floor(c.rows / 2)] : [c.rows];
+      const r = await withValidation(gpu(), () => runCrossEntropy(gpu(), c, chunks));
+      expectClose('losses', r.losses, f32(c.losses), CE_LOSS_TOL);
+      expectClose('grad logits', r.grad, f32(c.gradLogits), CE_GRAD_TOL);
+      const mean = r.losses.reduce((s, x) => s + x, 0) * c.gradScale;
+      expect(Math.abs(mean - c.loss)).toBeLessThanOrEqual(CE_LOSS_TOL.atol + CE_LOSS_TOL.rtol * Math.abs(c.loss));
+      c.targets.forEach((t, row) => {
+        if (t === IGNORE_INDEX) {
+          expect(r.losses[row]).toBe(0);
+          expect(r.grad.subarray(row * c.vocab, (row + 1) * c.vocab).every((g) => g === 0)).toBe(true);
+        }
+      });
+    });
+  }
+
+  it('writes NaN for a target past the vocabulary and leaves other rows alone', async () => {
+    const ctx = gpu();
+    const c = attentionFixture.crossEntropy.find((x) => x.vocab === 1000)!;
+    const bad = { ...c, targets: c.targets.map((t, i) => (i === 0 ? c.vocab : t)) };
+    const r = await runCrossEntropy(ctx, bad, [c.rows]);
+    expect(r.losses[0]).toBeNaN();
+    expectClose('other rows', r.losses.subarray(1), f32(c.losses).subarray(1), CE_LOSS_TOL);
+  });
+
+  it('refuses short tensors and wrong dtypes with the shapes in the message', async () => {
+    const ctx = gpu();
+    const ce = await createCrossEntropyKernel(ctx);
+    const logits = tensor(ctx, 'logits', [4, 100]);
+    const targets = createTensor(ctx, { shape: [6], dtype: 'u32', label: 'targets' });
+    const losses = tensor(ctx, 'losses', [6]);
+    const base = { logits, targets, losses, rows: 4, vocab: 100, targetOffset: 2, gradScale: 1 };
+    const rec = new CommandRecorder(ctx, 'bad cross-entropy');
+    expect(() => ce.encode(rec, { ...base, vocab: 101 })).toThrow(/4 x 101.*\[4, 100\]/);
+    expect(() => ce.encode(rec, { ...base, targetOffset: 3 })).toThrowError(InvalidArgumentError);
+    expect(() => ce.encode(rec, { ...base, targetOffset: 3 })).toThrow(/targets "targets".*3 \+ rows 4 = 7.*u32 \[6\]/);
+    expect(() => ce.encode(rec, { ...base, targets: losses })).toThrow(/must be u32.*got f32/);
+    expect(() => ce.encode(rec, { ...base, losses: logits })).toThrowError(InvalidArgumentError);
+    rec.submit();
+    expect(await readTensor(ctx, targets)).toHaveLength(6);
+    for (const t of [logits, targets, losses]) t.release();
+  });
+});

@@ -1,0 +1,626 @@
+/**
+ * The transformer on the GPU: Llama-family (RMSNorm, RoPE, grouped-query attention, SwiGLU) and
+ * GPT-2 (learned positions, LayerNorm, GELU tanh, fused qkv), with LoRA on any linear. Every
+ * forward and backward op is a WGSL kernel from @webtune/gpu; this file only wires them.
+ *
+ * A training step: embedding gather -> layers (state saved per layer, or only layer inputs with
+ * recomputation) -> final norm -> LM head + cross-entropy in row chunks (no [tokens x vocab]
+ * buffer) -> backward through the head, the layers in reverse (residual gradient kept in one
+ * buffer, `gRes`, that each block's norm backward adds into) -> LoRA gradients accumulated.
+ * Work is submitted per layer so no single submit runs for long.
+ */
+import {
+  CommandRecorder,
+  createAttentionKernels,
+  createCrossEntropyKernel,
+  createDropoutKernels,
+  createElementwiseKernels,
+  createEmbeddingKernels,
+  createGeluKernels,
+  createLoraKernels,
+  createMatmulKernel,
+  createNF4MatmulKernel,
+  createNormKernels,
+  createRopeKernel,
+  createSwigluKernels,
+  createTensor,
+  InvalidArgumentError,
+  readF32,
+  ropeTables,
+  writeTensor,
+  type AttentionKernels,
+  type CrossEntropyKernel,
+  type DropoutKernels,
+  type ElementwiseKernels,
+  type EmbeddingKernels,
+  type GeluKernels,
+  type GpuContext,
+  type GpuTensor,
+  type LoraBaseWeight,
+  type LoraKernels,
+  type MatmulKernel,
+  type NF4MatmulKernel,
+  type NormKernels,
+  type RopeKernel,
+  type SwigluKernels,
+} from '@webtune/gpu';
+import type { LoraAdapter } from './adapter.js';
+import type { ModelConfig } from './config.js';
+import type { BaseModel, FrozenLinear } from './weights.js';
+import { defaultHeadChunk, targetedLinears, Workspace, type LayerState, type WorkspaceShape } from './workspace.js';
+
+interface Kernels {
+  lora: LoraKernels;
+  /** Frozen linear without LoRA: forward, input gradient, input gradient added. */
+  frozenForward: MatmulKernel | NF4MatmulKernel;
+  frozenBackward: MatmulKernel | NF4MatmulKernel;
+  frozenBackwardAcc: MatmulKernel | NF4MatmulKernel;
+  /** LM head: logits = h E^T, and dh = dlogits E. */
+  head: MatmulKernel;
+  headBackward: MatmulKernel;
+  norm: NormKernels;
+  swiglu: SwigluKernels | undefined;
+  gelu: GeluKernels | undefined;
+  embedding: EmbeddingKernels;
+  elementwise: ElementwiseKernels;
+  dropout: DropoutKernels;
+  rope: RopeKernel | undefined;
+  attention: AttentionKernels;
+  crossEntropy: CrossEntropyKernel;
+}
+
+/** One step's token batch. Targets use IGNORE_INDEX (0xffffffff) for positions without a loss. */
+export interface TokenBatch {
+  /** [batch * seq] token ids */
+  ids: Uint32Array;
+  /** [batch * seq] next-token targets */
+  targets?: Uint32Array;
+  batch: number;
+  seq: number;
+}
+
+export interface TrainOptions {
+  /** Keep only layer inputs and recompute each block in backward. */
+  recompute?: boolean;
+  /** Seed and per-step stream of LoRA dropout masks. */
+  dropoutSeed?: number;
+  step?: number;
+  /** LM-head rows per chunk; default keeps a chunk of logits near 32 MiB. */
+  headChunk?: number;
+}
+
+export interface KvCache {
+  capacity: number;
+  /** Tokens already in the cache. */
+  length: number;
+  k: GpuTensor[];
+  v: GpuTensor[];
+  release(): void;
+}
+
+class Encoder {
+  private recorder: CommandRecorder;
+  constructor(
+    private readonly ctx: GpuContext,
+    private readonly label: string,
+  ) {
+    this.recorder = new CommandRecorder(ctx, label);
+  }
+  get r(): CommandRecorder {
+    return this.recorder;
+  }
+  flush(): void {
+    this.recorder.submit();
+    this.recorder = new CommandRecorder(this.ctx, this.label);
+  }
+}
+
+export class Transformer {
+  private workspace: Workspace | undefined;
+  private readonly ropeCos: GpuTensor | undefined;
+  private readonly ropeSin: GpuTensor | undefined;
+  private adapter: LoraAdapter | undefined;
+
+  private constructor(
+    readonly ctx: GpuContext,
+    readonly base: BaseModel,
+    private readonly k: Kernels,
+  ) {
+    const c = base.config;
+    if (c.architecture === 'llama') {
+      const tables = ropeTables({ headDim: c.headDim, theta: c.ropeTheta, scaling: c.ropeScaling, positions: c.maxPositions });
+      this.ropeCos = createTensor(ctx, { shape: [c.maxPositions, c.headDim / 2], label: 'rope cos', data: tables.cos });
+      this.ropeSin = createTensor(ctx, { shape: [c.maxPositions, c.headDim / 2], label: 'rope sin', data: tables.sin });
+    }
+  }
+
+  static async create(ctx: GpuContext, base: BaseModel): Promise<Transformer> {
+    const c = base.config;
+    const nf4 = base.nf4;
+    const [lora, frozenForward, frozenBackward, frozenBackwardAcc, head, headBackward] = await Promise.all([
+      createLoraKernels(ctx, { base: nf4 ? { format: 'nf4', ...nf4 } : { format: 'dense' }, accumulateGrads: true }),
+      nf4 ? createNF4MatmulKernel(ctx, { mode: 'forward', ...nf4 }) : createMatmulKernel(ctx, { transB: true }),
+      nf4 ? createNF4MatmulKernel(ctx, { mode: 'grad-input', ...nf4 }) : createMatmulKernel(ctx, {}),
+      nf4 ? createNF4MatmulKernel(ctx, { mode: 'grad-input', accumulate: true, ...nf4 }) : createMatmulKernel(ctx, { accumulate: true }),
+      createMatmulKernel(ctx, { transB: true }),
+      createMatmulKernel(ctx, {}),
+    ]);
+    const gpt2 = c.architecture === 'gpt2';
+    const [norm, swiglu, gelu, embedding, elementwise, dropout, rope, attention, crossEntropy] = await Promise.all([
+      createNormKernels(ctx, { kind: gpt2 ? 'layer' : 'rms', eps: c.normEps }),
+      gpt2 ? undefined : createSwigluKernels(ctx),
+      gpt2 ? createGeluKernels(ctx) : undefined,
+      createEmbeddingKernels(ctx),
+      createElementwiseKernels(ctx),
+      createDropoutKernels(ctx),
+      gpt2 ? undefined : createRopeKernel(ctx),
+      createAttentionKernels(ctx),
+      createCrossEntropyKernel(ctx),
+    ]);
+    return new Transformer(ctx, base, {
+      lora, frozenForward, frozenBackward, frozenBackwardAcc, head, headBackward,
+      norm, swiglu, gelu, embedding, elementwise, dropout, rope, attention, crossEntropy,
+    });
+  }
+
+  get config(): ModelConfig {
+    return this.base.config;
+  }
+
+  /** Attaches (or detaches, with undefined) the LoRA adapter used by every later call. */
+  setAdapter(adapter: LoraAdapter | undefined): void {
+    if (adapter && adapter.model !== this.config) {
+      const a = adapter.model;
+      const c = this.config;
+      if (a.hiddenSize !== c.hiddenSize || a.numLayers !== c.numLayers || a.modelType !== c.modelType) {
+        throw new InvalidArgumentError('This LoRA adapter was made for another model (different type, width or depth).');
+      }
+    }
+    this.adapter = adapter;
+    this.dropWorkspace();
+  }
+
+  /** The shape the next workspace will have, for the memory planner. */
+  workspaceShape(batch: number, seq: number, training: boolean, options: TrainOptions = {}): WorkspaceShape {
+    const adapter = this.adapter;
+    const tokens = batch * seq;
+    return {
+      batch,
+      seq,
+      training,
+      recompute: training && (options.recompute ?? false),
+      rank: adapter?.config.rank ?? 0,
+      loraLinears: adapter ? targetedLinears(this.config, adapter.params.keys()) : [],
+      dropout: training && (adapter?.config.dropout ?? 0) > 0,
+      headChunk: options.headChunk ?? defaultHeadChunk(this.config, tokens, this.ctx.limits.maxStorageBufferBindingSize),
+    };
+  }
+
+  private workspaceFor(shape: WorkspaceShape): Workspace {
+    const w = this.workspace;
+    if (w && JSON.stringify(w.shape) === JSON.stringify(shape)) return w;
+    this.dropWorkspace();
+    this.workspace = new Workspace(this.ctx, this.config, shape);
+    return this.workspace;
+  }
+
+  /** Frees activation buffers (they are reallocated on the next call). */
+  dropWorkspace(): void {
+    this.workspace?.release();
+    this.workspace = undefined;
+  }
+
+  private checkBatch(batch: TokenBatch, needTargets: boolean): void {
+    const { ids, targets, seq } = batch;
+    const t = batch.batch * seq;
+    if (!Number.isInteger(batch.batch) || !Number.isInteger(seq) || batch.batch < 1 || seq < 1) {
+      throw new InvalidArgumentError(`Batch and sequence length must be positive integers, got ${batch.batch} x ${seq}.`);
+    }
+    if (seq > this.config.maxPositions) {
+      throw new InvalidArgumentError(`Sequence length ${seq} exceeds the model's max_position_embeddings (${this.config.maxPositions}); use shorter sequences.`);
+    }
+    if (ids.length !== t) throw new InvalidArgumentError(`ids has ${ids.length} tokens; batch ${batch.batch} x seq ${seq} needs ${t}.`);
+    const v = this.config.vocabSize;
+    for (let i = 0; i < t; i++) {
+      if (ids[i]! >= v) throw new InvalidArgumentError(`Token id ${ids[i]} at position ${i} is outside the vocabulary (size ${v}); was the text tokenized for another model?`);
+    }
+    if (needTargets) {
+      if (!targets || targets.length !== t) throw new InvalidArgumentError(`targets must have ${t} entries (one per token), got ${targets?.length}.`);
+      for (let i = 0; i < t; i++) {
+        if (targets[i]! >= v && targets[i] !== 0xffffffff) throw new InvalidArgumentError(`Target ${targets[i]} at position ${i} is outside the vocabulary (size ${v}).`);
+      }
+    }
+  }
+
+  /**
+   * Forward + backward of one micro-batch: LoRA gradients are added into the adapter's gradient
+   * buffers (the optimizer clears them). Returns the mean cross-entropy over targets that are
+   * not ignored, and how many there were. `gradScale` multiplies the loss's gradient (1 by
+   * default; the trainer leaves micro-batch averaging to the optimizer).
+   */
+  async trainStep(batch: TokenBatch, options: TrainOptions = {}): Promise<{ loss: number; tokens: number }> {
+    const adapter = this.adapter;
+    if (!adapter) throw new InvalidArgumentError('trainStep needs a LoRA adapter: call setAdapter() first.');
+    this.checkBatch(batch, true);
+    const targets = batch.targets!;
+    let valid = 0;
+    for (const t of targets) if (t !== 0xffffffff) valid++;
+    if (valid === 0) throw new InvalidArgumentError('Every target in this batch is ignored; there is nothing to learn from.');
+    const ws = this.workspaceFor(this.workspaceShape(batch.batch, batch.seq, true, options));
+    const enc = new Encoder(this.ctx, 'train step');
+    writeTensor(this.ctx, ws.buffers['ids']!, batch.ids);
+    writeTensor(this.ctx, ws.buffers['targets']!, targets);
+    const run = { batch: batch.batch, seq: batch.seq, training: true, seed: options.dropoutSeed ?? 0, step: options.step ?? 0, offset: 0 };
+
+    this.embed(enc, ws, run.seq, 0);
+    for (let l = 0; l < this.config.numLayers; l++) {
+      this.forwardLayer(enc, ws, l, run);
+      enc.flush();
+    }
+    this.headAndLoss(enc, ws, 1 / valid);
+    enc.flush();
+    for (let l = this.config.numLayers - 1; l >= 0; l--) {
+      if (ws.shape.recompute) this.forwardLayer(enc, ws, l, run);
+      this.backwardLayer(enc, ws, l, run);
+      enc.flush();
+    }
+    enc.r.submit();
+    const losses = await readF32(this.ctx, ws.buffers['losses']!);
+    let sum = 0;
+    for (let i = 0; i < ws.tokens; i++) sum += losses[i]!;
+    return { loss: sum / valid, tokens: valid };
+  }
+
+  /** Mean cross-entropy of a batch without touching gradients (held-out evaluation). */
+  async evaluate(batch: TokenBatch, options: Pick<TrainOptions, 'headChunk'> = {}): Promise<{ loss: number; tokens: number }> {
+    this.checkBatch(batch, true);
+    const targets = batch.targets!;
+    let valid = 0;
+    for (const t of targets) if (t !== 0xffffffff) valid++;
+    if (valid === 0) throw new InvalidArgumentError('Every target in this batch is ignored; there is nothing to evaluate.');
+    const shape = { ...this.workspaceShape(batch.batch, batch.seq, true, options) };
+    const ws = this.workspaceFor(shape);
+    const enc = new Encoder(this.ctx, 'evaluate');
+    writeTensor(this.ctx, ws.buffers['ids']!, batch.ids);
+    writeTensor(this.ctx, ws.buffers['targets']!, targets);
+    const run = { batch: batch.batch, seq: batch.seq, training: false, seed: 0, step: 0, offset: 0 };
+    this.embed(enc, ws, run.seq, 0);
+    for (let l = 0; l < this.config.numLayers; l++) {
+      this.forwardLayer(enc, ws, l, run);
+      enc.flush();
+    }
+    this.headAndLoss(enc, ws, 1 / valid, false);
+    enc.r.submit();
+    const losses = await readF32(this.ctx, ws.buffers['losses']!);
+    let sum = 0;
+    for (let i = 0; i < ws.tokens; i++) sum += losses[i]!;
+    return { loss: sum / valid, tokens: valid };
+  }
+
+  /** Full logits [batch * seq, vocab] of a batch (no dropout, no gradients). */
+  async logits(batch: TokenBatch): Promise<Float32Array> {
+    this.checkBatch(batch, false);
+    const ws = this.workspaceFor(this.workspaceShape(batch.batch, batch.seq, false));
+    const enc = new Encoder(this.ctx, 'logits');
+    writeTensor(this.ctx, ws.buffers['ids']!, batch.ids);
+    const run = { batch: batch.batch, seq: batch.seq, training: false, seed: 0, step: 0, offset: 0 };
+    this.embed(enc, ws, run.seq, 0);
+    for (let l = 0; l < this.config.numLayers; l++) {
+      this.forwardLayer(enc, ws, l, run);
+      enc.flush();
+    }
+    this.finalNorm(enc, ws);
+    const out = new Float32Array(ws.tokens * this.config.vocabSize);
+    const chunk = ws.shape.headChunk;
+    for (let r0 = 0; r0 < ws.tokens; r0 += chunk) {
+      const rows = Math.min(chunk, ws.tokens - r0);
+      this.headRows(enc, ws, r0, rows);
+      enc.flush();
+      const part = await readF32(this.ctx, ws.buffers['logits']!);
+      out.set(part.subarray(0, rows * this.config.vocabSize), r0 * this.config.vocabSize);
+    }
+    return out;
+  }
+
+  /** A KV cache for generation with room for `capacity` tokens (one sequence). */
+  createKvCache(capacity: number): KvCache {
+    const c = this.config;
+    if (capacity > c.maxPositions) throw new InvalidArgumentError(`KV cache of ${capacity} tokens exceeds max_position_embeddings (${c.maxPositions}).`);
+    const width = c.numKvHeads * c.headDim;
+    const k: GpuTensor[] = [];
+    const v: GpuTensor[] = [];
+    for (let l = 0; l < c.numLayers; l++) {
+      k.push(createTensor(this.ctx, { shape: [capacity, width], label: 'kv cache' }));
+      v.push(createTensor(this.ctx, { shape: [capacity, width], label: 'kv cache' }));
+    }
+    return {
+      capacity,
+      length: 0,
+      k,
+      v,
+      release() {
+        for (const t of [...k, ...v]) t.release();
+      },
+    };
+  }
+
+  /**
+   * Runs `ids` (one sequence) through the model after what `cache` holds, appends their keys and
+   * values to it, and returns the logits of the last token.
+   */
+  async decode(ids: Uint32Array, cache: KvCache): Promise<Float32Array> {
+    const seq = ids.length;
+    if (seq === 0) throw new InvalidArgumentError('decode needs at least one token.');
+    if (cache.length + seq > cache.capacity) {
+      throw new InvalidArgumentError(`The KV cache holds ${cache.capacity} tokens; ${cache.length} are used and ${seq} more do not fit.`);
+    }
+    this.checkBatch({ ids, batch: 1, seq }, false);
+    const ws = this.workspaceFor({ ...this.workspaceShape(1, seq, false), headChunk: 1 });
+    const enc = new Encoder(this.ctx, 'decode');
+    writeTensor(this.ctx, ws.buffers['ids']!, ids);
+    const run = { batch: 1, seq, training: false, seed: 0, step: 0, offset: cache.length, cache };
+    this.embed(enc, ws, seq, cache.length);
+    for (let l = 0; l < this.config.numLayers; l++) this.forwardLayer(enc, ws, l, run);
+    this.finalNorm(enc, ws);
+    this.headRows(enc, ws, seq - 1, 1);
+    enc.r.submit();
+    cache.length += seq;
+    const logits = await readF32(this.ctx, ws.buffers['logits']!);
+    return logits.slice(0, this.config.vocabSize);
+  }
+
+  private embed(enc: Encoder, ws: Workspace, seq: number, offset: number): void {
+    const pos = this.base.positions;
+    this.k.embedding.gather(enc.r, {
+      table: this.base.embed,
+      ids: ws.buffers['ids']!,
+      out: ws.io(0).x,
+      rows: ws.tokens,
+      positions: pos ? { table: pos, seqLen: seq, offset } : undefined,
+    });
+  }
+
+  // ---- linear layers ----
+
+  private linearForward(enc: Encoder, ws: Workspace, l: number, name: string, x: GpuTensor, y: GpuTensor, run: RunState): void {
+    const lin = this.base.layers[l]!.linears.get(name)!;
+    const p = this.adapter?.params.get(lin.module);
+    const m = ws.tokens;
+    if (p) {
+      const state = ws.layer(l);
+      let loraInput: GpuTensor | undefined;
+      const dropout = this.adapter!.config.dropout;
+      if (run.training && dropout > 0) {
+        loraInput = state[`xd:${name}`]!;
+        this.k.dropout.forward(enc.r, { x, y: loraInput, size: m * lin.inFeatures, p: dropout, seed: run.seed, stream: dropoutStream(run.step, l, name) });
+      }
+      this.k.lora.forward(enc.r, { layer: this.loraLayer(lin, p), m, x, h: state[`h:${name}`]!, y, loraInput });
+    } else {
+      this.frozen(enc, lin.weight, 'forward', x, y, m, lin);
+    }
+    if (lin.bias) this.k.elementwise.addBias(enc.r, { target: y, bias: lin.bias, rows: m, cols: lin.outFeatures });
+  }
+
+  /** dL/dx of a linear (added into gradInput when accumulate) and its LoRA gradients. */
+  private linearBackward(
+    enc: Encoder, ws: Workspace, l: number, name: string,
+    gradOutput: GpuTensor, x: GpuTensor, gradInput: GpuTensor | undefined, accumulate: boolean, run: RunState,
+  ): void {
+    const lin = this.base.layers[l]!.linears.get(name)!;
+    const p = this.adapter?.params.get(lin.module);
+    const m = ws.tokens;
+    if (p) {
+      const state = ws.layer(l);
+      const dropout = this.adapter!.config.dropout;
+      const loraInput = dropout > 0 ? state[`xd:${name}`] : undefined;
+      const loraGradInput = dropout > 0 && gradInput ? ws.buffers['loraDx'] : undefined;
+      this.k.lora.backward(enc.r, {
+        layer: this.loraLayer(lin, p), m, x, h: state[`h:${name}`]!, gradOutput, gB: ws.buffers['gB']!,
+        gradA: p.gradA, gradB: p.gradB, gradInput, accumulateGradInput: accumulate, loraInput, loraGradInput,
+      });
+      if (loraGradInput && gradInput) {
+        this.k.dropout.backward(enc.r, {
+          gradOutput: loraGradInput, gradInput, size: m * lin.inFeatures, p: dropout, seed: run.seed,
+          stream: dropoutStream(run.step, l, name), accumulate: true,
+        });
+      }
+    } else if (gradInput) {
+      this.frozen(enc, lin.weight, accumulate ? 'backwardAcc' : 'backward', gradOutput, gradInput, m, lin);
+    }
+  }
+
+  private loraLayer(lin: FrozenLinear, p: { a: GpuTensor; b: GpuTensor }) {
+    return { base: lin.weight, a: p.a, b: p.b, scale: this.adapter!.scale };
+  }
+
+  private frozen(enc: Encoder, weight: LoraBaseWeight, mode: 'forward' | 'backward' | 'backwardAcc', input: GpuTensor, output: GpuTensor, m: number, lin: FrozenLinear): void {
+    const kernel = mode === 'forward' ? this.k.frozenForward : mode === 'backward' ? this.k.frozenBackward : this.k.frozenBackwardAcc;
+    if (weight.format === 'nf4') {
+      (kernel as NF4MatmulKernel).encode(enc.r, { weight: weight.weight, input, output, m });
+    } else if (mode === 'forward') {
+      (kernel as MatmulKernel).encode(enc.r, { a: input, b: weight.weight, c: output, m, n: lin.outFeatures, k: lin.inFeatures });
+    } else {
+      (kernel as MatmulKernel).encode(enc.r, { a: input, b: weight.weight, c: output, m, n: lin.inFeatures, k: lin.outFeatures });
+    }
+  }
+
+  // ---- blocks ----
+
+  private forwardLayer(enc: Encoder, ws: Workspace, l: number, run: RunState): void {
+    const c = this.config;
+    const L = this.base.layers[l]!;
+    const s = ws.layer(l);
+    const { x, out } = ws.io(l);
+    const m = ws.tokens;
+    const d = c.hiddenSize;
+    const gpt2 = c.architecture === 'gpt2';
+    const ew = this.k.elementwise;
+
+    this.k.norm.forward(enc.r, { x, weight: L.norm1.weight, bias: L.norm1.bias, y: s['n1']!, rstd: s['rstd1']!, mean: s['mean1'], rows: m, cols: d });
+    if (gpt2) {
+      this.linearForward(enc, ws, l, 'attn.c_attn', s['n1']!, s['qkv']!, run);
+      for (const [i, part] of (['q', 'k', 'v'] as const).entries()) {
+        ew.copyColumns(enc.r, { src: s['qkv']!, srcCols: 3 * d, srcOffset: i * d, dst: s[part]!, dstCols: d, dstOffset: 0, rows: m, cols: d });
+      }
+    } else {
+      this.linearForward(enc, ws, l, 'self_attn.q_proj', s['n1']!, s['q']!, run);
+      this.linearForward(enc, ws, l, 'self_attn.k_proj', s['n1']!, s['k']!, run);
+      this.linearForward(enc, ws, l, 'self_attn.v_proj', s['n1']!, s['v']!, run);
+      const rope = { cos: this.ropeCos!, sin: this.ropeSin!, rows: m, headDim: c.headDim, seqLen: run.seq, positionOffset: run.offset };
+      this.k.rope!.apply(enc.r, { ...rope, x: s['q']!, heads: c.numHeads });
+      this.k.rope!.apply(enc.r, { ...rope, x: s['k']!, heads: c.numKvHeads });
+    }
+    let keys = s['k']!;
+    let values = s['v']!;
+    let seqKV = run.seq;
+    let kvCapacity = run.seq;
+    if (run.cache) {
+      const width = c.numKvHeads * c.headDim;
+      const copy = { srcCols: width, srcOffset: 0, dstCols: width, dstOffset: 0, rows: m, cols: width, dstRowOffset: run.offset };
+      ew.copyColumns(enc.r, { ...copy, src: s['k']!, dst: run.cache.k[l]! });
+      ew.copyColumns(enc.r, { ...copy, src: s['v']!, dst: run.cache.v[l]! });
+      keys = run.cache.k[l]!;
+      values = run.cache.v[l]!;
+      seqKV = run.offset + run.seq;
+      kvCapacity = run.cache.capacity;
+    }
+    this.k.attention.forward(enc.r, {
+      q: s['q']!, k: keys, v: values, out: s['att']!, lse: run.training || ws.shape.training ? s['lse'] : undefined,
+      batch: run.batch, seqQ: run.seq, seqKV, kvCapacity, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim,
+      scale: 1 / Math.sqrt(c.headDim), positionOffset: run.offset,
+    });
+    this.linearForward(enc, ws, l, gpt2 ? 'attn.c_proj' : 'self_attn.o_proj', s['att']!, s['x2']!, run);
+    ew.axpy(enc.r, { target: s['x2']!, source: x, size: m * d });
+    this.k.norm.forward(enc.r, { x: s['x2']!, weight: L.norm2.weight, bias: L.norm2.bias, y: s['n2']!, rstd: s['rstd2']!, mean: s['mean2'], rows: m, cols: d });
+    const inner = m * c.intermediateSize;
+    if (gpt2) {
+      this.linearForward(enc, ws, l, 'mlp.c_fc', s['n2']!, s['mlpA']!, run);
+      this.k.gelu!.forward(enc.r, { x: s['mlpA']!, y: s['act']!, size: inner });
+      this.linearForward(enc, ws, l, 'mlp.c_proj', s['act']!, out, run);
+    } else {
+      this.linearForward(enc, ws, l, 'mlp.gate_proj', s['n2']!, s['mlpA']!, run);
+      this.linearForward(enc, ws, l, 'mlp.up_proj', s['n2']!, s['mlpB']!, run);
+      this.k.swiglu!.forward(enc.r, { gate: s['mlpA']!, up: s['mlpB']!, out: s['act']!, size: inner });
+      this.linearForward(enc, ws, l, 'mlp.down_proj', s['act']!, out, run);
+    }
+    ew.axpy(enc.r, { target: out, source: s['x2']!, size: m * d });
+  }
+
+  /** Expects dL/d(layer output) in gRes; leaves dL/d(layer input) there. */
+  private backwardLayer(enc: Encoder, ws: Workspace, l: number, run: RunState): void {
+    const c = this.config;
+    const L = this.base.layers[l]!;
+    const s: LayerState = ws.layer(l);
+    const b = ws.buffers;
+    const { x } = ws.io(l);
+    const m = ws.tokens;
+    const d = c.hiddenSize;
+    const gpt2 = c.architecture === 'gpt2';
+    const g = b['gRes']!;
+    const inner = m * c.intermediateSize;
+    // The first layer's input is the frozen embedding: no gradient needed below its linears.
+    const needInput = l > 0;
+
+    if (gpt2) {
+      this.linearBackward(enc, ws, l, 'mlp.c_proj', g, s['act']!, b['dAct']!, false, run);
+      this.k.gelu!.backward(enc.r, { x: s['mlpA']!, gradOutput: b['dAct']!, gradInput: b['dGate']!, size: inner });
+      this.linearBackward(enc, ws, l, 'mlp.c_fc', b['dGate']!, s['n2']!, b['dN']!, false, run);
+    } else {
+      this.linearBackward(enc, ws, l, 'mlp.down_proj', g, s['act']!, b['dAct']!, false, run);
+      this.k.swiglu!.backward(enc.r, { gate: s['mlpA']!, up: s['mlpB']!, gradOutput: b['dAct']!, gradGate: b['dGate']!, gradUp: b['dUp']!, size: inner });
+      this.linearBackward(enc, ws, l, 'mlp.gate_proj', b['dGate']!, s['n2']!, b['dN']!, false, run);
+      this.linearBackward(enc, ws, l, 'mlp.up_proj', b['dUp']!, s['n2']!, b['dN']!, true, run);
+    }
+    this.k.norm.backward(enc.r, { x: s['x2']!, weight: L.norm2.weight, rstd: s['rstd2']!, mean: s['mean2'], gradOutput: b['dN']!, gradInput: g, rows: m, cols: d, accumulate: true });
+
+    this.linearBackward(enc, ws, l, gpt2 ? 'attn.c_proj' : 'self_attn.o_proj', g, s['att']!, b['dAtt']!, false, run);
+    this.k.attention.backward(enc.r, {
+      q: s['q']!, k: s['k']!, v: s['v']!, out: s['att']!, lse: s['lse']!, gradOutput: b['dAtt']!,
+      gradQ: b['dq']!, gradK: b['dk']!, gradV: b['dv']!, delta: b['delta']!,
+      batch: run.batch, seq: run.seq, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim),
+    });
+    const dN = needInput ? b['dN']! : undefined;
+    if (gpt2) {
+      for (const [i, part] of (['dq', 'dk', 'dv'] as const).entries()) {
+        this.k.elementwise.copyColumns(enc.r, { src: b[part]!, srcCols: d, srcOffset: 0, dst: b['dQKV']!, dstCols: 3 * d, dstOffset: i * d, rows: m, cols: d });
+      }
+      this.linearBackward(enc, ws, l, 'attn.c_attn', b['dQKV']!, s['n1']!, dN, false, run);
+    } else {
+      const rope = { cos: this.ropeCos!, sin: this.ropeSin!, rows: m, headDim: c.headDim, seqLen: run.seq, inverse: true };
+      this.k.rope!.apply(enc.r, { ...rope, x: b['dq']!, heads: c.numHeads });
+      this.k.rope!.apply(enc.r, { ...rope, x: b['dk']!, heads: c.numKvHeads });
+      this.linearBackward(enc, ws, l, 'self_attn.q_proj', b['dq']!, s['n1']!, dN, false, run);
+      this.linearBackward(enc, ws, l, 'self_attn.k_proj', b['dk']!, s['n1']!, dN, true, run);
+      this.linearBackward(enc, ws, l, 'self_attn.v_proj', b['dv']!, s['n1']!, dN, true, run);
+    }
+    if (needInput) {
+      this.k.norm.backward(enc.r, { x, weight: L.norm1.weight, rstd: s['rstd1']!, mean: s['mean1'], gradOutput: b['dN']!, gradInput: g, rows: m, cols: d, accumulate: true });
+    }
+  }
+
+  // ---- head ----
+
+  private finalNorm(enc: Encoder, ws: Workspace): void {
+    const f = this.base.finalNorm;
+    const b = ws.buffers;
+    this.k.norm.forward(enc.r, { x: ws.last, weight: f.weight, bias: f.bias, y: b['xf']!, rstd: b['rstdF']!, mean: b['meanF'], rows: ws.tokens, cols: this.config.hiddenSize });
+  }
+
+  /** logits[0..rows) = xf[r0..r0+rows) E^T */
+  private headRows(enc: Encoder, ws: Workspace, r0: number, rows: number): void {
+    const b = ws.buffers;
+    const d = this.config.hiddenSize;
+    this.k.elementwise.copyColumns(enc.r, { src: b['xf']!, srcCols: d, srcOffset: 0, srcRowOffset: r0, dst: b['hc']!, dstCols: d, dstOffset: 0, rows, cols: d });
+    this.k.head.encode(enc.r, { a: b['hc']!, b: this.base.lmHead, c: b['logits']!, m: rows, n: this.config.vocabSize, k: d });
+  }
+
+  /** Final norm, LM head and cross-entropy in row chunks; with `backward`, leaves dL/d(last layer output) in gRes. */
+  private headAndLoss(enc: Encoder, ws: Workspace, gradScale: number, backward = true): void {
+    const b = ws.buffers;
+    const d = this.config.hiddenSize;
+    const v = this.config.vocabSize;
+    this.finalNorm(enc, ws);
+    const chunk = ws.shape.headChunk;
+    for (let r0 = 0; r0 < ws.tokens; r0 += chunk) {
+      const rows = Math.min(chunk, ws.tokens - r0);
+      this.headRows(enc, ws, r0, rows);
+      this.k.crossEntropy.encode(enc.r, { logits: b['logits']!, targets: b['targets']!, losses: b['losses']!, rows, vocab: v, targetOffset: r0, gradScale });
+      if (backward) {
+        this.k.headBackward.encode(enc.r, { a: b['logits']!, b: this.base.lmHead, c: b['dhc']!, m: rows, n: d, k: v });
+        this.k.elementwise.copyColumns(enc.r, { src: b['dhc']!, srcCols: d, srcOffset: 0, dst: b['dXf']!, dstCols: d, dstOffset: 0, dstRowOffset: r0, rows, cols: d });
+      }
+    }
+    if (backward) {
+      const f = this.base.finalNorm;
+      this.k.norm.backward(enc.r, { x: ws.last, weight: f.weight, rstd: b['rstdF']!, mean: b['meanF'], gradOutput: b['dXf']!, gradInput: b['gRes']!, rows: ws.tokens, cols: d });
+    }
+  }
+
+  release(): void {
+    this.dropWorkspace();
+    this.ropeCos?.release();
+    this.ropeSin?.release();
+  }
+}
+
+interface RunState {
+  batch: number;
+  seq: number;
+  training: boolean;
+  seed: number;
+  step: number;
+  /** Absolute position of the first token (KV-cache decoding). */
+  offset: number;
+  cache?: KvCache;
+}
+
+const LINEAR_IDS: Record<string, number> = {
+  'self_attn.q_proj': 0, 'self_attn.k_proj': 1, 'self_attn.v_proj': 2, 'self_attn.o_proj': 3,
+  'mlp.gate_proj': 4, 'mlp.up_proj': 5, 'mlp.down_proj': 6,
+  'attn.c_attn': 0, 'attn.c_proj': 1, 'mlp.c_fc': 2, 'mlp.c_proj': 3,
+};
+
+/** A distinct dropout stream per (step, layer, linear); backward recomputes the same mask from it. */
+function dropoutStream(step: number, layer: number, name: string): number {
+  return ((step * 1024 + layer) * 8 + LINEAR_IDS[name]!) >>> 0;
+}

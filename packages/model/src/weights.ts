@@ -1,0 +1,225 @@
+/**
+ * Frozen base weights on the GPU. Linear weights are kept as PyTorch's Linear stores them,
+ * [out, in] (GPT-2's Conv1D [in, out] is transposed once here), either float32 (LoRA) or
+ * quantized to NF4 with double quantization on the GPU at load (QLoRA, as bitsandbytes'
+ * `bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True`). Embeddings, the LM head, norms
+ * and biases stay float32, as QLoRA keeps them in the compute dtype.
+ */
+import {
+  createTensor,
+  InvalidArgumentError,
+  ModelFileMissingError,
+  ModelFormatError,
+  quantizeNF4Gpu,
+  type GpuContext,
+  type GpuTensor,
+  type LoraBaseWeight,
+} from '@webtune/gpu';
+import type { ModelConfig } from './config.js';
+import { LINEAR_MODULES, modulePath } from './lora-config.js';
+
+/** What the GPU upload reads: a loaded model folder, or tensors a test or exporter holds. */
+export interface WeightReader {
+  has(name: string): boolean;
+  /** float32 copy of the tensor and its shape. */
+  read(name: string): { data: Float32Array; shape: readonly number[] };
+}
+
+export type BaseFormat = 'f32' | 'nf4';
+
+export interface BaseWeightOptions {
+  /** 'f32' (LoRA) or 'nf4' (QLoRA). Default 'f32'. */
+  format?: BaseFormat;
+  /** NF4 block size; bitsandbytes' default 64. */
+  blockSize?: number;
+  /** Called after each tensor is on the GPU. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface FrozenLinear {
+  /** HF module path, e.g. model.layers.0.self_attn.q_proj */
+  module: string;
+  /** Suffix within the layer, e.g. self_attn.q_proj */
+  name: string;
+  inFeatures: number;
+  outFeatures: number;
+  /** GPT-2 Conv1D: stored [in, out] in the file (matters for merged export and fan_in_fan_out). */
+  conv1d: boolean;
+  weight: LoraBaseWeight;
+  bias: GpuTensor | undefined;
+}
+
+export interface NormWeights {
+  weight: GpuTensor;
+  bias: GpuTensor | undefined;
+}
+
+export interface LayerWeights {
+  norm1: NormWeights;
+  norm2: NormWeights;
+  linears: Map<string, FrozenLinear>;
+}
+
+export interface BaseModel {
+  config: ModelConfig;
+  format: BaseFormat;
+  nf4: { blockSize: number; doubleQuant: true } | undefined;
+  /** [vocab, hidden] */
+  embed: GpuTensor;
+  /** GPT-2 learned positions [maxPositions, hidden]. */
+  positions: GpuTensor | undefined;
+  layers: LayerWeights[];
+  finalNorm: NormWeights;
+  /** [vocab, hidden]; the embedding itself when tied. */
+  lmHead: GpuTensor;
+  /** GPU bytes the frozen weights occupy. */
+  byteLength: number;
+  release(): void;
+}
+
+/** GPT-2 files from older exports drop the `transformer.` prefix; accept both. */
+function resolver(config: ModelConfig, reader: WeightReader): (name: string) => string {
+  return (name) => {
+    if (reader.has(name)) return name;
+    if (config.architecture === 'gpt2' && name.startsWith('transformer.') && reader.has(name.slice('transformer.'.length))) {
+      return name.slice('transformer.'.length);
+    }
+    throw new ModelFileMissingError(name, `the weights have no tensor "${name}", which a ${config.modelType} model with this config needs`);
+  };
+}
+
+export function linearShape(config: ModelConfig, name: string): { inFeatures: number; outFeatures: number; conv1d: boolean } {
+  const d = config.hiddenSize;
+  const q = config.numHeads * config.headDim;
+  const kv = config.numKvHeads * config.headDim;
+  const i = config.intermediateSize;
+  const shapes: Record<string, [number, number]> = {
+    'self_attn.q_proj': [d, q],
+    'self_attn.k_proj': [d, kv],
+    'self_attn.v_proj': [d, kv],
+    'self_attn.o_proj': [q, d],
+    'mlp.gate_proj': [d, i],
+    'mlp.up_proj': [d, i],
+    'mlp.down_proj': [i, d],
+    'attn.c_attn': [d, 3 * d],
+    'attn.c_proj': [d, d],
+    'mlp.c_fc': [d, i],
+    'mlp.c_proj': [i, d],
+  };
+  const s = shapes[name];
+  if (!s) throw new InvalidArgumentError(`Unknown linear module "${name}".`);
+  return { inFeatures: s[0], outFeatures: s[1], conv1d: config.architecture === 'gpt2' };
+}
+
+function transpose(data: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(data.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = data[r * cols + c]!;
+  return out;
+}
+
+export async function uploadBaseModel(ctx: GpuContext, config: ModelConfig, reader: WeightReader, options: BaseWeightOptions = {}): Promise<BaseModel> {
+  const format = options.format ?? 'f32';
+  const blockSize = options.blockSize ?? 64;
+  const name = resolver(config, reader);
+  const owned: Array<{ release(): void }> = [];
+  let byteLength = 0;
+  const linearNames = LINEAR_MODULES[config.architecture];
+  const total = 3 + config.numLayers * (linearNames.length + 2);
+  let done = 0;
+  const progress = () => options.onProgress?.(++done, total);
+
+  const load = (file: string, shape: readonly number[], label = file): GpuTensor => {
+    const { data, shape: actual } = reader.read(name(file));
+    if (actual.length !== shape.length || actual.some((d, i) => d !== shape[i])) {
+      throw new ModelFormatError(file, `shape [${actual.join(', ')}] does not match the config, which implies [${shape.join(', ')}]`);
+    }
+    checkFinite(file, data);
+    const t = createTensor(ctx, { shape, label, data });
+    owned.push(t);
+    byteLength += t.byteLength;
+    return t;
+  };
+  const norm = (prefix: string, withBias: boolean): NormWeights => ({
+    weight: load(`${prefix}.weight`, [config.hiddenSize]),
+    bias: withBias ? load(`${prefix}.bias`, [config.hiddenSize]) : undefined,
+  });
+
+  try {
+    const gpt2 = config.architecture === 'gpt2';
+    const d = config.hiddenSize;
+    const embed = load(gpt2 ? 'transformer.wte.weight' : 'model.embed_tokens.weight', [config.vocabSize, d], 'embed_tokens');
+    progress();
+    const positions = gpt2 ? load('transformer.wpe.weight', [config.maxPositions, d], 'positions') : undefined;
+    const layers: LayerWeights[] = [];
+    for (let l = 0; l < config.numLayers; l++) {
+      const prefix = gpt2 ? `transformer.h.${l}` : `model.layers.${l}`;
+      const norm1 = norm(gpt2 ? `${prefix}.ln_1` : `${prefix}.input_layernorm`, gpt2);
+      const norm2 = norm(gpt2 ? `${prefix}.ln_2` : `${prefix}.post_attention_layernorm`, gpt2);
+      progress();
+      progress();
+      const linears = new Map<string, FrozenLinear>();
+      for (const linear of linearNames) {
+        const module = modulePath(config.architecture, l, linear);
+        const { inFeatures, outFeatures, conv1d } = linearShape(config, linear);
+        const { data, shape } = reader.read(name(`${module}.weight`));
+        const fileShape = conv1d ? [inFeatures, outFeatures] : [outFeatures, inFeatures];
+        if (shape.length !== 2 || shape[0] !== fileShape[0] || shape[1] !== fileShape[1]) {
+          throw new ModelFormatError(`${module}.weight`, `shape [${shape.join(', ')}] does not match the config, which implies [${fileShape.join(', ')}]`);
+        }
+        checkFinite(`${module}.weight`, data);
+        const dense = createTensor(ctx, { shape: [outFeatures, inFeatures], label: module, data: conv1d ? transpose(data, inFeatures, outFeatures) : data });
+        let weight: LoraBaseWeight;
+        if (format === 'nf4') {
+          try {
+            const q = await quantizeNF4Gpu(ctx, dense, { shape: [outFeatures, inFeatures], blockSize, doubleQuant: true, label: module });
+            weight = { format: 'nf4', weight: q };
+            owned.push(q);
+            byteLength += q.byteLength;
+          } finally {
+            dense.release();
+          }
+        } else {
+          weight = { format: 'dense', weight: dense };
+          owned.push(dense);
+          byteLength += dense.byteLength;
+        }
+        const hasBias = gpt2 || (linear.endsWith('o_proj') ? config.oBias : linear.startsWith('mlp.') ? config.mlpBias : config.qkvBias);
+        const bias = hasBias ? load(`${module}.bias`, [outFeatures]) : undefined;
+        linears.set(linear, { module, name: linear, inFeatures, outFeatures, conv1d, weight, bias });
+        progress();
+      }
+      layers.push({ norm1, norm2, linears });
+    }
+    const finalNorm = norm(gpt2 ? 'transformer.ln_f' : 'model.norm', gpt2);
+    progress();
+    let lmHead = embed;
+    if (!config.tieWordEmbeddings) lmHead = load('lm_head.weight', [config.vocabSize, d], 'lm_head');
+    progress();
+    return {
+      config,
+      format,
+      nf4: format === 'nf4' ? { blockSize, doubleQuant: true } : undefined,
+      embed,
+      positions,
+      layers,
+      finalNorm,
+      lmHead,
+      byteLength,
+      release() {
+        for (const t of owned) t.release();
+        owned.length = 0;
+      },
+    };
+  } catch (error) {
+    for (const t of owned) t.release();
+    throw error;
+  }
+}
+
+function checkFinite(name: string, data: Float32Array): void {
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i]!)) {
+      throw new ModelFormatError(name, `element ${i} is ${data[i]}; the weights contain NaN or infinity (a corrupt or diverged checkpoint)`);
+    }
+  }
+}

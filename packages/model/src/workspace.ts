@@ -1,0 +1,181 @@
+/**
+ * Every activation and scratch buffer one training step or one decode call needs, planned from
+ * the shapes alone. The same plan drives the allocation and the memory planner's estimate, so
+ * the estimate cannot drift from what is really allocated.
+ */
+import { createTensor, type DType, type GpuContext, type GpuTensor } from '@webtune/gpu';
+import type { ModelConfig } from './config.js';
+import { LINEAR_MODULES } from './lora-config.js';
+import { linearShape } from './weights.js';
+
+export interface WorkspaceShape {
+  batch: number;
+  seq: number;
+  /** Training keeps what backward needs; inference keeps one layer's worth. */
+  training: boolean;
+  /** Keep only each layer's input and recompute the rest during backward. */
+  recompute: boolean;
+  /** LoRA rank and targeted linear names (suffixes like self_attn.q_proj); empty without an adapter. */
+  rank: number;
+  loraLinears: readonly string[];
+  dropout: boolean;
+  /** Rows of the LM head computed at once. */
+  headChunk: number;
+}
+
+export interface BufferPlan {
+  name: string;
+  shape: number[];
+  dtype: DType;
+  /** How many copies (one per layer for saved activations). */
+  copies: number;
+}
+
+export const BYTES: Record<DType, number> = { f32: 4, f16: 2, u32: 4, u8: 1 };
+
+/** Buffers of one layer's forward state (what backward reads). */
+function layerPlan(config: ModelConfig, ws: WorkspaceShape): BufferPlan[] {
+  const t = ws.batch * ws.seq;
+  const d = config.hiddenSize;
+  const q = config.numHeads * config.headDim;
+  const kv = config.numKvHeads * config.headDim;
+  const i = config.intermediateSize;
+  const gpt2 = config.architecture === 'gpt2';
+  const b = (name: string, shape: number[], dtype: DType = 'f32'): BufferPlan => ({ name, shape, dtype, copies: 1 });
+  const plan = [
+    b('n1', [t, d]), b('rstd1', [t]), b('q', [t, q]), b('k', [t, kv]), b('v', [t, kv]), b('att', [t, q]), b('lse', [ws.batch * config.numHeads * ws.seq]),
+    b('x2', [t, d]), b('n2', [t, d]), b('rstd2', [t]), b('mlpA', [t, i]), b('act', [t, i]),
+  ];
+  if (!gpt2) plan.push(b('mlpB', [t, i]));
+  if (gpt2) plan.push(b('qkv', [t, 3 * d]), b('mean1', [t]), b('mean2', [t]));
+  for (const name of ws.loraLinears) {
+    plan.push(b(`h:${name}`, [t, ws.rank]));
+    if (ws.dropout && ws.training) plan.push(b(`xd:${name}`, [t, linearShape(config, name).inFeatures]));
+  }
+  return plan;
+}
+
+/** The whole workspace: layer inputs, layer state (per layer or shared), backward scratch, LM head. */
+export function planWorkspace(config: ModelConfig, ws: WorkspaceShape): BufferPlan[] {
+  const t = ws.batch * ws.seq;
+  const d = config.hiddenSize;
+  const q = config.numHeads * config.headDim;
+  const kv = config.numKvHeads * config.headDim;
+  const i = config.intermediateSize;
+  const v = config.vocabSize;
+  const gpt2 = config.architecture === 'gpt2';
+  const perLayer = ws.training && !ws.recompute ? config.numLayers : 1;
+  const plan: BufferPlan[] = [
+    { name: 'ids', shape: [t], dtype: 'u32', copies: 1 },
+    // Layer inputs: every layer's when training (backward starts from them), otherwise two that alternate.
+    { name: 'x', shape: [t, d], dtype: 'f32', copies: ws.training ? config.numLayers + 1 : 2 },
+    ...layerPlan(config, ws).map((p) => ({ ...p, copies: perLayer })),
+    { name: 'xf', shape: [t, d], dtype: 'f32', copies: 1 },
+    { name: 'rstdF', shape: [t], dtype: 'f32', copies: 1 },
+    { name: 'hc', shape: [ws.headChunk, d], dtype: 'f32', copies: 1 },
+    { name: 'logits', shape: [ws.headChunk, v], dtype: 'f32', copies: 1 },
+  ];
+  if (gpt2) plan.push({ name: 'meanF', shape: [t], dtype: 'f32', copies: 1 });
+  if (ws.training) {
+    const maxIn = Math.max(0, ...ws.loraLinears.map((n) => linearShape(config, n).inFeatures));
+    plan.push(
+      { name: 'targets', shape: [t], dtype: 'u32', copies: 1 },
+      { name: 'losses', shape: [t], dtype: 'f32', copies: 1 },
+      { name: 'gRes', shape: [t, d], dtype: 'f32', copies: 1 },
+      { name: 'dN', shape: [t, d], dtype: 'f32', copies: 1 },
+      { name: 'dAtt', shape: [t, q], dtype: 'f32', copies: 1 },
+      { name: 'dq', shape: [t, q], dtype: 'f32', copies: 1 },
+      { name: 'dk', shape: [t, kv], dtype: 'f32', copies: 1 },
+      { name: 'dv', shape: [t, kv], dtype: 'f32', copies: 1 },
+      { name: 'delta', shape: [ws.batch * config.numHeads * ws.seq], dtype: 'f32', copies: 1 },
+      { name: 'dAct', shape: [t, i], dtype: 'f32', copies: 1 },
+      { name: 'dGate', shape: [t, i], dtype: 'f32', copies: 1 },
+      { name: 'dhc', shape: [ws.headChunk, d], dtype: 'f32', copies: 1 },
+      { name: 'dXf', shape: [t, d], dtype: 'f32', copies: 1 },
+      { name: 'gB', shape: [t, Math.max(1, ws.rank)], dtype: 'f32', copies: 1 },
+    );
+    if (!gpt2) plan.push({ name: 'dUp', shape: [t, i], dtype: 'f32', copies: 1 });
+    if (gpt2) plan.push({ name: 'dQKV', shape: [t, 3 * d], dtype: 'f32', copies: 1 });
+    if (ws.dropout && maxIn > 0) plan.push({ name: 'loraDx', shape: [t, maxIn], dtype: 'f32', copies: 1 });
+  }
+  return plan;
+}
+
+export function planBytes(plan: readonly BufferPlan[]): number {
+  let total = 0;
+  for (const p of plan) total += Math.ceil((p.shape.reduce((a, b) => a * b, 1) * BYTES[p.dtype]) / 4) * 4 * p.copies;
+  return total;
+}
+
+/** Default LM-head chunk: whole rows of logits up to ~32 MiB (and never more than the tokens). */
+export function defaultHeadChunk(config: ModelConfig, tokens: number, maxBinding: number): number {
+  const perRow = config.vocabSize * 4;
+  const budget = Math.min(32 * 1024 * 1024, maxBinding);
+  return Math.max(1, Math.min(tokens, Math.floor(budget / perRow)));
+}
+
+export type LayerState = Record<string, GpuTensor>;
+
+export class Workspace {
+  /** Layer inputs; inputs[numLayers] is the last layer's output. In inference two alternate. */
+  readonly inputs: GpuTensor[] = [];
+  private readonly layers: LayerState[] = [];
+  readonly buffers: Record<string, GpuTensor> = {};
+  private readonly owned: GpuTensor[] = [];
+
+  constructor(
+    ctx: GpuContext,
+    readonly config: ModelConfig,
+    readonly shape: WorkspaceShape,
+  ) {
+    const layerNames = new Set(layerPlan(config, shape).map((p) => p.name));
+    try {
+      for (const p of planWorkspace(config, shape)) {
+        for (let c = 0; c < p.copies; c++) {
+          const t = createTensor(ctx, { shape: p.shape, dtype: p.dtype, label: `activation ${p.name.split(':')[0]}` });
+          this.owned.push(t);
+          if (p.name === 'x') this.inputs.push(t);
+          else if (layerNames.has(p.name)) (this.layers[c] ??= {})[p.name] = t;
+          else this.buffers[p.name] = t;
+        }
+      }
+    } catch (error) {
+      this.release();
+      throw error;
+    }
+  }
+
+  get tokens(): number {
+    return this.shape.batch * this.shape.seq;
+  }
+
+  /** Layer l's saved state (shared by all layers with recomputation or in inference). */
+  layer(l: number): LayerState {
+    return this.layers[this.layers.length === 1 ? 0 : l]!;
+  }
+
+  /** Input and output buffers of layer l. */
+  io(l: number): { x: GpuTensor; out: GpuTensor } {
+    if (this.inputs.length === 2) return { x: this.inputs[l % 2]!, out: this.inputs[(l + 1) % 2]! };
+    return { x: this.inputs[l]!, out: this.inputs[l + 1]! };
+  }
+
+  get last(): GpuTensor {
+    return this.io(this.config.numLayers - 1).out;
+  }
+
+  release(): void {
+    for (const t of this.owned) t.release();
+    this.owned.length = 0;
+  }
+}
+
+/** Every linear suffix of the architecture that the adapter targets. */
+export function targetedLinears(config: ModelConfig, modules: Iterable<string>): string[] {
+  const set = new Set<string>();
+  for (const m of modules) {
+    const name = LINEAR_MODULES[config.architecture].find((n) => m.endsWith(`.${n}`));
+    if (name) set.add(name);
+  }
+  return [...set];
+}

@@ -1,0 +1,91 @@
+/**
+ * Training examples from text: documents are tokenized, joined with the end-of-sequence token
+ * and cut into windows of seq + 1 tokens (inputs are the first seq, targets the last seq, so
+ * every token is predicted once). Batches come in a seeded shuffled order per epoch; the
+ * position (epoch, cursor, RNG state) is plain data for checkpoints.
+ */
+import { InvalidArgumentError } from '@webtune/gpu';
+import { Rng, type RngState, type TokenBatch } from '@webtune/model';
+
+export const IGNORE = 0xffffffff;
+
+/** Non-overlapping windows of `seq + 1` tokens (stride `seq`); a short tail is dropped. */
+export function packTokens(tokens: ArrayLike<number>, seq: number): Uint32Array[] {
+  if (!Number.isInteger(seq) || seq < 1) throw new InvalidArgumentError(`Sequence length must be a positive integer, got ${seq}.`);
+  const out: Uint32Array[] = [];
+  for (let start = 0; start + seq + 1 <= tokens.length; start += seq) {
+    out.push(Uint32Array.from({ length: seq + 1 }, (_, i) => tokens[start + i]!));
+  }
+  return out;
+}
+
+/** Token ids of several documents, each followed by `eos` when given. */
+export function tokenizeDocuments(encode: (text: string) => number[], documents: readonly string[], eos?: number): number[] {
+  const out: number[] = [];
+  for (const doc of documents) {
+    out.push(...encode(doc));
+    if (eos !== undefined) out.push(eos);
+  }
+  return out;
+}
+
+/** A batch from windows of seq + 1 tokens. */
+export function batchFromWindows(windows: readonly Uint32Array[]): TokenBatch {
+  const seq = windows[0]!.length - 1;
+  const ids = new Uint32Array(windows.length * seq);
+  const targets = new Uint32Array(windows.length * seq);
+  windows.forEach((w, b) => {
+    if (w.length !== seq + 1) throw new InvalidArgumentError(`All windows must have ${seq + 1} tokens; window ${b} has ${w.length}.`);
+    ids.set(w.subarray(0, seq), b * seq);
+    targets.set(w.subarray(1), b * seq);
+  });
+  return { ids, targets, batch: windows.length, seq };
+}
+
+export interface DataCursor {
+  epoch: number;
+  /** Next position in this epoch's order. */
+  index: number;
+  /** RNG state at the start of this epoch (the order is re-derived from it). */
+  epochRng: RngState;
+}
+
+export class BatchStream {
+  private order: number[] = [];
+  private cursor: DataCursor;
+
+  constructor(
+    private readonly windows: readonly Uint32Array[],
+    private readonly batchSize: number,
+    seedOrCursor: number | DataCursor,
+    private readonly shuffle = true,
+  ) {
+    if (windows.length < batchSize) {
+      throw new InvalidArgumentError(`The data gives ${windows.length} sequences but a batch needs ${batchSize}; add text or lower the batch size or sequence length.`);
+    }
+    this.cursor = typeof seedOrCursor === 'number' ? { epoch: 0, index: 0, epochRng: new Rng(seedOrCursor).state } : { ...seedOrCursor };
+    this.reorder();
+  }
+
+  private reorder(): void {
+    this.order = this.windows.map((_, i) => i);
+    if (this.shuffle) new Rng(this.cursor.epochRng).shuffle(this.order);
+  }
+
+  next(): TokenBatch {
+    if (this.cursor.index + this.batchSize > this.order.length) {
+      // Next epoch: a new order from the RNG carried on from the last one.
+      const rng = new Rng(this.cursor.epochRng);
+      rng.nextU32();
+      this.cursor = { epoch: this.cursor.epoch + 1, index: 0, epochRng: rng.state };
+      this.reorder();
+    }
+    const picked = this.order.slice(this.cursor.index, this.cursor.index + this.batchSize).map((i) => this.windows[i]!);
+    this.cursor = { ...this.cursor, index: this.cursor.index + this.batchSize };
+    return batchFromWindows(picked);
+  }
+
+  get position(): DataCursor {
+    return { ...this.cursor };
+  }
+}

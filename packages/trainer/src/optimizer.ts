@@ -1,0 +1,126 @@
+/**
+ * AdamW over a LoRA adapter, one fused kernel per parameter tensor (decoupled weight decay,
+ * bias-corrected moments, as torch.optim.AdamW), preceded by global-norm clipping computed on the
+ * GPU (as torch.nn.utils.clip_grad_norm_): per-tensor sums of squares, then one coefficient that
+ * every AdamW dispatch reads, so no gradient comes back to the CPU. The kernel clears each
+ * gradient after using it, ready for the next accumulation.
+ */
+import {
+  CommandRecorder,
+  createOptimizerKernels,
+  createTensor,
+  readF32,
+  writeTensor,
+  type GpuContext,
+  type GpuTensor,
+  type OptimizerKernels,
+} from '@webtune/gpu';
+import type { HostTensor, LoraAdapter } from '@webtune/model';
+
+export interface AdamWOptions {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Global gradient-norm limit; Infinity measures the norm without clipping. */
+  maxGradNorm: number;
+}
+
+export const DEFAULT_ADAMW: AdamWOptions = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 };
+
+interface Slot {
+  key: string;
+  param: GpuTensor;
+  grad: GpuTensor;
+  m: GpuTensor;
+  v: GpuTensor;
+}
+
+export class AdamW {
+  private readonly slots: Slot[] = [];
+  private readonly partials: GpuTensor;
+  private readonly clip: GpuTensor;
+  /** Optimizer steps taken (bias correction uses step + 1). */
+  step = 0;
+
+  private constructor(
+    private readonly ctx: GpuContext,
+    private readonly kernels: OptimizerKernels,
+    adapter: LoraAdapter,
+    readonly options: AdamWOptions,
+  ) {
+    for (const t of adapter.trainable()) {
+      const zeros = new Float32Array(t.param.size);
+      this.slots.push({
+        key: t.key,
+        param: t.param,
+        grad: t.grad,
+        m: createTensor(ctx, { shape: t.param.shape, label: 'adamw moments', data: zeros }),
+        v: createTensor(ctx, { shape: t.param.shape, label: 'adamw moments', data: zeros }),
+      });
+    }
+    this.partials = createTensor(ctx, { shape: [this.slots.length], label: 'grad norm partials' });
+    this.clip = createTensor(ctx, { shape: [2], label: 'grad clip' });
+  }
+
+  static async create(ctx: GpuContext, adapter: LoraAdapter, options: Partial<AdamWOptions> = {}): Promise<AdamW> {
+    return new AdamW(ctx, await createOptimizerKernels(ctx), adapter, { ...DEFAULT_ADAMW, ...options });
+  }
+
+  /**
+   * One update with learning rate `lr` from gradients accumulated over `microBatches` micro-batches
+   * (averaged here). Returns the global gradient norm before clipping.
+   */
+  async update(lr: number, microBatches = 1): Promise<{ gradNorm: number }> {
+    const o = this.options;
+    const gradScale = 1 / microBatches;
+    const rec = new CommandRecorder(this.ctx, 'adamw');
+    this.slots.forEach((s, slot) => this.kernels.sumSquares(rec, { x: s.grad, size: s.grad.size, partials: this.partials, slot }));
+    this.kernels.clipCoefficient(rec, { partials: this.partials, count: this.slots.length, maxNorm: o.maxGradNorm, gradScale, out: this.clip });
+    this.step += 1;
+    for (const s of this.slots) {
+      this.kernels.adamw(rec, {
+        param: s.param, grad: s.grad, m: s.m, v: s.v, size: s.param.size, lr,
+        beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, step: this.step, gradScale, clip: this.clip,
+      });
+    }
+    rec.submit();
+    const clip = await readF32(this.ctx, this.clip);
+    return { gradNorm: clip[1]! };
+  }
+
+  /** Moments under `<key>.exp_avg` / `<key>.exp_avg_sq`, for checkpoints. */
+  async readState(): Promise<Map<string, HostTensor>> {
+    const out = new Map<string, HostTensor>();
+    for (const s of this.slots) {
+      out.set(`${s.key}.exp_avg`, { data: await readF32(this.ctx, s.m), shape: [...s.m.shape] });
+      out.set(`${s.key}.exp_avg_sq`, { data: await readF32(this.ctx, s.v), shape: [...s.v.shape] });
+    }
+    return out;
+  }
+
+  writeState(state: ReadonlyMap<string, HostTensor>, step: number): void {
+    for (const s of this.slots) {
+      const m = state.get(`${s.key}.exp_avg`);
+      const v = state.get(`${s.key}.exp_avg_sq`);
+      if (!m || !v) throw new Error(`optimizer state has no moments for ${s.key}`);
+      writeTensor(this.ctx, s.m, m.data);
+      writeTensor(this.ctx, s.v, v.data);
+    }
+    this.step = step;
+  }
+
+  /** GPU bytes of the moments. */
+  get byteLength(): number {
+    return this.slots.reduce((n, s) => n + s.m.byteLength + s.v.byteLength, 0);
+  }
+
+  release(): void {
+    for (const s of this.slots) {
+      s.m.release();
+      s.v.release();
+    }
+    this.partials.release();
+    this.clip.release();
+  }
+}

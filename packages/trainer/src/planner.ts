@@ -1,0 +1,107 @@
+/**
+ * Memory planner: before training, the GPU bytes a run needs (frozen weights, adapter, AdamW
+ * moments, activations and scratch from the same workspace plan the model allocates), checked
+ * against the device's limits and a budget; a plan that does not fit is refused with
+ * MemoryPlanError naming what to lower, biggest saving first.
+ */
+import { MemoryPlanError, formatBytes, type GpuContext } from '@webtune/gpu';
+import { defaultHeadChunk, linearShape, LINEAR_MODULES, LoraAdapter, planBytes, planWorkspace, targetedLinears, type BaseFormat, type LoraConfig, type ModelConfig } from '@webtune/model';
+
+export interface MemoryPlanInput {
+  config: ModelConfig;
+  format: BaseFormat;
+  lora: LoraConfig;
+  batch: number;
+  seq: number;
+  recompute: boolean;
+  /** NF4 block size (default 64). */
+  blockSize?: number;
+}
+
+export interface MemoryEstimate {
+  weights: number;
+  adapter: number;
+  optimizer: number;
+  activations: number;
+  total: number;
+  /** Largest single buffer (must fit maxStorageBufferBindingSize). */
+  largestBuffer: { name: string; bytes: number };
+}
+
+/** NF4 with double quantization: 4 bits per weight, one u8 per block of absmax, one f32 per 256 blocks, the 256-entry code. */
+function nf4Bytes(n: number, blockSize: number): number {
+  const blocks = Math.ceil(n / blockSize);
+  const pad = (b: number) => Math.ceil(b / 4) * 4;
+  return pad(Math.ceil(n / 8) * 4) + pad(blocks) + Math.ceil(blocks / 256) * 4 + 256 * 4;
+}
+
+export function estimateTrainingMemory(input: MemoryPlanInput, maxBinding = 2 ** 31): MemoryEstimate {
+  const { config: c, lora } = input;
+  const d = c.hiddenSize;
+  let weights = c.vocabSize * d * 4 * (c.tieWordEmbeddings ? 1 : 2);
+  if (c.architecture === 'gpt2') weights += c.maxPositions * d * 4;
+  weights += (2 * c.numLayers + 1) * d * 4 * (c.architecture === 'gpt2' ? 2 : 1);
+  let largest = { name: 'embedding', bytes: c.vocabSize * d * 4 };
+  for (const name of LINEAR_MODULES[c.architecture]) {
+    const { inFeatures, outFeatures } = linearShape(c, name);
+    const n = inFeatures * outFeatures;
+    weights += c.numLayers * (input.format === 'nf4' ? nf4Bytes(n, input.blockSize ?? 64) : n * 4);
+    const hasBias = c.architecture === 'gpt2' || (name.endsWith('o_proj') ? c.oBias : name.startsWith('mlp.') ? c.mlpBias : c.qkvBias);
+    if (hasBias) weights += c.numLayers * outFeatures * 4;
+    // Quantizing goes through one float32 copy of the weight.
+    if (n * 4 > largest.bytes) largest = { name: name, bytes: n * 4 };
+  }
+  if (c.architecture === 'llama') weights += c.maxPositions * c.headDim * 4; // RoPE cos + sin tables
+  let params = 0;
+  for (const t of LoraAdapter.targets(c, lora)) params += lora.rank * (t.inFeatures + t.outFeatures);
+  const adapter = params * 4 * 2; // weights + gradients
+  const optimizer = params * 4 * 2;
+  const tokens = input.batch * input.seq;
+  const modules = LoraAdapter.targets(c, lora).map((t) => t.module);
+  const plan = planWorkspace(c, {
+    batch: input.batch, seq: input.seq, training: true, recompute: input.recompute, rank: lora.rank,
+    loraLinears: targetedLinears(c, modules), dropout: lora.dropout > 0,
+    headChunk: defaultHeadChunk(c, tokens, maxBinding),
+  });
+  const activations = planBytes(plan);
+  for (const p of plan) {
+    const bytes = p.shape.reduce((a, b) => a * b, 1) * 4;
+    if (bytes > largest.bytes) largest = { name: `activation ${p.name}`, bytes };
+  }
+  return { weights, adapter, optimizer, activations, total: weights + adapter + optimizer + activations, largestBuffer: largest };
+}
+
+export interface PlanCheckOptions {
+  /** Total GPU memory webtune may use. WebGPU does not report the device's memory, so this is the app's call; default 4 GiB. */
+  budgetBytes?: number;
+}
+
+/** Throws MemoryPlanError if the run does not fit; returns the estimate otherwise. */
+export function checkMemoryPlan(ctx: Pick<GpuContext, 'limits'>, input: MemoryPlanInput, options: PlanCheckOptions = {}): MemoryEstimate {
+  const maxBinding = Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize);
+  const estimate = estimateTrainingMemory(input, maxBinding);
+  const budget = options.budgetBytes ?? 4 * 2 ** 30;
+  const suggestions = suggest(input, estimate);
+  if (estimate.largestBuffer.bytes > maxBinding) {
+    throw new MemoryPlanError(
+      `The buffer "${estimate.largestBuffer.name}" (${formatBytes(estimate.largestBuffer.bytes)})`,
+      estimate.largestBuffer.bytes, maxBinding,
+      ['this device\'s maxStorageBufferBindingSize cannot hold it; use a model with a smaller vocabulary or hidden size', ...suggestions],
+    );
+  }
+  if (estimate.total > budget) {
+    throw new MemoryPlanError(`Training ${input.config.modelType} (batch ${input.batch}, sequence ${input.seq}, rank ${input.lora.rank}, ${input.format})`, estimate.total, budget, suggestions);
+  }
+  return estimate;
+}
+
+function suggest(input: MemoryPlanInput, e: MemoryEstimate): string[] {
+  const options: Array<[number, string]> = [];
+  const again = (patch: Partial<MemoryPlanInput>) => e.total - estimateTrainingMemory({ ...input, ...patch }).total;
+  if (!input.recompute) options.push([again({ recompute: true }), 'turn on recompute (activation recomputation)']);
+  if (input.format === 'f32') options.push([again({ format: 'nf4' }), "use format 'nf4' (QLoRA)"]);
+  if (input.seq > 16) options.push([again({ seq: Math.floor(input.seq / 2) }), `sequence length (${input.seq} -> ${Math.floor(input.seq / 2)})`]);
+  if (input.batch > 1) options.push([again({ batch: Math.ceil(input.batch / 2) }), `batch size (${input.batch} -> ${Math.ceil(input.batch / 2)}, with gradient accumulation to keep the effective batch)`]);
+  if (input.lora.rank > 1) options.push([again({ lora: { ...input.lora, rank: Math.max(1, input.lora.rank >> 1) } }), `LoRA rank (${input.lora.rank} -> ${Math.max(1, input.lora.rank >> 1)})`]);
+  return options.filter(([saving]) => saving > 0).sort((a, b) => b[0] - a[0]).map(([saving, text]) => `${text}: saves ${formatBytes(saving)}`);
+}

@@ -1,0 +1,62 @@
+/**
+ * The memory planner on real model shapes: SmolLM2-135M's config and the tiny fixtures. The
+ * training test (training.gpu.test.ts) checks the estimate against what a run really allocates.
+ */
+import { describe, expect, it } from 'vitest';
+import { MemoryPlanError } from '@webtune/gpu';
+import { parseModelConfig, resolveLoraConfig } from '@webtune/model';
+import { checkMemoryPlan, estimateTrainingMemory } from '../src/index.js';
+
+const smol = parseModelConfig({
+  model_type: 'llama', hidden_size: 576, intermediate_size: 1536, num_hidden_layers: 30, num_attention_heads: 9,
+  num_key_value_heads: 3, vocab_size: 49152, max_position_embeddings: 8192, rms_norm_eps: 1e-5, rope_theta: 100000,
+  tie_word_embeddings: true,
+});
+const lora = resolveLoraConfig(smol, { rank: 8 });
+const limits = { limits: { maxStorageBufferBindingSize: 2 ** 30, maxBufferSize: 2 ** 30 } } as never;
+
+describe('memory planner', () => {
+  it('counts SmolLM2-135M weights as float32 (134.5M parameters) and as NF4', () => {
+    const f32 = estimateTrainingMemory({ config: smol, format: 'f32', lora, batch: 1, seq: 256, recompute: false });
+    const nf4 = estimateTrainingMemory({ config: smol, format: 'nf4', lora, batch: 1, seq: 256, recompute: false });
+    // 134,515,008 parameters (the published count) in float32, plus RoPE tables.
+    expect(f32.weights).toBeGreaterThan(134_515_008 * 4);
+    expect(f32.weights).toBeLessThan(134_515_008 * 4 + 3 * 2 ** 20);
+    // Linear weights (106.2M) at ~4.13 bits; embedding and norms stay f32.
+    expect(nf4.weights).toBeLessThan(0.4 * f32.weights);
+    // Same adapter either way: q_proj + v_proj, rank 8, 30 layers.
+    expect(f32.adapter).toBe(30 * 8 * (576 + 576 + 576 + 192) * 4 * 2);
+  });
+
+  it('recomputation keeps only layer inputs', () => {
+    const full = estimateTrainingMemory({ config: smol, format: 'f32', lora, batch: 1, seq: 256, recompute: false });
+    const re = estimateTrainingMemory({ config: smol, format: 'f32', lora, batch: 1, seq: 256, recompute: true });
+    expect(re.activations).toBeLessThan(full.activations / 4);
+  });
+
+  it('refuses a run over budget, naming what to lower, biggest saving first', () => {
+    let error: MemoryPlanError | undefined;
+    try {
+      checkMemoryPlan(limits, { config: smol, format: 'f32', lora, batch: 8, seq: 1024, recompute: false }, { budgetBytes: 2 ** 30 });
+    } catch (e) {
+      error = e as MemoryPlanError;
+    }
+    expect(error).toBeInstanceOf(MemoryPlanError);
+    expect(error!.code).toBe('MEMORY_PLAN');
+    expect(error!.message).toMatch(/needs about .* but the limit is 1\.00 GiB/);
+    expect(error!.suggestions[0]).toMatch(/recompute/);
+    expect(error!.suggestions.join(' ')).toMatch(/nf4/);
+    expect(error!.suggestions.join(' ')).toMatch(/sequence length \(1024 -> 512\)/);
+    expect(error!.suggestions.join(' ')).toMatch(/batch size \(8 -> 4/);
+  });
+
+  it('accepts the same run within budget and returns the estimate', () => {
+    const e = checkMemoryPlan(limits, { config: smol, format: 'nf4', lora, batch: 1, seq: 256, recompute: true }, { budgetBytes: 2 ** 30 });
+    expect(e.total).toBe(e.weights + e.adapter + e.optimizer + e.activations);
+  });
+
+  it('refuses a buffer larger than the device can bind', () => {
+    const small = { limits: { maxStorageBufferBindingSize: 64 * 2 ** 20, maxBufferSize: 2 ** 30 } } as never;
+    expect(() => checkMemoryPlan(small, { config: smol, format: 'nf4', lora, batch: 1, seq: 128, recompute: true })).toThrowError(/embedding.*maxStorageBufferBindingSize/);
+  });
+});

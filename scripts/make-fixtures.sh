@@ -1,0 +1,21 @@
+#!/bin/sh
+# `npm run fixtures`: regenerates every committed fixture from its upstream implementation
+# (Debian's python3-torch; run with /usr/bin/python3, which sees Debian's packages). Reruns give
+# identical bytes. The last step trains adapters with webtune itself (Dawn in Node) and has
+# PyTorch merge them: that pair is the cross-check, not a golden webtune computed for itself.
+set -eu
+cd "$(dirname "$0")"
+PY=/usr/bin/python3
+$PY make_nf4_fixtures.py
+$PY make_lora_fixtures.py
+$PY make_safetensors_fixtures.py
+$PY make_transformer_op_fixtures.py
+$PY make_attention_fixtures.py
+$PY make_tiny_models.py
+cd ..
+node scripts/run-ts.mjs scripts/export_webtune_adapters.ts
+cd scripts
+for model in tiny-llama tiny-gpt2; do
+  $PY merge_peft_adapter.py "../packages/model/test/fixtures/models/$model" "../packages/model/test/fixtures/webtune-adapters/$model" \
+    "../packages/model/test/fixtures/webtune-adapters/$model/pytorch-merged.json"
+done

@@ -1,0 +1,218 @@
+"""RoPE, causal attention and cross-entropy goldens from PyTorch, written as HF transformers does it.
+
+RoPE: inv_freq and cos/sin exactly as transformers' ROPE_INIT_FUNCTIONS ('default', 'linear',
+'llama3') and LlamaRotaryEmbedding.forward compute them (float32 tensors throughout: inv_freq =
+1 / base ** (arange(0, dim, 2) / dim), the llama3 wavelength blend, freqs = inv_freq @ positions,
+cos/sin of the float32 angle), and apply_rotary_pos_emb's rotate_half. The backward of RoPE is
+autograd's gradient of sum(rope(x) * upstream).
+
+Attention: HF's eager_attention_forward in plain torch: repeat_kv (expand + reshape), scores =
+q k^T * scale plus a causal mask (query i sees keys j <= positionOffset + i and j < seqKV), softmax in
+float32, P v. lse = logsumexp of the masked scaled scores. dq, dk, dv from autograd of
+sum(out * upstream). Rows of k/v past seqKV (a KV cache's unused capacity) hold large values that
+must be ignored.
+
+Cross-entropy: torch.nn.functional.cross_entropy(reduction='mean', ignore_index=-100); per-row
+losses from reduction='none' and the logits gradient from autograd of the mean, so the kernel's
+gradScale is 1 / (number of rows not ignored). Targets are written as u32 with ignored rows as
+0xffffffff, as the kernel reads them.
+
+Run: /usr/bin/python3 scripts/make_attention_fixtures.py
+Writes packages/gpu/test/fixtures/attention.json.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from fixture_io import b64, write_fixture
+
+IGNORE_U32 = 0xFFFFFFFF
+
+
+# ---- RoPE (transformers.modeling_rope_utils, LlamaRotaryEmbedding) ----
+
+def default_inv_freq(base, dim):
+    return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+
+
+def rope_inv_freq(base, dim, scaling):
+    inv_freq = default_inv_freq(base, dim)
+    if scaling["type"] == "default":
+        return inv_freq
+    if scaling["type"] == "linear":
+        return inv_freq / scaling["factor"]
+    # _compute_llama3_parameters
+    factor = scaling["factor"]
+    low_freq_factor = scaling["lowFreqFactor"]
+    high_freq_factor = scaling["highFreqFactor"]
+    old_context_len = scaling["originalMaxPositionEmbeddings"]
+    low_freq_wavelen = old_context_len / low_freq_factor
+    high_freq_wavelen = old_context_len / high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    inv_freq_llama = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+    smooth_factor = (old_context_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    smoothed_inv_freq = (1 - smooth_factor) * inv_freq_llama / factor + smooth_factor * inv_freq_llama
+    is_medium_freq = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
+    return torch.where(is_medium_freq, smoothed_inv_freq, inv_freq_llama)
+
+
+def rope_cos_sin(inv_freq, positions):
+    """LlamaRotaryEmbedding.forward for position_ids `positions` (1-D), attention_scaling 1."""
+    inv_freq_expanded = inv_freq[None, :, None].float()
+    position_ids_expanded = positions[None, None, :].float()
+    freqs = (inv_freq_expanded @ position_ids_expanded).transpose(1, 2)[0]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def rotate_half(x):
+    x1 = x[..., : x.shape[-1] // 2]
+    x2 = x[..., x.shape[-1] // 2:]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def rope_case(name, g, head_dim, theta, scaling, table_positions, sample_positions, batch, seq, heads, offset):
+    inv_freq = rope_inv_freq(theta, head_dim, scaling)
+    half = head_dim // 2
+    sample = torch.tensor(sample_positions, dtype=torch.int64)
+    cos_s, sin_s = rope_cos_sin(inv_freq, sample)
+    x = torch.randn(batch, seq, heads, head_dim, generator=g).requires_grad_()
+    pos = torch.arange(offset, offset + seq, dtype=torch.int64)
+    cos, sin = rope_cos_sin(inv_freq, pos)  # [seq, head_dim]
+    rotated = x * cos[None, :, None, :] + rotate_half(x) * sin[None, :, None, :]
+    upstream = torch.randn(batch, seq, heads, head_dim, generator=g)
+    (rotated * upstream).sum().backward()
+    rows = batch * seq
+    return {
+        "name": name, "headDim": head_dim, "theta": theta, "scaling": scaling, "positions": table_positions,
+        "samplePositions": sample_positions, "invFreq": b64(inv_freq, "f32"),
+        "cos": b64(cos_s[:, :half], "f32"), "sin": b64(sin_s[:, :half], "f32"),
+        "rows": rows, "heads": heads, "seqLen": seq, "positionOffset": offset,
+        "x": b64(x.reshape(rows, heads * head_dim), "f32"),
+        "rotated": b64(rotated.reshape(rows, heads * head_dim), "f32"),
+        "upstream": b64(upstream.reshape(rows, heads * head_dim), "f32"),
+        "gradX": b64(x.grad.reshape(rows, heads * head_dim), "f32"),
+    }
+
+
+# ---- attention (HF eager_attention_forward) ----
+
+def repeat_kv(hidden, n_rep):
+    b, kvh, s, d = hidden.shape
+    if n_rep == 1:
+        return hidden
+    return hidden[:, :, None, :, :].expand(b, kvh, n_rep, s, d).reshape(b, kvh * n_rep, s, d)
+
+
+def attention_case(name, g, batch, seq_q, heads, kv_heads, head_dim, seq_kv=None, kv_capacity=None, offset=0, backward=True):
+    seq_kv = seq_q if seq_kv is None else seq_kv
+    kv_capacity = seq_kv if kv_capacity is None else kv_capacity
+    scale = 1 / math.sqrt(head_dim)
+    q = torch.randn(batch, seq_q, heads, head_dim, generator=g)
+    k_full = torch.randn(batch, kv_capacity, kv_heads, head_dim, generator=g)
+    v_full = torch.randn(batch, kv_capacity, kv_heads, head_dim, generator=g)
+    # Unused cache rows hold values that would dominate the softmax if they leaked in.
+    k_full[:, seq_kv:] = 50.0
+    v_full[:, seq_kv:] = 1000.0
+    q.requires_grad_()
+    k = k_full[:, :seq_kv].clone().requires_grad_()
+    v = v_full[:, :seq_kv].clone().requires_grad_()
+
+    query = q.transpose(1, 2)
+    key = repeat_kv(k.transpose(1, 2), heads // kv_heads)
+    value = repeat_kv(v.transpose(1, 2), heads // kv_heads)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scale
+    i = torch.arange(seq_q)[:, None]
+    j = torch.arange(seq_kv)[None, :]
+    masked = j > offset + i
+    scores = scores.masked_fill(masked, torch.finfo(torch.float32).min)
+    lse = torch.logsumexp(scores, dim=-1)  # [batch, heads, seq_q]
+    probs = F.softmax(scores, dim=-1, dtype=torch.float32)
+    out = torch.matmul(probs, value).transpose(1, 2).reshape(batch * seq_q, heads * head_dim)
+    doc = {
+        "name": name, "batch": batch, "seqQ": seq_q, "seqKV": seq_kv, "kvCapacity": kv_capacity,
+        "heads": heads, "kvHeads": kv_heads, "headDim": head_dim, "scale": scale, "positionOffset": offset,
+        "q": b64(q.reshape(batch * seq_q, -1), "f32"),
+        "k": b64(k_full.reshape(batch * kv_capacity, -1), "f32"),
+        "v": b64(v_full.reshape(batch * kv_capacity, -1), "f32"),
+        "out": b64(out, "f32"), "lse": b64(lse, "f32"),
+    }
+    if backward:
+        upstream = torch.randn(batch * seq_q, heads * head_dim, generator=g)
+        (out * upstream).sum().backward()
+        doc.update({
+            "upstream": b64(upstream, "f32"),
+            "dq": b64(q.grad.reshape(batch * seq_q, -1), "f32"),
+            "dk": b64(k.grad.reshape(batch * seq_kv, -1), "f32"),
+            "dv": b64(v.grad.reshape(batch * seq_kv, -1), "f32"),
+        })
+    return doc
+
+
+# ---- cross-entropy ----
+
+def cross_entropy_case(name, g, rows, vocab, ignored, shift_rows=()):
+    logits = torch.randn(rows, vocab, generator=g) * 3
+    for r in shift_rows:
+        logits[r] += 90.0  # exp() overflows float32 here unless the row max is subtracted first
+    targets = torch.randint(0, vocab, (rows,), generator=g)
+    for r in ignored:
+        targets[r] = -100
+    logits.requires_grad_()
+    losses = F.cross_entropy(logits, targets, reduction="none", ignore_index=-100)
+    loss = F.cross_entropy(logits, targets, reduction="mean", ignore_index=-100)
+    loss.backward()
+    counted = rows - len(ignored)
+    return {
+        "name": name, "rows": rows, "vocab": vocab,
+        "targets": [IGNORE_U32 if int(t) == -100 else int(t) for t in targets],
+        "gradScale": 1.0 / counted, "loss": float(loss),
+        "logits": b64(logits, "f32"), "losses": b64(losses, "f32"), "gradLogits": b64(logits.grad, "f32"),
+    }
+
+
+def main():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(11)
+    llama3 = {"type": "llama3", "factor": 8.0, "lowFreqFactor": 1.0, "highFreqFactor": 4.0, "originalMaxPositionEmbeddings": 8192}
+    llama3_small = {"type": "llama3", "factor": 8.0, "lowFreqFactor": 1.0, "highFreqFactor": 4.0, "originalMaxPositionEmbeddings": 64}
+    small = list(range(16)) + [31, 63, 64, 100]
+    large = small + [1000, 2047, 4096, 8191, 8192, 16383]
+    rope = [
+        rope_case("default theta 1e4, headDim 16, 2x7 rows", g, 16, 10000.0, {"type": "default"}, 40, small, 2, 7, 3, 0),
+        rope_case("default theta 1e4, headDim 64, offset 5", g, 64, 10000.0, {"type": "default"}, 40, small, 2, 3, 2, 5),
+        rope_case("llama3 theta 1e5 (8, 1, 4, 8192), headDim 64, offset 8188", g, 64, 100000.0, llama3, 16384, large, 1, 4, 2, 8188),
+        rope_case("llama3 theta 1e4 (8, 1, 4, original 64), headDim 32", g, 32, 10000.0, llama3_small, 128, small, 2, 9, 2, 50),
+        rope_case("linear factor 4, theta 1e4, headDim 32", g, 32, 10000.0, {"type": "linear", "factor": 4.0}, 128, small, 2, 9, 2, 3),
+    ]
+    attention = [
+        attention_case("MHA 4 heads, headDim 16, batch 2, seq 1", g, 2, 1, 4, 4, 16),
+        attention_case("MHA 2 heads, headDim 64, batch 2, seq 7", g, 2, 7, 2, 2, 64),
+        attention_case("GQA 4/2, headDim 16, batch 2, seq 33", g, 2, 33, 4, 2, 16),
+        attention_case("GQA 6/2, headDim 16, batch 2, seq 130", g, 2, 130, 6, 2, 16),
+        attention_case("GQA 2/1, headDim 64, batch 2, seq 70", g, 2, 70, 2, 1, 64),
+        attention_case("GQA 6/2, headDim 32, batch 2, seq 17", g, 2, 17, 6, 2, 32),
+        attention_case("MHA 4 heads, headDim 32, batch 1, seq 20", g, 1, 20, 4, 4, 32),
+        attention_case("GQA 2/1, headDim 128, batch 1, seq 24", g, 1, 24, 2, 1, 128),
+        attention_case("GQA 4/2, headDim 80 (5 lanes a row), batch 1, seq 19", g, 1, 19, 4, 2, 80),
+        attention_case("KV cache: 1 query at offset 19 of 20 keys, capacity 40, GQA 4/2", g, 2, 1, 4, 2, 16,
+                       seq_kv=20, kv_capacity=40, offset=19, backward=False),
+        attention_case("KV cache: 3 queries at offset 17 of 20 keys, capacity 40, GQA 4/2, headDim 64", g, 2, 3, 4, 2, 64,
+                       seq_kv=20, kv_capacity=40, offset=17, backward=False),
+        attention_case("KV cache: 2 queries at offset 3 of 37 keys (more keys than causal reach), capacity 48", g, 1, 2, 2, 2, 16,
+                       seq_kv=37, kv_capacity=48, offset=3, backward=False),
+        attention_case("KV cache: 2 queries at offset 30 past seqKV 20 (all 20 keys visible), capacity 40", g, 2, 2, 2, 1, 32,
+                       seq_kv=20, kv_capacity=40, offset=30, backward=False),
+    ]
+    cross_entropy = [
+        cross_entropy_case("vocab 1000, 9 rows, 2 ignored, one row shifted by +90", g, 9, 1000, [2, 7], shift_rows=[4]),
+        cross_entropy_case("vocab 50257, 3 rows, 1 ignored", g, 3, 50257, [1], shift_rows=[2]),
+        cross_entropy_case("vocab 7, 5 rows", g, 5, 7, []),
+    ]
+    write_fixture("packages/gpu/test/fixtures/attention.json", "scripts/make_attention_fixtures.py",
+                  {"ignoreIndex": IGNORE_U32, "rope": rope, "attention": attention, "crossEntropy": cross_entropy})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+// attention-backward-dq: dQ of causal attention, recomputing P from q, k and the forward's lse
+// (no [seq, seq] matrix is stored). Per query row i of head h, over visible keys j <= i:
+//   P_ij = exp(scale * q_i . k_j - lse_i),  dS_ij = P_ij (dO_i . v_j - delta_i)
+//   dQ_i = scale * sum_j dS_ij k_j
+// Each workgroup owns its query rows, so dQ is written once, without atomics (deterministic).
+// Layouts (row-major, vec4 = 4 floats of a row): q, grad_out, grad_q [batch * seq, heads * head_dim];
+// k, v [batch * seq, kv_heads * head_dim]; lse, delta [batch, heads, seq].
+//
+// Bindings (group 0):
+//   0 q: array<vec4<f32>>         read
+//   1 k: array<vec4<f32>>         read
+//   2 v: array<vec4<f32>>         read
+//   3 grad_out: array<vec4<f32>>  read
+//   4 lse: array<f32>             read
+//   5 delta: array<f32>           read   (shaders/attention-backward-delta.wgsl)
+//   6 grad_q: array<vec4<f32>>    read_write (overwritten)
+//   7 params: Params              uniform
+// Dispatch: (ceil(seq / rows), heads, batch) workgroups of 64, laid out as
+// shaders/attention-forward.wgsl: lanes = head_dim / 16 invocations per query row, each scoring
+// every lanes-th key of a K/V tile in workgroup memory and owning 16 columns of dQ.
+// Reference: PyTorch autograd of HF eager attention (scripts/make_attention_fixtures.py).
+
+struct Params {
+  // Layout (attention.ts): d4 = head_dim / 4, lanes = head_dim / 16 per row, rows per workgroup, tile.
+  d4: u32,
+  lanes: u32,
+  rows: u32,
+  tile: u32,
+  seq: u32,
+  heads: u32,
+  kv_heads: u32,
+  scale: f32,
+}
+
+@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> v: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> grad_out: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> lse: array<f32>;
+@group(0) @binding(5) var<storage, read> delta: array<f32>;
+@group(0) @binding(6) var<storage, read_write> grad_q: array<vec4<f32>>;
+@group(0) @binding(7) var<uniform> params: Params;
+
+// Tile storage is sized for the largest layout the wrapper picks (tile * d4 <= 256, rows * tile <= 1024).
+const MAX_TILE_VEC4: u32 = 256u;
+const MAX_SCORES: u32 = 1024u;
+
+var<workgroup> k_tile: array<vec4<f32>, MAX_TILE_VEC4>;
+var<workgroup> v_tile: array<vec4<f32>, MAX_TILE_VEC4>;
+var<workgroup> ds_tile: array<f32, MAX_SCORES>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let d4 = params.d4;
+  let lanes = params.lanes;
+  let rows = params.rows;
+  let tile = params.tile;
+  // Invocations past rows * lanes (when 64 is not a multiple of lanes) idle at the barriers.
+  let row = min(lid / lanes, rows - 1u);
+  let lane = lid % lanes;
+  let in_layout = lid < rows * lanes;
+  let head = wid.y;
+  let batch = wid.z;
+  let seq = params.seq;
+  let kv_head = head / (params.heads / params.kv_heads);
+  let first_row = wid.x * rows;
+  let i = first_row + row;
+  let qi = min(i, seq - 1u);
+  let q_base = (batch * seq + qi) * params.heads * d4 + head * d4;
+  let kv_stride = params.kv_heads * d4;
+  let kv_base = batch * seq * kv_stride + kv_head * d4;
+  let stat = (batch * params.heads + head) * seq + qi;
+  let row_lse = lse[stat];
+  let row_delta = delta[stat];
+  let reach = min(seq, first_row + rows);
+  let c0 = lane * 4u;
+
+  var acc0 = vec4<f32>();
+  var acc1 = vec4<f32>();
+  var acc2 = vec4<f32>();
+  var acc3 = vec4<f32>();
+  for (var j0 = 0u; j0 < reach; j0 += tile) {
+    for (var e = lid; e < tile * d4; e += 64u) {
+      let j = min(j0 + e / d4, seq - 1u);
+      let src = kv_base + j * kv_stride + e % d4;
+      k_tile[e] = k[src];
+      v_tile[e] = v[src];
+    }
+    workgroupBarrier();
+
+    for (var jj = lane; in_layout && jj < tile; jj += lanes) {
+      var s = vec4<f32>();
+      var dp = vec4<f32>();
+      for (var c = 0u; c < d4; c++) {
+        s += q[q_base + c] * k_tile[jj * d4 + c];
+        dp += grad_out[q_base + c] * v_tile[jj * d4 + c];
+      }
+      let p = exp((s.x + s.y + s.z + s.w) * params.scale - row_lse);
+      let ds = p * (dp.x + dp.y + dp.z + dp.w - row_delta);
+      ds_tile[row * tile + jj] = select(0.0, ds, j0 + jj <= qi);
+    }
+    workgroupBarrier();
+
+    for (var jj = 0u; jj < tile; jj++) {
+      let ds = ds_tile[row * tile + jj];
+      let kb = jj * d4 + c0;
+      acc0 += ds * k_tile[kb];
+      acc1 += ds * k_tile[kb + 1u];
+      acc2 += ds * k_tile[kb + 2u];
+      acc3 += ds * k_tile[kb + 3u];
+    }
+    workgroupBarrier();
+  }
+
+  if (in_layout && i < seq) {
+    grad_q[q_base + c0] = acc0 * params.scale;
+    grad_q[q_base + c0 + 1u] = acc1 * params.scale;
+    grad_q[q_base + c0 + 2u] = acc2 * params.scale;
+    grad_q[q_base + c0 + 3u] = acc3 * params.scale;
+  }
+}
