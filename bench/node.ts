@@ -5,6 +5,7 @@
 import { createGpuContext } from '@webtune/gpu';
 import { createNodeGpu } from '@webtune/gpu/node';
 import { runBenchSuite } from './suite.js';
+import { runTrainingBench } from './training.js';
 
 const gpu = await createNodeGpu();
 // TF.js' WebGPU backend registers itself at import time only when navigator.gpu exists.
@@ -24,7 +25,9 @@ const rows = await runBenchSuite(ctx, tf, undefined, {
   only: process.env.BENCH_ONLY?.split(',').filter(Boolean),
   log: (line) => console.error(line),
 });
+const only = process.env.BENCH_ONLY?.split(',').filter(Boolean);
+const training = !only?.length || only.includes('training') ? await runTrainingBench(gpu, (line) => console.error(line)) : [];
 const adapter = ctx.adapter.name;
-console.log(`BENCH_JSON=${JSON.stringify({ lane: 'node (Dawn)', adapter, rows })}`);
+console.log(`BENCH_JSON=${JSON.stringify({ lane: 'node (Dawn)', adapter, rows, training })}`);
 ctx.destroy();
 process.exit(0);

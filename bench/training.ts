@@ -7,9 +7,10 @@
  */
 import { createGpuContext, type GpuContext } from '@webtune/gpu';
 import {
-  LoraAdapter, parseModelConfig, resolveLoraConfig, Rng, Transformer, uploadBaseModel, linearShape,
+  loadModelFiles, LoraAdapter, parseModelConfig, weightReader, resolveLoraConfig, Rng, Transformer, uploadBaseModel, linearShape,
   type BaseFormat, type ModelConfig, type WeightReader,
 } from '@webtune/model';
+import { nodeDirectorySource } from '@webtune/model/node';
 import { AdamW, checkMemoryPlan } from '@webtune/trainer';
 
 export interface TrainingBenchRow {
@@ -125,4 +126,23 @@ export async function benchTraining(gpu: GPU, spec: TrainingBenchSpec, format: B
 
 export function smolLM2Config(): ModelConfig {
   return parseModelConfig(SMOLLM2_135M as unknown as Record<string, unknown>, 'SmolLM2-135M (shape)');
+}
+
+/** The training rows of `npm run bench`: tiny fixtures and the SmolLM2-135M shape, f32 base vs NF4. */
+export async function runTrainingBench(gpu: GPU, log: (line: string) => void): Promise<TrainingBenchRow[]> {
+  const rows: TrainingBenchRow[] = [];
+  const smol = smolLM2Config();
+  const specs: TrainingBenchSpec[] = [];
+  for (const name of ['tiny-llama', 'tiny-gpt2']) {
+    const dir = `packages/model/test/fixtures/models/${name}/`;
+    const files = await loadModelFiles(nodeDirectorySource(dir));
+    specs.push({ model: name, config: files.config, reader: weightReader(files), batch: 4, seq: 64, rank: 8, steps: 5 });
+  }
+  for (const recompute of [false, true]) {
+    specs.push({ model: 'SmolLM2-135M shape', config: smol, reader: syntheticWeights(smol), batch: 1, seq: 256, rank: 8, steps: 2, recompute });
+  }
+  for (const spec of specs) {
+    for (const format of ['f32', 'nf4'] as const) rows.push(await benchTraining(gpu, spec, format, log));
+  }
+  return rows;
 }

@@ -54,11 +54,27 @@ function toMarkdown(title, adapter, rows) {
   return lines.join('\n');
 }
 
+/** Training steps: f32 base vs NF4 (QLoRA) per model, with the ratios the issue's targets name. */
+function trainingMarkdown(lane, rows) {
+  const mib = (b) => (b / 2 ** 20).toFixed(1);
+  const lines = [`### Training steps, ${lane}`, '', 'LoRA over a float32 base vs QLoRA (NF4 + double quantization); forward + backward + AdamW per step; random tokens.', '',
+    '| model | batch x seq | rank | recompute | base | median ms/step | tokens/s | accounted peak MiB | planner estimate MiB | weights MiB | QLoRA peak / f32 | QLoRA time / f32 |',
+    '|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|'];
+  for (const r of rows) {
+    const f32 = rows.find((o) => o.model === r.model && o.recompute === r.recompute && o.format === 'f32');
+    const ratios = r.format === 'nf4' && f32 ? [`${((100 * r.peakBytes) / f32.peakBytes).toFixed(0)}%`, `${(r.medianStepMs / f32.medianStepMs).toFixed(2)}x`] : ['', ''];
+    lines.push(`| ${r.model} | ${r.batch} x ${r.seq} | ${r.rank} | ${r.recompute ? 'yes' : 'no'} | ${r.format} | ${r.medianStepMs.toFixed(0)} | ${r.tokensPerSecond.toFixed(0)} | ${mib(r.peakBytes)} | ${mib(r.estimateBytes)} | ${mib(r.weightBytes)} | ${ratios.join(' | ')} |`);
+  }
+  return lines.join('\n');
+}
+
 const sections = ['node', 'browser']
   .filter((lane) => existsSync(join(results, `${lane}.json`)))
-  .map((lane) => {
+  .flatMap((lane) => {
     const r = JSON.parse(readFileSync(join(results, `${lane}.json`), 'utf8'));
-    return toMarkdown(r.lane, r.adapter, r.rows);
+    const parts = r.rows.length ? [toMarkdown(r.lane, r.adapter, r.rows)] : [];
+    if (r.training?.length) parts.push(trainingMarkdown(r.lane, r.training));
+    return parts;
   });
 writeFileSync(join(results, 'README.md'), `# Benchmark results\n\nWritten by \`npm run bench\` (scripts/bench.mjs). Medians; speed-up = library's median time / webtune's.\n\n${sections.join('\n\n')}\n`);
 console.log(readFileSync(join(results, 'README.md'), 'utf8'));

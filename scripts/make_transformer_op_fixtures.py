@@ -7,7 +7,7 @@ elementwise,optimizer}.ts) from PyTorch, float32 throughout:
   Weights are random, not ones, so the backward pass must use them; one case adds a large
   mean to x to catch E[x^2] - mean^2 cancellation.
 - swiglu: F.silu(gate) * up; gelu: F.gelu(x, approximate='tanh') (HF gelu_new), both with
-  |x| up to 1e4 to catch tanh/exp overflow; dL/dinputs.
+  |x| up to 1e13 to catch tanh/exp/x^3 overflow; dL/dinputs.
 - embedding: F.embedding(ids, table) (+ positions[t % seq_len + offset]) and the table's
   gradient (repeated ids), also added onto a non-zero initial gradient.
 - elementwise: target + alpha * source, target + bias, column-block copies (= and +=).
@@ -49,8 +49,8 @@ def norm_case(kind, name, rows, cols, eps, g, bias=True, shift=0.0):
 
 
 def with_extremes(v):
-    """Overwrites the first elements with values that overflow naive exp/tanh/x^3."""
-    extremes = torch.tensor([30.0, -30.0, 100.0, -100.0, 1e4, -1e4, 9.0, -9.0, 0.0, 1e-3, -1e-3, 5.5, -5.5])
+    """Overwrites the first elements with values that overflow naive exp/tanh, and x^3 (1e13)."""
+    extremes = torch.tensor([30.0, -30.0, 100.0, -100.0, 1e4, -1e4, 1e13, -1e13, 9.0, -9.0, 0.0, 1e-3, -1e-3, 5.5, -5.5])
     v = v.clone()
     v[: len(extremes)] = extremes
     return v
@@ -159,8 +159,8 @@ def main():
             norm_case("layer", "odd, no bias: rows 7 cols 33", 7, 33, 1e-5, g, bias=False),
             norm_case("layer", "wide: rows 1 cols 4096", 1, 4096, 1e-5, g),
         ],
-        "swiglu": [swiglu_case("1031 elements with |gate| up to 1e4", 1031, g)],
-        "gelu": [gelu_case("1031 elements with |x| up to 1e4", 1031, g)],
+        "swiglu": [swiglu_case("1031 elements with |gate| up to 1e13", 1031, g)],
+        "gelu": [gelu_case("1031 elements with |x| up to 1e13", 1031, g)],
         "embedding": [
             embedding_case("vocab 50 dim 24, 12 tokens, positions seqLen 4 offset 3", 50, 24, 12, 5, g, positions=(16, 4, 3), accumulate=True),
             embedding_case("vocab 60 dim 130, 64 tokens over 12 ids", 60, 130, 64, 12, g),

@@ -47,11 +47,12 @@ export {
   quantizeNF4Gpu,
   dequantizeNF4Gpu,
   createNF4MatmulKernel,
+  createNF4DequantizeKernel,
   matmulNF4,
   NF4_MATMUL_KERNEL,
   NF4_GRAD_INPUT_KERNEL,
 } from './kernels/nf4.js';
-export type { NF4Weight, NF4MatmulKernel, NF4MatmulVariant, NF4MatmulArgs, QuantizeNF4GpuOptions } from './kernels/nf4.js';
+export type { NF4Weight, NF4DequantizeKernel, NF4MatmulKernel, NF4MatmulVariant, NF4MatmulArgs, QuantizeNF4GpuOptions } from './kernels/nf4.js';
 export { nf4MatmulRef, nf4GradInputRef } from './kernels/nf4-matmul.ref.js';
 
 export { createLoraKernels } from './kernels/lora.js';

@@ -13,6 +13,13 @@ describe('LoRA forward + backward on Dawn against PyTorch autograd', () => {
     });
   }
 
+  for (const c of LORA_CASES.filter((c) => c.weightFormat === 'nf4')) {
+    it(`${c.name}, input gradient through a dequantized scratch`, async () => {
+      const r = await runLoraCase(gpu(), c, { dequantizedBackward: true });
+      expect(r.ok, r.detail).toBe(true);
+    });
+  }
+
   it('refuses mismatched A, B and W with the shapes in the message', async () => {
     const kernels = await createLoraKernels(gpu(), { base: { format: 'dense' } });
     const t = (shape: number[]) => createTensor(gpu(), { shape, label: 't' });

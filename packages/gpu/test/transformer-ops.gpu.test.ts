@@ -75,6 +75,21 @@ function expectClose(name: string, got: ArrayLike<number>, expected: ArrayLike<n
   expect(r.ratio, `${name}: ${JSON.stringify(r)} (atol ${atol}, rtol ${rtol})`).toBeLessThanOrEqual(1);
 }
 
+/** Bit-exact equality, reported as a count and the first mismatch (a diff of big arrays is too slow to print). */
+function expectExact(name: string, got: ArrayLike<number>, expected: ArrayLike<number>): void {
+  let wrong = 0;
+  let first = -1;
+  for (let i = 0; i < expected.length; i++) {
+    if (got[i] !== expected[i]) {
+      wrong++;
+      if (first < 0) first = i;
+    }
+  }
+  const where = first < 0 ? '' : ` first at ${first}: got ${got[first]}, expected ${expected[first]}`;
+  expect(got.length, `${name}: length`).toBe(expected.length);
+  expect(wrong, `${name}: ${wrong} of ${expected.length} differ${where}`).toBe(0);
+}
+
 function maxAbs(a: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
@@ -200,7 +215,7 @@ describe('embedding gather and gradient against PyTorch autograd', () => {
         if (gradAcc) k.scatterAdd(rec, { ids, gradOutput, gradTable: gradAcc, rows: c.rows });
       });
       // A sum of two float32 values rounds the same everywhere.
-      expect(Array.from(await readF32(gpu(), out))).toEqual(Array.from(f32(c.out)));
+      expectExact('out', await readF32(gpu(), out), f32(c.out));
       const { atol, rtol } = EMBEDDING_GRAD_TOL;
       const grad = await readF32(gpu(), gradTable);
       expectClose('gradTable', grad, f32(c.gradTable), atol, rtol);
@@ -209,7 +224,7 @@ describe('embedding gather and gradient against PyTorch autograd', () => {
       // Deterministic: the same inputs give the same bits.
       const again = zeros('dtable again', [c.vocab, c.dim]);
       await record('embedding again', (rec) => k.scatterAdd(rec, { ids, gradOutput, gradTable: again, rows: c.rows }));
-      expect(Array.from(await readF32(gpu(), again))).toEqual(Array.from(grad));
+      expectExact('gradTable again', await readF32(gpu(), again), grad);
       for (const t of [table, ids, positions, out, gradOutput, gradTable, gradAcc, again]) t?.release();
     });
   }
@@ -217,24 +232,27 @@ describe('embedding gather and gradient against PyTorch autograd', () => {
   it('an out-of-range id gives a zero row, reads nothing outside the table, and adds no gradient', async () => {
     const k = await createEmbeddingKernels(gpu());
     const c = F.embedding[1]!;
-    const table = tensor('table', f32(c.table), [c.vocab, c.dim]);
-    const ids = u32Tensor('ids', [3, c.vocab, 0xffffffff, 3]);
-    const out = tensor('out', new Float32Array(4 * c.dim).fill(7), [4, c.dim]);
-    const gradOutput = tensor('dy', new Float32Array(4 * c.dim).fill(1), [4, c.dim]);
-    const gradTable = zeros('dtable', [c.vocab, c.dim]);
+    const dim = c.dim;
+    // Views of the first vocab rows of bigger buffers, so an unchecked id = vocab would find real
+    // data (and a real row to write) instead of WebGPU's out-of-bounds clamping.
+    const vocab = c.vocab - 1;
+    const view = (t: GpuTensor): GpuTensor => ({ ...t, shape: [vocab, dim], size: vocab * dim, byteLength: vocab * dim * 4 });
+    const fullTable = tensor('table', f32(c.table), [c.vocab, dim]);
+    const fullGrad = zeros('dtable', [c.vocab, dim]);
+    const ids = u32Tensor('ids', [3, vocab, 0xffffffff, 3]);
+    const out = tensor('out', new Float32Array(4 * dim).fill(7), [4, dim]);
+    const gradOutput = tensor('dy', new Float32Array(4 * dim).fill(1), [4, dim]);
     await record('embedding bad ids', (rec) => {
-      k.gather(rec, { table, ids, out, rows: 4 });
-      k.scatterAdd(rec, { ids, gradOutput, gradTable, rows: 4 });
+      k.gather(rec, { table: view(fullTable), ids, out, rows: 4 });
+      k.scatterAdd(rec, { ids, gradOutput, gradTable: view(fullGrad), rows: 4 });
     });
     const got = await readF32(gpu(), out);
-    const row3 = f32(c.table).subarray(3 * c.dim, 4 * c.dim);
-    expect(Array.from(got.subarray(0, c.dim))).toEqual(Array.from(row3));
-    expect(Array.from(got.subarray(c.dim, 3 * c.dim)).every((v) => v === 0)).toBe(true);
-    const grad = await readF32(gpu(), gradTable);
-    const expected = new Float32Array(c.vocab * c.dim);
-    expected.fill(2, 3 * c.dim, 4 * c.dim);
-    expect(Array.from(grad)).toEqual(Array.from(expected));
-    for (const t of [table, ids, out, gradOutput, gradTable]) t.release();
+    expectExact('valid row', got.subarray(0, dim), f32(c.table).subarray(3 * dim, 4 * dim));
+    expectExact('rows of bad ids', got.subarray(dim, 3 * dim), new Float32Array(2 * dim));
+    const expected = new Float32Array(c.vocab * dim);
+    expected.fill(2, 3 * dim, 4 * dim);
+    expectExact('gradTable', await readF32(gpu(), fullGrad), expected);
+    for (const t of [fullTable, fullGrad, ids, out, gradOutput]) t.release();
   });
 });
 
@@ -265,9 +283,9 @@ describe('elementwise ops against PyTorch', () => {
       k.copyColumns(rec, { ...copy, dst: dstAcc, accumulate: true });
     });
     expectClose('axpy', await readF32(gpu(), target), f32(a.expected), 0, 1e-6);
-    expect(Array.from(await readF32(gpu(), biasTarget))).toEqual(Array.from(f32(b.expected)));
-    expect(Array.from(await readF32(gpu(), dst))).toEqual(Array.from(f32(c.overwrite)));
-    expect(Array.from(await readF32(gpu(), dstAcc))).toEqual(Array.from(f32(c.accumulate)));
+    expectExact('addBias', await readF32(gpu(), biasTarget), f32(b.expected));
+    expectExact('copyColumns', await readF32(gpu(), dst), f32(c.overwrite));
+    expectExact('copyColumns accumulate', await readF32(gpu(), dstAcc), f32(c.accumulate));
     for (const t of [target, source, biasTarget, bias, src, dst, dstAcc]) t.release();
   });
 
@@ -350,7 +368,7 @@ describe('dropout: counter-based mask', () => {
       if ((got[i] !== 0) !== keep && g[i] !== 0) maskDiffers++;
     }
     expect(maskDiffers).toBe(0);
-    expect(Array.from(got)).toEqual(Array.from(expected));
+    expectExact('gradInput', got, expected);
     expectClose('accumulated', gotAcc, sumF32(expected, init), 0, 1e-6);
     for (const t of [gradOutput, dx, dxAcc]) t.release();
   });
@@ -364,7 +382,7 @@ describe('dropout: counter-based mask', () => {
       // Independent masks agree on a fraction p^2 + (1-p)^2 = 0.5 of the elements.
       expect(Math.abs(agree - N / 2), `masks agree on ${agree} of ${N}`).toBeLessThanOrEqual(5 * Math.sqrt(N / 4));
     }
-    expect(Array.from(await forward(0, 0))).toEqual(Array.from(x));
+    expectExact('p = 0', await forward(0, 0), x);
   });
 });
 

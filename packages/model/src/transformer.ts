@@ -19,6 +19,7 @@ import {
   createGeluKernels,
   createLoraKernels,
   createMatmulKernel,
+  createNF4DequantizeKernel,
   createNF4MatmulKernel,
   createNormKernels,
   createRopeKernel,
@@ -39,6 +40,7 @@ import {
   type LoraBaseWeight,
   type LoraKernels,
   type MatmulKernel,
+  type NF4DequantizeKernel,
   type NF4MatmulKernel,
   type NormKernels,
   type RopeKernel,
@@ -51,10 +53,12 @@ import { defaultHeadChunk, targetedLinears, Workspace, type LayerState, type Wor
 
 interface Kernels {
   lora: LoraKernels;
-  /** Frozen linear without LoRA: forward, input gradient, input gradient added. */
+  /** Frozen linear without LoRA: forward (dense or NF4), input gradient, input gradient added (dense). */
   frozenForward: MatmulKernel | NF4MatmulKernel;
-  frozenBackward: MatmulKernel | NF4MatmulKernel;
-  frozenBackwardAcc: MatmulKernel | NF4MatmulKernel;
+  frozenBackward: MatmulKernel;
+  frozenBackwardAcc: MatmulKernel;
+  /** NF4 base: W is dequantized into the workspace's `weightScratch` for the input gradient. */
+  dequantize: NF4DequantizeKernel | undefined;
   /** LM head: logits = h E^T, and dh = dlogits E. */
   head: MatmulKernel;
   headBackward: MatmulKernel;
@@ -137,13 +141,14 @@ export class Transformer {
   static async create(ctx: GpuContext, base: BaseModel): Promise<Transformer> {
     const c = base.config;
     const nf4 = base.nf4;
-    const [lora, frozenForward, frozenBackward, frozenBackwardAcc, head, headBackward] = await Promise.all([
+    const [lora, frozenForward, frozenBackward, frozenBackwardAcc, head, headBackward, dequantize] = await Promise.all([
       createLoraKernels(ctx, { base: nf4 ? { format: 'nf4', ...nf4 } : { format: 'dense' }, accumulateGrads: true }),
       nf4 ? createNF4MatmulKernel(ctx, { mode: 'forward', ...nf4 }) : createMatmulKernel(ctx, { transB: true }),
-      nf4 ? createNF4MatmulKernel(ctx, { mode: 'grad-input', ...nf4 }) : createMatmulKernel(ctx, {}),
-      nf4 ? createNF4MatmulKernel(ctx, { mode: 'grad-input', accumulate: true, ...nf4 }) : createMatmulKernel(ctx, { accumulate: true }),
+      createMatmulKernel(ctx, {}),
+      createMatmulKernel(ctx, { accumulate: true }),
       createMatmulKernel(ctx, { transB: true }),
       createMatmulKernel(ctx, {}),
+      nf4 ? createNF4DequantizeKernel(ctx, nf4) : undefined,
     ]);
     const gpt2 = c.architecture === 'gpt2';
     const [norm, swiglu, gelu, embedding, elementwise, dropout, rope, attention, crossEntropy] = await Promise.all([
@@ -158,7 +163,7 @@ export class Transformer {
       createCrossEntropyKernel(ctx),
     ]);
     return new Transformer(ctx, base, {
-      lora, frozenForward, frozenBackward, frozenBackwardAcc, head, headBackward,
+      lora, frozenForward, frozenBackward, frozenBackwardAcc, dequantize, head, headBackward,
       norm, swiglu, gelu, embedding, elementwise, dropout, rope, attention, crossEntropy,
     });
   }
@@ -193,6 +198,7 @@ export class Transformer {
       loraLinears: adapter ? targetedLinears(this.config, adapter.params.keys()) : [],
       dropout: training && (adapter?.config.dropout ?? 0) > 0,
       headChunk: options.headChunk ?? defaultHeadChunk(this.config, tokens, this.ctx.limits.maxStorageBufferBindingSize),
+      nf4: this.base.format === 'nf4',
     };
   }
 
@@ -396,7 +402,7 @@ export class Transformer {
       }
       this.k.lora.forward(enc.r, { layer: this.loraLayer(lin, p), m, x, h: state[`h:${name}`]!, y, loraInput });
     } else {
-      this.frozen(enc, lin.weight, 'forward', x, y, m, lin);
+      this.frozen(enc, ws, lin.weight, 'forward', x, y, m, lin);
     }
     if (lin.bias) this.k.elementwise.addBias(enc.r, { target: y, bias: lin.bias, rows: m, cols: lin.outFeatures });
   }
@@ -417,6 +423,7 @@ export class Transformer {
       this.k.lora.backward(enc.r, {
         layer: this.loraLayer(lin, p), m, x, h: state[`h:${name}`]!, gradOutput, gB: ws.buffers['gB']!,
         gradA: p.gradA, gradB: p.gradB, gradInput, accumulateGradInput: accumulate, loraInput, loraGradInput,
+        weightScratch: ws.buffers['weightScratch'],
       });
       if (loraGradInput && gradInput) {
         this.k.dropout.backward(enc.r, {
@@ -425,7 +432,7 @@ export class Transformer {
         });
       }
     } else if (gradInput) {
-      this.frozen(enc, lin.weight, accumulate ? 'backwardAcc' : 'backward', gradOutput, gradInput, m, lin);
+      this.frozen(enc, ws, lin.weight, accumulate ? 'backwardAcc' : 'backward', gradOutput, gradInput, m, lin);
     }
   }
 
@@ -433,15 +440,19 @@ export class Transformer {
     return { base: lin.weight, a: p.a, b: p.b, scale: this.adapter!.scale };
   }
 
-  private frozen(enc: Encoder, weight: LoraBaseWeight, mode: 'forward' | 'backward' | 'backwardAcc', input: GpuTensor, output: GpuTensor, m: number, lin: FrozenLinear): void {
-    const kernel = mode === 'forward' ? this.k.frozenForward : mode === 'backward' ? this.k.frozenBackward : this.k.frozenBackwardAcc;
-    if (weight.format === 'nf4') {
-      (kernel as NF4MatmulKernel).encode(enc.r, { weight: weight.weight, input, output, m });
-    } else if (mode === 'forward') {
-      (kernel as MatmulKernel).encode(enc.r, { a: input, b: weight.weight, c: output, m, n: lin.outFeatures, k: lin.inFeatures });
-    } else {
-      (kernel as MatmulKernel).encode(enc.r, { a: input, b: weight.weight, c: output, m, n: lin.inFeatures, k: lin.outFeatures });
+  private frozen(enc: Encoder, ws: Workspace, weight: LoraBaseWeight, mode: 'forward' | 'backward' | 'backwardAcc', input: GpuTensor, output: GpuTensor, m: number, lin: FrozenLinear): void {
+    if (mode === 'forward') {
+      if (weight.format === 'nf4') (this.k.frozenForward as NF4MatmulKernel).encode(enc.r, { weight: weight.weight, input, output, m });
+      else (this.k.frozenForward as MatmulKernel).encode(enc.r, { a: input, b: weight.weight, c: output, m, n: lin.outFeatures, k: lin.inFeatures });
+      return;
     }
+    let dense = weight.format === 'dense' ? weight.weight : undefined;
+    if (weight.format === 'nf4') {
+      dense = ws.buffers['weightScratch']!;
+      this.k.dequantize!.encode(enc.r, { weight: weight.weight, output: dense });
+    }
+    const kernel = mode === 'backward' ? this.k.frozenBackward : this.k.frozenBackwardAcc;
+    kernel.encode(enc.r, { a: input, b: dense!, c: output, m, n: lin.inFeatures, k: lin.outFeatures });
   }
 
   // ---- blocks ----

@@ -21,6 +21,8 @@ export interface WorkspaceShape {
   dropout: boolean;
   /** Rows of the LM head computed at once. */
   headChunk: number;
+  /** NF4 base: backward dequantizes one frozen weight at a time into a float32 scratch. */
+  nf4: boolean;
 }
 
 export interface BufferPlan {
@@ -97,6 +99,10 @@ export function planWorkspace(config: ModelConfig, ws: WorkspaceShape): BufferPl
     if (!gpt2) plan.push({ name: 'dUp', shape: [t, i], dtype: 'f32', copies: 1 });
     if (gpt2) plan.push({ name: 'dQKV', shape: [t, 3 * d], dtype: 'f32', copies: 1 });
     if (ws.dropout && maxIn > 0) plan.push({ name: 'loraDx', shape: [t, maxIn], dtype: 'f32', copies: 1 });
+    if (ws.nf4) {
+      const largest = Math.max(...LINEAR_MODULES[config.architecture].map((n) => { const s = linearShape(config, n); return s.inFeatures * s.outFeatures; }));
+      plan.push({ name: 'weightScratch', shape: [largest], dtype: 'f32', copies: 1 });
+    }
   }
   return plan;
 }
@@ -107,10 +113,10 @@ export function planBytes(plan: readonly BufferPlan[]): number {
   return total;
 }
 
-/** Default LM-head chunk: whole rows of logits up to ~32 MiB (and never more than the tokens). */
+/** Default LM-head chunk: whole rows of logits up to ~8 MiB (and never more than the tokens); larger chunks were no faster. */
 export function defaultHeadChunk(config: ModelConfig, tokens: number, maxBinding: number): number {
   const perRow = config.vocabSize * 4;
-  const budget = Math.min(32 * 1024 * 1024, maxBinding);
+  const budget = Math.min(8 * 1024 * 1024, maxBinding);
   return Math.max(1, Math.min(tokens, Math.floor(budget / perRow)));
 }
 

@@ -62,6 +62,7 @@ export function estimateTrainingMemory(input: MemoryPlanInput, maxBinding = 2 **
     batch: input.batch, seq: input.seq, training: true, recompute: input.recompute, rank: lora.rank,
     loraLinears: targetedLinears(c, modules), dropout: lora.dropout > 0,
     headChunk: defaultHeadChunk(c, tokens, maxBinding),
+    nf4: input.format === 'nf4',
   });
   const activations = planBytes(plan);
   for (const p of plan) {

@@ -78,3 +78,52 @@ describe('training on Moby-Dick', () => {
     expect(Math.abs(q.finalLoss - f32Run.finalLoss)).toBeLessThan(QLORA_TOLERANCE);
   }, 300_000);
 });
+
+describe('training mechanics', () => {
+  async function oneRun(options: { dropout?: number; seed?: number; batchSize: number; accumulation: number; steps: number; recompute?: boolean }) {
+    const { config, reader } = tinyModel('tiny-llama');
+    const base = await uploadBaseModel(gpu(), config, reader);
+    const model = await Transformer.create(gpu(), base);
+    const lora = resolveLoraConfig(config, { rank: 4, alpha: 8, dropout: options.dropout ?? 0, targets: ['q_proj', 'v_proj', 'down_proj'] });
+    const adapter = LoraAdapter.create(gpu(), config, lora, 99);
+    const trainer = await Trainer.create(gpu(), model, adapter, {
+      steps: options.steps, batchSize: options.batchSize, gradientAccumulation: options.accumulation, seqLen: SEQ,
+      learningRate: 1e-2, seed: options.seed ?? 1, recompute: options.recompute ?? false,
+    });
+    try {
+      const result = await trainer.train(train);
+      return { losses: result.losses, weights: await adapter.read() };
+    } finally {
+      trainer.release();
+      adapter.release();
+      model.release();
+      base.release();
+    }
+  }
+  const flat = (w: Map<string, { data: Float32Array }>) => Float32Array.from([...w.values()].flatMap((t) => [...t.data]));
+  const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
+
+  it('gradient accumulation: 2 micro-batches of 4 make the same update as one batch of 8', async () => {
+    const whole = await oneRun({ batchSize: 8, accumulation: 1, steps: 3 });
+    const split = await oneRun({ batchSize: 4, accumulation: 2, steps: 3 });
+    expect(split.losses.map((l, i) => Math.abs(l - whole.losses[i]!))).toSatisfy((d: number[]) => d.every((x) => x < 1e-5));
+    expect(maxDiff(flat(split.weights), flat(whole.weights))).toBeLessThan(1e-5);
+  }, 120_000);
+
+  it('recomputation gives the same adapter as keeping activations', async () => {
+    const kept = await oneRun({ batchSize: 4, accumulation: 1, steps: 3 });
+    const recomputed = await oneRun({ batchSize: 4, accumulation: 1, steps: 3, recompute: true });
+    expect(flat(recomputed.weights)).toEqual(flat(kept.weights));
+  }, 120_000);
+
+  it('LoRA dropout is seeded: the same seed repeats exactly, another seed differs, and training still learns', async () => {
+    const a = await oneRun({ batchSize: 4, accumulation: 1, steps: 12, dropout: 0.2, seed: 5 });
+    const b = await oneRun({ batchSize: 4, accumulation: 1, steps: 12, dropout: 0.2, seed: 5 });
+    const c = await oneRun({ batchSize: 4, accumulation: 1, steps: 12, dropout: 0.2, seed: 6 });
+    const none = await oneRun({ batchSize: 4, accumulation: 1, steps: 12, dropout: 0, seed: 5 });
+    expect(flat(b.weights)).toEqual(flat(a.weights));
+    expect(maxDiff(flat(c.weights), flat(a.weights))).toBeGreaterThan(1e-4);
+    expect(maxDiff(flat(none.weights), flat(a.weights))).toBeGreaterThan(1e-4);
+    expect(mean(a.losses.slice(-4))).toBeLessThan(a.losses[0]! - 0.05);
+  }, 180_000);
+});

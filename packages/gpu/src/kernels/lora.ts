@@ -21,7 +21,7 @@ import type { ElementType } from '../pipeline-cache.js';
 import type { CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';
 import { createMatmulKernel, type MatmulKernel } from './matmul.js';
-import { createNF4MatmulKernel, type NF4MatmulKernel, type NF4Weight } from './nf4.js';
+import { createNF4DequantizeKernel, createNF4MatmulKernel, type NF4DequantizeKernel, type NF4MatmulKernel, type NF4Weight } from './nf4.js';
 
 export type LoraBaseWeight = { format: 'dense'; weight: GpuTensor } | { format: 'nf4'; weight: NF4Weight };
 
@@ -66,6 +66,11 @@ export interface LoraBackwardArgs {
   loraInput?: GpuTensor;
   /** With dropout: receives s gB A (overwritten) instead of it being added to gradInput. */
   loraGradInput?: GpuTensor;
+  /**
+   * NF4 base only: float32 scratch of at least N x K. The input gradient then dequantizes W into
+   * it and runs the dense kernel, 1.6x faster on lavapipe than decoding NF4 column-wise.
+   */
+  weightScratch?: GpuTensor;
 }
 
 export interface LoraKernels {
@@ -111,6 +116,7 @@ export async function createLoraKernels(ctx: GpuContext, options: LoraKernelOpti
   ]);
   // Base weight: forward, input gradient, and input gradient added to what is there.
   let base: { forward: MatmulKernel | NF4MatmulKernel; backward: MatmulKernel | NF4MatmulKernel; backwardAcc: MatmulKernel | NF4MatmulKernel };
+  let dequantize: NF4DequantizeKernel | undefined;
   if (options.base.format === 'nf4') {
     const nf4 = { dtype, blockSize: options.base.blockSize, doubleQuant: options.base.doubleQuant };
     const [forward, backward, backwardAcc] = await Promise.all([
@@ -119,6 +125,7 @@ export async function createLoraKernels(ctx: GpuContext, options: LoraKernelOpti
       createNF4MatmulKernel(ctx, { ...nf4, mode: 'grad-input', accumulate: true }),
     ]);
     base = { forward, backward, backwardAcc };
+    if (dtype === 'f32') dequantize = await createNF4DequantizeKernel(ctx, nf4);
   } else {
     base = { forward: xAt, backward: gB, backwardAcc: gBaAcc };
   }
@@ -145,7 +152,10 @@ export async function createLoraKernels(ctx: GpuContext, options: LoraKernelOpti
       gBtX.encode(recorder, { a: args.gB, b: args.loraInput ?? args.x, c: args.gradA, m: r, n: k, k: m, alpha: s });
       if (args.gradInput) {
         const kernel = args.accumulateGradInput ? base.backwardAcc : base.backward;
-        if (layer.base.format === 'nf4') {
+        if (layer.base.format === 'nf4' && args.weightScratch && dequantize) {
+          dequantize.encode(recorder, { weight: layer.base.weight, output: args.weightScratch });
+          (args.accumulateGradInput ? gBaAcc : gB).encode(recorder, { a: args.gradOutput, b: args.weightScratch, c: args.gradInput, m, n: k, k: n });
+        } else if (layer.base.format === 'nf4') {
           (kernel as NF4MatmulKernel).encode(recorder, { weight: layer.base.weight, input: args.gradOutput, output: args.gradInput, m });
         } else {
           (kernel as MatmulKernel).encode(recorder, { a: args.gradOutput, b: layer.base.weight, c: args.gradInput, m, n: k, k: n });

@@ -81,10 +81,6 @@ function weightBuffers(w: NF4Weight): GPUBuffer[] {
   return [w.packed.buffer, w.absmax.buffer, w.quantizedAbsmax.buffer, w.absmaxCode.buffer];
 }
 
-function weightConstants(w: NF4Weight) {
-  return { BLOCK_SIZE: w.blockSize, DOUBLE_QUANT: w.doubleQuant };
-}
-
 function assembleWeight(
   shape: readonly [number, number],
   blockSize: number,
@@ -252,15 +248,40 @@ export async function quantizeNF4Gpu(ctx: GpuContext, input: GpuTensor, options:
   });
 }
 
+export interface NF4DequantizeKernel {
+  /** output[0 .. N*K) = dequant(W), recorded into the caller's recorder. */
+  encode(recorder: CommandRecorder, args: { weight: NF4Weight; output: GpuTensor }): void;
+}
+
+/**
+ * Dequantization into a float32 buffer as a recorded step: a backward pass dequantizes a frozen
+ * weight into one shared scratch buffer and runs the dense kernel, which beats decoding NF4 in
+ * the column order the input gradient reads it (see Transformer).
+ */
+export async function createNF4DequantizeKernel(ctx: GpuContext, variant: { blockSize: number; doubleQuant: boolean }): Promise<NF4DequantizeKernel> {
+  validateBlockSize(variant.blockSize);
+  const kernel = await ctx.pipelines.get(DEQUANTIZE, 'f32', { BLOCK_SIZE: variant.blockSize, DOUBLE_QUANT: variant.doubleQuant, WG });
+  return {
+    encode(recorder, { weight: w, output }) {
+      const n = w.shape[0] * w.shape[1];
+      if (w.blockSize !== variant.blockSize || w.doubleQuant !== variant.doubleQuant) {
+        throw new InvalidArgumentError(`nf4 dequantize: kernel made for block size ${variant.blockSize}, double quantization ${variant.doubleQuant}; weight has ${w.blockSize}, ${w.doubleQuant}.`);
+      }
+      if (output.dtype !== 'f32' || output.size < n) {
+        throw new InvalidArgumentError(`nf4 dequantize: output "${output.label}" must be f32 with at least ${n} elements for weight [${w.shape.join(', ')}]; got ${output.dtype} [${output.shape.join(', ')}].`);
+      }
+      const g = grid1D(Math.ceil(n / 8), WG, ctx.limits.maxComputeWorkgroupsPerDimension);
+      recorder.dispatch(kernel, [...weightBuffers(w), output.buffer], packParams([['u32', n], ['u32', g.rowStride], ['f32', w.offset]]), g.workgroups);
+    },
+  };
+}
+
 /** Dequantizes an NF4 weight to a new float32 tensor (for export or for comparison). */
 export async function dequantizeNF4Gpu(ctx: GpuContext, w: NF4Weight, label = 'nf4 dequantized'): Promise<GpuTensor> {
-  const n = w.shape[0] * w.shape[1];
-  const kernel = await ctx.pipelines.get(DEQUANTIZE, 'f32', { ...weightConstants(w), WG });
+  const kernel = await createNF4DequantizeKernel(ctx, { blockSize: w.blockSize, doubleQuant: w.doubleQuant });
   const out = createTensor(ctx, { shape: [...w.shape], label });
-  const g = grid1D(Math.ceil(n / 8), WG, ctx.limits.maxComputeWorkgroupsPerDimension);
   const recorder = new CommandRecorder(ctx, 'nf4 dequantize');
-  recorder.dispatch(kernel, [...weightBuffers(w), out.buffer],
-    packParams([['u32', n], ['u32', g.rowStride], ['f32', w.offset]]), g.workgroups);
+  kernel.encode(recorder, { weight: w, output: out });
   recorder.submit();
   return out;
 }

@@ -12,7 +12,8 @@ export const LORA_CASES = loraFixture.cases;
 /** float32 against PyTorch's float32: different summation order only. */
 export const LORA_TOLERANCE = { atol: 2e-5, rtol: 1e-4 };
 
-export async function runLoraCase(ctx: GpuContext, c: LoraCase): Promise<Check> {
+/** `dequantizedBackward`: the NF4 input gradient goes through a dequantized scratch (what training uses). */
+export async function runLoraCase(ctx: GpuContext, c: LoraCase, options: { dequantizedBackward?: boolean } = {}): Promise<Check> {
   const { m, k, n, rank: r } = c;
   ctx.device.pushErrorScope('validation');
   const t = (label: string, shape: number[], data?: Float32Array) => createTensor(ctx, { shape, label, data });
@@ -38,11 +39,12 @@ export async function runLoraCase(ctx: GpuContext, c: LoraCase): Promise<Check> 
   const dx = t('dx', [m, k]);
   const recorder = new CommandRecorder(ctx, `lora ${c.name}`);
   kernels.forward(recorder, { layer, m, x, h, y });
-  kernels.backward(recorder, { layer, m, x, h, gradOutput: g, gB, gradA: dA, gradB: dB, gradInput: dx });
+  const weightScratch = options.dequantizedBackward ? t('W scratch', [n, k]) : undefined;
+  kernels.backward(recorder, { layer, m, x, h, gradOutput: g, gB, gradA: dA, gradB: dB, gradInput: dx, weightScratch });
   recorder.submit();
   const got = { y: await readF32(ctx, y), dx: await readF32(ctx, dx), dA: await readF32(ctx, dA), dB: await readF32(ctx, dB) };
   const validation = await ctx.device.popErrorScope();
-  for (const tensor of [x, a, b, h, y, g, gB, dA, dB, dx]) tensor.release();
+  for (const tensor of [x, a, b, h, y, g, gB, dA, dB, dx, weightScratch]) tensor?.release();
   layer.base.weight.release();
 
   const problems: string[] = [];
