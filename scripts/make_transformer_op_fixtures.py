@@ -5,7 +5,8 @@ elementwise,optimizer}.ts) from PyTorch, float32 throughout:
   x * rsqrt(variance + eps) * weight), and autograd's dL/dx for loss = sum(y * upstream).
 - layernorm: torch.nn.functional.layer_norm (biased variance), with and without bias; dL/dx.
   Weights are random, not ones, so the backward pass must use them; one case adds a large
-  mean to x to catch E[x^2] - mean^2 cancellation.
+  mean to x to catch E[x^2] - mean^2 cancellation, and the odd-width cases have |x| small
+  enough that eps matters.
 - swiglu: F.silu(gate) * up; gelu: F.gelu(x, approximate='tanh') (HF gelu_new), both with
   |x| up to 1e13 to catch tanh/exp/x^3 overflow; dL/dinputs.
 - embedding: F.embedding(ids, table) (+ positions[t % seq_len + offset]) and the table's
@@ -30,8 +31,8 @@ def randn(g, *shape, scale=1.0, shift=0.0):
     return torch.randn(*shape, generator=g, dtype=torch.float32) * scale + shift
 
 
-def norm_case(kind, name, rows, cols, eps, g, bias=True, shift=0.0):
-    x = randn(g, rows, cols, scale=1.5, shift=shift).requires_grad_()
+def norm_case(kind, name, rows, cols, eps, g, bias=True, shift=0.0, scale=1.5):
+    x = randn(g, rows, cols, scale=scale, shift=shift).requires_grad_()
     weight = randn(g, cols, scale=0.5, shift=1.0)
     b = randn(g, cols, scale=0.3) if kind == "layer" and bias else None
     upstream = randn(g, rows, cols)
@@ -150,13 +151,13 @@ def main():
         "rmsnorm": [
             norm_case("rms", "rows 5 cols 96", 5, 96, 1e-6, g),
             norm_case("rms", "rows 16 cols 576 (SmolLM width)", 16, 576, 1e-5, g),
-            norm_case("rms", "odd: rows 3 cols 67", 3, 67, 1e-6, g),
+            norm_case("rms", "odd: rows 3 cols 67, |x| ~ 1e-3 so eps matters", 3, 67, 1e-6, g, scale=1e-3),
             norm_case("rms", "wide: rows 1 cols 4096", 1, 4096, 1e-5, g),
         ],
         "layernorm": [
             norm_case("layer", "rows 5 cols 96", 5, 96, 1e-5, g),
             norm_case("layer", "rows 16 cols 576, mean 20", 16, 576, 1e-5, g, shift=20.0),
-            norm_case("layer", "odd, no bias: rows 7 cols 33", 7, 33, 1e-5, g, bias=False),
+            norm_case("layer", "odd, no bias: rows 7 cols 33, |x| ~ 3e-3 so eps matters", 7, 33, 1e-5, g, bias=False, scale=3e-3),
             norm_case("layer", "wide: rows 1 cols 4096", 1, 4096, 1e-5, g),
         ],
         "swiglu": [swiglu_case("1031 elements with |gate| up to 1e13", 1031, g)],

@@ -71,7 +71,6 @@ async function record(label: string, body: (rec: CommandRecorder) => void): Prom
 
 function expectClose(name: string, got: ArrayLike<number>, expected: ArrayLike<number>, atol: number, rtol: number): void {
   const r = worstError(got, expected, atol, rtol);
-  if (process.env.SHOW_ERRORS) console.log(`${name}: ratio ${r.ratio.toFixed(3)} maxAbs ${r.maxAbs.toExponential(2)}`);
   expect(r.ratio, `${name}: ${JSON.stringify(r)} (atol ${atol}, rtol ${rtol})`).toBeLessThanOrEqual(1);
 }
 
