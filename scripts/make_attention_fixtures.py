@@ -26,35 +26,24 @@ import torch
 import torch.nn.functional as F
 
 from fixture_io import b64, write_fixture
+from tiny_models import rope_inv_freq as hf_rope_inv_freq
 
 IGNORE_U32 = 0xFFFFFFFF
 
 
 # ---- RoPE (transformers.modeling_rope_utils, LlamaRotaryEmbedding) ----
 
-def default_inv_freq(base, dim):
-    return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
-
-
 def rope_inv_freq(base, dim, scaling):
-    inv_freq = default_inv_freq(base, dim)
-    if scaling["type"] == "default":
-        return inv_freq
+    """inv_freq for webtune's camelCase scaling dict, through tiny_models' transcription of
+    transformers' rope init functions (one implementation for every fixture)."""
+    hf = None
     if scaling["type"] == "linear":
-        return inv_freq / scaling["factor"]
-    # _compute_llama3_parameters
-    factor = scaling["factor"]
-    low_freq_factor = scaling["lowFreqFactor"]
-    high_freq_factor = scaling["highFreqFactor"]
-    old_context_len = scaling["originalMaxPositionEmbeddings"]
-    low_freq_wavelen = old_context_len / low_freq_factor
-    high_freq_wavelen = old_context_len / high_freq_factor
-    wavelen = 2 * math.pi / inv_freq
-    inv_freq_llama = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
-    smooth_factor = (old_context_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
-    smoothed_inv_freq = (1 - smooth_factor) * inv_freq_llama / factor + smooth_factor * inv_freq_llama
-    is_medium_freq = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
-    return torch.where(is_medium_freq, smoothed_inv_freq, inv_freq_llama)
+        hf = {"rope_type": "linear", "factor": scaling["factor"]}
+    elif scaling["type"] == "llama3":
+        hf = {"rope_type": "llama3", "factor": scaling["factor"], "low_freq_factor": scaling["lowFreqFactor"],
+              "high_freq_factor": scaling["highFreqFactor"],
+              "original_max_position_embeddings": scaling["originalMaxPositionEmbeddings"]}
+    return hf_rope_inv_freq({"rope_theta": base, "rope_scaling": hf}, dim)
 
 
 def rope_cos_sin(inv_freq, positions):

@@ -9,41 +9,20 @@ Run: /usr/bin/python3 scripts/make_safetensors_fixtures.py
 """
 import json
 import os
-import struct
 
 import torch
 
 from fixture_io import ROOT, b64, write_fixture
+from tiny_models import ST_NAMES, raw_bytes
+from tiny_models import write_safetensors as write_safetensors_file
 
 OUT = "packages/model/test/fixtures/safetensors"
-DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
-          torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.int8: "I8", torch.bool: "BOOL"}
-
-
-def raw_bytes(t):
-    t = t.contiguous()
-    if t.dtype in (torch.float16, torch.bfloat16):
-        return t.view(torch.int16).numpy().tobytes()  # numpy has no bf16; same bits
-    return t.numpy().tobytes()
+DTYPES = ST_NAMES
 
 
 def write_safetensors(path, tensors, metadata=None):
-    """tensors: list of (name, tensor) written in the given order (not sorted, unlike our writer)."""
-    header, chunks, offset = {}, [], 0
-    if metadata is not None:
-        header["__metadata__"] = metadata
-    for name, t in tensors:
-        data = raw_bytes(t)
-        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        chunks.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    full = os.path.join(ROOT, path)
-    os.makedirs(os.path.dirname(full), exist_ok=True)
-    with open(full, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(chunks))
-    return full
+    """tensors: list of (name, tensor) written in the given order (not sorted, unlike webtune's writer)."""
+    write_safetensors_file(os.path.join(ROOT, path), tensors, metadata)
 
 
 def expected(tensors):

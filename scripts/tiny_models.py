@@ -31,7 +31,7 @@ ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
 ST_NAMES = {v: k for k, v in ST_DTYPES.items()}
 
 
-def _raw_bytes(t):
+def raw_bytes(t):
     t = t.detach().contiguous().cpu()
     if t.dtype in (torch.float16, torch.bfloat16):
         return t.view(torch.int16).numpy().tobytes()  # numpy has no bf16; same bits
@@ -44,7 +44,7 @@ def write_safetensors(path, tensors, metadata=None):
     if metadata is not None:
         header["__metadata__"] = metadata
     for name, t in tensors:
-        data = _raw_bytes(t)
+        data = raw_bytes(t)
         header[name] = {"dtype": ST_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
         chunks.append(data)
         offset += len(data)
