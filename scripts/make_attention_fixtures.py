@@ -17,9 +17,18 @@ losses from reduction='none' and the logits gradient from autograd of the mean, 
 gradScale is 1 / (number of rows not ignored). Targets are written as u32 with ignored rows as
 0xffffffff, as the kernel reads them.
 
+Half precision (ropeF16, attentionF16, crossEntropyF16): what the kernels do with dtype 'f16' --
+storage in float16, arithmetic in float32. Inputs are rounded to float16, the reference is computed
+in float32 from the rounded inputs, and the outputs the kernels store as f16 (rotated x, attention
+out and its gradients, the logits gradient) are rounded to float16; lse and losses stay float32. The
+attention backward here is FlashAttention-2's formulas written out (dS = P (dO V^T - delta)) with
+delta = rowsum(dO * out16) from the float16 out, as the kernel reads it; it is checked against
+autograd with the float32 out first. Tensors the kernels hold as f16 are written as "f16" bytes.
+
 Run: /usr/bin/python3 scripts/make_attention_fixtures.py
 Writes packages/gpu/test/fixtures/attention.json.
 """
+import base64
 import math
 
 import torch
@@ -29,6 +38,17 @@ from fixture_io import b64, write_fixture
 from tiny_models import rope_inv_freq as hf_rope_inv_freq
 
 IGNORE_U32 = 0xFFFFFFFF
+
+
+def b16(t):
+    """A float16 tensor (values already representable) as base64 of its little-endian binary16 bytes."""
+    arr = t.detach().cpu().to(torch.float16).numpy()
+    return {"dtype": "f16", "shape": list(arr.shape), "b64": base64.b64encode(arr.astype("<f2").tobytes()).decode()}
+
+
+def half(t):
+    """Round to float16 and back: the values an f16 tensor holds."""
+    return t.detach().to(torch.float16).float()
 
 
 # ---- RoPE (transformers.modeling_rope_utils, LlamaRotaryEmbedding) ----
@@ -161,6 +181,110 @@ def cross_entropy_case(name, g, rows, vocab, ignored, shift_rows=()):
     }
 
 
+# ---- half precision: f16 storage, f32 arithmetic ----
+
+def rope_case_f16(name, g, head_dim, theta, scaling, batch, seq, heads, offset):
+    inv_freq = rope_inv_freq(theta, head_dim, scaling)
+    x = half(torch.randn(batch, seq, heads, head_dim, generator=g)).requires_grad_()
+    pos = torch.arange(offset, offset + seq, dtype=torch.int64)
+    cos, sin = rope_cos_sin(inv_freq, pos)
+    rotated = x * cos[None, :, None, :] + rotate_half(x) * sin[None, :, None, :]
+    upstream = half(torch.randn(batch, seq, heads, head_dim, generator=g))
+    (rotated * upstream).sum().backward()
+    rows = batch * seq
+    flat = lambda t: t.reshape(rows, heads * head_dim)
+    return {
+        "name": name, "headDim": head_dim, "theta": theta, "scaling": scaling,
+        "rows": rows, "heads": heads, "seqLen": seq, "positionOffset": offset,
+        "x": b16(flat(x)), "rotated": b16(flat(rotated)), "upstream": b16(flat(upstream)), "gradX": b16(flat(x.grad)),
+    }
+
+
+def attention_backward(query, key, value, probs, grad_out, out, scale, kv_heads):
+    """FlashAttention-2's backward on [batch, heads, seq, dim] tensors (key/value already repeated):
+    dS = P (dO V^T - rowsum(dO * out)); dq = scale dS K, dk = scale dS^T Q, dv = P^T dO, with dk and
+    dv summed over each kv head's group of query heads. Returns [batch, heads or kv_heads, seq, dim]."""
+    delta = (grad_out * out).sum(-1, keepdim=True)
+    ds = probs * (torch.matmul(grad_out, value.transpose(2, 3)) - delta)
+    dq = torch.matmul(ds, key) * scale
+    dk = torch.matmul(ds.transpose(2, 3), query) * scale
+    dv = torch.matmul(probs.transpose(2, 3), grad_out)
+    b, h, s, d = dk.shape
+    group = lambda t: t.reshape(b, kv_heads, h // kv_heads, s, d).sum(2)
+    return dq, group(dk), group(dv)
+
+
+def attention_case_f16(name, g, batch, seq_q, heads, kv_heads, head_dim, seq_kv=None, kv_capacity=None, offset=0, backward=True):
+    seq_kv = seq_q if seq_kv is None else seq_kv
+    kv_capacity = seq_kv if kv_capacity is None else kv_capacity
+    scale = 1 / math.sqrt(head_dim)
+    q = half(torch.randn(batch, seq_q, heads, head_dim, generator=g))
+    k_full = half(torch.randn(batch, kv_capacity, kv_heads, head_dim, generator=g))
+    v_full = half(torch.randn(batch, kv_capacity, kv_heads, head_dim, generator=g))
+    k_full[:, seq_kv:] = 50.0
+    v_full[:, seq_kv:] = 1000.0
+    q.requires_grad_()
+    k = k_full[:, :seq_kv].clone().requires_grad_()
+    v = v_full[:, :seq_kv].clone().requires_grad_()
+
+    query = q.transpose(1, 2)
+    key = repeat_kv(k.transpose(1, 2), heads // kv_heads)
+    value = repeat_kv(v.transpose(1, 2), heads // kv_heads)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scale
+    i = torch.arange(seq_q)[:, None]
+    j = torch.arange(seq_kv)[None, :]
+    scores = scores.masked_fill(j > offset + i, torch.finfo(torch.float32).min)
+    lse = torch.logsumexp(scores, dim=-1)
+    probs = F.softmax(scores, dim=-1, dtype=torch.float32)
+    out_bhsd = torch.matmul(probs, value)
+    out = out_bhsd.transpose(1, 2).reshape(batch * seq_q, heads * head_dim)
+    doc = {
+        "name": name, "batch": batch, "seqQ": seq_q, "seqKV": seq_kv, "kvCapacity": kv_capacity,
+        "heads": heads, "kvHeads": kv_heads, "headDim": head_dim, "scale": scale, "positionOffset": offset,
+        "q": b16(q.reshape(batch * seq_q, -1)),
+        "k": b16(k_full.reshape(batch * kv_capacity, -1)),
+        "v": b16(v_full.reshape(batch * kv_capacity, -1)),
+        "out": b16(half(out)), "lse": b64(lse, "f32"),
+    }
+    if backward:
+        upstream = half(torch.randn(batch * seq_q, heads * head_dim, generator=g))
+        (out * upstream).sum().backward()
+        grad_out = upstream.reshape(batch, seq_q, heads, head_dim).transpose(1, 2)
+        detached = [t.detach() for t in (query, key, value, probs, out_bhsd)]
+        # The written-out backward with the float32 out is autograd's, to float32 rounding.
+        check = attention_backward(*detached[:4], grad_out, detached[4], scale, kv_heads)
+        for mine, auto in zip(check, (q.grad.transpose(1, 2), k.grad.transpose(1, 2), v.grad.transpose(1, 2))):
+            assert torch.allclose(mine, auto, atol=1e-5, rtol=1e-5), name
+        dq, dk, dv = attention_backward(*detached[:4], grad_out, half(detached[4]), scale, kv_heads)
+        rows = lambda t, s: half(t.transpose(1, 2).reshape(batch * s, -1))
+        doc.update({
+            "upstream": b16(upstream),
+            "dq": b16(rows(dq, seq_q)), "dk": b16(rows(dk, seq_kv)), "dv": b16(rows(dv, seq_kv)),
+        })
+    return doc
+
+
+def cross_entropy_case_f16(name, g, rows, vocab, ignored, shift_rows=()):
+    logits = torch.randn(rows, vocab, generator=g) * 3
+    for r in shift_rows:
+        logits[r] += 90.0
+    logits = half(logits)
+    targets = torch.randint(0, vocab, (rows,), generator=g)
+    for r in ignored:
+        targets[r] = -100
+    logits.requires_grad_()
+    losses = F.cross_entropy(logits, targets, reduction="none", ignore_index=-100)
+    loss = F.cross_entropy(logits, targets, reduction="mean", ignore_index=-100)
+    loss.backward()
+    counted = rows - len(ignored)
+    return {
+        "name": name, "rows": rows, "vocab": vocab,
+        "targets": [IGNORE_U32 if int(t) == -100 else int(t) for t in targets],
+        "gradScale": 1.0 / counted, "loss": float(loss),
+        "logits": b16(logits), "losses": b64(losses, "f32"), "gradLogits": b16(half(logits.grad)),
+    }
+
+
 def main():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(11)
@@ -199,8 +323,28 @@ def main():
         cross_entropy_case("vocab 50257, 3 rows, 1 ignored", g, 3, 50257, [1], shift_rows=[2]),
         cross_entropy_case("vocab 7, 5 rows", g, 5, 7, []),
     ]
+    # Half precision, from their own generator so that the float32 cases above stay byte for byte.
+    h = torch.Generator().manual_seed(16)
+    rope_f16 = [
+        rope_case_f16("f16: llama3 theta 5e5 (32, 1, 4, 8192), headDim 64, 2x9 rows, 2 heads, offset 5", h, 64, 500000.0,
+                      {"type": "llama3", "factor": 32.0, "lowFreqFactor": 1.0, "highFreqFactor": 4.0,
+                       "originalMaxPositionEmbeddings": 8192}, 2, 9, 2, 5),
+        rope_case_f16("f16: default theta 1e4, headDim 16, 2x7 rows", h, 16, 10000.0, {"type": "default"}, 2, 7, 2, 0),
+    ]
+    attention_f16 = [
+        attention_case_f16("f16: MHA 2 heads, headDim 16, batch 2, seq 33", h, 2, 33, 2, 2, 16),
+        attention_case_f16("f16: GQA 4/2, headDim 16, batch 1, seq 33", h, 1, 33, 4, 2, 16),
+        attention_case_f16("f16: MHA 2 heads, headDim 64, batch 1, seq 33", h, 1, 33, 2, 2, 64),
+        attention_case_f16("f16: GQA 2/1, headDim 64, batch 1, seq 35", h, 1, 35, 2, 1, 64),
+        attention_case_f16("f16: KV cache: 3 queries at offset 17 of 20 keys, capacity 24, GQA 4/2, headDim 64", h, 1, 3, 4, 2, 64,
+                           seq_kv=20, kv_capacity=24, offset=17, backward=False),
+    ]
+    cross_entropy_f16 = [
+        cross_entropy_case_f16("f16: vocab 1000, 7 rows, 2 ignored, one row shifted by +90", h, 7, 1000, [1, 5], shift_rows=[3]),
+    ]
     write_fixture("packages/gpu/test/fixtures/attention.json", "scripts/make_attention_fixtures.py",
-                  {"ignoreIndex": IGNORE_U32, "rope": rope, "attention": attention, "crossEntropy": cross_entropy})
+                  {"ignoreIndex": IGNORE_U32, "rope": rope, "attention": attention, "crossEntropy": cross_entropy,
+                   "ropeF16": rope_f16, "attentionF16": attention_f16, "crossEntropyF16": cross_entropy_f16})
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-// add-bias: dst[r, c] += bias[c] (a Linear layer's bias after its matmul).
+// add-bias: dst[r, c] += bias[c] (a Linear layer's bias after its matmul). dst is elem (f32 or
+// f16 storage), the bias f32; the add is f32.
 //
 // Bindings (group 0):
-//   0 bias: array<f32>    read        [cols]
-//   1 dst: array<f32>  read_write  [rows, cols]
-//   2 params: Params      uniform
+//   0 bias: array<f32>  read        [cols]
+//   1 dst: array<elem>  read_write  [rows, cols]
+//   2 params: Params    uniform
 // Dispatch: ceil(rows * cols / WG) workgroups of WG over x and y (i = gid.x + gid.y * row_stride).
 // Reference: PyTorch broadcasting, scripts/make_transformer_op_fixtures.py.
 
@@ -16,7 +17,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> bias: array<f32>;
-@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<elem>;
 @group(0) @binding(2) var<uniform> params: Params;
 
 @compute @workgroup_size(WG)
@@ -25,5 +26,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (i >= params.size) {
     return;
   }
-  dst[i] += bias[i % params.cols];
+  dst[i] = elem(f32(dst[i]) + bias[i % params.cols]);
 }

@@ -1,12 +1,13 @@
 // attention-backward-delta: delta_i = dO_i . O_i per query row and head, the row sums the
 // attention backward subtracts (FlashAttention-2: dS_ij = P_ij (dO_i . V_j - delta_i)).
-// Layouts: grad_out, out [batch * seq, heads * head_dim] (row-major, vec4 = 4 floats of a row);
-// delta [batch, heads, seq].
+// Layouts: grad_out, out [batch * seq, heads * head_dim] (row-major, vec4 = 4 elements of a row);
+// delta [batch, heads, seq]. grad_out and out are stored as `elem` (f32, or f16 with the
+// shader-f16 prelude) and converted to f32 on load; the dot product and delta are f32.
 //
 // Bindings (group 0):
-//   0 grad_out: array<vec4<f32>>  read
-//   1 out: array<vec4<f32>>       read
-//   2 delta: array<f32>           read_write
+//   0 grad_out: array<vec4<elem>>  read
+//   1 out: array<vec4<elem>>       read
+//   2 delta: array<f32>            read_write
 //   3 params: Params              uniform
 // Dispatch: ceil(batch * seq * heads / 64) workgroups of 64 along x (rows along y past the limit,
 // index = x + y * row_stride); one invocation per (token, head).
@@ -20,8 +21,8 @@ struct Params {
   row_stride: u32,
 }
 
-@group(0) @binding(0) var<storage, read> grad_out: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> out: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read> grad_out: array<vec4<elem>>;
+@group(0) @binding(1) var<storage, read> out: array<vec4<elem>>;
 @group(0) @binding(2) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
 
@@ -36,7 +37,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let base = n * params.d4;
   var d = vec4<f32>();
   for (var c = 0u; c < params.d4; c++) {
-    d += grad_out[base + c] * out[base + c];
+    d += vec4<f32>(grad_out[base + c]) * vec4<f32>(out[base + c]);
   }
   let batch = token / params.seq;
   let i = token % params.seq;

@@ -5,16 +5,19 @@
 // Each workgroup owns its key rows (and sums the group's query heads itself, in a fixed order),
 // so dK and dV are written once, without atomics (deterministic).
 // Layouts as shaders/attention-backward-dq.wgsl; grad_k, grad_v [batch * seq, kv_heads * head_dim].
+// q, k, v, grad_out, grad_k and grad_v are stored as `elem` (f32, or f16 with the shader-f16
+// prelude); q/dO tiles are converted to f32 as they are staged, all arithmetic is f32, and grad_k
+// and grad_v are rounded to elem once on the store. lse and delta are always f32.
 //
 // Bindings (group 0):
-//   0 q: array<vec4<f32>>         read
-//   1 k: array<vec4<f32>>         read
-//   2 v: array<vec4<f32>>         read
-//   3 grad_out: array<vec4<f32>>  read
-//   4 lse: array<f32>             read
-//   5 delta: array<f32>           read
-//   6 grad_k: array<vec4<f32>>    read_write (overwritten)
-//   7 grad_v: array<vec4<f32>>    read_write (overwritten)
+//   0 q: array<vec4<elem>>         read
+//   1 k: array<vec4<elem>>         read
+//   2 v: array<vec4<elem>>         read
+//   3 grad_out: array<vec4<elem>>  read
+//   4 lse: array<f32>              read
+//   5 delta: array<f32>            read
+//   6 grad_k: array<vec4<elem>>    read_write (overwritten)
+//   7 grad_v: array<vec4<elem>>    read_write (overwritten)
 //   8 params: Params              uniform
 // Dispatch: (ceil(seq / rows), kv_heads, batch) workgroups of 64: lanes = head_dim / 16
 // invocations per key row, each scoring every lanes-th query of a tile of q and dO staged in
@@ -34,14 +37,14 @@ struct Params {
   scale: f32,
 }
 
-@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> v: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> grad_out: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read> q: array<vec4<elem>>;
+@group(0) @binding(1) var<storage, read> k: array<vec4<elem>>;
+@group(0) @binding(2) var<storage, read> v: array<vec4<elem>>;
+@group(0) @binding(3) var<storage, read> grad_out: array<vec4<elem>>;
 @group(0) @binding(4) var<storage, read> lse: array<f32>;
 @group(0) @binding(5) var<storage, read> delta: array<f32>;
-@group(0) @binding(6) var<storage, read_write> grad_k: array<vec4<f32>>;
-@group(0) @binding(7) var<storage, read_write> grad_v: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> grad_k: array<vec4<elem>>;
+@group(0) @binding(7) var<storage, read_write> grad_v: array<vec4<elem>>;
 @group(0) @binding(8) var<uniform> params: Params;
 
 // Tile storage is sized for the largest layout the wrapper picks (tile * d4 <= 256, rows * tile <= 512, tile <= 32).
@@ -92,8 +95,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       for (var e = lid; e < tile * d4; e += 64u) {
         let i = min(i0 + e / d4, seq - 1u);
         let src = (batch * seq + i) * q_stride + head * d4 + e % d4;
-        q_tile[e] = q[src];
-        do_tile[e] = grad_out[src];
+        q_tile[e] = vec4<f32>(q[src]);
+        do_tile[e] = vec4<f32>(grad_out[src]);
       }
       for (var e = lid; e < tile; e += 64u) {
         let i = min(i0 + e, seq - 1u);
@@ -107,8 +110,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var s = vec4<f32>();
         var dp = vec4<f32>();
         for (var c = 0u; c < d4; c++) {
-          s += q_tile[ii * d4 + c] * k[kv_base + c];
-          dp += do_tile[ii * d4 + c] * v[kv_base + c];
+          s += q_tile[ii * d4 + c] * vec4<f32>(k[kv_base + c]);
+          dp += do_tile[ii * d4 + c] * vec4<f32>(v[kv_base + c]);
         }
         let visible = i >= kj && i < seq;
         let p = select(0.0, exp((s.x + s.y + s.z + s.w) * params.scale - lse_tile[ii]), visible);
@@ -136,13 +139,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
   if (in_layout && j < seq) {
     let base = kv_base + c0;
-    grad_k[base] = dk0 * params.scale;
-    grad_k[base + 1u] = dk1 * params.scale;
-    grad_k[base + 2u] = dk2 * params.scale;
-    grad_k[base + 3u] = dk3 * params.scale;
-    grad_v[base] = dv0;
-    grad_v[base + 1u] = dv1;
-    grad_v[base + 2u] = dv2;
-    grad_v[base + 3u] = dv3;
+    grad_k[base] = vec4<elem>(dk0 * params.scale);
+    grad_k[base + 1u] = vec4<elem>(dk1 * params.scale);
+    grad_k[base + 2u] = vec4<elem>(dk2 * params.scale);
+    grad_k[base + 3u] = vec4<elem>(dk3 * params.scale);
+    grad_v[base] = vec4<elem>(dv0);
+    grad_v[base + 1u] = vec4<elem>(dv1);
+    grad_v[base + 2u] = vec4<elem>(dv2);
+    grad_v[base + 3u] = vec4<elem>(dv3);
   }
 }

@@ -3,17 +3,20 @@
 //   P_ij = exp(scale * q_i . k_j - lse_i),  dS_ij = P_ij (dO_i . v_j - delta_i)
 //   dQ_i = scale * sum_j dS_ij k_j
 // Each workgroup owns its query rows, so dQ is written once, without atomics (deterministic).
-// Layouts (row-major, vec4 = 4 floats of a row): q, grad_out, grad_q [batch * seq, heads * head_dim];
+// Layouts (row-major, vec4 = 4 elements of a row): q, grad_out, grad_q [batch * seq, heads * head_dim];
 // k, v [batch * seq, kv_heads * head_dim]; lse, delta [batch, heads, seq].
+// q, k, v, grad_out and grad_q are stored as `elem` (f32, or f16 with the shader-f16 prelude);
+// K/V tiles are converted to f32 as they are staged, all arithmetic is f32, and grad_q is rounded to
+// elem once on the store. lse and delta are always f32.
 //
 // Bindings (group 0):
-//   0 q: array<vec4<f32>>         read
-//   1 k: array<vec4<f32>>         read
-//   2 v: array<vec4<f32>>         read
-//   3 grad_out: array<vec4<f32>>  read
-//   4 lse: array<f32>             read
-//   5 delta: array<f32>           read   (shaders/attention-backward-delta.wgsl)
-//   6 grad_q: array<vec4<f32>>    read_write (overwritten)
+//   0 q: array<vec4<elem>>         read
+//   1 k: array<vec4<elem>>         read
+//   2 v: array<vec4<elem>>         read
+//   3 grad_out: array<vec4<elem>>  read
+//   4 lse: array<f32>              read
+//   5 delta: array<f32>            read   (shaders/attention-backward-delta.wgsl)
+//   6 grad_q: array<vec4<elem>>    read_write (overwritten)
 //   7 params: Params              uniform
 // Dispatch: (ceil(seq / rows), heads, batch) workgroups of 64, laid out as
 // shaders/attention-forward.wgsl: lanes = head_dim / 16 invocations per query row, each scoring
@@ -32,13 +35,13 @@ struct Params {
   scale: f32,
 }
 
-@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> v: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> grad_out: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read> q: array<vec4<elem>>;
+@group(0) @binding(1) var<storage, read> k: array<vec4<elem>>;
+@group(0) @binding(2) var<storage, read> v: array<vec4<elem>>;
+@group(0) @binding(3) var<storage, read> grad_out: array<vec4<elem>>;
 @group(0) @binding(4) var<storage, read> lse: array<f32>;
 @group(0) @binding(5) var<storage, read> delta: array<f32>;
-@group(0) @binding(6) var<storage, read_write> grad_q: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> grad_q: array<vec4<elem>>;
 @group(0) @binding(7) var<uniform> params: Params;
 
 // Tile storage is sized for the largest layout the wrapper picks (tile * d4 <= 256, rows * tile <= 1024).
@@ -83,8 +86,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var e = lid; e < tile * d4; e += 64u) {
       let j = min(j0 + e / d4, seq - 1u);
       let src = kv_base + j * kv_stride + e % d4;
-      k_tile[e] = k[src];
-      v_tile[e] = v[src];
+      k_tile[e] = vec4<f32>(k[src]);
+      v_tile[e] = vec4<f32>(v[src]);
     }
     workgroupBarrier();
 
@@ -92,8 +95,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var s = vec4<f32>();
       var dp = vec4<f32>();
       for (var c = 0u; c < d4; c++) {
-        s += q[q_base + c] * k_tile[jj * d4 + c];
-        dp += grad_out[q_base + c] * v_tile[jj * d4 + c];
+        s += vec4<f32>(q[q_base + c]) * k_tile[jj * d4 + c];
+        dp += vec4<f32>(grad_out[q_base + c]) * v_tile[jj * d4 + c];
       }
       let p = exp((s.x + s.y + s.z + s.w) * params.scale - row_lse);
       let ds = p * (dp.x + dp.y + dp.z + dp.w - row_delta);
@@ -113,9 +116,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
 
   if (in_layout && i < seq) {
-    grad_q[q_base + c0] = acc0 * params.scale;
-    grad_q[q_base + c0 + 1u] = acc1 * params.scale;
-    grad_q[q_base + c0 + 2u] = acc2 * params.scale;
-    grad_q[q_base + c0 + 3u] = acc3 * params.scale;
+    grad_q[q_base + c0] = vec4<elem>(acc0 * params.scale);
+    grad_q[q_base + c0 + 1u] = vec4<elem>(acc1 * params.scale);
+    grad_q[q_base + c0 + 2u] = vec4<elem>(acc2 * params.scale);
+    grad_q[q_base + c0 + 3u] = vec4<elem>(acc3 * params.scale);
   }
 }

@@ -3,15 +3,18 @@
 //   s_j = scale * q_i . k_j   for visible keys j (j < seq_kv and j <= position_offset + i)
 //   out_i = sum_j softmax(s)_j v_j,   lse_i = log sum_j exp(s_j)   (kept for the backward pass)
 // Grouped-query attention: head h reads kv head h / (heads / kv_heads).
-// Layouts (row-major, vec4 = 4 floats of a row): q, out [batch * seq_q, heads * head_dim];
+// Layouts (row-major, vec4 = 4 elements of a row): q, out [batch * seq_q, heads * head_dim];
 // k, v [batch * kv_capacity, kv_heads * head_dim]; lse [batch, heads, seq_q].
+// q, k, v and out are stored as `elem` (f32, or f16 with the shader-f16 prelude); everything is
+// computed in f32 (K/V tiles are converted to f32 as they are staged, scores, the online softmax and
+// the accumulators are f32) and out is rounded to elem once on the store. lse is always f32.
 //
 // Bindings (group 0):
-//   0 q: array<vec4<f32>>    read
-//   1 k: array<vec4<f32>>    read
-//   2 v: array<vec4<f32>>    read
-//   3 out: array<vec4<f32>>  read_write
-//   4 lse: array<f32>        read_write  (written when params.write_lse != 0)
+//   0 q: array<vec4<elem>>    read
+//   1 k: array<vec4<elem>>    read
+//   2 v: array<vec4<elem>>    read
+//   3 out: array<vec4<elem>>  read_write
+//   4 lse: array<f32>         read_write  (written when params.write_lse != 0)
 //   5 params: Params         uniform
 // Dispatch: (ceil(seq_q / rows), heads, batch) workgroups of 64. Each query row has
 // lanes = head_dim / 16 invocations (rows = floor(64 / lanes) rows per workgroup): a lane scores
@@ -37,10 +40,10 @@ struct Params {
   write_lse: u32,
 }
 
-@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> v: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read> q: array<vec4<elem>>;
+@group(0) @binding(1) var<storage, read> k: array<vec4<elem>>;
+@group(0) @binding(2) var<storage, read> v: array<vec4<elem>>;
+@group(0) @binding(3) var<storage, read_write> out: array<vec4<elem>>;
 @group(0) @binding(4) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(5) var<uniform> params: Params;
 
@@ -89,8 +92,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var e = lid; e < tile * d4; e += 64u) {
       let j = min(j0 + e / d4, params.seq_kv - 1u);
       let src = kv_base + j * kv_stride + e % d4;
-      k_tile[e] = k[src];
-      v_tile[e] = v[src];
+      k_tile[e] = vec4<f32>(k[src]);
+      v_tile[e] = vec4<f32>(v[src]);
     }
     workgroupBarrier();
 
@@ -98,7 +101,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let j = j0 + jj;
       var d = vec4<f32>();
       for (var c = 0u; c < d4; c++) {
-        d += q[q_base + c] * k_tile[jj * d4 + c];
+        d += vec4<f32>(q[q_base + c]) * k_tile[jj * d4 + c];
       }
       let s = (d.x + d.y + d.z + d.w) * params.scale;
       s_tile[row * tile + jj] = select(MASKED, s, j <= limit && j < params.seq_kv);
@@ -133,10 +136,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
   if (in_layout && i < params.seq_q) {
     let inv_l = 1.0 / l;
-    out[q_base + c0] = acc0 * inv_l;
-    out[q_base + c0 + 1u] = acc1 * inv_l;
-    out[q_base + c0 + 2u] = acc2 * inv_l;
-    out[q_base + c0 + 3u] = acc3 * inv_l;
+    out[q_base + c0] = vec4<elem>(acc0 * inv_l);
+    out[q_base + c0 + 1u] = vec4<elem>(acc1 * inv_l);
+    out[q_base + c0 + 2u] = vec4<elem>(acc2 * inv_l);
+    out[q_base + c0 + 3u] = vec4<elem>(acc3 * inv_l);
     if (lane == 0u && params.write_lse != 0u) {
       lse[(batch * params.heads + head) * params.seq_q + i] = m + log(l);
     }

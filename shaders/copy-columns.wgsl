@@ -1,11 +1,12 @@
 // copy-columns: dst[dst_row_offset + r, dst_offset + c] (= or +=) src[src_row_offset + r, src_offset + c] for
 // r < rows, c < cols: a column block of one row-major matrix into another (splitting GPT-2's
 // fused qkv, merging head outputs, appending to a KV cache; ACCUMULATE for their gradients).
+// Storage is elem (f32 or f16); the accumulating add is f32.
 //
 // Bindings (group 0):
-//   0 src: array<f32>  read        [src_row_offset + rows, src_cols]
-//   1 dst: array<f32>  read_write  [dst_row_offset + rows, dst_cols]
-//   2 params: Params   uniform
+//   0 src: array<elem>  read        [src_row_offset + rows, src_cols]
+//   1 dst: array<elem>  read_write  [dst_row_offset + rows, dst_cols]
+//   2 params: Params    uniform
 // Dispatch: ceil(rows * cols / WG) workgroups of WG over x and y (i = gid.x + gid.y * row_stride).
 // Reference: PyTorch slicing, scripts/make_transformer_op_fixtures.py.
 
@@ -24,8 +25,8 @@ struct Params {
   row_stride: u32,
 }
 
-@group(0) @binding(0) var<storage, read> src: array<f32>;
-@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(0) var<storage, read> src: array<elem>;
+@group(0) @binding(1) var<storage, read_write> dst: array<elem>;
 @group(0) @binding(2) var<uniform> params: Params;
 
 @compute @workgroup_size(WG)
@@ -37,9 +38,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let r = i / params.cols;
   let c = i - r * params.cols;
   let d = (params.dst_row_offset + r) * params.dst_cols + params.dst_offset + c;
-  var v = src[(params.src_row_offset + r) * params.src_cols + params.src_offset + c];
+  var v = f32(src[(params.src_row_offset + r) * params.src_cols + params.src_offset + c]);
   if (ACCUMULATE) {
-    v += dst[d];
+    v += f32(dst[d]);
   }
-  dst[d] = v;
+  dst[d] = elem(v);
 }

@@ -4,9 +4,12 @@
 //   lse = max + log sum_v exp(logits[r, v] - max)              (max-subtracted: stable)
 //   losses[target_offset + r] = lse - logits[r, t]              (0 if t is IGNORE, NaN if t >= vocab)
 //   logits[r, v] = grad_scale * (exp(logits[r, v] - lse) - [v == t])   (a zero row if t is IGNORE)
+// logits are stored as `elem` (f32, or f16 with the shader-f16 prelude): each is read into f32, the
+// max, sums of exp, lse, loss and gradient are all f32, and the gradient is rounded to elem on the
+// store. Losses are always f32.
 //
 // Bindings (group 0):
-//   0 logits: array<f32>   read_write  [rows, vocab]
+//   0 logits: array<elem>  read_write  [rows, vocab]
 //   1 targets: array<u32>  read        [total rows]; 0xffffffff = ignore
 //   2 losses: array<f32>   read_write  [total rows]
 //   3 params: Params       uniform
@@ -23,7 +26,7 @@ struct Params {
   grad_scale: f32,
 }
 
-@group(0) @binding(0) var<storage, read_write> logits: array<f32>;
+@group(0) @binding(0) var<storage, read_write> logits: array<elem>;
 @group(0) @binding(1) var<storage, read> targets: array<u32>;
 @group(0) @binding(2) var<storage, read_write> losses: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
@@ -45,12 +48,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let base = r * vocab;
   let t = targets[params.target_offset + r];
   // Read before any lane overwrites the row (the first barrier comes later).
-  let target_logit = logits[base + min(t, vocab - 1u)];
+  let target_logit = f32(logits[base + min(t, vocab - 1u)]);
 
   var m = LOWEST;
   var s = 0.0;
   for (var i = lid; i < vocab; i += 256u) {
-    let x = logits[base + i];
+    let x = f32(logits[base + i]);
     if (x > m) {
       s = s * exp(m - x) + 1.0;
       m = x;
@@ -80,7 +83,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     losses[params.target_offset + r] = select(select(nan, lse - target_logit, t < vocab), 0.0, ignored);
   }
   for (var i = lid; i < vocab; i += 256u) {
-    let g = exp(logits[base + i] - lse) - select(0.0, 1.0, i == t);
-    logits[base + i] = select(g * params.grad_scale, 0.0, ignored);
+    let g = exp(f32(logits[base + i]) - lse) - select(0.0, 1.0, i == t);
+    logits[base + i] = elem(select(g * params.grad_scale, 0.0, ignored));
   }
 }

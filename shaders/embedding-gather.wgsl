@@ -1,13 +1,14 @@
 // embedding-gather: out[t, :] = table[ids[t], :] (+ positions[t % seq_len + pos_offset, :]),
 // nn.Embedding's lookup plus GPT-2's learned positions. An id >= vocab gives a zero row instead
 // of reading past the table (ids are validated on the CPU; this only keeps a bad one in bounds).
+// The tables and out are elem (f32 or f16 storage); the position add is f32.
 //
 // Bindings (group 0):
-//   0 table: array<f32>      read        [vocab, dim]
-//   1 ids: array<u32>        read        [rows]
-//   2 positions: array<f32>  read        [>= seq_len + pos_offset, dim] (HAS_POSITIONS; otherwise any buffer, unread)
-//   3 out: array<f32>        read_write  [rows, dim]
-//   4 params: Params         uniform
+//   0 table: array<elem>      read        [vocab, dim]
+//   1 ids: array<u32>         read        [rows]
+//   2 positions: array<elem>  read        [>= seq_len + pos_offset, dim] (HAS_POSITIONS; otherwise any buffer, unread)
+//   3 out: array<elem>        read_write  [rows, dim]
+//   4 params: Params          uniform
 // Dispatch: ceil(rows * dim / WG) workgroups of WG over x and y (i = gid.x + gid.y * row_stride).
 // Reference: PyTorch (F.embedding), scripts/make_transformer_op_fixtures.py.
 
@@ -23,10 +24,10 @@ struct Params {
   row_stride: u32,
 }
 
-@group(0) @binding(0) var<storage, read> table: array<f32>;
+@group(0) @binding(0) var<storage, read> table: array<elem>;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
-@group(0) @binding(2) var<storage, read> positions: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> positions: array<elem>;
+@group(0) @binding(3) var<storage, read_write> out: array<elem>;
 @group(0) @binding(4) var<uniform> params: Params;
 
 @compute @workgroup_size(WG)
@@ -42,9 +43,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     out[i] = 0.0;
     return;
   }
-  var v = table[id * params.dim + c];
+  var v = f32(table[id * params.dim + c]);
   if (HAS_POSITIONS) {
-    v += positions[(t % params.seq_len + params.pos_offset) * params.dim + c];
+    v += f32(positions[(t % params.seq_len + params.pos_offset) * params.dim + c]);
   }
-  out[i] = v;
+  out[i] = elem(v);
 }

@@ -2,14 +2,18 @@
 // grad_output[t, :] over the t with ids[t] == v, without float atomics, so it is deterministic:
 // the workgroup of a token's first occurrence owns that table row and adds every occurrence's
 // gradient in token order; later occurrences do nothing. Ids >= vocab are skipped.
-// Cost: rows^2 / 2 id compares per invocation (cheap, uniform across the workgroup) plus one
-// add per gradient element; fine for the few thousand tokens of a batch.
+// grad_output and grad_table are elem (f32 or f16 storage): each table element is summed in f32
+// (its old value, then every occurrence in token order) and stored once, so an f16 table is
+// rounded once, not once per occurrence.
+// Cost: up to rows id compares per invocation to find the owner, and (rows - t) per column an
+// owner's invocation handles (cheap, uniform across the workgroup), plus one add per gradient
+// element; fine for the few thousand tokens of a batch.
 //
 // Bindings (group 0):
-//   0 ids: array<u32>          read        [rows]
-//   1 grad_output: array<f32>  read        [rows, dim]
-//   2 grad_table: array<f32>   read_write  [vocab, dim]
-//   3 params: Params           uniform
+//   0 ids: array<u32>           read        [rows]
+//   1 grad_output: array<elem>  read        [rows, dim]
+//   2 grad_table: array<elem>   read_write  [vocab, dim]
+//   3 params: Params            uniform
 // Needs shaders/lib/workgroup-sum.wgsl.
 // Dispatch: one workgroup of WG per token row (t = workgroup_id.x + workgroup_id.y * row_stride);
 // its invocations stride over the dim columns.
@@ -25,8 +29,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> ids: array<u32>;
-@group(0) @binding(1) var<storage, read> grad_output: array<f32>;
-@group(0) @binding(2) var<storage, read_write> grad_table: array<f32>;
+@group(0) @binding(1) var<storage, read> grad_output: array<elem>;
+@group(0) @binding(2) var<storage, read_write> grad_table: array<elem>;
 @group(0) @binding(3) var<uniform> params: Params;
 
 @compute @workgroup_size(WG)
@@ -45,12 +49,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     return;
   }
   let dst = v * params.dim;
-  for (var j = t; j < params.rows; j++) {
-    if (ids[j] == v) {
-      let src = j * params.dim;
-      for (var c = lid; c < params.dim; c += WG) {
-        grad_table[dst + c] += grad_output[src + c];
+  for (var c = lid; c < params.dim; c += WG) {
+    var sum = f32(grad_table[dst + c]);
+    for (var j = t; j < params.rows; j++) {
+      if (ids[j] == v) {
+        sum += f32(grad_output[j * params.dim + c]);
       }
     }
+    grad_table[dst + c] = elem(sum);
   }
 }

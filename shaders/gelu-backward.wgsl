@@ -2,13 +2,14 @@
 //   grad_input = dy * (0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2))
 //              = dy * (s + 2 x s (1 - s) k (1 + 3 c x^2)),  s = sigmoid(2u)
 // The sigmoid form keeps 1 - t^2 = 4 s (1 - s) accurate where t is within ulps of +-1 (|x| ~ 3..9);
-// 1 - s is computed as e / (1 + e), not by subtraction.
+// 1 - s is computed as e / (1 + e), not by subtraction. Storage is elem (f32 or f16); arithmetic
+// is f32.
 //
 // Bindings (group 0):
-//   0 x: array<f32>            read        [size]
-//   1 grad_output: array<f32>  read        [size]
-//   2 grad_input: array<f32>   read_write  [size]
-//   3 params: Params           uniform
+//   0 x: array<elem>            read        [size]
+//   1 grad_output: array<elem>  read        [size]
+//   2 grad_input: array<elem>   read_write  [size]
+//   3 params: Params            uniform
 // Dispatch: ceil(size / WG) workgroups of WG, spread over x and y (i = gid.x + gid.y * row_stride).
 // Reference: PyTorch autograd, scripts/make_transformer_op_fixtures.py.
 
@@ -19,9 +20,9 @@ struct Params {
   row_stride: u32,
 }
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> grad_output: array<f32>;
-@group(0) @binding(2) var<storage, read_write> grad_input: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<elem>;
+@group(0) @binding(1) var<storage, read> grad_output: array<elem>;
+@group(0) @binding(2) var<storage, read_write> grad_input: array<elem>;
 @group(0) @binding(3) var<uniform> params: Params;
 
 // x clamped to +-10 and u to +-40 as in gelu-forward.wgsl: past them s (1 - s) < 1e-34, and
@@ -42,5 +43,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (i >= params.size) {
     return;
   }
-  grad_input[i] = grad_output[i] * gelu_tanh_grad(x[i]);
+  grad_input[i] = elem(f32(grad_output[i]) * gelu_tanh_grad(f32(x[i])));
 }

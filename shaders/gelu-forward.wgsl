@@ -1,9 +1,10 @@
 // gelu-forward: the tanh approximation (HF gelu_new, torch gelu(approximate='tanh')),
 //   y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+// Storage is elem (f32 or f16); arithmetic is f32.
 //
 // Bindings (group 0):
-//   0 x: array<f32>   read        [size]
-//   1 y: array<f32>   read_write  [size]
+//   0 x: array<elem>  read        [size]
+//   1 y: array<elem>  read_write  [size]
 //   2 params: Params  uniform
 // Dispatch: ceil(size / WG) workgroups of WG, spread over x and y (i = gid.x + gid.y * row_stride).
 // Reference: PyTorch, scripts/make_transformer_op_fixtures.py.
@@ -15,8 +16,8 @@ struct Params {
   row_stride: u32,
 }
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<elem>;
+@group(0) @binding(1) var<storage, read_write> y: array<elem>;
 @group(0) @binding(2) var<uniform> params: Params;
 
 // 1 + tanh(u) = 2 sigmoid(2u), so y = x sigmoid(2u): no tanh (some implementations return NaN
@@ -35,5 +36,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (i >= params.size) {
     return;
   }
-  y[i] = gelu_tanh(x[i]);
+  y[i] = elem(gelu_tanh(f32(x[i])));
 }

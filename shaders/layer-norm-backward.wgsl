@@ -1,16 +1,17 @@
 // layer-norm-backward: dL/dx of torch.nn.LayerNorm with weight and bias frozen:
 //   xhat = (x - mean) * r,  g = dy * w,  dx = r * (g - mean(g) - xhat * mean(g * xhat))
 // One row per workgroup; mean and r come from layer-norm-forward. ACCUMULATE adds into
-// grad_input (the residual stream already holds the other branch's gradient).
+// grad_input (the residual stream already holds the other branch's gradient). x, grad_output and
+// grad_input are elem (f32 or f16 storage); the sums and all arithmetic are f32.
 //
 // Bindings (group 0):
-//   0 x: array<f32>            read        [rows, cols]
-//   1 weight: array<f32>       read        [cols]
-//   2 mean: array<f32>         read        [rows]
-//   3 rstd: array<f32>         read        [rows]
-//   4 grad_output: array<f32>  read        [rows, cols]
-//   5 grad_input: array<f32>   read_write  [rows, cols]
-//   6 params: Params           uniform
+//   0 x: array<elem>            read        [rows, cols]
+//   1 weight: array<f32>        read        [cols]
+//   2 mean: array<f32>          read        [rows]
+//   3 rstd: array<f32>          read        [rows]
+//   4 grad_output: array<elem>  read        [rows, cols]
+//   5 grad_input: array<elem>   read_write  [rows, cols]
+//   6 params: Params            uniform
 // Needs shaders/lib/workgroup-sum.wgsl.
 // Dispatch: one workgroup of WG per row (row = workgroup_id.x + workgroup_id.y * row_stride).
 // Reference: PyTorch autograd, scripts/make_transformer_op_fixtures.py.
@@ -24,12 +25,12 @@ struct Params {
   row_stride: u32,
 }
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<elem>;
 @group(0) @binding(1) var<storage, read> weight: array<f32>;
 @group(0) @binding(2) var<storage, read> mean: array<f32>;
 @group(0) @binding(3) var<storage, read> rstd: array<f32>;
-@group(0) @binding(4) var<storage, read> grad_output: array<f32>;
-@group(0) @binding(5) var<storage, read_write> grad_input: array<f32>;
+@group(0) @binding(4) var<storage, read> grad_output: array<elem>;
+@group(0) @binding(5) var<storage, read_write> grad_input: array<elem>;
 @group(0) @binding(6) var<uniform> params: Params;
 
 @compute @workgroup_size(WG)
@@ -43,17 +44,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let r = rstd[row];
   var sums = vec2<f32>(0.0);
   for (var c = lid; c < params.cols; c += WG) {
-    let g = grad_output[base + c] * weight[c];
-    sums += vec2<f32>(g, g * ((x[base + c] - mu) * r));
+    let g = f32(grad_output[base + c]) * weight[c];
+    sums += vec2<f32>(g, g * ((f32(x[base + c]) - mu) * r));
   }
   let means = workgroup_sum2(lid, sums) / f32(params.cols);
   for (var c = lid; c < params.cols; c += WG) {
     let i = base + c;
-    let xhat = (x[i] - mu) * r;
-    var dx = r * (grad_output[i] * weight[c] - means.x - xhat * means.y);
+    let xhat = (f32(x[i]) - mu) * r;
+    var dx = r * (f32(grad_output[i]) * weight[c] - means.x - xhat * means.y);
     if (ACCUMULATE) {
-      dx += grad_input[i];
+      dx += f32(grad_input[i]);
     }
-    grad_input[i] = dx;
+    grad_input[i] = elem(dx);
   }
 }

@@ -2,13 +2,14 @@
 //   y = (x - mean) * rsqrt(var + eps) * weight + bias
 // One row per workgroup. The variance is taken around the mean in a second pass rather than as
 // E[x^2] - mean^2, which cancels catastrophically when |mean| >> std (residual streams drift).
-// mean and rstd are kept per row for the backward pass.
+// mean and rstd are kept per row for the backward pass. x and y are elem (f32 or f16 storage);
+// the sums, mean, rstd and all arithmetic are f32.
 //
 // Bindings (group 0):
-//   0 x: array<f32>       read        [rows, cols]
+//   0 x: array<elem>      read        [rows, cols]
 //   1 weight: array<f32>  read        [cols]
 //   2 bias: array<f32>    read        [cols] (HAS_BIAS; otherwise any buffer, unread)
-//   3 y: array<f32>       read_write  [rows, cols]
+//   3 y: array<elem>      read_write  [rows, cols]
 //   4 mean: array<f32>    read_write  [rows]
 //   5 rstd: array<f32>    read_write  [rows]
 //   6 params: Params      uniform
@@ -26,10 +27,10 @@ struct Params {
   row_stride: u32,
 }
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<elem>;
 @group(0) @binding(1) var<storage, read> weight: array<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<elem>;
 @group(0) @binding(4) var<storage, read_write> mean: array<f32>;
 @group(0) @binding(5) var<storage, read_write> rstd: array<f32>;
 @group(0) @binding(6) var<uniform> params: Params;
@@ -44,21 +45,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let n = f32(params.cols);
   var sum = 0.0;
   for (var c = lid; c < params.cols; c += WG) {
-    sum += x[base + c];
+    sum += f32(x[base + c]);
   }
   let mu = workgroup_sum2(lid, vec2<f32>(sum, 0.0)).x / n;
   var squares = 0.0;
   for (var c = lid; c < params.cols; c += WG) {
-    let d = x[base + c] - mu;
+    let d = f32(x[base + c]) - mu;
     squares += d * d;
   }
   let r = inverseSqrt(workgroup_sum2(lid, vec2<f32>(squares, 0.0)).x / n + params.eps);
   for (var c = lid; c < params.cols; c += WG) {
-    var v = (x[base + c] - mu) * r * weight[c];
+    var v = (f32(x[base + c]) - mu) * r * weight[c];
     if (HAS_BIAS) {
       v += bias[c];
     }
-    y[base + c] = v;
+    y[base + c] = elem(v);
   }
   if (lid == 0u) {
     mean[row] = mu;

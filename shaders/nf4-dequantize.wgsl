@@ -1,7 +1,7 @@
-// nf4-dequantize: NF4 codes and block scales -> float32, code[q] * absmax[block].
+// nf4-dequantize: NF4 codes and block scales -> elem (f32 or f16), code[q] * absmax[block] computed in f32.
 //
 // Bindings (group 0): 0-3 the NF4 weight (shaders/lib/nf4-weights.wgsl), then
-//   4 output: array<f32>  read_write  n values
+//   4 output: array<elem> read_write  n values
 //   5 params: Params      uniform
 // Dispatch: one invocation per packed word (8 values), rows along y past the limit.
 // CPU reference: dequantizeNF4 in packages/gpu/src/nf4/quantize.ts
@@ -14,7 +14,7 @@ struct Params {
   offset: f32,
 }
 
-@group(0) @binding(4) var<storage, read_write> output: array<f32>;
+@group(0) @binding(4) var<storage, read_write> output: array<elem>;
 @group(0) @binding(5) var<uniform> params: Params;
 
 @compute @workgroup_size(WG)
@@ -28,7 +28,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var e = 0u; e < 8u; e++) {
     let i = first + e;
     if (i < params.n) {
-      output[i] = NF4_CODE[nf4_nibble(word, e)] * nf4_scale(i / BLOCK_SIZE, params.offset);
+      output[i] = elem(NF4_CODE[nf4_nibble(word, e)] * nf4_scale(i / BLOCK_SIZE, params.offset));
     }
   }
 }

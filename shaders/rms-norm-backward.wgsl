@@ -1,15 +1,16 @@
 // rms-norm-backward: dL/dx of y = w * x * r, r = rsqrt(mean(x^2) + eps), with the weight frozen:
 //   g = dy * w,  h = x * r,  dx = r * (g - h * mean(g * h))
 // One row per workgroup; r comes from rms-norm-forward. ACCUMULATE adds into grad_input (the
-// residual stream already holds the other branch's gradient).
+// residual stream already holds the other branch's gradient). x, grad_output and grad_input are
+// elem (f32 or f16 storage); the sums and all arithmetic are f32.
 //
 // Bindings (group 0):
-//   0 x: array<f32>            read        [rows, cols]
-//   1 weight: array<f32>       read        [cols]
-//   2 rstd: array<f32>         read        [rows]
-//   3 grad_output: array<f32>  read        [rows, cols]
-//   4 grad_input: array<f32>   read_write  [rows, cols]
-//   5 params: Params           uniform
+//   0 x: array<elem>            read        [rows, cols]
+//   1 weight: array<f32>        read        [cols]
+//   2 rstd: array<f32>          read        [rows]
+//   3 grad_output: array<elem>  read        [rows, cols]
+//   4 grad_input: array<elem>   read_write  [rows, cols]
+//   5 params: Params            uniform
 // Needs shaders/lib/workgroup-sum.wgsl.
 // Dispatch: one workgroup of WG per row (row = workgroup_id.x + workgroup_id.y * row_stride).
 // Reference: PyTorch autograd, scripts/make_transformer_op_fixtures.py.
@@ -23,11 +24,11 @@ struct Params {
   row_stride: u32,
 }
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<elem>;
 @group(0) @binding(1) var<storage, read> weight: array<f32>;
 @group(0) @binding(2) var<storage, read> rstd: array<f32>;
-@group(0) @binding(3) var<storage, read> grad_output: array<f32>;
-@group(0) @binding(4) var<storage, read_write> grad_input: array<f32>;
+@group(0) @binding(3) var<storage, read> grad_output: array<elem>;
+@group(0) @binding(4) var<storage, read_write> grad_input: array<elem>;
 @group(0) @binding(5) var<uniform> params: Params;
 
 @compute @workgroup_size(WG)
@@ -40,15 +41,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let r = rstd[row];
   var gh = 0.0;
   for (var c = lid; c < params.cols; c += WG) {
-    gh += grad_output[base + c] * weight[c] * (x[base + c] * r);
+    gh += f32(grad_output[base + c]) * weight[c] * (f32(x[base + c]) * r);
   }
   let mean_gh = workgroup_sum2(lid, vec2<f32>(gh, 0.0)).x / f32(params.cols);
   for (var c = lid; c < params.cols; c += WG) {
     let i = base + c;
-    var dx = r * (grad_output[i] * weight[c] - x[i] * r * mean_gh);
+    var dx = r * (f32(grad_output[i]) * weight[c] - f32(x[i]) * r * mean_gh);
     if (ACCUMULATE) {
-      dx += grad_input[i];
+      dx += f32(grad_input[i]);
     }
-    grad_input[i] = dx;
+    grad_input[i] = elem(dx);
   }
 }

@@ -1,10 +1,11 @@
 // rms-norm-forward: HF LlamaRMSNorm, y = weight * (x * rsqrt(mean(x^2) + eps)), one row per
 // workgroup. rstd keeps 1 / sqrt(mean(x^2) + eps) per row for the backward pass.
+// x and y are elem (f32 or f16 storage); the sum, rstd and all arithmetic are f32.
 //
 // Bindings (group 0):
-//   0 x: array<f32>       read        [rows, cols]
+//   0 x: array<elem>      read        [rows, cols]
 //   1 weight: array<f32>  read        [cols]
-//   2 y: array<f32>       read_write  [rows, cols]
+//   2 y: array<elem>      read_write  [rows, cols]
 //   3 rstd: array<f32>    read_write  [rows]
 //   4 params: Params      uniform
 // Needs shaders/lib/workgroup-sum.wgsl.
@@ -21,9 +22,9 @@ struct Params {
   row_stride: u32,
 }
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<elem>;
 @group(0) @binding(1) var<storage, read> weight: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<elem>;
 @group(0) @binding(3) var<storage, read_write> rstd: array<f32>;
 @group(0) @binding(4) var<uniform> params: Params;
 
@@ -36,13 +37,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let base = row * params.cols;
   var squares = 0.0;
   for (var c = lid; c < params.cols; c += WG) {
-    let v = x[base + c];
+    let v = f32(x[base + c]);
     squares += v * v;
   }
   let total = workgroup_sum2(lid, vec2<f32>(squares, 0.0)).x;
   let r = inverseSqrt(total / f32(params.cols) + params.eps);
   for (var c = lid; c < params.cols; c += WG) {
-    y[base + c] = weight[c] * (x[base + c] * r);
+    y[base + c] = elem(weight[c] * (f32(x[base + c]) * r));
   }
   if (lid == 0u) {
     rstd[row] = r;

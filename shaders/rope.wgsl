@@ -3,9 +3,11 @@
 //   x'[j]        = x[j] cos(p, j) - x[j + half] sin(p, j)
 //   x'[j + half] = x[j + half] cos(p, j) + x[j] sin(p, j)
 // `sign` = -1 rotates by -angle (R^T), which is RoPE's backward: grad_in = R^T grad_out.
+// x is stored as `elem` (f32, or f16 with the shader-f16 prelude); the rotation is computed in f32
+// and rounded to elem once on the store. The tables are always f32.
 //
 // Bindings (group 0):
-//   0 x: array<f32>      read_write  [rows, heads * head_dim], rotated in place
+//   0 x: array<elem>     read_write  [rows, heads * head_dim], rotated in place
 //   1 cos_t: array<f32>  read        [max_positions, half] (from ropeTables on the CPU)
 //   2 sin_t: array<f32>  read        [max_positions, half]
 //   3 params: Params     uniform
@@ -23,7 +25,7 @@ struct Params {
   sign: f32,
 }
 
-@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+@group(0) @binding(0) var<storage, read_write> x: array<elem>;
 @group(0) @binding(1) var<storage, read> cos_t: array<f32>;
 @group(0) @binding(2) var<storage, read> sin_t: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
@@ -43,8 +45,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let s = sin_t[position * half + j] * params.sign;
   // Row-major [rows, heads * head_dim]: (row, head) starts at row_head * head_dim.
   let base = row_head * 2u * half + j;
-  let x0 = x[base];
-  let x1 = x[base + half];
-  x[base] = x0 * c - x1 * s;
-  x[base + half] = x1 * c + x0 * s;
+  let x0 = f32(x[base]);
+  let x1 = f32(x[base + half]);
+  x[base] = elem(x0 * c - x1 * s);
+  x[base + half] = elem(x1 * c + x0 * s);
 }

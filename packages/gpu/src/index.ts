@@ -60,20 +60,20 @@ export type { LoraKernels, LoraLayer, LoraBaseWeight, LoraForwardArgs, LoraBackw
 export { loraForwardRef, loraBackwardRef } from './kernels/lora.ref.js';
 
 export { createNormKernels } from './kernels/norm.js';
-export type { NormKernels, NormForwardArgs, NormBackwardArgs } from './kernels/norm.js';
+export type { NormKernels, NormForwardArgs, NormBackwardArgs, NormOptions } from './kernels/norm.js';
 export { createSwigluKernels, createGeluKernels } from './kernels/activation.js';
-export type { SwigluKernels, GeluKernels } from './kernels/activation.js';
+export type { SwigluKernels, GeluKernels, ActivationOptions } from './kernels/activation.js';
 export { createEmbeddingKernels } from './kernels/embedding.js';
-export type { EmbeddingKernels } from './kernels/embedding.js';
+export type { EmbeddingKernels, EmbeddingOptions } from './kernels/embedding.js';
 export { createElementwiseKernels } from './kernels/elementwise.js';
-export type { ElementwiseKernels, CopyColumnsArgs } from './kernels/elementwise.js';
+export type { ElementwiseKernels, ElementwiseOptions, CopyColumnsArgs, CastArgs } from './kernels/elementwise.js';
 export { createDropoutKernels, dropoutKeep } from './kernels/dropout.js';
-export type { DropoutKernels } from './kernels/dropout.js';
+export type { DropoutKernels, DropoutOptions } from './kernels/dropout.js';
 export { createOptimizerKernels } from './kernels/optimizer.js';
 export type { OptimizerKernels, AdamWStepArgs } from './kernels/optimizer.js';
 export { createRopeKernel, ropeTables } from './kernels/rope.js';
-export type { RopeKernel, RopeTables } from './kernels/rope.js';
+export type { RopeKernel, RopeTables, RopeKernelOptions } from './kernels/rope.js';
 export { createAttentionKernels } from './kernels/attention.js';
-export type { AttentionKernels, AttentionForwardArgs, AttentionBackwardArgs } from './kernels/attention.js';
+export type { AttentionKernels, AttentionForwardArgs, AttentionBackwardArgs, AttentionKernelOptions } from './kernels/attention.js';
 export { createCrossEntropyKernel, IGNORE_INDEX } from './kernels/cross-entropy.js';
-export type { CrossEntropyKernel } from './kernels/cross-entropy.js';
+export type { CrossEntropyKernel, CrossEntropyKernelOptions } from './kernels/cross-entropy.js';

@@ -1,7 +1,29 @@
 /** Loads packages/gpu/test/fixtures/attention.json (scripts/make_attention_fixtures.py, PyTorch). */
 import attentionJson from './fixtures/attention.json';
 import type { EncodedTensor } from './fixtures.js';
+import { fromF16Bits } from '../src/f16.js';
 import type { RopeScaling } from '../src/kernels/rope.js';
+
+/** A tensor the kernels hold as f16, written by the generator as little-endian binary16 bytes. */
+export interface F16Tensor {
+  dtype: 'f16';
+  shape: number[];
+  b64: string;
+}
+
+/** The raw binary16 bits, for uploading to an f16 tensor unchanged. */
+export function f16Bits(t: F16Tensor): Uint16Array {
+  if (t.dtype !== 'f16') throw new Error(`fixture tensor is ${String(t.dtype)}, not f16`);
+  const bin = atob(t.b64);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return new Uint16Array(bytes.buffer);
+}
+
+/** The f16 values widened to f32 (exact), for comparing with what readF32 returns. */
+export function f16(t: F16Tensor): Float32Array {
+  return fromF16Bits(f16Bits(t));
+}
 
 export interface RopeCase {
   name: string;
@@ -68,10 +90,72 @@ export interface CrossEntropyCase {
   gradLogits: EncodedTensor;
 }
 
+/**
+ * Half-precision cases (f16 storage, f32 arithmetic): inputs rounded to float16, the reference
+ * computed in float32 from them, and what the kernels store as f16 rounded to float16.
+ */
+export interface RopeF16Case {
+  name: string;
+  headDim: number;
+  theta: number;
+  scaling: RopeScaling;
+  rows: number;
+  heads: number;
+  seqLen: number;
+  positionOffset: number;
+  /** [rows, heads * headDim], all f16 */
+  x: F16Tensor;
+  rotated: F16Tensor;
+  upstream: F16Tensor;
+  gradX: F16Tensor;
+}
+
+export interface AttentionF16Case {
+  name: string;
+  batch: number;
+  seqQ: number;
+  seqKV: number;
+  kvCapacity: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  scale: number;
+  positionOffset: number;
+  q: F16Tensor;
+  k: F16Tensor;
+  v: F16Tensor;
+  /** float16-rounded output; the backward reference reads this out (delta = rowsum(dO * out)). */
+  out: F16Tensor;
+  /** f32, [batch, heads, seqQ] */
+  lse: EncodedTensor;
+  upstream?: F16Tensor;
+  dq?: F16Tensor;
+  dk?: F16Tensor;
+  dv?: F16Tensor;
+}
+
+export interface CrossEntropyF16Case {
+  name: string;
+  rows: number;
+  vocab: number;
+  targets: number[];
+  gradScale: number;
+  loss: number;
+  /** f16 [rows, vocab] */
+  logits: F16Tensor;
+  /** f32 [rows] */
+  losses: EncodedTensor;
+  /** f16 [rows, vocab] */
+  gradLogits: F16Tensor;
+}
+
 export const attentionFixture = attentionJson as unknown as {
   generatedBy: string;
   ignoreIndex: number;
   rope: RopeCase[];
   attention: AttentionCase[];
   crossEntropy: CrossEntropyCase[];
+  ropeF16: RopeF16Case[];
+  attentionF16: AttentionF16Case[];
+  crossEntropyF16: CrossEntropyF16Case[];
 };

@@ -1,16 +1,20 @@
 /**
  * RoPE, causal attention (forward + backward) and cross-entropy on Dawn against PyTorch
  * (scripts/make_attention_fixtures.py: HF transformers' formulas in plain torch, autograd for the
- * gradients). All f32 against torch's f32; tolerances below say what differs.
+ * gradients). f32 against torch's f32, and f16 storage (f32 arithmetic) against torch's f32 on the
+ * float16-rounded inputs, outputs rounded to float16; tolerances below say what differs.
  */
 import { describe, expect, it } from 'vitest';
 import { CommandRecorder, createTensor, InvalidArgumentError, readF32, readTensor, type GpuContext, type GpuTensor } from '../src/index.js';
 import { createAttentionKernels } from '../src/kernels/attention.js';
 import { createCrossEntropyKernel, IGNORE_INDEX } from '../src/kernels/cross-entropy.js';
 import { createRopeKernel, ropeTables } from '../src/kernels/rope.js';
-import { attentionFixture, type AttentionCase, type CrossEntropyCase, type RopeCase } from './attention-fixtures.js';
+import {
+  attentionFixture, f16, f16Bits,
+  type AttentionCase, type AttentionF16Case, type CrossEntropyCase, type CrossEntropyF16Case, type RopeCase, type RopeF16Case,
+} from './attention-fixtures.js';
 import { f32 } from './fixtures.js';
-import { useNodeContext } from './node-context.js';
+import { nodeContext, useNodeContext } from './node-context.js';
 import { worstError } from './random.js';
 
 const gpu = useNodeContext();
@@ -28,10 +32,22 @@ const ROPE_TOL = { atol: 1e-6, rtol: 1e-6 };
 /** Attention: f32 against f32 with a different summation order (online softmax over tiles). */
 const ATTENTION_TOL = { atol: 2e-6, rtol: 1e-4 };
 /** Gradients sum over up to seq * group terms; scale atol with sqrt of that. */
-const gradTol = (c: AttentionCase) => ({ atol: 2e-6 * Math.sqrt(c.seqKV * (c.heads / c.kvHeads)), rtol: 1e-4 });
+const gradTol = (c: { seqKV: number; heads: number; kvHeads: number }) => ({ atol: 2e-6 * Math.sqrt(c.seqKV * (c.heads / c.kvHeads)), rtol: 1e-4 });
 /** Cross-entropy: lse over up to 50257 terms (pairwise tree here, vectorized sum in torch). */
 const CE_LOSS_TOL = { atol: 1e-5, rtol: 1e-5 };
 const CE_GRAD_TOL = { atol: 1e-8, rtol: 1e-4 };
+/**
+ * f16 outputs: both sides are the same f32 computation (up to the f32 differences above) rounded
+ * to float16, which can land one f16 ulp apart (at most 2^-10 of the value, so rtol 1e-3), plus the
+ * f32 tests' atol for results near zero. Cross-entropy's gradient needs atol 2^-24, the spacing of
+ * f16 subnormals, as most of a 1000-way softmax / 7 lies below f16's smallest normal (6.1e-5).
+ * lse and losses are f32 from the same rounded inputs: the f32 tolerances.
+ */
+const F16_RTOL = 1e-3;
+const ROPE_F16_TOL = { atol: ROPE_TOL.atol, rtol: F16_RTOL };
+const ATTENTION_F16_TOL = { atol: ATTENTION_TOL.atol, rtol: F16_RTOL };
+const gradF16Tol = (c: AttentionF16Case) => ({ atol: gradTol(c).atol, rtol: F16_RTOL });
+const CE_GRAD_F16_TOL = { atol: 2 ** -24, rtol: F16_RTOL };
 
 function expectClose(name: string, got: ArrayLike<number>, want: ArrayLike<number>, tol: { atol: number; rtol: number }): void {
   const r = worstError(got, want, tol.atol, tol.rtol);
@@ -300,5 +316,246 @@ describe('cross-entropy on Dawn against torch.nn.functional.cross_entropy (mean,
     rec.submit();
     expect(await readTensor(ctx, targets)).toHaveLength(6);
     for (const t of [logits, targets, losses]) t.release();
+  });
+});
+
+// ---- half precision: f16 storage, f32 arithmetic ----
+
+function requireF16(ctx: GpuContext): void {
+  if (!ctx.features.shaderF16) throw new Error('this adapter has no shader-f16; the f16 cases need it (lavapipe has it)');
+}
+
+function half(ctx: GpuContext, label: string, shape: number[], bits?: Uint16Array): GpuTensor {
+  return createTensor(ctx, { shape, label, dtype: 'f16', data: bits });
+}
+
+async function runRopeF16(ctx: GpuContext, c: RopeF16Case, input: Uint16Array, inverse: boolean): Promise<Float32Array> {
+  const rope = await createRopeKernel(ctx, { dtype: 'f16' });
+  expect(rope.dtype).toBe('f16');
+  const half2 = c.headDim / 2;
+  const positions = c.seqLen + c.positionOffset;
+  const tables = ropeTables({ headDim: c.headDim, theta: c.theta, scaling: c.scaling, positions });
+  const x = half(ctx, 'rope x (f16)', [c.rows, c.heads * c.headDim], input);
+  const cos = tensor(ctx, 'rope cos', [positions, half2], tables.cos);
+  const sin = tensor(ctx, 'rope sin', [positions, half2], tables.sin);
+  const rec = new CommandRecorder(ctx, `rope f16 ${c.name}`);
+  rope.apply(rec, { x, cos, sin, rows: c.rows, heads: c.heads, headDim: c.headDim, seqLen: c.seqLen, positionOffset: c.positionOffset, inverse });
+  rec.submit();
+  const out = await readF32(ctx, x);
+  for (const t of [x, cos, sin]) t.release();
+  return out;
+}
+
+describe('RoPE with f16 x on Dawn against apply_rotary_pos_emb on float16-rounded inputs', () => {
+  for (const c of attentionFixture.ropeF16) {
+    it(`${c.name}: rotate, and the inverse rotation is the backward`, async () => {
+      requireF16(gpu());
+      await withValidation(gpu(), async () => {
+        expectClose('rotated', await runRopeF16(gpu(), c, f16Bits(c.x), false), f16(c.rotated), ROPE_F16_TOL);
+        expectClose('grad x', await runRopeF16(gpu(), c, f16Bits(c.upstream), true), f16(c.gradX), ROPE_F16_TOL);
+      });
+    });
+  }
+
+  it('refuses an x whose dtype is not the kernel\'s, and f16 tables, naming the tensor and dtypes', async () => {
+    const ctx = gpu();
+    requireF16(ctx);
+    const [rope16, rope32] = await Promise.all([createRopeKernel(ctx, { dtype: 'f16' }), createRopeKernel(ctx)]);
+    expect(rope32.dtype).toBe('f32');
+    const x32 = tensor(ctx, 'x32', [6, 32]);
+    const x16 = half(ctx, 'x16', [6, 32]);
+    const table = tensor(ctx, 'cos', [8, 8]);
+    const table16 = half(ctx, 'cos16', [8, 8]);
+    const args = { cos: table, sin: table, rows: 6, heads: 2, headDim: 16, seqLen: 6 };
+    const rec = new CommandRecorder(ctx, 'bad rope f16');
+    expect(() => rope16.apply(rec, { ...args, x: x32 })).toThrowError(InvalidArgumentError);
+    expect(() => rope16.apply(rec, { ...args, x: x32 })).toThrow(/x "x32" is f32 but the kernel was created for f16/);
+    expect(() => rope32.apply(rec, { ...args, x: x16 })).toThrow(/x "x16" is f16 but the kernel was created for f32/);
+    expect(() => rope16.apply(rec, { ...args, x: x16, cos: table16 })).toThrow(/cos table "cos16" must be f32.*got f16/);
+    rec.submit();
+    for (const t of [x32, x16, table, table16]) t.release();
+  });
+});
+
+interface AttentionF16Run {
+  out: Float32Array;
+  lse: Float32Array;
+  dq?: Float32Array;
+  dk?: Float32Array;
+  dv?: Float32Array;
+}
+
+/**
+ * Forward, and backward in the same command buffer. The backward reads the fixture's float16 out
+ * (what the reference's delta = rowsum(dO * out) used) rather than this forward's, which may sit
+ * one f16 ulp away in a few elements; the forward's out is checked on its own.
+ */
+async function runAttentionF16(ctx: GpuContext, c: AttentionF16Case, withBackward: boolean): Promise<AttentionF16Run> {
+  const attention = await createAttentionKernels(ctx, { dtype: 'f16' });
+  expect(attention.dtype).toBe('f16');
+  const qCols = c.heads * c.headDim;
+  const kvCols = c.kvHeads * c.headDim;
+  const tokens = c.batch * c.seqQ;
+  const q = half(ctx, 'q', [tokens, qCols], f16Bits(c.q));
+  const k = half(ctx, 'k', [c.batch * c.kvCapacity, kvCols], f16Bits(c.k));
+  const v = half(ctx, 'v', [c.batch * c.kvCapacity, kvCols], f16Bits(c.v));
+  const out = half(ctx, 'out', [tokens, qCols]);
+  const lse = tensor(ctx, 'lse', [c.batch, c.heads, c.seqQ]);
+  const temporaries = [q, k, v, out, lse];
+  const rec = new CommandRecorder(ctx, `attention f16 ${c.name}`);
+  attention.forward(rec, {
+    q, k, v, out, lse, batch: c.batch, seqQ: c.seqQ, seqKV: c.seqKV, kvCapacity: c.kvCapacity,
+    heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, scale: c.scale, positionOffset: c.positionOffset,
+  });
+  const grads: GpuTensor[] = [];
+  if (withBackward) {
+    const nan = (n: number) => new Uint16Array(n).fill(0x7e00);
+    const outRef = half(ctx, 'out (fixture)', [tokens, qCols], f16Bits(c.out));
+    const gradOutput = half(ctx, 'dO', [tokens, qCols], f16Bits(c.upstream!));
+    const gradQ = half(ctx, 'dQ', [tokens, qCols], nan(tokens * qCols));
+    const gradK = half(ctx, 'dK', [tokens, kvCols], nan(tokens * kvCols));
+    const gradV = half(ctx, 'dV', [tokens, kvCols], nan(tokens * kvCols));
+    const delta = tensor(ctx, 'delta', [c.batch, c.heads, c.seqQ]);
+    temporaries.push(outRef, gradOutput, delta);
+    grads.push(gradQ, gradK, gradV);
+    attention.backward(rec, {
+      q, k, v, out: outRef, lse, gradOutput, gradQ, gradK, gradV, delta,
+      batch: c.batch, seq: c.seqQ, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, scale: c.scale,
+    });
+  }
+  rec.submit();
+  const result: AttentionF16Run = { out: await readF32(ctx, out), lse: await readF32(ctx, lse) };
+  if (withBackward) {
+    [result.dq, result.dk, result.dv] = await Promise.all(grads.map((g) => readF32(ctx, g)));
+  }
+  for (const t of [...temporaries, ...grads]) t.release();
+  return result;
+}
+
+describe('causal attention with f16 activations on Dawn against HF eager attention on float16-rounded inputs', () => {
+  for (const c of attentionFixture.attentionF16) {
+    const backward = c.dq !== undefined;
+    it(`${c.name}: forward${backward ? ' + backward' : ''}`, async () => {
+      requireF16(gpu());
+      const r = await withValidation(gpu(), () => runAttentionF16(gpu(), c, backward));
+      expectClose('out', r.out, f16(c.out), ATTENTION_F16_TOL);
+      expectClose('lse', r.lse, f32(c.lse), ATTENTION_TOL);
+      if (backward) {
+        expectClose('dq', r.dq!, f16(c.dq!), gradF16Tol(c));
+        expectClose('dk', r.dk!, f16(c.dk!), gradF16Tol(c));
+        expectClose('dv', r.dv!, f16(c.dv!), gradF16Tol(c));
+      }
+    });
+  }
+
+  it('refuses activations whose dtype is not the kernels\', and f16 lse or delta, naming the tensor and dtypes', async () => {
+    const ctx = gpu();
+    requireF16(ctx);
+    const [att16, att32] = await Promise.all([createAttentionKernels(ctx, { dtype: 'f16' }), createAttentionKernels(ctx)]);
+    expect(att32.dtype).toBe('f32');
+    const h = (shape: number[], label: string) => half(ctx, label, shape);
+    const f = (shape: number[], label: string) => tensor(ctx, label, shape);
+    const q = h([10, 64], 'q');
+    const kv = h([10, 32], 'kv');
+    const out = h([10, 64], 'out');
+    const lse = f([2, 4, 5], 'lse');
+    const base = { q, k: kv, v: kv, out, lse, batch: 2, seqQ: 5, seqKV: 5, heads: 4, kvHeads: 2, headDim: 16, scale: 0.25 };
+    const rec = new CommandRecorder(ctx, 'bad attention f16');
+    expect(() => att16.forward(rec, { ...base, q: f([10, 64], 'q32') })).toThrowError(InvalidArgumentError);
+    expect(() => att16.forward(rec, { ...base, q: f([10, 64], 'q32') })).toThrow(/q "q32" f32 \[10, 64\] is f32 but must be f16/);
+    expect(() => att16.forward(rec, { ...base, out: f([10, 64], 'out32') })).toThrow(/out "out32" f32 \[10, 64\] is f32 but must be f16/);
+    expect(() => att32.forward(rec, base)).toThrow(/q "q" f16 \[10, 64\] is f16 but must be f32/);
+    expect(() => att16.forward(rec, { ...base, lse: h([2, 4, 5], 'lse16') })).toThrow(/lse "lse16" f16 \[2, 4, 5\] is f16 but must be f32/);
+    const grads = { gradOutput: h([10, 64], 'dO'), gradQ: h([10, 64], 'dQ'), gradK: h([10, 32], 'dK'), gradV: h([10, 32], 'dV'), delta: f([2, 4, 5], 'delta') };
+    const bwd = { ...base, ...grads, seq: 5 };
+    expect(() => att16.backward(rec, { ...bwd, gradV: f([10, 32], 'dV32') })).toThrow(/gradV "dV32" f32 \[10, 32\] is f32 but must be f16/);
+    expect(() => att16.backward(rec, { ...bwd, delta: h([2, 4, 5], 'delta16') })).toThrow(/delta "delta16" f16 \[2, 4, 5\] is f16 but must be f32/);
+    rec.submit();
+  });
+});
+
+async function runCrossEntropyF16(ctx: GpuContext, c: CrossEntropyF16Case, chunks: number[]): Promise<{ losses: Float32Array; grad: Float32Array }> {
+  const ce = await createCrossEntropyKernel(ctx, { dtype: 'f16' });
+  expect(ce.dtype).toBe('f16');
+  const logits = f16Bits(c.logits);
+  const targets = createTensor(ctx, { shape: [c.rows], dtype: 'u32', label: 'targets', data: Uint32Array.from(c.targets) });
+  const losses = tensor(ctx, 'losses', [c.rows], new Float32Array(c.rows).fill(Number.NaN));
+  const grad = new Float32Array(c.rows * c.vocab);
+  let offset = 0;
+  for (const rows of chunks) {
+    const chunk = half(ctx, 'logits chunk (f16)', [rows, c.vocab], logits.slice(offset * c.vocab, (offset + rows) * c.vocab));
+    const rec = new CommandRecorder(ctx, `cross-entropy f16 ${c.name}`);
+    ce.encode(rec, { logits: chunk, targets, losses, rows, vocab: c.vocab, targetOffset: offset, gradScale: c.gradScale });
+    rec.submit();
+    grad.set(await readF32(ctx, chunk), offset * c.vocab);
+    chunk.release();
+    offset += rows;
+  }
+  const result = { losses: await readF32(ctx, losses), grad };
+  targets.release();
+  losses.release();
+  return result;
+}
+
+describe('cross-entropy with f16 logits on Dawn against torch.nn.functional.cross_entropy on float16-rounded logits', () => {
+  for (const c of attentionFixture.crossEntropyF16) {
+    it(c.name, async () => {
+      requireF16(gpu());
+      const r = await withValidation(gpu(), () => runCrossEntropyF16(gpu(), c, [Math.ceil(c.rows / 2), Math.floor(c.rows / 2)]));
+      expectClose('losses', r.losses, f32(c.losses), CE_LOSS_TOL);
+      expectClose('grad logits', r.grad, f16(c.gradLogits), CE_GRAD_F16_TOL);
+      const mean = r.losses.reduce((s, x) => s + x, 0) * c.gradScale;
+      expect(Math.abs(mean - c.loss)).toBeLessThanOrEqual(CE_LOSS_TOL.atol + CE_LOSS_TOL.rtol * Math.abs(c.loss));
+      expect(c.targets.some((t) => t === IGNORE_INDEX)).toBe(true);
+      c.targets.forEach((t, row) => {
+        if (t === IGNORE_INDEX) {
+          expect(r.losses[row]).toBe(0);
+          expect(r.grad.subarray(row * c.vocab, (row + 1) * c.vocab).every((g) => g === 0)).toBe(true);
+        }
+      });
+    });
+  }
+
+  it('refuses logits whose dtype is not the kernel\'s, and f16 losses, naming the tensor and dtypes', async () => {
+    const ctx = gpu();
+    requireF16(ctx);
+    const [ce16, ce32] = await Promise.all([createCrossEntropyKernel(ctx, { dtype: 'f16' }), createCrossEntropyKernel(ctx)]);
+    expect(ce32.dtype).toBe('f32');
+    const logits16 = half(ctx, 'logits16', [4, 100]);
+    const logits32 = tensor(ctx, 'logits32', [4, 100]);
+    const targets = createTensor(ctx, { shape: [4], dtype: 'u32', label: 'targets' });
+    const losses = tensor(ctx, 'losses', [4]);
+    const losses16 = half(ctx, 'losses16', [4]);
+    const base = { logits: logits16, targets, losses, rows: 4, vocab: 100, targetOffset: 0, gradScale: 0.25 };
+    const rec = new CommandRecorder(ctx, 'bad cross-entropy f16');
+    expect(() => ce16.encode(rec, { ...base, logits: logits32 })).toThrowError(InvalidArgumentError);
+    expect(() => ce16.encode(rec, { ...base, logits: logits32 })).toThrow(/logits "logits32" is f32 but the kernel was created for f16/);
+    expect(() => ce32.encode(rec, base)).toThrow(/logits "logits16" is f16 but the kernel was created for f32/);
+    expect(() => ce16.encode(rec, { ...base, vocab: 101 })).toThrow(/must be f16 with at least 4 x 101.*\[4, 100\]/);
+    expect(() => ce16.encode(rec, { ...base, losses: losses16 })).toThrow(/losses "losses16" must be f32.*got f16/);
+    rec.submit();
+    for (const t of [logits16, logits32, targets, losses, losses16]) t.release();
+  });
+});
+
+describe("dtype 'f16' on a device without shader-f16", () => {
+  it("is refused by every family with InvalidArgumentError saying to use 'f32'", async () => {
+    const ctx = await nodeContext({ disableFeatures: ['shader-f16'] });
+    try {
+      expect(ctx.features.shaderF16).toBe(false);
+      for (const [family, create] of [
+        ['rope', () => createRopeKernel(ctx, { dtype: 'f16' })],
+        ['attention', () => createAttentionKernels(ctx, { dtype: 'f16' })],
+        ['cross-entropy', () => createCrossEntropyKernel(ctx, { dtype: 'f16' })],
+      ] as const) {
+        const error = await (create() as Promise<unknown>).then(() => undefined, (e: unknown) => e);
+        expect(error, family).toBeInstanceOf(InvalidArgumentError);
+        expect((error as Error).message, family).toMatch(new RegExp(`^${family}: dtype 'f16' needs the 'shader-f16' feature.*use dtype 'f32'`));
+      }
+      // f32 is unaffected.
+      await expect(createRopeKernel(ctx)).resolves.toBeDefined();
+    } finally {
+      ctx.destroy();
+    }
   });
 });

@@ -1,6 +1,8 @@
 /**
  * Types and loader for fixtures/transformer-ops.json (scripts/make_transformer_op_fixtures.py,
- * PyTorch float32): norms, activations, embedding, elementwise ops and AdamW with clipping.
+ * PyTorch float32): norms, activations, embedding, elementwise ops and AdamW with clipping, and
+ * an `f16` section (inputs rounded to float16, reference in float32, expected outputs rounded to
+ * float16; all stored as float32, which holds every float16 value exactly).
  */
 import json from './fixtures/transformer-ops.json';
 import type { EncodedTensor } from './fixtures.js';
@@ -96,6 +98,42 @@ export interface AdamWCase {
   v: EncodedTensor[];
 }
 
+/** An f16 norm case: x, upstream and the outputs are f16 values; weight, bias, rstd and mean float32. */
+export interface NormCaseF16 extends NormCase {
+  /** dx + upstream, rounded to f16 (backward with accumulate onto the upstream gradient). */
+  dxAccumulated: EncodedTensor;
+  /** [rows], float32. */
+  rstd: EncodedTensor;
+  /** [rows], float32, layer norm only. */
+  mean?: EncodedTensor;
+}
+
+/** cast between f32 and f16, each direction overwriting and accumulating. */
+export interface CastFixture {
+  size: number;
+  /** f32 -> f16: source, the f16 tensor's initial value for +=, and the results. */
+  float: EncodedTensor;
+  halfInit: EncodedTensor;
+  toHalf: EncodedTensor;
+  toHalfAccumulated: EncodedTensor;
+  /** f16 -> f32: source (f16 values), the f32 tensor's initial value for +=, and the results. */
+  half: EncodedTensor;
+  floatInit: EncodedTensor;
+  toFloat: EncodedTensor;
+  toFloatAccumulated: EncodedTensor;
+}
+
+export interface F16Fixture {
+  rmsnorm: NormCaseF16[];
+  layernorm: NormCaseF16[];
+  swiglu: SwigluCase[];
+  gelu: GeluCase[];
+  /** With positions and gradInit. */
+  embedding: EmbeddingCase[];
+  /** addBias's bias is float32; the rest are f16 values. */
+  elementwise: ElementwiseFixture & { cast: CastFixture };
+}
+
 export const transformerOpsFixture = json as unknown as {
   generatedBy: string;
   rmsnorm: NormCase[];
@@ -105,4 +143,5 @@ export const transformerOpsFixture = json as unknown as {
   embedding: EmbeddingCase[];
   elementwise: ElementwiseFixture;
   adamw: AdamWCase[];
+  f16: F16Fixture;
 };

@@ -2,7 +2,8 @@
  * The transformer training ops on Dawn against PyTorch (fixtures/transformer-ops.json from
  * scripts/make_transformer_op_fixtures.py): RMSNorm, LayerNorm, SwiGLU, tanh GELU, embedding
  * gather and its gradient, elementwise ops, AdamW with global-norm clipping; dropout by its
- * statistics and its CPU twin. Bad shapes throw InvalidArgumentError.
+ * statistics and its CPU twin. Then the same kernels with dtype 'f16' (f16 storage, f32
+ * arithmetic) and the f32 <-> f16 cast. Bad shapes and dtypes throw InvalidArgumentError.
  *
  * Tolerances (float32 against PyTorch's float32; only the summation order and the last-ulp
  * behaviour of rsqrt/exp/tanh differ), as |got - expected| <= atol + rtol * |expected|:
@@ -16,13 +17,24 @@
  *     may round once instead of twice)
  *   adamw: rtol 1e-5, atol 1e-6 on parameters and moments; total norm rtol 1e-5
  *   dropout: the mask bit-exact against the CPU twin, scaling exact
+ *
+ * f16 (PyTorch's reference in float32 from the f16-rounded inputs, then rounded to float16, as
+ * the shaders do): |got - expected| <= atol + 2^-10 |expected|, i.e. one f16 ulp relative
+ * (the f32 results may sit on either side of a rounding boundary, and WGSL lets an f32 -> f16
+ * conversion round to either neighbour), with atol = 2^-14, f16's smallest normal (an
+ * implementation may flush subnormal results to zero), plus for the norms the f32 tolerance
+ * above (1e-5 * max|expected|, the row sums cancel) and for the embedding gradient 1e-6.
+ * float32 outputs of f16 kernels (norm rstd/mean, cast to f32) keep the f32 tolerances; an
+ * f16 -> f32 cast is exact, and its += is one correctly rounded f32 add.
  */
 import { describe, expect, it } from 'vitest';
 import {
   CommandRecorder,
   createTensor,
+  fromF16Bits,
   InvalidArgumentError,
   readF32,
+  toF16Bits,
   writeTensor,
   type GpuContext,
   type GpuTensor,
@@ -35,8 +47,8 @@ import { createDropoutKernels, dropoutKeep } from '../src/kernels/dropout.js';
 import { createOptimizerKernels } from '../src/kernels/optimizer.js';
 import { f32 } from './fixtures.js';
 import { randn, worstError } from './random.js';
-import { useNodeContext } from './node-context.js';
-import { transformerOpsFixture as F, type NormCase } from './transformer-ops-fixtures.js';
+import { nodeContext, useNodeContext } from './node-context.js';
+import { transformerOpsFixture as F, type NormCase, type NormCaseF16 } from './transformer-ops-fixtures.js';
 
 const gpu = useNodeContext();
 
@@ -45,6 +57,8 @@ const ELEMENTWISE_TOL = { atol: 1e-6, rtol: 1e-5 };
 const GELU_GRAD_TOL = { atol: 4e-6, rtol: 1e-5 };
 const EMBEDDING_GRAD_TOL = { atol: 1e-6, rtol: 1e-5 };
 const ADAMW_TOL = { atol: 1e-6, rtol: 1e-5 };
+/** f16 outputs; see the header. */
+const HALF_TOL = { atol: 2 ** -14, rtol: 2 ** -10 };
 
 function tensor(label: string, data: Float32Array, shape: number[] = [data.length]): GpuTensor {
   return createTensor(gpu(), { shape, label, data });
@@ -52,6 +66,20 @@ function tensor(label: string, data: Float32Array, shape: number[] = [data.lengt
 
 function zeros(label: string, shape: number[]): GpuTensor {
   return createTensor(gpu(), { shape, label, data: new Float32Array(shape.reduce((a, b) => a * b, 1)) });
+}
+
+/** An f16 tensor holding `data` (f16 values stored as f32, so the upload is exact). */
+function half(label: string, data: Float32Array, shape: number[] = [data.length]): GpuTensor {
+  return createTensor(gpu(), { shape, dtype: 'f16', label, data });
+}
+
+function halfZeros(label: string, shape: number[]): GpuTensor {
+  return half(label, new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);
+}
+
+/** Rounds each value to the nearest f16 (ties to even) and back. */
+function roundHalf(a: Float32Array): Float32Array {
+  return fromF16Bits(toF16Bits(a));
 }
 
 function u32Tensor(label: string, ids: ArrayLike<number>): GpuTensor {
@@ -97,6 +125,11 @@ function maxAbs(a: ArrayLike<number>): number {
 
 function expectNormClose(name: string, got: Float32Array, expected: Float32Array): void {
   expectClose(name, got, expected, NORM_TOL.atolOfMax * maxAbs(expected), NORM_TOL.rtol);
+}
+
+/** An f16 output against PyTorch's float32 reference rounded to f16; `atol` adds to HALF_TOL.atol. */
+function expectHalfClose(name: string, got: Float32Array, expected: Float32Array, atol = 0): void {
+  expectClose(name, got, expected, HALF_TOL.atol + atol, HALF_TOL.rtol);
 }
 
 function sumF32(a: Float32Array, b: Float32Array): Float32Array {
@@ -437,6 +470,252 @@ describe('AdamW with global-norm clipping against torch.optim.AdamW + clip_grad_
   });
 });
 
+async function runNormCaseF16(kind: 'rms' | 'layer', c: NormCaseF16): Promise<void> {
+  const norm = await createNormKernels(gpu(), { kind, eps: c.eps, dtype: 'f16' });
+  expect(norm.dtype).toBe('f16');
+  const { rows, cols } = c;
+  const x = half('x', f32(c.x), [rows, cols]);
+  const weight = tensor('weight', f32(c.weight));
+  const bias = c.bias ? tensor('bias', f32(c.bias)) : undefined;
+  const upstream = f32(c.upstream);
+  const gradOutput = half('dy', upstream, [rows, cols]);
+  const y = halfZeros('y', [rows, cols]);
+  const rstd = zeros('rstd', [rows]);
+  const mean = kind === 'layer' ? zeros('mean', [rows]) : undefined;
+  const dx = halfZeros('dx', [rows, cols]);
+  const dxAcc = half('dx accumulated', upstream, [rows, cols]);
+  await record(`f16 ${kind} norm ${c.name}`, (rec) => {
+    norm.forward(rec, { x, weight, bias, y, rstd, mean, rows, cols });
+    norm.backward(rec, { x, weight, rstd, mean, gradOutput, gradInput: dx, rows, cols });
+    norm.backward(rec, { x, weight, rstd, mean, gradOutput, gradInput: dxAcc, rows, cols, accumulate: true });
+  });
+  for (const [name, t, expected] of [['y', y, c.y], ['dx', dx, c.dx], ['dx accumulated', dxAcc, c.dxAccumulated]] as const) {
+    const e = f32(expected);
+    expectHalfClose(name, await readF32(gpu(), t), e, NORM_TOL.atolOfMax * maxAbs(e));
+  }
+  expectNormClose('rstd (f32)', await readF32(gpu(), rstd), f32(c.rstd));
+  if (mean) expectNormClose('mean (f32)', await readF32(gpu(), mean), f32(c.mean!));
+  for (const t of [x, weight, bias, gradOutput, y, rstd, mean, dx, dxAcc]) t?.release();
+}
+
+describe("dtype 'f16' (f16 storage, f32 arithmetic) against PyTorch from f16-rounded inputs", () => {
+  const H = F.f16;
+  it('the lane has shader-f16 (lavapipe does)', () => {
+    expect(gpu().features.shaderF16, 'the f16 cases need shader-f16').toBe(true);
+  });
+
+  for (const c of H.rmsnorm) it(`rms norm ${c.name}`, () => runNormCaseF16('rms', c));
+  for (const c of H.layernorm) it(`layer norm ${c.name}`, () => runNormCaseF16('layer', c));
+
+  for (const c of H.swiglu) {
+    it(`swiglu ${c.name}`, async () => {
+      const k = await createSwigluKernels(gpu(), { dtype: 'f16' });
+      const gate = half('gate', f32(c.gate));
+      const up = half('up', f32(c.up));
+      const gradOutput = half('dy', f32(c.upstream));
+      const [out, gradGate, gradUp] = ['out', 'dgate', 'dup'].map((l) => halfZeros(l, [c.size])) as [GpuTensor, GpuTensor, GpuTensor];
+      await record('f16 swiglu', (rec) => {
+        k.forward(rec, { gate, up, out, size: c.size });
+        k.backward(rec, { gate, up, gradOutput, gradGate, gradUp, size: c.size });
+      });
+      expectHalfClose('out', await readF32(gpu(), out), f32(c.out));
+      expectHalfClose('dGate', await readF32(gpu(), gradGate), f32(c.dGate));
+      expectHalfClose('dUp', await readF32(gpu(), gradUp), f32(c.dUp));
+      for (const t of [gate, up, gradOutput, out, gradGate, gradUp]) t.release();
+    });
+  }
+
+  for (const c of H.gelu) {
+    it(`gelu ${c.name}`, async () => {
+      const k = await createGeluKernels(gpu(), { dtype: 'f16' });
+      const x = half('x', f32(c.x));
+      const gradOutput = half('dy', f32(c.upstream));
+      const y = halfZeros('y', [c.size]);
+      const dx = halfZeros('dx', [c.size]);
+      await record('f16 gelu', (rec) => {
+        k.forward(rec, { x, y, size: c.size });
+        k.backward(rec, { x, gradOutput, gradInput: dx, size: c.size });
+      });
+      expectHalfClose('y', await readF32(gpu(), y), f32(c.y));
+      expectHalfClose('dx', await readF32(gpu(), dx), f32(c.dx));
+      for (const t of [x, gradOutput, y, dx]) t.release();
+    });
+  }
+
+  for (const c of H.embedding) {
+    it(`embedding ${c.name}`, async () => {
+      const k = await createEmbeddingKernels(gpu(), { dtype: 'f16' });
+      const table = half('table', f32(c.table), [c.vocab, c.dim]);
+      const ids = u32Tensor('ids', c.ids);
+      const positions = half('positions', f32(c.positions!), [c.maxPositions!, c.dim]);
+      const out = halfZeros('out', [c.rows, c.dim]);
+      const gradOutput = half('dy', f32(c.upstream), [c.rows, c.dim]);
+      const gradTable = halfZeros('dtable', [c.vocab, c.dim]);
+      const gradAcc = half('dtable accumulated', f32(c.gradInit!), [c.vocab, c.dim]);
+      await record('f16 embedding', (rec) => {
+        k.gather(rec, { table, ids, out, rows: c.rows, positions: { table: positions, seqLen: c.seqLen!, offset: c.positionOffset } });
+        k.scatterAdd(rec, { ids, gradOutput, gradTable, rows: c.rows });
+        k.scatterAdd(rec, { ids, gradOutput, gradTable: gradAcc, rows: c.rows });
+      });
+      expectHalfClose('out', await readF32(gpu(), out), f32(c.out));
+      expectHalfClose('gradTable', await readF32(gpu(), gradTable), f32(c.gradTable), EMBEDDING_GRAD_TOL.atol);
+      expectHalfClose('gradTable accumulated', await readF32(gpu(), gradAcc), f32(c.gradTableAccumulated!), EMBEDDING_GRAD_TOL.atol);
+      for (const t of [table, ids, positions, out, gradOutput, gradTable, gradAcc]) t.release();
+    });
+  }
+
+  it('axpy, addBias (f32 bias), copyColumns (= and +=), fill', async () => {
+    const k = await createElementwiseKernels(gpu(), { dtype: 'f16' });
+    expect(k.dtype).toBe('f16');
+    const E = H.elementwise;
+    const a = E.axpy;
+    const target = half('target', f32(a.target));
+    const source = half('source', f32(a.source));
+    const b = E.addBias;
+    const biasTarget = half('bias target', f32(b.target), [b.rows, b.cols]);
+    const bias = tensor('bias', f32(b.bias));
+    const c = E.copyColumns;
+    const src = half('src', f32(c.src), [f32(c.src).length / c.srcCols, c.srcCols]);
+    const dstShape = [f32(c.dst).length / c.dstCols, c.dstCols];
+    const dst = half('dst', f32(c.dst), dstShape);
+    const dstAcc = half('dst accumulated', f32(c.dst), dstShape);
+    const filled = halfZeros('fill target', [1001]);
+    const copy = {
+      src, srcCols: c.srcCols, srcOffset: c.srcOffset, srcRowOffset: c.srcRowOffset,
+      dstCols: c.dstCols, dstOffset: c.dstOffset, dstRowOffset: c.dstRowOffset, rows: c.rows, cols: c.cols,
+    };
+    await record('f16 elementwise', (rec) => {
+      k.axpy(rec, { target, source, size: a.size, alpha: a.alpha });
+      k.addBias(rec, { target: biasTarget, bias, rows: b.rows, cols: b.cols });
+      k.copyColumns(rec, { ...copy, dst });
+      k.copyColumns(rec, { ...copy, dst: dstAcc, accumulate: true });
+      k.fill(rec, { target: filled, size: 1000, value: -2.5 });
+    });
+    expectHalfClose('axpy', await readF32(gpu(), target), f32(a.expected));
+    expectHalfClose('addBias', await readF32(gpu(), biasTarget), f32(b.expected));
+    expectExact('copyColumns', await readF32(gpu(), dst), f32(c.overwrite));
+    expectHalfClose('copyColumns accumulate', await readF32(gpu(), dstAcc), f32(c.accumulate));
+    const expectedFill = new Float32Array(1001).fill(-2.5);
+    expectedFill[1000] = 0;
+    expectExact('fill', await readF32(gpu(), filled), expectedFill);
+    for (const t of [target, source, biasTarget, bias, src, dst, dstAcc, filled]) t.release();
+  });
+
+  for (const family of ['f32', 'f16'] as const) {
+    it(`cast f32 -> f16 and f16 -> f32, = and +=, from a family of dtype ${family}`, async () => {
+      const k = await createElementwiseKernels(gpu(), { dtype: family });
+      const c = H.elementwise.cast;
+      const n = c.size;
+      const float = tensor('float', f32(c.float));
+      const toHalf = halfZeros('to half', [n]);
+      const toHalfAcc = half('to half accumulated', f32(c.halfInit));
+      const halfSrc = half('half', f32(c.half));
+      const toFloat = zeros('to float', [n]);
+      const toFloatAcc = tensor('to float accumulated', f32(c.floatInit));
+      await record('cast', (rec) => {
+        k.cast(rec, { src: float, dst: toHalf, size: n });
+        k.cast(rec, { src: float, dst: toHalfAcc, size: n, accumulate: true });
+        k.cast(rec, { src: halfSrc, dst: toFloat, size: n });
+        k.cast(rec, { src: halfSrc, dst: toFloatAcc, size: n, accumulate: true });
+      });
+      expectHalfClose('f32 -> f16', await readF32(gpu(), toHalf), f32(c.toHalf));
+      expectHalfClose('f32 -> f16 accumulate', await readF32(gpu(), toHalfAcc), f32(c.toHalfAccumulated));
+      expectExact('f16 -> f32', await readF32(gpu(), toFloat), f32(c.toFloat));
+      expectExact('f16 -> f32 accumulate', await readF32(gpu(), toFloatAcc), f32(c.toFloatAccumulated));
+      for (const t of [float, toHalf, toHalfAcc, halfSrc, toFloat, toFloatAcc]) t.release();
+    });
+  }
+
+  it('cast between equal dtypes copies (and adds in f32), and stops at size', async () => {
+    const k = await createElementwiseKernels(gpu());
+    const n = 777;
+    const a = randn(n + 1, 21);
+    const b = randn(n + 1, 22);
+    const a16 = roundHalf(a);
+    const b16 = roundHalf(b);
+    const [fa, fb, fbAcc] = [tensor('a', a), tensor('b', b.slice()), tensor('b accumulated', b.slice())];
+    const [ha, hb, hbAcc] = [half('a16', a16), half('b16', b16.slice()), half('b16 accumulated', b16.slice())];
+    await record('cast same dtype', (rec) => {
+      k.cast(rec, { src: fa, dst: fb, size: n });
+      k.cast(rec, { src: fa, dst: fbAcc, size: n, accumulate: true });
+      k.cast(rec, { src: ha, dst: hb, size: n });
+      k.cast(rec, { src: ha, dst: hbAcc, size: n, accumulate: true });
+    });
+    const untouchedLast = (v: Float32Array, last: number) => { const out = v.slice(); out[n] = last; return out; };
+    expectExact('f32 copy', await readF32(gpu(), fb), untouchedLast(a, b[n]!));
+    expectExact('f32 accumulate', await readF32(gpu(), fbAcc), untouchedLast(sumF32(a, b), b[n]!));
+    expectExact('f16 copy', await readF32(gpu(), hb), untouchedLast(a16, b16[n]!));
+    expectHalfClose('f16 accumulate', await readF32(gpu(), hbAcc), untouchedLast(roundHalf(sumF32(a16, b16)), b16[n]!));
+    for (const t of [fa, fb, fbAcc, ha, hb, hbAcc]) t.release();
+  });
+
+  it('dropout: the f32 mask bit for bit, scaling within one f16 ulp, backward (= and +=)', async () => {
+    const N = 50_001;
+    const p = 0.3;
+    const seed = 98765;
+    const stream = 4;
+    const x = roundHalf(Float32Array.from(randn(N, 8), (v) => 1 + Math.abs(v))); // never 0
+    const k16 = await createDropoutKernels(gpu(), { dtype: 'f16' });
+    const k32 = await createDropoutKernels(gpu());
+    const x16 = half('x', x);
+    const x32 = tensor('x f32', x);
+    const y16 = halfZeros('y', [N]);
+    const y32 = zeros('y f32', [N]);
+    const g = roundHalf(randn(N, 9));
+    const init = roundHalf(randn(N, 10));
+    const gradOutput = half('dy', g);
+    const dx = halfZeros('dx', [N]);
+    const dxAcc = half('dx accumulated', init);
+    await record('f16 dropout', (rec) => {
+      k16.forward(rec, { x: x16, y: y16, size: N, p, seed, stream });
+      k32.forward(rec, { x: x32, y: y32, size: N, p, seed, stream });
+      k16.backward(rec, { gradOutput, gradInput: dx, size: N, p, seed, stream });
+      k16.backward(rec, { gradOutput, gradInput: dxAcc, size: N, p, seed, stream, accumulate: true });
+    });
+    const got = await readF32(gpu(), y16);
+    const ref = await readF32(gpu(), y32);
+    let maskDiffers = 0;
+    for (let i = 0; i < N; i++) if ((got[i] !== 0) !== (ref[i] !== 0) || (ref[i] !== 0) !== dropoutKeep(seed, stream, i, p)) maskDiffers++;
+    expect(maskDiffers).toBe(0);
+    // The f32 kernel's output is the f16 kernel's f32 value before its store.
+    expectHalfClose('y', got, roundHalf(ref));
+    const scale = Math.fround(1 / (1 - p));
+    const grad32 = Float32Array.from(g, (v, i) => (ref[i] !== 0 ? v * scale : 0));
+    expectHalfClose('gradInput', await readF32(gpu(), dx), roundHalf(grad32));
+    expectHalfClose('gradInput accumulated', await readF32(gpu(), dxAcc), roundHalf(sumF32(grad32, init)));
+    for (const t of [x16, x32, y16, y32, gradOutput, dx, dxAcc]) t.release();
+  });
+
+  it("without shader-f16, dtype 'f16' is refused with a hint to use 'f32', and so is a cast touching f16", async () => {
+    const ctx = await nodeContext({ disableFeatures: ['shader-f16'] });
+    try {
+      const creators: [string, () => Promise<unknown>][] = [
+        ['createNormKernels', () => createNormKernels(ctx, { kind: 'rms', eps: 1e-6, dtype: 'f16' })],
+        ['createSwigluKernels', () => createSwigluKernels(ctx, { dtype: 'f16' })],
+        ['createGeluKernels', () => createGeluKernels(ctx, { dtype: 'f16' })],
+        ['createEmbeddingKernels', () => createEmbeddingKernels(ctx, { dtype: 'f16' })],
+        ['createElementwiseKernels', () => createElementwiseKernels(ctx, { dtype: 'f16' })],
+        ['createDropoutKernels', () => createDropoutKernels(ctx, { dtype: 'f16' })],
+      ];
+      for (const [name, create] of creators) {
+        const error = await create().catch((e: unknown) => e);
+        expect(error, name).toBeInstanceOf(InvalidArgumentError);
+        expect((error as Error).message, name).toMatch(new RegExp(`${name}: dtype 'f16' needs the 'shader-f16' feature.*use dtype 'f32'`));
+      }
+      const k = await createElementwiseKernels(ctx);
+      const src = createTensor(ctx, { shape: [4], label: 'src', data: new Float32Array(4) });
+      const dst = createTensor(ctx, { shape: [4], dtype: 'f16', label: 'dst' });
+      const rec = new CommandRecorder(ctx, 'cast without f16');
+      expect(() => k.cast(rec, { src, dst, size: 4 })).toThrowError(/f32 "src" to f16 "dst" needs the 'shader-f16' feature/);
+      rec.submit();
+      src.release();
+      dst.release();
+    } finally {
+      ctx.destroy();
+    }
+  });
+});
+
 describe('bad arguments throw InvalidArgumentError naming the shapes', () => {
   it('every op checks sizes, dtypes and aliasing', async () => {
     const ctx = gpu();
@@ -450,6 +729,13 @@ describe('bad arguments throw InvalidArgumentError naming the shapes', () => {
     const dropout = await createDropoutKernels(ctx);
     const opt = await createOptimizerKernels(ctx);
     const x = t([4, 8], 'x');
+    const h = (shape: number[], label = 'h') => halfZeros(label, shape);
+    const layer16 = await createNormKernels(ctx, { kind: 'layer', eps: 1e-5, dtype: 'f16' });
+    const swiglu16 = await createSwigluKernels(ctx, { dtype: 'f16' });
+    const gelu16 = await createGeluKernels(ctx, { dtype: 'f16' });
+    const emb16 = await createEmbeddingKernels(ctx, { dtype: 'f16' });
+    const ew16 = await createElementwiseKernels(ctx, { dtype: 'f16' });
+    const dropout16 = await createDropoutKernels(ctx, { dtype: 'f16' });
     const rec = new CommandRecorder(ctx, 'bad arguments');
     const cases: [() => void, RegExp][] = [
       [() => norm.forward(rec, { x, weight: t([7], 'w'), y: t([4, 8]), rstd: t([4]), rows: 4, cols: 8 }), /weight "w".*\[8\].*got f32 \[7\]/],
@@ -479,6 +765,34 @@ describe('bad arguments throw InvalidArgumentError naming the shapes', () => {
       }), /step must be an integer >= 1/],
       [() => opt.sumSquares(rec, { x: t([8]), size: 8, partials: t([2], 'partials'), slot: 2 }), /partials "partials".*slot 2/],
       [() => opt.clipCoefficient(rec, { partials: t([2]), count: 2, maxNorm: 0, out: t([2]) }), /maxNorm must be > 0/],
+      // dtypes: activations must match the family's dtype; weights, biases and stats stay f32.
+      [() => layer16.forward(rec, { x, weight: t([8]), y: h([4, 8]), rstd: t([4]), mean: t([4]), rows: 4, cols: 8 }),
+        /layer norm: x "x" must be f16 with at least 32 elements \(\[4, 8\]\); got f32 \[4, 8\]/],
+      [() => layer16.forward(rec, { x: h([4, 8]), weight: h([8], 'w16'), y: h([4, 8]), rstd: t([4]), mean: t([4]), rows: 4, cols: 8 }),
+        /weight "w16" must be f32 .*got f16 \[8\]/],
+      [() => layer16.backward(rec, { x: h([4, 8]), weight: t([8]), rstd: h([4], 'r16'), mean: t([4]), gradOutput: h([4, 8]), gradInput: h([4, 8]), rows: 4, cols: 8 }),
+        /rstd "r16" must be f32 .*got f16 \[4\]/],
+      [() => norm.backward(rec, { x, weight: t([8]), rstd: t([4]), gradOutput: t([4, 8]), gradInput: h([4, 8], 'dx16'), rows: 4, cols: 8 }),
+        /gradInput "dx16" must be f32 .*got f16 \[4, 8\]/],
+      [() => swiglu16.forward(rec, { gate: h([10]), up: t([10], 'up'), out: h([10]), size: 10 }), /swiglu forward: up "up" must be f16 .*got f32/],
+      [() => gelu16.backward(rec, { x: h([10]), gradOutput: h([10]), gradInput: t([10], 'dx'), size: 10 }), /gradInput "dx" must be f16 .*got f32/],
+      [() => emb16.gather(rec, { table: t([10, 4], 'table'), ids: u32Tensor('ids', [1]), out: h([1, 4]), rows: 1 }),
+        /table "table" must be a 2-D f16 tensor \[vocab, dim\]; got f32 \[10, 4\]/],
+      [() => emb16.gather(rec, {
+        table: h([10, 4]), ids: u32Tensor('ids', [1]), out: h([1, 4]), rows: 1, positions: { table: t([5, 4], 'wpe'), seqLen: 1 },
+      }), /positions.table "wpe" must be a 2-D f16 tensor/],
+      [() => emb16.scatterAdd(rec, { ids: u32Tensor('ids', [1]), gradOutput: t([1, 4], 'dy'), gradTable: h([10, 4]), rows: 1 }),
+        /gradOutput "dy" must be f16 .*got f32 \[1, 4\]/],
+      [() => ew16.axpy(rec, { target: h([8]), source: t([8], 's'), size: 8 }), /axpy: source "s" must be f16 .*got f32/],
+      [() => ew16.addBias(rec, { target: h([3, 4]), bias: h([4], 'b16'), rows: 3, cols: 4 }), /bias "b16" must be f32 .*got f16 \[4\]/],
+      [() => ew16.copyColumns(rec, { src: h([2, 6]), srcCols: 6, srcOffset: 0, dst: t([2, 6], 'd'), dstCols: 6, dstOffset: 0, rows: 2, cols: 6 }),
+        /dst "d" must be f16 .*got f32/],
+      [() => ew16.fill(rec, { target: h([8]), size: 8, value: 1e5 }), /value 100000 is outside f16's finite range/],
+      [() => ew.cast(rec, { src: u32Tensor('ids', [1, 2]), dst: t([2]), size: 2 }), /cast: src "ids" must be f32 or f16; got u32 \[2\]/],
+      [() => ew.cast(rec, { src: t([9]), dst: h([8], 'd'), size: 9 }), /cast: dst "d" must be f16 with at least 9 elements .*got f16 \[8\]/],
+      [() => ew16.cast(rec, { src: x, dst: x, size: 32 }), /same buffer/],
+      [() => dropout16.forward(rec, { x: h([8]), y: t([8], 'y'), size: 8, p: 0.1, seed: 0, stream: 0 }), /y "y" must be f16 .*got f32/],
+      [() => dropout.backward(rec, { gradOutput: h([8], 'g16'), gradInput: t([8]), size: 8, p: 0.1, seed: 0, stream: 0 }), /gradOutput "g16" must be f32 .*got f16/],
     ];
     for (const [i, [call, message]] of cases.entries()) {
       expect(call, `case ${i}: ${String(message)}`).toThrowError(InvalidArgumentError);
@@ -486,5 +800,6 @@ describe('bad arguments throw InvalidArgumentError naming the shapes', () => {
     }
     rec.submit();
     await expect(createNormKernels(ctx, { kind: 'rms', eps: NaN })).rejects.toThrowError(InvalidArgumentError);
+    await expect(createSwigluKernels(ctx, { dtype: 'bf16' as never })).rejects.toThrowError(/createSwigluKernels: dtype must be 'f32' or 'f16', got bf16/);
   });
 });

@@ -31,6 +31,8 @@ export interface HostTensor {
 
 export class LoraAdapter {
   readonly scale: number;
+  /** Bumped whenever A or B change (optimizer step, write); models keeping f16 copies re-sync on change. */
+  version = 0;
 
   private constructor(
     private readonly ctx: GpuContext,
@@ -159,6 +161,7 @@ export class LoraAdapter {
       if (!h) throw new InvalidArgumentError(`LoraAdapter.write: no tensor "${t.key}".`);
       writeTensor(this.ctx, t.param, h.data);
     }
+    this.version++;
   }
 
   /** Sets every gradient to zero. */

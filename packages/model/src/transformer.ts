@@ -124,6 +124,9 @@ export class Transformer {
   private readonly ropeCos: GpuTensor | undefined;
   private readonly ropeSin: GpuTensor | undefined;
   private adapter: LoraAdapter | undefined;
+  /** f16 compute: half copies of A and B, and half gradients, by module; f32 uses the adapter's own. */
+  private readonly half = new Map<string, { a: GpuTensor; b: GpuTensor; gradA: GpuTensor; gradB: GpuTensor }>();
+  private syncedVersion = -1;
 
   private constructor(
     readonly ctx: GpuContext,
@@ -141,26 +144,29 @@ export class Transformer {
   static async create(ctx: GpuContext, base: BaseModel): Promise<Transformer> {
     const c = base.config;
     const nf4 = base.nf4;
+    const dtype = base.dtype;
     const [lora, frozenForward, frozenBackward, frozenBackwardAcc, head, headBackward, dequantize] = await Promise.all([
-      createLoraKernels(ctx, { base: nf4 ? { format: 'nf4', ...nf4 } : { format: 'dense' }, accumulateGrads: true }),
-      nf4 ? createNF4MatmulKernel(ctx, { mode: 'forward', ...nf4 }) : createMatmulKernel(ctx, { transB: true }),
-      createMatmulKernel(ctx, {}),
-      createMatmulKernel(ctx, { accumulate: true }),
-      createMatmulKernel(ctx, { transB: true }),
-      createMatmulKernel(ctx, {}),
-      nf4 ? createNF4DequantizeKernel(ctx, nf4) : undefined,
+      // f32 accumulates LoRA gradients in place; f16 writes them to half copies that are then
+      // added into the f32 gradients (see accumulateGradients).
+      createLoraKernels(ctx, { dtype, base: nf4 ? { format: 'nf4', ...nf4 } : { format: 'dense' }, accumulateGrads: dtype === 'f32' }),
+      nf4 ? createNF4MatmulKernel(ctx, { mode: 'forward', dtype, ...nf4 }) : createMatmulKernel(ctx, { dtype, transB: true }),
+      createMatmulKernel(ctx, { dtype }),
+      createMatmulKernel(ctx, { dtype, accumulate: true }),
+      createMatmulKernel(ctx, { dtype, transB: true }),
+      createMatmulKernel(ctx, { dtype }),
+      nf4 ? createNF4DequantizeKernel(ctx, { ...nf4, dtype }) : undefined,
     ]);
     const gpt2 = c.architecture === 'gpt2';
     const [norm, swiglu, gelu, embedding, elementwise, dropout, rope, attention, crossEntropy] = await Promise.all([
-      createNormKernels(ctx, { kind: gpt2 ? 'layer' : 'rms', eps: c.normEps }),
-      gpt2 ? undefined : createSwigluKernels(ctx),
-      gpt2 ? createGeluKernels(ctx) : undefined,
-      createEmbeddingKernels(ctx),
-      createElementwiseKernels(ctx),
-      createDropoutKernels(ctx),
-      gpt2 ? undefined : createRopeKernel(ctx),
-      createAttentionKernels(ctx),
-      createCrossEntropyKernel(ctx),
+      createNormKernels(ctx, { kind: gpt2 ? 'layer' : 'rms', eps: c.normEps, dtype }),
+      gpt2 ? undefined : createSwigluKernels(ctx, { dtype }),
+      gpt2 ? createGeluKernels(ctx, { dtype }) : undefined,
+      createEmbeddingKernels(ctx, { dtype }),
+      createElementwiseKernels(ctx, { dtype }),
+      createDropoutKernels(ctx, { dtype }),
+      gpt2 ? undefined : createRopeKernel(ctx, { dtype }),
+      createAttentionKernels(ctx, { dtype }),
+      createCrossEntropyKernel(ctx, { dtype }),
     ]);
     return new Transformer(ctx, base, {
       lora, frozenForward, frozenBackward, frozenBackwardAcc, dequantize, head, headBackward,
@@ -182,7 +188,42 @@ export class Transformer {
       }
     }
     this.adapter = adapter;
+    this.releaseHalf();
+    this.syncedVersion = -1;
+    if (adapter && this.base.dtype === 'f16') {
+      for (const p of adapter.params.values()) {
+        const t = (shape: readonly number[], label: string) => createTensor(this.ctx, { shape, dtype: 'f16', label });
+        this.half.set(p.module, { a: t(p.a.shape, 'lora A (f16)'), b: t(p.b.shape, 'lora B (f16)'), gradA: t(p.a.shape, 'lora grad (f16)'), gradB: t(p.b.shape, 'lora grad (f16)') });
+      }
+    }
     this.dropWorkspace();
+  }
+
+  private releaseHalf(): void {
+    for (const h of this.half.values()) for (const t of [h.a, h.b, h.gradA, h.gradB]) t.release();
+    this.half.clear();
+  }
+
+  /** f16 compute: refresh the half copies of A and B after the adapter changed. */
+  private syncAdapter(enc: Encoder): void {
+    const adapter = this.adapter;
+    if (!adapter || this.half.size === 0 || this.syncedVersion === adapter.version) return;
+    for (const p of adapter.params.values()) {
+      const h = this.half.get(p.module)!;
+      this.k.elementwise.cast(enc.r, { src: p.a, dst: h.a, size: p.a.size });
+      this.k.elementwise.cast(enc.r, { src: p.b, dst: h.b, size: p.b.size });
+    }
+    this.syncedVersion = adapter.version;
+  }
+
+  /** f16 compute: add this micro-batch's half gradients into the adapter's f32 gradients. */
+  private accumulateGradients(enc: Encoder): void {
+    if (!this.adapter || this.half.size === 0) return;
+    for (const p of this.adapter.params.values()) {
+      const h = this.half.get(p.module)!;
+      this.k.elementwise.cast(enc.r, { src: h.gradA, dst: p.gradA, size: p.gradA.size, accumulate: true });
+      this.k.elementwise.cast(enc.r, { src: h.gradB, dst: p.gradB, size: p.gradB.size, accumulate: true });
+    }
   }
 
   /** The shape the next workspace will have, for the memory planner. */
@@ -197,8 +238,9 @@ export class Transformer {
       rank: adapter?.config.rank ?? 0,
       loraLinears: adapter ? targetedLinears(this.config, adapter.params.keys()) : [],
       dropout: training && (adapter?.config.dropout ?? 0) > 0,
-      headChunk: options.headChunk ?? defaultHeadChunk(this.config, tokens, this.ctx.limits.maxStorageBufferBindingSize),
+      headChunk: options.headChunk ?? defaultHeadChunk(this.config, tokens, this.ctx.limits.maxStorageBufferBindingSize, this.base.dtype),
       nf4: this.base.format === 'nf4',
+      dtype: this.base.dtype,
     };
   }
 
@@ -258,6 +300,7 @@ export class Transformer {
     writeTensor(this.ctx, ws.buffers['targets']!, targets);
     const run = { batch: batch.batch, seq: batch.seq, training: true, seed: options.dropoutSeed ?? 0, step: options.step ?? 0, offset: 0 };
 
+    this.syncAdapter(enc);
     this.embed(enc, ws, run.seq, 0);
     for (let l = 0; l < this.config.numLayers; l++) {
       this.forwardLayer(enc, ws, l, run);
@@ -270,6 +313,7 @@ export class Transformer {
       this.backwardLayer(enc, ws, l, run);
       enc.flush();
     }
+    this.accumulateGradients(enc);
     enc.r.submit();
     const losses = await readF32(this.ctx, ws.buffers['losses']!);
     let sum = 0;
@@ -290,6 +334,7 @@ export class Transformer {
     writeTensor(this.ctx, ws.buffers['ids']!, batch.ids);
     writeTensor(this.ctx, ws.buffers['targets']!, targets);
     const run = { batch: batch.batch, seq: batch.seq, training: false, seed: 0, step: 0, offset: 0 };
+    this.syncAdapter(enc);
     this.embed(enc, ws, run.seq, 0);
     for (let l = 0; l < this.config.numLayers; l++) {
       this.forwardLayer(enc, ws, l, run);
@@ -310,6 +355,7 @@ export class Transformer {
     const enc = new Encoder(this.ctx, 'logits');
     writeTensor(this.ctx, ws.buffers['ids']!, batch.ids);
     const run = { batch: batch.batch, seq: batch.seq, training: false, seed: 0, step: 0, offset: 0 };
+    this.syncAdapter(enc);
     this.embed(enc, ws, run.seq, 0);
     for (let l = 0; l < this.config.numLayers; l++) {
       this.forwardLayer(enc, ws, l, run);
@@ -336,8 +382,8 @@ export class Transformer {
     const k: GpuTensor[] = [];
     const v: GpuTensor[] = [];
     for (let l = 0; l < c.numLayers; l++) {
-      k.push(createTensor(this.ctx, { shape: [capacity, width], label: 'kv cache' }));
-      v.push(createTensor(this.ctx, { shape: [capacity, width], label: 'kv cache' }));
+      k.push(createTensor(this.ctx, { shape: [capacity, width], dtype: this.base.dtype, label: 'kv cache' }));
+      v.push(createTensor(this.ctx, { shape: [capacity, width], dtype: this.base.dtype, label: 'kv cache' }));
     }
     return {
       capacity,
@@ -365,6 +411,7 @@ export class Transformer {
     const enc = new Encoder(this.ctx, 'decode');
     writeTensor(this.ctx, ws.buffers['ids']!, ids);
     const run = { batch: 1, seq, training: false, seed: 0, step: 0, offset: cache.length, cache };
+    this.syncAdapter(enc);
     this.embed(enc, ws, seq, cache.length);
     for (let l = 0; l < this.config.numLayers; l++) this.forwardLayer(enc, ws, l, run);
     this.finalNorm(enc, ws);
@@ -422,7 +469,7 @@ export class Transformer {
       const loraGradInput = dropout > 0 && gradInput ? ws.buffers['loraDx'] : undefined;
       this.k.lora.backward(enc.r, {
         layer: this.loraLayer(lin, p), m, x, h: state[`h:${name}`]!, gradOutput, gB: ws.buffers['gB']!,
-        gradA: p.gradA, gradB: p.gradB, gradInput, accumulateGradInput: accumulate, loraInput, loraGradInput,
+        gradA: this.loraTensors(p).gradA, gradB: this.loraTensors(p).gradB, gradInput, accumulateGradInput: accumulate, loraInput, loraGradInput,
         weightScratch: ws.buffers['weightScratch'],
       });
       if (loraGradInput && gradInput) {
@@ -436,8 +483,14 @@ export class Transformer {
     }
   }
 
-  private loraLayer(lin: FrozenLinear, p: { a: GpuTensor; b: GpuTensor }) {
-    return { base: lin.weight, a: p.a, b: p.b, scale: this.adapter!.scale };
+  /** The tensors the kernels use for a LoRA param: the adapter's own (f32) or the half copies. */
+  private loraTensors(p: { module: string; a: GpuTensor; b: GpuTensor; gradA: GpuTensor; gradB: GpuTensor }) {
+    return this.half.get(p.module) ?? p;
+  }
+
+  private loraLayer(lin: FrozenLinear, p: { module: string; a: GpuTensor; b: GpuTensor; gradA: GpuTensor; gradB: GpuTensor }) {
+    const t = this.loraTensors(p);
+    return { base: lin.weight, a: t.a, b: t.b, scale: this.adapter!.scale };
   }
 
   private frozen(enc: Encoder, ws: Workspace, weight: LoraBaseWeight, mode: 'forward' | 'backward' | 'backwardAcc', input: GpuTensor, output: GpuTensor, m: number, lin: FrozenLinear): void {
@@ -609,6 +662,7 @@ export class Transformer {
 
   release(): void {
     this.dropWorkspace();
+    this.releaseHalf();
     this.ropeCos?.release();
     this.ropeSin?.release();
   }

@@ -13,6 +13,7 @@ import {
   quantizeNF4Gpu,
   type GpuContext,
   type GpuTensor,
+  type ElementType,
   type LoraBaseWeight,
 } from '@webtune/gpu';
 import type { ModelConfig } from './config.js';
@@ -32,6 +33,12 @@ export interface BaseWeightOptions {
   format?: BaseFormat;
   /** NF4 block size; bitsandbytes' default 64. */
   blockSize?: number;
+  /**
+   * Activation and compute storage: 'f32' (default), or 'f16' where the device has shader-f16
+   * (arithmetic stays f32 inside every kernel, as autocast does). With 'f16', embeddings, the LM
+   * head and dense frozen weights are stored in f16 too; norms and biases stay f32.
+   */
+  dtype?: ElementType;
   /** Called after each tensor is on the GPU. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -63,6 +70,8 @@ export interface LayerWeights {
 export interface BaseModel {
   config: ModelConfig;
   format: BaseFormat;
+  /** Activation storage type (see BaseWeightOptions.dtype). */
+  dtype: ElementType;
   nf4: { blockSize: number; doubleQuant: true } | undefined;
   /** [vocab, hidden] */
   embed: GpuTensor;
@@ -120,6 +129,10 @@ function transpose(data: Float32Array, rows: number, cols: number): Float32Array
 export async function uploadBaseModel(ctx: GpuContext, config: ModelConfig, reader: WeightReader, options: BaseWeightOptions = {}): Promise<BaseModel> {
   const format = options.format ?? 'f32';
   const blockSize = options.blockSize ?? 64;
+  const dtype = options.dtype ?? 'f32';
+  if (dtype === 'f16' && !ctx.features.shaderF16) {
+    throw new InvalidArgumentError("dtype 'f16' needs the device's 'shader-f16' feature, which this adapter does not have; use dtype 'f32'.");
+  }
   const name = resolver(config, reader);
   const owned: Array<{ release(): void }> = [];
   let byteLength = 0;
@@ -128,13 +141,13 @@ export async function uploadBaseModel(ctx: GpuContext, config: ModelConfig, read
   let done = 0;
   const progress = () => options.onProgress?.(++done, total);
 
-  const load = (file: string, shape: readonly number[], label = file): GpuTensor => {
+  const load = (file: string, shape: readonly number[], label = file, tensorDtype: ElementType = 'f32'): GpuTensor => {
     const { data, shape: actual } = reader.read(name(file));
     if (actual.length !== shape.length || actual.some((d, i) => d !== shape[i])) {
       throw new ModelFormatError(file, `shape [${actual.join(', ')}] does not match the config, which implies [${shape.join(', ')}]`);
     }
     checkFinite(file, data);
-    const t = createTensor(ctx, { shape, label, data });
+    const t = createTensor(ctx, { shape, label, data, dtype: tensorDtype });
     owned.push(t);
     byteLength += t.byteLength;
     return t;
@@ -147,9 +160,9 @@ export async function uploadBaseModel(ctx: GpuContext, config: ModelConfig, read
   try {
     const gpt2 = config.architecture === 'gpt2';
     const d = config.hiddenSize;
-    const embed = load(gpt2 ? 'transformer.wte.weight' : 'model.embed_tokens.weight', [config.vocabSize, d], 'embed_tokens');
+    const embed = load(gpt2 ? 'transformer.wte.weight' : 'model.embed_tokens.weight', [config.vocabSize, d], 'embed_tokens', dtype);
     progress();
-    const positions = gpt2 ? load('transformer.wpe.weight', [config.maxPositions, d], 'positions') : undefined;
+    const positions = gpt2 ? load('transformer.wpe.weight', [config.maxPositions, d], 'positions', dtype) : undefined;
     const layers: LayerWeights[] = [];
     for (let l = 0; l < config.numLayers; l++) {
       const prefix = gpt2 ? `transformer.h.${l}` : `model.layers.${l}`;
@@ -167,7 +180,11 @@ export async function uploadBaseModel(ctx: GpuContext, config: ModelConfig, read
           throw new ModelFormatError(`${module}.weight`, `shape [${shape.join(', ')}] does not match the config, which implies [${fileShape.join(', ')}]`);
         }
         checkFinite(`${module}.weight`, data);
-        const dense = createTensor(ctx, { shape: [outFeatures, inFeatures], label: module, data: conv1d ? transpose(data, inFeatures, outFeatures) : data });
+        // NF4 quantizes from a float32 copy; a dense base is kept in the compute dtype.
+        const dense = createTensor(ctx, {
+          shape: [outFeatures, inFeatures], label: module, data: conv1d ? transpose(data, inFeatures, outFeatures) : data,
+          dtype: format === 'nf4' ? 'f32' : dtype,
+        });
         let weight: LoraBaseWeight;
         if (format === 'nf4') {
           try {
@@ -193,11 +210,12 @@ export async function uploadBaseModel(ctx: GpuContext, config: ModelConfig, read
     const finalNorm = norm(gpt2 ? 'transformer.ln_f' : 'model.norm', gpt2);
     progress();
     let lmHead = embed;
-    if (!config.tieWordEmbeddings) lmHead = load('lm_head.weight', [config.vocabSize, d], 'lm_head');
+    if (!config.tieWordEmbeddings) lmHead = load('lm_head.weight', [config.vocabSize, d], 'lm_head', dtype);
     progress();
     return {
       config,
       format,
+      dtype,
       nf4: format === 'nf4' ? { blockSize, doubleQuant: true } : undefined,
       embed,
       positions,

@@ -21,8 +21,10 @@ export interface WorkspaceShape {
   dropout: boolean;
   /** Rows of the LM head computed at once. */
   headChunk: number;
-  /** NF4 base: backward dequantizes one frozen weight at a time into a float32 scratch. */
+  /** NF4 base: backward dequantizes one frozen weight at a time into a scratch. */
   nf4: boolean;
+  /** Storage of activations; statistics (norm rstd/mean, attention lse, losses) stay f32. */
+  dtype: 'f32' | 'f16';
 }
 
 export interface BufferPlan {
@@ -43,13 +45,14 @@ function layerPlan(config: ModelConfig, ws: WorkspaceShape): BufferPlan[] {
   const kv = config.numKvHeads * config.headDim;
   const i = config.intermediateSize;
   const gpt2 = config.architecture === 'gpt2';
-  const b = (name: string, shape: number[], dtype: DType = 'f32'): BufferPlan => ({ name, shape, dtype, copies: 1 });
+  const b = (name: string, shape: number[], dtype: DType = ws.dtype): BufferPlan => ({ name, shape, dtype, copies: 1 });
+  const stat = (name: string, shape: number[]) => b(name, shape, 'f32');
   const plan = [
-    b('n1', [t, d]), b('rstd1', [t]), b('q', [t, q]), b('k', [t, kv]), b('v', [t, kv]), b('att', [t, q]), b('lse', [ws.batch * config.numHeads * ws.seq]),
-    b('x2', [t, d]), b('n2', [t, d]), b('rstd2', [t]), b('mlpA', [t, i]), b('act', [t, i]),
+    b('n1', [t, d]), stat('rstd1', [t]), b('q', [t, q]), b('k', [t, kv]), b('v', [t, kv]), b('att', [t, q]), stat('lse', [ws.batch * config.numHeads * ws.seq]),
+    b('x2', [t, d]), b('n2', [t, d]), stat('rstd2', [t]), b('mlpA', [t, i]), b('act', [t, i]),
   ];
   if (!gpt2) plan.push(b('mlpB', [t, i]));
-  if (gpt2) plan.push(b('qkv', [t, 3 * d]), b('mean1', [t]), b('mean2', [t]));
+  if (gpt2) plan.push(b('qkv', [t, 3 * d]), stat('mean1', [t]), stat('mean2', [t]));
   for (const name of ws.loraLinears) {
     plan.push(b(`h:${name}`, [t, ws.rank]));
     if (ws.dropout && ws.training) plan.push(b(`xd:${name}`, [t, linearShape(config, name).inFeatures]));
@@ -70,12 +73,12 @@ export function planWorkspace(config: ModelConfig, ws: WorkspaceShape): BufferPl
   const plan: BufferPlan[] = [
     { name: 'ids', shape: [t], dtype: 'u32', copies: 1 },
     // Layer inputs: every layer's when training (backward starts from them), otherwise two that alternate.
-    { name: 'x', shape: [t, d], dtype: 'f32', copies: ws.training ? config.numLayers + 1 : 2 },
+    { name: 'x', shape: [t, d], dtype: ws.dtype, copies: ws.training ? config.numLayers + 1 : 2 },
     ...layerPlan(config, ws).map((p) => ({ ...p, copies: perLayer })),
-    { name: 'xf', shape: [t, d], dtype: 'f32', copies: 1 },
+    { name: 'xf', shape: [t, d], dtype: ws.dtype, copies: 1 },
     { name: 'rstdF', shape: [t], dtype: 'f32', copies: 1 },
-    { name: 'hc', shape: [ws.headChunk, d], dtype: 'f32', copies: 1 },
-    { name: 'logits', shape: [ws.headChunk, v], dtype: 'f32', copies: 1 },
+    { name: 'hc', shape: [ws.headChunk, d], dtype: ws.dtype, copies: 1 },
+    { name: 'logits', shape: [ws.headChunk, v], dtype: ws.dtype, copies: 1 },
   ];
   if (gpt2) plan.push({ name: 'meanF', shape: [t], dtype: 'f32', copies: 1 });
   if (ws.training) {
@@ -83,25 +86,25 @@ export function planWorkspace(config: ModelConfig, ws: WorkspaceShape): BufferPl
     plan.push(
       { name: 'targets', shape: [t], dtype: 'u32', copies: 1 },
       { name: 'losses', shape: [t], dtype: 'f32', copies: 1 },
-      { name: 'gRes', shape: [t, d], dtype: 'f32', copies: 1 },
-      { name: 'dN', shape: [t, d], dtype: 'f32', copies: 1 },
-      { name: 'dAtt', shape: [t, q], dtype: 'f32', copies: 1 },
-      { name: 'dq', shape: [t, q], dtype: 'f32', copies: 1 },
-      { name: 'dk', shape: [t, kv], dtype: 'f32', copies: 1 },
-      { name: 'dv', shape: [t, kv], dtype: 'f32', copies: 1 },
+      { name: 'gRes', shape: [t, d], dtype: ws.dtype, copies: 1 },
+      { name: 'dN', shape: [t, d], dtype: ws.dtype, copies: 1 },
+      { name: 'dAtt', shape: [t, q], dtype: ws.dtype, copies: 1 },
+      { name: 'dq', shape: [t, q], dtype: ws.dtype, copies: 1 },
+      { name: 'dk', shape: [t, kv], dtype: ws.dtype, copies: 1 },
+      { name: 'dv', shape: [t, kv], dtype: ws.dtype, copies: 1 },
       { name: 'delta', shape: [ws.batch * config.numHeads * ws.seq], dtype: 'f32', copies: 1 },
-      { name: 'dAct', shape: [t, i], dtype: 'f32', copies: 1 },
-      { name: 'dGate', shape: [t, i], dtype: 'f32', copies: 1 },
-      { name: 'dhc', shape: [ws.headChunk, d], dtype: 'f32', copies: 1 },
-      { name: 'dXf', shape: [t, d], dtype: 'f32', copies: 1 },
-      { name: 'gB', shape: [t, Math.max(1, ws.rank)], dtype: 'f32', copies: 1 },
+      { name: 'dAct', shape: [t, i], dtype: ws.dtype, copies: 1 },
+      { name: 'dGate', shape: [t, i], dtype: ws.dtype, copies: 1 },
+      { name: 'dhc', shape: [ws.headChunk, d], dtype: ws.dtype, copies: 1 },
+      { name: 'dXf', shape: [t, d], dtype: ws.dtype, copies: 1 },
+      { name: 'gB', shape: [t, Math.max(1, ws.rank)], dtype: ws.dtype, copies: 1 },
     );
-    if (!gpt2) plan.push({ name: 'dUp', shape: [t, i], dtype: 'f32', copies: 1 });
-    if (gpt2) plan.push({ name: 'dQKV', shape: [t, 3 * d], dtype: 'f32', copies: 1 });
-    if (ws.dropout && maxIn > 0) plan.push({ name: 'loraDx', shape: [t, maxIn], dtype: 'f32', copies: 1 });
+    if (!gpt2) plan.push({ name: 'dUp', shape: [t, i], dtype: ws.dtype, copies: 1 });
+    if (gpt2) plan.push({ name: 'dQKV', shape: [t, 3 * d], dtype: ws.dtype, copies: 1 });
+    if (ws.dropout && maxIn > 0) plan.push({ name: 'loraDx', shape: [t, maxIn], dtype: ws.dtype, copies: 1 });
     if (ws.nf4) {
       const largest = Math.max(...LINEAR_MODULES[config.architecture].map((n) => { const s = linearShape(config, n); return s.inFeatures * s.outFeatures; }));
-      plan.push({ name: 'weightScratch', shape: [largest], dtype: 'f32', copies: 1 });
+      plan.push({ name: 'weightScratch', shape: [largest], dtype: ws.dtype, copies: 1 });
     }
   }
   return plan;
@@ -114,8 +117,8 @@ export function planBytes(plan: readonly BufferPlan[]): number {
 }
 
 /** Default LM-head chunk: whole rows of logits up to ~8 MiB (and never more than the tokens); larger chunks were no faster. */
-export function defaultHeadChunk(config: ModelConfig, tokens: number, maxBinding: number): number {
-  const perRow = config.vocabSize * 4;
+export function defaultHeadChunk(config: ModelConfig, tokens: number, maxBinding: number, dtype: 'f32' | 'f16' = 'f32'): number {
+  const perRow = config.vocabSize * BYTES[dtype];
   const budget = Math.min(8 * 1024 * 1024, maxBinding);
   return Math.max(1, Math.min(tokens, Math.floor(budget / perRow)));
 }

@@ -46,7 +46,7 @@ export class AdamW {
   private constructor(
     private readonly ctx: GpuContext,
     private readonly kernels: OptimizerKernels,
-    adapter: LoraAdapter,
+    private readonly adapter: LoraAdapter,
     readonly options: AdamWOptions,
   ) {
     for (const t of adapter.trainable()) {
@@ -85,6 +85,7 @@ export class AdamW {
       });
     }
     rec.submit();
+    this.adapter.version++;
     const clip = await readF32(this.ctx, this.clip);
     return { gradNorm: clip[1]! };
   }

@@ -16,6 +16,8 @@ export interface MemoryPlanInput {
   recompute: boolean;
   /** NF4 block size (default 64). */
   blockSize?: number;
+  /** Activation storage (default 'f32'); 'f16' also stores embeddings and dense frozen weights in f16. */
+  dtype?: 'f32' | 'f16';
 }
 
 export interface MemoryEstimate {
@@ -37,15 +39,17 @@ function nf4Bytes(n: number, blockSize: number): number {
 
 export function estimateTrainingMemory(input: MemoryPlanInput, maxBinding = 2 ** 31): MemoryEstimate {
   const { config: c, lora } = input;
+  const dtype = input.dtype ?? 'f32';
+  const eb = dtype === 'f16' ? 2 : 4;
   const d = c.hiddenSize;
-  let weights = c.vocabSize * d * 4 * (c.tieWordEmbeddings ? 1 : 2);
-  if (c.architecture === 'gpt2') weights += c.maxPositions * d * 4;
+  let weights = c.vocabSize * d * eb * (c.tieWordEmbeddings ? 1 : 2);
+  if (c.architecture === 'gpt2') weights += c.maxPositions * d * eb;
   weights += (2 * c.numLayers + 1) * d * 4 * (c.architecture === 'gpt2' ? 2 : 1);
-  let largest = { name: 'embedding', bytes: c.vocabSize * d * 4 };
+  let largest = { name: 'embedding', bytes: c.vocabSize * d * eb };
   for (const name of LINEAR_MODULES[c.architecture]) {
     const { inFeatures, outFeatures } = linearShape(c, name);
     const n = inFeatures * outFeatures;
-    weights += c.numLayers * (input.format === 'nf4' ? nf4Bytes(n, input.blockSize ?? 64) : n * 4);
+    weights += c.numLayers * (input.format === 'nf4' ? nf4Bytes(n, input.blockSize ?? 64) : n * eb);
     const hasBias = c.architecture === 'gpt2' || (name.endsWith('o_proj') ? c.oBias : name.startsWith('mlp.') ? c.mlpBias : c.qkvBias);
     if (hasBias) weights += c.numLayers * outFeatures * 4;
     // Quantizing goes through one float32 copy of the weight.
@@ -54,19 +58,21 @@ export function estimateTrainingMemory(input: MemoryPlanInput, maxBinding = 2 **
   if (c.architecture === 'llama') weights += c.maxPositions * c.headDim * 4; // RoPE cos + sin tables
   let params = 0;
   for (const t of LoraAdapter.targets(c, lora)) params += lora.rank * (t.inFeatures + t.outFeatures);
-  const adapter = params * 4 * 2; // weights + gradients
+  // f32 weights + gradients, and with f16 compute their half copies.
+  const adapter = params * 4 * 2 + (dtype === 'f16' ? params * 2 * 2 : 0);
   const optimizer = params * 4 * 2;
   const tokens = input.batch * input.seq;
   const modules = LoraAdapter.targets(c, lora).map((t) => t.module);
   const plan = planWorkspace(c, {
     batch: input.batch, seq: input.seq, training: true, recompute: input.recompute, rank: lora.rank,
     loraLinears: targetedLinears(c, modules), dropout: lora.dropout > 0,
-    headChunk: defaultHeadChunk(c, tokens, maxBinding),
+    headChunk: defaultHeadChunk(c, tokens, maxBinding, dtype),
     nf4: input.format === 'nf4',
+    dtype,
   });
   const activations = planBytes(plan);
   for (const p of plan) {
-    const bytes = p.shape.reduce((a, b) => a * b, 1) * 4;
+    const bytes = p.shape.reduce((a, b) => a * b, 1) * (p.dtype === 'f16' ? 2 : 4);
     if (bytes > largest.bytes) largest = { name: `activation ${p.name}`, bytes };
   }
   return { weights, adapter, optimizer, activations, total: weights + adapter + optimizer + activations, largestBuffer: largest };

@@ -87,7 +87,7 @@ export class Trainer {
     }
     if (!(full.learningRate > 0) || !Number.isFinite(full.learningRate)) throw new InvalidArgumentError(`learningRate must be a positive number, got ${full.learningRate}.`);
     const format: BaseFormat = model.base.format;
-    const estimate = checkMemoryPlan(ctx, { config: model.config, format, lora: adapter.config, batch: full.batchSize, seq: full.seqLen, recompute: full.recompute, blockSize: model.base.nf4?.blockSize }, plan);
+    const estimate = checkMemoryPlan(ctx, { config: model.config, format, lora: adapter.config, batch: full.batchSize, seq: full.seqLen, recompute: full.recompute, blockSize: model.base.nf4?.blockSize, dtype: model.base.dtype }, plan);
     model.setAdapter(adapter);
     const optimizer = await AdamW.create(ctx, adapter, full.adamw);
     return new Trainer(ctx, model, adapter, optimizer, full, estimate);

@@ -27,9 +27,9 @@ const eos = tokenizer.eosTokenId;
 const train = packTokens(tokenizeDocuments((t) => tokenizer.encode(t), [1, 2, 3, 4, 5, 6, 7, 8].map(chapter), eos), SEQ);
 const heldOut = packTokens(tokenizeDocuments((t) => tokenizer.encode(t), [40, 41].map(chapter), eos), SEQ);
 
-async function run(format: 'f32' | 'nf4') {
+async function run(format: 'f32' | 'nf4', dtype: 'f32' | 'f16' = 'f32') {
   const { config, reader } = tinyModel('tiny-llama');
-  const base = await uploadBaseModel(gpu(), config, reader, { format });
+  const base = await uploadBaseModel(gpu(), config, reader, { format, dtype });
   const model = await Transformer.create(gpu(), base);
   const lora = resolveLoraConfig(config, { rank: 8, alpha: 16, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] });
   const adapter = LoraAdapter.create(gpu(), config, lora, 1234);
@@ -76,6 +76,13 @@ describe('training on Moby-Dick', () => {
     console.log(`QLoRA held-out ${q.before.toFixed(3)} -> ${q.after.toFixed(3)}; train final ${q.finalLoss.toFixed(3)} vs f32 ${f32Run.finalLoss.toFixed(3)}; peak ${q.result.peakBytes} B`);
     expect(q.before - q.after).toBeGreaterThan(MIN_IMPROVEMENT);
     expect(Math.abs(q.finalLoss - f32Run.finalLoss)).toBeLessThan(QLORA_TOLERANCE);
+  }, 300_000);
+
+  it('QLoRA with f16 activations (shader-f16) also ends within tolerance of LoRA-f32', async () => {
+    const h = await run('nf4', 'f16');
+    console.log(`QLoRA f16 held-out ${h.before.toFixed(3)} -> ${h.after.toFixed(3)}; train final ${h.finalLoss.toFixed(3)} vs f32 ${f32Run.finalLoss.toFixed(3)}; peak ${h.result.peakBytes} B`);
+    expect(h.before - h.after).toBeGreaterThan(MIN_IMPROVEMENT);
+    expect(Math.abs(h.finalLoss - f32Run.finalLoss)).toBeLessThan(QLORA_TOLERANCE);
   }, 300_000);
 });
 

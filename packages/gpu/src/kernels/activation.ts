@@ -1,6 +1,6 @@
 /**
  * MLP activations, forward and input gradients: SwiGLU (Llama's silu(gate) * up) and the tanh
- * GELU (GPT-2's gelu_new). Elementwise over f32.
+ * GELU (GPT-2's gelu_new). Elementwise; every tensor is f32 or f16 (`dtype`), arithmetic f32.
  * Shaders: shaders/swiglu-*.wgsl, shaders/gelu-*.wgsl.
  * Expected values: PyTorch autograd (scripts/make_transformer_op_fixtures.py).
  */
@@ -9,11 +9,11 @@ import swigluBackwardSource from '../../../../shaders/swiglu-backward.wgsl?raw';
 import geluForwardSource from '../../../../shaders/gelu-forward.wgsl?raw';
 import geluBackwardSource from '../../../../shaders/gelu-backward.wgsl?raw';
 import type { GpuContext } from '../device.js';
-import type { KernelDefinition } from '../pipeline-cache.js';
+import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';
 import { grid1D } from './grid.js';
-import { requireCount, requireDistinct, requireTensor } from './tensor-checks.js';
+import { requireCount, requireElementType, requireDistinct, requireTensor } from './tensor-checks.js';
 
 export const SWIGLU_FORWARD_KERNEL: KernelDefinition = {
   name: 'swiglu-forward',
@@ -38,6 +38,11 @@ export const GELU_BACKWARD_KERNEL: KernelDefinition = {
 
 const WG = 256;
 
+export interface ActivationOptions {
+  /** Element type of every tensor (default 'f32'; 'f16' needs shader-f16). */
+  dtype?: ElementType;
+}
+
 export interface SwigluForwardArgs {
   gate: GpuTensor;
   up: GpuTensor;
@@ -56,6 +61,7 @@ export interface SwigluBackwardArgs {
 }
 
 export interface SwigluKernels {
+  readonly dtype: ElementType;
   /** out = silu(gate) * up */
   forward(rec: CommandRecorder, a: SwigluForwardArgs): void;
   backward(rec: CommandRecorder, a: SwigluBackwardArgs): void;
@@ -75,14 +81,15 @@ export interface GeluBackwardArgs {
 }
 
 export interface GeluKernels {
+  readonly dtype: ElementType;
   /** y = gelu(x), tanh approximation (HF gelu_new, torch gelu(approximate='tanh')). */
   forward(rec: CommandRecorder, a: GeluForwardArgs): void;
   backward(rec: CommandRecorder, a: GeluBackwardArgs): void;
 }
 
-function checkElementwise(op: string, size: number, tensors: Record<string, GpuTensor>): void {
+function checkElementwise(op: string, size: number, dtype: ElementType, tensors: Record<string, GpuTensor>): void {
   requireCount(op, 'size', size);
-  for (const [name, t] of Object.entries(tensors)) requireTensor(op, name, t, size, `size ${size}`);
+  for (const [name, t] of Object.entries(tensors)) requireTensor(op, name, t, size, `size ${size}`, dtype);
 }
 
 function sizeParams(ctx: GpuContext, size: number) {
@@ -95,25 +102,27 @@ function sizeParams(ctx: GpuContext, size: number) {
  *
  * @example
  * ```ts
- * const swiglu = await createSwigluKernels(ctx);
+ * const swiglu = await createSwigluKernels(ctx); // or (ctx, { dtype: 'f16' })
  * swiglu.forward(rec, { gate, up, out: h, size: tokens * intermediate });
  * ```
  */
-export async function createSwigluKernels(ctx: GpuContext): Promise<SwigluKernels> {
+export async function createSwigluKernels(ctx: GpuContext, options: ActivationOptions = {}): Promise<SwigluKernels> {
+  const dtype = requireElementType(ctx, 'createSwigluKernels', options.dtype);
   const [forward, backward] = await Promise.all([
-    ctx.pipelines.get(SWIGLU_FORWARD_KERNEL, 'f32', { WG }),
-    ctx.pipelines.get(SWIGLU_BACKWARD_KERNEL, 'f32', { WG }),
+    ctx.pipelines.get(SWIGLU_FORWARD_KERNEL, dtype, { WG }),
+    ctx.pipelines.get(SWIGLU_BACKWARD_KERNEL, dtype, { WG }),
   ]);
   return {
+    dtype,
     forward(rec, a) {
-      checkElementwise('swiglu forward', a.size, { gate: a.gate, up: a.up, out: a.out });
+      checkElementwise('swiglu forward', a.size, dtype, { gate: a.gate, up: a.up, out: a.out });
       requireDistinct('swiglu forward', { out: a.out }, { gate: a.gate, up: a.up });
       const { params, workgroups } = sizeParams(ctx, a.size);
       rec.dispatch(forward, [a.gate.buffer, a.up.buffer, a.out.buffer], params, workgroups);
     },
     backward(rec, a) {
       const op = 'swiglu backward';
-      checkElementwise(op, a.size, { gate: a.gate, up: a.up, gradOutput: a.gradOutput, gradGate: a.gradGate, gradUp: a.gradUp });
+      checkElementwise(op, a.size, dtype, { gate: a.gate, up: a.up, gradOutput: a.gradOutput, gradGate: a.gradGate, gradUp: a.gradUp });
       requireDistinct(op, { gradGate: a.gradGate, gradUp: a.gradUp }, { gate: a.gate, up: a.up, gradOutput: a.gradOutput });
       const { params, workgroups } = sizeParams(ctx, a.size);
       rec.dispatch(backward, [a.gate.buffer, a.up.buffer, a.gradOutput.buffer, a.gradGate.buffer, a.gradUp.buffer], params, workgroups);
@@ -130,20 +139,22 @@ export async function createSwigluKernels(ctx: GpuContext): Promise<SwigluKernel
  * gelu.forward(rec, { x: fc, y: act, size: tokens * 4 * hidden });
  * ```
  */
-export async function createGeluKernels(ctx: GpuContext): Promise<GeluKernels> {
+export async function createGeluKernels(ctx: GpuContext, options: ActivationOptions = {}): Promise<GeluKernels> {
+  const dtype = requireElementType(ctx, 'createGeluKernels', options.dtype);
   const [forward, backward] = await Promise.all([
-    ctx.pipelines.get(GELU_FORWARD_KERNEL, 'f32', { WG }),
-    ctx.pipelines.get(GELU_BACKWARD_KERNEL, 'f32', { WG }),
+    ctx.pipelines.get(GELU_FORWARD_KERNEL, dtype, { WG }),
+    ctx.pipelines.get(GELU_BACKWARD_KERNEL, dtype, { WG }),
   ]);
   return {
+    dtype,
     forward(rec, a) {
-      checkElementwise('gelu forward', a.size, { x: a.x, y: a.y });
+      checkElementwise('gelu forward', a.size, dtype, { x: a.x, y: a.y });
       requireDistinct('gelu forward', { y: a.y }, { x: a.x });
       const { params, workgroups } = sizeParams(ctx, a.size);
       rec.dispatch(forward, [a.x.buffer, a.y.buffer], params, workgroups);
     },
     backward(rec, a) {
-      checkElementwise('gelu backward', a.size, { x: a.x, gradOutput: a.gradOutput, gradInput: a.gradInput });
+      checkElementwise('gelu backward', a.size, dtype, { x: a.x, gradOutput: a.gradOutput, gradInput: a.gradInput });
       requireDistinct('gelu backward', { gradInput: a.gradInput }, { x: a.x, gradOutput: a.gradOutput });
       const { params, workgroups } = sizeParams(ctx, a.size);
       rec.dispatch(backward, [a.x.buffer, a.gradOutput.buffer, a.gradInput.buffer], params, workgroups);

@@ -1,5 +1,7 @@
 /**
- * Causal multi-head attention (grouped-query when kvHeads < heads), forward and backward, f32.
+ * Causal multi-head attention (grouped-query when kvHeads < heads), forward and backward.
+ * Activations (q, k, v, out and their gradients) are f32, or f16 storage with f32 arithmetic
+ * (`dtype`, like autocast's compute dtype); lse and delta are always f32.
  * FlashAttention-style: the forward keeps an online softmax over tiles of keys and saves only the
  * log-sum-exp per query row; the backward recomputes P from q, k and lse. Memory grows with the
  * sequence length, never its square, and no float atomics are used (deterministic):
@@ -21,7 +23,8 @@ import dqSource from '../../../../shaders/attention-backward-dq.wgsl?raw';
 import dkvSource from '../../../../shaders/attention-backward-dkv.wgsl?raw';
 import type { GpuContext } from '../device.js';
 import { InvalidArgumentError } from '../errors.js';
-import type { KernelDefinition } from '../pipeline-cache.js';
+import { requireElementType } from './tensor-checks.js';
+import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import { createTensor, type GpuTensor } from '../tensor.js';
 import { grid1D } from './grid.js';
@@ -101,7 +104,16 @@ export interface AttentionBackwardArgs {
   scale: number;
 }
 
+export interface AttentionKernelOptions {
+  /**
+   * Element type of q, k, v, out, gradOutput, gradQ, gradK and gradV: 'f16' stores them as
+   * half precision (the shader-f16 feature is needed) while every sum stays f32. Default 'f32'.
+   */
+  dtype?: ElementType;
+}
+
 export interface AttentionKernels {
+  readonly dtype: ElementType;
   /** Records the causal attention forward (self-attention over a sequence, or KV-cache decoding). */
   forward(recorder: CommandRecorder, args: AttentionForwardArgs): void;
   /** Records delta, dQ and dK/dV (three dispatches) for a full-sequence forward (positionOffset 0). */
@@ -156,10 +168,16 @@ function checkShape(kernel: string, a: { heads: number; kvHeads: number; headDim
   }
 }
 
-function checkTensor(kernel: string, name: string, t: GpuTensor, rows: number, cols: number, what: string): void {
-  if (t.dtype !== 'f32' || t.size < rows * cols) {
+function checkTensor(kernel: string, name: string, t: GpuTensor, rows: number, cols: number, what: string, dtype: ElementType): void {
+  if (t.dtype !== dtype) {
     throw new InvalidArgumentError(
-      `${kernel}: ${name} ${describe(t)} must be f32 with at least ${rows} x ${cols} elements (${what}).`,
+      `${kernel}: ${name} ${describe(t)} is ${t.dtype} but must be ${dtype}` +
+        (name === 'lse' || name === 'delta' ? ' (lse and delta are always f32).' : ` (the kernels were created for ${dtype}).`),
+    );
+  }
+  if (t.size < rows * cols) {
+    throw new InvalidArgumentError(
+      `${kernel}: ${name} ${describe(t)} must be ${dtype} with at least ${rows} x ${cols} elements (${what}).`,
     );
   }
 }
@@ -176,7 +194,8 @@ function checkDistinct(kernel: string, written: Record<string, GpuTensor>, read:
 }
 
 /**
- * Compiles the four attention pipelines once; `forward` and `backward` then record dispatches.
+ * Compiles the four attention pipelines once for activations of element type `dtype` (default
+ * f32); `forward` and `backward` then record dispatches.
  *
  * @example
  * ```ts
@@ -187,18 +206,20 @@ function checkDistinct(kernel: string, written: Record<string, GpuTensor>, read:
  * rec.submit();
  * ```
  */
-export async function createAttentionKernels(ctx: GpuContext): Promise<AttentionKernels> {
+export async function createAttentionKernels(ctx: GpuContext, options: AttentionKernelOptions = {}): Promise<AttentionKernels> {
+  const dtype = requireElementType(ctx, 'attention', options.dtype ?? 'f32');
   const [forward, delta, dq, dkv] = await Promise.all([
-    ctx.pipelines.get(ATTENTION_FORWARD_KERNEL, 'f32'),
-    ctx.pipelines.get(ATTENTION_BACKWARD_DELTA_KERNEL, 'f32'),
-    ctx.pipelines.get(ATTENTION_BACKWARD_DQ_KERNEL, 'f32'),
-    ctx.pipelines.get(ATTENTION_BACKWARD_DKV_KERNEL, 'f32'),
+    ctx.pipelines.get(ATTENTION_FORWARD_KERNEL, dtype),
+    ctx.pipelines.get(ATTENTION_BACKWARD_DELTA_KERNEL, dtype),
+    ctx.pipelines.get(ATTENTION_BACKWARD_DQ_KERNEL, dtype),
+    ctx.pipelines.get(ATTENTION_BACKWARD_DKV_KERNEL, dtype),
   ]);
   // Bound in place of lse when the caller wants none (inference); the shader skips writing it.
   let unusedLse: GpuTensor | undefined;
   const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
 
   return {
+    dtype,
     forward(recorder, a) {
       const kernel = 'attention forward';
       const kvCapacity = a.kvCapacity ?? a.seqKV;
@@ -214,11 +235,11 @@ export async function createAttentionKernels(ctx: GpuContext): Promise<Attention
       const kvCols = a.kvHeads * a.headDim;
       const qShape = `batch ${a.batch} x seqQ ${a.seqQ}, heads ${a.heads} x headDim ${a.headDim}`;
       const kvShape = `batch ${a.batch} x kvCapacity ${kvCapacity}, kvHeads ${a.kvHeads} x headDim ${a.headDim}`;
-      checkTensor(kernel, 'q', a.q, a.batch * a.seqQ, qCols, qShape);
-      checkTensor(kernel, 'k', a.k, a.batch * kvCapacity, kvCols, kvShape);
-      checkTensor(kernel, 'v', a.v, a.batch * kvCapacity, kvCols, kvShape);
-      checkTensor(kernel, 'out', a.out, a.batch * a.seqQ, qCols, qShape);
-      if (a.lse) checkTensor(kernel, 'lse', a.lse, a.batch * a.heads, a.seqQ, `[batch ${a.batch}, heads ${a.heads}, seqQ ${a.seqQ}]`);
+      checkTensor(kernel, 'q', a.q, a.batch * a.seqQ, qCols, qShape, dtype);
+      checkTensor(kernel, 'k', a.k, a.batch * kvCapacity, kvCols, kvShape, dtype);
+      checkTensor(kernel, 'v', a.v, a.batch * kvCapacity, kvCols, kvShape, dtype);
+      checkTensor(kernel, 'out', a.out, a.batch * a.seqQ, qCols, qShape, dtype);
+      if (a.lse) checkTensor(kernel, 'lse', a.lse, a.batch * a.heads, a.seqQ, `[batch ${a.batch}, heads ${a.heads}, seqQ ${a.seqQ}]`, 'f32');
       checkDistinct(kernel, { out: a.out, ...(a.lse ? { lse: a.lse } : {}) }, { q: a.q, k: a.k, v: a.v });
       if (!Number.isFinite(a.scale)) throw new InvalidArgumentError(`${kernel}: scale must be finite, got ${a.scale}.`);
       const layout = tileLayout(a.headDim, 1024);
@@ -242,13 +263,13 @@ export async function createAttentionKernels(ctx: GpuContext): Promise<Attention
       const kvShape = `batch ${a.batch} x seq ${a.seq}, kvHeads ${a.kvHeads} x headDim ${a.headDim}`;
       const statShape = `[batch ${a.batch}, heads ${a.heads}, seq ${a.seq}]`;
       for (const [name, t] of [['q', a.q], ['out', a.out], ['gradOutput', a.gradOutput], ['gradQ', a.gradQ]] as const) {
-        checkTensor(kernel, name, t, tokens, qCols, qShape);
+        checkTensor(kernel, name, t, tokens, qCols, qShape, dtype);
       }
       for (const [name, t] of [['k', a.k], ['v', a.v], ['gradK', a.gradK], ['gradV', a.gradV]] as const) {
-        checkTensor(kernel, name, t, tokens, kvCols, kvShape);
+        checkTensor(kernel, name, t, tokens, kvCols, kvShape, dtype);
       }
-      checkTensor(kernel, 'lse', a.lse, a.batch * a.heads, a.seq, statShape);
-      checkTensor(kernel, 'delta', a.delta, a.batch * a.heads, a.seq, statShape);
+      checkTensor(kernel, 'lse', a.lse, a.batch * a.heads, a.seq, statShape, 'f32');
+      checkTensor(kernel, 'delta', a.delta, a.batch * a.heads, a.seq, statShape, 'f32');
       checkDistinct(kernel, { gradQ: a.gradQ, gradK: a.gradK, gradV: a.gradV, delta: a.delta },
         { q: a.q, k: a.k, v: a.v, out: a.out, lse: a.lse, gradOutput: a.gradOutput });
       if (!Number.isFinite(a.scale)) throw new InvalidArgumentError(`${kernel}: scale must be finite, got ${a.scale}.`);

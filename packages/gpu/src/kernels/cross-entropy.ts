@@ -1,13 +1,16 @@
 /**
  * Cross-entropy of LM-head logits, one chunk of rows at a time, with the logits gradient written in
  * place (softmax - onehot, scaled), so the [rows, vocab] logits buffer is the only one of that
- * size. Numerically stable (max-subtracted), deterministic. Shader: shaders/cross-entropy.wgsl.
+ * size. Numerically stable (max-subtracted), deterministic. Logits may be f32 or f16 (`dtype`):
+ * f16 is read into f32, the max, log-sum-exp, loss and gradient are f32, and the gradient is stored
+ * back as f16; losses are always f32. Shader: shaders/cross-entropy.wgsl.
  * Reference values: torch.nn.functional.cross_entropy (scripts/make_attention_fixtures.py).
  */
 import source from '../../../../shaders/cross-entropy.wgsl?raw';
 import type { GpuContext } from '../device.js';
 import { InvalidArgumentError } from '../errors.js';
-import type { KernelDefinition } from '../pipeline-cache.js';
+import { requireElementType } from './tensor-checks.js';
+import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';
 import { grid1D } from './grid.js';
@@ -21,8 +24,13 @@ export const CROSS_ENTROPY_KERNEL: KernelDefinition = {
   bindings: ['read-write', 'read', 'read-write', 'uniform'],
 };
 
+export interface CrossEntropyKernelOptions {
+  /** Element type of the logits (and of the gradient written over them): 'f16' needs shader-f16. Default 'f32'. */
+  dtype?: ElementType;
+}
+
 export interface CrossEntropyArgs {
-  /** [rows, vocab]; replaced in place by gradScale * (softmax - onehot(target)). */
+  /** [rows, vocab] of the kernel's dtype; replaced in place by gradScale * (softmax - onehot(target)). */
   logits: GpuTensor;
   /** u32 [totalRows]; IGNORE_INDEX for rows without a target. */
   targets: GpuTensor;
@@ -37,6 +45,7 @@ export interface CrossEntropyArgs {
 }
 
 export interface CrossEntropyKernel {
+  readonly dtype: ElementType;
   /**
    * For each row r < rows of logits [rows, vocab] (one chunk of the LM head output):
    * losses[targetOffset + r] = logsumexp(logits[r]) - logits[r, t] with t = targets[targetOffset + r];
@@ -53,9 +62,12 @@ export interface CrossEntropyKernel {
   encode(recorder: CommandRecorder, args: CrossEntropyArgs): void;
 }
 
-export async function createCrossEntropyKernel(ctx: GpuContext): Promise<CrossEntropyKernel> {
-  const compiled = await ctx.pipelines.get(CROSS_ENTROPY_KERNEL, 'f32');
+/** Compiles the kernel for logits of element type `dtype` (default f32). */
+export async function createCrossEntropyKernel(ctx: GpuContext, options: CrossEntropyKernelOptions = {}): Promise<CrossEntropyKernel> {
+  const dtype = requireElementType(ctx, 'cross-entropy', options.dtype);
+  const compiled = await ctx.pipelines.get(CROSS_ENTROPY_KERNEL, dtype);
   return {
+    dtype,
     encode(recorder, a) {
       const { rows, vocab, targetOffset } = a;
       for (const [name, value] of [['rows', rows], ['vocab', vocab]] as const) {
@@ -64,9 +76,14 @@ export async function createCrossEntropyKernel(ctx: GpuContext): Promise<CrossEn
       if (!Number.isInteger(targetOffset) || targetOffset < 0) {
         throw new InvalidArgumentError(`cross-entropy: targetOffset must be a non-negative integer, got ${targetOffset}.`);
       }
-      if (a.logits.dtype !== 'f32' || a.logits.size < rows * vocab) {
+      if (a.logits.dtype !== dtype) {
         throw new InvalidArgumentError(
-          `cross-entropy: logits "${a.logits.label}" must be f32 with at least ${rows} x ${vocab} elements (rows x vocab); ` +
+          `cross-entropy: logits "${a.logits.label}" is ${a.logits.dtype} but the kernel was created for ${dtype}.`,
+        );
+      }
+      if (a.logits.size < rows * vocab) {
+        throw new InvalidArgumentError(
+          `cross-entropy: logits "${a.logits.label}" must be ${dtype} with at least ${rows} x ${vocab} elements (rows x vocab); ` +
             `got ${a.logits.dtype} [${a.logits.shape.join(', ')}].`,
         );
       }

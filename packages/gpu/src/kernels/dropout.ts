@@ -2,6 +2,7 @@
  * Inverted dropout with a counter-based mask: keep(i) is a hash of (seed, stream, i), so the
  * backward pass recomputes the mask instead of storing it, and a run replays exactly from its
  * seed. `stream` tells apart the dropout sites of one step (layer and position in the block).
+ * Tensors are f32 or f16 (`dtype`, scaling in f32); the mask does not depend on the dtype.
  * Shaders: shaders/dropout-forward.wgsl, shaders/dropout-backward.wgsl, shaders/lib/dropout-hash.wgsl.
  */
 import hashLib from '../../../../shaders/lib/dropout-hash.wgsl?raw';
@@ -9,11 +10,11 @@ import forwardSource from '../../../../shaders/dropout-forward.wgsl?raw';
 import backwardSource from '../../../../shaders/dropout-backward.wgsl?raw';
 import type { GpuContext } from '../device.js';
 import { InvalidArgumentError } from '../errors.js';
-import type { KernelDefinition } from '../pipeline-cache.js';
+import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';
 import { grid1D } from './grid.js';
-import { requireCount, requireDistinct, requireTensor } from './tensor-checks.js';
+import { requireCount, requireElementType, requireDistinct, requireTensor } from './tensor-checks.js';
 
 const HASH = { path: 'shaders/lib/dropout-hash.wgsl', source: hashLib };
 
@@ -65,6 +66,11 @@ export function dropoutKeep(seed: number, stream: number, index: number, p: numb
   return dropoutHash(seed, stream, index) >= dropoutThreshold(p);
 }
 
+export interface DropoutOptions {
+  /** Element type of x, y and the gradients (default 'f32'; 'f16' needs shader-f16). */
+  dtype?: ElementType;
+}
+
 export interface DropoutForwardArgs {
   x: GpuTensor;
   y: GpuTensor;
@@ -89,6 +95,7 @@ export interface DropoutBackwardArgs {
 }
 
 export interface DropoutKernels {
+  readonly dtype: ElementType;
   /** y = x * keep / (1 - p), keep = hash(seed, stream, i) >= p * 2^32 (as u32 arithmetic) */
   forward(rec: CommandRecorder, a: DropoutForwardArgs): void;
   /** gradInput (+)= gradOutput * keep / (1 - p) with the same mask */
@@ -112,26 +119,28 @@ function maskParams(op: string, size: number, p: number, seed: number, stream: n
 /**
  * @example
  * ```ts
- * const dropout = await createDropoutKernels(ctx);
+ * const dropout = await createDropoutKernels(ctx); // or (ctx, { dtype: 'f16' })
  * dropout.forward(rec, { x, y, size, p: 0.1, seed: step, stream: layer * 4 + 1 });
  * dropout.backward(rec, { gradOutput: dy, gradInput: dx, size, p: 0.1, seed: step, stream: layer * 4 + 1 });
  * ```
  */
-export async function createDropoutKernels(ctx: GpuContext): Promise<DropoutKernels> {
+export async function createDropoutKernels(ctx: GpuContext, options: DropoutOptions = {}): Promise<DropoutKernels> {
+  const dtype = requireElementType(ctx, 'createDropoutKernels', options.dtype);
   const [forward, backward, backwardAcc] = await Promise.all([
-    ctx.pipelines.get(DROPOUT_FORWARD_KERNEL, 'f32', { WG }),
-    ctx.pipelines.get(DROPOUT_BACKWARD_KERNEL, 'f32', { WG, ACCUMULATE: false }),
-    ctx.pipelines.get(DROPOUT_BACKWARD_KERNEL, 'f32', { WG, ACCUMULATE: true }),
+    ctx.pipelines.get(DROPOUT_FORWARD_KERNEL, dtype, { WG }),
+    ctx.pipelines.get(DROPOUT_BACKWARD_KERNEL, dtype, { WG, ACCUMULATE: false }),
+    ctx.pipelines.get(DROPOUT_BACKWARD_KERNEL, dtype, { WG, ACCUMULATE: true }),
   ]);
   const grid = (n: number) => grid1D(n, WG, ctx.limits.maxComputeWorkgroupsPerDimension);
   return {
+    dtype,
     forward(rec, a) {
       const op = 'dropout forward';
       requireCount(op, 'size', a.size);
       const g = grid(a.size);
       const params = maskParams(op, a.size, a.p, a.seed, a.stream, g.rowStride);
-      requireTensor(op, 'x', a.x, a.size, `size ${a.size}`);
-      requireTensor(op, 'y', a.y, a.size, `size ${a.size}`);
+      requireTensor(op, 'x', a.x, a.size, `size ${a.size}`, dtype);
+      requireTensor(op, 'y', a.y, a.size, `size ${a.size}`, dtype);
       requireDistinct(op, { y: a.y }, { x: a.x });
       rec.dispatch(forward, [a.x.buffer, a.y.buffer], params, g.workgroups);
     },
@@ -140,8 +149,8 @@ export async function createDropoutKernels(ctx: GpuContext): Promise<DropoutKern
       requireCount(op, 'size', a.size);
       const g = grid(a.size);
       const params = maskParams(op, a.size, a.p, a.seed, a.stream, g.rowStride);
-      requireTensor(op, 'gradOutput', a.gradOutput, a.size, `size ${a.size}`);
-      requireTensor(op, 'gradInput', a.gradInput, a.size, `size ${a.size}`);
+      requireTensor(op, 'gradOutput', a.gradOutput, a.size, `size ${a.size}`, dtype);
+      requireTensor(op, 'gradInput', a.gradInput, a.size, `size ${a.size}`, dtype);
       requireDistinct(op, { gradInput: a.gradInput }, { gradOutput: a.gradOutput });
       rec.dispatch(a.accumulate ? backwardAcc : backward, [a.gradOutput.buffer, a.gradInput.buffer], params, g.workgroups);
     },

@@ -1,20 +1,24 @@
 /**
- * Small f32 building blocks of a transformer step: axpy (gradient and residual adds), bias add,
- * column-block copies (fused qkv split, head merge, KV cache append) and fill.
- * Shaders: shaders/axpy.wgsl, shaders/add-bias.wgsl, shaders/copy-columns.wgsl, shaders/fill.wgsl.
+ * Small building blocks of a transformer step: axpy (gradient and residual adds), bias add,
+ * column-block copies (fused qkv split, head merge, KV cache append), fill, and casts between
+ * f32 and f16 (master weights and their half copies). The family's tensors are f32 or f16
+ * (`dtype`; biases stay f32), arithmetic f32; cast takes either dtype on each side.
+ * Shaders: shaders/axpy.wgsl, shaders/add-bias.wgsl, shaders/copy-columns.wgsl, shaders/fill.wgsl,
+ * shaders/cast.wgsl.
  * Expected values: PyTorch (scripts/make_transformer_op_fixtures.py).
  */
 import axpySource from '../../../../shaders/axpy.wgsl?raw';
 import addBiasSource from '../../../../shaders/add-bias.wgsl?raw';
 import copyColumnsSource from '../../../../shaders/copy-columns.wgsl?raw';
 import fillSource from '../../../../shaders/fill.wgsl?raw';
+import castSource from '../../../../shaders/cast.wgsl?raw';
 import type { GpuContext } from '../device.js';
 import { InvalidArgumentError } from '../errors.js';
-import type { KernelDefinition } from '../pipeline-cache.js';
+import type { CompiledKernel, ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';
 import { grid1D } from './grid.js';
-import { requireCount, requireDistinct, requireFinite, requireTensor } from './tensor-checks.js';
+import { requireCount, requireElementType, requireDistinct, requireFinite, requireTensor } from './tensor-checks.js';
 
 export const AXPY_KERNEL: KernelDefinition = {
   name: 'axpy',
@@ -37,7 +41,34 @@ export const FILL_KERNEL: KernelDefinition = {
   bindings: ['read-write', 'uniform'],
 };
 
+/**
+ * The cast kernel from `src` to `dst`: shaders/cast.wgsl after a one-line snippet naming the two
+ * element types (`alias src_elem = f32; alias dst_elem = f16;`).
+ */
+export function castKernel(src: ElementType, dst: ElementType): KernelDefinition {
+  return {
+    name: `cast-${src}-to-${dst}`,
+    files: [
+      { path: `<cast types ${src} -> ${dst}>`, source: `alias src_elem = ${src};\nalias dst_elem = ${dst};\n` },
+      { path: 'shaders/cast.wgsl', source: castSource },
+    ],
+    bindings: ['read', 'read-write', 'uniform'],
+  };
+}
+
 const WG = 256;
+
+/** f16's largest finite value. */
+const F16_MAX = 65504;
+
+/**
+ * The dtype option of a kernel family: 'f32' when not given, and 'f16' only on a device with
+ * shader-f16. Shared by the norm, activation, embedding, elementwise and dropout families.
+ */
+export interface ElementwiseOptions {
+  /** Element type of axpy, addBias's target, copyColumns and fill (default 'f32'; 'f16' needs shader-f16). cast takes either. */
+  dtype?: ElementType;
+}
 
 export interface AxpyArgs {
   target: GpuTensor;
@@ -48,9 +79,9 @@ export interface AxpyArgs {
 }
 
 export interface AddBiasArgs {
-  /** [rows, cols] */
+  /** [rows, cols], the family's dtype */
   target: GpuTensor;
-  /** [cols] */
+  /** [cols], f32 */
   bias: GpuTensor;
   rows: number;
   cols: number;
@@ -84,7 +115,19 @@ export interface FillArgs {
   value: number;
 }
 
+export interface CastArgs {
+  /** f32 or f16, whatever the family's dtype. */
+  src: GpuTensor;
+  /** f32 or f16; the same dtype as src makes a copy. */
+  dst: GpuTensor;
+  size: number;
+  /** dst += src (the sum in f32) instead of dst = src. */
+  accumulate?: boolean;
+}
+
 export interface ElementwiseKernels {
+  /** Element type of axpy, addBias, copyColumns and fill. */
+  readonly dtype: ElementType;
   /** target += alpha * source (size elements) */
   axpy(rec: CommandRecorder, a: AxpyArgs): void;
   /** target[r, c] += bias[c] */
@@ -94,35 +137,63 @@ export interface ElementwiseKernels {
    * row strides srcCols / dstCols (splits GPT-2's fused qkv, writes KV caches).
    */
   copyColumns(rec: CommandRecorder, a: CopyColumnsArgs): void;
-  /** target[i] = value; value must be finite (WGSL implementations may assume floats are). */
+  /**
+   * target[i] = value; value must be finite (WGSL implementations may assume floats are), and
+   * within +-65504 for f16.
+   */
   fill(rec: CommandRecorder, a: FillArgs): void;
+  /**
+   * dst[i] (= or +=) src[i] for i < size, converted from src's dtype to dst's (f32 -> f16 rounds;
+   * f16 -> f32 is exact; the accumulating add is f32). Works whatever the family's dtype; f16 on
+   * either side needs shader-f16.
+   */
+  cast(rec: CommandRecorder, a: CastArgs): void;
 }
 
 /**
  * @example
  * ```ts
- * const ew = await createElementwiseKernels(ctx);
+ * const ew = await createElementwiseKernels(ctx); // or (ctx, { dtype: 'f16' })
  * // q = qkv[:, 0:768] for GPT-2's fused c_attn output [tokens, 2304]
  * ew.copyColumns(rec, { src: qkv, srcCols: 2304, srcOffset: 0, dst: q, dstCols: 768, dstOffset: 0, rows: tokens, cols: 768 });
+ * // the f16 copy of an f32 master weight, after the optimizer step
+ * ew.cast(rec, { src: loraA, dst: loraAHalf, size: loraA.size });
  * ```
  */
-export async function createElementwiseKernels(ctx: GpuContext): Promise<ElementwiseKernels> {
-  const [axpy, addBias, copy, copyAcc, fill] = await Promise.all([
-    ctx.pipelines.get(AXPY_KERNEL, 'f32', { WG }),
-    ctx.pipelines.get(ADD_BIAS_KERNEL, 'f32', { WG }),
-    ctx.pipelines.get(COPY_COLUMNS_KERNEL, 'f32', { WG, ACCUMULATE: false }),
-    ctx.pipelines.get(COPY_COLUMNS_KERNEL, 'f32', { WG, ACCUMULATE: true }),
-    ctx.pipelines.get(FILL_KERNEL, 'f32', { WG }),
+export async function createElementwiseKernels(ctx: GpuContext, options: ElementwiseOptions = {}): Promise<ElementwiseKernels> {
+  const dtype = requireElementType(ctx, 'createElementwiseKernels', options.dtype);
+  const castPairs: [ElementType, ElementType][] = ctx.features.shaderF16
+    ? [['f32', 'f32'], ['f32', 'f16'], ['f16', 'f32'], ['f16', 'f16']]
+    : [['f32', 'f32']];
+  const castKernels = Promise.all(castPairs.map(async ([src, dst]) => {
+    const definition = castKernel(src, dst);
+    // Compiled with elem f16 whenever either side is f16, for the prelude's `enable f16;`.
+    const elem: ElementType = src === 'f16' || dst === 'f16' ? 'f16' : 'f32';
+    const [plain, acc] = await Promise.all([
+      ctx.pipelines.get(definition, elem, { WG, ACCUMULATE: false }),
+      ctx.pipelines.get(definition, elem, { WG, ACCUMULATE: true }),
+    ]);
+    return [`${src}->${dst}`, { plain, acc }] as const;
+  }));
+  const [axpy, addBias, copy, copyAcc, fill, casts] = await Promise.all([
+    ctx.pipelines.get(AXPY_KERNEL, dtype, { WG }),
+    ctx.pipelines.get(ADD_BIAS_KERNEL, dtype, { WG }),
+    ctx.pipelines.get(COPY_COLUMNS_KERNEL, dtype, { WG, ACCUMULATE: false }),
+    ctx.pipelines.get(COPY_COLUMNS_KERNEL, dtype, { WG, ACCUMULATE: true }),
+    ctx.pipelines.get(FILL_KERNEL, dtype, { WG }),
+    castKernels,
   ]);
+  const castPipelines = new Map<string, { plain: CompiledKernel; acc: CompiledKernel }>(casts);
   const grid = (n: number) => grid1D(n, WG, ctx.limits.maxComputeWorkgroupsPerDimension);
   return {
+    dtype,
     axpy(rec, a) {
       const op = 'axpy';
       const alpha = a.alpha ?? 1;
       requireCount(op, 'size', a.size);
       requireFinite(op, 'alpha', alpha);
-      requireTensor(op, 'target', a.target, a.size, `size ${a.size}`);
-      requireTensor(op, 'source', a.source, a.size, `size ${a.size}`);
+      requireTensor(op, 'target', a.target, a.size, `size ${a.size}`, dtype);
+      requireTensor(op, 'source', a.source, a.size, `size ${a.size}`, dtype);
       requireDistinct(op, { target: a.target }, { source: a.source });
       const g = grid(a.size);
       rec.dispatch(axpy, [a.source.buffer, a.target.buffer], packParams([['u32', a.size], ['u32', g.rowStride], ['f32', alpha]]), g.workgroups);
@@ -131,8 +202,8 @@ export async function createElementwiseKernels(ctx: GpuContext): Promise<Element
       const op = 'addBias';
       requireCount(op, 'rows', a.rows);
       requireCount(op, 'cols', a.cols);
-      requireTensor(op, 'target', a.target, a.rows * a.cols, `[${a.rows}, ${a.cols}]`);
-      requireTensor(op, 'bias', a.bias, a.cols, `[${a.cols}]`);
+      requireTensor(op, 'target', a.target, a.rows * a.cols, `[${a.rows}, ${a.cols}]`, dtype);
+      requireTensor(op, 'bias', a.bias, a.cols, `[${a.cols}]`, 'f32');
       requireDistinct(op, { target: a.target }, { bias: a.bias });
       const g = grid(a.rows * a.cols);
       rec.dispatch(addBias, [a.bias.buffer, a.target.buffer],
@@ -153,9 +224,10 @@ export async function createElementwiseKernels(ctx: GpuContext): Promise<Element
             `[${a.dstOffset}, ${a.dstOffset + a.cols}) of dst (${a.dstCols} per row) fall outside a row.`,
         );
       }
-      requireTensor(op, 'src', a.src, (srcRowOffset + a.rows - 1) * a.srcCols + a.srcOffset + a.cols, `[${srcRowOffset} + ${a.rows}, ${a.srcCols}]`);
+      requireTensor(op, 'src', a.src, (srcRowOffset + a.rows - 1) * a.srcCols + a.srcOffset + a.cols,
+        `[${srcRowOffset} + ${a.rows}, ${a.srcCols}]`, dtype);
       requireTensor(op, 'dst', a.dst, (dstRowOffset + a.rows - 1) * a.dstCols + a.dstOffset + a.cols,
-        `[${dstRowOffset} + ${a.rows}, ${a.dstCols}]`);
+        `[${dstRowOffset} + ${a.rows}, ${a.dstCols}]`, dtype);
       requireDistinct(op, { dst: a.dst }, { src: a.src });
       const g = grid(a.rows * a.cols);
       rec.dispatch(a.accumulate ? copyAcc : copy, [a.src.buffer, a.dst.buffer],
@@ -168,9 +240,32 @@ export async function createElementwiseKernels(ctx: GpuContext): Promise<Element
       const op = 'fill';
       requireCount(op, 'size', a.size);
       requireFinite(op, 'value', a.value);
-      requireTensor(op, 'target', a.target, a.size, `size ${a.size}`);
+      if (dtype === 'f16' && Math.abs(a.value) > F16_MAX) {
+        throw new InvalidArgumentError(`${op}: value ${a.value} is outside f16's finite range (+-${F16_MAX}).`);
+      }
+      requireTensor(op, 'target', a.target, a.size, `size ${a.size}`, dtype);
       const g = grid(a.size);
       rec.dispatch(fill, [a.target.buffer], packParams([['u32', a.size], ['u32', g.rowStride], ['f32', a.value]]), g.workgroups);
+    },
+    cast(rec, a) {
+      const op = 'cast';
+      requireCount(op, 'size', a.size);
+      for (const [name, t] of [['src', a.src], ['dst', a.dst]] as const) {
+        if (t.dtype !== 'f32' && t.dtype !== 'f16') {
+          throw new InvalidArgumentError(`${op}: ${name} "${t.label}" must be f32 or f16; got ${t.dtype} [${t.shape.join(', ')}].`);
+        }
+        requireTensor(op, name, t, a.size, `size ${a.size}`, t.dtype);
+      }
+      const pipelines = castPipelines.get(`${a.src.dtype}->${a.dst.dtype}`);
+      if (!pipelines) {
+        throw new InvalidArgumentError(
+          `${op}: ${a.src.dtype} "${a.src.label}" to ${a.dst.dtype} "${a.dst.label}" needs the 'shader-f16' feature, which this device does not have.`,
+        );
+      }
+      requireDistinct(op, { dst: a.dst }, { src: a.src });
+      const g = grid(a.size);
+      rec.dispatch(a.accumulate ? pipelines.acc : pipelines.plain, [a.src.buffer, a.dst.buffer],
+        packParams([['u32', a.size], ['u32', g.rowStride]]), g.workgroups);
     },
   };
 }

@@ -1,6 +1,7 @@
 /**
  * Token embedding lookup (with optional learned positions, GPT-2's wpe) and the table's
- * gradient, deterministic without float atomics.
+ * gradient, deterministic without float atomics. Tables, output and gradients are f32 or f16
+ * (`dtype`); the position add and the gradient sums are f32.
  * Shaders: shaders/embedding-gather.wgsl, shaders/embedding-scatter-add.wgsl.
  * Expected values: PyTorch autograd of F.embedding (scripts/make_transformer_op_fixtures.py).
  */
@@ -9,11 +10,11 @@ import gatherSource from '../../../../shaders/embedding-gather.wgsl?raw';
 import scatterAddSource from '../../../../shaders/embedding-scatter-add.wgsl?raw';
 import type { GpuContext } from '../device.js';
 import { InvalidArgumentError } from '../errors.js';
-import type { KernelDefinition } from '../pipeline-cache.js';
+import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';
 import { grid1D } from './grid.js';
-import { requireCount, requireDistinct, requireTensor } from './tensor-checks.js';
+import { requireCount, requireElementType, requireDistinct, requireTensor } from './tensor-checks.js';
 
 export const EMBEDDING_GATHER_KERNEL: KernelDefinition = {
   name: 'embedding-gather',
@@ -29,6 +30,11 @@ export const EMBEDDING_SCATTER_ADD_KERNEL: KernelDefinition = {
 const GATHER_WG = 256;
 /** Invocations per token row in scatterAdd (they stride over the columns); a power of two. */
 const SCATTER_WG = 64;
+
+export interface EmbeddingOptions {
+  /** Element type of the tables, out, gradOutput and gradTable (default 'f32'; 'f16' needs shader-f16). */
+  dtype?: ElementType;
+}
 
 export interface EmbeddingGatherArgs {
   /** [vocab, dim] */
@@ -53,6 +59,7 @@ export interface EmbeddingScatterAddArgs {
 }
 
 export interface EmbeddingKernels {
+  readonly dtype: ElementType;
   /**
    * out[t] = table[ids[t]] (+ positions[(t % seqLen) + positionOffset] when given). ids: u32
    * tensor [rows]; table [vocab, dim]; out [rows, dim]. An out-of-range id gives a zero row and
@@ -66,9 +73,9 @@ export interface EmbeddingKernels {
   scatterAdd(rec: CommandRecorder, a: EmbeddingScatterAddArgs): void;
 }
 
-function tableDims(op: string, name: string, t: GpuTensor): [number, number] {
-  if (t.shape.length !== 2 || t.dtype !== 'f32') {
-    throw new InvalidArgumentError(`${op}: ${name} "${t.label}" must be a 2-D f32 tensor [vocab, dim]; got ${t.dtype} [${t.shape.join(', ')}].`);
+function tableDims(op: string, name: string, t: GpuTensor, dtype: ElementType): [number, number] {
+  if (t.shape.length !== 2 || t.dtype !== dtype) {
+    throw new InvalidArgumentError(`${op}: ${name} "${t.label}" must be a 2-D ${dtype} tensor [vocab, dim]; got ${t.dtype} [${t.shape.join(', ')}].`);
   }
   return [t.shape[0]!, t.shape[1]!];
 }
@@ -76,25 +83,27 @@ function tableDims(op: string, name: string, t: GpuTensor): [number, number] {
 /**
  * @example
  * ```ts
- * const emb = await createEmbeddingKernels(ctx);
+ * const emb = await createEmbeddingKernels(ctx); // or (ctx, { dtype: 'f16' })
  * emb.gather(rec, { table: wte, ids, out: hidden, rows: batch * seqLen, positions: { table: wpe, seqLen } });
  * ```
  */
-export async function createEmbeddingKernels(ctx: GpuContext): Promise<EmbeddingKernels> {
+export async function createEmbeddingKernels(ctx: GpuContext, options: EmbeddingOptions = {}): Promise<EmbeddingKernels> {
+  const dtype = requireElementType(ctx, 'createEmbeddingKernels', options.dtype);
   const [gatherPlain, gatherPositions, scatterAdd] = await Promise.all([
-    ctx.pipelines.get(EMBEDDING_GATHER_KERNEL, 'f32', { WG: GATHER_WG, HAS_POSITIONS: false }),
-    ctx.pipelines.get(EMBEDDING_GATHER_KERNEL, 'f32', { WG: GATHER_WG, HAS_POSITIONS: true }),
-    ctx.pipelines.get(EMBEDDING_SCATTER_ADD_KERNEL, 'f32', { WG: SCATTER_WG }),
+    ctx.pipelines.get(EMBEDDING_GATHER_KERNEL, dtype, { WG: GATHER_WG, HAS_POSITIONS: false }),
+    ctx.pipelines.get(EMBEDDING_GATHER_KERNEL, dtype, { WG: GATHER_WG, HAS_POSITIONS: true }),
+    ctx.pipelines.get(EMBEDDING_SCATTER_ADD_KERNEL, dtype, { WG: SCATTER_WG }),
   ]);
   const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
   return {
+    dtype,
     gather(rec, a) {
       const op = 'embedding gather';
-      const [vocab, dim] = tableDims(op, 'table', a.table);
+      const [vocab, dim] = tableDims(op, 'table', a.table, dtype);
       requireCount(op, 'rows', a.rows);
       requireCount(op, 'dim (table columns)', dim);
       requireTensor(op, 'ids', a.ids, a.rows, `[${a.rows}]`, 'u32');
-      requireTensor(op, 'out', a.out, a.rows * dim, `[${a.rows}, ${dim}] for table [${vocab}, ${dim}]`);
+      requireTensor(op, 'out', a.out, a.rows * dim, `[${a.rows}, ${dim}] for table [${vocab}, ${dim}]`, dtype);
       const pos = a.positions;
       let seqLen = 1;
       let offset = 0;
@@ -103,7 +112,7 @@ export async function createEmbeddingKernels(ctx: GpuContext): Promise<Embedding
         offset = pos.offset ?? 0;
         requireCount(op, 'positions.seqLen', seqLen);
         requireCount(op, 'positions.offset', offset, 0);
-        const [maxPositions, posDim] = tableDims(op, 'positions.table', pos.table);
+        const [maxPositions, posDim] = tableDims(op, 'positions.table', pos.table, dtype);
         if (posDim !== dim || seqLen + offset > maxPositions) {
           throw new InvalidArgumentError(
             `${op}: positions.table [${maxPositions}, ${posDim}] must be [>= seqLen + offset = ${seqLen + offset}, ${dim}] ` +
@@ -123,11 +132,11 @@ export async function createEmbeddingKernels(ctx: GpuContext): Promise<Embedding
     },
     scatterAdd(rec, a) {
       const op = 'embedding scatterAdd';
-      const [vocab, dim] = tableDims(op, 'gradTable', a.gradTable);
+      const [vocab, dim] = tableDims(op, 'gradTable', a.gradTable, dtype);
       requireCount(op, 'rows', a.rows);
       requireCount(op, 'dim (gradTable columns)', dim);
       requireTensor(op, 'ids', a.ids, a.rows, `[${a.rows}]`, 'u32');
-      requireTensor(op, 'gradOutput', a.gradOutput, a.rows * dim, `[${a.rows}, ${dim}] for gradTable [${vocab}, ${dim}]`);
+      requireTensor(op, 'gradOutput', a.gradOutput, a.rows * dim, `[${a.rows}, ${dim}] for gradTable [${vocab}, ${dim}]`, dtype);
       requireDistinct(op, { gradTable: a.gradTable }, { ids: a.ids, gradOutput: a.gradOutput });
       const g = grid1D(a.rows, 1, maxGroups);
       rec.dispatch(scatterAdd, [a.ids.buffer, a.gradOutput.buffer, a.gradTable.buffer],

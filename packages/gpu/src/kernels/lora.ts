@@ -125,7 +125,7 @@ export async function createLoraKernels(ctx: GpuContext, options: LoraKernelOpti
       createNF4MatmulKernel(ctx, { ...nf4, mode: 'grad-input', accumulate: true }),
     ]);
     base = { forward, backward, backwardAcc };
-    if (dtype === 'f32') dequantize = await createNF4DequantizeKernel(ctx, nf4);
+    dequantize = await createNF4DequantizeKernel(ctx, nf4);
   } else {
     base = { forward: xAt, backward: gB, backwardAcc: gBaAcc };
   }

@@ -258,17 +258,18 @@ export interface NF4DequantizeKernel {
  * weight into one shared scratch buffer and runs the dense kernel, which beats decoding NF4 in
  * the column order the input gradient reads it (see Transformer).
  */
-export async function createNF4DequantizeKernel(ctx: GpuContext, variant: { blockSize: number; doubleQuant: boolean }): Promise<NF4DequantizeKernel> {
+export async function createNF4DequantizeKernel(ctx: GpuContext, variant: { blockSize: number; doubleQuant: boolean; dtype?: ElementType }): Promise<NF4DequantizeKernel> {
   validateBlockSize(variant.blockSize);
-  const kernel = await ctx.pipelines.get(DEQUANTIZE, 'f32', { BLOCK_SIZE: variant.blockSize, DOUBLE_QUANT: variant.doubleQuant, WG });
+  const dtype = variant.dtype ?? 'f32';
+  const kernel = await ctx.pipelines.get(DEQUANTIZE, dtype, { BLOCK_SIZE: variant.blockSize, DOUBLE_QUANT: variant.doubleQuant, WG });
   return {
     encode(recorder, { weight: w, output }) {
       const n = w.shape[0] * w.shape[1];
       if (w.blockSize !== variant.blockSize || w.doubleQuant !== variant.doubleQuant) {
         throw new InvalidArgumentError(`nf4 dequantize: kernel made for block size ${variant.blockSize}, double quantization ${variant.doubleQuant}; weight has ${w.blockSize}, ${w.doubleQuant}.`);
       }
-      if (output.dtype !== 'f32' || output.size < n) {
-        throw new InvalidArgumentError(`nf4 dequantize: output "${output.label}" must be f32 with at least ${n} elements for weight [${w.shape.join(', ')}]; got ${output.dtype} [${output.shape.join(', ')}].`);
+      if (output.dtype !== dtype || output.size < n) {
+        throw new InvalidArgumentError(`nf4 dequantize: output "${output.label}" must be ${dtype} with at least ${n} elements for weight [${w.shape.join(', ')}]; got ${output.dtype} [${output.shape.join(', ')}].`);
       }
       const g = grid1D(Math.ceil(n / 8), WG, ctx.limits.maxComputeWorkgroupsPerDimension);
       recorder.dispatch(kernel, [...weightBuffers(w), output.buffer], packParams([['u32', n], ['u32', g.rowStride], ['f32', w.offset]]), g.workgroups);

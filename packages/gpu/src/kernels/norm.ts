@@ -1,6 +1,8 @@
 /**
  * RMSNorm (HF LlamaRMSNorm) and LayerNorm (torch.nn.LayerNorm) over the last dimension, forward
  * and input gradient; weight and bias are frozen, so no weight gradients. One workgroup per row.
+ * Activations (x, y and their gradients) are f32 or f16 (`dtype`); weight, bias and the row
+ * statistics stay f32, and all arithmetic is f32.
  * Shaders: shaders/rms-norm-*.wgsl, shaders/layer-norm-*.wgsl, shaders/lib/workgroup-sum.wgsl.
  * Expected values: PyTorch autograd (scripts/make_transformer_op_fixtures.py).
  */
@@ -11,11 +13,11 @@ import layerForwardSource from '../../../../shaders/layer-norm-forward.wgsl?raw'
 import layerBackwardSource from '../../../../shaders/layer-norm-backward.wgsl?raw';
 import type { GpuContext } from '../device.js';
 import { InvalidArgumentError } from '../errors.js';
-import type { KernelDefinition } from '../pipeline-cache.js';
+import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';
 import { grid1D } from './grid.js';
-import { requireCount, requireDistinct, requireFinite, requireTensor } from './tensor-checks.js';
+import { requireCount, requireElementType, requireDistinct, requireFinite, requireTensor } from './tensor-checks.js';
 
 const SUM = { path: 'shaders/lib/workgroup-sum.wgsl', source: sumLib };
 
@@ -43,18 +45,25 @@ export const LAYER_NORM_BACKWARD_KERNEL: KernelDefinition = {
 /** Invocations per row: a power of two (the tree reduction halves it). */
 const WG = 128;
 
+export interface NormOptions {
+  kind: 'rms' | 'layer';
+  eps: number;
+  /** Element type of x, y, gradOutput and gradInput (default 'f32'; 'f16' needs shader-f16). */
+  dtype?: ElementType;
+}
+
 export interface NormForwardArgs {
-  /** [rows, cols] */
+  /** [rows, cols], dtype */
   x: GpuTensor;
-  /** [cols] */
+  /** [cols], f32 */
   weight: GpuTensor;
-  /** [cols], layer norm only; omit for a LayerNorm without bias. */
+  /** [cols], f32, layer norm only; omit for a LayerNorm without bias. */
   bias?: GpuTensor;
-  /** [rows, cols] */
+  /** [rows, cols], dtype */
   y: GpuTensor;
-  /** [rows], written: 1 / sqrt(var + eps), needed by backward. */
+  /** [rows], f32, written: 1 / sqrt(var + eps), needed by backward. */
   rstd: GpuTensor;
-  /** [rows], layer norm only, written: the row means, needed by backward. */
+  /** [rows], f32, layer norm only, written: the row means, needed by backward. */
   mean?: GpuTensor;
   rows: number;
   cols: number;
@@ -67,9 +76,9 @@ export interface NormBackwardArgs {
   rstd: GpuTensor;
   /** From forward, layer norm only. */
   mean?: GpuTensor;
-  /** dL/dy [rows, cols] */
+  /** dL/dy [rows, cols], dtype */
   gradOutput: GpuTensor;
-  /** dL/dx [rows, cols] */
+  /** dL/dx [rows, cols], dtype */
   gradInput: GpuTensor;
   rows: number;
   cols: number;
@@ -79,12 +88,15 @@ export interface NormBackwardArgs {
 
 export interface NormKernels {
   readonly kind: 'rms' | 'layer';
+  /** Element type of the activations. */
+  readonly dtype: ElementType;
   forward(rec: CommandRecorder, a: NormForwardArgs): void;
   backward(rec: CommandRecorder, a: NormBackwardArgs): void;
 }
 
 /**
- * Normalization over the last dimension of a [rows, cols] f32 tensor.
+ * Normalization over the last dimension of a [rows, cols] tensor, f32 or (with `dtype: 'f16'`)
+ * f16 activations with f32 weight, statistics and arithmetic.
  *
  * @example
  * ```ts
@@ -95,14 +107,15 @@ export interface NormKernels {
  * rec.submit();
  * ```
  */
-export async function createNormKernels(ctx: GpuContext, options: { kind: 'rms' | 'layer'; eps: number }): Promise<NormKernels> {
+export async function createNormKernels(ctx: GpuContext, options: NormOptions): Promise<NormKernels> {
   const { kind, eps } = options;
   const op = kind === 'rms' ? 'rms norm' : 'layer norm';
   if (kind !== 'rms' && kind !== 'layer') throw new InvalidArgumentError(`createNormKernels: kind must be 'rms' or 'layer', got ${String(kind)}.`);
   requireFinite(op, 'eps', eps);
   if (eps < 0) throw new InvalidArgumentError(`${op}: eps must be >= 0, got ${eps}.`);
+  const dtype = requireElementType(ctx, 'createNormKernels', options.dtype);
   const get = (definition: KernelDefinition, constants: Record<string, number | boolean>) =>
-    ctx.pipelines.get(definition, 'f32', { WG, ...constants });
+    ctx.pipelines.get(definition, dtype, { WG, ...constants });
   const forwardDefinition = kind === 'rms' ? RMS_NORM_FORWARD_KERNEL : LAYER_NORM_FORWARD_KERNEL;
   const backwardDefinition = kind === 'rms' ? RMS_NORM_BACKWARD_KERNEL : LAYER_NORM_BACKWARD_KERNEL;
   const [forwardBias, forwardNoBias, backward, backwardAcc] = await Promise.all([
@@ -121,7 +134,7 @@ export async function createNormKernels(ctx: GpuContext, options: { kind: 'rms' 
       const perRow = name === 'weight' || name === 'bias';
       const perStat = name === 'rstd' || name === 'mean';
       const needed = perRow ? cols : perStat ? rows : rows * cols;
-      requireTensor(op, name, t, needed, perRow ? `[${cols}]` : perStat ? `[${rows}]` : shape);
+      requireTensor(op, name, t, needed, perRow ? `[${cols}]` : perStat ? `[${rows}]` : shape, perRow || perStat ? 'f32' : dtype);
     }
     return shape;
   }
@@ -134,6 +147,7 @@ export async function createNormKernels(ctx: GpuContext, options: { kind: 'rms' 
 
   return {
     kind,
+    dtype,
     forward(rec, a) {
       const mean = meanFor(a.mean, 'forward');
       if (kind === 'rms' && a.bias) throw new InvalidArgumentError('rms norm forward: takes no bias (HF LlamaRMSNorm has none).');

@@ -1,13 +1,15 @@
 /**
  * Rotary position embedding (RoPE) as HF transformers computes it: the cos/sin tables on the CPU
  * (`ropeTables`, the same float32 steps as ROPE_INIT_FUNCTIONS + LlamaRotaryEmbedding) and an
- * in-place rotation on the GPU in the rotate_half convention. Shader: shaders/rope.wgsl.
+ * in-place rotation on the GPU in the rotate_half convention. x may be f32 or f16 (`dtype`; f16
+ * storage, f32 arithmetic); the tables are always f32. Shader: shaders/rope.wgsl.
  * Reference values: scripts/make_attention_fixtures.py (PyTorch).
  */
 import source from '../../../../shaders/rope.wgsl?raw';
 import type { GpuContext } from '../device.js';
 import { InvalidArgumentError } from '../errors.js';
-import type { KernelDefinition } from '../pipeline-cache.js';
+import { requireElementType } from './tensor-checks.js';
+import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';
 import { grid1D } from './grid.js';
@@ -133,7 +135,13 @@ export interface RopeApplyArgs {
   inverse?: boolean;
 }
 
+export interface RopeKernelOptions {
+  /** Element type of x: 'f16' needs the device's shader-f16 feature. Default 'f32'. */
+  dtype?: ElementType;
+}
+
 export interface RopeKernel {
+  readonly dtype: ElementType;
   /**
    * In place on x [rows, heads*headDim], HF rotate_half convention: for j < half:
    * x'[j] = x[j] cos - x[j+half] sin; x'[j+half] = x[j+half] cos + x[j] sin, at position
@@ -154,9 +162,20 @@ function positiveInteger(what: string, name: string, value: number): void {
   if (!Number.isInteger(value) || value < 1) throw new InvalidArgumentError(`${what}: ${name} must be a positive integer, got ${value}.`);
 }
 
-export async function createRopeKernel(ctx: GpuContext): Promise<RopeKernel> {
-  const compiled = await ctx.pipelines.get(ROPE_KERNEL, 'f32', {});
+/**
+ * Compiles the rotation for x of element type `dtype` (default f32).
+ *
+ * @example
+ * ```ts
+ * const rope = await createRopeKernel(ctx, { dtype: ctx.features.shaderF16 ? 'f16' : 'f32' });
+ * rope.apply(rec, { x: q, cos, sin, rows: 512, heads: 9, headDim: 64, seqLen: 256 });
+ * ```
+ */
+export async function createRopeKernel(ctx: GpuContext, options: RopeKernelOptions = {}): Promise<RopeKernel> {
+  const dtype = requireElementType(ctx, 'rope', options.dtype ?? 'f32');
+  const compiled = await ctx.pipelines.get(ROPE_KERNEL, dtype, {});
   return {
+    dtype,
     apply(recorder, a) {
       const { rows, heads, headDim, seqLen } = a;
       const offset = a.positionOffset ?? 0;
@@ -167,9 +186,12 @@ export async function createRopeKernel(ctx: GpuContext): Promise<RopeKernel> {
       if (!Number.isInteger(offset) || offset < 0) throw new InvalidArgumentError(`rope: positionOffset must be a non-negative integer, got ${offset}.`);
       const half = headDim / 2;
       const width = heads * headDim;
-      if (a.x.dtype !== 'f32' || a.x.size < rows * width) {
+      if (a.x.dtype !== dtype) {
+        throw new InvalidArgumentError(`rope: x "${a.x.label}" is ${a.x.dtype} but the kernel was created for ${dtype}.`);
+      }
+      if (a.x.size < rows * width) {
         throw new InvalidArgumentError(
-          `rope: x "${a.x.label}" must be f32 with at least ${rows} x ${width} elements (rows x heads*headDim); ` +
+          `rope: x "${a.x.label}" must be ${dtype} with at least ${rows} x ${width} elements (rows x heads*headDim); ` +
             `got ${a.x.dtype} [${a.x.shape.join(', ')}].`,
         );
       }

@@ -1,10 +1,21 @@
 /**
  * Argument checks shared by the transformer-op wrappers (norm, activation, embedding,
- * elementwise, dropout, optimizer): every failure is an InvalidArgumentError that names the op,
+ * elementwise, dropout, optimizer, rope, attention, cross-entropy): every failure is an InvalidArgumentError that names the op,
  * the tensor and the shapes involved.
  */
+import type { GpuContext } from '../device.js';
 import { InvalidArgumentError } from '../errors.js';
+import type { ElementType } from '../pipeline-cache.js';
 import type { DType, GpuTensor } from '../tensor.js';
+
+/** The activation element type a kernel family was asked for (default 'f32'); f16 needs shader-f16. */
+export function requireElementType(ctx: GpuContext, op: string, dtype: unknown = 'f32'): ElementType {
+  if (dtype !== 'f32' && dtype !== 'f16') throw new InvalidArgumentError(`${op}: dtype must be 'f32' or 'f16', got ${String(dtype)}.`);
+  if (dtype === 'f16' && !ctx.features.shaderF16) {
+    throw new InvalidArgumentError(`${op}: dtype 'f16' needs the 'shader-f16' feature, which this device does not have; use dtype 'f32'.`);
+  }
+  return dtype;
+}
 
 /** `value` must be an integer >= min (1 unless given). */
 export function requireCount(op: string, name: string, value: number, min = 1): void {
