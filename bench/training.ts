@@ -16,6 +16,8 @@ import { AdamW, checkMemoryPlan } from '@webtune/trainer';
 export interface TrainingBenchRow {
   model: string;
   format: BaseFormat;
+  /** Activation storage. */
+  dtype: 'f32' | 'f16';
   batch: number;
   seq: number;
   rank: number;
@@ -75,14 +77,14 @@ export interface TrainingBenchSpec {
   steps: number;
 }
 
-export async function benchTraining(gpu: GPU, spec: TrainingBenchSpec, format: BaseFormat, log: (line: string) => void): Promise<TrainingBenchRow> {
+export async function benchTraining(gpu: GPU, spec: TrainingBenchSpec, format: BaseFormat, dtype: 'f32' | 'f16', log: (line: string) => void): Promise<TrainingBenchRow> {
   // A fresh device per run, so the accounted peak is this run's alone.
   const ctx: GpuContext = await createGpuContext({ gpu });
   try {
     const lora = resolveLoraConfig(spec.config, { rank: spec.rank, alpha: 2 * spec.rank, targets: spec.targets });
     const recompute = spec.recompute ?? false;
-    const estimate = checkMemoryPlan(ctx, { config: spec.config, format, lora, batch: spec.batch, seq: spec.seq, recompute }, { budgetBytes: 16 * 2 ** 30 });
-    const base = await uploadBaseModel(ctx, spec.config, spec.reader, { format });
+    const estimate = checkMemoryPlan(ctx, { config: spec.config, format, dtype, lora, batch: spec.batch, seq: spec.seq, recompute }, { budgetBytes: 16 * 2 ** 30 });
+    const base = await uploadBaseModel(ctx, spec.config, spec.reader, { format, dtype });
     const model = await Transformer.create(ctx, base);
     const adapter = LoraAdapter.create(ctx, spec.config, lora, 1);
     model.setAdapter(adapter);
@@ -109,11 +111,11 @@ export async function benchTraining(gpu: GPU, spec: TrainingBenchSpec, format: B
     times.sort((a, b) => a - b);
     const medianStepMs = times[Math.floor(times.length / 2)]!;
     const row: TrainingBenchRow = {
-      model: spec.model, format, batch: spec.batch, seq: spec.seq, rank: spec.rank, recompute, medianStepMs,
+      model: spec.model, format, dtype, batch: spec.batch, seq: spec.seq, rank: spec.rank, recompute, medianStepMs,
       tokensPerSecond: tokens / (medianStepMs / 1000), peakBytes: ctx.memory.peakBytes, estimateBytes: estimate.total,
       weightBytes: base.byteLength, steps: spec.steps,
     };
-    log(`training ${spec.model} ${format} b${spec.batch}x${spec.seq} r${spec.rank}${recompute ? ' recompute' : ''}: ${medianStepMs.toFixed(0)} ms/step, ${row.tokensPerSecond.toFixed(0)} tok/s, peak ${(row.peakBytes / 2 ** 20).toFixed(1)} MiB (estimate ${(estimate.total / 2 ** 20).toFixed(1)} MiB)`);
+    log(`training ${spec.model} ${format}/${dtype} b${spec.batch}x${spec.seq} r${spec.rank}${recompute ? ' recompute' : ''}: ${medianStepMs.toFixed(0)} ms/step, ${row.tokensPerSecond.toFixed(0)} tok/s, peak ${(row.peakBytes / 2 ** 20).toFixed(1)} MiB (estimate ${(estimate.total / 2 ** 20).toFixed(1)} MiB)`);
     optimizer.release();
     adapter.release();
     model.release();
@@ -141,8 +143,11 @@ export async function runTrainingBench(gpu: GPU, log: (line: string) => void): P
   for (const recompute of [false, true]) {
     specs.push({ model: 'SmolLM2-135M shape', config: smol, reader: syntheticWeights(smol), batch: 1, seq: 256, rank: 8, steps: 2, recompute });
   }
+  // LoRA over f32, QLoRA with f32 activations, and QLoRA with f16 activations where shader-f16 exists.
+  const f16 = (await createGpuContext({ gpu }).then((c) => { const has = c.features.shaderF16; c.destroy(); return has; }));
+  const variants: Array<[BaseFormat, 'f32' | 'f16']> = [['f32', 'f32'], ['nf4', 'f32'], ...(f16 ? [['nf4', 'f16'] as [BaseFormat, 'f16']] : [])];
   for (const spec of specs) {
-    for (const format of ['f32', 'nf4'] as const) rows.push(await benchTraining(gpu, spec, format, log));
+    for (const [format, dtype] of variants) rows.push(await benchTraining(gpu, spec, format, dtype, log));
   }
   return rows;
 }

@@ -57,13 +57,13 @@ function toMarkdown(title, adapter, rows) {
 /** Training steps: f32 base vs NF4 (QLoRA) per model, with the ratios the issue's targets name. */
 function trainingMarkdown(lane, rows) {
   const mib = (b) => (b / 2 ** 20).toFixed(1);
-  const lines = [`### Training steps, ${lane}`, '', 'LoRA over a float32 base vs QLoRA (NF4 + double quantization); forward + backward + AdamW per step; random tokens.', '',
-    '| model | batch x seq | rank | recompute | base | median ms/step | tokens/s | accounted peak MiB | planner estimate MiB | weights MiB | QLoRA peak / f32 | QLoRA time / f32 |',
+  const lines = [`### Training steps, ${lane}`, '', 'LoRA over a float32 base vs QLoRA (NF4 + double quantization), with f32 activations and, where the adapter has shader-f16, f16 activations; forward + backward + AdamW per step; random tokens. Ratios are against the f32/f32 row.', '',
+    '| model | batch x seq | rank | recompute | base / activations | median ms/step | tokens/s | accounted peak MiB | planner estimate MiB | weights MiB | QLoRA peak / f32 | QLoRA time / f32 |',
     '|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|'];
   for (const r of rows) {
-    const f32 = rows.find((o) => o.model === r.model && o.recompute === r.recompute && o.format === 'f32');
+    const f32 = rows.find((o) => o.model === r.model && o.recompute === r.recompute && o.format === 'f32' && (o.dtype ?? 'f32') === 'f32');
     const ratios = r.format === 'nf4' && f32 ? [`${((100 * r.peakBytes) / f32.peakBytes).toFixed(0)}%`, `${(r.medianStepMs / f32.medianStepMs).toFixed(2)}x`] : ['', ''];
-    lines.push(`| ${r.model} | ${r.batch} x ${r.seq} | ${r.rank} | ${r.recompute ? 'yes' : 'no'} | ${r.format} | ${r.medianStepMs.toFixed(0)} | ${r.tokensPerSecond.toFixed(0)} | ${mib(r.peakBytes)} | ${mib(r.estimateBytes)} | ${mib(r.weightBytes)} | ${ratios.join(' | ')} |`);
+    lines.push(`| ${r.model} | ${r.batch} x ${r.seq} | ${r.rank} | ${r.recompute ? 'yes' : 'no'} | ${r.format} / ${r.dtype ?? 'f32'} | ${r.medianStepMs.toFixed(0)} | ${r.tokensPerSecond.toFixed(0)} | ${mib(r.peakBytes)} | ${mib(r.estimateBytes)} | ${mib(r.weightBytes)} | ${ratios.join(' | ')} |`);
   }
   return lines.join('\n');
 }
