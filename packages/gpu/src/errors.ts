@@ -16,7 +16,11 @@ export type WebtuneErrorCode =
   | 'UNSUPPORTED_MODEL'
   | 'MODEL_FILE_MISSING'
   | 'DOWNLOAD_FAILED'
-  | 'MEMORY_PLAN';
+  | 'MEMORY_PLAN'
+  | 'CHECKPOINT_CORRUPT'
+  | 'CHECKPOINT_MISMATCH'
+  | 'CHECKPOINT_NOT_FOUND'
+  | 'STORAGE_FULL';
 
 export class WebtuneError extends Error {
   readonly code: WebtuneErrorCode;
@@ -201,4 +205,41 @@ export function formatBytes(bytes: number): string {
     unit++;
   }
   return `${value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
+}
+
+/** A stored checkpoint failed verification (checksum, size, format or schema). Older checkpoints are untouched. */
+export class CheckpointCorruptError extends WebtuneError {
+  readonly id: string;
+  constructor(id: string, detail: string, options?: { cause?: unknown }) {
+    super('CHECKPOINT_CORRUPT', `Checkpoint ${id} is damaged: ${detail}. Restore an earlier checkpoint (listCheckpoints) or delete this one.`, options);
+    this.id = id;
+  }
+}
+
+/** A checkpoint made for another model, adapter configuration or data than the one it is loaded into. */
+export class CheckpointMismatchError extends WebtuneError {
+  readonly id: string;
+  constructor(id: string, detail: string, options?: { cause?: unknown }) {
+    super('CHECKPOINT_MISMATCH', `Checkpoint ${id} does not fit: ${detail}.`, options);
+    this.id = id;
+  }
+}
+
+export class CheckpointNotFoundError extends WebtuneError {
+  readonly id: string;
+  constructor(id: string) {
+    super('CHECKPOINT_NOT_FOUND', `There is no checkpoint "${id}"; listCheckpoints() shows the stored ones.`);
+    this.id = id;
+  }
+}
+
+/** The browser refused to store more (QuotaExceededError). Nothing partial was written; earlier data is intact. */
+export class StorageFullError extends WebtuneError {
+  constructor(detail: string, options?: { cause?: unknown }) {
+    super(
+      'STORAGE_FULL',
+      `Storage is full: ${detail}. Free space (delete old checkpoints or cached models), lower keepLast, or ask for persistent storage; earlier checkpoints are intact.`,
+      options,
+    );
+  }
 }

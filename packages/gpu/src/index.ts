@@ -16,6 +16,10 @@ export {
   ModelFileMissingError,
   DownloadError,
   MemoryPlanError,
+  CheckpointCorruptError,
+  CheckpointMismatchError,
+  CheckpointNotFoundError,
+  StorageFullError,
   formatBytes,
 } from './errors.js';
 export type { WebtuneErrorCode, ShaderMessage } from './errors.js';

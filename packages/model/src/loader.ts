@@ -208,6 +208,14 @@ export function urlSource(baseUrl: string, options: { fetch?: typeof fetch; head
     return new DownloadError(urlOf(file), `the server answered HTTP ${response.status} ${response.statusText}${hint}`, response.status);
   }
 
+  /**
+   * Model files are never HTML. Single-page-app dev servers (Vite, webpack-dev-server) answer a
+   * missing path with index.html and HTTP 200; that is a missing file, not a corrupt one.
+   */
+  function htmlFallback(response: Response): boolean {
+    return (response.headers.get('content-type') ?? '').toLowerCase().startsWith('text/html');
+  }
+
   function head(file: string, signal?: AbortSignal) {
     let p = heads.get(file);
     if (!p) {
@@ -218,7 +226,7 @@ export function urlSource(baseUrl: string, options: { fetch?: typeof fetch; head
           response = await request(file, 'GET', signal);
           await response.body?.cancel().catch(() => {});
         }
-        if (response.status === 404) return { exists: false, size: undefined };
+        if (response.status === 404 || (response.ok && htmlFallback(response))) return { exists: false, size: undefined };
         if (!response.ok) throw httpError(file, response);
         return { exists: true, size: bodyLength(response) };
       })();
@@ -236,6 +244,10 @@ export function urlSource(baseUrl: string, options: { fetch?: typeof fetch; head
       if (response.status === 404) {
         await response.body?.cancel().catch(() => {});
         throw new ModelFileMissingError(file, `not found at ${urlOf(file)} (HTTP 404)`);
+      }
+      if (response.ok && htmlFallback(response)) {
+        await response.body?.cancel().catch(() => {});
+        throw new ModelFileMissingError(file, `not found at ${urlOf(file)}: the server answered with an HTML page (a dev server's fallback for a missing file)`);
       }
       if (!response.ok) {
         await response.body?.cancel().catch(() => {});

@@ -401,6 +401,18 @@ describe('loadModelFiles: failures', () => {
     expect(fromDir).toBeInstanceOf(ModelFileMissingError);
   });
 
+  it('an SPA dev server answering a missing file with index.html (HTTP 200): ModelFileMissingError', async () => {
+    srv.override = (_req, res, path) => {
+      if (!path.startsWith('/spa/')) return false;
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end('<!doctype html><title>app</title>');
+      return true;
+    };
+    const err = await rejection(loadModelFiles(`${srv.url}/spa/tiny-llama/`, { cache: false }));
+    expect(err).toBeInstanceOf(ModelFileMissingError);
+    expect((err as ModelFileMissingError).file).toBe('config.json');
+    expect(err.message).toMatch(/HTML page/);
+  });
+
   it('no weights file at all: ModelFileMissingError naming both', async () => {
     const { dir, url } = await tempModel('no-weights', 'tiny-llama', { 'model.safetensors': null });
     for (const source of [url, nodeDirectorySource(dir)]) {

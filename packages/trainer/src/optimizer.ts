@@ -9,6 +9,7 @@ import {
   CommandRecorder,
   createOptimizerKernels,
   createTensor,
+  InvalidArgumentError,
   readF32,
   writeTensor,
   type GpuContext,
@@ -104,7 +105,7 @@ export class AdamW {
     for (const s of this.slots) {
       const m = state.get(`${s.key}.exp_avg`);
       const v = state.get(`${s.key}.exp_avg_sq`);
-      if (!m || !v) throw new Error(`optimizer state has no moments for ${s.key}`);
+      if (!m || !v) throw new InvalidArgumentError(`The optimizer state has no moments for ${s.key}; it was saved for another adapter.`);
       writeTensor(this.ctx, s.m, m.data);
       writeTensor(this.ctx, s.v, v.data);
     }

@@ -4,7 +4,7 @@
  * step, and the accounted GPU peak next to the planner's estimate at the end.
  */
 import { InvalidArgumentError, type GpuContext } from '@webtune/gpu';
-import type { BaseFormat, LoraAdapter, Transformer } from '@webtune/model';
+import type { BaseFormat, HostTensor, LoraAdapter, Transformer } from '@webtune/model';
 import { BatchStream, type DataCursor } from './data.js';
 import { AdamW, type AdamWOptions } from './optimizer.js';
 import { checkMemoryPlan, type MemoryEstimate, type PlanCheckOptions } from './planner.js';
@@ -51,8 +51,23 @@ export interface StepProgress {
   gpuBytes: number;
 }
 
+export interface TrainerState {
+  /** Optimizer steps taken. */
+  step: number;
+  /** Where the next batch comes from. */
+  cursor: DataCursor;
+  /** LoRA A/B under PEFT keys. */
+  adapter: Map<string, HostTensor>;
+  /** AdamW moments under `<key>.exp_avg` / `<key>.exp_avg_sq`. */
+  optimizer: Map<string, HostTensor>;
+}
+
 export interface TrainResult {
+  /** Losses of the steps this call took. */
   losses: number[];
+  stopped: 'completed' | 'paused' | 'cancelled';
+  /** Optimizer steps taken in total. */
+  step: number;
   estimate: MemoryEstimate;
   /** Peak GPU bytes webtune accounted during training. */
   peakBytes: number;
@@ -94,12 +109,23 @@ export class Trainer {
   }
 
   /**
-   * Runs `config.steps` optimizer steps over `windows` (token windows of seqLen + 1).
-   * `onStep` gets progress after every optimizer step; `signal` stops between steps.
+   * Runs optimizer steps over `windows` (token windows of seqLen + 1) until `config.steps` have
+   * been taken in total, starting from the optimizer's current step (0, or a restored
+   * checkpoint's) and the data position `cursor` (default: the start of the seeded order).
+   * `onStep` gets progress after every optimizer step. Aborting `signal` stops after the current
+   * step: with reason 'pause' the result says 'paused' (the caller checkpoints and later calls
+   * train again with the returned cursor), any other reason 'cancelled'. Every
+   * `checkpointEvery` steps `onCheckpoint` receives the state to save; training waits for it.
    */
   async train(
     windows: readonly Uint32Array[],
-    options: { onStep?: (p: StepProgress) => void; signal?: AbortSignal; cursor?: DataCursor } = {},
+    options: {
+      onStep?: (p: StepProgress) => void;
+      signal?: AbortSignal;
+      cursor?: DataCursor;
+      checkpointEvery?: number;
+      onCheckpoint?: (state: TrainerState) => Promise<void>;
+    } = {},
   ): Promise<TrainResult> {
     const c = this.config;
     for (const w of windows) {
@@ -109,9 +135,14 @@ export class Trainer {
     const losses: number[] = [];
     this.ctx.memory.resetPeak();
     const started = performance.now();
+    const firstStep = this.optimizer.step;
     let tokens = 0;
-    for (let s = 0; s < c.steps; s++) {
-      options.signal?.throwIfAborted();
+    let stopped: TrainResult['stopped'] = 'completed';
+    while (this.optimizer.step < c.steps) {
+      if (options.signal?.aborted) {
+        stopped = options.signal.reason === 'pause' ? 'paused' : 'cancelled';
+        break;
+      }
       let loss = 0;
       for (let micro = 0; micro < c.gradientAccumulation; micro++) {
         const batch = stream.next();
@@ -125,22 +156,39 @@ export class Trainer {
       const lr = c.learningRate * learningRateFactor(this.optimizer.step, { kind: c.schedule, warmupSteps: c.warmupSteps, totalSteps: c.steps });
       const { gradNorm } = await this.optimizer.update(lr, c.gradientAccumulation);
       losses.push(loss);
+      const step = this.optimizer.step;
       const seconds = (performance.now() - started) / 1000;
-      const tps = tokens / seconds;
       options.onStep?.({
-        step: s + 1,
+        step,
         totalSteps: c.steps,
         epoch: stream.position.epoch,
         loss,
         learningRate: lr,
         gradNorm,
-        tokensPerSecond: tps,
-        etaSeconds: (seconds / (s + 1)) * (c.steps - s - 1),
+        tokensPerSecond: tokens / seconds,
+        etaSeconds: (seconds / (step - firstStep)) * (c.steps - step),
         gpuBytes: this.ctx.memory.liveBytes,
       });
+      if (options.onCheckpoint && options.checkpointEvery && step % options.checkpointEvery === 0 && step < c.steps) {
+        await options.onCheckpoint(await this.state(stream.position));
+      }
     }
     const seconds = (performance.now() - started) / 1000;
-    return { losses, estimate: this.estimate, peakBytes: this.ctx.memory.peakBytes, tokensPerSecond: tokens / seconds, cursor: stream.position };
+    return {
+      losses, stopped, step: this.optimizer.step, estimate: this.estimate, peakBytes: this.ctx.memory.peakBytes,
+      tokensPerSecond: tokens / Math.max(seconds, 1e-9), cursor: stream.position,
+    };
+  }
+
+  /** Everything a checkpoint needs to resume exactly: adapter, AdamW moments, step and data position. */
+  async state(cursor: DataCursor): Promise<TrainerState> {
+    return { step: this.optimizer.step, cursor, adapter: await this.adapter.read(), optimizer: await this.optimizer.readState() };
+  }
+
+  /** Puts a saved state back (same model, adapter shape and config); train() then continues from it. */
+  restore(state: Omit<TrainerState, 'cursor'>): void {
+    this.adapter.write(state.adapter);
+    this.optimizer.writeState(state.optimizer, state.step);
   }
 
   /** Mean loss over windows, batch by batch, without gradients. */

@@ -1,0 +1,411 @@
+/**
+ * Training checkpoints: everything a run needs to continue exactly where it stopped (LoRA
+ * adapter, AdamW moments, data cursor, step, configuration), as one safetensors blob plus a small
+ * JSON meta that names it and guards it.
+ *
+ * Record layout (schema 1):
+ *   meta:  CheckpointMeta, plain JSON (no typed arrays), small enough to list without the tensors.
+ *   bytes: a safetensors file, metadata {"format":"pt"}, F32 tensors:
+ *            the adapter under PEFT's keys (`base_model.model.<module>.lora_A.weight`, as
+ *            LoraAdapter.read returns) and AdamW's moments under `<key>.exp_avg` and
+ *            `<key>.exp_avg_sq` (as AdamW.readState returns).
+ *          The bytes are canonical: serializeSafetensors(tensors, {"format":"pt"}), so the same
+ *          tensors always give the same bytes and the same `sha256`.
+ *   meta.sha256 is the hex SHA-256 of `bytes` and meta.byteLength their length: a truncated,
+ *   bit-flipped or swapped blob is refused (CheckpointCorruptError) before any tensor is used.
+ *
+ * Portable file (export/import): the same safetensors tensors with
+ *   __metadata__ = {"format":"pt","webtune.checkpoint": JSON.stringify(meta)}
+ * Import rebuilds the canonical bytes from the tensors, so meta.sha256 still checks them.
+ *
+ * Older schemas are migrated on read (migrateCheckpointMeta):
+ *   v0, the draft layout before `totalSteps` and `label` existed:
+ *     { schema: 0, id, runId, step, createdAt, model, lora, train, cursor, byteLength, sha256 }
+ *     -> v1 with totalSteps = train.steps (the TrainConfig's step count) when it is a positive
+ *        integer, else step; no label.
+ * A schema newer than CHECKPOINT_SCHEMA_VERSION is refused with a message to update webtune.
+ *
+ * Non-finite numbers in `train` (e.g. adamw.maxGradNorm = Infinity) become null, as JSON has no
+ * Infinity; the meta is normalised through JSON at encode time so every store and the portable
+ * file hold the same meta.
+ */
+import { CheckpointCorruptError, CheckpointMismatchError, InvalidArgumentError, ModelFormatError } from '@webtune/gpu';
+import { parseSafetensors, serializeSafetensors, type HostTensor, type LoraConfig, type ModelConfig, type SafetensorsFile } from '@webtune/model';
+import type { DataCursor } from './data.js';
+
+export const CHECKPOINT_SCHEMA_VERSION = 1;
+
+/** The `__metadata__` key of a portable checkpoint file that holds the meta JSON. */
+export const CHECKPOINT_FILE_METADATA_KEY = 'webtune.checkpoint';
+
+const EXP_AVG = '.exp_avg';
+const EXP_AVG_SQ = '.exp_avg_sq';
+
+/** The parts of a model's configuration that the adapter's and moments' shapes depend on. */
+export interface ModelFingerprint {
+  modelType: string;
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  intermediateSize: number;
+  vocabSize: number;
+}
+
+const FINGERPRINT_FIELDS = ['modelType', 'hiddenSize', 'numLayers', 'numHeads', 'numKvHeads', 'intermediateSize', 'vocabSize'] as const;
+
+export function modelFingerprint(config: ModelConfig): ModelFingerprint {
+  return {
+    modelType: config.modelType,
+    hiddenSize: config.hiddenSize,
+    numLayers: config.numLayers,
+    numHeads: config.numHeads,
+    numKvHeads: config.numKvHeads,
+    intermediateSize: config.intermediateSize,
+    vocabSize: config.vocabSize,
+  };
+}
+
+export interface CheckpointMeta {
+  schema: number;
+  id: string;
+  runId: string;
+  /** Optimizer steps taken. */
+  step: number;
+  totalSteps: number;
+  /** ms since the epoch. */
+  createdAt: number;
+  model: ModelFingerprint;
+  lora: LoraConfig;
+  /** The TrainConfig as JSON. */
+  train: Record<string, unknown>;
+  cursor: DataCursor;
+  /** Optional app/data description. */
+  label?: string;
+  byteLength: number;
+  /** Hex SHA-256 of `bytes`. */
+  sha256: string;
+}
+
+export interface CheckpointRecord {
+  meta: CheckpointMeta;
+  bytes: Uint8Array;
+}
+
+export interface CheckpointInput {
+  runId: string;
+  step: number;
+  totalSteps: number;
+  model: ModelFingerprint;
+  lora: LoraConfig;
+  train: Record<string, unknown>;
+  cursor: DataCursor;
+  label?: string;
+  adapter: ReadonlyMap<string, HostTensor>;
+  optimizer: ReadonlyMap<string, HostTensor>;
+  /** Defaults to Date.now(). */
+  createdAt?: number;
+}
+
+export interface DecodedCheckpoint {
+  meta: CheckpointMeta;
+  adapter: Map<string, HostTensor>;
+  optimizer: Map<string, HostTensor>;
+}
+
+export interface CheckpointExpectation {
+  model: ModelFingerprint;
+  lora?: LoraConfig;
+}
+
+/** `<runId>@<step, 9 digits>`, so a run's ids sort by step. */
+export function checkpointId(runId: string, step: number): string {
+  if (typeof runId !== 'string' || runId.length === 0) throw new InvalidArgumentError(`A checkpoint's runId must be a non-empty string, got ${JSON.stringify(runId)}.`);
+  if (!Number.isSafeInteger(step) || step < 0) throw new InvalidArgumentError(`A checkpoint's step must be a non-negative integer, got ${step}.`);
+  return `${runId}@${String(step).padStart(9, '0')}`;
+}
+
+/** Hex SHA-256 (WebCrypto: browsers, workers, Node 20). */
+export async function sha256Hex(bytes: Uint8Array): Promise<string> {
+  if (typeof crypto === 'undefined' || !crypto.subtle) {
+    throw new InvalidArgumentError(
+      'Checkpoints need WebCrypto (crypto.subtle) for their SHA-256 checksums; browsers provide it only to secure contexts (https or localhost), as they do WebGPU.',
+    );
+  }
+  const data = bytes.buffer instanceof ArrayBuffer ? (bytes as Uint8Array<ArrayBuffer>) : new Uint8Array(bytes);
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', data));
+  let hex = '';
+  for (const b of digest) hex += b.toString(16).padStart(2, '0');
+  return hex;
+}
+
+const isOptimizerKey = (key: string) => key.endsWith(EXP_AVG) || key.endsWith(EXP_AVG_SQ);
+const momentBase = (key: string) => (key.endsWith(EXP_AVG_SQ) ? key.slice(0, -EXP_AVG_SQ.length) : key.slice(0, -EXP_AVG.length));
+const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
+
+function checkTensor(kind: string, key: string, t: HostTensor): void {
+  if (!(t?.data instanceof Float32Array) || !Array.isArray(t.shape) || !t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    throw new InvalidArgumentError(`encodeCheckpoint: ${kind} tensor "${key}" must be { data: Float32Array, shape: number[] }.`);
+  }
+  const n = t.shape.reduce((a, b) => a * b, 1);
+  if (n !== t.data.length) throw new InvalidArgumentError(`encodeCheckpoint: ${kind} tensor "${key}" has shape [${t.shape.join(', ')}] (${n} values) but ${t.data.length} values.`);
+}
+
+/**
+ * A checkpoint record from host copies of the adapter (LoraAdapter.read) and the optimizer's
+ * moments (AdamW.readState). The tensors are copied into `bytes`; the inputs may be reused.
+ */
+export async function encodeCheckpoint(input: CheckpointInput): Promise<CheckpointRecord> {
+  const id = checkpointId(input.runId, input.step);
+  if (!Number.isSafeInteger(input.totalSteps) || input.totalSteps < 0) throw new InvalidArgumentError(`encodeCheckpoint: totalSteps must be a non-negative integer, got ${input.totalSteps}.`);
+  if (input.label !== undefined && typeof input.label !== 'string') throw new InvalidArgumentError('encodeCheckpoint: label must be a string.');
+  if (input.adapter.size === 0) throw new InvalidArgumentError('encodeCheckpoint: the adapter has no tensors.');
+  const tensors: Array<{ name: string; dtype: 'F32'; shape: number[]; data: Float32Array }> = [];
+  for (const [key, t] of input.adapter) {
+    if (isOptimizerKey(key)) throw new InvalidArgumentError(`encodeCheckpoint: adapter key "${key}" ends like an optimizer moment; pass moments as \`optimizer\`.`);
+    checkTensor('adapter', key, t);
+    tensors.push({ name: key, dtype: 'F32', shape: [...t.shape], data: t.data });
+  }
+  for (const [key, t] of input.optimizer) {
+    if (!isOptimizerKey(key)) throw new InvalidArgumentError(`encodeCheckpoint: optimizer key "${key}" must end with ${EXP_AVG} or ${EXP_AVG_SQ} (as AdamW.readState returns).`);
+    checkTensor('optimizer', key, t);
+    const param = input.adapter.get(momentBase(key));
+    if (!param) throw new InvalidArgumentError(`encodeCheckpoint: optimizer moment "${key}" belongs to no adapter tensor.`);
+    if (!sameShape(param.shape, t.shape)) throw new InvalidArgumentError(`encodeCheckpoint: optimizer moment "${key}" is [${t.shape.join(', ')}] but its parameter is [${param.shape.join(', ')}].`);
+    tensors.push({ name: key, dtype: 'F32', shape: [...t.shape], data: t.data });
+  }
+  const bytes = serializeSafetensors(tensors, { format: 'pt' });
+  const draft = {
+    schema: CHECKPOINT_SCHEMA_VERSION,
+    id,
+    runId: input.runId,
+    step: input.step,
+    totalSteps: input.totalSteps,
+    createdAt: input.createdAt ?? Date.now(),
+    model: { ...input.model },
+    lora: { ...input.lora, targets: [...input.lora.targets] },
+    train: input.train,
+    cursor: input.cursor,
+    ...(input.label !== undefined ? { label: input.label } : {}),
+    byteLength: bytes.byteLength,
+    sha256: await sha256Hex(bytes),
+  };
+  // Normalised through JSON so the meta is the same in every store and in the portable file.
+  const meta = migrateCheckpointMeta(JSON.parse(JSON.stringify(draft)), id);
+  return { meta, bytes };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Meta validation and schema migration
+
+type Json = Record<string, unknown>;
+const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+/**
+ * A meta of any known schema as the current one, validated field by field. `id` names the
+ * checkpoint in errors when the meta's own id is unreadable. Throws CheckpointCorruptError.
+ */
+export function migrateCheckpointMeta(raw: unknown, id = 'checkpoint'): CheckpointMeta {
+  if (!isObject(raw)) throw new CheckpointCorruptError(id, 'its metadata is not a JSON object');
+  const name = typeof raw.id === 'string' && raw.id.length > 0 ? raw.id : id;
+  const schema = raw.schema;
+  if (!isCount(schema)) throw new CheckpointCorruptError(name, `its metadata has schema ${JSON.stringify(schema)}, not a schema version`);
+  if (schema > CHECKPOINT_SCHEMA_VERSION) {
+    throw new CheckpointCorruptError(
+      name,
+      `it was written by a newer webtune (checkpoint schema ${schema}; this version reads schemas up to ${CHECKPOINT_SCHEMA_VERSION}); update webtune to load it`,
+    );
+  }
+  let m: Json = { ...raw };
+  if (schema === 0) m = migrateV0(m);
+  return validateMeta(m, name);
+}
+
+/** v0 -> v1: adds totalSteps (from the TrainConfig's `steps`, else the step reached). */
+function migrateV0(m: Json): Json {
+  const train = isObject(m.train) ? m.train : undefined;
+  const steps = train?.steps;
+  const totalSteps = typeof steps === 'number' && Number.isSafeInteger(steps) && steps > 0 ? steps : m.step;
+  return { ...m, schema: 1, totalSteps };
+}
+
+function validateMeta(m: Json, name: string): CheckpointMeta {
+  const bad = (field: string, want: string) => new CheckpointCorruptError(name, `its metadata field "${field}" is ${JSON.stringify(m[field])}; expected ${want}`);
+  if (typeof m.id !== 'string' || m.id.length === 0) throw bad('id', 'a non-empty string');
+  if (typeof m.runId !== 'string' || m.runId.length === 0) throw bad('runId', 'a non-empty string');
+  if (!isCount(m.step)) throw bad('step', 'a non-negative integer');
+  if (!isCount(m.totalSteps)) throw bad('totalSteps', 'a non-negative integer');
+  if (typeof m.createdAt !== 'number' || !Number.isFinite(m.createdAt)) throw bad('createdAt', 'a time in ms');
+  if (!isCount(m.byteLength)) throw bad('byteLength', 'a non-negative integer');
+  if (typeof m.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(m.sha256)) throw bad('sha256', '64 lowercase hex digits');
+  if (m.label !== undefined && typeof m.label !== 'string') throw bad('label', 'a string');
+  if (!isObject(m.train)) throw bad('train', 'an object');
+
+  const model = m.model;
+  if (!isObject(model) || typeof model.modelType !== 'string' || !FINGERPRINT_FIELDS.slice(1).every((f) => isCount(model[f]))) {
+    throw bad('model', `{ ${FINGERPRINT_FIELDS.join(', ')} }`);
+  }
+  const lora = m.lora;
+  if (
+    !isObject(lora) || !isCount(lora.rank) || lora.rank < 1 || typeof lora.alpha !== 'number' || typeof lora.dropout !== 'number' ||
+    typeof lora.rslora !== 'boolean' || !Array.isArray(lora.targets) || !lora.targets.every((t) => typeof t === 'string')
+  ) {
+    throw bad('lora', '{ rank, alpha, dropout, targets, rslora }');
+  }
+  const cursor = m.cursor;
+  if (
+    !isObject(cursor) || !isCount(cursor.epoch) || !isCount(cursor.index) || !Array.isArray(cursor.epochRng) || cursor.epochRng.length !== 4 ||
+    !cursor.epochRng.every((w) => isCount(w) && w <= 0xffffffff)
+  ) {
+    throw bad('cursor', '{ epoch, index, epochRng: four u32 words }');
+  }
+  const meta: CheckpointMeta = {
+    schema: CHECKPOINT_SCHEMA_VERSION,
+    id: m.id,
+    runId: m.runId,
+    step: m.step,
+    totalSteps: m.totalSteps,
+    createdAt: m.createdAt,
+    model: Object.fromEntries(FINGERPRINT_FIELDS.map((f) => [f, model[f]])) as unknown as ModelFingerprint,
+    lora: { rank: lora.rank, alpha: lora.alpha, dropout: lora.dropout, targets: [...(lora.targets as string[])], rslora: lora.rslora },
+    train: m.train,
+    cursor: { epoch: cursor.epoch, index: cursor.index, epochRng: [...cursor.epochRng] as DataCursor['epochRng'] },
+    byteLength: m.byteLength,
+    sha256: m.sha256,
+  };
+  if (typeof m.label === 'string') meta.label = m.label;
+  return meta;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+/** What differs between a checkpoint and the model/adapter it would be loaded into; empty when they agree. */
+export function checkpointDifferences(meta: Pick<CheckpointMeta, 'model' | 'lora'>, expect: CheckpointExpectation): string[] {
+  const out: string[] = [];
+  for (const f of FINGERPRINT_FIELDS) {
+    if (meta.model[f] !== expect.model[f]) out.push(`model ${f} is ${JSON.stringify(meta.model[f])} in the checkpoint but ${JSON.stringify(expect.model[f])} here`);
+  }
+  const l = expect.lora;
+  if (l) {
+    if (meta.lora.rank !== l.rank) out.push(`LoRA rank is ${meta.lora.rank} in the checkpoint but ${l.rank} here`);
+    if (meta.lora.alpha !== l.alpha) out.push(`LoRA alpha is ${meta.lora.alpha} in the checkpoint but ${l.alpha} here`);
+    if (meta.lora.rslora !== l.rslora) out.push(`LoRA rslora is ${meta.lora.rslora} in the checkpoint but ${l.rslora} here`);
+    const a = [...new Set(meta.lora.targets)].sort();
+    const b = [...new Set(l.targets)].sort();
+    if (a.length !== b.length || a.some((t, i) => t !== b[i])) {
+      out.push(`LoRA targets are ${JSON.stringify(meta.lora.targets)} in the checkpoint but ${JSON.stringify(l.targets)} here`);
+    }
+  }
+  return out;
+}
+
+function toF32(bytes: Uint8Array): Float32Array {
+  // A copy into a fresh buffer: aligned, bit-exact (NaN payloads included), and independent of the record.
+  return new Float32Array(bytes.slice().buffer);
+}
+
+/**
+ * Verifies a record and returns its tensors (copies, not views into `record.bytes`): the meta's
+ * schema (older ones migrated), byte length and SHA-256, the safetensors structure, and that the
+ * tensors agree with the meta (every moment has its parameter, LoRA shapes have the meta's rank).
+ * Any failure is a CheckpointCorruptError naming the checkpoint. With `expect`, a checkpoint of
+ * another model or LoRA configuration (rank, alpha, targets, rslora; dropout may differ) is a
+ * CheckpointMismatchError listing what differs.
+ */
+export async function decodeCheckpoint(record: CheckpointRecord, expect?: CheckpointExpectation): Promise<DecodedCheckpoint> {
+  const meta = migrateCheckpointMeta(record?.meta);
+  const id = meta.id;
+  const bytes = record.bytes;
+  if (!(bytes instanceof Uint8Array)) throw new CheckpointCorruptError(id, 'its data is missing or not bytes');
+  if (bytes.byteLength !== meta.byteLength) {
+    throw new CheckpointCorruptError(
+      id,
+      bytes.byteLength < meta.byteLength
+        ? `its data is ${bytes.byteLength} bytes but ${meta.byteLength} were written; it is truncated`
+        : `its data is ${bytes.byteLength} bytes but ${meta.byteLength} were written; it has extra bytes`,
+    );
+  }
+  const hash = await sha256Hex(bytes);
+  if (hash !== meta.sha256) throw new CheckpointCorruptError(id, `its data does not match its SHA-256 checksum (stored ${meta.sha256.slice(0, 16)}..., computed ${hash.slice(0, 16)}...); it was damaged in storage or transfer`);
+
+  let file: SafetensorsFile;
+  try {
+    file = parseSafetensors(bytes, `checkpoint ${id}`);
+  } catch (cause) {
+    throw new CheckpointCorruptError(id, `its data is not a readable safetensors file (${(cause as Error).message})`);
+  }
+  const adapter = new Map<string, HostTensor>();
+  const optimizer = new Map<string, HostTensor>();
+  for (const [key, t] of file.tensors) {
+    if (t.dtype !== 'F32') throw new CheckpointCorruptError(id, `tensor "${key}" is ${t.dtype}; checkpoints hold F32 tensors`);
+    (isOptimizerKey(key) ? optimizer : adapter).set(key, { data: toF32(t.bytes), shape: [...t.shape] });
+  }
+  if (adapter.size === 0) throw new CheckpointCorruptError(id, 'it holds no adapter tensors');
+  for (const [key, t] of optimizer) {
+    const param = adapter.get(momentBase(key));
+    if (!param) throw new CheckpointCorruptError(id, `optimizer moment "${key}" belongs to no adapter tensor`);
+    if (!sameShape(param.shape, t.shape)) throw new CheckpointCorruptError(id, `optimizer moment "${key}" is [${t.shape.join(', ')}] but its parameter is [${param.shape.join(', ')}]`);
+  }
+  if (optimizer.size > 0) {
+    for (const key of adapter.keys()) {
+      if (!optimizer.has(key + EXP_AVG) || !optimizer.has(key + EXP_AVG_SQ)) throw new CheckpointCorruptError(id, `adapter tensor "${key}" has no optimizer moments while others do`);
+    }
+  }
+  for (const [key, t] of adapter) {
+    const rankDim = key.endsWith('.lora_A.weight') ? 0 : key.endsWith('.lora_B.weight') ? 1 : -1;
+    if (rankDim >= 0 && (t.shape.length !== 2 || t.shape[rankDim] !== meta.lora.rank)) {
+      throw new CheckpointCorruptError(id, `"${key}" is [${t.shape.join(', ')}], which does not have the checkpoint's LoRA rank ${meta.lora.rank}`);
+    }
+  }
+  if (expect) {
+    const diff = checkpointDifferences(meta, expect);
+    if (diff.length > 0) throw new CheckpointMismatchError(id, `it belongs to another model or adapter configuration: ${diff.join('; ')}`);
+  }
+  return { meta, adapter, optimizer };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Portable file
+
+/** One safetensors file holding the checkpoint: its tensors, and its meta under `__metadata__`. */
+export function checkpointToFile(record: CheckpointRecord): Uint8Array {
+  const meta = migrateCheckpointMeta(record.meta);
+  let file: SafetensorsFile;
+  try {
+    file = parseSafetensors(record.bytes, `checkpoint ${meta.id}`);
+  } catch (cause) {
+    throw new CheckpointCorruptError(meta.id, `its data is not a readable safetensors file (${(cause as Error).message})`);
+  }
+  const tensors = [...file.tensors.values()].map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, data: t.bytes }));
+  return serializeSafetensors(tensors, { ...file.metadata, format: 'pt', [CHECKPOINT_FILE_METADATA_KEY]: JSON.stringify(meta) });
+}
+
+/**
+ * A record from a file checkpointToFile wrote. Checks the structure here (a safetensors file with
+ * a valid checkpoint meta whose byte length matches the tensors); the SHA-256 is checked by
+ * decodeCheckpoint (WebCrypto hashing is asynchronous), so decode the record before trusting it.
+ * Not safetensors, or safetensors without checkpoint metadata: ModelFormatError naming `source`.
+ */
+export function checkpointFromFile(bytes: Uint8Array, source = 'checkpoint file'): CheckpointRecord {
+  const file = parseSafetensors(bytes, source);
+  const text = file.metadata[CHECKPOINT_FILE_METADATA_KEY];
+  if (text === undefined) {
+    throw new ModelFormatError(source, `is a safetensors file but not a webtune checkpoint (no "${CHECKPOINT_FILE_METADATA_KEY}" metadata); export checkpoints with checkpointToFile, and load PEFT adapters with importPeftAdapter`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (cause) {
+    throw new CheckpointCorruptError(source, `its "${CHECKPOINT_FILE_METADATA_KEY}" metadata is not valid JSON (${(cause as Error).message})`);
+  }
+  const meta = migrateCheckpointMeta(raw, source);
+  const { [CHECKPOINT_FILE_METADATA_KEY]: _meta, ...metadata } = file.metadata;
+  const tensors = [...file.tensors.values()].map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, data: t.bytes }));
+  const canonical = serializeSafetensors(tensors, metadata);
+  if (canonical.byteLength !== meta.byteLength) {
+    throw new CheckpointCorruptError(meta.id, `${source} holds ${canonical.byteLength} bytes of checkpoint data but its metadata says ${meta.byteLength}`);
+  }
+  return { meta, bytes: canonical };
+}

@@ -1,0 +1,455 @@
+/**
+ * TrainerSession: everything an app does with webtune, as one object with plain-data arguments
+ * and results, so it can live in a Web Worker behind Comlink (worker.ts, client.ts) or be used
+ * directly in Node or on a page. It owns the GPU context, the model, the data, the run and its
+ * checkpoints.
+ */
+import * as Comlink from 'comlink';
+import {
+  createGpuContext,
+  InvalidArgumentError,
+  CheckpointMismatchError,
+  type GpuContext,
+} from '@webtune/gpu';
+import {
+  exportPeftAdapter,
+  filesSource,
+  generate,
+  importPeftAdapter,
+  loadModelFiles,
+  LoraAdapter,
+  resolveLoraConfig,
+  Transformer,
+  uploadBaseModel,
+  urlSource,
+  weightReader,
+  type BaseFormat,
+  type BaseModel,
+  type GenerateOptions,
+  type LoadedModelFiles,
+  type LoadProgress,
+  type LoraConfig,
+  type ModelCache,
+  type ModelFileSource,
+  type PeftFiles,
+  type Tokenizer,
+} from '@webtune/model';
+import {
+  checkpointFromFile,
+  checkpointToFile,
+  decodeCheckpoint,
+  encodeCheckpoint,
+  modelFingerprint,
+  type CheckpointMeta,
+} from './checkpoint.js';
+import { MemoryCheckpointStore, type CheckpointStore } from './checkpoint-store.js';
+import { packTokens, tokenizeDocuments, type DataCursor } from './data.js';
+import { DEFAULT_TRAIN_CONFIG, Trainer, type StepProgress, type TrainConfig, type TrainerState } from './trainer.js';
+
+export interface SessionEnvironment {
+  /** WebGPU entry point; default navigator.gpu (in Node pass createNodeGpu()). */
+  gpu?: GPU;
+  /** Where checkpoints go; default in memory (the worker passes IndexedDB). */
+  checkpoints?: CheckpointStore;
+  /** Where downloaded model files are cached (default: the Cache API where it exists). */
+  modelCache?: ModelCache | false;
+}
+
+export interface LoadOptions {
+  /** 'f32' (LoRA, default) or 'nf4' (QLoRA). */
+  format?: BaseFormat;
+  /** Activation storage: 'f32', 'f16' (needs shader-f16), or 'auto' (f16 where available). Default 'f32'. */
+  dtype?: 'f32' | 'f16' | 'auto';
+  onProgress?: (p: LoadProgress) => void;
+}
+
+export interface ModelInfo {
+  modelType: string;
+  architecture: string;
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+  maxPositions: number;
+  format: BaseFormat;
+  dtype: 'f32' | 'f16';
+  weightBytes: number;
+  adapter: string;
+}
+
+export type DataInput = { text: string } | { texts: string[] } | { file: Blob };
+
+export interface DataOptions {
+  /** Tokens per training sequence (default 128). */
+  seqLen?: number;
+  /** Share of sequences held out for evaluation (default 0.1; 0 for none). */
+  heldOut?: number;
+}
+
+export interface DataInfo {
+  tokens: number;
+  seqLen: number;
+  trainSequences: number;
+  heldOutSequences: number;
+  /** SHA-256 of the token windows: a checkpoint only resumes on the same data. */
+  fingerprint: string;
+}
+
+export interface TrainRequest extends Partial<Omit<TrainConfig, 'seqLen'>> {
+  steps: number;
+  lora?: Partial<LoraConfig>;
+  /** Names the run's checkpoints; default 'run'. */
+  runId?: string;
+  /** Checkpoint every N optimizer steps (and on pause). Default 50; 0 only on pause. */
+  checkpointEvery?: number;
+  /** Checkpoints kept per run. Default 3. */
+  keepLast?: number;
+  /** Continue from the run's newest valid checkpoint instead of starting over. */
+  resume?: boolean;
+  /** Progress at most this often (ms); the first and last steps always report. Default 250. */
+  progressIntervalMs?: number;
+  /** GPU memory budget for the planner (bytes; default 4 GiB). */
+  memoryBudgetBytes?: number;
+}
+
+export interface TrainSummary {
+  runId: string;
+  stopped: 'completed' | 'paused' | 'cancelled';
+  step: number;
+  totalSteps: number;
+  lastLoss: number | undefined;
+  heldOutLoss: number | undefined;
+  tokensPerSecond: number;
+  peakBytes: number;
+  estimateBytes: number;
+  /** The checkpoint written when the run stopped (pause or completion), if any. */
+  checkpoint: CheckpointMeta | undefined;
+  /** Newer checkpoints that failed verification and were skipped when resuming. */
+  skippedCheckpoints: Array<{ id: string; message: string }>;
+  /** The step of the checkpoint this call resumed from (train with resume: true). */
+  resumedFrom: number | undefined;
+}
+
+export interface ProgressEvent extends StepProgress {
+  runId: string;
+}
+
+interface Loaded {
+  files: LoadedModelFiles;
+  base: BaseModel;
+  model: Transformer;
+  format: BaseFormat;
+  dtype: 'f32' | 'f16';
+}
+
+interface Run {
+  runId: string;
+  request: TrainRequest;
+  trainer: Trainer;
+  adapter: LoraAdapter;
+  controller: AbortController | undefined;
+  cursor: DataCursor | undefined;
+  resumedFrom: number | undefined;
+}
+
+async function sha256(bytes: Uint8Array): Promise<string> {
+  const digest = await crypto.subtle.digest('SHA-256', bytes as unknown as ArrayBuffer);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+export class TrainerSession {
+  private ctx: GpuContext | undefined;
+  private loaded: Loaded | undefined;
+  private data: { train: Uint32Array[]; heldOut: Uint32Array[]; info: DataInfo } | undefined;
+  private run: Run | undefined;
+  private adapter: LoraAdapter | undefined;
+  private readonly store: CheckpointStore;
+
+  constructor(private readonly env: SessionEnvironment = {}) {
+    this.store = env.checkpoints ?? new MemoryCheckpointStore();
+  }
+
+  private async context(): Promise<GpuContext> {
+    if (this.ctx && !this.ctx.lostError) return this.ctx;
+    this.ctx = await createGpuContext({ gpu: this.env.gpu });
+    return this.ctx;
+  }
+
+  /**
+   * After a lost device (status().deviceLost, or a DeviceLostError from any call): a new device,
+   * the loaded model uploaded again from the files already in memory. The run's adapter is gone
+   * with the old device; continue with train({ ..., resume: true }) from the last checkpoint.
+   */
+  async recoverDevice(): Promise<ModelInfo> {
+    const { files, format, dtype } = this.requireModel();
+    this.run = undefined;
+    this.adapter = undefined;
+    this.loaded = undefined;
+    this.ctx = undefined;
+    const ctx = await this.context();
+    const base = await uploadBaseModel(ctx, files.config, weightReader(files), { format, dtype });
+    this.loaded = { files, base, model: await Transformer.create(ctx, base), format, dtype };
+    return this.modelInfo();
+  }
+
+  /** Loads a Hugging Face model folder: a URL, picked files, or (in Node) a ModelFileSource. */
+  async loadModel(source: string | File[] | Array<{ name: string; bytes: Uint8Array }> | ModelFileSource, options: LoadOptions = {}): Promise<ModelInfo> {
+    const ctx = await this.context();
+    this.releaseModel();
+    const src = typeof source === 'string' ? urlSource(source) : Array.isArray(source) ? filesSource(source) : source;
+    const files = await loadModelFiles(src, { onProgress: options.onProgress, cache: this.env.modelCache });
+    const format = options.format ?? 'f32';
+    const dtype = options.dtype === 'auto' ? (ctx.features.shaderF16 ? 'f16' : 'f32') : (options.dtype ?? 'f32');
+    const base = await uploadBaseModel(ctx, files.config, weightReader(files), { format, dtype });
+    const model = await Transformer.create(ctx, base);
+    this.loaded = { files, base, model, format, dtype };
+    return this.modelInfo();
+  }
+
+  private modelInfo(): ModelInfo {
+    const { files, base, format, dtype } = this.requireModel();
+    const c = files.config;
+    return {
+      modelType: c.modelType, architecture: c.architecture, vocabSize: c.vocabSize, hiddenSize: c.hiddenSize,
+      numLayers: c.numLayers, maxPositions: c.maxPositions, format, dtype, weightBytes: base.byteLength, adapter: this.ctx!.adapter.name,
+    };
+  }
+
+  private requireModel(): Loaded {
+    if (!this.loaded) throw new InvalidArgumentError('No model is loaded: call loadModel() first.');
+    return this.loaded;
+  }
+
+  private tokenizer(): Tokenizer {
+    const t = this.requireModel().files.tokenizer;
+    if (!t) throw new InvalidArgumentError('This model folder has no tokenizer.json, so text cannot be tokenized.');
+    return t;
+  }
+
+  /** Tokenizes the training text and cuts it into sequences; the last `heldOut` share is kept for evaluation. */
+  async prepareData(input: DataInput, options: DataOptions = {}): Promise<DataInfo> {
+    const tok = this.tokenizer();
+    const seqLen = options.seqLen ?? 128;
+    const texts = 'text' in input ? [input.text] : 'texts' in input ? input.texts : [await input.file.text()];
+    if (texts.every((t) => t.trim().length === 0)) throw new InvalidArgumentError('The training text is empty.');
+    const tokens = tokenizeDocuments((t) => tok.encode(t), texts, tok.eosTokenId);
+    const windows = packTokens(tokens, seqLen);
+    const heldOutCount = Math.floor(windows.length * (options.heldOut ?? 0.1));
+    if (windows.length - heldOutCount < 1) {
+      throw new InvalidArgumentError(`The text gives ${tokens.length} tokens, fewer than one sequence of ${seqLen + 1}; add text or lower seqLen.`);
+    }
+    const all = new Uint8Array(windows.length * (seqLen + 1) * 4);
+    windows.forEach((w, i) => all.set(new Uint8Array(w.buffer, w.byteOffset, w.byteLength), i * (seqLen + 1) * 4));
+    const info: DataInfo = {
+      tokens: tokens.length, seqLen, trainSequences: windows.length - heldOutCount, heldOutSequences: heldOutCount, fingerprint: await sha256(all),
+    };
+    this.data = { train: windows.slice(0, windows.length - heldOutCount), heldOut: windows.slice(windows.length - heldOutCount), info };
+    return info;
+  }
+
+  /**
+   * Trains a LoRA adapter on the prepared data. With `resume`, continues the run from its newest
+   * checkpoint that verifies (the same model, adapter settings and data are required).
+   */
+  async train(request: TrainRequest, onProgress?: (p: ProgressEvent) => void): Promise<TrainSummary> {
+    if (this.run?.controller) throw new InvalidArgumentError('A run is already in progress; pause or cancel it first.');
+    const { files, model } = this.requireModel();
+    if (!this.data) throw new InvalidArgumentError('No training data: call prepareData() first.');
+    const ctx = await this.context();
+    const runId = request.runId ?? 'run';
+    const lora = resolveLoraConfig(files.config, request.lora ?? {});
+    const expect = { model: modelFingerprint(files.config), lora };
+    let restored: { state: Omit<TrainerState, 'cursor'>; cursor: DataCursor } | undefined;
+    const skipped: TrainSummary['skippedCheckpoints'] = [];
+    if (request.resume) {
+      const latest = await this.store.latest(runId, expect);
+      for (const s of latest?.skipped ?? []) skipped.push({ id: s.id, message: s.error.message });
+      if (latest) {
+        const decoded = await decodeCheckpoint(latest.record, expect);
+        if (decoded.meta.label !== undefined && decoded.meta.label !== `data:${this.data.info.fingerprint}`) {
+          throw new CheckpointMismatchError(decoded.meta.id, 'it was trained on different data (the token windows differ); prepare the same data to resume');
+        }
+        restored = { state: { step: decoded.meta.step, adapter: decoded.adapter, optimizer: decoded.optimizer }, cursor: decoded.meta.cursor };
+      }
+    }
+    this.disposeRun();
+    const adapter = LoraAdapter.create(ctx, files.config, lora, request.seed ?? DEFAULT_TRAIN_CONFIG.seed);
+    const { lora: _lora, runId: _runId, checkpointEvery: _every, keepLast: _keep, resume: _resume, progressIntervalMs: _interval, memoryBudgetBytes, ...config } = request;
+    const trainer = await Trainer.create(ctx, model, adapter, { ...config, seqLen: this.data.info.seqLen }, { budgetBytes: memoryBudgetBytes });
+    if (restored) trainer.restore(restored.state);
+    this.adapter = adapter;
+    this.run = { runId, request, trainer, adapter, controller: undefined, cursor: restored?.cursor, resumedFrom: restored?.state.step };
+    return this.continueRun(onProgress, skipped);
+  }
+
+  /** Continues a paused run of this session (after a reload, call train({ ..., resume: true }) instead). */
+  async resume(onProgress?: (p: ProgressEvent) => void): Promise<TrainSummary> {
+    if (!this.run) throw new InvalidArgumentError('There is no paused run to resume; call train() (with resume: true after a reload).');
+    if (this.run.controller) throw new InvalidArgumentError('The run is already going.');
+    this.run.resumedFrom = undefined;
+    return this.continueRun(onProgress, []);
+  }
+
+  /** Stops after the current step and writes a checkpoint; train() resolves with stopped: 'paused'. */
+  pause(): void {
+    this.run?.controller?.abort('pause');
+  }
+
+  /** Stops after the current step without a checkpoint; train() resolves with stopped: 'cancelled'. */
+  cancel(): void {
+    this.run?.controller?.abort('cancel');
+  }
+
+  private async continueRun(onProgress: ((p: ProgressEvent) => void) | undefined, skipped: TrainSummary['skippedCheckpoints']): Promise<TrainSummary> {
+    const run = this.run!;
+    const data = this.data!;
+    const { files } = this.requireModel();
+    const controller = new AbortController();
+    run.controller = controller;
+    const interval = run.request.progressIntervalMs ?? 250;
+    let lastReport = -Infinity;
+    const save = async (state: TrainerState) =>
+      this.store.put(
+        await encodeCheckpoint({
+          runId: run.runId, step: state.step, totalSteps: run.trainer.config.steps, model: modelFingerprint(files.config),
+          lora: run.adapter.config, train: { ...run.trainer.config }, cursor: state.cursor, label: `data:${data.info.fingerprint}`,
+          adapter: state.adapter, optimizer: state.optimizer,
+        }),
+        run.request.keepLast ?? 3,
+      );
+    try {
+      const result = await run.trainer.train(data.train, {
+        cursor: run.cursor,
+        signal: controller.signal,
+        checkpointEvery: run.request.checkpointEvery ?? 50,
+        onCheckpoint: save,
+        onStep: (p) => {
+          const now = performance.now();
+          // Throttled: the first step, the last, and at most one event per interval.
+          if (p.step === 1 || p.step === p.totalSteps || now - lastReport >= interval) {
+            lastReport = now;
+            onProgress?.({ ...p, runId: run.runId });
+          }
+        },
+      });
+      run.cursor = result.cursor;
+      let checkpoint: CheckpointMeta | undefined;
+      if (result.stopped !== 'cancelled') {
+        await save(await run.trainer.state(result.cursor));
+        checkpoint = (await this.store.list(run.runId))[0];
+      }
+      const heldOutLoss = result.stopped === 'completed' && data.heldOut.length > 0 ? await run.trainer.evaluate(data.heldOut) : undefined;
+      return {
+        runId: run.runId, stopped: result.stopped, step: result.step, totalSteps: run.trainer.config.steps,
+        lastLoss: result.losses.at(-1), heldOutLoss, tokensPerSecond: result.tokensPerSecond, peakBytes: result.peakBytes,
+        estimateBytes: result.estimate.total, checkpoint, skippedCheckpoints: skipped, resumedFrom: run.resumedFrom,
+      };
+    } finally {
+      run.controller = undefined;
+    }
+  }
+
+  /** Continues `prompt` with the current adapter (or the base model before training). */
+  async generate(prompt: string, options: Omit<GenerateOptions, 'onToken' | 'signal'> = {}): Promise<{ text: string; tokens: number[] }> {
+    const { model } = this.requireModel();
+    const tok = this.tokenizer();
+    model.setAdapter(this.adapter);
+    const tokens = await generate(model, tok.encode(prompt), options);
+    return { text: tok.decode(tokens), tokens };
+  }
+
+  /** The adapter as PEFT files (adapter_config.json + adapter_model.safetensors). */
+  async exportAdapter(): Promise<PeftFiles> {
+    if (!this.adapter) throw new InvalidArgumentError('There is no adapter yet: train or import one first.');
+    const files = await exportPeftAdapter(this.adapter, { baseModel: this.requireModel().files.source ?? '' });
+    // Across a worker boundary the bytes move instead of being copied.
+    return Comlink.transfer(files, [files['adapter_model.safetensors'].buffer as ArrayBuffer]);
+  }
+
+  /** Uses a PEFT adapter (for generation, or as the start of training with resume: false). */
+  async importAdapter(files: { config: string; weights: Uint8Array }): Promise<void> {
+    const ctx = await this.context();
+    const { files: model } = this.requireModel();
+    const adapter = importPeftAdapter(ctx, model.config, files);
+    this.disposeRun();
+    this.adapter = adapter;
+  }
+
+  listCheckpoints(runId?: string): Promise<CheckpointMeta[]> {
+    return this.store.list(runId);
+  }
+
+  deleteCheckpoint(id: string): Promise<void> {
+    return this.store.delete(id);
+  }
+
+  /** Puts a checkpoint's adapter in place for generation or export (training resumes with train({ resume: true })). */
+  async restoreCheckpoint(id: string): Promise<CheckpointMeta> {
+    const ctx = await this.context();
+    const { files } = this.requireModel();
+    const decoded = await decodeCheckpoint(await this.store.get(id), { model: modelFingerprint(files.config) });
+    const adapter = LoraAdapter.fromTensors(ctx, files.config, decoded.meta.lora, decoded.adapter, `checkpoint ${id}`);
+    this.disposeRun();
+    this.adapter = adapter;
+    return decoded.meta;
+  }
+
+  /** One portable file holding the checkpoint (verified on import). */
+  async exportCheckpoint(id: string): Promise<Uint8Array> {
+    const bytes = checkpointToFile(await this.store.get(id));
+    return Comlink.transfer(bytes, [bytes.buffer as ArrayBuffer]);
+  }
+
+  async importCheckpoint(bytes: Uint8Array): Promise<CheckpointMeta> {
+    const record = checkpointFromFile(bytes, 'imported checkpoint');
+    await decodeCheckpoint(record);
+    await this.store.put(record, Number.MAX_SAFE_INTEGER);
+    return record.meta;
+  }
+
+  /**
+   * Asks the browser to keep this origin's storage (checkpoints, cached models) under pressure.
+   * `persisted` is undefined where the API is missing: in Node, and in workers (persist() is
+   * page-only; createTrainer() asks from the page).
+   */
+  async persistStorage(): Promise<{ persisted: boolean | undefined }> {
+    const storage = (globalThis as { navigator?: { storage?: StorageManager } }).navigator?.storage;
+    if (!storage?.persist) return { persisted: undefined };
+    return { persisted: await storage.persist() };
+  }
+
+  /** GPU memory webtune holds right now, and the device it runs on. */
+  status(): { liveBytes: number; peakBytes: number; adapter: string | undefined; running: boolean; deviceLost: string | undefined } {
+    return {
+      liveBytes: this.ctx?.memory.liveBytes ?? 0,
+      peakBytes: this.ctx?.memory.peakBytes ?? 0,
+      adapter: this.ctx?.adapter.name,
+      running: this.run?.controller !== undefined,
+      deviceLost: this.ctx?.lostError?.message,
+    };
+  }
+
+  private disposeRun(): void {
+    if (this.run) {
+      this.run.trainer.release();
+      if (this.run.adapter !== this.adapter) this.run.adapter.release();
+    }
+    this.run = undefined;
+    this.adapter?.release();
+    this.adapter = undefined;
+    this.loaded?.model.setAdapter(undefined);
+  }
+
+  private releaseModel(): void {
+    this.disposeRun();
+    this.loaded?.model.release();
+    this.loaded?.base.release();
+    this.loaded = undefined;
+  }
+
+  dispose(): void {
+    this.releaseModel();
+    this.ctx?.destroy();
+    this.ctx = undefined;
+  }
+}
+
