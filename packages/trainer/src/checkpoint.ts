@@ -42,6 +42,10 @@ const EXP_AVG = '.exp_avg';
 const EXP_AVG_SQ = '.exp_avg_sq';
 
 /** The parts of a model's configuration that the adapter's and moments' shapes depend on. */
+/** JSON data (what the checkpoint meta carries as its TrainConfig). */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+export type JsonObject = { [key: string]: JsonValue };
+
 export interface ModelFingerprint {
   modelType: string;
   hiddenSize: number;
@@ -78,7 +82,7 @@ export interface CheckpointMeta {
   model: ModelFingerprint;
   lora: LoraConfig;
   /** The TrainConfig as JSON. */
-  train: Record<string, unknown>;
+  train: JsonObject;
   cursor: DataCursor;
   /** Optional app/data description. */
   label?: string;
@@ -98,7 +102,7 @@ export interface CheckpointInput {
   totalSteps: number;
   model: ModelFingerprint;
   lora: LoraConfig;
-  train: Record<string, unknown>;
+  train: JsonObject;
   cursor: DataCursor;
   label?: string;
   adapter: ReadonlyMap<string, HostTensor>;
@@ -269,7 +273,7 @@ function validateMeta(m: Json, name: string): CheckpointMeta {
     createdAt: m.createdAt,
     model: Object.fromEntries(FINGERPRINT_FIELDS.map((f) => [f, model[f]])) as unknown as ModelFingerprint,
     lora: { rank: lora.rank, alpha: lora.alpha, dropout: lora.dropout, targets: [...(lora.targets as string[])], rslora: lora.rslora },
-    train: m.train,
+    train: m.train as JsonObject,
     cursor: { epoch: cursor.epoch, index: cursor.index, epochRng: [...cursor.epochRng] as DataCursor['epochRng'] },
     byteLength: m.byteLength,
     sha256: m.sha256,

@@ -13,7 +13,7 @@ export {
   CHECKPOINT_SCHEMA_VERSION, CHECKPOINT_FILE_METADATA_KEY, modelFingerprint, checkpointId, encodeCheckpoint, decodeCheckpoint,
   migrateCheckpointMeta, checkpointDifferences, checkpointToFile, checkpointFromFile, sha256Hex,
 } from './checkpoint.js';
-export type { ModelFingerprint, CheckpointMeta, CheckpointRecord, CheckpointInput, DecodedCheckpoint, CheckpointExpectation } from './checkpoint.js';
+export type { JsonValue, JsonObject, ModelFingerprint, CheckpointMeta, CheckpointRecord, CheckpointInput, DecodedCheckpoint, CheckpointExpectation } from './checkpoint.js';
 export { indexedDbCheckpointStore, MemoryCheckpointStore, isQuotaExceededError, DEFAULT_CHECKPOINT_DB, DEFAULT_CHECKPOINT_STORE } from './checkpoint-store.js';
 export type { CheckpointStore } from './checkpoint-store.js';
 export { TrainerSession } from './session.js';

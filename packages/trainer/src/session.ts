@@ -41,6 +41,7 @@ import {
   encodeCheckpoint,
   modelFingerprint,
   type CheckpointMeta,
+  type JsonObject,
 } from './checkpoint.js';
 import { MemoryCheckpointStore, type CheckpointStore } from './checkpoint-store.js';
 import { packTokens, tokenizeDocuments, type DataCursor } from './data.js';
@@ -285,6 +286,9 @@ export class TrainerSession {
   async resume(onProgress?: (p: ProgressEvent) => void): Promise<TrainSummary> {
     if (!this.run) throw new InvalidArgumentError('There is no paused run to resume; call train() (with resume: true after a reload).');
     if (this.run.controller) throw new InvalidArgumentError('The run is already going.');
+    if (this.run.trainer.optimizer.step >= this.run.trainer.config.steps) {
+      throw new InvalidArgumentError(`Run "${this.run.runId}" has finished all ${this.run.trainer.config.steps} steps; start a new run with train().`);
+    }
     this.run.resumedFrom = undefined;
     return this.continueRun(onProgress, []);
   }
@@ -311,7 +315,7 @@ export class TrainerSession {
       this.store.put(
         await encodeCheckpoint({
           runId: run.runId, step: state.step, totalSteps: run.trainer.config.steps, model: modelFingerprint(files.config),
-          lora: run.adapter.config, train: { ...run.trainer.config }, cursor: state.cursor, label: `data:${data.info.fingerprint}`,
+          lora: run.adapter.config, train: JSON.parse(JSON.stringify(run.trainer.config)) as JsonObject, cursor: state.cursor, label: `data:${data.info.fingerprint}`,
           adapter: state.adapter, optimizer: state.optimizer,
         }),
         run.request.keepLast ?? 3,

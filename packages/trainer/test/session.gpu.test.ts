@@ -4,7 +4,7 @@
  * and a lost GPU device recovered from the last checkpoint on a new device.
  */
 import { describe, expect, it } from 'vitest';
-import { DeviceLostError, InvalidArgumentError } from '@webtune/gpu';
+import { CheckpointCorruptError, DeviceLostError, InvalidArgumentError } from '@webtune/gpu';
 import { createNodeGpu } from '@webtune/gpu/node';
 import { nodeDirectorySource } from '../../model/src/node.js';
 import { FIXTURES } from '../../model/test/tiny-models.js';
@@ -64,6 +64,7 @@ describe('TrainerSession in Node', () => {
       const resumed = await session.train({ ...RUN, runId: 'b', resume: true });
       expect(resumed).toMatchObject({ stopped: 'completed', step: 12, resumedFrom: 4 });
       expect(await sha((await session.exportAdapter())['adapter_model.safetensors'])).toBe(straightSha);
+      await expect(session.resume()).rejects.toThrowError(/has finished all 12 steps/);
     } finally {
       session.dispose();
     }
@@ -84,6 +85,27 @@ describe('TrainerSession in Node', () => {
       expect(await sha((await session.exportAdapter())['adapter_model.safetensors'])).toBe(straightSha);
     } finally {
       session.dispose();
+    }
+  });
+
+  it('a checkpoint exported to a file imports into another store and restores the same adapter', async () => {
+    const { session, store } = await ready();
+    const other = await ready();
+    try {
+      await session.train({ ...RUN, runId: 'e', steps: 6, checkpointEvery: 0 });
+      const [meta] = await store.list('e');
+      const file = await session.exportCheckpoint(meta!.id);
+      const adapterBefore = await sha((await session.exportAdapter())['adapter_model.safetensors']);
+      const imported = await other.session.importCheckpoint(file);
+      expect(imported).toMatchObject({ id: meta!.id, step: 6, sha256: meta!.sha256 });
+      await other.session.restoreCheckpoint(meta!.id);
+      expect(await sha((await other.session.exportAdapter())['adapter_model.safetensors'])).toBe(adapterBefore);
+      const damaged = file.slice();
+      damaged[damaged.length - 5]! ^= 1;
+      await expect(other.session.importCheckpoint(damaged)).rejects.toThrowError(CheckpointCorruptError);
+    } finally {
+      session.dispose();
+      other.session.dispose();
     }
   });
 
