@@ -1,0 +1,91 @@
+/**
+ * The coordinator protocol, version 1: HTTP, JSON for control messages, safetensors for tensors.
+ * Shared by the client (this package) and the reference coordinator (packages/coordinator).
+ *
+ *   POST /v1/register                  {enrolmentSecret, name?} -> RegisterResponse (401 on a bad secret)
+ *   GET  /v1/round                     -> RoundInfo of the current round (Bearer token)
+ *   GET  /v1/global/:version           -> safetensors of the global adapter (PEFT keys, F32)
+ *   POST /v1/rounds/:roundId/updates   body: an encoded update (codec.ts), headers below -> UploadResponse
+ *   GET  /v1/rounds/:roundId           -> RoundStatus
+ *
+ * Every request but register carries `Authorization: Bearer <token>`. An upload carries
+ * `X-Update-Id` (a client-chosen UUID: the same id twice is accepted once, the second answer says
+ * duplicate), `X-Example-Count` (the FedAvg weight) and `Content-Type: application/octet-stream`.
+ * Errors are 4xx/5xx with an ErrorResponse body; a rejected upload changes no state.
+ */
+import type { LoraConfig } from '@webtune/model';
+
+export const PROTOCOL_VERSION = 1;
+
+export interface RegisterRequest {
+  enrolmentSecret: string;
+  name?: string;
+}
+
+export interface RegisterResponse {
+  protocol: number;
+  clientId: string;
+  token: string;
+}
+
+export type DpMode = 'none' | 'local' | 'central';
+
+export interface RoundConfig {
+  /** Local optimizer steps per round. */
+  steps: number;
+  batchSize: number;
+  learningRate: number;
+  seqLen: number;
+  lora: LoraConfig;
+  /** Clip the update's global L2 norm to this (S). */
+  clipNorm: number;
+  dp: { mode: DpMode; noiseMultiplier: number; delta: number };
+  /** FedProx proximal term weight (0: plain FedAvg local training). */
+  proximalMu: number;
+  /** Largest accepted upload in bytes. */
+  maxUploadBytes: number;
+}
+
+export interface RoundInfo {
+  protocol: number;
+  roundId: number;
+  status: 'open' | 'aggregating' | 'closed';
+  /** The global adapter version this round trains from. */
+  globalVersion: number;
+  /** Whether this client was sampled for the round. */
+  selected: boolean;
+  /** Milliseconds since the epoch. */
+  deadline: number;
+  minClients: number;
+  maxClients: number;
+  /** Expected participation rate q (for the client's accountant). */
+  sampleRate: number;
+  config: RoundConfig;
+}
+
+export interface UploadResponse {
+  accepted: true;
+  duplicate: boolean;
+  /** Updates accepted in this round so far. */
+  count: number;
+}
+
+export interface RoundStatus {
+  roundId: number;
+  status: 'open' | 'aggregating' | 'closed';
+  accepted: number;
+  minClients: number;
+  maxClients: number;
+  deadline: number;
+  /** Set once the round is aggregated. */
+  resultVersion: number | undefined;
+}
+
+export type ErrorCode =
+  | 'bad_secret' | 'unauthenticated' | 'wrong_round' | 'round_closed' | 'not_selected' | 'too_large'
+  | 'malformed' | 'wrong_tensors' | 'not_finite' | 'norm_exceeded' | 'bad_request' | 'not_found' | 'unsupported_protocol';
+
+export interface ErrorResponse {
+  error: ErrorCode;
+  message: string;
+}
