@@ -7,6 +7,7 @@
  */
 import {
   CommandRecorder,
+  createElementwiseKernels,
   createOptimizerKernels,
   createTensor,
   InvalidArgumentError,
@@ -14,6 +15,7 @@ import {
   writeTensor,
   type GpuContext,
   type GpuTensor,
+  type ElementwiseKernels,
   type OptimizerKernels,
 } from '@webtune/gpu';
 import type { HostTensor, LoraAdapter } from '@webtune/model';
@@ -43,10 +45,13 @@ export class AdamW {
   private readonly clip: GpuTensor;
   /** Optimizer steps taken (bias correction uses step + 1). */
   step = 0;
+  /** FedProx: mu and a copy of the parameters the proximal term pulls towards. */
+  private proximal: { mu: number; reference: GpuTensor[] } | undefined;
 
   private constructor(
     private readonly ctx: GpuContext,
     private readonly kernels: OptimizerKernels,
+    private readonly elementwise: ElementwiseKernels,
     private readonly adapter: LoraAdapter,
     readonly options: AdamWOptions,
   ) {
@@ -65,7 +70,27 @@ export class AdamW {
   }
 
   static async create(ctx: GpuContext, adapter: LoraAdapter, options: Partial<AdamWOptions> = {}): Promise<AdamW> {
-    return new AdamW(ctx, await createOptimizerKernels(ctx), adapter, { ...DEFAULT_ADAMW, ...options });
+    const [kernels, elementwise] = await Promise.all([createOptimizerKernels(ctx), createElementwiseKernels(ctx)]);
+    return new AdamW(ctx, kernels, elementwise, adapter, { ...DEFAULT_ADAMW, ...options });
+  }
+
+  /**
+   * FedProx (Li et al. 2020): from now on every update adds mu (w - w0) to the gradient, with w0
+   * the parameters as they are at this call (a federated round's global adapter). 0 turns it off.
+   */
+  setProximal(mu: number): void {
+    if (!(mu >= 0) || !Number.isFinite(mu)) throw new InvalidArgumentError(`The proximal weight mu must be >= 0, got ${mu}.`);
+    for (const t of this.proximal?.reference ?? []) t.release();
+    this.proximal = undefined;
+    if (mu === 0) return;
+    const rec = new CommandRecorder(this.ctx, 'fedprox reference');
+    const reference = this.slots.map((s) => {
+      const t = createTensor(this.ctx, { shape: s.param.shape, label: 'fedprox reference' });
+      this.elementwise.cast(rec, { src: s.param, dst: t, size: s.param.size });
+      return t;
+    });
+    rec.submit();
+    this.proximal = { mu, reference };
   }
 
   /**
@@ -76,6 +101,14 @@ export class AdamW {
     const o = this.options;
     const gradScale = 1 / microBatches;
     const rec = new CommandRecorder(this.ctx, 'adamw');
+    if (this.proximal) {
+      // The gradients hold a sum over micro-batches that the kernel divides by microBatches.
+      const w = this.proximal.mu * microBatches;
+      this.slots.forEach((s, i) => {
+        this.elementwise.axpy(rec, { target: s.grad, source: s.param, size: s.param.size, alpha: w });
+        this.elementwise.axpy(rec, { target: s.grad, source: this.proximal!.reference[i]!, size: s.param.size, alpha: -w });
+      });
+    }
     this.slots.forEach((s, slot) => this.kernels.sumSquares(rec, { x: s.grad, size: s.grad.size, partials: this.partials, slot }));
     this.kernels.clipCoefficient(rec, { partials: this.partials, count: this.slots.length, maxNorm: o.maxGradNorm, gradScale, out: this.clip });
     this.step += 1;
@@ -124,5 +157,6 @@ export class AdamW {
     }
     this.partials.release();
     this.clip.release();
+    for (const t of this.proximal?.reference ?? []) t.release();
   }
 }

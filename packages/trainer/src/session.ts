@@ -26,6 +26,7 @@ import {
   type BaseFormat,
   type BaseModel,
   type GenerateOptions,
+  type HostTensor,
   type LoadedModelFiles,
   type LoadProgress,
   type LoraConfig,
@@ -110,6 +111,10 @@ export interface TrainRequest extends Partial<Omit<TrainConfig, 'seqLen'>> {
   progressIntervalMs?: number;
   /** GPU memory budget for the planner (bytes; default 4 GiB). */
   memoryBudgetBytes?: number;
+  /** 'fresh' (default): a new PEFT-initialised adapter; 'current': start from the adapter in place (imported or restored), e.g. a federated round's global adapter. */
+  startFrom?: 'fresh' | 'current';
+  /** FedProx: pull towards the starting weights with this weight (default 0). */
+  proximalMu?: number;
 }
 
 export interface TrainSummary {
@@ -272,11 +277,28 @@ export class TrainerSession {
         restored = { state: { step: decoded.meta.step, adapter: decoded.adapter, optimizer: decoded.optimizer }, cursor: decoded.meta.cursor };
       }
     }
+    let start: Map<string, HostTensor> | undefined;
+    if (request.startFrom === 'current') {
+      if (!this.adapter) throw new InvalidArgumentError("startFrom: 'current' needs an adapter in place: importAdapter() or restoreCheckpoint() first.");
+      start = await this.adapter.read();
+    }
     this.disposeRun();
     const adapter = LoraAdapter.create(ctx, files.config, lora, request.seed ?? DEFAULT_TRAIN_CONFIG.seed);
-    const { lora: _lora, runId: _runId, checkpointEvery: _every, keepLast: _keep, resume: _resume, progressIntervalMs: _interval, memoryBudgetBytes, ...config } = request;
+    if (start) {
+      try {
+        adapter.write(start);
+      } catch (cause) {
+        adapter.release();
+        throw new InvalidArgumentError(`The adapter in place does not match the requested LoRA settings (rank, targets): ${(cause as Error).message}`);
+      }
+    }
+    const {
+      lora: _lora, runId: _runId, checkpointEvery: _every, keepLast: _keep, resume: _resume, progressIntervalMs: _interval,
+      memoryBudgetBytes, startFrom: _start, proximalMu, ...config
+    } = request;
     const trainer = await Trainer.create(ctx, model, adapter, { ...config, seqLen: this.data.info.seqLen }, { budgetBytes: memoryBudgetBytes });
     if (restored) trainer.restore(restored.state);
+    if (proximalMu) trainer.optimizer.setProximal(proximalMu);
     this.adapter = adapter;
     this.run = { runId, request, trainer, adapter, controller: undefined, cursor: restored?.cursor, resumedFrom: restored?.state.step };
     return this.continueRun(onProgress, skipped);

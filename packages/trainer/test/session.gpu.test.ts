@@ -126,3 +126,30 @@ describe('TrainerSession in Node', () => {
     }
   });
 });
+
+describe('federated hooks', () => {
+  it("startFrom 'current' trains from an imported adapter; FedProx pulls the result towards it", async () => {
+    const { session } = await ready();
+    try {
+      await session.train({ ...RUN, runId: 'g0', steps: 4, checkpointEvery: 0 });
+      const start = await session.exportAdapter();
+      const tensors = (files: { 'adapter_model.safetensors': Uint8Array }) =>
+        [...parseSafetensors(files['adapter_model.safetensors']).tensors.values()].map((t) => new Float32Array(t.bytes.slice().buffer));
+      const distance = (a: Float32Array[], b: Float32Array[]) => Math.sqrt(a.reduce((s, t, i) => s + t.reduce((u, v, j) => u + (v - b[i]![j]!) ** 2, 0), 0));
+      const from = tensors(start);
+      const runFrom = async (mu: number) => {
+        await session.importAdapter({ config: start['adapter_config.json'], weights: start['adapter_model.safetensors'].slice() });
+        await session.train({ ...RUN, runId: `prox${mu}`, steps: 6, checkpointEvery: 0, startFrom: 'current', proximalMu: mu, learningRate: 2e-2 });
+        return tensors(await session.exportAdapter());
+      };
+      const plain = await runFrom(0);
+      const prox = await runFrom(50);
+      // Starting from the imported adapter, not a fresh one: B is non-zero from the start.
+      expect(distance(plain, from)).toBeGreaterThan(0);
+      expect(distance(prox, from)).toBeLessThan(distance(plain, from));
+      await expect(new TrainerSession({}).train({ steps: 1, startFrom: 'current' })).rejects.toThrowError(/No model is loaded/);
+    } finally {
+      session.dispose();
+    }
+  });
+});
