@@ -1,0 +1,101 @@
+/**
+ * The global adapter as the coordinator holds it: PEFT-keyed F32 tensors, laid out flat in sorted
+ * key order (the layout of the running sums and the server optimizer state).
+ */
+import { parseSafetensors, serializeSafetensors, tensorToFloat32, type HostTensor, type LoraConfig } from '@webtune/model';
+import { ConfigError } from './config.js';
+
+export interface AdapterLayout {
+  keys: string[];
+  shapes: Map<string, number[]>;
+  offsets: Map<string, number>;
+  /** Total element count. */
+  size: number;
+}
+
+const PEFT_KEY = /^base_model\.model\.(.+)\.lora_([AB])\.weight$/;
+
+export function layoutOf(tensors: ReadonlyMap<string, HostTensor>): AdapterLayout {
+  const keys = [...tensors.keys()].sort();
+  if (keys.length === 0) throw new ConfigError('the initial adapter has no tensors');
+  const shapes = new Map<string, number[]>();
+  const offsets = new Map<string, number>();
+  let size = 0;
+  for (const key of keys) {
+    if (!PEFT_KEY.test(key)) throw new ConfigError(`initial adapter tensor "${key}" is not a PEFT LoRA key (base_model.model.<module>.lora_A|B.weight)`);
+    const t = tensors.get(key)!;
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    if (t.data.length !== n) throw new ConfigError(`initial adapter tensor "${key}" has ${t.data.length} values for shape [${t.shape.join(', ')}]`);
+    shapes.set(key, [...t.shape]);
+    offsets.set(key, size);
+    size += n;
+  }
+  return { keys, shapes, offsets, size };
+}
+
+/** Tensors (all of the layout's keys) to one flat array. */
+export function flatten(layout: AdapterLayout, tensors: ReadonlyMap<string, Float32Array | HostTensor>): Float32Array {
+  const out = new Float32Array(layout.size);
+  for (const key of layout.keys) {
+    const t = tensors.get(key)!;
+    out.set(t instanceof Float32Array ? t : t.data, layout.offsets.get(key)!);
+  }
+  return out;
+}
+
+/** A flat f32 global adapter to PEFT safetensors (F32). */
+export function toSafetensors(layout: AdapterLayout, flat: Float32Array, metadata: Record<string, string> = { format: 'pt' }): Uint8Array {
+  return serializeSafetensors(
+    layout.keys.map((name) => {
+      const at = layout.offsets.get(name)!;
+      const shape = layout.shapes.get(name)!;
+      return { name, dtype: 'F32' as const, shape, data: flat.slice(at, at + shape.reduce((a, b) => a * b, 1)) };
+    }),
+    metadata,
+  );
+}
+
+/** PEFT safetensors to PEFT-keyed f32 tensors (adapter-name segments such as `.default` dropped). */
+export function readAdapter(bytes: Uint8Array, source = 'adapter'): Map<string, HostTensor> {
+  const file = parseSafetensors(bytes, source);
+  const out = new Map<string, HostTensor>();
+  for (const [name, t] of file.tensors) {
+    const key = name.replace(/\.lora_([AB])\.[^.]+\.weight$/, '.lora_$1.weight');
+    out.set(key, { data: tensorToFloat32(t, source), shape: [...t.shape] });
+  }
+  return out;
+}
+
+/** Reads a global version's blob back to a flat array in the layout. */
+export function readFlat(layout: AdapterLayout, bytes: Uint8Array): Float32Array {
+  return flatten(layout, readAdapter(bytes, 'global adapter'));
+}
+
+/**
+ * The LoRA settings clients train with: from PEFT's adapter_config.json when given, otherwise
+ * inferred from the tensors (rank from lora_A's rows, targets from the module names, alpha = rank).
+ */
+export function inferLora(layout: AdapterLayout, peftConfigJson?: string): LoraConfig {
+  let rank = 0;
+  const targets = new Set<string>();
+  for (const key of layout.keys) {
+    const m = PEFT_KEY.exec(key)!;
+    targets.add(m[1]!.split('.').pop()!);
+    if (m[2] === 'A') {
+      const r = layout.shapes.get(key)![0]!;
+      if (rank && r !== rank) throw new ConfigError(`lora_A tensors have different ranks (${rank} and ${r}); per-module ranks are not supported`);
+      rank = r;
+    }
+  }
+  if (!rank) throw new ConfigError('the initial adapter has no lora_A tensor');
+  const lora: LoraConfig = { rank, alpha: rank, dropout: 0, targets: [...targets].sort(), rslora: false };
+  if (peftConfigJson !== undefined) {
+    const raw = JSON.parse(peftConfigJson) as Record<string, unknown>;
+    if (typeof raw['r'] === 'number' && raw['r'] !== rank) throw new ConfigError(`adapter_config.json says r=${raw['r']} but the tensors have rank ${rank}`);
+    if (typeof raw['lora_alpha'] === 'number') lora.alpha = raw['lora_alpha'];
+    if (typeof raw['lora_dropout'] === 'number') lora.dropout = raw['lora_dropout'];
+    if (Array.isArray(raw['target_modules'])) lora.targets = raw['target_modules'] as string[];
+    lora.rslora = raw['use_rslora'] === true;
+  }
+  return lora;
+}

@@ -1,0 +1,65 @@
+/**
+ * node packages/coordinator/bin/coordinator.mjs --db ./coordinator.sqlite --port 8787 \
+ *   --initial-adapter adapter.safetensors --enrolment-secret S [--config round-config.json] [--host 0.0.0.0]
+ * The enrolment secret may also come from the WEBTUNE_ENROLMENT_SECRET environment variable.
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { startCoordinator } from './server.js';
+
+const USAGE =
+  'usage: coordinator --db FILE.sqlite [--port 8787] [--host 127.0.0.1] [--initial-adapter adapter.safetensors] ' +
+  '[--adapter-config adapter_config.json] --enrolment-secret S [--config round-config.json] [--tick-ms 1000]';
+
+async function main(): Promise<void> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      options: {
+        db: { type: 'string' },
+        port: { type: 'string', default: '8787' },
+        host: { type: 'string', default: '127.0.0.1' },
+        'initial-adapter': { type: 'string' },
+        'adapter-config': { type: 'string' },
+        'enrolment-secret': { type: 'string' },
+        config: { type: 'string' },
+        'tick-ms': { type: 'string', default: '1000' },
+        help: { type: 'boolean' },
+      },
+    }));
+  } catch (e) {
+    console.error(`${(e as Error).message}\n${USAGE}`);
+    process.exit(2);
+  }
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
+  const secret = values['enrolment-secret'] ?? process.env['WEBTUNE_ENROLMENT_SECRET'];
+  if (!values.db || !secret) {
+    console.error(`--db and --enrolment-secret are required\n${USAGE}`);
+    process.exit(2);
+  }
+  const handle = await startCoordinator({
+    db: values.db,
+    port: Number(values.port),
+    host: values.host,
+    initialAdapter: values['initial-adapter'],
+    adapterConfig: values['adapter-config'] ? readFileSync(values['adapter-config'], 'utf8') : undefined,
+    enrolmentSecret: secret,
+    config: values.config ? JSON.parse(readFileSync(values.config, 'utf8')) : {},
+    tickMs: Number(values['tick-ms']),
+  });
+  // One line a launcher (or a test) can wait for.
+  console.log(`webtune coordinator listening on ${handle.url}`);
+  const stop = () => {
+    handle.close().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}
+
+main().catch((e: unknown) => {
+  console.error(`coordinator: ${(e as Error).message}`);
+  process.exit(1);
+});

@@ -1,0 +1,116 @@
+/**
+ * Coordinator settings: how rounds are run (client counts, deadline, sampling, what happens at a
+ * deadline with too few updates), how updates are combined (weight cap, server optimizer) and the
+ * RoundConfig every client receives. Read from `--config round-config.json` (any subset; the rest
+ * takes the defaults below) and snapshotted into each round's row when the round opens, so a
+ * restart with a changed file affects only rounds opened afterwards.
+ */
+import type { LoraConfig } from '@webtune/model';
+import type { RoundConfig } from '@webtune/federated';
+
+export type ServerOptimizer =
+  /** global += lr * avg (lr 1: plain FedAvg). */
+  | { type: 'fedavg'; lr?: number }
+  /** Hsu et al. 2019: v = momentum * v + avg; global += lr * v. */
+  | { type: 'fedavgm'; lr?: number; momentum?: number }
+  /** Reddi et al. 2021 (Flower FedAdam, no bias correction): m = b1 m + (1-b1) avg; v = b2 v + (1-b2) avg^2; global += lr * m / (sqrt(v) + tau). */
+  | { type: 'fedadam'; lr?: number; beta1?: number; beta2?: number; tau?: number };
+
+export interface CoordinatorConfig {
+  /** Fewest accepted updates a round needs to be aggregated at its deadline. */
+  minClients: number;
+  /** The round is aggregated as soon as this many updates are accepted. */
+  maxClients: number;
+  /** A round's deadline is this long after it opens (or is extended). */
+  roundDurationMs: number;
+  /** Each registered client is selected for a round with this probability (decided per (round, client) from a server secret). */
+  sampleRate: number;
+  /** Cap on one client's FedAvg weight (its example count); null: no cap. Ignored under central DP (equal weights). */
+  maxExampleWeight: number | null;
+  /** At a deadline with fewer than minClients updates: 'extend' the deadline (at most maxExtensions times, then close) or 'close' at once. */
+  deadlineAction: 'extend' | 'close';
+  maxExtensions: number;
+  /** Stop opening rounds after this many have been aggregated; null: run forever. */
+  maxRounds: number | null;
+  serverOptimizer: ServerOptimizer;
+  /** Central DP: an update's L2 norm may exceed clipNorm by this relative amount (f32 rounding on the client). */
+  normTolerance: number;
+  /** Sent to clients (RoundInfo.config); missing fields take defaults, `lora` comes from the initial adapter. */
+  round: Partial<RoundConfig>;
+}
+
+export const DEFAULT_CONFIG: CoordinatorConfig = {
+  minClients: 2,
+  maxClients: 10,
+  roundDurationMs: 10 * 60_000,
+  sampleRate: 1,
+  maxExampleWeight: null,
+  deadlineAction: 'extend',
+  maxExtensions: 3,
+  maxRounds: null,
+  serverOptimizer: { type: 'fedavg' },
+  normTolerance: 1e-3,
+  round: {},
+};
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function positiveNumber(v: unknown, what: string, allowZero = false): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || (allowZero ? v < 0 : v <= 0)) throw new ConfigError(`${what} must be a ${allowZero ? 'non-negative' : 'positive'} number, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/** Merges a user config over the defaults and validates it. */
+export function resolveConfig(user: unknown = {}): CoordinatorConfig {
+  if (!isObject(user)) throw new ConfigError('the coordinator config must be a JSON object');
+  const known = new Set(Object.keys(DEFAULT_CONFIG));
+  for (const k of Object.keys(user)) if (!known.has(k)) throw new ConfigError(`unknown config field "${k}" (known: ${[...known].join(', ')})`);
+  const c = { ...DEFAULT_CONFIG, ...user } as CoordinatorConfig;
+  if (!Number.isInteger(c.minClients) || c.minClients < 1) throw new ConfigError(`minClients must be an integer >= 1, got ${c.minClients}`);
+  if (!Number.isInteger(c.maxClients) || c.maxClients < c.minClients) throw new ConfigError(`maxClients must be an integer >= minClients, got ${c.maxClients}`);
+  positiveNumber(c.roundDurationMs, 'roundDurationMs');
+  if (!(typeof c.sampleRate === 'number' && c.sampleRate > 0 && c.sampleRate <= 1)) throw new ConfigError(`sampleRate must be in (0, 1], got ${c.sampleRate}`);
+  if (c.maxExampleWeight !== null) positiveNumber(c.maxExampleWeight, 'maxExampleWeight');
+  if (c.deadlineAction !== 'extend' && c.deadlineAction !== 'close') throw new ConfigError(`deadlineAction must be "extend" or "close"`);
+  if (!Number.isInteger(c.maxExtensions) || c.maxExtensions < 0) throw new ConfigError('maxExtensions must be an integer >= 0');
+  if (c.maxRounds !== null && !(Number.isInteger(c.maxRounds) && c.maxRounds >= 1)) throw new ConfigError('maxRounds must be null or an integer >= 1');
+  positiveNumber(c.normTolerance, 'normTolerance', true);
+  const o = c.serverOptimizer;
+  if (!isObject(o) || !['fedavg', 'fedavgm', 'fedadam'].includes(o.type as string)) throw new ConfigError('serverOptimizer.type must be "fedavg", "fedavgm" or "fedadam"');
+  for (const [k, v] of Object.entries(o)) if (k !== 'type') positiveNumber(v, `serverOptimizer.${k}`, true);
+  if (!isObject(c.round)) throw new ConfigError('round must be an object (a partial RoundConfig)');
+  return c;
+}
+
+/** The RoundConfig sent to clients: the user's fields over defaults sized to the adapter. */
+export function resolveRoundConfig(partial: Partial<RoundConfig>, lora: LoraConfig, adapterElements: number): RoundConfig {
+  const r: RoundConfig = {
+    steps: 20,
+    batchSize: 4,
+    learningRate: 2e-4,
+    seqLen: 128,
+    clipNorm: 1,
+    proximalMu: 0,
+    // Dense f32 is 4 bytes an element; top-k adds 4 more for the index; plus the JSON header.
+    maxUploadBytes: 8 * adapterElements + 65536,
+    ...partial,
+    lora: { ...lora, ...(partial.lora ?? {}) },
+    dp: { mode: 'none', noiseMultiplier: 0, delta: 1e-5, ...(partial.dp ?? {}) },
+  };
+  for (const k of ['steps', 'batchSize', 'seqLen', 'maxUploadBytes'] as const) {
+    if (!Number.isInteger(r[k]) || r[k] < 1) throw new ConfigError(`round.${k} must be a positive integer, got ${r[k]}`);
+  }
+  positiveNumber(r.learningRate, 'round.learningRate');
+  positiveNumber(r.clipNorm, 'round.clipNorm');
+  positiveNumber(r.proximalMu, 'round.proximalMu', true);
+  if (!['none', 'local', 'central'].includes(r.dp.mode)) throw new ConfigError('round.dp.mode must be "none", "local" or "central"');
+  positiveNumber(r.dp.noiseMultiplier, 'round.dp.noiseMultiplier', true);
+  if (!(r.dp.delta > 0 && r.dp.delta < 1)) throw new ConfigError('round.dp.delta must be in (0, 1)');
+  if (r.dp.mode === 'central' && !(r.dp.noiseMultiplier > 0)) throw new ConfigError('central DP needs round.dp.noiseMultiplier > 0');
+  if (r.lora.rank !== lora.rank) throw new ConfigError(`round.lora.rank ${r.lora.rank} does not match the initial adapter's rank ${lora.rank}`);
+  return r;
+}

@@ -1,0 +1,341 @@
+/**
+ * Round management over the database: registration, client sampling, accepting updates into the
+ * running sum, deadlines, aggregation and the server optimizer. Synchronous (better-sqlite3), so
+ * nothing interleaves inside one call; every mutation is one transaction.
+ *
+ * Round lifecycle (checked on start, on a timer and before every request):
+ *   open  -> accepted == maxClients                      -> aggregate
+ *   open  -> deadline passed, accepted >= minClients      -> aggregate
+ *   open  -> deadline passed, accepted <  minClients      -> deadlineAction 'extend': deadline = now + roundDurationMs
+ *                                                            (at most maxExtensions times), then / or 'close':
+ *                                                            closed with outcome 'abandoned', its updates dropped from
+ *                                                            the model, and a new round opens on the same base version
+ *   aggregating (only seen after a crash mid-aggregation) -> aggregate again from the committed running sum
+ *   aggregate: status 'aggregating' (committed), then ONE transaction writes the new global version, the optimizer
+ *              state and closes the round with its result version, and opens the next round (unless maxRounds).
+ * After kill -9 the state is what was committed: an open round continues with its accepted updates.
+ */
+import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import type Database from 'better-sqlite3';
+import { PROTOCOL_VERSION, type RoundConfig, type RoundInfo, type RoundStatus } from '@webtune/federated';
+import type { LoraConfig } from '@webtune/model';
+import { readFlat, toSafetensors, type AdapterLayout } from './adapter.js';
+import { accumulate, addGaussianNoise, cryptoGaussian, resolveOptimizer, serverStep, type OptimizerState } from './aggregate.js';
+import { resolveRoundConfig, type CoordinatorConfig, type ServerOptimizer } from './config.js';
+import { centralEpsilon } from './dp.js';
+import { blobToF64, f64ToBlob, type RoundRow } from './store.js';
+
+/** What a round's `config` column holds. */
+export interface RoundSnapshot {
+  client: RoundConfig;
+  optimizer: Required<ServerOptimizer>;
+  maxExampleWeight: number | null;
+  deadlineAction: 'extend' | 'close';
+  maxExtensions: number;
+  roundDurationMs: number;
+  normTolerance: number;
+}
+
+export interface Client {
+  id: string;
+  name: string | null;
+}
+
+export type AcceptResult =
+  | { kind: 'accepted'; count: number }
+  | { kind: 'duplicate'; count: number }
+  | { kind: 'rejected'; status: number; error: 'wrong_round' | 'round_closed' | 'not_selected' | 'bad_request'; message: string };
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+
+export class CoordinatorCore {
+  readonly secret: string;
+  private readonly enrolmentHash: Buffer;
+
+  constructor(
+    readonly db: Database.Database,
+    readonly layout: AdapterLayout,
+    readonly lora: LoraConfig,
+    public config: CoordinatorConfig,
+    enrolmentSecret: string,
+    readonly now: () => number,
+    readonly log: (line: string) => void,
+    readonly gaussian: () => number = cryptoGaussian(),
+  ) {
+    this.enrolmentHash = createHash('sha256').update(enrolmentSecret).digest();
+    let secret = this.meta('sampling_secret');
+    if (!secret) {
+      secret = randomBytes(32).toString('hex');
+      this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('sampling_secret', secret);
+    }
+    this.secret = secret;
+    this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run('config', JSON.stringify(config));
+  }
+
+  private meta(key: string): string | undefined {
+    return (this.db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined)?.value;
+  }
+
+  // ---- clients ----
+
+  checkEnrolment(secret: string): boolean {
+    return timingSafeEqual(createHash('sha256').update(secret).digest(), this.enrolmentHash);
+  }
+
+  register(name: string | undefined): { clientId: string; token: string } {
+    const clientId = randomUUID();
+    const token = randomBytes(32).toString('base64url');
+    this.db.prepare('INSERT INTO clients (id, name, token_hash, created) VALUES (?, ?, ?, ?)').run(clientId, name ?? null, sha256(token), this.now());
+    return { clientId, token };
+  }
+
+  authenticate(token: string): Client | undefined {
+    return this.db.prepare('SELECT id, name FROM clients WHERE token_hash = ?').get(sha256(token)) as Client | undefined;
+  }
+
+  // ---- versions and rounds ----
+
+  latestVersion(): number {
+    return (this.db.prepare('SELECT MAX(version) AS v FROM global_versions').get() as { v: number }).v;
+  }
+
+  versionBlob(version: number): Buffer | undefined {
+    return (this.db.prepare('SELECT weights FROM global_versions WHERE version = ?').get(version) as { weights: Buffer } | undefined)?.weights;
+  }
+
+  round(id: number): RoundRow | undefined {
+    return this.db.prepare('SELECT * FROM rounds WHERE id = ?').get(id) as RoundRow | undefined;
+  }
+
+  currentRound(): RoundRow | undefined {
+    return this.db.prepare('SELECT * FROM rounds ORDER BY id DESC LIMIT 1').get() as RoundRow | undefined;
+  }
+
+  acceptedCount(roundId: number): number {
+    return (this.db.prepare('SELECT count FROM round_sums WHERE round_id = ?').get(roundId) as { count: number } | undefined)?.count ?? 0;
+  }
+
+  snapshot(round: RoundRow): RoundSnapshot {
+    return JSON.parse(round.config) as RoundSnapshot;
+  }
+
+  /** Deterministic Bernoulli(q) sampling per (round, client): HMAC-SHA256(secret, round:client) as a uniform in [0, 1). */
+  isSelected(round: Pick<RoundRow, 'id' | 'sample_rate'>, clientId: string): boolean {
+    if (round.sample_rate >= 1) return true;
+    const mac = createHmac('sha256', this.secret).update(`webtune-sample:${round.id}:${clientId}`).digest();
+    return mac.readUIntBE(0, 6) / 2 ** 48 < round.sample_rate;
+  }
+
+  roundInfo(round: RoundRow, clientId: string): RoundInfo {
+    return {
+      protocol: PROTOCOL_VERSION,
+      roundId: round.id,
+      status: round.status,
+      globalVersion: round.base_version,
+      selected: this.isSelected(round, clientId),
+      deadline: round.deadline,
+      minClients: round.min_clients,
+      maxClients: round.max_clients,
+      sampleRate: round.sample_rate,
+      config: this.snapshot(round).client,
+    };
+  }
+
+  roundStatus(round: RoundRow): RoundStatus {
+    return {
+      roundId: round.id,
+      status: round.status,
+      accepted: this.acceptedCount(round.id),
+      minClients: round.min_clients,
+      maxClients: round.max_clients,
+      deadline: round.deadline,
+      resultVersion: round.result_version ?? undefined,
+    };
+  }
+
+  /** Inserts version 0 (the initial adapter) if the database has none. */
+  initialize(initial: Float32Array | undefined): void {
+    if (this.versionBlob(0)) return;
+    if (!initial) throw new Error('a new database needs the initial adapter (--initial-adapter)');
+    this.db.prepare('INSERT INTO global_versions (version, weights, from_round, created) VALUES (0, ?, NULL, ?)').run(toSafetensors(this.layout, initial), this.now());
+  }
+
+  private openRoundStmt(baseVersion: number): RoundRow {
+    const c = this.config;
+    const snapshot: RoundSnapshot = {
+      client: resolveRoundConfig(c.round, this.lora, this.layout.size),
+      optimizer: resolveOptimizer(c.serverOptimizer),
+      maxExampleWeight: c.maxExampleWeight,
+      deadlineAction: c.deadlineAction,
+      maxExtensions: c.maxExtensions,
+      roundDurationMs: c.roundDurationMs,
+      normTolerance: c.normTolerance,
+    };
+    const now = this.now();
+    const selection = JSON.stringify({ rule: 'bernoulli', rate: c.sampleRate, decider: 'HMAC-SHA256(server secret, "webtune-sample:<round>:<client>")[0..6] / 2^48 < rate' });
+    const info = this.db
+      .prepare(
+        `INSERT INTO rounds (base_version, status, min_clients, max_clients, deadline, sample_rate, selection, config, created)
+         VALUES (?, 'open', ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(baseVersion, c.minClients, c.maxClients, now + c.roundDurationMs, c.sampleRate, selection, JSON.stringify(snapshot), now);
+    const id = Number(info.lastInsertRowid);
+    this.db.prepare('INSERT INTO round_sums (round_id, weighted_sum, total_weight, count) VALUES (?, ?, 0, 0)').run(id, f64ToBlob(new Float64Array(this.layout.size)));
+    this.log(`round ${id} open on version ${baseVersion} (deadline ${new Date(now + c.roundDurationMs).toISOString()})`);
+    return this.round(id)!;
+  }
+
+  private aggregatedRounds(): number {
+    return (this.db.prepare("SELECT COUNT(*) AS n FROM rounds WHERE result_version IS NOT NULL").get() as { n: number }).n;
+  }
+
+  private openNextIfAllowed(baseVersion: number): void {
+    if (this.config.maxRounds !== null && this.aggregatedRounds() >= this.config.maxRounds) {
+      this.log(`maxRounds (${this.config.maxRounds}) reached: no new round`);
+      return;
+    }
+    this.openRoundStmt(baseVersion);
+  }
+
+  /** Applies deadlines and triggers; opens the first round. Idempotent. */
+  maintain(): void {
+    for (let guard = 0; guard < 8; guard++) {
+      const r = this.currentRound();
+      if (!r) {
+        this.db.transaction(() => this.openNextIfAllowed(this.latestVersion()))();
+        continue;
+      }
+      if (r.status === 'aggregating') {
+        this.aggregate(r);
+        continue;
+      }
+      if (r.status === 'closed') {
+        // Closing a round opens the next in the same transaction; a closed latest round means maxRounds
+        // was reached (continue if a restart raised it).
+        if (this.config.maxRounds !== null && this.aggregatedRounds() >= this.config.maxRounds) return;
+        this.db.transaction(() => this.openRoundStmt(this.latestVersion()))();
+        continue;
+      }
+      const count = this.acceptedCount(r.id);
+      if (count >= r.max_clients) {
+        this.aggregate(r);
+        continue;
+      }
+      if (this.now() < r.deadline) return;
+      if (count >= r.min_clients) {
+        this.aggregate(r);
+        continue;
+      }
+      const snap = this.snapshot(r);
+      if (snap.deadlineAction === 'extend' && r.extensions < snap.maxExtensions) {
+        const deadline = this.now() + snap.roundDurationMs;
+        this.db.prepare('UPDATE rounds SET deadline = ?, extensions = extensions + 1 WHERE id = ?').run(deadline, r.id);
+        this.log(`round ${r.id}: ${count} of ${r.min_clients} updates at the deadline; extended to ${new Date(deadline).toISOString()}`);
+        return;
+      }
+      this.db.transaction(() => {
+        this.db.prepare("UPDATE rounds SET status = 'closed', outcome = 'abandoned', closed = ? WHERE id = ?").run(this.now(), r.id);
+        this.log(`round ${r.id}: ${count} of ${r.min_clients} updates at the deadline; closed without a new version`);
+        this.openRoundStmt(r.base_version);
+      })();
+    }
+  }
+
+  /**
+   * Accepts a validated update: ONE transaction inserts the update row and adds weight * delta
+   * into the round's running sum. Re-checks the round and duplicates inside the transaction.
+   */
+  accept(client: Client, roundId: number, updateId: string, exampleCount: number, delta: Float32Array, norm: number, encoding: string, bytes: number): AcceptResult {
+    const result = this.db.transaction((): AcceptResult => {
+      const dup = this.db.prepare('SELECT round_id, client_id FROM updates WHERE update_id = ?').get(updateId) as { round_id: number; client_id: string } | undefined;
+      if (dup) {
+        if (dup.client_id !== client.id) return { kind: 'rejected', status: 409, error: 'bad_request', message: `X-Update-Id ${updateId} was used by another client` };
+        return { kind: 'duplicate', count: this.acceptedCount(dup.round_id) };
+      }
+      const check = this.checkRound(client, roundId);
+      if (check) return check;
+      const round = this.round(roundId)!;
+      const snap = this.snapshot(round);
+      const weight = snap.client.dp.mode === 'central' ? 1 : Math.min(exampleCount, snap.maxExampleWeight ?? Infinity);
+      const row = this.db.prepare('SELECT weighted_sum, total_weight, count FROM round_sums WHERE round_id = ?').get(roundId) as { weighted_sum: Buffer; total_weight: number; count: number };
+      const sum = blobToF64(row.weighted_sum);
+      accumulate(sum, delta, weight);
+      this.db
+        .prepare('INSERT INTO updates (update_id, round_id, client_id, example_count, weight, norm, encoding, bytes, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
+        .run(updateId, roundId, client.id, exampleCount, weight, norm, encoding, bytes, this.now());
+      this.db.prepare('UPDATE round_sums SET weighted_sum = ?, total_weight = ?, count = ? WHERE round_id = ?').run(f64ToBlob(sum), row.total_weight + weight, row.count + 1, roundId);
+      return { kind: 'accepted', count: row.count + 1 };
+    }).immediate();
+    if (result.kind === 'accepted') {
+      // The update is committed; aggregation problems are logged, not the client's.
+      try {
+        this.maintain();
+      } catch (e) {
+        this.log(`maintenance after an upload failed: ${(e as Error).stack}`);
+      }
+    }
+    return result;
+  }
+
+  /** The checks an upload must pass before its body is read (repeated inside the accept transaction). */
+  checkRound(client: Client, roundId: number): Extract<AcceptResult, { kind: 'rejected' }> | undefined {
+    const round = this.round(roundId);
+    const current = this.currentRound();
+    if (!round) return { kind: 'rejected', status: 409, error: 'wrong_round', message: `there is no round ${roundId}; the current round is ${current?.id}` };
+    if (round.status !== 'open') return { kind: 'rejected', status: 409, error: 'round_closed', message: `round ${roundId} is ${round.status}; fetch GET /v1/round for the current one` };
+    if (!this.isSelected(round, client.id)) return { kind: 'rejected', status: 403, error: 'not_selected', message: `this client was not selected for round ${roundId}` };
+    const mine = this.db.prepare('SELECT 1 FROM updates WHERE round_id = ? AND client_id = ?').get(roundId, client.id);
+    if (mine) return { kind: 'rejected', status: 409, error: 'bad_request', message: `this client already contributed an update to round ${roundId} (under another X-Update-Id)` };
+    return undefined;
+  }
+
+  /** A previously accepted update of this client (for replays), or undefined. */
+  findUpdate(updateId: string): { round_id: number; client_id: string } | undefined {
+    return this.db.prepare('SELECT round_id, client_id FROM updates WHERE update_id = ?').get(updateId) as { round_id: number; client_id: string } | undefined;
+  }
+
+  private loadOptimizerState(): OptimizerState {
+    const state: OptimizerState = new Map();
+    for (const row of this.db.prepare('SELECT name, data FROM optimizer_state').all() as { name: string; data: Buffer }[]) state.set(row.name, blobToF64(row.data));
+    return state;
+  }
+
+  private aggregate(round: RoundRow): void {
+    if (round.status === 'open') this.db.prepare("UPDATE rounds SET status = 'aggregating' WHERE id = ? AND status = 'open'").run(round.id);
+    const snap = this.snapshot(round);
+    const sums = this.db.prepare('SELECT weighted_sum, total_weight, count FROM round_sums WHERE round_id = ?').get(round.id) as { weighted_sum: Buffer; total_weight: number; count: number };
+    const avg = blobToF64(sums.weighted_sum);
+    for (let i = 0; i < avg.length; i++) avg[i]! /= sums.total_weight;
+    const dp = snap.client.dp;
+    let epsilon: number | null = null;
+    if (dp.mode === 'central') {
+      // Flower DifferentialPrivacyClientSideFixedClipping: N(0, (z S / m)^2) on the mean of the m clipped updates.
+      addGaussianNoise(avg, (dp.noiseMultiplier * snap.client.clipNorm) / sums.count, this.gaussian);
+    }
+    const baseBlob = this.versionBlob(round.base_version)!;
+    const global = readFlat(this.layout, baseBlob);
+    const state = this.loadOptimizerState();
+    const step = serverStep(snap.optimizer, global, avg, state);
+    this.db.transaction(() => {
+      const version = this.latestVersion() + 1;
+      this.db.prepare('INSERT INTO global_versions (version, weights, from_round, created) VALUES (?, ?, ?, ?)').run(version, toSafetensors(this.layout, step.global), round.id, this.now());
+      const put = this.db.prepare('INSERT INTO optimizer_state (name, data, version) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET data = excluded.data, version = excluded.version');
+      for (const [name, data] of step.state) put.run(name, f64ToBlob(data), version);
+      if (dp.mode === 'central') epsilon = centralEpsilon(this.centralReleases(round), dp.delta, this.log);
+      this.db.prepare("UPDATE rounds SET status = 'closed', outcome = 'aggregated', result_version = ?, dp_epsilon = ?, closed = ? WHERE id = ?").run(version, epsilon, this.now(), round.id);
+      this.log(`round ${round.id}: ${sums.count} updates aggregated (${snap.optimizer.type}) into version ${version}${epsilon !== null ? `, central DP epsilon ${epsilon.toFixed(3)} at delta ${dp.delta}` : ''}`);
+      this.openNextIfAllowed(version);
+    })();
+  }
+
+  /** Every aggregated central-DP round up to and including this one, as accountant releases. */
+  private centralReleases(current: RoundRow): { noiseMultiplier: number; sampleRate: number }[] {
+    const rows = this.db.prepare("SELECT id, sample_rate, config FROM rounds WHERE outcome = 'aggregated' OR id = ? ORDER BY id").all(current.id) as Pick<RoundRow, 'id' | 'sample_rate' | 'config'>[];
+    const out: { noiseMultiplier: number; sampleRate: number }[] = [];
+    for (const r of rows) {
+      const dp = (JSON.parse(r.config) as RoundSnapshot).client.dp;
+      if (dp.mode === 'central') out.push({ noiseMultiplier: dp.noiseMultiplier, sampleRate: r.sample_rate });
+    }
+    return out;
+  }
+}

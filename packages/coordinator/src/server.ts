@@ -1,0 +1,316 @@
+/**
+ * The reference coordinator's HTTP server (protocol v1, packages/federated/src/protocol.ts) over
+ * node:http. Every upload is checked before it can change anything: token (401), round (409),
+ * selection (403), size (413: Content-Length, then the streamed byte count, never buffering past
+ * the limit), payload (400 via decodeUpdate against the global adapter's keys and shapes), base
+ * version (409), central-DP norm (400 norm_exceeded); only then one transaction adds it to the
+ * round's running sum, committed before the 200.
+ */
+import { readFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { decodeUpdate, globalNorm, UpdateRejectedError, type ErrorCode, type ErrorResponse, type RegisterResponse, type UploadResponse, PROTOCOL_VERSION } from '@webtune/federated';
+import type { HostTensor } from '@webtune/model';
+import { flatten, inferLora, layoutOf, readAdapter } from './adapter.js';
+import { resolveConfig, resolveRoundConfig, type CoordinatorConfig } from './config.js';
+import { CoordinatorCore, type Client } from './core.js';
+import { openDatabase } from './store.js';
+
+export interface CoordinatorOptions {
+  /** SQLite file (created if missing). */
+  db: string;
+  /** Default 0 (any free port). */
+  port?: number;
+  /** Default 127.0.0.1. */
+  host?: string;
+  /**
+   * The global adapter's version 0, needed only when the database is new: PEFT safetensors bytes,
+   * a path to them, or PEFT-keyed tensors. Ignored (with a log line) for an existing database.
+   */
+  initialAdapter?: Uint8Array | string | ReadonlyMap<string, HostTensor>;
+  /** PEFT adapter_config.json text (alpha, dropout, targets for the clients); default: next to a path initialAdapter, else inferred. */
+  adapterConfig?: string;
+  enrolmentSecret: string;
+  /** Partial CoordinatorConfig; applies to rounds opened from now on. */
+  config?: Partial<CoordinatorConfig>;
+  /** How often deadlines are checked (ms). Default 1000. */
+  tickMs?: number;
+  /** Clock (ms since the epoch); default Date.now. */
+  now?: () => number;
+  /** Standard normal source for central-DP noise; default crypto.getRandomValues Box-Muller. */
+  gaussian?: () => number;
+  log?: (line: string) => void;
+}
+
+export interface CoordinatorHandle {
+  url: string;
+  /** Applies deadlines now (the timer does this every tickMs). */
+  tick(): void;
+  close(): Promise<void>;
+}
+
+const REGISTER_LIMIT = 16 * 1024;
+const DRAIN_LIMIT = 64 * 1024 * 1024;
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly error: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  if (res.headersSent) return;
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-store', ...headers });
+  res.end(text);
+}
+
+function sendError(req: IncomingMessage, res: ServerResponse, e: HttpError): void {
+  const body: ErrorResponse = { error: e.error, message: e.message };
+  // An unread request body: answer, then discard what is still coming (bounded) and close.
+  const unread = !req.complete;
+  send(res, e.status, body, unread ? { Connection: 'close' } : {});
+  if (unread) {
+    let drained = 0;
+    req.on('data', (c: Buffer) => {
+      drained += c.length;
+      if (drained > DRAIN_LIMIT) req.socket.destroy();
+    });
+    req.resume();
+  }
+}
+
+/** Reads a body of at most `limit` bytes: 413 from Content-Length before reading, or as soon as the stream passes the limit. */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > limit) {
+    return Promise.reject(new HttpError(413, 'too_large', `the body is ${declared} bytes; the limit is ${limit}`));
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    let failed = false;
+    const onData = (c: Buffer) => {
+      if (failed) return;
+      total += c.length;
+      if (total > limit) {
+        failed = true;
+        chunks.length = 0;
+        req.off('data', onData);
+        reject(new HttpError(413, 'too_large', `the body passed the limit of ${limit} bytes`));
+        return;
+      }
+      chunks.push(c);
+    };
+    req.on('data', onData);
+    req.once('end', () => {
+      if (!failed) resolve(Buffer.concat(chunks, total));
+    });
+    req.once('error', (e) => {
+      if (!failed) reject(e);
+      failed = true;
+    });
+  });
+}
+
+function bearer(req: IncomingMessage): string {
+  const h = req.headers.authorization;
+  const m = h ? /^Bearer\s+(\S+)$/i.exec(h) : null;
+  if (!m) throw new HttpError(401, 'unauthenticated', 'missing "Authorization: Bearer <token>"; register with POST /v1/register');
+  return m[1]!;
+}
+
+export async function startCoordinator(options: CoordinatorOptions): Promise<CoordinatorHandle> {
+  const log = options.log ?? ((line: string) => console.log(`[coordinator] ${line}`));
+  const now = options.now ?? Date.now;
+  const config = resolveConfig(options.config ?? {});
+  const db = openDatabase(options.db);
+  try {
+    // Version 0 defines the layout; for an existing database it is read from there.
+    const stored = db.prepare('SELECT weights FROM global_versions WHERE version = 0').get() as { weights: Buffer } | undefined;
+    let initialTensors: Map<string, HostTensor> | undefined;
+    let adapterConfig = options.adapterConfig;
+    if (stored) {
+      if (options.initialAdapter !== undefined) log('database already has version 0; --initial-adapter ignored');
+      initialTensors = readAdapter(new Uint8Array(stored.weights), 'global adapter version 0');
+    } else if (options.initialAdapter !== undefined) {
+      const a = options.initialAdapter;
+      if (typeof a === 'string') {
+        initialTensors = readAdapter(new Uint8Array(readFileSync(a)), a);
+        if (adapterConfig === undefined) {
+          try {
+            adapterConfig = readFileSync(a.replace(/[^/\\]*$/, 'adapter_config.json'), 'utf8');
+          } catch {
+            // None next to it: LoRA settings are inferred from the tensors.
+          }
+        }
+      } else if (a instanceof Uint8Array) initialTensors = readAdapter(a, 'initial adapter');
+      else initialTensors = new Map([...a].map(([k, t]) => [k, { data: Float32Array.from(t.data), shape: [...t.shape] }]));
+    } else {
+      throw new Error(`${options.db} is a new database: give the initial adapter (--initial-adapter adapter.safetensors)`);
+    }
+    if (adapterConfig === undefined) {
+      const row = db.prepare("SELECT value FROM meta WHERE key = 'adapter_config'").get() as { value: string } | undefined;
+      adapterConfig = row?.value;
+    } else {
+      db.prepare("INSERT INTO meta (key, value) VALUES ('adapter_config', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(adapterConfig);
+    }
+    const layout = layoutOf(initialTensors);
+    const lora = inferLora(layout, adapterConfig);
+    resolveRoundConfig(config.round, lora, layout.size); // fail at start, not at the first round
+    const core = new CoordinatorCore(db, layout, lora, config, options.enrolmentSecret, now, log, options.gaussian);
+    core.initialize(stored ? undefined : flatten(layout, initialTensors));
+    core.maintain();
+
+    const expected = new Map(layout.keys.map((k) => [k, layout.shapes.get(k)!] as const));
+
+    const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+      const url = new URL(req.url ?? '/', 'http://coordinator');
+      const path = url.pathname;
+      const method = req.method ?? 'GET';
+      try {
+        core.maintain();
+      } catch (e) {
+        log(`maintenance failed: ${(e as Error).stack}`);
+      }
+
+      if (method === 'POST' && path === '/v1/register') {
+        const body = await readBody(req, REGISTER_LIMIT);
+        let json: { enrolmentSecret?: unknown; name?: unknown };
+        try {
+          json = JSON.parse(body.toString('utf8'));
+        } catch {
+          throw new HttpError(400, 'bad_request', 'the body must be JSON {"enrolmentSecret": "...", "name"?: "..."}');
+        }
+        if (typeof json !== 'object' || json === null || typeof json.enrolmentSecret !== 'string') throw new HttpError(400, 'bad_request', 'the body needs "enrolmentSecret" (a string)');
+        if (json.name !== undefined && (typeof json.name !== 'string' || json.name.length > 200)) throw new HttpError(400, 'bad_request', '"name" must be a string of at most 200 characters');
+        if (!core.checkEnrolment(json.enrolmentSecret)) throw new HttpError(401, 'bad_secret', 'the enrolment secret is wrong');
+        const { clientId, token } = core.register(json.name as string | undefined);
+        const out: RegisterResponse = { protocol: PROTOCOL_VERSION, clientId, token };
+        send(res, 200, out);
+        return;
+      }
+
+      // Everything else needs a client. Bodies other than uploads are not expected.
+      const token = bearer(req);
+      const client = core.authenticate(token);
+      if (!client) throw new HttpError(401, 'unauthenticated', 'unknown token; register again with POST /v1/register');
+
+      if (method === 'GET' && path === '/v1/round') {
+        const round = core.currentRound();
+        if (!round) throw new HttpError(404, 'not_found', 'no round has been opened');
+        send(res, 200, core.roundInfo(round, client.id));
+        return;
+      }
+      let m = /^\/v1\/global\/(\d+)$/.exec(path);
+      if (method === 'GET' && m) {
+        const blob = core.versionBlob(Number(m[1]));
+        if (!blob) throw new HttpError(404, 'not_found', `there is no global version ${m[1]}; the latest is ${core.latestVersion()}`);
+        res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': blob.byteLength, 'Cache-Control': 'public, max-age=31536000, immutable' });
+        res.end(blob);
+        return;
+      }
+      m = /^\/v1\/rounds\/(\d+)$/.exec(path);
+      if (method === 'GET' && m) {
+        const round = core.round(Number(m[1]));
+        if (!round) throw new HttpError(404, 'not_found', `there is no round ${m[1]}`);
+        send(res, 200, core.roundStatus(round));
+        return;
+      }
+      m = /^\/v1\/rounds\/(\d+)\/updates$/.exec(path);
+      if (method === 'POST' && m) {
+        await upload(req, res, client, Number(m[1]));
+        return;
+      }
+      throw new HttpError(404, 'not_found', `no route ${method} ${path}`);
+    };
+
+    const upload = async (req: IncomingMessage, res: ServerResponse, client: Client, roundId: number): Promise<void> => {
+      const updateId = req.headers['x-update-id'];
+      if (typeof updateId !== 'string' || !/^[A-Za-z0-9_-]{1,128}$/.test(updateId)) throw new HttpError(400, 'bad_request', 'X-Update-Id must be a client-chosen id (a UUID), 1 to 128 characters of [A-Za-z0-9_-]');
+      const countHeader = req.headers['x-example-count'];
+      const exampleCount = Number(countHeader);
+      if (typeof countHeader !== 'string' || !/^\d+$/.test(countHeader) || !Number.isSafeInteger(exampleCount) || exampleCount < 1) {
+        throw new HttpError(400, 'bad_request', 'X-Example-Count must be a positive integer');
+      }
+      // A replay (the first answer was lost) is answered before the round checks: its round may have closed since.
+      const previous = core.findUpdate(updateId);
+      if (previous) {
+        if (previous.client_id !== client.id) throw new HttpError(409, 'bad_request', `X-Update-Id ${updateId} was used by another client`);
+        const out: UploadResponse = { accepted: true, duplicate: true, count: core.acceptedCount(previous.round_id) };
+        await readBody(req, core.snapshot(core.round(previous.round_id)!).client.maxUploadBytes).catch(() => undefined);
+        send(res, 200, out);
+        return;
+      }
+      const rejected = core.checkRound(client, roundId);
+      if (rejected) throw new HttpError(rejected.status, rejected.error, rejected.message);
+      const round = core.round(roundId)!;
+      const snap = core.snapshot(round);
+      const body = await readBody(req, snap.client.maxUploadBytes);
+      let decoded;
+      try {
+        decoded = decodeUpdate(new Uint8Array(body.buffer, body.byteOffset, body.byteLength), expected);
+      } catch (e) {
+        if (e instanceof UpdateRejectedError) throw new HttpError(400, e.reason, e.message);
+        throw e;
+      }
+      if (decoded.baseVersion !== round.base_version) {
+        throw new HttpError(409, 'wrong_round', `the update was trained from version ${decoded.baseVersion}; round ${roundId} trains from ${round.base_version}`);
+      }
+      const norm = globalNorm(decoded.tensors.values());
+      if (snap.client.dp.mode === 'central') {
+        const S = snap.client.clipNorm;
+        if (norm > S * (1 + snap.normTolerance) + 1e-6) throw new HttpError(400, 'norm_exceeded', `the update's L2 norm ${norm} is above the clip norm ${S}; central DP needs clipped updates`);
+      }
+      const delta = flatten(layout, decoded.tensors);
+      const result = core.accept(client, roundId, updateId, exampleCount, delta, norm, decoded.encoding, body.byteLength);
+      if (result.kind === 'rejected') throw new HttpError(result.status, result.error, result.message);
+      const out: UploadResponse = { accepted: true, duplicate: result.kind === 'duplicate', count: result.count };
+      send(res, 200, out);
+    };
+
+    const server = createServer((req, res) => {
+      handle(req, res).catch((e: unknown) => {
+        if (e instanceof HttpError) {
+          sendError(req, res, e);
+          return;
+        }
+        log(`internal error on ${req.method} ${req.url}: ${(e as Error).stack ?? e}`);
+        sendError(req, res, new HttpError(500, 'bad_request', 'internal error'));
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());
+    });
+    const timer = setInterval(() => {
+      try {
+        core.maintain();
+      } catch (e) {
+        log(`maintenance failed: ${(e as Error).stack}`);
+      }
+    }, options.tickMs ?? 1000);
+    timer.unref();
+    const address = server.address() as AddressInfo;
+    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    return {
+      url: `http://${host}:${address.port}`,
+      tick: () => core.maintain(),
+      close: async () => {
+        clearInterval(timer);
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        });
+        db.close();
+      },
+    };
+  } catch (e) {
+    db.close();
+    throw e;
+  }
+}

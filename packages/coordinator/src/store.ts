@@ -1,0 +1,115 @@
+/**
+ * The coordinator's SQLite database (better-sqlite3, WAL, synchronous=FULL): every state change is
+ * one transaction committed before the HTTP answer, so after a crash (kill -9) the state is exactly
+ * what was acknowledged.
+ *
+ *   meta             key/value: schema version, the sampling secret, the active config
+ *   clients          id, name, SHA-256 of the bearer token (the token itself is never stored)
+ *   global_versions  version, PEFT safetensors (F32) of the global adapter, the round that made it
+ *   rounds           base version, status, min/max clients, deadline, sample rate + selection rule,
+ *                    the config snapshot (client RoundConfig + aggregation settings), result version
+ *   updates          one row per accepted update (UNIQUE update id, UNIQUE (round, client)), no tensors
+ *   round_sums       per round: the running weighted sum (f64 blob, adapter-sized), total weight, count
+ *   optimizer_state  the server optimizer's arrays (f64 blobs: FedAvgM momentum, FedAdam m and v)
+ */
+import Database from 'better-sqlite3';
+
+export const SCHEMA_VERSION = 1;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS clients (
+  id TEXT PRIMARY KEY,
+  name TEXT,
+  token_hash TEXT NOT NULL UNIQUE,
+  created INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS global_versions (
+  version INTEGER PRIMARY KEY,
+  weights BLOB NOT NULL,
+  from_round INTEGER,
+  created INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rounds (
+  id INTEGER PRIMARY KEY,
+  base_version INTEGER NOT NULL REFERENCES global_versions(version),
+  status TEXT NOT NULL CHECK (status IN ('open', 'aggregating', 'closed')),
+  min_clients INTEGER NOT NULL,
+  max_clients INTEGER NOT NULL,
+  deadline INTEGER NOT NULL,
+  sample_rate REAL NOT NULL,
+  selection TEXT NOT NULL,
+  config TEXT NOT NULL,
+  extensions INTEGER NOT NULL DEFAULT 0,
+  result_version INTEGER REFERENCES global_versions(version),
+  outcome TEXT,
+  dp_epsilon REAL,
+  created INTEGER NOT NULL,
+  closed INTEGER
+);
+CREATE TABLE IF NOT EXISTS updates (
+  update_id TEXT NOT NULL UNIQUE,
+  round_id INTEGER NOT NULL REFERENCES rounds(id),
+  client_id TEXT NOT NULL REFERENCES clients(id),
+  example_count INTEGER NOT NULL,
+  weight REAL NOT NULL,
+  norm REAL NOT NULL,
+  encoding TEXT NOT NULL,
+  bytes INTEGER NOT NULL,
+  created INTEGER NOT NULL,
+  UNIQUE (round_id, client_id)
+);
+CREATE TABLE IF NOT EXISTS round_sums (
+  round_id INTEGER PRIMARY KEY REFERENCES rounds(id),
+  weighted_sum BLOB NOT NULL,
+  total_weight REAL NOT NULL,
+  count INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS optimizer_state (
+  name TEXT PRIMARY KEY,
+  data BLOB NOT NULL,
+  version INTEGER NOT NULL
+);
+`;
+
+export function openDatabase(path: string): Database.Database {
+  const db = new Database(path);
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.pragma('foreign_keys = ON');
+  db.pragma('busy_timeout = 5000');
+  db.exec(SCHEMA);
+  const row = db.prepare('SELECT value FROM meta WHERE key = ?').get('schema_version') as { value: string } | undefined;
+  if (!row) db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('schema_version', String(SCHEMA_VERSION));
+  else if (Number(row.value) !== SCHEMA_VERSION) throw new Error(`${path}: database schema ${row.value}, this coordinator speaks ${SCHEMA_VERSION}`);
+  return db;
+}
+
+/** A blob as f64 values (copied: SQLite's buffers need not be 8-aligned). */
+export function blobToF64(blob: Uint8Array): Float64Array {
+  const copy = new Uint8Array(blob.byteLength);
+  copy.set(blob);
+  return new Float64Array(copy.buffer);
+}
+
+export function f64ToBlob(values: Float64Array): Buffer {
+  return Buffer.from(values.buffer, values.byteOffset, values.byteLength);
+}
+
+export interface RoundRow {
+  id: number;
+  base_version: number;
+  status: 'open' | 'aggregating' | 'closed';
+  min_clients: number;
+  max_clients: number;
+  deadline: number;
+  sample_rate: number;
+  selection: string;
+  config: string;
+  extensions: number;
+  result_version: number | null;
+  outcome: string | null;
+  dp_epsilon: number | null;
+  created: number;
+  closed: number | null;
+}

@@ -1,0 +1,541 @@
+/**
+ * FederatedClient: takes part in federated rounds of a coordinator that speaks protocol v1
+ * (protocol.ts), with a trainer that has a model loaded and local data prepared.
+ *
+ * One round (runRound):
+ *   1. GET /v1/round. No open round, not selected, or a round that would exceed `privacyBudget`
+ *      -> a 'skipped' result (nothing trained, nothing sent).
+ *   2. GET /v1/global/:version, importAdapter() it into the trainer (the PEFT config is built from
+ *      the round's LoRA settings), train `config.steps` steps with `startFrom: 'current'` (and
+ *      FedProx's `proximalMu`).
+ *   3. delta = local - global over every adapter tensor; clip its global L2 norm to S
+ *      (`config.clipNorm`). Local DP: add N(0, (z S)^2) to every entry, z = `config.dp.noiseMultiplier`
+ *      (Flower's LocalDpMod; the noise comes from crypto.getRandomValues). Central DP and 'none':
+ *      clip only (the coordinator adds the noise to the aggregate).
+ *   4. Encode (codec.ts; `compression`), save the payload, then POST it with a fresh X-Update-Id.
+ *
+ * X-Example-Count (the FedAvg weight) is the number of training sequences the trainer consumed
+ * this round: steps * batchSize. The TrainerApi does not expose the size of the prepared data, and
+ * the sequences seen is what the update is an average over (a client with less data than that
+ * repeats it, which FedAvg treats like more local epochs).
+ *
+ * Crash safety. The client's record in the RoundStateStore (one key per coordinator URL and
+ * client name, written whole with one set) holds the registration, the privacy accountant and the
+ * round in progress:
+ *   'training'  written before the download. After a reload this round is ABANDONED: its state is
+ *               forgotten and the current round starts fresh. Nothing has left the device yet, so
+ *               there is nothing to account for and nothing the coordinator could count; training
+ *               again from the global adapter costs only time, while resuming a half-trained
+ *               adapter would need the trainer's checkpoints to match the round exactly.
+ *   'encoded'   the payload bytes, the update id and the round id, written BEFORE the upload, in
+ *               the same write that records the release in the accountant. After a reload, if that
+ *               round is still the open one, the SAME bytes go up with the SAME update id (the
+ *               coordinator answers duplicate: true when it already had them), so an update is
+ *               never counted twice and its noise is never drawn twice. If the round has closed (or
+ *               another round is current) the payload is dropped.
+ *   'uploaded'  the coordinator accepted it; another runRound in the same round is 'skipped'
+ *               (reason 'already_uploaded').
+ * Recording the privacy release when the noised payload is fixed (not after the upload answer)
+ * means a lost answer or a crash after the upload cannot leave a release uncounted; a payload that
+ * is dropped unsent is counted anyway (a conservative over-count, never an under-count).
+ *
+ * Privacy accounting: local-DP releases go into an RDP accountant (subsampled Gaussian with
+ * q = round.sampleRate, z = noiseMultiplier) kept in the store, so the epsilon spent survives
+ * reloads. Central-DP rounds add no noise on the client; their epsilon is the coordinator's
+ * business (it adds the noise and runs the accountant), so they are counted in
+ * `privacySpent().centralRounds` but not in its epsilon. With `privacyBudget` set, a local-DP round
+ * that would take epsilon above the budget is refused, and so is a round with dp.mode 'none'
+ * (an un-noised update has no finite epsilon); central rounds are taken (the client trusts the
+ * coordinator's noise).
+ */
+import { DownloadError, InvalidArgumentError, WebtuneError, type WebtuneErrorCode } from '@webtune/gpu';
+import { parseSafetensors, peftAdapterConfig, tensorToFloat32, type HostTensor, type ModelConfig } from '@webtune/model';
+import type { TrainerApi } from '@webtune/trainer';
+import { RdpAccountant, type RdpAccountantJSON } from './accountant.js';
+import { decodeUpdate, encodeUpdate, globalNorm } from './codec.js';
+import { addGaussianNoise, clipGlobalNorm } from './dp.js';
+import {
+  PROTOCOL_VERSION,
+  type DpMode, type ErrorCode, type ErrorResponse, type RegisterResponse, type RoundInfo, type UploadResponse,
+} from './protocol.js';
+import { defaultRoundStore, type RoundStateStore } from './round-store.js';
+
+export interface FederatedEvent {
+  phase: 'register' | 'download' | 'train' | 'upload' | 'done' | 'skipped';
+  roundId?: number;
+  detail?: string;
+  bytes?: number;
+}
+
+export interface FederatedClientOptions {
+  /** The coordinator's base URL (e.g. http://127.0.0.1:8080). */
+  url: string;
+  enrolmentSecret: string;
+  /** A trainer with a model loaded and local data prepared (createTrainer(), worker or inline). */
+  trainer: TrainerApi;
+  /** Default: IndexedDB where it exists, else memory. */
+  store?: RoundStateStore;
+  fetch?: typeof fetch;
+  compression?: { encoding?: 'f32' | 'q8'; topK?: number };
+  /** Refuse a round that would take the local-DP epsilon (at this delta) above `epsilon`. */
+  privacyBudget?: { epsilon: number; delta: number };
+  /**
+   * Exponential backoff with jitter on network errors, 5xx and 429 (Retry-After is honoured);
+   * other 4xx are not retried. `attempts` counts every try (default 5), `baseDelayMs` the first
+   * wait (default 500; each wait is 1/2 to 1 times base * 2^n, at most 30 s).
+   */
+  retry?: { attempts?: number; baseDelayMs?: number };
+  name?: string;
+  onEvent?: (e: FederatedEvent) => void;
+}
+
+export type SkipReason =
+  | 'no_round' | 'round_not_open' | 'not_selected' | 'privacy_budget' | 'no_dp'
+  | 'already_uploaded' | 'training_stopped' | 'round_closed' | 'wrong_round';
+
+export interface RoundResult {
+  status: 'uploaded' | 'skipped';
+  roundId?: number;
+  reason?: SkipReason;
+  /** Bytes of the payload sent. */
+  uploadBytes?: number;
+  /** Bytes the same delta takes as dense f32 (to compare compression against). */
+  denseBytes?: number;
+  /** L2 norm of the delta after clipping (<= S), before any noise. */
+  clippedNorm?: number;
+  /** L2 norm of the delta before clipping. */
+  norm?: number;
+  /** Local-DP epsilon spent so far, this round included (undefined for central/none rounds). */
+  epsilon?: number;
+  /** The coordinator already had this update (a re-upload after a reload). */
+  duplicate?: boolean;
+  /** This result is the re-upload of a payload saved before a reload. */
+  resumed?: boolean;
+  /** Updates the coordinator has accepted in the round so far. */
+  accepted?: number;
+}
+
+/**
+ * A federated step failed. `reason` is the coordinator's ErrorResponse code for a rejected request
+ * (the message carries its text), or the client's own reason. Network failures and 5xx after every
+ * retry are DownloadError instead.
+ */
+export class FederatedError extends WebtuneError {
+  readonly reason: ErrorCode | 'bad_response' | 'bad_global' | 'busy' | 'bad_config' | 'too_large';
+  readonly status: number | undefined;
+  constructor(
+    code: WebtuneErrorCode,
+    reason: FederatedError['reason'],
+    message: string,
+    options: { status?: number; cause?: unknown } = {},
+  ) {
+    super(code, message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.reason = reason;
+    this.status = options.status;
+  }
+}
+
+type StoredRound =
+  | { phase: 'training'; roundId: number; startedAt: number }
+  | {
+    phase: 'encoded'; roundId: number; updateId: string; payload: Uint8Array; exampleCount: number; mode: DpMode;
+    denseBytes: number; clippedNorm: number; norm: number;
+  }
+  | { phase: 'uploaded'; roundId: number; updateId: string; uploadBytes: number };
+
+interface StoredClient {
+  schema: 1;
+  clientId?: string;
+  token?: string;
+  /** RdpAccountant.toJSON() of the local-DP releases. */
+  accountant?: RdpAccountantJSON;
+  localRounds: number;
+  centralRounds: number;
+  /** The delta of the last local-DP round (privacySpent's default). */
+  lastDelta?: number;
+  round?: StoredRound;
+}
+
+const DEFAULT_ATTEMPTS = 5;
+const DEFAULT_BASE_DELAY_MS = 500;
+const MAX_DELAY_MS = 30_000;
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+function epsilonOf(accountant: RdpAccountant, delta: number): number {
+  return accountant.epsilon(delta).epsilon;
+}
+
+function toTensors(bytes: Uint8Array, what: string): Map<string, HostTensor> {
+  let file;
+  try {
+    file = parseSafetensors(bytes, what);
+  } catch (cause) {
+    throw new FederatedError('MODEL_FORMAT', 'bad_global', `${what} is not a readable safetensors file: ${(cause as Error).message}`, { cause });
+  }
+  const out = new Map<string, HostTensor>();
+  for (const [name, t] of file.tensors) out.set(name, { data: tensorToFloat32(t, what), shape: [...t.shape] });
+  return out;
+}
+
+export class FederatedClient {
+  private readonly o: FederatedClientOptions;
+  private readonly store: RoundStateStore;
+  private readonly fetchFn: typeof fetch;
+  private readonly baseUrl: string;
+  private readonly key: string;
+  private record: StoredClient | undefined;
+  private accountant = new RdpAccountant();
+  private busy = false;
+
+  constructor(options: FederatedClientOptions) {
+    if (!options || typeof options.url !== 'string' || !/^https?:\/\//.test(options.url)) {
+      throw new InvalidArgumentError(`FederatedClient needs the coordinator's http(s) URL, got ${JSON.stringify(options?.url)}.`);
+    }
+    if (typeof options.enrolmentSecret !== 'string') throw new InvalidArgumentError('FederatedClient needs enrolmentSecret (a string).');
+    if (!options.trainer) throw new InvalidArgumentError('FederatedClient needs a trainer with a model loaded and data prepared (createTrainer()).');
+    const { encoding, topK } = options.compression ?? {};
+    if (encoding !== undefined && encoding !== 'f32' && encoding !== 'q8') throw new InvalidArgumentError(`compression.encoding must be 'f32' or 'q8', got ${String(encoding)}.`);
+    if (topK !== undefined && !(topK > 0 && topK <= 1)) throw new InvalidArgumentError(`compression.topK must be in (0, 1], got ${topK}.`);
+    const budget = options.privacyBudget;
+    if (budget && !(budget.epsilon > 0 && budget.delta > 0 && budget.delta < 1)) {
+      throw new InvalidArgumentError(`privacyBudget needs epsilon > 0 and delta in (0, 1), got ${JSON.stringify(budget)}.`);
+    }
+    const attempts = options.retry?.attempts;
+    if (attempts !== undefined && !(Number.isInteger(attempts) && attempts >= 1)) throw new InvalidArgumentError(`retry.attempts must be an integer >= 1, got ${attempts}.`);
+    this.o = options;
+    this.store = options.store ?? defaultRoundStore();
+    const f = options.fetch ?? globalThis.fetch;
+    if (typeof f !== 'function') throw new InvalidArgumentError('There is no fetch here: pass options.fetch.');
+    this.fetchFn = (input, init) => f(input, init);
+    this.baseUrl = options.url.replace(/\/+$/, '');
+    this.key = `client:${this.baseUrl}#${options.name ?? ''}`;
+  }
+
+  private emit(e: FederatedEvent): void {
+    try {
+      this.o.onEvent?.(e);
+    } catch {
+      // A throwing listener must not break a round.
+    }
+  }
+
+  private async load(): Promise<StoredClient> {
+    if (this.record) return this.record;
+    const raw = (await this.store.get(this.key)) as StoredClient | undefined;
+    const record: StoredClient = raw && raw.schema === 1 ? raw : { schema: 1, localRounds: 0, centralRounds: 0 };
+    this.accountant = record.accountant !== undefined ? RdpAccountant.fromJSON(record.accountant) : new RdpAccountant();
+    this.record = record;
+    return record;
+  }
+
+  private async save(record: StoredClient): Promise<void> {
+    await this.store.set(this.key, record);
+    this.record = record;
+  }
+
+  /** Registers with the coordinator unless the store already holds this client's id and token (a reload does not register again). */
+  async register(): Promise<void> {
+    const record = await this.load();
+    if (record.clientId && record.token) return;
+    await this.registerNow(record);
+  }
+
+  private async registerNow(record: StoredClient): Promise<void> {
+    const body = JSON.stringify({ enrolmentSecret: this.o.enrolmentSecret, ...(this.o.name !== undefined ? { name: this.o.name } : {}) });
+    const res = (await this.http('/v1/register', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body }, 'json')) as RegisterResponse;
+    if (res?.protocol !== PROTOCOL_VERSION) {
+      throw new FederatedError('INVALID_ARGUMENT', 'unsupported_protocol', `The coordinator speaks protocol ${String(res?.protocol)}; this client speaks ${PROTOCOL_VERSION}.`);
+    }
+    if (typeof res.clientId !== 'string' || typeof res.token !== 'string') throw new FederatedError('DOWNLOAD_FAILED', 'bad_response', 'The register answer has no clientId/token.');
+    await this.save({ ...record, clientId: res.clientId, token: res.token });
+    this.emit({ phase: 'register', detail: res.clientId });
+  }
+
+  /** The client id the coordinator gave (after register()). */
+  get clientId(): string | undefined {
+    return this.record?.clientId;
+  }
+
+  /**
+   * Local-DP epsilon spent so far at `delta` (default: privacyBudget.delta, else the last round's
+   * dp.delta, else 1e-5), and how many releases it covers. Central-DP rounds are counted apart:
+   * their epsilon is the coordinator's. Reads the state loaded by register() or runRound().
+   */
+  privacySpent(delta?: number): { epsilon: number; rounds: number; centralRounds: number } {
+    const r = this.record;
+    const rounds = r?.localRounds ?? 0;
+    const d = delta ?? this.o.privacyBudget?.delta ?? r?.lastDelta ?? 1e-5;
+    return { epsilon: rounds === 0 ? 0 : epsilonOf(this.accountant, d), rounds, centralRounds: r?.centralRounds ?? 0 };
+  }
+
+  /** One round; see the file comment. */
+  async runRound(): Promise<RoundResult> {
+    if (this.busy) throw new FederatedError('INVALID_ARGUMENT', 'busy', 'A round is already running on this client; await it first.');
+    this.busy = true;
+    try {
+      return await this.round();
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private skip(reason: SkipReason, roundId?: number, detail?: string): RoundResult {
+    this.emit({ phase: 'skipped', ...(roundId !== undefined ? { roundId } : {}), detail: detail ? `${reason}: ${detail}` : reason });
+    return { status: 'skipped', reason, ...(roundId !== undefined ? { roundId } : {}) };
+  }
+
+  private async round(): Promise<RoundResult> {
+    await this.register();
+    let info: RoundInfo;
+    try {
+      info = (await this.authed('/v1/round', { method: 'GET' }, 'json')) as RoundInfo;
+    } catch (error) {
+      if (error instanceof FederatedError && error.status === 404) return this.skip('no_round', undefined, error.message);
+      throw error;
+    }
+    if (info?.protocol !== PROTOCOL_VERSION) {
+      throw new FederatedError('INVALID_ARGUMENT', 'unsupported_protocol', `The coordinator's round speaks protocol ${String(info?.protocol)}; this client speaks ${PROTOCOL_VERSION}.`);
+    }
+    let record = this.record!;
+    const pending = record.round;
+    if (pending) {
+      const sameOpen = pending.roundId === info.roundId && info.status === 'open';
+      if (pending.phase === 'encoded' && sameOpen) return this.uploadSaved(pending, info);
+      if (pending.phase === 'uploaded' && pending.roundId === info.roundId) return this.skip('already_uploaded', info.roundId);
+      // 'training' (abandoned after a reload), an 'encoded' payload whose round closed, or an old 'uploaded': forget it.
+      const { round: _dropped, ...rest } = record;
+      record = { ...rest };
+      await this.save(record);
+    }
+    if (info.status !== 'open') return this.skip('round_not_open', info.roundId, info.status);
+    if (!info.selected) return this.skip('not_selected', info.roundId);
+    // No client-side deadline check: the device clock may be off; a late upload is the coordinator's to refuse (round_closed).
+    const config = info.config;
+    const mode = config.dp.mode;
+    if (!(config.clipNorm > 0)) throw new FederatedError('INVALID_ARGUMENT', 'bad_config', `The round's clipNorm must be positive, got ${config.clipNorm}.`);
+    if (mode === 'local' && !(config.dp.noiseMultiplier > 0)) {
+      throw new FederatedError('INVALID_ARGUMENT', 'bad_config', `A local-DP round needs noiseMultiplier > 0, got ${config.dp.noiseMultiplier}.`);
+    }
+    const budget = this.o.privacyBudget;
+    if (budget && mode === 'none') return this.skip('no_dp', info.roundId, 'the round adds no noise and a privacyBudget is set');
+    if (budget && mode === 'local') {
+      const projected = RdpAccountant.fromJSON(this.accountant.toJSON());
+      projected.step({ noiseMultiplier: config.dp.noiseMultiplier, sampleRate: info.sampleRate });
+      const eps = epsilonOf(projected, budget.delta);
+      if (!(eps <= budget.epsilon)) {
+        return this.skip('privacy_budget', info.roundId, `epsilon would reach ${eps.toFixed(3)} > ${budget.epsilon} at delta ${budget.delta}`);
+      }
+    }
+
+    await this.save({ ...record, round: { phase: 'training', roundId: info.roundId, startedAt: Date.now() } });
+
+    // Download and import the global adapter.
+    const globalBytes = (await this.authed(`/v1/global/${info.globalVersion}`, { method: 'GET' }, 'bytes')) as Uint8Array;
+    this.emit({ phase: 'download', roundId: info.roundId, bytes: globalBytes.byteLength, detail: `global version ${info.globalVersion}` });
+    const global = toTensors(globalBytes, `global adapter version ${info.globalVersion}`);
+    if (global.size === 0) throw new FederatedError('MODEL_FORMAT', 'bad_global', `Global adapter version ${info.globalVersion} has no tensors.`);
+    const keys = [...global.keys()];
+    // peftAdapterConfig reads only the architecture (GPT-2's Conv1D sets fan_in_fan_out); PEFT keys say which.
+    const architecture = keys.some((k) => k.startsWith('base_model.model.transformer.h.')) ? 'gpt2' : 'llama';
+    const peftConfig = JSON.stringify(peftAdapterConfig({ architecture } as ModelConfig, config.lora));
+    const trainer = this.o.trainer;
+    // The copy: a worker trainer takes the buffer (transferred, not copied).
+    await trainer.importAdapter({ config: peftConfig, weights: globalBytes.slice() });
+
+    // Train locally from the global adapter.
+    const runId = `federated-round-${info.roundId}`;
+    const summary = await trainer.train(
+      {
+        steps: config.steps, batchSize: config.batchSize, learningRate: config.learningRate, lora: config.lora,
+        startFrom: 'current', proximalMu: config.proximalMu, runId, checkpointEvery: 0, keepLast: 1,
+      },
+      (p) => this.emit({ phase: 'train', roundId: info.roundId, detail: `step ${p.step}/${p.totalSteps} loss ${p.loss.toFixed(4)}` }),
+    );
+    await this.dropCheckpoints(runId);
+    if (summary.stopped !== 'completed') {
+      const { round: _r, ...rest } = this.record!;
+      await this.save({ ...rest });
+      return this.skip('training_stopped', info.roundId, `training ${summary.stopped} at step ${summary.step}`);
+    }
+    const local = toTensors((await trainer.exportAdapter())['adapter_model.safetensors'], 'trained adapter');
+
+    // delta = local - global, clipped to S; local DP adds N(0, (z S)^2).
+    const delta = new Map<string, HostTensor>();
+    for (const key of keys) {
+      const g = global.get(key)!;
+      const l = local.get(key);
+      if (!l || l.data.length !== g.data.length) {
+        throw new FederatedError('INVALID_ARGUMENT', 'wrong_tensors', `The trained adapter has no tensor "${key}" of the global's shape [${g.shape.join(', ')}]; the round's LoRA settings and the global adapter disagree.`);
+      }
+      const d = new Float32Array(g.data.length);
+      for (let i = 0; i < d.length; i++) d[i] = l.data[i]! - g.data[i]!;
+      delta.set(key, { data: d, shape: g.shape });
+    }
+    if (local.size !== global.size) throw new FederatedError('INVALID_ARGUMENT', 'wrong_tensors', `The trained adapter has ${local.size} tensors, the global ${global.size}.`);
+    const S = config.clipNorm;
+    const arrays = [...delta.values()].map((t) => t.data);
+    const { norm } = clipGlobalNorm(arrays, S);
+    const clippedNorm = globalNorm(arrays);
+    if (mode === 'local') addGaussianNoise(arrays, config.dp.noiseMultiplier * S);
+    const expected = new Map(keys.map((k) => [k, global.get(k)!.shape] as const));
+    let payload = this.encode(delta, expected, info.globalVersion, mode === 'local' ? undefined : S);
+    // Stored as is: a view on a larger buffer would be stored (structured-cloned) whole.
+    if (payload.byteOffset !== 0 || payload.byteLength !== payload.buffer.byteLength) payload = payload.slice();
+    const denseBytes = this.o.compression?.encoding === 'q8' || (this.o.compression?.topK ?? 1) < 1
+      ? encodeUpdate(delta, { encoding: 'f32', baseVersion: info.globalVersion }).byteLength
+      : payload.byteLength;
+    if (payload.byteLength > config.maxUploadBytes) {
+      const { round: _r, ...rest } = this.record!;
+      await this.save({ ...rest });
+      throw new FederatedError('INVALID_ARGUMENT', 'too_large', `The update is ${payload.byteLength} bytes and the round accepts at most ${config.maxUploadBytes}; use compression ({ encoding: 'q8' } and/or topK).`);
+    }
+
+    // The payload is fixed: save it (and account for its release) before it leaves.
+    const encoded: StoredRound = {
+      phase: 'encoded', roundId: info.roundId, updateId: crypto.randomUUID(), payload, exampleCount: config.steps * config.batchSize, mode,
+      denseBytes, clippedNorm, norm,
+    };
+    const next: StoredClient = { ...this.record!, round: encoded };
+    if (mode === 'local') {
+      this.accountant.step({ noiseMultiplier: config.dp.noiseMultiplier, sampleRate: info.sampleRate });
+      next.accountant = this.accountant.toJSON();
+      next.localRounds = (next.localRounds ?? 0) + 1;
+      next.lastDelta = config.dp.delta;
+    } else if (mode === 'central') {
+      next.centralRounds = (next.centralRounds ?? 0) + 1;
+    }
+    await this.save(next);
+    return this.uploadSaved(encoded, info, false);
+  }
+
+  /**
+   * Encodes the delta; when the coordinator checks the norm (not local DP), verifies the decoded
+   * norm is within S (q8's stochastic rounding or f32 rounding can push it just over) and shrinks
+   * and re-encodes if not.
+   */
+  private encode(delta: Map<string, HostTensor>, expected: Map<string, readonly number[]>, baseVersion: number, maxNorm: number | undefined): Uint8Array {
+    const options = { encoding: this.o.compression?.encoding ?? 'f32', topK: this.o.compression?.topK ?? 1, baseVersion } as const;
+    let payload = encodeUpdate(delta, options);
+    if (maxNorm === undefined) return payload;
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const decodedNorm = globalNorm(decodeUpdate(payload, expected).tensors.values());
+      if (decodedNorm <= maxNorm) return payload;
+      const factor = (maxNorm / decodedNorm) * (1 - 1e-5 * 4 ** attempt);
+      for (const t of delta.values()) for (let i = 0; i < t.data.length; i++) t.data[i]! *= factor;
+      payload = encodeUpdate(delta, options);
+    }
+    return payload;
+  }
+
+  private async uploadSaved(saved: Extract<StoredRound, { phase: 'encoded' }>, info: RoundInfo, resumed = true): Promise<RoundResult> {
+    let res: UploadResponse;
+    try {
+      res = (await this.authed(
+        `/v1/rounds/${saved.roundId}/updates`,
+        {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/octet-stream', 'X-Update-Id': saved.updateId, 'X-Example-Count': String(saved.exampleCount) },
+          body: saved.payload as unknown as BodyInit,
+        },
+        'json',
+      )) as UploadResponse;
+    } catch (error) {
+      if (error instanceof FederatedError && error.status !== undefined && error.status < 500) {
+        // Rejected: these bytes will never be accepted; forget them (their release stays counted).
+        const { round: _r, ...rest } = this.record!;
+        await this.save({ ...rest });
+        if (error.reason === 'round_closed' || error.reason === 'wrong_round') return this.skip(error.reason, saved.roundId, error.message);
+      }
+      throw error;
+    }
+    if (res?.accepted !== true) throw new FederatedError('DOWNLOAD_FAILED', 'bad_response', `The coordinator's upload answer is not an acceptance: ${JSON.stringify(res)}.`);
+    await this.save({ ...this.record!, round: { phase: 'uploaded', roundId: saved.roundId, updateId: saved.updateId, uploadBytes: saved.payload.byteLength } });
+    this.emit({ phase: 'upload', roundId: saved.roundId, bytes: saved.payload.byteLength, detail: res.duplicate ? 'duplicate' : `accepted (${res.count} so far)` });
+    const epsilon = saved.mode === 'local' ? this.privacySpent(this.o.privacyBudget?.delta ?? info.config.dp.delta).epsilon : undefined;
+    this.emit({ phase: 'done', roundId: saved.roundId, detail: epsilon !== undefined ? `epsilon ${epsilon.toFixed(3)}` : saved.mode });
+    return {
+      status: 'uploaded', roundId: saved.roundId, uploadBytes: saved.payload.byteLength, denseBytes: saved.denseBytes,
+      clippedNorm: saved.clippedNorm, norm: saved.norm, ...(epsilon !== undefined ? { epsilon } : {}),
+      duplicate: res.duplicate, resumed, accepted: res.count,
+    };
+  }
+
+  private async dropCheckpoints(runId: string): Promise<void> {
+    try {
+      for (const c of await this.o.trainer.listCheckpoints(runId)) await this.o.trainer.deleteCheckpoint(c.id);
+    } catch {
+      // Best effort: a leftover checkpoint costs space, not correctness.
+    }
+  }
+
+  /** An authenticated request; a coordinator that forgot the token (401 unauthenticated) gets one new registration and the request again. */
+  private async authed(path: string, init: RequestInit, expect: 'json' | 'bytes'): Promise<unknown> {
+    for (let again = true; ; again = false) {
+      const headers = { ...(init.headers as Record<string, string> | undefined), Authorization: `Bearer ${this.record!.token}` };
+      try {
+        return await this.http(path, { ...init, headers }, expect);
+      } catch (error) {
+        if (again && error instanceof FederatedError && error.status === 401 && error.reason === 'unauthenticated') {
+          await this.registerNow(this.record!);
+          continue;
+        }
+        throw error;
+      }
+    }
+  }
+
+  /**
+   * fetch with retries: network errors, 5xx and 429 back off exponentially with jitter (honouring
+   * Retry-After) and end in a DownloadError; any other non-2xx is a FederatedError carrying the
+   * coordinator's error code, not retried.
+   */
+  private async http(path: string, init: RequestInit, expect: 'json' | 'bytes'): Promise<unknown> {
+    const url = `${this.baseUrl}${path}`;
+    const attempts = this.o.retry?.attempts ?? DEFAULT_ATTEMPTS;
+    const base = this.o.retry?.baseDelayMs ?? DEFAULT_BASE_DELAY_MS;
+    for (let attempt = 1; ; attempt++) {
+      let failure: { detail: string; status?: number; cause?: unknown; retryAfterMs?: number };
+      try {
+        const response = await this.fetchFn(url, init);
+        if (response.ok) {
+          if (expect === 'bytes') return new Uint8Array(await response.arrayBuffer());
+          const text = await response.text();
+          try {
+            return JSON.parse(text) as unknown;
+          } catch (cause) {
+            throw new FederatedError('DOWNLOAD_FAILED', 'bad_response', `${init.method ?? 'GET'} ${url} answered ${response.status} with a body that is not JSON.`, { status: response.status, cause });
+          }
+        }
+        const text = await response.text().catch(() => '');
+        if (response.status >= 500 || response.status === 429) {
+          const ra = Number(response.headers.get('Retry-After'));
+          failure = { detail: `HTTP ${response.status}${text ? ` (${text.slice(0, 200)})` : ''}`, status: response.status, ...(ra > 0 ? { retryAfterMs: ra * 1000 } : {}) };
+        } else {
+          let body: Partial<ErrorResponse> = {};
+          try {
+            body = JSON.parse(text) as ErrorResponse;
+          } catch {
+            // Not an ErrorResponse: keep the status.
+          }
+          const reason = (typeof body.error === 'string' ? body.error : response.status === 404 ? 'not_found' : 'bad_request') as ErrorCode;
+          throw new FederatedError(
+            'INVALID_ARGUMENT', reason,
+            `The coordinator refused ${init.method ?? 'GET'} ${path} (HTTP ${response.status} ${reason}): ${typeof body.message === 'string' ? body.message : text.slice(0, 200) || 'no message'}`,
+            { status: response.status },
+          );
+        }
+      } catch (error) {
+        if (error instanceof WebtuneError) throw error;
+        // fetch (or reading the body) failed: the network, not the coordinator.
+        failure = { detail: `network error: ${(error as Error)?.message ?? String(error)}`, cause: error };
+      }
+      if (attempt >= attempts) {
+        throw new DownloadError(url, `${failure.detail}, after ${attempt} attempt${attempt === 1 ? '' : 's'}`, failure.status, failure.cause === undefined ? undefined : { cause: failure.cause });
+      }
+      const exp = Math.min(MAX_DELAY_MS, base * 2 ** (attempt - 1));
+      const wait = Math.max(exp * (0.5 + 0.5 * Math.random()), Math.min(failure.retryAfterMs ?? 0, 2 * MAX_DELAY_MS));
+      await sleep(wait);
+    }
+  }
+}
