@@ -9,7 +9,8 @@ import { startCoordinator } from './server.js';
 
 const USAGE =
   'usage: coordinator --db FILE.sqlite [--port 8787] [--host 127.0.0.1] [--initial-adapter adapter.safetensors] ' +
-  '[--adapter-config adapter_config.json] --enrolment-secret S [--config round-config.json] [--tick-ms 1000]';
+  '[--adapter-config adapter_config.json] --enrolment-secret S [--config round-config.json] [--tick-ms 1000] ' +
+  '[--allow-origin https://app.example (repeatable; * for any)]';
 
 async function main(): Promise<void> {
   let values;
@@ -24,6 +25,7 @@ async function main(): Promise<void> {
         'enrolment-secret': { type: 'string' },
         config: { type: 'string' },
         'tick-ms': { type: 'string', default: '1000' },
+        'allow-origin': { type: 'string', multiple: true },
         help: { type: 'boolean' },
       },
     }));
@@ -49,6 +51,7 @@ async function main(): Promise<void> {
     enrolmentSecret: secret,
     config: values.config ? JSON.parse(readFileSync(values.config, 'utf8')) : {},
     tickMs: Number(values['tick-ms']),
+    allowOrigins: values['allow-origin']?.includes('*') ? '*' : values['allow-origin'],
   });
   // One line a launcher (or a test) can wait for.
   console.log(`webtune coordinator listening on ${handle.url}`);

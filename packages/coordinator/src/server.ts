@@ -40,6 +40,12 @@ export interface CoordinatorOptions {
   /** Standard normal source for central-DP noise; default crypto.getRandomValues Box-Muller. */
   gaussian?: () => number;
   log?: (line: string) => void;
+  /**
+   * Origins whose pages may call the coordinator (CORS): browsers run the client on the app's
+   * origin, not the coordinator's. '*' allows any; default none (same-origin and non-browser
+   * clients only).
+   */
+  allowOrigins?: string[] | '*';
 }
 
 export interface CoordinatorHandle {
@@ -273,7 +279,24 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       send(res, 200, out);
     };
 
+    const allowed = options.allowOrigins ?? [];
+    const cors = (req: IncomingMessage, res: ServerResponse): boolean => {
+      const origin = req.headers.origin;
+      if (!origin || (allowed !== '*' && !allowed.includes(origin))) return false;
+      res.setHeader('Access-Control-Allow-Origin', origin);
+      res.setHeader('Vary', 'Origin');
+      res.setHeader('Access-Control-Allow-Headers', 'Authorization, Content-Type, X-Update-Id, X-Example-Count');
+      res.setHeader('Access-Control-Allow-Methods', 'GET, POST, OPTIONS');
+      res.setHeader('Access-Control-Max-Age', '600');
+      return true;
+    };
+
     const server = createServer((req, res) => {
+      const corsOk = cors(req, res);
+      if (req.method === 'OPTIONS') {
+        res.writeHead(corsOk ? 204 : 403).end();
+        return;
+      }
       handle(req, res).catch((e: unknown) => {
         if (e instanceof HttpError) {
           sendError(req, res, e);
