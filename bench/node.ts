@@ -6,6 +6,7 @@ import { createGpuContext } from '@webtune/gpu';
 import { createNodeGpu } from '@webtune/gpu/node';
 import { runBenchSuite } from './suite.js';
 import { runTrainingBench } from './training.js';
+import { runFederatedBench } from './federated.js';
 
 const gpu = await createNodeGpu();
 // TF.js' WebGPU backend registers itself at import time only when navigator.gpu exists.
@@ -27,7 +28,8 @@ const rows = await runBenchSuite(ctx, tf, undefined, {
 });
 const only = process.env.BENCH_ONLY?.split(',').filter(Boolean);
 const training = !only?.length || only.includes('training') ? await runTrainingBench(gpu, (line) => console.error(line)) : [];
+const federated = !only?.length || only.includes('federated') ? await runFederatedBench(gpu, (line) => console.error(line)) : [];
 const adapter = ctx.adapter.name;
-console.log(`BENCH_JSON=${JSON.stringify({ lane: 'node (Dawn)', adapter, rows, training })}`);
+console.log(`BENCH_JSON=${JSON.stringify({ lane: 'node (Dawn)', adapter, rows, training, federated })}`);
 ctx.destroy();
 process.exit(0);

@@ -24,7 +24,7 @@ if (only !== 'browser') {
   const out = join(cache, 'node-bench.mjs');
   await build({
     entryPoints: [join(root, 'bench/node.ts')], bundle: true, platform: 'node', format: 'esm', outfile: out,
-    external: ['webgpu'], plugins: [rawText], logLevel: 'warning',
+    external: ['webgpu', 'better-sqlite3'], plugins: [rawText], logLevel: 'warning',
     banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
   });
   console.log('bench: Node (Dawn)…');
@@ -68,12 +68,21 @@ function trainingMarkdown(lane, rows) {
   return lines.join('\n');
 }
 
+/** Federated rows: per-client round time and upload size, and coordinator throughput. */
+function federatedMarkdown(lane, rows) {
+  const lines = [`### Federated, ${lane}`, '', 'Loopback; round = pull global, train, delta, clip, encode, upload. Throughput: concurrent uploads accepted (each committed to SQLite before the answer).', '',
+    '| benchmark | encoding | median ms | upload bytes | per second |', '|---|---|---:|---:|---:|'];
+  for (const r of rows) lines.push(`| ${r.benchmark} | ${r.variant} | ${r.medianMs.toFixed(1)} | ${r.uploadBytes ?? ''} | ${r.perSecond?.toFixed(1) ?? ''} |`);
+  return lines.join('\n');
+}
+
 const sections = ['node', 'browser']
   .filter((lane) => existsSync(join(results, `${lane}.json`)))
   .flatMap((lane) => {
     const r = JSON.parse(readFileSync(join(results, `${lane}.json`), 'utf8'));
     const parts = r.rows.length ? [toMarkdown(r.lane, r.adapter, r.rows)] : [];
     if (r.training?.length) parts.push(trainingMarkdown(r.lane, r.training));
+    if (r.federated?.length) parts.push(federatedMarkdown(r.lane, r.federated));
     return parts;
   });
 writeFileSync(join(results, 'README.md'), `# Benchmark results\n\nWritten by \`npm run bench\` (scripts/bench.mjs). Medians; speed-up = library's median time / webtune's.\n\n${sections.join('\n\n')}\n`);

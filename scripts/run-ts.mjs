@@ -20,7 +20,7 @@ mkdirSync(cache, { recursive: true });
 const out = join(cache, `${basename(entry, '.ts')}.mjs`);
 await build({
   entryPoints: [resolve(entry)], bundle: true, platform: 'node', format: 'esm', outfile: out,
-  external: ['webgpu'], plugins: [rawText], logLevel: 'warning',
+  external: ['webgpu', 'better-sqlite3'], plugins: [rawText], logLevel: 'warning',
   banner: { js: "import { createRequire as __webtuneRequire } from 'node:module'; const require = __webtuneRequire(import.meta.url);" },
 });
 const r = spawnSync(process.execPath, [out, ...args], { cwd: root, stdio: 'inherit' });
