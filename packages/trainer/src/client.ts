@@ -18,6 +18,7 @@ import type { GenerateOptions, LoadProgress, ModelFileSource, PeftFiles } from '
 export interface TrainerApi {
   loadModel(source: string | File[] | ModelFileSource, options?: LoadOptions): Promise<ModelInfo>;
   prepareData(input: DataInput, options?: DataOptions): Promise<DataInfo>;
+  planTraining(request: Parameters<TrainerSession['planTraining']>[0]): ReturnType<TrainerSession['planTraining']>;
   train(request: TrainRequest, onProgress?: (p: ProgressEvent) => void): Promise<TrainSummary>;
   pause(): Promise<void>;
   resume(onProgress?: (p: ProgressEvent) => void): Promise<TrainSummary>;
@@ -62,6 +63,7 @@ export async function createTrainer(options: CreateTrainerOptions = {}): Promise
       return (remote as Remote).loadModel(source as string, { ...rest, onProgress: proxied(onProgress) as ((p: LoadProgress) => void) | undefined });
     },
     prepareData: (input, o) => remote.prepareData(input, o),
+    planTraining: (request) => remote.planTraining(request),
     train: (request, onProgress) => remote.train(request, proxied(onProgress)),
     pause: () => remote.pause(),
     resume: (onProgress) => remote.resume(proxied(onProgress)),
@@ -96,6 +98,7 @@ function inlineTrainer(session: TrainerSession): TrainerApi {
   return {
     loadModel: (source, o) => session.loadModel(source, o),
     prepareData: (input, o) => session.prepareData(input, o),
+    planTraining: (request) => session.planTraining(request),
     train: (request, onProgress) => session.train(request, onProgress),
     pause: async () => session.pause(),
     resume: (onProgress) => session.resume(onProgress),

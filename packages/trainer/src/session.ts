@@ -9,6 +9,7 @@ import {
   createGpuContext,
   InvalidArgumentError,
   CheckpointMismatchError,
+  MemoryPlanError,
   type GpuContext,
 } from '@webtune/gpu';
 import {
@@ -46,6 +47,7 @@ import {
 } from './checkpoint.js';
 import { MemoryCheckpointStore, type CheckpointStore } from './checkpoint-store.js';
 import { packTokens, tokenizeDocuments, type DataCursor } from './data.js';
+import { checkMemoryPlan, estimateTrainingMemory, type MemoryEstimate } from './planner.js';
 import { DEFAULT_TRAIN_CONFIG, Trainer, type StepProgress, type TrainConfig, type TrainerState } from './trainer.js';
 
 export interface SessionEnvironment {
@@ -302,6 +304,28 @@ export class TrainerSession {
     this.adapter = adapter;
     this.run = { runId, request, trainer, adapter, controller: undefined, cursor: restored?.cursor, resumedFrom: restored?.state.step };
     return this.continueRun(onProgress, skipped);
+  }
+
+  /**
+   * The memory planner's estimate for a run, before starting it: bytes by part and whether it fits
+   * the budget (with the planner's advice when it does not). Needs a loaded model; data optional.
+   */
+  async planTraining(request: Pick<TrainRequest, 'batchSize' | 'lora' | 'recompute' | 'memoryBudgetBytes'> & { seqLen?: number }): Promise<{
+    estimate: MemoryEstimate; fits: boolean; advice: string | undefined;
+  }> {
+    const { files, base } = this.requireModel();
+    const ctx = await this.context();
+    const input = {
+      config: files.config, format: base.format, dtype: base.dtype, lora: resolveLoraConfig(files.config, request.lora ?? {}),
+      batch: request.batchSize ?? DEFAULT_TRAIN_CONFIG.batchSize, seq: request.seqLen ?? this.data?.info.seqLen ?? DEFAULT_TRAIN_CONFIG.seqLen,
+      recompute: request.recompute ?? false, blockSize: base.nf4?.blockSize,
+    };
+    try {
+      return { estimate: checkMemoryPlan(ctx, input, { budgetBytes: request.memoryBudgetBytes }), fits: true, advice: undefined };
+    } catch (error) {
+      if (!(error instanceof MemoryPlanError)) throw error;
+      return { estimate: estimateTrainingMemory(input, Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize)), fits: false, advice: error.message };
+    }
   }
 
   /** Continues a paused run of this session (after a reload, call train({ ..., resume: true }) instead). */

@@ -64,7 +64,7 @@ describe('worker contract', () => {
     const methods = Object.getOwnPropertyNames(TrainerSession.prototype)
       .filter((k) => k !== 'constructor' && typeof (TrainerSession.prototype as unknown as Record<string, unknown>)[k] === 'function');
     const api: Array<keyof TrainerApi> = [
-      'loadModel', 'prepareData', 'train', 'pause', 'resume', 'cancel', 'generate', 'exportAdapter', 'importAdapter', 'listCheckpoints',
+      'loadModel', 'prepareData', 'planTraining', 'train', 'pause', 'resume', 'cancel', 'generate', 'exportAdapter', 'importAdapter', 'listCheckpoints',
       'restoreCheckpoint', 'deleteCheckpoint', 'exportCheckpoint', 'importCheckpoint', 'persistStorage', 'recoverDevice', 'status', 'dispose',
     ];
     const isPrivate = (k: string) => ['context', 'modelInfo', 'requireModel', 'tokenizer', 'continueRun', 'disposeRun', 'releaseModel'].includes(k);

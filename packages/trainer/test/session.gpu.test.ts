@@ -118,6 +118,12 @@ describe('TrainerSession in Node', () => {
       await expect(t.prepareData({ text: '   ' })).rejects.toThrowError(InvalidArgumentError);
       await expect(t.prepareData({ text: 'too short' }, { seqLen: 64 })).rejects.toThrowError(/fewer than one sequence of 65/);
       await t.prepareData({ text: chapter(3) }, { seqLen: 32 });
+      const plan = await t.planTraining({ batchSize: 2 });
+      expect(plan.fits).toBe(true);
+      expect(plan.estimate.total).toBe(plan.estimate.weights + plan.estimate.adapter + plan.estimate.optimizer + plan.estimate.activations);
+      const tooBig = await t.planTraining({ batchSize: 2, memoryBudgetBytes: 100_000 });
+      expect(tooBig.fits).toBe(false);
+      expect(tooBig.advice).toMatch(/Lower: .*sequence length/);
       const s = await t.train({ steps: 2, batchSize: 2, checkpointEvery: 0 });
       expect(s.stopped).toBe('completed');
       await expect(t.restoreCheckpoint('nope@000000001')).rejects.toThrowError(/nope@000000001/);
