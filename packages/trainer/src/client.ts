@@ -60,7 +60,7 @@ export async function createTrainer(options: CreateTrainerOptions = {}): Promise
   const api: TrainerApi = {
     loadModel: (source, o = {}) => {
       const { onProgress, ...rest } = o;
-      return (remote as Remote).loadModel(source as string, { ...rest, onProgress: proxied(onProgress) as ((p: LoadProgress) => void) | undefined });
+      return (remote as Remote).loadModel(source as string, rest, proxied(onProgress) as ((p: LoadProgress) => void) | undefined);
     },
     prepareData: (input, o) => remote.prepareData(input, o),
     planTraining: (request) => remote.planTraining(request),

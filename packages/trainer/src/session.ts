@@ -101,7 +101,7 @@ export interface DataInfo {
 export interface TrainRequest extends Partial<Omit<TrainConfig, 'seqLen'>> {
   steps: number;
   lora?: Partial<LoraConfig>;
-  /** Names the run's checkpoints; default 'run'. */
+  /** Names the run's checkpoints; default 'run'. A fresh run (resume: false) deletes that run's earlier checkpoints. */
   runId?: string;
   /** Checkpoint every N optimizer steps (and on pause). Default 50; 0 only on pause. */
   checkpointEvery?: number;
@@ -200,11 +200,16 @@ export class TrainerSession {
   }
 
   /** Loads a Hugging Face model folder: a URL, picked files, or (in Node) a ModelFileSource. */
-  async loadModel(source: string | File[] | Array<{ name: string; bytes: Uint8Array }> | ModelFileSource, options: LoadOptions = {}): Promise<ModelInfo> {
+  async loadModel(
+    source: string | File[] | Array<{ name: string; bytes: Uint8Array }> | ModelFileSource,
+    options: LoadOptions = {},
+    /** Progress as a separate argument: Comlink proxies only top-level callbacks (createTrainer passes it here). */
+    onProgress: ((p: LoadProgress) => void) | undefined = options.onProgress,
+  ): Promise<ModelInfo> {
     const ctx = await this.context();
     this.releaseModel();
     const src = typeof source === 'string' ? urlSource(source) : Array.isArray(source) ? filesSource(source) : source;
-    const files = await loadModelFiles(src, { onProgress: options.onProgress, cache: this.env.modelCache });
+    const files = await loadModelFiles(src, { onProgress, cache: this.env.modelCache });
     const format = options.format ?? 'f32';
     const dtype = options.dtype === 'auto' ? (ctx.features.shaderF16 ? 'f16' : 'f32') : (options.dtype ?? 'f32');
     const base = await uploadBaseModel(ctx, files.config, weightReader(files), { format, dtype });
@@ -283,6 +288,11 @@ export class TrainerSession {
     if (request.startFrom === 'current') {
       if (!this.adapter) throw new InvalidArgumentError("startFrom: 'current' needs an adapter in place: importAdapter() or restoreCheckpoint() first.");
       start = await this.adapter.read();
+    }
+    if (!request.resume) {
+      // A fresh run replaces the run of the same name: its old checkpoints would otherwise be
+      // what a later resume: true picks up (the newest checkpoint is the highest step).
+      for (const meta of await this.store.list(runId)) await this.store.delete(meta.id);
     }
     this.disposeRun();
     const adapter = LoraAdapter.create(ctx, files.config, lora, request.seed ?? DEFAULT_TRAIN_CONFIG.seed);

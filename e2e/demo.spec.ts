@@ -1,0 +1,125 @@
+/**
+ * The demo page (index.html) end to end on the tiny test model: load, bad uploads, sample text,
+ * memory plan, train with chart, pause/resume, generate before and after, export, a reload in the
+ * middle of a run and "Resume training", cancel, checkpoint delete.
+ */
+import { expect, test, type Download, type Page, type TestInfo } from '@playwright/test';
+
+async function shot(page: Page, testInfo: TestInfo, name: string) {
+  const path = testInfo.outputPath(`${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  await testInfo.attach(name, { path, contentType: 'image/png' });
+}
+
+async function setField(page: Page, id: string, value: string) {
+  await page.locator(`#${id}`).fill(value);
+  await page.locator(`#${id}`).dispatchEvent('change');
+}
+
+async function loadTinyAndSample(page: Page) {
+  await expect(page.locator('#adapter table')).toContainText('shader-f16');
+  await page.selectOption('#model-source', 'tiny');
+  await page.click('#load-model');
+  await expect(page.locator('#model-info')).toContainText('Loaded tiny test model', { timeout: 60_000 });
+  await page.click('#use-sample');
+  await expect(page.locator('#data-info')).toContainText(/[\d,]+ tokens/, { timeout: 60_000 });
+}
+
+test('the demo trains, generates, exports, resumes after a reload and manages checkpoints', async ({ page }, testInfo) => {
+  test.setTimeout(600_000);
+  await page.goto('/');
+  await expect(page.locator('#adapter table')).toContainText('shader-f16');
+  await shot(page, testInfo, '01-start');
+
+  await setField(page, 'steps', '8');
+  await setField(page, 'batch', '2');
+  await setField(page, 'seq', '32');
+  await loadTinyAndSample(page);
+
+  // Bad uploads show an error in the data panel and the app stays usable.
+  await page.setInputFiles('#data-file', { name: 'bad.txt', mimeType: 'text/plain', buffer: Buffer.from([0, 1, 2, 255, 254, 0, 7, 8, 0, 0, 3, 200, 100, 0]) });
+  await expect(page.locator('#data-msg')).toContainText('binary');
+  await shot(page, testInfo, '02-binary-upload-error');
+  await page.setInputFiles('#data-file', { name: 'empty.txt', mimeType: 'text/plain', buffer: Buffer.alloc(0) });
+  await expect(page.locator('#data-msg')).toContainText('empty');
+  await page.click('#use-sample');
+  await expect(page.locator('#data-info')).toContainText(/[\d,]+ tokens/);
+  await expect(page.locator('#data-msg')).toBeEmpty();
+
+  // The memory plan.
+  await expect(page.locator('#memory')).toContainText('Total');
+  await expect(page.locator('#memory')).toContainText('MiB');
+  await expect(page.locator('#memory')).toContainText('fits');
+
+  // Before.
+  await page.click('#generate');
+  await expect(page.locator('#out-before span')).not.toBeEmpty({ timeout: 60_000 });
+  await expect(page.locator('#out-before')).not.toHaveText('Generating…');
+  await shot(page, testInfo, '03-ready-to-train');
+
+  // Train 8 steps.
+  await expect(page.locator('#train')).toBeEnabled();
+  await page.click('#train');
+  await expect(page.locator('#train-info')).toContainText('Finished 8 steps', { timeout: 240_000 });
+  await expect(page.locator('#stat-step')).toHaveText('8 / 8');
+  expect(Number(await page.locator('#chart').getAttribute('data-points'))).toBeGreaterThan(0);
+  await expect(page.locator('#chart canvas')).toHaveCount(1);
+  await expect(page.locator('#stat-loss')).toHaveText(/\d+\.\d+/);
+
+  // After.
+  await page.click('#generate');
+  await expect(page.locator('#out-after span')).not.toBeEmpty({ timeout: 60_000 });
+  await shot(page, testInfo, '04-trained');
+
+  // Export: two downloads.
+  const downloads: Download[] = [];
+  page.on('download', (d) => downloads.push(d));
+  await page.click('#export');
+  await expect.poll(() => downloads.length, { timeout: 30_000 }).toBe(2);
+  expect(downloads.map((d) => d.suggestedFilename()).sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
+  const config = JSON.parse(await (await import('node:fs/promises')).readFile((await downloads.find((d) => d.suggestedFilename().endsWith('.json'))!.path())!, 'utf8'));
+  expect(config.r).toBe(8);
+
+  // A long run: pause, resume, then a reload in the middle.
+  await setField(page, 'steps', '200');
+  await page.click('#train');
+  await expect(page.locator('#pause')).toBeEnabled();
+  await expect(page.locator('#resume')).toBeDisabled();
+  await expect(page.locator('#stat-step')).toHaveText(/^[1-9]\d* \/ 200$/, { timeout: 120_000 });
+  await page.click('#pause');
+  await expect(page.locator('#train-info')).toContainText('Paused at step', { timeout: 120_000 });
+  await expect(page.locator('#resume')).toBeEnabled();
+  await expect(page.locator('#pause')).toBeDisabled();
+  await expect(page.locator('#train')).toBeDisabled();
+  await page.click('#resume');
+  await expect(page.locator('#pause')).toBeEnabled();
+  // A checkpoint of this run (the pause wrote one; more come every 10 steps), then close the tab mid-run.
+  await expect(page.locator('#checkpoints tbody tr').first()).toBeVisible({ timeout: 240_000 });
+  await expect(page.locator('#checkpoints tbody td:first-child', { hasText: /\/ 8$/ })).toHaveCount(0);
+  await expect(page.locator('#stat-step')).not.toHaveText('200 / 200');
+  await shot(page, testInfo, '05-training');
+  await page.reload();
+
+  // After the reload: the page offers to resume.
+  await expect(page.locator('#resume-banner')).toBeVisible({ timeout: 60_000 });
+  await expect(page.locator('#steps')).toHaveValue('200');
+  await loadTinyAndSample(page);
+  await expect(page.locator('#resume-run')).toBeEnabled();
+  await shot(page, testInfo, '06-after-reload');
+  await page.click('#resume-run');
+  await expect(page.locator('#cancel')).toBeEnabled();
+  await expect(page.locator('#stat-step')).toHaveText(/^\d+ \/ 200$/, { timeout: 120_000 });
+  await page.click('#cancel');
+  await expect(page.locator('#train-info')).toContainText(/resumed from step \d+/, { timeout: 120_000 });
+  expect(Number(await page.locator('#train-info').getAttribute('data-resumed-from'))).toBeGreaterThanOrEqual(1);
+  await expect(page.locator('#train')).toBeEnabled();
+
+  // Delete a checkpoint.
+  const rows = page.locator('#checkpoints tbody tr');
+  const before = await rows.count();
+  expect(before).toBeGreaterThan(0);
+  await rows.first().locator('.delete').click();
+  await expect(rows).toHaveCount(before - 1);
+  await expect(page.locator('#checkpoint-info')).toContainText('Deleted the checkpoint');
+  await shot(page, testInfo, '07-checkpoints');
+});
