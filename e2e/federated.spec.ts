@@ -5,52 +5,26 @@
  * new global version.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, test } from '@playwright/test';
+import { initialLoraAdapter } from '../scripts/initial-adapter.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 let coordinator: ChildProcess | undefined;
 let url = '';
 let dir = '';
 
-/** PEFT-initialised LoRA for tiny-llama q/v (hidden 64, kv 32), rank 4, as a hand-written safetensors file. */
-function initialAdapter(): Uint8Array {
-  let seed = 5;
-  const rand = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648 * 2 - 1) / 8;
-  const tensors: Array<[string, number[], Float32Array]> = [];
-  for (let l = 0; l < 2; l++) {
-    for (const [m, out] of [['q_proj', 64], ['v_proj', 32]] as const) {
-      const base = `base_model.model.model.layers.${l}.self_attn.${m}`;
-      tensors.push([`${base}.lora_A.weight`, [4, 64], Float32Array.from({ length: 256 }, rand)]);
-      tensors.push([`${base}.lora_B.weight`, [out, 4], new Float32Array(out * 4)]);
-    }
-  }
-  const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
-  let offset = 0;
-  for (const [name, shape, data] of tensors) {
-    header[name] = { dtype: 'F32', shape, data_offsets: [offset, offset + data.byteLength] };
-    offset += data.byteLength;
-  }
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - (json.length % 8)) % 8);
-  const out = new Uint8Array(8 + json.length + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
-  out.set(new TextEncoder().encode(json), 8);
-  let at = 8 + json.length;
-  for (const [, , data] of tensors) {
-    out.set(new Uint8Array(data.buffer), at);
-    at += data.byteLength;
-  }
-  return out;
-}
-
 test.beforeAll(async ({ baseURL }) => {
   dir = mkdtempSync(join(tmpdir(), 'webtune-e2e-fed-'));
-  writeFileSync(join(dir, 'adapter_model.safetensors'), initialAdapter());
-  writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 4, lora_alpha: 8, lora_dropout: 0, target_modules: ['q_proj', 'v_proj'], bias: 'none', fan_in_fan_out: false }));
+  let seed = 5;
+  const uniform = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+  const model = JSON.parse(readFileSync(join(ROOT, 'packages/model/test/fixtures/models/tiny-llama/config.json'), 'utf8'));
+  const { weights, adapterConfig } = initialLoraAdapter(model, { rank: 4, alpha: 8, uniform });
+  writeFileSync(join(dir, 'adapter_model.safetensors'), weights);
+  writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify(adapterConfig));
   writeFileSync(join(dir, 'config.json'), JSON.stringify({
     minClients: 2, maxClients: 2, sampleRate: 1,
     round: { steps: 3, batchSize: 2, learningRate: 0.01, seqLen: 32, clipNorm: 1, dp: { mode: 'none', noiseMultiplier: 0, delta: 1e-5 } },

@@ -24,25 +24,8 @@
 // workgroup memory and owning 16 columns of dK and dV. Query tiles wholly before the workgroup's
 // first key are skipped.
 // Reference: PyTorch autograd of HF eager attention (scripts/make_attention_fixtures.py).
+// Params and bindings 0-5 come from shaders/lib/attention-backward-common.wgsl.
 
-struct Params {
-  // Layout (attention.ts): d4 = head_dim / 4, lanes = head_dim / 16 per row, rows per workgroup, tile.
-  d4: u32,
-  lanes: u32,
-  rows: u32,
-  tile: u32,
-  seq: u32,
-  heads: u32,
-  kv_heads: u32,
-  scale: f32,
-}
-
-@group(0) @binding(0) var<storage, read> q: array<vec4<elem>>;
-@group(0) @binding(1) var<storage, read> k: array<vec4<elem>>;
-@group(0) @binding(2) var<storage, read> v: array<vec4<elem>>;
-@group(0) @binding(3) var<storage, read> grad_out: array<vec4<elem>>;
-@group(0) @binding(4) var<storage, read> lse: array<f32>;
-@group(0) @binding(5) var<storage, read> delta: array<f32>;
 @group(0) @binding(6) var<storage, read_write> grad_k: array<vec4<elem>>;
 @group(0) @binding(7) var<storage, read_write> grad_v: array<vec4<elem>>;
 @group(0) @binding(8) var<uniform> params: Params;

@@ -13,13 +13,13 @@ export { resolveLoraConfig, loraScale, matchesTarget, modulePath, peftKey, DEFAU
 export type { LoraConfig } from './lora-config.js';
 export { Rng } from './rng.js';
 export type { RngState } from './rng.js';
-export { uploadBaseModel, linearShape } from './weights.js';
+export { uploadBaseModel, linearShape, linearHasBias } from './weights.js';
 export type { WeightReader, BaseModel, BaseFormat, BaseWeightOptions, FrozenLinear, LayerWeights, NormWeights } from './weights.js';
 export { LoraAdapter } from './adapter.js';
 export type { LoraParam, HostTensor } from './adapter.js';
 export { Transformer } from './transformer.js';
 export type { TokenBatch, TrainOptions, KvCache } from './transformer.js';
-export { planWorkspace, planBytes, defaultHeadChunk, targetedLinears, Workspace } from './workspace.js';
+export { planWorkspace, planBytes, defaultHeadChunk, targetedLinears, Workspace, BYTES } from './workspace.js';
 export type { WorkspaceShape, BufferPlan } from './workspace.js';
 export { exportPeftAdapter, importPeftAdapter, readPeftAdapter, mergeAdapter, peftAdapterConfig } from './peft.js';
 export type { PeftFiles } from './peft.js';

@@ -25,6 +25,7 @@ import {
   createRopeKernel,
   createSwigluKernels,
   createTensor,
+  IGNORE_INDEX,
   InvalidArgumentError,
   readF32,
   ropeTables,
@@ -180,6 +181,8 @@ export class Transformer {
 
   /** Attaches (or detaches, with undefined) the LoRA adapter used by every later call. */
   setAdapter(adapter: LoraAdapter | undefined): void {
+    // Generation sets the adapter before every call: keep the workspace and f16 copies then.
+    if (adapter === this.adapter) return;
     if (adapter && adapter.model !== this.config) {
       const a = adapter.model;
       const c = this.config;
@@ -275,7 +278,7 @@ export class Transformer {
     if (needTargets) {
       if (!targets || targets.length !== t) throw new InvalidArgumentError(`targets must have ${t} entries (one per token), got ${targets?.length}.`);
       for (let i = 0; i < t; i++) {
-        if (targets[i]! >= v && targets[i] !== 0xffffffff) throw new InvalidArgumentError(`Target ${targets[i]} at position ${i} is outside the vocabulary (size ${v}).`);
+        if (targets[i]! >= v && targets[i] !== IGNORE_INDEX) throw new InvalidArgumentError(`Target ${targets[i]} at position ${i} is outside the vocabulary (size ${v}).`);
       }
     }
   }
@@ -291,8 +294,7 @@ export class Transformer {
     if (!adapter) throw new InvalidArgumentError('trainStep needs a LoRA adapter: call setAdapter() first.');
     this.checkBatch(batch, true);
     const targets = batch.targets!;
-    let valid = 0;
-    for (const t of targets) if (t !== 0xffffffff) valid++;
+    const valid = countTargets(targets);
     if (valid === 0) throw new InvalidArgumentError('Every target in this batch is ignored; there is nothing to learn from.');
     const ws = this.workspaceFor(this.workspaceShape(batch.batch, batch.seq, true, options));
     const enc = new Encoder(this.ctx, 'train step');
@@ -300,12 +302,7 @@ export class Transformer {
     writeTensor(this.ctx, ws.buffers['targets']!, targets);
     const run = { batch: batch.batch, seq: batch.seq, training: true, seed: options.dropoutSeed ?? 0, step: options.step ?? 0, offset: 0 };
 
-    this.syncAdapter(enc);
-    this.embed(enc, ws, run.seq, 0);
-    for (let l = 0; l < this.config.numLayers; l++) {
-      this.forwardLayer(enc, ws, l, run);
-      enc.flush();
-    }
+    this.forwardLayers(enc, ws, run);
     this.headAndLoss(enc, ws, 1 / valid);
     enc.flush();
     for (let l = this.config.numLayers - 1; l >= 0; l--) {
@@ -315,37 +312,24 @@ export class Transformer {
     }
     this.accumulateGradients(enc);
     enc.r.submit();
-    const losses = await readF32(this.ctx, ws.buffers['losses']!);
-    let sum = 0;
-    for (let i = 0; i < ws.tokens; i++) sum += losses[i]!;
-    return { loss: sum / valid, tokens: valid };
+    return { loss: await this.meanLoss(ws, valid), tokens: valid };
   }
 
   /** Mean cross-entropy of a batch without touching gradients (held-out evaluation). */
   async evaluate(batch: TokenBatch, options: Pick<TrainOptions, 'headChunk'> = {}): Promise<{ loss: number; tokens: number }> {
     this.checkBatch(batch, true);
     const targets = batch.targets!;
-    let valid = 0;
-    for (const t of targets) if (t !== 0xffffffff) valid++;
+    const valid = countTargets(targets);
     if (valid === 0) throw new InvalidArgumentError('Every target in this batch is ignored; there is nothing to evaluate.');
-    const shape = { ...this.workspaceShape(batch.batch, batch.seq, true, options) };
-    const ws = this.workspaceFor(shape);
+    const ws = this.workspaceFor(this.workspaceShape(batch.batch, batch.seq, true, options));
     const enc = new Encoder(this.ctx, 'evaluate');
     writeTensor(this.ctx, ws.buffers['ids']!, batch.ids);
     writeTensor(this.ctx, ws.buffers['targets']!, targets);
     const run = { batch: batch.batch, seq: batch.seq, training: false, seed: 0, step: 0, offset: 0 };
-    this.syncAdapter(enc);
-    this.embed(enc, ws, run.seq, 0);
-    for (let l = 0; l < this.config.numLayers; l++) {
-      this.forwardLayer(enc, ws, l, run);
-      enc.flush();
-    }
+    this.forwardLayers(enc, ws, run);
     this.headAndLoss(enc, ws, 1 / valid, false);
     enc.r.submit();
-    const losses = await readF32(this.ctx, ws.buffers['losses']!);
-    let sum = 0;
-    for (let i = 0; i < ws.tokens; i++) sum += losses[i]!;
-    return { loss: sum / valid, tokens: valid };
+    return { loss: await this.meanLoss(ws, valid), tokens: valid };
   }
 
   /** Full logits [batch * seq, vocab] of a batch (no dropout, no gradients). */
@@ -355,12 +339,7 @@ export class Transformer {
     const enc = new Encoder(this.ctx, 'logits');
     writeTensor(this.ctx, ws.buffers['ids']!, batch.ids);
     const run = { batch: batch.batch, seq: batch.seq, training: false, seed: 0, step: 0, offset: 0 };
-    this.syncAdapter(enc);
-    this.embed(enc, ws, run.seq, 0);
-    for (let l = 0; l < this.config.numLayers; l++) {
-      this.forwardLayer(enc, ws, l, run);
-      enc.flush();
-    }
+    this.forwardLayers(enc, ws, run);
     this.finalNorm(enc, ws);
     const out = new Float32Array(ws.tokens * this.config.vocabSize);
     const chunk = ws.shape.headChunk;
@@ -411,15 +390,32 @@ export class Transformer {
     const enc = new Encoder(this.ctx, 'decode');
     writeTensor(this.ctx, ws.buffers['ids']!, ids);
     const run = { batch: 1, seq, training: false, seed: 0, step: 0, offset: cache.length, cache };
-    this.syncAdapter(enc);
-    this.embed(enc, ws, seq, cache.length);
-    for (let l = 0; l < this.config.numLayers; l++) this.forwardLayer(enc, ws, l, run);
+    // One token per call: a single submit is short, so no per-layer flush.
+    this.forwardLayers(enc, ws, run, false);
     this.finalNorm(enc, ws);
     this.headRows(enc, ws, seq - 1, 1);
     enc.r.submit();
     cache.length += seq;
     const logits = await readF32(this.ctx, ws.buffers['logits']!);
     return logits.slice(0, this.config.vocabSize);
+  }
+
+  /** Half copies up to date, embedding, then every layer (each submitted on its own unless told not to). */
+  private forwardLayers(enc: Encoder, ws: Workspace, run: RunState, flushEachLayer = true): void {
+    this.syncAdapter(enc);
+    this.embed(enc, ws, run.seq, run.offset);
+    for (let l = 0; l < this.config.numLayers; l++) {
+      this.forwardLayer(enc, ws, l, run);
+      if (flushEachLayer) enc.flush();
+    }
+  }
+
+  /** Mean cross-entropy over the `valid` targets, from the per-token losses the head wrote. */
+  private async meanLoss(ws: Workspace, valid: number): Promise<number> {
+    const losses = await readF32(this.ctx, ws.buffers['losses']!);
+    let sum = 0;
+    for (let i = 0; i < ws.tokens; i++) sum += losses[i]!;
+    return sum / valid;
   }
 
   private embed(enc: Encoder, ws: Workspace, seq: number, offset: number): void {
@@ -684,6 +680,13 @@ const LINEAR_IDS: Record<string, number> = {
   'mlp.gate_proj': 4, 'mlp.up_proj': 5, 'mlp.down_proj': 6,
   'attn.c_attn': 0, 'attn.c_proj': 1, 'mlp.c_fc': 2, 'mlp.c_proj': 3,
 };
+
+/** Targets that carry a loss (not IGNORE_INDEX). */
+function countTargets(targets: Uint32Array): number {
+  let valid = 0;
+  for (const t of targets) if (t !== IGNORE_INDEX) valid++;
+  return valid;
+}
 
 /** A distinct dropout stream per (step, layer, linear); backward recomputes the same mask from it. */
 function dropoutStream(step: number, layer: number, name: string): number {

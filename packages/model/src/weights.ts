@@ -120,6 +120,12 @@ export function linearShape(config: ModelConfig, name: string): { inFeatures: nu
   return { inFeatures: s[0], outFeatures: s[1], conv1d: config.architecture === 'gpt2' };
 }
 
+/** Whether a linear layer of this config has a bias (GPT-2 always; Llama per attention_bias / mlp_bias; Qwen2's q/k/v). */
+export function linearHasBias(config: ModelConfig, name: string): boolean {
+  if (config.architecture === 'gpt2') return true;
+  return name.endsWith('o_proj') ? config.oBias : name.startsWith('mlp.') ? config.mlpBias : config.qkvBias;
+}
+
 function transpose(data: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(data.length);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = data[r * cols + c]!;
@@ -200,8 +206,7 @@ export async function uploadBaseModel(ctx: GpuContext, config: ModelConfig, read
           owned.push(dense);
           byteLength += dense.byteLength;
         }
-        const hasBias = gpt2 || (linear.endsWith('o_proj') ? config.oBias : linear.startsWith('mlp.') ? config.mlpBias : config.qkvBias);
-        const bias = hasBias ? load(`${module}.bias`, [outFeatures]) : undefined;
+        const bias = linearHasBias(config, linear) ? load(`${module}.bias`, [outFeatures]) : undefined;
         linears.set(linear, { module, name: linear, inFeatures, outFeatures, conv1d, weight, bias });
         progress();
       }

@@ -7,8 +7,6 @@
 import { InvalidArgumentError } from '@webtune/gpu';
 import { Rng, type RngState, type TokenBatch } from '@webtune/model';
 
-export const IGNORE = 0xffffffff;
-
 /** Non-overlapping windows of `seq + 1` tokens (stride `seq`); a short tail is dropped. */
 export function packTokens(tokens: ArrayLike<number>, seq: number): Uint32Array[] {
   if (!Number.isInteger(seq) || seq < 1) throw new InvalidArgumentError(`Sequence length must be a positive integer, got ${seq}.`);

@@ -5,7 +5,7 @@
  * MemoryPlanError naming what to lower, biggest saving first.
  */
 import { MemoryPlanError, formatBytes, type GpuContext } from '@webtune/gpu';
-import { defaultHeadChunk, linearShape, LINEAR_MODULES, LoraAdapter, planBytes, planWorkspace, targetedLinears, type BaseFormat, type LoraConfig, type ModelConfig } from '@webtune/model';
+import { BYTES, defaultHeadChunk, linearHasBias, linearShape, LINEAR_MODULES, LoraAdapter, planBytes, planWorkspace, targetedLinears, type BaseFormat, type LoraConfig, type ModelConfig } from '@webtune/model';
 
 export interface MemoryPlanInput {
   config: ModelConfig;
@@ -50,8 +50,7 @@ export function estimateTrainingMemory(input: MemoryPlanInput, maxBinding = 2 **
     const { inFeatures, outFeatures } = linearShape(c, name);
     const n = inFeatures * outFeatures;
     weights += c.numLayers * (input.format === 'nf4' ? nf4Bytes(n, input.blockSize ?? 64) : n * eb);
-    const hasBias = c.architecture === 'gpt2' || (name.endsWith('o_proj') ? c.oBias : name.startsWith('mlp.') ? c.mlpBias : c.qkvBias);
-    if (hasBias) weights += c.numLayers * outFeatures * 4;
+    if (linearHasBias(c, name)) weights += c.numLayers * outFeatures * 4;
     // Quantizing goes through one float32 copy of the weight.
     if (n * 4 > largest.bytes) largest = { name: name, bytes: n * 4 };
   }
@@ -72,7 +71,7 @@ export function estimateTrainingMemory(input: MemoryPlanInput, maxBinding = 2 **
   });
   const activations = planBytes(plan);
   for (const p of plan) {
-    const bytes = p.shape.reduce((a, b) => a * b, 1) * (p.dtype === 'f16' ? 2 : 4);
+    const bytes = p.shape.reduce((a, b) => a * b, 1) * BYTES[p.dtype];
     if (bytes > largest.bytes) largest = { name: `activation ${p.name}`, bytes };
   }
   return { weights, adapter, optimizer, activations, total: weights + adapter + optimizer + activations, largestBuffer: largest };

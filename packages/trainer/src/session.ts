@@ -42,6 +42,7 @@ import {
   decodeCheckpoint,
   encodeCheckpoint,
   modelFingerprint,
+  sha256Hex,
   type CheckpointMeta,
   type JsonObject,
 } from './checkpoint.js';
@@ -159,11 +160,6 @@ interface Run {
   resumedFrom: number | undefined;
 }
 
-async function sha256(bytes: Uint8Array): Promise<string> {
-  const digest = await crypto.subtle.digest('SHA-256', bytes as unknown as ArrayBuffer);
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
-}
-
 export class TrainerSession {
   private ctx: GpuContext | undefined;
   private loaded: Loaded | undefined;
@@ -253,7 +249,7 @@ export class TrainerSession {
     const all = new Uint8Array(windows.length * (seqLen + 1) * 4);
     windows.forEach((w, i) => all.set(new Uint8Array(w.buffer, w.byteOffset, w.byteLength), i * (seqLen + 1) * 4));
     const info: DataInfo = {
-      tokens: tokens.length, seqLen, trainSequences: windows.length - heldOutCount, heldOutSequences: heldOutCount, fingerprint: await sha256(all),
+      tokens: tokens.length, seqLen, trainSequences: windows.length - heldOutCount, heldOutSequences: heldOutCount, fingerprint: await sha256Hex(all),
     };
     this.data = { train: windows.slice(0, windows.length - heldOutCount), heldOut: windows.slice(windows.length - heldOutCount), info };
     return info;

@@ -21,6 +21,7 @@ import forwardSource from '../../../../shaders/attention-forward.wgsl?raw';
 import deltaSource from '../../../../shaders/attention-backward-delta.wgsl?raw';
 import dqSource from '../../../../shaders/attention-backward-dq.wgsl?raw';
 import dkvSource from '../../../../shaders/attention-backward-dkv.wgsl?raw';
+import backwardCommonSource from '../../../../shaders/lib/attention-backward-common.wgsl?raw';
 import type { GpuContext } from '../device.js';
 import { InvalidArgumentError } from '../errors.js';
 import { requireElementType } from './tensor-checks.js';
@@ -28,6 +29,8 @@ import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import { createTensor, type GpuTensor } from '../tensor.js';
 import { grid1D } from './grid.js';
+
+const BACKWARD_COMMON = { path: 'shaders/lib/attention-backward-common.wgsl', source: backwardCommonSource };
 
 export const ATTENTION_FORWARD_KERNEL: KernelDefinition = {
   name: 'attention-forward',
@@ -41,12 +44,12 @@ export const ATTENTION_BACKWARD_DELTA_KERNEL: KernelDefinition = {
 };
 export const ATTENTION_BACKWARD_DQ_KERNEL: KernelDefinition = {
   name: 'attention-backward-dq',
-  files: [{ path: 'shaders/attention-backward-dq.wgsl', source: dqSource }],
+  files: [BACKWARD_COMMON, { path: 'shaders/attention-backward-dq.wgsl', source: dqSource }],
   bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'read-write', 'uniform'],
 };
 export const ATTENTION_BACKWARD_DKV_KERNEL: KernelDefinition = {
   name: 'attention-backward-dkv',
-  files: [{ path: 'shaders/attention-backward-dkv.wgsl', source: dkvSource }],
+  files: [BACKWARD_COMMON, { path: 'shaders/attention-backward-dkv.wgsl', source: dkvSource }],
   bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'read-write', 'read-write', 'uniform'],
 };
 
