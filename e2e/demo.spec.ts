@@ -1,9 +1,16 @@
 /**
- * The demo page (index.html) end to end on the tiny test model: load, bad uploads, sample text,
- * memory plan, train with chart, pause/resume, generate before and after, export, a reload in the
- * middle of a run and "Resume training", cancel, checkpoint delete.
+ * The built demo (vite build + preview, service worker included) end to end on the bundled model:
+ * load, bad uploads, sample text, memory plan, train with chart, pause/resume, generate from the
+ * base model and with the adapter, adapter export, a reload in the middle of a run and "Resume
+ * training", cancel, checkpoint export/delete/import; then a federated round from the page against
+ * the real coordinator.
  */
+import { readFile } from 'node:fs/promises';
 import { expect, test, type Download, type Page, type TestInfo } from '@playwright/test';
+import { startCoordinator } from './coordinator.js';
+import { DEMO_URL } from './servers.js';
+
+test.use({ baseURL: DEMO_URL });
 
 async function shot(page: Page, testInfo: TestInfo, name: string) {
   const path = testInfo.outputPath(`${name}.png`);
@@ -16,11 +23,11 @@ async function setField(page: Page, id: string, value: string) {
   await page.locator(`#${id}`).dispatchEvent('change');
 }
 
-async function loadTinyAndSample(page: Page) {
+async function loadBundledAndSample(page: Page) {
   await expect(page.locator('#adapter table')).toContainText('shader-f16');
-  await page.selectOption('#model-source', 'tiny');
+  await page.selectOption('#model-source', 'bundled');
   await page.click('#load-model');
-  await expect(page.locator('#model-info')).toContainText('Loaded tiny test model', { timeout: 60_000 });
+  await expect(page.locator('#model-info')).toContainText('Loaded bundled demo model: llama', { timeout: 60_000 });
   await page.click('#use-sample');
   await expect(page.locator('#data-info')).toContainText(/[\d,]+ tokens/, { timeout: 60_000 });
 }
@@ -34,7 +41,7 @@ test('the demo trains, generates, exports, resumes after a reload and manages ch
   await setField(page, 'steps', '8');
   await setField(page, 'batch', '2');
   await setField(page, 'seq', '32');
-  await loadTinyAndSample(page);
+  await loadBundledAndSample(page);
 
   // Bad uploads show an error in the data panel and the app stays usable.
   await page.setInputFiles('#data-file', { name: 'bad.txt', mimeType: 'text/plain', buffer: Buffer.from([0, 1, 2, 255, 254, 0, 7, 8, 0, 0, 3, 200, 100, 0]) });
@@ -51,10 +58,11 @@ test('the demo trains, generates, exports, resumes after a reload and manages ch
   await expect(page.locator('#memory')).toContainText('MiB');
   await expect(page.locator('#memory')).toContainText('fits');
 
-  // Before.
+  // Before: the base model answers; the adapter side says what it is waiting for.
   await page.click('#generate');
   await expect(page.locator('#out-before span')).not.toBeEmpty({ timeout: 60_000 });
-  await expect(page.locator('#out-before')).not.toHaveText('Generating…');
+  await expect(page.locator('#out-after')).toContainText('Train (or import an adapter)');
+  const baseText = await page.locator('#out-before').textContent();
   await shot(page, testInfo, '03-ready-to-train');
 
   // Train 8 steps.
@@ -66,9 +74,10 @@ test('the demo trains, generates, exports, resumes after a reload and manages ch
   await expect(page.locator('#chart canvas')).toHaveCount(1);
   await expect(page.locator('#stat-loss')).toHaveText(/\d+\.\d+/);
 
-  // After.
+  // After: the same prompt through the base model alone and with the adapter, side by side.
   await page.click('#generate');
   await expect(page.locator('#out-after span')).not.toBeEmpty({ timeout: 60_000 });
+  await expect(page.locator('#out-before')).toHaveText(baseText!);
   await shot(page, testInfo, '04-trained');
 
   // Export: two downloads.
@@ -77,7 +86,7 @@ test('the demo trains, generates, exports, resumes after a reload and manages ch
   await page.click('#export');
   await expect.poll(() => downloads.length, { timeout: 30_000 }).toBe(2);
   expect(downloads.map((d) => d.suggestedFilename()).sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
-  const config = JSON.parse(await (await import('node:fs/promises')).readFile((await downloads.find((d) => d.suggestedFilename().endsWith('.json'))!.path())!, 'utf8'));
+  const config = JSON.parse(await readFile((await downloads.find((d) => d.suggestedFilename().endsWith('.json'))!.path())!, 'utf8'));
   expect(config.r).toBe(8);
 
   // A long run: pause, resume, then a reload in the middle.
@@ -103,7 +112,7 @@ test('the demo trains, generates, exports, resumes after a reload and manages ch
   // After the reload: the page offers to resume.
   await expect(page.locator('#resume-banner')).toBeVisible({ timeout: 60_000 });
   await expect(page.locator('#steps')).toHaveValue('200');
-  await loadTinyAndSample(page);
+  await loadBundledAndSample(page);
   await expect(page.locator('#resume-run')).toBeEnabled();
   await shot(page, testInfo, '06-after-reload');
   await page.click('#resume-run');
@@ -114,12 +123,61 @@ test('the demo trains, generates, exports, resumes after a reload and manages ch
   expect(Number(await page.locator('#train-info').getAttribute('data-resumed-from'))).toBeGreaterThanOrEqual(1);
   await expect(page.locator('#train')).toBeEnabled();
 
-  // Delete a checkpoint.
+  // Export the newest checkpoint as one file, delete it, import the file: it is back.
   const rows = page.locator('#checkpoints tbody tr');
   const before = await rows.count();
   expect(before).toBeGreaterThan(0);
+  const step = await rows.first().getAttribute('data-step');
+  const saved = page.waitForEvent('download');
+  await rows.first().locator('.save').click();
+  const file = await saved;
+  expect(file.suggestedFilename()).toBe(`webtune-demo-step-${step}.ckpt`);
+  const bytes = await readFile((await file.path())!);
   await rows.first().locator('.delete').click();
   await expect(rows).toHaveCount(before - 1);
   await expect(page.locator('#checkpoint-info')).toContainText('Deleted the checkpoint');
+  await page.setInputFiles('#import-checkpoint', { name: file.suggestedFilename(), mimeType: 'application/octet-stream', buffer: bytes });
+  await expect(page.locator('#checkpoint-info')).toContainText(`Imported the checkpoint of step ${step}`);
+  await expect(rows).toHaveCount(before);
+  await expect(page.locator(`#checkpoints tbody tr[data-step="${step}"]`)).toHaveCount(1);
+  // A damaged file is refused with the reason, and the list stays as it was.
+  bytes[bytes.length - 5]! ^= 0xff;
+  await page.setInputFiles('#import-checkpoint', { name: 'damaged.ckpt', mimeType: 'application/octet-stream', buffer: bytes });
+  await expect(page.locator('#checkpoint-msg')).not.toBeEmpty();
+  await expect(rows).toHaveCount(before);
   await shot(page, testInfo, '07-checkpoints');
+});
+
+test('the federated panel joins a round of the coordinator and shows the privacy setting and epsilon spent', async ({ page }, testInfo) => {
+  const coordinator = await startCoordinator({
+    modelConfig: 'demo-app/public/models/webtune-demo/config.json', rank: 8, alpha: 16, secret: 'demo-e2e', allowOrigin: DEMO_URL,
+    config: {
+      minClients: 1, maxClients: 1, sampleRate: 1,
+      round: { steps: 2, batchSize: 2, learningRate: 0.005, seqLen: 32, clipNorm: 1, dp: { mode: 'local', noiseMultiplier: 1, delta: 1e-5 } },
+    },
+  });
+  try {
+    await page.goto('/');
+    await setField(page, 'seq', '32');
+    await loadBundledAndSample(page);
+    await page.fill('#fed-url', coordinator.url);
+    await page.fill('#fed-secret', 'demo-e2e');
+    await page.click('#fed-join');
+    await expect(page.locator('#fed-info')).toHaveAttribute('data-status', 'uploaded', { timeout: 240_000 });
+    await expect(page.locator('#fed-info')).toContainText('Sent the update for round 1');
+    await expect(page.locator('#fed-info')).toContainText('local DP: the update is clipped to norm 1 and noised here (z = 1');
+    await expect(page.locator('#fed-info')).toContainText(/Epsilon spent: \d+\.\d\d of 8 over 1 local-DP round\./);
+    expect(Number(await page.locator('#fed-info').getAttribute('data-epsilon'))).toBeGreaterThan(0);
+    await shot(page, testInfo, '08-federated');
+    const status = await (await coordinator.get('/v1/rounds/1')).json();
+    expect(status).toMatchObject({ status: 'closed', accepted: 1, resultVersion: 1 });
+
+    // A coordinator that is not there: a typed error in the panel, and the page keeps working.
+    await page.fill('#fed-url', 'http://127.0.0.1:9');
+    await page.click('#fed-join');
+    await expect(page.locator('#fed-msg')).not.toBeEmpty({ timeout: 120_000 });
+    await expect(page.locator('#fed-join')).toBeEnabled();
+  } finally {
+    coordinator.stop();
+  }
 });

@@ -1,7 +1,6 @@
 import { defineConfig } from '@playwright/test';
 import { chromiumLaunchOptions } from './chromium.js';
-
-const port = Number(process.env.WEBTUNE_E2E_PORT ?? 5199);
+import { DEMO_PORT, DEMO_URL, DEV_PORT, DEV_URL } from './servers.js';
 
 export default defineConfig({
   testDir: '.',
@@ -11,15 +10,24 @@ export default defineConfig({
   reporter: process.env.CI ? [['list'], ['html', { open: 'never', outputFolder: '../playwright-report' }]] : 'list',
   outputDir: '../test-results',
   use: {
-    baseURL: `http://localhost:${port}`,
+    baseURL: DEV_URL,
     launchOptions: chromiumLaunchOptions(),
     screenshot: 'only-on-failure',
   },
-  webServer: {
-    command: `npx vite --config vite.config.ts --port ${port} --strictPort`,
-    cwd: '..',
-    url: `http://localhost:${port}/`,
-    reuseExistingServer: !process.env.CI,
-    timeout: 60_000,
-  },
+  webServer: [
+    {
+      command: `npx vite --config vite.config.ts --port ${DEV_PORT} --strictPort`,
+      cwd: '..',
+      url: `${DEV_URL}/`,
+      reuseExistingServer: !process.env.CI,
+      timeout: 60_000,
+    },
+    {
+      command: `npx vite build --config vite.config.ts --logLevel warn && npx vite preview --config vite.config.ts --port ${DEMO_PORT} --strictPort`,
+      cwd: '..',
+      url: `${DEMO_URL}/`,
+      reuseExistingServer: !process.env.CI,
+      timeout: 120_000,
+    },
+  ],
 });

@@ -1,4 +1,7 @@
 import { expect, test } from '@playwright/test';
+import { DEMO_URL } from './servers.js';
+
+test.use({ baseURL: DEMO_URL });
 
 test('the start page shows the WebGPU adapter, its features and limits', async ({ page }, testInfo) => {
   await page.goto('/');

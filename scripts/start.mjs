@@ -1,9 +1,11 @@
 #!/usr/bin/env node
-// `npm start`: the demo (Vite) and a local federated coordinator, side by side on localhost.
-// The coordinator's global adapter (LoRA r8 on q_proj/v_proj, PEFT init) is made for the bundled
-// demo model (or the tiny test model when the demo model has not been generated) on first start;
-// its SQLite file and the adapter live in node_modules/.cache/webtune-start/.
-import { spawn } from 'node:child_process';
+// `npm start`: builds the demo (vite build: the app, its service worker and the bundled model in
+// dist/demo-app), serves the build (vite preview) and starts a local federated coordinator beside
+// it, both on localhost. The coordinator's global adapter (LoRA r8 on q_proj/v_proj, PEFT init) is
+// made for the bundled demo model on first start; its SQLite file and the adapter live in
+// node_modules/.cache/webtune-start/. `npm run dev` is the same with Vite's dev server (hot reload,
+// no service worker) instead of the build.
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,9 +19,8 @@ const demoPort = Number(process.env.PORT ?? 5173);
 const coordinatorPort = Number(process.env.COORDINATOR_PORT ?? 8787);
 const secret = process.env.WEBTUNE_ENROLMENT_SECRET ?? 'demo';
 
-const demoModel = join(root, 'demo-app/public/models/webtune-demo');
-const modelDir = existsSync(join(demoModel, 'config.json')) ? demoModel : join(root, 'packages/model/test/fixtures/models/tiny-llama');
-const config = JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8'));
+const dev = process.argv.includes('--dev');
+const config = JSON.parse(readFileSync(join(root, 'demo-app/public/models/webtune-demo/config.json'), 'utf8'));
 
 const db = join(state, 'coordinator.sqlite');
 const adapterFile = join(state, 'adapter_model.safetensors');
@@ -49,7 +50,19 @@ run([
   'packages/coordinator/bin/coordinator.mjs', '--db', db, '--port', String(coordinatorPort), '--initial-adapter', adapterFile,
   '--enrolment-secret', secret, '--config', join(state, 'round-config.json'), '--allow-origin', `http://localhost:${demoPort}`,
 ], 'coordinator');
-run([join(root, 'node_modules/vite/bin/vite.js'), '--config', 'vite.config.ts', '--port', String(demoPort), '--strictPort'], 'vite');
+const vite = join(root, 'node_modules/vite/bin/vite.js');
+if (dev) {
+  run([vite, '--config', 'vite.config.ts', '--port', String(demoPort), '--strictPort'], 'vite');
+} else {
+  console.log('Building the demo (vite build)…');
+  const build = spawnSync(process.execPath, [vite, 'build', '--config', 'vite.config.ts', '--logLevel', 'warn'], { cwd: root, stdio: 'inherit' });
+  if (build.status !== 0) {
+    for (const c of children) c.kill('SIGTERM');
+    console.error('The demo build failed; see above.');
+    process.exit(build.status ?? 1);
+  }
+  run([vite, 'preview', '--config', 'vite.config.ts', '--port', String(demoPort), '--strictPort'], 'vite preview');
+}
 console.log(`\nwebtune demo: http://localhost:${demoPort}/   coordinator: http://127.0.0.1:${coordinatorPort} (enrolment secret "${secret}")\n`);
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => {
   for (const c of children) c.kill('SIGTERM');

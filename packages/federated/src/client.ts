@@ -113,6 +113,8 @@ export interface RoundResult {
   resumed?: boolean;
   /** Updates the coordinator has accepted in the round so far. */
   accepted?: number;
+  /** The round's privacy setting: who adds the noise, its multiplier z and the clip norm S. */
+  privacy?: { mode: DpMode; noiseMultiplier: number; clipNorm: number; delta: number };
 }
 
 /**
@@ -458,6 +460,7 @@ export class FederatedClient {
       status: 'uploaded', roundId: saved.roundId, uploadBytes: saved.payload.byteLength, denseBytes: saved.denseBytes,
       clippedNorm: saved.clippedNorm, norm: saved.norm, ...(epsilon !== undefined ? { epsilon } : {}),
       duplicate: res.duplicate, resumed, accepted: res.count,
+      privacy: { ...info.config.dp, clipNorm: info.config.clipNorm },
     };
   }
 

@@ -299,6 +299,7 @@ describe('FederatedClient: a round', () => {
     const c = client(server);
     const result = await c.runRound();
     expect(result).toMatchObject({ status: 'uploaded', roundId: 1, duplicate: false, resumed: false, accepted: 1 });
+    expect(result.privacy).toEqual({ mode: 'none', noiseMultiplier: 0, delta: 1e-5, clipNorm: 0.5 });
     expect(result.epsilon).toBeUndefined();
     expect(server.count()).toBe(1);
     expect(server.registrations).toBe(1);

@@ -220,9 +220,14 @@ export function urlSource(baseUrl: string, options: { fetch?: typeof fetch; head
     let p = heads.get(file);
     if (!p) {
       p = (async () => {
-        let response = await request(file, 'HEAD', signal);
-        if (response.status === 405 || response.status === 501) {
-          // A server without HEAD: start a GET and drop the body.
+        // A server without HEAD (405/501), or a HEAD that fails outright while a GET would not
+        // (an offline service worker serves only GETs from its precache): start a GET and drop
+        // the body. When the GET fails too, that failure is the one reported.
+        let response = await request(file, 'HEAD', signal).catch((error: unknown) => {
+          if (error instanceof DownloadError) return undefined;
+          throw error;
+        });
+        if (!response || response.status === 405 || response.status === 501) {
           response = await request(file, 'GET', signal);
           await response.body?.cancel().catch(() => {});
         }

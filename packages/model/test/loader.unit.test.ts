@@ -178,6 +178,23 @@ describe('loadModelFiles: fixture models', () => {
     expect(events[0]!.overallTotalBytes).toBe(events.at(-1)!.overallLoadedBytes);
   });
 
+  it('a HEAD that fails at the network level (a service worker serving only GETs offline) falls back to GET', async () => {
+    const methods: string[] = [];
+    const getOnly: typeof fetch = async (input, init) => {
+      methods.push(init?.method ?? 'GET');
+      if (init?.method === 'HEAD') throw new TypeError('Failed to fetch');
+      return fetch(input, init);
+    };
+    const events: LoadProgress[] = [];
+    const m = await loadModelFiles(urlSource(`${srv.url}/models/tiny-llama/`, { fetch: getOnly }), { cache: false, onProgress: (p) => events.push(p) });
+    expect(m.tensors.size).toBeGreaterThan(0);
+    expect(methods).toContain('HEAD');
+    expect(events[0]!.overallTotalBytes).toBe(events.at(-1)!.overallLoadedBytes);
+    // Offline without a service worker: the GET fails as well, and that is the error reported.
+    const offline: typeof fetch = async () => { throw new TypeError('Failed to fetch'); };
+    await expect(loadModelFiles(urlSource(`${srv.url}/models/tiny-llama/`, { fetch: offline }), { cache: false })).rejects.toThrow(DownloadError);
+  });
+
   it('nodeDirectorySource refuses paths outside its folder', async () => {
     const source = nodeDirectorySource(join(MODELS, 'tiny-llama'));
     await expect(source.read('../tiny-gpt2/config.json')).rejects.toThrow(InvalidArgumentError);

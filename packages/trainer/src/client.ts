@@ -10,10 +10,10 @@ import type { CheckpointMeta } from './checkpoint.js';
 import type { CheckpointStore } from './checkpoint-store.js';
 import {
   TrainerSession,
-  type DataInfo, type DataInput, type DataOptions, type LoadOptions, type ModelInfo, type ProgressEvent, type TrainRequest, type TrainSummary,
+  type DataInfo, type DataInput, type DataOptions, type LoadOptions, type ModelInfo, type ProgressEvent, type SessionGenerateOptions, type TrainRequest, type TrainSummary,
 } from './session.js';
 import { registerErrorTransfer } from './transfer.js';
-import type { GenerateOptions, LoadProgress, ModelFileSource, PeftFiles } from '@webtune/model';
+import type { LoadProgress, ModelFileSource, PeftFiles } from '@webtune/model';
 
 export interface TrainerApi {
   loadModel(source: string | File[] | ModelFileSource, options?: LoadOptions): Promise<ModelInfo>;
@@ -23,7 +23,7 @@ export interface TrainerApi {
   pause(): Promise<void>;
   resume(onProgress?: (p: ProgressEvent) => void): Promise<TrainSummary>;
   cancel(): Promise<void>;
-  generate(prompt: string, options?: Omit<GenerateOptions, 'onToken' | 'signal'>): Promise<{ text: string; tokens: number[] }>;
+  generate(prompt: string, options?: SessionGenerateOptions): Promise<{ text: string; tokens: number[] }>;
   exportAdapter(): Promise<PeftFiles>;
   importAdapter(files: { config: string; weights: Uint8Array }): Promise<void>;
   listCheckpoints(runId?: string): Promise<CheckpointMeta[]>;

@@ -18,7 +18,7 @@ export { indexedDbCheckpointStore, MemoryCheckpointStore, isQuotaExceededError, 
 export type { CheckpointStore } from './checkpoint-store.js';
 export { TrainerSession } from './session.js';
 export type {
-  SessionEnvironment, LoadOptions, ModelInfo, DataInput, DataOptions, DataInfo, TrainRequest, TrainSummary, ProgressEvent,
+  SessionEnvironment, LoadOptions, ModelInfo, DataInput, DataOptions, DataInfo, TrainRequest, TrainSummary, ProgressEvent, SessionGenerateOptions,
 } from './session.js';
 export { createTrainer } from './client.js';
 export type { TrainerApi, CreateTrainerOptions } from './client.js';

@@ -51,6 +51,12 @@ import { packTokens, tokenizeDocuments, type DataCursor } from './data.js';
 import { checkMemoryPlan, estimateTrainingMemory, type MemoryEstimate } from './planner.js';
 import { DEFAULT_TRAIN_CONFIG, Trainer, type StepProgress, type TrainConfig, type TrainerState } from './trainer.js';
 
+/** Options of TrainerSession.generate: sampling settings, and whether the adapter takes part. */
+export interface SessionGenerateOptions extends Omit<GenerateOptions, 'onToken' | 'signal'> {
+  /** false: generate from the base model alone (the adapter is kept). Default true. */
+  useAdapter?: boolean;
+}
+
 export interface SessionEnvironment {
   /** WebGPU entry point; default navigator.gpu (in Node pass createNodeGpu()). */
   gpu?: GPU;
@@ -66,6 +72,12 @@ export interface LoadOptions {
   /** Activation storage: 'f32', 'f16' (needs shader-f16), or 'auto' (f16 where available). Default 'f32'. */
   dtype?: 'f32' | 'f16' | 'auto';
   onProgress?: (p: LoadProgress) => void;
+  /**
+   * false: read the files from their source every time instead of keeping them in the model
+   * cache (the Cache API in a browser), e.g. when the app's service worker already keeps them.
+   * Default true.
+   */
+  cache?: boolean;
 }
 
 export interface ModelInfo {
@@ -205,7 +217,7 @@ export class TrainerSession {
     const ctx = await this.context();
     this.releaseModel();
     const src = typeof source === 'string' ? urlSource(source) : Array.isArray(source) ? filesSource(source) : source;
-    const files = await loadModelFiles(src, { onProgress, cache: this.env.modelCache });
+    const files = await loadModelFiles(src, { onProgress, cache: options.cache === false ? false : this.env.modelCache });
     const format = options.format ?? 'f32';
     const dtype = options.dtype === 'auto' ? (ctx.features.shaderF16 ? 'f16' : 'f32') : (options.dtype ?? 'f32');
     const base = await uploadBaseModel(ctx, files.config, weightReader(files), { format, dtype });
@@ -404,11 +416,15 @@ export class TrainerSession {
     }
   }
 
-  /** Continues `prompt` with the current adapter (or the base model before training). */
-  async generate(prompt: string, options: Omit<GenerateOptions, 'onToken' | 'signal'> = {}): Promise<{ text: string; tokens: number[] }> {
+  /**
+   * Continues `prompt` with the current adapter (or the base model before training). With
+   * `useAdapter: false` the base model answers alone, for a before/after comparison after
+   * training; the adapter stays in the session and the next call or run uses it again.
+   */
+  async generate(prompt: string, options: SessionGenerateOptions = {}): Promise<{ text: string; tokens: number[] }> {
     const { model } = this.requireModel();
     const tok = this.tokenizer();
-    model.setAdapter(this.adapter);
+    model.setAdapter(options.useAdapter === false ? undefined : this.adapter);
     const tokens = await generate(model, tok.encode(prompt), options);
     return { text: tok.decode(tokens), tokens };
   }

@@ -36,6 +36,7 @@ describe('TrainerSession in Node', () => {
   it('trains with periodic checkpoints, evaluates, generates and exports PEFT files', async () => {
     const { session, store } = await ready();
     try {
+      const before = await session.generate('Call me Ishmael.', { maxNewTokens: 8 });
       const events: number[] = [];
       const summary = await session.train({ ...RUN, runId: 'a', progressIntervalMs: 0 }, (p) => events.push(p.step));
       expect(summary).toMatchObject({ runId: 'a', stopped: 'completed', step: 12, totalSteps: 12, resumedFrom: undefined });
@@ -44,6 +45,11 @@ describe('TrainerSession in Node', () => {
       expect((await store.list('a')).map((c) => c.step)).toEqual([12, 6]);
       const out = await session.generate('Call me Ishmael.', { maxNewTokens: 5 });
       expect(out.tokens).toHaveLength(5);
+      // The base model alone answers as it did before training; the adapter is still there after.
+      const after = await session.generate('Call me Ishmael.', { maxNewTokens: 8 });
+      expect(after.tokens).not.toEqual(before.tokens);
+      expect((await session.generate('Call me Ishmael.', { maxNewTokens: 8, useAdapter: false })).tokens).toEqual(before.tokens);
+      expect((await session.generate('Call me Ishmael.', { maxNewTokens: 8 })).tokens).toEqual(after.tokens);
       const files = await session.exportAdapter();
       expect(JSON.parse(files['adapter_config.json']).target_modules).toEqual(['q_proj', 'v_proj', 'down_proj']);
       expect(parseSafetensors(files['adapter_model.safetensors']).tensors.size).toBe(2 * 2 * 3);
