@@ -80,6 +80,54 @@ export interface LoadModelOptions {
   fetch?: typeof fetch;
   /** Called when the cache refuses a file (quota, storage errors); the load goes on. Default: console.warn. */
   onCacheError?: (error: unknown, key: string) => void;
+  /**
+   * Where the folder keeps its weights and how to read them. Default: safetensors
+   * (`model.safetensors`, or `model.safetensors.index.json` and its shards). `@webtune/onnx`'s
+   * `onnxWeightFormat()` reads an ONNX export (transformers.js / Optimum layout) instead.
+   */
+  weights?: WeightFormat;
+}
+
+/**
+ * A weight container the loader can read: it names the files (the loader fetches them with
+ * progress and caching) and turns their bytes into tensors under Hugging Face parameter names.
+ */
+export interface WeightFormat {
+  /** Names the format in the cache's manifest, so one folder read two ways keeps two plans. */
+  readonly id: string;
+  /** Decides which files hold the weights, after config.json; one plan per load (it may keep state). */
+  plan(context: WeightPlanContext): Promise<WeightPlan>;
+}
+
+export interface WeightPlanContext {
+  config: ModelConfig;
+  /** The source's name (for messages). */
+  source: string;
+  /** Whether the source (or the cache) has the file. */
+  exists(file: string): Promise<boolean>;
+  /** Reads a file whole, without progress; it is kept, so reading it again in the load costs nothing. */
+  read(file: string): Promise<Uint8Array>;
+  /** The file list the cache's manifest recorded for this format, when there is one (skips probing). */
+  cached: string[] | undefined;
+}
+
+export interface WeightPlan {
+  /** Every file to read, in order (small index files first). */
+  files: string[];
+  /** Checks and parses one file as it arrives whole, before it is cached; throws a typed error to refuse it. */
+  accept(file: string, bytes: Uint8Array): void;
+  /** Once every file has arrived: the tensors by Hugging Face parameter name. */
+  finish(): WeightTensors;
+  /** The message for a listed file the source does not have (default: a generic one). */
+  missing?(file: string): string | undefined;
+}
+
+export interface WeightTensors {
+  tensors: ReadonlyMap<string, WeightTensorInfo>;
+  float32(name: string): Float32Array;
+  raw(name: string): SafetensorsTensor;
+  /** Bytes of weights as stored. */
+  weightBytes: number;
 }
 
 const CONFIG = 'config.json';
@@ -333,7 +381,9 @@ export function filesSource(files: Iterable<PickedFile>): ModelFileSource {
 
 interface Manifest {
   version: 1;
-  /** model.safetensors, or the index followed by its shards. */
+  /** The WeightFormat's id (absent in manifests written before formats: safetensors). */
+  format?: string;
+  /** The weight files its plan listed (safetensors: model.safetensors, or the index and its shards). */
   weights: string[];
   tokenizer: boolean;
   tokenizerConfig: boolean;
@@ -447,35 +497,19 @@ export async function loadModelFiles(source: string | ModelFileSource, options: 
     );
   }
 
-  // 2. Which weight files: model.safetensors, or the index and its shards.
-  let weightFiles: string[];
-  let index: ReturnType<typeof parseShardIndex> | undefined;
-  const sharded = manifest ? manifest.weights[0] === INDEX : !(await exists(WEIGHTS));
-  if (!sharded) {
-    weightFiles = [WEIGHTS];
-  } else {
-    let indexBytes: Uint8Array;
-    try {
-      indexBytes = await readQuietly(INDEX);
-    } catch (error) {
-      if (!(error instanceof ModelFileMissingError)) throw error;
-      throw new ModelFileMissingError(
-        WEIGHTS,
-        `the model has no weights in ${src.name}: looked for ${WEIGHTS} and ${INDEX} (sharded), found neither`,
-        { cause: error },
-      );
-    }
-    index = parseShardIndex(new TextDecoder().decode(indexBytes), INDEX);
-    if (index.files.length === 0) throw new ModelFormatError(INDEX, 'weight_map is empty');
-    weightFiles = index.files;
-  }
+  // 2. Which weight files (the format decides), and the tokenizer's.
+  const format = options.weights ?? safetensorsFormat;
+  const weights = await format.plan({
+    config, source: src.name, exists, read: readQuietly, cached: (manifest?.format ?? 'safetensors') === format.id ? manifest?.weights : undefined,
+  });
+  const weightFiles = weights.files;
   const tokenizerFiles: string[] = [];
   for (const [file, known] of [[TOKENIZER_CONFIG, manifest?.tokenizerConfig], [TOKENIZER, manifest?.tokenizer]] as const) {
     if (known ?? (await exists(file))) tokenizerFiles.push(file);
   }
 
   // 3. Sizes, for overall progress: cached files are read now, the rest asked of the source.
-  const files = [CONFIG, ...(index ? [INDEX] : []), ...tokenizerFiles, ...weightFiles];
+  const files = [CONFIG, ...tokenizerFiles, ...weightFiles];
   const sizes = new Map<string, number | undefined>();
   for (const file of files) {
     signal?.throwIfAborted();
@@ -492,7 +526,6 @@ export async function loadModelFiles(source: string | ModelFileSource, options: 
 
   // 4. Read (or report) every file in order; cache what arrived whole and parsed.
   const contents = new Map<string, Uint8Array>();
-  const parsedWeights = new Map<string, Map<string, SafetensorsTensor>>();
   for (const file of files) {
     signal?.throwIfAborted();
     const emit = (loaded: number, total: number | undefined, cached: boolean) => {
@@ -526,9 +559,8 @@ export async function loadModelFiles(source: string | ModelFileSource, options: 
           emit(loaded, total, false);
         }, signal);
       } catch (error) {
-        if (error instanceof ModelFileMissingError && index && weightFiles.includes(file)) {
-          throw new ModelFileMissingError(file, `shard listed in ${INDEX} is missing from ${src.name}`, { cause: error });
-        }
+        const why = error instanceof ModelFileMissingError && weightFiles.includes(file) ? weights.missing?.(file) : undefined;
+        if (why) throw new ModelFileMissingError(file, why, { cause: error });
         throw error;
       }
       if (bytes.byteLength !== sizes.get(file)) resize(bytes.byteLength);
@@ -537,41 +569,14 @@ export async function loadModelFiles(source: string | ModelFileSource, options: 
     }
 
     if (file === TOKENIZER || file === TOKENIZER_CONFIG) parseJson(bytes, file);
-    if (weightFiles.includes(file)) {
-      const tensors = parseSafetensors(bytes, file).tensors;
-      for (const t of tensors.values()) {
-        if (!SUPPORTED_DTYPES.has(t.dtype)) {
-          throw new UnsupportedModelError(
-            file,
-            `tensor "${t.name}" is ${t.dtype}; webtune loads F32, F16 and BF16 weights (quantized or integer checkpoints are not supported, load the unquantized model)`,
-          );
-        }
-      }
-      parsedWeights.set(file, tensors);
-    }
+    if (weightFiles.includes(file)) weights.accept(file, bytes);
     if (!cached) await cachePut(file, bytes);
     contents.set(file, bytes);
     overallDone += bytes.byteLength;
   }
 
   // 5. Tensors, by name.
-  const byName = new Map<string, SafetensorsTensor>();
-  const infos = new Map<string, WeightTensorInfo>();
-  const add = (t: SafetensorsTensor, file: string) => {
-    byName.set(t.name, t);
-    infos.set(t.name, { name: t.name, dtype: t.dtype, shape: t.shape, file });
-  };
-  if (index) {
-    for (const [name, file] of index.weightMap) {
-      const t = parsedWeights.get(file)?.get(name);
-      if (!t) throw new ModelFormatError(file, `${INDEX} maps tensor "${name}" to this shard, but the shard does not contain it`);
-      add(t, file);
-    }
-  } else {
-    for (const t of parsedWeights.get(WEIGHTS)!.values()) add(t, WEIGHTS);
-  }
-  let weightBytes = 0;
-  for (const t of byName.values()) weightBytes += t.bytes.byteLength;
+  const { tensors, float32, raw, weightBytes } = weights.finish();
 
   // 6. Tokenizer (optional).
   const tokenizerBytes = contents.get(TOKENIZER);
@@ -583,35 +588,92 @@ export async function loadModelFiles(source: string | ModelFileSource, options: 
   if (cache && !manifest) {
     const m: Manifest = {
       version: 1,
-      weights: index ? [INDEX, ...weightFiles] : [WEIGHTS],
+      format: format.id,
+      weights: weightFiles,
       tokenizer: tokenizerFiles.includes(TOKENIZER),
       tokenizerConfig: tokenizerFiles.includes(TOKENIZER_CONFIG),
     };
     await cachePut(MANIFEST, new TextEncoder().encode(JSON.stringify(m)));
   }
 
-  const lookup = (name: string) => {
-    const t = byName.get(name);
-    if (!t) {
-      const known = [...byName.keys()];
-      throw new ModelFileMissingError(
-        name,
-        `no tensor of that name in the model's weights (${known.length} tensors, e.g. ${known.slice(0, 3).join(', ')})`,
-      );
-    }
-    return t;
-  };
-  return {
-    config,
-    tokenizer,
-    tensors: infos,
-    float32: (name) => tensorToFloat32(lookup(name), infos.get(name)?.file),
-    raw: lookup,
-    weightBytes,
-    files,
-    source: src.name,
-  };
+  return { config, tokenizer, tensors, float32, raw, weightBytes, files, source: src.name };
 }
+
+/**
+ * The default WeightFormat: `model.safetensors`, or `model.safetensors.index.json` and the shards
+ * it lists. F32, F16 and BF16 tensors; anything else (quantized or integer checkpoints) is refused.
+ */
+export const safetensorsFormat: WeightFormat = {
+  id: 'safetensors',
+  async plan({ exists, read, source, cached }) {
+    let index: ReturnType<typeof parseShardIndex> | undefined;
+    const sharded = cached ? cached[0] === INDEX : !(await exists(WEIGHTS));
+    if (sharded) {
+      let indexBytes: Uint8Array;
+      try {
+        indexBytes = await read(INDEX);
+      } catch (error) {
+        if (!(error instanceof ModelFileMissingError)) throw error;
+        throw new ModelFileMissingError(
+          WEIGHTS,
+          `the model has no weights in ${source}: looked for ${WEIGHTS} and ${INDEX} (sharded), found neither`,
+          { cause: error },
+        );
+      }
+      index = parseShardIndex(new TextDecoder().decode(indexBytes), INDEX);
+      if (index.files.length === 0) throw new ModelFormatError(INDEX, 'weight_map is empty');
+    }
+    const parsed = new Map<string, Map<string, SafetensorsTensor>>();
+    return {
+      files: index ? [INDEX, ...index.files] : [WEIGHTS],
+      missing: (file) => (index && file !== INDEX ? `shard listed in ${INDEX} is missing from ${source}` : undefined),
+      accept(file, bytes) {
+        if (file === INDEX) return;
+        const tensors = parseSafetensors(bytes, file).tensors;
+        for (const t of tensors.values()) {
+          if (!SUPPORTED_DTYPES.has(t.dtype)) {
+            throw new UnsupportedModelError(
+              file,
+              `tensor "${t.name}" is ${t.dtype}; webtune loads F32, F16 and BF16 weights (quantized or integer checkpoints are not supported, load the unquantized model)`,
+            );
+          }
+        }
+        parsed.set(file, tensors);
+      },
+      finish() {
+        const byName = new Map<string, SafetensorsTensor>();
+        const infos = new Map<string, WeightTensorInfo>();
+        const add = (t: SafetensorsTensor, file: string) => {
+          byName.set(t.name, t);
+          infos.set(t.name, { name: t.name, dtype: t.dtype, shape: t.shape, file });
+        };
+        if (index) {
+          for (const [name, file] of index.weightMap) {
+            const t = parsed.get(file)?.get(name);
+            if (!t) throw new ModelFormatError(file, `${INDEX} maps tensor "${name}" to this shard, but the shard does not contain it`);
+            add(t, file);
+          }
+        } else {
+          for (const t of parsed.get(WEIGHTS)!.values()) add(t, WEIGHTS);
+        }
+        let weightBytes = 0;
+        for (const t of byName.values()) weightBytes += t.bytes.byteLength;
+        const lookup = (name: string) => {
+          const t = byName.get(name);
+          if (!t) {
+            const known = [...byName.keys()];
+            throw new ModelFileMissingError(
+              name,
+              `no tensor of that name in the model's weights (${known.length} tensors, e.g. ${known.slice(0, 3).join(', ')})`,
+            );
+          }
+          return t;
+        };
+        return { tensors: infos, float32: (name) => tensorToFloat32(lookup(name), infos.get(name)?.file), raw: lookup, weightBytes };
+      },
+    };
+  },
+};
 
 /** The loaded weights as the GPU upload and the merged exporter read them. */
 export function weightReader(files: LoadedModelFiles): WeightReader & { names(): string[] } {

@@ -101,6 +101,40 @@ export function importPeftAdapter(ctx: GpuContext, model: ModelConfig, files: { 
 }
 
 /**
+ * One base weight with the adapter merged in, `W + s * B @ A`, in the checkpoint's own layout
+ * (GPT-2's Conv1D stays [in, out]); undefined when the adapter does not touch `name`. Shared by
+ * the safetensors and the ONNX merged exports.
+ */
+export function mergedWeight(
+  model: ModelConfig,
+  name: string,
+  data: Float32Array,
+  lora: LoraConfig,
+  tensors: ReadonlyMap<string, HostTensor>,
+): Float32Array | undefined {
+  const module = name.endsWith('.weight') ? name.slice(0, -'.weight'.length) : undefined;
+  // GPT-2 files may drop the `transformer.` prefix; PEFT keys always have it.
+  const canonical = module && model.architecture === 'gpt2' && !module.startsWith('transformer.') ? `transformer.${module}` : module;
+  const a = canonical ? tensors.get(peftKey(canonical, 'A')) : undefined;
+  const b = canonical ? tensors.get(peftKey(canonical, 'B')) : undefined;
+  if (!a || !b || !LINEAR_MODULES[model.architecture].some((l) => canonical!.endsWith(`.${l}`))) return undefined;
+  const scale = lora.rslora ? lora.alpha / Math.sqrt(lora.rank) : lora.alpha / lora.rank;
+  const merged = new Float32Array(data);
+  const [r, inF] = a.shape as [number, number];
+  const outF = b.shape[0]!;
+  const conv1d = model.architecture === 'gpt2';
+  // delta[o][i] = s * sum_k B[o][k] A[k][i]; Conv1D stores W[i][o].
+  for (let o = 0; o < outF; o++) {
+    for (let i = 0; i < inF; i++) {
+      let sum = 0;
+      for (let k = 0; k < r; k++) sum += b.data[o * r + k]! * a.data[k * inF + i]!;
+      merged[conv1d ? i * outF + o : o * inF + i]! += scale * sum;
+    }
+  }
+  return merged;
+}
+
+/**
  * The base model with the adapter merged in, as a float32 safetensors file in the checkpoint's
  * own layout and names (GPT-2's Conv1D stays [in, out]), loadable by `from_pretrained`.
  */
@@ -110,31 +144,10 @@ export function mergeAdapter(
   lora: LoraConfig,
   tensors: ReadonlyMap<string, HostTensor>,
 ): Uint8Array {
-  const scale = lora.rslora ? lora.alpha / Math.sqrt(lora.rank) : lora.alpha / lora.rank;
   const out: TensorToWrite[] = [];
-  const linears = LINEAR_MODULES[model.architecture];
   for (const name of reader.names()) {
     const { data, shape } = reader.read(name);
-    const merged = new Float32Array(data);
-    const module = name.endsWith('.weight') ? name.slice(0, -'.weight'.length) : undefined;
-    // GPT-2 files may drop the `transformer.` prefix; PEFT keys always have it.
-    const canonical = module && model.architecture === 'gpt2' && !module.startsWith('transformer.') ? `transformer.${module}` : module;
-    const a = canonical ? tensors.get(peftKey(canonical, 'A')) : undefined;
-    const b = canonical ? tensors.get(peftKey(canonical, 'B')) : undefined;
-    if (a && b && linears.some((l) => canonical!.endsWith(`.${l}`))) {
-      const [r, inF] = a.shape as [number, number];
-      const outF = b.shape[0]!;
-      const conv1d = model.architecture === 'gpt2';
-      // delta[o][i] = s * sum_k B[o][k] A[k][i]; Conv1D stores W[i][o].
-      for (let o = 0; o < outF; o++) {
-        for (let i = 0; i < inF; i++) {
-          let sum = 0;
-          for (let k = 0; k < r; k++) sum += b.data[o * r + k]! * a.data[k * inF + i]!;
-          merged[conv1d ? i * outF + o : o * inF + i]! += scale * sum;
-        }
-      }
-    }
-    out.push({ name, dtype: 'F32', shape: [...shape], data: merged });
+    out.push({ name, dtype: 'F32', shape: [...shape], data: mergedWeight(model, name, data, lora, tensors) ?? new Float32Array(data) });
   }
   return serializeSafetensors(out, { format: 'pt' });
 }

@@ -144,7 +144,7 @@ describe('loadModelFiles: fixture models', () => {
     const single = await loadModelFiles(nodeDirectorySource(join(MODELS, 'tiny-llama')));
     const sharded = await loadModelFiles(nodeDirectorySource(join(MODELS, 'tiny-llama-sharded')));
     expect(sharded.files).toEqual([
-      'config.json', 'model.safetensors.index.json', ...LOADED.slice(1),
+      'config.json', ...LOADED.slice(1), 'model.safetensors.index.json',
       'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors',
     ]);
     expect(new Set([...sharded.tensors.values()].map((t) => t.file))).toEqual(new Set(['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']));
