@@ -65,6 +65,10 @@ export interface LoadedModelFiles {
   files: string[];
   /** The source's name (a URL, a directory, ...). */
   source: string;
+  /** The WeightFormat that read the weights ('safetensors', 'onnx'). */
+  format: string;
+  /** What that format parsed, for format-specific work (the ONNX exporter reads its graph from here). */
+  container?: unknown;
 }
 
 export interface LoadModelOptions {
@@ -128,6 +132,8 @@ export interface WeightTensors {
   raw(name: string): SafetensorsTensor;
   /** Bytes of weights as stored. */
   weightBytes: number;
+  /** Format-specific result passed on as LoadedModelFiles.container. */
+  container?: unknown;
 }
 
 const CONFIG = 'config.json';
@@ -576,7 +582,7 @@ export async function loadModelFiles(source: string | ModelFileSource, options: 
   }
 
   // 5. Tensors, by name.
-  const { tensors, float32, raw, weightBytes } = weights.finish();
+  const { tensors, float32, raw, weightBytes, container } = weights.finish();
 
   // 6. Tokenizer (optional).
   const tokenizerBytes = contents.get(TOKENIZER);
@@ -596,7 +602,7 @@ export async function loadModelFiles(source: string | ModelFileSource, options: 
     await cachePut(MANIFEST, new TextEncoder().encode(JSON.stringify(m)));
   }
 
-  return { config, tokenizer, tensors, float32, raw, weightBytes, files, source: src.name };
+  return { config, tokenizer, tensors, float32, raw, weightBytes, files, source: src.name, format: format.id, container };
 }
 
 /**

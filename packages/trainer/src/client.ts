@@ -25,6 +25,7 @@ export interface TrainerApi {
   cancel(): Promise<void>;
   generate(prompt: string, options?: SessionGenerateOptions): Promise<{ text: string; tokens: number[] }>;
   exportAdapter(): Promise<PeftFiles>;
+  exportOnnx(): Promise<Record<string, Uint8Array>>;
   importAdapter(files: { config: string; weights: Uint8Array }): Promise<void>;
   listCheckpoints(runId?: string): Promise<CheckpointMeta[]>;
   restoreCheckpoint(id: string): Promise<CheckpointMeta>;
@@ -69,6 +70,7 @@ export async function createTrainer(options: CreateTrainerOptions = {}): Promise
     resume: (onProgress) => remote.resume(proxied(onProgress)),
     cancel: () => remote.cancel(),
     generate: (prompt, o) => remote.generate(prompt, o),
+    exportOnnx: () => remote.exportOnnx(),
     exportAdapter: () => remote.exportAdapter(),
     importAdapter: (files) => remote.importAdapter(Comlink.transfer(files, [files.weights.buffer as ArrayBuffer])),
     listCheckpoints: (runId) => remote.listCheckpoints(runId),
@@ -104,6 +106,7 @@ function inlineTrainer(session: TrainerSession): TrainerApi {
     resume: (onProgress) => session.resume(onProgress),
     cancel: async () => session.cancel(),
     generate: (prompt, o) => session.generate(prompt, o),
+    exportOnnx: () => session.exportOnnx(),
     exportAdapter: () => session.exportAdapter(),
     importAdapter: (files) => session.importAdapter(files),
     listCheckpoints: (runId) => session.listCheckpoints(runId),

@@ -46,6 +46,7 @@ import {
   type CheckpointMeta,
   type JsonObject,
 } from './checkpoint.js';
+import { exportMergedOnnx, onnxWeightFormat } from '@webtune/onnx';
 import { MemoryCheckpointStore, type CheckpointStore } from './checkpoint-store.js';
 import { packTokens, tokenizeDocuments, type DataCursor } from './data.js';
 import { checkMemoryPlan, estimateTrainingMemory, type MemoryEstimate } from './planner.js';
@@ -78,6 +79,12 @@ export interface LoadOptions {
    * Default true.
    */
   cache?: boolean;
+  /**
+   * Read the weights from this ONNX graph in the folder (transformers.js / Optimum layout, e.g.
+   * 'onnx/model.onnx' or 'onnx/model_q4.onnx'; f32, f16 and 4-bit MatMulNBits weights) instead of
+   * safetensors. exportOnnx() then writes the fine-tuned model back as ONNX.
+   */
+  onnx?: string;
 }
 
 export interface ModelInfo {
@@ -217,7 +224,9 @@ export class TrainerSession {
     const ctx = await this.context();
     this.releaseModel();
     const src = typeof source === 'string' ? urlSource(source) : Array.isArray(source) ? filesSource(source) : source;
-    const files = await loadModelFiles(src, { onProgress, cache: options.cache === false ? false : this.env.modelCache });
+    const files = await loadModelFiles(src, {
+      onProgress, cache: options.cache === false ? false : this.env.modelCache, ...(options.onnx ? { weights: onnxWeightFormat({ file: options.onnx }) } : {}),
+    });
     const format = options.format ?? 'f32';
     const dtype = options.dtype === 'auto' ? (ctx.features.shaderF16 ? 'f16' : 'f32') : (options.dtype ?? 'f32');
     const base = await uploadBaseModel(ctx, files.config, weightReader(files), { format, dtype });
@@ -435,6 +444,20 @@ export class TrainerSession {
     const files = await exportPeftAdapter(this.adapter, { baseModel: this.requireModel().files.source ?? '' });
     // Across a worker boundary the bytes move instead of being copied.
     return Comlink.transfer(files, [files['adapter_model.safetensors'].buffer as ArrayBuffer]);
+  }
+
+  /**
+   * The fine-tuned model as ONNX, for a model loaded with `onnx`: the original graph with the
+   * adapter merged into its weights (f32/f16 kept, 4-bit re-quantized), keyed by path in the model
+   * folder (e.g. onnx/model.onnx, plus onnx/model.onnx_data when the original has external data).
+   * onnxruntime-web and transformers.js run it as they ran the original.
+   */
+  async exportOnnx(): Promise<Record<string, Uint8Array>> {
+    if (!this.adapter) throw new InvalidArgumentError('There is no adapter yet: train or import one first.');
+    const { files } = this.requireModel();
+    const { files: out } = exportMergedOnnx(files, this.adapter.config, await this.adapter.read());
+    const result = Object.fromEntries(out);
+    return Comlink.transfer(result, [...out.values()].map((b) => b.buffer as ArrayBuffer));
   }
 
   /** Uses a PEFT adapter (for generation, or as the start of training with resume: false). */

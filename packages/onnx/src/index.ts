@@ -1,0 +1,15 @@
+/** @webtune/onnx: ONNX model files (Optimum / transformers.js decoder exports) read as HF-named weights, and patched in place for export. */
+export {
+  parseOnnx, tensorBytes, tensorToFloat32, elementCount, expectedByteLength, dataTypeName, dataTypeBits, OnnxDataType,
+} from './proto.js';
+export type {
+  OnnxModel, OnnxGraph, OnnxNode, OnnxTensor, OnnxAttribute, OnnxValueInfo, OnnxTensorLocation, OnnxTensorValues,
+} from './proto.js';
+export { replaceInitializers, encodeFloat32 } from './patch.js';
+export type { ReplacedOnnx } from './patch.js';
+export { onnxWeights } from './mapping.js';
+export type { OnnxWeightMap, OnnxWeightSource, OnnxQ4Source } from './mapping.js';
+export { onnxWeightFormat, onnxContainer, DEFAULT_ONNX_FILE } from './format.js';
+export type { OnnxContainer } from './format.js';
+export { exportMergedOnnx, quantizeQ4 } from './export.js';
+export type { MergedOnnx } from './export.js';
