@@ -368,32 +368,31 @@ class Parser {
   }
 
   floats(name: string, wire: number, out: Chunks<Float32Array>): void {
-    if (wire === I32) {
-      out.push(Float32Array.of(this.r.float()));
-      return;
-    }
-    this.expect(wire, LEN, name);
-    const { start, end } = this.span(name);
-    if ((end - start) % 4 !== 0) this.fail(`packed ${name} is ${end - start} bytes, not a multiple of 4`, start);
-    const n = (end - start) / 4;
-    const view = new DataView(this.bytes.buffer, this.bytes.byteOffset + start, end - start);
-    const values = new Float32Array(n);
-    for (let i = 0; i < n; i++) values[i] = view.getFloat32(4 * i, true);
-    out.push(values);
+    this.fixed(name, wire, I32, 4, out, (n) => new Float32Array(n), () => this.r.float(), (v, o) => v.getFloat32(o, true));
   }
 
   doubles(name: string, wire: number, out: Chunks<Float64Array>): void {
-    if (wire === I64) {
-      out.push(Float64Array.of(this.r.double()));
+    this.fixed(name, wire, I64, 8, out, (n) => new Float64Array(n), () => this.r.double(), (v, o) => v.getFloat64(o, true));
+  }
+
+  /** One fixed-width value (wire type `single`) or a packed run of them, little-endian. */
+  private fixed<T extends Float32Array | Float64Array>(
+    name: string, wire: number, single: number, width: 4 | 8, out: Chunks<T>,
+    make: (n: number) => T, readOne: () => number, get: (view: DataView, offset: number) => number,
+  ): void {
+    if (wire === single) {
+      const one = make(1);
+      one[0] = readOne();
+      out.push(one);
       return;
     }
     this.expect(wire, LEN, name);
     const { start, end } = this.span(name);
-    if ((end - start) % 8 !== 0) this.fail(`packed ${name} is ${end - start} bytes, not a multiple of 8`, start);
-    const n = (end - start) / 8;
+    if ((end - start) % width !== 0) this.fail(`packed ${name} is ${end - start} bytes, not a multiple of ${width}`, start);
+    const n = (end - start) / width;
     const view = new DataView(this.bytes.buffer, this.bytes.byteOffset + start, end - start);
-    const values = new Float64Array(n);
-    for (let i = 0; i < n; i++) values[i] = view.getFloat64(8 * i, true);
+    const values = make(n);
+    for (let k = 0; k < n; k++) values[k] = get(view, width * k);
     out.push(values);
   }
 
