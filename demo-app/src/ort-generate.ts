@@ -7,49 +7,49 @@
  */
 import * as ort from 'onnxruntime-web/wasm';
 import ortWasmUrl from 'onnxruntime-web/ort-wasm-simd-threaded.wasm?url';
-import type { ModelConfig } from '@webtune/model';
+import { createTokenizer, parseModelConfig, type ModelConfig } from '@webtune/model';
+import { decoderFeeds } from '@webtune/onnx';
 
 ort.env.wasm.wasmPaths = { wasm: new URL(ortWasmUrl, location.href).href };
 // Threads need cross-origin isolation, which a plain static host does not give.
 ort.env.wasm.numThreads = 1;
 
 export interface OrtGeneration {
+  text: string;
   tokens: number[];
   /** Milliseconds per generated token (the first, which also reads the prompt, included). */
   msPerToken: number;
 }
 
-export async function ortGreedy(model: Uint8Array, config: ModelConfig, prompt: number[], maxNewTokens: number): Promise<OrtGeneration> {
+/** Greedy continuation of `prompt` by `model` (an ONNX file of the model folder at `folderUrl`, which has its config and tokenizer). */
+export async function ortGenerate(model: Uint8Array, folderUrl: string, prompt: string, maxNewTokens: number): Promise<OrtGeneration> {
+  const json = (file: string) => fetch(new URL(file, folderUrl)).then((r) => r.text());
+  const [config, tokenizer] = await Promise.all([
+    json('config.json').then((text) => parseModelConfig(text, 'config.json')),
+    Promise.all([json('tokenizer.json'), json('tokenizer_config.json')]).then(([t, c]) => createTokenizer(JSON.parse(t), JSON.parse(c))),
+  ]);
+  const { tokens, msPerToken } = await ortGreedy(model, config, tokenizer.encode(prompt), maxNewTokens);
+  return { text: tokenizer.decode(tokens), tokens, msPerToken };
+}
+
+async function ortGreedy(model: Uint8Array, config: ModelConfig, prompt: number[], maxNewTokens: number): Promise<Omit<OrtGeneration, 'text'>> {
   const session = await ort.InferenceSession.create(model, { executionProviders: ['wasm'] });
   try {
     const eos = new Set(config.eosTokenId === undefined ? [] : ([] as number[]).concat(config.eosTokenId));
-    const i64 = (values: number[]) => new ort.Tensor('int64', BigInt64Array.from(values.map(BigInt)), [1, values.length]);
-    let past: Record<string, ort.Tensor> = {};
-    for (let l = 0; l < config.numLayers; l++) {
-      for (const t of ['key', 'value']) past[`past_key_values.${l}.${t}`] = new ort.Tensor('float32', new Float32Array(0), [1, config.numKvHeads, 0, config.headDim]);
-    }
+    const tensor = (type: 'int64' | 'float32', data: BigInt64Array | Float32Array, dims: number[]) => new ort.Tensor(type, data, dims);
     const tokens: number[] = [];
     let input = prompt;
-    let position = 0;
+    let past: { length: number; tensors: Record<string, ort.Tensor> } | undefined;
     const start = performance.now();
-    while (tokens.length < maxNewTokens && position + input.length < config.maxPositions) {
-      const out = await session.run({
-        input_ids: i64(input),
-        attention_mask: i64(Array(position + input.length).fill(1)),
-        position_ids: i64(input.map((_, j) => position + j)),
-        ...past,
-      });
+    while (tokens.length < maxNewTokens && (past?.length ?? 0) + input.length < config.maxPositions) {
+      const out = await session.run(decoderFeeds(tensor, config, [input], past));
       const logits = out.logits!.data as Float32Array;
       const row = logits.subarray((input.length - 1) * config.vocabSize, input.length * config.vocabSize);
       let next = 0;
       for (let v = 1; v < row.length; v++) if (row[v]! > row[next]!) next = v;
       if (eos.has(next)) break;
       tokens.push(next);
-      past = {};
-      for (let l = 0; l < config.numLayers; l++) {
-        for (const t of ['key', 'value']) past[`past_key_values.${l}.${t}`] = out[`present.${l}.${t}`]!;
-      }
-      position += input.length;
+      past = { length: (past?.length ?? 0) + input.length, tensors: out };
       input = [next];
     }
     return { tokens, msPerToken: (performance.now() - start) / Math.max(1, tokens.length) };

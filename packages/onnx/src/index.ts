@@ -13,3 +13,5 @@ export { onnxWeightFormat, onnxContainer, DEFAULT_ONNX_FILE } from './format.js'
 export type { OnnxContainer } from './format.js';
 export { exportMergedOnnx, quantizeQ4 } from './export.js';
 export type { MergedOnnx } from './export.js';
+export { decoderFeeds } from './feeds.js';
+export type { DecoderShape, TensorFactory } from './feeds.js';

@@ -16,7 +16,7 @@ import { f32, FIXTURES, maxAbsDiff } from '../../model/test/tiny-models.js';
 import { useNodeContext } from '../../gpu/test/node-context.js';
 import { TrainerSession } from '../../trainer/src/index.js';
 import { chapter } from '../../trainer/test/corpus.js';
-import { onnxWeightFormat } from '../src/index.js';
+import { decoderFeeds, onnxWeightFormat } from '../src/index.js';
 
 ort.env.wasm.numThreads = 1;
 ort.env.logLevel = 'error';
@@ -44,17 +44,8 @@ async function ortLogits(g: OnnxGolden, model: Uint8Array, ids: number[][], exte
     ...(externalData ? { externalData: [...externalData].map(([path, data]) => ({ path, data })) } : {}),
   });
   try {
-    const b = ids.length;
-    const s = ids[0]!.length;
-    const i64 = (rows: number[][]) => new ort.Tensor('int64', BigInt64Array.from(rows.flat().map(BigInt)), [rows.length, rows[0]!.length]);
-    const feeds: Record<string, ort.Tensor> = {
-      input_ids: i64(ids),
-      attention_mask: i64(ids.map(() => Array(s).fill(1))),
-      position_ids: i64(ids.map(() => Array.from({ length: s }, (_, j) => j))),
-    };
-    for (let i = 0; i < g.numLayers; i++) {
-      for (const t of ['key', 'value']) feeds[`past_key_values.${i}.${t}`] = new ort.Tensor('float32', new Float32Array(0), [b, g.kvHeads, 0, g.headDim]);
-    }
+    const tensor = (type: 'int64' | 'float32', data: BigInt64Array | Float32Array, dims: number[]) => new ort.Tensor(type, data, dims);
+    const feeds = decoderFeeds(tensor, { numLayers: g.numLayers, numKvHeads: g.kvHeads, headDim: g.headDim }, ids);
     const out = await session.run(feeds);
     return new Float32Array(out.logits!.data as Float32Array);
   } finally {

@@ -8,9 +8,9 @@
 import * as Comlink from 'comlink';
 import type { CheckpointMeta } from './checkpoint.js';
 import type { CheckpointStore } from './checkpoint-store.js';
-import {
+import type {
   TrainerSession,
-  type DataInfo, type DataInput, type DataOptions, type LoadOptions, type ModelInfo, type ProgressEvent, type SessionGenerateOptions, type TrainRequest, type TrainSummary,
+  DataInfo, DataInput, DataOptions, LoadOptions, ModelInfo, ProgressEvent, SessionGenerateOptions, TrainRequest, TrainSummary,
 } from './session.js';
 import { registerErrorTransfer } from './transfer.js';
 import type { LoadProgress, ModelFileSource, PeftFiles } from '@webtune/model';
@@ -53,7 +53,12 @@ export interface CreateTrainerOptions {
 type Remote = Comlink.Remote<TrainerSession>;
 
 export async function createTrainer(options: CreateTrainerOptions = {}): Promise<TrainerApi> {
-  if (options.inline) return inlineTrainer(new TrainerSession({ gpu: options.gpu, checkpoints: options.checkpoints }));
+  if (options.inline) {
+    // Loaded on demand: a page that trains in the worker does not carry the session (models,
+    // tokenizer, ONNX reader) in its own bundle.
+    const { TrainerSession } = await import('./session.js');
+    return inlineTrainer(new TrainerSession({ gpu: options.gpu, checkpoints: options.checkpoints }));
+  }
   registerErrorTransfer();
   const worker = options.worker ?? new Worker(new URL('./worker.ts', import.meta.url), { type: 'module', name: 'webtune trainer' });
   const remote = Comlink.wrap<TrainerSession>(worker);

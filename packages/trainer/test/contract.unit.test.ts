@@ -41,6 +41,7 @@ describe('worker contract', () => {
     expectTypeOf<Parameters<TrainerApi['prepareData']>>().toEqualTypeOf<Parameters<TrainerSession['prepareData']>>();
     expectTypeOf<Parameters<TrainerApi['train']>[0]>().toEqualTypeOf<Parameters<TrainerSession['train']>[0]>();
     expectTypeOf<Parameters<TrainerApi['generate']>>().toEqualTypeOf<Parameters<TrainerSession['generate']>>();
+    expectTypeOf<ReturnType<TrainerApi['exportOnnx']>>().toEqualTypeOf<ReturnType<TrainerSession['exportOnnx']>>();
   });
 
   it('Comlink sees the session methods as promises of the same data', () => {
@@ -64,7 +65,7 @@ describe('worker contract', () => {
     const methods = Object.getOwnPropertyNames(TrainerSession.prototype)
       .filter((k) => k !== 'constructor' && typeof (TrainerSession.prototype as unknown as Record<string, unknown>)[k] === 'function');
     const api: Array<keyof TrainerApi> = [
-      'loadModel', 'prepareData', 'planTraining', 'train', 'pause', 'resume', 'cancel', 'generate', 'exportAdapter', 'importAdapter', 'listCheckpoints',
+      'loadModel', 'prepareData', 'planTraining', 'train', 'pause', 'resume', 'cancel', 'generate', 'exportAdapter', 'exportOnnx', 'importAdapter', 'listCheckpoints',
       'restoreCheckpoint', 'deleteCheckpoint', 'exportCheckpoint', 'importCheckpoint', 'persistStorage', 'recoverDevice', 'status', 'dispose',
     ];
     const isPrivate = (k: string) => ['context', 'modelInfo', 'requireModel', 'tokenizer', 'continueRun', 'disposeRun', 'releaseModel'].includes(k);
