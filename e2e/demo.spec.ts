@@ -57,6 +57,14 @@ test('the demo trains, generates, exports, resumes after a reload and manages ch
   await expect(page.locator('#memory')).toContainText('Total');
   await expect(page.locator('#memory')).toContainText('MiB');
   await expect(page.locator('#memory')).toContainText('fits');
+  // A batch that cannot fit: the planner refuses with its advice and Train stays off.
+  await setField(page, 'batch', '100000');
+  await expect(page.locator('#memory')).toContainText('does not fit');
+  await expect(page.locator('#memory .refusal')).toContainText(/batch/i);
+  await expect(page.locator('#train')).toBeDisabled();
+  await shot(page, testInfo, '02b-does-not-fit');
+  await setField(page, 'batch', '2');
+  await expect(page.locator('#memory .badge')).toHaveText('fits');
 
   // Before: the base model answers; the adapter side says what it is waiting for.
   await page.click('#generate');

@@ -326,7 +326,7 @@ async function plan() {
     const { estimate, fits, advice } = await (await getTrainer()).planTraining({ batchSize: r.batchSize, lora: r.lora, seqLen: seqLen() });
     if (my !== planSeq) return;
     planFits = fits;
-    const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+    const mib = (b: number) => (b < 2 ** 30 ? `${(b / 2 ** 20).toFixed(1)} MiB` : formatBytes(b));
     const parts: Array<[string, number]> = [['Base weights', estimate.weights], ['LoRA adapter', estimate.adapter], ['Optimizer (AdamW)', estimate.optimizer], ['Activations', estimate.activations]];
     const max = Math.max(...parts.map((p) => p[1]), 1);
     $('memory').innerHTML = `<h3>Memory estimate <span class="badge ${fits ? 'ok' : 'bad'}">${fits ? 'fits' : 'does not fit'}</span></h3>
