@@ -13,7 +13,7 @@ export { resolveLoraConfig, loraScale, matchesTarget, modulePath, peftKey, DEFAU
 export type { LoraConfig } from './lora-config.js';
 export { Rng } from './rng.js';
 export type { RngState } from './rng.js';
-export { uploadBaseModel, linearShape, linearHasBias } from './weights.js';
+export { uploadBaseModel, linearShape, linearHasBias, transpose } from './weights.js';
 export type { WeightReader, BaseModel, BaseFormat, BaseWeightOptions, FrozenLinear, LayerWeights, NormWeights } from './weights.js';
 export { LoraAdapter } from './adapter.js';
 export type { LoraParam, HostTensor } from './adapter.js';
@@ -21,7 +21,7 @@ export { Transformer } from './transformer.js';
 export type { TokenBatch, TrainOptions, KvCache } from './transformer.js';
 export { planWorkspace, planBytes, defaultHeadChunk, targetedLinears, Workspace, BYTES } from './workspace.js';
 export type { WorkspaceShape, BufferPlan } from './workspace.js';
-export { exportPeftAdapter, importPeftAdapter, readPeftAdapter, mergeAdapter, mergedWeight, peftAdapterConfig } from './peft.js';
+export { exportPeftAdapter, importPeftAdapter, readPeftAdapter, mergeAdapter, mergedWeight, adapterPairFor, peftAdapterConfig } from './peft.js';
 export type { PeftFiles } from './peft.js';
 export { generate, sample } from './generate.js';
 export type { GenerateOptions } from './generate.js';

@@ -101,6 +101,23 @@ export function importPeftAdapter(ctx: GpuContext, model: ModelConfig, files: { 
 }
 
 /**
+ * The adapter's A and B for base weight `name` (the checkpoint's naming), or undefined when the
+ * adapter does not touch it; lets an exporter skip reading the weights it leaves alone.
+ */
+export function adapterPairFor(
+  model: ModelConfig,
+  name: string,
+  tensors: ReadonlyMap<string, HostTensor>,
+): { a: HostTensor; b: HostTensor } | undefined {
+  const module = name.endsWith('.weight') ? name.slice(0, -'.weight'.length) : undefined;
+  // GPT-2 files may drop the `transformer.` prefix; PEFT keys always have it.
+  const canonical = module && model.architecture === 'gpt2' && !module.startsWith('transformer.') ? `transformer.${module}` : module;
+  const a = canonical ? tensors.get(peftKey(canonical, 'A')) : undefined;
+  const b = canonical ? tensors.get(peftKey(canonical, 'B')) : undefined;
+  return a && b && LINEAR_MODULES[model.architecture].some((l) => canonical!.endsWith(`.${l}`)) ? { a, b } : undefined;
+}
+
+/**
  * One base weight with the adapter merged in, `W + s * B @ A`, in the checkpoint's own layout
  * (GPT-2's Conv1D stays [in, out]); undefined when the adapter does not touch `name`. Shared by
  * the safetensors and the ONNX merged exports.
@@ -112,12 +129,9 @@ export function mergedWeight(
   lora: LoraConfig,
   tensors: ReadonlyMap<string, HostTensor>,
 ): Float32Array | undefined {
-  const module = name.endsWith('.weight') ? name.slice(0, -'.weight'.length) : undefined;
-  // GPT-2 files may drop the `transformer.` prefix; PEFT keys always have it.
-  const canonical = module && model.architecture === 'gpt2' && !module.startsWith('transformer.') ? `transformer.${module}` : module;
-  const a = canonical ? tensors.get(peftKey(canonical, 'A')) : undefined;
-  const b = canonical ? tensors.get(peftKey(canonical, 'B')) : undefined;
-  if (!a || !b || !LINEAR_MODULES[model.architecture].some((l) => canonical!.endsWith(`.${l}`))) return undefined;
+  const pair = adapterPairFor(model, name, tensors);
+  if (!pair) return undefined;
+  const { a, b } = pair;
   const scale = lora.rslora ? lora.alpha / Math.sqrt(lora.rank) : lora.alpha / lora.rank;
   const merged = new Float32Array(data);
   const [r, inF] = a.shape as [number, number];

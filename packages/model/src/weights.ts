@@ -126,7 +126,8 @@ export function linearHasBias(config: ModelConfig, name: string): boolean {
   return name.endsWith('o_proj') ? config.oBias : name.startsWith('mlp.') ? config.mlpBias : config.qkvBias;
 }
 
-function transpose(data: Float32Array, rows: number, cols: number): Float32Array {
+/** A row-major [rows, cols] matrix as [cols, rows] (Conv1D <-> Linear layout, MatMul's [in, out] <-> [out, in]). */
+export function transpose(data: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(data.length);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = data[r * cols + c]!;
   return out;

@@ -11,15 +11,9 @@
  * quantization costs about as much precision as the first.
  */
 import { InvalidArgumentError, UnsupportedModelError } from '@webtune/gpu';
-import { mergedWeight, type HostTensor, type LoadedModelFiles, type LoraConfig } from '@webtune/model';
-import { onnxContainer } from './format.js';
+import { adapterPairFor, mergedWeight, transpose, type HostTensor, type LoadedModelFiles, type LoraConfig } from '@webtune/model';
+import { dirOf, onnxContainer } from './format.js';
 import { encodeFloat32, replaceInitializers } from './patch.js';
-
-function transpose(data: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(data.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = data[r * cols + c]!;
-  return out;
-}
 
 /**
  * onnxruntime's symmetric RTN 4-bit quantization (MatMul4BitsQuantizer, MLAS BlockwiseQuantizer):
@@ -78,28 +72,27 @@ export function exportMergedOnnx(loaded: LoadedModelFiles, lora: LoraConfig, ten
   const merged: string[] = [];
   for (const name of weights.reader.names()) {
     const src = weights.sources.get(name);
-    if (!src) continue;
+    // Only the weights the adapter touches are decoded (a q4 weight is dequantized to read it).
+    if (!src || !adapterPairFor(loaded.config, name, tensors)) continue;
     const { data, shape } = weights.reader.read(name);
-    const w = mergedWeight(loaded.config, name, data, lora, tensors);
-    if (!w) continue;
+    const w = mergedWeight(loaded.config, name, data, lora, tensors)!;
     merged.push(name);
     const [rows, cols] = shape as [number, number];
+    // Back to the initializer's layout (for q4, B's rows are output features: [N, K]).
+    const stored = src.layout === 'as-hf' ? w : transpose(w, rows, cols);
     if (src.q4) {
       if (src.q4.zeroPoints) {
         throw new UnsupportedModelError(model.source, `"${src.node ?? name}" has explicit zero points; re-quantizing asymmetric MatMulNBits weights is not supported yet`);
       }
-      // B rows are output features: [N, K].
-      const nk = src.layout === 'as-hf' ? w : transpose(w, rows, cols);
-      const { packed, scales } = quantizeQ4(nk, src.q4.N, src.q4.K, src.q4.blockSize);
+      const { packed, scales } = quantizeQ4(stored, src.q4.N, src.q4.K, src.q4.blockSize);
       replacements.set(src.initializer, packed);
       replacements.set(src.q4.scales, encodeFloat32(scales, model.graph.initializers.get(src.q4.scales)!.dataType));
     } else {
-      const stored = src.layout === 'as-hf' ? w : transpose(w, rows, cols);
       replacements.set(src.initializer, encodeFloat32(stored, src.dataType));
     }
   }
   const out = replaceInitializers(model, replacements, externalData);
-  const dir = onnx.file.includes('/') ? onnx.file.slice(0, onnx.file.lastIndexOf('/') + 1) : '';
+  const dir = dirOf(onnx.file);
   const files = new Map<string, Uint8Array>([[onnx.file, out.bytes]]);
   // Every file is a fresh copy (an unchanged external file too), so callers may transfer or keep them.
   for (const [name, bytes] of out.externalData ?? []) files.set(dir + name, externalData.get(name) === bytes ? bytes.slice() : bytes);

@@ -25,7 +25,8 @@ export interface OnnxContainer {
   weights: OnnxWeightMap;
 }
 
-const dirOf = (file: string) => (file.includes('/') ? file.slice(0, file.lastIndexOf('/') + 1) : '');
+/** The folder part of a path in the model folder, with its slash ('' at the top). */
+export const dirOf = (file: string) => (file.includes('/') ? file.slice(0, file.lastIndexOf('/') + 1) : '');
 
 /**
  * Reads `file` (default onnx/model.onnx) and, when it exists, its external data file

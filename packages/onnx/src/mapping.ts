@@ -30,7 +30,7 @@ import {
   ModelFormatError,
   UnsupportedModelError,
 } from '@webtune/gpu';
-import { LINEAR_MODULES, linearHasBias, linearShape, modulePath, type ModelConfig, type WeightReader } from '@webtune/model';
+import { LINEAR_MODULES, linearHasBias, linearShape, modulePath, transpose, type ModelConfig, type WeightReader } from '@webtune/model';
 import {
   dataTypeName,
   elementCount,
@@ -119,15 +119,6 @@ function attrNumber(node: OnnxNode, name: string): number | undefined {
   if (!a) return undefined;
   if (a.type === 'int' || a.type === 'float') return a.value;
   return undefined;
-}
-
-function transpose(data: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(data.length);
-  for (let r = 0; r < rows; r++) {
-    const base = r * cols;
-    for (let c = 0; c < cols; c++) out[c * rows + r] = data[base + c]!;
-  }
-  return out;
 }
 
 class Mapper {

@@ -6,16 +6,10 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError } from '@webtune/gpu';
-import { loadModelFiles, resolveLoraConfig } from '@webtune/model';
+import { loadModelFiles, resolveLoraConfig, transpose } from '@webtune/model';
 import { nodeDirectorySource } from '../../model/src/node.js';
 import { exportMergedOnnx, parseOnnx, quantizeQ4, tensorBytes, tensorToFloat32 } from '../src/index.js';
 import { ONNX_FIXTURES, readBytes, ROOT, safetensorsWeights } from './helpers.js';
-
-function transpose(data: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(data.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = data[r * cols + c]!;
-  return out;
-}
 
 describe('quantizeQ4', () => {
   for (const [model, weight, prefix, conv1d] of [
