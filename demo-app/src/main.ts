@@ -21,7 +21,6 @@ const btn = (id: string) => $<HTMLButtonElement>(id);
 const input = (id: string) => $<HTMLInputElement>(id);
 
 // ---------- state ----------
-let trainer: TrainerApi | undefined;
 let gpuOk = false;
 let modelLoaded = false;
 let dataReady = false;
@@ -35,10 +34,11 @@ let onnxFile: string | undefined;
 const BUNDLED_ONNX = 'onnx/model_q4.onnx';
 let savedCheckpoints: CheckpointMeta[] = [];
 
-function getTrainer(): Promise<TrainerApi> {
-  return (trainerPromise ??= createTrainer().then((t) => (trainer = t)));
-}
+/** One trainer worker for the page, started on first use. */
 let trainerPromise: Promise<TrainerApi> | undefined;
+function getTrainer(): Promise<TrainerApi> {
+  return (trainerPromise ??= createTrainer());
+}
 
 // ---------- messages ----------
 function showError(panel: string, error: unknown) {
