@@ -7,7 +7,7 @@
 import { ModelFormatError, UnsupportedModelError, type GpuContext } from '@webtune/gpu';
 import { LoraAdapter, type HostTensor } from './adapter.js';
 import type { ModelConfig } from './config.js';
-import { LINEAR_MODULES, peftKey, resolveLoraConfig, type LoraConfig } from './lora-config.js';
+import { LINEAR_MODULES, loraScale, peftKey, resolveLoraConfig, type LoraConfig } from './lora-config.js';
 import { parseSafetensors, serializeSafetensors, tensorToFloat32, type TensorToWrite } from './safetensors.js';
 import type { WeightReader } from './weights.js';
 
@@ -132,7 +132,7 @@ export function mergedWeight(
   const pair = adapterPairFor(model, name, tensors);
   if (!pair) return undefined;
   const { a, b } = pair;
-  const scale = lora.rslora ? lora.alpha / Math.sqrt(lora.rank) : lora.alpha / lora.rank;
+  const scale = loraScale(lora);
   const merged = new Float32Array(data);
   const [r, inF] = a.shape as [number, number];
   const outF = b.shape[0]!;

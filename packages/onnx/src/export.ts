@@ -1,19 +1,23 @@
 /**
- * The fine-tuned model as ONNX: the original file with the LoRA update merged into the weights it
- * touches, `W + s * B @ A`, written back in each weight's own layout and precision. Every node,
- * name, opset and input/output stays as the exporter wrote it (the bytes differ only inside the
- * merged initializers), so onnxruntime-web and transformers.js run it exactly as they ran the
- * original.
+ * The fine-tuned model as ONNX: the original file with the LoRA update applied to the weights it
+ * touches, written back in each weight's own layout and precision. Every other node, name, opset
+ * and input/output stays as the exporter wrote it, so onnxruntime-web and transformers.js run it
+ * exactly as they ran the original.
  *
- * f32 and f16 weights are merged exactly (f16 rounds the merged value once). A 4-bit MatMulNBits
- * weight is merged into its dequantized values and quantized again with onnxruntime's symmetric
- * round-to-nearest scheme (block size and scale layout kept), so it stays 4-bit; the second
- * quantization costs about as much precision as the first.
+ *  - f32 and f16 weights are merged, `W + s * B @ A`, exactly (f16 rounds the merged value once);
+ *    the file differs from the original only inside those initializers.
+ *  - A 4-bit MatMulNBits weight stays as it is, and the adapter is added next to it as an exact
+ *    low-rank side branch, `Y = MatMulNBits(X) + (X @ Aᵀ) @ (s·Bᵀ)` (two small MatMuls and an Add,
+ *    in the node's activation type). Merging into 4-bit weights would re-quantize them, which costs
+ *    about as much as the first quantization and blurs a short fine-tune; `fourBit: 'requantize'`
+ *    does that anyway (onnxruntime's RTN scheme), for a graph with no extra nodes.
  */
 import { InvalidArgumentError, UnsupportedModelError } from '@webtune/gpu';
-import { adapterPairFor, mergedWeight, transpose, type HostTensor, type LoadedModelFiles, type LoraConfig } from '@webtune/model';
+import { adapterPairFor, loraScale, mergedWeight, transpose, type HostTensor, type LoadedModelFiles, type LoraConfig } from '@webtune/model';
 import { dirOf, onnxContainer } from './format.js';
-import { encodeFloat32, replaceInitializers } from './patch.js';
+import type { OnnxWeightSource } from './mapping.js';
+import { addToGraph, encodeFloat32, replaceInitializers, type NewInitializer, type NodeSplice } from './patch.js';
+import type { OnnxModel } from './proto.js';
 
 /**
  * onnxruntime's symmetric RTN 4-bit quantization (MatMul4BitsQuantizer, MLAS BlockwiseQuantizer):
@@ -49,18 +53,37 @@ export function quantizeQ4(w: Float32Array, n: number, k: number, blockSize: num
   return { packed, scales };
 }
 
+export interface ExportOnnxOptions {
+  /**
+   * 4-bit MatMulNBits weights: 'lora-branch' (default) keeps them and adds the adapter as an exact
+   * low-rank side branch; 'requantize' merges and quantizes again (no new nodes, lossy).
+   */
+  fourBit?: 'lora-branch' | 'requantize';
+}
+
 export interface MergedOnnx {
   /** Fresh files by their path in the model folder: the graph (e.g. onnx/model.onnx) and its external data file, if any. */
   files: Map<string, Uint8Array>;
-  /** The HF parameters that were merged. */
+  /** The HF parameters whose weights were merged (f32/f16, or 4-bit with 'requantize'). */
   merged: string[];
+  /** The HF parameters kept 4-bit with the adapter as a side branch next to their MatMulNBits node. */
+  branched: string[];
 }
 
 /**
  * `loaded` must come from loadModelFiles(..., { weights: onnxWeightFormat() }); `lora` and
  * `tensors` are the adapter (PEFT keys), as LoraAdapter.read() or readPeftAdapter() give them.
  */
-export function exportMergedOnnx(loaded: LoadedModelFiles, lora: LoraConfig, tensors: ReadonlyMap<string, HostTensor>): MergedOnnx {
+export function exportMergedOnnx(
+  loaded: LoadedModelFiles,
+  lora: LoraConfig,
+  tensors: ReadonlyMap<string, HostTensor>,
+  options: ExportOnnxOptions = {},
+): MergedOnnx {
+  const fourBit = options.fourBit ?? 'lora-branch';
+  if (fourBit !== 'lora-branch' && fourBit !== 'requantize') {
+    throw new InvalidArgumentError(`exportOnnx: fourBit must be 'lora-branch' or 'requantize', got ${JSON.stringify(fourBit)}.`);
+  }
   const onnx = onnxContainer(loaded);
   if (!onnx) {
     throw new InvalidArgumentError(
@@ -70,10 +93,21 @@ export function exportMergedOnnx(loaded: LoadedModelFiles, lora: LoraConfig, ten
   const { model, weights, externalData } = onnx;
   const replacements = new Map<string, Uint8Array>();
   const merged: string[] = [];
+  const branched: string[] = [];
+  const splices: NodeSplice[] = [];
+  const initializers: NewInitializer[] = [];
   for (const name of weights.reader.names()) {
     const src = weights.sources.get(name);
+    const pair = src ? adapterPairFor(loaded.config, name, tensors) : undefined;
+    if (!src || !pair) continue;
+    if (src.q4 && fourBit === 'lora-branch') {
+      const branch = loraBranch(model, name, src, pair, loraScale(lora));
+      splices.push(branch.splice);
+      initializers.push(...branch.initializers);
+      branched.push(name);
+      continue;
+    }
     // Only the weights the adapter touches are decoded (a q4 weight is dequantized to read it).
-    if (!src || !adapterPairFor(loaded.config, name, tensors)) continue;
     const { data, shape } = weights.reader.read(name);
     const w = mergedWeight(loaded.config, name, data, lora, tensors)!;
     merged.push(name);
@@ -82,7 +116,7 @@ export function exportMergedOnnx(loaded: LoadedModelFiles, lora: LoraConfig, ten
     const stored = src.layout === 'as-hf' ? w : transpose(w, rows, cols);
     if (src.q4) {
       if (src.q4.zeroPoints) {
-        throw new UnsupportedModelError(model.source, `"${src.node ?? name}" has explicit zero points; re-quantizing asymmetric MatMulNBits weights is not supported yet`);
+        throw new UnsupportedModelError(model.source, `"${src.node ?? name}" has explicit zero points; re-quantizing asymmetric MatMulNBits weights is not supported (export with fourBit: 'lora-branch')`);
       }
       const { packed, scales } = quantizeQ4(stored, src.q4.N, src.q4.K, src.q4.blockSize);
       replacements.set(src.initializer, packed);
@@ -92,9 +126,63 @@ export function exportMergedOnnx(loaded: LoadedModelFiles, lora: LoraConfig, ten
     }
   }
   const out = replaceInitializers(model, replacements, externalData);
+  const bytes = splices.length > 0 ? addToGraph(model, out.bytes, { splices, initializers }) : out.bytes;
   const dir = dirOf(onnx.file);
-  const files = new Map<string, Uint8Array>([[onnx.file, out.bytes]]);
+  const files = new Map<string, Uint8Array>([[onnx.file, bytes]]);
   // Every file is a fresh copy (an unchanged external file too), so callers may transfer or keep them.
-  for (const [name, bytes] of out.externalData ?? []) files.set(dir + name, externalData.get(name) === bytes ? bytes.slice() : bytes);
-  return { files, merged };
+  for (const [name, data] of out.externalData ?? []) files.set(dir + name, externalData.get(name) === data ? data.slice() : data);
+  return { files, merged, branched };
+}
+
+/**
+ * The side branch for one MatMulNBits node computing Y = X Wᵀ: the node now writes `Y/base`, and
+ * MatMul(X, Aᵀ) -> MatMul(., s·Bᵀ) -> Add(Y/base, .) writes Y. Aᵀ [K, r] and s·Bᵀ [r, N] are stored
+ * in the node's activation type (that of its scales: float or float16).
+ */
+function loraBranch(
+  model: OnnxModel,
+  param: string,
+  src: OnnxWeightSource,
+  pair: { a: HostTensor; b: HostTensor },
+  scale: number,
+): { splice: NodeSplice; initializers: NewInitializer[] } {
+  const index = model.graph.nodes.findIndex((n) => n.name === src.node);
+  const node = model.graph.nodes[index];
+  if (!node || node.opType !== 'MatMulNBits') {
+    throw new UnsupportedModelError(model.source, `the MatMulNBits node "${src.node}" of ${param} is not in the graph, or not unique by name`);
+  }
+  const { K, N } = src.q4!;
+  const [r, inF] = pair.a.shape as [number, number];
+  if (inF !== K || pair.b.shape[0] !== N || pair.b.shape[1] !== r) {
+    throw new InvalidArgumentError(
+      `The adapter for ${param} has A [${pair.a.shape.join(', ')}] and B [${pair.b.shape.join(', ')}], but node "${node.name}" is ${N} x ${K}; the adapter was trained for another model.`,
+    );
+  }
+  const dataType = model.graph.initializers.get(src.q4!.scales)!.dataType;
+  const aT = transpose(pair.a.data, r, K);
+  const sbT = transpose(pair.b.data, N, r).map((v) => Math.fround(v * scale));
+  const module = param.replace(/\.weight$/, '');
+  const y = node.outputs[0]!;
+  const names = {
+    base: `${y}/base`,
+    a: `${module}.lora_A.T`,
+    b: `${module}.lora_B.T.scaled`,
+    down: `${node.name}/lora_A/output_0`,
+    up: `${node.name}/lora_B/output_0`,
+  };
+  return {
+    splice: {
+      index,
+      renameOutput: names.base,
+      nodes: [
+        { name: `${node.name}/lora_A`, opType: 'MatMul', inputs: [node.inputs[0]!, names.a], outputs: [names.down] },
+        { name: `${node.name}/lora_B`, opType: 'MatMul', inputs: [names.down, names.b], outputs: [names.up] },
+        { name: `${node.name}/lora_Add`, opType: 'Add', inputs: [names.base, names.up], outputs: [y] },
+      ],
+    },
+    initializers: [
+      { name: names.a, dataType, dims: [K, r], bytes: encodeFloat32(aT, dataType) },
+      { name: names.b, dataType, dims: [r, N], bytes: encodeFloat32(sbT, dataType) },
+    ],
+  };
 }

@@ -1,10 +1,13 @@
 /**
- * Writing weights back into an ONNX file without re-serializing it: the named initializers' element
- * bytes are overwritten in a copy of the model file (raw_data) or of its external data file, so the
- * result is byte-identical to the original outside those ranges and keeps every node, name, opset
- * and metadata as the exporter wrote them. The replacement must have the same byte length (a merged
- * weight keeps its data type and shape).
+ * Writing an ONNX file back without re-serializing it.
+ *  - replaceInitializers: the named initializers' element bytes are overwritten in a copy of the
+ *    model file (raw_data) or of its external data file, so the result is byte-identical to the
+ *    original outside those ranges. The replacement must have the same byte length (a merged weight
+ *    keeps its data type and shape).
+ *  - addToGraph: nodes spliced in after existing ones and initializers appended, with every other
+ *    field of the model and graph copied byte for byte (for the LoRA side branches of a 4-bit export).
  */
+import protobuf from 'protobufjs/minimal.js';
 import { InvalidArgumentError, ModelFormatError, f32ToF16Bits } from '@webtune/gpu';
 import { dataTypeName, externalBytes, OnnxDataType, type OnnxModel, type OnnxTensor } from './proto.js';
 
@@ -103,3 +106,181 @@ export function encodeFloat32(values: Float32Array, dataType: number): Uint8Arra
   }
 }
 
+
+/** A node to write into the graph (ai.onnx unless `domain` is given; no attributes). */
+export interface NewNode {
+  name: string;
+  opType: string;
+  domain?: string;
+  inputs: string[];
+  outputs: string[];
+}
+
+/** An initializer to add, stored as raw_data in the model file. */
+export interface NewInitializer {
+  name: string;
+  dataType: number;
+  dims: number[];
+  /** Little-endian element bytes (see `encodeFloat32`). */
+  bytes: Uint8Array;
+}
+
+/**
+ * Inserts nodes right after an existing one: node `graph.nodes[index]` writes `renameOutput`
+ * instead of its first output, and `nodes` (which consume it) write the original name in its
+ * place, so every later consumer reads the new value and the node list stays in topological order.
+ */
+export interface NodeSplice {
+  index: number;
+  renameOutput: string;
+  nodes: NewNode[];
+}
+
+/** Field numbers of onnx.proto3 this writer touches. */
+const MODEL_GRAPH = 7;
+const GRAPH_NODE = 1;
+const GRAPH_INITIALIZER = 5;
+const NODE = { input: 1, output: 2, name: 3, opType: 4, domain: 7 } as const;
+const TENSOR = { dims: 1, dataType: 2, name: 8, rawData: 9 } as const;
+const LEN_WIRE = 2;
+
+interface FieldSpan {
+  field: number;
+  /** The tag's first byte. */
+  start: number;
+  /** Content of a length-delimited field. */
+  contentStart: number;
+  end: number;
+}
+
+/** The top-level fields of the message in bytes [start, end), in file order. */
+function fieldSpans(bytes: Uint8Array, start: number, end: number, source: string): FieldSpan[] {
+  const r = new protobuf.Reader(bytes.subarray(0, end));
+  r.pos = start;
+  const spans: FieldSpan[] = [];
+  try {
+    while (r.pos < end) {
+      const tagStart = r.pos;
+      const tag = r.uint32();
+      if ((tag & 7) === LEN_WIRE) {
+        const length = r.uint32();
+        spans.push({ field: tag >>> 3, start: tagStart, contentStart: r.pos, end: r.pos + length });
+        r.skip(length);
+      } else {
+        const contentStart = r.pos;
+        r.skipType(tag & 7);
+        spans.push({ field: tag >>> 3, start: tagStart, contentStart, end: r.pos });
+      }
+    }
+  } catch (error) {
+    throw new ModelFormatError(source, `the protobuf message at bytes ${start}..${end} is malformed (${(error as Error).message})`);
+  }
+  return spans;
+}
+
+function encodeNode(node: NewNode): Uint8Array {
+  const w = protobuf.Writer.create();
+  for (const input of node.inputs) w.uint32((NODE.input << 3) | LEN_WIRE).string(input);
+  for (const output of node.outputs) w.uint32((NODE.output << 3) | LEN_WIRE).string(output);
+  w.uint32((NODE.name << 3) | LEN_WIRE).string(node.name);
+  w.uint32((NODE.opType << 3) | LEN_WIRE).string(node.opType);
+  if (node.domain) w.uint32((NODE.domain << 3) | LEN_WIRE).string(node.domain);
+  return w.finish();
+}
+
+function encodeInitializer(t: NewInitializer): Uint8Array {
+  const w = protobuf.Writer.create();
+  w.uint32((TENSOR.dims << 3) | LEN_WIRE).fork();
+  for (const d of t.dims) w.int64(d);
+  w.ldelim();
+  w.uint32(TENSOR.dataType << 3).int32(t.dataType);
+  w.uint32((TENSOR.name << 3) | LEN_WIRE).string(t.name);
+  w.uint32((TENSOR.rawData << 3) | LEN_WIRE).bytes(t.bytes);
+  return w.finish();
+}
+
+/** A length-delimited field `field` holding `parts` concatenated. */
+function lengthDelimited(field: number, parts: Uint8Array[]): Uint8Array {
+  const length = parts.reduce((n, p) => n + p.length, 0);
+  const header = protobuf.Writer.create().uint32((field << 3) | LEN_WIRE).uint32(length).finish();
+  return concat([header, ...parts]);
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** The node message with its first output renamed; every other field is copied byte for byte. */
+function renameFirstOutput(bytes: Uint8Array, span: FieldSpan, name: string, source: string): Uint8Array {
+  const parts: Uint8Array[] = [];
+  let renamed = false;
+  for (const f of fieldSpans(bytes, span.contentStart, span.end, source)) {
+    if (f.field === NODE.output && !renamed) {
+      parts.push(protobuf.Writer.create().uint32((NODE.output << 3) | LEN_WIRE).string(name).finish());
+      renamed = true;
+    } else {
+      parts.push(bytes.subarray(f.start, f.end));
+    }
+  }
+  return lengthDelimited(GRAPH_NODE, parts);
+}
+
+/**
+ * A new model file: `bytes` (the model `model` was parsed from, or a same-length copy of it such as
+ * replaceInitializers' output) with nodes spliced in and initializers added to the main graph. The
+ * model's other fields, the graph's other nodes, inputs, outputs and value infos are copied byte for
+ * byte; only the graph's length prefix and the spliced nodes are re-encoded.
+ */
+export function addToGraph(
+  model: OnnxModel,
+  bytes: Uint8Array,
+  edits: { splices: readonly NodeSplice[]; initializers: readonly NewInitializer[] },
+): Uint8Array {
+  const { graph, source } = model;
+  if (bytes.length !== model.bytes.length) {
+    throw new InvalidArgumentError(`addToGraph: the bytes (${bytes.length}) are not a same-length copy of ${source} (${model.bytes.length} bytes).`);
+  }
+  const taken = new Set<string>([...graph.initializers.keys(), ...graph.inputs.map((v) => v.name), ...graph.nodes.flatMap((n) => n.outputs)]);
+  const claim = (name: string, what: string) => {
+    if (!name || taken.has(name)) throw new InvalidArgumentError(`addToGraph: ${what} "${name}" is empty or already used in ${source}'s graph.`);
+    taken.add(name);
+  };
+  const byIndex = new Map<number, NodeSplice>();
+  for (const s of edits.splices) {
+    const node = graph.nodes[s.index];
+    if (!node || node.outputs.length === 0 || !node.outputs[0]) throw new InvalidArgumentError(`addToGraph: ${source} has no node ${s.index} with an output to splice after.`);
+    if (byIndex.has(s.index)) throw new InvalidArgumentError(`addToGraph: node ${s.index} ("${node.name}") is spliced twice.`);
+    byIndex.set(s.index, s);
+    claim(s.renameOutput, 'value');
+  }
+  for (const s of edits.splices) for (const n of s.nodes) for (const out of n.outputs) if (out !== graph.nodes[s.index]!.outputs[0]) claim(out, 'value');
+  for (const t of edits.initializers) claim(t.name, 'initializer');
+
+  const modelFields = fieldSpans(bytes, 0, bytes.length, source);
+  const graphSpan = modelFields.filter((f) => f.field === MODEL_GRAPH).at(-1);
+  if (!graphSpan) throw new ModelFormatError(source, 'the file has no graph (ModelProto.graph, field 7)');
+  const graphFields = fieldSpans(bytes, graphSpan.contentStart, graphSpan.end, source);
+  if (graphFields.filter((f) => f.field === GRAPH_NODE).length !== graph.nodes.length) {
+    throw new InvalidArgumentError(`addToGraph: the bytes do not hold the graph of ${source} (node count differs).`);
+  }
+  const parts: Uint8Array[] = [];
+  let nodeIndex = 0;
+  for (const f of graphFields) {
+    const splice = f.field === GRAPH_NODE ? byIndex.get(nodeIndex) : undefined;
+    if (f.field === GRAPH_NODE) nodeIndex++;
+    if (!splice) {
+      parts.push(bytes.subarray(f.start, f.end));
+      continue;
+    }
+    parts.push(renameFirstOutput(bytes, f, splice.renameOutput, source));
+    for (const n of splice.nodes) parts.push(lengthDelimited(GRAPH_NODE, [encodeNode(n)]));
+  }
+  for (const t of edits.initializers) parts.push(lengthDelimited(GRAPH_INITIALIZER, [encodeInitializer(t)]));
+  return concat([bytes.subarray(0, graphSpan.start), lengthDelimited(MODEL_GRAPH, parts), bytes.subarray(graphSpan.end)]);
+}

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { InvalidArgumentError, ModelFileMissingError } from '@webtune/gpu';
 import {
-  encodeFloat32, OnnxDataType, onnxWeights, parseOnnx, replaceInitializers, tensorBytes, tensorToFloat32, type OnnxModel,
+  addToGraph, encodeFloat32, OnnxDataType, onnxWeights, parseOnnx, replaceInitializers, tensorBytes, tensorToFloat32, type OnnxModel,
 } from '../src/index.js';
 import { finish, firstDiff, fixtureConfig, LEN, ONNX_FIXTURES, packedInt64, readBytes, sameBytes, str, sub, tag, varint } from './helpers.js';
 
@@ -105,5 +105,73 @@ describe('replaceInitializers', () => {
     expect(Array.from(encodeFloat32(Float32Array.of(1.00390625), OnnxDataType.BFLOAT16))).toEqual([0x80, 0x3f]); // tie -> even
     expect(Array.from(encodeFloat32(Float32Array.of(1), OnnxDataType.FLOAT))).toEqual([0, 0, 0x80, 0x3f]);
     expect(() => encodeFloat32(Float32Array.of(1), OnnxDataType.INT8)).toThrow(InvalidArgumentError);
+  });
+});
+
+describe('addToGraph', () => {
+  const rel = 'tiny-llama/onnx/model_q4.onnx';
+  const q4Index = (model: OnnxModel) => model.graph.nodes.findIndex((n) => n.opType === 'MatMulNBits');
+  const branch = (model: OnnxModel, index: number) => {
+    const node = model.graph.nodes[index]!;
+    const y = node.outputs[0]!;
+    return {
+      index,
+      renameOutput: `${y}/base`,
+      nodes: [
+        { name: `${node.name}/extra_MatMul`, opType: 'MatMul', inputs: [node.inputs[0]!, 'extra.A'], outputs: [`${y}/extra`] },
+        { name: `${node.name}/extra_Add`, opType: 'Add', inputs: [`${y}/base`, `${y}/extra`], outputs: [y] },
+      ],
+    };
+  };
+
+  it('splices nodes after the named one, renames its first output, appends initializers; everything else parses back the same', () => {
+    const model = load(rel);
+    const index = q4Index(model);
+    const node = model.graph.nodes[index]!;
+    const k = 64;
+    const values = Float32Array.from({ length: k * 2 }, (_, i) => i / 7);
+    const out = addToGraph(model, model.bytes, {
+      splices: [branch(model, index)],
+      initializers: [{ name: 'extra.A', dataType: OnnxDataType.FLOAT, dims: [k, 2], bytes: encodeFloat32(values, OnnxDataType.FLOAT) }],
+    });
+    const back = parseOnnx(out, 'spliced');
+    const names = back.graph.nodes.map((n) => n.name);
+    expect(names).toEqual([
+      ...model.graph.nodes.slice(0, index + 1).map((n) => n.name),
+      `${node.name}/extra_MatMul`, `${node.name}/extra_Add`,
+      ...model.graph.nodes.slice(index + 1).map((n) => n.name),
+    ]);
+    const spliced = back.graph.nodes[index]!;
+    expect(spliced.outputs).toEqual([`${node.outputs[0]}/base`, ...node.outputs.slice(1)]);
+    expect(spliced.inputs).toEqual(node.inputs);
+    expect(spliced.domain).toBe('com.microsoft');
+    expect([...spliced.attributes]).toEqual([...node.attributes]);
+    expect(back.graph.nodes[index + 2]!.outputs).toEqual([node.outputs[0]]);
+    const added = back.graph.initializers.get('extra.A')!;
+    expect(added.dims).toEqual([k, 2]);
+    expect(tensorToFloat32(back, added)).toEqual(values);
+    // Existing initializers keep their bytes; inputs, outputs, opsets and producer are as before.
+    for (const t of model.graph.initializers.values()) expect(sameBytes(tensorBytes(back, back.graph.initializers.get(t.name)!), tensorBytes(model, t))).toBe(true);
+    expect(back.graph.inputs).toEqual(model.graph.inputs);
+    expect(back.graph.outputs).toEqual(model.graph.outputs);
+    expect(back.opsetImports).toEqual(model.opsetImports);
+    expect(back.producerName).toBe(model.producerName);
+  });
+
+  it('with nothing to add, the file is byte-identical', () => {
+    const model = load(rel);
+    expect(firstDiff(addToGraph(model, model.bytes, { splices: [], initializers: [] }), model.bytes)).toBe(-1);
+  });
+
+  it('refuses a name already in the graph, an unknown node, a node spliced twice, and bytes of another model', () => {
+    const model = load(rel);
+    const index = q4Index(model);
+    const existing = [...model.graph.initializers.keys()][0]!;
+    const init = (name: string) => ({ name, dataType: OnnxDataType.FLOAT, dims: [1], bytes: new Uint8Array(4) });
+    expect(() => addToGraph(model, model.bytes, { splices: [], initializers: [init(existing)] })).toThrowError(/already used/);
+    expect(() => addToGraph(model, model.bytes, { splices: [{ ...branch(model, index), renameOutput: model.graph.nodes[0]!.outputs[0]! }], initializers: [] })).toThrowError(/already used/);
+    expect(() => addToGraph(model, model.bytes, { splices: [{ ...branch(model, index), index: 1e6 }], initializers: [] })).toThrowError(InvalidArgumentError);
+    expect(() => addToGraph(model, model.bytes, { splices: [branch(model, index), branch(model, index)], initializers: [] })).toThrowError(/already used|twice/);
+    expect(() => addToGraph(model, load('tiny-gpt2/onnx/model_q4.onnx').bytes, { splices: [], initializers: [] })).toThrowError(InvalidArgumentError);
   });
 });

@@ -14,6 +14,7 @@ import type {
 } from './session.js';
 import { registerErrorTransfer } from './transfer.js';
 import type { LoadProgress, ModelFileSource, PeftFiles } from '@webtune/model';
+import type { ExportOnnxOptions } from '@webtune/onnx';
 
 export interface TrainerApi {
   loadModel(source: string | File[] | ModelFileSource, options?: LoadOptions): Promise<ModelInfo>;
@@ -25,7 +26,7 @@ export interface TrainerApi {
   cancel(): Promise<void>;
   generate(prompt: string, options?: SessionGenerateOptions): Promise<{ text: string; tokens: number[] }>;
   exportAdapter(): Promise<PeftFiles>;
-  exportOnnx(): Promise<Record<string, Uint8Array>>;
+  exportOnnx(options?: ExportOnnxOptions): Promise<Record<string, Uint8Array>>;
   importAdapter(files: { config: string; weights: Uint8Array }): Promise<void>;
   listCheckpoints(runId?: string): Promise<CheckpointMeta[]>;
   restoreCheckpoint(id: string): Promise<CheckpointMeta>;
@@ -75,7 +76,7 @@ export async function createTrainer(options: CreateTrainerOptions = {}): Promise
     resume: (onProgress) => remote.resume(proxied(onProgress)),
     cancel: () => remote.cancel(),
     generate: (prompt, o) => remote.generate(prompt, o),
-    exportOnnx: () => remote.exportOnnx(),
+    exportOnnx: (o) => remote.exportOnnx(o),
     exportAdapter: () => remote.exportAdapter(),
     importAdapter: (files) => remote.importAdapter(Comlink.transfer(files, [files.weights.buffer as ArrayBuffer])),
     listCheckpoints: (runId) => remote.listCheckpoints(runId),
@@ -111,7 +112,7 @@ function inlineTrainer(session: TrainerSession): TrainerApi {
     resume: (onProgress) => session.resume(onProgress),
     cancel: async () => session.cancel(),
     generate: (prompt, o) => session.generate(prompt, o),
-    exportOnnx: () => session.exportOnnx(),
+    exportOnnx: (o) => session.exportOnnx(o),
     exportAdapter: () => session.exportAdapter(),
     importAdapter: (files) => session.importAdapter(files),
     listCheckpoints: (runId) => session.listCheckpoints(runId),

@@ -46,7 +46,7 @@ import {
   type CheckpointMeta,
   type JsonObject,
 } from './checkpoint.js';
-import { exportMergedOnnx, onnxWeightFormat } from '@webtune/onnx';
+import { exportMergedOnnx, onnxWeightFormat, type ExportOnnxOptions } from '@webtune/onnx';
 import { MemoryCheckpointStore, type CheckpointStore } from './checkpoint-store.js';
 import { packTokens, tokenizeDocuments, type DataCursor } from './data.js';
 import { checkMemoryPlan, estimateTrainingMemory, type MemoryEstimate } from './planner.js';
@@ -448,14 +448,15 @@ export class TrainerSession {
 
   /**
    * The fine-tuned model as ONNX, for a model loaded with `onnx`: the original graph with the
-   * adapter merged into its weights (f32/f16 kept, 4-bit re-quantized), keyed by path in the model
-   * folder (e.g. onnx/model.onnx, plus onnx/model.onnx_data when the original has external data).
-   * onnxruntime-web and transformers.js run it as they ran the original.
+   * adapter merged into its f32/f16 weights, and 4-bit MatMulNBits weights kept with the adapter as
+   * an exact side branch (or merged and re-quantized with `fourBit: 'requantize'`), keyed by path in
+   * the model folder (e.g. onnx/model.onnx, plus onnx/model.onnx_data when the original has
+   * external data). onnxruntime-web and transformers.js run it as they ran the original.
    */
-  async exportOnnx(): Promise<Record<string, Uint8Array>> {
+  async exportOnnx(options: ExportOnnxOptions = {}): Promise<Record<string, Uint8Array>> {
     if (!this.adapter) throw new InvalidArgumentError('There is no adapter yet: train or import one first.');
     const { files } = this.requireModel();
-    const { files: out } = exportMergedOnnx(files, this.adapter.config, await this.adapter.read());
+    const { files: out } = exportMergedOnnx(files, this.adapter.config, await this.adapter.read(), options);
     const result = Object.fromEntries(out);
     return Comlink.transfer(result, [...out.values()].map((b) => b.buffer as ArrayBuffer));
   }
