@@ -3,8 +3,9 @@
  * webtune and by onnxruntime-web on the same file in the same process: forward latency of one
  * prompt (batch 1, `seq` tokens, empty past), median of `runs` timed runs after one untimed
  * warm-up, every run ending with the logits [1, seq, vocab] on the CPU.
- *   webtune: loadModelFiles + onnxWeightFormat, uploadBaseModel (f32 weights; 4-bit MatMulNBits
- *            weights dequantized at upload), Transformer.logits;
+ *   webtune: loadModelFiles + onnxWeightFormat, uploadBaseModel, Transformer.logits; a file with
+ *            4-bit MatMulNBits weights runs twice: kept 4-bit (format 'q4', the SDK's default for
+ *            it; row 'webtune-q4') and dequantized to f32 at upload (row 'webtune');
  *   onnxruntime-web: InferenceSession on the file's bytes, once per execution provider given
  *            (e.g. 'webgpu', 'wasm'), run(feeds, ['logits']).
  * Session creation, upload and workspace allocation are not timed. Each row also reports tokens/s
@@ -12,7 +13,7 @@
  */
 import type * as ORT from 'onnxruntime-web';
 import type { GpuContext } from '@webtune/gpu';
-import { loadModelFiles, Transformer, uploadBaseModel, weightReader, type ModelFileSource } from '@webtune/model';
+import { loadModelFiles, storedFourBit, Transformer, uploadBaseModel, weightReader, type BaseFormat, type ModelFileSource } from '@webtune/model';
 import { decoderFeeds, onnxWeightFormat } from '@webtune/onnx';
 import { median, type BenchRow } from './suite.js';
 
@@ -61,18 +62,25 @@ export async function runOnnxForwardBench(ctx: GpuContext, ort: typeof ORT, o: O
     const ids = Array.from({ length: seq }, (_, i) => (i * 37 + 11) % config.vocabSize);
     const shape = `${m.name} 1x${seq}`;
 
-    const base = await uploadBaseModel(ctx, config, weightReader(files));
-    const model = await Transformer.create(ctx, base);
+    const formats: BaseFormat[] = 'blockSize' in storedFourBit(config, weightReader(files)) ? ['q4', 'f32'] : ['f32'];
     const batch = { ids: new Uint32Array(ids), batch: 1, seq };
-    let ours: Float32Array = new Float32Array(0);
-    try {
-      const ms = await median(o.runs, async () => {
-        ours = await model.logits(batch);
-      });
-      push({ benchmark: 'ONNX forward', shape, library: 'webtune', medianMs: ms, tokensPerSecond: (seq * 1000) / ms, weightBytes: base.byteLength, runs: o.runs });
-    } finally {
-      model.release();
-      base.release();
+    // The ORT rows are compared with the first webtune row's logits.
+    let ours: Float32Array | undefined;
+    for (const format of formats) {
+      const base = await uploadBaseModel(ctx, config, weightReader(files), { format });
+      const model = await Transformer.create(ctx, base);
+      try {
+        let logits: Float32Array = new Float32Array(0);
+        const ms = await median(o.runs, async () => {
+          logits = await model.logits(batch);
+        });
+        ours ??= logits;
+        const library = format === 'q4' ? 'webtune-q4' : 'webtune';
+        push({ benchmark: 'ONNX forward', shape, library, medianMs: ms, tokensPerSecond: (seq * 1000) / ms, weightBytes: base.byteLength, runs: o.runs });
+      } finally {
+        model.release();
+        base.release();
+      }
     }
 
     for (const ep of eps) {
@@ -85,7 +93,7 @@ export async function runOnnxForwardBench(ctx: GpuContext, ort: typeof ORT, o: O
           const out = await session.run(feeds, ['logits']);
           theirs = (await out.logits!.getData()) as Float32Array;
         });
-        const diff = maxDiff(theirs, ours);
+        const diff = maxDiff(theirs, ours!);
         push(
           { benchmark: 'ONNX forward', shape, library: `onnxruntime-web-${ep}`, medianMs: ms, tokensPerSecond: (seq * 1000) / ms, weightBytes: m.bytes.byteLength, runs: o.runs },
           `, max |logits - webtune| ${diff.toExponential(1)}`,

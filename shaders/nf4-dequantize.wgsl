@@ -28,7 +28,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var e = 0u; e < 8u; e++) {
     let i = first + e;
     if (i < params.n) {
-      output[i] = elem(NF4_CODE[nf4_nibble(word, e)] * nf4_scale(i / BLOCK_SIZE, params.offset));
+      output[i] = elem(code4(nf4_nibble(word, e)) * nf4_scale(i / BLOCK_SIZE, params.offset));
     }
   }
 }

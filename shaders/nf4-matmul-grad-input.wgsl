@@ -39,10 +39,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (aligned) {
       let word = nf4_packed[(j * k + k0) >> 3u];
       let s = nf4_scale((j * k + k0) / BLOCK_SIZE, off);
-      lo = vec4<f32>(NF4_CODE[nf4_nibble(word, 0u)], NF4_CODE[nf4_nibble(word, 1u)],
-                     NF4_CODE[nf4_nibble(word, 2u)], NF4_CODE[nf4_nibble(word, 3u)]) * s;
-      hi = vec4<f32>(NF4_CODE[nf4_nibble(word, 4u)], NF4_CODE[nf4_nibble(word, 5u)],
-                     NF4_CODE[nf4_nibble(word, 6u)], NF4_CODE[nf4_nibble(word, 7u)]) * s;
+      lo = vec4<f32>(code4(nf4_nibble(word, 0u)), code4(nf4_nibble(word, 1u)),
+                     code4(nf4_nibble(word, 2u)), code4(nf4_nibble(word, 3u))) * s;
+      hi = vec4<f32>(code4(nf4_nibble(word, 4u)), code4(nf4_nibble(word, 5u)),
+                     code4(nf4_nibble(word, 6u)), code4(nf4_nibble(word, 7u))) * s;
     } else {
       let base = j * k;
       lo = vec4<f32>(nf4_weight(base + k0, off), nf4_weight(base + min(k0 + 1u, last_k), off),

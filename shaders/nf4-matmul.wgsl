@@ -45,8 +45,8 @@ fn accumulate(kk: u32, wv: vec4<f32>) {
 }
 
 fn decode4(words: vec4<u32>, e: u32, scales: vec4<f32>) -> vec4<f32> {
-  return vec4<f32>(NF4_CODE[nf4_nibble(words.x, e)], NF4_CODE[nf4_nibble(words.y, e)],
-                   NF4_CODE[nf4_nibble(words.z, e)], NF4_CODE[nf4_nibble(words.w, e)]) * scales;
+  return vec4<f32>(code4(nf4_nibble(words.x, e)), code4(nf4_nibble(words.y, e)),
+                   code4(nf4_nibble(words.z, e)), code4(nf4_nibble(words.w, e))) * scales;
 }
 
 @compute @workgroup_size(WG_X, WG_Y, 1)

@@ -157,8 +157,9 @@ async function loadModel() {
   $('model-info').textContent = `Loading ${label}…`;
   try {
     const t = await getTrainer();
+    const format = $<HTMLSelectElement>('model-format').value as 'auto' | 'f32' | 'nf4' | 'q4';
     const info = await t.loadModel(target, {
-      format: $<HTMLSelectElement>('model-format').value as 'f32' | 'nf4',
+      ...(format === 'auto' ? {} : { format }),
       dtype: $<HTMLSelectElement>('model-dtype').value as 'auto' | 'f32' | 'f16',
       // The service worker already keeps the bundled model; a second copy would only take space.
       cache: !source.startsWith('bundled'),

@@ -25,5 +25,5 @@ fn nf4_scale(block: u32, offset: f32) -> f32 {
 
 // Dequantized element at flat index i (row-major [N, K]).
 fn nf4_weight(i: u32, offset: f32) -> f32 {
-  return NF4_CODE[nf4_nibble(nf4_packed[i >> 3u], i & 7u)] * nf4_scale(i / BLOCK_SIZE, offset);
+  return code4(nf4_nibble(nf4_packed[i >> 3u], i & 7u)) * nf4_scale(i / BLOCK_SIZE, offset);
 }

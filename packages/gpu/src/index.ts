@@ -44,7 +44,8 @@ export { matmulRef } from './kernels/matmul.ref.js';
 
 export { quantizeNF4, dequantizeNF4, nf4BlockScales, doubleQuantizeAbsmax } from './nf4/quantize.js';
 export type { NF4Quantized, NF4Scales, QuantizeNF4Options } from './nf4/quantize.js';
-export { NF4_CODEBOOK, NF4_BLOCK_SIZES, NESTED_BLOCK_SIZE, createDynamicMap } from './nf4/format.js';
+export { NF4_CODEBOOK, INT4_CODEBOOK, NF4_BLOCK_SIZES, NESTED_BLOCK_SIZE, createDynamicMap } from './nf4/format.js';
+export type { Codebook4 } from './nf4/format.js';
 export {
   uploadNF4,
   downloadNF4,

@@ -13,7 +13,7 @@ export { resolveLoraConfig, loraScale, matchesTarget, modulePath, peftKey, DEFAU
 export type { LoraConfig } from './lora-config.js';
 export { Rng } from './rng.js';
 export type { RngState } from './rng.js';
-export { uploadBaseModel, linearShape, linearHasBias, transpose } from './weights.js';
+export { uploadBaseModel, storedFourBit, linearShape, linearHasBias, transpose } from './weights.js';
 export type { WeightReader, BaseModel, BaseFormat, BaseWeightOptions, FrozenLinear, LayerWeights, NormWeights } from './weights.js';
 export { LoraAdapter } from './adapter.js';
 export type { LoraParam, HostTensor } from './adapter.js';

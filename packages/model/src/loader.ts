@@ -59,6 +59,8 @@ export interface LoadedModelFiles {
   float32(name: string): Float32Array;
   /** The tensor as stored: dtype, shape and a view of its little-endian bytes (no copy); throws like float32. */
   raw(name: string): SafetensorsTensor;
+  /** A linear weight stored in 4 bits the GPU keeps as it is (ONNX MatMulNBits; see WeightReader.fourBit). */
+  fourBit?: WeightReader['fourBit'];
   /** Total bytes of weights as stored (tensor data, headers excluded). */
   weightBytes: number;
   /** Every file this load read, in order. */
@@ -130,6 +132,8 @@ export interface WeightTensors {
   tensors: ReadonlyMap<string, WeightTensorInfo>;
   float32(name: string): Float32Array;
   raw(name: string): SafetensorsTensor;
+  /** Linear weights stored in 4 bits the GPU keeps as they are (see WeightReader.fourBit). */
+  fourBit?: WeightReader['fourBit'];
   /** Bytes of weights as stored. */
   weightBytes: number;
   /** Format-specific result passed on as LoadedModelFiles.container. */
@@ -582,7 +586,7 @@ export async function loadModelFiles(source: string | ModelFileSource, options: 
   }
 
   // 5. Tensors, by name.
-  const { tensors, float32, raw, weightBytes, container } = weights.finish();
+  const { tensors, float32, raw, fourBit, weightBytes, container } = weights.finish();
 
   // 6. Tokenizer (optional).
   const tokenizerBytes = contents.get(TOKENIZER);
@@ -602,7 +606,7 @@ export async function loadModelFiles(source: string | ModelFileSource, options: 
     await cachePut(MANIFEST, new TextEncoder().encode(JSON.stringify(m)));
   }
 
-  return { config, tokenizer, tensors, float32, raw, weightBytes, files, source: src.name, format: format.id, container };
+  return { config, tokenizer, tensors, float32, raw, ...(fourBit ? { fourBit } : {}), weightBytes, files, source: src.name, format: format.id, container };
 }
 
 /**
@@ -686,6 +690,7 @@ export function weightReader(files: LoadedModelFiles): WeightReader & { names():
   return {
     has: (name) => files.tensors.has(name),
     read: (name) => ({ data: files.float32(name), shape: files.tensors.get(name)!.shape }),
+    ...(files.fourBit ? { fourBit: files.fourBit } : {}),
     names: () => [...files.tensors.keys()],
   };
 }

@@ -242,7 +242,7 @@ export class Transformer {
       loraLinears: adapter ? targetedLinears(this.config, adapter.params.keys()) : [],
       dropout: training && (adapter?.config.dropout ?? 0) > 0,
       headChunk: options.headChunk ?? defaultHeadChunk(this.config, tokens, this.ctx.limits.maxStorageBufferBindingSize, this.base.dtype),
-      nf4: this.base.format === 'nf4',
+      nf4: this.base.nf4 !== undefined,
       dtype: this.base.dtype,
     };
   }

@@ -1,9 +1,10 @@
 /**
  * Frozen base weights on the GPU. Linear weights are kept as PyTorch's Linear stores them,
- * [out, in] (GPT-2's Conv1D [in, out] is transposed once here), either float32 (LoRA) or
- * quantized to NF4 with double quantization on the GPU at load (QLoRA, as bitsandbytes'
- * `bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True`). Embeddings, the LM head, norms
- * and biases stay float32, as QLoRA keeps them in the compute dtype.
+ * [out, in] (GPT-2's Conv1D [in, out] is transposed once here), either float32 (LoRA), quantized
+ * to NF4 with double quantization on the GPU at load (QLoRA, as bitsandbytes'
+ * `bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True`), or, for a file that already
+ * stores them in 4 bits (ONNX MatMulNBits), uploaded as stored ('q4'). Embeddings, the LM head,
+ * norms and biases stay float32, as QLoRA keeps them in the compute dtype.
  */
 import {
   createTensor,
@@ -11,6 +12,10 @@ import {
   ModelFileMissingError,
   ModelFormatError,
   quantizeNF4Gpu,
+  uploadNF4,
+  NF4_BLOCK_SIZES,
+  type Codebook4,
+  type NF4Quantized,
   type GpuContext,
   type GpuTensor,
   type ElementType,
@@ -24,14 +29,23 @@ export interface WeightReader {
   has(name: string): boolean;
   /** float32 copy of the tensor and its shape. */
   read(name: string): { data: Float32Array; shape: readonly number[] };
+  /**
+   * A linear weight the file stores in 4 bits in a form the GPU kernels decode as it is (an ONNX
+   * MatMulNBits weight: codebook 'int4', shape [out, in]), or undefined. `read` decodes on demand.
+   */
+  fourBit?(name: string): { blockSize: number; read(): NF4Quantized } | undefined;
 }
 
-export type BaseFormat = 'f32' | 'nf4';
+/**
+ * 'f32': LoRA on float weights. 'nf4': QLoRA, float weights quantized to NF4 at load. 'q4': the
+ * file's own 4-bit weights (ONNX MatMulNBits) kept 4-bit on the GPU, no re-quantization.
+ */
+export type BaseFormat = 'f32' | 'nf4' | 'q4';
 
 export interface BaseWeightOptions {
-  /** 'f32' (LoRA) or 'nf4' (QLoRA). Default 'f32'. */
+  /** 'f32' (LoRA), 'nf4' (QLoRA) or 'q4' (a 4-bit ONNX file's weights as stored). Default 'f32'. */
   format?: BaseFormat;
-  /** NF4 block size; bitsandbytes' default 64. */
+  /** NF4 block size; bitsandbytes' default 64 ('q4' keeps the file's). */
   blockSize?: number;
   /**
    * Activation and compute storage: 'f32' (default), or 'f16' where the device has shader-f16
@@ -72,7 +86,8 @@ export interface BaseModel {
   format: BaseFormat;
   /** Activation storage type (see BaseWeightOptions.dtype). */
   dtype: ElementType;
-  nf4: { blockSize: number; doubleQuant: true } | undefined;
+  /** The 4-bit kernels' variant when the linear weights are 4-bit ('nf4' and 'q4'). */
+  nf4: { blockSize: number; doubleQuant: boolean; codebook: Codebook4 } | undefined;
   /** [vocab, hidden] */
   embed: GpuTensor;
   /** GPT-2 learned positions [maxPositions, hidden]. */
@@ -133,9 +148,45 @@ export function transpose(data: Float32Array, rows: number, cols: number): Float
   return out;
 }
 
+/**
+ * Whether format 'q4' applies: every linear weight stored in 4 bits the kernels decode as they are
+ * (ONNX MatMulNBits), with one block size the kernels take; otherwise the reason it does not.
+ */
+export function storedFourBit(config: ModelConfig, reader: WeightReader): { blockSize: number } | { reason: string } {
+  const name = resolver(config, reader);
+  let blockSize: number | undefined;
+  for (let l = 0; l < config.numLayers; l++) {
+    for (const linear of LINEAR_MODULES[config.architecture]) {
+      const param = name(`${modulePath(config.architecture, l, linear)}.weight`);
+      const stored = reader.fourBit?.(param);
+      if (!stored) {
+        return { reason: `${param} is not stored as 4-bit MatMulNBits the kernels can decode (symmetric with zero point 8, K a multiple of the block size)` };
+      }
+      if (!(NF4_BLOCK_SIZES as readonly number[]).includes(stored.blockSize)) {
+        return { reason: `${param} has 4-bit blocks of ${stored.blockSize}; the kernels take ${NF4_BLOCK_SIZES.join(', ')}` };
+      }
+      if (blockSize !== undefined && stored.blockSize !== blockSize) {
+        return { reason: `${param} has 4-bit blocks of ${stored.blockSize} and other weights ${blockSize}; the kernels take one block size per model` };
+      }
+      blockSize = stored.blockSize;
+    }
+  }
+  return { blockSize: blockSize! };
+}
+
 export async function uploadBaseModel(ctx: GpuContext, config: ModelConfig, reader: WeightReader, options: BaseWeightOptions = {}): Promise<BaseModel> {
   const format = options.format ?? 'f32';
-  const blockSize = options.blockSize ?? 64;
+  if (format !== 'f32' && format !== 'nf4' && format !== 'q4') {
+    throw new InvalidArgumentError(`format must be 'f32', 'nf4' or 'q4', got ${JSON.stringify(format)}.`);
+  }
+  let blockSize = options.blockSize ?? 64;
+  if (format === 'q4') {
+    const stored = storedFourBit(config, reader);
+    if ('reason' in stored) {
+      throw new InvalidArgumentError(`format 'q4' keeps a file's own 4-bit weights (an ONNX model_q4 file) on the GPU, but ${stored.reason}. Load this model with format 'f32' or 'nf4'.`);
+    }
+    blockSize = stored.blockSize;
+  }
   const dtype = options.dtype ?? 'f32';
   if (dtype === 'f16' && !ctx.features.shaderF16) {
     throw new InvalidArgumentError("dtype 'f16' needs the device's 'shader-f16' feature, which this adapter does not have; use dtype 'f32'.");
@@ -181,6 +232,20 @@ export async function uploadBaseModel(ctx: GpuContext, config: ModelConfig, read
       for (const linear of linearNames) {
         const module = modulePath(config.architecture, l, linear);
         const { inFeatures, outFeatures, conv1d } = linearShape(config, linear);
+        const bias = () => (linearHasBias(config, linear) ? load(`${module}.bias`, [outFeatures]) : undefined);
+        if (format === 'q4') {
+          const q = reader.fourBit!(name(`${module}.weight`))!.read();
+          if (q.shape[0] !== outFeatures || q.shape[1] !== inFeatures) {
+            throw new ModelFormatError(`${module}.weight`, `4-bit shape [${q.shape.join(', ')}] does not match the config, which implies [${outFeatures}, ${inFeatures}]`);
+          }
+          checkFinite(`${module}.weight scales`, q.scales.doubleQuant ? q.scales.nestedAbsmax : q.scales.absmax);
+          const w = uploadNF4(ctx, q, module);
+          owned.push(w);
+          byteLength += w.byteLength;
+          linears.set(linear, { module, name: linear, inFeatures, outFeatures, conv1d, weight: { format: 'nf4', weight: w }, bias: bias() });
+          progress();
+          continue;
+        }
         const { data, shape } = reader.read(name(`${module}.weight`));
         const fileShape = conv1d ? [inFeatures, outFeatures] : [outFeatures, inFeatures];
         if (shape.length !== 2 || shape[0] !== fileShape[0] || shape[1] !== fileShape[1]) {
@@ -207,8 +272,7 @@ export async function uploadBaseModel(ctx: GpuContext, config: ModelConfig, read
           owned.push(dense);
           byteLength += dense.byteLength;
         }
-        const bias = linearHasBias(config, linear) ? load(`${module}.bias`, [outFeatures]) : undefined;
-        linears.set(linear, { module, name: linear, inFeatures, outFeatures, conv1d, weight, bias });
+        linears.set(linear, { module, name: linear, inFeatures, outFeatures, conv1d, weight, bias: bias() });
         progress();
       }
       layers.push({ norm1, norm2, linears });
@@ -222,7 +286,7 @@ export async function uploadBaseModel(ctx: GpuContext, config: ModelConfig, read
       config,
       format,
       dtype,
-      nf4: format === 'nf4' ? { blockSize, doubleQuant: true } : undefined,
+      nf4: format === 'nf4' ? { blockSize, doubleQuant: true, codebook: 'nf4' } : format === 'q4' ? { blockSize, doubleQuant: false, codebook: 'int4' } : undefined,
       embed,
       positions,
       layers,

@@ -86,7 +86,7 @@ function onnxTensors(file: string, model: OnnxModel, config: ModelConfig, extern
     return { name, dtype: 'F32', shape: [...tensors.get(name)!.shape], bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
   };
   const container: OnnxContainer = { file, model, externalData, weights };
-  return { tensors, float32, raw, weightBytes, container };
+  return { tensors, float32, raw, fourBit: weights.reader.fourBit, weightBytes, container };
 }
 
 /** The ONNX graph behind a load made with onnxWeightFormat, or undefined for other formats. */

@@ -29,6 +29,7 @@ import {
   ModelFileMissingError,
   ModelFormatError,
   UnsupportedModelError,
+  type NF4Quantized,
 } from '@webtune/gpu';
 import { LINEAR_MODULES, linearHasBias, linearShape, modulePath, transpose, type ModelConfig, type WeightReader } from '@webtune/model';
 import {
@@ -127,6 +128,8 @@ class Mapper {
   readonly consumers = new Map<string, OnnxNode[]>();
   readonly claimed = new Set<OnnxNode>();
   readonly entries = new Map<string, Entry>();
+  /** q4 weights the GPU kernels can keep 4-bit (see fourBitWeight). */
+  readonly fourBit = new Map<string, { blockSize: number; read(): NF4Quantized }>();
   readonly sources = new Map<string, OnnxWeightSource>();
   readonly source: string;
 
@@ -453,6 +456,12 @@ class Mapper {
       shape: hfShape,
       load: () => dequantizeQ4(tensorBytes(model, B, externalData), tensorToFloat32(model, scales, externalData), zp, { K, N, blockSize, conv1d }, model, externalData),
     });
+    if (K % blockSize === 0 && (!zp || allZeroPointsEight(zp, N, kBlocks, model, externalData))) {
+      this.fourBit.set(param, {
+        blockSize,
+        read: () => fourBitWeight(tensorBytes(model, B, externalData), tensorToFloat32(model, scales, externalData), N, K, blockSize),
+      });
+    }
     this.sources.set(param, {
       initializer: B.name,
       dataType: B.dataType,
@@ -546,6 +555,35 @@ function dequantizeQ4(
   return out;
 }
 
+/** Zero points that are all 8 (MatMulNBits' default) change nothing: the symmetric codebook applies. */
+function allZeroPointsEight(zp: OnnxTensor, N: number, kBlocks: number, model: OnnxModel, externalData: ReadonlyMap<string, Uint8Array> | undefined): boolean {
+  if (zp.dataType !== OnnxDataType.UINT8) return tensorToFloat32(model, zp, externalData).every((v) => v === 8);
+  // Packed 4-bit: ceil(kBlocks / 2) bytes per row, block 2j in the low nibble (an odd row's last high nibble is padding).
+  const bytes = tensorBytes(model, zp, externalData);
+  const row = Math.ceil(kBlocks / 2);
+  for (let n = 0; n < N; n++) {
+    for (let b = 0; b < kBlocks; b++) {
+      const byte = bytes[n * row + (b >> 1)]!;
+      if ((b & 1 ? byte >> 4 : byte & 0x0f) !== 8) return false;
+    }
+  }
+  return true;
+}
+
+/**
+ * A MatMulNBits weight (K a multiple of the block size, zero point 8) in the form the GPU's 4-bit
+ * kernels decode as it is: codebook 'int4' ((q - 8) / 8) with block scale 8s, which gives
+ * (q - 8) * s exactly; B's row-major [N, K/block, block/2] bytes are the [N, K] codes two per
+ * byte, with the first element in the LOW nibble, so each byte's nibbles are swapped into the
+ * kernels' high-nibble-first order. Shape [N, K] = [out, in] (for GPT-2's Conv1D too).
+ */
+function fourBitWeight(B: Uint8Array, scales: Float32Array, N: number, K: number, blockSize: number): NF4Quantized {
+  const packed = new Uint8Array(B.length);
+  for (let i = 0; i < B.length; i++) packed[i] = ((B[i]! & 0x0f) << 4) | (B[i]! >> 4);
+  const absmax = scales.map((s) => 8 * s);
+  return { shape: [N, K], blockSize, packed, scales: { doubleQuant: false, absmax }, codebook: 'int4' };
+}
+
 /**
  * Maps the weights of a parsed ONNX decoder export (Optimum / transformers.js layout) to the HF
  * parameter names the GPU upload reads. `config` is the model's config.json (parseModelConfig);
@@ -604,7 +642,7 @@ export function onnxWeights(model: OnnxModel, config: ModelConfig, externalData?
     m.linear('lm_head', d, config.vocabSize, false);
   }
 
-  const { entries } = m;
+  const { entries, fourBit } = m;
   const reader: WeightReader & { names(): string[] } = {
     has: (name) => entries.has(name),
     read: (name) => {
@@ -613,6 +651,7 @@ export function onnxWeights(model: OnnxModel, config: ModelConfig, externalData?
       return { data: e.load(), shape: e.shape };
     },
     names: () => [...entries.keys()],
+    fourBit: (name) => fourBit.get(name),
   };
   return { reader, sources: m.sources, ...(tiedLmHeadCopy !== undefined ? { tiedLmHeadCopy } : {}) };
 }

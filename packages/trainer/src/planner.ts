@@ -37,6 +37,11 @@ function nf4Bytes(n: number, blockSize: number): number {
   return pad(Math.ceil(n / 8) * 4) + pad(blocks) + Math.ceil(blocks / 256) * 4 + 256 * 4;
 }
 
+/** A stored 4-bit weight ('q4'): 4 bits per weight and one f32 scale per block (and two 4-byte placeholder buffers). */
+function q4Bytes(n: number, blockSize: number): number {
+  return Math.ceil(n / 8) * 4 + Math.ceil(n / blockSize) * 4 + 8;
+}
+
 export function estimateTrainingMemory(input: MemoryPlanInput, maxBinding = 2 ** 31): MemoryEstimate {
   const { config: c, lora } = input;
   const dtype = input.dtype ?? 'f32';
@@ -49,7 +54,8 @@ export function estimateTrainingMemory(input: MemoryPlanInput, maxBinding = 2 **
   for (const name of LINEAR_MODULES[c.architecture]) {
     const { inFeatures, outFeatures } = linearShape(c, name);
     const n = inFeatures * outFeatures;
-    weights += c.numLayers * (input.format === 'nf4' ? nf4Bytes(n, input.blockSize ?? 64) : n * eb);
+    const bytes = { f32: n * eb, nf4: nf4Bytes(n, input.blockSize ?? 64), q4: q4Bytes(n, input.blockSize ?? 32) }[input.format];
+    weights += c.numLayers * bytes;
     if (linearHasBias(c, name)) weights += c.numLayers * outFeatures * 4;
     // Quantizing goes through one float32 copy of the weight.
     if (n * 4 > largest.bytes) largest = { name: name, bytes: n * 4 };
@@ -66,7 +72,7 @@ export function estimateTrainingMemory(input: MemoryPlanInput, maxBinding = 2 **
     batch: input.batch, seq: input.seq, training: true, recompute: input.recompute, rank: lora.rank,
     loraLinears: targetedLinears(c, modules), dropout: lora.dropout > 0,
     headChunk: defaultHeadChunk(c, tokens, maxBinding, dtype),
-    nf4: input.format === 'nf4',
+    nf4: input.format !== 'f32',
     dtype,
   });
   const activations = planBytes(plan);

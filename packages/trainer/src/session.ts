@@ -22,6 +22,7 @@ import {
   resolveLoraConfig,
   Transformer,
   uploadBaseModel,
+  storedFourBit,
   urlSource,
   weightReader,
   type BaseFormat,
@@ -68,7 +69,11 @@ export interface SessionEnvironment {
 }
 
 export interface LoadOptions {
-  /** 'f32' (LoRA, default) or 'nf4' (QLoRA). */
+  /**
+   * Frozen linear weights on the GPU: 'f32' (LoRA), 'nf4' (QLoRA: quantized to NF4 at load), or
+   * 'q4' (a 4-bit ONNX file's MatMulNBits weights kept 4-bit as stored). Default: 'q4' for an ONNX
+   * file whose linear weights are all 4-bit, otherwise 'f32'.
+   */
   format?: BaseFormat;
   /** Activation storage: 'f32', 'f16' (needs shader-f16), or 'auto' (f16 where available). Default 'f32'. */
   dtype?: 'f32' | 'f16' | 'auto';
@@ -227,7 +232,7 @@ export class TrainerSession {
     const files = await loadModelFiles(src, {
       onProgress, cache: options.cache === false ? false : this.env.modelCache, ...(options.onnx ? { weights: onnxWeightFormat({ file: options.onnx }) } : {}),
     });
-    const format = options.format ?? 'f32';
+    const format = options.format ?? ('blockSize' in storedFourBit(files.config, weightReader(files)) ? 'q4' : 'f32');
     const dtype = options.dtype === 'auto' ? (ctx.features.shaderF16 ? 'f16' : 'f32') : (options.dtype ?? 'f32');
     const base = await uploadBaseModel(ctx, files.config, weightReader(files), { format, dtype });
     const model = await Transformer.create(ctx, base);

@@ -16,14 +16,20 @@ const lora = resolveLoraConfig(smol, { rank: 8 });
 const limits = { limits: { maxStorageBufferBindingSize: 2 ** 30, maxBufferSize: 2 ** 30 } } as never;
 
 describe('memory planner', () => {
-  it('counts SmolLM2-135M weights as float32 (134.5M parameters) and as NF4', () => {
+  it('counts SmolLM2-135M weights as float32 (134.5M parameters), as NF4 and as stored 4-bit (q4)', () => {
     const f32 = estimateTrainingMemory({ config: smol, format: 'f32', lora, batch: 1, seq: 256, recompute: false });
     const nf4 = estimateTrainingMemory({ config: smol, format: 'nf4', lora, batch: 1, seq: 256, recompute: false });
+    const q4 = estimateTrainingMemory({ config: smol, format: 'q4', blockSize: 32, lora, batch: 1, seq: 256, recompute: false });
     // 134,515,008 parameters (the published count) in float32, plus RoPE tables.
     expect(f32.weights).toBeGreaterThan(134_515_008 * 4);
     expect(f32.weights).toBeLessThan(134_515_008 * 4 + 3 * 2 ** 20);
     // Linear weights (106.2M) at ~4.13 bits; embedding and norms stay f32.
     expect(nf4.weights).toBeLessThan(0.4 * f32.weights);
+    // q4 (MatMulNBits, block 32): 4 bits + one f32 scale per 32 weights = 5 bits per linear weight.
+    const embedding = 49_152 * 576 * 4;
+    expect(q4.weights - embedding).toBeGreaterThan((106_168_320 * 5) / 8);
+    expect(q4.weights - embedding).toBeLessThan((106_168_320 * 5) / 8 + 3 * 2 ** 20);
+    expect(q4.activations).toBe(nf4.activations);
     // Same adapter either way: q_proj + v_proj, rank 8, 30 layers.
     expect(f32.adapter).toBe(30 * 8 * (576 + 576 + 576 + 192) * 4 * 2);
   });

@@ -22,6 +22,7 @@ import type { CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';
 import { createMatmulKernel, type MatmulKernel } from './matmul.js';
 import { createNF4DequantizeKernel, createNF4MatmulKernel, type NF4DequantizeKernel, type NF4MatmulKernel, type NF4Weight } from './nf4.js';
+import type { Codebook4 } from '../nf4/format.js';
 
 export type LoraBaseWeight = { format: 'dense'; weight: GpuTensor } | { format: 'nf4'; weight: NF4Weight };
 
@@ -80,7 +81,7 @@ export interface LoraKernels {
 
 export interface LoraKernelOptions {
   dtype?: ElementType;
-  base: { format: 'dense' } | { format: 'nf4'; blockSize: number; doubleQuant: boolean };
+  base: { format: 'dense' } | { format: 'nf4'; blockSize: number; doubleQuant: boolean; codebook?: Codebook4 };
   /** Add dA and dB into gradA/gradB (gradient accumulation over micro-batches) instead of overwriting. */
   accumulateGrads?: boolean;
 }
@@ -118,7 +119,7 @@ export async function createLoraKernels(ctx: GpuContext, options: LoraKernelOpti
   let base: { forward: MatmulKernel | NF4MatmulKernel; backward: MatmulKernel | NF4MatmulKernel; backwardAcc: MatmulKernel | NF4MatmulKernel };
   let dequantize: NF4DequantizeKernel | undefined;
   if (options.base.format === 'nf4') {
-    const nf4 = { dtype, blockSize: options.base.blockSize, doubleQuant: options.base.doubleQuant };
+    const nf4 = { dtype, blockSize: options.base.blockSize, doubleQuant: options.base.doubleQuant, codebook: options.base.codebook ?? 'nf4' };
     const [forward, backward, backwardAcc] = await Promise.all([
       createNF4MatmulKernel(ctx, { ...nf4, mode: 'forward' }),
       createNF4MatmulKernel(ctx, { ...nf4, mode: 'grad-input' }),

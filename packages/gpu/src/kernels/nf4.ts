@@ -1,6 +1,8 @@
 /**
  * NF4 on the GPU: quantize (with optional double quantization), dequantize, and the two fused
  * matmuls QLoRA needs, Y = X dequant(W)^T and DX = DY dequant(W), which decode W in registers.
+ * The same kernels decode the 'int4' codebook of a MatMulNBits weight uploaded as it is stored
+ * (uploadNF4 with codebook 'int4'; the quantizer writes NF4 only).
  * Shaders: shaders/nf4-*.wgsl, shaders/reduce-sum.wgsl, shaders/lib/nf4-*.wgsl.
  */
 import codeLib from '../../../../shaders/lib/nf4-code.wgsl?raw';
@@ -14,7 +16,7 @@ import matmulCommonLib from '../../../../shaders/lib/nf4-matmul-common.wgsl?raw'
 import gradInputSource from '../../../../shaders/nf4-matmul-grad-input.wgsl?raw';
 import type { GpuContext } from '../device.js';
 import { InvalidArgumentError } from '../errors.js';
-import { dynamicMap, NESTED_BLOCK_SIZE } from '../nf4/format.js';
+import { dynamicMap, NESTED_BLOCK_SIZE, type Codebook4 } from '../nf4/format.js';
 import { validateBlockSize, type NF4Quantized } from '../nf4/quantize.js';
 import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { CommandRecorder, packParams } from '../recorder.js';
@@ -63,6 +65,8 @@ export interface NF4Weight {
   readonly shape: readonly [number, number];
   readonly blockSize: number;
   readonly doubleQuant: boolean;
+  /** What the codes mean (NF4, or a MatMulNBits weight's (q - 8) / 8). */
+  readonly codebook: Codebook4;
   /** Codes, 8 per u32 word (first element in the high nibble of each byte). */
   readonly packed: GpuTensor;
   /** Per-block absmax, or per-256-block nested absmax when double-quantized. */
@@ -84,7 +88,7 @@ function weightBuffers(w: NF4Weight): GPUBuffer[] {
 function assembleWeight(
   shape: readonly [number, number],
   blockSize: number,
-  parts: { packed: GpuTensor; absmax: GpuTensor; quantizedAbsmax: GpuTensor; absmaxCode: GpuTensor; offset: number; doubleQuant: boolean },
+  parts: { packed: GpuTensor; absmax: GpuTensor; quantizedAbsmax: GpuTensor; absmaxCode: GpuTensor; offset: number; doubleQuant: boolean; codebook: Codebook4 },
 ): NF4Weight {
   const tensors = [parts.packed, parts.absmax, parts.quantizedAbsmax, parts.absmaxCode];
   return {
@@ -110,24 +114,26 @@ function as2D(shape: readonly number[]): [number, number] {
  * A weight without double quantization: every binding of the layout must still be bound, so the
  * two double-quantization tables get 4-byte buffers the shader never reads (DOUBLE_QUANT is off).
  */
-function singleQuantWeight(ctx: GpuContext, shape: readonly [number, number], blockSize: number, label: string, packed: GpuTensor, absmax: GpuTensor): NF4Weight {
+function singleQuantWeight(ctx: GpuContext, shape: readonly [number, number], blockSize: number, label: string, packed: GpuTensor, absmax: GpuTensor, codebook: Codebook4): NF4Weight {
   const unused = (what: string) => createTensor(ctx, { shape: [1], dtype: 'u32', label: `${label} ${what} (unused)` });
   return assembleWeight(shape, blockSize, {
-    packed, absmax, quantizedAbsmax: unused('quantized absmax'), absmaxCode: unused('absmax code'), offset: 0, doubleQuant: false,
+    packed, absmax, quantizedAbsmax: unused('quantized absmax'), absmaxCode: unused('absmax code'), offset: 0, doubleQuant: false, codebook,
   });
 }
 
-/** Uploads a CPU-quantized weight (from `quantizeNF4` or a bitsandbytes checkpoint). */
+/** Uploads a CPU-quantized weight (from `quantizeNF4`, a bitsandbytes checkpoint, or an ONNX MatMulNBits weight with codebook 'int4'). */
 export function uploadNF4(ctx: GpuContext, q: NF4Quantized, label = 'nf4 weight'): NF4Weight {
   const shape = as2D(q.shape);
   validateBlockSize(q.blockSize);
+  const codebook = q.codebook ?? 'nf4';
+  if (codebook !== 'nf4' && codebook !== 'int4') throw new InvalidArgumentError(`uploadNF4: codebook must be 'nf4' or 'int4', got ${JSON.stringify(codebook)}.`);
   const n = shape[0] * shape[1];
   const words = new Uint8Array(Math.ceil(n / 8) * 4);
   words.set(q.packed);
   const packed = createTensor(ctx, { shape: [words.length], dtype: 'u8', label: `${label} codes`, data: words });
   if (!q.scales.doubleQuant) {
     const absmax = createTensor(ctx, { shape: [q.scales.absmax.length], label: `${label} absmax`, data: q.scales.absmax });
-    return singleQuantWeight(ctx, shape, q.blockSize, label, packed, absmax);
+    return singleQuantWeight(ctx, shape, q.blockSize, label, packed, absmax, codebook);
   }
   const s = q.scales;
   if (s.nestedBlockSize !== NESTED_BLOCK_SIZE) {
@@ -142,6 +148,7 @@ export function uploadNF4(ctx: GpuContext, q: NF4Quantized, label = 'nf4 weight'
     absmaxCode: createTensor(ctx, { shape: [256], label: `${label} absmax code`, data: dynamicMap() }),
     offset: s.offset,
     doubleQuant: true,
+    codebook,
   });
 }
 
@@ -151,7 +158,7 @@ export async function downloadNF4(ctx: GpuContext, w: NF4Weight): Promise<NF4Qua
   const blocks = Math.ceil(n / w.blockSize);
   const packed = (await readTensor(ctx, w.packed)) as Uint8Array;
   const absmax = (await readTensor(ctx, w.absmax)) as Float32Array;
-  const base = { shape: [...w.shape], blockSize: w.blockSize, packed: packed.slice(0, Math.ceil(n / 2)) };
+  const base = { shape: [...w.shape], blockSize: w.blockSize, packed: packed.slice(0, Math.ceil(n / 2)), codebook: w.codebook };
   if (!w.doubleQuant) return { ...base, scales: { doubleQuant: false, absmax } };
   const q = (await readTensor(ctx, w.quantizedAbsmax)) as Uint8Array;
   return {
@@ -215,7 +222,7 @@ export async function quantizeNF4Gpu(ctx: GpuContext, input: GpuTensor, options:
     );
   }
   if (!options.doubleQuant) {
-    return singleQuantWeight(ctx, shape, blockSize, label, packed, absmax);
+    return singleQuantWeight(ctx, shape, blockSize, label, packed, absmax, 'nf4');
   }
 
   // Sum the absmax values pairwise down to one, then quantize them around their mean.
@@ -244,7 +251,7 @@ export async function quantizeNF4Gpu(ctx: GpuContext, input: GpuTensor, options:
   const offset = new Float32Array(await readBuffer(ctx, offsetOut.buffer, 4, 'nf4 offset'))[0]!;
   for (const t of [...temporaries, offsetOut, absmax]) t.release();
   return assembleWeight(shape, blockSize, {
-    packed, absmax: nested, quantizedAbsmax, absmaxCode: code, offset, doubleQuant: true,
+    packed, absmax: nested, quantizedAbsmax, absmaxCode: code, offset, doubleQuant: true, codebook: 'nf4',
   });
 }
 
@@ -258,15 +265,22 @@ export interface NF4DequantizeKernel {
  * weight into one shared scratch buffer and runs the dense kernel, which beats decoding NF4 in
  * the column order the input gradient reads it (see Transformer).
  */
-export async function createNF4DequantizeKernel(ctx: GpuContext, variant: { blockSize: number; doubleQuant: boolean; dtype?: ElementType }): Promise<NF4DequantizeKernel> {
+export async function createNF4DequantizeKernel(
+  ctx: GpuContext,
+  variant: { blockSize: number; doubleQuant: boolean; codebook?: Codebook4; dtype?: ElementType },
+): Promise<NF4DequantizeKernel> {
   validateBlockSize(variant.blockSize);
   const dtype = variant.dtype ?? 'f32';
-  const kernel = await ctx.pipelines.get(DEQUANTIZE, dtype, { BLOCK_SIZE: variant.blockSize, DOUBLE_QUANT: variant.doubleQuant, WG });
+  const codebook = variant.codebook ?? 'nf4';
+  const kernel = await ctx.pipelines.get(DEQUANTIZE, dtype, { BLOCK_SIZE: variant.blockSize, DOUBLE_QUANT: variant.doubleQuant, INT4_CODE: codebook === 'int4', WG });
   return {
     encode(recorder, { weight: w, output }) {
       const n = w.shape[0] * w.shape[1];
-      if (w.blockSize !== variant.blockSize || w.doubleQuant !== variant.doubleQuant) {
-        throw new InvalidArgumentError(`nf4 dequantize: kernel made for block size ${variant.blockSize}, double quantization ${variant.doubleQuant}; weight has ${w.blockSize}, ${w.doubleQuant}.`);
+      if (w.blockSize !== variant.blockSize || w.doubleQuant !== variant.doubleQuant || w.codebook !== codebook) {
+        throw new InvalidArgumentError(
+          `nf4 dequantize: kernel made for block size ${variant.blockSize}, double quantization ${variant.doubleQuant}, codebook ${codebook}; ` +
+            `weight has ${w.blockSize}, ${w.doubleQuant}, ${w.codebook}.`,
+        );
       }
       if (output.dtype !== dtype || output.size < n) {
         throw new InvalidArgumentError(`nf4 dequantize: output "${output.label}" must be ${dtype} with at least ${n} elements for weight [${w.shape.join(', ')}]; got ${output.dtype} [${output.shape.join(', ')}].`);
@@ -279,7 +293,7 @@ export async function createNF4DequantizeKernel(ctx: GpuContext, variant: { bloc
 
 /** Dequantizes an NF4 weight to a new float32 tensor (for export or for comparison). */
 export async function dequantizeNF4Gpu(ctx: GpuContext, w: NF4Weight, label = 'nf4 dequantized'): Promise<GpuTensor> {
-  const kernel = await createNF4DequantizeKernel(ctx, { blockSize: w.blockSize, doubleQuant: w.doubleQuant });
+  const kernel = await createNF4DequantizeKernel(ctx, { blockSize: w.blockSize, doubleQuant: w.doubleQuant, codebook: w.codebook });
   const out = createTensor(ctx, { shape: [...w.shape], label });
   const recorder = new CommandRecorder(ctx, 'nf4 dequantize');
   kernel.encode(recorder, { weight: w, output: out });
@@ -294,6 +308,8 @@ export interface NF4MatmulVariant {
   accumulate?: boolean;
   blockSize?: number;
   doubleQuant?: boolean;
+  /** Default 'nf4'; 'int4' for MatMulNBits weights. */
+  codebook?: Codebook4;
   workgroup?: readonly [number, number];
 }
 
@@ -319,6 +335,7 @@ export async function createNF4MatmulKernel(ctx: GpuContext, variant: NF4MatmulV
     accumulate: variant.accumulate ?? false,
     blockSize: variant.blockSize ?? 64,
     doubleQuant: variant.doubleQuant ?? false,
+    codebook: variant.codebook ?? 'nf4',
     workgroup: variant.workgroup ?? [8, 8],
   };
   validateBlockSize(v.blockSize);
@@ -329,16 +346,17 @@ export async function createNF4MatmulKernel(ctx: GpuContext, variant: NF4MatmulV
     ACCUMULATE: v.accumulate,
     BLOCK_SIZE: v.blockSize,
     DOUBLE_QUANT: v.doubleQuant,
+    INT4_CODE: v.codebook === 'int4',
   });
   return {
     variant: v,
     encode(recorder, args) {
       const w = args.weight;
       const [n, k] = w.shape;
-      if (w.blockSize !== v.blockSize || w.doubleQuant !== v.doubleQuant) {
+      if (w.blockSize !== v.blockSize || w.doubleQuant !== v.doubleQuant || w.codebook !== v.codebook) {
         throw new InvalidArgumentError(
-          `nf4 matmul: kernel made for block size ${v.blockSize}${v.doubleQuant ? ' with' : ' without'} double quantization; ` +
-            `weight has block size ${w.blockSize}${w.doubleQuant ? ' with' : ' without'}.`,
+          `nf4 matmul: kernel made for block size ${v.blockSize}${v.doubleQuant ? ' with' : ' without'} double quantization, codebook ${v.codebook}; ` +
+            `weight has block size ${w.blockSize}${w.doubleQuant ? ' with' : ' without'}, codebook ${w.codebook}.`,
         );
       }
       const [inCols, outCols] = v.mode === 'forward' ? [k, n] : [n, k];
@@ -368,7 +386,7 @@ export async function matmulNF4(ctx: GpuContext, x: GpuTensor, w: NF4Weight, opt
     throw new InvalidArgumentError(`matmulNF4: X [${x.shape.join(', ')}] must end in K=${k} to multiply weight [${w.shape.join(', ')}]^T.`);
   }
   const m = x.size / k;
-  const kernel = await createNF4MatmulKernel(ctx, { mode: 'forward', dtype: options.dtype ?? 'f32', blockSize: w.blockSize, doubleQuant: w.doubleQuant });
+  const kernel = await createNF4MatmulKernel(ctx, { mode: 'forward', dtype: options.dtype ?? 'f32', blockSize: w.blockSize, doubleQuant: w.doubleQuant, codebook: w.codebook });
   const y = createTensor(ctx, { shape: [...x.shape.slice(0, -1), w.shape[0]], dtype: kernel.variant.dtype, label: 'nf4 matmul output' });
   const recorder = new CommandRecorder(ctx, 'nf4 matmul');
   kernel.encode(recorder, { weight: w, input: x, output: y, m });

@@ -12,6 +12,17 @@ export const NF4_CODEBOOK = Float32Array.from([
   0.7229568362236023, 1.0,
 ]);
 
+/**
+ * The 4-bit codebooks the kernels decode: bitsandbytes' NF4, or 'int4', the symmetric integer code
+ * (q - 8) / 8 of onnxruntime's MatMulNBits (zero point 8). A MatMulNBits scale s is kept as the
+ * block scale 8s, so code[q] * 8s = (q - 8) * s exactly (both factors are exact in float32).
+ */
+export type Codebook4 = 'nf4' | 'int4';
+
+export const INT4_CODEBOOK = Float32Array.from({ length: 16 }, (_, q) => (q - 8) / 8);
+
+export const codebookValues = (codebook: Codebook4): Float32Array => (codebook === 'int4' ? INT4_CODEBOOK : NF4_CODEBOOK);
+
 /** Code index of 0.0; bitsandbytes pads an odd element count with a scaled 0.0. */
 export const NF4_ZERO_CODE = 7;
 

@@ -3,7 +3,7 @@
  * dequantize_4bit (default backend). Public API, and the reference the GPU kernels are tested against.
  */
 import { InvalidArgumentError } from '../errors.js';
-import { dynamicMap, NESTED_BLOCK_SIZE, NF4_BLOCK_SIZES, NF4_CODEBOOK, NF4_ZERO_CODE, nearestCode } from './format.js';
+import { codebookValues, dynamicMap, NESTED_BLOCK_SIZE, NF4_BLOCK_SIZES, NF4_CODEBOOK, NF4_ZERO_CODE, nearestCode, type Codebook4 } from './format.js';
 
 const f = Math.fround;
 
@@ -27,6 +27,8 @@ export interface NF4Quantized {
   /** ceil(n / 2) bytes, two codes per byte, first element in the high nibble. */
   packed: Uint8Array;
   scales: NF4Scales;
+  /** What the codes mean: 'nf4' (default; quantizeNF4's output) or 'int4' (a MatMulNBits weight). */
+  codebook?: Codebook4;
 }
 
 export interface QuantizeNF4Options {
@@ -144,7 +146,7 @@ export function nf4BlockScales(scales: NF4Scales): Float32Array {
   return out;
 }
 
-/** Dequantizes to float32: code[q] * absmax[block]. */
+/** Dequantizes to float32: code[q] * absmax[block], with the weight's codebook. */
 export function dequantizeNF4(quantized: NF4Quantized): Float32Array {
   const n = quantized.shape.reduce((a, b) => a * b, 1);
   validateBlockSize(quantized.blockSize);
@@ -159,11 +161,12 @@ export function dequantizeNF4(quantized: NF4Quantized): Float32Array {
       `dequantizeNF4: ${n} values in blocks of ${quantized.blockSize} need ${Math.ceil(n / quantized.blockSize)} scales, got ${scales.length}.`,
     );
   }
+  const code = codebookValues(quantized.codebook ?? 'nf4');
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) {
     const byte = quantized.packed[i >> 1]!;
     const q = i % 2 === 0 ? byte >> 4 : byte & 15;
-    out[i] = f(NF4_CODEBOOK[q]! * scales[Math.floor(i / quantized.blockSize)]!);
+    out[i] = f(code[q]! * scales[Math.floor(i / quantized.blockSize)]!);
   }
   return out;
 }
