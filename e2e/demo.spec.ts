@@ -156,7 +156,7 @@ test('the demo trains, generates, exports, resumes after a reload and manages ch
   await shot(page, testInfo, '07-checkpoints');
 });
 
-test('the ONNX model: train, export with the adapter merged, and run it in onnxruntime-web from local files', async ({ page }, testInfo) => {
+test('the ONNX model: train on its 4-bit weights, export with the adapter, and run it in onnxruntime-web from local files', async ({ page }, testInfo) => {
   const offOrigin: string[] = [];
   page.on('request', (r) => { if (!r.url().startsWith(DEMO_URL) && !r.url().startsWith('blob:') && !r.url().startsWith('data:')) offOrigin.push(r.url()); });
   await page.goto('/');
@@ -167,6 +167,7 @@ test('the ONNX model: train, export with the adapter merged, and run it in onnxr
   await page.selectOption('#model-source', 'bundled-onnx');
   await page.click('#load-model');
   await expect(page.locator('#model-info')).toContainText('Loaded bundled demo model (onnx/model_q4.onnx): llama', { timeout: 60_000 });
+  await expect(page.locator('#model-info')).toContainText('of q4 weights');
   await expect(page.locator('#ort-row')).toBeVisible();
   await expect(page.locator('#ort-run')).toBeDisabled();
   await page.click('#use-sample');
@@ -186,8 +187,11 @@ test('the ONNX model: train, export with the adapter merged, and run it in onnxr
   expect(file.suggestedFilename()).toBe('model_q4.onnx');
   const original = await readFile(new URL('../demo-app/public/models/webtune-demo/onnx/model_q4.onnx', import.meta.url));
   const exported = await readFile((await file.path())!);
-  expect(exported.byteLength).toBe(original.byteLength);
-  expect(exported.equals(original)).toBe(false);
+  // The 4-bit weights are kept and each adapted MatMulNBits node gets its LoRA side branch (node
+  // names are plain UTF-8 in the file; packages/onnx/test/patch.unit.test.ts checks the structure).
+  expect(exported.byteLength).toBeGreaterThan(original.byteLength);
+  expect(original.includes('/lora_Add')).toBe(false);
+  expect(exported.includes('/lora_Add')).toBe(true);
   expect(offOrigin).toEqual([]);
 });
 
