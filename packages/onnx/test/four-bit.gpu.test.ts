@@ -9,7 +9,6 @@
  *    GPU memory than the f32 upload; training lowers the loss.
  *  - A model whose weights are not MatMulNBits is refused with format 'q4', saying what to use.
  */
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
   CommandRecorder, createMatmulKernel, createNF4MatmulKernel, createTensor, dequantizeNF4Gpu, InvalidArgumentError, readTensor, uploadNF4,
@@ -22,12 +21,10 @@ import { useNodeContext } from '../../gpu/test/node-context.js';
 import { TrainerSession } from '../../trainer/src/index.js';
 import { chapter } from '../../trainer/test/corpus.js';
 import { onnxContainer, onnxWeightFormat } from '../src/index.js';
-import { ROOT } from './helpers.js';
+import { logitsGolden, ROOT } from './helpers.js';
 
 const gpu = useNodeContext();
-const golden = (name: string) => JSON.parse(readFileSync(`${FIXTURES}onnx/goldens/${name}.json`, 'utf8')) as {
-  modelDir: string; inputIds: number[][]; variants: Record<'q4', { file: string; logits: { shape: number[]; b64: string; dtype: 'f32' } }>;
-};
+const golden = logitsGolden;
 const batchOf = (ids: number[][]) => ({ ids: new Uint32Array(ids.flat()), batch: ids.length, seq: ids[0]!.length });
 
 async function q4Files(model: string) {

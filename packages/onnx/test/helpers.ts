@@ -33,6 +33,24 @@ export function safetensorsWeights(path: string): Map<string, { data: Float32Arr
   return out;
 }
 
+/** A float32 tensor in the goldens: base64 of its little-endian bytes. */
+export interface EncodedF32 { shape: number[]; b64: string; dtype: 'f32' }
+
+/** goldens/<model>.json's PyTorch logits (scripts/make_onnx_fixtures.py); the browser pages read the same files. */
+export interface OnnxLogitsGolden {
+  modelDir: string;
+  externalDataDir?: string;
+  numLayers: number;
+  kvHeads: number;
+  headDim: number;
+  inputIds: number[][];
+  /** Tokens fed in the first call of the two-call (with past) logits. */
+  pastSplit: number;
+  variants: Record<'f32' | 'fp16' | 'q4', { file: string; logits: EncodedF32; logitsWithPast: EncodedF32 }>;
+}
+
+export const logitsGolden = (name: string) => JSON.parse(readFileSync(join(ONNX_FIXTURES, 'goldens', `${name}.json`), 'utf8')) as OnnxLogitsGolden;
+
 export interface Golden {
   modelType: string;
   tiedLmHead: boolean;

@@ -12,33 +12,23 @@ import { describe, expect, it } from 'vitest';
 import { createNodeGpu } from '@webtune/gpu/node';
 import { importPeftAdapter, loadModelFiles, Transformer, uploadBaseModel, weightReader } from '@webtune/model';
 import { nodeDirectorySource } from '../../model/src/node.js';
-import { f32, FIXTURES, maxAbsDiff } from '../../model/test/tiny-models.js';
+import { f32, maxAbsDiff } from '../../model/test/tiny-models.js';
 import { useNodeContext } from '../../gpu/test/node-context.js';
 import { TrainerSession } from '../../trainer/src/index.js';
 import { chapter } from '../../trainer/test/corpus.js';
 import { decoderFeeds, onnxWeightFormat } from '../src/index.js';
+import { logitsGolden, type OnnxLogitsGolden } from './helpers.js';
 
 ort.env.wasm.numThreads = 1;
 ort.env.logLevel = 'error';
 
-interface Encoded { shape: number[]; b64: string; dtype: 'f32' }
-interface OnnxGolden {
-  model: string;
-  modelDir: string;
-  externalDataDir?: string;
-  numLayers: number;
-  kvHeads: number;
-  headDim: number;
-  inputIds: number[][];
-  variants: Record<'f32' | 'fp16' | 'q4', { file: string; logits: Encoded }>;
-}
-const golden = (name: string) => JSON.parse(readFileSync(`${FIXTURES}onnx/goldens/${name}.json`, 'utf8')) as OnnxGolden;
+const golden = logitsGolden;
 const ROOT = new URL('../../../', import.meta.url).pathname;
 
 const batchOf = (ids: number[][]) => ({ ids: new Uint32Array(ids.flat()), batch: ids.length, seq: ids[0]!.length });
 
 /** onnxruntime-web's logits for `ids` with an empty past (the with-past layout's first call). */
-async function ortLogits(g: OnnxGolden, model: Uint8Array, ids: number[][], externalData?: Map<string, Uint8Array>): Promise<Float32Array> {
+async function ortLogits(g: OnnxLogitsGolden, model: Uint8Array, ids: number[][], externalData?: Map<string, Uint8Array>): Promise<Float32Array> {
   const session = await ort.InferenceSession.create(model, {
     executionProviders: ['wasm'],
     ...(externalData ? { externalData: [...externalData].map(([path, data]) => ({ path, data })) } : {}),
