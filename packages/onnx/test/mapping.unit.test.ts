@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { f16BitsToF32, f32ToF16Bits, ModelFileMissingError, ModelFormatError, UnsupportedModelError } from '@webtune/gpu';
-import { parseModelConfig, type ModelConfig } from '@webtune/model';
+import { dequantizeNF4, f16BitsToF32, f32ToF16Bits, ModelFileMissingError, ModelFormatError, UnsupportedModelError } from '@webtune/gpu';
+import { parseModelConfig, storedFourBit, type ModelConfig } from '@webtune/model';
 import { OnnxDataType, onnxWeights, parseOnnx, type OnnxModel, type OnnxNode, type OnnxTensor, type OnnxWeightMap } from '../src/index.js';
 import { DEMO_DIR, firstDiff, fixtureConfig, golden, ONNX_FIXTURES, readBytes, ROOT, safetensorsWeights, type Golden } from './helpers.js';
 
@@ -248,6 +248,37 @@ describe('onnxWeights: q4 variations', () => {
     const ref = referenceDequant(model, node.inputs[1]!, node.inputs[2]!, 64, N, 32, false, zp);
     expectEqualArrays('q_proj', map.reader.read('model.layers.0.self_attn.q_proj.weight').data, ref.values);
     expect(map.sources.get('model.layers.0.self_attn.q_proj.weight')!.q4!.zeroPoints).toBe('q_zp');
+  });
+
+  it('offers each weight to the GPU as stored 4-bit (int4 codebook, nibbles swapped, scale 8s) only when zero points are absent or all 8', () => {
+    const param = 'model.layers.0.self_attn.q_proj.weight';
+    const withZeroPoints = (fill: (i: number) => number) => {
+      const model = q4();
+      const node = qNode(model);
+      const zp = Int32Array.from({ length: 64 }, (_, i) => fill(i)); // N = 64 rows, 2 blocks: one byte each
+      model.graph.initializers.set('q_zp', { name: 'q_zp', dataType: OnnxDataType.UINT8, dims: [64], location: { kind: 'values', values: zp } });
+      node.inputs = [...node.inputs, 'q_zp'];
+      return { model, map: onnxWeights(model, config) };
+    };
+    // No zero points: decoded with the int4 codebook, it is the reference dequantization.
+    const plain = onnxWeights(q4(), config);
+    const stored = plain.reader.fourBit!(param)!;
+    expect(stored.blockSize).toBe(32);
+    const q = stored.read();
+    expect(q.codebook).toBe('int4');
+    expect(q.shape).toEqual([64, 64]);
+    const model = q4();
+    const node = qNode(model);
+    expectEqualArrays('q_proj as int4', dequantizeNF4(q), referenceDequant(model, node.inputs[1]!, node.inputs[2]!, 64, 64, 32, false).values);
+    expect(storedFourBit(config, plain.reader)).toEqual({ blockSize: 32 });
+    // Zero points that are all 8 change nothing; any other value keeps that weight off the 4-bit path.
+    expect(withZeroPoints(() => 0x88).map.reader.fourBit!(param)).toBeDefined();
+    const other = withZeroPoints((i) => (i === 5 ? 0x78 : 0x88)).map;
+    expect(other.reader.fourBit!(param)).toBeUndefined();
+    expect(other.reader.fourBit!('model.layers.0.self_attn.k_proj.weight')).toBeDefined();
+    expect(storedFourBit(config, other.reader)).toEqual({ reason: expect.stringContaining(param) });
+    // An f32 file has no stored 4-bit weights.
+    expect(onnxWeights(load('tiny-llama', 'model.onnx'), config).reader.fourBit!(param)).toBeUndefined();
   });
 
   it('refuses bits other than 4, a K/N that disagrees with the config, and g_idx', () => {
