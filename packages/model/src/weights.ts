@@ -11,6 +11,7 @@ import {
   InvalidArgumentError,
   ModelFileMissingError,
   ModelFormatError,
+  nf4BlockScales,
   quantizeNF4Gpu,
   uploadNF4,
   NF4_BLOCK_SIZES,
@@ -198,6 +199,12 @@ export async function uploadBaseModel(ctx: GpuContext, config: ModelConfig, read
   const total = 3 + config.numLayers * (linearNames.length + 2);
   let done = 0;
   const progress = () => options.onProgress?.(++done, total);
+  /** Owns a GPU allocation until release() (or a failed upload), and counts its bytes. */
+  const keep = <T extends { byteLength: number; release(): void }>(t: T): T => {
+    owned.push(t);
+    byteLength += t.byteLength;
+    return t;
+  };
 
   const load = (file: string, shape: readonly number[], label = file, tensorDtype: ElementType = 'f32'): GpuTensor => {
     const { data, shape: actual } = reader.read(name(file));
@@ -205,15 +212,40 @@ export async function uploadBaseModel(ctx: GpuContext, config: ModelConfig, read
       throw new ModelFormatError(file, `shape [${actual.join(', ')}] does not match the config, which implies [${shape.join(', ')}]`);
     }
     checkFinite(file, data);
-    const t = createTensor(ctx, { shape, label, data, dtype: tensorDtype });
-    owned.push(t);
-    byteLength += t.byteLength;
-    return t;
+    return keep(createTensor(ctx, { shape, label, data, dtype: tensorDtype }));
   };
   const norm = (prefix: string, withBias: boolean): NormWeights => ({
     weight: load(`${prefix}.weight`, [config.hiddenSize]),
     bias: withBias ? load(`${prefix}.bias`, [config.hiddenSize]) : undefined,
   });
+  /** A linear weight as [out, in] on the GPU in the base format. */
+  const linearWeight = async (module: string, inFeatures: number, outFeatures: number, conv1d: boolean): Promise<LoraBaseWeight> => {
+    if (format === 'q4') {
+      const q = reader.fourBit!(name(`${module}.weight`))!.read();
+      if (q.shape[0] !== outFeatures || q.shape[1] !== inFeatures) {
+        throw new ModelFormatError(`${module}.weight`, `4-bit shape [${q.shape.join(', ')}] does not match the config, which implies [${outFeatures}, ${inFeatures}]`);
+      }
+      checkFinite(`${module}.weight scales`, nf4BlockScales(q.scales));
+      return { format: 'nf4', weight: keep(uploadNF4(ctx, q, module)) };
+    }
+    const { data, shape } = reader.read(name(`${module}.weight`));
+    const fileShape = conv1d ? [inFeatures, outFeatures] : [outFeatures, inFeatures];
+    if (shape.length !== 2 || shape[0] !== fileShape[0] || shape[1] !== fileShape[1]) {
+      throw new ModelFormatError(`${module}.weight`, `shape [${shape.join(', ')}] does not match the config, which implies [${fileShape.join(', ')}]`);
+    }
+    checkFinite(`${module}.weight`, data);
+    // NF4 quantizes from a float32 copy; a dense base is kept in the compute dtype.
+    const dense = createTensor(ctx, {
+      shape: [outFeatures, inFeatures], label: module, data: conv1d ? transpose(data, inFeatures, outFeatures) : data,
+      dtype: format === 'nf4' ? 'f32' : dtype,
+    });
+    if (format !== 'nf4') return { format: 'dense', weight: keep(dense) };
+    try {
+      return { format: 'nf4', weight: keep(await quantizeNF4Gpu(ctx, dense, { shape: [outFeatures, inFeatures], blockSize, doubleQuant: true, label: module })) };
+    } finally {
+      dense.release();
+    }
+  };
 
   try {
     const gpt2 = config.architecture === 'gpt2';
@@ -232,47 +264,9 @@ export async function uploadBaseModel(ctx: GpuContext, config: ModelConfig, read
       for (const linear of linearNames) {
         const module = modulePath(config.architecture, l, linear);
         const { inFeatures, outFeatures, conv1d } = linearShape(config, linear);
-        const bias = () => (linearHasBias(config, linear) ? load(`${module}.bias`, [outFeatures]) : undefined);
-        if (format === 'q4') {
-          const q = reader.fourBit!(name(`${module}.weight`))!.read();
-          if (q.shape[0] !== outFeatures || q.shape[1] !== inFeatures) {
-            throw new ModelFormatError(`${module}.weight`, `4-bit shape [${q.shape.join(', ')}] does not match the config, which implies [${outFeatures}, ${inFeatures}]`);
-          }
-          checkFinite(`${module}.weight scales`, q.scales.doubleQuant ? q.scales.nestedAbsmax : q.scales.absmax);
-          const w = uploadNF4(ctx, q, module);
-          owned.push(w);
-          byteLength += w.byteLength;
-          linears.set(linear, { module, name: linear, inFeatures, outFeatures, conv1d, weight: { format: 'nf4', weight: w }, bias: bias() });
-          progress();
-          continue;
-        }
-        const { data, shape } = reader.read(name(`${module}.weight`));
-        const fileShape = conv1d ? [inFeatures, outFeatures] : [outFeatures, inFeatures];
-        if (shape.length !== 2 || shape[0] !== fileShape[0] || shape[1] !== fileShape[1]) {
-          throw new ModelFormatError(`${module}.weight`, `shape [${shape.join(', ')}] does not match the config, which implies [${fileShape.join(', ')}]`);
-        }
-        checkFinite(`${module}.weight`, data);
-        // NF4 quantizes from a float32 copy; a dense base is kept in the compute dtype.
-        const dense = createTensor(ctx, {
-          shape: [outFeatures, inFeatures], label: module, data: conv1d ? transpose(data, inFeatures, outFeatures) : data,
-          dtype: format === 'nf4' ? 'f32' : dtype,
-        });
-        let weight: LoraBaseWeight;
-        if (format === 'nf4') {
-          try {
-            const q = await quantizeNF4Gpu(ctx, dense, { shape: [outFeatures, inFeatures], blockSize, doubleQuant: true, label: module });
-            weight = { format: 'nf4', weight: q };
-            owned.push(q);
-            byteLength += q.byteLength;
-          } finally {
-            dense.release();
-          }
-        } else {
-          weight = { format: 'dense', weight: dense };
-          owned.push(dense);
-          byteLength += dense.byteLength;
-        }
-        linears.set(linear, { module, name: linear, inFeatures, outFeatures, conv1d, weight, bias: bias() });
+        const weight = await linearWeight(module, inFeatures, outFeatures, conv1d);
+        const bias = linearHasBias(config, linear) ? load(`${module}.bias`, [outFeatures]) : undefined;
+        linears.set(linear, { module, name: linear, inFeatures, outFeatures, conv1d, weight, bias });
         progress();
       }
       layers.push({ norm1, norm2, linears });

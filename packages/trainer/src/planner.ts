@@ -37,7 +37,7 @@ function nf4Bytes(n: number, blockSize: number): number {
   return pad(Math.ceil(n / 8) * 4) + pad(blocks) + Math.ceil(blocks / 256) * 4 + 256 * 4;
 }
 
-/** A stored 4-bit weight ('q4'): 4 bits per weight and one f32 scale per block (and two 4-byte placeholder buffers). */
+/** A stored 4-bit weight ('q4'): 4 bits per weight, one f32 scale per block, and the two 4-byte buffers bound to the unused double-quantization slots. */
 function q4Bytes(n: number, blockSize: number): number {
   return Math.ceil(n / 8) * 4 + Math.ceil(n / blockSize) * 4 + 8;
 }
