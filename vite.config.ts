@@ -10,6 +10,7 @@
  */
 import { defineConfig } from 'vitest/config';
 import { precacheManifest } from './demo-app/precache-plugin.js';
+import { workspaceVitePlugin } from './scripts/workspace.mjs';
 
 export default defineConfig({
   root: '.',
@@ -24,8 +25,9 @@ export default defineConfig({
       output: { entryFileNames: (chunk) => (chunk.name === 'sw' ? 'sw.js' : 'assets/[name]-[hash].js') },
     },
   },
-  worker: { format: 'es' },
-  plugins: [precacheManifest({ serviceWorker: 'sw.js', publicDir: 'demo-app/public', exclude: /README-model\.json$/ })],
+  worker: { format: 'es', plugins: () => [workspaceVitePlugin()] },
+  // The packages from their sources, by their public names (scripts/workspace.mjs).
+  plugins: [workspaceVitePlugin(), precacheManifest({ serviceWorker: 'sw.js', publicDir: 'demo-app/public', exclude: /README-model\.json$/ })],
   test: {
     projects: [
       {

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { encodeUpdate, FederatedClient, MemoryRoundStore } from '@webtune/federated';
 import { LoraAdapter, peftAdapterConfig, resolveLoraConfig, type HostTensor, type LoraConfig } from '@webtune/model';
 import { nodeDirectorySource } from '@webtune/model/node';
-import { createTrainer } from '@webtune/trainer';
+import { createTrainer } from 'webtune';
 import { startCoordinator } from '../packages/coordinator/src/index.js';
 import { smolLM2Config } from './training.js';
 

@@ -1,5 +1,5 @@
 /**
- * Starts the reference coordinator through its real launcher (packages/coordinator/bin) on a free
+ * Starts the reference coordinator through the repository's launcher (scripts/coordinator.mjs) on a free
  * port, with SQLite and the initial adapter in a temp folder, for a browser test to join.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -37,7 +37,7 @@ export async function startCoordinator(options: {
   writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify(adapterConfig));
   writeFileSync(join(dir, 'config.json'), JSON.stringify(options.config));
   const child: ChildProcess = spawn(process.execPath, [
-    'packages/coordinator/bin/coordinator.mjs', '--db', join(dir, 'state.sqlite'), '--port', '0',
+    'scripts/coordinator.mjs', '--db', join(dir, 'state.sqlite'), '--port', '0',
     '--initial-adapter', join(dir, 'adapter_model.safetensors'), '--enrolment-secret', options.secret,
     '--config', join(dir, 'config.json'), '--allow-origin', options.allowOrigin,
   ], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });

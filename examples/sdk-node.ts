@@ -6,9 +6,8 @@
  *   node scripts/run-ts.mjs examples/sdk-node.ts
  */
 import { readFileSync } from 'node:fs';
-import { createNodeGpu } from '@webtune/gpu/node';
-import { nodeDirectorySource } from '@webtune/model/node';
-import { createTrainer } from '@webtune/trainer';
+import { createTrainer } from 'webtune';
+import { createNodeGpu, nodeDirectorySource } from 'webtune/node';
 
 const trainer = await createTrainer({ inline: true, gpu: await createNodeGpu() });
 console.log(await trainer.loadModel(nodeDirectorySource('packages/model/test/fixtures/models/tiny-llama'), { format: 'nf4', dtype: 'auto' }));

@@ -47,7 +47,7 @@ const run = (args, name) => {
   children.push(child);
 };
 run([
-  'packages/coordinator/bin/coordinator.mjs', '--db', db, '--port', String(coordinatorPort), '--initial-adapter', adapterFile,
+  'scripts/coordinator.mjs', '--db', db, '--port', String(coordinatorPort), '--initial-adapter', adapterFile,
   '--enrolment-secret', secret, '--config', join(state, 'round-config.json'), '--allow-origin', `http://localhost:${demoPort}`,
 ], 'coordinator');
 const vite = join(root, 'node_modules/vite/bin/vite.js');

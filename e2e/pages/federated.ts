@@ -3,8 +3,8 @@
  * page's own text, and FederatedClient takes part in the coordinator's current round.
  * e2e/federated.spec.ts opens two of these in separate browser contexts.
  */
-import { createTrainer } from '@webtune/trainer';
-import { FederatedClient, type RoundResult } from '@webtune/federated';
+import { createTrainer } from 'webtune';
+import { FederatedClient, type RoundResult } from 'webtune/federated';
 
 declare global {
   interface Window {

@@ -7,7 +7,8 @@
 import type { GpuContext } from '@webtune/gpu';
 import { importPeftAdapter, loadModelFiles, readPeftAdapter, Transformer, uploadBaseModel, weightReader } from '@webtune/model';
 import { exportMergedOnnx, onnxWeightFormat } from '@webtune/onnx';
-import { TrainerSession } from '@webtune/trainer';
+import { TrainerSession } from '@webtune/sdk';
+import { onnxSupport } from '@webtune/sdk/onnx';
 
 import type { EncodedF32 as Encoded, OnnxLogitsGolden as OnnxGolden } from '../../packages/onnx/test/helpers.js';
 
@@ -98,7 +99,7 @@ export async function trainAndExport(ctx: GpuContext, model: string, variant: 'f
   const dir = `${ROOT}${g.modelDir}/`;
   const file = g.variants[variant].file;
   const steps = 8;
-  const session = new TrainerSession({ modelCache: false });
+  const session = new TrainerSession({ modelCache: false, onnx: onnxSupport });
   let peft: TrainedOnnx['peft'];
   let exported: Record<string, Uint8Array>;
   let lastLoss: number | undefined;

@@ -3,8 +3,8 @@
  * (the spec reloads the page between them). Everything goes through createTrainer(), i.e. a real
  * module worker, Comlink and IndexedDB, as an app would use them.
  */
-import { createTrainer, type TrainerApi, type ProgressEvent, type TrainRequest } from '@webtune/trainer';
-import { WebtuneError } from '@webtune/gpu';
+import { createTrainer, type TrainerApi, type ProgressEvent, type TrainRequest } from 'webtune';
+import { WebtuneError } from 'webtune';
 import { createStore, get, set } from 'idb-keyval';
 
 const fixtures = new URL('/packages/model/test/fixtures/', location.href).href;

@@ -1,27 +1,5 @@
 #!/usr/bin/env node
-// Starts the webtune coordinator: bundles src/cli.ts with esbuild (as scripts/run-ts.mjs does;
-// better-sqlite3 stays external) into node_modules/.cache and runs it in this process, so this
-// process is the server (signals, kill -9 and exit codes reach it directly).
-// Usage: node packages/coordinator/bin/coordinator.mjs --db ./coordinator.sqlite --port 8787 \
-//          --initial-adapter adapter.safetensors --enrolment-secret S [--config round-config.json]
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { build } from 'esbuild';
-
-const pkg = join(dirname(fileURLToPath(import.meta.url)), '..');
-const root = join(pkg, '../..');
-const { rawText } = await import(pathToFileURL(join(root, 'scripts/esbuild-raw.mjs')).href);
-const cache = join(root, 'node_modules/.cache/webtune-coordinator');
-mkdirSync(cache, { recursive: true });
-const result = await build({
-  entryPoints: [join(pkg, 'src/cli.ts')], bundle: true, platform: 'node', format: 'esm', write: false,
-  outfile: join(cache, 'coordinator.mjs'), external: ['better-sqlite3', 'webgpu'], plugins: [rawText], logLevel: 'warning',
-  banner: { js: "import { createRequire as __webtuneRequire } from 'node:module'; const require = __webtuneRequire(import.meta.url);" },
-});
-// Written under a per-process name and renamed: launchers starting side by side never see half a file.
-const out = join(cache, 'coordinator.mjs');
-const tmp = `${out}.${process.pid}.tmp`;
-writeFileSync(tmp, result.outputFiles[0].contents);
-renameSync(tmp, out);
-await import(`${pathToFileURL(out).href}?v=${process.pid}`);
+// webtune-coordinator: the reference coordinator's command line (see the package README).
+// Usage: webtune-coordinator --db ./coordinator.sqlite --port 8787 --initial-adapter adapter.safetensors \
+//          [--enrolment-secret S | WEBTUNE_ENROLMENT_SECRET=S] [--config round-config.json]
+import '../dist/cli.js';

@@ -1,5 +1,5 @@
 /**
- * node packages/coordinator/bin/coordinator.mjs --db ./coordinator.sqlite --port 8787 \
+ * node scripts/coordinator.mjs --db ./coordinator.sqlite --port 8787 \
  *   --initial-adapter adapter.safetensors --enrolment-secret S [--config round-config.json] [--host 0.0.0.0]
  * The enrolment secret may also come from the WEBTUNE_ENROLMENT_SECRET environment variable.
  */

@@ -13,7 +13,7 @@ import { serializeSafetensors } from '@webtune/model';
 import { encode, initialAdapter, query, register, roundInfo, roundStatus, SECRET, tensors, tmp, upload } from './helpers.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../../..');
-const launcher = join(root, 'packages/coordinator/bin/coordinator.mjs');
+const launcher = join(root, 'scripts/coordinator.mjs');
 const children: ChildProcess[] = [];
 
 afterEach(() => {

@@ -21,7 +21,7 @@
  * here (JavaScript has none); checked against an independent scipy/mpmath implementation
  * (scripts/make_dp_fixtures.py) and the values in Opacus' and TF Privacy's own tests.
  */
-import { InvalidArgumentError } from '@webtune/gpu';
+import { InvalidArgumentError } from '@webtune/errors';
 
 /** Opacus' RDPAccountant.DEFAULT_ALPHAS: [1 + x / 10 for x in 1..99] + [12..63]. */
 export const DEFAULT_ORDERS: readonly number[] = Object.freeze([

@@ -48,9 +48,9 @@
  * (an un-noised update has no finite epsilon); central rounds are taken (the client trusts the
  * coordinator's noise).
  */
-import { DownloadError, InvalidArgumentError, WebtuneError, type WebtuneErrorCode } from '@webtune/gpu';
+import { DownloadError, FederatedError, InvalidArgumentError, WebtuneError } from '@webtune/errors';
 import { parseSafetensors, peftAdapterConfig, tensorToFloat32, type HostTensor, type ModelConfig } from '@webtune/model';
-import type { TrainerApi } from '@webtune/trainer';
+import type { TrainerApi } from '@webtune/sdk';
 import { RdpAccountant, type RdpAccountantJSON } from './accountant.js';
 import { decodeUpdate, encodeUpdate, globalNorm } from './codec.js';
 import { addGaussianNoise, clipGlobalNorm } from './dp.js';
@@ -115,26 +115,6 @@ export interface RoundResult {
   accepted?: number;
   /** The round's privacy setting: who adds the noise, its multiplier z and the clip norm S. */
   privacy?: { mode: DpMode; noiseMultiplier: number; clipNorm: number; delta: number };
-}
-
-/**
- * A federated step failed. `reason` is the coordinator's ErrorResponse code for a rejected request
- * (the message carries its text), or the client's own reason. Network failures and 5xx after every
- * retry are DownloadError instead.
- */
-export class FederatedError extends WebtuneError {
-  readonly reason: ErrorCode | 'bad_response' | 'bad_global' | 'busy' | 'bad_config' | 'too_large';
-  readonly status: number | undefined;
-  constructor(
-    code: WebtuneErrorCode,
-    reason: FederatedError['reason'],
-    message: string,
-    options: { status?: number; cause?: unknown } = {},
-  ) {
-    super(code, message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.reason = reason;
-    this.status = options.status;
-  }
 }
 
 type StoredRound =

@@ -14,7 +14,7 @@
  * names (base_model.model....lora_A.weight). decodeUpdate validates everything against the
  * expected tensors and throws UpdateRejectedError with the protocol's error code.
  */
-import { WebtuneError } from '@webtune/gpu';
+import { UpdateRejectedError } from '@webtune/errors';
 import { parseSafetensors, serializeSafetensors, type HostTensor, type TensorToWrite } from '@webtune/model';
 import type { ErrorCode } from './protocol.js';
 
@@ -25,15 +25,6 @@ export interface EncodeOptions {
   baseVersion: number;
   /** Uniform [0, 1) source for stochastic rounding; default crypto.getRandomValues. */
   random?: () => number;
-}
-
-/** Thrown when an update payload is unusable; `reason` is the protocol's error code. */
-export class UpdateRejectedError extends WebtuneError {
-  readonly reason: ErrorCode;
-  constructor(reason: ErrorCode, detail: string) {
-    super('INVALID_ARGUMENT', `Update rejected (${reason}): ${detail}.`);
-    this.reason = reason;
-  }
 }
 
 /** A uniform [0, 1) generator over crypto.getRandomValues, drawn in blocks. */

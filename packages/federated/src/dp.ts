@@ -7,7 +7,7 @@
  * factor = min(1, S / ||delta||_2), with no epsilon in the denominator (Opacus' per-example
  * clipping uses min(1, C / (norm + 1e-6)); that is not this). A zero update is left as is.
  */
-import { InvalidArgumentError } from '@webtune/gpu';
+import { InvalidArgumentError } from '@webtune/errors';
 
 /** 2^-53: a 53-bit integer k maps to the double k * 2^-53 exactly. */
 const TWO_POW_M53 = 2 ** -53;

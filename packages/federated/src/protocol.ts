@@ -14,6 +14,7 @@
  * Errors are 4xx/5xx with an ErrorResponse body; a rejected upload changes no state.
  */
 import type { LoraConfig } from '@webtune/model';
+import type { ProtocolErrorCode } from '@webtune/errors';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -81,9 +82,8 @@ export interface RoundStatus {
   resultVersion: number | undefined;
 }
 
-export type ErrorCode =
-  | 'bad_secret' | 'unauthenticated' | 'wrong_round' | 'round_closed' | 'not_selected' | 'too_large'
-  | 'malformed' | 'wrong_tensors' | 'not_finite' | 'norm_exceeded' | 'bad_request' | 'not_found' | 'unsupported_protocol';
+/** Why a request was rejected (defined beside FederatedError in @webtune/errors). */
+export type ErrorCode = ProtocolErrorCode;
 
 export interface ErrorResponse {
   error: ErrorCode;

@@ -13,7 +13,7 @@
  *                          store see exactly what IndexedDB would give back).
  */
 import { createStore, del, get, set, type UseStore } from 'idb-keyval';
-import { StorageFullError } from '@webtune/gpu';
+import { StorageFullError } from '@webtune/errors';
 
 export interface RoundStateStore {
   /** The stored value, or undefined. */

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNodeGpu } from '@webtune/gpu/node';
 import { parseSafetensors, peftAdapterConfig, tensorToFloat32, type HostTensor, type LoraConfig, type ModelConfig } from '@webtune/model';
 import { nodeDirectorySource } from '@webtune/model/node';
-import { createTrainer, type TrainerApi } from '@webtune/trainer';
+import { createTrainer, type TrainerApi } from '@webtune/sdk';
 import { FIXTURES } from '../../model/test/tiny-models.js';
 import { chapter } from '../../trainer/test/corpus.js';
 import { startCoordinator } from '../../coordinator/src/index.js';

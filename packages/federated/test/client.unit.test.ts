@@ -12,15 +12,15 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { DownloadError } from '@webtune/gpu';
+import { DownloadError, FederatedError, UpdateRejectedError } from '@webtune/errors';
 import {
   parseSafetensors, peftAdapterConfig, serializeSafetensors, tensorToFloat32, type HostTensor, type LoraConfig, type ModelConfig,
 } from '@webtune/model';
-import type { TrainerApi, TrainRequest } from '@webtune/trainer';
+import type { TrainerApi, TrainRequest } from '@webtune/sdk';
 import { startCoordinator } from '../../coordinator/src/index.js';
 import { computeDpEpsilon } from '../src/accountant.js';
-import { FederatedClient, FederatedError, type FederatedClientOptions, type FederatedEvent } from '../src/client.js';
-import { decodeUpdate, globalNorm, UpdateRejectedError } from '../src/codec.js';
+import { FederatedClient, type FederatedClientOptions, type FederatedEvent } from '../src/client.js';
+import { decodeUpdate, globalNorm } from '../src/codec.js';
 import * as dp from '../src/dp.js';
 import type { ErrorResponse, RoundConfig, RoundInfo } from '../src/protocol.js';
 import { MemoryRoundStore } from '../src/round-store.js';

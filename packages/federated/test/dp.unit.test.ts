@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { InvalidArgumentError } from '@webtune/gpu';
+import { InvalidArgumentError } from '@webtune/errors';
 import {
   DEFAULT_ORDERS, RdpAccountant, computeDpEpsilon, computeLogA, computeRdp, logErfc, rdpToEpsilon,
 } from '../src/accountant.js';

@@ -4,7 +4,7 @@
  * first. Every buffer is accounted in the MemoryTracker under its label while in use and
  * under "pool (free)" while parked.
  */
-import { BindingLimitError } from './errors.js';
+import { BindingLimitError } from '@webtune/errors';
 import type { MemoryTracker } from './memory.js';
 
 const FREE_LABEL = 'pool (free)';

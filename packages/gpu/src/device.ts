@@ -4,7 +4,7 @@
  * The device is created with the adapter's real limits, not WebGPU's defaults (128 MiB storage
  * bindings), and with every feature webtune can use that the adapter offers.
  */
-import { DeviceLostError, InvalidArgumentError, WebGPUUnavailableError } from './errors.js';
+import { DeviceLostError, InvalidArgumentError, WebGPUUnavailableError } from '@webtune/errors';
 import { MemoryTracker } from './memory.js';
 import { BufferPool } from './buffer-pool.js';
 import { PipelineCache } from './pipeline-cache.js';

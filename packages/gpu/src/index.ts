@@ -1,28 +1,8 @@
 /**
  * @webtune/gpu: WebGPU runtime and WGSL kernels. Importing this module registers nothing and
- * touches no GPU; call `createGpuContext()` first.
+ * touches no GPU; call `createGpuContext()` first. Its errors are @webtune/errors'.
+ * @packageDocumentation
  */
-export {
-  WebtuneError,
-  WebGPUUnavailableError,
-  ShaderCompileError,
-  DeviceLostError,
-  OutOfMemoryError,
-  InvalidArgumentError,
-  BindingLimitError,
-  GpuValidationError,
-  ModelFormatError,
-  UnsupportedModelError,
-  ModelFileMissingError,
-  DownloadError,
-  MemoryPlanError,
-  CheckpointCorruptError,
-  CheckpointMismatchError,
-  CheckpointNotFoundError,
-  StorageFullError,
-  formatBytes,
-} from './errors.js';
-export type { WebtuneErrorCode, ShaderMessage } from './errors.js';
 
 export { createGpuContext, defaultTuning, canUseSubgroupMatmul, OPTIONAL_FEATURES } from './device.js';
 export type { GpuContext, GpuFeatures, GpuLimits, AdapterSummary, CreateGpuContextOptions, KernelTuning } from './device.js';

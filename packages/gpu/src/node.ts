@@ -9,7 +9,7 @@
  * const ctx = await createGpuContext({ gpu: await createNodeGpu() });
  * ```
  */
-import { WebGPUUnavailableError } from './errors.js';
+import { WebGPUUnavailableError } from '@webtune/errors';
 
 let cached: GPU | undefined;
 

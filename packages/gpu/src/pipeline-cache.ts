@@ -6,7 +6,7 @@
  * declares) so one file serves both dtypes,
  * and compiler messages are mapped back to the file and line they came from.
  */
-import { InvalidArgumentError, ShaderCompileError, type ShaderMessage } from './errors.js';
+import { InvalidArgumentError, ShaderCompileError, type ShaderMessage } from '@webtune/errors';
 import type { GpuFeatures } from './device.js';
 
 export interface ShaderFile {

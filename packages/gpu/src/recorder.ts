@@ -6,7 +6,7 @@
  */
 import type { GpuContext } from './device.js';
 import type { CompiledKernel } from './pipeline-cache.js';
-import { InvalidArgumentError } from './errors.js';
+import { InvalidArgumentError } from '@webtune/errors';
 
 export type Workgroups = readonly [number, number?, number?];
 

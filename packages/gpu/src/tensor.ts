@@ -2,7 +2,7 @@
  * GPU tensors: a pooled storage buffer with a shape and an element type. Small integer data
  * (u8, as NF4 codes are) is packed four to a 32-bit word, as WGSL reads it.
  */
-import { InvalidArgumentError, OutOfMemoryError } from './errors.js';
+import { InvalidArgumentError, OutOfMemoryError } from '@webtune/errors';
 import type { GpuContext } from './device.js';
 import { fromF16Bits, toF16Bits } from './f16.js';
 

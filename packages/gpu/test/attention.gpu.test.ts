@@ -5,7 +5,8 @@
  * float16-rounded inputs, outputs rounded to float16; tolerances below say what differs.
  */
 import { describe, expect, it } from 'vitest';
-import { CommandRecorder, createTensor, InvalidArgumentError, readF32, readTensor, type GpuContext, type GpuTensor } from '../src/index.js';
+import { CommandRecorder, createTensor, readF32, readTensor, type GpuContext, type GpuTensor } from '../src/index.js';
+import { InvalidArgumentError } from '@webtune/errors';
 import { createAttentionKernels } from '../src/kernels/attention.js';
 import { createCrossEntropyKernel, IGNORE_INDEX } from '../src/kernels/cross-entropy.js';
 import { createRopeKernel, ropeTables } from '../src/kernels/rope.js';

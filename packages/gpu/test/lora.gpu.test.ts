@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { createLoraKernels, createTensor, CommandRecorder, InvalidArgumentError } from '../src/index.js';
+import { createLoraKernels, createTensor, CommandRecorder } from '../src/index.js';
+import { InvalidArgumentError } from '@webtune/errors';
 import { useNodeContext } from './node-context.js';
 import { LORA_CASES, runLoraCase } from './cases/lora-cases.js';
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { createTensor, InvalidArgumentError, quantizeNF4Gpu } from '../src/index.js';
+import { createTensor, quantizeNF4Gpu } from '../src/index.js';
+import { InvalidArgumentError } from '@webtune/errors';
 import { useNodeContext } from './node-context.js';
 import { checkDequantizeCases, checkQuantizeCases, NF4_MATMUL_CASES, runNF4MatmulCase } from './cases/nf4-cases.js';
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createDynamicMap, NF4_CODEBOOK } from '../src/nf4/format.js';
 import { dequantizeNF4, quantizeNF4 } from '../src/nf4/quantize.js';
-import { InvalidArgumentError } from '../src/errors.js';
+import { InvalidArgumentError } from '@webtune/errors';
 import { f32, nf4Fixture, u8 } from './fixtures.js';
 
 describe('NF4 format constants match bitsandbytes (scripts/make_nf4_fixtures.py)', () => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { f16BitsToF32, f32ToF16Bits, formatBytes, loraBackwardRef, loraForwardRef, MemoryTracker, WebtuneError, InvalidArgumentError, BindingLimitError } from '../src/index.js';
+import { f16BitsToF32, f32ToF16Bits, loraBackwardRef, loraForwardRef, MemoryTracker } from '../src/index.js';
+import { formatBytes, WebtuneError, InvalidArgumentError, BindingLimitError } from '@webtune/errors';
 import { grid1D } from '../src/kernels/grid.js';
 import { f32, loraFixture } from './fixtures.js';
 import { worstError } from './random.js';

@@ -1,8 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import {
-  BindingLimitError, createGpuContext, createTensor, DeviceLostError, InvalidArgumentError, readF32, ShaderCompileError,
-  WebGPUUnavailableError, type KernelDefinition,
-} from '../src/index.js';
+import { createGpuContext, createTensor, readF32, type KernelDefinition } from '../src/index.js';
+import { BindingLimitError, DeviceLostError, InvalidArgumentError, ShaderCompileError, WebGPUUnavailableError } from '@webtune/errors';
 import { createNodeGpu } from '../src/node.js';
 import { nodeContext } from './node-context.js';
 

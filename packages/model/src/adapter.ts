@@ -4,7 +4,8 @@
  * PEFT does (A kaiming-uniform with a = sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)); B zeros), or
  * loaded from PEFT-named tensors to continue training or to generate.
  */
-import { createTensor, InvalidArgumentError, ModelFormatError, readF32, writeTensor, type GpuContext, type GpuTensor } from '@webtune/gpu';
+import { createTensor, readF32, writeTensor, type GpuContext, type GpuTensor } from '@webtune/gpu';
+import { InvalidArgumentError, ModelFormatError } from '@webtune/errors';
 import type { ModelConfig } from './config.js';
 import { LINEAR_MODULES, loraScale, matchesTarget, modulePath, peftKey, type LoraConfig } from './lora-config.js';
 import { Rng } from './rng.js';

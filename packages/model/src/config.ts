@@ -3,7 +3,7 @@
  * Llama-family (llama, qwen2, mistral-style without sliding window) and GPT-2 are supported;
  * anything else is refused with UnsupportedModelError naming the architecture.
  */
-import { InvalidArgumentError, ModelFormatError, UnsupportedModelError } from '@webtune/gpu';
+import { InvalidArgumentError, ModelFormatError, UnsupportedModelError } from '@webtune/errors';
 
 export type Architecture = 'llama' | 'gpt2';
 

@@ -4,7 +4,7 @@
  * (nucleus) filtering as transformers' logits warpers apply them (temperature, then top-k, then
  * top-p), drawn from a seeded RNG so a run is repeatable.
  */
-import { InvalidArgumentError } from '@webtune/gpu';
+import { InvalidArgumentError } from '@webtune/errors';
 import { Rng } from './rng.js';
 import type { Transformer } from './transformer.js';
 

@@ -8,7 +8,7 @@
  *
  * Browser-safe: no Node imports here.
  */
-import { DownloadError, InvalidArgumentError, ModelFileMissingError, ModelFormatError, UnsupportedModelError } from '@webtune/gpu';
+import { DownloadError, InvalidArgumentError, ModelFileMissingError, ModelFormatError, UnsupportedModelError } from '@webtune/errors';
 import { parseModelConfig, type ModelConfig } from './config.js';
 import { browserModelCache, type ModelCache } from './model-cache.js';
 import { parseSafetensors, parseShardIndex, tensorToFloat32, type SafetensorsTensor } from './safetensors.js';

@@ -2,7 +2,7 @@
  * LoRA settings and where adapters go, with PEFT's names (REFERENCE.md "LoRA"): a target is a
  * module-name suffix, matched as PEFT does (`name == target` or `name.endsWith('.' + target)`).
  */
-import { InvalidArgumentError } from '@webtune/gpu';
+import { InvalidArgumentError } from '@webtune/errors';
 import type { Architecture, ModelConfig } from './config.js';
 
 export interface LoraConfig {

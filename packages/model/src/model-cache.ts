@@ -5,7 +5,7 @@
  * `browserModelCache` keeps them in the Cache API; Node has `nodeDirectoryCache` in
  * '@webtune/model/node'.
  */
-import { InvalidArgumentError } from '@webtune/gpu';
+import { InvalidArgumentError } from '@webtune/errors';
 
 export interface ModelCache {
   /** The bytes stored under `key`, or `undefined` when there are none. */

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rename, rm, rmdir, stat, unlink, writeFile, readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { InvalidArgumentError, ModelFileMissingError, ModelFormatError } from '@webtune/gpu';
+import { InvalidArgumentError, ModelFileMissingError, ModelFormatError } from '@webtune/errors';
 import type { ModelFileSource } from './loader.js';
 import type { ModelCache } from './model-cache.js';
 

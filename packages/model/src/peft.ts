@@ -4,7 +4,8 @@
  * (W + s B A, transposed for GPT-2's Conv1D as PEFT's fan_in_fan_out does) as a full safetensors
  * model. REFERENCE.md "LoRA" has the names and formulas.
  */
-import { ModelFormatError, UnsupportedModelError, type GpuContext } from '@webtune/gpu';
+import { type GpuContext } from '@webtune/gpu';
+import { ModelFormatError, UnsupportedModelError } from '@webtune/errors';
 import { LoraAdapter, type HostTensor } from './adapter.js';
 import type { ModelConfig } from './config.js';
 import { LINEAR_MODULES, loraScale, peftKey, resolveLoraConfig, type LoraConfig } from './lora-config.js';

@@ -7,7 +7,8 @@
  * download or a corrupt header fails with a `ModelFormatError` naming the file, never later as
  * garbage weights.
  */
-import { f16BitsToF32, ModelFormatError } from '@webtune/gpu';
+import { f16BitsToF32 } from '@webtune/gpu';
+import { ModelFormatError } from '@webtune/errors';
 
 export const SAFETENSORS_DTYPE_BYTES = {
   BOOL: 1, U8: 1, I8: 1, F8_E4M3: 1, F8_E5M2: 1,

@@ -5,7 +5,7 @@
  * special ids that training cares about.
  */
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { ModelFormatError } from '@webtune/gpu';
+import { ModelFormatError } from '@webtune/errors';
 
 export interface Tokenizer {
   /** Token ids of `text`; special tokens (BOS, ...) are added as the tokenizer's post-processor says, unless `addSpecialTokens: false`. */

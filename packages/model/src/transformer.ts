@@ -9,44 +9,8 @@
  * buffer, `gRes`, that each block's norm backward adds into) -> LoRA gradients accumulated.
  * Work is submitted per layer so no single submit runs for long.
  */
-import {
-  CommandRecorder,
-  createAttentionKernels,
-  createCrossEntropyKernel,
-  createDropoutKernels,
-  createElementwiseKernels,
-  createEmbeddingKernels,
-  createGeluKernels,
-  createLoraKernels,
-  createMatmulKernel,
-  createNF4DequantizeKernel,
-  createNF4MatmulKernel,
-  createNormKernels,
-  createRopeKernel,
-  createSwigluKernels,
-  createTensor,
-  IGNORE_INDEX,
-  InvalidArgumentError,
-  readF32,
-  ropeTables,
-  writeTensor,
-  type AttentionKernels,
-  type CrossEntropyKernel,
-  type DropoutKernels,
-  type ElementwiseKernels,
-  type EmbeddingKernels,
-  type GeluKernels,
-  type GpuContext,
-  type GpuTensor,
-  type LoraBaseWeight,
-  type LoraKernels,
-  type MatmulKernel,
-  type NF4DequantizeKernel,
-  type NF4MatmulKernel,
-  type NormKernels,
-  type RopeKernel,
-  type SwigluKernels,
-} from '@webtune/gpu';
+import { CommandRecorder, createAttentionKernels, createCrossEntropyKernel, createDropoutKernels, createElementwiseKernels, createEmbeddingKernels, createGeluKernels, createLoraKernels, createMatmulKernel, createNF4DequantizeKernel, createNF4MatmulKernel, createNormKernels, createRopeKernel, createSwigluKernels, createTensor, IGNORE_INDEX, readF32, ropeTables, writeTensor, type AttentionKernels, type CrossEntropyKernel, type DropoutKernels, type ElementwiseKernels, type EmbeddingKernels, type GeluKernels, type GpuContext, type GpuTensor, type LoraBaseWeight, type LoraKernels, type MatmulKernel, type NF4DequantizeKernel, type NF4MatmulKernel, type NormKernels, type RopeKernel, type SwigluKernels } from '@webtune/gpu';
+import { InvalidArgumentError } from '@webtune/errors';
 import type { LoraAdapter } from './adapter.js';
 import type { ModelConfig } from './config.js';
 import type { BaseModel, FrozenLinear } from './weights.js';

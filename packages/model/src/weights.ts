@@ -6,22 +6,8 @@
  * stores them in 4 bits (ONNX MatMulNBits), uploaded as stored ('q4'). Embeddings, the LM head,
  * norms and biases stay float32, as QLoRA keeps them in the compute dtype.
  */
-import {
-  createTensor,
-  InvalidArgumentError,
-  ModelFileMissingError,
-  ModelFormatError,
-  nf4BlockScales,
-  quantizeNF4Gpu,
-  uploadNF4,
-  NF4_BLOCK_SIZES,
-  type Codebook4,
-  type NF4Quantized,
-  type GpuContext,
-  type GpuTensor,
-  type ElementType,
-  type LoraBaseWeight,
-} from '@webtune/gpu';
+import { createTensor, nf4BlockScales, quantizeNF4Gpu, uploadNF4, NF4_BLOCK_SIZES, type Codebook4, type NF4Quantized, type GpuContext, type GpuTensor, type ElementType, type LoraBaseWeight } from '@webtune/gpu';
+import { InvalidArgumentError, ModelFileMissingError, ModelFormatError } from '@webtune/errors';
 import type { ModelConfig } from './config.js';
 import { LINEAR_MODULES, modulePath } from './lora-config.js';
 

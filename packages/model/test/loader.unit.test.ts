@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { DownloadError, InvalidArgumentError, ModelFileMissingError, ModelFormatError, UnsupportedModelError } from '@webtune/gpu';
+import { DownloadError, InvalidArgumentError, ModelFileMissingError, ModelFormatError, UnsupportedModelError } from '@webtune/errors';
 import { filesSource, loadModelFiles, urlSource, type LoadedModelFiles, type LoadProgress } from '../src/loader.js';
 import { browserModelCache } from '../src/model-cache.js';
 import { nodeDirectoryCache, nodeDirectorySource } from '../src/node.js';

@@ -10,7 +10,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { ModelFormatError, UnsupportedModelError } from '@webtune/gpu';
+import { ModelFormatError, UnsupportedModelError } from '@webtune/errors';
 import { useNodeContext } from '../../gpu/test/node-context.js';
 import {
   exportPeftAdapter, importPeftAdapter, LoraAdapter, mergeAdapter, parseSafetensors, readPeftAdapter, resolveLoraConfig,

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ModelFormatError } from '@webtune/gpu';
+import { ModelFormatError } from '@webtune/errors';
 import {
   parseSafetensors, parseSafetensorsHeader, parseShardIndex, serializeSafetensors, tensorToFloat32, SAFETENSORS_DTYPE_BYTES,
 } from '../src/index.js';

@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ModelFormatError } from '@webtune/gpu';
+import { ModelFormatError } from '@webtune/errors';
 import { createTokenizer } from '../src/tokenizer.js';
 
 const FIXTURES = join(import.meta.dirname, 'fixtures');

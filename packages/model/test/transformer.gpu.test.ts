@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { useNodeContext } from '../../gpu/test/node-context.js';
-import { ModelFileMissingError, ModelFormatError } from '@webtune/gpu';
+import { ModelFileMissingError, ModelFormatError } from '@webtune/errors';
 import { generate, loadModelFiles, LoraAdapter, resolveLoraConfig, Transformer, uploadBaseModel, weightReader } from '../src/index.js';
 import { nodeDirectorySource } from '../src/node.js';
 import { batchOf, f32, FIXTURES, golden, host, maxAbsDiff, MODELS, relativeError, tinyModel } from './tiny-models.js';

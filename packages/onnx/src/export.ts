@@ -12,7 +12,7 @@
  *    about as much as the first quantization and blurs a short fine-tune; `fourBit: 'requantize'`
  *    does that anyway (onnxruntime's RTN scheme), for a graph with no extra nodes.
  */
-import { InvalidArgumentError, UnsupportedModelError } from '@webtune/gpu';
+import { InvalidArgumentError, UnsupportedModelError } from '@webtune/errors';
 import { adapterPairFor, loraScale, mergedWeight, transpose, type HostTensor, type LoadedModelFiles, type LoraConfig } from '@webtune/model';
 import { dirOf, onnxContainer } from './format.js';
 import type { OnnxWeightSource } from './mapping.js';

@@ -8,7 +8,7 @@
  * const files = await loadModelFiles(url, { weights: onnxWeightFormat({ file: 'onnx/model_q4.onnx' }) });
  * const base = await uploadBaseModel(ctx, files.config, weightReader(files));
  */
-import { ModelFileMissingError, ModelFormatError } from '@webtune/gpu';
+import { ModelFileMissingError, ModelFormatError } from '@webtune/errors';
 import type { LoadedModelFiles, ModelConfig, SafetensorsTensor, WeightFormat, WeightTensorInfo } from '@webtune/model';
 import { onnxWeights, type OnnxWeightMap } from './mapping.js';
 import { dataTypeName, parseOnnx, type OnnxModel } from './proto.js';

@@ -24,13 +24,8 @@
  * external data present) here, so that a model that cannot be loaded fails at load with a typed
  * error; data is decoded (and q4 dequantized) only when the reader is asked for it.
  */
-import {
-  InvalidArgumentError,
-  ModelFileMissingError,
-  ModelFormatError,
-  UnsupportedModelError,
-  type NF4Quantized,
-} from '@webtune/gpu';
+import { type NF4Quantized } from '@webtune/gpu';
+import { InvalidArgumentError, ModelFileMissingError, ModelFormatError, UnsupportedModelError } from '@webtune/errors';
 import { LINEAR_MODULES, linearHasBias, linearShape, modulePath, transpose, type ModelConfig, type WeightReader } from '@webtune/model';
 import {
   dataTypeName,

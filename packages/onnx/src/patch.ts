@@ -8,7 +8,8 @@
  *    field of the model and graph copied byte for byte (for the LoRA side branches of a 4-bit export).
  */
 import protobuf from 'protobufjs/minimal.js';
-import { InvalidArgumentError, ModelFormatError, f32ToF16Bits } from '@webtune/gpu';
+import { f32ToF16Bits } from '@webtune/gpu';
+import { InvalidArgumentError, ModelFormatError } from '@webtune/errors';
 import { dataTypeName, externalBytes, OnnxDataType, type OnnxModel, type OnnxTensor } from './proto.js';
 
 export interface ReplacedOnnx {

@@ -28,7 +28,8 @@
  */
 import protobuf from 'protobufjs/minimal.js';
 import type { Reader } from 'protobufjs/minimal.js';
-import { f16BitsToF32, ModelFileMissingError, ModelFormatError, UnsupportedModelError } from '@webtune/gpu';
+import { f16BitsToF32 } from '@webtune/gpu';
+import { ModelFileMissingError, ModelFormatError, UnsupportedModelError } from '@webtune/errors';
 
 /** TensorProto.DataType. */
 export const OnnxDataType = {

@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { InvalidArgumentError } from '@webtune/gpu';
+import { InvalidArgumentError } from '@webtune/errors';
 import { loadModelFiles, resolveLoraConfig, transpose } from '@webtune/model';
 import { nodeDirectorySource } from '../../model/src/node.js';
 import { exportMergedOnnx, parseOnnx, quantizeQ4, tensorBytes, tensorToFloat32 } from '../src/index.js';

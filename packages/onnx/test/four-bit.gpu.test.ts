@@ -10,15 +10,15 @@
  *  - A model whose weights are not MatMulNBits is refused with format 'q4', saying what to use.
  */
 import { describe, expect, it } from 'vitest';
-import {
-  CommandRecorder, createMatmulKernel, createNF4MatmulKernel, createTensor, dequantizeNF4Gpu, InvalidArgumentError, readTensor, uploadNF4,
-} from '@webtune/gpu';
+import { CommandRecorder, createMatmulKernel, createNF4MatmulKernel, createTensor, dequantizeNF4Gpu, readTensor, uploadNF4 } from '@webtune/gpu';
+import { InvalidArgumentError } from '@webtune/errors';
 import { linearShape, loadModelFiles, modulePath, LINEAR_MODULES, Transformer, uploadBaseModel, weightReader, transpose } from '@webtune/model';
 import { nodeDirectorySource } from '../../model/src/node.js';
 import { f32, FIXTURES, maxAbsDiff } from '../../model/test/tiny-models.js';
 import { createNodeGpu } from '@webtune/gpu/node';
 import { useNodeContext } from '../../gpu/test/node-context.js';
-import { TrainerSession } from '../../trainer/src/index.js';
+import { TrainerSession } from '@webtune/sdk';
+import { onnxSupport } from '@webtune/sdk/onnx';
 import { chapter } from '../../trainer/test/corpus.js';
 import { onnxContainer, onnxWeightFormat } from '../src/index.js';
 import { logitsGolden, ROOT } from './helpers.js';
@@ -119,7 +119,7 @@ describe("4-bit MatMulNBits weights on the GPU (format 'q4')", () => {
 
   it('an ONNX q4 model loads as q4 by default in the SDK and trains on it', async () => {
     const g = golden('tiny-llama');
-    const session = new TrainerSession({ gpu: await createNodeGpu() });
+    const session = new TrainerSession({ gpu: await createNodeGpu(), onnx: onnxSupport });
     try {
       const info = await session.loadModel(nodeDirectorySource(`${ROOT}/${g.modelDir}`), { onnx: g.variants.q4.file });
       expect(info.format).toBe('q4');

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { dequantizeNF4, f16BitsToF32, f32ToF16Bits, ModelFileMissingError, ModelFormatError, UnsupportedModelError } from '@webtune/gpu';
+import { dequantizeNF4, f16BitsToF32, f32ToF16Bits } from '@webtune/gpu';
+import { ModelFileMissingError, ModelFormatError, UnsupportedModelError } from '@webtune/errors';
 import { parseModelConfig, storedFourBit, type ModelConfig } from '@webtune/model';
 import { OnnxDataType, onnxWeights, parseOnnx, type OnnxModel, type OnnxNode, type OnnxTensor, type OnnxWeightMap } from '../src/index.js';
 import { DEMO_DIR, firstDiff, fixtureConfig, golden, ONNX_FIXTURES, readBytes, ROOT, safetensorsWeights, type Golden } from './helpers.js';

@@ -14,7 +14,8 @@ import { importPeftAdapter, loadModelFiles, Transformer, uploadBaseModel, weight
 import { nodeDirectorySource } from '../../model/src/node.js';
 import { f32, maxAbsDiff } from '../../model/test/tiny-models.js';
 import { useNodeContext } from '../../gpu/test/node-context.js';
-import { TrainerSession } from '../../trainer/src/index.js';
+import { TrainerSession } from '@webtune/sdk';
+import { onnxSupport } from '@webtune/sdk/onnx';
 import { chapter } from '../../trainer/test/corpus.js';
 import { decoderFeeds, onnxWeightFormat } from '../src/index.js';
 import { logitsGolden, type OnnxLogitsGolden } from './helpers.js';
@@ -98,7 +99,7 @@ describe('ONNX out: the exported fine-tuned model runs in onnxruntime-web as web
       const g = golden(model);
       const dir = `${ROOT}${g.modelDir}`;
       const file = g.variants[variant].file;
-      const session = new TrainerSession({ gpu: await createNodeGpu() });
+      const session = new TrainerSession({ gpu: await createNodeGpu(), onnx: onnxSupport });
       let peft: { config: string; weights: Uint8Array };
       let exported: Record<string, Uint8Array>;
       let requantized: Record<string, Uint8Array> | undefined;

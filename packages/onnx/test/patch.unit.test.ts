@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { InvalidArgumentError, ModelFileMissingError } from '@webtune/gpu';
+import { InvalidArgumentError, ModelFileMissingError } from '@webtune/errors';
 import {
   addToGraph, encodeFloat32, OnnxDataType, onnxWeights, parseOnnx, replaceInitializers, tensorBytes, tensorToFloat32, type OnnxModel,
 } from '../src/index.js';

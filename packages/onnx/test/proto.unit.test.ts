@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { ModelFileMissingError, ModelFormatError, UnsupportedModelError } from '@webtune/gpu';
+import { ModelFileMissingError, ModelFormatError, UnsupportedModelError } from '@webtune/errors';
 import { OnnxDataType, parseOnnx, tensorBytes, tensorToFloat32, type OnnxTensor } from '../src/index.js';
 import { bytesField, DEMO_DIR, sameBytes, finish, I32, I64, LEN, node, ONNX_FIXTURES, packedInt64, readBytes, str, sub, tag, VARINT, varint } from './helpers.js';
 

@@ -20,13 +20,7 @@
  * it creates the database.
  */
 import { createStore, delMany, getMany, promisifyRequest, type UseStore } from 'idb-keyval';
-import {
-  CheckpointCorruptError,
-  CheckpointNotFoundError,
-  InvalidArgumentError,
-  StorageFullError,
-  formatBytes,
-} from '@webtune/gpu';
+import { CheckpointCorruptError, CheckpointNotFoundError, InvalidArgumentError, StorageFullError, formatBytes } from '@webtune/errors';
 import {
   decodeCheckpoint,
   migrateCheckpointMeta,

@@ -29,7 +29,7 @@
  * Infinity; the meta is normalised through JSON at encode time so every store and the portable
  * file hold the same meta.
  */
-import { CheckpointCorruptError, CheckpointMismatchError, InvalidArgumentError, ModelFormatError } from '@webtune/gpu';
+import { CheckpointCorruptError, CheckpointMismatchError, InvalidArgumentError, ModelFormatError } from '@webtune/errors';
 import { parseSafetensors, serializeSafetensors, type HostTensor, type LoraConfig, type ModelConfig, type SafetensorsFile } from '@webtune/model';
 import type { DataCursor } from './data.js';
 

@@ -4,7 +4,7 @@
  * every token is predicted once). Batches come in a seeded shuffled order per epoch; the
  * position (epoch, cursor, RNG state) is plain data for checkpoints.
  */
-import { InvalidArgumentError } from '@webtune/gpu';
+import { InvalidArgumentError } from '@webtune/errors';
 import { Rng, type RngState, type TokenBatch } from '@webtune/model';
 
 /** Non-overlapping windows of `seq + 1` tokens (stride `seq`); a short tail is dropped. */

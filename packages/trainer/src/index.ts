@@ -1,4 +1,8 @@
-/** @webtune/trainer: the training loop, AdamW, schedules, data batching and the memory planner. */
+/**
+ * @webtune/trainer: the training core: the loop, AdamW, schedules, data batching, the memory
+ * planner and checkpoints (format and stores). The worker SDK on top of it is @webtune/sdk.
+ * @packageDocumentation
+ */
 export { Trainer, DEFAULT_TRAIN_CONFIG } from './trainer.js';
 export type { TrainConfig, StepProgress, TrainResult, TrainerState } from './trainer.js';
 export { AdamW, DEFAULT_ADAMW } from './optimizer.js';
@@ -16,10 +20,3 @@ export {
 export type { JsonValue, JsonObject, ModelFingerprint, CheckpointMeta, CheckpointRecord, CheckpointInput, DecodedCheckpoint, CheckpointExpectation } from './checkpoint.js';
 export { indexedDbCheckpointStore, MemoryCheckpointStore, isQuotaExceededError, DEFAULT_CHECKPOINT_DB, DEFAULT_CHECKPOINT_STORE } from './checkpoint-store.js';
 export type { CheckpointStore } from './checkpoint-store.js';
-export { TrainerSession } from './session.js';
-export type {
-  SessionEnvironment, LoadOptions, ModelInfo, DataInput, DataOptions, DataInfo, TrainRequest, TrainSummary, ProgressEvent, SessionGenerateOptions,
-} from './session.js';
-export { createTrainer } from './client.js';
-export type { TrainerApi, CreateTrainerOptions } from './client.js';
-export { registerErrorTransfer, serializeWebtuneError, deserializeWebtuneError } from './transfer.js';

@@ -5,19 +5,8 @@
  * every AdamW dispatch reads, so no gradient comes back to the CPU. The kernel clears each
  * gradient after using it, ready for the next accumulation.
  */
-import {
-  CommandRecorder,
-  createElementwiseKernels,
-  createOptimizerKernels,
-  createTensor,
-  InvalidArgumentError,
-  readF32,
-  writeTensor,
-  type GpuContext,
-  type GpuTensor,
-  type ElementwiseKernels,
-  type OptimizerKernels,
-} from '@webtune/gpu';
+import { CommandRecorder, createElementwiseKernels, createOptimizerKernels, createTensor, readF32, writeTensor, type GpuContext, type GpuTensor, type ElementwiseKernels, type OptimizerKernels } from '@webtune/gpu';
+import { InvalidArgumentError } from '@webtune/errors';
 import type { HostTensor, LoraAdapter } from '@webtune/model';
 
 export interface AdamWOptions {

@@ -4,7 +4,8 @@
  * against the device's limits and a budget; a plan that does not fit is refused with
  * MemoryPlanError naming what to lower, biggest saving first.
  */
-import { MemoryPlanError, formatBytes, type GpuContext } from '@webtune/gpu';
+import { type GpuContext } from '@webtune/gpu';
+import { MemoryPlanError, formatBytes } from '@webtune/errors';
 import { BYTES, defaultHeadChunk, linearHasBias, linearShape, LINEAR_MODULES, LoraAdapter, planBytes, planWorkspace, targetedLinears, type BaseFormat, type LoraConfig, type ModelConfig } from '@webtune/model';
 
 export interface MemoryPlanInput {

@@ -3,7 +3,7 @@
  * (`constant_with_warmup`, `linear`, `cosine` with half a cycle): the multiplier for optimizer
  * step `step` (0-based) of `totalSteps`.
  */
-import { InvalidArgumentError } from '@webtune/gpu';
+import { InvalidArgumentError } from '@webtune/errors';
 
 export type ScheduleKind = 'constant' | 'linear' | 'cosine';
 

@@ -3,7 +3,8 @@
  * accumulation, AdamW with global-norm clipping and a warmup schedule, progress per optimizer
  * step, and the accounted GPU peak next to the planner's estimate at the end.
  */
-import { InvalidArgumentError, type GpuContext } from '@webtune/gpu';
+import { type GpuContext } from '@webtune/gpu';
+import { InvalidArgumentError } from '@webtune/errors';
 import type { BaseFormat, HostTensor, LoraAdapter, Transformer } from '@webtune/model';
 import { BatchStream, type DataCursor } from './data.js';
 import { AdamW, type AdamWOptions } from './optimizer.js';

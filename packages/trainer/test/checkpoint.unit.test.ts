@@ -1,12 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import {
-  CheckpointCorruptError,
-  CheckpointMismatchError,
-  CheckpointNotFoundError,
-  InvalidArgumentError,
-  ModelFormatError,
-  StorageFullError,
-} from '@webtune/gpu';
+import { CheckpointCorruptError, CheckpointMismatchError, CheckpointNotFoundError, InvalidArgumentError, ModelFormatError, StorageFullError } from '@webtune/errors';
 import { parseSafetensors, serializeSafetensors, type HostTensor, type LoraConfig } from '@webtune/model';
 import {
   CHECKPOINT_SCHEMA_VERSION,

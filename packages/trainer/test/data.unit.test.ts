@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { InvalidArgumentError } from '@webtune/gpu';
+import { InvalidArgumentError } from '@webtune/errors';
 import { BatchStream, learningRateFactor, packTokens } from '../src/index.js';
 
 describe('packTokens', () => {

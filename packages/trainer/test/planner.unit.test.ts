@@ -3,7 +3,7 @@
  * training test (training.gpu.test.ts) checks the estimate against what a run really allocates.
  */
 import { describe, expect, it } from 'vitest';
-import { MemoryPlanError } from '@webtune/gpu';
+import { MemoryPlanError } from '@webtune/errors';
 import { parseModelConfig, resolveLoraConfig } from '@webtune/model';
 import { checkMemoryPlan, estimateTrainingMemory } from '../src/index.js';
 

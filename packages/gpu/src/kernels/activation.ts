@@ -4,10 +4,10 @@
  * Shaders: shaders/swiglu-*.wgsl, shaders/gelu-*.wgsl.
  * Expected values: PyTorch autograd (scripts/make_transformer_op_fixtures.py).
  */
-import swigluForwardSource from '../../../../shaders/swiglu-forward.wgsl?raw';
-import swigluBackwardSource from '../../../../shaders/swiglu-backward.wgsl?raw';
-import geluForwardSource from '../../../../shaders/gelu-forward.wgsl?raw';
-import geluBackwardSource from '../../../../shaders/gelu-backward.wgsl?raw';
+import swigluForwardSource from '../shaders/swiglu-forward.wgsl.js';
+import swigluBackwardSource from '../shaders/swiglu-backward.wgsl.js';
+import geluForwardSource from '../shaders/gelu-forward.wgsl.js';
+import geluBackwardSource from '../shaders/gelu-backward.wgsl.js';
 import type { GpuContext } from '../device.js';
 import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';

@@ -17,13 +17,13 @@
  * h * headDim ..; query head h reads kv head floor(h / (heads / kvHeads)). headDim is a multiple of
  * 16 up to 256. Shaders: shaders/attention-*.wgsl. Reference values: scripts/make_attention_fixtures.py.
  */
-import forwardSource from '../../../../shaders/attention-forward.wgsl?raw';
-import deltaSource from '../../../../shaders/attention-backward-delta.wgsl?raw';
-import dqSource from '../../../../shaders/attention-backward-dq.wgsl?raw';
-import dkvSource from '../../../../shaders/attention-backward-dkv.wgsl?raw';
-import backwardCommonSource from '../../../../shaders/lib/attention-backward-common.wgsl?raw';
+import forwardSource from '../shaders/attention-forward.wgsl.js';
+import deltaSource from '../shaders/attention-backward-delta.wgsl.js';
+import dqSource from '../shaders/attention-backward-dq.wgsl.js';
+import dkvSource from '../shaders/attention-backward-dkv.wgsl.js';
+import backwardCommonSource from '../shaders/lib/attention-backward-common.wgsl.js';
 import type { GpuContext } from '../device.js';
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError } from '@webtune/errors';
 import { requireElementType } from './tensor-checks.js';
 import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';

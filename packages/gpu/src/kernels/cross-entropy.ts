@@ -6,9 +6,9 @@
  * back as f16; losses are always f32. Shader: shaders/cross-entropy.wgsl.
  * Reference values: torch.nn.functional.cross_entropy (scripts/make_attention_fixtures.py).
  */
-import source from '../../../../shaders/cross-entropy.wgsl?raw';
+import source from '../shaders/cross-entropy.wgsl.js';
 import type { GpuContext } from '../device.js';
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError } from '@webtune/errors';
 import { requireElementType } from './tensor-checks.js';
 import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';

@@ -5,11 +5,11 @@
  * Tensors are f32 or f16 (`dtype`, scaling in f32); the mask does not depend on the dtype.
  * Shaders: shaders/dropout-forward.wgsl, shaders/dropout-backward.wgsl, shaders/lib/dropout-hash.wgsl.
  */
-import hashLib from '../../../../shaders/lib/dropout-hash.wgsl?raw';
-import forwardSource from '../../../../shaders/dropout-forward.wgsl?raw';
-import backwardSource from '../../../../shaders/dropout-backward.wgsl?raw';
+import hashLib from '../shaders/lib/dropout-hash.wgsl.js';
+import forwardSource from '../shaders/dropout-forward.wgsl.js';
+import backwardSource from '../shaders/dropout-backward.wgsl.js';
 import type { GpuContext } from '../device.js';
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError } from '@webtune/errors';
 import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';

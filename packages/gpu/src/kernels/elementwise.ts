@@ -7,13 +7,13 @@
  * shaders/cast.wgsl.
  * Expected values: PyTorch (scripts/make_transformer_op_fixtures.py).
  */
-import axpySource from '../../../../shaders/axpy.wgsl?raw';
-import addBiasSource from '../../../../shaders/add-bias.wgsl?raw';
-import copyColumnsSource from '../../../../shaders/copy-columns.wgsl?raw';
-import fillSource from '../../../../shaders/fill.wgsl?raw';
-import castSource from '../../../../shaders/cast.wgsl?raw';
+import axpySource from '../shaders/axpy.wgsl.js';
+import addBiasSource from '../shaders/add-bias.wgsl.js';
+import copyColumnsSource from '../shaders/copy-columns.wgsl.js';
+import fillSource from '../shaders/fill.wgsl.js';
+import castSource from '../shaders/cast.wgsl.js';
 import type { GpuContext } from '../device.js';
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError } from '@webtune/errors';
 import type { CompiledKernel, ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';

@@ -5,11 +5,11 @@
  * Shaders: shaders/embedding-gather.wgsl, shaders/embedding-scatter-add.wgsl.
  * Expected values: PyTorch autograd of F.embedding (scripts/make_transformer_op_fixtures.py).
  */
-import sumLib from '../../../../shaders/lib/workgroup-sum.wgsl?raw';
-import gatherSource from '../../../../shaders/embedding-gather.wgsl?raw';
-import scatterAddSource from '../../../../shaders/embedding-scatter-add.wgsl?raw';
+import sumLib from '../shaders/lib/workgroup-sum.wgsl.js';
+import gatherSource from '../shaders/embedding-gather.wgsl.js';
+import scatterAddSource from '../shaders/embedding-scatter-add.wgsl.js';
 import type { GpuContext } from '../device.js';
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError } from '@webtune/errors';
 import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';

@@ -16,7 +16,7 @@
  * CPU reference: packages/gpu/src/kernels/lora.ref.ts
  */
 import type { GpuContext } from '../device.js';
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError } from '@webtune/errors';
 import type { ElementType } from '../pipeline-cache.js';
 import type { CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';

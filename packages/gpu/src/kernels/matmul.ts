@@ -2,13 +2,13 @@
  * matmul kernel wrapper: C = alpha * op(A) op(B) (+ C), batched, either operand transposed,
  * f32 or f16 storage with f32 accumulation. Shader: shaders/matmul.wgsl.
  */
-import commonLib from '../../../../shaders/lib/matmul-common.wgsl?raw';
-import scalarIoLib from '../../../../shaders/lib/matmul-scalar-io.wgsl?raw';
-import source from '../../../../shaders/matmul.wgsl?raw';
-import vec4Source from '../../../../shaders/matmul-vec4.wgsl?raw';
-import subgroupSource from '../../../../shaders/matmul-subgroup.wgsl?raw';
+import commonLib from '../shaders/lib/matmul-common.wgsl.js';
+import scalarIoLib from '../shaders/lib/matmul-scalar-io.wgsl.js';
+import source from '../shaders/matmul.wgsl.js';
+import vec4Source from '../shaders/matmul-vec4.wgsl.js';
+import subgroupSource from '../shaders/matmul-subgroup.wgsl.js';
 import type { GpuContext } from '../device.js';
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError } from '@webtune/errors';
 import type { CompiledKernel, ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { CommandRecorder, packParams } from '../recorder.js';
 import { createTensor, type GpuTensor } from '../tensor.js';

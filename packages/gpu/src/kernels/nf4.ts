@@ -5,17 +5,17 @@
  * (uploadNF4 with codebook 'int4'; the quantizer writes NF4 only).
  * Shaders: shaders/nf4-*.wgsl, shaders/reduce-sum.wgsl, shaders/lib/nf4-*.wgsl.
  */
-import codeLib from '../../../../shaders/lib/nf4-code.wgsl?raw';
-import weightsLib from '../../../../shaders/lib/nf4-weights.wgsl?raw';
-import quantizeSource from '../../../../shaders/nf4-quantize.wgsl?raw';
-import doubleQuantizeSource from '../../../../shaders/nf4-double-quantize.wgsl?raw';
-import reduceSumSource from '../../../../shaders/reduce-sum.wgsl?raw';
-import dequantizeSource from '../../../../shaders/nf4-dequantize.wgsl?raw';
-import matmulSource from '../../../../shaders/nf4-matmul.wgsl?raw';
-import matmulCommonLib from '../../../../shaders/lib/nf4-matmul-common.wgsl?raw';
-import gradInputSource from '../../../../shaders/nf4-matmul-grad-input.wgsl?raw';
+import codeLib from '../shaders/lib/nf4-code.wgsl.js';
+import weightsLib from '../shaders/lib/nf4-weights.wgsl.js';
+import quantizeSource from '../shaders/nf4-quantize.wgsl.js';
+import doubleQuantizeSource from '../shaders/nf4-double-quantize.wgsl.js';
+import reduceSumSource from '../shaders/reduce-sum.wgsl.js';
+import dequantizeSource from '../shaders/nf4-dequantize.wgsl.js';
+import matmulSource from '../shaders/nf4-matmul.wgsl.js';
+import matmulCommonLib from '../shaders/lib/nf4-matmul-common.wgsl.js';
+import gradInputSource from '../shaders/nf4-matmul-grad-input.wgsl.js';
 import type { GpuContext } from '../device.js';
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError } from '@webtune/errors';
 import { dynamicMap, NESTED_BLOCK_SIZE, type Codebook4 } from '../nf4/format.js';
 import { validateBlockSize, type NF4Quantized } from '../nf4/quantize.js';
 import type { ElementType, KernelDefinition } from '../pipeline-cache.js';

@@ -6,13 +6,13 @@
  * Shaders: shaders/rms-norm-*.wgsl, shaders/layer-norm-*.wgsl, shaders/lib/workgroup-sum.wgsl.
  * Expected values: PyTorch autograd (scripts/make_transformer_op_fixtures.py).
  */
-import sumLib from '../../../../shaders/lib/workgroup-sum.wgsl?raw';
-import rmsForwardSource from '../../../../shaders/rms-norm-forward.wgsl?raw';
-import rmsBackwardSource from '../../../../shaders/rms-norm-backward.wgsl?raw';
-import layerForwardSource from '../../../../shaders/layer-norm-forward.wgsl?raw';
-import layerBackwardSource from '../../../../shaders/layer-norm-backward.wgsl?raw';
+import sumLib from '../shaders/lib/workgroup-sum.wgsl.js';
+import rmsForwardSource from '../shaders/rms-norm-forward.wgsl.js';
+import rmsBackwardSource from '../shaders/rms-norm-backward.wgsl.js';
+import layerForwardSource from '../shaders/layer-norm-forward.wgsl.js';
+import layerBackwardSource from '../shaders/layer-norm-backward.wgsl.js';
 import type { GpuContext } from '../device.js';
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError } from '@webtune/errors';
 import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';

@@ -6,12 +6,12 @@
  * Shaders: shaders/adamw.wgsl, shaders/sum-squares.wgsl, shaders/clip-coefficient.wgsl.
  * Expected values: PyTorch (scripts/make_transformer_op_fixtures.py).
  */
-import sumLib from '../../../../shaders/lib/workgroup-sum.wgsl?raw';
-import adamwSource from '../../../../shaders/adamw.wgsl?raw';
-import sumSquaresSource from '../../../../shaders/sum-squares.wgsl?raw';
-import clipSource from '../../../../shaders/clip-coefficient.wgsl?raw';
+import sumLib from '../shaders/lib/workgroup-sum.wgsl.js';
+import adamwSource from '../shaders/adamw.wgsl.js';
+import sumSquaresSource from '../shaders/sum-squares.wgsl.js';
+import clipSource from '../shaders/clip-coefficient.wgsl.js';
 import type { GpuContext } from '../device.js';
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError } from '@webtune/errors';
 import type { KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import { createTensor, type GpuTensor } from '../tensor.js';

@@ -5,9 +5,9 @@
  * storage, f32 arithmetic); the tables are always f32. Shader: shaders/rope.wgsl.
  * Reference values: scripts/make_attention_fixtures.py (PyTorch).
  */
-import source from '../../../../shaders/rope.wgsl?raw';
+import source from '../shaders/rope.wgsl.js';
 import type { GpuContext } from '../device.js';
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError } from '@webtune/errors';
 import { requireElementType } from './tensor-checks.js';
 import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';

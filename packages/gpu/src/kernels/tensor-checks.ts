@@ -4,7 +4,7 @@
  * the tensor and the shapes involved.
  */
 import type { GpuContext } from '../device.js';
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError } from '@webtune/errors';
 import type { ElementType } from '../pipeline-cache.js';
 import type { DType, GpuTensor } from '../tensor.js';
 

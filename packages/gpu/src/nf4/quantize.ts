@@ -2,7 +2,7 @@
  * CPU NF4 quantizer and dequantizer, bit-compatible with bitsandbytes' quantize_4bit /
  * dequantize_4bit (default backend). Public API, and the reference the GPU kernels are tested against.
  */
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError } from '@webtune/errors';
 import { codebookValues, dynamicMap, NESTED_BLOCK_SIZE, NF4_BLOCK_SIZES, NF4_CODEBOOK, NF4_ZERO_CODE, nearestCode, type Codebook4 } from './format.js';
 
 const f = Math.fround;

@@ -5,11 +5,10 @@
  * the boundary is structured-cloneable data (no functions, no class instances with methods).
  */
 import { describe, expect, expectTypeOf, it } from 'vitest';
-import type * as Comlink from 'comlink';
-import {
-  TrainerSession,
-  type CheckpointMeta, type DataInfo, type JsonValue, type ModelInfo, type ProgressEvent, type TrainerApi, type TrainSummary,
-} from '../src/index.js';
+import * as Comlink from 'comlink';
+import { CheckpointNotFoundError, InvalidArgumentError, ModelFormatError, WorkerStartError } from '@webtune/errors';
+import { MemoryCheckpointStore, type CheckpointMeta, type JsonValue } from '@webtune/trainer';
+import { createTrainer, TrainerSession, type DataInfo, type ModelInfo, type ProgressEvent, type TrainerApi, type TrainSummary } from '../src/index.js';
 import type { PeftFiles } from '@webtune/model';
 
 type Methods<T> = { [K in keyof T as T[K] extends (...args: never[]) => unknown ? K : never]: T[K] };
@@ -61,14 +60,54 @@ describe('worker contract', () => {
     expectTypeOf<Cloneable<{ a: number; f: () => void }>>().toEqualTypeOf<false>();
   });
 
-  it('at run time too: the session prototype has exactly the API methods', () => {
-    const methods = Object.getOwnPropertyNames(TrainerSession.prototype)
-      .filter((k) => k !== 'constructor' && typeof (TrainerSession.prototype as unknown as Record<string, unknown>)[k] === 'function');
-    const api: Array<keyof TrainerApi> = [
-      'loadModel', 'prepareData', 'planTraining', 'train', 'pause', 'resume', 'cancel', 'generate', 'exportAdapter', 'exportOnnx', 'importAdapter', 'listCheckpoints',
-      'restoreCheckpoint', 'deleteCheckpoint', 'exportCheckpoint', 'importCheckpoint', 'persistStorage', 'recoverDevice', 'status', 'dispose',
-    ];
-    const isPrivate = (k: string) => ['context', 'modelInfo', 'requireModel', 'tokenizer', 'continueRun', 'disposeRun', 'releaseModel'].includes(k);
-    expect(methods.filter((k) => !isPrivate(k)).sort()).toEqual([...api].sort());
+  it('at run time the facade answers every session method, and is not thenable', async () => {
+    const methods = Object.getOwnPropertyNames(TrainerSession.prototype).filter((k) => k !== 'constructor');
+    const api = await createTrainer({ inline: true, checkpoints: new MemoryCheckpointStore() });
+    for (const name of methods) expect(typeof (api as unknown as Record<string, unknown>)[name], name).toBe('function');
+    expect((api as unknown as { then?: unknown }).then).toBeUndefined(); // `await createTrainer()` resolves to it
+    await expect(api.listCheckpoints()).resolves.toEqual([]);
+  });
+});
+
+/**
+ * The worker path over a real MessageChannel (Node's ports speak the same postMessage protocol as a
+ * Worker): Comlink, the error transfer and the start handshake, without a GPU.
+ */
+describe('worker facade over a MessageChannel', () => {
+  async function connected(): Promise<{ api: TrainerApi; close: () => void }> {
+    const { port1, port2 } = new MessageChannel();
+    Comlink.expose(new TrainerSession({ checkpoints: new MemoryCheckpointStore() }), port1 as unknown as Comlink.Endpoint);
+    const api = await createTrainer({ worker: port2 as unknown as Worker });
+    return { api, close: () => { port1.close(); port2.close(); } };
+  }
+
+  it('errors keep their class, code and fields; byte arrays handed in are transferred', async () => {
+    const { api, close } = await connected();
+    try {
+      const missing = await api.exportCheckpoint('no-such-id').catch((e: unknown) => e);
+      expect(missing).toBeInstanceOf(CheckpointNotFoundError);
+      expect(missing).toMatchObject({ code: 'CHECKPOINT_NOT_FOUND', id: 'no-such-id', name: 'CheckpointNotFoundError' });
+      const bytes = new Uint8Array(64).fill(7);
+      const corrupt = await api.importCheckpoint(bytes).catch((e: unknown) => e);
+      expect(corrupt).toBeInstanceOf(ModelFormatError); // not a safetensors file at all
+      expect(bytes.byteLength).toBe(0); // moved to the worker, not copied
+      await expect(api.prepareData({ text: 'x' })).rejects.toBeInstanceOf(InvalidArgumentError);
+    } finally {
+      close();
+    }
+  });
+
+  it('a worker that never answers is WorkerStartError after startTimeoutMs, not a hang', async () => {
+    const { port1, port2 } = new MessageChannel(); // nobody serves port1: an app worker file that imports nothing
+    try {
+      const started = Date.now();
+      const error = await createTrainer({ worker: port2 as unknown as Worker, startTimeoutMs: 300 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(WorkerStartError);
+      expect((error as Error).message).toMatch(/did not answer within 300 ms.*import 'webtune\/worker'/s);
+      expect(Date.now() - started).toBeLessThan(5_000);
+    } finally {
+      port1.close();
+      port2.close();
+    }
   });
 });

@@ -20,19 +20,25 @@ export type WebtuneErrorCode =
   | 'CHECKPOINT_CORRUPT'
   | 'CHECKPOINT_MISMATCH'
   | 'CHECKPOINT_NOT_FOUND'
-  | 'STORAGE_FULL';
+  | 'STORAGE_FULL'
+  | 'WORKER_START';
 
 export class WebtuneError extends Error {
+  /**
+   * The class's name as a literal, not `constructor.name`: minifiers rename classes (differently in
+   * a page and its worker), and this string is what the worker transfer looks the class up by.
+   */
+  override name: string = 'WebtuneError';
   readonly code: WebtuneErrorCode;
   constructor(code: WebtuneErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
-    this.name = new.target.name;
   }
 }
 
 /** No `navigator.gpu`, or no adapter: says what to enable and which browsers ship WebGPU. */
 export class WebGPUUnavailableError extends WebtuneError {
+  override name = 'WebGPUUnavailableError';
   constructor(detail: string, options?: { cause?: unknown }) {
     super(
       'WEBGPU_UNAVAILABLE',
@@ -58,6 +64,7 @@ export interface ShaderMessage {
 
 /** The WGSL compiler rejected a shader, or a pipeline could not be created from it. */
 export class ShaderCompileError extends WebtuneError {
+  override name = 'ShaderCompileError';
   readonly shader: string;
   readonly messages: ShaderMessage[];
   constructor(shader: string, messages: ShaderMessage[], detail?: string) {
@@ -74,6 +81,7 @@ export class ShaderCompileError extends WebtuneError {
 
 /** The GPU device was lost (driver reset, tab in background too long, `destroy()`). */
 export class DeviceLostError extends WebtuneError {
+  override name = 'DeviceLostError';
   readonly reason: string;
   constructor(reason: string, message: string) {
     super(
@@ -87,6 +95,7 @@ export class DeviceLostError extends WebtuneError {
 
 /** An allocation failed inside an out-of-memory error scope. */
 export class OutOfMemoryError extends WebtuneError {
+  override name = 'OutOfMemoryError';
   readonly requestedBytes: number;
   readonly liveBytes: number;
   constructor(label: string, requestedBytes: number, liveBytes: number, detail?: string) {
@@ -103,6 +112,7 @@ export class OutOfMemoryError extends WebtuneError {
 
 /** A wrong shape, dtype or option: names what was given and what was expected. */
 export class InvalidArgumentError extends WebtuneError {
+  override name = 'InvalidArgumentError';
   constructor(message: string) {
     super('INVALID_ARGUMENT', message);
   }
@@ -110,6 +120,7 @@ export class InvalidArgumentError extends WebtuneError {
 
 /** A tensor is larger than one storage binding (or one buffer) may be on this adapter. */
 export class BindingLimitError extends WebtuneError {
+  override name = 'BindingLimitError';
   readonly requestedBytes: number;
   readonly limitBytes: number;
   constructor(label: string, requestedBytes: number, limitBytes: number, limitName: string) {
@@ -126,6 +137,7 @@ export class BindingLimitError extends WebtuneError {
 
 /** The validation error scope around a webtune operation was not empty. */
 export class GpuValidationError extends WebtuneError {
+  override name = 'GpuValidationError';
   constructor(operation: string, message: string) {
     super(
       'GPU_VALIDATION',
@@ -139,6 +151,7 @@ export class GpuValidationError extends WebtuneError {
  * not support. Names the file and what is wrong with it.
  */
 export class ModelFormatError extends WebtuneError {
+  override name = 'ModelFormatError';
   readonly source: string;
   constructor(source: string, detail: string, options?: { cause?: unknown }) {
     super('MODEL_FORMAT', `${source}: ${detail}`, options);
@@ -148,6 +161,7 @@ export class ModelFormatError extends WebtuneError {
 
 /** A well-formed model that webtune cannot run (architecture, activation, RoPE type, dtype). */
 export class UnsupportedModelError extends WebtuneError {
+  override name = 'UnsupportedModelError';
   readonly source: string;
   constructor(source: string, detail: string, options?: { cause?: unknown }) {
     super('UNSUPPORTED_MODEL', `${source}: ${detail}.`, options);
@@ -157,6 +171,7 @@ export class UnsupportedModelError extends WebtuneError {
 
 /** A file the model needs is not in the folder, the server answered 404, or a shard is missing. */
 export class ModelFileMissingError extends WebtuneError {
+  override name = 'ModelFileMissingError';
   readonly file: string;
   constructor(file: string, detail: string, options?: { cause?: unknown }) {
     super('MODEL_FILE_MISSING', `${file}: ${detail}`, options);
@@ -166,6 +181,7 @@ export class ModelFileMissingError extends WebtuneError {
 
 /** A download failed (network error, HTTP error other than 404, or the body ended early). Nothing partial is cached. */
 export class DownloadError extends WebtuneError {
+  override name = 'DownloadError';
   readonly url: string;
   readonly status: number | undefined;
   constructor(url: string, detail: string, status?: number, options?: { cause?: unknown }) {
@@ -180,6 +196,7 @@ export class DownloadError extends WebtuneError {
  * lists what to lower, biggest saving first.
  */
 export class MemoryPlanError extends WebtuneError {
+  override name = 'MemoryPlanError';
   readonly estimatedBytes: number;
   readonly limitBytes: number;
   readonly suggestions: readonly string[];
@@ -209,6 +226,7 @@ export function formatBytes(bytes: number): string {
 
 /** A stored checkpoint failed verification (checksum, size, format or schema). Older checkpoints are untouched. */
 export class CheckpointCorruptError extends WebtuneError {
+  override name = 'CheckpointCorruptError';
   readonly id: string;
   constructor(id: string, detail: string, options?: { cause?: unknown }) {
     super('CHECKPOINT_CORRUPT', `Checkpoint ${id} is damaged: ${detail}. Restore an earlier checkpoint (listCheckpoints) or delete this one.`, options);
@@ -218,6 +236,7 @@ export class CheckpointCorruptError extends WebtuneError {
 
 /** A checkpoint made for another model, adapter configuration or data than the one it is loaded into. */
 export class CheckpointMismatchError extends WebtuneError {
+  override name = 'CheckpointMismatchError';
   readonly id: string;
   constructor(id: string, detail: string, options?: { cause?: unknown }) {
     super('CHECKPOINT_MISMATCH', `Checkpoint ${id} does not fit: ${detail}.`, options);
@@ -226,6 +245,7 @@ export class CheckpointMismatchError extends WebtuneError {
 }
 
 export class CheckpointNotFoundError extends WebtuneError {
+  override name = 'CheckpointNotFoundError';
   readonly id: string;
   constructor(id: string) {
     super('CHECKPOINT_NOT_FOUND', `There is no checkpoint "${id}"; listCheckpoints() shows the stored ones.`);
@@ -235,6 +255,7 @@ export class CheckpointNotFoundError extends WebtuneError {
 
 /** The browser refused to store more (QuotaExceededError). Nothing partial was written; earlier data is intact. */
 export class StorageFullError extends WebtuneError {
+  override name = 'StorageFullError';
   constructor(detail: string, options?: { cause?: unknown }) {
     super(
       'STORAGE_FULL',
@@ -243,3 +264,91 @@ export class StorageFullError extends WebtuneError {
     );
   }
 }
+
+/**
+ * The trainer's Web Worker failed to start or never answered: its script did not load (a bundler
+ * that did not emit it, a Content-Security-Policy without `worker-src`), or an app's own worker
+ * file does not import the worker entry.
+ */
+export class WorkerStartError extends WebtuneError {
+  override name = 'WorkerStartError';
+  constructor(detail: string, options?: { cause?: unknown }) {
+    super(
+      'WORKER_START',
+      `The webtune worker did not start: ${detail}. If you pass your own worker, its file must import ` +
+        "'webtune/worker' (or 'webtune/onnx-worker'); check that the bundler emitted the worker and that " +
+        "the page's Content-Security-Policy allows it (worker-src 'self').",
+      options,
+    );
+  }
+}
+
+/**
+ * Why the coordinator rejected a request: the `error` field of the federated protocol's
+ * ErrorResponse. Kept here, beside the errors that carry it, so this module depends on nothing.
+ */
+export type ProtocolErrorCode =
+  | 'bad_secret' | 'unauthenticated' | 'wrong_round' | 'round_closed' | 'not_selected' | 'too_large'
+  | 'malformed' | 'wrong_tensors' | 'not_finite' | 'norm_exceeded' | 'bad_request' | 'not_found' | 'unsupported_protocol';
+
+/**
+ * A federated step failed. `reason` is the coordinator's ErrorResponse code for a rejected request
+ * (the message carries its text), or the client's own reason. Network failures and 5xx after every
+ * retry are DownloadError instead.
+ */
+export class FederatedError extends WebtuneError {
+  override name = 'FederatedError';
+  readonly reason: ProtocolErrorCode | 'bad_response' | 'bad_global' | 'busy' | 'bad_config' | 'too_large';
+  readonly status: number | undefined;
+  constructor(
+    code: WebtuneErrorCode,
+    reason: FederatedError['reason'],
+    message: string,
+    options: { status?: number; cause?: unknown } = {},
+  ) {
+    super(code, message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.reason = reason;
+    this.status = options.status;
+  }
+}
+
+/** An update payload is unusable; `reason` is the protocol's error code. */
+export class UpdateRejectedError extends WebtuneError {
+  override name = 'UpdateRejectedError';
+  readonly reason: ProtocolErrorCode;
+  constructor(reason: ProtocolErrorCode, detail: string) {
+    super('INVALID_ARGUMENT', `Update rejected (${reason}): ${detail}.`);
+    this.reason = reason;
+  }
+}
+
+/** A constructor of any webtune error class. */
+export type WebtuneErrorClass = abstract new (...args: never[]) => WebtuneError;
+
+/**
+ * Every webtune error class, keyed by its literal `name`. The worker transfer (in @webtune/sdk)
+ * rebuilds an error as `ERROR_CLASSES[name]`, so `instanceof` holds on the page in minified
+ * production builds too. A new error class is added here (a unit test checks none is missing).
+ */
+export const ERROR_CLASSES: Readonly<Record<string, WebtuneErrorClass>> = {
+  WebtuneError,
+  WebGPUUnavailableError,
+  ShaderCompileError,
+  DeviceLostError,
+  OutOfMemoryError,
+  InvalidArgumentError,
+  BindingLimitError,
+  GpuValidationError,
+  ModelFormatError,
+  UnsupportedModelError,
+  ModelFileMissingError,
+  DownloadError,
+  MemoryPlanError,
+  CheckpointCorruptError,
+  CheckpointMismatchError,
+  CheckpointNotFoundError,
+  StorageFullError,
+  WorkerStartError,
+  FederatedError,
+  UpdateRejectedError,
+};

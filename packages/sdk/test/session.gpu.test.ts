@@ -4,13 +4,14 @@
  * and a lost GPU device recovered from the last checkpoint on a new device.
  */
 import { describe, expect, it } from 'vitest';
-import { CheckpointCorruptError, DeviceLostError, InvalidArgumentError } from '@webtune/gpu';
+import { CheckpointCorruptError, DeviceLostError, InvalidArgumentError } from '@webtune/errors';
 import { createNodeGpu } from '@webtune/gpu/node';
 import { nodeDirectorySource } from '../../model/src/node.js';
 import { FIXTURES } from '../../model/test/tiny-models.js';
 import { parseSafetensors } from '../../model/src/index.js';
-import { createTrainer, MemoryCheckpointStore, TrainerSession, type TrainRequest } from '../src/index.js';
-import { chapter } from './corpus.js';
+import { MemoryCheckpointStore } from '@webtune/trainer';
+import { createTrainer, TrainerSession, type TrainRequest } from '../src/index.js';
+import { chapter } from '../../trainer/test/corpus.js';
 
 const RUN: TrainRequest = {
   steps: 12, batchSize: 4, learningRate: 5e-3, checkpointEvery: 6, seed: 3,

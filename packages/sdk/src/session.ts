@@ -5,13 +5,8 @@
  * checkpoints.
  */
 import * as Comlink from 'comlink';
-import {
-  createGpuContext,
-  InvalidArgumentError,
-  CheckpointMismatchError,
-  MemoryPlanError,
-  type GpuContext,
-} from '@webtune/gpu';
+import { CheckpointMismatchError, InvalidArgumentError, MemoryPlanError } from '@webtune/errors';
+import { createGpuContext, type GpuContext } from '@webtune/gpu';
 import {
   exportPeftAdapter,
   filesSource,
@@ -36,22 +31,32 @@ import {
   type ModelFileSource,
   type PeftFiles,
   type Tokenizer,
+  type WeightFormat,
 } from '@webtune/model';
 import {
+  checkMemoryPlan,
   checkpointFromFile,
   checkpointToFile,
   decodeCheckpoint,
   encodeCheckpoint,
   modelFingerprint,
   sha256Hex,
+  DEFAULT_TRAIN_CONFIG,
+  estimateTrainingMemory,
+  MemoryCheckpointStore,
+  packTokens,
+  tokenizeDocuments,
+  Trainer,
   type CheckpointMeta,
+  type CheckpointStore,
+  type DataCursor,
   type JsonObject,
-} from './checkpoint.js';
-import { exportMergedOnnx, onnxWeightFormat, type ExportOnnxOptions } from '@webtune/onnx';
-import { MemoryCheckpointStore, type CheckpointStore } from './checkpoint-store.js';
-import { packTokens, tokenizeDocuments, type DataCursor } from './data.js';
-import { checkMemoryPlan, estimateTrainingMemory, type MemoryEstimate } from './planner.js';
-import { DEFAULT_TRAIN_CONFIG, Trainer, type StepProgress, type TrainConfig, type TrainerState } from './trainer.js';
+  type MemoryEstimate,
+  type StepProgress,
+  type TrainConfig,
+  type TrainerState,
+} from '@webtune/trainer';
+import type { ExportOnnxOptions } from '@webtune/onnx';
 
 /** Options of TrainerSession.generate: sampling settings, and whether the adapter takes part. */
 export interface SessionGenerateOptions extends Omit<GenerateOptions, 'onToken' | 'signal'> {
@@ -66,6 +71,18 @@ export interface SessionEnvironment {
   checkpoints?: CheckpointStore;
   /** Where downloaded model files are cached (default: the Cache API where it exists). */
   modelCache?: ModelCache | false;
+  /**
+   * ONNX files, in and out. Absent unless the app asked for them (createOnnxTrainer(), or a worker
+   * on 'webtune/onnx-worker'), so that apps training safetensors models never bundle the ONNX
+   * reader and protobufjs.
+   */
+  onnx?: OnnxSupport;
+}
+
+/** What the session needs from @webtune/onnx: the loader's WeightFormat for a graph, and the export. */
+export interface OnnxSupport {
+  weightFormat(file: string): WeightFormat;
+  exportModel(files: LoadedModelFiles, config: LoraConfig, tensors: Map<string, HostTensor>, options: ExportOnnxOptions): Map<string, Uint8Array>;
 }
 
 export interface LoadOptions {
@@ -230,7 +247,7 @@ export class TrainerSession {
     this.releaseModel();
     const src = typeof source === 'string' ? urlSource(source) : Array.isArray(source) ? filesSource(source) : source;
     const files = await loadModelFiles(src, {
-      onProgress, cache: options.cache === false ? false : this.env.modelCache, ...(options.onnx ? { weights: onnxWeightFormat({ file: options.onnx }) } : {}),
+      onProgress, cache: options.cache === false ? false : this.env.modelCache, ...(options.onnx ? { weights: this.onnx().weightFormat(options.onnx) } : {}),
     });
     const format = options.format ?? ('blockSize' in storedFourBit(files.config, weightReader(files)) ? 'q4' : 'f32');
     const dtype = options.dtype === 'auto' ? (ctx.features.shaderF16 ? 'f16' : 'f32') : (options.dtype ?? 'f32');
@@ -238,6 +255,14 @@ export class TrainerSession {
     const model = await Transformer.create(ctx, base);
     this.loaded = { files, base, model, format, dtype };
     return this.modelInfo();
+  }
+
+  private onnx(): OnnxSupport {
+    if (this.env.onnx) return this.env.onnx;
+    throw new InvalidArgumentError(
+      "This trainer has no ONNX support, which is kept out of apps that do not ask for it: create it with createOnnxTrainer() from 'webtune/onnx' " +
+        "(or, with your own worker, import 'webtune/onnx-worker' in it).",
+    );
   }
 
   private modelInfo(): ModelInfo {
@@ -461,7 +486,7 @@ export class TrainerSession {
   async exportOnnx(options: ExportOnnxOptions = {}): Promise<Record<string, Uint8Array>> {
     if (!this.adapter) throw new InvalidArgumentError('There is no adapter yet: train or import one first.');
     const { files } = this.requireModel();
-    const { files: out } = exportMergedOnnx(files, this.adapter.config, await this.adapter.read(), options);
+    const out = this.onnx().exportModel(files, this.adapter.config, await this.adapter.read(), options);
     const result = Object.fromEntries(out);
     return Comlink.transfer(result, [...out.values()].map((b) => b.buffer as ArrayBuffer));
   }

@@ -1,24 +1,17 @@
 /**
  * Typed errors across the worker boundary. Comlink's own handler sends only name, message and
  * stack, so a `ModelFileMissingError` thrown in the worker would arrive as a plain Error. This
- * replaces Comlink's "throw" handler on both sides: a WebtuneError travels with its class name,
- * `code` and its own data fields (file, url, status, suggestions, ...), and is rebuilt as the same
- * class, so `instanceof` and `error.code` work on the main thread. Other errors keep Comlink's
- * behaviour.
+ * replaces Comlink's "throw" handler on both sides: a WebtuneError travels with its literal `name`,
+ * `code` and its own data fields (file, url, status, suggestions, ...), and is rebuilt from
+ * @webtune/errors' ERROR_CLASSES registry, so `instanceof` and `error.code` work on the main thread
+ * in minified builds too (class names differ between a page's and a worker's bundle; the literal
+ * `name` does not). Other errors keep Comlink's behaviour.
  */
 import * as Comlink from 'comlink';
-import * as gpu from '@webtune/gpu';
-import { WebtuneError } from '@webtune/gpu';
+import { ERROR_CLASSES, WebtuneError } from '@webtune/errors';
 
-type ErrorClass = new (...args: never[]) => WebtuneError;
-
-/** Every WebtuneError subclass @webtune/gpu exports, by class name. */
-const CLASSES = new Map<string, ErrorClass>();
-for (const value of Object.values(gpu) as unknown[]) {
-  if (typeof value === 'function' && (value === WebtuneError || value.prototype instanceof WebtuneError)) CLASSES.set(value.name, value as ErrorClass);
-}
-
-interface SerializedWebtuneError {
+/** A WebtuneError as it crosses postMessage. */
+export interface SerializedWebtuneError {
   webtune: true;
   name: string;
   message: string;
@@ -35,6 +28,7 @@ function cloneable(value: unknown): boolean {
   }
 }
 
+/** The error as plain, cloneable data: its name, message, stack and every cloneable own field. */
 export function serializeWebtuneError(error: WebtuneError): SerializedWebtuneError {
   const fields: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(error)) {
@@ -45,8 +39,8 @@ export function serializeWebtuneError(error: WebtuneError): SerializedWebtuneErr
 
 /** The same class (WebtuneError for a name this build does not know), with the same fields. */
 export function deserializeWebtuneError(s: SerializedWebtuneError): WebtuneError {
-  const cls = CLASSES.get(s.name) ?? WebtuneError;
-  const error = Object.create(cls.prototype) as WebtuneError;
+  const cls = Object.hasOwn(ERROR_CLASSES, s.name) ? ERROR_CLASSES[s.name]! : WebtuneError;
+  const error = Object.create(cls.prototype as object) as WebtuneError;
   Object.defineProperty(error, 'message', { value: s.message, writable: true, configurable: true });
   Object.defineProperty(error, 'stack', { value: s.stack, writable: true, configurable: true });
   Object.assign(error, s.fields);
@@ -55,7 +49,7 @@ export function deserializeWebtuneError(s: SerializedWebtuneError): WebtuneError
 
 let registered = false;
 
-/** Installs the handler (idempotent); worker.ts and client.ts both call it. */
+/** Installs the handler (idempotent); the worker entries and createTrainer() both call it. */
 export function registerErrorTransfer(): void {
   if (registered) return;
   registered = true;

@@ -1,0 +1,15 @@
+/**
+ * @webtune/sdk: what an app imports. createTrainer() runs the training session in a Web Worker
+ * (or inline), with typed errors that keep their class across the worker.
+ * @packageDocumentation
+ */
+export { createTrainer } from './client.js';
+export type { TrainerApi, CreateTrainerOptions } from './client.js';
+export { TrainerSession } from './session.js';
+export type {
+  SessionEnvironment, OnnxSupport, LoadOptions, ModelInfo, DataInput, DataOptions, DataInfo, TrainRequest, TrainSummary, ProgressEvent,
+  SessionGenerateOptions,
+} from './session.js';
+export { registerErrorTransfer, serializeWebtuneError, deserializeWebtuneError } from './transfer.js';
+export type { SerializedWebtuneError } from './transfer.js';
+export { exposeTrainerSession } from './expose.js';

@@ -1,0 +1,28 @@
+/**
+ * ONNX support for the SDK, kept in its own entry so that only apps that import it bundle the
+ * ONNX reader (protobufjs) in their worker.
+ */
+import { connectTrainer, type CreateTrainerOptions, type TrainerApi } from './client.js';
+import { onnxSupport } from './onnx-support.js';
+
+/**
+ * createTrainer() with ONNX files in and out: `loadModel(url, { onnx: 'onnx/model_q4.onnx' })`
+ * trains on a transformers.js / Optimum export (f32, f16 or 4-bit MatMulNBits) and `exportOnnx()`
+ * gives the fine-tuned graph back. Safetensors models load as with createTrainer().
+ *
+ * @example
+ * ```ts
+ * import { createOnnxTrainer } from 'webtune/onnx';
+ * const trainer = await createOnnxTrainer();
+ * await trainer.loadModel('https://example.com/my-llama/', { onnx: 'onnx/model_q4.onnx' });
+ * ```
+ */
+export function createOnnxTrainer(options: CreateTrainerOptions = {}): Promise<TrainerApi> {
+  return connectTrainer(
+    options,
+    () => new Worker(new URL('./onnx-worker.js', import.meta.url), { type: 'module', name: 'webtune trainer (onnx)' }),
+    { onnx: onnxSupport },
+  );
+}
+
+export { onnxSupport } from './onnx-support.js';

@@ -1,0 +1,6 @@
+/**
+ * webtune/federated: join federated rounds with a trainer: the client (clipped, noised adapter
+ * deltas; privacy accounting; resumable uploads) and the protocol's types.
+ * @packageDocumentation
+ */
+export * from '@webtune/federated';

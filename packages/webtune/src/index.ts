@@ -1,0 +1,49 @@
+/**
+ * webtune: fine-tune language models in the browser on WebGPU. The front door: createTrainer()
+ * and everything it takes and gives, and every error class webtune throws. Node helpers are in
+ * 'webtune/node', ONNX in 'webtune/onnx', the federated client in 'webtune/federated'; the worker
+ * entries are 'webtune/worker' and 'webtune/onnx-worker'.
+ *
+ * @example
+ * ```ts
+ * import { createTrainer, ModelFileMissingError } from 'webtune';
+ * const trainer = await createTrainer();
+ * await trainer.loadModel('/models/my-model/');
+ * await trainer.prepareData({ text: notes }, { seqLen: 128 });
+ * await trainer.train({ steps: 100, runId: 'notes', resume: true }, (p) => console.log(p.step, p.loss));
+ * const { text } = await trainer.generate('Dear diary,', { maxNewTokens: 40 });
+ * ```
+ * @packageDocumentation
+ */
+export { createTrainer } from '@webtune/sdk';
+export type {
+  TrainerApi, CreateTrainerOptions, LoadOptions, ModelInfo, DataInput, DataOptions, DataInfo, TrainRequest, TrainSummary, ProgressEvent,
+  SessionGenerateOptions,
+} from '@webtune/sdk';
+export type { CheckpointMeta, CheckpointStore } from '@webtune/trainer';
+export type { LoadProgress, PeftFiles, BaseFormat, LoraConfig, ModelFileSource } from '@webtune/model';
+export {
+  WebtuneError,
+  WebGPUUnavailableError,
+  ShaderCompileError,
+  DeviceLostError,
+  OutOfMemoryError,
+  InvalidArgumentError,
+  BindingLimitError,
+  GpuValidationError,
+  ModelFormatError,
+  UnsupportedModelError,
+  ModelFileMissingError,
+  DownloadError,
+  MemoryPlanError,
+  CheckpointCorruptError,
+  CheckpointMismatchError,
+  CheckpointNotFoundError,
+  StorageFullError,
+  WorkerStartError,
+  FederatedError,
+  UpdateRejectedError,
+  ERROR_CLASSES,
+  formatBytes,
+} from '@webtune/errors';
+export type { WebtuneErrorCode, ProtocolErrorCode, ShaderMessage, WebtuneErrorClass } from '@webtune/errors';
