@@ -140,17 +140,17 @@ function toWorker(args: unknown[]): unknown[] {
     out[out.length - 1] = rest;
     out.push(onProgress);
   }
-  const transfers: Transferable[] = [];
-  const collect = (v: unknown) => {
-    if (v instanceof Uint8Array && v.buffer instanceof ArrayBuffer && !transfers.includes(v.buffer)) transfers.push(v.buffer);
-  };
-  for (const arg of out) {
+  // Comlink keys transfer lists by the argument value itself, so each argument gets its own.
+  return out.map((arg) => {
+    if (typeof arg === 'function') return Comlink.proxy(arg);
+    const buffers = new Set<ArrayBuffer>();
+    const collect = (v: unknown) => {
+      if (v instanceof Uint8Array && v.buffer instanceof ArrayBuffer) buffers.add(v.buffer);
+    };
     collect(arg);
     if (isPlainObject(arg)) Object.values(arg).forEach(collect);
-  }
-  const wired = out.map((a) => (typeof a === 'function' ? Comlink.proxy(a) : a));
-  if (transfers.length) Comlink.transfer(wired, transfers);
-  return wired;
+    return buffers.size ? Comlink.transfer(arg, [...buffers]) : arg;
+  });
 }
 
 function workerApi(remote: Comlink.Remote<TrainerSession>, worker: Worker, owned: boolean): TrainerApi {
