@@ -5,6 +5,7 @@ import { DEMO_PORT, DEMO_URL, DEV_PORT, DEV_URL } from './servers.js';
 export default defineConfig({
   testDir: '.',
   testMatch: '*.spec.ts',
+  testIgnore: 'consumers/**',  // the consumer lane has its own config (e2e/consumers)
   timeout: 300_000,
   workers: 1,
   reporter: process.env.CI ? [['list'], ['html', { open: 'never', outputFolder: '../playwright-report' }]] : 'list',

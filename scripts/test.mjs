@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // `npm test`: checks that the machine can run every lane, installs what is missing when it can
-// (root on Debian), then runs typecheck, unit, gpu (Node + Dawn) and browser (Playwright +
-// Chromium) lanes. Every lane must find a WebGPU adapter: none is ever skipped.
+// (root on Debian), then runs typecheck (with the API reference's doc check), unit, gpu (Node +
+// Dawn), browser (Playwright + Chromium) and consumers (the packed tarballs installed in projects
+// outside the repo: Vite, webpack 5, plain Node, strict tsc) lanes. Every lane must find a WebGPU
+// adapter: none is ever skipped.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -61,6 +63,14 @@ function run(name, command, args) {
   return { name, ok: r.status === 0 };
 }
 
+/** Commands in order, stopping at the first failure, as one lane. */
+function runAll(name, commands) {
+  for (const [command, args] of commands) {
+    if (!run(name, command, args).ok) return { name, ok: false };
+  }
+  return { name, ok: true };
+}
+
 await preflight();
 const npx = process.platform === 'win32' ? 'npx.cmd' : 'npx';
 const results = [
@@ -68,6 +78,10 @@ const results = [
   run('unit', npx, ['vitest', 'run', '--project', 'unit']),
   run('gpu', npx, ['vitest', 'run', '--project', 'gpu']),
   run('browser', npx, ['playwright', 'test', '-c', 'e2e/playwright.config.ts']),
+  runAll('consumers', [
+    [process.execPath, ['e2e/consumers/setup.mjs']],
+    [npx, ['playwright', 'test', '-c', 'e2e/consumers/playwright.config.ts']],
+  ]),
 ];
 const failed = results.filter((r) => !r.ok);
 console.log(`\n${results.map((r) => `${r.name} ${r.ok ? 'ok' : 'FAILED'}`).join(', ')}`);

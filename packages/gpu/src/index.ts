@@ -3,6 +3,7 @@
  * touches no GPU; call `createGpuContext()` first. Its errors are @webtune/errors'.
  * @packageDocumentation
  */
+/// <reference types="@webgpu/types" preserve="true" />
 
 export { createGpuContext, defaultTuning, canUseSubgroupMatmul, OPTIONAL_FEATURES } from './device.js';
 export type { GpuContext, GpuFeatures, GpuLimits, AdapterSummary, CreateGpuContextOptions, KernelTuning } from './device.js';

@@ -9,6 +9,7 @@
  * const ctx = await createGpuContext({ gpu: await createNodeGpu() });
  * ```
  */
+/// <reference types="@webgpu/types" preserve="true" />
 import { WebGPUUnavailableError } from '@webtune/errors';
 
 let cached: GPU | undefined;

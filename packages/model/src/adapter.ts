@@ -10,6 +10,7 @@ import type { ModelConfig } from './config.js';
 import { LINEAR_MODULES, loraScale, matchesTarget, modulePath, peftKey, type LoraConfig } from './lora-config.js';
 import { Rng } from './rng.js';
 import { linearShape } from './weights.js';
+import { readPeftAdapter } from './peft.js';
 
 export interface LoraParam {
   /** HF module path, e.g. model.layers.0.self_attn.q_proj */
@@ -174,4 +175,10 @@ export class LoraAdapter {
     for (const p of this.params.values()) for (const t of [p.a, p.b, p.gradA, p.gradB]) t.release();
     this.params.clear();
   }
+}
+
+/** A GPU adapter from PEFT files, to continue training or to generate. */
+export function importPeftAdapter(ctx: GpuContext, model: ModelConfig, files: { config: string; weights: Uint8Array }): LoraAdapter {
+  const { lora, tensors } = readPeftAdapter(model, files);
+  return LoraAdapter.fromTensors(ctx, model, lora, tensors, 'adapter_model.safetensors');
 }

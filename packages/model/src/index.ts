@@ -1,4 +1,5 @@
 /** @webtune/model: model and tensor files. */
+/// <reference types="@webgpu/types" preserve="true" />
 export {
   parseSafetensors, parseSafetensorsHeader, serializeSafetensors, tensorToFloat32, parseShardIndex,
   SAFETENSORS_DTYPE_BYTES, MAX_HEADER_BYTES,
@@ -21,7 +22,8 @@ export { Transformer } from './transformer.js';
 export type { TokenBatch, TrainOptions, KvCache } from './transformer.js';
 export { planWorkspace, planBytes, defaultHeadChunk, targetedLinears, Workspace, BYTES } from './workspace.js';
 export type { WorkspaceShape, BufferPlan } from './workspace.js';
-export { exportPeftAdapter, importPeftAdapter, readPeftAdapter, mergeAdapter, mergedWeight, adapterPairFor, peftAdapterConfig } from './peft.js';
+export { importPeftAdapter } from './adapter.js';
+export { exportPeftAdapter, readPeftAdapter, mergeAdapter, mergedWeight, adapterPairFor, peftAdapterConfig } from './peft.js';
 export type { PeftFiles } from './peft.js';
 export { generate, sample } from './generate.js';
 export type { GenerateOptions } from './generate.js';

@@ -2,6 +2,7 @@
  * Node-only parts of model loading: a model folder on disk as a ModelFileSource, and a ModelCache
  * in a directory. Import from '@webtune/model/node'; the main entry stays browser-safe.
  */
+/// <reference types="@webgpu/types" preserve="true" />
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rename, rm, rmdir, stat, unlink, writeFile, readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';

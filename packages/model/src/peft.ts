@@ -2,11 +2,13 @@
  * PEFT interchange: export an adapter as `adapter_config.json` + `adapter_model.safetensors`
  * that `PeftModel.from_pretrained` loads, import one back, and merge it into the base weights
  * (W + s B A, transposed for GPT-2's Conv1D as PEFT's fan_in_fan_out does) as a full safetensors
- * model. REFERENCE.md "LoRA" has the names and formulas.
+ * model. REFERENCE.md "LoRA" has the names and formulas. Importing onto the GPU is adapter.ts'
+ * importPeftAdapter.
  */
-import { type GpuContext } from '@webtune/gpu';
 import { ModelFormatError, UnsupportedModelError } from '@webtune/errors';
-import { LoraAdapter, type HostTensor } from './adapter.js';
+// Types only: this module stays free of GPU code, so an app that only reads or writes PEFT files
+// (the federated client on the page) does not bundle kernels. importPeftAdapter is in adapter.ts.
+import type { LoraAdapter, HostTensor } from './adapter.js';
 import type { ModelConfig } from './config.js';
 import { LINEAR_MODULES, loraScale, peftKey, resolveLoraConfig, type LoraConfig } from './lora-config.js';
 import { parseSafetensors, serializeSafetensors, tensorToFloat32, type TensorToWrite } from './safetensors.js';
@@ -93,12 +95,6 @@ export function readPeftAdapter(model: ModelConfig, files: { config: string; wei
     tensors.set(key, { data: tensorToFloat32(t, 'adapter_model.safetensors'), shape: [...t.shape] });
   }
   return { lora, tensors };
-}
-
-/** A GPU adapter from PEFT files, to continue training or to generate. */
-export function importPeftAdapter(ctx: GpuContext, model: ModelConfig, files: { config: string; weights: Uint8Array }): LoraAdapter {
-  const { lora, tensors } = readPeftAdapter(model, files);
-  return LoraAdapter.fromTensors(ctx, model, lora, tensors, 'adapter_model.safetensors');
 }
 
 /**

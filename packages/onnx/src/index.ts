@@ -1,4 +1,5 @@
 /** @webtune/onnx: ONNX model files (Optimum / transformers.js decoder exports) read as HF-named weights, and patched in place for export. */
+/// <reference types="@webgpu/types" preserve="true" />
 export {
   parseOnnx, tensorBytes, tensorToFloat32, elementCount, expectedByteLength, dataTypeName, dataTypeBits, OnnxDataType,
 } from './proto.js';

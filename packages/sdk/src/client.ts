@@ -1,58 +1,9 @@
 /**
- * The main-thread API: `createTrainer()` starts the worker (or uses one the app supplies) and
- * returns a typed facade over the worker's TrainerSession. The facade is a Proxy, as Comlink's
- * Remote<T> is: TrainerApi is derived from TrainerSession's methods, so the method list is written
- * once, in the session. Callbacks go as Comlink proxies, byte arrays handed in are transferred (not
- * copied), and typed errors arrive as the same classes (transfer.ts). In Node, or to stay on the
- * page, `createTrainer({ inline: true })` runs the same session without a worker.
+ * createTrainer(): starts the worker (or uses one the app supplies) and returns the typed facade
+ * (facade.ts) over its TrainerSession. In Node, or to stay on the page, `createTrainer({ inline: true })`
+ * runs the same session without a worker.
  */
-import * as Comlink from 'comlink';
-import { WorkerStartError } from '@webtune/errors';
-import type { CheckpointStore } from '@webtune/trainer';
-import type { SessionEnvironment, TrainerSession } from './session.js';
-import { registerErrorTransfer } from './transfer.js';
-
-type SessionMethodName = {
-  [K in keyof TrainerSession]: TrainerSession[K] extends (...args: never[]) => unknown ? K : never;
-}[keyof TrainerSession];
-
-type Promised<F> = F extends (...args: infer A) => infer R ? (...args: A) => Promise<Awaited<R>> : never;
-
-/**
- * Everything an app does with webtune, each call a promise. The same methods as TrainerSession
- * (see its docs for each), whether the session runs in the worker or inline. `dispose()` ends the
- * worker (or frees the GPU in inline mode).
- *
- * @example
- * ```ts
- * const trainer = await createTrainer();
- * await trainer.loadModel('https://example.com/my-model/', { onProgress: (p) => console.log(p.overallLoadedBytes) });
- * await trainer.prepareData({ text: myNotes }, { seqLen: 128 });
- * const summary = await trainer.train({ steps: 100 }, (p) => console.log(p.step, p.loss));
- * ```
- */
-export type TrainerApi = { [K in SessionMethodName]: Promised<TrainerSession[K]> };
-
-/** Options of createTrainer(). */
-export interface CreateTrainerOptions {
-  /**
-   * A worker the app started itself, on a file that imports 'webtune/worker' (or
-   * 'webtune/onnx-worker'), e.g. to pass its own bundler options. The app keeps ownership:
-   * dispose() does not terminate it.
-   */
-  worker?: Worker;
-  /** Run the session in this thread (Node, tests, or an app that manages its own worker). */
-  inline?: boolean;
-  /** Inline only: the GPU entry point (Node: createNodeGpu() from 'webtune/node'). */
-  gpu?: GPU;
-  /** Inline only: where checkpoints go (default in memory; the worker uses IndexedDB). */
-  checkpoints?: CheckpointStore;
-  /**
-   * How long to wait for the worker's first answer before failing with WorkerStartError, in
-   * milliseconds. Default 30000. A worker whose script fails to load fails at once.
-   */
-  startTimeoutMs?: number;
-}
+import { connectTrainer, type CreateTrainerOptions, type TrainerApi } from './facade.js';
 
 /**
  * Starts a trainer: a Web Worker running the training session (the page stays responsive), or the
@@ -69,121 +20,12 @@ export interface CreateTrainerOptions {
 export function createTrainer(options: CreateTrainerOptions = {}): Promise<TrainerApi> {
   // The literal `new Worker(new URL('./worker.js', import.meta.url))` is what Vite, webpack 5 and
   // esbuild recognise to bundle the worker with the app: keep it in this form.
-  return connectTrainer(options, () => new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'webtune trainer' }), {});
-}
-
-/**
- * createTrainer() and createOnnxTrainer() share this: how to spawn their worker, and what the inline
- * session gets (ONNX support).
- * @internal
- */
-export async function connectTrainer(options: CreateTrainerOptions, spawn: () => Worker, inlineEnv: SessionEnvironment): Promise<TrainerApi> {
-  if (options.inline) {
+  return connectTrainer(
+    options,
+    () => new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'webtune-trainer' }),
     // Loaded on demand: a page that trains in the worker does not carry the session (models,
-    // tokenizer) in its own bundle.
-    const { TrainerSession } = await import('./session.js');
-    const env: SessionEnvironment = { ...inlineEnv };
-    if (options.gpu) env.gpu = options.gpu;
-    if (options.checkpoints) env.checkpoints = options.checkpoints;
-    return inlineApi(new TrainerSession(env));
-  }
-  registerErrorTransfer();
-  const owned = !options.worker;
-  const worker = options.worker ?? spawn();
-  const remote = Comlink.wrap<TrainerSession>(worker);
-  try {
-    await firstAnswer(worker, remote, options.startTimeoutMs ?? 30_000);
-  } catch (error) {
-    remote[Comlink.releaseProxy]();
-    if (owned) worker.terminate();
-    throw error;
-  }
-  return workerApi(remote, worker, owned);
+    // tokenizer, kernels) in its own bundle.
+    async (env) => new (await import('./session.js')).TrainerSession(env),
+  );
 }
 
-/** Waits for the worker to answer a status() call; a load error or silence is WorkerStartError. */
-async function firstAnswer(worker: Worker, remote: Comlink.Remote<TrainerSession>, timeoutMs: number): Promise<void> {
-  let onError: ((e: Event) => void) | undefined;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const failed = new Promise<never>((_, reject) => {
-    onError = (e: Event) => {
-      const detail = e instanceof ErrorEvent && e.message ? e.message : 'its script failed to load or threw while starting';
-      reject(new WorkerStartError(detail));
-    };
-    worker.addEventListener('error', onError);
-    timer = setTimeout(() => reject(new WorkerStartError(`it did not answer within ${timeoutMs} ms`)), timeoutMs);
-  });
-  try {
-    await Promise.race([remote.status(), failed]);
-  } finally {
-    worker.removeEventListener('error', onError!);
-    clearTimeout(timer);
-  }
-}
-
-/** Plain objects only: a class instance (a Blob, a File) is passed as it is. */
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype;
-}
-
-/**
- * Arguments as they cross to the worker. Comlink proxies top-level callbacks only, so a function is
- * wrapped, and an `onProgress` inside the last (options) argument moves to the argument after it,
- * where the session's methods take it (loadModel). The buffers of byte arrays handed in, at the top
- * level or as an object's field, are transferred.
- */
-function toWorker(args: unknown[]): unknown[] {
-  const out = [...args];
-  const last = out[out.length - 1];
-  if (isPlainObject(last) && typeof last['onProgress'] === 'function') {
-    const { onProgress, ...rest } = last;
-    out[out.length - 1] = rest;
-    out.push(onProgress);
-  }
-  // Comlink keys transfer lists by the argument value itself, so each argument gets its own.
-  return out.map((arg) => {
-    if (typeof arg === 'function') return Comlink.proxy(arg);
-    const buffers = new Set<ArrayBuffer>();
-    const collect = (v: unknown) => {
-      if (v instanceof Uint8Array && v.buffer instanceof ArrayBuffer) buffers.add(v.buffer);
-    };
-    collect(arg);
-    if (isPlainObject(arg)) Object.values(arg).forEach(collect);
-    return buffers.size ? Comlink.transfer(arg, [...buffers]) : arg;
-  });
-}
-
-function workerApi(remote: Comlink.Remote<TrainerSession>, worker: Worker, owned: boolean): TrainerApi {
-  const call = remote as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
-  const local: Partial<Record<SessionMethodName, (...args: never[]) => Promise<unknown>>> = {
-    // StorageManager.persist() exists on the page only, not in workers: ask from here.
-    persistStorage: persistFromPage,
-    dispose: async () => {
-      await remote.dispose();
-      remote[Comlink.releaseProxy]();
-      if (owned) worker.terminate();
-    },
-  };
-  return new Proxy({} as TrainerApi, {
-    get(_, name) {
-      // Not thenable: `await createTrainer()` must resolve to this object.
-      if (typeof name !== 'string' || name === 'then') return undefined;
-      return local[name as SessionMethodName] ?? ((...args: unknown[]) => call[name]!(...toWorker(args)));
-    },
-  });
-}
-
-async function persistFromPage(): Promise<{ persisted: boolean | undefined }> {
-  const storage = (globalThis as { navigator?: { storage?: StorageManager } }).navigator?.storage;
-  return { persisted: storage?.persist ? await storage.persist() : undefined };
-}
-
-function inlineApi(session: TrainerSession): TrainerApi {
-  const methods = session as unknown as Record<string, (...args: unknown[]) => unknown>;
-  return new Proxy({} as TrainerApi, {
-    get(_, name) {
-      if (typeof name !== 'string' || name === 'then' || typeof methods[name] !== 'function') return undefined;
-      return async (...args: unknown[]) => methods[name]!(...args);
-    },
-  });
-}

@@ -3,8 +3,9 @@
  * (or inline), with typed errors that keep their class across the worker.
  * @packageDocumentation
  */
+/// <reference types="@webgpu/types" preserve="true" />
 export { createTrainer } from './client.js';
-export type { TrainerApi, CreateTrainerOptions } from './client.js';
+export type { TrainerApi, CreateTrainerOptions } from './facade.js';
 export { TrainerSession } from './session.js';
 export type {
   SessionEnvironment, OnnxSupport, LoadOptions, ModelInfo, DataInput, DataOptions, DataInfo, TrainRequest, TrainSummary, ProgressEvent,

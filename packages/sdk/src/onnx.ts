@@ -2,8 +2,8 @@
  * ONNX support for the SDK, kept in its own entry so that only apps that import it bundle the
  * ONNX reader (protobufjs) in their worker.
  */
-import { connectTrainer, type CreateTrainerOptions, type TrainerApi } from './client.js';
-import { onnxSupport } from './onnx-support.js';
+/// <reference types="@webgpu/types" preserve="true" />
+import { connectTrainer, type CreateTrainerOptions, type TrainerApi } from './facade.js';
 
 /**
  * createTrainer() with ONNX files in and out: `loadModel(url, { onnx: 'onnx/model_q4.onnx' })`
@@ -20,9 +20,11 @@ import { onnxSupport } from './onnx-support.js';
 export function createOnnxTrainer(options: CreateTrainerOptions = {}): Promise<TrainerApi> {
   return connectTrainer(
     options,
-    () => new Worker(new URL('./onnx-worker.js', import.meta.url), { type: 'module', name: 'webtune trainer (onnx)' }),
-    { onnx: onnxSupport },
+    () => new Worker(new URL('./onnx-worker.js', import.meta.url), { type: 'module', name: 'webtune-onnx-trainer' }),
+    // The session and the ONNX reader reach the page's bundle only as a lazy chunk, for inline mode.
+    async (env) => (await import('./onnx-session.js')).createOnnxSession(env),
   );
 }
 
+/** ONNX support for a TrainerSession built by hand: `new TrainerSession({ onnx: onnxSupport })`. */
 export { onnxSupport } from './onnx-support.js';

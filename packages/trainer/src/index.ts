@@ -3,6 +3,7 @@
  * planner and checkpoints (format and stores). The worker SDK on top of it is @webtune/sdk.
  * @packageDocumentation
  */
+/// <reference types="@webgpu/types" preserve="true" />
 export { Trainer, DEFAULT_TRAIN_CONFIG } from './trainer.js';
 export type { TrainConfig, StepProgress, TrainResult, TrainerState } from './trainer.js';
 export { AdamW, DEFAULT_ADAMW } from './optimizer.js';

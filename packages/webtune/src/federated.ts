@@ -3,4 +3,5 @@
  * deltas; privacy accounting; resumable uploads) and the protocol's types.
  * @packageDocumentation
  */
+/// <reference types="@webgpu/types" preserve="true" />
 export * from '@webtune/federated';

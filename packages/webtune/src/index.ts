@@ -15,6 +15,7 @@
  * ```
  * @packageDocumentation
  */
+/// <reference types="@webgpu/types" preserve="true" />
 export { createTrainer } from '@webtune/sdk';
 export type {
   TrainerApi, CreateTrainerOptions, LoadOptions, ModelInfo, DataInput, DataOptions, DataInfo, TrainRequest, TrainSummary, ProgressEvent,

@@ -11,5 +11,6 @@
  * ```
  * @packageDocumentation
  */
+/// <reference types="@webgpu/types" preserve="true" />
 export { createNodeGpu } from '@webtune/gpu/node';
 export { nodeDirectorySource, nodeDirectoryCache } from '@webtune/model/node';

@@ -3,6 +3,7 @@
  * f32, f16 and 4-bit MatMulNBits), and the decoder feeds onnxruntime-web needs to run them.
  * @packageDocumentation
  */
+/// <reference types="@webgpu/types" preserve="true" />
 export { createOnnxTrainer } from '@webtune/sdk/onnx';
 export { decoderFeeds } from '@webtune/onnx';
 export type { ExportOnnxOptions } from '@webtune/onnx';

@@ -1,0 +1,75 @@
+/**
+ * A stranger's apps, built in production mode from the packed tarballs (e2e/consumers/setup.mjs):
+ * the fine-tune runs in webtune's own worker, survives a reload mid-run by resuming from its
+ * IndexedDB checkpoint, generates and exports the PEFT adapter; errors thrown in the worker arrive as
+ * their own classes though both bundles are minified; an app's own worker file that imports
+ * 'webtune/worker' trains too.
+ */
+import { readFileSync } from 'node:fs';
+import { expect, test, type Page } from '@playwright/test';
+import { REPORT, VITE_APP_PORT, WEBPACK_APP_PORT } from './paths.mjs';
+
+const apps = [
+  { name: 'Vite', url: `http://localhost:${VITE_APP_PORT}/` },
+  { name: 'webpack 5', url: `http://localhost:${WEBPACK_APP_PORT}/` },
+];
+
+interface Consumer {
+  errors(): Promise<{ missing: Record<string, unknown> | undefined; empty: Record<string, unknown> | undefined }>;
+  start(): Promise<number[]>;
+  resume(): Promise<{
+    summary: { stopped: string; step: number; totalSteps: number; resumedFrom: number | undefined; lastLoss: number | undefined };
+    progressEvents: number; loadEvents: number; text: string; adapterBytes: number; adapterConfig: string;
+  }>;
+  ownWorker(): Promise<{ stopped: string; step: number }>;
+}
+
+async function open(page: Page, url: string): Promise<void> {
+  const problems: string[] = [];
+  page.on('pageerror', (e) => problems.push(e.message));
+  await page.goto(url);
+  await expect(page.locator('#status'), problems.join('\n')).toHaveText('ready');
+}
+
+const call = <K extends keyof Consumer>(page: Page, name: K) =>
+  page.evaluate((n) => (window as unknown as { consumer: Record<string, () => Promise<unknown>> }).consumer[n]!(), name) as ReturnType<Consumer[K]>;
+
+test('the Node script trained from the tarballs without a bundler (setup.mjs)', () => {
+  const report = JSON.parse(readFileSync(REPORT, 'utf8')) as { node: { architecture: string; stopped: string; steps: number; losses: number[]; files: string[] } };
+  expect(report.node).toMatchObject({ architecture: 'llama', stopped: 'completed', steps: 4, files: ['adapter_config.json', 'adapter_model.safetensors'] });
+  expect(report.node.losses.every(Number.isFinite)).toBe(true);
+});
+
+for (const app of apps) {
+  test.describe(app.name, () => {
+    test('errors thrown in the worker keep their class in the minified build', async ({ page }) => {
+      await open(page, app.url);
+      const { missing, empty } = await call(page, 'errors');
+      expect(missing).toMatchObject({ isWebtuneError: true, isModelFileMissing: true, name: 'ModelFileMissingError', code: 'MODEL_FILE_MISSING' });
+      expect(empty).toMatchObject({ isWebtuneError: true, isInvalidArgument: true, name: 'InvalidArgumentError', code: 'INVALID_ARGUMENT' });
+    });
+
+    test('trains in the worker, resumes after a reload mid-run, generates and exports the adapter', async ({ page }) => {
+      await open(page, app.url);
+      const stored = await call(page, 'start');
+      expect(stored).toContain(2);
+      await page.reload(); // mid-run: the worker dies with the page
+      await expect(page.locator('#status')).toHaveText('ready');
+      const result = await call(page, 'resume');
+      expect(result.summary).toMatchObject({ stopped: 'completed', step: 6, totalSteps: 6 });
+      expect(result.summary.resumedFrom).toBeGreaterThanOrEqual(2);
+      expect(result.summary.resumedFrom).toBeLessThan(6);
+      expect(Number.isFinite(result.summary.lastLoss)).toBe(true);
+      expect(result.progressEvents).toBeGreaterThan(0);
+      expect(result.loadEvents).toBeGreaterThan(0);
+      expect(result.text.length).toBeGreaterThan(0);
+      expect(result.adapterBytes).toBeGreaterThan(1000);
+      expect(JSON.parse(result.adapterConfig)).toMatchObject({ peft_type: 'LORA', r: 4, lora_alpha: 8 });
+    });
+
+    test("an app's own worker file that imports 'webtune/worker' trains", async ({ page }) => {
+      await open(page, app.url);
+      expect(await call(page, 'ownWorker')).toMatchObject({ stopped: 'completed', step: 2 });
+    });
+  });
+}
