@@ -8,3 +8,4 @@ export const APP_DIR = join(CONSUMERS_DIR, 'app');
 export const REPORT = join(CONSUMERS_DIR, 'report.json');
 export const VITE_APP_PORT = Number(process.env.WEBTUNE_CONSUMER_VITE_PORT ?? 5196);
 export const WEBPACK_APP_PORT = Number(process.env.WEBTUNE_CONSUMER_WEBPACK_PORT ?? 5197);
+export const ESBUILD_APP_PORT = Number(process.env.WEBTUNE_CONSUMER_ESBUILD_PORT ?? 5195);

@@ -1,11 +1,11 @@
 /**
- * The consumer lane's browser half: the Vite and webpack apps that e2e/consumers/setup.mjs built from
+ * The consumer lane's browser half: the Vite, webpack and esbuild apps that e2e/consumers/setup.mjs built from
  * the packed tarballs, each served by the consumer project's own Vite (`vite preview` of the built
- * folder, so no bundler runs at serve time), driven in Debian's Chromium with SwiftShader WebGPU.
+ * folder, so no bundler runs at serve time, with the README's Content-Security-Policy), driven in Debian's Chromium with SwiftShader WebGPU.
  */
 import { defineConfig } from '@playwright/test';
 import { chromiumLaunchOptions } from '../chromium.js';
-import { APP_DIR, VITE_APP_PORT, WEBPACK_APP_PORT } from './paths.mjs';
+import { APP_DIR, ESBUILD_APP_PORT, VITE_APP_PORT, WEBPACK_APP_PORT } from './paths.mjs';
 
 const preview = (outDir: string, port: number) => ({
   command: `node node_modules/vite/bin/vite.js preview --outDir ${outDir} --port ${port} --strictPort`,
@@ -23,5 +23,5 @@ export default defineConfig({
   reporter: 'list',
   outputDir: '../../test-results/consumers',
   use: { launchOptions: chromiumLaunchOptions(), screenshot: 'only-on-failure' },
-  webServer: [preview('dist-vite', VITE_APP_PORT), preview('dist-webpack', WEBPACK_APP_PORT)],
+  webServer: [preview('dist-vite', VITE_APP_PORT), preview('dist-webpack', WEBPACK_APP_PORT), preview('dist-esbuild', ESBUILD_APP_PORT)],
 });

