@@ -7,7 +7,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
-import { rawText } from './esbuild-raw.mjs';
+import { workspaceEsbuildPlugin } from './workspace.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cache = join(root, 'node_modules/.cache/webtune-bench');
@@ -24,7 +24,7 @@ if (only !== 'browser') {
   const out = join(cache, 'node-bench.mjs');
   await build({
     entryPoints: [join(root, 'bench/node.ts')], bundle: true, platform: 'node', format: 'esm', outfile: out,
-    external: ['webgpu', 'better-sqlite3'], plugins: [rawText], logLevel: 'warning',
+    external: ['webgpu', 'better-sqlite3'], plugins: [workspaceEsbuildPlugin()], logLevel: 'warning',
     banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
   });
   console.log('bench: Node (Dawn)…');
