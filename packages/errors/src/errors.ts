@@ -23,6 +23,10 @@ export type WebtuneErrorCode =
   | 'STORAGE_FULL'
   | 'WORKER_START';
 
+/**
+ * The base class of every error webtune throws: `code` is stable for programmatic handling and the message
+ * says what to do. Errors from the trainer's worker arrive as the same classes, so `instanceof` works on the page.
+ */
 export class WebtuneError extends Error {
   /**
    * The class's name as a literal, not `constructor.name`: minifiers rename classes (differently in
@@ -45,16 +49,17 @@ export class WebGPUUnavailableError extends WebtuneError {
       `WebGPU is not available: ${detail}. webtune needs WebGPU: Chrome or Edge 113+ (on Linux, ` +
         'enable chrome://flags/#enable-unsafe-webgpu or start with --enable-unsafe-webgpu), ' +
         'Safari 26+, or Firefox 141+ on Windows. The page must be served from https or localhost. ' +
-        "In Node, pass `gpu` from `createNodeGpu()` in '@webtune/gpu/node' (the `webgpu` package; " +
+        "In Node, pass `gpu` from `createNodeGpu()` in 'webtune/node' (the `webgpu` package; " +
         'on Linux without a GPU it needs Mesa >= 24 lavapipe, Debian package mesa-vulkan-drivers).',
       options,
     );
   }
 }
 
+/** One compiler message of a ShaderCompileError, located in webtune's WGSL sources. */
 export interface ShaderMessage {
   type: 'error' | 'warning' | 'info';
-  /** File the line belongs to (shaders/*.wgsl or a shaders/lib snippet). */
+  /** File the line belongs to, within @webtune/gpu/src (shaders/*.wgsl or a shaders/lib snippet). */
   file: string;
   /** 1-based line within `file`. */
   line: number;
@@ -86,8 +91,8 @@ export class DeviceLostError extends WebtuneError {
   constructor(reason: string, message: string) {
     super(
       'DEVICE_LOST',
-      `The GPU device was lost (${reason}): ${message || 'no message'}. Create a new context with ` +
-        'createGpuContext() and resume from the last checkpoint.',
+      `The GPU device was lost (${reason}): ${message || 'no message'}. With a trainer, call recoverDevice() ` +
+        'and train({ ..., resume: true }) to go on from the last checkpoint; with @webtune/gpu directly, create a new context with createGpuContext().',
     );
     this.reason = reason;
   }
@@ -212,6 +217,7 @@ export class MemoryPlanError extends WebtuneError {
   }
 }
 
+/** A byte count in binary units for messages, e.g. `formatBytes(1536)` is '1.50 KiB'. */
 export function formatBytes(bytes: number): string {
   if (bytes < 1024) return `${bytes} B`;
   const units = ['KiB', 'MiB', 'GiB', 'TiB'];
@@ -244,6 +250,7 @@ export class CheckpointMismatchError extends WebtuneError {
   }
 }
 
+/** No checkpoint with this id is stored (never written, deleted, or pruned by keepLast). */
 export class CheckpointNotFoundError extends WebtuneError {
   override name = 'CheckpointNotFoundError';
   readonly id: string;

@@ -358,6 +358,7 @@ export class RdpAccountant {
     return this.#history.map((h) => Object.freeze({ ...h }));
   }
 
+  /** The orders and history as plain JSON data, for storage; fromJSON() restores the same accountant. */
   toJSON(): RdpAccountantJSON {
     return {
       format: 'webtune-rdp-accountant',

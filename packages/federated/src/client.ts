@@ -60,6 +60,10 @@ import {
 } from './protocol.js';
 import { defaultRoundStore, type RoundStateStore } from './round-store.js';
 
+/**
+ * What FederatedClientOptions.onEvent receives as a round goes on: the phase, the round, a readable
+ * `detail` (e.g. the step and loss while training), and the bytes moved for 'download' and 'upload'.
+ */
 export interface FederatedEvent {
   phase: 'register' | 'download' | 'train' | 'upload' | 'done' | 'skipped';
   roundId?: number;
@@ -67,6 +71,11 @@ export interface FederatedEvent {
   bytes?: number;
 }
 
+/**
+ * Options of the FederatedClient constructor: the coordinator and the enrolment secret, a trainer ready to
+ * train, and optional storage, compression, privacy budget and retry settings. `name` tells apart several
+ * clients of one coordinator in the same store (each keeps its own registration and privacy accounting).
+ */
 export interface FederatedClientOptions {
   /** The coordinator's base URL (e.g. http://127.0.0.1:8080). */
   url: string;
@@ -75,6 +84,7 @@ export interface FederatedClientOptions {
   trainer: TrainerApi;
   /** Default: IndexedDB where it exists, else memory. */
   store?: RoundStateStore;
+  /** The fetch every request goes through; default globalThis.fetch (e.g. pass one that adds headers). */
   fetch?: typeof fetch;
   compression?: { encoding?: 'f32' | 'q8'; topK?: number };
   /** Refuse a round that would take the local-DP epsilon (at this delta) above `epsilon`. */
@@ -86,13 +96,25 @@ export interface FederatedClientOptions {
    */
   retry?: { attempts?: number; baseDelayMs?: number };
   name?: string;
+  /** Called at each phase of a round, for logs or UI; an exception it throws is ignored. Failures reject runRound() instead. */
   onEvent?: (e: FederatedEvent) => void;
 }
 
+/**
+ * Why runRound() took no part: no current round, the round is not open, this client was not selected,
+ * the privacy budget would be exceeded ('privacy_budget'), or the round adds no noise while a budget is set
+ * ('no_dp'); the update was already uploaded, training was paused or cancelled, or the coordinator refused
+ * the upload because the round had closed or moved on ('round_closed', 'wrong_round').
+ */
 export type SkipReason =
   | 'no_round' | 'round_not_open' | 'not_selected' | 'privacy_budget' | 'no_dp'
   | 'already_uploaded' | 'training_stopped' | 'round_closed' | 'wrong_round';
 
+/**
+ * What runRound() resolves to: 'uploaded' with the payload's size, the update's norms, the privacy
+ * setting and (local DP) the epsilon spent so far, or 'skipped' with the reason. Failures are thrown
+ * (FederatedError, DownloadError), not returned.
+ */
 export interface RoundResult {
   status: 'uploaded' | 'skipped';
   roundId?: number;
@@ -160,6 +182,19 @@ function toTensors(bytes: Uint8Array, what: string): Map<string, HostTensor> {
   return out;
 }
 
+/**
+ * Takes part in federated rounds of a webtune coordinator with a trainer that has a model loaded and local
+ * data prepared. Each runRound() downloads the global adapter, trains on the local data, clips the change
+ * to the adapter (adding noise for local DP) and uploads it: the training data never leaves the device.
+ * Its state (registration, privacy accounting, an update saved before its upload) survives reloads, so an
+ * update is never counted twice.
+ *
+ * @example
+ * ```ts
+ * const client = new FederatedClient({ url: 'https://coordinator.example.com', enrolmentSecret, trainer });
+ * const result = await client.runRound(); // { status: 'uploaded', ... } or { status: 'skipped', reason }
+ * ```
+ */
 export class FederatedClient {
   private readonly o: FederatedClientOptions;
   private readonly store: RoundStateStore;

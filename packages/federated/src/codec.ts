@@ -18,6 +18,7 @@ import { UpdateRejectedError } from '@webtune/errors';
 import { parseSafetensors, serializeSafetensors, type HostTensor, type TensorToWrite } from '@webtune/model';
 import type { ErrorCode } from './protocol.js';
 
+/** Options of encodeUpdate(): compression (q8 and/or top-k; default dense f32) and the global version trained from. */
 export interface EncodeOptions {
   encoding?: 'f32' | 'q8';
   /** Keep this fraction of each tensor's entries (largest magnitude); 1 (default) keeps all. */
@@ -65,6 +66,10 @@ function topKIndices(values: Float32Array, k: number): Int32Array {
   return Int32Array.from(order.slice(0, k).sort((a, b) => a - b));
 }
 
+/**
+ * An adapter delta (PEFT keys) as an update payload, the body of POST /v1/rounds/:roundId/updates (see the
+ * file comment for the layout). Throws UpdateRejectedError for a `topK` outside (0, 1].
+ */
 export function encodeUpdate(delta: ReadonlyMap<string, HostTensor>, options: EncodeOptions): Uint8Array {
   const encoding = options.encoding ?? 'f32';
   const topK = options.topK ?? 1;
@@ -94,6 +99,7 @@ export function encodeUpdate(delta: ReadonlyMap<string, HostTensor>, options: En
   });
 }
 
+/** decodeUpdate()'s result: the payload's metadata and every expected tensor as dense float32 (top-k gaps are zero). */
 export interface DecodedUpdate {
   baseVersion: number;
   encoding: 'f32' | 'q8';

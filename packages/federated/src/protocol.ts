@@ -18,19 +18,26 @@ import type { ProtocolErrorCode } from '@webtune/errors';
 
 export const PROTOCOL_VERSION = 1;
 
+/** Body of POST /v1/register: the enrolment secret the coordinator was started with, and an optional client name. */
 export interface RegisterRequest {
   enrolmentSecret: string;
   name?: string;
 }
 
+/** Answer to a registration: the protocol version, the client's id, and the bearer token for every later request. */
 export interface RegisterResponse {
   protocol: number;
   clientId: string;
   token: string;
 }
 
+/**
+ * Who adds differential-privacy noise in a round: 'local' (each client noises its clipped update before it
+ * leaves the device), 'central' (the coordinator noises the aggregate), or 'none' (updates are only clipped).
+ */
 export type DpMode = 'none' | 'local' | 'central';
 
+/** What the coordinator sets for a round: the local training run, the LoRA settings, clipping, privacy and upload size. */
 export interface RoundConfig {
   /** Local optimizer steps per round. */
   steps: number;
@@ -47,6 +54,7 @@ export interface RoundConfig {
   maxUploadBytes: number;
 }
 
+/** Answer to GET /v1/round: the current round, whether this client was selected, and the round's configuration. */
 export interface RoundInfo {
   protocol: number;
   roundId: number;
@@ -64,6 +72,7 @@ export interface RoundInfo {
   config: RoundConfig;
 }
 
+/** Answer to an accepted upload; `duplicate` when the coordinator already had this X-Update-Id (counted once). */
 export interface UploadResponse {
   accepted: true;
   duplicate: boolean;
@@ -71,6 +80,7 @@ export interface UploadResponse {
   count: number;
 }
 
+/** Answer to GET /v1/rounds/:roundId: the round's state, updates accepted so far and its deadline (ms since the epoch). */
 export interface RoundStatus {
   roundId: number;
   status: 'open' | 'aggregating' | 'closed';
@@ -85,6 +95,7 @@ export interface RoundStatus {
 /** Why a request was rejected (defined beside FederatedError in @webtune/errors). */
 export type ErrorCode = ProtocolErrorCode;
 
+/** Body of every 4xx/5xx answer: a machine-readable code and a message for people. */
 export interface ErrorResponse {
   error: ErrorCode;
   message: string;

@@ -15,6 +15,11 @@
 import { createStore, del, get, set, type UseStore } from 'idb-keyval';
 import { StorageFullError } from '@webtune/errors';
 
+/**
+ * Key-value storage for what the federated client must keep across reloads (registration, privacy
+ * accountant, round in progress). indexedDbRoundStore() and MemoryRoundStore are the built-in ones;
+ * implement it to keep that state elsewhere.
+ */
 export interface RoundStateStore {
   /** The stored value, or undefined. */
   get(key: string): Promise<unknown>;
@@ -24,7 +29,9 @@ export interface RoundStateStore {
   delete(key: string): Promise<void>;
 }
 
+/** The IndexedDB database indexedDbRoundStore() uses by default. */
 export const DEFAULT_ROUND_DB = 'webtune-federated';
+/** The object store indexedDbRoundStore() uses by default. */
 export const DEFAULT_ROUND_STORE = 'rounds';
 
 function isQuotaError(error: unknown): boolean {

@@ -10,7 +10,7 @@ import { InvalidArgumentError, ShaderCompileError, type ShaderMessage } from '@w
 import type { GpuFeatures } from './device.js';
 
 export interface ShaderFile {
-  /** Repository path, used in error messages (e.g. "shaders/matmul.wgsl"). */
+  /** Path within @webtune/gpu/src, used in error messages (e.g. "shaders/matmul.wgsl"). */
   path: string;
   source: string;
 }

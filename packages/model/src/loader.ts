@@ -17,6 +17,11 @@ import type { WeightReader } from './weights.js';
 
 export type { ModelCache } from './model-cache.js';
 
+/**
+ * Download progress of a model load, in bytes: the file being read and its share, and the whole load's. A
+ * file from the model cache (or already read) is reported once, whole. `totalBytes` is undefined while a
+ * file's size is unknown (no Content-Length).
+ */
 export interface LoadProgress {
   file: string;
   loadedBytes: number;

@@ -5,10 +5,15 @@
 import { InvalidArgumentError } from '@webtune/errors';
 import type { Architecture, ModelConfig } from './config.js';
 
+/**
+ * LoRA settings with PEFT's meanings (r, lora_alpha, lora_dropout, target_modules, use_rslora): which linear
+ * modules get an adapter and how large it is. The update is scaled by alpha / rank (alpha / sqrt(rank) with
+ * rsLoRA). TrainRequest.lora takes any subset; the rest take their defaults.
+ */
 export interface LoraConfig {
   /** Rank r. Default 8. */
   rank: number;
-  /** lora_alpha. Default 8. */
+  /** lora_alpha. Default: the rank. */
   alpha: number;
   /** Dropout on the LoRA branch input. Default 0. */
   dropout: number;

@@ -14,6 +14,10 @@ import { LINEAR_MODULES, loraScale, peftKey, resolveLoraConfig, type LoraConfig 
 import { parseSafetensors, serializeSafetensors, tensorToFloat32, type TensorToWrite } from './safetensors.js';
 import type { WeightReader } from './weights.js';
 
+/**
+ * A LoRA adapter as the two files Hugging Face PEFT writes (exportAdapter()'s result): saved in one folder,
+ * `PeftModel.from_pretrained` loads them. importAdapter() takes them back as `{ config, weights }`.
+ */
 export interface PeftFiles {
   'adapter_config.json': string;
   'adapter_model.safetensors': Uint8Array;

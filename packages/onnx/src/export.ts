@@ -53,6 +53,7 @@ export function quantizeQ4(w: Float32Array, n: number, k: number, blockSize: num
   return { packed, scales };
 }
 
+/** Options of exportOnnx() (a trainer from createOnnxTrainer() with a model loaded with `onnx`). */
 export interface ExportOnnxOptions {
   /**
    * 4-bit MatMulNBits weights: 'lora-branch' (default) keeps them and adds the adapter as an exact

@@ -85,6 +85,11 @@ export interface OnnxSupport {
   exportModel(files: LoadedModelFiles, config: LoraConfig, tensors: Map<string, HostTensor>, options: ExportOnnxOptions): Map<string, Uint8Array>;
 }
 
+/**
+ * Options of loadModel(): how the frozen weights and activations are stored on the GPU, download
+ * progress, caching, and reading an ONNX export instead of safetensors. All are optional; `format: 'nf4'`
+ * (QLoRA) is the usual choice when GPU memory is tight.
+ */
 export interface LoadOptions {
   /**
    * Frozen linear weights on the GPU: 'f32' (LoRA), 'nf4' (QLoRA: quantized to NF4 at load), or
@@ -94,6 +99,7 @@ export interface LoadOptions {
   format?: BaseFormat;
   /** Activation storage: 'f32', 'f16' (needs shader-f16), or 'auto' (f16 where available). Default 'f32'. */
   dtype?: 'f32' | 'f16' | 'auto';
+  /** Called as each file's bytes arrive (cached files once, whole), with per-file and overall byte counts. */
   onProgress?: (p: LoadProgress) => void;
   /**
    * false: read the files from their source every time instead of keeping them in the model
@@ -109,6 +115,12 @@ export interface LoadOptions {
   onnx?: string;
 }
 
+/**
+ * What loadModel() and recoverDevice() resolve to: the model's shape from config.json (`modelType` is its
+ * model_type, `architecture` the family webtune runs it as: 'llama' or 'gpt2'), how the weights sit on
+ * the GPU (`format`, `dtype`, and `weightBytes`, the bytes of GPU memory the frozen weights take) and
+ * `adapter`, the GPU adapter's vendor, architecture and description (empty where the browser hides them).
+ */
 export interface ModelInfo {
   modelType: string;
   architecture: string;
@@ -122,8 +134,10 @@ export interface ModelInfo {
   adapter: string;
 }
 
+/** Training text for prepareData(): one string, several documents (each followed by the EOS token), or a text file. */
 export type DataInput = { text: string } | { texts: string[] } | { file: Blob };
 
+/** Options of prepareData(): how the tokenized text is cut into training sequences and how much is held out. */
 export interface DataOptions {
   /** Tokens per training sequence (default 128). */
   seqLen?: number;
@@ -131,6 +145,11 @@ export interface DataOptions {
   heldOut?: number;
 }
 
+/**
+ * What prepareData() resolves to: the token count (EOS tokens included) and the sequences it gave. Each
+ * sequence is `seqLen + 1` tokens (inputs and shifted targets); the held-out ones are the last sequences of
+ * the text, not a random sample, and give TrainSummary.heldOutLoss.
+ */
 export interface DataInfo {
   tokens: number;
   seqLen: number;
@@ -140,12 +159,17 @@ export interface DataInfo {
   fingerprint: string;
 }
 
+/**
+ * What train() runs: the number of optimizer steps, the LoRA settings, checkpointing and resuming, and any
+ * TrainConfig field to override (batchSize 4, learningRate 2e-4, warmupSteps 0, seed 0, ... by default).
+ * seqLen is fixed by prepareData(). Give a stable `runId` with `resume: true` to continue after a reload.
+ */
 export interface TrainRequest extends Partial<Omit<TrainConfig, 'seqLen'>> {
   steps: number;
   lora?: Partial<LoraConfig>;
   /** Names the run's checkpoints; default 'run'. A fresh run (resume: false) deletes that run's earlier checkpoints. */
   runId?: string;
-  /** Checkpoint every N optimizer steps (and on pause). Default 50; 0 only on pause. */
+  /** Checkpoint every N optimizer steps (and on pause and at the end). Default 50; 0: only on pause and at the end. */
   checkpointEvery?: number;
   /** Checkpoints kept per run. Default 3. */
   keepLast?: number;
@@ -161,6 +185,12 @@ export interface TrainRequest extends Partial<Omit<TrainConfig, 'seqLen'>> {
   proximalMu?: number;
 }
 
+/**
+ * What train() and resume() resolve to when the run stops (completed, paused or cancelled): the step
+ * reached, the loss of the last step this call took and, for a completed run with held-out data, the mean
+ * held-out loss; throughput in tokens per second, and the GPU bytes webtune accounted at peak next to the
+ * planner's estimate.
+ */
 export interface TrainSummary {
   runId: string;
   stopped: 'completed' | 'paused' | 'cancelled';
@@ -179,7 +209,13 @@ export interface TrainSummary {
   resumedFrom: number | undefined;
 }
 
+/**
+ * Training progress for train()'s and resume()'s callback, after an optimizer step: step, loss, learning
+ * rate, gradient norm, speed, seconds left and live GPU bytes. At most one per `progressIntervalMs` (default
+ * 250 ms); the first and last steps always report. Not the DOM's ProgressEvent.
+ */
 export interface ProgressEvent extends StepProgress {
+  /** The run this progress belongs to (TrainRequest.runId). */
   runId: string;
 }
 

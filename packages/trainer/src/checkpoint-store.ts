@@ -29,6 +29,11 @@ import {
   type CheckpointRecord,
 } from './checkpoint.js';
 
+/**
+ * Where a trainer keeps its checkpoints. The worker uses IndexedDB; an inline trainer uses memory unless
+ * createTrainer({ inline: true, checkpoints }) passes a store; implement this to keep them elsewhere. An
+ * implementation writes each record whole or not at all, and reports a write refused for space as StorageFullError.
+ */
 export interface CheckpointStore {
   /**
    * Writes the record (meta and data in one transaction: whole or absent), then prunes the run to

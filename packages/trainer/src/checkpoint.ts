@@ -41,11 +41,11 @@ export const CHECKPOINT_FILE_METADATA_KEY = 'webtune.checkpoint';
 const EXP_AVG = '.exp_avg';
 const EXP_AVG_SQ = '.exp_avg_sq';
 
-/** The parts of a model's configuration that the adapter's and moments' shapes depend on. */
 /** JSON data (what the checkpoint meta carries as its TrainConfig). */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 export type JsonObject = { [key: string]: JsonValue };
 
+/** The parts of a model's configuration that the adapter's and moments' shapes depend on. */
 export interface ModelFingerprint {
   modelType: string;
   hiddenSize: number;
@@ -70,6 +70,11 @@ export function modelFingerprint(config: ModelConfig): ModelFingerprint {
   };
 }
 
+/**
+ * A checkpoint's description, small enough to list without its tensors (listCheckpoints() returns these):
+ * its id (`<runId>@<step, 9 digits>`), the run and step, the model and LoRA settings it fits, the training
+ * configuration and data position a resume continues from, and the size and checksum its data must match.
+ */
 export interface CheckpointMeta {
   schema: number;
   id: string;
