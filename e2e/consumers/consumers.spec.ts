@@ -37,10 +37,18 @@ async function open(page: Page, url: string): Promise<void> {
 const call = <K extends keyof Consumer>(page: Page, name: K) =>
   page.evaluate((n) => (window as unknown as { consumer: Record<string, () => Promise<unknown>> }).consumer[n]!(), name) as ReturnType<Consumer[K]>;
 
-test('the Node script trained from the tarballs without a bundler (setup.mjs)', () => {
-  const report = JSON.parse(readFileSync(REPORT, 'utf8')) as { node: { architecture: string; stopped: string; steps: number; losses: number[]; files: string[] } };
+interface Report {
+  node: { architecture: string; stopped: string; steps: number; losses: number[]; files: string[] };
+  coordinator: { url: string; rejected: { isFederatedError: boolean; reason: string; status: number } | undefined; clientId: string | undefined };
+}
+
+test('in plain Node, from the tarballs: training on Dawn, the coordinator bin and the federated client (setup.mjs)', () => {
+  const report = JSON.parse(readFileSync(REPORT, 'utf8')) as Report;
   expect(report.node).toMatchObject({ architecture: 'llama', stopped: 'completed', steps: 4, files: ['adapter_config.json', 'adapter_model.safetensors'] });
+  expect(report.node.losses).toHaveLength(4);
   expect(report.node.losses.every(Number.isFinite)).toBe(true);
+  expect(report.coordinator.rejected).toEqual({ isFederatedError: true, reason: 'bad_secret', status: 401 });
+  expect(report.coordinator.clientId).toMatch(/\S/);
 });
 
 for (const app of apps) {

@@ -3,7 +3,8 @@
 // `npm pack`, checks what the tarballs hold, then makes a project OUTSIDE the repository that
 // installs only those tarballs plus registry packages (no workspace links, no path aliases), and in
 // it: type-checks the app with strict settings, builds it with Vite, webpack 5 and esbuild (production),
-// trains in plain Node on Dawn, and builds the bundle-size apps. e2e/consumers/consumers.spec.ts then
+// trains in plain Node on Dawn, starts the coordinator's bin and registers a federated client, and
+// builds the bundle-size apps. e2e/consumers/consumers.spec.ts then
 // drives the built apps in Chromium. Everything it measured goes to report.json.
 // Usage: node e2e/consumers/setup.mjs
 import { spawnSync } from 'node:child_process';
@@ -56,7 +57,9 @@ for (const pkg of packages) {
   const localPaths = files.filter((f) => f.endsWith('.js')).some((f) => readFileSync(join(pkg.dir, f), 'utf8').includes(root));
   if (localPaths) fail(`${pkg.name}'s built files contain this machine's repository path.`);
   report.tarballs[pkg.name] = { file: info.filename, packedBytes: info.size, unpackedBytes: info.unpackedSize, files: info.entryCount };
-  if (pkg.name !== '@webtune/coordinator') deps[pkg.name] = `file:../tarballs/${info.filename}`;
+  deps[pkg.name] = `file:../tarballs/${info.filename}`;
+  const declared = { ...pkg.manifest.dependencies, ...pkg.manifest.peerDependencies };
+  if ('onnxruntime-web' in declared) fail(`${pkg.name} depends on onnxruntime-web; no package may.`);
 }
 
 // 2. The stranger's project: the tarballs, and registry packages at the versions this repo locks.
@@ -102,6 +105,12 @@ const nodeOut = join(APP_DIR, 'out/node-adapter');
 const lines = run('node train', process.execPath, ['node/train.mjs', model, join(publicDir, 'sample.txt'), nodeOut], { cwd: APP_DIR, capture: true });
 report.node = JSON.parse(lines.trim().split('\n').at(-1));
 if (!existsSync(join(nodeOut, 'adapter_model.safetensors'))) fail('the Node script wrote no adapter.');
+
+// 6. The coordinator's bin and the federated client, with the adapter just trained as version 0.
+const state = join(APP_DIR, 'out/coordinator');
+mkdirSync(state, { recursive: true });
+const federated = run('coordinator', process.execPath, ['node/coordinator.mjs', nodeOut, state], { cwd: APP_DIR, capture: true });
+report.coordinator = JSON.parse(federated.trim().split('\n').at(-1));
 
 writeFileSync(REPORT, `${JSON.stringify(report, null, 2)}\n`);
 console.log(`consumers: ready in ${CONSUMERS_DIR}; report ${REPORT}`);

@@ -10,7 +10,7 @@ const trainer = await createTrainer({ inline: true, gpu: await createNodeGpu() }
 const model = await trainer.loadModel(nodeDirectorySource(modelDir));
 await trainer.prepareData({ text: readFileSync(textFile, 'utf8') }, { seqLen: 32, heldOut: 0 });
 const losses = [];
-const summary = await trainer.train({ steps: 4, batchSize: 2, learningRate: 5e-3, seed: 3, lora: { rank: 4, alpha: 8 } }, (p) => losses.push(p.loss));
+const summary = await trainer.train({ steps: 4, batchSize: 2, learningRate: 5e-3, seed: 3, progressIntervalMs: 0, lora: { rank: 4, alpha: 8 } }, (p) => losses.push(p.loss));
 const peft = await trainer.exportAdapter();
 mkdirSync(outDir, { recursive: true });
 for (const [name, data] of Object.entries(peft)) writeFileSync(join(outDir, name), data);
