@@ -23,28 +23,5 @@ export type {
 } from '@webtune/sdk';
 export type { CheckpointMeta, CheckpointStore } from '@webtune/trainer';
 export type { LoadProgress, PeftFiles, BaseFormat, LoraConfig, ModelFileSource } from '@webtune/model';
-export {
-  WebtuneError,
-  WebGPUUnavailableError,
-  ShaderCompileError,
-  DeviceLostError,
-  OutOfMemoryError,
-  InvalidArgumentError,
-  BindingLimitError,
-  GpuValidationError,
-  ModelFormatError,
-  UnsupportedModelError,
-  ModelFileMissingError,
-  DownloadError,
-  MemoryPlanError,
-  CheckpointCorruptError,
-  CheckpointMismatchError,
-  CheckpointNotFoundError,
-  StorageFullError,
-  WorkerStartError,
-  FederatedError,
-  UpdateRejectedError,
-  ERROR_CLASSES,
-  formatBytes,
-} from '@webtune/errors';
-export type { WebtuneErrorCode, ProtocolErrorCode, ShaderMessage, WebtuneErrorClass } from '@webtune/errors';
+// Every error class (and ERROR_CLASSES, formatBytes and the error types).
+export * from '@webtune/errors';
