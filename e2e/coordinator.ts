@@ -38,9 +38,9 @@ export async function startCoordinator(options: {
   writeFileSync(join(dir, 'config.json'), JSON.stringify(options.config));
   const child: ChildProcess = spawn(process.execPath, [
     'scripts/coordinator.mjs', '--db', join(dir, 'state.sqlite'), '--port', '0',
-    '--initial-adapter', join(dir, 'adapter_model.safetensors'), '--enrolment-secret', options.secret,
+    '--initial-adapter', join(dir, 'adapter_model.safetensors'),
     '--config', join(dir, 'config.json'), '--allow-origin', options.allowOrigin,
-  ], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  ], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, WEBTUNE_ENROLMENT_SECRET: options.secret } });
   const url = await new Promise<string>((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (d: Buffer) => {

@@ -37,8 +37,8 @@ if (!existsSync(db) || !existsSync(adapterFile)) {
 }
 
 const children = [];
-const run = (args, name) => {
-  const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+const run = (args, name, env = {}) => {
+  const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, ...env } });
   child.on('exit', (code) => {
     console.log(`${name} exited (${code}); stopping.`);
     for (const c of children) c.kill('SIGTERM');
@@ -48,8 +48,8 @@ const run = (args, name) => {
 };
 run([
   'scripts/coordinator.mjs', '--db', db, '--port', String(coordinatorPort), '--initial-adapter', adapterFile,
-  '--enrolment-secret', secret, '--config', join(state, 'round-config.json'), '--allow-origin', `http://localhost:${demoPort}`,
-], 'coordinator');
+  '--config', join(state, 'round-config.json'), '--allow-origin', `http://localhost:${demoPort}`,
+], 'coordinator', { WEBTUNE_ENROLMENT_SECRET: secret });
 const vite = join(root, 'node_modules/vite/bin/vite.js');
 if (dev) {
   run([vite, '--config', 'vite.config.ts', '--port', String(demoPort), '--strictPort'], 'vite');

@@ -1,7 +1,8 @@
 /**
- * node scripts/coordinator.mjs --db ./coordinator.sqlite --port 8787 \
- *   --initial-adapter adapter.safetensors --enrolment-secret S [--config round-config.json] [--host 0.0.0.0]
- * The enrolment secret may also come from the WEBTUNE_ENROLMENT_SECRET environment variable.
+ * webtune-coordinator (in this repository: node scripts/coordinator.mjs) --db ./coordinator.sqlite --port 8787 \
+ *   --initial-adapter adapter.safetensors --enrolment-secret-file secret.txt [--config round-config.json] [--host 0.0.0.0]
+ * The enrolment secret comes from a file (--enrolment-secret-file), the WEBTUNE_ENROLMENT_SECRET
+ * environment variable, or --enrolment-secret (accepted with a warning: other users see it in `ps`).
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -9,7 +10,7 @@ import { startCoordinator } from './server.js';
 
 const USAGE =
   'usage: coordinator --db FILE.sqlite [--port 8787] [--host 127.0.0.1] [--initial-adapter adapter.safetensors] ' +
-  '[--adapter-config adapter_config.json] --enrolment-secret S [--config round-config.json] [--tick-ms 1000] ' +
+  '[--adapter-config adapter_config.json] (--enrolment-secret-file FILE | WEBTUNE_ENROLMENT_SECRET=S) [--config round-config.json] [--tick-ms 1000] ' +
   '[--allow-origin https://app.example (repeatable; * for any)]';
 
 async function main(): Promise<void> {
@@ -23,6 +24,7 @@ async function main(): Promise<void> {
         'initial-adapter': { type: 'string' },
         'adapter-config': { type: 'string' },
         'enrolment-secret': { type: 'string' },
+        'enrolment-secret-file': { type: 'string' },
         config: { type: 'string' },
         'tick-ms': { type: 'string', default: '1000' },
         'allow-origin': { type: 'string', multiple: true },
@@ -37,9 +39,15 @@ async function main(): Promise<void> {
     console.log(USAGE);
     return;
   }
-  const secret = values['enrolment-secret'] ?? process.env['WEBTUNE_ENROLMENT_SECRET'];
+  let secret: string | undefined;
+  if (values['enrolment-secret-file']) secret = readFileSync(values['enrolment-secret-file'], 'utf8').trim();
+  else if (process.env['WEBTUNE_ENROLMENT_SECRET']) secret = process.env['WEBTUNE_ENROLMENT_SECRET'];
+  else if (values['enrolment-secret']) {
+    secret = values['enrolment-secret'];
+    console.error('coordinator: warning: --enrolment-secret is visible to other users of this machine (ps); use --enrolment-secret-file or WEBTUNE_ENROLMENT_SECRET');
+  }
   if (!values.db || !secret) {
-    console.error(`--db and --enrolment-secret are required\n${USAGE}`);
+    console.error(`--db and an enrolment secret are required\n${USAGE}`);
     process.exit(2);
   }
   const handle = await startCoordinator({

@@ -25,8 +25,14 @@ export interface CoordinatorConfig {
   roundDurationMs: number;
   /** Each registered client is selected for a round with this probability (decided per (round, client) from a server secret). */
   sampleRate: number;
-  /** Cap on one client's FedAvg weight (its example count); null: no cap. Ignored under central DP (equal weights). */
-  maxExampleWeight: number | null;
+  /**
+   * Cap on one client's FedAvg weight (the X-Example-Count it claims, which the coordinator cannot
+   * check). 'round' (default): the examples one round trains on, round.steps x round.batchSize,
+   * which is exactly what the webtune client reports, so an honest client is never capped and a
+   * client claiming a billion examples weighs no more than an honest one. A number sets another
+   * cap. Ignored under central DP (equal weights).
+   */
+  maxExampleWeight: number | 'round';
   /** At a deadline with fewer than minClients updates: 'extend' the deadline (at most maxExtensions times, then close) or 'close' at once. */
   deadlineAction: 'extend' | 'close';
   maxExtensions: number;
@@ -44,7 +50,7 @@ export const DEFAULT_CONFIG: CoordinatorConfig = {
   maxClients: 10,
   roundDurationMs: 10 * 60_000,
   sampleRate: 1,
-  maxExampleWeight: null,
+  maxExampleWeight: 'round',
   deadlineAction: 'extend',
   maxExtensions: 3,
   maxRounds: null,
@@ -74,7 +80,7 @@ export function resolveConfig(user: unknown = {}): CoordinatorConfig {
   if (!Number.isInteger(c.maxClients) || c.maxClients < c.minClients) throw new ConfigError(`maxClients must be an integer >= minClients, got ${c.maxClients}`);
   positiveNumber(c.roundDurationMs, 'roundDurationMs');
   if (!(typeof c.sampleRate === 'number' && c.sampleRate > 0 && c.sampleRate <= 1)) throw new ConfigError(`sampleRate must be in (0, 1], got ${c.sampleRate}`);
-  if (c.maxExampleWeight !== null) positiveNumber(c.maxExampleWeight, 'maxExampleWeight');
+  if (c.maxExampleWeight !== 'round') positiveNumber(c.maxExampleWeight, `maxExampleWeight (a number, or "round" for round.steps x round.batchSize)`);
   if (c.deadlineAction !== 'extend' && c.deadlineAction !== 'close') throw new ConfigError(`deadlineAction must be "extend" or "close"`);
   if (!Number.isInteger(c.maxExtensions) || c.maxExtensions < 0) throw new ConfigError('maxExtensions must be an integer >= 0');
   if (c.maxRounds !== null && !(Number.isInteger(c.maxRounds) && c.maxRounds >= 1)) throw new ConfigError('maxRounds must be null or an integer >= 1');

@@ -29,6 +29,7 @@ import { blobToF64, f64ToBlob, type RoundRow } from './store.js';
 export interface RoundSnapshot {
   client: RoundConfig;
   optimizer: Required<ServerOptimizer>;
+  /** The resolved cap (older rounds may hold null: no cap). */
   maxExampleWeight: number | null;
   deadlineAction: 'extend' | 'close';
   maxExtensions: number;
@@ -47,6 +48,26 @@ export type AcceptResult =
   | { kind: 'rejected'; status: number; error: 'wrong_round' | 'round_closed' | 'not_selected' | 'bad_request'; message: string };
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+
+/**
+ * The largest L2 norm an update of this round may have, in every DP mode: the clip norm S (with
+ * the f32 tolerance) for 'none' and 'central'; under local DP the client adds N(0, (zS)^2) to each
+ * of the d elements after clipping, and the norm of that noise is at most zS(sqrt(d) + t) except
+ * with probability exp(-t^2/2) (the norm is 1-Lipschitz, so Gaussian concentration applies); t = 10.
+ * The bound is what keeps one client from moving the global adapter arbitrarily far (or to Inf).
+ */
+export function maxUpdateNorm(snap: RoundSnapshot, elements: number): number {
+  const S = snap.client.clipNorm;
+  const clipped = S * (1 + snap.normTolerance) + 1e-6;
+  if (snap.client.dp.mode !== 'local') return clipped;
+  return clipped + snap.client.dp.noiseMultiplier * S * (Math.sqrt(elements) + 10);
+}
+
+function l2(values: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < values.length; i++) s += values[i]! * values[i]!;
+  return Math.sqrt(s);
+}
 
 export class CoordinatorCore {
   readonly secret: string;
@@ -141,7 +162,8 @@ export class CoordinatorCore {
     };
   }
 
-  roundStatus(round: RoundRow): RoundStatus {
+  roundStatus(round: RoundRow, clientId?: string): RoundStatus {
+    const rows = this.db.prepare('SELECT client_id, weight FROM updates WHERE round_id = ? ORDER BY rowid').all(round.id) as { client_id: string; weight: number }[];
     return {
       roundId: round.id,
       status: round.status,
@@ -150,6 +172,9 @@ export class CoordinatorCore {
       maxClients: round.max_clients,
       deadline: round.deadline,
       resultVersion: round.result_version ?? undefined,
+      outcome: (round.outcome as RoundStatus['outcome']) ?? undefined,
+      weights: rows.map((r) => r.weight),
+      yourWeight: rows.find((r) => r.client_id === clientId)?.weight,
     };
   }
 
@@ -162,10 +187,11 @@ export class CoordinatorCore {
 
   private openRoundStmt(baseVersion: number): RoundRow {
     const c = this.config;
+    const client = resolveRoundConfig(c.round, this.lora, this.layout.size);
     const snapshot: RoundSnapshot = {
-      client: resolveRoundConfig(c.round, this.lora, this.layout.size),
+      client,
       optimizer: resolveOptimizer(c.serverOptimizer),
-      maxExampleWeight: c.maxExampleWeight,
+      maxExampleWeight: c.maxExampleWeight === 'round' ? client.steps * client.batchSize : c.maxExampleWeight,
       deadlineAction: c.deadlineAction,
       maxExtensions: c.maxExtensions,
       roundDurationMs: c.roundDurationMs,
@@ -316,6 +342,19 @@ export class CoordinatorCore {
     const global = readFlat(this.layout, baseBlob);
     const state = this.loadOptimizerState();
     const step = serverStep(snap.optimizer, global, avg, state);
+    // A weighted mean of updates of norm <= B has norm <= B; central noise adds at most
+    // sigma (sqrt(d) + 10). Anything beyond, or any non-finite value, is not published.
+    const sigma = dp.mode === 'central' ? (dp.noiseMultiplier * snap.client.clipNorm) / sums.count : 0;
+    const plausible = (maxUpdateNorm(snap, avg.length) + sigma * (Math.sqrt(avg.length) + 10)) * (1 + 1e-9);
+    const avgNorm = l2(avg);
+    if (!(avgNorm <= plausible) || !step.global.every(Number.isFinite)) {
+      this.db.transaction(() => {
+        this.db.prepare("UPDATE rounds SET status = 'closed', outcome = 'failed', closed = ? WHERE id = ?").run(this.now(), round.id);
+        this.log(`round ${round.id}: the aggregate of ${sums.count} updates is not publishable (norm ${avgNorm}, bound ${plausible}, or a non-finite value); version ${round.base_version} stays current`);
+        this.openNextIfAllowed(round.base_version);
+      })();
+      return;
+    }
     this.db.transaction(() => {
       const version = this.latestVersion() + 1;
       this.db.prepare('INSERT INTO global_versions (version, weights, from_round, created) VALUES (?, ?, ?, ?)').run(version, toSafetensors(this.layout, step.global), round.id, this.now());

@@ -13,7 +13,7 @@ import { decodeUpdate, globalNorm, UpdateRejectedError, type ErrorCode, type Err
 import type { HostTensor } from '@webtune/model';
 import { flatten, inferLora, layoutOf, readAdapter } from './adapter.js';
 import { resolveConfig, resolveRoundConfig, type CoordinatorConfig } from './config.js';
-import { CoordinatorCore, type Client } from './core.js';
+import { CoordinatorCore, maxUpdateNorm, type Client } from './core.js';
 import { openDatabase } from './store.js';
 
 export interface CoordinatorOptions {
@@ -116,11 +116,20 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     req.once('end', () => {
       if (!failed) resolve(Buffer.concat(chunks, total));
     });
-    req.once('error', (e) => {
-      if (!failed) reject(e);
+    req.once('error', () => {
+      // The client closed the connection mid-body: nobody to answer, nothing to log but one line.
+      if (!failed) reject(new ClientGoneError(total));
       failed = true;
+      chunks.length = 0;
     });
   });
+}
+
+/** The request's connection closed before its body ended. */
+class ClientGoneError extends Error {
+  constructor(readonly receivedBytes: number) {
+    super(`the client closed the connection after ${receivedBytes} bytes of the body`);
+  }
 }
 
 function bearer(req: IncomingMessage): string {
@@ -175,7 +184,15 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     const expected = new Map(layout.keys.map((k) => [k, layout.shapes.get(k)!] as const));
 
     const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-      const url = new URL(req.url ?? '/', 'http://coordinator');
+      // Origin-form targets only ("/v1/..."): an absolute-form or malformed target is the client's error.
+      const target = req.url ?? '';
+      if (!target.startsWith('/') || target.startsWith('//')) throw new HttpError(400, 'bad_request', 'the request target must be a path such as /v1/round');
+      let url: URL;
+      try {
+        url = new URL(target, 'http://coordinator');
+      } catch {
+        throw new HttpError(400, 'bad_request', 'the request target is not a valid path');
+      }
       const path = url.pathname;
       const method = req.method ?? 'GET';
       try {
@@ -216,7 +233,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       if (method === 'GET' && m) {
         const blob = core.versionBlob(Number(m[1]));
         if (!blob) throw new HttpError(404, 'not_found', `there is no global version ${m[1]}; the latest is ${core.latestVersion()}`);
-        res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': blob.byteLength, 'Cache-Control': 'public, max-age=31536000, immutable' });
+        res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': blob.byteLength, 'Cache-Control': 'private, max-age=31536000, immutable' });
         res.end(blob);
         return;
       }
@@ -224,7 +241,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       if (method === 'GET' && m) {
         const round = core.round(Number(m[1]));
         if (!round) throw new HttpError(404, 'not_found', `there is no round ${m[1]}`);
-        send(res, 200, core.roundStatus(round));
+        send(res, 200, core.roundStatus(round, client.id));
         return;
       }
       m = /^\/v1\/rounds\/(\d+)\/updates$/.exec(path);
@@ -268,9 +285,9 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
         throw new HttpError(409, 'wrong_round', `the update was trained from version ${decoded.baseVersion}; round ${roundId} trains from ${round.base_version}`);
       }
       const norm = globalNorm(decoded.tensors.values());
-      if (snap.client.dp.mode === 'central') {
-        const S = snap.client.clipNorm;
-        if (norm > S * (1 + snap.normTolerance) + 1e-6) throw new HttpError(400, 'norm_exceeded', `the update's L2 norm ${norm} is above the clip norm ${S}; central DP needs clipped updates`);
+      const bound = maxUpdateNorm(snap, layout.size);
+      if (!(norm <= bound)) {
+        throw new HttpError(400, 'norm_exceeded', `the update's L2 norm ${norm} is above ${bound}, what the round's clip norm ${snap.client.clipNorm} allows in DP mode '${snap.client.dp.mode}'; clip the update before sending it`);
       }
       const delta = flatten(layout, decoded.tensors);
       const result = core.accept(client, roundId, updateId, exampleCount, delta, norm, decoded.encoding, body.byteLength);
@@ -300,6 +317,10 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       handle(req, res).catch((e: unknown) => {
         if (e instanceof HttpError) {
           sendError(req, res, e);
+          return;
+        }
+        if (e instanceof ClientGoneError) {
+          log(`${req.method} ${req.url}: ${e.message}`);
           return;
         }
         log(`internal error on ${req.method} ${req.url}: ${(e as Error).stack ?? e}`);

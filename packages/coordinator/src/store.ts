@@ -12,6 +12,7 @@
  *   round_sums       per round: the running weighted sum (f64 blob, adapter-sized), total weight, count
  *   optimizer_state  the server optimizer's arrays (f64 blobs: FedAvgM momentum, FedAdam m and v)
  */
+import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 
 export const SCHEMA_VERSION = 1;
@@ -73,6 +74,13 @@ CREATE TABLE IF NOT EXISTS optimizer_state (
 `;
 
 export function openDatabase(path: string): Database.Database {
+  // The database holds the sampling secret and token hashes: owner-only (0600) from its first
+  // byte, and tightened if an older coordinator left it readable. SQLite gives its -wal and -shm
+  // files the database file's permissions.
+  if (path !== ':memory:') {
+    if (!existsSync(path)) closeSync(openSync(path, 'wx', 0o600));
+    else chmodSync(path, 0o600);
+  }
   const db = new Database(path);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');

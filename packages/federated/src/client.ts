@@ -178,7 +178,13 @@ function toTensors(bytes: Uint8Array, what: string): Map<string, HostTensor> {
     throw new FederatedError('MODEL_FORMAT', 'bad_global', `${what} is not a readable safetensors file: ${(cause as Error).message}`, { cause });
   }
   const out = new Map<string, HostTensor>();
-  for (const [name, t] of file.tensors) out.set(name, { data: tensorToFloat32(t, what), shape: [...t.shape] });
+  for (const [name, t] of file.tensors) {
+    const data = tensorToFloat32(t, what);
+    // A poisoned or corrupt global would turn every local step into NaN: refuse it before training.
+    const bad = data.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) throw new FederatedError('MODEL_FORMAT', 'bad_global', `${what} has a non-finite value (${data[bad]}) in ${name}; it is not trained on. The coordinator should not have published it.`);
+    out.set(name, { data, shape: [...t.shape] });
+  }
   return out;
 }
 

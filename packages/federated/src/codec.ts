@@ -124,8 +124,10 @@ export function decodeUpdate(bytes: Uint8Array, expected: ReadonlyMap<string, re
   const encoding = meta['encoding'];
   if (encoding !== 'f32' && encoding !== 'q8') throw new UpdateRejectedError('malformed', `unknown encoding ${encoding}`);
   const sparse = meta['sparse'] === 'topk';
-  const baseVersion = Number(meta['base_version']);
-  if (!Number.isInteger(baseVersion) || baseVersion < 0) throw new UpdateRejectedError('malformed', 'metadata "base_version" is missing');
+  const baseText = meta['base_version'];
+  // Digits only: Number('') is 0, and ' 1', '1e0' or '0x1' must not pass as versions either.
+  const baseVersion = typeof baseText === 'string' && /^\d{1,15}$/.test(baseText) ? Number(baseText) : NaN;
+  if (!Number.isSafeInteger(baseVersion)) throw new UpdateRejectedError('malformed', `metadata "base_version" must be a version number, got ${JSON.stringify(baseText)}`);
   const allowed = new Set<string>();
   for (const key of expected.keys()) {
     allowed.add(key);

@@ -90,6 +90,16 @@ export interface RoundStatus {
   deadline: number;
   /** Set once the round is aggregated. */
   resultVersion: number | undefined;
+  /**
+   * How a closed round ended: 'aggregated' (resultVersion is set), 'abandoned' (too few updates by
+   * the deadline) or 'failed' (the aggregate was not finite or larger than any accepted update
+   * allows; the previous version stays current). Undefined while open.
+   */
+  outcome?: 'aggregated' | 'abandoned' | 'failed' | undefined;
+  /** The FedAvg weight of each accepted update, in acceptance order (no client ids). */
+  weights?: number[];
+  /** This client's own weight, when it has an accepted update in the round. */
+  yourWeight?: number | undefined;
 }
 
 /** Why a request was rejected (defined beside FederatedError in @webtune/errors). */

@@ -523,6 +523,22 @@ describe('FederatedClient: errors and retries', () => {
     expect(server.requests).toEqual(['POST /v1/register']);
   });
 
+  it('a global adapter with a non-finite value is refused before training (FederatedError bad_global), nothing uploaded', async () => {
+    await start();
+    const poisoned = initialAdapter();
+    const [firstKey, first] = [...poisoned][0]!;
+    first.data[3] = Number.POSITIVE_INFINITY;
+    poisoned.set(firstKey, first);
+    server.globals.set(0, toBytes(poisoned));
+    const c = client(server);
+    const error = await c.runRound().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(FederatedError);
+    expect(error).toMatchObject({ reason: 'bad_global', code: 'MODEL_FORMAT' });
+    expect((error as Error).message).toMatch(/non-finite value \(Infinity\)/);
+    expect(trainer.imported).toHaveLength(0);
+    expect(server.count()).toBe(0);
+  });
+
   it('a network failure on every attempt is a DownloadError', async () => {
     await start();
     const url = server.url;

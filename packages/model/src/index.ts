@@ -2,7 +2,7 @@
 /// <reference types="@webgpu/types" preserve="true" />
 export {
   parseSafetensors, parseSafetensorsHeader, serializeSafetensors, tensorToFloat32, parseShardIndex,
-  SAFETENSORS_DTYPE_BYTES, MAX_HEADER_BYTES,
+  SAFETENSORS_DTYPE_BYTES, MAX_HEADER_BYTES, MAX_SAFETENSORS_TENSORS,
 } from './safetensors.js';
 export type {
   SafetensorsDType, SafetensorsEntry, SafetensorsHeader, SafetensorsTensor, SafetensorsFile, TensorToWrite, ShardIndex,

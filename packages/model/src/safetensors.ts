@@ -21,6 +21,20 @@ export type SafetensorsDType = keyof typeof SAFETENSORS_DTYPE_BYTES;
 /** Upstream refuses headers above 100 MB; so does this reader. */
 export const MAX_HEADER_BYTES = 100_000_000;
 
+/**
+ * Tensors one file may declare. Far above any checkpoint webtune trains (a few thousand per file),
+ * and checked on the header text before JSON.parse builds an object per entry, so a header of
+ * millions of tiny entries is refused before it costs memory.
+ */
+export const MAX_SAFETENSORS_TENSORS = 200_000;
+
+/** How many times `"data_offsets"` occurs in the header text: an upper bound on its entries. */
+function countEntries(text: string, stopAfter: number): number {
+  let n = 0;
+  for (let at = text.indexOf('"data_offsets"'); at >= 0 && n <= stopAfter; at = text.indexOf('"data_offsets"', at + 14)) n++;
+  return n;
+}
+
 export interface SafetensorsEntry {
   dtype: SafetensorsDType;
   shape: number[];
@@ -71,8 +85,12 @@ export function parseSafetensorsHeader(prefix: Uint8Array, source = 'safetensors
   try {
     const text = new TextDecoder('utf-8', { fatal: true }).decode(prefix.subarray(8, 8 + headerLength));
     if (!text.startsWith('{')) throw new Error('the header does not start with "{"');
+    if (countEntries(text, MAX_SAFETENSORS_TENSORS) > MAX_SAFETENSORS_TENSORS) {
+      throw new ModelFormatError(source, `the header declares more than ${MAX_SAFETENSORS_TENSORS} tensors; no model webtune can load has that many in one file, so it is corrupt or built to exhaust memory`);
+    }
     json = JSON.parse(text);
   } catch (cause) {
+    if (cause instanceof ModelFormatError) throw cause;
     throw new ModelFormatError(source, `the header is not valid UTF-8 JSON (${(cause as Error).message}); the file is corrupt or not safetensors`, { cause });
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {

@@ -6,6 +6,7 @@ export {
 export type {
   OnnxModel, OnnxGraph, OnnxNode, OnnxTensor, OnnxAttribute, OnnxValueInfo, OnnxTensorLocation, OnnxTensorValues,
 } from './proto.js';
+export { MAX_ONNX_MESSAGES, onnxMessageBudget } from './proto.js';
 export { replaceInitializers, encodeFloat32, addToGraph } from './patch.js';
 export type { ReplacedOnnx, NewNode, NewInitializer, NodeSplice } from './patch.js';
 export { onnxWeights } from './mapping.js';

@@ -215,17 +215,36 @@ function concat<T extends Float32Array | Float64Array | Int32Array | BigInt64Arr
   return out;
 }
 
+/**
+ * How many protobuf messages (nodes, attributes, tensors, value infos, dimensions, ...) a file may
+ * hold: one per MESSAGE_BYTES bytes of the file, plus a small base, and never more than
+ * MAX_ONNX_MESSAGES. Each message becomes a JS object of a few hundred bytes, while the smallest
+ * message is 2 bytes on the wire, so without a limit a few MB of empty nodes cost GBs of heap. Real
+ * exports spend far more than MESSAGE_BYTES per message (a Llama node with its names is ~100 bytes).
+ */
+export const MAX_ONNX_MESSAGES = 5_000_000;
+const MESSAGE_BYTES = 32;
+const BASE_MESSAGES = 4096;
+
+/** The message budget of an ONNX file of `byteLength` bytes (see MAX_ONNX_MESSAGES). */
+export function onnxMessageBudget(byteLength: number): number {
+  return Math.min(MAX_ONNX_MESSAGES, BASE_MESSAGES + Math.floor(byteLength / MESSAGE_BYTES));
+}
+
 class Parser {
   private readonly r: Reader;
   /** Messages being read, outermost first, for error messages. */
   private readonly stack: string[] = [];
   private field = 0;
+  private messages = 0;
+  private readonly budget: number;
 
   constructor(
     private readonly bytes: Uint8Array,
     private readonly source: string,
   ) {
     this.r = new protobuf.Reader(bytes);
+    this.budget = onnxMessageBudget(bytes.length);
   }
 
   fail(detail: string, at = this.r.pos): never {
@@ -250,6 +269,12 @@ class Parser {
 
   /** Reads the fields of a message ending at `end`; `on` returns false for fields it does not read (skipped). */
   message(what: string, end: number, on: (field: number, wire: number) => boolean): void {
+    if (++this.messages > this.budget) {
+      this.fail(
+        `more than ${this.budget} protobuf messages in a ${this.bytes.length}-byte file (at most one per ${MESSAGE_BYTES} bytes, and ${MAX_ONNX_MESSAGES} in all); ` +
+          'a real model is far sparser, so this one is malformed or built to exhaust memory',
+      );
+    }
     const r = this.r;
     const outer = r.len;
     r.len = end; // protobufjs bounds-checks every read against len: nothing can run past the message

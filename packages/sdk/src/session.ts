@@ -207,6 +207,11 @@ export interface TrainSummary {
   skippedCheckpoints: Array<{ id: string; message: string }>;
   /** The step of the checkpoint this call resumed from (train with resume: true). */
   resumedFrom: number | undefined;
+  /**
+   * What the app should know but that did not stop the run, e.g. that it resumed from a checkpoint
+   * written by an older webtune, whose metadata (step, data position, settings) had no checksum.
+   */
+  warnings: string[];
 }
 
 /**
@@ -235,6 +240,7 @@ interface Run {
   controller: AbortController | undefined;
   cursor: DataCursor | undefined;
   resumedFrom: number | undefined;
+  warnings: string[];
 }
 
 export class TrainerSession {
@@ -356,6 +362,7 @@ export class TrainerSession {
     const expect = { model: modelFingerprint(files.config), lora };
     let restored: { state: Omit<TrainerState, 'cursor'>; cursor: DataCursor } | undefined;
     const skipped: TrainSummary['skippedCheckpoints'] = [];
+    const warnings: string[] = [];
     if (request.resume) {
       const latest = await this.store.latest(runId, expect);
       for (const s of latest?.skipped ?? []) skipped.push({ id: s.id, message: s.error.message });
@@ -365,6 +372,9 @@ export class TrainerSession {
           throw new CheckpointMismatchError(decoded.meta.id, 'it was trained on different data (the token windows differ); prepare the same data to resume');
         }
         restored = { state: { step: decoded.meta.step, adapter: decoded.adapter, optimizer: decoded.optimizer }, cursor: decoded.meta.cursor };
+        if (!decoded.metaProtected) {
+          warnings.push(`Checkpoint ${decoded.meta.id} was written by an older webtune: its tensors were verified, but its metadata (step, data position, settings) had no checksum and could not be.`);
+        }
       }
     }
     let start: Map<string, HostTensor> | undefined;
@@ -395,7 +405,7 @@ export class TrainerSession {
     if (restored) trainer.restore(restored.state);
     if (proximalMu) trainer.optimizer.setProximal(proximalMu);
     this.adapter = adapter;
-    this.run = { runId, request, trainer, adapter, controller: undefined, cursor: restored?.cursor, resumedFrom: restored?.state.step };
+    this.run = { runId, request, trainer, adapter, controller: undefined, cursor: restored?.cursor, resumedFrom: restored?.state.step, warnings };
     return this.continueRun(onProgress, skipped);
   }
 
@@ -485,6 +495,7 @@ export class TrainerSession {
         runId: run.runId, stopped: result.stopped, step: result.step, totalSteps: run.trainer.config.steps,
         lastLoss: result.losses.at(-1), heldOutLoss, tokensPerSecond: result.tokensPerSecond, peakBytes: result.peakBytes,
         estimateBytes: result.estimate.total, checkpoint, skippedCheckpoints: skipped, resumedFrom: run.resumedFrom,
+        warnings: run.warnings,
       };
     } finally {
       run.controller = undefined;

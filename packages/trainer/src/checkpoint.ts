@@ -3,7 +3,7 @@
  * adapter, AdamW moments, data cursor, step, configuration), as one safetensors blob plus a small
  * JSON meta that names it and guards it.
  *
- * Record layout (schema 1):
+ * Record layout (schema 2):
  *   meta:  CheckpointMeta, plain JSON (no typed arrays), small enough to list without the tensors.
  *   bytes: a safetensors file, metadata {"format":"pt"}, F32 tensors:
  *            the adapter under PEFT's keys (`base_model.model.<module>.lora_A.weight`, as
@@ -13,13 +13,18 @@
  *          tensors always give the same bytes and the same `sha256`.
  *   meta.sha256 is the hex SHA-256 of `bytes` and meta.byteLength their length: a truncated,
  *   bit-flipped or swapped blob is refused (CheckpointCorruptError) before any tensor is used.
+ *   meta.metaSha256 is the hex SHA-256 of the rest of the meta as canonical JSON (keys sorted at
+ *   every level), sha256 included, so it covers the tensors too: a changed step, cursor, learning
+ *   rate or step count is refused like a flipped tensor byte.
  *
  * Portable file (export/import): the same safetensors tensors with
  *   __metadata__ = {"format":"pt","webtune.checkpoint": JSON.stringify(meta)}
  * Import rebuilds the canonical bytes from the tensors, so meta.sha256 still checks them.
  *
  * Older schemas are migrated on read (migrateCheckpointMeta):
- *   v0, the draft layout before `totalSteps` and `label` existed:
+ *   v1, before metaSha256: loads, with DecodedCheckpoint.metaProtected false (only its tensors
+ *     were checked), which the SDK reports as a warning when it resumes from one.
+ *   v0, the draft layout before `totalSteps` and `label` existed (and, like v1, without metaSha256):
  *     { schema: 0, id, runId, step, createdAt, model, lora, train, cursor, byteLength, sha256 }
  *     -> v1 with totalSteps = train.steps (the TrainConfig's step count) when it is a positive
  *        integer, else step; no label.
@@ -33,7 +38,7 @@ import { CheckpointCorruptError, CheckpointMismatchError, InvalidArgumentError, 
 import { parseSafetensors, serializeSafetensors, type HostTensor, type LoraConfig, type ModelConfig, type SafetensorsFile } from '@webtune/model';
 import type { DataCursor } from './data.js';
 
-export const CHECKPOINT_SCHEMA_VERSION = 1;
+export const CHECKPOINT_SCHEMA_VERSION = 2;
 
 /** The `__metadata__` key of a portable checkpoint file that holds the meta JSON. */
 export const CHECKPOINT_FILE_METADATA_KEY = 'webtune.checkpoint';
@@ -94,6 +99,11 @@ export interface CheckpointMeta {
   byteLength: number;
   /** Hex SHA-256 of `bytes`. */
   sha256: string;
+  /**
+   * Hex SHA-256 of every other field as canonical JSON (see metaDigest). Absent only in a
+   * checkpoint written before schema 2, whose metadata was not protected.
+   */
+  metaSha256?: string;
 }
 
 export interface CheckpointRecord {
@@ -120,6 +130,8 @@ export interface DecodedCheckpoint {
   meta: CheckpointMeta;
   adapter: Map<string, HostTensor>;
   optimizer: Map<string, HostTensor>;
+  /** False for a checkpoint written before schema 2: its tensors were verified, its metadata could not be. */
+  metaProtected: boolean;
 }
 
 export interface CheckpointExpectation {
@@ -200,8 +212,28 @@ export async function encodeCheckpoint(input: CheckpointInput): Promise<Checkpoi
     sha256: await sha256Hex(bytes),
   };
   // Normalised through JSON so the meta is the same in every store and in the portable file.
-  const meta = migrateCheckpointMeta(JSON.parse(JSON.stringify(draft)), id);
+  const meta = validateMeta(JSON.parse(JSON.stringify(draft)) as Json, id);
+  meta.metaSha256 = await metaDigest(meta);
   return { meta, bytes };
+}
+
+/** JSON with object keys sorted at every level: the same meta always gives the same text. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (isObject(value)) {
+    const keys = Object.keys(value).filter((k) => value[k] !== undefined).sort();
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/**
+ * The hex SHA-256 a meta's `metaSha256` must equal: of the canonical JSON of every field but
+ * metaSha256 itself (so it covers `sha256`, and through it the tensors).
+ */
+export async function metaDigest(meta: CheckpointMeta): Promise<string> {
+  const { metaSha256: _ignored, ...rest } = meta;
+  return sha256Hex(new TextEncoder().encode(canonicalJson(rest)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -226,6 +258,10 @@ export function migrateCheckpointMeta(raw: unknown, id = 'checkpoint'): Checkpoi
       `it was written by a newer webtune (checkpoint schema ${schema}; this version reads schemas up to ${CHECKPOINT_SCHEMA_VERSION}); update webtune to load it`,
     );
   }
+  // From schema 2 on the metadata checksum is part of the format: a schema-2 meta without one was
+  // changed; an older schema cannot have one.
+  if (schema >= 2 && raw.metaSha256 === undefined) throw new CheckpointCorruptError(name, 'its metadata has no checksum (metaSha256), which every schema-2 checkpoint has');
+  if (schema < 2 && raw.metaSha256 !== undefined) throw new CheckpointCorruptError(name, `its metadata has a checksum but says schema ${schema}, which had none`);
   let m: Json = { ...raw };
   if (schema === 0) m = migrateV0(m);
   return validateMeta(m, name);
@@ -236,7 +272,7 @@ function migrateV0(m: Json): Json {
   const train = isObject(m.train) ? m.train : undefined;
   const steps = train?.steps;
   const totalSteps = typeof steps === 'number' && Number.isSafeInteger(steps) && steps > 0 ? steps : m.step;
-  return { ...m, schema: 1, totalSteps };
+  return { ...m, totalSteps };
 }
 
 function validateMeta(m: Json, name: string): CheckpointMeta {
@@ -249,6 +285,7 @@ function validateMeta(m: Json, name: string): CheckpointMeta {
   if (!isCount(m.byteLength)) throw bad('byteLength', 'a non-negative integer');
   if (typeof m.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(m.sha256)) throw bad('sha256', '64 lowercase hex digits');
   if (m.label !== undefined && typeof m.label !== 'string') throw bad('label', 'a string');
+  if (m.metaSha256 !== undefined && (typeof m.metaSha256 !== 'string' || !/^[0-9a-f]{64}$/.test(m.metaSha256))) throw bad('metaSha256', '64 lowercase hex digits');
   if (!isObject(m.train)) throw bad('train', 'an object');
 
   const model = m.model;
@@ -284,6 +321,7 @@ function validateMeta(m: Json, name: string): CheckpointMeta {
     sha256: m.sha256,
   };
   if (typeof m.label === 'string') meta.label = m.label;
+  if (typeof m.metaSha256 === 'string') meta.metaSha256 = m.metaSha256;
   return meta;
 }
 
@@ -336,6 +374,12 @@ export async function decodeCheckpoint(record: CheckpointRecord, expect?: Checkp
         : `its data is ${bytes.byteLength} bytes but ${meta.byteLength} were written; it has extra bytes`,
     );
   }
+  if (meta.metaSha256 !== undefined) {
+    const digest = await metaDigest(meta);
+    if (digest !== meta.metaSha256) {
+      throw new CheckpointCorruptError(id, `its metadata (step, data position, settings) does not match its SHA-256 checksum (stored ${meta.metaSha256.slice(0, 16)}..., computed ${digest.slice(0, 16)}...); it was changed or damaged in storage or transfer`);
+    }
+  }
   const hash = await sha256Hex(bytes);
   if (hash !== meta.sha256) throw new CheckpointCorruptError(id, `its data does not match its SHA-256 checksum (stored ${meta.sha256.slice(0, 16)}..., computed ${hash.slice(0, 16)}...); it was damaged in storage or transfer`);
 
@@ -372,7 +416,7 @@ export async function decodeCheckpoint(record: CheckpointRecord, expect?: Checkp
     const diff = checkpointDifferences(meta, expect);
     if (diff.length > 0) throw new CheckpointMismatchError(id, `it belongs to another model or adapter configuration: ${diff.join('; ')}`);
   }
-  return { meta, adapter, optimizer };
+  return { meta, adapter, optimizer, metaProtected: meta.metaSha256 !== undefined };
 }
 
 // ---------------------------------------------------------------------------------------------

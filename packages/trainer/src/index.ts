@@ -16,7 +16,7 @@ export { estimateTrainingMemory, checkMemoryPlan } from './planner.js';
 export type { MemoryEstimate, MemoryPlanInput, PlanCheckOptions } from './planner.js';
 export {
   CHECKPOINT_SCHEMA_VERSION, CHECKPOINT_FILE_METADATA_KEY, modelFingerprint, checkpointId, encodeCheckpoint, decodeCheckpoint,
-  migrateCheckpointMeta, checkpointDifferences, checkpointToFile, checkpointFromFile, sha256Hex,
+  migrateCheckpointMeta, checkpointDifferences, checkpointToFile, checkpointFromFile, sha256Hex, metaDigest,
 } from './checkpoint.js';
 export type { JsonValue, JsonObject, ModelFingerprint, CheckpointMeta, CheckpointRecord, CheckpointInput, DecodedCheckpoint, CheckpointExpectation } from './checkpoint.js';
 export { indexedDbCheckpointStore, MemoryCheckpointStore, isQuotaExceededError, DEFAULT_CHECKPOINT_DB, DEFAULT_CHECKPOINT_STORE } from './checkpoint-store.js';

@@ -11,6 +11,8 @@ import {
   encodeCheckpoint,
   indexedDbCheckpointStore,
   isQuotaExceededError,
+  metaDigest,
+  type CheckpointMeta,
   type CheckpointRecord,
   type DataCursor,
   type ModelFingerprint,
@@ -91,6 +93,8 @@ describe('checkpoint encode/decode', () => {
 
     const decoded = await decodeCheckpoint(record, { model: { ...MODEL }, lora: { ...LORA } });
     expect(decoded.meta).toEqual(meta);
+    expect(decoded.metaProtected).toBe(true);
+    expect(meta.metaSha256).toMatch(/^[0-9a-f]{64}$/);
     expectSameTensors(decoded.adapter, inp.adapter);
     expectSameTensors(decoded.optimizer, inp.optimizer);
     // Copies: changing the record afterwards does not reach the decoded tensors.
@@ -131,12 +135,14 @@ describe('checkpoint encode/decode', () => {
   it('refuses bytes whose checksum matches but that are not a whole safetensors file', async () => {
     const record = await encodeCheckpoint(input());
     const cut = record.bytes.slice(0, record.bytes.byteLength - 8);
-    const meta = { ...record.meta, byteLength: cut.byteLength, sha256: await sha256(cut) };
+    // Resealed: what a writer with a bug (not a damaged store) would produce.
+    const reseal = async (m: CheckpointMeta) => ({ ...m, metaSha256: await metaDigest(m) });
+    const meta = await reseal({ ...record.meta, byteLength: cut.byteLength, sha256: await sha256(cut) });
     await expect(decodeCheckpoint({ meta, bytes: cut })).rejects.toBeInstanceOf(CheckpointCorruptError);
     await expect(decodeCheckpoint({ meta, bytes: cut })).rejects.toThrow(/not a readable safetensors/);
     // Well-formed safetensors, but a moment without its parameter.
     const odd = serializeSafetensors([{ name: 'a.lora_A.weight.exp_avg', dtype: 'F32', shape: [2], data: new Float32Array([1, 2]) }, { name: 'b.lora_A.weight', dtype: 'F32', shape: [2, 1], data: new Float32Array([3, 4]) }], { format: 'pt' });
-    const oddMeta = { ...record.meta, byteLength: odd.byteLength, sha256: await sha256(odd) };
+    const oddMeta = await reseal({ ...record.meta, byteLength: odd.byteLength, sha256: await sha256(odd) });
     await expect(decodeCheckpoint({ meta: oddMeta, bytes: odd })).rejects.toThrow(/belongs to no adapter tensor/);
   });
 
@@ -149,7 +155,8 @@ describe('checkpoint encode/decode', () => {
       train: { ...TRAIN }, cursor: { ...CURSOR }, byteLength: record.meta.byteLength, sha256: record.meta.sha256,
     };
     const decoded = await decodeCheckpoint({ meta: v0 as never, bytes: record.bytes }, { model: MODEL, lora: LORA });
-    expect(decoded.meta.schema).toBe(1);
+    expect(decoded.meta.schema).toBe(2);
+    expect(decoded.metaProtected).toBe(false); // v0 had no metadata checksum: loadable, and said so
     expect(decoded.meta.totalSteps).toBe(TRAIN.steps);
     expect(decoded.meta.label).toBeUndefined();
     expect(decoded.meta.cursor).toEqual(CURSOR);
@@ -162,6 +169,42 @@ describe('checkpoint encode/decode', () => {
     await expect(decodeCheckpoint({ meta: future, bytes: record.bytes })).rejects.toBeInstanceOf(CheckpointCorruptError);
     await expect(decodeCheckpoint({ meta: future, bytes: record.bytes })).rejects.toThrow(/newer webtune.*update webtune/);
     await expect(decodeCheckpoint({ meta: { ...record.meta, cursor: { epoch: 0 } } as never, bytes: record.bytes })).rejects.toThrow(/"cursor"/);
+  });
+
+  it('checks the metadata too: every one-digit edit of the meta is refused, in a record and in a portable file', async () => {
+    const record = await encodeCheckpoint(input({ createdAt: 1_700_000_000_000 }));
+    const text = JSON.stringify(record.meta);
+    let edits = 0;
+    for (let at = 0; at < text.length; at++) {
+      const c = text[at]!;
+      if (c < '0' || c > '9') continue;
+      const edited = `${text.slice(0, at)}${c === '9' ? '0' : String(Number(c) + 1)}${text.slice(at + 1)}`;
+      const meta = JSON.parse(edited) as CheckpointMeta;
+      const error = await decodeCheckpoint({ meta, bytes: record.bytes }).then(() => undefined, (e: unknown) => e);
+      expect(error, `edit at ${at}: ${edited.slice(Math.max(0, at - 20), at + 10)}`).toBeInstanceOf(CheckpointCorruptError);
+      edits++;
+    }
+    expect(edits).toBeGreaterThan(100);
+    // The portable file carries the same checksum.
+    const file = checkpointToFile(record);
+    const fromFile = checkpointFromFile(file);
+    await expect(decodeCheckpoint(fromFile)).resolves.toMatchObject({ metaProtected: true });
+    const later = checkpointFromFile(file);
+    await expect(decodeCheckpoint({ ...later, meta: { ...later.meta, step: later.meta.step + 1 } })).rejects.toThrow(/metadata .* does not match its SHA-256/);
+    // Dropping the checksum while keeping schema 2 is refused; claiming schema 1 with a checksum too.
+    const { metaSha256: _dropped, ...bare } = record.meta;
+    await expect(decodeCheckpoint({ meta: bare as CheckpointMeta, bytes: record.bytes })).rejects.toThrow(/no checksum/);
+    await expect(decodeCheckpoint({ meta: { ...record.meta, schema: 1 }, bytes: record.bytes })).rejects.toBeInstanceOf(CheckpointCorruptError);
+  });
+
+  it('a schema 1 checkpoint (before the metadata checksum) still loads, marked unprotected', async () => {
+    const record = await encodeCheckpoint(input());
+    const { metaSha256: _none, ...v1 } = { ...record.meta, schema: 1 };
+    const decoded = await decodeCheckpoint({ meta: v1 as CheckpointMeta, bytes: record.bytes }, { model: MODEL, lora: LORA });
+    expect(decoded.metaProtected).toBe(false);
+    expect(decoded.meta.step).toBe(20);
+    // Its tensors are still checked.
+    await expect(decodeCheckpoint({ meta: v1 as CheckpointMeta, bytes: flipByte(record.bytes, 30) })).rejects.toThrow(/SHA-256/);
   });
 
   it('refuses a checkpoint of another model or LoRA configuration, naming what differs', async () => {
