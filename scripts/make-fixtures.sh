@@ -13,6 +13,7 @@ $PY make_transformer_op_fixtures.py
 $PY make_attention_fixtures.py
 $PY make_tiny_models.py
 $PY make_dp_fixtures.py
+$PY make_aggregation_fixtures.py
 $PY make_onnx_fixtures.py
 cd ..
 node scripts/run-ts.mjs scripts/export_webtune_adapters.ts

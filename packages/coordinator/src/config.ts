@@ -14,7 +14,27 @@ export type ServerOptimizer =
   /** Hsu et al. 2019: v = momentum * v + avg; global += lr * v. */
   | { type: 'fedavgm'; lr?: number; momentum?: number }
   /** Reddi et al. 2021 (Flower FedAdam, no bias correction): m = b1 m + (1-b1) avg; v = b2 v + (1-b2) avg^2; global += lr * m / (sqrt(v) + tau). */
-  | { type: 'fedadam'; lr?: number; beta1?: number; beta2?: number; tau?: number };
+  | { type: 'fedadam'; lr?: number; beta1?: number; beta2?: number; tau?: number }
+  /** Reddi et al. 2021 (Flower FedYogi): m as FedAdam; v = v - (1-b2) avg^2 sign(v - avg^2); defaults lr 1e-2, b1 0.9, b2 0.99, tau 1e-3. */
+  | { type: 'fedyogi'; lr?: number; beta1?: number; beta2?: number; tau?: number }
+  /** Reddi et al. 2021 (Flower FedAdagrad): v = v + avg^2; global += lr * avg / (sqrt(v) + tau); defaults lr 0.1, tau 1e-9. */
+  | { type: 'fedadagrad'; lr?: number; tau?: number };
+
+/**
+ * How a round's updates are combined before the server optimizer. 'mean' (FedAvg, weighted) is
+ * computed from a running sum (memory: one adapter). The robust rules need every update of the
+ * round: each is kept in the database until the round closes, and aggregation holds them all in
+ * memory (maxClients x adapter size x 4 bytes, capped by maxRobustBytes):
+ *   'median'        coordinate-wise median (Flower FedMedian); unweighted
+ *   'trimmed-mean'  per coordinate, drop floor(beta n) from each end and average (Flower FedTrimmedAvg); unweighted
+ *   'krum'          Krum, or MultiKrum with `keep` > 0 (Flower Krum), assuming at most `byzantine` attackers
+ * Not with central DP, whose noise is calibrated to the mean's sensitivity.
+ */
+export type AggregationRule =
+  | { rule: 'mean' }
+  | { rule: 'median' }
+  | { rule: 'trimmed-mean'; beta: number }
+  | { rule: 'krum'; byzantine: number; keep?: number };
 
 export interface CoordinatorConfig {
   /** Fewest accepted updates a round needs to be aggregated at its deadline. */
@@ -39,6 +59,10 @@ export interface CoordinatorConfig {
   /** Stop opening rounds after this many have been aggregated; null: run forever. */
   maxRounds: number | null;
   serverOptimizer: ServerOptimizer;
+  /** How updates are combined (default { rule: 'mean' }); see AggregationRule. */
+  aggregation: AggregationRule;
+  /** The most memory a robust rule may hold for one round's updates (maxClients x adapter bytes); default 1 GiB. */
+  maxRobustBytes: number;
   /** Central DP: an update's L2 norm may exceed clipNorm by this relative amount (f32 rounding on the client). */
   normTolerance: number;
   /** Sent to clients (RoundInfo.config); missing fields take defaults, `lora` comes from the initial adapter. */
@@ -55,6 +79,8 @@ export const DEFAULT_CONFIG: CoordinatorConfig = {
   maxExtensions: 3,
   maxRounds: null,
   serverOptimizer: { type: 'fedavg' },
+  aggregation: { rule: 'mean' },
+  maxRobustBytes: 1024 ** 3,
   normTolerance: 1e-3,
   round: {},
 };
@@ -86,10 +112,34 @@ export function resolveConfig(user: unknown = {}): CoordinatorConfig {
   if (c.maxRounds !== null && !(Number.isInteger(c.maxRounds) && c.maxRounds >= 1)) throw new ConfigError('maxRounds must be null or an integer >= 1');
   positiveNumber(c.normTolerance, 'normTolerance', true);
   const o = c.serverOptimizer;
-  if (!isObject(o) || !['fedavg', 'fedavgm', 'fedadam'].includes(o.type as string)) throw new ConfigError('serverOptimizer.type must be "fedavg", "fedavgm" or "fedadam"');
+  if (!isObject(o) || !['fedavg', 'fedavgm', 'fedadam', 'fedyogi', 'fedadagrad'].includes(o.type as string)) {
+    throw new ConfigError('serverOptimizer.type must be "fedavg", "fedavgm", "fedadam", "fedyogi" or "fedadagrad"');
+  }
   for (const [k, v] of Object.entries(o)) if (k !== 'type') positiveNumber(v, `serverOptimizer.${k}`, true);
   if (!isObject(c.round)) throw new ConfigError('round must be an object (a partial RoundConfig)');
+  positiveNumber(c.maxRobustBytes, 'maxRobustBytes');
+  const a = c.aggregation as unknown;
+  if (!isObject(a) || !['mean', 'median', 'trimmed-mean', 'krum'].includes(a.rule as string)) {
+    throw new ConfigError('aggregation.rule must be "mean", "median", "trimmed-mean" or "krum"');
+  }
+  if (a.rule === 'trimmed-mean' && !(typeof a.beta === 'number' && a.beta >= 0 && a.beta < 0.5)) throw new ConfigError('aggregation.beta (trimmed-mean) must be in [0, 0.5)');
+  if (a.rule === 'krum') {
+    if (!(Number.isInteger(a.byzantine) && (a.byzantine as number) >= 0)) throw new ConfigError('aggregation.byzantine (krum) must be an integer >= 0');
+    if (a.keep !== undefined && !(Number.isInteger(a.keep) && (a.keep as number) >= 0 && (a.keep as number) <= c.minClients)) {
+      throw new ConfigError('aggregation.keep (MultiKrum) must be an integer from 0 to minClients');
+    }
+  }
   return c;
+}
+
+/** Checks that a robust rule fits the round: not with central DP, and its updates within maxRobustBytes. */
+export function checkAggregation(c: CoordinatorConfig, round: RoundConfig, adapterElements: number): void {
+  if (c.aggregation.rule === 'mean') return;
+  if (round.dp.mode === 'central') throw new ConfigError(`aggregation "${c.aggregation.rule}" cannot be combined with central DP, whose noise is calibrated to the mean`);
+  const bytes = c.maxClients * adapterElements * 4;
+  if (bytes > c.maxRobustBytes) {
+    throw new ConfigError(`aggregation "${c.aggregation.rule}" keeps every update: ${c.maxClients} clients x ${adapterElements * 4} bytes = ${bytes} bytes, above maxRobustBytes ${c.maxRobustBytes}; lower maxClients or raise the limit`);
+  }
 }
 
 /** The RoundConfig sent to clients: the user's fields over defaults sized to the adapter. */

@@ -20,8 +20,8 @@ import type Database from 'better-sqlite3';
 import { PROTOCOL_VERSION, type RoundConfig, type RoundInfo, type RoundStatus } from '@webtune/federated';
 import type { LoraConfig } from '@webtune/model';
 import { readFlat, toSafetensors, type AdapterLayout } from './adapter.js';
-import { accumulate, addGaussianNoise, cryptoGaussian, resolveOptimizer, serverStep, type OptimizerState } from './aggregate.js';
-import { resolveRoundConfig, type CoordinatorConfig, type ServerOptimizer } from './config.js';
+import { accumulate, addGaussianNoise, cryptoGaussian, resolveOptimizer, robustAggregate, serverStep, type OptimizerState } from './aggregate.js';
+import { resolveRoundConfig, type AggregationRule, type CoordinatorConfig, type ServerOptimizer } from './config.js';
 import { centralEpsilon } from './dp.js';
 import { blobToF64, f64ToBlob, type RoundRow } from './store.js';
 
@@ -35,6 +35,8 @@ export interface RoundSnapshot {
   maxExtensions: number;
   roundDurationMs: number;
   normTolerance: number;
+  /** Absent in rounds opened before robust rules existed: 'mean'. */
+  aggregation?: AggregationRule;
 }
 
 export interface Client {
@@ -196,6 +198,7 @@ export class CoordinatorCore {
       maxExtensions: c.maxExtensions,
       roundDurationMs: c.roundDurationMs,
       normTolerance: c.normTolerance,
+      aggregation: c.aggregation,
     };
     const now = this.now();
     const selection = JSON.stringify({ rule: 'bernoulli', rate: c.sampleRate, decider: 'HMAC-SHA256(server secret, "webtune-sample:<round>:<client>")[0..6] / 2^48 < rate' });
@@ -261,6 +264,7 @@ export class CoordinatorCore {
       }
       this.db.transaction(() => {
         this.db.prepare("UPDATE rounds SET status = 'closed', outcome = 'abandoned', closed = ? WHERE id = ?").run(this.now(), r.id);
+        this.db.prepare('DELETE FROM update_deltas WHERE round_id = ?').run(r.id);
         this.log(`round ${r.id}: ${count} of ${r.min_clients} updates at the deadline; closed without a new version`);
         this.openRoundStmt(r.base_version);
       })();
@@ -290,6 +294,9 @@ export class CoordinatorCore {
         .prepare('INSERT INTO updates (update_id, round_id, client_id, example_count, weight, norm, encoding, bytes, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
         .run(updateId, roundId, client.id, exampleCount, weight, norm, encoding, bytes, this.now());
       this.db.prepare('UPDATE round_sums SET weighted_sum = ?, total_weight = ?, count = ? WHERE round_id = ?').run(f64ToBlob(sum), row.total_weight + weight, row.count + 1, roundId);
+      if ((snap.aggregation?.rule ?? 'mean') !== 'mean') {
+        this.db.prepare('INSERT INTO update_deltas (update_id, round_id, data) VALUES (?, ?, ?)').run(updateId, roundId, Buffer.from(delta.buffer, delta.byteOffset, delta.byteLength));
+      }
       return { kind: 'accepted', count: row.count + 1 };
     }).immediate();
     if (result.kind === 'accepted') {
@@ -330,8 +337,23 @@ export class CoordinatorCore {
     if (round.status === 'open') this.db.prepare("UPDATE rounds SET status = 'aggregating' WHERE id = ? AND status = 'open'").run(round.id);
     const snap = this.snapshot(round);
     const sums = this.db.prepare('SELECT weighted_sum, total_weight, count FROM round_sums WHERE round_id = ?').get(round.id) as { weighted_sum: Buffer; total_weight: number; count: number };
-    const avg = blobToF64(sums.weighted_sum);
-    for (let i = 0; i < avg.length; i++) avg[i]! /= sums.total_weight;
+    const rule = snap.aggregation ?? { rule: 'mean' };
+    let avg: Float64Array;
+    if (rule.rule === 'mean') {
+      avg = blobToF64(sums.weighted_sum);
+      for (let i = 0; i < avg.length; i++) avg[i]! /= sums.total_weight;
+    } else {
+      // Every update of the round, in acceptance order (checked against maxRobustBytes at start).
+      const rows = this.db
+        .prepare('SELECT d.data AS data, u.weight AS weight FROM update_deltas d JOIN updates u ON u.update_id = d.update_id WHERE d.round_id = ? ORDER BY u.rowid')
+        .all(round.id) as { data: Buffer; weight: number }[];
+      const deltas = rows.map((r) => {
+        const copy = new Uint8Array(r.data.byteLength);
+        copy.set(r.data);
+        return new Float32Array(copy.buffer);
+      });
+      avg = robustAggregate(rule, deltas, rows.map((r) => r.weight));
+    }
     const dp = snap.client.dp;
     let epsilon: number | null = null;
     if (dp.mode === 'central') {
@@ -350,6 +372,7 @@ export class CoordinatorCore {
     if (!(avgNorm <= plausible) || !step.global.every(Number.isFinite)) {
       this.db.transaction(() => {
         this.db.prepare("UPDATE rounds SET status = 'closed', outcome = 'failed', closed = ? WHERE id = ?").run(this.now(), round.id);
+        this.db.prepare('DELETE FROM update_deltas WHERE round_id = ?').run(round.id);
         this.log(`round ${round.id}: the aggregate of ${sums.count} updates is not publishable (norm ${avgNorm}, bound ${plausible}, or a non-finite value); version ${round.base_version} stays current`);
         this.openNextIfAllowed(round.base_version);
       })();
@@ -362,6 +385,7 @@ export class CoordinatorCore {
       for (const [name, data] of step.state) put.run(name, f64ToBlob(data), version);
       if (dp.mode === 'central') epsilon = centralEpsilon(this.centralReleases(round), dp.delta, this.log);
       this.db.prepare("UPDATE rounds SET status = 'closed', outcome = 'aggregated', result_version = ?, dp_epsilon = ?, closed = ? WHERE id = ?").run(version, epsilon, this.now(), round.id);
+      this.db.prepare('DELETE FROM update_deltas WHERE round_id = ?').run(round.id);
       this.log(`round ${round.id}: ${sums.count} updates aggregated (${snap.optimizer.type}) into version ${version}${epsilon !== null ? `, central DP epsilon ${epsilon.toFixed(3)} at delta ${dp.delta}` : ''}`);
       this.openNextIfAllowed(version);
     })();

@@ -1,9 +1,12 @@
 /** @webtune/coordinator: the reference coordinator for protocol v1 (Node HTTP + SQLite). */
 export { startCoordinator } from './server.js';
 export type { CoordinatorOptions, CoordinatorHandle } from './server.js';
-export { resolveConfig, resolveRoundConfig, DEFAULT_CONFIG, ConfigError } from './config.js';
-export type { CoordinatorConfig, ServerOptimizer } from './config.js';
-export { serverStep, accumulate, addGaussianNoise, cryptoGaussian, resolveOptimizer } from './aggregate.js';
+export { resolveConfig, resolveRoundConfig, checkAggregation, DEFAULT_CONFIG, ConfigError } from './config.js';
+export type { CoordinatorConfig, ServerOptimizer, AggregationRule } from './config.js';
+export {
+  serverStep, accumulate, addGaussianNoise, cryptoGaussian, resolveOptimizer, weightedMean, coordinateMedian, trimmedMean, krum, robustAggregate,
+} from './aggregate.js';
 export type { OptimizerState } from './aggregate.js';
 export { centralEpsilon } from './dp.js';
 export { SCHEMA_VERSION } from './store.js';
+export { maxUpdateNorm } from './core.js';

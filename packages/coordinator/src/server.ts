@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { decodeUpdate, globalNorm, UpdateRejectedError, type ErrorCode, type ErrorResponse, type RegisterResponse, type UploadResponse, PROTOCOL_VERSION } from '@webtune/federated';
 import type { HostTensor } from '@webtune/model';
 import { flatten, inferLora, layoutOf, readAdapter } from './adapter.js';
-import { resolveConfig, resolveRoundConfig, type CoordinatorConfig } from './config.js';
+import { checkAggregation, resolveConfig, resolveRoundConfig, type CoordinatorConfig } from './config.js';
 import { CoordinatorCore, maxUpdateNorm, type Client } from './core.js';
 import { openDatabase } from './store.js';
 
@@ -176,7 +176,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     }
     const layout = layoutOf(initialTensors);
     const lora = inferLora(layout, adapterConfig);
-    resolveRoundConfig(config.round, lora, layout.size); // fail at start, not at the first round
+    checkAggregation(config, resolveRoundConfig(config.round, lora, layout.size), layout.size); // fail at start, not at the first round
     const core = new CoordinatorCore(db, layout, lora, config, options.enrolmentSecret, now, log, options.gaussian);
     core.initialize(stored ? undefined : flatten(layout, initialTensors));
     core.maintain();

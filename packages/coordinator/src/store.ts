@@ -11,11 +11,15 @@
  *   updates          one row per accepted update (UNIQUE update id, UNIQUE (round, client)), no tensors
  *   round_sums       per round: the running weighted sum (f64 blob, adapter-sized), total weight, count
  *   optimizer_state  the server optimizer's arrays (f64 blobs: FedAvgM momentum, FedAdam m and v)
+ *   update_deltas    each accepted update's delta (f32 blob) while its round is open, only under a
+ *                    robust aggregation rule (median, trimmed mean, Krum), which needs them all
+ *
+ * Schema 2 added update_deltas; a schema 1 database is upgraded in place on open.
  */
 import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,6 +75,12 @@ CREATE TABLE IF NOT EXISTS optimizer_state (
   data BLOB NOT NULL,
   version INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS update_deltas (
+  update_id TEXT PRIMARY KEY REFERENCES updates(update_id),
+  round_id INTEGER NOT NULL REFERENCES rounds(id),
+  data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS update_deltas_round ON update_deltas (round_id);
 `;
 
 export function openDatabase(path: string): Database.Database {
@@ -89,6 +99,8 @@ export function openDatabase(path: string): Database.Database {
   db.exec(SCHEMA);
   const row = db.prepare('SELECT value FROM meta WHERE key = ?').get('schema_version') as { value: string } | undefined;
   if (!row) db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('schema_version', String(SCHEMA_VERSION));
+  // Schema 1 -> 2 only adds update_deltas, which SCHEMA above just created.
+  else if (Number(row.value) === 1) db.prepare("UPDATE meta SET value = ? WHERE key = 'schema_version'").run(String(SCHEMA_VERSION));
   else if (Number(row.value) !== SCHEMA_VERSION) throw new Error(`${path}: database schema ${row.value}, this coordinator speaks ${SCHEMA_VERSION}`);
   return db;
 }
