@@ -3,17 +3,57 @@
  *   --initial-adapter adapter.safetensors --enrolment-secret-file secret.txt [--config round-config.json] [--host 0.0.0.0]
  * The enrolment secret comes from a file (--enrolment-secret-file), the WEBTUNE_ENROLMENT_SECRET
  * environment variable, or --enrolment-secret (accepted with a warning: other users see it in `ps`).
+ *
+ * Operator commands on the same database (also while the server runs):
+ *   webtune-coordinator invite --db FILE --uses N [--days D]   prints a new invitation code
+ *   webtune-coordinator clients list --db FILE                  one JSON line per client
+ *   webtune-coordinator clients revoke --db FILE CLIENT_ID      the client's token stops working
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { createInvite, listClients, revokeClient } from './admin.js';
 import { startCoordinator } from './server.js';
+import { openDatabase } from './store.js';
 
 const USAGE =
   'usage: coordinator --db FILE.sqlite [--port 8787] [--host 127.0.0.1] [--initial-adapter adapter.safetensors] ' +
   '[--adapter-config adapter_config.json] (--enrolment-secret-file FILE | WEBTUNE_ENROLMENT_SECRET=S) [--config round-config.json] [--tick-ms 1000] ' +
   '[--allow-origin https://app.example (repeatable; * for any)]';
 
+/** `invite` and `clients list|revoke`: true when argv was one of them (and it ran). */
+function operatorCommand(argv: string[]): boolean {
+  const [command, sub] = argv;
+  if (command !== 'invite' && command !== 'clients') return false;
+  const rest = argv.slice(command === 'clients' ? 2 : 1);
+  const { values, positionals } = parseArgs({
+    args: rest, allowPositionals: true,
+    options: { db: { type: 'string' }, uses: { type: 'string' }, days: { type: 'string' } },
+  });
+  if (!values.db) throw new Error(`${command}: --db FILE.sqlite is required`);
+  const db = openDatabase(values.db);
+  try {
+    if (command === 'invite') {
+      const days = values.days === undefined ? null : Number(values.days);
+      if (days !== null && !(days > 0)) throw new Error(`invite: --days must be a positive number, got ${values.days}`);
+      console.log(createInvite(db, Number(values.uses ?? '1'), days === null ? null : Date.now() + days * 86_400_000));
+    } else if (sub === 'list') {
+      for (const c of listClients(db)) console.log(JSON.stringify(c));
+    } else if (sub === 'revoke') {
+      const id = positionals[0];
+      if (!id) throw new Error('clients revoke: give the client id (clients list shows them)');
+      if (!revokeClient(db, id)) throw new Error(`clients revoke: no client ${id} that is not already revoked`);
+      console.log(`revoked ${id}`);
+    } else {
+      throw new Error(`clients: unknown command ${JSON.stringify(sub)}; use "clients list" or "clients revoke CLIENT_ID"`);
+    }
+  } finally {
+    db.close();
+  }
+  return true;
+}
+
 async function main(): Promise<void> {
+  if (operatorCommand(process.argv.slice(2))) return;
   let values;
   try {
     ({ values } = parseArgs({

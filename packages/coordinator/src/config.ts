@@ -65,6 +65,20 @@ export interface CoordinatorConfig {
   maxRobustBytes: number;
   /** Central DP: an update's L2 norm may exceed clipNorm by this relative amount (f32 rounding on the client). */
   normTolerance: number;
+  /** A client's bearer token expires this long after it registered (the client then registers again). Default 30 days. */
+  tokenTtlMs: number;
+  /**
+   * Clients the shared enrolment secret may register in all; beyond, registering needs an
+   * invitation code (`webtune-coordinator invite`). Default 10000; null: no limit.
+   */
+  maxRegistrations: number | null;
+  /**
+   * At most this share of a round's maxClients may be filled by clients registered after the round
+   * opened, once at least minClients clients older than the round exist (so a new coordinator, whose
+   * clients are all new, still fills its first rounds). A burst of fresh identities then cannot take
+   * a round from the established clients. Default 0.5; 1 turns it off.
+   */
+  freshClientShare: number;
   /** Sent to clients (RoundInfo.config); missing fields take defaults, `lora` comes from the initial adapter. */
   round: Partial<RoundConfig>;
 }
@@ -82,6 +96,9 @@ export const DEFAULT_CONFIG: CoordinatorConfig = {
   aggregation: { rule: 'mean' },
   maxRobustBytes: 1024 ** 3,
   normTolerance: 1e-3,
+  tokenTtlMs: 30 * 24 * 3_600_000,
+  maxRegistrations: 10_000,
+  freshClientShare: 0.5,
   round: {},
 };
 
@@ -118,6 +135,9 @@ export function resolveConfig(user: unknown = {}): CoordinatorConfig {
   for (const [k, v] of Object.entries(o)) if (k !== 'type') positiveNumber(v, `serverOptimizer.${k}`, true);
   if (!isObject(c.round)) throw new ConfigError('round must be an object (a partial RoundConfig)');
   positiveNumber(c.maxRobustBytes, 'maxRobustBytes');
+  positiveNumber(c.tokenTtlMs, 'tokenTtlMs');
+  if (c.maxRegistrations !== null && !(Number.isInteger(c.maxRegistrations) && c.maxRegistrations >= 0)) throw new ConfigError('maxRegistrations must be null or an integer >= 0');
+  if (!(typeof c.freshClientShare === 'number' && c.freshClientShare > 0 && c.freshClientShare <= 1)) throw new ConfigError('freshClientShare must be in (0, 1]');
   const a = c.aggregation as unknown;
   if (!isObject(a) || !['mean', 'median', 'trimmed-mean', 'krum'].includes(a.rule as string)) {
     throw new ConfigError('aggregation.rule must be "mean", "median", "trimmed-mean" or "krum"');

@@ -42,7 +42,14 @@ export interface RoundSnapshot {
 export interface Client {
   id: string;
   name: string | null;
+  created: number;
 }
+
+/** What an enrolment attempt gives: a new client, or why not. */
+export type Enrolment = { clientId: string; token: string } | { refused: 'bad_secret' | 'exhausted'; message: string };
+
+/** An authentication: the client, or why its token no longer works. */
+export type Authentication = Client | { refused: 'unauthenticated' | 'revoked'; message: string };
 
 export type AcceptResult =
   | { kind: 'accepted'; count: number }
@@ -101,20 +108,46 @@ export class CoordinatorCore {
 
   // ---- clients ----
 
-  checkEnrolment(secret: string): boolean {
-    return timingSafeEqual(createHash('sha256').update(secret).digest(), this.enrolmentHash);
+  /**
+   * Registers a client with the shared enrolment secret (at most config.maxRegistrations in all) or
+   * with an invitation code (at most its uses, before it expires). One transaction.
+   */
+  enrol(secret: string, name: string | undefined): Enrolment {
+    const digest = createHash('sha256').update(secret).digest();
+    return this.db.transaction((): Enrolment => {
+      let credential: string;
+      if (timingSafeEqual(digest, this.enrolmentHash)) {
+        const max = this.config.maxRegistrations;
+        const used = (this.db.prepare("SELECT COUNT(*) AS n FROM clients WHERE credential = 'secret' OR credential IS NULL").get() as { n: number }).n;
+        if (max !== null && used >= max) {
+          return { refused: 'exhausted', message: `the enrolment secret has registered its ${max} clients; ask the operator for an invitation code` };
+        }
+        credential = 'secret';
+      } else {
+        const hash = digest.toString('hex');
+        const invite = this.db.prepare('SELECT max_uses, uses, expires FROM invites WHERE code_hash = ?').get(hash) as { max_uses: number; uses: number; expires: number | null } | undefined;
+        if (!invite) return { refused: 'bad_secret', message: 'the enrolment secret is wrong' };
+        if (invite.expires !== null && invite.expires <= this.now()) return { refused: 'exhausted', message: 'this invitation code has expired' };
+        if (invite.uses >= invite.max_uses) return { refused: 'exhausted', message: `this invitation code has registered its ${invite.max_uses} clients` };
+        this.db.prepare('UPDATE invites SET uses = uses + 1 WHERE code_hash = ?').run(hash);
+        credential = `invite:${hash.slice(0, 16)}`;
+      }
+      const clientId = randomUUID();
+      const token = randomBytes(32).toString('base64url');
+      this.db.prepare('INSERT INTO clients (id, name, token_hash, created, credential) VALUES (?, ?, ?, ?, ?)').run(clientId, name ?? null, sha256(token), this.now(), credential);
+      return { clientId, token };
+    }).immediate();
   }
 
-  register(name: string | undefined): { clientId: string; token: string } {
-    const clientId = randomUUID();
-    const token = randomBytes(32).toString('base64url');
-    this.db.prepare('INSERT INTO clients (id, name, token_hash, created) VALUES (?, ?, ?, ?)').run(clientId, name ?? null, sha256(token), this.now());
-    return { clientId, token };
+  /** The client a bearer token belongs to, unless it expired (config.tokenTtlMs) or was revoked. */
+  authenticate(token: string): Authentication {
+    const row = this.db.prepare('SELECT id, name, created, revoked FROM clients WHERE token_hash = ?').get(sha256(token)) as (Client & { revoked: number | null }) | undefined;
+    if (!row) return { refused: 'unauthenticated', message: 'unknown token; register again with POST /v1/register' };
+    if (row.revoked !== null) return { refused: 'revoked', message: 'this client was revoked by the coordinator\'s operator' };
+    if (row.created + this.config.tokenTtlMs <= this.now()) return { refused: 'unauthenticated', message: 'the token has expired; register again with POST /v1/register' };
+    return { id: row.id, name: row.name, created: row.created };
   }
 
-  authenticate(token: string): Client | undefined {
-    return this.db.prepare('SELECT id, name FROM clients WHERE token_hash = ?').get(sha256(token)) as Client | undefined;
-  }
 
   // ---- versions and rounds ----
 
@@ -317,6 +350,17 @@ export class CoordinatorCore {
     if (!round) return { kind: 'rejected', status: 409, error: 'wrong_round', message: `there is no round ${roundId}; the current round is ${current?.id}` };
     if (round.status !== 'open') return { kind: 'rejected', status: 409, error: 'round_closed', message: `round ${roundId} is ${round.status}; fetch GET /v1/round for the current one` };
     if (!this.isSelected(round, client.id)) return { kind: 'rejected', status: 403, error: 'not_selected', message: `this client was not selected for round ${roundId}` };
+    // Clients registered after the round opened may fill only part of it, once enough clients older
+    // than the round exist to complete it: a burst of new identities cannot take the round, and a
+    // new coordinator (whose clients are all new) still fills its first rounds.
+    const share = this.config.freshClientShare;
+    if (share < 1 && client.created > round.created) {
+      const older = (this.db.prepare('SELECT COUNT(*) AS n FROM clients WHERE created <= ? AND revoked IS NULL').get(round.created) as { n: number }).n;
+      const fresh = (this.db.prepare('SELECT COUNT(*) AS n FROM updates u JOIN clients c ON c.id = u.client_id WHERE u.round_id = ? AND c.created > ?').get(roundId, round.created) as { n: number }).n;
+      if (older >= round.min_clients && fresh >= Math.floor(share * round.max_clients)) {
+        return { kind: 'rejected', status: 403, error: 'not_selected', message: `round ${roundId} has taken as many updates from clients registered after it opened as it allows; this client can take part from the next round` };
+      }
+    }
     const mine = this.db.prepare('SELECT 1 FROM updates WHERE round_id = ? AND client_id = ?').get(roundId, client.id);
     if (mine) return { kind: 'rejected', status: 409, error: 'bad_request', message: `this client already contributed an update to round ${roundId} (under another X-Update-Id)` };
     return undefined;

@@ -10,3 +10,6 @@ export type { OptimizerState } from './aggregate.js';
 export { centralEpsilon } from './dp.js';
 export { SCHEMA_VERSION } from './store.js';
 export { maxUpdateNorm } from './core.js';
+export { createInvite, revokeClient, listClients } from './admin.js';
+export { DEFAULT_LIMITS } from './server.js';
+export type { ServerLimits } from './server.js';

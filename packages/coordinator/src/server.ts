@@ -46,7 +46,42 @@ export interface CoordinatorOptions {
    * clients only).
    */
   allowOrigins?: string[] | '*';
+  /** Resource limits (see ServerLimits); each field defaults to DEFAULT_LIMITS. */
+  limits?: Partial<ServerLimits>;
 }
+
+/**
+ * What one client, or all of them, may hold of the server at once. Defaults in DEFAULT_LIMITS.
+ * Memory for request bodies is at most maxConcurrentUploads x the round's maxUploadBytes.
+ */
+export interface ServerLimits {
+  /** A request's headers must arrive within this (slow-header connections are closed). */
+  headersTimeoutMs: number;
+  /** A whole request, body included, must arrive within this. */
+  requestTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this. */
+  keepAliveTimeoutMs: number;
+  /** Open connections at once; more are refused by the socket layer. */
+  maxConnections: number;
+  /** Uploads being received at once, from all clients; more get 429 with Retry-After. */
+  maxConcurrentUploads: number;
+  /** Uploads being received at once under one token; more get 429 with Retry-After. */
+  maxUploadsPerToken: number;
+  /** Registrations per source address: a bucket of `burst`, refilled at `perMinute`; beyond it 429. */
+  registerPerMinute: number;
+  registerBurst: number;
+}
+
+export const DEFAULT_LIMITS: ServerLimits = {
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 120_000,
+  keepAliveTimeoutMs: 5_000,
+  maxConnections: 512,
+  maxConcurrentUploads: 32,
+  maxUploadsPerToken: 1,
+  registerPerMinute: 30,
+  registerBurst: 60,
+};
 
 export interface CoordinatorHandle {
   url: string;
@@ -63,8 +98,39 @@ class HttpError extends Error {
     readonly status: number,
     readonly error: ErrorCode,
     message: string,
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
+  }
+}
+
+/** Token buckets keyed by a string (a source address), forgetting full buckets so memory stays small. */
+class RateLimiter {
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  constructor(
+    private readonly perMinute: number,
+    private readonly burst: number,
+    private readonly now: () => number,
+  ) {}
+
+  /** Takes one token; returns 0, or the seconds until one is available. */
+  take(key: string): number {
+    const now = this.now();
+    const b = this.buckets.get(key) ?? { tokens: this.burst, at: now };
+    b.tokens = Math.min(this.burst, b.tokens + ((now - b.at) / 60_000) * this.perMinute);
+    b.at = now;
+    if (b.tokens >= 1) {
+      b.tokens -= 1;
+      this.buckets.set(key, b);
+      if (this.buckets.size > 100_000) this.forgetFull(now);
+      return 0;
+    }
+    this.buckets.set(key, b);
+    return Math.ceil(((1 - b.tokens) / this.perMinute) * 60);
+  }
+
+  private forgetFull(now: number): void {
+    for (const [k, b] of this.buckets) if (b.tokens + ((now - b.at) / 60_000) * this.perMinute >= this.burst) this.buckets.delete(k);
   }
 }
 
@@ -79,7 +145,7 @@ function sendError(req: IncomingMessage, res: ServerResponse, e: HttpError): voi
   const body: ErrorResponse = { error: e.error, message: e.message };
   // An unread request body: answer, then discard what is still coming (bounded) and close.
   const unread = !req.complete;
-  send(res, e.status, body, unread ? { Connection: 'close' } : {});
+  send(res, e.status, body, { ...e.headers, ...(unread ? { Connection: 'close' } : {}) });
   if (unread) {
     let drained = 0;
     req.on('data', (c: Buffer) => {
@@ -116,12 +182,15 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     req.once('end', () => {
       if (!failed) resolve(Buffer.concat(chunks, total));
     });
-    req.once('error', () => {
-      // The client closed the connection mid-body: nobody to answer, nothing to log but one line.
-      if (!failed) reject(new ClientGoneError(total));
+    const gone = () => {
+      // The client closed the connection mid-body (or the request timed out): nobody to answer,
+      // nothing to log but one line.
+      if (!failed && !req.complete) reject(new ClientGoneError(total));
       failed = true;
       chunks.length = 0;
-    });
+    };
+    req.once('error', gone);
+    req.once('close', gone);
   });
 }
 
@@ -142,6 +211,10 @@ function bearer(req: IncomingMessage): string {
 export async function startCoordinator(options: CoordinatorOptions): Promise<CoordinatorHandle> {
   const log = options.log ?? ((line: string) => console.log(`[coordinator] ${line}`));
   const now = options.now ?? Date.now;
+  const limits: ServerLimits = { ...DEFAULT_LIMITS, ...(options.limits ?? {}) };
+  const registrations = new RateLimiter(limits.registerPerMinute, limits.registerBurst, now);
+  let uploadsInFlight = 0;
+  const uploadsByToken = new Map<string, number>();
   const config = resolveConfig(options.config ?? {});
   const db = openDatabase(options.db);
   try {
@@ -202,6 +275,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       }
 
       if (method === 'POST' && path === '/v1/register') {
+        const wait = registrations.take(req.socket.remoteAddress ?? 'unknown');
+        if (wait > 0) throw new HttpError(429, 'rate_limited', `too many registrations from this address; try again in ${wait} s`, { 'Retry-After': String(wait) });
         const body = await readBody(req, REGISTER_LIMIT);
         let json: { enrolmentSecret?: unknown; name?: unknown };
         try {
@@ -211,8 +286,9 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
         }
         if (typeof json !== 'object' || json === null || typeof json.enrolmentSecret !== 'string') throw new HttpError(400, 'bad_request', 'the body needs "enrolmentSecret" (a string)');
         if (json.name !== undefined && (typeof json.name !== 'string' || json.name.length > 200)) throw new HttpError(400, 'bad_request', '"name" must be a string of at most 200 characters');
-        if (!core.checkEnrolment(json.enrolmentSecret)) throw new HttpError(401, 'bad_secret', 'the enrolment secret is wrong');
-        const { clientId, token } = core.register(json.name as string | undefined);
+        const enrolled = core.enrol(json.enrolmentSecret, json.name as string | undefined);
+        if ('refused' in enrolled) throw new HttpError(enrolled.refused === 'bad_secret' ? 401 : 403, 'bad_secret', enrolled.message);
+        const { clientId, token } = enrolled;
         const out: RegisterResponse = { protocol: PROTOCOL_VERSION, clientId, token };
         send(res, 200, out);
         return;
@@ -220,8 +296,9 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
 
       // Everything else needs a client. Bodies other than uploads are not expected.
       const token = bearer(req);
-      const client = core.authenticate(token);
-      if (!client) throw new HttpError(401, 'unauthenticated', 'unknown token; register again with POST /v1/register');
+      const auth = core.authenticate(token);
+      if ('refused' in auth) throw new HttpError(401, auth.refused, auth.message);
+      const client = auth;
 
       if (method === 'GET' && path === '/v1/round') {
         const round = core.currentRound();
@@ -246,7 +323,22 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       }
       m = /^\/v1\/rounds\/(\d+)\/updates$/.exec(path);
       if (method === 'POST' && m) {
-        await upload(req, res, client, Number(m[1]));
+        // Bodies are buffered (bounded by maxUploadBytes), so how many are in flight bounds memory.
+        const mine = uploadsByToken.get(client.id) ?? 0;
+        if (mine >= limits.maxUploadsPerToken || uploadsInFlight >= limits.maxConcurrentUploads) {
+          const busy = mine >= limits.maxUploadsPerToken ? 'this client already has an upload in progress' : 'the coordinator is receiving as many uploads as it takes at once';
+          throw new HttpError(429, 'rate_limited', `${busy}; try again shortly`, { 'Retry-After': '5' });
+        }
+        uploadsByToken.set(client.id, mine + 1);
+        uploadsInFlight++;
+        try {
+          await upload(req, res, client, Number(m[1]));
+        } finally {
+          uploadsInFlight--;
+          const left = (uploadsByToken.get(client.id) ?? 1) - 1;
+          if (left > 0) uploadsByToken.set(client.id, left);
+          else uploadsByToken.delete(client.id);
+        }
         return;
       }
       throw new HttpError(404, 'not_found', `no route ${method} ${path}`);
@@ -308,7 +400,13 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       return true;
     };
 
-    const server = createServer((req, res) => {
+    // connectionsCheckingInterval: how often Node enforces headersTimeout and requestTimeout.
+    const server = createServer({
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      connectionsCheckingInterval: Math.max(50, Math.min(1_000, limits.headersTimeoutMs / 4)),
+    }, (req, res) => {
       const corsOk = cors(req, res);
       if (req.method === 'OPTIONS') {
         res.writeHead(corsOk ? 204 : 403).end();
@@ -327,6 +425,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
         sendError(req, res, new HttpError(500, 'bad_request', 'internal error'));
       });
     });
+    server.maxConnections = limits.maxConnections;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());

@@ -13,8 +13,11 @@
  *   optimizer_state  the server optimizer's arrays (f64 blobs: FedAvgM momentum, FedAdam m and v)
  *   update_deltas    each accepted update's delta (f32 blob) while its round is open, only under a
  *                    robust aggregation rule (median, trimmed mean, Krum), which needs them all
+ *   invites          invitation codes (SHA-256 only): how many clients each may still register
  *
- * Schema 2 added update_deltas; a schema 1 database is upgraded in place on open.
+ * clients also records when the operator revoked one and which credential (the shared secret or
+ * an invitation) minted it. Schema 2 added update_deltas, invites and those two columns; a schema 1
+ * database is upgraded in place on open.
  */
 import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
@@ -27,7 +30,16 @@ CREATE TABLE IF NOT EXISTS clients (
   id TEXT PRIMARY KEY,
   name TEXT,
   token_hash TEXT NOT NULL UNIQUE,
-  created INTEGER NOT NULL
+  created INTEGER NOT NULL,
+  revoked INTEGER,
+  credential TEXT
+);
+CREATE TABLE IF NOT EXISTS invites (
+  code_hash TEXT PRIMARY KEY,
+  max_uses INTEGER NOT NULL,
+  uses INTEGER NOT NULL DEFAULT 0,
+  created INTEGER NOT NULL,
+  expires INTEGER
 );
 CREATE TABLE IF NOT EXISTS global_versions (
   version INTEGER PRIMARY KEY,
@@ -99,8 +111,13 @@ export function openDatabase(path: string): Database.Database {
   db.exec(SCHEMA);
   const row = db.prepare('SELECT value FROM meta WHERE key = ?').get('schema_version') as { value: string } | undefined;
   if (!row) db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('schema_version', String(SCHEMA_VERSION));
-  // Schema 1 -> 2 only adds update_deltas, which SCHEMA above just created.
-  else if (Number(row.value) === 1) db.prepare("UPDATE meta SET value = ? WHERE key = 'schema_version'").run(String(SCHEMA_VERSION));
+  // Schema 1 -> 2: update_deltas and invites (SCHEMA above just created them) and two client columns.
+  else if (Number(row.value) === 1) {
+    db.transaction(() => {
+      db.exec('ALTER TABLE clients ADD COLUMN revoked INTEGER; ALTER TABLE clients ADD COLUMN credential TEXT;');
+      db.prepare("UPDATE meta SET value = ? WHERE key = 'schema_version'").run(String(SCHEMA_VERSION));
+    })();
+  }
   else if (Number(row.value) !== SCHEMA_VERSION) throw new Error(`${path}: database schema ${row.value}, this coordinator speaks ${SCHEMA_VERSION}`);
   return db;
 }

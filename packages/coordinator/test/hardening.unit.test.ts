@@ -4,6 +4,7 @@
  * aggregate, an absolute-form request target, an aborted upload, a cacheable global, a blank
  * base_version, and a world-readable database. Real HTTP on loopback and a real SQLite file.
  */
+import { spawnSync } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -11,8 +12,10 @@ import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { serializeSafetensors, type HostTensor } from '@webtune/model';
 import { maxUpdateNorm, type RoundSnapshot } from '../src/core.js';
-import { startCoordinator, type CoordinatorHandle } from '../src/index.js';
-import { dbSnapshot, download, encode, initialAdapter, KEYS, register, roundStatus, SECRET, SHAPES, tensors, tmp, upload } from './helpers.js';
+import { createInvite, startCoordinator, type CoordinatorHandle } from '../src/index.js';
+import { dbSnapshot, download, encode, initialAdapter, KEYS, query, register, roundStatus, SECRET, SHAPES, tensors, tmp, upload } from './helpers.js';
+
+const root = join(import.meta.dirname, '../../..');
 
 type Mode = 'none' | 'local' | 'central';
 const ELEMENTS = SHAPES.reduce((a, s) => a + s[0]! * s[1]!, 0);
@@ -210,6 +213,183 @@ describe('protocol edges', () => {
     try {
       expect(statSync(path).mode & 0o777).toBe(0o600);
       expect(statSync(`${path}-wal`).mode & 0o777).toBe(0o600);
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+describe('identities', () => {
+  it('by default, ten Sybils registered after the round opened take at most half of it; the older client still gets in', async () => {
+    let t = 1_000_000;
+    const path = join(tmp(), 'c.sqlite');
+    const c = await startCoordinator({
+      db: path, initialAdapter: initialAdapter(), enrolmentSecret: SECRET, log: () => {}, now: () => t,
+      config: { minClients: 1, maxClients: 4, roundDurationMs: 1000, deadlineAction: 'close' },
+    });
+    try {
+      const honest = await register(c.url);
+      t += 2000; // round 1 closes unused; round 2 opens after the honest client registered
+      c.tick();
+      const info = await (await fetch(`${c.url}/v1/round`, { headers: { Authorization: `Bearer ${honest.token}` } })).json();
+      expect(info.roundId).toBe(2);
+      t += 10;
+      const sybils = [];
+      for (let i = 0; i < 10; i++) sybils.push(await register(c.url));
+      const statuses = [];
+      for (const [i, s] of sybils.entries()) statuses.push((await upload(c.url, s.token, 2, encode(tensors(20 + i, 0.01), { baseVersion: 0 }))).status);
+      expect(statuses.filter((s) => s === 200)).toHaveLength(2);
+      expect(statuses.filter((s) => s === 403)).toHaveLength(8);
+      expect((await upload(c.url, honest.token, 2, encode(tensors(40, 0.01), { baseVersion: 0 }))).status).toBe(200);
+      expect((await roundStatus(c.url, honest.token, 2)).accepted).toBe(3);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('the shared secret registers at most maxRegistrations clients; an invitation code its uses, until it expires', async () => {
+    const path = join(tmp(), 'c.sqlite');
+    const c = await startCoordinator({ db: path, initialAdapter: initialAdapter(), enrolmentSecret: SECRET, log: () => {}, config: { maxRegistrations: 2 } });
+    const reg = (secret: string) => fetch(`${c.url}/v1/register`, { method: 'POST', body: JSON.stringify({ enrolmentSecret: secret }) });
+    try {
+      expect((await reg(SECRET)).status).toBe(200);
+      expect((await reg(SECRET)).status).toBe(200);
+      const third = await reg(SECRET);
+      expect(third.status).toBe(403);
+      expect((await third.json()).message).toMatch(/registered its 2 clients.*invitation code/);
+      const db = new Database(path);
+      const code = createInvite(db, 2, null);
+      const expired = createInvite(db, 5, Date.now() - 1);
+      db.close();
+      expect((await reg(code)).status).toBe(200);
+      expect((await reg(code)).status).toBe(200);
+      expect((await reg(code)).status).toBe(403);
+      expect((await reg(expired)).status).toBe(403);
+      expect((await reg('inv_not-a-code')).status).toBe(401);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('registrations are rate-limited per source address (429 with Retry-After)', async () => {
+    const path = join(tmp(), 'c.sqlite');
+    const c = await startCoordinator({ db: path, initialAdapter: initialAdapter(), enrolmentSecret: SECRET, log: () => {}, limits: { registerBurst: 5, registerPerMinute: 6 } });
+    try {
+      const codes = [];
+      for (let i = 0; i < 7; i++) {
+        const res = await fetch(`${c.url}/v1/register`, { method: 'POST', body: JSON.stringify({ enrolmentSecret: SECRET }) });
+        codes.push([res.status, res.headers.get('retry-after')]);
+      }
+      expect(codes.slice(0, 5).every(([s]) => s === 200)).toBe(true);
+      expect(codes[5]).toEqual([429, '10']);
+      expect(query<{ n: number }>(path, 'SELECT COUNT(*) AS n FROM clients')[0]!.n).toBe(5);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('tokens expire after tokenTtlMs; a revoked client is refused at once (and the CLI revokes and invites)', async () => {
+    let t = 5_000_000;
+    const path = join(tmp(), 'c.sqlite');
+    const c = await startCoordinator({ db: path, initialAdapter: initialAdapter(), enrolmentSecret: SECRET, log: () => {}, now: () => t, config: { tokenTtlMs: 60_000 } });
+    const round = (token: string) => fetch(`${c.url}/v1/round`, { headers: { Authorization: `Bearer ${token}` } });
+    try {
+      const a = await register(c.url);
+      const b = await register(c.url);
+      expect((await round(a.token)).status).toBe(200);
+      t += 60_000;
+      const expired = await round(a.token);
+      expect(expired.status).toBe(401);
+      expect(await expired.json()).toMatchObject({ error: 'unauthenticated', message: expect.stringMatching(/expired/) });
+      t -= 60_000;
+      const cli = (...args: string[]) => spawnSync(process.execPath, [join(root, 'scripts/coordinator.mjs'), ...args, '--db', path], { cwd: root, encoding: 'utf8' });
+      const revoked = cli('clients', 'revoke', b.clientId);
+      expect(revoked.status, revoked.stderr).toBe(0);
+      const refused = await round(b.token);
+      expect(refused.status).toBe(401);
+      expect((await refused.json()).error).toBe('revoked');
+      const listed = cli('clients', 'list').stdout.trim().split('\n').map((l) => JSON.parse(l) as { id: string; revoked: number | null });
+      expect(listed.find((x) => x.id === b.clientId)!.revoked).not.toBeNull();
+      const invite = cli('invite', '--uses', '1').stdout.trim();
+      expect(invite).toMatch(/^inv_/);
+      const withInvite = await fetch(`${c.url}/v1/register`, { method: 'POST', body: JSON.stringify({ enrolmentSecret: invite }) });
+      expect(withInvite.status).toBe(200);
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+describe('resource limits', () => {
+  /** Opens an upload whose body never finishes; resolves once the server has its headers. */
+  function stalledUpload(url: string, token: string, id: string): Promise<{ close: () => void; answer: Promise<string> }> {
+    const u = new URL(url);
+    return new Promise((resolve) => {
+      let reply = '';
+      let done: (s: string) => void = () => {};
+      const answer = new Promise<string>((r) => (done = r));
+      const socket = connect(Number(u.port), u.hostname, () => {
+        socket.write(`POST /v1/rounds/1/updates HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nX-Update-Id: ${id}\r\nX-Example-Count: 1\r\nContent-Length: 600\r\n\r\n`);
+        socket.write(Buffer.alloc(10, 1), () => setTimeout(() => resolve({ close: () => socket.destroy(), answer }), 30));
+      });
+      socket.on('data', (d) => {
+        reply += d.toString();
+        done(reply);
+      });
+      socket.on('close', () => done(reply));
+    });
+  }
+
+  it('50 stalled uploads under one token: one is received, 49 get 429 with Retry-After at once; memory stays flat', async () => {
+    const { c, path } = await coordinator('none', {}, () => {});
+    const x = await register(c.url);
+    const before = dbSnapshot(path);
+    const heap = process.memoryUsage().heapUsed;
+    const first = await stalledUpload(c.url, x.token, 'stalled-0');
+    const others = await Promise.all(Array.from({ length: 49 }, (_, i) => stalledUpload(c.url, x.token, `stalled-${i + 1}`)));
+    const answers = await Promise.all(others.map((o) => o.answer));
+    try {
+      expect(answers.every((a) => /^HTTP\/1\.1 429 /.test(a) && /retry-after: 5/i.test(a))).toBe(true);
+      expect(process.memoryUsage().heapUsed - heap).toBeLessThan(50 * 1024 * 1024);
+      expect(dbSnapshot(path)).toEqual(before);
+    } finally {
+      first.close();
+      others.forEach((o) => o.close());
+      await c.close();
+    }
+  });
+
+  it('uploads in flight from all clients are capped too (maxConcurrentUploads)', async () => {
+    const path = join(tmp(), 'c.sqlite');
+    const c = await startCoordinator({ db: path, initialAdapter: initialAdapter(), enrolmentSecret: SECRET, log: () => {}, limits: { maxConcurrentUploads: 3 } });
+    const tokens = [];
+    for (let i = 0; i < 4; i++) tokens.push((await register(c.url)).token);
+    const held = [];
+    try {
+      for (let i = 0; i < 3; i++) held.push(await stalledUpload(c.url, tokens[i]!, `held-${i}`));
+      const fourth = await stalledUpload(c.url, tokens[3]!, 'held-3');
+      held.push(fourth);
+      expect(await fourth.answer).toMatch(/^HTTP\/1\.1 429 /);
+    } finally {
+      held.forEach((h) => h.close());
+      await c.close();
+    }
+  });
+
+  it('connections that never finish their headers are closed after headersTimeoutMs', async () => {
+    const path = join(tmp(), 'c.sqlite');
+    const c = await startCoordinator({ db: path, initialAdapter: initialAdapter(), enrolmentSecret: SECRET, log: () => {}, limits: { headersTimeoutMs: 400 } });
+    const u = new URL(c.url);
+    try {
+      const closed = await Promise.all(Array.from({ length: 20 }, () => new Promise<number>((resolve) => {
+        const opened = Date.now();
+        const socket = connect(Number(u.port), u.hostname, () => socket.write('GET /v1/round HTTP/1.1\r\nHost: x\r\nX-Slow: '));
+        socket.on('data', () => {});
+        socket.on('error', () => {});
+        socket.on('close', () => resolve(Date.now() - opened));
+        setTimeout(() => socket.destroy(), 10_000);
+      })));
+      expect(Math.max(...closed)).toBeLessThan(5_000);
     } finally {
       await c.close();
     }

@@ -296,7 +296,8 @@ export class WorkerStartError extends WebtuneError {
  */
 export type ProtocolErrorCode =
   | 'bad_secret' | 'unauthenticated' | 'wrong_round' | 'round_closed' | 'not_selected' | 'too_large'
-  | 'malformed' | 'wrong_tensors' | 'not_finite' | 'norm_exceeded' | 'bad_request' | 'not_found' | 'unsupported_protocol';
+  | 'malformed' | 'wrong_tensors' | 'not_finite' | 'norm_exceeded' | 'bad_request' | 'not_found' | 'unsupported_protocol'
+  | 'rate_limited' | 'revoked';
 
 /**
  * A federated step failed. `reason` is the coordinator's ErrorResponse code for a rejected request
