@@ -8,7 +8,7 @@
 // drives the built apps in Chromium. Everything it measured goes to report.json.
 // Usage: node e2e/consumers/setup.mjs
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { APP_DIR, CONSUMERS_DIR, REPORT } from './paths.mjs';
@@ -71,7 +71,7 @@ writeFileSync(join(APP_DIR, 'package.json'), `${JSON.stringify({
   devDependencies: Object.fromEntries(['vite', 'webpack', 'esbuild', 'typescript', 'webgpu'].map((n) => [n, installed(n)])),
 }, null, 2)}\n`);
 run('npm install', npm, ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], { cwd: APP_DIR });
-if (spawnSync('test', ['-L', join(APP_DIR, 'node_modules/webtune')]).status === 0) fail('node_modules/webtune is a link, not an installed tarball.');
+if (lstatSync(join(APP_DIR, 'node_modules/webtune')).isSymbolicLink()) fail('node_modules/webtune is a link, not an installed tarball.');
 
 // The model and text the apps train on, as an app would ship them.
 const publicDir = join(APP_DIR, 'public');

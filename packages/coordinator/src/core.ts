@@ -23,7 +23,7 @@ import { readFlat, toSafetensors, type AdapterLayout } from './adapter.js';
 import { accumulate, addGaussianNoise, cryptoGaussian, resolveOptimizer, robustAggregate, serverStep, type OptimizerState } from './aggregate.js';
 import { resolveRoundConfig, type AggregationRule, type CoordinatorConfig, type ServerOptimizer } from './config.js';
 import { centralEpsilon } from './dp.js';
-import { blobToF64, f64ToBlob, type RoundRow } from './store.js';
+import { blobToF32, blobToF64, f64ToBlob, type RoundRow } from './store.js';
 
 /** What a round's `config` column holds. */
 export interface RoundSnapshot {
@@ -391,12 +391,7 @@ export class CoordinatorCore {
       const rows = this.db
         .prepare('SELECT d.data AS data, u.weight AS weight FROM update_deltas d JOIN updates u ON u.update_id = d.update_id WHERE d.round_id = ? ORDER BY u.rowid')
         .all(round.id) as { data: Buffer; weight: number }[];
-      const deltas = rows.map((r) => {
-        const copy = new Uint8Array(r.data.byteLength);
-        copy.set(r.data);
-        return new Float32Array(copy.buffer);
-      });
-      avg = robustAggregate(rule, deltas, rows.map((r) => r.weight));
+      avg = robustAggregate(rule, rows.map((r) => blobToF32(r.data)), rows.map((r) => r.weight));
     }
     const dp = snap.client.dp;
     let epsilon: number | null = null;

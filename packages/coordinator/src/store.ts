@@ -129,6 +129,13 @@ export function blobToF64(blob: Uint8Array): Float64Array {
   return new Float64Array(copy.buffer);
 }
 
+/** A blob as f32 values (copied, for the same reason as blobToF64). */
+export function blobToF32(blob: Uint8Array): Float32Array {
+  const copy = new Uint8Array(blob.byteLength);
+  copy.set(blob);
+  return new Float32Array(copy.buffer);
+}
+
 export function f64ToBlob(values: Float64Array): Buffer {
   return Buffer.from(values.buffer, values.byteOffset, values.byteLength);
 }
