@@ -12,6 +12,7 @@ $PY make_safetensors_fixtures.py
 $PY make_transformer_op_fixtures.py
 $PY make_attention_fixtures.py
 $PY make_tiny_models.py
+$PY make_chat_fixtures.py
 $PY make_dp_fixtures.py
 $PY make_aggregation_fixtures.py
 $PY make_onnx_fixtures.py
