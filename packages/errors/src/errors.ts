@@ -21,7 +21,9 @@ export type WebtuneErrorCode =
   | 'CHECKPOINT_MISMATCH'
   | 'CHECKPOINT_NOT_FOUND'
   | 'STORAGE_FULL'
-  | 'WORKER_START';
+  | 'WORKER_START'
+  | 'DATA_FORMAT'
+  | 'CHAT_TEMPLATE';
 
 /**
  * The base class of every error webtune throws: `code` is stable for programmatic handling and the message
@@ -291,6 +293,37 @@ export class WorkerStartError extends WebtuneError {
 }
 
 /**
+ * Training data webtune cannot use: an empty file, a line that is not JSON, a record with neither
+ * `text`, `prompt`/`completion` nor `messages`, an unknown role, a conversation with no assistant
+ * turn, an example too long for `seqLen`. `line` is the 1-based line (JSONL, CSV, TXT) or the
+ * 1-based index (JSON array, records) where it is, when there is one. Pass `onInvalid: 'skip'`
+ * to prepareData() to skip such examples and count them instead.
+ */
+export class DataFormatError extends WebtuneError {
+  override name = 'DataFormatError';
+  readonly source: string;
+  readonly line: number | undefined;
+  constructor(source: string, detail: string, line?: number, options?: { cause?: unknown }) {
+    super('DATA_FORMAT', `${source}${line === undefined ? '' : `, line ${line}`}: ${detail}`, options);
+    this.source = source;
+    this.line = line;
+  }
+}
+
+/**
+ * A chat template problem: the model ships none (pass `chatTemplate` to choose one explicitly),
+ * the template does not parse, it raised an error for these messages (`raise_exception`), or it
+ * renders earlier turns differently once later ones are added, so the assistant's tokens cannot be
+ * found in the conversation.
+ */
+export class ChatTemplateError extends WebtuneError {
+  override name = 'ChatTemplateError';
+  constructor(detail: string, options?: { cause?: unknown }) {
+    super('CHAT_TEMPLATE', detail, options);
+  }
+}
+
+/**
  * Why the coordinator rejected a request: the `error` field of the federated protocol's
  * ErrorResponse. Kept here, beside the errors that carry it, so this module depends on nothing.
  */
@@ -357,6 +390,8 @@ export const ERROR_CLASSES: Readonly<Record<string, WebtuneErrorClass>> = {
   CheckpointNotFoundError,
   StorageFullError,
   WorkerStartError,
+  DataFormatError,
+  ChatTemplateError,
   FederatedError,
   UpdateRejectedError,
 };

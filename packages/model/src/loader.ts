@@ -13,6 +13,7 @@ import { parseModelConfig, type ModelConfig } from './config.js';
 import { browserModelCache, type ModelCache } from './model-cache.js';
 import { parseSafetensors, parseShardIndex, tensorToFloat32, type SafetensorsTensor } from './safetensors.js';
 import { createTokenizer, type Tokenizer } from './tokenizer.js';
+import { ChatTemplate, shippedChatTemplate } from './chat-template.js';
 import type { WeightReader } from './weights.js';
 
 export type { ModelCache } from './model-cache.js';
@@ -59,6 +60,8 @@ export interface LoadedModelFiles {
   config: ModelConfig;
   /** Undefined if the folder has no tokenizer.json. */
   tokenizer: Tokenizer | undefined;
+  /** The chat template the folder ships (chat_template.jinja, or tokenizer_config.json's chat_template); undefined if none. */
+  chatTemplate: ChatTemplate | undefined;
   tensors: ReadonlyMap<string, WeightTensorInfo>;
   /** A float32 copy of a tensor (F32/F16/BF16 decoded); throws ModelFileMissingError for an unknown name. */
   float32(name: string): Float32Array;
@@ -150,6 +153,7 @@ const WEIGHTS = 'model.safetensors';
 const INDEX = 'model.safetensors.index.json';
 const TOKENIZER = 'tokenizer.json';
 const TOKENIZER_CONFIG = 'tokenizer_config.json';
+const CHAT_TEMPLATE = 'chat_template.jinja';
 /** Written last, once every file of a load is cached: lets the next load skip probing the server. */
 const MANIFEST = '.webtune-manifest.json';
 
@@ -402,6 +406,8 @@ interface Manifest {
   weights: string[];
   tokenizer: boolean;
   tokenizerConfig: boolean;
+  /** Absent in manifests written before chat templates: the load probes for the file. */
+  chatTemplate?: boolean;
 }
 
 function parseManifest(bytes: Uint8Array | undefined): Manifest | undefined {
@@ -519,7 +525,7 @@ export async function loadModelFiles(source: string | ModelFileSource, options: 
   });
   const weightFiles = weights.files;
   const tokenizerFiles: string[] = [];
-  for (const [file, known] of [[TOKENIZER_CONFIG, manifest?.tokenizerConfig], [TOKENIZER, manifest?.tokenizer]] as const) {
+  for (const [file, known] of [[TOKENIZER_CONFIG, manifest?.tokenizerConfig], [TOKENIZER, manifest?.tokenizer], [CHAT_TEMPLATE, manifest?.chatTemplate]] as const) {
     if (known ?? (await exists(file))) tokenizerFiles.push(file);
   }
 
@@ -596,9 +602,11 @@ export async function loadModelFiles(source: string | ModelFileSource, options: 
   // 6. Tokenizer (optional).
   const tokenizerBytes = contents.get(TOKENIZER);
   const tokenizerConfigBytes = contents.get(TOKENIZER_CONFIG);
-  const tokenizer = tokenizerBytes
-    ? createTokenizer(parseJson(tokenizerBytes, TOKENIZER), tokenizerConfigBytes ? parseJson(tokenizerConfigBytes, TOKENIZER_CONFIG) : undefined)
-    : undefined;
+  const tokenizerConfig = tokenizerConfigBytes ? parseJson(tokenizerConfigBytes, TOKENIZER_CONFIG) : undefined;
+  const tokenizer = tokenizerBytes ? createTokenizer(parseJson(tokenizerBytes, TOKENIZER), tokenizerConfig) : undefined;
+  const jinjaBytes = contents.get(CHAT_TEMPLATE);
+  const shipped = shippedChatTemplate(tokenizerConfig, jinjaBytes ? new TextDecoder().decode(jinjaBytes) : undefined);
+  const chatTemplate = shipped ? ChatTemplate.parse(shipped.text, tokenizer?.specialTokens ?? {}, shipped.source) : undefined;
 
   if (cache && !manifest) {
     const m: Manifest = {
@@ -607,11 +615,12 @@ export async function loadModelFiles(source: string | ModelFileSource, options: 
       weights: weightFiles,
       tokenizer: tokenizerFiles.includes(TOKENIZER),
       tokenizerConfig: tokenizerFiles.includes(TOKENIZER_CONFIG),
+      chatTemplate: tokenizerFiles.includes(CHAT_TEMPLATE),
     };
     await cachePut(MANIFEST, new TextEncoder().encode(JSON.stringify(m)));
   }
 
-  return { config, tokenizer, tensors, float32, raw, ...(fourBit ? { fourBit } : {}), weightBytes, files, source: src.name, format: format.id, container };
+  return { config, tokenizer, chatTemplate, tensors, float32, raw, ...(fourBit ? { fourBit } : {}), weightBytes, files, source: src.name, format: format.id, container };
 }
 
 /**

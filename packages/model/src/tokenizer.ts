@@ -16,6 +16,15 @@ export interface Tokenizer {
   readonly vocabSize: number;
   readonly eosTokenId: number | undefined;
   readonly bosTokenId: number | undefined;
+  /** pad_token's id from tokenizer_config.json, if it names one. */
+  readonly padTokenId: number | undefined;
+  /**
+   * The special tokens' text as tokenizer_config.json names them (`bos_token`, `eos_token`,
+   * `pad_token`, `unk_token`): chat templates print them (`{{ bos_token }}`).
+   */
+  readonly specialTokens: Readonly<Partial<Record<'bos_token' | 'eos_token' | 'pad_token' | 'unk_token', string>>>;
+  /** The id of the added token with this exact text (`<|im_end|>`, ...), if it is one marked special. */
+  specialTokenId(content: string): number | undefined;
 }
 
 type Json = Record<string, unknown>;
@@ -80,6 +89,17 @@ export function createTokenizer(tokenizerJson: object, tokenizerConfig?: object,
   };
   const eosTokenId = specialId('eos_token', EOS_FALLBACK);
   const bosTokenId = specialId('bos_token', BOS_FALLBACK);
+  const padName = tokenContent(config['pad_token']);
+  const padTokenId = padName === undefined ? undefined : hf.token_to_id(padName);
+  const specialTokens: Partial<Record<'bos_token' | 'eos_token' | 'pad_token' | 'unk_token', string>> = {};
+  for (const key of ['bos_token', 'eos_token', 'pad_token', 'unk_token'] as const) {
+    const named = tokenContent(config[key]);
+    if (named !== undefined) specialTokens[key] = named;
+  }
+  const added = new Map<string, number>();
+  for (const t of (json['added_tokens'] as unknown[])) {
+    if (isObject(t) && t['special'] === true && typeof t['content'] === 'string' && typeof t['id'] === 'number') added.set(t['content'], t['id']);
+  }
 
   return {
     encode(text, options) {
@@ -92,5 +112,8 @@ export function createTokenizer(tokenizerJson: object, tokenizerConfig?: object,
     vocabSize,
     eosTokenId,
     bosTokenId,
+    padTokenId,
+    specialTokens,
+    specialTokenId: (content) => added.get(content),
   };
 }

@@ -9,8 +9,10 @@ export type { TrainerApi, CreateTrainerOptions } from './facade.js';
 export { TrainerSession } from './session.js';
 export type {
   SessionEnvironment, OnnxSupport, LoadOptions, ModelInfo, DataInput, DataOptions, DataInfo, TrainRequest, TrainSummary, ProgressEvent,
-  SessionGenerateOptions,
+  SessionGenerateOptions, DataProgress,
 } from './session.js';
+export type { DataRecord, FileFormat, RecordKind, Evaluation } from '@webtune/trainer';
+export type { ChatMessage, ChatRole } from '@webtune/model';
 export { registerErrorTransfer, serializeWebtuneError, deserializeWebtuneError } from './transfer.js';
 export type { SerializedWebtuneError } from './transfer.js';
 export { exposeTrainerSession } from './expose.js';

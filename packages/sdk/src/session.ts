@@ -5,11 +5,14 @@
  * checkpoints.
  */
 import * as Comlink from 'comlink';
-import { CheckpointMismatchError, InvalidArgumentError, MemoryPlanError } from '@webtune/errors';
+import { ChatTemplateError, CheckpointMismatchError, DataFormatError, InvalidArgumentError, MemoryPlanError } from '@webtune/errors';
 import { createGpuContext, type GpuContext } from '@webtune/gpu';
 import {
+  ChatTemplate,
+  checkChatMessage,
   exportPeftAdapter,
   filesSource,
+  Rng,
   generate,
   importPeftAdapter,
   loadModelFiles,
@@ -22,6 +25,7 @@ import {
   weightReader,
   type BaseFormat,
   type BaseModel,
+  type ChatMessage,
   type GenerateOptions,
   type HostTensor,
   type LoadedModelFiles,
@@ -45,12 +49,24 @@ import {
   estimateTrainingMemory,
   MemoryCheckpointStore,
   packTokens,
+  readRecords,
+  rowsFromExamples,
+  tokenizeConversation,
   tokenizeDocuments,
+  tokenizePromptCompletion,
   Trainer,
   type CheckpointMeta,
   type CheckpointStore,
   type DataCursor,
+  type DataRecord,
+  type Evaluation,
+  type FileFormat,
   type JsonObject,
+  type ReadProgress,
+  type RecordKind,
+  type RecordsResult,
+  type TokenizedExample,
+  type TrainingRow,
   type MemoryEstimate,
   type StepProgress,
   type TrainConfig,
@@ -62,6 +78,8 @@ import type { ExportOnnxOptions } from '@webtune/onnx';
 export interface SessionGenerateOptions extends Omit<GenerateOptions, 'onToken' | 'signal'> {
   /** false: generate from the base model alone (the adapter is kept). Default true. */
   useAdapter?: boolean;
+  /** Chat messages only: a Jinja chat template to render them with, instead of the model's (or prepareData's). */
+  chatTemplate?: string;
 }
 
 export interface SessionEnvironment {
@@ -134,28 +152,90 @@ export interface ModelInfo {
   adapter: string;
 }
 
-/** Training text for prepareData(): one string, several documents (each followed by the EOS token), or a text file. */
-export type DataInput = { text: string } | { texts: string[] } | { file: Blob };
+/**
+ * Training data for prepareData():
+ * - `{ text }` / `{ texts }`: raw text (one string, or documents each followed by the EOS token), cut into windows;
+ * - `{ file }`: a File or Blob, JSONL, a JSON array, CSV (header row) or plain text, by its name or `format`;
+ * - `{ content, format }`: the same formats as a string (pasted JSONL, say);
+ * - `{ records }`: records as objects.
+ * Records are `{ text }`, `{ prompt, completion }` or `{ messages: [{ role, content }] }`, one kind per data set.
+ */
+export type DataInput =
+  | { text: string }
+  | { texts: string[] }
+  | { file: Blob; format?: FileFormat }
+  | { content: string; format?: FileFormat }
+  | { records: readonly DataRecord[] };
 
-/** Options of prepareData(): how the tokenized text is cut into training sequences and how much is held out. */
+/** Options of prepareData(): sequence length, held-out data, and how supervised examples are built. */
 export interface DataOptions {
   /** Tokens per training sequence (default 128). */
   seqLen?: number;
-  /** Share of sequences held out for evaluation (default 0.1; 0 for none). */
+  /**
+   * Share held out for evaluation (default 0.1; 0 for none). For raw text, the last sequences of the
+   * text; for examples, a seeded random choice of whole examples (`seed`). Ignored when `heldOutData` is given.
+   */
   heldOut?: number;
+  /** A separate held-out set, prepared the same way (instead of the `heldOut` share). */
+  heldOutData?: DataInput;
+  /** Seeds the held-out choice among examples (default 0). */
+  seed?: number;
+  /**
+   * Prompt/completion and conversation data: learn only the completion / assistant tokens (default
+   * true, as TRL's completion_only_loss and assistant_only_loss); false learns every token.
+   */
+  completionOnly?: boolean;
+  /** A record or example that cannot be used: 'error' (default) throws DataFormatError with its line; 'skip' skips and counts it (DataInfo.skipped). */
+  onInvalid?: 'error' | 'skip';
+  /** An example longer than seqLen + 1 tokens: 'truncate' (default; the end is cut and counted), 'skip', or 'error'. */
+  overlong?: 'truncate' | 'skip' | 'error';
+  /**
+   * A Jinja chat template for conversations, instead of the model's own (which comes from
+   * chat_template.jinja or tokenizer_config.json). A model that ships none needs this: webtune
+   * does not guess a format. generate() with messages uses the same template afterwards.
+   */
+  chatTemplate?: string;
+  /** The file's format, when its name does not say (`{ file }` input). */
+  format?: FileFormat;
+  /** Progress while reading and tokenizing (may also be passed as prepareData's third argument). */
+  onProgress?: (p: DataProgress) => void;
+}
+
+/** prepareData() progress: bytes read of a file, then examples tokenized. */
+export interface DataProgress {
+  phase: 'read' | 'tokenize';
+  done: number;
+  total: number | undefined;
 }
 
 /**
- * What prepareData() resolves to: the token count (EOS tokens included) and the sequences it gave. Each
- * sequence is `seqLen + 1` tokens (inputs and shifted targets); the held-out ones are the last sequences of
- * the text, not a random sample, and give TrainSummary.heldOutLoss.
+ * What prepareData() resolves to. `kind` says what the data was; the sequences it gave (each
+ * `seqLen` positions), how many are held out, and for examples what was learned, cut and skipped.
  */
 export interface DataInfo {
+  kind: RecordKind;
+  /** Tokens in the data (EOS tokens included); for examples, before truncation. */
   tokens: number;
   seqLen: number;
   trainSequences: number;
   heldOutSequences: number;
-  /** SHA-256 of the token windows: a checkpoint only resumes on the same data. */
+  /** Examples read (prompt/completion pairs or conversations; for text, documents). */
+  examples: number;
+  /** Targets with a loss in the training sequences (completion/assistant tokens for examples). */
+  learnedTokens: number;
+  /** Padding positions over all sequences: compute spent on nothing (examples are right-padded to seqLen). */
+  paddingTokens: number;
+  /** Examples longer than seqLen + 1 tokens whose end was cut, and the tokens cut. */
+  truncatedExamples: number;
+  truncatedTokens: number;
+  /** Records or examples skipped (onInvalid: 'skip', overlong: 'skip'): how many, and the first 100 with line and reason. */
+  skippedCount: number;
+  skipped: Array<{ line: number; message: string }>;
+  /** Where the chat template came from, for conversations. */
+  chatTemplate: string | undefined;
+  /** What the app should know, e.g. prompt/completion pairs whose tokens merged across the boundary. */
+  warnings: string[];
+  /** SHA-256 of the training and held-out sequences: a checkpoint only resumes on the same data. */
   fingerprint: string;
 }
 
@@ -183,6 +263,18 @@ export interface TrainRequest extends Partial<Omit<TrainConfig, 'seqLen'>> {
   startFrom?: 'fresh' | 'current';
   /** FedProx: pull towards the starting weights with this weight (default 0). */
   proximalMu?: number;
+  /**
+   * Evaluate the held-out data every N optimizer steps (loss and perplexity over its target
+   * tokens, in progress events and the summary). Default: only once, when the run completes.
+   */
+  evalEvery?: number;
+  /** Stop when the held-out loss has not improved by more than `minDelta` for `patience` evaluations (needs evalEvery). */
+  earlyStopping?: { patience: number; minDelta?: number };
+  /**
+   * When the run ends (completed or stopped early), put back the adapter of the best evaluation
+   * (kept as checkpoint run `<runId>.best`). Needs evalEvery. Default false.
+   */
+  restoreBest?: boolean;
 }
 
 /**
@@ -193,7 +285,8 @@ export interface TrainRequest extends Partial<Omit<TrainConfig, 'seqLen'>> {
  */
 export interface TrainSummary {
   runId: string;
-  stopped: 'completed' | 'paused' | 'cancelled';
+  /** 'early-stopped': the held-out loss stopped improving (TrainRequest.earlyStopping). */
+  stopped: 'completed' | 'paused' | 'cancelled' | 'early-stopped';
   step: number;
   totalSteps: number;
   lastLoss: number | undefined;
@@ -207,6 +300,12 @@ export interface TrainSummary {
   skippedCheckpoints: Array<{ id: string; message: string }>;
   /** The step of the checkpoint this call resumed from (train with resume: true). */
   resumedFrom: number | undefined;
+  /** Every held-out evaluation of the run (evalEvery), resumed parts included. */
+  evaluations: Array<Evaluation & { perplexity: number }>;
+  /** The best evaluation, if any. */
+  best: Evaluation | undefined;
+  /** True when the adapter in place is the best evaluation's (restoreBest). */
+  restoredBest: boolean;
   /**
    * What the app should know but that did not stop the run, e.g. that it resumed from a checkpoint
    * written by an older webtune, whose metadata (step, data position, settings) had no checksum.
@@ -222,6 +321,44 @@ export interface TrainSummary {
 export interface ProgressEvent extends StepProgress {
   /** The run this progress belongs to (TrainRequest.runId). */
   runId: string;
+}
+
+/** The run that holds a run's best-evaluation adapter (restoreBest). */
+const bestRunId = (runId: string) => `${runId}.best`;
+
+/** What tokenizeData() makes of one DataInput. */
+interface PreparedRows {
+  kind: RecordKind;
+  rows: TrainingRow[];
+  tokens: number;
+  examples: number;
+  learnedTokens: number;
+  paddingTokens: number;
+  truncatedExamples: number;
+  truncatedTokens: number;
+  skipped: { count: number; list: Array<{ line: number; message: string }> };
+  warnings: string[];
+  chatTemplate: string | undefined;
+}
+
+/** SHA-256 of the rows' bytes in order (a text window's seq + 1 tokens; an example's inputs, then its targets). */
+async function rowsFingerprint(rows: readonly TrainingRow[]): Promise<string> {
+  let total = 0;
+  for (const r of rows) total += r instanceof Uint32Array ? r.byteLength : r.ids.byteLength + r.targets.byteLength;
+  const all = new Uint8Array(total);
+  let at = 0;
+  const put = (a: Uint32Array) => {
+    all.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), at);
+    at += a.byteLength;
+  };
+  for (const r of rows) {
+    if (r instanceof Uint32Array) put(r);
+    else {
+      put(r.ids);
+      put(r.targets);
+    }
+  }
+  return sha256Hex(all);
 }
 
 interface Loaded {
@@ -246,7 +383,9 @@ interface Run {
 export class TrainerSession {
   private ctx: GpuContext | undefined;
   private loaded: Loaded | undefined;
-  private data: { train: Uint32Array[]; heldOut: Uint32Array[]; info: DataInfo } | undefined;
+  private data: { train: TrainingRow[]; heldOut: TrainingRow[]; info: DataInfo } | undefined;
+  /** The template the app chose in prepareData({ chatTemplate }), used again by generate(messages). */
+  private chatTemplate: ChatTemplate | undefined;
   private run: Run | undefined;
   private adapter: LoraAdapter | undefined;
   private readonly store: CheckpointStore;
@@ -327,25 +466,137 @@ export class TrainerSession {
     return t;
   }
 
-  /** Tokenizes the training text and cuts it into sequences; the last `heldOut` share is kept for evaluation. */
-  async prepareData(input: DataInput, options: DataOptions = {}): Promise<DataInfo> {
+  /**
+   * Reads and tokenizes training data (see DataInput): raw text is cut into windows; prompt/completion
+   * pairs and conversations (rendered with the model's chat template) become one right-padded
+   * sequence each, with the loss on completion/assistant tokens only by default. Holds out a share
+   * (or `heldOutData`) for evaluation.
+   */
+  async prepareData(input: DataInput, options: DataOptions = {}, onProgress: ((p: DataProgress) => void) | undefined = options.onProgress): Promise<DataInfo> {
     const tok = this.tokenizer();
     const seqLen = options.seqLen ?? 128;
-    const texts = 'text' in input ? [input.text] : 'texts' in input ? input.texts : [await input.file.text()];
-    if (texts.every((t) => t.trim().length === 0)) throw new InvalidArgumentError('The training text is empty.');
-    const tokens = tokenizeDocuments((t) => tok.encode(t), texts, tok.eosTokenId);
-    const windows = packTokens(tokens, seqLen);
-    const heldOutCount = Math.floor(windows.length * (options.heldOut ?? 0.1));
-    if (windows.length - heldOutCount < 1) {
-      throw new InvalidArgumentError(`The text gives ${tokens.length} tokens, fewer than one sequence of ${seqLen + 1}; add text or lower seqLen.`);
+    if (!Number.isInteger(seqLen) || seqLen < 1) throw new InvalidArgumentError(`seqLen must be a positive integer, got ${seqLen}.`);
+    const share = options.heldOut ?? 0.1;
+    if (!(share >= 0 && share < 1)) throw new InvalidArgumentError(`heldOut must be a share in [0, 1), got ${options.heldOut}.`);
+    const template = options.chatTemplate !== undefined ? ChatTemplate.parse(options.chatTemplate, tok.specialTokens, 'prepareData({ chatTemplate })') : undefined;
+    const main = await this.tokenizeData(input, options, template, onProgress);
+    let train: TrainingRow[];
+    let heldOut: TrainingRow[];
+    let heldOutPart: PreparedRows | undefined;
+    if (options.heldOutData) {
+      heldOutPart = await this.tokenizeData(options.heldOutData, options, template, undefined, 'heldOutData');
+      if (heldOutPart.kind !== main.kind) throw new InvalidArgumentError(`heldOutData is "${heldOutPart.kind}" data but the training data is "${main.kind}"; use one kind.`);
+      [train, heldOut] = [main.rows, heldOutPart.rows];
+    } else if (main.kind === 'text') {
+      const count = Math.floor(main.rows.length * share);
+      [train, heldOut] = [main.rows.slice(0, main.rows.length - count), main.rows.slice(main.rows.length - count)];
+    } else {
+      // Whole examples, chosen by a seeded shuffle, kept in their order.
+      const order = main.rows.map((_, i) => i);
+      new Rng(options.seed ?? 0).shuffle(order);
+      const held = new Set(order.slice(0, Math.floor(main.rows.length * share)));
+      train = main.rows.filter((_, i) => !held.has(i));
+      heldOut = main.rows.filter((_, i) => held.has(i));
     }
-    const all = new Uint8Array(windows.length * (seqLen + 1) * 4);
-    windows.forEach((w, i) => all.set(new Uint8Array(w.buffer, w.byteOffset, w.byteLength), i * (seqLen + 1) * 4));
+    if (train.length < 1) {
+      throw new InvalidArgumentError(
+        main.kind === 'text'
+          ? `The text gives ${main.tokens} tokens, fewer than one sequence of ${seqLen + 1}; add text or lower seqLen.`
+          : `Only ${main.rows.length} example(s), and all were held out; add examples or lower heldOut.`,
+      );
+    }
     const info: DataInfo = {
-      tokens: tokens.length, seqLen, trainSequences: windows.length - heldOutCount, heldOutSequences: heldOutCount, fingerprint: await sha256Hex(all),
+      kind: main.kind, tokens: main.tokens, seqLen, trainSequences: train.length, heldOutSequences: heldOut.length, examples: main.examples,
+      learnedTokens: main.learnedTokens, paddingTokens: main.paddingTokens + (heldOutPart?.paddingTokens ?? 0),
+      truncatedExamples: main.truncatedExamples + (heldOutPart?.truncatedExamples ?? 0), truncatedTokens: main.truncatedTokens + (heldOutPart?.truncatedTokens ?? 0),
+      skippedCount: main.skipped.count + (heldOutPart?.skipped.count ?? 0), skipped: [...main.skipped.list, ...(heldOutPart?.skipped.list ?? [])].slice(0, 100),
+      chatTemplate: main.chatTemplate, warnings: [...main.warnings, ...(heldOutPart?.warnings ?? [])],
+      fingerprint: await rowsFingerprint([...train, ...heldOut]),
     };
-    this.data = { train: windows.slice(0, windows.length - heldOutCount), heldOut: windows.slice(windows.length - heldOutCount), info };
+    this.data = { train, heldOut, info };
+    if (template) this.chatTemplate = template;
     return info;
+  }
+
+  /** Records → rows (windows for text, one padded row per example otherwise). */
+  private async tokenizeData(input: DataInput, options: DataOptions, explicit: ChatTemplate | undefined, onProgress: ((p: DataProgress) => void) | undefined, name?: string): Promise<PreparedRows> {
+    const tok = this.tokenizer();
+    const seqLen = options.seqLen ?? 128;
+    const readOptions = { onInvalid: options.onInvalid, ...(name ? { source: name } : {}), onProgress: (p: ReadProgress) => onProgress?.({ phase: 'read', done: p.bytesRead, total: p.totalBytes }) };
+    let read: RecordsResult;
+    if ('text' in input || 'texts' in input) {
+      const texts = 'text' in input ? [input.text] : input.texts;
+      if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) throw new InvalidArgumentError('texts must be a list of strings.');
+      if (texts.every((t) => t.trim().length === 0)) throw new DataFormatError(name ?? 'the training text', 'it is empty');
+      read = { kind: 'text', records: texts.map((text) => ({ text })), lines: texts.map((_, i) => i + 1), skipped: [], skippedCount: 0 };
+    } else if ('file' in input) {
+      read = await readRecords(input.file, { ...readOptions, format: input.format ?? options.format });
+    } else if ('content' in input) {
+      read = await readRecords(input.content, { ...readOptions, format: input.format ?? options.format, source: name ?? 'the pasted data' });
+    } else if ('records' in input) {
+      if (!Array.isArray(input.records)) throw new InvalidArgumentError('records must be an array of { text } / { prompt, completion } / { messages } objects.');
+      read = await readRecords(input.records, { ...readOptions, source: name ?? 'records' });
+    } else {
+      throw new InvalidArgumentError('prepareData needs { text }, { texts }, { file }, { content } or { records }.');
+    }
+    const skipped = { count: read.skippedCount, list: [...read.skipped] };
+    const base = { truncatedExamples: 0, truncatedTokens: 0, warnings: [] as string[], skipped, examples: read.records.length };
+
+    if (read.kind === 'text') {
+      const tokens = tokenizeDocuments((t) => tok.encode(t), read.records.map((r) => (r as { text: string }).text), tok.eosTokenId);
+      const rows = packTokens(tokens, seqLen);
+      return { ...base, kind: 'text', rows, tokens: tokens.length, learnedTokens: rows.length * seqLen, paddingTokens: 0, chatTemplate: undefined };
+    }
+
+    const completionOnly = options.completionOnly ?? true;
+    const template = read.kind === 'messages' ? (explicit ?? this.chatTemplate ?? this.requireModel().files.chatTemplate) : undefined;
+    if (read.kind === 'messages' && !template) {
+      throw new ChatTemplateError(
+        'This model ships no chat template (no chat_template.jinja, and no chat_template in tokenizer_config.json), so conversations cannot be rendered ' +
+          "as it expects. Pass prepareData(data, { chatTemplate: '...' }) to choose one explicitly (webtune does not guess a format), or use prompt/completion data.",
+      );
+    }
+    const source = name ?? ('file' in input && 'name' in input.file ? (input.file as File).name : 'the data');
+    let tokens = 0;
+    let mismatches = 0;
+    const examples: Array<{ example: TokenizedExample; line: number; mismatch?: boolean }> = [];
+    const total = read.records.length;
+    for (let i = 0; i < total; i++) {
+      const record = read.records[i]!;
+      const line = read.lines[i]!;
+      try {
+        if ('messages' in record) {
+          examples.push({ example: tokenizeConversation(record.messages, template!, (t) => tok.encode(t, { addSpecialTokens: false }), completionOnly), line });
+        } else if ('prompt' in record) {
+          const e = tokenizePromptCompletion(record.prompt, record.completion, (t) => tok.encode(t), tok.eosTokenId, completionOnly);
+          if (e.mismatch) mismatches++;
+          examples.push({ example: e, line, mismatch: e.mismatch });
+        }
+        tokens += examples.at(-1)!.example.ids.length;
+      } catch (error) {
+        // A template that fails on one conversation (raise_exception) is that example's problem.
+        if (!(error instanceof ChatTemplateError) || options.onInvalid !== 'skip') {
+          if (error instanceof ChatTemplateError) throw new DataFormatError(source, error.message, line, { cause: error });
+          throw error;
+        }
+        skipped.count++;
+        if (skipped.list.length < 100) skipped.list.push({ line, message: error.message });
+      }
+      if ((i + 1) % 256 === 0 || i + 1 === total) onProgress?.({ phase: 'tokenize', done: i + 1, total });
+      // Let the worker answer messages (pause, status) during a long tokenization.
+      if ((i + 1) % 1024 === 0) await new Promise((r) => setTimeout(r, 0));
+    }
+    const rows = rowsFromExamples(examples, { seqLen, padId: tok.padTokenId ?? tok.eosTokenId ?? 0, completionOnly, overlong: options.overlong, onInvalid: options.onInvalid, source });
+    skipped.count += rows.skipped.length;
+    skipped.list.push(...rows.skipped.slice(0, Math.max(0, 100 - skipped.list.length)));
+    if (rows.rows.length === 0) throw new DataFormatError(source, `no example is left to train on (${skipped.count} skipped; first: ${skipped.list[0]?.message ?? 'none'})`);
+    const warnings = mismatches > 0
+      ? [`${mismatches} prompt/completion pair(s) tokenize differently at the boundary (the tokens of prompt + completion do not start with the prompt's); as in TRL, the prompt's token count marks where the completion begins. End prompts with a space or newline to avoid it.`]
+      : [];
+    return {
+      ...base, kind: read.kind, rows: rows.rows, tokens, learnedTokens: rows.learnedTokens, paddingTokens: rows.paddingTokens,
+      truncatedExamples: rows.truncatedExamples, truncatedTokens: rows.truncatedTokens, warnings, chatTemplate: template?.source,
+    };
   }
 
   /**
@@ -358,6 +609,15 @@ export class TrainerSession {
     if (!this.data) throw new InvalidArgumentError('No training data: call prepareData() first.');
     const ctx = await this.context();
     const runId = request.runId ?? 'run';
+    if (request.evalEvery !== undefined && (!Number.isInteger(request.evalEvery) || request.evalEvery < 1)) {
+      throw new InvalidArgumentError(`evalEvery must be a positive integer (optimizer steps), got ${request.evalEvery}.`);
+    }
+    if ((request.earlyStopping || request.restoreBest) && request.evalEvery === undefined) {
+      throw new InvalidArgumentError('earlyStopping and restoreBest need evalEvery: how many optimizer steps between held-out evaluations.');
+    }
+    if (request.evalEvery !== undefined && this.data.heldOut.length === 0) {
+      throw new InvalidArgumentError('evalEvery needs held-out data: prepareData() with heldOut > 0 or heldOutData.');
+    }
     const lora = resolveLoraConfig(files.config, request.lora ?? {});
     const expect = { model: modelFingerprint(files.config), lora };
     let restored: { state: Omit<TrainerState, 'cursor'>; cursor: DataCursor } | undefined;
@@ -371,7 +631,10 @@ export class TrainerSession {
         if (decoded.meta.label !== undefined && decoded.meta.label !== `data:${this.data.info.fingerprint}`) {
           throw new CheckpointMismatchError(decoded.meta.id, 'it was trained on different data (the token windows differ); prepare the same data to resume');
         }
-        restored = { state: { step: decoded.meta.step, adapter: decoded.adapter, optimizer: decoded.optimizer }, cursor: decoded.meta.cursor };
+        restored = {
+          state: { step: decoded.meta.step, adapter: decoded.adapter, optimizer: decoded.optimizer, ...(decoded.meta.evaluation ? { evaluation: decoded.meta.evaluation } : {}) },
+          cursor: decoded.meta.cursor,
+        };
         if (!decoded.metaProtected) {
           warnings.push(`Checkpoint ${decoded.meta.id} was written by an older webtune: its tensors were verified, but its metadata (step, data position, settings) had no checksum and could not be.`);
         }
@@ -385,7 +648,7 @@ export class TrainerSession {
     if (!request.resume) {
       // A fresh run replaces the run of the same name: its old checkpoints would otherwise be
       // what a later resume: true picks up (the newest checkpoint is the highest step).
-      for (const meta of await this.store.list(runId)) await this.store.delete(meta.id);
+      for (const meta of [...(await this.store.list(runId)), ...(await this.store.list(bestRunId(runId)))]) await this.store.delete(meta.id);
     }
     this.disposeRun();
     const adapter = LoraAdapter.create(ctx, files.config, lora, request.seed ?? DEFAULT_TRAIN_CONFIG.seed);
@@ -399,7 +662,7 @@ export class TrainerSession {
     }
     const {
       lora: _lora, runId: _runId, checkpointEvery: _every, keepLast: _keep, resume: _resume, progressIntervalMs: _interval,
-      memoryBudgetBytes, startFrom: _start, proximalMu, ...config
+      memoryBudgetBytes, startFrom: _start, proximalMu, evalEvery: _evalEvery, earlyStopping: _early, restoreBest: _restore, ...config
     } = request;
     const trainer = await Trainer.create(ctx, model, adapter, { ...config, seqLen: this.data.info.seqLen }, { budgetBytes: memoryBudgetBytes });
     if (restored) trainer.restore(restored.state);
@@ -460,25 +723,33 @@ export class TrainerSession {
     run.controller = controller;
     const interval = run.request.progressIntervalMs ?? 250;
     let lastReport = -Infinity;
-    const save = async (state: TrainerState) =>
-      this.store.put(
-        await encodeCheckpoint({
-          runId: run.runId, step: state.step, totalSteps: run.trainer.config.steps, model: modelFingerprint(files.config),
-          lora: run.adapter.config, train: JSON.parse(JSON.stringify(run.trainer.config)) as JsonObject, cursor: state.cursor, label: `data:${data.info.fingerprint}`,
-          adapter: state.adapter, optimizer: state.optimizer,
-        }),
-        run.request.keepLast ?? 3,
-      );
+    const record = (state: TrainerState, id: string) =>
+      encodeCheckpoint({
+        runId: id, step: state.step, totalSteps: run.trainer.config.steps, model: modelFingerprint(files.config),
+        lora: run.adapter.config, train: JSON.parse(JSON.stringify(run.trainer.config)) as JsonObject, cursor: state.cursor, label: `data:${data.info.fingerprint}`,
+        adapter: state.adapter, optimizer: state.optimizer, ...(state.evaluation ? { evaluation: state.evaluation } : {}),
+      });
+    const save = async (state: TrainerState) => this.store.put(await record(state, run.runId), run.request.keepLast ?? 3);
+    const { evalEvery, earlyStopping, restoreBest } = run.request;
     try {
       const result = await run.trainer.train(data.train, {
         cursor: run.cursor,
         signal: controller.signal,
         checkpointEvery: run.request.checkpointEvery ?? 50,
         onCheckpoint: save,
+        ...(evalEvery !== undefined
+          ? {
+              evaluation: {
+                rows: data.heldOut, every: evalEvery, ...(earlyStopping ? { earlyStopping } : {}),
+                // The best adapter is a checkpoint of its own run, so it survives a reload and restoreBest can put back its exact bytes.
+                onBest: restoreBest ? async (state: TrainerState) => this.store.put(await record(state, bestRunId(run.runId)), 1) : undefined,
+              },
+            }
+          : {}),
         onStep: (p) => {
           const now = performance.now();
-          // Throttled: the first step, the last, and at most one event per interval.
-          if (p.step === 1 || p.step === p.totalSteps || now - lastReport >= interval) {
+          // Throttled: the first step, the last, steps that evaluated, and at most one event per interval.
+          if (p.step === 1 || p.step === p.totalSteps || p.evaluation || now - lastReport >= interval) {
             lastReport = now;
             onProgress?.({ ...p, runId: run.runId });
           }
@@ -490,11 +761,22 @@ export class TrainerSession {
         await save(await run.trainer.state(result.cursor));
         checkpoint = (await this.store.list(run.runId))[0];
       }
-      const heldOutLoss = result.stopped === 'completed' && data.heldOut.length > 0 ? await run.trainer.evaluate(data.heldOut) : undefined;
+      const finished = result.stopped === 'completed' || result.stopped === 'early-stopped';
+      let restoredBest = false;
+      if (finished && restoreBest && result.evaluation.best) {
+        const best = (await this.store.list(bestRunId(run.runId)))[0];
+        if (best && best.step === result.evaluation.best.step) {
+          const decoded = await decodeCheckpoint(await this.store.get(best.id), { model: modelFingerprint(files.config), lora: run.adapter.config });
+          run.adapter.write(decoded.adapter);
+          restoredBest = true;
+        }
+      }
+      const heldOutLoss = finished && data.heldOut.length > 0 ? await run.trainer.evaluate(data.heldOut) : undefined;
       return {
         runId: run.runId, stopped: result.stopped, step: result.step, totalSteps: run.trainer.config.steps,
         lastLoss: result.losses.at(-1), heldOutLoss, tokensPerSecond: result.tokensPerSecond, peakBytes: result.peakBytes,
         estimateBytes: result.estimate.total, checkpoint, skippedCheckpoints: skipped, resumedFrom: run.resumedFrom,
+        evaluations: result.evaluation.history.map((e) => ({ ...e, perplexity: Math.exp(e.loss) })), best: result.evaluation.best, restoredBest,
         warnings: run.warnings,
       };
     } finally {
@@ -503,16 +785,39 @@ export class TrainerSession {
   }
 
   /**
-   * Continues `prompt` with the current adapter (or the base model before training). With
-   * `useAdapter: false` the base model answers alone, for a before/after comparison after
-   * training; the adapter stays in the session and the next call or run uses it again.
+   * Continues `prompt` with the current adapter (or the base model before training). Given chat
+   * messages instead of a string, renders them with the chat template (the model's, or the one
+   * passed to prepareData) and `add_generation_prompt`, stops at the template's end-of-turn token,
+   * and returns only the assistant's text. With `useAdapter: false` the base model answers alone,
+   * for a before/after comparison; the adapter stays in the session.
    */
-  async generate(prompt: string, options: SessionGenerateOptions = {}): Promise<{ text: string; tokens: number[] }> {
-    const { model } = this.requireModel();
+  async generate(prompt: string | readonly ChatMessage[], options: SessionGenerateOptions = {}): Promise<{ text: string; tokens: number[] }> {
+    const { model, files } = this.requireModel();
     const tok = this.tokenizer();
     model.setAdapter(options.useAdapter === false ? undefined : this.adapter);
-    const tokens = await generate(model, tok.encode(prompt), options);
-    return { text: tok.decode(tokens), tokens };
+    if (typeof prompt === 'string') {
+      const tokens = await generate(model, tok.encode(prompt), options);
+      return { text: tok.decode(tokens), tokens };
+    }
+    if (!Array.isArray(prompt) || prompt.length === 0) throw new InvalidArgumentError('generate needs a prompt string or a non-empty list of chat messages.');
+    prompt.forEach((m, i) => checkChatMessage(m, `message ${i + 1}`));
+    const template = options.chatTemplate !== undefined ? ChatTemplate.parse(options.chatTemplate, tok.specialTokens, 'generate({ chatTemplate })') : (this.chatTemplate ?? files.chatTemplate);
+    if (!template) {
+      throw new ChatTemplateError("This model ships no chat template, so chat messages cannot be rendered as it expects; pass generate(messages, { chatTemplate: '...' }) (or prepareData's chatTemplate) to choose one.");
+    }
+    const ids = tok.encode(template.render(prompt, { addGenerationPrompt: true }), { addSpecialTokens: false });
+    const stop = new Set(options.stopTokens ?? []);
+    if (!options.stopTokens) {
+      const eos = model.config.eosTokenId;
+      for (const id of eos === undefined ? [] : Array.isArray(eos) ? eos : [eos]) stop.add(id);
+      if (tok.eosTokenId !== undefined) stop.add(tok.eosTokenId);
+      // The token that ends an assistant turn in this template (ChatML's <|im_end|>, Llama 3's <|eot_id|>).
+      const endOfTurn = tok.encode(template.endOfTurn(), { addSpecialTokens: false })[0];
+      if (endOfTurn !== undefined && tok.specialTokenId(tok.decode([endOfTurn])) === endOfTurn) stop.add(endOfTurn);
+    }
+    const tokens = await generate(model, ids, { ...options, stopTokens: [...stop] });
+    const answer = stop.has(tokens.at(-1)!) ? tokens.slice(0, -1) : tokens;
+    return { text: tok.decode(answer, { skipSpecialTokens: true }), tokens };
   }
 
   /** The adapter as PEFT files (adapter_config.json + adapter_model.safetensors). */

@@ -36,7 +36,8 @@
  */
 import { CheckpointCorruptError, CheckpointMismatchError, InvalidArgumentError, ModelFormatError } from '@webtune/errors';
 import { parseSafetensors, serializeSafetensors, type HostTensor, type LoraConfig, type ModelConfig, type SafetensorsFile } from '@webtune/model';
-import type { DataCursor } from './data.js';
+import type { DataCursor } from './data/windows.js';
+import type { EvaluationState } from './evaluation.js';
 
 export const CHECKPOINT_SCHEMA_VERSION = 2;
 
@@ -94,6 +95,8 @@ export interface CheckpointMeta {
   /** The TrainConfig as JSON. */
   train: JsonObject;
   cursor: DataCursor;
+  /** Held-out evaluations so far and the early-stopping state (runs that evaluate while training). */
+  evaluation?: EvaluationState;
   /** Optional app/data description. */
   label?: string;
   byteLength: number;
@@ -119,6 +122,7 @@ export interface CheckpointInput {
   lora: LoraConfig;
   train: JsonObject;
   cursor: DataCursor;
+  evaluation?: EvaluationState;
   label?: string;
   adapter: ReadonlyMap<string, HostTensor>;
   optimizer: ReadonlyMap<string, HostTensor>;
@@ -207,6 +211,7 @@ export async function encodeCheckpoint(input: CheckpointInput): Promise<Checkpoi
     lora: { ...input.lora, targets: [...input.lora.targets] },
     train: input.train,
     cursor: input.cursor,
+    ...(input.evaluation !== undefined ? { evaluation: input.evaluation } : {}),
     ...(input.label !== undefined ? { label: input.label } : {}),
     byteLength: bytes.byteLength,
     sha256: await sha256Hex(bytes),
@@ -320,6 +325,17 @@ function validateMeta(m: Json, name: string): CheckpointMeta {
     byteLength: m.byteLength,
     sha256: m.sha256,
   };
+  if (m.evaluation !== undefined) {
+    const e = m.evaluation;
+    const isEval = (v: unknown): v is { step: number; loss: number } => isObject(v) && isCount(v.step) && typeof v.loss === 'number' && Number.isFinite(v.loss);
+    if (!isObject(e) || !Array.isArray(e.history) || !e.history.every(isEval) || !isCount(e.sinceBest) || (e.best !== undefined && !isEval(e.best))) {
+      throw bad('evaluation', '{ history: [{ step, loss }], best?: { step, loss }, sinceBest }');
+    }
+    meta.evaluation = {
+      history: e.history.map((h) => ({ step: h.step, loss: h.loss })), sinceBest: e.sinceBest,
+      ...(e.best !== undefined ? { best: { step: e.best.step, loss: e.best.loss } } : {}),
+    };
+  }
   if (typeof m.label === 'string') meta.label = m.label;
   if (typeof m.metaSha256 === 'string') meta.metaSha256 = m.metaSha256;
   return meta;

@@ -5,13 +5,19 @@
  */
 /// <reference types="@webgpu/types" preserve="true" />
 export { Trainer, DEFAULT_TRAIN_CONFIG } from './trainer.js';
-export type { TrainConfig, StepProgress, TrainResult, TrainerState } from './trainer.js';
+export type { TrainConfig, StepProgress, TrainResult, TrainerState, EvaluationOptions } from './trainer.js';
+export { recordEvaluation, checkEarlyStopping, perplexity, EMPTY_EVALUATION_STATE } from './evaluation.js';
+export type { Evaluation, EvaluationState, EarlyStoppingOptions } from './evaluation.js';
 export { AdamW, DEFAULT_ADAMW } from './optimizer.js';
 export type { AdamWOptions } from './optimizer.js';
 export { learningRateFactor } from './schedule.js';
 export type { ScheduleKind, ScheduleOptions } from './schedule.js';
-export { packTokens, tokenizeDocuments, batchFromWindows, BatchStream } from './data.js';
-export type { DataCursor } from './data.js';
+export { packTokens, tokenizeDocuments, batchFromWindows, BatchStream, rowLength } from './data/windows.js';
+export type { DataCursor, TrainingRow } from './data/windows.js';
+export { readRecords, formatFromName } from './data/records.js';
+export type { DataRecord, RecordKind, FileFormat, ReadRecordsOptions, ReadProgress, RecordsResult, SkippedRecord } from './data/records.js';
+export { tokenizeConversation, tokenizePromptCompletion, exampleToRow, rowsFromExamples } from './data/examples.js';
+export type { TokenizedExample, RowResult, ExampleOptions, ExampleRows } from './data/examples.js';
 export { estimateTrainingMemory, checkMemoryPlan } from './planner.js';
 export type { MemoryEstimate, MemoryPlanInput, PlanCheckOptions } from './planner.js';
 export {

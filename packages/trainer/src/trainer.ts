@@ -3,10 +3,11 @@
  * accumulation, AdamW with global-norm clipping and a warmup schedule, progress per optimizer
  * step, and the accounted GPU peak next to the planner's estimate at the end.
  */
-import { type GpuContext } from '@webtune/gpu';
+import { IGNORE_INDEX, type GpuContext } from '@webtune/gpu';
 import { InvalidArgumentError } from '@webtune/errors';
 import type { BaseFormat, HostTensor, LoraAdapter, Transformer } from '@webtune/model';
-import { BatchStream, type DataCursor } from './data.js';
+import { batchFromWindows, BatchStream, rowLength, type DataCursor, type TrainingRow } from './data/windows.js';
+import { checkEarlyStopping, EMPTY_EVALUATION_STATE, perplexity, recordEvaluation, type EarlyStoppingOptions, type Evaluation, type EvaluationState } from './evaluation.js';
 import { AdamW, type AdamWOptions } from './optimizer.js';
 import { checkMemoryPlan, type MemoryEstimate, type PlanCheckOptions } from './planner.js';
 import { learningRateFactor, type ScheduleKind } from './schedule.js';
@@ -50,6 +51,8 @@ export interface StepProgress {
   /** Seconds left at the current speed. */
   etaSeconds: number;
   gpuBytes: number;
+  /** Present on steps that evaluated the held-out data (TrainRequest.evalEvery). */
+  evaluation?: { loss: number; perplexity: number; improved: boolean; best: Evaluation };
 }
 
 export interface TrainerState {
@@ -61,12 +64,29 @@ export interface TrainerState {
   adapter: Map<string, HostTensor>;
   /** AdamW moments under `<key>.exp_avg` / `<key>.exp_avg_sq`. */
   optimizer: Map<string, HostTensor>;
+  /** Evaluations so far and the early-stopping state (runs with `evaluation`). */
+  evaluation?: EvaluationState;
+}
+
+/** Held-out evaluation while training (Trainer.train's `evaluation` option). */
+export interface EvaluationOptions {
+  /** Held-out rows (the same sequence length as the training rows). */
+  rows: readonly TrainingRow[];
+  /** Evaluate after every `every` optimizer steps. */
+  every: number;
+  /** Stop when the held-out loss stops improving. */
+  earlyStopping?: EarlyStoppingOptions;
+  /** Each evaluation, with its perplexity and whether it is the best so far. */
+  onEvaluate?: (e: Evaluation & { perplexity: number; improved: boolean }) => void;
+  /** The state at a new best evaluation (the caller keeps it to put back the best adapter); training waits for it. */
+  onBest?: (state: TrainerState) => Promise<void>;
 }
 
 export interface TrainResult {
   /** Losses of the steps this call took. */
   losses: number[];
-  stopped: 'completed' | 'paused' | 'cancelled';
+  /** 'early-stopped': the held-out loss did not improve for `patience` evaluations. */
+  stopped: 'completed' | 'paused' | 'cancelled' | 'early-stopped';
   /** Optimizer steps taken in total. */
   step: number;
   estimate: MemoryEstimate;
@@ -74,10 +94,13 @@ export interface TrainResult {
   peakBytes: number;
   tokensPerSecond: number;
   cursor: DataCursor;
+  /** Every evaluation of the run so far (resumed runs included) and the early-stopping state. */
+  evaluation: EvaluationState;
 }
 
 export class Trainer {
   readonly config: TrainConfig;
+  private evaluationState: EvaluationState = EMPTY_EVALUATION_STATE;
   private constructor(
     readonly ctx: GpuContext,
     readonly model: Transformer,
@@ -119,18 +142,25 @@ export class Trainer {
    * `checkpointEvery` steps `onCheckpoint` receives the state to save; training waits for it.
    */
   async train(
-    windows: readonly Uint32Array[],
+    windows: readonly TrainingRow[],
     options: {
       onStep?: (p: StepProgress) => void;
       signal?: AbortSignal;
       cursor?: DataCursor;
       checkpointEvery?: number;
       onCheckpoint?: (state: TrainerState) => Promise<void>;
+      evaluation?: EvaluationOptions;
     } = {},
   ): Promise<TrainResult> {
     const c = this.config;
-    for (const w of windows) {
-      if (w.length !== c.seqLen + 1) throw new InvalidArgumentError(`Training windows must have seqLen + 1 = ${c.seqLen + 1} tokens; got ${w.length}.`);
+    for (const w of [...windows, ...(options.evaluation?.rows ?? [])]) {
+      if (rowLength(w) !== c.seqLen) throw new InvalidArgumentError(`Training rows must have seqLen = ${c.seqLen} positions (a window of seqLen + 1 tokens); got ${rowLength(w)}.`);
+    }
+    const evaluation = options.evaluation;
+    if (evaluation) {
+      if (!Number.isInteger(evaluation.every) || evaluation.every < 1) throw new InvalidArgumentError(`evaluation.every must be a positive integer, got ${evaluation.every}.`);
+      if (evaluation.rows.length === 0) throw new InvalidArgumentError('evaluation.rows is empty: hold out some data to evaluate on.');
+      if (evaluation.earlyStopping) checkEarlyStopping(evaluation.earlyStopping);
     }
     const stream = new BatchStream(windows, c.batchSize, options.cursor ?? c.seed);
     const losses: number[] = [];
@@ -158,6 +188,18 @@ export class Trainer {
       const { gradNorm } = await this.optimizer.update(lr, c.gradientAccumulation);
       losses.push(loss);
       const step = this.optimizer.step;
+      // Evaluate before reporting the step, so its progress event carries the evaluation.
+      let evaluated: StepProgress['evaluation'];
+      let stopEarly = false;
+      if (evaluation && step % evaluation.every === 0) {
+        const heldOut = await this.evaluate(evaluation.rows);
+        const { state, improved } = recordEvaluation(this.evaluationState, { step, loss: heldOut }, evaluation.earlyStopping?.minDelta);
+        this.evaluationState = state;
+        evaluated = { loss: heldOut, perplexity: perplexity(heldOut), improved, best: state.best! };
+        evaluation.onEvaluate?.({ step, loss: heldOut, perplexity: evaluated.perplexity, improved });
+        if (improved && evaluation.onBest) await evaluation.onBest(await this.state(stream.position));
+        stopEarly = evaluation.earlyStopping !== undefined && state.sinceBest >= evaluation.earlyStopping.patience;
+      }
       const seconds = (performance.now() - started) / 1000;
       options.onStep?.({
         step,
@@ -169,7 +211,12 @@ export class Trainer {
         tokensPerSecond: tokens / seconds,
         etaSeconds: (seconds / (step - firstStep)) * (c.steps - step),
         gpuBytes: this.ctx.memory.liveBytes,
+        ...(evaluated ? { evaluation: evaluated } : {}),
       });
+      if (stopEarly) {
+        stopped = 'early-stopped';
+        break;
+      }
       if (options.onCheckpoint && options.checkpointEvery && step % options.checkpointEvery === 0 && step < c.steps) {
         await options.onCheckpoint(await this.state(stream.position));
       }
@@ -177,32 +224,43 @@ export class Trainer {
     const seconds = (performance.now() - started) / 1000;
     return {
       losses, stopped, step: this.optimizer.step, estimate: this.estimate, peakBytes: this.ctx.memory.peakBytes,
-      tokensPerSecond: tokens / Math.max(seconds, 1e-9), cursor: stream.position,
+      tokensPerSecond: tokens / Math.max(seconds, 1e-9), cursor: stream.position, evaluation: this.evaluationState,
     };
   }
 
   /** Everything a checkpoint needs to resume exactly: adapter, AdamW moments, step and data position. */
   async state(cursor: DataCursor): Promise<TrainerState> {
-    return { step: this.optimizer.step, cursor, adapter: await this.adapter.read(), optimizer: await this.optimizer.readState() };
+    return {
+      step: this.optimizer.step, cursor, adapter: await this.adapter.read(), optimizer: await this.optimizer.readState(),
+      ...(this.evaluationState.history.length > 0 ? { evaluation: this.evaluationState } : {}),
+    };
   }
 
   /** Puts a saved state back (same model, adapter shape and config); train() then continues from it. */
   restore(state: Omit<TrainerState, 'cursor'>): void {
     this.adapter.write(state.adapter);
     this.optimizer.writeState(state.optimizer, state.step);
+    this.evaluationState = state.evaluation ?? EMPTY_EVALUATION_STATE;
   }
 
-  /** Mean loss over windows, batch by batch, without gradients. */
-  async evaluate(windows: readonly Uint32Array[]): Promise<number> {
-    const stream = new BatchStream(windows, Math.min(this.config.batchSize, windows.length), 0, false);
-    const batches = Math.floor(windows.length / Math.min(this.config.batchSize, windows.length));
+  /**
+   * Mean loss over every target of `rows` with a loss, without gradients, in batches of the
+   * training batch size (the last one padded with ignored rows, so the training workspace is
+   * reused and no row is left out).
+   */
+  async evaluate(rows: readonly TrainingRow[]): Promise<number> {
+    const size = this.config.batchSize;
     let sum = 0;
     let count = 0;
-    for (let i = 0; i < batches; i++) {
-      const r = await this.model.evaluate(stream.next());
+    for (let i = 0; i < rows.length; i += size) {
+      const part = rows.slice(i, i + size);
+      const batch = batchFromWindows(part, size - part.length);
+      if (!batch.targets!.some((t) => t !== IGNORE_INDEX)) continue;
+      const r = await this.model.evaluate(batch);
       sum += r.loss * r.tokens;
       count += r.tokens;
     }
+    if (count === 0) throw new InvalidArgumentError('The held-out data has no target with a loss to evaluate.');
     return sum / count;
   }
 

@@ -1,11 +1,24 @@
 /**
- * Training examples from text: documents are tokenized, joined with the end-of-sequence token
- * and cut into windows of seq + 1 tokens (inputs are the first seq, targets the last seq, so
- * every token is predicted once). Batches come in a seeded shuffled order per epoch; the
- * position (epoch, cursor, RNG state) is plain data for checkpoints.
+ * Training rows and their order. From text, documents are tokenized, joined with the
+ * end-of-sequence token and cut into windows of seq + 1 tokens (inputs are the first seq, targets
+ * the last seq, so every token is predicted once); supervised examples (examples.ts) are rows of
+ * seq inputs and seq targets with IGNORE_INDEX where there is no loss. Batches come in a seeded
+ * shuffled order per epoch; the position (epoch, cursor, RNG state) is plain data for checkpoints.
  */
 import { InvalidArgumentError } from '@webtune/errors';
+import { IGNORE_INDEX } from '@webtune/gpu';
 import { Rng, type RngState, type TokenBatch } from '@webtune/model';
+
+/**
+ * One training row: a window of seq + 1 tokens (inputs and targets are the same tokens shifted by
+ * one), or seq inputs with seq targets (IGNORE_INDEX where a position has no loss).
+ */
+export type TrainingRow = Uint32Array | { ids: Uint32Array; targets: Uint32Array };
+
+/** The row's sequence length. */
+export function rowLength(row: TrainingRow): number {
+  return row instanceof Uint32Array ? row.length - 1 : row.ids.length;
+}
 
 /** Non-overlapping windows of `seq + 1` tokens (stride `seq`); a short tail is dropped. */
 export function packTokens(tokens: ArrayLike<number>, seq: number): Uint32Array[] {
@@ -27,17 +40,27 @@ export function tokenizeDocuments(encode: (text: string) => number[], documents:
   return out;
 }
 
-/** A batch from windows of seq + 1 tokens. */
-export function batchFromWindows(windows: readonly Uint32Array[]): TokenBatch {
-  const seq = windows[0]!.length - 1;
-  const ids = new Uint32Array(windows.length * seq);
-  const targets = new Uint32Array(windows.length * seq);
-  windows.forEach((w, b) => {
-    if (w.length !== seq + 1) throw new InvalidArgumentError(`All windows must have ${seq + 1} tokens; window ${b} has ${w.length}.`);
-    ids.set(w.subarray(0, seq), b * seq);
-    targets.set(w.subarray(1), b * seq);
+/**
+ * A batch from rows of one length. `padRows` more rows of ignored targets are appended (evaluation
+ * pads its last batch to the workspace's batch size this way; they add no loss).
+ */
+export function batchFromWindows(rows: readonly TrainingRow[], padRows = 0): TokenBatch {
+  const seq = rowLength(rows[0]!);
+  const n = rows.length + padRows;
+  const ids = new Uint32Array(n * seq);
+  const targets = new Uint32Array(n * seq).fill(IGNORE_INDEX);
+  rows.forEach((w, b) => {
+    if (rowLength(w) !== seq) throw new InvalidArgumentError(`All rows must have sequence length ${seq}; row ${b} has ${rowLength(w)}.`);
+    if (w instanceof Uint32Array) {
+      ids.set(w.subarray(0, seq), b * seq);
+      targets.set(w.subarray(1), b * seq);
+    } else {
+      if (w.targets.length !== seq) throw new InvalidArgumentError(`Row ${b} has ${w.ids.length} inputs but ${w.targets.length} targets.`);
+      ids.set(w.ids, b * seq);
+      targets.set(w.targets, b * seq);
+    }
   });
-  return { ids, targets, batch: windows.length, seq };
+  return { ids, targets, batch: n, seq };
 }
 
 export interface DataCursor {
@@ -53,7 +76,7 @@ export class BatchStream {
   private cursor: DataCursor;
 
   constructor(
-    private readonly windows: readonly Uint32Array[],
+    private readonly windows: readonly TrainingRow[],
     private readonly batchSize: number,
     seedOrCursor: number | DataCursor,
     private readonly shuffle = true,
