@@ -525,9 +525,17 @@ export async function loadModelFiles(source: string | ModelFileSource, options: 
   });
   const weightFiles = weights.files;
   const tokenizerFiles: string[] = [];
-  for (const [file, known] of [[TOKENIZER_CONFIG, manifest?.tokenizerConfig], [TOKENIZER, manifest?.tokenizer], [CHAT_TEMPLATE, manifest?.chatTemplate]] as const) {
+  for (const [file, known] of [[TOKENIZER_CONFIG, manifest?.tokenizerConfig], [TOKENIZER, manifest?.tokenizer]] as const) {
     if (known ?? (await exists(file))) tokenizerFiles.push(file);
   }
+  // chat_template.jinja is optional and newer than most folders. A probe that fails outright counts
+  // as absent: an offline page whose service worker serves only the files it precached must still
+  // load (the template then comes from tokenizer_config.json, if it has one).
+  const hasJinja = manifest?.chatTemplate ?? (await exists(CHAT_TEMPLATE).catch((error: unknown) => {
+    if (error instanceof DownloadError) return false;
+    throw error;
+  }));
+  if (hasJinja) tokenizerFiles.push(CHAT_TEMPLATE);
 
   // 3. Sizes, for overall progress: cached files are read now, the rest asked of the source.
   const files = [CONFIG, ...tokenizerFiles, ...weightFiles];

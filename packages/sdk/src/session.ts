@@ -48,6 +48,7 @@ import {
   DEFAULT_TRAIN_CONFIG,
   estimateTrainingMemory,
   MemoryCheckpointStore,
+  evaluateRows,
   packTokens,
   readRecords,
   rowsFromExamples,
@@ -818,6 +819,28 @@ export class TrainerSession {
     const tokens = await generate(model, ids, { ...options, stopTokens: [...stop] });
     const answer = stop.has(tokens.at(-1)!) ? tokens.slice(0, -1) : tokens;
     return { text: tok.decode(answer, { skipSpecialTokens: true }), tokens };
+  }
+
+  /**
+   * Mean loss and perplexity over the prepared data's target tokens (completion/assistant tokens
+   * for examples), without training: `data: 'heldOut'` (default) or `'train'`. With
+   * `useAdapter: false` the base model alone is scored, for a before/after comparison.
+   */
+  async evaluate(options: { data?: 'heldOut' | 'train'; useAdapter?: boolean; batchSize?: number } = {}): Promise<{ loss: number; perplexity: number; tokens: number }> {
+    const { model } = this.requireModel();
+    if (!this.data) throw new InvalidArgumentError('No data: call prepareData() first.');
+    if (this.run?.controller) throw new InvalidArgumentError('A run is in progress; evaluate after it stops.');
+    const rows = options.data === 'train' ? this.data.train : this.data.heldOut;
+    if (rows.length === 0) throw new InvalidArgumentError('There is no held-out data: prepareData() with heldOut > 0 or heldOutData, or evaluate { data: \'train\' }.');
+    const size = options.batchSize ?? this.run?.trainer.config.batchSize ?? DEFAULT_TRAIN_CONFIG.batchSize;
+    if (!Number.isInteger(size) || size < 1) throw new InvalidArgumentError(`batchSize must be a positive integer, got ${size}.`);
+    model.setAdapter(options.useAdapter === false ? undefined : this.adapter);
+    try {
+      const { loss, tokens } = await evaluateRows(model, rows, size);
+      return { loss, perplexity: Math.exp(loss), tokens };
+    } finally {
+      model.setAdapter(this.adapter);
+    }
   }
 
   /** The adapter as PEFT files (adapter_config.json + adapter_model.safetensors). */

@@ -243,28 +243,32 @@ export class Trainer {
     this.evaluationState = state.evaluation ?? EMPTY_EVALUATION_STATE;
   }
 
-  /**
-   * Mean loss over every target of `rows` with a loss, without gradients, in batches of the
-   * training batch size (the last one padded with ignored rows, so the training workspace is
-   * reused and no row is left out).
-   */
+  /** Mean loss over the targets of `rows` (see evaluateRows), in batches of the training batch size, so the training workspace is reused. */
   async evaluate(rows: readonly TrainingRow[]): Promise<number> {
-    const size = this.config.batchSize;
-    let sum = 0;
-    let count = 0;
-    for (let i = 0; i < rows.length; i += size) {
-      const part = rows.slice(i, i + size);
-      const batch = batchFromWindows(part, size - part.length);
-      if (!batch.targets!.some((t) => t !== IGNORE_INDEX)) continue;
-      const r = await this.model.evaluate(batch);
-      sum += r.loss * r.tokens;
-      count += r.tokens;
-    }
-    if (count === 0) throw new InvalidArgumentError('The held-out data has no target with a loss to evaluate.');
-    return sum / count;
+    return (await evaluateRows(this.model, rows, this.config.batchSize)).loss;
   }
 
   release(): void {
     this.optimizer.release();
   }
+}
+
+/**
+ * Mean loss over every target of `rows` that has one, without gradients, in batches of
+ * `batchSize` rows (the last padded with ignored rows, so no row is left out and the workspace
+ * keeps its shape). Throws if no row has a target.
+ */
+export async function evaluateRows(model: Transformer, rows: readonly TrainingRow[], batchSize: number): Promise<{ loss: number; tokens: number }> {
+  let sum = 0;
+  let tokens = 0;
+  for (let i = 0; i < rows.length; i += batchSize) {
+    const part = rows.slice(i, i + batchSize);
+    const batch = batchFromWindows(part, batchSize - part.length);
+    if (!batch.targets!.some((t) => t !== IGNORE_INDEX)) continue;
+    const r = await model.evaluate(batch);
+    sum += r.loss * r.tokens;
+    tokens += r.tokens;
+  }
+  if (tokens === 0) throw new InvalidArgumentError('The data to evaluate has no target with a loss.');
+  return { loss: sum / tokens, tokens };
 }
