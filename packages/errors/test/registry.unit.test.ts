@@ -26,6 +26,8 @@ const samples: WebtuneError[] = [
   new errors.CheckpointNotFoundError('c1'),
   new errors.StorageFullError('quota'),
   new errors.WorkerStartError('timeout'),
+  new errors.DataFormatError('chats.jsonl', 'not valid JSON', 3),
+  new errors.ChatTemplateError('The model ships no chat template.'),
   new errors.FederatedError('INVALID_ARGUMENT', 'round_closed', 'closed', { status: 409 }),
   new errors.UpdateRejectedError('malformed', 'bad header'),
 ];

@@ -528,7 +528,7 @@ export class TrainerSession {
     if ('text' in input || 'texts' in input) {
       const texts = 'text' in input ? [input.text] : input.texts;
       if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) throw new InvalidArgumentError('texts must be a list of strings.');
-      if (texts.every((t) => t.trim().length === 0)) throw new DataFormatError(name ?? 'the training text', 'it is empty');
+      if (texts.every((t) => t.trim().length === 0)) throw new InvalidArgumentError(`The ${name ?? 'training'} text is empty.`);
       read = { kind: 'text', records: texts.map((text) => ({ text })), lines: texts.map((_, i) => i + 1), skipped: [], skippedCount: 0 };
     } else if ('file' in input) {
       read = await readRecords(input.file, { ...readOptions, format: input.format ?? options.format });

@@ -39,6 +39,7 @@ export function tokenizeConversation(messages: readonly ChatMessage[], template:
     const prompt = template.render(messages.slice(0, i), { addGenerationPrompt: true });
     const turn = template.render(messages.slice(0, i + 1));
     if (!turn.startsWith(prompt) || !full.startsWith(turn)) {
+      if (!completionOnly) return; // every token is learned: no boundary is needed
       throw new ChatTemplateError(
         `The chat template from ${template.source} renders assistant turn ${i + 1} differently once the conversation goes on ` +
           '(its text before that turn is not a prefix of the whole conversation), so the turn cannot be located for completion-only loss. ' +

@@ -144,32 +144,31 @@ class RecordSink {
   }
 }
 
-/** Lines of a text stream, one at a time, with the bytes read so far; bounded line length. */
+const CHUNK_BYTES = 1 << 20;
+
+/**
+ * Lines of a file, one at a time, with the bytes read so far. The file is read in 1 MiB slices
+ * (not one string), and a line may not grow past `maxChars`.
+ */
 async function* streamLines(blob: Blob, maxChars: number, source: string): AsyncGenerator<{ line: string; bytesRead: number }> {
-  const reader = blob.stream().getReader();
   const decoder = new TextDecoder('utf-8');
   let buffered = '';
-  let bytesRead = 0;
   let lineNo = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (value) {
-      bytesRead += value.byteLength;
-      buffered += decoder.decode(value, { stream: true });
-    }
-    if (done) buffered += decoder.decode();
+  for (let offset = 0; offset < blob.size; offset += CHUNK_BYTES) {
+    const bytesRead = Math.min(offset + CHUNK_BYTES, blob.size);
+    const last = bytesRead === blob.size;
+    buffered += decoder.decode(new Uint8Array(await blob.slice(offset, bytesRead).arrayBuffer()), { stream: !last });
+    let start = 0;
     let nl: number;
-    while ((nl = buffered.indexOf('\n')) >= 0) {
+    while ((nl = buffered.indexOf('\n', start)) >= 0) {
       lineNo++;
-      yield { line: buffered.slice(0, nl).replace(/\r$/, ''), bytesRead };
-      buffered = buffered.slice(nl + 1);
+      yield { line: buffered.slice(start, nl).replace(/\r$/, ''), bytesRead };
+      start = nl + 1;
     }
+    buffered = buffered.slice(start);
     if (buffered.length > maxChars) throw new DataFormatError(source, `a line is longer than ${maxChars} characters; is this really line-based text?`, lineNo + 1);
-    if (done) {
-      if (buffered.length > 0) yield { line: buffered.replace(/\r$/, ''), bytesRead };
-      return;
-    }
   }
+  if (buffered.length > 0) yield { line: buffered.replace(/\r$/, ''), bytesRead: blob.size };
 }
 
 /**
@@ -212,7 +211,7 @@ export async function readRecords(input: Blob | string | readonly unknown[], opt
     let lastReport = 0;
     for await (const { line, bytesRead } of streamLines(blob, maxChars, source)) {
       text += (text.length > 0 ? '\n' : '') + line;
-      if (bytesRead - lastReport >= 1 << 20) progress((lastReport = bytesRead));
+      if (bytesRead - lastReport >= CHUNK_BYTES) progress((lastReport = bytesRead));
     }
     if (text.trim() !== '') sink.add({ text }, 1);
     progress(blob.size);
@@ -222,7 +221,7 @@ export async function readRecords(input: Blob | string | readonly unknown[], opt
   let lineNo = 0;
   let lastReport = 0;
   const report = (bytesRead: number) => {
-    if (bytesRead - lastReport >= 1 << 20) progress((lastReport = bytesRead));
+    if (bytesRead - lastReport >= CHUNK_BYTES) progress((lastReport = bytesRead));
   };
   if (format === 'jsonl') {
     for await (const { line, bytesRead } of streamLines(blob, maxChars, source)) {
