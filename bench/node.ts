@@ -7,6 +7,7 @@ import { createNodeGpu } from '@webtune/gpu/node';
 import { runBenchSuite } from './suite.js';
 import { runTrainingBench } from './training.js';
 import { runFederatedBench } from './federated.js';
+import { runSftBench } from './sft.js';
 
 const gpu = await createNodeGpu();
 // TF.js' WebGPU backend registers itself at import time only when navigator.gpu exists.
@@ -29,7 +30,8 @@ const rows = await runBenchSuite(ctx, tf, undefined, {
 const only = process.env.BENCH_ONLY?.split(',').filter(Boolean);
 const training = !only?.length || only.includes('training') ? await runTrainingBench(gpu, (line) => console.error(line)) : [];
 const federated = !only?.length || only.includes('federated') ? await runFederatedBench(gpu, (line) => console.error(line)) : [];
+const sft = !only?.length || only.includes('sft') ? await runSftBench(gpu, (line) => console.error(line)) : [];
 const adapter = ctx.adapter.name;
-console.log(`BENCH_JSON=${JSON.stringify({ lane: 'node (Dawn)', adapter, rows, training, federated })}`);
+console.log(`BENCH_JSON=${JSON.stringify({ lane: 'node (Dawn)', adapter, rows, training, federated, sft })}`);
 ctx.destroy();
 process.exit(0);

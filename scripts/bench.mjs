@@ -76,6 +76,14 @@ function federatedMarkdown(lane, rows) {
   return lines.join('\n');
 }
 
+/** Instruction tuning: data preparation rate and the cost of padded SFT rows against packed text. */
+function sftMarkdown(lane, rows) {
+  const lines = [`### Instruction tuning, ${lane}`, '', 'Data preparation on the tiny chat fixture (ChatML template); training steps on the bundled demo model, SFT rows vs text windows at the same shape.', '',
+    '| benchmark | variant | median ms | rate | note |', '|---|---|---:|---:|---|'];
+  for (const r of rows) lines.push(`| ${r.benchmark} | ${r.variant} | ${r.medianMs.toFixed(1)} | ${r.perSecond.toFixed(0)} ${r.unit} | ${r.note ?? ''} |`);
+  return lines.join('\n');
+}
+
 const sections = ['node', 'browser']
   .filter((lane) => existsSync(join(results, `${lane}.json`)))
   .flatMap((lane) => {
@@ -83,6 +91,7 @@ const sections = ['node', 'browser']
     const parts = r.rows.length ? [toMarkdown(r.lane, r.adapter, r.rows)] : [];
     if (r.training?.length) parts.push(trainingMarkdown(r.lane, r.training));
     if (r.federated?.length) parts.push(federatedMarkdown(r.lane, r.federated));
+    if (r.sft?.length) parts.push(sftMarkdown(r.lane, r.sft));
     return parts;
   });
 writeFileSync(join(results, 'README.md'), `# Benchmark results\n\nWritten by \`npm run bench\` (scripts/bench.mjs). Medians; speed-up = library's median time / webtune's.\n\n${sections.join('\n\n')}\n`);
