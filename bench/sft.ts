@@ -67,7 +67,7 @@ export async function runSftBench(gpu: GPU, log: (line: string) => void, runs = 
   // --- training steps at one shape on the demo model
   const batchSize = 4;
   const seqLen = 128;
-  const steps = 12;
+  const steps = 8;
   const session = new TrainerSession({ gpu });
   try {
     await session.loadModel(nodeDirectorySource(DEMO));
@@ -89,17 +89,26 @@ export async function runSftBench(gpu: GPU, log: (line: string) => void, runs = 
         },
       },
     ];
-    for (const v of variants) {
-      const shape = await v.prepare();
-      await session.train({ steps: 2, batchSize, checkpointEvery: 0, runId: 'warmup' });
-      const stepMs: number[] = [];
-      let last = performance.now();
-      await session.train({ steps, batchSize, checkpointEvery: 0, runId: 'bench', progressIntervalMs: 0 }, () => {
-        const now = performance.now();
-        stepMs.push(now - last);
-        last = now;
-      });
-      const ms = median(stepMs.slice(1));
+    // Interleaved (A B A B ...), so a slower moment of the machine does not land on one variant only.
+    const stepMs = variants.map(() => [] as number[]);
+    const shapes = new Map<number, { padding: number; learned: number }>();
+    for (let round = 0; round < runs; round++) {
+      for (const [i, v] of variants.entries()) {
+        shapes.set(i, await v.prepare());
+        await session.train({ steps: 2, batchSize, checkpointEvery: 0, runId: 'warmup' });
+        let last = performance.now();
+        const times: number[] = [];
+        await session.train({ steps, batchSize, checkpointEvery: 0, runId: 'bench', progressIntervalMs: 0 }, () => {
+          const now = performance.now();
+          times.push(now - last);
+          last = now;
+        });
+        stepMs[i]!.push(...times.slice(1));
+      }
+    }
+    for (const [i, v] of variants.entries()) {
+      const ms = median(stepMs[i]!);
+      const shape = shapes.get(i)!;
       const positionsPerSecond = (batchSize * seqLen * 1000) / ms;
       rows.push({ benchmark: `train step, demo model, ${batchSize} x ${seqLen}`, variant: v.name, medianMs: ms, perSecond: positionsPerSecond, unit: 'positions/s',
         note: `real tokens/s ${(positionsPerSecond * (1 - shape.padding)).toFixed(0)} (${(100 * shape.padding).toFixed(0)}% padding); learned tokens/s ${(positionsPerSecond * shape.learned).toFixed(0)}` });

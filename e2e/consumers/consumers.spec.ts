@@ -4,7 +4,7 @@
  * the fine-tune runs in webtune's own worker, survives a reload mid-run by resuming from its
  * IndexedDB checkpoint, generates and exports the PEFT adapter; errors thrown in the worker arrive as
  * their own classes though both bundles are minified; an app's own worker file that imports
- * 'webtune/worker' trains too.
+ * 'webtune/worker' trains too; instruction tuning (chat template, evaluation, chat) works in the worker.
  */
 import { readFileSync } from 'node:fs';
 import { expect, test, type Page } from '@playwright/test';
@@ -25,6 +25,10 @@ interface Consumer {
     progressEvents: number; loadEvents: number; text: string; adapterBytes: number; adapterConfig: string;
   }>;
   ownWorker(): Promise<{ stopped: string; step: number }>;
+  assistant(): Promise<{
+    bad: Record<string, unknown> | undefined; kind: string; chatTemplate: string | undefined; examples: number;
+    evaluations: number[]; answer: string; answerTokens: number;
+  }>;
 }
 
 async function open(page: Page, url: string): Promise<void> {
@@ -76,6 +80,15 @@ for (const app of apps) {
       expect(result.text.length).toBeGreaterThan(0);
       expect(result.adapterBytes).toBeGreaterThan(1000);
       expect(JSON.parse(result.adapterConfig)).toMatchObject({ peft_type: 'LORA', r: 4, lora_alpha: 8 });
+    });
+
+    test('instruction tuning in the worker: the chat template, evaluation while training, chat', async ({ page }) => {
+      await open(page, app.url);
+      const r = await call(page, 'assistant');
+      expect(r.bad).toMatchObject({ isWebtuneError: true, isDataFormat: true, name: 'DataFormatError', code: 'DATA_FORMAT', line: 2 });
+      expect(r).toMatchObject({ kind: 'messages', chatTemplate: 'tokenizer_config.json', examples: 16, evaluations: [2, 4] });
+      expect(r.answerTokens).toBeGreaterThan(0);
+      expect(typeof r.answer).toBe('string');
     });
 
     if (app.ownWorker) {

@@ -3,6 +3,7 @@
 // with strict settings; e2e/consumers.spec.ts drives the functions on `window.consumer`.
 import {
   createTrainer,
+  DataFormatError,
   InvalidArgumentError,
   ModelFileMissingError,
   WebtuneError,
@@ -78,6 +79,29 @@ const consumer = {
       summary, progressEvents: progress.length, loadEvents, text,
       adapterBytes: peft['adapter_model.safetensors'].byteLength, adapterConfig: peft['adapter_config.json'],
     };
+  },
+  /**
+   * Instruction tuning in the worker (README, "Fine-tune an assistant"): conversations rendered
+   * with the model's chat template, held-out evaluation while training, then chat. A broken line is
+   * a DataFormatError that names it.
+   */
+  async assistant() {
+    const t = await createTrainer();
+    try {
+      await t.loadModel(MODEL);
+      const line = (i: number) => JSON.stringify({ messages: [{ role: 'user', content: `What comes after ${i}?` }, { role: 'assistant', content: `${i + 1} comes after ${i}.` }] });
+      const jsonl = Array.from({ length: 16 }, (_, i) => line(i)).join('\n');
+      const bad = await t.prepareData({ content: `${line(1)}\n{"messages": oops`, format: 'jsonl' }).then(
+        () => undefined,
+        (e: unknown) => ({ ...describeError(e), isDataFormat: e instanceof DataFormatError, line: e instanceof DataFormatError ? e.line : undefined }),
+      );
+      const data = await t.prepareData({ content: jsonl, format: 'jsonl' }, { seqLen: 32, heldOut: 0.25 });
+      const summary = await t.train({ steps: 4, batchSize: 2, learningRate: 5e-3, evalEvery: 2, runId: 'assistant', checkpointEvery: 0 });
+      const answer = await t.generate([{ role: 'user', content: 'What comes after 3?' }], { maxNewTokens: 6 });
+      return { bad, kind: data.kind, chatTemplate: data.chatTemplate, examples: data.examples, evaluations: summary.evaluations.map((e) => e.step), answer: answer.text, answerTokens: answer.tokens.length };
+    } finally {
+      await t.dispose();
+    }
   },
   /** The app's own worker file, which imports 'webtune/worker', trains too. */
   async ownWorker(): Promise<TrainSummary> {
