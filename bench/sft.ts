@@ -71,6 +71,9 @@ export async function runSftBench(gpu: GPU, log: (line: string) => void, runs = 
   const session = new TrainerSession({ gpu });
   try {
     await session.loadModel(nodeDirectorySource(DEMO));
+    // The plain-text variant trains on the very text the SFT rows hold: the demo model's own template, rendered.
+    const demoConfig = JSON.parse(readFileSync(`${DEMO}/tokenizer_config.json`, 'utf8')) as Record<string, unknown>;
+    const demoTemplate = ChatTemplate.parse(demoConfig['chat_template'] as string, { eos_token: '<|endoftext|>' }, 'tokenizer_config.json');
     const chats = convs.slice(0, 64).map((messages) => ({ messages }));
     const variants: Array<{ name: string; prepare: () => Promise<{ padding: number; learned: number; positions: number }> }> = [
       {
@@ -84,7 +87,7 @@ export async function runSftBench(gpu: GPU, log: (line: string) => void, runs = 
       {
         name: 'plain text: the same conversations packed into windows, every token learned',
         prepare: async () => {
-          const d = await session.prepareData({ texts: chats.map((c) => template.render(c.messages)) }, { seqLen, heldOut: 0 });
+          const d = await session.prepareData({ texts: chats.map((c) => demoTemplate.render(c.messages)) }, { seqLen, heldOut: 0 });
           return { padding: 0, learned: 1, positions: d.trainSequences * seqLen };
         },
       },

@@ -302,11 +302,15 @@ export class WorkerStartError extends WebtuneError {
 export class DataFormatError extends WebtuneError {
   override name = 'DataFormatError';
   readonly source: string;
+  /** 1-based: a line of a JSONL/CSV/text file, or (unit 'record') an index into a JSON array or a list of records. */
   readonly line: number | undefined;
-  constructor(source: string, detail: string, line?: number, options?: { cause?: unknown }) {
-    super('DATA_FORMAT', `${source}${line === undefined ? '' : `, line ${line}`}: ${detail}`, options);
+  readonly unit: 'line' | 'record';
+  constructor(source: string, detail: string, line?: number, options?: { cause?: unknown; unit?: 'line' | 'record' }) {
+    const unit = options?.unit ?? 'line';
+    super('DATA_FORMAT', `${source}${line === undefined ? '' : `, ${unit} ${line}`}: ${detail}`, options);
     this.source = source;
     this.line = line;
+    this.unit = unit;
   }
 }
 

@@ -6,6 +6,10 @@
  * (`utils/chat_template_utils.py`, render_jinja_template): `messages`, `add_generation_prompt`
  * and the special tokens' text (`bos_token`, `eos_token`, ...). Blocks are trimmed as transformers'
  * environment trims them (trim_blocks, lstrip_blocks).
+ *
+ * A template is code that runs on the user's device, as in transformers: it comes from the model
+ * folder the app chose (or from the app). The Jinja runtime gives it no access to host objects,
+ * but it has no time limit, so load models and templates only from sources the app trusts.
  */
 import { Template } from '@huggingface/jinja';
 import { ChatTemplateError, InvalidArgumentError } from '@webtune/errors';
@@ -93,12 +97,25 @@ export function shippedChatTemplate(tokenizerConfig: Record<string, unknown> | u
   return undefined;
 }
 
-/** Checks one message's shape; `where` names it in the error. */
-export function checkChatMessage(message: unknown, where: string): asserts message is ChatMessage {
-  if (typeof message !== 'object' || message === null) throw new InvalidArgumentError(`${where} is not an object with role and content.`);
+/**
+ * The most messages one conversation may have. Each assistant turn is rendered again to find its
+ * boundaries, so the work grows with the square of the turns; this bounds what one record costs.
+ */
+export const MAX_CHAT_MESSAGES = 512;
+
+/** What is wrong with one message (`where` names it), or undefined if it is a valid ChatMessage. */
+export function chatMessageProblem(message: unknown, where: string): string | undefined {
+  if (typeof message !== 'object' || message === null) return `${where} is not an object with role and content`;
   const { role, content } = message as { role?: unknown; content?: unknown };
   if (typeof role !== 'string' || !(CHAT_ROLES as readonly string[]).includes(role)) {
-    throw new InvalidArgumentError(`${where} has role ${JSON.stringify(role)}; the roles are ${CHAT_ROLES.join(', ')}.`);
+    return `${where} has role ${JSON.stringify(role)}; the roles are ${CHAT_ROLES.join(', ')}`;
   }
-  if (typeof content !== 'string') throw new InvalidArgumentError(`${where} has no text content (content must be a string).`);
+  if (typeof content !== 'string') return `${where} has no text content (content must be a string)`;
+  return undefined;
+}
+
+/** Checks one message's shape; `where` names it in the InvalidArgumentError. */
+export function checkChatMessage(message: unknown, where: string): asserts message is ChatMessage {
+  const problem = chatMessageProblem(message, where);
+  if (problem) throw new InvalidArgumentError(`${problem}.`);
 }

@@ -33,5 +33,5 @@ export { browserModelCache, DEFAULT_BROWSER_CACHE_NAME } from './model-cache.js'
 export type { ModelCache } from './model-cache.js';
 export { createTokenizer } from './tokenizer.js';
 export type { Tokenizer } from './tokenizer.js';
-export { ChatTemplate, shippedChatTemplate, checkChatMessage, CHAT_ROLES } from './chat-template.js';
+export { ChatTemplate, shippedChatTemplate, checkChatMessage, chatMessageProblem, CHAT_ROLES, MAX_CHAT_MESSAGES } from './chat-template.js';
 export type { ChatMessage, ChatRole, ChatTemplateVariables } from './chat-template.js';

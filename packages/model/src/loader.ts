@@ -8,7 +8,7 @@
  *
  * Browser-safe: no Node imports here.
  */
-import { DownloadError, InvalidArgumentError, ModelFileMissingError, ModelFormatError, UnsupportedModelError } from '@webtune/errors';
+import { ChatTemplateError, DownloadError, InvalidArgumentError, ModelFileMissingError, ModelFormatError, UnsupportedModelError } from '@webtune/errors';
 import { parseModelConfig, type ModelConfig } from './config.js';
 import { browserModelCache, type ModelCache } from './model-cache.js';
 import { parseSafetensors, parseShardIndex, tensorToFloat32, type SafetensorsTensor } from './safetensors.js';
@@ -62,6 +62,11 @@ export interface LoadedModelFiles {
   tokenizer: Tokenizer | undefined;
   /** The chat template the folder ships (chat_template.jinja, or tokenizer_config.json's chat_template); undefined if none. */
   chatTemplate: ChatTemplate | undefined;
+  /**
+   * Why the shipped template could not be used (it does not parse), if so. Kept instead of thrown:
+   * a model whose template is broken still loads and trains on raw text.
+   */
+  chatTemplateError?: ChatTemplateError;
   tensors: ReadonlyMap<string, WeightTensorInfo>;
   /** A float32 copy of a tensor (F32/F16/BF16 decoded); throws ModelFileMissingError for an unknown name. */
   float32(name: string): Float32Array;
@@ -614,7 +619,14 @@ export async function loadModelFiles(source: string | ModelFileSource, options: 
   const tokenizer = tokenizerBytes ? createTokenizer(parseJson(tokenizerBytes, TOKENIZER), tokenizerConfig) : undefined;
   const jinjaBytes = contents.get(CHAT_TEMPLATE);
   const shipped = shippedChatTemplate(tokenizerConfig, jinjaBytes ? new TextDecoder().decode(jinjaBytes) : undefined);
-  const chatTemplate = shipped ? ChatTemplate.parse(shipped.text, tokenizer?.specialTokens ?? {}, shipped.source) : undefined;
+  let chatTemplate: ChatTemplate | undefined;
+  let chatTemplateError: ChatTemplateError | undefined;
+  try {
+    chatTemplate = shipped ? ChatTemplate.parse(shipped.text, tokenizer?.specialTokens ?? {}, shipped.source) : undefined;
+  } catch (error) {
+    if (!(error instanceof ChatTemplateError)) throw error;
+    chatTemplateError = error;
+  }
 
   if (cache && !manifest) {
     const m: Manifest = {
@@ -628,7 +640,7 @@ export async function loadModelFiles(source: string | ModelFileSource, options: 
     await cachePut(MANIFEST, new TextEncoder().encode(JSON.stringify(m)));
   }
 
-  return { config, tokenizer, chatTemplate, tensors, float32, raw, ...(fourBit ? { fourBit } : {}), weightBytes, files, source: src.name, format: format.id, container };
+  return { config, tokenizer, chatTemplate, ...(chatTemplateError ? { chatTemplateError } : {}), tensors, float32, raw, ...(fourBit ? { fourBit } : {}), weightBytes, files, source: src.name, format: format.id, container };
 }
 
 /**

@@ -6,7 +6,7 @@
  */
 import * as Comlink from 'comlink';
 import { ChatTemplateError, CheckpointMismatchError, DataFormatError, InvalidArgumentError, MemoryPlanError } from '@webtune/errors';
-import { createGpuContext, type GpuContext } from '@webtune/gpu';
+import { createGpuContext, IGNORE_INDEX, type GpuContext } from '@webtune/gpu';
 import {
   ChatTemplate,
   checkChatMessage,
@@ -48,8 +48,10 @@ import {
   DEFAULT_TRAIN_CONFIG,
   estimateTrainingMemory,
   MemoryCheckpointStore,
+  checkEarlyStopping,
   evaluateRows,
   packTokens,
+  perplexity,
   readRecords,
   rowsFromExamples,
   tokenizeConversation,
@@ -183,7 +185,8 @@ export interface DataOptions {
   seed?: number;
   /**
    * Prompt/completion and conversation data: learn only the completion / assistant tokens (default
-   * true, as TRL's completion_only_loss and assistant_only_loss); false learns every token.
+   * true; TRL's completion_only_loss, also on by default there, and assistant_only_loss, which TRL
+   * leaves off by default); false learns every token, template text included.
    */
   completionOnly?: boolean;
   /** A record or example that cannot be used: 'error' (default) throws DataFormatError with its line; 'skip' skips and counts it (DataInfo.skipped). */
@@ -196,8 +199,6 @@ export interface DataOptions {
    * does not guess a format. generate() with messages uses the same template afterwards.
    */
   chatTemplate?: string;
-  /** The file's format, when its name does not say (`{ file }` input). */
-  format?: FileFormat;
   /** Progress while reading and tokenizing (may also be passed as prepareData's third argument). */
   onProgress?: (p: DataProgress) => void;
 }
@@ -222,7 +223,7 @@ export interface DataInfo {
   heldOutSequences: number;
   /** Examples read (prompt/completion pairs or conversations; for text, documents). */
   examples: number;
-  /** Targets with a loss in the training sequences (completion/assistant tokens for examples). */
+  /** Targets with a loss in the training sequences, held-out ones not counted (completion/assistant tokens for examples). */
   learnedTokens: number;
   /** Padding positions over all sequences: compute spent on nothing (examples are right-padded to seqLen). */
   paddingTokens: number;
@@ -232,7 +233,7 @@ export interface DataInfo {
   /** Records or examples skipped (onInvalid: 'skip', overlong: 'skip'): how many, and the first 100 with line and reason. */
   skippedCount: number;
   skipped: Array<{ line: number; message: string }>;
-  /** Where the chat template came from, for conversations. */
+  /** Where the chat template came from, for conversations ('tokenizer_config.json', 'chat_template.jinja', or the app's). */
   chatTemplate: string | undefined;
   /** What the app should know, e.g. prompt/completion pairs whose tokens merged across the boundary. */
   warnings: string[];
@@ -333,13 +334,22 @@ interface PreparedRows {
   rows: TrainingRow[];
   tokens: number;
   examples: number;
-  learnedTokens: number;
   paddingTokens: number;
   truncatedExamples: number;
   truncatedTokens: number;
   skipped: { count: number; list: Array<{ line: number; message: string }> };
   warnings: string[];
   chatTemplate: string | undefined;
+}
+
+/** Targets with a loss in the rows (a text window learns all its seq targets). */
+function countLearned(rows: readonly TrainingRow[]): number {
+  let n = 0;
+  for (const r of rows) {
+    if (r instanceof Uint32Array) n += r.length - 1;
+    else for (const t of r.targets) if (t !== IGNORE_INDEX) n++;
+  }
+  return n;
 }
 
 /** SHA-256 of the rows' bytes in order (a text window's seq + 1 tokens; an example's inputs, then its targets). */
@@ -427,6 +437,8 @@ export class TrainerSession {
   ): Promise<ModelInfo> {
     const ctx = await this.context();
     this.releaseModel();
+    this.chatTemplate = undefined;
+    this.data = undefined;
     const src = typeof source === 'string' ? urlSource(source) : Array.isArray(source) ? filesSource(source) : source;
     const files = await loadModelFiles(src, {
       onProgress, cache: options.cache === false ? false : this.env.modelCache, ...(options.onnx ? { weights: this.onnx().weightFormat(options.onnx) } : {}),
@@ -459,6 +471,17 @@ export class TrainerSession {
   private requireModel(): Loaded {
     if (!this.loaded) throw new InvalidArgumentError('No model is loaded: call loadModel() first.');
     return this.loaded;
+  }
+
+  /** The model's own chat template; a ChatTemplateError that says what to pass (`how`) when it has none or it did not parse. */
+  private modelChatTemplate(how: string): ChatTemplate {
+    const files = this.requireModel().files;
+    if (files.chatTemplateError) throw files.chatTemplateError;
+    if (files.chatTemplate) return files.chatTemplate;
+    throw new ChatTemplateError(
+      'This model ships no chat template (no chat_template.jinja, and no chat_template in tokenizer_config.json), so conversations cannot be ' +
+        `rendered as it expects. Pass ${how} to choose one explicitly (webtune does not guess a format), or use prompt/completion data.`,
+    );
   }
 
   private tokenizer(): Tokenizer {
@@ -508,14 +531,14 @@ export class TrainerSession {
     }
     const info: DataInfo = {
       kind: main.kind, tokens: main.tokens, seqLen, trainSequences: train.length, heldOutSequences: heldOut.length, examples: main.examples,
-      learnedTokens: main.learnedTokens, paddingTokens: main.paddingTokens + (heldOutPart?.paddingTokens ?? 0),
+      learnedTokens: countLearned(train), paddingTokens: main.paddingTokens + (heldOutPart?.paddingTokens ?? 0),
       truncatedExamples: main.truncatedExamples + (heldOutPart?.truncatedExamples ?? 0), truncatedTokens: main.truncatedTokens + (heldOutPart?.truncatedTokens ?? 0),
       skippedCount: main.skipped.count + (heldOutPart?.skipped.count ?? 0), skipped: [...main.skipped.list, ...(heldOutPart?.skipped.list ?? [])].slice(0, 100),
       chatTemplate: main.chatTemplate, warnings: [...main.warnings, ...(heldOutPart?.warnings ?? [])],
       fingerprint: await rowsFingerprint([...train, ...heldOut]),
     };
     this.data = { train, heldOut, info };
-    if (template) this.chatTemplate = template;
+    this.chatTemplate = template;
     return info;
   }
 
@@ -529,11 +552,11 @@ export class TrainerSession {
       const texts = 'text' in input ? [input.text] : input.texts;
       if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) throw new InvalidArgumentError('texts must be a list of strings.');
       if (texts.every((t) => t.trim().length === 0)) throw new InvalidArgumentError(`The ${name ?? 'training'} text is empty.`);
-      read = { kind: 'text', records: texts.map((text) => ({ text })), lines: texts.map((_, i) => i + 1), skipped: [], skippedCount: 0 };
+      read = { kind: 'text', records: texts.map((text) => ({ text })), lines: texts.map((_, i) => i + 1), unit: 'record', skipped: [], skippedCount: 0 };
     } else if ('file' in input) {
-      read = await readRecords(input.file, { ...readOptions, format: input.format ?? options.format });
+      read = await readRecords(input.file, { ...readOptions, format: input.format });
     } else if ('content' in input) {
-      read = await readRecords(input.content, { ...readOptions, format: input.format ?? options.format, source: name ?? 'the pasted data' });
+      read = await readRecords(input.content, { ...readOptions, format: input.format, source: name ?? 'the pasted data' });
     } else if ('records' in input) {
       if (!Array.isArray(input.records)) throw new InvalidArgumentError('records must be an array of { text } / { prompt, completion } / { messages } objects.');
       read = await readRecords(input.records, { ...readOptions, source: name ?? 'records' });
@@ -546,17 +569,11 @@ export class TrainerSession {
     if (read.kind === 'text') {
       const tokens = tokenizeDocuments((t) => tok.encode(t), read.records.map((r) => (r as { text: string }).text), tok.eosTokenId);
       const rows = packTokens(tokens, seqLen);
-      return { ...base, kind: 'text', rows, tokens: tokens.length, learnedTokens: rows.length * seqLen, paddingTokens: 0, chatTemplate: undefined };
+      return { ...base, kind: 'text', rows, tokens: tokens.length, paddingTokens: 0, chatTemplate: undefined };
     }
 
     const completionOnly = options.completionOnly ?? true;
-    const template = read.kind === 'messages' ? (explicit ?? this.chatTemplate ?? this.requireModel().files.chatTemplate) : undefined;
-    if (read.kind === 'messages' && !template) {
-      throw new ChatTemplateError(
-        'This model ships no chat template (no chat_template.jinja, and no chat_template in tokenizer_config.json), so conversations cannot be rendered ' +
-          "as it expects. Pass prepareData(data, { chatTemplate: '...' }) to choose one explicitly (webtune does not guess a format), or use prompt/completion data.",
-      );
-    }
+    const template = read.kind === 'messages' ? (explicit ?? this.modelChatTemplate('prepareData(data, { chatTemplate })')) : undefined;
     const source = name ?? ('file' in input && 'name' in input.file ? (input.file as File).name : 'the data');
     let tokens = 0;
     let mismatches = 0;
@@ -569,7 +586,7 @@ export class TrainerSession {
         if ('messages' in record) {
           examples.push({ example: tokenizeConversation(record.messages, template!, (t) => tok.encode(t, { addSpecialTokens: false }), completionOnly), line });
         } else if ('prompt' in record) {
-          const e = tokenizePromptCompletion(record.prompt, record.completion, (t) => tok.encode(t), tok.eosTokenId, completionOnly);
+          const e = tokenizePromptCompletion(record.prompt, record.completion, (t) => tok.encode(t), { id: tok.eosTokenId, text: tok.specialTokens.eos_token }, completionOnly);
           if (e.mismatch) mismatches++;
           examples.push({ example: e, line, mismatch: e.mismatch });
         }
@@ -577,7 +594,7 @@ export class TrainerSession {
       } catch (error) {
         // A template that fails on one conversation (raise_exception) is that example's problem.
         if (!(error instanceof ChatTemplateError) || options.onInvalid !== 'skip') {
-          if (error instanceof ChatTemplateError) throw new DataFormatError(source, error.message, line, { cause: error });
+          if (error instanceof ChatTemplateError) throw new DataFormatError(source, error.message, line, { cause: error, unit: read.unit });
           throw error;
         }
         skipped.count++;
@@ -587,7 +604,7 @@ export class TrainerSession {
       // Let the worker answer messages (pause, status) during a long tokenization.
       if ((i + 1) % 1024 === 0) await new Promise((r) => setTimeout(r, 0));
     }
-    const rows = rowsFromExamples(examples, { seqLen, padId: tok.padTokenId ?? tok.eosTokenId ?? 0, completionOnly, overlong: options.overlong, onInvalid: options.onInvalid, source });
+    const rows = rowsFromExamples(examples, { seqLen, padId: tok.padTokenId ?? tok.eosTokenId ?? 0, completionOnly, overlong: options.overlong, onInvalid: options.onInvalid, source, unit: read.unit });
     skipped.count += rows.skipped.length;
     skipped.list.push(...rows.skipped.slice(0, Math.max(0, 100 - skipped.list.length)));
     if (rows.rows.length === 0) throw new DataFormatError(source, `no example is left to train on (${skipped.count} skipped; first: ${skipped.list[0]?.message ?? 'none'})`);
@@ -595,7 +612,7 @@ export class TrainerSession {
       ? [`${mismatches} prompt/completion pair(s) tokenize differently at the boundary (the tokens of prompt + completion do not start with the prompt's); as in TRL, the prompt's token count marks where the completion begins. End prompts with a space or newline to avoid it.`]
       : [];
     return {
-      ...base, kind: read.kind, rows: rows.rows, tokens, learnedTokens: rows.learnedTokens, paddingTokens: rows.paddingTokens,
+      ...base, kind: read.kind, rows: rows.rows, tokens, paddingTokens: rows.paddingTokens,
       truncatedExamples: rows.truncatedExamples, truncatedTokens: rows.truncatedTokens, warnings, chatTemplate: template?.source,
     };
   }
@@ -613,6 +630,7 @@ export class TrainerSession {
     if (request.evalEvery !== undefined && (!Number.isInteger(request.evalEvery) || request.evalEvery < 1)) {
       throw new InvalidArgumentError(`evalEvery must be a positive integer (optimizer steps), got ${request.evalEvery}.`);
     }
+    if (request.earlyStopping !== undefined) checkEarlyStopping(request.earlyStopping);
     if ((request.earlyStopping || request.restoreBest) && request.evalEvery === undefined) {
       throw new InvalidArgumentError('earlyStopping and restoreBest need evalEvery: how many optimizer steps between held-out evaluations.');
     }
@@ -743,7 +761,7 @@ export class TrainerSession {
               evaluation: {
                 rows: data.heldOut, every: evalEvery, ...(earlyStopping ? { earlyStopping } : {}),
                 // The best adapter is a checkpoint of its own run, so it survives a reload and restoreBest can put back its exact bytes.
-                onBest: restoreBest ? async (state: TrainerState) => this.store.put(await record(state, bestRunId(run.runId)), 1) : undefined,
+                onBest: restoreBest ? async (state: TrainerState) => this.store.put(await record({ ...state, optimizer: new Map() }, bestRunId(run.runId)), 1) : undefined,
               },
             }
           : {}),
@@ -770,6 +788,11 @@ export class TrainerSession {
           const decoded = await decodeCheckpoint(await this.store.get(best.id), { model: modelFingerprint(files.config), lora: run.adapter.config });
           run.adapter.write(decoded.adapter);
           restoredBest = true;
+        } else {
+          run.warnings.push(
+            `restoreBest: the best evaluation is step ${result.evaluation.best.step}, but run "${bestRunId(run.runId)}" holds ` +
+              `${best ? `step ${best.step}` : 'no checkpoint'} (was restoreBest off for part of the run?); the adapter of the last step is kept.`,
+          );
         }
       }
       const heldOutLoss = finished && data.heldOut.length > 0 ? await run.trainer.evaluate(data.heldOut) : undefined;
@@ -777,7 +800,7 @@ export class TrainerSession {
         runId: run.runId, stopped: result.stopped, step: result.step, totalSteps: run.trainer.config.steps,
         lastLoss: result.losses.at(-1), heldOutLoss, tokensPerSecond: result.tokensPerSecond, peakBytes: result.peakBytes,
         estimateBytes: result.estimate.total, checkpoint, skippedCheckpoints: skipped, resumedFrom: run.resumedFrom,
-        evaluations: result.evaluation.history.map((e) => ({ ...e, perplexity: Math.exp(e.loss) })), best: result.evaluation.best, restoredBest,
+        evaluations: result.evaluation.history.map((e) => ({ ...e, perplexity: perplexity(e.loss) })), best: result.evaluation.best, restoredBest,
         warnings: run.warnings,
       };
     } finally {
@@ -802,10 +825,9 @@ export class TrainerSession {
     }
     if (!Array.isArray(prompt) || prompt.length === 0) throw new InvalidArgumentError('generate needs a prompt string or a non-empty list of chat messages.');
     prompt.forEach((m, i) => checkChatMessage(m, `message ${i + 1}`));
-    const template = options.chatTemplate !== undefined ? ChatTemplate.parse(options.chatTemplate, tok.specialTokens, 'generate({ chatTemplate })') : (this.chatTemplate ?? files.chatTemplate);
-    if (!template) {
-      throw new ChatTemplateError("This model ships no chat template, so chat messages cannot be rendered as it expects; pass generate(messages, { chatTemplate: '...' }) (or prepareData's chatTemplate) to choose one.");
-    }
+    const template = options.chatTemplate !== undefined
+      ? ChatTemplate.parse(options.chatTemplate, tok.specialTokens, 'generate({ chatTemplate })')
+      : (this.chatTemplate ?? this.modelChatTemplate("generate(messages, { chatTemplate }) (or prepareData's chatTemplate)"));
     const ids = tok.encode(template.render(prompt, { addGenerationPrompt: true }), { addSpecialTokens: false });
     const stop = new Set(options.stopTokens ?? []);
     if (!options.stopTokens) {
@@ -837,7 +859,7 @@ export class TrainerSession {
     model.setAdapter(options.useAdapter === false ? undefined : this.adapter);
     try {
       const { loss, tokens } = await evaluateRows(model, rows, size);
-      return { loss, perplexity: Math.exp(loss), tokens };
+      return { loss, perplexity: perplexity(loss), tokens };
     } finally {
       model.setAdapter(this.adapter);
     }

@@ -78,7 +78,7 @@ describe('instruction tuning through the session', () => {
   });
 
   it('trains on assistant tokens, evaluates every N steps and resumes exactly, evaluations included', async () => {
-    const request: TrainRequest = { ...RUN, evalEvery: 2, earlyStopping: { patience: 100 }, progressIntervalMs: 0 };
+    const request: TrainRequest = { ...RUN, evalEvery: 2, earlyStopping: { patience: 100 }, restoreBest: true, progressIntervalMs: 0 };
     const prepare = (s: TrainerSession) => s.prepareData({ file: new File([dataText], 'chats.jsonl') }, { seqLen: 128, heldOut: 0.25, seed: 1 });
     const straight = await chatSession();
     const store = new MemoryCheckpointStore();
@@ -103,6 +103,8 @@ describe('instruction tuning through the session', () => {
       const resumed = await second.train({ ...request, runId: 'r', resume: true });
       expect(resumed).toMatchObject({ stopped: 'completed', step: 8, resumedFrom: 5 });
       expect(resumed.evaluations).toEqual(a.evaluations);
+      expect(resumed).toMatchObject({ best: a.best, restoredBest: true, warnings: [] });
+      expect(a.restoredBest).toBe(true);
       expect(await sha((await second.exportAdapter())['adapter_model.safetensors'])).toBe(wanted);
     } finally {
       straight.dispose();
@@ -121,14 +123,18 @@ describe('instruction tuning through the session', () => {
       await prepare(session);
       const s = await session.train({ ...request, runId: 'es', earlyStopping: { patience: 2, minDelta: 0.001 }, restoreBest: true });
       expect(s.stopped).toBe('early-stopped');
-      // The rule, read off the reported curve: the run stops at the first evaluation that is the second in a row not below the best by more than minDelta.
+      // transformers' rule (trainer_callback.py EarlyStoppingCallback, load_best_model_at_end) read
+      // off the reported curve: the best is the lowest loss; the counter restarts on a gain above
+      // minDelta over the best before it; training stops when the counter reaches patience.
       let best = Infinity;
       let bestStep = 0;
-      let since = 0;
+      let counter = 0;
       let stopAt = 0;
       for (const e of s.evaluations) {
-        if (best - e.loss > 0.001) [best, bestStep, since] = [e.loss, e.step, 0];
-        else if (++since === 2) {
+        if (e.loss < best && best - e.loss > 0.001) counter = 0;
+        else counter++;
+        if (e.loss < best) [best, bestStep] = [e.loss, e.step];
+        if (counter >= 2) {
           stopAt = e.step;
           break;
         }
@@ -139,6 +145,9 @@ describe('instruction tuning through the session', () => {
       expect(s.restoredBest).toBe(true);
       expect(Math.abs(s.heldOutLoss! - best)).toBeLessThan(1e-6);
       expect((await store.list('es.best')).map((m) => m.step)).toEqual([bestStep]);
+      // Resuming a run that stopped early takes no more steps: the checkpoint says it had decided.
+      const again = await session.train({ ...request, runId: 'es', earlyStopping: { patience: 2, minDelta: 0.001 }, restoreBest: true, resume: true });
+      expect(again).toMatchObject({ stopped: 'early-stopped', step: s.step, resumedFrom: s.step });
       // The same run paused right after the best step holds the same adapter bytes.
       await prepare(reference);
       await reference.train({ ...request, runId: 'ref' }, (p) => p.step === bestStep && reference.pause());
@@ -150,8 +159,16 @@ describe('instruction tuning through the session', () => {
   });
 
   it('generate(messages) renders the template with the generation prompt and returns only the answer', async () => {
-    const session = await chatSession();
+    // EOS here is <|endoftext|> (511), so the stop at <|im_end|> (513) comes from the template's end of turn.
+    const read = (name: string) => new Uint8Array(readFileSync(`${CHAT}/${name}`));
+    const json = (name: string, patch: Record<string, unknown>) =>
+      ({ name, bytes: new TextEncoder().encode(JSON.stringify({ ...(JSON.parse(readFileSync(`${CHAT}/${name}`, 'utf8')) as object), ...patch })) });
+    const session = new TrainerSession({ gpu: await createNodeGpu() });
     try {
+      await session.loadModel(filesSource([
+        json('config.json', { eos_token_id: 511 }), json('tokenizer_config.json', { eos_token: '<|endoftext|>' }),
+        { name: 'tokenizer.json', bytes: read('tokenizer.json') }, { name: 'model.safetensors', bytes: read('model.safetensors') },
+      ]));
       const g = golden.templates.chatml.generationPrompt[0]!;
       const messages = conversations[g.conversation]!.slice(0, g.messages);
       const viaText = await session.generate(g.text, { maxNewTokens: 6, stopTokens: [] });
@@ -166,6 +183,9 @@ describe('instruction tuning through the session', () => {
       expect(answer.tokens.at(-1)).toBe(513);
       const before = await session.generate(taught.slice(0, -1), { maxNewTokens: 24, useAdapter: false });
       expect(before.text).not.toBe(answer.text);
+      // Another model: the template chosen for this one does not follow it.
+      await session.loadModel(nodeDirectorySource(`${FIXTURES}models/tiny-llama`));
+      await expect(session.generate([{ role: 'user', content: 'hi' }])).rejects.toThrowError(ChatTemplateError);
     } finally {
       session.dispose();
     }
@@ -181,8 +201,8 @@ describe('instruction tuning through the session', () => {
         ['empty file', { file: new File([], 'empty.jsonl') }, {}, /empty\.jsonl: it is empty/],
         ['not JSON', { file: new File([broken], 'chats.jsonl') }, {}, /chats\.jsonl, line 3: not valid JSON/],
         ['unknown role', { content: JSON.stringify({ messages: [{ role: 'bot', content: 'x' }] }), format: 'jsonl' }, {}, /line 1: message 1 has role "bot"/],
-        ['no assistant turn', { records: [{ messages: [{ role: 'user', content: 'hello?' }] }] }, {}, /line 1: the conversation has no assistant turn/],
-        ['longer than seqLen', { records: [{ messages: conversations[5]! }] }, { seqLen: 16, overlong: 'error' }, /line 1: the example has \d+ tokens, more than seqLen \+ 1 = 17/],
+        ['no assistant turn', { records: [{ messages: [{ role: 'user', content: 'hello?' }] }] }, {}, /records, record 1: the conversation has no assistant turn/],
+        ['longer than seqLen', { records: [{ messages: conversations[5]! }] }, { seqLen: 16, overlong: 'error' }, /record 1: the example has \d+ tokens, more than seqLen \+ 1 = 17/],
       ];
       for (const [what, input, options, message] of cases) {
         const error = await session.prepareData(input, { seqLen: 128, ...options }).catch((e: unknown) => e);

@@ -3,7 +3,7 @@
  * adapter, AdamW moments, data cursor, step, configuration), as one safetensors blob plus a small
  * JSON meta that names it and guards it.
  *
- * Record layout (schema 2):
+ * Record layout (schema 3; schema 2 is the same without `evaluation`):
  *   meta:  CheckpointMeta, plain JSON (no typed arrays), small enough to list without the tensors.
  *   bytes: a safetensors file, metadata {"format":"pt"}, F32 tensors:
  *            the adapter under PEFT's keys (`base_model.model.<module>.lora_A.weight`, as
@@ -22,6 +22,10 @@
  * Import rebuilds the canonical bytes from the tensors, so meta.sha256 still checks them.
  *
  * Older schemas are migrated on read (migrateCheckpointMeta):
+ *   v2, before the optional `evaluation` (held-out history and early-stopping state): reads as is.
+ *     Its `schema` stays 2, as metaSha256 covers it; a webtune that reads only up to schema 2
+ *     refuses a v3 checkpoint with "update webtune" instead of dropping `evaluation` and then
+ *     calling the checksum damaged.
  *   v1, before metaSha256: loads, with DecodedCheckpoint.metaProtected false (only its tensors
  *     were checked), which the SDK reports as a warning when it resumes from one.
  *   v0, the draft layout before `totalSteps` and `label` existed (and, like v1, without metaSha256):
@@ -39,7 +43,7 @@ import { parseSafetensors, serializeSafetensors, type HostTensor, type LoraConfi
 import type { DataCursor } from './data/windows.js';
 import type { EvaluationState } from './evaluation.js';
 
-export const CHECKPOINT_SCHEMA_VERSION = 2;
+export const CHECKPOINT_SCHEMA_VERSION = 3;
 
 /** The `__metadata__` key of a portable checkpoint file that holds the meta JSON. */
 export const CHECKPOINT_FILE_METADATA_KEY = 'webtune.checkpoint';
@@ -265,7 +269,8 @@ export function migrateCheckpointMeta(raw: unknown, id = 'checkpoint'): Checkpoi
   }
   // From schema 2 on the metadata checksum is part of the format: a schema-2 meta without one was
   // changed; an older schema cannot have one.
-  if (schema >= 2 && raw.metaSha256 === undefined) throw new CheckpointCorruptError(name, 'its metadata has no checksum (metaSha256), which every schema-2 checkpoint has');
+  if (schema >= 2 && raw.metaSha256 === undefined) throw new CheckpointCorruptError(name, `its metadata has no checksum (metaSha256), which every checkpoint of schema 2 and later has (it says ${schema})`);
+  if (schema < 3 && raw.evaluation !== undefined) throw new CheckpointCorruptError(name, `its metadata has an evaluation history but says schema ${schema}, which had none`);
   if (schema < 2 && raw.metaSha256 !== undefined) throw new CheckpointCorruptError(name, `its metadata has a checksum but says schema ${schema}, which had none`);
   let m: Json = { ...raw };
   if (schema === 0) m = migrateV0(m);
@@ -312,7 +317,8 @@ function validateMeta(m: Json, name: string): CheckpointMeta {
     throw bad('cursor', '{ epoch, index, epochRng: four u32 words }');
   }
   const meta: CheckpointMeta = {
-    schema: CHECKPOINT_SCHEMA_VERSION,
+    // The schema it was written in from 2 on (the metadata checksum covers it); older ones are migrated to the current.
+    schema: isCount(m.schema) && m.schema >= 2 ? m.schema : CHECKPOINT_SCHEMA_VERSION,
     id: m.id,
     runId: m.runId,
     step: m.step,
@@ -328,11 +334,11 @@ function validateMeta(m: Json, name: string): CheckpointMeta {
   if (m.evaluation !== undefined) {
     const e = m.evaluation;
     const isEval = (v: unknown): v is { step: number; loss: number } => isObject(v) && isCount(v.step) && typeof v.loss === 'number' && Number.isFinite(v.loss);
-    if (!isObject(e) || !Array.isArray(e.history) || !e.history.every(isEval) || !isCount(e.sinceBest) || (e.best !== undefined && !isEval(e.best))) {
-      throw bad('evaluation', '{ history: [{ step, loss }], best?: { step, loss }, sinceBest }');
+    if (!isObject(e) || !Array.isArray(e.history) || !e.history.every(isEval) || !isCount(e.sinceImprovement) || (e.best !== undefined && !isEval(e.best))) {
+      throw bad('evaluation', '{ history: [{ step, loss }], best?: { step, loss }, sinceImprovement }');
     }
     meta.evaluation = {
-      history: e.history.map((h) => ({ step: h.step, loss: h.loss })), sinceBest: e.sinceBest,
+      history: e.history.map((h) => ({ step: h.step, loss: h.loss })), sinceImprovement: e.sinceImprovement,
       ...(e.best !== undefined ? { best: { step: e.best.step, loss: e.best.loss } } : {}),
     };
   }

@@ -7,7 +7,7 @@ import { IGNORE_INDEX, type GpuContext } from '@webtune/gpu';
 import { InvalidArgumentError } from '@webtune/errors';
 import type { BaseFormat, HostTensor, LoraAdapter, Transformer } from '@webtune/model';
 import { batchFromWindows, BatchStream, rowLength, type DataCursor, type TrainingRow } from './data/windows.js';
-import { checkEarlyStopping, EMPTY_EVALUATION_STATE, perplexity, recordEvaluation, type EarlyStoppingOptions, type Evaluation, type EvaluationState } from './evaluation.js';
+import { checkEarlyStopping, EMPTY_EVALUATION_STATE, perplexity, recordEvaluation, shouldStop, type EarlyStoppingOptions, type Evaluation, type EvaluationState } from './evaluation.js';
 import { AdamW, type AdamWOptions } from './optimizer.js';
 import { checkMemoryPlan, type MemoryEstimate, type PlanCheckOptions } from './planner.js';
 import { learningRateFactor, type ScheduleKind } from './schedule.js';
@@ -51,8 +51,12 @@ export interface StepProgress {
   /** Seconds left at the current speed. */
   etaSeconds: number;
   gpuBytes: number;
-  /** Present on steps that evaluated the held-out data (TrainRequest.evalEvery). */
-  evaluation?: { loss: number; perplexity: number; improved: boolean; best: Evaluation };
+  /**
+   * Present on steps that evaluated the held-out data (TrainRequest.evalEvery): its loss and
+   * perplexity, whether it is the lowest so far (`isBest`), whether it beat the previous best by
+   * more than earlyStopping.minDelta (`improved`), and the best so far.
+   */
+  evaluation?: { loss: number; perplexity: number; isBest: boolean; improved: boolean; best: Evaluation };
 }
 
 export interface TrainerState {
@@ -76,9 +80,9 @@ export interface EvaluationOptions {
   every: number;
   /** Stop when the held-out loss stops improving. */
   earlyStopping?: EarlyStoppingOptions;
-  /** Each evaluation, with its perplexity and whether it is the best so far. */
-  onEvaluate?: (e: Evaluation & { perplexity: number; improved: boolean }) => void;
-  /** The state at a new best evaluation (the caller keeps it to put back the best adapter); training waits for it. */
+  /** Each evaluation, with its perplexity, whether it is the lowest so far and whether it improved by more than minDelta. */
+  onEvaluate?: (e: Evaluation & { perplexity: number; isBest: boolean; improved: boolean }) => void;
+  /** The state at a new lowest held-out loss (the caller keeps it to put back the best adapter); training waits for it. */
   onBest?: (state: TrainerState) => Promise<void>;
 }
 
@@ -168,8 +172,9 @@ export class Trainer {
     const started = performance.now();
     const firstStep = this.optimizer.step;
     let tokens = 0;
-    let stopped: TrainResult['stopped'] = 'completed';
-    while (this.optimizer.step < c.steps) {
+    // A run resumed from a checkpoint written when early stopping had decided takes no more steps.
+    let stopped: TrainResult['stopped'] = evaluation && shouldStop(this.evaluationState, evaluation.earlyStopping) ? 'early-stopped' : 'completed';
+    while (stopped === 'completed' && this.optimizer.step < c.steps) {
       if (options.signal?.aborted) {
         stopped = options.signal.reason === 'pause' ? 'paused' : 'cancelled';
         break;
@@ -193,12 +198,15 @@ export class Trainer {
       let stopEarly = false;
       if (evaluation && step % evaluation.every === 0) {
         const heldOut = await this.evaluate(evaluation.rows);
-        const { state, improved } = recordEvaluation(this.evaluationState, { step, loss: heldOut }, evaluation.earlyStopping?.minDelta);
+        if (!Number.isFinite(heldOut)) {
+          throw new InvalidArgumentError(`The held-out loss became ${heldOut} at step ${step}; lower the learning rate or check the data.`);
+        }
+        const { state, isBest, improved } = recordEvaluation(this.evaluationState, { step, loss: heldOut }, evaluation.earlyStopping?.minDelta);
         this.evaluationState = state;
-        evaluated = { loss: heldOut, perplexity: perplexity(heldOut), improved, best: state.best! };
-        evaluation.onEvaluate?.({ step, loss: heldOut, perplexity: evaluated.perplexity, improved });
-        if (improved && evaluation.onBest) await evaluation.onBest(await this.state(stream.position));
-        stopEarly = evaluation.earlyStopping !== undefined && state.sinceBest >= evaluation.earlyStopping.patience;
+        evaluated = { loss: heldOut, perplexity: perplexity(heldOut), isBest, improved, best: state.best! };
+        evaluation.onEvaluate?.({ step, loss: heldOut, perplexity: evaluated.perplexity, isBest, improved });
+        if (isBest && evaluation.onBest) await evaluation.onBest(await this.state(stream.position));
+        stopEarly = shouldStop(state, evaluation.earlyStopping);
       }
       const seconds = (performance.now() - started) / 1000;
       options.onStep?.({

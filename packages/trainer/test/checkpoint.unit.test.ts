@@ -72,6 +72,16 @@ async function sha256(bytes: Uint8Array): Promise<string> {
   return [...d].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/** The documented digest input: the meta without metaSha256, as JSON with keys sorted at every level. */
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (typeof value === 'object' && value !== null) {
+    const o = value as Record<string, unknown>;
+    return `{${Object.keys(o).filter((k) => k !== 'metaSha256' && o[k] !== undefined).sort().map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
 const flipByte = (bytes: Uint8Array, at: number) => {
   const out = bytes.slice();
   out[at] = out[at]! ^ 0x10;
@@ -155,7 +165,7 @@ describe('checkpoint encode/decode', () => {
       train: { ...TRAIN }, cursor: { ...CURSOR }, byteLength: record.meta.byteLength, sha256: record.meta.sha256,
     };
     const decoded = await decodeCheckpoint({ meta: v0 as never, bytes: record.bytes }, { model: MODEL, lora: LORA });
-    expect(decoded.meta.schema).toBe(2);
+    expect(decoded.meta.schema).toBe(CHECKPOINT_SCHEMA_VERSION);
     expect(decoded.metaProtected).toBe(false); // v0 had no metadata checksum: loadable, and said so
     expect(decoded.meta.totalSteps).toBe(TRAIN.steps);
     expect(decoded.meta.label).toBeUndefined();
@@ -195,6 +205,23 @@ describe('checkpoint encode/decode', () => {
     const { metaSha256: _dropped, ...bare } = record.meta;
     await expect(decodeCheckpoint({ meta: bare as CheckpointMeta, bytes: record.bytes })).rejects.toThrow(/no checksum/);
     await expect(decodeCheckpoint({ meta: { ...record.meta, schema: 1 }, bytes: record.bytes })).rejects.toBeInstanceOf(CheckpointCorruptError);
+  });
+
+  it('schema 3 carries the evaluation history; a schema 2 checkpoint (before it) still loads, protected, and may not claim one', async () => {
+    const evaluation = { history: [{ step: 10, loss: 2.5 }, { step: 20, loss: 2.25 }], best: { step: 20, loss: 2.25 }, sinceImprovement: 0 };
+    const record = await encodeCheckpoint({ ...input(), evaluation });
+    expect(record.meta.schema).toBe(3);
+    expect((await decodeCheckpoint(record)).meta.evaluation).toEqual(evaluation);
+    // As webtune 0.2.0 wrote it: schema 2, no evaluation, its checksum over that meta.
+    const { evaluation: _e, metaSha256: _s, ...rest } = record.meta;
+    const v2 = { ...rest, schema: 2 } as CheckpointMeta;
+    v2.metaSha256 = await sha256(new TextEncoder().encode(canonical(v2)));
+    const decoded = await decodeCheckpoint({ meta: v2, bytes: record.bytes });
+    expect(decoded).toMatchObject({ metaProtected: true, meta: { schema: 2, step: 20 } });
+    expect(decoded.meta.evaluation).toBeUndefined();
+    await expect(decodeCheckpoint({ meta: { ...v2, evaluation }, bytes: record.bytes })).rejects.toThrow(/evaluation history but says schema 2/);
+    // A malformed history is refused like any other field.
+    await expect(encodeCheckpoint({ ...input(), evaluation: { history: [{ step: 1, loss: Number.NaN }], sinceImprovement: 0 } })).rejects.toThrow(/"evaluation"/);
   });
 
   it('a schema 1 checkpoint (before the metadata checksum) still loads, marked unprotected', async () => {

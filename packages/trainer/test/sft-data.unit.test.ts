@@ -10,7 +10,7 @@ import { ChatTemplateError, DataFormatError } from '@webtune/errors';
 import { IGNORE_INDEX } from '@webtune/gpu';
 import { ChatTemplate, createTokenizer, shippedChatTemplate, type ChatMessage, type Tokenizer } from '@webtune/model';
 import { FIXTURES } from '../../model/test/tiny-models.js';
-import { exampleToRow, readRecords, rowsFromExamples, tokenizeConversation, tokenizePromptCompletion } from '../src/index.js';
+import { exampleToRow, readRecords, recordEvaluation, EMPTY_EVALUATION_STATE, rowsFromExamples, tokenizeConversation, tokenizePromptCompletion } from '../src/index.js';
 
 interface TemplateGolden {
   bos: string; bosId: number; eos: string; eosId: number; pad: string | null; padId: number;
@@ -95,18 +95,18 @@ describe('prompt/completion pairs (TRL rule)', () => {
   it('ids and completion masks match the golden; completionOnly: false learns every token', () => {
     const { tok } = variant('chatml');
     pairs.forEach((p, i) => {
-      const e = tokenizePromptCompletion(p.prompt, p.completion, (t) => tok.encode(t), tok.eosTokenId);
+      const e = tokenizePromptCompletion(p.prompt, p.completion, (t) => tok.encode(t), { id: tok.eosTokenId, text: tok.specialTokens.eos_token });
       expect(e.ids, `pair ${i}`).toEqual(golden.promptCompletion[i]!.ids);
       expect([...e.mask], `pair ${i}`).toEqual(golden.promptCompletion[i]!.mask);
       expect(e.mismatch).toBe(false);
-      expect([...tokenizePromptCompletion(p.prompt, p.completion, (t) => tok.encode(t), tok.eosTokenId, false).mask].every((m) => m === 1)).toBe(true);
+      expect([...tokenizePromptCompletion(p.prompt, p.completion, (t) => tok.encode(t), { id: tok.eosTokenId }, false).mask].every((m) => m === 1)).toBe(true);
     });
   });
 
   it('flags a pair whose tokens merge across the boundary', () => {
     const { tok } = variant('chatml');
     // "Answer" + "s" merges into a different token than "Answer" alone.
-    expect(tokenizePromptCompletion('Question: two\nAnswer', 's here', (t) => tok.encode(t), tok.eosTokenId).mismatch).toBe(true);
+    expect(tokenizePromptCompletion('Question: two\nAnswer', 's here', (t) => tok.encode(t), { id: tok.eosTokenId, text: tok.specialTokens.eos_token }).mismatch).toBe(true);
   });
 });
 
@@ -155,11 +155,15 @@ describe('readRecords', () => {
     const csv = await readRecords(file('prompt,completion\r\n"Q: a, b?\nA:"," yes ""quoted"""\nplain,text\n\n', 'qa.csv'));
     expect(csv.records).toEqual([{ prompt: 'Q: a, b?\nA:', completion: ' yes "quoted"' }, { prompt: 'plain', completion: 'text' }]);
     expect(csv.lines).toEqual([2, 4]);
-    const txt = await readRecords(file('line one\nline two\n', 'notes.txt'));
-    expect(txt).toMatchObject({ kind: 'text', records: [{ text: 'line one\nline two' }] });
-    // No name: sniffed from the first character.
+    // A text file is one document, byte for byte (line endings and the last newline kept).
+    const txt = await readRecords(file('line one\r\nline two\n', 'notes.txt'));
+    expect(txt).toMatchObject({ kind: 'text', records: [{ text: 'line one\r\nline two\n' }] });
+    // Inside a quoted CSV field the line ending is kept as written.
+    expect((await readRecords(file('text\r\n"a\r\nb"\r\n', 'crlf.csv'))).records).toEqual([{ text: 'a\r\nb' }]);
+    // No name: JSONL if the first line is a JSON object, a JSON array if the whole text is one, else text.
     expect((await readRecords('{"text":"a"}\n{"text":"b"}')).records).toEqual([{ text: 'a' }, { text: 'b' }]);
     expect((await readRecords('[{"text":"a"}]')).records).toEqual([{ text: 'a' }]);
+    expect((await readRecords('[1] is a footnote.\n{see} this')).records).toEqual([{ text: '[1] is a footnote.\n{see} this' }]);
   });
 
   it('names the line of a bad record, or skips and counts it when asked', async () => {
@@ -191,6 +195,10 @@ describe('readRecords', () => {
     await expect(readRecords(file('\n\n', 'blank.jsonl'))).rejects.toThrowError(/it has no records/);
     await expect(readRecords(file('{"foo": 1}\n', 'x.jsonl'), { onInvalid: 'skip' })).rejects.toThrowError(/all 1 records were skipped/);
     await expect(readRecords(file('x'.repeat(5000), 'long.jsonl'), { maxRecordChars: 1000 })).rejects.toThrowError(/longer than 1000 characters/);
+    await expect(readRecords(file(`{"text":"a"}\n${'x'.repeat(5000)}\n{"text":"b"}\n`, 'long.jsonl'), { maxRecordChars: 1000 })).rejects.toThrowError(/line 2: the line is longer than 1000/);
+    // A JSON array names records by index, not line.
+    await expect(readRecords(file('[{"text":"a"},{"nope":1}]', 'x.json'))).rejects.toThrowError(/x\.json, record 2: it has none of the fields/);
+    await expect(readRecords([{ prompt: [{ role: 'user', content: 'hi' }], completion: [{ role: 'assistant', content: 'yo' }] }])).rejects.toThrowError(/record 1: conversational prompt\/completion .* one "messages" list/);
     await expect(readRecords(file('text\n"never closed\n', 'bad.csv'))).rejects.toThrowError(/bad\.csv, line 2: a quoted field is never closed/);
     await expect(readRecords(file('question,answer\na,b\n', 'bad.csv'))).rejects.toThrowError(/names neither a "text" column nor "prompt" and "completion"/);
     await expect(readRecords(file('{"a":1}', 'x.json'))).rejects.toThrowError(/must hold an array/);
@@ -206,4 +214,44 @@ describe('readRecords', () => {
     expect(seen.at(-1)).toBe(big.size);
     expect([...seen].sort((a, b) => a - b)).toEqual(seen);
   });
+});
+
+describe('early stopping (transformers EarlyStoppingCallback with load_best_model_at_end)', () => {
+  // Transcribed from transformers/trainer_callback.py: a metric improves when it is lower than
+  // state.best_metric and |metric - best| > threshold; the counter resets on an improvement and
+  // stops training at `patience`; best_metric (what load_best_model_at_end restores) is the strict
+  // minimum, updated whether or not the change passed the threshold.
+  function transformersRule(losses: number[], patience: number, threshold: number): { stopAfter: number | undefined; bestIndex: number } {
+    let best: number | undefined;
+    let bestIndex = 0;
+    let counter = 0;
+    for (let i = 0; i < losses.length; i++) {
+      const m = losses[i]!;
+      if (best === undefined || (m < best && Math.abs(m - best) > threshold)) counter = 0;
+      else counter++;
+      if (best === undefined || m < best) [best, bestIndex] = [m, i];
+      if (counter >= patience) return { stopAfter: i, bestIndex };
+    }
+    return { stopAfter: undefined, bestIndex };
+  }
+
+  const cases: Array<[string, number[], number, number]> = [
+    ['falls then rises', [3, 2.5, 2.4, 2.45, 2.6, 2.7], 2, 0],
+    ['small gains below minDelta still move the best', [1.0, 0.995, 0.99, 0.985, 0.98], 3, 0.01],
+    ['a gain above minDelta restarts the count', [2, 1.999, 1.5, 1.6, 1.7, 1.8], 2, 0.1],
+    ['never stops', [5, 4, 3, 2, 1], 1, 0],
+  ];
+  for (const [what, losses, patience, minDelta] of cases) {
+    it(what, () => {
+      const want = transformersRule(losses, patience, minDelta);
+      let state = EMPTY_EVALUATION_STATE;
+      let stopAfter: number | undefined;
+      for (let i = 0; i < losses.length && stopAfter === undefined; i++) {
+        state = recordEvaluation(state, { step: i + 1, loss: losses[i]! }, minDelta).state;
+        if (state.sinceImprovement >= patience) stopAfter = i;
+      }
+      expect(stopAfter).toBe(want.stopAfter);
+      expect(state.best).toEqual({ step: want.bestIndex + 1, loss: losses[want.bestIndex] });
+    });
+  }
 });

@@ -65,14 +65,17 @@ export function tokenizeConversation(messages: readonly ChatMessage[], template:
 
 /**
  * A prompt/completion pair as TRL tokenizes it (trl/trainer/sft_trainer.py): the prompt alone, and
- * prompt + completion followed by EOS; the tokens past the prompt's are learned. `mismatch` is true
- * where the tokens of prompt + completion do not start with the prompt's (a merge across the
- * boundary; TRL warns, and so does prepareData()).
+ * prompt + completion followed by EOS (unless the completion already ends with the EOS token's
+ * text); the tokens past the prompt's are learned. `mismatch` is true where the tokens of prompt +
+ * completion do not start with the prompt's (a merge across the boundary; TRL warns, and so does
+ * prepareData()).
  */
-export function tokenizePromptCompletion(prompt: string, completion: string, encode: Encode, eos: number | undefined, completionOnly = true): TokenizedExample & { mismatch: boolean } {
+export function tokenizePromptCompletion(
+  prompt: string, completion: string, encode: Encode, eos: { id: number | undefined; text?: string | undefined }, completionOnly = true,
+): TokenizedExample & { mismatch: boolean } {
   const promptIds = encode(prompt);
   const ids = encode(prompt + completion);
-  if (eos !== undefined) ids.push(eos);
+  if (eos.id !== undefined && !(eos.text && completion.endsWith(eos.text))) ids.push(eos.id);
   const mismatch = promptIds.some((id, i) => ids[i] !== id);
   const mask = new Uint8Array(ids.length).fill(1);
   if (completionOnly) mask.fill(0, 0, Math.min(promptIds.length, ids.length));
@@ -120,6 +123,8 @@ export interface ExampleOptions {
   /** 'error' (default) or 'skip' an example with nothing to learn (e.g. truncation cut every assistant token). */
   onInvalid?: 'error' | 'skip';
   source?: string;
+  /** What the examples' numbers count in errors: lines of a file (default) or records of an array. */
+  unit?: 'line' | 'record';
 }
 
 export interface ExampleRows {
@@ -146,7 +151,7 @@ export function rowsFromExamples(
   const source = options.source ?? 'the data';
   const out: ExampleRows = { rows: [], lines: [], truncatedExamples: 0, truncatedTokens: 0, skipped: [], learnedTokens: 0, inputTokens: 0, paddingTokens: 0, boundaryMismatches: 0 };
   const refuse = (line: number, message: string, policy: 'error' | 'skip') => {
-    if (policy === 'error') throw new DataFormatError(source, message, line);
+    if (policy === 'error') throw new DataFormatError(source, message, line, { unit: options.unit });
     out.skipped.push({ line, message });
   };
   for (const { example, line, mismatch } of examples) {

@@ -8,14 +8,18 @@
  * counted; nothing is dropped without being reported.
  */
 import { DataFormatError } from '@webtune/errors';
-import { CHAT_ROLES, type ChatMessage } from '@webtune/model';
+import { chatMessageProblem, MAX_CHAT_MESSAGES, type ChatMessage } from '@webtune/model';
 
 export type DataRecord = { text: string } | { prompt: string; completion: string } | { messages: ChatMessage[] };
 export type RecordKind = 'text' | 'prompt-completion' | 'messages';
 export type FileFormat = 'jsonl' | 'json' | 'csv' | 'txt';
 
 export interface ReadRecordsOptions {
-  /** The file's format; default from the file name (.jsonl/.ndjson, .json, .csv, .txt/.md), else from its first character. */
+  /**
+   * The file's format; default from the file name (.jsonl/.ndjson, .json, .csv, .txt/.md), else
+   * from the content: JSONL if its first line is a JSON object, a JSON array if the whole text is
+   * one, otherwise plain text (CSV always needs its name or `format`).
+   */
   format?: FileFormat;
   /** The records' kind; default from the first record. Every record must be of one kind. */
   kind?: RecordKind;
@@ -46,6 +50,8 @@ export interface RecordsResult {
   records: DataRecord[];
   /** The line (or 1-based index) each record came from, for errors found later (tokenizing, templates). */
   lines: number[];
+  /** What `lines` count: lines of a file, or records of an array. */
+  unit: 'line' | 'record';
   /** How many records were skipped (onInvalid: 'skip'), and the first 100 of them with the reason. */
   skippedCount: number;
   skipped: SkippedRecord[];
@@ -84,21 +90,22 @@ function checkRecord(value: Record<string, unknown>, kind: RecordKind): DataReco
   }
   if (kind === 'prompt-completion') {
     const { prompt, completion } = value;
+    if (Array.isArray(prompt) || Array.isArray(completion)) {
+      throw new Error('conversational prompt/completion (lists of messages) is not supported; put the turns in one "messages" list instead');
+    }
     if (typeof prompt !== 'string' || typeof completion !== 'string') throw new Error('"prompt" and "completion" must both be strings');
     if (completion.trim() === '') throw new Error('"completion" is empty: there is nothing to learn');
     return { prompt, completion };
   }
   const messages = value['messages'];
   if (!Array.isArray(messages) || messages.length === 0) throw new Error('"messages" must be a non-empty list of { role, content }');
+  if (messages.length > MAX_CHAT_MESSAGES) throw new Error(`the conversation has ${messages.length} messages, more than ${MAX_CHAT_MESSAGES}; split it`);
   const out: ChatMessage[] = [];
   messages.forEach((m: unknown, i) => {
-    if (typeof m !== 'object' || m === null) throw new Error(`message ${i + 1} is not an object with role and content`);
-    const { role, content } = m as { role?: unknown; content?: unknown };
-    if (typeof role !== 'string' || !(CHAT_ROLES as readonly string[]).includes(role)) {
-      throw new Error(`message ${i + 1} has role ${JSON.stringify(role)}; the roles are ${CHAT_ROLES.join(', ')}`);
-    }
-    if (typeof content !== 'string') throw new Error(`message ${i + 1} has no text content (content must be a string)`);
-    out.push({ role: role as ChatMessage['role'], content });
+    const problem = chatMessageProblem(m, `message ${i + 1}`);
+    if (problem) throw new Error(problem);
+    const { role, content } = m as ChatMessage;
+    out.push({ role, content });
   });
   if (!out.some((m) => m.role === 'assistant')) throw new Error('the conversation has no assistant turn: there is nothing to learn');
   return { messages: out };
@@ -112,7 +119,7 @@ class RecordSink {
   readonly skipped: SkippedRecord[] = [];
   skippedCount = 0;
 
-  constructor(private readonly source: string, private readonly options: ReadRecordsOptions) {
+  constructor(private readonly source: string, private readonly options: ReadRecordsOptions, private readonly unit: 'line' | 'record' = 'line') {
     this.kind = options.kind;
   }
 
@@ -130,7 +137,7 @@ class RecordSink {
   }
 
   reject(message: string, line: number, cause?: unknown): void {
-    if (this.options.onInvalid !== 'skip') throw new DataFormatError(this.source, message, line, { cause });
+    if (this.options.onInvalid !== 'skip') throw new DataFormatError(this.source, message, line, { cause, unit: this.unit });
     this.skippedCount++;
     if (this.skipped.length < MAX_SKIPPED_LISTED) this.skipped.push({ line, message });
   }
@@ -140,35 +147,45 @@ class RecordSink {
       const why = this.skippedCount > 0 ? `all ${this.skippedCount} records were skipped (first: line ${this.skipped[0]!.line}, ${this.skipped[0]!.message})` : 'it has no records';
       throw new DataFormatError(this.source, `${why}; there is nothing to train on`);
     }
-    return { kind: this.kind!, records: this.records, lines: this.lines, skippedCount: this.skippedCount, skipped: this.skipped };
+    return { kind: this.kind!, records: this.records, lines: this.lines, unit: this.unit, skippedCount: this.skippedCount, skipped: this.skipped };
   }
 }
 
 const CHUNK_BYTES = 1 << 20;
 
-/**
- * Lines of a file, one at a time, with the bytes read so far. The file is read in 1 MiB slices
- * (not one string), and a line may not grow past `maxChars`.
- */
-async function* streamLines(blob: Blob, maxChars: number, source: string): AsyncGenerator<{ line: string; bytesRead: number }> {
+/** A file's text in 1 MiB slices (never one read of the whole file), decoded as UTF-8 across slice boundaries. */
+async function* streamText(blob: Blob): AsyncGenerator<{ text: string; bytesRead: number }> {
   const decoder = new TextDecoder('utf-8');
+  for (let offset = 0; offset < blob.size; offset += CHUNK_BYTES) {
+    const end = Math.min(offset + CHUNK_BYTES, blob.size);
+    const last = end === blob.size;
+    yield { text: decoder.decode(new Uint8Array(await blob.slice(offset, end).arrayBuffer()), { stream: !last }), bytesRead: end };
+  }
+}
+
+/**
+ * Lines of a file, one at a time, with the line ending they had ('\r\n', '\n', or '' for the
+ * last) and the bytes read so far. No line may be longer than `maxChars`.
+ */
+async function* streamLines(blob: Blob, maxChars: number, source: string): AsyncGenerator<{ line: string; eol: string; bytesRead: number }> {
   let buffered = '';
   let lineNo = 0;
-  for (let offset = 0; offset < blob.size; offset += CHUNK_BYTES) {
-    const bytesRead = Math.min(offset + CHUNK_BYTES, blob.size);
-    const last = bytesRead === blob.size;
-    buffered += decoder.decode(new Uint8Array(await blob.slice(offset, bytesRead).arrayBuffer()), { stream: !last });
+  const tooLong = () => new DataFormatError(source, `the line is longer than ${maxChars} characters; is this really line-based text?`, lineNo + 1);
+  for await (const { text, bytesRead } of streamText(blob)) {
+    buffered += text;
     let start = 0;
     let nl: number;
     while ((nl = buffered.indexOf('\n', start)) >= 0) {
+      if (nl - start > maxChars) throw tooLong();
       lineNo++;
-      yield { line: buffered.slice(start, nl).replace(/\r$/, ''), bytesRead };
+      const cr = nl > start && buffered[nl - 1] === '\r';
+      yield { line: buffered.slice(start, cr ? nl - 1 : nl), eol: cr ? '\r\n' : '\n', bytesRead };
       start = nl + 1;
     }
     buffered = buffered.slice(start);
-    if (buffered.length > maxChars) throw new DataFormatError(source, `a line is longer than ${maxChars} characters; is this really line-based text?`, lineNo + 1);
+    if (buffered.length > maxChars) throw tooLong();
   }
-  if (buffered.length > 0) yield { line: buffered.replace(/\r$/, ''), bytesRead: blob.size };
+  if (buffered.length > 0) yield { line: buffered.replace(/\r$/, ''), eol: '', bytesRead: blob.size };
 }
 
 /**
@@ -180,7 +197,7 @@ async function* streamLines(blob: Blob, maxChars: number, source: string): Async
 export async function readRecords(input: Blob | string | readonly unknown[], options: ReadRecordsOptions = {}): Promise<RecordsResult> {
   const name = typeof Blob !== 'undefined' && input instanceof Blob && 'name' in input ? (input as File).name : undefined;
   const source = options.source ?? name ?? 'the data';
-  const sink = new RecordSink(source, options);
+  const sink = new RecordSink(source, options, Array.isArray(input) ? 'record' : 'line');
   if (Array.isArray(input)) {
     input.forEach((r, i) => sink.add(r, i + 1));
     return sink.result();
@@ -188,7 +205,7 @@ export async function readRecords(input: Blob | string | readonly unknown[], opt
   const blob = typeof input === 'string' ? new Blob([input]) : (input as Blob);
   if (blob.size === 0) throw new DataFormatError(source, 'it is empty');
   const maxChars = options.maxRecordChars ?? DEFAULT_MAX_RECORD_CHARS;
-  const format = options.format ?? formatFromName(name) ?? (await sniffFormat(blob));
+  const format = options.format ?? formatFromName(name) ?? (await sniffFormat(blob, maxChars));
   const progress = (bytesRead: number) => options.onProgress?.({ bytesRead, totalBytes: blob.size, records: sink.records.length });
 
   if (format === 'json') {
@@ -200,18 +217,19 @@ export async function readRecords(input: Blob | string | readonly unknown[], opt
       throw new DataFormatError(source, `it is not valid JSON (${(cause as Error).message})`, undefined, { cause });
     }
     if (!Array.isArray(parsed)) throw new DataFormatError(source, 'a .json data file must hold an array of records (for one record per line, use .jsonl)');
-    parsed.forEach((r, i) => sink.add(r, i + 1));
+    const records = new RecordSink(source, options, 'record');
+    parsed.forEach((r, i) => records.add(r, i + 1));
     progress(blob.size);
-    return sink.result();
+    return records.result();
   }
 
   if (format === 'txt') {
-    // One document, as prepareData({ file }) always read a text file; read as a stream for the progress.
+    // One document, exactly as prepareData({ file }) always read a text file (line endings kept),
+    // so token windows and checkpoints of earlier runs still match; read in slices for the progress.
     let text = '';
-    let lastReport = 0;
-    for await (const { line, bytesRead } of streamLines(blob, maxChars, source)) {
-      text += (text.length > 0 ? '\n' : '') + line;
-      if (bytesRead - lastReport >= CHUNK_BYTES) progress((lastReport = bytesRead));
+    for await (const chunk of streamText(blob)) {
+      text += chunk.text;
+      progress(chunk.bytesRead);
     }
     if (text.trim() !== '') sink.add({ text }, 1);
     progress(blob.size);
@@ -239,8 +257,8 @@ export async function readRecords(input: Blob | string | readonly unknown[], opt
     }
   } else {
     const csv = new CsvRecords(source, maxChars);
-    for await (const { line, bytesRead } of streamLines(blob, maxChars, source)) {
-      for (const row of csv.push(line)) {
+    for await (const { line, eol, bytesRead } of streamLines(blob, maxChars, source)) {
+      for (const row of csv.push(line, eol)) {
         if ('error' in row) sink.reject(row.error, row.line);
         else sink.add(row.record, row.line);
       }
@@ -252,11 +270,27 @@ export async function readRecords(input: Blob | string | readonly unknown[], opt
   return sink.result();
 }
 
-/** JSON array, JSONL or text, from the first character that is not whitespace. */
-async function sniffFormat(blob: Blob): Promise<FileFormat> {
-  const head = (await blob.slice(0, 4096).text()).trimStart();
-  if (head.startsWith('[')) return 'json';
-  if (head.startsWith('{')) return 'jsonl';
+/**
+ * JSONL if the first line is a JSON object, a JSON array if the whole text is one, else plain text:
+ * only what parses as JSON is read as JSON, so prose that happens to start with "[" or "{" is text.
+ */
+async function sniffFormat(blob: Blob, maxChars: number): Promise<FileFormat> {
+  const head = (await blob.slice(0, 64 * 1024).text()).trimStart();
+  if (head.startsWith('{')) {
+    const firstLine = head.split('\n', 1)[0]!;
+    try {
+      const value: unknown = JSON.parse(firstLine);
+      if (typeof value === 'object' && value !== null && !Array.isArray(value)) return 'jsonl';
+    } catch {
+      // not JSON: text
+    }
+  } else if (head.startsWith('[') && blob.size <= maxChars * 4) {
+    try {
+      if (Array.isArray(JSON.parse(await blob.text()))) return 'json';
+    } catch {
+      // not JSON: text
+    }
+  }
   return 'txt';
 }
 
@@ -275,18 +309,21 @@ class CsvRecords {
   private startLine = 0;
   private lineNo = 0;
   private pendingChars = 0;
+  private previousEol = '\n';
 
   constructor(private readonly source: string, private readonly maxChars: number) {}
 
-  *push(line: string): Generator<CsvRow> {
+  /** One line and the line ending it had (kept inside a quoted field, as RFC 4180 readers keep it). */
+  *push(line: string, eol = '\n'): Generator<CsvRow> {
     this.lineNo++;
     if (!this.quoted) {
       if (line.trim() === '' && this.fields.length === 0 && this.field === '') return;
       this.startLine = this.lineNo;
       this.pendingChars = 0;
     } else {
-      this.field += '\n';
+      this.field += this.previousEol;
     }
+    this.previousEol = eol;
     this.pendingChars += line.length;
     if (this.pendingChars > this.maxChars) throw new DataFormatError(this.source, `a quoted field runs for more than ${this.maxChars} characters; is a closing quote missing?`, this.startLine);
     for (let i = 0; i < line.length; i++) {
