@@ -3,9 +3,9 @@
  * - Data preparation: conversations per second through template rendering (@huggingface/jinja)
  *   and tokenization with completion-only masks, for 10,000 conversations, next to the same
  *   text tokenized as plain documents.
- * - Training steps at one shape (batch x seq) on the bundled demo model: padded SFT rows vs
- *   packed text windows. Positions per second are the GPU's rate; real and learned tokens per
- *   second are what the padding and the completion-only mask leave of it.
+ * - Training steps at one batch size and seqLen on the bundled demo model: padded SFT rows (each
+ *   batch cut to its longest row) vs packed text windows of the same text. Real tokens per second
+ *   is the useful rate; learned tokens per second is what the completion-only mask leaves of it.
  */
 import { readFileSync } from 'node:fs';
 import { ChatTemplate, createTokenizer, type ChatMessage } from '@webtune/model';
@@ -77,7 +77,7 @@ export async function runSftBench(gpu: GPU, log: (line: string) => void, runs = 
     const chats = convs.slice(0, 64).map((messages) => ({ messages }));
     const variants: Array<{ name: string; prepare: () => Promise<{ padding: number; learned: number; positions: number }> }> = [
       {
-        name: 'SFT: one conversation per row, right-padded, assistant tokens learned',
+        name: 'SFT: one conversation per row, right-padded, each batch cut to its longest row, assistant tokens learned',
         prepare: async () => {
           const d = await session.prepareData({ records: chats }, { seqLen, heldOut: 0 });
           const positions = d.trainSequences * seqLen;
@@ -112,10 +112,11 @@ export async function runSftBench(gpu: GPU, log: (line: string) => void, runs = 
     for (const [i, v] of variants.entries()) {
       const ms = median(stepMs[i]!);
       const shape = shapes.get(i)!;
-      const positionsPerSecond = (batchSize * seqLen * 1000) / ms;
-      rows.push({ benchmark: `train step, demo model, ${batchSize} x ${seqLen}`, variant: v.name, medianMs: ms, perSecond: positionsPerSecond, unit: 'positions/s',
-        note: `real tokens/s ${(positionsPerSecond * (1 - shape.padding)).toFixed(0)} (${(100 * shape.padding).toFixed(0)}% padding); learned tokens/s ${(positionsPerSecond * shape.learned).toFixed(0)}` });
-      log(`sft: ${v.name}: ${ms.toFixed(0)} ms/step, ${rows.at(-1)!.note}`);
+      // Real (not padding) tokens per step: batch x the mean real length of a row.
+      const realPerSecond = (batchSize * seqLen * (1 - shape.padding) * 1000) / ms;
+      rows.push({ benchmark: `train step, demo model, batch ${batchSize}, seqLen ${seqLen}`, variant: v.name, medianMs: ms, perSecond: realPerSecond, unit: 'real tokens/s',
+        note: `${(100 * shape.padding).toFixed(0)}% of the rows' positions are padding; learned tokens/s ${((batchSize * seqLen * shape.learned * 1000) / ms).toFixed(0)}` });
+      log(`sft: ${v.name}: ${ms.toFixed(0)} ms/step, ${realPerSecond.toFixed(0)} real tokens/s, ${rows.at(-1)!.note}`);
     }
   } finally {
     session.dispose();

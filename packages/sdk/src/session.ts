@@ -225,7 +225,7 @@ export interface DataInfo {
   examples: number;
   /** Targets with a loss in the training sequences, held-out ones not counted (completion/assistant tokens for examples). */
   learnedTokens: number;
-  /** Padding positions over all sequences: compute spent on nothing (examples are right-padded to seqLen). */
+  /** Padding positions over all sequences (examples are right-padded to seqLen; a batch runs only to its longest row, rounded up to 16). */
   paddingTokens: number;
   /** Examples longer than seqLen + 1 tokens whose end was cut, and the tokens cut. */
   truncatedExamples: number;

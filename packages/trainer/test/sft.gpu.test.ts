@@ -7,7 +7,8 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { useNodeContext } from '../../gpu/test/node-context.js';
-import { LoraAdapter, resolveLoraConfig, Transformer, uploadBaseModel } from '@webtune/model';
+import { ChatTemplate, createTokenizer, LoraAdapter, resolveLoraConfig, Transformer, uploadBaseModel, type ChatMessage } from '@webtune/model';
+import { batchFromWindows, exampleToRow, tokenizeConversation } from '../src/index.js';
 import { f32, FIXTURES, host, relativeError, tinyModel, type LoraVariant } from '../../model/test/tiny-models.js';
 
 const gpu = useNodeContext();
@@ -59,6 +60,50 @@ describe('SFT batch against PyTorch', () => {
       }
     } finally {
       adapter.release();
+      model.release();
+      base.release();
+    }
+  });
+});
+
+describe('batches cut to their longest row', () => {
+  it('give the same loss and gradients as the full padded length', async () => {
+    const { config, reader } = tinyModel('tiny-chat');
+    const tokenizerConfig = JSON.parse(readFileSync(`${FIXTURES}models/tiny-chat/tokenizer_config.json`, 'utf8')) as Record<string, unknown>;
+    const tok = createTokenizer(JSON.parse(readFileSync(`${FIXTURES}models/tiny-chat/tokenizer.json`, 'utf8')) as object, tokenizerConfig);
+    const template = ChatTemplate.parse(tokenizerConfig['chat_template'] as string, tok.specialTokens);
+    const conversations = readFileSync(`${FIXTURES}goldens/chat-data.jsonl`, 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { messages: ChatMessage[] }).messages);
+    const examples = conversations.map((c) => tokenizeConversation(c, template, (t) => tok.encode(t, { addSpecialTokens: false })));
+    const shortest = [...examples].sort((a, b) => a.ids.length - b.ids.length).slice(0, 4);
+    const rows = shortest.map((e) => exampleToRow(e, 128, tok.padTokenId!).row as { ids: Uint32Array; targets: Uint32Array; length: number });
+    const cut = batchFromWindows(rows);
+    const full = batchFromWindows(rows.map(({ ids, targets }) => ({ ids, targets })));
+    expect(full.seq).toBe(128);
+    expect(cut.seq).toBe(Math.ceil(Math.max(...rows.map((r) => r.length)) / 16) * 16);
+    expect(cut.seq).toBeLessThan(128);
+
+    const base = await uploadBaseModel(gpu(), config, reader);
+    const model = await Transformer.create(gpu(), base);
+    const v = golden.batch.lora;
+    const lora = resolveLoraConfig(config, { rank: v.config.r, alpha: v.config.alpha, targets: v.config.targets });
+    const run = async (batch: typeof cut) => {
+      const adapter = LoraAdapter.fromTensors(gpu(), config, lora, new Map(Object.entries(v.adapters).map(([k, t]) => [k, host(t)])));
+      model.setAdapter(adapter);
+      try {
+        const r = await model.trainStep(batch);
+        return { ...r, grads: await adapter.readGradients() };
+      } finally {
+        model.setAdapter(undefined);
+        adapter.release();
+      }
+    };
+    try {
+      const a = await run(full);
+      const b = await run(cut);
+      expect(b.tokens).toBe(a.tokens);
+      expect(Math.abs(b.loss - a.loss)).toBeLessThan(1e-6);
+      for (const [key, g] of a.grads) expect(relativeError(b.grads.get(key)!.data, g.data), key).toBeLessThan(GRAD_RTOL);
+    } finally {
       model.release();
       base.release();
     }

@@ -111,7 +111,8 @@ export function exampleToRow(example: TokenizedExample, seqLen: number, padId: n
       learnedTokens++;
     }
   }
-  return { row: { ids, targets }, truncatedTokens: example.ids.length - kept, learnedTokens, length: Math.max(kept - 1, 0) };
+  const length = Math.max(kept - 1, 0);
+  return { row: { ids, targets, length }, truncatedTokens: example.ids.length - kept, learnedTokens, length };
 }
 
 export interface ExampleOptions {

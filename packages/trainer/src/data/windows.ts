@@ -13,7 +13,15 @@ import { Rng, type RngState, type TokenBatch } from '@webtune/model';
  * One training row: a window of seq + 1 tokens (inputs and targets are the same tokens shifted by
  * one), or seq inputs with seq targets (IGNORE_INDEX where a position has no loss).
  */
-export type TrainingRow = Uint32Array | { ids: Uint32Array; targets: Uint32Array };
+export type TrainingRow = Uint32Array | {
+  ids: Uint32Array;
+  targets: Uint32Array;
+  /** Real positions before the right padding (absent: all of them are real). */
+  length?: number;
+};
+
+/** Batches of right-padded rows run only as long as their longest row, rounded up to this (fewer distinct workspace shapes). */
+export const TRIM_MULTIPLE = 16;
 
 /** The row's sequence length. */
 export function rowLength(row: TrainingRow): number {
@@ -42,22 +50,28 @@ export function tokenizeDocuments(encode: (text: string) => number[], documents:
 
 /**
  * A batch from rows of one length. `padRows` more rows of ignored targets are appended (evaluation
- * pads its last batch to the workspace's batch size this way; they add no loss).
+ * pads its last batch to the workspace's batch size this way; they add no loss). When every row
+ * says how long it really is, the batch is cut to its longest row (rounded up to TRIM_MULTIPLE):
+ * under causal attention the positions after a row's end change nothing before it, so the loss
+ * and gradients are the same and the padding costs no compute.
  */
 export function batchFromWindows(rows: readonly TrainingRow[], padRows = 0): TokenBatch {
-  const seq = rowLength(rows[0]!);
+  const full = rowLength(rows[0]!);
+  let longest = 0;
+  for (const r of rows) longest = Math.max(longest, r instanceof Uint32Array || r.length === undefined ? full : r.length);
+  const seq = Math.min(full, Math.max(TRIM_MULTIPLE, Math.ceil(longest / TRIM_MULTIPLE) * TRIM_MULTIPLE));
   const n = rows.length + padRows;
   const ids = new Uint32Array(n * seq);
   const targets = new Uint32Array(n * seq).fill(IGNORE_INDEX);
   rows.forEach((w, b) => {
-    if (rowLength(w) !== seq) throw new InvalidArgumentError(`All rows must have sequence length ${seq}; row ${b} has ${rowLength(w)}.`);
+    if (rowLength(w) !== full) throw new InvalidArgumentError(`All rows must have sequence length ${full}; row ${b} has ${rowLength(w)}.`);
     if (w instanceof Uint32Array) {
       ids.set(w.subarray(0, seq), b * seq);
-      targets.set(w.subarray(1), b * seq);
+      targets.set(w.subarray(1, seq + 1), b * seq);
     } else {
-      if (w.targets.length !== seq) throw new InvalidArgumentError(`Row ${b} has ${w.ids.length} inputs but ${w.targets.length} targets.`);
-      ids.set(w.ids, b * seq);
-      targets.set(w.targets, b * seq);
+      if (w.targets.length !== full) throw new InvalidArgumentError(`Row ${b} has ${w.ids.length} inputs but ${w.targets.length} targets.`);
+      ids.set(w.ids.subarray(0, seq), b * seq);
+      targets.set(w.targets.subarray(0, seq), b * seq);
     }
   });
   return { ids, targets, batch: n, seq };
