@@ -233,6 +233,11 @@ export interface DataInfo {
   /** Records or examples skipped (onInvalid: 'skip', overlong: 'skip'): how many, and the first 100 with line and reason. */
   skippedCount: number;
   skipped: Array<{ line: number; message: string }>;
+  /**
+   * Examples only: the lines (or, for records and JSON arrays, the 1-based indexes) of the examples
+   * held out from training by the `heldOut` share, so an app can tell which ones the model never saw.
+   */
+  heldOutLines: number[] | undefined;
   /** Where the chat template came from, for conversations ('tokenizer_config.json', 'chat_template.jinja', or the app's). */
   chatTemplate: string | undefined;
   /** What the app should know, e.g. prompt/completion pairs whose tokens merged across the boundary. */
@@ -332,6 +337,8 @@ const bestRunId = (runId: string) => `${runId}.best`;
 interface PreparedRows {
   kind: RecordKind;
   rows: TrainingRow[];
+  /** The line (or record index) of each row's example; undefined for text windows. */
+  lines: number[] | undefined;
   tokens: number;
   examples: number;
   paddingTokens: number;
@@ -389,6 +396,8 @@ interface Run {
   cursor: DataCursor | undefined;
   resumedFrom: number | undefined;
   warnings: string[];
+  /** The data it trains on (DataInfo.fingerprint): resume() refuses other data. */
+  dataFingerprint: string;
 }
 
 export class TrainerSession {
@@ -507,6 +516,7 @@ export class TrainerSession {
     let train: TrainingRow[];
     let heldOut: TrainingRow[];
     let heldOutPart: PreparedRows | undefined;
+    let heldOutLines: number[] | undefined;
     if (options.heldOutData) {
       heldOutPart = await this.tokenizeData(options.heldOutData, options, template, undefined, 'heldOutData');
       if (heldOutPart.kind !== main.kind) throw new InvalidArgumentError(`heldOutData is "${heldOutPart.kind}" data but the training data is "${main.kind}"; use one kind.`);
@@ -521,6 +531,7 @@ export class TrainerSession {
       const held = new Set(order.slice(0, Math.floor(main.rows.length * share)));
       train = main.rows.filter((_, i) => !held.has(i));
       heldOut = main.rows.filter((_, i) => held.has(i));
+      heldOutLines = main.lines!.filter((_, i) => held.has(i));
     }
     if (train.length < 1) {
       throw new InvalidArgumentError(
@@ -534,7 +545,7 @@ export class TrainerSession {
       learnedTokens: countLearned(train), paddingTokens: main.paddingTokens + (heldOutPart?.paddingTokens ?? 0),
       truncatedExamples: main.truncatedExamples + (heldOutPart?.truncatedExamples ?? 0), truncatedTokens: main.truncatedTokens + (heldOutPart?.truncatedTokens ?? 0),
       skippedCount: main.skipped.count + (heldOutPart?.skipped.count ?? 0), skipped: [...main.skipped.list, ...(heldOutPart?.skipped.list ?? [])].slice(0, 100),
-      chatTemplate: main.chatTemplate, warnings: [...main.warnings, ...(heldOutPart?.warnings ?? [])],
+      heldOutLines, chatTemplate: main.chatTemplate, warnings: [...main.warnings, ...(heldOutPart?.warnings ?? [])],
       fingerprint: await rowsFingerprint([...train, ...heldOut]),
     };
     this.data = { train, heldOut, info };
@@ -569,7 +580,7 @@ export class TrainerSession {
     if (read.kind === 'text') {
       const tokens = tokenizeDocuments((t) => tok.encode(t), read.records.map((r) => (r as { text: string }).text), tok.eosTokenId);
       const rows = packTokens(tokens, seqLen);
-      return { ...base, kind: 'text', rows, tokens: tokens.length, paddingTokens: 0, chatTemplate: undefined };
+      return { ...base, kind: 'text', rows, lines: undefined, tokens: tokens.length, paddingTokens: 0, chatTemplate: undefined };
     }
 
     const completionOnly = options.completionOnly ?? true;
@@ -612,7 +623,7 @@ export class TrainerSession {
       ? [`${mismatches} prompt/completion pair(s) tokenize differently at the boundary (the tokens of prompt + completion do not start with the prompt's); as in TRL, the prompt's token count marks where the completion begins. End prompts with a space or newline to avoid it.`]
       : [];
     return {
-      ...base, kind: read.kind, rows: rows.rows, tokens, paddingTokens: rows.paddingTokens,
+      ...base, kind: read.kind, rows: rows.rows, lines: rows.lines, tokens, paddingTokens: rows.paddingTokens,
       truncatedExamples: rows.truncatedExamples, truncatedTokens: rows.truncatedTokens, warnings, chatTemplate: template?.source,
     };
   }
@@ -687,7 +698,10 @@ export class TrainerSession {
     if (restored) trainer.restore(restored.state);
     if (proximalMu) trainer.optimizer.setProximal(proximalMu);
     this.adapter = adapter;
-    this.run = { runId, request, trainer, adapter, controller: undefined, cursor: restored?.cursor, resumedFrom: restored?.state.step, warnings };
+    this.run = {
+      runId, request, trainer, adapter, controller: undefined, cursor: restored?.cursor, resumedFrom: restored?.state.step, warnings,
+      dataFingerprint: this.data.info.fingerprint,
+    };
     return this.continueRun(onProgress, skipped);
   }
 
@@ -719,6 +733,11 @@ export class TrainerSession {
     if (this.run.controller) throw new InvalidArgumentError('The run is already going.');
     if (this.run.trainer.optimizer.step >= this.run.trainer.config.steps) {
       throw new InvalidArgumentError(`Run "${this.run.runId}" has finished all ${this.run.trainer.config.steps} steps; start a new run with train().`);
+    }
+    if (this.data?.info.fingerprint !== this.run.dataFingerprint) {
+      throw new InvalidArgumentError(
+        `The data changed since run "${this.run.runId}" started (prepareData() was called with other data); prepare the same data to resume it, or start a new run with train().`,
+      );
     }
     this.run.resumedFrom = undefined;
     return this.continueRun(onProgress, []);
@@ -816,9 +835,18 @@ export class TrainerSession {
    * for a before/after comparison; the adapter stays in the session.
    */
   async generate(prompt: string | readonly ChatMessage[], options: SessionGenerateOptions = {}): Promise<{ text: string; tokens: number[] }> {
-    const { model, files } = this.requireModel();
-    const tok = this.tokenizer();
+    const { model } = this.requireModel();
     model.setAdapter(options.useAdapter === false ? undefined : this.adapter);
+    try {
+      return await this.generateWith(model, prompt, options);
+    } finally {
+      // The base model answered alone for this call only: the adapter stays for runs and later calls.
+      model.setAdapter(this.adapter);
+    }
+  }
+
+  private async generateWith(model: Transformer, prompt: string | readonly ChatMessage[], options: SessionGenerateOptions): Promise<{ text: string; tokens: number[] }> {
+    const tok = this.tokenizer();
     if (typeof prompt === 'string') {
       const tokens = await generate(model, tok.encode(prompt), options);
       return { text: tok.decode(tokens), tokens };

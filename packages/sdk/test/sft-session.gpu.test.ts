@@ -42,6 +42,13 @@ describe('instruction tuning through the session', () => {
       expect(info).toMatchObject({ kind: 'messages', examples: 16, trainSequences: 12, heldOutSequences: 4, skippedCount: 0, chatTemplate: 'tokenizer_config.json', seqLen: 128, truncatedExamples: 0 });
       expect([...phases]).toEqual(['read', 'tokenize']);
       expect(info.learnedTokens).toBeGreaterThan(0);
+      // Which examples were held out (lines of the file), chosen by the seeded shuffle.
+      expect(info.heldOutLines).toHaveLength(4);
+      expect(new Set(info.heldOutLines).size).toBe(4);
+      expect(info.heldOutLines!.every((l) => l >= 1 && l <= 16)).toBe(true);
+      const again = await session.prepareData({ file: new File([dataText], 'chats.jsonl') }, { seqLen: 128, heldOut: 0.25 });
+      expect(again.heldOutLines).toEqual(info.heldOutLines);
+      expect((await session.prepareData({ file: new File([dataText], 'chats.jsonl') }, { seqLen: 128, heldOut: 0.25, seed: 7 })).heldOutLines).not.toEqual(info.heldOutLines);
       // Shorter sequences: the ends are cut and counted; examples left with nothing to learn are skipped when asked.
       const cut = await session.prepareData({ file: new File([dataText], 'chats.jsonl') }, { seqLen: 64, heldOut: 0, onInvalid: 'skip' });
       expect(cut.truncatedExamples).toBeGreaterThan(0);
@@ -97,6 +104,16 @@ describe('instruction tuning through the session', () => {
       await prepare(first);
       const paused = await first.train({ ...request, runId: 'r' }, (p) => p.step === 5 && first.pause());
       expect(paused).toMatchObject({ stopped: 'paused', step: 5 });
+      // Asking the base model while paused leaves the run's adapter in place.
+      await first.generate([{ role: 'user', content: 'Hi!' }], { maxNewTokens: 2, useAdapter: false });
+      // resume() refuses data other than the run's.
+      await first.prepareData({ records: conversations.slice(0, 8).map((messages) => ({ messages })) }, { seqLen: 128, heldOut: 0.25 });
+      await expect(first.resume()).rejects.toThrowError(/The data changed since run "r" started/);
+      await prepare(first);
+      const more = await first.train({ ...request, runId: 'r2' }, (p) => p.step === 2 && first.pause());
+      expect(more.stopped).toBe('paused');
+      await first.generate([{ role: 'user', content: 'Hi!' }], { maxNewTokens: 2, useAdapter: false });
+      await expect(first.resume()).resolves.toMatchObject({ stopped: 'completed', step: 8 });
       first.dispose();
       // A reload: a new session on the same store continues the run.
       await prepare(second);

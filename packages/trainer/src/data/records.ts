@@ -249,7 +249,8 @@ export async function readRecords(input: Blob | string | readonly unknown[], opt
       try {
         value = JSON.parse(line);
       } catch (cause) {
-        sink.reject(`not valid JSON (${(cause as Error).message})`, lineNo, cause);
+        // The parser counts within this one line; its "line 1" would contradict the file's line number.
+        sink.reject(`not valid JSON (${(cause as Error).message.replace(/\(line 1 column (\d+)\)/, '(column $1)')})`, lineNo, cause);
         continue;
       }
       sink.add(value, lineNo);
