@@ -676,6 +676,7 @@ async function runTraining(start: () => Promise<TrainSummary>, what: string) {
     ].filter(Boolean);
     $('train-info').textContent = parts.join(' · ') + '.';
     if (s.skippedCheckpoints.length) $('train-info').textContent += ` Skipped damaged checkpoints: ${s.skippedCheckpoints.map((c) => c.message).join('; ')}`;
+    if (s.warnings.length) $('train-info').textContent += ` Note: ${s.warnings.join(' ')}`;
     $('train-info').dataset.resumedFrom = s.resumedFrom === undefined ? '' : String(s.resumedFrom);
   } catch (error) {
     running = false;
