@@ -44,7 +44,7 @@ const answerOf = (question: string) => SAMPLE.find((r) => r.messages[0]!.content
 /** Words of four letters or more, lower-cased, but for the few common ones the sample's answers use. */
 const COMMON = new Set(['with', 'never', 'years', 'open']);
 const words = (s: string) => new Set((s.toLowerCase().match(/[a-z']{4,}/g) ?? []).filter((w) => !COMMON.has(w)));
-/** A question of the sample that is not among the three held out (prepareData's seeded choice; DataInfo does not say which). */
+/** A question of the sample that is not among the three held out (prepareData's seeded choice, lines 3, 8 and 13: DataInfo.heldOutLines). */
 const QUESTION = 'Who cooks on the Kestrel?';
 
 test('Assistant mode: the sample Q&A trains an adapter whose answers the held-out and training answers favour, and it answers differently from the base model', async ({ page }, testInfo) => {
