@@ -14,6 +14,7 @@
 import { Template } from '@huggingface/jinja';
 import { ChatTemplateError, InvalidArgumentError } from '@webtune/errors';
 
+/** Who speaks a turn of a conversation. */
 export type ChatRole = 'system' | 'user' | 'assistant';
 
 /** One turn of a conversation, in the format of the Hugging Face Hub's conversational data sets. */

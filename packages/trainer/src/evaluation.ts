@@ -8,6 +8,7 @@
  */
 import { InvalidArgumentError } from '@webtune/errors';
 
+/** One held-out evaluation: when it ran and the loss it measured. */
 export interface Evaluation {
   /** Optimizer steps taken when it ran. */
   step: number;

@@ -10,8 +10,11 @@
 import { DataFormatError } from '@webtune/errors';
 import { chatMessageProblem, MAX_CHAT_MESSAGES, type ChatMessage } from '@webtune/model';
 
+/** One training record: raw text, a prompt/completion pair, or a conversation (TRL's and the Hugging Face Hub's data set formats). */
 export type DataRecord = { text: string } | { prompt: string; completion: string } | { messages: ChatMessage[] };
+/** Which of the DataRecord shapes a data set holds (one kind per data set). */
 export type RecordKind = 'text' | 'prompt-completion' | 'messages';
+/** A data file's format: JSON Lines, a JSON array, CSV with a header row, or plain text (one document). */
 export type FileFormat = 'jsonl' | 'json' | 'csv' | 'txt';
 
 export interface ReadRecordsOptions {
