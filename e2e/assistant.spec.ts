@@ -8,20 +8,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { expect, test, type Page, type TestInfo } from '@playwright/test';
+import { shot, setField } from './demo-page.js';
 import { DEMO_URL } from './servers.js';
 
 test.use({ baseURL: DEMO_URL });
-
-async function shot(page: Page, testInfo: TestInfo, name: string) {
-  const path = testInfo.outputPath(`${name}.png`);
-  await page.screenshot({ path, fullPage: true });
-  await testInfo.attach(name, { path, contentType: 'image/png' });
-}
-
-async function setField(page: Page, id: string, value: string) {
-  await page.locator(`#${id}`).fill(value);
-  await page.locator(`#${id}`).dispatchEvent('change');
-}
 
 async function loadBundledInAssistantMode(page: Page) {
   await page.goto('/');

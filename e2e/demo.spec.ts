@@ -8,20 +8,10 @@
 import { readFile } from 'node:fs/promises';
 import { expect, test, type Download, type Page, type TestInfo } from '@playwright/test';
 import { startCoordinator } from './coordinator.js';
+import { shot, setField } from './demo-page.js';
 import { DEMO_URL } from './servers.js';
 
 test.use({ baseURL: DEMO_URL });
-
-async function shot(page: Page, testInfo: TestInfo, name: string) {
-  const path = testInfo.outputPath(`${name}.png`);
-  await page.screenshot({ path, fullPage: true });
-  await testInfo.attach(name, { path, contentType: 'image/png' });
-}
-
-async function setField(page: Page, id: string, value: string) {
-  await page.locator(`#${id}`).fill(value);
-  await page.locator(`#${id}`).dispatchEvent('change');
-}
 
 async function loadBundledAndSample(page: Page) {
   await expect(page.locator('#adapter table')).toContainText('shader-f16');

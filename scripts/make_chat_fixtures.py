@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from fixture_io import ROOT, b64, write_fixture
-from make_tiny_models import HF_VERSION, dump_json, init_params, llama_shapes, make_adapters, write_model_dir
+from make_tiny_models import HF_VERSION, dump_json, init_params, llama_shapes, lora_tensors_and_grads, make_adapters, write_model_dir
 from tiny_models import ByteLevelBPE, CausalLM, lora_scale, peft_key, tokenizer_json
 
 FIX = "packages/model/test/fixtures"
@@ -394,12 +394,7 @@ def main():
     lora = {p: (a, b, scale) for p, (a, b) in lp.items()}
     loss = shifted_ce(model.forward(input_ids, lora), labels)
     loss.backward()
-    tensors, grads = {}, {}
-    for p, (a, b) in lp.items():
-        tensors[peft_key(p, "A")] = b64(a, "f32")
-        tensors[peft_key(p, "B")] = b64(b, "f32")
-        grads[peft_key(p, "A")] = b64(a.grad, "f32")
-        grads[peft_key(p, "B")] = b64(b.grad, "f32")
+    tensors, grads = lora_tensors_and_grads(lp)
 
     # Right padding + causal attention: real tokens never attend to pads, so each row alone (cut to its real
     # length, no padding) gives the same per-token losses; their token-weighted mean is the batch loss.

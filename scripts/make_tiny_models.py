@@ -87,6 +87,17 @@ TOKENIZER_TEXTS = [
 ]
 
 
+def lora_tensors_and_grads(params):
+    """{module: (A, B)} after loss.backward() -> (tensors, grads): base64 f32 under PEFT's keys."""
+    tensors, grads = {}, {}
+    for p, (a, b) in params.items():
+        tensors[peft_key(p, "A")] = b64(a, "f32")
+        tensors[peft_key(p, "B")] = b64(b, "f32")
+        grads[peft_key(p, "A")] = b64(a.grad, "f32")
+        grads[peft_key(p, "B")] = b64(b.grad, "f32")
+    return tensors, grads
+
+
 # ----------------------------------------------------------------------------- weights
 
 def init_params(shapes, seed):
@@ -225,12 +236,7 @@ def lora_variant(name, model, ids, labels, targets, r, alpha, use_rslora, adapte
     logits = model.forward(ids, lora)
     loss = hf_causal_lm_loss(logits, labels)
     loss.backward()
-    tensors, grads = {}, {}
-    for p, (a, b) in params.items():
-        tensors[peft_key(p, "A")] = b64(a, "f32")
-        tensors[peft_key(p, "B")] = b64(b, "f32")
-        grads[peft_key(p, "A")] = b64(a.grad, "f32")
-        grads[peft_key(p, "B")] = b64(b.grad, "f32")
+    tensors, grads = lora_tensors_and_grads(params)
     prompt = ids[0, :8].tolist()
     toks, margin = greedy(model, prompt, 8, {p: (a.detach(), b.detach(), s) for p, (a, b) in params.items()}, True)
     return {
