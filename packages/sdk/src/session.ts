@@ -587,7 +587,6 @@ export class TrainerSession {
     const template = read.kind === 'messages' ? (explicit ?? this.modelChatTemplate('prepareData(data, { chatTemplate })')) : undefined;
     const source = name ?? ('file' in input && 'name' in input.file ? (input.file as File).name : 'the data');
     let tokens = 0;
-    let mismatches = 0;
     const examples: Array<{ example: TokenizedExample; line: number; mismatch?: boolean }> = [];
     const total = read.records.length;
     for (let i = 0; i < total; i++) {
@@ -598,16 +597,13 @@ export class TrainerSession {
           examples.push({ example: tokenizeConversation(record.messages, template!, (t) => tok.encode(t, { addSpecialTokens: false }), completionOnly), line });
         } else if ('prompt' in record) {
           const e = tokenizePromptCompletion(record.prompt, record.completion, (t) => tok.encode(t), { id: tok.eosTokenId, text: tok.specialTokens.eos_token }, completionOnly);
-          if (e.mismatch) mismatches++;
           examples.push({ example: e, line, mismatch: e.mismatch });
         }
         tokens += examples.at(-1)!.example.ids.length;
       } catch (error) {
+        if (!(error instanceof ChatTemplateError)) throw error;
         // A template that fails on one conversation (raise_exception) is that example's problem.
-        if (!(error instanceof ChatTemplateError) || options.onInvalid !== 'skip') {
-          if (error instanceof ChatTemplateError) throw new DataFormatError(source, error.message, line, { cause: error, unit: read.unit });
-          throw error;
-        }
+        if (options.onInvalid !== 'skip') throw new DataFormatError(source, error.message, line, { cause: error, unit: read.unit });
         skipped.count++;
         if (skipped.list.length < 100) skipped.list.push({ line, message: error.message });
       }
@@ -619,8 +615,8 @@ export class TrainerSession {
     skipped.count += rows.skipped.length;
     skipped.list.push(...rows.skipped.slice(0, Math.max(0, 100 - skipped.list.length)));
     if (rows.rows.length === 0) throw new DataFormatError(source, `no example is left to train on (${skipped.count} skipped; first: ${skipped.list[0]?.message ?? 'none'})`);
-    const warnings = mismatches > 0
-      ? [`${mismatches} prompt/completion pair(s) tokenize differently at the boundary (the tokens of prompt + completion do not start with the prompt's); as in TRL, the prompt's token count marks where the completion begins. End prompts with a space or newline to avoid it.`]
+    const warnings = rows.boundaryMismatches > 0
+      ? [`${rows.boundaryMismatches} prompt/completion pair(s) tokenize differently at the boundary (the tokens of prompt + completion do not start with the prompt's); as in TRL, the prompt's token count marks where the completion begins. End prompts with a space or newline to avoid it.`]
       : [];
     return {
       ...base, kind: read.kind, rows: rows.rows, lines: rows.lines, tokens, paddingTokens: rows.paddingTokens,

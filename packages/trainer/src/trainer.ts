@@ -80,8 +80,6 @@ export interface EvaluationOptions {
   every: number;
   /** Stop when the held-out loss stops improving. */
   earlyStopping?: EarlyStoppingOptions;
-  /** Each evaluation, with its perplexity, whether it is the lowest so far and whether it improved by more than minDelta. */
-  onEvaluate?: (e: Evaluation & { perplexity: number; isBest: boolean; improved: boolean }) => void;
   /** The state at a new lowest held-out loss (the caller keeps it to put back the best adapter); training waits for it. */
   onBest?: (state: TrainerState) => Promise<void>;
 }
@@ -204,7 +202,6 @@ export class Trainer {
         const { state, isBest, improved } = recordEvaluation(this.evaluationState, { step, loss: heldOut }, evaluation.earlyStopping?.minDelta);
         this.evaluationState = state;
         evaluated = { loss: heldOut, perplexity: perplexity(heldOut), isBest, improved, best: state.best! };
-        evaluation.onEvaluate?.({ step, loss: heldOut, perplexity: evaluated.perplexity, isBest, improved });
         if (isBest && evaluation.onBest) await evaluation.onBest(await this.state(stream.position));
         stopEarly = shouldStop(state, evaluation.earlyStopping);
       }
