@@ -200,30 +200,24 @@ async function* streamLines(blob: Blob, maxChars: number, source: string): Async
 export async function readRecords(input: Blob | string | readonly unknown[], options: ReadRecordsOptions = {}): Promise<RecordsResult> {
   const name = typeof Blob !== 'undefined' && input instanceof Blob && 'name' in input ? (input as File).name : undefined;
   const source = options.source ?? name ?? 'the data';
-  const sink = new RecordSink(source, options, Array.isArray(input) ? 'record' : 'line');
   if (Array.isArray(input)) {
+    const sink = new RecordSink(source, options, 'record');
     input.forEach((r, i) => sink.add(r, i + 1));
     return sink.result();
   }
   const blob = typeof input === 'string' ? new Blob([input]) : (input as Blob);
   if (blob.size === 0) throw new DataFormatError(source, 'it is empty');
   const maxChars = options.maxRecordChars ?? DEFAULT_MAX_RECORD_CHARS;
-  const format = options.format ?? formatFromName(name) ?? (await sniffFormat(blob, maxChars));
+  const named = options.format ?? formatFromName(name);
+  // A sniffed JSON array was parsed to be recognised; it is not parsed a second time.
+  const { format, array } = named ? { format: named, array: undefined } : await sniffFormat(blob, maxChars);
+  const sink = new RecordSink(source, options, format === 'json' ? 'record' : 'line');
   const progress = (bytesRead: number) => options.onProgress?.({ bytesRead, totalBytes: blob.size, records: sink.records.length });
 
   if (format === 'json') {
-    if (blob.size > maxChars * 4) throw new DataFormatError(source, `a JSON array file is read whole and this one is ${blob.size} bytes; use JSONL (one record per line) for large data`);
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(await blob.text());
-    } catch (cause) {
-      throw new DataFormatError(source, `it is not valid JSON (${(cause as Error).message})`, undefined, { cause });
-    }
-    if (!Array.isArray(parsed)) throw new DataFormatError(source, 'a .json data file must hold an array of records (for one record per line, use .jsonl)');
-    const records = new RecordSink(source, options, 'record');
-    parsed.forEach((r, i) => records.add(r, i + 1));
+    (array ?? (await readJsonArray(blob, maxChars, source))).forEach((r, i) => sink.add(r, i + 1));
     progress(blob.size);
-    return records.result();
+    return sink.result();
   }
 
   if (format === 'txt') {
@@ -274,28 +268,43 @@ export async function readRecords(input: Blob | string | readonly unknown[], opt
   return sink.result();
 }
 
+/** A .json data file: one array of records, read whole (so bounded in size). */
+async function readJsonArray(blob: Blob, maxChars: number, source: string): Promise<unknown[]> {
+  if (blob.size > maxChars * 4) throw new DataFormatError(source, `a JSON array file is read whole and this one is ${blob.size} bytes; use JSONL (one record per line) for large data`);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await blob.text());
+  } catch (cause) {
+    throw new DataFormatError(source, `it is not valid JSON (${(cause as Error).message})`, undefined, { cause });
+  }
+  if (!Array.isArray(parsed)) throw new DataFormatError(source, 'a .json data file must hold an array of records (for one record per line, use .jsonl)');
+  return parsed;
+}
+
 /**
- * JSONL if the first line is a JSON object, a JSON array if the whole text is one, else plain text:
- * only what parses as JSON is read as JSON, so prose that happens to start with "[" or "{" is text.
+ * JSONL if the first line is a JSON object, a JSON array if the whole text is one (returned, parsed),
+ * else plain text: only what parses as JSON is read as JSON, so prose that happens to start with
+ * "[" or "{" is text.
  */
-async function sniffFormat(blob: Blob, maxChars: number): Promise<FileFormat> {
+async function sniffFormat(blob: Blob, maxChars: number): Promise<{ format: FileFormat; array: unknown[] | undefined }> {
   const head = (await blob.slice(0, 64 * 1024).text()).trimStart();
   if (head.startsWith('{')) {
     const firstLine = head.split('\n', 1)[0]!;
     try {
       const value: unknown = JSON.parse(firstLine);
-      if (typeof value === 'object' && value !== null && !Array.isArray(value)) return 'jsonl';
+      if (typeof value === 'object' && value !== null && !Array.isArray(value)) return { format: 'jsonl', array: undefined };
     } catch {
       // not JSON: text
     }
   } else if (head.startsWith('[') && blob.size <= maxChars * 4) {
     try {
-      if (Array.isArray(JSON.parse(await blob.text()))) return 'json';
+      const value: unknown = JSON.parse(await blob.text());
+      if (Array.isArray(value)) return { format: 'json', array: value };
     } catch {
       // not JSON: text
     }
   }
-  return 'txt';
+  return { format: 'txt', array: undefined };
 }
 
 type CsvRow = { record: Record<string, string>; line: number } | { error: string; line: number };
