@@ -1,8 +1,9 @@
 /**
- * The global adapter as the coordinator holds it: PEFT-keyed F32 tensors, laid out flat in sorted
- * key order (the layout of the running sums and the server optimizer state).
+ * The global adapter as the coordinator holds it: F32 tensors under one adaptation method's keys
+ * (LoRA, IA3 or BitFit), laid out flat in sorted key order (the layout of the running sums and the
+ * server optimizer state). Aggregation only sees the flat vector, so every method federates alike.
  */
-import { parseSafetensors, serializeSafetensors, tensorToFloat32, type HostTensor, type LoraConfig } from '@webtune/model';
+import { ADAPTER_METHODS, adapterMethod, methodOfKeys, parseModulePath, parseSafetensors, serializeSafetensors, tensorToFloat32, type AdapterSpec, type Architecture, type HostTensor, type LoraConfig } from '@webtune/model';
 import { ConfigError } from './config.js';
 
 export interface AdapterLayout {
@@ -14,6 +15,7 @@ export interface AdapterLayout {
 }
 
 const PEFT_KEY = /^base_model\.model\.(.+)\.lora_([AB])\.weight$/;
+const KEY_FORMS = Object.values(ADAPTER_METHODS).map((m) => m.keyPattern);
 
 export function layoutOf(tensors: ReadonlyMap<string, HostTensor>): AdapterLayout {
   const keys = [...tensors.keys()].sort();
@@ -22,7 +24,9 @@ export function layoutOf(tensors: ReadonlyMap<string, HostTensor>): AdapterLayou
   const offsets = new Map<string, number>();
   let size = 0;
   for (const key of keys) {
-    if (!PEFT_KEY.test(key)) throw new ConfigError(`initial adapter tensor "${key}" is not a PEFT LoRA key (base_model.model.<module>.lora_A|B.weight)`);
+    if (!KEY_FORMS.some((k) => k.test(key))) {
+      throw new ConfigError(`initial adapter tensor "${key}" is not an adapter key (base_model.model.<module>.lora_A|B.weight, .ia3_l or .bitfit_bias)`);
+    }
     const t = tensors.get(key)!;
     const n = t.shape.reduce((a, b) => a * b, 1);
     if (t.data.length !== n) throw new ConfigError(`initial adapter tensor "${key}" has ${t.data.length} values for shape [${t.shape.join(', ')}]`);
@@ -60,7 +64,7 @@ export function readAdapter(bytes: Uint8Array, source = 'adapter'): Map<string, 
   const file = parseSafetensors(bytes, source);
   const out = new Map<string, HostTensor>();
   for (const [name, t] of file.tensors) {
-    const key = name.replace(/\.lora_([AB])\.[^.]+\.weight$/, '.lora_$1.weight');
+    const key = name.replace(/\.lora_([AB])\.[^.]+\.weight$/, '.lora_$1.weight').replace(/\.ia3_l\.[^.]+$/, '.ia3_l');
     out.set(key, { data: tensorToFloat32(t, source), shape: [...t.shape] });
   }
   return out;
@@ -98,4 +102,48 @@ export function inferLora(layout: AdapterLayout, peftConfigJson?: string): LoraC
     lora.rslora = raw['use_rslora'] === true;
   }
   return lora;
+}
+
+/**
+ * The adapter clients train, from the operator's initial adapter (trusted, server-side): its
+ * method from the key form (one method per adapter), its config from adapter_config.json when
+ * given or else from the tensors, and the architecture from the module paths, so clients take
+ * both from the round instead of guessing.
+ */
+export function inferAdapter(layout: AdapterLayout, adapterConfigJson?: string): { spec: AdapterSpec; architecture: Architecture } {
+  const method = methodOfKeys(layout.keys);
+  if (!method) throw new ConfigError('the initial adapter mixes key forms of several methods (or none): one method per adapter (LoRA lora_A/lora_B, IA3 ia3_l, BitFit bitfit_bias)');
+  const modules = layout.keys.map((k) => {
+    const module = adapterMethod(method).keyPattern.exec(k)![1]!;
+    const parsed = parseModulePath(module);
+    if (!parsed) throw new ConfigError(`initial adapter tensor "${k}" names no linear module of a known architecture`);
+    return { key: k, ...parsed };
+  });
+  const architectures = new Set(modules.map((m) => m.architecture));
+  if (architectures.size !== 1) throw new ConfigError(`the initial adapter's modules belong to several architectures (${[...architectures].join(', ')})`);
+  const architecture = [...architectures][0]!;
+  let raw: Record<string, unknown> = {};
+  if (adapterConfigJson !== undefined) {
+    try {
+      raw = JSON.parse(adapterConfigJson) as Record<string, unknown>;
+    } catch (cause) {
+      throw new ConfigError(`adapter_config.json is not valid JSON (${(cause as Error).message})`);
+    }
+  }
+  const layers = Array.isArray(raw['layers_to_transform']) ? (raw['layers_to_transform'] as number[]) : typeof raw['layers_to_transform'] === 'number' ? [raw['layers_to_transform']] : undefined;
+  const names = [...new Set(modules.map((m) => m.name))].sort();
+  let config: Record<string, unknown>;
+  if (method === 'lora') {
+    config = { ...inferLora(layout, adapterConfigJson) };
+  } else if (method === 'ia3') {
+    // Feed-forward targets scale the input: their vectors are [1, in].
+    const feedforward = Array.isArray(raw['feedforward_modules'])
+      ? (raw['feedforward_modules'] as string[])
+      : [...new Set(modules.filter((m) => layout.shapes.get(m.key)![0] === 1).map((m) => m.name))].sort();
+    config = { targets: Array.isArray(raw['target_modules']) ? raw['target_modules'] : names, feedforward };
+  } else {
+    config = { targets: Array.isArray(raw['target_modules']) ? raw['target_modules'] : names, learningRateScale: typeof raw['learning_rate_scale'] === 'number' ? raw['learning_rate_scale'] : 1 };
+  }
+  if (layers) config['layers'] = [...layers].sort((a, b) => a - b);
+  return { spec: { method, config: config as AdapterSpec['config'] }, architecture };
 }

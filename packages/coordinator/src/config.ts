@@ -5,7 +5,7 @@
  * takes the defaults below) and snapshotted into each round's row when the round opens, so a
  * restart with a changed file affects only rounds opened afterwards.
  */
-import type { LoraConfig } from '@webtune/model';
+import type { AdapterSpec, Architecture, LoraConfig } from '@webtune/model';
 import type { RoundConfig } from '@webtune/federated';
 
 export type ServerOptimizer =
@@ -79,7 +79,7 @@ export interface CoordinatorConfig {
    * a round from the established clients. Default 0.5; 1 turns it off.
    */
   freshClientShare: number;
-  /** Sent to clients (RoundInfo.config); missing fields take defaults, `lora` comes from the initial adapter. */
+  /** Sent to clients (RoundInfo.config); missing fields take defaults; `adapter` and `architecture` come from the initial adapter (`lora` may adjust a LoRA adapter's alpha, dropout). */
   round: Partial<RoundConfig>;
 }
 
@@ -163,7 +163,13 @@ export function checkAggregation(c: CoordinatorConfig, round: RoundConfig, adapt
 }
 
 /** The RoundConfig sent to clients: the user's fields over defaults sized to the adapter. */
-export function resolveRoundConfig(partial: Partial<RoundConfig>, lora: LoraConfig, adapterElements: number): RoundConfig {
+export function resolveRoundConfig(partial: Partial<RoundConfig>, adapter: { spec: AdapterSpec; architecture: Architecture }, adapterElements: number): RoundConfig {
+  if (partial.adapter !== undefined || partial.architecture !== undefined) {
+    throw new ConfigError('round.adapter and round.architecture come from the initial adapter (and its adapter_config.json); set them there');
+  }
+  if (partial.lora !== undefined && adapter.spec.method !== 'lora') throw new ConfigError(`round.lora sets LoRA settings, but the initial adapter is ${adapter.spec.method}`);
+  const initialLora = adapter.spec.method === 'lora' ? (adapter.spec.config as unknown as LoraConfig) : undefined;
+  const lora = initialLora ? { ...initialLora, ...(partial.lora ?? {}) } : undefined;
   const r: RoundConfig = {
     steps: 20,
     batchSize: 4,
@@ -174,7 +180,10 @@ export function resolveRoundConfig(partial: Partial<RoundConfig>, lora: LoraConf
     // Dense f32 is 4 bytes an element; top-k adds 4 more for the index; plus the JSON header.
     maxUploadBytes: 8 * adapterElements + 65536,
     ...partial,
-    lora: { ...lora, ...(partial.lora ?? {}) },
+    adapter: lora ? { method: 'lora', config: lora as unknown as AdapterSpec['config'] } : adapter.spec,
+    architecture: adapter.architecture,
+    // Clients from before the adapter spec read `lora`; LoRA rounds keep sending it.
+    ...(lora ? { lora } : {}),
     dp: { mode: 'none', noiseMultiplier: 0, delta: 1e-5, ...(partial.dp ?? {}) },
   };
   for (const k of ['steps', 'batchSize', 'seqLen', 'maxUploadBytes'] as const) {
@@ -187,6 +196,6 @@ export function resolveRoundConfig(partial: Partial<RoundConfig>, lora: LoraConf
   positiveNumber(r.dp.noiseMultiplier, 'round.dp.noiseMultiplier', true);
   if (!(r.dp.delta > 0 && r.dp.delta < 1)) throw new ConfigError('round.dp.delta must be in (0, 1)');
   if (r.dp.mode === 'central' && !(r.dp.noiseMultiplier > 0)) throw new ConfigError('central DP needs round.dp.noiseMultiplier > 0');
-  if (r.lora.rank !== lora.rank) throw new ConfigError(`round.lora.rank ${r.lora.rank} does not match the initial adapter's rank ${lora.rank}`);
+  if (lora && initialLora && lora.rank !== initialLora.rank) throw new ConfigError(`round.lora.rank ${lora.rank} does not match the initial adapter's rank ${initialLora.rank}`);
   return r;
 }

@@ -18,7 +18,7 @@
 import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import { PROTOCOL_VERSION, type RoundConfig, type RoundInfo, type RoundStatus } from '@webtune/federated';
-import type { LoraConfig } from '@webtune/model';
+import type { AdapterSpec, Architecture } from '@webtune/model';
 import { readFlat, toSafetensors, type AdapterLayout } from './adapter.js';
 import { accumulate, addGaussianNoise, cryptoGaussian, resolveOptimizer, robustAggregate, serverStep, type OptimizerState } from './aggregate.js';
 import { resolveRoundConfig, type AggregationRule, type CoordinatorConfig, type ServerOptimizer } from './config.js';
@@ -85,7 +85,7 @@ export class CoordinatorCore {
   constructor(
     readonly db: Database.Database,
     readonly layout: AdapterLayout,
-    readonly lora: LoraConfig,
+    readonly adapter: { spec: AdapterSpec; architecture: Architecture },
     public config: CoordinatorConfig,
     enrolmentSecret: string,
     readonly now: () => number,
@@ -222,7 +222,7 @@ export class CoordinatorCore {
 
   private openRoundStmt(baseVersion: number): RoundRow {
     const c = this.config;
-    const client = resolveRoundConfig(c.round, this.lora, this.layout.size);
+    const client = resolveRoundConfig(c.round, this.adapter, this.layout.size);
     const snapshot: RoundSnapshot = {
       client,
       optimizer: resolveOptimizer(c.serverOptimizer),

@@ -11,7 +11,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { decodeUpdate, globalNorm, UpdateRejectedError, type ErrorCode, type ErrorResponse, type RegisterResponse, type UploadResponse, PROTOCOL_VERSION } from '@webtune/federated';
 import type { HostTensor } from '@webtune/model';
-import { flatten, inferLora, layoutOf, readAdapter } from './adapter.js';
+import { flatten, inferAdapter, layoutOf, readAdapter } from './adapter.js';
 import { checkAggregation, resolveConfig, resolveRoundConfig, type CoordinatorConfig } from './config.js';
 import { CoordinatorCore, maxUpdateNorm, type Client } from './core.js';
 import { openDatabase } from './store.js';
@@ -248,9 +248,9 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       db.prepare("INSERT INTO meta (key, value) VALUES ('adapter_config', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(adapterConfig);
     }
     const layout = layoutOf(initialTensors);
-    const lora = inferLora(layout, adapterConfig);
-    checkAggregation(config, resolveRoundConfig(config.round, lora, layout.size), layout.size); // fail at start, not at the first round
-    const core = new CoordinatorCore(db, layout, lora, config, options.enrolmentSecret, now, log, options.gaussian);
+    const adapter = inferAdapter(layout, adapterConfig);
+    checkAggregation(config, resolveRoundConfig(config.round, adapter, layout.size), layout.size); // fail at start, not at the first round
+    const core = new CoordinatorCore(db, layout, adapter, config, options.enrolmentSecret, now, log, options.gaussian);
     core.initialize(stored ? undefined : flatten(layout, initialTensors));
     core.maintain();
 

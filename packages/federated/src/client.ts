@@ -49,14 +49,14 @@
  * coordinator's noise).
  */
 import { DownloadError, FederatedError, InvalidArgumentError, WebtuneError } from '@webtune/errors';
-import { parseSafetensors, peftAdapterConfig, tensorToFloat32, type HostTensor, type ModelConfig } from '@webtune/model';
-import type { TrainerApi } from '@webtune/sdk';
+import { adapterConfigJson, parseSafetensors, tensorToFloat32, toAdapterSpec, type AdapterSpec, type HostTensor, type LoraConfig } from '@webtune/model';
+import type { AdapterRequest, TrainerApi } from '@webtune/sdk';
 import { RdpAccountant, type RdpAccountantJSON } from './accountant.js';
 import { decodeUpdate, encodeUpdate, globalNorm } from './codec.js';
 import { addGaussianNoise, clipGlobalNorm } from './dp.js';
 import {
   PROTOCOL_VERSION,
-  type DpMode, type ErrorCode, type ErrorResponse, type RegisterResponse, type RoundInfo, type UploadResponse,
+  type DpMode, type ErrorCode, type ErrorResponse, type RegisterResponse, type RoundConfig, type RoundInfo, type UploadResponse,
 } from './protocol.js';
 import { defaultRoundStore, type RoundStateStore } from './round-store.js';
 
@@ -358,10 +358,12 @@ export class FederatedClient {
     this.emit({ phase: 'download', roundId: info.roundId, bytes: globalBytes.byteLength, detail: `global version ${info.globalVersion}` });
     const global = toTensors(globalBytes, `global adapter version ${info.globalVersion}`);
     if (global.size === 0) throw new FederatedError('MODEL_FORMAT', 'bad_global', `Global adapter version ${info.globalVersion} has no tensors.`);
+    const spec = roundAdapter(config);
+    if (!spec) throw new FederatedError('MODEL_FORMAT', 'bad_global', `Round ${info.roundId} names no adapter (neither "adapter" nor "lora" in its config).`);
+    // The architecture sets fan_in_fan_out in the files; a coordinator from before `architecture` is read from the key names.
     const keys = [...global.keys()];
-    // peftAdapterConfig reads only the architecture (GPT-2's Conv1D sets fan_in_fan_out); PEFT keys say which.
-    const architecture = keys.some((k) => k.startsWith('base_model.model.transformer.h.')) ? 'gpt2' : 'llama';
-    const peftConfig = JSON.stringify(peftAdapterConfig({ architecture } as ModelConfig, config.lora));
+    const architecture = config.architecture ?? (keys.some((k) => k.startsWith('base_model.model.transformer.h.')) ? 'gpt2' : 'llama');
+    const peftConfig = JSON.stringify(adapterConfigJson({ architecture }, spec));
     const trainer = this.o.trainer;
     // The copy: a worker trainer takes the buffer (transferred, not copied).
     await trainer.importAdapter({ config: peftConfig, weights: globalBytes.slice() });
@@ -370,7 +372,8 @@ export class FederatedClient {
     const runId = `federated-round-${info.roundId}`;
     const summary = await trainer.train(
       {
-        steps: config.steps, batchSize: config.batchSize, learningRate: config.learningRate, lora: config.lora,
+        steps: config.steps, batchSize: config.batchSize, learningRate: config.learningRate,
+        ...(spec.method === 'lora' ? { lora: spec.config as unknown as LoraConfig } : { adapter: { method: spec.method, config: spec.config } as AdapterRequest }),
         startFrom: 'current', proximalMu: config.proximalMu, runId, checkpointEvery: 0, keepLast: 1,
       },
       (p) => this.emit({ phase: 'train', roundId: info.roundId, detail: `step ${p.step}/${p.totalSteps} loss ${p.loss.toFixed(4)}` }),
@@ -562,4 +565,9 @@ export class FederatedClient {
       await sleep(wait);
     }
   }
+}
+
+/** The adapter a round trains: `adapter`, or a LoRA round from a coordinator that sends only `lora`. */
+function roundAdapter(config: RoundConfig): AdapterSpec | undefined {
+  return config.adapter ?? (config.lora ? toAdapterSpec(config.lora) : undefined);
 }

@@ -13,7 +13,7 @@
  * duplicate), `X-Example-Count` (the FedAvg weight) and `Content-Type: application/octet-stream`.
  * Errors are 4xx/5xx with an ErrorResponse body; a rejected upload changes no state.
  */
-import type { LoraConfig } from '@webtune/model';
+import type { AdapterSpec, Architecture, LoraConfig } from '@webtune/model';
 import type { ProtocolErrorCode } from '@webtune/errors';
 
 export const PROTOCOL_VERSION = 1;
@@ -37,14 +37,22 @@ export interface RegisterResponse {
  */
 export type DpMode = 'none' | 'local' | 'central';
 
-/** What the coordinator sets for a round: the local training run, the LoRA settings, clipping, privacy and upload size. */
+/** What the coordinator sets for a round: the local training run, the adapter, clipping, privacy and upload size. */
 export interface RoundConfig {
   /** Local optimizer steps per round. */
   steps: number;
   batchSize: number;
   learningRate: number;
   seqLen: number;
-  lora: LoraConfig;
+  /** The adaptation method and its config every client trains (from the coordinator's initial adapter). */
+  adapter?: AdapterSpec;
+  /** The model family the adapter's module names belong to (PEFT's fan_in_fan_out follows it). */
+  architecture?: Architecture;
+  /**
+   * LoRA settings, sent in LoRA rounds for clients from before `adapter`; a coordinator from before
+   * `adapter` sends only this (and the client then reads the architecture from the key names).
+   */
+  lora?: LoraConfig;
   /** Clip the update's global L2 norm to this (S). */
   clipNorm: number;
   dp: { mode: DpMode; noiseMultiplier: number; delta: number };

@@ -42,7 +42,7 @@ export type { NF4Weight, NF4DequantizeKernel, NF4MatmulKernel, NF4MatmulVariant,
 export { nf4MatmulRef, nf4GradInputRef } from './kernels/nf4-matmul.ref.js';
 
 export { createLoraKernels } from './kernels/lora.js';
-export type { LoraKernels, LoraLayer, LoraBaseWeight, LoraForwardArgs, LoraBackwardArgs, LoraKernelOptions } from './kernels/lora.js';
+export type { LoraKernels, LoraLayer, FrozenWeight, LoraForwardArgs, LoraBackwardArgs, LoraKernelOptions } from './kernels/lora.js';
 export { loraForwardRef, loraBackwardRef } from './kernels/lora.ref.js';
 
 export { createNormKernels } from './kernels/norm.js';

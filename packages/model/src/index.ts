@@ -10,21 +10,38 @@ export type {
 
 export { parseModelConfig } from './config.js';
 export type { ModelConfig, Architecture, RopeScaling } from './config.js';
-export { resolveLoraConfig, loraScale, matchesTarget, modulePath, peftKey, DEFAULT_TARGETS, LINEAR_MODULES } from './lora-config.js';
-export type { LoraConfig } from './lora-config.js';
+export { ARCHITECTURES, architectureOf, architectureForModelType, modulePath, parseModulePath, LINEAR_MODULES } from './arch/index.js';
+export type { ArchitectureDescriptor, AttentionLinears, MlpLinears, ArchitectureNames, DefaultTargets } from './arch/index.js';
+export { resolveLoraConfig, loraScale, peftKey } from './adapters/lora/config.js';
+export type { LoraConfig } from './adapters/lora/config.js';
+export { resolveIA3Config, ia3Key } from './adapters/ia3/config.js';
+export type { IA3Config } from './adapters/ia3/config.js';
+export { resolveBitFitConfig, bitfitKey } from './adapters/bitfit/config.js';
+export type { BitFitConfig } from './adapters/bitfit/config.js';
+export { matchesTarget, selectModules } from './adapters/targets.js';
+export { ADAPTER_METHODS, adapterMethod, resolveAdapterSpec, adapterMismatch, adapterParameterCount, methodOfKeys } from './adapters/registry.js';
+export type { MethodDefinition } from './adapters/method.js';
+export { createAdapter, adapterFromTensors } from './adapters/create.js';
+export type {
+  Adapter, AdapterMethod, AdapterSpec, TrainableTensor, TargetModule, AdapterBuffers, AdapterBufferShape, AdapterRuntime, RuntimeContext, LinearOps, LinearCall, HostTensor,
+} from './adapters/types.js';
 export { Rng } from './rng.js';
 export type { RngState } from './rng.js';
 export { uploadBaseModel, storedFourBit, linearShape, linearHasBias, transpose } from './weights.js';
 export type { WeightReader, BaseModel, BaseFormat, BaseWeightOptions, FrozenLinear, LayerWeights, NormWeights } from './weights.js';
-export { LoraAdapter } from './adapter.js';
-export type { LoraParam, HostTensor } from './adapter.js';
+export { LoraAdapter } from './adapters/lora/adapter.js';
+export type { LoraParam } from './adapters/lora/adapter.js';
+export { IA3Adapter } from './adapters/ia3/adapter.js';
+export type { IA3Param } from './adapters/ia3/adapter.js';
+export { BitFitAdapter } from './adapters/bitfit/adapter.js';
+export type { BitFitParam } from './adapters/bitfit/adapter.js';
 export { Transformer } from './transformer.js';
 export type { TokenBatch, TrainOptions, KvCache } from './transformer.js';
-export { planWorkspace, planBytes, defaultHeadChunk, targetedLinears, Workspace, BYTES } from './workspace.js';
+export { planWorkspace, planBytes, defaultHeadChunk, Workspace, BYTES } from './workspace.js';
 export type { WorkspaceShape, BufferPlan } from './workspace.js';
-export { importPeftAdapter } from './adapter.js';
-export { exportPeftAdapter, readPeftAdapter, mergeAdapter, mergedWeight, adapterPairFor, peftAdapterConfig } from './peft.js';
-export type { PeftFiles } from './peft.js';
+export { importPeftAdapter } from './import-adapter.js';
+export { exportPeftAdapter, readPeftAdapter, mergeAdapter, mergeAdapterFiles, mergedWeight, adapterPairFor, peftAdapterConfig, adapterConfigJson, toAdapterSpec } from './peft.js';
+export type { PeftFiles, AdapterSpecLike } from './peft.js';
 export { generate, sample } from './generate.js';
 export type { GenerateOptions } from './generate.js';
 export { loadModelFiles, urlSource, filesSource, readStream, weightReader, safetensorsFormat } from './loader.js';

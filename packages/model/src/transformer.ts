@@ -1,24 +1,26 @@
 /**
  * The transformer on the GPU: Llama-family (RMSNorm, RoPE, grouped-query attention, SwiGLU) and
- * GPT-2 (learned positions, LayerNorm, GELU tanh, fused qkv), with LoRA on any linear. Every
+ * GPT-2 (learned positions, LayerNorm, GELU tanh, fused qkv), as the architecture descriptor
+ * (arch/) says, with an adapter of any method (adapters/) on its linears. Every
  * forward and backward op is a WGSL kernel from @webtune/gpu; this file only wires them.
  *
  * A training step: embedding gather -> layers (state saved per layer, or only layer inputs with
  * recomputation) -> final norm -> LM head + cross-entropy in row chunks (no [tokens x vocab]
- * buffer) -> backward through the head, the layers in reverse (residual gradient kept in one
- * buffer, `gRes`, that each block's norm backward adds into) -> LoRA gradients accumulated.
+ * buffer) -> backward through the head, the layers in reverse down to the lowest adapted layer
+ * (residual gradient kept in one buffer, `gRes`, that each block's norm backward adds into) ->
+ * adapter gradients accumulated.
  * Work is submitted per layer so no single submit runs for long.
  */
-import { CommandRecorder, createAttentionKernels, createCrossEntropyKernel, createDropoutKernels, createElementwiseKernels, createEmbeddingKernels, createGeluKernels, createLoraKernels, createMatmulKernel, createNF4DequantizeKernel, createNF4MatmulKernel, createNormKernels, createRopeKernel, createSwigluKernels, createTensor, IGNORE_INDEX, readF32, ropeTables, writeTensor, type AttentionKernels, type CrossEntropyKernel, type DropoutKernels, type ElementwiseKernels, type EmbeddingKernels, type GeluKernels, type GpuContext, type GpuTensor, type LoraBaseWeight, type LoraKernels, type MatmulKernel, type NF4DequantizeKernel, type NF4MatmulKernel, type NormKernels, type RopeKernel, type SwigluKernels } from '@webtune/gpu';
+import { CommandRecorder, createAttentionKernels, createCrossEntropyKernel, createElementwiseKernels, createEmbeddingKernels, createGeluKernels, createMatmulKernel, createNF4DequantizeKernel, createNF4MatmulKernel, createNormKernels, createRopeKernel, createSwigluKernels, createTensor, IGNORE_INDEX, readF32, ropeTables, writeTensor, type AttentionKernels, type CrossEntropyKernel, type ElementwiseKernels, type EmbeddingKernels, type GeluKernels, type GpuContext, type GpuTensor, type FrozenWeight, type MatmulKernel, type NF4DequantizeKernel, type NF4MatmulKernel, type NormKernels, type RopeKernel, type SwigluKernels } from '@webtune/gpu';
 import { InvalidArgumentError } from '@webtune/errors';
-import type { LoraAdapter } from './adapter.js';
+import type { Adapter, AdapterRuntime } from './adapters/types.js';
+import { architectureOf, type ArchitectureDescriptor } from './arch/index.js';
 import type { ModelConfig } from './config.js';
 import type { BaseModel, FrozenLinear } from './weights.js';
-import { defaultHeadChunk, targetedLinears, Workspace, type LayerState, type WorkspaceShape } from './workspace.js';
+import { defaultHeadChunk, Workspace, type LayerState, type WorkspaceShape } from './workspace.js';
 
 interface Kernels {
-  lora: LoraKernels;
-  /** Frozen linear without LoRA: forward (dense or NF4), input gradient, input gradient added (dense). */
+  /** Frozen linear without an adapter: forward (dense or NF4), input gradient, input gradient added (dense). */
   frozenForward: MatmulKernel | NF4MatmulKernel;
   frozenBackward: MatmulKernel;
   frozenBackwardAcc: MatmulKernel;
@@ -32,7 +34,6 @@ interface Kernels {
   gelu: GeluKernels | undefined;
   embedding: EmbeddingKernels;
   elementwise: ElementwiseKernels;
-  dropout: DropoutKernels;
   rope: RopeKernel | undefined;
   attention: AttentionKernels;
   crossEntropy: CrossEntropyKernel;
@@ -51,7 +52,7 @@ export interface TokenBatch {
 export interface TrainOptions {
   /** Keep only layer inputs and recompute each block in backward. */
   recompute?: boolean;
-  /** Seed and per-step stream of LoRA dropout masks. */
+  /** Seed and per-step stream of adapter dropout masks (LoRA dropout). */
   dropoutSeed?: number;
   step?: number;
   /** LM-head rows per chunk; default keeps a chunk of logits near 32 MiB. */
@@ -88,10 +89,10 @@ export class Transformer {
   private workspace: Workspace | undefined;
   private readonly ropeCos: GpuTensor | undefined;
   private readonly ropeSin: GpuTensor | undefined;
-  private adapter: LoraAdapter | undefined;
-  /** f16 compute: half copies of A and B, and half gradients, by module; f32 uses the adapter's own. */
-  private readonly half = new Map<string, { a: GpuTensor; b: GpuTensor; gradA: GpuTensor; gradB: GpuTensor }>();
-  private syncedVersion = -1;
+  private adapter: Adapter | undefined;
+  /** The adapter's GPU hooks in this model, built on first use after setAdapter. */
+  private runtime: Promise<AdapterRuntime> | undefined;
+  private readonly arch: ArchitectureDescriptor;
 
   private constructor(
     readonly ctx: GpuContext,
@@ -99,7 +100,8 @@ export class Transformer {
     private readonly k: Kernels,
   ) {
     const c = base.config;
-    if (c.architecture === 'llama') {
+    this.arch = architectureOf(c);
+    if (this.arch.positions === 'rope') {
       const tables = ropeTables({ headDim: c.headDim, theta: c.ropeTheta, scaling: c.ropeScaling, positions: c.maxPositions });
       this.ropeCos = createTensor(ctx, { shape: [c.maxPositions, c.headDim / 2], label: 'rope cos', data: tables.cos });
       this.ropeSin = createTensor(ctx, { shape: [c.maxPositions, c.headDim / 2], label: 'rope sin', data: tables.sin });
@@ -110,10 +112,7 @@ export class Transformer {
     const c = base.config;
     const nf4 = base.nf4;
     const dtype = base.dtype;
-    const [lora, frozenForward, frozenBackward, frozenBackwardAcc, head, headBackward, dequantize] = await Promise.all([
-      // f32 accumulates LoRA gradients in place; f16 writes them to half copies that are then
-      // added into the f32 gradients (see accumulateGradients).
-      createLoraKernels(ctx, { dtype, base: nf4 ? { format: 'nf4', ...nf4 } : { format: 'dense' }, accumulateGrads: dtype === 'f32' }),
+    const [frozenForward, frozenBackward, frozenBackwardAcc, head, headBackward, dequantize] = await Promise.all([
       nf4 ? createNF4MatmulKernel(ctx, { mode: 'forward', dtype, ...nf4 }) : createMatmulKernel(ctx, { dtype, transB: true }),
       createMatmulKernel(ctx, { dtype }),
       createMatmulKernel(ctx, { dtype, accumulate: true }),
@@ -121,21 +120,20 @@ export class Transformer {
       createMatmulKernel(ctx, { dtype }),
       nf4 ? createNF4DequantizeKernel(ctx, { ...nf4, dtype }) : undefined,
     ]);
-    const gpt2 = c.architecture === 'gpt2';
-    const [norm, swiglu, gelu, embedding, elementwise, dropout, rope, attention, crossEntropy] = await Promise.all([
-      createNormKernels(ctx, { kind: gpt2 ? 'layer' : 'rms', eps: c.normEps, dtype }),
-      gpt2 ? undefined : createSwigluKernels(ctx, { dtype }),
-      gpt2 ? createGeluKernels(ctx, { dtype }) : undefined,
+    const arch = architectureOf(c);
+    const [norm, swiglu, gelu, embedding, elementwise, rope, attention, crossEntropy] = await Promise.all([
+      createNormKernels(ctx, { kind: arch.norm, eps: c.normEps, dtype }),
+      arch.mlp.kind === 'swiglu' ? createSwigluKernels(ctx, { dtype }) : undefined,
+      arch.mlp.kind === 'gelu' ? createGeluKernels(ctx, { dtype }) : undefined,
       createEmbeddingKernels(ctx, { dtype }),
       createElementwiseKernels(ctx, { dtype }),
-      createDropoutKernels(ctx, { dtype }),
-      gpt2 ? undefined : createRopeKernel(ctx, { dtype }),
+      arch.positions === 'rope' ? createRopeKernel(ctx, { dtype }) : undefined,
       createAttentionKernels(ctx, { dtype }),
       createCrossEntropyKernel(ctx, { dtype }),
     ]);
     return new Transformer(ctx, base, {
-      lora, frozenForward, frozenBackward, frozenBackwardAcc, dequantize, head, headBackward,
-      norm, swiglu, gelu, embedding, elementwise, dropout, rope, attention, crossEntropy,
+      frozenForward, frozenBackward, frozenBackwardAcc, dequantize, head, headBackward,
+      norm, swiglu, gelu, embedding, elementwise, rope, attention, crossEntropy,
     });
   }
 
@@ -143,54 +141,43 @@ export class Transformer {
     return this.base.config;
   }
 
-  /** Attaches (or detaches, with undefined) the LoRA adapter used by every later call. */
-  setAdapter(adapter: LoraAdapter | undefined): void {
-    // Generation sets the adapter before every call: keep the workspace and f16 copies then.
+  /** Attaches (or detaches, with undefined) the adapter (any method) used by every later call. */
+  setAdapter(adapter: Adapter | undefined): void {
+    // Generation sets the adapter before every call: keep the workspace and runtime then.
     if (adapter === this.adapter) return;
     if (adapter && adapter.model !== this.config) {
       const a = adapter.model;
       const c = this.config;
       if (a.hiddenSize !== c.hiddenSize || a.numLayers !== c.numLayers || a.modelType !== c.modelType) {
-        throw new InvalidArgumentError('This LoRA adapter was made for another model (different type, width or depth).');
+        throw new InvalidArgumentError('This adapter was made for another model (different type, width or depth).');
       }
     }
+    this.releaseRuntime();
     this.adapter = adapter;
-    this.releaseHalf();
-    this.syncedVersion = -1;
-    if (adapter && this.base.dtype === 'f16') {
-      for (const p of adapter.params.values()) {
-        const t = (shape: readonly number[], label: string) => createTensor(this.ctx, { shape, dtype: 'f16', label });
-        this.half.set(p.module, { a: t(p.a.shape, 'lora A (f16)'), b: t(p.b.shape, 'lora B (f16)'), gradA: t(p.a.shape, 'lora grad (f16)'), gradB: t(p.b.shape, 'lora grad (f16)') });
-      }
-    }
     this.dropWorkspace();
   }
 
-  private releaseHalf(): void {
-    for (const h of this.half.values()) for (const t of [h.a, h.b, h.gradA, h.gradB]) t.release();
-    this.half.clear();
+  private releaseRuntime(): void {
+    const runtime = this.runtime;
+    this.runtime = undefined;
+    void runtime?.then((r) => r.release(), () => undefined);
   }
 
-  /** f16 compute: refresh the half copies of A and B after the adapter changed. */
-  private syncAdapter(enc: Encoder): void {
+  /** The current adapter's runtime (built once per adapter), or undefined without one. */
+  private async adapterRuntime(): Promise<AdapterRuntime | undefined> {
     const adapter = this.adapter;
-    if (!adapter || this.half.size === 0 || this.syncedVersion === adapter.version) return;
-    for (const p of adapter.params.values()) {
-      const h = this.half.get(p.module)!;
-      this.k.elementwise.cast(enc.r, { src: p.a, dst: h.a, size: p.a.size });
-      this.k.elementwise.cast(enc.r, { src: p.b, dst: h.b, size: p.b.size });
-    }
-    this.syncedVersion = adapter.version;
-  }
-
-  /** f16 compute: add this micro-batch's half gradients into the adapter's f32 gradients. */
-  private accumulateGradients(enc: Encoder): void {
-    if (!this.adapter || this.half.size === 0) return;
-    for (const p of this.adapter.params.values()) {
-      const h = this.half.get(p.module)!;
-      this.k.elementwise.cast(enc.r, { src: h.gradA, dst: p.gradA, size: p.gradA.size, accumulate: true });
-      this.k.elementwise.cast(enc.r, { src: h.gradB, dst: p.gradB, size: p.gradB.size, accumulate: true });
-    }
+    if (!adapter) return undefined;
+    this.runtime ??= adapter.createRuntime({
+      ctx: this.ctx,
+      dtype: this.base.dtype,
+      nf4: this.base.nf4,
+      ops: {
+        frozenForward: (rec, lin, x, y) => this.frozen(rec, lin.weight, 'forward', x, y, this.workspace!.tokens, lin),
+        frozenBackward: (rec, lin, gy, gx, accumulate) => this.frozen(rec, lin.weight, accumulate ? 'backwardAcc' : 'backward', gy, gx, this.workspace!.tokens, lin),
+        scratch: (name) => this.workspace?.buffers[name],
+      },
+    });
+    return this.runtime;
   }
 
   /** The shape the next workspace will have, for the memory planner. */
@@ -202,9 +189,9 @@ export class Transformer {
       seq,
       training,
       recompute: training && (options.recompute ?? false),
-      rank: adapter?.config.rank ?? 0,
-      loraLinears: adapter ? targetedLinears(this.config, adapter.params.keys()) : [],
-      dropout: training && (adapter?.config.dropout ?? 0) > 0,
+      adapter: adapter ? adapter.buffers({ tokens, training, dtype: this.base.dtype }) : { layer: [], shared: [] },
+      // Backward stops at the lowest adapted layer; the frozen layers below it keep no state.
+      lowestTrainable: training && adapter ? adapter.lowestLayer : 0,
       headChunk: options.headChunk ?? defaultHeadChunk(this.config, tokens, this.ctx.limits.maxStorageBufferBindingSize, this.base.dtype),
       nf4: this.base.nf4 !== undefined,
       dtype: this.base.dtype,
@@ -255,26 +242,28 @@ export class Transformer {
    */
   async trainStep(batch: TokenBatch, options: TrainOptions = {}): Promise<{ loss: number; tokens: number }> {
     const adapter = this.adapter;
-    if (!adapter) throw new InvalidArgumentError('trainStep needs a LoRA adapter: call setAdapter() first.');
+    if (!adapter) throw new InvalidArgumentError('trainStep needs a LoRA adapter, or one of another method (IA3, BitFit): call setAdapter() first.');
     this.checkBatch(batch, true);
     const targets = batch.targets!;
     const valid = countTargets(targets);
     if (valid === 0) throw new InvalidArgumentError('Every target in this batch is ignored; there is nothing to learn from.');
+    const runtime = (await this.adapterRuntime())!;
     const ws = this.workspaceFor(this.workspaceShape(batch.batch, batch.seq, true, options));
     const enc = new Encoder(this.ctx, 'train step');
     writeTensor(this.ctx, ws.buffers['ids']!, batch.ids);
     writeTensor(this.ctx, ws.buffers['targets']!, targets);
     const run = { batch: batch.batch, seq: batch.seq, training: true, seed: options.dropoutSeed ?? 0, step: options.step ?? 0, offset: 0 };
 
-    this.forwardLayers(enc, ws, run);
+    this.forwardLayers(enc, ws, run, runtime);
     this.headAndLoss(enc, ws, 1 / valid);
     enc.flush();
-    for (let l = this.config.numLayers - 1; l >= 0; l--) {
-      if (ws.shape.recompute) this.forwardLayer(enc, ws, l, run);
-      this.backwardLayer(enc, ws, l, run);
+    // Backward stops at the lowest adapted layer: nothing below it has a trainable tensor.
+    for (let l = this.config.numLayers - 1; l >= ws.shape.lowestTrainable; l--) {
+      if (ws.shape.recompute) this.forwardLayer(enc, ws, l, run, runtime);
+      this.backwardLayer(enc, ws, l, run, runtime);
       enc.flush();
     }
-    this.accumulateGradients(enc);
+    runtime.afterBackward(enc.r);
     enc.r.submit();
     return { loss: await this.meanLoss(ws, valid), tokens: valid };
   }
@@ -285,12 +274,13 @@ export class Transformer {
     const targets = batch.targets!;
     const valid = countTargets(targets);
     if (valid === 0) throw new InvalidArgumentError('Every target in this batch is ignored; there is nothing to evaluate.');
+    const runtime = await this.adapterRuntime();
     const ws = this.workspaceFor(this.workspaceShape(batch.batch, batch.seq, true, options));
     const enc = new Encoder(this.ctx, 'evaluate');
     writeTensor(this.ctx, ws.buffers['ids']!, batch.ids);
     writeTensor(this.ctx, ws.buffers['targets']!, targets);
     const run = { batch: batch.batch, seq: batch.seq, training: false, seed: 0, step: 0, offset: 0 };
-    this.forwardLayers(enc, ws, run);
+    this.forwardLayers(enc, ws, run, runtime);
     this.headAndLoss(enc, ws, 1 / valid, false);
     enc.r.submit();
     return { loss: await this.meanLoss(ws, valid), tokens: valid };
@@ -299,11 +289,12 @@ export class Transformer {
   /** Full logits [batch * seq, vocab] of a batch (no dropout, no gradients). */
   async logits(batch: TokenBatch): Promise<Float32Array> {
     this.checkBatch(batch, false);
+    const runtime = await this.adapterRuntime();
     const ws = this.workspaceFor(this.workspaceShape(batch.batch, batch.seq, false));
     const enc = new Encoder(this.ctx, 'logits');
     writeTensor(this.ctx, ws.buffers['ids']!, batch.ids);
     const run = { batch: batch.batch, seq: batch.seq, training: false, seed: 0, step: 0, offset: 0 };
-    this.forwardLayers(enc, ws, run);
+    this.forwardLayers(enc, ws, run, runtime);
     this.finalNorm(enc, ws);
     const out = new Float32Array(ws.tokens * this.config.vocabSize);
     const chunk = ws.shape.headChunk;
@@ -350,12 +341,13 @@ export class Transformer {
       throw new InvalidArgumentError(`The KV cache holds ${cache.capacity} tokens; ${cache.length} are used and ${seq} more do not fit.`);
     }
     this.checkBatch({ ids, batch: 1, seq }, false);
+    const runtime = await this.adapterRuntime();
     const ws = this.workspaceFor({ ...this.workspaceShape(1, seq, false), headChunk: 1 });
     const enc = new Encoder(this.ctx, 'decode');
     writeTensor(this.ctx, ws.buffers['ids']!, ids);
     const run = { batch: 1, seq, training: false, seed: 0, step: 0, offset: cache.length, cache };
     // One token per call: a single submit is short, so no per-layer flush.
-    this.forwardLayers(enc, ws, run, false);
+    this.forwardLayers(enc, ws, run, runtime, false);
     this.finalNorm(enc, ws);
     this.headRows(enc, ws, seq - 1, 1);
     enc.r.submit();
@@ -365,11 +357,11 @@ export class Transformer {
   }
 
   /** Half copies up to date, embedding, then every layer (each submitted on its own unless told not to). */
-  private forwardLayers(enc: Encoder, ws: Workspace, run: RunState, flushEachLayer = true): void {
-    this.syncAdapter(enc);
+  private forwardLayers(enc: Encoder, ws: Workspace, run: RunState, runtime: AdapterRuntime | undefined, flushEachLayer = true): void {
+    runtime?.beforeForward(enc.r);
     this.embed(enc, ws, run.seq, run.offset);
     for (let l = 0; l < this.config.numLayers; l++) {
-      this.forwardLayer(enc, ws, l, run);
+      this.forwardLayer(enc, ws, l, run, runtime);
       if (flushEachLayer) enc.flush();
     }
   }
@@ -395,101 +387,79 @@ export class Transformer {
 
   // ---- linear layers ----
 
-  private linearForward(enc: Encoder, ws: Workspace, l: number, name: string, x: GpuTensor, y: GpuTensor, run: RunState): void {
+  private linearForward(enc: Encoder, ws: Workspace, l: number, name: string, x: GpuTensor, y: GpuTensor, run: RunState, runtime: AdapterRuntime | undefined): void {
     const lin = this.base.layers[l]!.linears.get(name)!;
-    const p = this.adapter?.params.get(lin.module);
     const m = ws.tokens;
-    if (p) {
-      const state = ws.layer(l);
-      let loraInput: GpuTensor | undefined;
-      const dropout = this.adapter!.config.dropout;
-      if (run.training && dropout > 0) {
-        loraInput = state[`xd:${name}`]!;
-        this.k.dropout.forward(enc.r, { x, y: loraInput, size: m * lin.inFeatures, p: dropout, seed: run.seed, stream: dropoutStream(run.step, l, name) });
-      }
-      this.k.lora.forward(enc.r, { layer: this.loraLayer(lin, p), m, x, h: state[`h:${name}`]!, y, loraInput });
-    } else {
-      this.frozen(enc, ws, lin.weight, 'forward', x, y, m, lin);
+    if (runtime?.touches(lin)) {
+      runtime.linearForward(enc.r, { layer: l, linear: lin, m, x, y, state: ws.layer(l), training: run.training, seed: run.seed, stream: this.dropoutStream(run.step, l, name) });
+      return;
     }
+    this.frozen(enc.r, lin.weight, 'forward', x, y, m, lin);
     if (lin.bias) this.k.elementwise.addBias(enc.r, { target: y, bias: lin.bias, rows: m, cols: lin.outFeatures });
   }
 
-  /** dL/dx of a linear (added into gradInput when accumulate) and its LoRA gradients. */
+  /** dL/dx of a linear (added into gradInput when accumulate) and the adapter's gradients. */
   private linearBackward(
     enc: Encoder, ws: Workspace, l: number, name: string,
-    gradOutput: GpuTensor, x: GpuTensor, gradInput: GpuTensor | undefined, accumulate: boolean, run: RunState,
+    gradOutput: GpuTensor, x: GpuTensor, gradInput: GpuTensor | undefined, accumulate: boolean, run: RunState, runtime: AdapterRuntime,
   ): void {
     const lin = this.base.layers[l]!.linears.get(name)!;
-    const p = this.adapter?.params.get(lin.module);
     const m = ws.tokens;
-    if (p) {
-      const state = ws.layer(l);
-      const dropout = this.adapter!.config.dropout;
-      const loraInput = dropout > 0 ? state[`xd:${name}`] : undefined;
-      const loraGradInput = dropout > 0 && gradInput ? ws.buffers['loraDx'] : undefined;
-      this.k.lora.backward(enc.r, {
-        layer: this.loraLayer(lin, p), m, x, h: state[`h:${name}`]!, gradOutput, gB: ws.buffers['gB']!,
-        gradA: this.loraTensors(p).gradA, gradB: this.loraTensors(p).gradB, gradInput, accumulateGradInput: accumulate, loraInput, loraGradInput,
-        weightScratch: ws.buffers['weightScratch'],
+    if (runtime.touches(lin)) {
+      runtime.linearBackward(enc.r, {
+        layer: l, linear: lin, m, x, state: ws.layer(l), training: true, seed: run.seed, stream: this.dropoutStream(run.step, l, name),
+        gradOutput, gradInput, accumulate,
       });
-      if (loraGradInput && gradInput) {
-        this.k.dropout.backward(enc.r, {
-          gradOutput: loraGradInput, gradInput, size: m * lin.inFeatures, p: dropout, seed: run.seed,
-          stream: dropoutStream(run.step, l, name), accumulate: true,
-        });
-      }
     } else if (gradInput) {
-      this.frozen(enc, ws, lin.weight, accumulate ? 'backwardAcc' : 'backward', gradOutput, gradInput, m, lin);
+      this.frozen(enc.r, lin.weight, accumulate ? 'backwardAcc' : 'backward', gradOutput, gradInput, m, lin);
     }
   }
 
-  /** The tensors the kernels use for a LoRA param: the adapter's own (f32) or the half copies. */
-  private loraTensors(p: { module: string; a: GpuTensor; b: GpuTensor; gradA: GpuTensor; gradB: GpuTensor }) {
-    return this.half.get(p.module) ?? p;
+  /** A distinct dropout stream per (step, layer, linear); backward recomputes the same mask from it. */
+  private dropoutStream(step: number, layer: number, name: string): number {
+    return ((step * 1024 + layer) * 8 + this.arch.linears.indexOf(name)) >>> 0;
   }
 
-  private loraLayer(lin: FrozenLinear, p: { module: string; a: GpuTensor; b: GpuTensor; gradA: GpuTensor; gradB: GpuTensor }) {
-    const t = this.loraTensors(p);
-    return { base: lin.weight, a: t.a, b: t.b, scale: this.adapter!.scale };
-  }
-
-  private frozen(enc: Encoder, ws: Workspace, weight: LoraBaseWeight, mode: 'forward' | 'backward' | 'backwardAcc', input: GpuTensor, output: GpuTensor, m: number, lin: FrozenLinear): void {
+  private frozen(rec: CommandRecorder, weight: FrozenWeight, mode: 'forward' | 'backward' | 'backwardAcc', input: GpuTensor, output: GpuTensor, m: number, lin: FrozenLinear): void {
     if (mode === 'forward') {
-      if (weight.format === 'nf4') (this.k.frozenForward as NF4MatmulKernel).encode(enc.r, { weight: weight.weight, input, output, m });
-      else (this.k.frozenForward as MatmulKernel).encode(enc.r, { a: input, b: weight.weight, c: output, m, n: lin.outFeatures, k: lin.inFeatures });
+      if (weight.format === 'nf4') (this.k.frozenForward as NF4MatmulKernel).encode(rec, { weight: weight.weight, input, output, m });
+      else (this.k.frozenForward as MatmulKernel).encode(rec, { a: input, b: weight.weight, c: output, m, n: lin.outFeatures, k: lin.inFeatures });
       return;
     }
     let dense = weight.format === 'dense' ? weight.weight : undefined;
     if (weight.format === 'nf4') {
-      dense = ws.buffers['weightScratch']!;
-      this.k.dequantize!.encode(enc.r, { weight: weight.weight, output: dense });
+      dense = this.workspace!.buffers['weightScratch']!;
+      this.k.dequantize!.encode(rec, { weight: weight.weight, output: dense });
     }
     const kernel = mode === 'backward' ? this.k.frozenBackward : this.k.frozenBackwardAcc;
-    kernel.encode(enc.r, { a: input, b: dense!, c: output, m, n: lin.inFeatures, k: lin.outFeatures });
+    kernel.encode(rec, { a: input, b: dense!, c: output, m, n: lin.inFeatures, k: lin.outFeatures });
   }
 
   // ---- blocks ----
 
-  private forwardLayer(enc: Encoder, ws: Workspace, l: number, run: RunState): void {
+  private forwardLayer(enc: Encoder, ws: Workspace, l: number, run: RunState, runtime: AdapterRuntime | undefined): void {
     const c = this.config;
     const L = this.base.layers[l]!;
     const s = ws.layer(l);
     const { x, out } = ws.io(l);
     const m = ws.tokens;
     const d = c.hiddenSize;
-    const gpt2 = c.architecture === 'gpt2';
+    const { attention, mlp } = this.arch;
     const ew = this.k.elementwise;
+    const linear = (name: string, input: GpuTensor, output: GpuTensor) => this.linearForward(enc, ws, l, name, input, output, run, runtime);
 
     this.k.norm.forward(enc.r, { x, weight: L.norm1.weight, bias: L.norm1.bias, y: s['n1']!, rstd: s['rstd1']!, mean: s['mean1'], rows: m, cols: d });
-    if (gpt2) {
-      this.linearForward(enc, ws, l, 'attn.c_attn', s['n1']!, s['qkv']!, run);
+    if (attention.kind === 'fused') {
+      linear(attention.qkv, s['n1']!, s['qkv']!);
       for (const [i, part] of (['q', 'k', 'v'] as const).entries()) {
         ew.copyColumns(enc.r, { src: s['qkv']!, srcCols: 3 * d, srcOffset: i * d, dst: s[part]!, dstCols: d, dstOffset: 0, rows: m, cols: d });
       }
     } else {
-      this.linearForward(enc, ws, l, 'self_attn.q_proj', s['n1']!, s['q']!, run);
-      this.linearForward(enc, ws, l, 'self_attn.k_proj', s['n1']!, s['k']!, run);
-      this.linearForward(enc, ws, l, 'self_attn.v_proj', s['n1']!, s['v']!, run);
+      linear(attention.q, s['n1']!, s['q']!);
+      linear(attention.k, s['n1']!, s['k']!);
+      linear(attention.v, s['n1']!, s['v']!);
+    }
+    if (this.arch.positions === 'rope') {
       const rope = { cos: this.ropeCos!, sin: this.ropeSin!, rows: m, headDim: c.headDim, seqLen: run.seq, positionOffset: run.offset };
       this.k.rope!.apply(enc.r, { ...rope, x: s['q']!, heads: c.numHeads });
       this.k.rope!.apply(enc.r, { ...rope, x: s['k']!, heads: c.numKvHeads });
@@ -513,25 +483,25 @@ export class Transformer {
       batch: run.batch, seqQ: run.seq, seqKV, kvCapacity, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim,
       scale: 1 / Math.sqrt(c.headDim), positionOffset: run.offset,
     });
-    this.linearForward(enc, ws, l, gpt2 ? 'attn.c_proj' : 'self_attn.o_proj', s['att']!, s['x2']!, run);
+    linear(attention.o, s['att']!, s['x2']!);
     ew.axpy(enc.r, { target: s['x2']!, source: x, size: m * d });
     this.k.norm.forward(enc.r, { x: s['x2']!, weight: L.norm2.weight, bias: L.norm2.bias, y: s['n2']!, rstd: s['rstd2']!, mean: s['mean2'], rows: m, cols: d });
     const inner = m * c.intermediateSize;
-    if (gpt2) {
-      this.linearForward(enc, ws, l, 'mlp.c_fc', s['n2']!, s['mlpA']!, run);
+    if (mlp.kind === 'gelu') {
+      linear(mlp.fc, s['n2']!, s['mlpA']!);
       this.k.gelu!.forward(enc.r, { x: s['mlpA']!, y: s['act']!, size: inner });
-      this.linearForward(enc, ws, l, 'mlp.c_proj', s['act']!, out, run);
+      linear(mlp.proj, s['act']!, out);
     } else {
-      this.linearForward(enc, ws, l, 'mlp.gate_proj', s['n2']!, s['mlpA']!, run);
-      this.linearForward(enc, ws, l, 'mlp.up_proj', s['n2']!, s['mlpB']!, run);
+      linear(mlp.gate, s['n2']!, s['mlpA']!);
+      linear(mlp.up, s['n2']!, s['mlpB']!);
       this.k.swiglu!.forward(enc.r, { gate: s['mlpA']!, up: s['mlpB']!, out: s['act']!, size: inner });
-      this.linearForward(enc, ws, l, 'mlp.down_proj', s['act']!, out, run);
+      linear(mlp.down, s['act']!, out);
     }
     ew.axpy(enc.r, { target: out, source: s['x2']!, size: m * d });
   }
 
   /** Expects dL/d(layer output) in gRes; leaves dL/d(layer input) there. */
-  private backwardLayer(enc: Encoder, ws: Workspace, l: number, run: RunState): void {
+  private backwardLayer(enc: Encoder, ws: Workspace, l: number, run: RunState, runtime: AdapterRuntime): void {
     const c = this.config;
     const L = this.base.layers[l]!;
     const s: LayerState = ws.layer(l);
@@ -539,43 +509,47 @@ export class Transformer {
     const { x } = ws.io(l);
     const m = ws.tokens;
     const d = c.hiddenSize;
-    const gpt2 = c.architecture === 'gpt2';
+    const { attention, mlp } = this.arch;
     const g = b['gRes']!;
     const inner = m * c.intermediateSize;
-    // The first layer's input is the frozen embedding: no gradient needed below its linears.
-    const needInput = l > 0;
+    const linear = (name: string, gradOutput: GpuTensor, input: GpuTensor, gradInput: GpuTensor | undefined, accumulate: boolean) =>
+      this.linearBackward(enc, ws, l, name, gradOutput, input, gradInput, accumulate, run, runtime);
+    // Below the lowest adapted layer nothing is trained: no gradient is needed under its linears.
+    const needInput = l > ws.shape.lowestTrainable;
 
-    if (gpt2) {
-      this.linearBackward(enc, ws, l, 'mlp.c_proj', g, s['act']!, b['dAct']!, false, run);
+    if (mlp.kind === 'gelu') {
+      linear(mlp.proj, g, s['act']!, b['dAct']!, false);
       this.k.gelu!.backward(enc.r, { x: s['mlpA']!, gradOutput: b['dAct']!, gradInput: b['dGate']!, size: inner });
-      this.linearBackward(enc, ws, l, 'mlp.c_fc', b['dGate']!, s['n2']!, b['dN']!, false, run);
+      linear(mlp.fc, b['dGate']!, s['n2']!, b['dN']!, false);
     } else {
-      this.linearBackward(enc, ws, l, 'mlp.down_proj', g, s['act']!, b['dAct']!, false, run);
+      linear(mlp.down, g, s['act']!, b['dAct']!, false);
       this.k.swiglu!.backward(enc.r, { gate: s['mlpA']!, up: s['mlpB']!, gradOutput: b['dAct']!, gradGate: b['dGate']!, gradUp: b['dUp']!, size: inner });
-      this.linearBackward(enc, ws, l, 'mlp.gate_proj', b['dGate']!, s['n2']!, b['dN']!, false, run);
-      this.linearBackward(enc, ws, l, 'mlp.up_proj', b['dUp']!, s['n2']!, b['dN']!, true, run);
+      linear(mlp.gate, b['dGate']!, s['n2']!, b['dN']!, false);
+      linear(mlp.up, b['dUp']!, s['n2']!, b['dN']!, true);
     }
     this.k.norm.backward(enc.r, { x: s['x2']!, weight: L.norm2.weight, rstd: s['rstd2']!, mean: s['mean2'], gradOutput: b['dN']!, gradInput: g, rows: m, cols: d, accumulate: true });
 
-    this.linearBackward(enc, ws, l, gpt2 ? 'attn.c_proj' : 'self_attn.o_proj', g, s['att']!, b['dAtt']!, false, run);
+    linear(attention.o, g, s['att']!, b['dAtt']!, false);
     this.k.attention.backward(enc.r, {
       q: s['q']!, k: s['k']!, v: s['v']!, out: s['att']!, lse: s['lse']!, gradOutput: b['dAtt']!,
       gradQ: b['dq']!, gradK: b['dk']!, gradV: b['dv']!, delta: b['delta']!,
       batch: run.batch, seq: run.seq, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim),
     });
-    const dN = needInput ? b['dN']! : undefined;
-    if (gpt2) {
-      for (const [i, part] of (['dq', 'dk', 'dv'] as const).entries()) {
-        this.k.elementwise.copyColumns(enc.r, { src: b[part]!, srcCols: d, srcOffset: 0, dst: b['dQKV']!, dstCols: 3 * d, dstOffset: i * d, rows: m, cols: d });
-      }
-      this.linearBackward(enc, ws, l, 'attn.c_attn', b['dQKV']!, s['n1']!, dN, false, run);
-    } else {
+    if (this.arch.positions === 'rope') {
       const rope = { cos: this.ropeCos!, sin: this.ropeSin!, rows: m, headDim: c.headDim, seqLen: run.seq, inverse: true };
       this.k.rope!.apply(enc.r, { ...rope, x: b['dq']!, heads: c.numHeads });
       this.k.rope!.apply(enc.r, { ...rope, x: b['dk']!, heads: c.numKvHeads });
-      this.linearBackward(enc, ws, l, 'self_attn.q_proj', b['dq']!, s['n1']!, dN, false, run);
-      this.linearBackward(enc, ws, l, 'self_attn.k_proj', b['dk']!, s['n1']!, dN, true, run);
-      this.linearBackward(enc, ws, l, 'self_attn.v_proj', b['dv']!, s['n1']!, dN, true, run);
+    }
+    const dN = needInput ? b['dN']! : undefined;
+    if (attention.kind === 'fused') {
+      for (const [i, part] of (['dq', 'dk', 'dv'] as const).entries()) {
+        this.k.elementwise.copyColumns(enc.r, { src: b[part]!, srcCols: d, srcOffset: 0, dst: b['dQKV']!, dstCols: 3 * d, dstOffset: i * d, rows: m, cols: d });
+      }
+      linear(attention.qkv, b['dQKV']!, s['n1']!, dN, false);
+    } else {
+      linear(attention.q, b['dq']!, s['n1']!, dN, false);
+      linear(attention.k, b['dk']!, s['n1']!, dN, true);
+      linear(attention.v, b['dv']!, s['n1']!, dN, true);
     }
     if (needInput) {
       this.k.norm.backward(enc.r, { x, weight: L.norm1.weight, rstd: s['rstd1']!, mean: s['mean1'], gradOutput: b['dN']!, gradInput: g, rows: m, cols: d, accumulate: true });
@@ -622,7 +596,7 @@ export class Transformer {
 
   release(): void {
     this.dropWorkspace();
-    this.releaseHalf();
+    this.releaseRuntime();
     this.ropeCos?.release();
     this.ropeSin?.release();
   }
@@ -639,20 +613,9 @@ interface RunState {
   cache?: KvCache;
 }
 
-const LINEAR_IDS: Record<string, number> = {
-  'self_attn.q_proj': 0, 'self_attn.k_proj': 1, 'self_attn.v_proj': 2, 'self_attn.o_proj': 3,
-  'mlp.gate_proj': 4, 'mlp.up_proj': 5, 'mlp.down_proj': 6,
-  'attn.c_attn': 0, 'attn.c_proj': 1, 'mlp.c_fc': 2, 'mlp.c_proj': 3,
-};
-
 /** Targets that carry a loss (not IGNORE_INDEX). */
 function countTargets(targets: Uint32Array): number {
   let valid = 0;
   for (const t of targets) if (t !== IGNORE_INDEX) valid++;
   return valid;
-}
-
-/** A distinct dropout stream per (step, layer, linear); backward recomputes the same mask from it. */
-function dropoutStream(step: number, layer: number, name: string): number {
-  return ((step * 1024 + layer) * 8 + LINEAR_IDS[name]!) >>> 0;
 }

@@ -6,10 +6,10 @@
  * stores them in 4 bits (ONNX MatMulNBits), uploaded as stored ('q4'). Embeddings, the LM head,
  * norms and biases stay float32, as QLoRA keeps them in the compute dtype.
  */
-import { createTensor, nf4BlockScales, quantizeNF4Gpu, uploadNF4, NF4_BLOCK_SIZES, type Codebook4, type NF4Quantized, type GpuContext, type GpuTensor, type ElementType, type LoraBaseWeight } from '@webtune/gpu';
+import { createTensor, nf4BlockScales, quantizeNF4Gpu, uploadNF4, NF4_BLOCK_SIZES, type Codebook4, type NF4Quantized, type GpuContext, type GpuTensor, type ElementType, type FrozenWeight } from '@webtune/gpu';
 import { InvalidArgumentError, ModelFileMissingError, ModelFormatError } from '@webtune/errors';
 import type { ModelConfig } from './config.js';
-import { LINEAR_MODULES, modulePath } from './lora-config.js';
+import { architectureOf } from './arch/index.js';
 
 /** What the GPU upload reads: a loaded model folder, or tensors a test or exporter holds. */
 export interface WeightReader {
@@ -53,7 +53,7 @@ export interface FrozenLinear {
   outFeatures: number;
   /** GPT-2 Conv1D: stored [in, out] in the file (matters for merged export and fan_in_fan_out). */
   conv1d: boolean;
-  weight: LoraBaseWeight;
+  weight: FrozenWeight;
   bias: GpuTensor | undefined;
 }
 
@@ -88,44 +88,26 @@ export interface BaseModel {
   release(): void;
 }
 
-/** GPT-2 files from older exports drop the `transformer.` prefix; accept both. */
+/** A tensor's name in this file: its HF name, or the architecture's alternate spelling (GPT-2 exports without `transformer.`). */
 function resolver(config: ModelConfig, reader: WeightReader): (name: string) => string {
+  const arch = architectureOf(config);
   return (name) => {
     if (reader.has(name)) return name;
-    if (config.architecture === 'gpt2' && name.startsWith('transformer.') && reader.has(name.slice('transformer.'.length))) {
-      return name.slice('transformer.'.length);
-    }
+    const alternate = arch.alternateName(name);
+    if (alternate !== undefined && reader.has(alternate)) return alternate;
     throw new ModelFileMissingError(name, `the weights have no tensor "${name}", which a ${config.modelType} model with this config needs`);
   };
 }
 
 export function linearShape(config: ModelConfig, name: string): { inFeatures: number; outFeatures: number; conv1d: boolean } {
-  const d = config.hiddenSize;
-  const q = config.numHeads * config.headDim;
-  const kv = config.numKvHeads * config.headDim;
-  const i = config.intermediateSize;
-  const shapes: Record<string, [number, number]> = {
-    'self_attn.q_proj': [d, q],
-    'self_attn.k_proj': [d, kv],
-    'self_attn.v_proj': [d, kv],
-    'self_attn.o_proj': [q, d],
-    'mlp.gate_proj': [d, i],
-    'mlp.up_proj': [d, i],
-    'mlp.down_proj': [i, d],
-    'attn.c_attn': [d, 3 * d],
-    'attn.c_proj': [d, d],
-    'mlp.c_fc': [d, i],
-    'mlp.c_proj': [i, d],
-  };
-  const s = shapes[name];
-  if (!s) throw new InvalidArgumentError(`Unknown linear module "${name}".`);
-  return { inFeatures: s[0], outFeatures: s[1], conv1d: config.architecture === 'gpt2' };
+  const arch = architectureOf(config);
+  if (!arch.linears.includes(name)) throw new InvalidArgumentError(`Unknown linear module "${name}" for a ${config.modelType} model.`);
+  return { ...arch.linearShape(config, name), conv1d: arch.conv1d };
 }
 
 /** Whether a linear layer of this config has a bias (GPT-2 always; Llama per attention_bias / mlp_bias; Qwen2's q/k/v). */
 export function linearHasBias(config: ModelConfig, name: string): boolean {
-  if (config.architecture === 'gpt2') return true;
-  return name.endsWith('o_proj') ? config.oBias : name.startsWith('mlp.') ? config.mlpBias : config.qkvBias;
+  return architectureOf(config).linearHasBias(config, name);
 }
 
 /** A row-major [rows, cols] matrix as [cols, rows] (Conv1D <-> Linear layout, MatMul's [in, out] <-> [out, in]). */
@@ -142,9 +124,10 @@ export function transpose(data: Float32Array, rows: number, cols: number): Float
 export function storedFourBit(config: ModelConfig, reader: WeightReader): { blockSize: number } | { reason: string } {
   const name = resolver(config, reader);
   let blockSize: number | undefined;
+  const arch = architectureOf(config);
   for (let l = 0; l < config.numLayers; l++) {
-    for (const linear of LINEAR_MODULES[config.architecture]) {
-      const param = name(`${modulePath(config.architecture, l, linear)}.weight`);
+    for (const linear of arch.linears) {
+      const param = name(`${arch.layerPrefix(l)}.${linear}.weight`);
       const stored = reader.fourBit?.(param);
       if (!stored) {
         return { reason: `${param} is not stored as 4-bit MatMulNBits the kernels can decode (symmetric with zero point 8, K a multiple of the block size)` };
@@ -181,7 +164,8 @@ export async function uploadBaseModel(ctx: GpuContext, config: ModelConfig, read
   const name = resolver(config, reader);
   const owned: Array<{ release(): void }> = [];
   let byteLength = 0;
-  const linearNames = LINEAR_MODULES[config.architecture];
+  const arch = architectureOf(config);
+  const linearNames = arch.linears;
   const total = 3 + config.numLayers * (linearNames.length + 2);
   let done = 0;
   const progress = () => options.onProgress?.(++done, total);
@@ -205,7 +189,7 @@ export async function uploadBaseModel(ctx: GpuContext, config: ModelConfig, read
     bias: withBias ? load(`${prefix}.bias`, [config.hiddenSize]) : undefined,
   });
   /** A linear weight as [out, in] on the GPU in the base format. */
-  const linearWeight = async (module: string, inFeatures: number, outFeatures: number, conv1d: boolean): Promise<LoraBaseWeight> => {
+  const linearWeight = async (module: string, inFeatures: number, outFeatures: number, conv1d: boolean): Promise<FrozenWeight> => {
     if (format === 'q4') {
       const q = reader.fourBit!(name(`${module}.weight`))!.read();
       if (q.shape[0] !== outFeatures || q.shape[1] !== inFeatures) {
@@ -234,21 +218,21 @@ export async function uploadBaseModel(ctx: GpuContext, config: ModelConfig, read
   };
 
   try {
-    const gpt2 = config.architecture === 'gpt2';
     const d = config.hiddenSize;
-    const embed = load(gpt2 ? 'transformer.wte.weight' : 'model.embed_tokens.weight', [config.vocabSize, d], 'embed_tokens', dtype);
+    const names = arch.names;
+    const normBias = arch.norm === 'layer';
+    const embed = load(`${names.embed}.weight`, [config.vocabSize, d], 'embed_tokens', dtype);
     progress();
-    const positions = gpt2 ? load('transformer.wpe.weight', [config.maxPositions, d], 'positions', dtype) : undefined;
+    const positions = names.positions ? load(`${names.positions}.weight`, [config.maxPositions, d], 'positions', dtype) : undefined;
     const layers: LayerWeights[] = [];
     for (let l = 0; l < config.numLayers; l++) {
-      const prefix = gpt2 ? `transformer.h.${l}` : `model.layers.${l}`;
-      const norm1 = norm(gpt2 ? `${prefix}.ln_1` : `${prefix}.input_layernorm`, gpt2);
-      const norm2 = norm(gpt2 ? `${prefix}.ln_2` : `${prefix}.post_attention_layernorm`, gpt2);
+      const norm1 = norm(names.norm1(l), normBias);
+      const norm2 = norm(names.norm2(l), normBias);
       progress();
       progress();
       const linears = new Map<string, FrozenLinear>();
       for (const linear of linearNames) {
-        const module = modulePath(config.architecture, l, linear);
+        const module = `${arch.layerPrefix(l)}.${linear}`;
         const { inFeatures, outFeatures, conv1d } = linearShape(config, linear);
         const weight = await linearWeight(module, inFeatures, outFeatures, conv1d);
         const bias = linearHasBias(config, linear) ? load(`${module}.bias`, [outFeatures]) : undefined;
@@ -257,10 +241,10 @@ export async function uploadBaseModel(ctx: GpuContext, config: ModelConfig, read
       }
       layers.push({ norm1, norm2, linears });
     }
-    const finalNorm = norm(gpt2 ? 'transformer.ln_f' : 'model.norm', gpt2);
+    const finalNorm = norm(names.finalNorm, normBias);
     progress();
     let lmHead = embed;
-    if (!config.tieWordEmbeddings) lmHead = load('lm_head.weight', [config.vocabSize, d], 'lm_head', dtype);
+    if (!config.tieWordEmbeddings) lmHead = load(`${names.lmHead}.weight`, [config.vocabSize, d], 'lm_head', dtype);
     progress();
     return {
       config,

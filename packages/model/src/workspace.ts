@@ -4,9 +4,9 @@
  * the estimate cannot drift from what is really allocated.
  */
 import { createTensor, type DType, type GpuContext, type GpuTensor } from '@webtune/gpu';
+import type { AdapterBuffers } from './adapters/types.js';
+import { architectureOf } from './arch/index.js';
 import type { ModelConfig } from './config.js';
-import { LINEAR_MODULES } from './lora-config.js';
-import { linearShape } from './weights.js';
 
 export interface WorkspaceShape {
   batch: number;
@@ -15,10 +15,13 @@ export interface WorkspaceShape {
   training: boolean;
   /** Keep only each layer's input and recompute the rest during backward. */
   recompute: boolean;
-  /** LoRA rank and targeted linear names (suffixes like self_attn.q_proj); empty without an adapter. */
-  rank: number;
-  loraLinears: readonly string[];
-  dropout: boolean;
+  /** What the adapter's runtime needs (per trainable layer, and shared); empty without an adapter. */
+  adapter: AdapterBuffers;
+  /**
+   * Training: the lowest layer with trainable tensors. Backward stops there, so the layers below
+   * share one scratch copy of their state instead of keeping it.
+   */
+  lowestTrainable: number;
   /** Rows of the LM head computed at once. */
   headChunk: number;
   /** NF4 base: backward dequantizes one frozen weight at a time into a scratch. */
@@ -44,19 +47,17 @@ function layerPlan(config: ModelConfig, ws: WorkspaceShape): BufferPlan[] {
   const q = config.numHeads * config.headDim;
   const kv = config.numKvHeads * config.headDim;
   const i = config.intermediateSize;
-  const gpt2 = config.architecture === 'gpt2';
+  const arch = architectureOf(config);
   const b = (name: string, shape: number[], dtype: DType = ws.dtype): BufferPlan => ({ name, shape, dtype, copies: 1 });
   const stat = (name: string, shape: number[]) => b(name, shape, 'f32');
   const plan = [
     b('n1', [t, d]), stat('rstd1', [t]), b('q', [t, q]), b('k', [t, kv]), b('v', [t, kv]), b('att', [t, q]), stat('lse', [ws.batch * config.numHeads * ws.seq]),
     b('x2', [t, d]), b('n2', [t, d]), stat('rstd2', [t]), b('mlpA', [t, i]), b('act', [t, i]),
   ];
-  if (!gpt2) plan.push(b('mlpB', [t, i]));
-  if (gpt2) plan.push(b('qkv', [t, 3 * d]), stat('mean1', [t]), stat('mean2', [t]));
-  for (const name of ws.loraLinears) {
-    plan.push(b(`h:${name}`, [t, ws.rank]));
-    if (ws.dropout && ws.training) plan.push(b(`xd:${name}`, [t, linearShape(config, name).inFeatures]));
-  }
+  if (arch.mlp.kind === 'swiglu') plan.push(b('mlpB', [t, i]));
+  if (arch.attention.kind === 'fused') plan.push(b('qkv', [t, 3 * d]));
+  if (arch.norm === 'layer') plan.push(stat('mean1', [t]), stat('mean2', [t]));
+  plan.push(...ws.adapter.layer);
   return plan;
 }
 
@@ -68,8 +69,10 @@ export function planWorkspace(config: ModelConfig, ws: WorkspaceShape): BufferPl
   const kv = config.numKvHeads * config.headDim;
   const i = config.intermediateSize;
   const v = config.vocabSize;
-  const gpt2 = config.architecture === 'gpt2';
-  const perLayer = ws.training && !ws.recompute ? config.numLayers : 1;
+  const arch = architectureOf(config);
+  // Saved state: one copy per layer backward visits (plus one scratch copy the frozen layers below share).
+  const visited = config.numLayers - ws.lowestTrainable;
+  const perLayer = ws.training && !ws.recompute ? visited + (ws.lowestTrainable > 0 ? 1 : 0) : 1;
   const plan: BufferPlan[] = [
     { name: 'ids', shape: [t], dtype: 'u32', copies: 1 },
     // Layer inputs: every layer's when training (backward starts from them), otherwise two that alternate.
@@ -80,9 +83,8 @@ export function planWorkspace(config: ModelConfig, ws: WorkspaceShape): BufferPl
     { name: 'hc', shape: [ws.headChunk, d], dtype: ws.dtype, copies: 1 },
     { name: 'logits', shape: [ws.headChunk, v], dtype: ws.dtype, copies: 1 },
   ];
-  if (gpt2) plan.push({ name: 'meanF', shape: [t], dtype: 'f32', copies: 1 });
+  if (arch.norm === 'layer') plan.push({ name: 'meanF', shape: [t], dtype: 'f32', copies: 1 });
   if (ws.training) {
-    const maxIn = Math.max(0, ...ws.loraLinears.map((n) => linearShape(config, n).inFeatures));
     plan.push(
       { name: 'targets', shape: [t], dtype: 'u32', copies: 1 },
       { name: 'losses', shape: [t], dtype: 'f32', copies: 1 },
@@ -97,13 +99,12 @@ export function planWorkspace(config: ModelConfig, ws: WorkspaceShape): BufferPl
       { name: 'dGate', shape: [t, i], dtype: ws.dtype, copies: 1 },
       { name: 'dhc', shape: [ws.headChunk, d], dtype: ws.dtype, copies: 1 },
       { name: 'dXf', shape: [t, d], dtype: ws.dtype, copies: 1 },
-      { name: 'gB', shape: [t, Math.max(1, ws.rank)], dtype: ws.dtype, copies: 1 },
+      ...ws.adapter.shared,
     );
-    if (!gpt2) plan.push({ name: 'dUp', shape: [t, i], dtype: ws.dtype, copies: 1 });
-    if (gpt2) plan.push({ name: 'dQKV', shape: [t, 3 * d], dtype: ws.dtype, copies: 1 });
-    if (ws.dropout && maxIn > 0) plan.push({ name: 'loraDx', shape: [t, maxIn], dtype: ws.dtype, copies: 1 });
+    if (arch.mlp.kind === 'swiglu') plan.push({ name: 'dUp', shape: [t, i], dtype: ws.dtype, copies: 1 });
+    if (arch.attention.kind === 'fused') plan.push({ name: 'dQKV', shape: [t, 3 * d], dtype: ws.dtype, copies: 1 });
     if (ws.nf4) {
-      const largest = Math.max(...LINEAR_MODULES[config.architecture].map((n) => { const s = linearShape(config, n); return s.inFeatures * s.outFeatures; }));
+      const largest = Math.max(...arch.linears.map((n) => { const s = arch.linearShape(config, n); return s.inFeatures * s.outFeatures; }));
       plan.push({ name: 'weightScratch', shape: [largest], dtype: ws.dtype, copies: 1 });
     }
   }
@@ -158,9 +159,15 @@ export class Workspace {
     return this.shape.batch * this.shape.seq;
   }
 
-  /** Layer l's saved state (shared by all layers with recomputation or in inference). */
+  /**
+   * Layer l's saved state: shared by all layers with recomputation or in inference; when backward
+   * stops above layer 0, the frozen layers below share copy 0 and layer l >= lowest has its own.
+   */
   layer(l: number): LayerState {
-    return this.layers[this.layers.length === 1 ? 0 : l]!;
+    if (this.layers.length === 1) return this.layers[0]!;
+    const lowest = this.shape.lowestTrainable;
+    if (lowest === 0) return this.layers[l]!;
+    return this.layers[l < lowest ? 0 : l - lowest + 1]!;
   }
 
   /** Input and output buffers of layer l. */
@@ -177,14 +184,4 @@ export class Workspace {
     for (const t of this.owned) t.release();
     this.owned.length = 0;
   }
-}
-
-/** Every linear suffix of the architecture that the adapter targets. */
-export function targetedLinears(config: ModelConfig, modules: Iterable<string>): string[] {
-  const set = new Set<string>();
-  for (const m of modules) {
-    const name = LINEAR_MODULES[config.architecture].find((n) => m.endsWith(`.${n}`));
-    if (name) set.add(name);
-  }
-  return [...set];
 }

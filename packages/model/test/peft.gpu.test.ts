@@ -104,7 +104,9 @@ describe('bad adapters', () => {
 
   it('refuse unsupported PEFT options and mismatched models with typed errors', () => {
     expect(() => readPeftAdapter(config, withConfig({ use_dora: true }))).toThrowError(UnsupportedModelError);
-    expect(() => readPeftAdapter(config, withConfig({ peft_type: 'IA3' }))).toThrowError(UnsupportedModelError);
+    expect(() => readPeftAdapter(config, withConfig({ peft_type: 'PREFIX_TUNING' }))).toThrowError(UnsupportedModelError);
+    // An IA3 config over LoRA tensors: the keys are another method's.
+    expect(() => readPeftAdapter(config, withConfig({ peft_type: 'IA3' }))).toThrowError(/lora_A.*IA3/);
     expect(() => readPeftAdapter(config, withConfig({ target_modules: '.*proj' }))).toThrowError(UnsupportedModelError);
     expect(() => readPeftAdapter(config, withConfig({ fan_in_fan_out: true }))).toThrowError(ModelFormatError);
     expect(() => readPeftAdapter(config, { ...good, config: '{not json' })).toThrowError(ModelFormatError);

@@ -26,7 +26,7 @@
  */
 import { type NF4Quantized } from '@webtune/gpu';
 import { InvalidArgumentError, ModelFileMissingError, ModelFormatError, UnsupportedModelError } from '@webtune/errors';
-import { LINEAR_MODULES, linearHasBias, linearShape, modulePath, transpose, type ModelConfig, type WeightReader } from '@webtune/model';
+import { architectureOf, LINEAR_MODULES, linearHasBias, linearShape, modulePath, transpose, type ModelConfig, type WeightReader } from '@webtune/model';
 import {
   dataTypeName,
   elementCount,
@@ -251,7 +251,8 @@ class Mapper {
   /** An initializer named after the HF parameter (GPT-2 also without "transformer."). */
   byParamName(param: string): OnnxTensor | undefined {
     const inits = this.model.graph.initializers;
-    return inits.get(param) ?? (this.config.architecture === 'gpt2' && param.startsWith('transformer.') ? inits.get(param.slice('transformer.'.length)) : undefined);
+    const alternate = architectureOf(this.config).alternateName(param);
+    return inits.get(param) ?? (alternate !== undefined ? inits.get(alternate) : undefined);
   }
 
   consumerOf(t: OnnxTensor): OnnxNode | undefined {

@@ -9,10 +9,11 @@ export type { TrainerApi, CreateTrainerOptions } from './facade.js';
 export { TrainerSession } from './session.js';
 export type {
   SessionEnvironment, OnnxSupport, LoadOptions, ModelInfo, DataInput, DataOptions, DataInfo, TrainRequest, TrainSummary, ProgressEvent,
-  SessionGenerateOptions, DataProgress,
+  SessionGenerateOptions, DataProgress, AdapterRequest,
 } from './session.js';
+export { adapterSpecOf } from './session.js';
 export type { DataRecord, FileFormat, RecordKind, Evaluation } from '@webtune/trainer';
-export type { ChatMessage, ChatRole } from '@webtune/model';
+export type { ChatMessage, ChatRole, AdapterSpec, AdapterMethod, LoraConfig, IA3Config, BitFitConfig } from '@webtune/model';
 export { registerErrorTransfer, serializeWebtuneError, deserializeWebtuneError } from './transfer.js';
 export type { SerializedWebtuneError } from './transfer.js';
 export { exposeTrainerSession } from './expose.js';

@@ -5,7 +5,7 @@
  * checkpoints.
  */
 import * as Comlink from 'comlink';
-import { ChatTemplateError, CheckpointMismatchError, DataFormatError, InvalidArgumentError, MemoryPlanError } from '@webtune/errors';
+import { ChatTemplateError, CheckpointMismatchError, DataFormatError, InvalidArgumentError, MemoryPlanError, UnsupportedModelError } from '@webtune/errors';
 import { createGpuContext, IGNORE_INDEX, type GpuContext } from '@webtune/gpu';
 import {
   ChatTemplate,
@@ -16,8 +16,9 @@ import {
   generate,
   importPeftAdapter,
   loadModelFiles,
-  LoraAdapter,
-  resolveLoraConfig,
+  adapterFromTensors,
+  createAdapter,
+  resolveAdapterSpec,
   Transformer,
   uploadBaseModel,
   storedFourBit,
@@ -31,6 +32,11 @@ import {
   type LoadedModelFiles,
   type LoadProgress,
   type LoraConfig,
+  type IA3Config,
+  type BitFitConfig,
+  type ModelConfig,
+  type AdapterSpec,
+  type Adapter,
   type ModelCache,
   type ModelFileSource,
   type PeftFiles,
@@ -253,6 +259,14 @@ export interface DataInfo {
  */
 export interface TrainRequest extends Partial<Omit<TrainConfig, 'seqLen'>> {
   steps: number;
+  /**
+   * The adaptation method and any of its settings (defaults fill the rest): LoRA (default), IA3
+   * or BitFit, each optionally on a subset of layers (`layers`). Example:
+   * `{ method: 'ia3' }`, `{ method: 'bitfit', config: { learningRateScale: 10 } }`,
+   * `{ method: 'lora', config: { rank: 8, layers: [26, 27, 28, 29] } }`.
+   */
+  adapter?: AdapterRequest;
+  /** LoRA settings; shorthand for `adapter: { method: 'lora', config: lora }`. */
   lora?: Partial<LoraConfig>;
   /** Names the run's checkpoints; default 'run'. A fresh run (resume: false) deletes that run's earlier checkpoints. */
   runId?: string;
@@ -387,11 +401,26 @@ interface Loaded {
   dtype: 'f32' | 'f16';
 }
 
+/** Which adaptation method train() uses, with any subset of its config. */
+export type AdapterRequest =
+  | { method: 'lora'; config?: Partial<LoraConfig> }
+  | { method: 'ia3'; config?: Partial<IA3Config> }
+  | { method: 'bitfit'; config?: Partial<BitFitConfig> };
+
+/** The resolved adapter spec of a request (`adapter`, or the `lora` shorthand, or LoRA's defaults). */
+export function adapterSpecOf(model: ModelConfig, request: Pick<TrainRequest, 'adapter' | 'lora'>): AdapterSpec {
+  if (request.adapter && request.lora) {
+    throw new InvalidArgumentError('Give the adapter settings once: `adapter: { method, config }` or the `lora` shorthand, not both.');
+  }
+  if (request.adapter) return resolveAdapterSpec(model, request.adapter.method, (request.adapter.config ?? {}) as Record<string, unknown>);
+  return resolveAdapterSpec(model, 'lora', (request.lora ?? {}) as Record<string, unknown>);
+}
+
 interface Run {
   runId: string;
   request: TrainRequest;
   trainer: Trainer;
-  adapter: LoraAdapter;
+  adapter: Adapter;
   controller: AbortController | undefined;
   cursor: DataCursor | undefined;
   resumedFrom: number | undefined;
@@ -407,7 +436,7 @@ export class TrainerSession {
   /** The template the app chose in prepareData({ chatTemplate }), used again by generate(messages). */
   private chatTemplate: ChatTemplate | undefined;
   private run: Run | undefined;
-  private adapter: LoraAdapter | undefined;
+  private adapter: Adapter | undefined;
   private readonly store: CheckpointStore;
 
   constructor(private readonly env: SessionEnvironment = {}) {
@@ -644,8 +673,8 @@ export class TrainerSession {
     if (request.evalEvery !== undefined && this.data.heldOut.length === 0) {
       throw new InvalidArgumentError('evalEvery needs held-out data: prepareData() with heldOut > 0 or heldOutData.');
     }
-    const lora = resolveLoraConfig(files.config, request.lora ?? {});
-    const expect = { model: modelFingerprint(files.config), lora };
+    const spec = adapterSpecOf(files.config, request);
+    const expect = { model: modelFingerprint(files.config), adapter: spec };
     let restored: { state: Omit<TrainerState, 'cursor'>; cursor: DataCursor } | undefined;
     const skipped: TrainSummary['skippedCheckpoints'] = [];
     const warnings: string[] = [];
@@ -677,17 +706,17 @@ export class TrainerSession {
       for (const meta of [...(await this.store.list(runId)), ...(await this.store.list(bestRunId(runId)))]) await this.store.delete(meta.id);
     }
     this.disposeRun();
-    const adapter = LoraAdapter.create(ctx, files.config, lora, request.seed ?? DEFAULT_TRAIN_CONFIG.seed);
+    const adapter = createAdapter(ctx, files.config, spec, request.seed ?? DEFAULT_TRAIN_CONFIG.seed);
     if (start) {
       try {
         adapter.write(start);
       } catch (cause) {
         adapter.release();
-        throw new InvalidArgumentError(`The adapter in place does not match the requested LoRA settings (rank, targets): ${(cause as Error).message}`);
+        throw new InvalidArgumentError(`The adapter in place does not match the requested adapter settings (method, rank, targets): ${(cause as Error).message}`);
       }
     }
     const {
-      lora: _lora, runId: _runId, checkpointEvery: _every, keepLast: _keep, resume: _resume, progressIntervalMs: _interval,
+      lora: _lora, adapter: _adapter, runId: _runId, checkpointEvery: _every, keepLast: _keep, resume: _resume, progressIntervalMs: _interval,
       memoryBudgetBytes, startFrom: _start, proximalMu, evalEvery: _evalEvery, earlyStopping: _early, restoreBest: _restore, ...config
     } = request;
     const trainer = await Trainer.create(ctx, model, adapter, { ...config, seqLen: this.data.info.seqLen }, { budgetBytes: memoryBudgetBytes });
@@ -705,13 +734,13 @@ export class TrainerSession {
    * The memory planner's estimate for a run, before starting it: bytes by part and whether it fits
    * the budget (with the planner's advice when it does not). Needs a loaded model; data optional.
    */
-  async planTraining(request: Pick<TrainRequest, 'batchSize' | 'lora' | 'recompute' | 'memoryBudgetBytes'> & { seqLen?: number }): Promise<{
+  async planTraining(request: Pick<TrainRequest, 'batchSize' | 'lora' | 'adapter' | 'recompute' | 'memoryBudgetBytes'> & { seqLen?: number }): Promise<{
     estimate: MemoryEstimate; fits: boolean; advice: string | undefined;
   }> {
     const { files, base } = this.requireModel();
     const ctx = await this.context();
     const input = {
-      config: files.config, format: base.format, dtype: base.dtype, lora: resolveLoraConfig(files.config, request.lora ?? {}),
+      config: files.config, format: base.format, dtype: base.dtype, adapter: adapterSpecOf(files.config, request),
       batch: request.batchSize ?? DEFAULT_TRAIN_CONFIG.batchSize, seq: request.seqLen ?? this.data?.info.seqLen ?? DEFAULT_TRAIN_CONFIG.seqLen,
       recompute: request.recompute ?? false, blockSize: base.nf4?.blockSize,
     };
@@ -760,7 +789,7 @@ export class TrainerSession {
     const record = (state: TrainerState, id: string) =>
       encodeCheckpoint({
         runId: id, step: state.step, totalSteps: run.trainer.config.steps, model: modelFingerprint(files.config),
-        lora: run.adapter.config, train: JSON.parse(JSON.stringify(run.trainer.config)) as JsonObject, cursor: state.cursor, label: `data:${data.info.fingerprint}`,
+        spec: run.adapter.spec(), train: JSON.parse(JSON.stringify(run.trainer.config)) as JsonObject, cursor: state.cursor, label: `data:${data.info.fingerprint}`,
         adapter: state.adapter, optimizer: state.optimizer, ...(state.evaluation ? { evaluation: state.evaluation } : {}),
       });
     const save = async (state: TrainerState) => this.store.put(await record(state, run.runId), run.request.keepLast ?? 3);
@@ -800,7 +829,7 @@ export class TrainerSession {
       if (finished && restoreBest && result.evaluation.best) {
         const best = (await this.store.list(bestRunId(run.runId)))[0];
         if (best && best.step === result.evaluation.best.step) {
-          const decoded = await decodeCheckpoint(await this.store.get(best.id), { model: modelFingerprint(files.config), lora: run.adapter.config });
+          const decoded = await decodeCheckpoint(await this.store.get(best.id), { model: modelFingerprint(files.config), adapter: run.adapter.spec() });
           run.adapter.write(decoded.adapter);
           restoredBest = true;
         } else {
@@ -907,7 +936,10 @@ export class TrainerSession {
   async exportOnnx(options: ExportOnnxOptions = {}): Promise<Record<string, Uint8Array>> {
     if (!this.adapter) throw new InvalidArgumentError('There is no adapter yet: train or import one first.');
     const { files } = this.requireModel();
-    const out = this.onnx().exportModel(files, this.adapter.config, await this.adapter.read(), options);
+    if (this.adapter.method !== 'lora') {
+      throw new UnsupportedModelError('exportOnnx', `the ONNX export merges LoRA adapters; this one is ${this.adapter.method}: export it with exportMerged() (safetensors) or exportAdapter()`);
+    }
+    const out = this.onnx().exportModel(files, this.adapter.config as LoraConfig, await this.adapter.read(), options);
     const result = Object.fromEntries(out);
     return Comlink.transfer(result, [...out.values()].map((b) => b.buffer as ArrayBuffer));
   }
@@ -934,7 +966,7 @@ export class TrainerSession {
     const ctx = await this.context();
     const { files } = this.requireModel();
     const decoded = await decodeCheckpoint(await this.store.get(id), { model: modelFingerprint(files.config) });
-    const adapter = LoraAdapter.fromTensors(ctx, files.config, decoded.meta.lora, decoded.adapter, `checkpoint ${id}`);
+    const adapter = adapterFromTensors(ctx, files.config, decoded.meta.adapter, decoded.adapter, `checkpoint ${id}`);
     this.disposeRun();
     this.adapter = adapter;
     return decoded.meta;

@@ -3,11 +3,12 @@
  * adapter, AdamW moments, data cursor, step, configuration), as one safetensors blob plus a small
  * JSON meta that names it and guards it.
  *
- * Record layout (schema 3; schema 2 is the same without `evaluation`):
+ * Record layout (schema 4; schema 3 has `lora` (a LoraConfig) where 4 has `adapter`; schema 2 is 3
+ * without `evaluation`):
  *   meta:  CheckpointMeta, plain JSON (no typed arrays), small enough to list without the tensors.
  *   bytes: a safetensors file, metadata {"format":"pt"}, F32 tensors:
- *            the adapter under PEFT's keys (`base_model.model.<module>.lora_A.weight`, as
- *            LoraAdapter.read returns) and AdamW's moments under `<key>.exp_avg` and
+ *            the adapter under its method's keys (LoRA `base_model.model.<module>.lora_A.weight`,
+ *            IA3 `...ia3_l`, BitFit `...bitfit_bias`, as Adapter.read returns) and AdamW's moments under `<key>.exp_avg` and
  *            `<key>.exp_avg_sq` (as AdamW.readState returns).
  *          The bytes are canonical: serializeSafetensors(tensors, {"format":"pt"}), so the same
  *          tensors always give the same bytes and the same `sha256`.
@@ -22,6 +23,8 @@
  * Import rebuilds the canonical bytes from the tensors, so meta.sha256 still checks them.
  *
  * Older schemas are migrated on read (migrateCheckpointMeta):
+ *   v3 and older, LoRA only: `lora: LoraConfig` reads as `adapter: { method: 'lora', config: lora }`.
+ *     The schema number stays, and metaDigest checks such a meta in its written form (with `lora`).
  *   v2, before the optional `evaluation` (held-out history and early-stopping state): reads as is.
  *     Its `schema` stays 2, as metaSha256 covers it; a webtune that reads only up to schema 2
  *     refuses a v3 checkpoint with "update webtune" instead of dropping `evaluation` and then
@@ -39,11 +42,14 @@
  * file hold the same meta.
  */
 import { CheckpointCorruptError, CheckpointMismatchError, InvalidArgumentError, ModelFormatError } from '@webtune/errors';
-import { parseSafetensors, serializeSafetensors, type HostTensor, type LoraConfig, type ModelConfig, type SafetensorsFile } from '@webtune/model';
+import { adapterMethod, adapterMismatch, ADAPTER_METHODS, parseSafetensors, serializeSafetensors, toAdapterSpec, type AdapterSpec, type HostTensor, type LoraConfig, type ModelConfig, type SafetensorsFile } from '@webtune/model';
 import type { DataCursor } from './data/windows.js';
 import type { EvaluationState } from './evaluation.js';
 
-export const CHECKPOINT_SCHEMA_VERSION = 3;
+export const CHECKPOINT_SCHEMA_VERSION = 4;
+
+/** The first schema with `adapter: { method, config }` instead of `lora`. */
+const ADAPTER_SPEC_SCHEMA = 4;
 
 /** The `__metadata__` key of a portable checkpoint file that holds the meta JSON. */
 export const CHECKPOINT_FILE_METADATA_KEY = 'webtune.checkpoint';
@@ -95,7 +101,8 @@ export interface CheckpointMeta {
   /** ms since the epoch. */
   createdAt: number;
   model: ModelFingerprint;
-  lora: LoraConfig;
+  /** The adaptation method and its resolved config. */
+  adapter: AdapterSpec;
   /** The TrainConfig as JSON. */
   train: JsonObject;
   cursor: DataCursor;
@@ -123,7 +130,10 @@ export interface CheckpointInput {
   step: number;
   totalSteps: number;
   model: ModelFingerprint;
-  lora: LoraConfig;
+  /** The adapter's `{ method, config }` (Adapter.spec()). */
+  spec?: AdapterSpec;
+  /** Shorthand for `spec: { method: 'lora', config: lora }`. */
+  lora?: LoraConfig;
   train: JsonObject;
   cursor: DataCursor;
   evaluation?: EvaluationState;
@@ -144,6 +154,9 @@ export interface DecodedCheckpoint {
 
 export interface CheckpointExpectation {
   model: ModelFingerprint;
+  /** The adapter it must continue: another method or config is a CheckpointMismatchError. */
+  adapter?: AdapterSpec;
+  /** Shorthand for `adapter: { method: 'lora', config: lora }`. */
   lora?: LoraConfig;
 }
 
@@ -212,7 +225,7 @@ export async function encodeCheckpoint(input: CheckpointInput): Promise<Checkpoi
     totalSteps: input.totalSteps,
     createdAt: input.createdAt ?? Date.now(),
     model: { ...input.model },
-    lora: { ...input.lora, targets: [...input.lora.targets] },
+    adapter: inputSpec(input),
     train: input.train,
     cursor: input.cursor,
     ...(input.evaluation !== undefined ? { evaluation: input.evaluation } : {}),
@@ -241,8 +254,17 @@ function canonicalJson(value: unknown): string {
  * metaSha256 itself (so it covers `sha256`, and through it the tensors).
  */
 export async function metaDigest(meta: CheckpointMeta): Promise<string> {
-  const { metaSha256: _ignored, ...rest } = meta;
-  return sha256Hex(new TextEncoder().encode(canonicalJson(rest)));
+  const { metaSha256: _ignored, adapter, ...rest } = meta;
+  // Before schema 4 the adapter was written as `lora`, and the checksum covers the written form.
+  const written = meta.schema < ADAPTER_SPEC_SCHEMA ? { ...rest, lora: adapter.config } : { ...rest, adapter };
+  return sha256Hex(new TextEncoder().encode(canonicalJson(written)));
+}
+
+function inputSpec(input: CheckpointInput): AdapterSpec {
+  const spec = input.spec ?? (input.lora ? toAdapterSpec(input.lora) : undefined);
+  if (!spec) throw new InvalidArgumentError('encodeCheckpoint needs the adapter spec ({ method, config }, Adapter.spec()).');
+  adapterMethod(spec.method);
+  return JSON.parse(JSON.stringify(spec)) as AdapterSpec;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -272,6 +294,8 @@ export function migrateCheckpointMeta(raw: unknown, id = 'checkpoint'): Checkpoi
   if (schema >= 2 && raw.metaSha256 === undefined) throw new CheckpointCorruptError(name, `its metadata has no checksum (metaSha256), which every checkpoint of schema 2 and later has (it says ${schema})`);
   if (schema < 3 && raw.evaluation !== undefined) throw new CheckpointCorruptError(name, `its metadata has an evaluation history but says schema ${schema}, which had none`);
   if (schema < 2 && raw.metaSha256 !== undefined) throw new CheckpointCorruptError(name, `its metadata has a checksum but says schema ${schema}, which had none`);
+  if (schema < ADAPTER_SPEC_SCHEMA && raw.adapter !== undefined) throw new CheckpointCorruptError(name, `its metadata has an adapter spec but says schema ${schema}, which had only LoRA settings`);
+  if (schema >= ADAPTER_SPEC_SCHEMA && raw.lora !== undefined) throw new CheckpointCorruptError(name, `its metadata has LoRA settings in the old place ("lora") but says schema ${schema}`);
   let m: Json = { ...raw };
   if (schema === 0) m = migrateV0(m);
   return validateMeta(m, name);
@@ -302,12 +326,19 @@ function validateMeta(m: Json, name: string): CheckpointMeta {
   if (!isObject(model) || typeof model.modelType !== 'string' || !FINGERPRINT_FIELDS.slice(1).every((f) => isCount(model[f]))) {
     throw bad('model', `{ ${FINGERPRINT_FIELDS.join(', ')} }`);
   }
-  const lora = m.lora;
+  const schema = isCount(m.schema) ? m.schema : 0;
+  const spec = schema >= ADAPTER_SPEC_SCHEMA ? m.adapter : { method: 'lora', config: m.lora };
+  const field = schema >= ADAPTER_SPEC_SCHEMA ? 'adapter' : 'lora';
+  if (!isObject(spec) || typeof spec.method !== 'string' || !(spec.method in ADAPTER_METHODS) || !isObject(spec.config)) {
+    throw bad(field, `{ method: ${Object.keys(ADAPTER_METHODS).join(' | ')}, config }`);
+  }
+  const lora = spec.config;
   if (
-    !isObject(lora) || !isCount(lora.rank) || lora.rank < 1 || typeof lora.alpha !== 'number' || typeof lora.dropout !== 'number' ||
-    typeof lora.rslora !== 'boolean' || !Array.isArray(lora.targets) || !lora.targets.every((t) => typeof t === 'string')
+    spec.method === 'lora' && (!isCount(lora.rank) || lora.rank < 1 || typeof lora.alpha !== 'number' || typeof lora.dropout !== 'number' ||
+    typeof lora.rslora !== 'boolean' || !Array.isArray(lora.targets) || !lora.targets.every((t) => typeof t === 'string') ||
+    (lora.layers !== undefined && (!Array.isArray(lora.layers) || !lora.layers.every(isCount))))
   ) {
-    throw bad('lora', '{ rank, alpha, dropout, targets, rslora }');
+    throw bad(field, 'LoRA settings { rank, alpha, dropout, targets, rslora, layers? }');
   }
   const cursor = m.cursor;
   if (
@@ -325,7 +356,15 @@ function validateMeta(m: Json, name: string): CheckpointMeta {
     totalSteps: m.totalSteps,
     createdAt: m.createdAt,
     model: Object.fromEntries(FINGERPRINT_FIELDS.map((f) => [f, model[f]])) as unknown as ModelFingerprint,
-    lora: { rank: lora.rank, alpha: lora.alpha, dropout: lora.dropout, targets: [...(lora.targets as string[])], rslora: lora.rslora },
+    adapter: spec.method === 'lora'
+      ? {
+          method: 'lora',
+          config: {
+            rank: lora.rank, alpha: lora.alpha, dropout: lora.dropout, targets: [...(lora.targets as string[])], rslora: lora.rslora,
+            ...(lora.layers !== undefined ? { layers: [...(lora.layers as number[])] } : {}),
+          } as AdapterSpec['config'],
+        }
+      : { method: spec.method as AdapterSpec['method'], config: JSON.parse(JSON.stringify(spec.config)) as AdapterSpec['config'] },
     train: m.train as JsonObject,
     cursor: { epoch: cursor.epoch, index: cursor.index, epochRng: [...cursor.epochRng] as DataCursor['epochRng'] },
     byteLength: m.byteLength,
@@ -351,22 +390,13 @@ function validateMeta(m: Json, name: string): CheckpointMeta {
 // Decoding
 
 /** What differs between a checkpoint and the model/adapter it would be loaded into; empty when they agree. */
-export function checkpointDifferences(meta: Pick<CheckpointMeta, 'model' | 'lora'>, expect: CheckpointExpectation): string[] {
+export function checkpointDifferences(meta: Pick<CheckpointMeta, 'model' | 'adapter'>, expect: CheckpointExpectation): string[] {
   const out: string[] = [];
   for (const f of FINGERPRINT_FIELDS) {
     if (meta.model[f] !== expect.model[f]) out.push(`model ${f} is ${JSON.stringify(meta.model[f])} in the checkpoint but ${JSON.stringify(expect.model[f])} here`);
   }
-  const l = expect.lora;
-  if (l) {
-    if (meta.lora.rank !== l.rank) out.push(`LoRA rank is ${meta.lora.rank} in the checkpoint but ${l.rank} here`);
-    if (meta.lora.alpha !== l.alpha) out.push(`LoRA alpha is ${meta.lora.alpha} in the checkpoint but ${l.alpha} here`);
-    if (meta.lora.rslora !== l.rslora) out.push(`LoRA rslora is ${meta.lora.rslora} in the checkpoint but ${l.rslora} here`);
-    const a = [...new Set(meta.lora.targets)].sort();
-    const b = [...new Set(l.targets)].sort();
-    if (a.length !== b.length || a.some((t, i) => t !== b[i])) {
-      out.push(`LoRA targets are ${JSON.stringify(meta.lora.targets)} in the checkpoint but ${JSON.stringify(l.targets)} here`);
-    }
-  }
+  const here = expect.adapter ?? (expect.lora ? toAdapterSpec(expect.lora) : undefined);
+  if (here) out.push(...adapterMismatch(meta.adapter, here));
   return out;
 }
 
@@ -380,8 +410,8 @@ function toF32(bytes: Uint8Array): Float32Array {
  * schema (older ones migrated), byte length and SHA-256, the safetensors structure, and that the
  * tensors agree with the meta (every moment has its parameter, LoRA shapes have the meta's rank).
  * Any failure is a CheckpointCorruptError naming the checkpoint. With `expect`, a checkpoint of
- * another model or LoRA configuration (rank, alpha, targets, rslora; dropout may differ) is a
- * CheckpointMismatchError listing what differs.
+ * another model, another adaptation method, or another configuration of it (LoRA: rank, alpha,
+ * targets, rslora, layers; dropout may differ) is a CheckpointMismatchError listing what differs.
  */
 export async function decodeCheckpoint(record: CheckpointRecord, expect?: CheckpointExpectation): Promise<DecodedCheckpoint> {
   const meta = migrateCheckpointMeta(record?.meta);
@@ -428,10 +458,11 @@ export async function decodeCheckpoint(record: CheckpointRecord, expect?: Checkp
       if (!optimizer.has(key + EXP_AVG) || !optimizer.has(key + EXP_AVG_SQ)) throw new CheckpointCorruptError(id, `adapter tensor "${key}" has no optimizer moments while others do`);
     }
   }
+  const rank = meta.adapter.method === 'lora' ? (meta.adapter.config as unknown as LoraConfig).rank : undefined;
   for (const [key, t] of adapter) {
     const rankDim = key.endsWith('.lora_A.weight') ? 0 : key.endsWith('.lora_B.weight') ? 1 : -1;
-    if (rankDim >= 0 && (t.shape.length !== 2 || t.shape[rankDim] !== meta.lora.rank)) {
-      throw new CheckpointCorruptError(id, `"${key}" is [${t.shape.join(', ')}], which does not have the checkpoint's LoRA rank ${meta.lora.rank}`);
+    if (rankDim >= 0 && (rank === undefined || t.shape.length !== 2 || t.shape[rankDim] !== rank)) {
+      throw new CheckpointCorruptError(id, `"${key}" is [${t.shape.join(', ')}], which does not have the checkpoint's LoRA rank ${rank ?? '(it is not a LoRA checkpoint)'}`);
     }
   }
   if (expect) {

@@ -1,5 +1,5 @@
 /**
- * AdamW over a LoRA adapter, one fused kernel per parameter tensor (decoupled weight decay,
+ * AdamW over an adapter's trainable tensors (any method; its learningRateScale multiplies the rate), one fused kernel per parameter tensor (decoupled weight decay,
  * bias-corrected moments, as torch.optim.AdamW), preceded by global-norm clipping computed on the
  * GPU (as torch.nn.utils.clip_grad_norm_): per-tensor sums of squares, then one coefficient that
  * every AdamW dispatch reads, so no gradient comes back to the CPU. The kernel clears each
@@ -7,7 +7,7 @@
  */
 import { CommandRecorder, createElementwiseKernels, createOptimizerKernels, createTensor, readF32, writeTensor, type GpuContext, type GpuTensor, type ElementwiseKernels, type OptimizerKernels } from '@webtune/gpu';
 import { InvalidArgumentError } from '@webtune/errors';
-import type { HostTensor, LoraAdapter } from '@webtune/model';
+import type { Adapter, HostTensor } from '@webtune/model';
 
 export interface AdamWOptions {
   beta1: number;
@@ -41,7 +41,7 @@ export class AdamW {
     private readonly ctx: GpuContext,
     private readonly kernels: OptimizerKernels,
     private readonly elementwise: ElementwiseKernels,
-    private readonly adapter: LoraAdapter,
+    private readonly adapter: Adapter,
     readonly options: AdamWOptions,
   ) {
     for (const t of adapter.trainable()) {
@@ -58,7 +58,7 @@ export class AdamW {
     this.clip = createTensor(ctx, { shape: [2], label: 'grad clip' });
   }
 
-  static async create(ctx: GpuContext, adapter: LoraAdapter, options: Partial<AdamWOptions> = {}): Promise<AdamW> {
+  static async create(ctx: GpuContext, adapter: Adapter, options: Partial<AdamWOptions> = {}): Promise<AdamW> {
     const [kernels, elementwise] = await Promise.all([createOptimizerKernels(ctx), createElementwiseKernels(ctx)]);
     return new AdamW(ctx, kernels, elementwise, adapter, { ...DEFAULT_ADAMW, ...options });
   }
@@ -103,7 +103,7 @@ export class AdamW {
     this.step += 1;
     for (const s of this.slots) {
       this.kernels.adamw(rec, {
-        param: s.param, grad: s.grad, m: s.m, v: s.v, size: s.param.size, lr,
+        param: s.param, grad: s.grad, m: s.m, v: s.v, size: s.param.size, lr: lr * this.adapter.learningRateScale,
         beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, step: this.step, gradScale, clip: this.clip,
       });
     }

@@ -5,13 +5,16 @@
  * MemoryPlanError naming what to lower, biggest saving first.
  */
 import { type GpuContext } from '@webtune/gpu';
-import { MemoryPlanError, formatBytes } from '@webtune/errors';
-import { BYTES, defaultHeadChunk, linearHasBias, linearShape, LINEAR_MODULES, LoraAdapter, planBytes, planWorkspace, targetedLinears, type BaseFormat, type LoraConfig, type ModelConfig } from '@webtune/model';
+import { InvalidArgumentError, MemoryPlanError, formatBytes } from '@webtune/errors';
+import { adapterMethod, architectureOf, BYTES, defaultHeadChunk, linearHasBias, linearShape, planBytes, planWorkspace, toAdapterSpec, type AdapterSpec, type BaseFormat, type LoraConfig, type ModelConfig } from '@webtune/model';
 
 export interface MemoryPlanInput {
   config: ModelConfig;
   format: BaseFormat;
-  lora: LoraConfig;
+  /** The adapter (any method), resolved. */
+  adapter?: AdapterSpec;
+  /** Shorthand for `adapter: { method: 'lora', config: lora }`. */
+  lora?: LoraConfig;
   batch: number;
   seq: number;
   recompute: boolean;
@@ -44,15 +47,18 @@ function q4Bytes(n: number, blockSize: number): number {
 }
 
 export function estimateTrainingMemory(input: MemoryPlanInput, maxBinding = 2 ** 31): MemoryEstimate {
-  const { config: c, lora } = input;
+  const { config: c } = input;
+  const spec = adapterOf(input);
+  const method = adapterMethod(spec.method);
+  const arch = architectureOf(c);
   const dtype = input.dtype ?? 'f32';
   const eb = dtype === 'f16' ? 2 : 4;
   const d = c.hiddenSize;
   let weights = c.vocabSize * d * eb * (c.tieWordEmbeddings ? 1 : 2);
-  if (c.architecture === 'gpt2') weights += c.maxPositions * d * eb;
-  weights += (2 * c.numLayers + 1) * d * 4 * (c.architecture === 'gpt2' ? 2 : 1);
+  if (arch.positions === 'learned') weights += c.maxPositions * d * eb;
+  weights += (2 * c.numLayers + 1) * d * 4 * (arch.norm === 'layer' ? 2 : 1);
   let largest = { name: 'embedding', bytes: c.vocabSize * d * eb };
-  for (const name of LINEAR_MODULES[c.architecture]) {
+  for (const name of arch.linears) {
     const { inFeatures, outFeatures } = linearShape(c, name);
     const n = inFeatures * outFeatures;
     const bytes = { f32: n * eb, nf4: nf4Bytes(n, input.blockSize ?? 64), q4: q4Bytes(n, input.blockSize ?? 32) }[input.format];
@@ -61,17 +67,16 @@ export function estimateTrainingMemory(input: MemoryPlanInput, maxBinding = 2 **
     // Quantizing goes through one float32 copy of the weight.
     if (n * 4 > largest.bytes) largest = { name: name, bytes: n * 4 };
   }
-  if (c.architecture === 'llama') weights += c.maxPositions * c.headDim * 4; // RoPE cos + sin tables
-  let params = 0;
-  for (const t of LoraAdapter.targets(c, lora)) params += lora.rank * (t.inFeatures + t.outFeatures);
-  // f32 weights + gradients, and with f16 compute their half copies.
-  const adapter = params * 4 * 2 + (dtype === 'f16' ? params * 2 * 2 : 0);
+  if (arch.positions === 'rope') weights += c.maxPositions * c.headDim * 4; // RoPE cos + sin tables
+  const params = method.parameterCount(c, spec.config);
+  // f32 weights + gradients, and with f16 compute their half copies where the method keeps them.
+  const adapter = params * 4 * 2 + (dtype === 'f16' && method.halfCopies ? params * 2 * 2 : 0);
   const optimizer = params * 4 * 2;
   const tokens = input.batch * input.seq;
-  const modules = LoraAdapter.targets(c, lora).map((t) => t.module);
   const plan = planWorkspace(c, {
-    batch: input.batch, seq: input.seq, training: true, recompute: input.recompute, rank: lora.rank,
-    loraLinears: targetedLinears(c, modules), dropout: lora.dropout > 0,
+    batch: input.batch, seq: input.seq, training: true, recompute: input.recompute,
+    adapter: method.buffers(c, spec.config, { tokens, training: true, dtype }),
+    lowestTrainable: Math.min(...method.modules(c, spec.config).map((t) => t.layer)),
     headChunk: defaultHeadChunk(c, tokens, maxBinding, dtype),
     nf4: input.format !== 'f32',
     dtype,
@@ -103,7 +108,8 @@ export function checkMemoryPlan(ctx: Pick<GpuContext, 'limits'>, input: MemoryPl
     );
   }
   if (estimate.total > budget) {
-    throw new MemoryPlanError(`Training ${input.config.modelType} (batch ${input.batch}, sequence ${input.seq}, rank ${input.lora.rank}, ${input.format})`, estimate.total, budget, suggestions);
+    const spec = adapterOf(input);
+    throw new MemoryPlanError(`Training ${input.config.modelType} (batch ${input.batch}, sequence ${input.seq}, ${adapterMethod(spec.method).describe(spec.config)}, ${input.format})`, estimate.total, budget, suggestions);
   }
   return estimate;
 }
@@ -115,6 +121,14 @@ function suggest(input: MemoryPlanInput, e: MemoryEstimate): string[] {
   if (input.format === 'f32') options.push([again({ format: 'nf4' }), "use format 'nf4' (QLoRA)"]);
   if (input.seq > 16) options.push([again({ seq: Math.floor(input.seq / 2) }), `sequence length (${input.seq} -> ${Math.floor(input.seq / 2)})`]);
   if (input.batch > 1) options.push([again({ batch: Math.ceil(input.batch / 2) }), `batch size (${input.batch} -> ${Math.ceil(input.batch / 2)}, with gradient accumulation to keep the effective batch)`]);
-  if (input.lora.rank > 1) options.push([again({ lora: { ...input.lora, rank: Math.max(1, input.lora.rank >> 1) } }), `LoRA rank (${input.lora.rank} -> ${Math.max(1, input.lora.rank >> 1)})`]);
+  const spec = adapterOf(input);
+  const smaller = adapterMethod(spec.method).smaller?.(spec.config);
+  if (smaller) options.push([again({ adapter: { method: spec.method, config: smaller.config as AdapterSpec['config'] }, lora: undefined }), smaller.what]);
   return options.filter(([saving]) => saving > 0).sort((a, b) => b[0] - a[0]).map(([saving, text]) => `${text}: saves ${formatBytes(saving)}`);
+}
+
+function adapterOf(input: MemoryPlanInput): AdapterSpec {
+  if (input.adapter) return input.adapter;
+  if (input.lora) return toAdapterSpec(input.lora);
+  throw new InvalidArgumentError('The memory plan needs the adapter: pass `adapter` ({ method, config }) or `lora`.');
 }

@@ -5,7 +5,7 @@
  */
 import { IGNORE_INDEX, type GpuContext } from '@webtune/gpu';
 import { InvalidArgumentError } from '@webtune/errors';
-import type { BaseFormat, HostTensor, LoraAdapter, Transformer } from '@webtune/model';
+import type { Adapter, BaseFormat, HostTensor, Transformer } from '@webtune/model';
 import { batchFromWindows, BatchStream, rowLength, type DataCursor, type TrainingRow } from './data/windows.js';
 import { checkEarlyStopping, EMPTY_EVALUATION_STATE, perplexity, recordEvaluation, shouldStop, type EarlyStoppingOptions, type Evaluation, type EvaluationState } from './evaluation.js';
 import { AdamW, type AdamWOptions } from './optimizer.js';
@@ -106,7 +106,7 @@ export class Trainer {
   private constructor(
     readonly ctx: GpuContext,
     readonly model: Transformer,
-    readonly adapter: LoraAdapter,
+    readonly adapter: Adapter,
     readonly optimizer: AdamW,
     config: TrainConfig,
     readonly estimate: MemoryEstimate,
@@ -118,7 +118,7 @@ export class Trainer {
   static async create(
     ctx: GpuContext,
     model: Transformer,
-    adapter: LoraAdapter,
+    adapter: Adapter,
     config: Partial<TrainConfig> & Pick<TrainConfig, 'steps'>,
     plan: PlanCheckOptions = {},
   ): Promise<Trainer> {
@@ -128,7 +128,7 @@ export class Trainer {
     }
     if (!(full.learningRate > 0) || !Number.isFinite(full.learningRate)) throw new InvalidArgumentError(`learningRate must be a positive number, got ${full.learningRate}.`);
     const format: BaseFormat = model.base.format;
-    const estimate = checkMemoryPlan(ctx, { config: model.config, format, lora: adapter.config, batch: full.batchSize, seq: full.seqLen, recompute: full.recompute, blockSize: model.base.nf4?.blockSize, dtype: model.base.dtype }, plan);
+    const estimate = checkMemoryPlan(ctx, { config: model.config, format, adapter: adapter.spec(), batch: full.batchSize, seq: full.seqLen, recompute: full.recompute, blockSize: model.base.nf4?.blockSize, dtype: model.base.dtype }, plan);
     model.setAdapter(adapter);
     const optimizer = await AdamW.create(ctx, adapter, full.adamw);
     return new Trainer(ctx, model, adapter, optimizer, full, estimate);

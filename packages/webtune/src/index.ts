@@ -19,9 +19,9 @@
 export { createTrainer } from '@webtune/sdk';
 export type {
   TrainerApi, CreateTrainerOptions, LoadOptions, ModelInfo, DataInput, DataOptions, DataInfo, TrainRequest, TrainSummary, ProgressEvent,
-  SessionGenerateOptions, DataProgress,
+  SessionGenerateOptions, DataProgress, AdapterRequest,
 } from '@webtune/sdk';
 export type { CheckpointMeta, CheckpointStore, DataRecord, FileFormat, RecordKind, Evaluation } from '@webtune/trainer';
-export type { LoadProgress, PeftFiles, BaseFormat, LoraConfig, ModelFileSource, ChatMessage, ChatRole } from '@webtune/model';
+export type { LoadProgress, PeftFiles, BaseFormat, LoraConfig, IA3Config, BitFitConfig, AdapterSpec, AdapterMethod, ModelFileSource, ChatMessage, ChatRole } from '@webtune/model';
 // Every error class (and ERROR_CLASSES, formatBytes and the error types).
 export * from '@webtune/errors';

@@ -24,10 +24,11 @@ import { createMatmulKernel, type MatmulKernel } from './matmul.js';
 import { createNF4DequantizeKernel, createNF4MatmulKernel, type NF4DequantizeKernel, type NF4MatmulKernel, type NF4Weight } from './nf4.js';
 import type { Codebook4 } from '../nf4/format.js';
 
-export type LoraBaseWeight = { format: 'dense'; weight: GpuTensor } | { format: 'nf4'; weight: NF4Weight };
+/** A frozen linear weight [out, in]: dense (f32/f16) or 4-bit (NF4, or a stored int4 file weight). */
+export type FrozenWeight = { format: 'dense'; weight: GpuTensor } | { format: 'nf4'; weight: NF4Weight };
 
 export interface LoraLayer {
-  base: LoraBaseWeight;
+  base: FrozenWeight;
   /** [rank, inFeatures] */
   a: GpuTensor;
   /** [outFeatures, rank] */

@@ -1,0 +1,31 @@
+/** Adapters on the GPU from a spec: fresh, or from saved tensors. */
+import type { GpuContext } from '@webtune/gpu';
+import type { ModelConfig } from '../config.js';
+import { BitFitAdapter } from './bitfit/adapter.js';
+import type { BitFitConfig } from './bitfit/config.js';
+import { IA3Adapter } from './ia3/adapter.js';
+import type { IA3Config } from './ia3/config.js';
+import { LoraAdapter } from './lora/adapter.js';
+import type { LoraConfig } from './lora/config.js';
+import { adapterMethod } from './registry.js';
+import type { Adapter, AdapterSpec, HostTensor } from './types.js';
+
+/** A fresh adapter for `spec` (its config resolved against the model first), initialised as its method does, with `seed`. */
+export function createAdapter(ctx: GpuContext, model: ModelConfig, spec: AdapterSpec, seed = 0): Adapter {
+  const config = adapterMethod(spec.method).resolve(model, spec.config);
+  switch (spec.method) {
+    case 'lora': return LoraAdapter.create(ctx, model, config as LoraConfig, seed);
+    case 'ia3': return IA3Adapter.create(ctx, model, config as IA3Config);
+    case 'bitfit': return BitFitAdapter.create(ctx, model, config as BitFitConfig, seed);
+  }
+}
+
+/** An adapter from saved tensors (PEFT keys); every key is checked and extras are refused. */
+export function adapterFromTensors(ctx: GpuContext, model: ModelConfig, spec: AdapterSpec, tensors: ReadonlyMap<string, HostTensor>, source = 'adapter'): Adapter {
+  const config = adapterMethod(spec.method).resolve(model, spec.config);
+  switch (spec.method) {
+    case 'lora': return LoraAdapter.fromTensors(ctx, model, config as LoraConfig, tensors, source);
+    case 'ia3': return IA3Adapter.fromTensors(ctx, model, config as IA3Config, tensors, source);
+    case 'bitfit': return BitFitAdapter.fromTensors(ctx, model, config as BitFitConfig, tensors, source);
+  }
+}

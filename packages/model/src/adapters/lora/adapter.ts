@@ -1,0 +1,137 @@
+/**
+ * LoRA adapter parameters on the GPU: A [r, in] and B [out, r] for every targeted linear, with
+ * their gradients (accumulated across micro-batches, cleared by the optimizer). Initialised as
+ * PEFT does (A kaiming-uniform with a = sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)); B zeros), or
+ * loaded from PEFT-named tensors to continue training or to generate.
+ */
+import { createTensor, type GpuContext, type GpuTensor } from '@webtune/gpu';
+import { InvalidArgumentError, ModelFormatError } from '@webtune/errors';
+import type { ModelConfig } from '../../config.js';
+import { Rng } from '../../rng.js';
+import { selectModules } from '../targets.js';
+import { TensorSet } from '../tensor-set.js';
+import type { Adapter, AdapterBufferShape, AdapterBuffers, AdapterRuntime, AdapterSpec, HostTensor, RuntimeContext, TargetModule, TrainableTensor } from '../types.js';
+import { loraScale, peftKey, type LoraConfig } from './config.js';
+import { createLoraRuntime } from './runtime.js';
+import { loraBuffers } from './method.js';
+
+export interface LoraParam extends TargetModule {
+  a: GpuTensor;
+  b: GpuTensor;
+  gradA: GpuTensor;
+  gradB: GpuTensor;
+}
+
+export class LoraAdapter extends TensorSet implements Adapter {
+  readonly method = 'lora' as const;
+  readonly scale: number;
+  readonly learningRateScale = 1;
+
+  private constructor(
+    ctx: GpuContext,
+    readonly model: ModelConfig,
+    readonly config: LoraConfig,
+    /** By module path, in layer order. */
+    readonly params: Map<string, LoraParam>,
+  ) {
+    super(ctx);
+    this.scale = loraScale(config);
+  }
+
+  /** The modules `config.targets` (and `config.layers`) select, in layer order. */
+  static targets(model: ModelConfig, config: Pick<LoraConfig, 'targets' | 'layers'>): TargetModule[] {
+    return selectModules(model, config.targets, config.layers);
+  }
+
+  /** A fresh adapter, initialised as PEFT's `init_lora_weights=True` with `seed`. */
+  static create(ctx: GpuContext, model: ModelConfig, config: LoraConfig, seed = 0): LoraAdapter {
+    const rng = new Rng(seed);
+    return LoraAdapter.build(ctx, model, config, (t) => {
+      const bound = 1 / Math.sqrt(t.inFeatures);
+      const a = new Float32Array(config.rank * t.inFeatures);
+      for (let i = 0; i < a.length; i++) a[i] = (rng.next() * 2 - 1) * bound;
+      return { a, b: new Float32Array(t.outFeatures * config.rank) };
+    });
+  }
+
+  /**
+   * An adapter from PEFT-named tensors (adapter_model.safetensors). Every targeted module must be
+   * present with A [r, in] and B [out, r]; extra keys are refused, so an adapter for another
+   * model is caught here rather than silently half-applied.
+   */
+  static fromTensors(ctx: GpuContext, model: ModelConfig, config: LoraConfig, tensors: ReadonlyMap<string, HostTensor>, source = 'adapter'): LoraAdapter {
+    const used = new Set<string>();
+    const adapter = LoraAdapter.build(ctx, model, config, (t) => {
+      const take = (which: 'A' | 'B', shape: number[]) => {
+        const key = peftKey(t.module, which);
+        const tensor = tensors.get(key);
+        if (!tensor) throw new ModelFormatError(source, `has no "${key}", which LoRA targets ${JSON.stringify(config.targets)} need`);
+        if (tensor.shape.length !== 2 || tensor.shape[0] !== shape[0] || tensor.shape[1] !== shape[1]) {
+          throw new ModelFormatError(source, `"${key}" is [${tensor.shape.join(', ')}]; this model needs [${shape.join(', ')}] (rank ${config.rank})`);
+        }
+        used.add(key);
+        return tensor.data;
+      };
+      return { a: take('A', [config.rank, t.inFeatures]), b: take('B', [t.outFeatures, config.rank]) };
+    });
+    adapter.refuseExtra(tensors, used, source);
+    return adapter;
+  }
+
+  private static build(
+    ctx: GpuContext,
+    model: ModelConfig,
+    config: LoraConfig,
+    init: (t: TargetModule) => { a: Float32Array; b: Float32Array },
+  ): LoraAdapter {
+    const params = new Map<string, LoraParam>();
+    const adapter = new LoraAdapter(ctx, model, config, params);
+    try {
+      for (const t of LoraAdapter.targets(model, config)) {
+        const { a, b } = init(t);
+        const r = config.rank;
+        params.set(t.module, {
+          ...t,
+          a: adapter.own(createTensor(ctx, { shape: [r, t.inFeatures], label: 'lora A', data: a })),
+          b: adapter.own(createTensor(ctx, { shape: [t.outFeatures, r], label: 'lora B', data: b })),
+          gradA: adapter.own(createTensor(ctx, { shape: [r, t.inFeatures], label: 'lora grad', data: new Float32Array(r * t.inFeatures) })),
+          gradB: adapter.own(createTensor(ctx, { shape: [t.outFeatures, r], label: 'lora grad', data: new Float32Array(t.outFeatures * r) })),
+        });
+      }
+    } catch (error) {
+      adapter.release();
+      throw error;
+    }
+    if (params.size === 0) throw new InvalidArgumentError(`LoRA targets ${JSON.stringify(config.targets)} select no module.`);
+    return adapter;
+  }
+
+  get lowestLayer(): number {
+    return Math.min(...[...this.params.values()].map((p) => p.layer));
+  }
+
+  spec(): AdapterSpec {
+    return { method: 'lora', config: JSON.parse(JSON.stringify(this.config)) as AdapterSpec['config'] };
+  }
+
+  *trainable(): Generator<TrainableTensor> {
+    for (const p of this.params.values()) {
+      yield { key: peftKey(p.module, 'A'), param: p.a, grad: p.gradA };
+      yield { key: peftKey(p.module, 'B'), param: p.b, grad: p.gradB };
+    }
+  }
+
+  buffers(shape: AdapterBufferShape): AdapterBuffers {
+    return loraBuffers(this.model, this.config, shape);
+  }
+
+  createRuntime(context: RuntimeContext): Promise<AdapterRuntime> {
+    return createLoraRuntime(this, context);
+  }
+
+  override release(): void {
+    super.release();
+    this.params.clear();
+  }
+}
+

@@ -1,0 +1,53 @@
+/**
+ * The adaptation methods by name, and the functions that take an `AdapterSpec` apart. Adding a
+ * method: a folder beside lora/ with its config, method definition, Adapter class and runtime,
+ * registered here and in create.ts.
+ */
+import { InvalidArgumentError } from '@webtune/errors';
+import type { ModelConfig } from '../config.js';
+import { bitfitMethod } from './bitfit/method.js';
+import { ia3Method } from './ia3/method.js';
+import { loraMethod } from './lora/method.js';
+import type { MethodDefinition } from './method.js';
+import type { AdapterMethod, AdapterSpec } from './types.js';
+
+export const ADAPTER_METHODS: Readonly<Record<AdapterMethod, MethodDefinition<unknown>>> = {
+  lora: loraMethod as MethodDefinition<unknown>,
+  ia3: ia3Method as MethodDefinition<unknown>,
+  bitfit: bitfitMethod as MethodDefinition<unknown>,
+};
+
+/** The definition of a method name, or a clear error listing the ones there are. */
+export function adapterMethod(method: string): MethodDefinition<unknown> {
+  const found = (ADAPTER_METHODS as Record<string, MethodDefinition<unknown> | undefined>)[method];
+  if (!found) throw new InvalidArgumentError(`Adapter method ${JSON.stringify(method)} is not one webtune trains; choose from ${Object.keys(ADAPTER_METHODS).join(', ')}.`);
+  return found;
+}
+
+/** A resolved spec from a method name and any subset of its config (defaults filled, validated against the model). */
+export function resolveAdapterSpec(model: ModelConfig, method: string, config: Record<string, unknown> = {}): AdapterSpec {
+  const definition = adapterMethod(method);
+  return { method: definition.method, config: definition.resolve(model, config) as AdapterSpec['config'] };
+}
+
+/** Why a checkpoint made with `saved` cannot continue as `here` (empty when it can). */
+export function adapterMismatch(saved: AdapterSpec, here: AdapterSpec): string[] {
+  if (saved.method !== here.method) return [`the checkpoint trained ${adapterMethod(saved.method).title} but this run uses ${adapterMethod(here.method).title}`];
+  return adapterMethod(saved.method).mismatch(saved.config, here.config);
+}
+
+/** Trainable parameters of a spec on a model. */
+export function adapterParameterCount(model: ModelConfig, spec: AdapterSpec): number {
+  return adapterMethod(spec.method).parameterCount(model, spec.config);
+}
+
+/** The one method whose saved keys these are (a federated global adapter, a checkpoint); undefined when none or several. */
+export function methodOfKeys(keys: Iterable<string>): AdapterMethod | undefined {
+  const found = new Set<AdapterMethod>();
+  for (const key of keys) {
+    const method = (Object.values(ADAPTER_METHODS) as MethodDefinition<unknown>[]).find((m) => m.keyPattern.test(key));
+    if (!method) return undefined;
+    found.add(method.method);
+  }
+  return found.size === 1 ? [...found][0] : undefined;
+}

@@ -1,0 +1,147 @@
+/**
+ * The adaptation-method seam. A method (LoRA, IA3, BitFit, ...) is one folder here that provides:
+ * config resolution and validation, the trainable tensors (created, imported, read, written), the
+ * workspace buffers it needs, how it changes a linear layer's forward and backward on the GPU, its
+ * PEFT files, and its merge into base weights. Everything outside `adapters/` (trainer, AdamW,
+ * checkpoints, planner, federated rounds, coordinator) sees an `Adapter`: trainable tensors and an
+ * `AdapterSpec` `{ method, config }`.
+ */
+import type { CommandRecorder, ElementType, GpuContext, GpuTensor } from '@webtune/gpu';
+import type { ModelConfig } from '../config.js';
+import type { BufferPlan } from '../workspace.js';
+import type { FrozenLinear } from '../weights.js';
+
+/** A float32 tensor in host memory with its shape (PEFT-keyed adapter tensors, checkpoints, deltas). */
+export interface HostTensor {
+  data: Float32Array;
+  shape: number[];
+}
+
+/** The adaptation methods webtune trains. */
+export type AdapterMethod = 'lora' | 'ia3' | 'bitfit';
+
+/** JSON data (an adapter spec's config). */
+export type AdapterJson = string | number | boolean | null | AdapterJson[] | { [key: string]: AdapterJson };
+
+/** A serializable adapter description: the method and its resolved config (checkpoints, federated rounds). */
+export interface AdapterSpec {
+  method: AdapterMethod;
+  /** The method's resolved config (LoraConfig, IA3Config, BitFitConfig) as JSON. */
+  config: { [key: string]: AdapterJson };
+}
+
+/** One trainable tensor with its gradient buffer, keyed as the method's saved files key it. */
+export interface TrainableTensor {
+  key: string;
+  param: GpuTensor;
+  grad: GpuTensor;
+}
+
+/** One targeted linear module of one layer. */
+export interface TargetModule {
+  /** HF module path, e.g. model.layers.0.self_attn.q_proj */
+  module: string;
+  layer: number;
+  /** Suffix within the layer, e.g. self_attn.q_proj */
+  name: string;
+  inFeatures: number;
+  outFeatures: number;
+}
+
+/** What a training step's workspace must hold for the adapter, besides the frozen model's own buffers. */
+export interface AdapterBuffers {
+  /** Saved per trainable layer (names must be unique, e.g. `h:self_attn.q_proj`). */
+  layer: BufferPlan[];
+  /** One copy, shared by all layers (backward scratch). */
+  shared: BufferPlan[];
+}
+
+/** Shapes the buffer plan depends on. */
+export interface AdapterBufferShape {
+  tokens: number;
+  training: boolean;
+  dtype: ElementType;
+}
+
+/** The frozen operations the transformer lends a method's linear hooks. */
+export interface LinearOps {
+  /** y = x W^T (no bias). */
+  frozenForward(rec: CommandRecorder, lin: FrozenLinear, x: GpuTensor, y: GpuTensor): void;
+  /** gradInput (= or +=) gradOutput W. */
+  frozenBackward(rec: CommandRecorder, lin: FrozenLinear, gradOutput: GpuTensor, gradInput: GpuTensor, accumulate: boolean): void;
+  /** The workspace's shared scratch (the method's `shared` buffers and `weightScratch` for 4-bit bases). */
+  scratch(name: string): GpuTensor | undefined;
+}
+
+/** One linear call: run state and where to read and write. */
+export interface LinearCall {
+  layer: number;
+  linear: FrozenLinear;
+  /** Rows (tokens). */
+  m: number;
+  x: GpuTensor;
+  /** This layer's saved state (the method's `layer` buffers by name). */
+  state: Record<string, GpuTensor>;
+  training: boolean;
+  /** Dropout seed and the stream of this (step, layer, linear). */
+  seed: number;
+  stream: number;
+}
+
+/**
+ * The GPU side of an adapter inside one Transformer: forward and backward of the linears it
+ * touches. `linearForward` writes y including the base bias; `linearBackward` adds the gradients
+ * of its trainable tensors and writes (or adds) dL/dx when `gradInput` is given.
+ */
+export interface AdapterRuntime {
+  /** Before a forward pass: refresh half copies and the like. */
+  beforeForward(rec: CommandRecorder): void;
+  /** After a backward pass: fold half gradients into the f32 ones, and the like. */
+  afterBackward(rec: CommandRecorder): void;
+  /** Whether this runtime changes the linear (otherwise the transformer runs it frozen). */
+  touches(linear: FrozenLinear): boolean;
+  linearForward(rec: CommandRecorder, call: LinearCall & { y: GpuTensor }): void;
+  linearBackward(rec: CommandRecorder, call: LinearCall & { gradOutput: GpuTensor; gradInput: GpuTensor | undefined; accumulate: boolean }): void;
+  release(): void;
+}
+
+/** What a runtime is built from. */
+export interface RuntimeContext {
+  ctx: GpuContext;
+  dtype: ElementType;
+  /** The base's 4-bit kernel variant, when its linear weights are 4-bit. */
+  nf4: { blockSize: number; doubleQuant: boolean; codebook: 'nf4' | 'int4' } | undefined;
+  ops: LinearOps;
+}
+
+/** An adapter on the GPU: trainable tensors, their gradients, and the hooks that apply them. */
+export interface Adapter {
+  readonly method: AdapterMethod;
+  readonly model: ModelConfig;
+  /** The method's resolved config. */
+  readonly config: unknown;
+  /** Bumped whenever a trainable tensor changes (optimizer step, write); runtimes keeping copies re-sync. */
+  version: number;
+  /** Number of trainable parameters. */
+  readonly parameterCount: number;
+  /** Multiplies the optimizer's learning rate for this adapter's tensors (1 unless the method says otherwise). */
+  readonly learningRateScale: number;
+  /** The lowest layer with a trainable tensor: backward stops there. */
+  readonly lowestLayer: number;
+  /** `{ method, config }`, for checkpoints and federated rounds. */
+  spec(): AdapterSpec;
+  /** Every trainable tensor with its gradient, in a fixed order (the optimizer's and checkpoints' order). */
+  trainable(): Generator<TrainableTensor>;
+  /** The trainable tensors under their saved keys. */
+  read(): Promise<Map<string, HostTensor>>;
+  /** The accumulated gradients under the parameters' keys. */
+  readGradients(): Promise<Map<string, HostTensor>>;
+  /** Overwrites every trainable tensor (same keys and shapes as `read()` returns). */
+  write(tensors: ReadonlyMap<string, HostTensor>): void;
+  zeroGradients(): void;
+  /** The workspace buffers the runtime uses. */
+  buffers(shape: AdapterBufferShape): AdapterBuffers;
+  /** The GPU hooks, built once per Transformer that runs this adapter. */
+  createRuntime(context: RuntimeContext): Promise<AdapterRuntime>;
+  release(): void;
+}
