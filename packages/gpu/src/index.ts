@@ -67,3 +67,7 @@ export { createVectorScaleKernels } from './kernels/vector-scale.js';
 export type { VectorScaleKernels, VectorScaleOptions, ScaleColumnsArgs, ColumnDotArgs } from './kernels/vector-scale.js';
 export { scaleColumnsRef, columnDotRef } from './kernels/vector-scale.ref.js';
 export type { ScaleColumnsRefInput, ColumnDotRefInput } from './kernels/vector-scale.ref.js';
+export { createDoraKernels } from './kernels/dora.js';
+export type { DoraKernels, DoraKernelOptions, DoraWeightNormArgs } from './kernels/dora.js';
+export { doraWeightNormRef } from './kernels/dora.ref.js';
+export type { DoraWeightNormRefInput, DoraWeightNormRefOutput } from './kernels/dora.ref.js';
