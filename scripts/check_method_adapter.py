@@ -11,12 +11,16 @@ ADAPTER_DIR  adapter_config.json + adapter_model.safetensors in PEFT's layout (p
                  base_model.model.<module>.lora_A.weight [r, in], .lora_B.weight [out, r]
                  and with use_dora .lora_magnitude_vector [out]
                "method": "bitfit": base_model.model.<module>.bias (and <norm>.weight / .bias)
+               "webtune_method": "bitfit" (webtune's export): base_model.model.<module>.bitfit_bias, offsets added
+                 to the base bias (a new bias where the base has none)
              F32/F16/BF16 tensors are upcast to f32.
 MODEL        tiny-llama | tiny-qwen2 | tiny-gpt2: packages/model/test/fixtures/models/MODEL (stored weights upcast
              to f32); inputIds/labels from goldens/methods-MODEL.json (the same as goldens/MODEL.json).
 
 Prints one line of JSON: {"method", "logits": first 32 values of logits[0, 0] (vocab entries 0..31 at the first
-position of the first row), "loss": HF causal-LM loss for the golden's labels}.
+position of the first row), "loss": HF causal-LM loss for the golden's labels}. With a third argument OUT.json it
+also writes {"generatedBy", "method", "loss", "logits": every logit of the batch, base64 f32} there (the
+cross-check packages/model/test/methods.gpu.test.ts reads for adapters webtune exported).
 """
 import json
 import os
@@ -24,7 +28,7 @@ import sys
 
 import torch
 
-from fixture_io import ROOT
+from fixture_io import ROOT, b64
 from peft_methods import apply_adapter, method_of, read_adapter_dir
 from tiny_models import hf_causal_lm_loss, load_hf_model_dir
 
@@ -49,15 +53,21 @@ def run(adapter_dir, model_name):
     with torch.no_grad():
         logits = model.forward(ids)
         loss = hf_causal_lm_loss(logits, labels)
-    return {"method": method_of(cfg), "logits": [float(v) for v in logits[0, 0, :32]], "loss": float(loss)}
+    return {"method": method_of(cfg), "logits": [float(v) for v in logits[0, 0, :32]], "loss": float(loss)}, logits
 
 
 def main():
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     torch.set_num_threads(1)
-    print(json.dumps(run(sys.argv[1], sys.argv[2])))
+    summary, logits = run(sys.argv[1], sys.argv[2])
+    print(json.dumps(summary))
+    if len(sys.argv) == 4:
+        with open(sys.argv[3], "w") as f:
+            json.dump({"generatedBy": "scripts/check_method_adapter.py (plain-torch PEFT forwards, scripts/peft_methods.py)",
+                       "method": summary["method"], "loss": summary["loss"], "logits": b64(logits, "f32")}, f)
+            f.write("\n")
 
 
 if __name__ == "__main__":

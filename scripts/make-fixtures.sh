@@ -21,8 +21,15 @@ $PY make_aggregation_fixtures.py
 $PY make_onnx_fixtures.py
 cd ..
 node scripts/run-ts.mjs scripts/export_webtune_adapters.ts
+node scripts/run-ts.mjs scripts/export_method_adapters.ts
 cd scripts
 for model in tiny-llama tiny-gpt2; do
   $PY merge_peft_adapter.py "../packages/model/test/fixtures/models/$model" "../packages/model/test/fixtures/webtune-adapters/$model" \
     "../packages/model/test/fixtures/webtune-adapters/$model/pytorch-merged.json"
+done
+for model in tiny-llama tiny-gpt2; do
+  for method in dora ia3 bitfit lora; do
+    dir="../packages/model/test/fixtures/webtune-adapters/$model-$method"
+    $PY check_method_adapter.py "$dir" "$model" "$dir/pytorch.json" >/dev/null
+  done
 done

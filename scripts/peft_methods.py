@@ -210,7 +210,7 @@ def read_adapter_dir(adapter_dir):
 
 
 def method_of(cfg):
-    if cfg.get("method") == "bitfit":
+    if cfg.get("method") == "bitfit" or cfg.get("webtune_method") == "bitfit":
         return "bitfit"
     pt = cfg.get("peft_type")
     if pt == "IA3":
@@ -240,6 +240,15 @@ def apply_adapter(config, params, cfg, tensors):
         for k, v in tensors.items():
             if not k.startswith(PREFIX):
                 raise ValueError(f"unexpected key {k}")
+            if k.endswith(".bitfit_bias"):
+                # webtune's BitFit files hold offsets from the base bias (zero where the base has none).
+                path = k[len(PREFIX):-len(".bitfit_bias")]
+                if path not in shapes:
+                    raise ValueError(f"bitfit key {k} names no linear of this model")
+                assert tuple(v.shape) == (shapes[path][1],), (k, tuple(v.shape))
+                base = params.get(path + ".bias")
+                new[path + ".bias"] = v if base is None else base + v
+                continue
             name = k[len(PREFIX):]
             path = name.rsplit(".", 1)[0]
             if name.endswith(".bias") and path in shapes:

@@ -83,7 +83,9 @@ export function inferLora(layout: AdapterLayout, peftConfigJson?: string): LoraC
   let rank = 0;
   const targets = new Set<string>();
   for (const key of layout.keys) {
-    const m = PEFT_KEY.exec(key)!;
+    // DoRA's magnitude vectors sit beside A and B; their modules are A's and B's.
+    const m = PEFT_KEY.exec(key);
+    if (!m) continue;
     targets.add(m[1]!.split('.').pop()!);
     if (m[2] === 'A') {
       const r = layout.shapes.get(key)![0]!;
@@ -133,7 +135,7 @@ export function inferAdapter(layout: AdapterLayout, adapterConfigJson?: string):
   const layers = Array.isArray(raw['layers_to_transform']) ? (raw['layers_to_transform'] as number[]) : typeof raw['layers_to_transform'] === 'number' ? [raw['layers_to_transform']] : undefined;
   const names = [...new Set(modules.map((m) => m.name))].sort();
   let config: Record<string, unknown>;
-  if (method === 'lora') {
+  if (method === 'lora' || method === 'dora') {
     config = { ...inferLora(layout, adapterConfigJson) };
   } else if (method === 'ia3') {
     // Feed-forward targets scale the input: their vectors are [1, in].

@@ -14,6 +14,8 @@ export { ARCHITECTURES, architectureOf, architectureForModelType, modulePath, pa
 export type { ArchitectureDescriptor, AttentionLinears, MlpLinears, ArchitectureNames, DefaultTargets } from './arch/index.js';
 export { resolveLoraConfig, loraScale, peftKey } from './adapters/lora/config.js';
 export type { LoraConfig } from './adapters/lora/config.js';
+export { resolveDoraConfig, magnitudeKey } from './adapters/dora/config.js';
+export type { DoraConfig } from './adapters/dora/config.js';
 export { resolveIA3Config, ia3Key } from './adapters/ia3/config.js';
 export type { IA3Config } from './adapters/ia3/config.js';
 export { resolveBitFitConfig, bitfitKey } from './adapters/bitfit/config.js';
@@ -21,7 +23,7 @@ export type { BitFitConfig } from './adapters/bitfit/config.js';
 export { matchesTarget, selectModules } from './adapters/targets.js';
 export { ADAPTER_METHODS, adapterMethod, resolveAdapterSpec, adapterMismatch, adapterParameterCount, methodOfKeys } from './adapters/registry.js';
 export type { MethodDefinition } from './adapters/method.js';
-export { createAdapter, adapterFromTensors } from './adapters/create.js';
+export { createAdapter, createAdapterOnBase, adapterFromTensors } from './adapters/create.js';
 export type {
   Adapter, AdapterMethod, AdapterSpec, TrainableTensor, TargetModule, AdapterBuffers, AdapterBufferShape, AdapterRuntime, RuntimeContext, LinearOps, LinearCall, HostTensor,
 } from './adapters/types.js';
@@ -31,6 +33,8 @@ export { uploadBaseModel, storedFourBit, linearShape, linearHasBias, transpose }
 export type { WeightReader, BaseModel, BaseFormat, BaseWeightOptions, FrozenLinear, LayerWeights, NormWeights } from './weights.js';
 export { LoraAdapter } from './adapters/lora/adapter.js';
 export type { LoraParam } from './adapters/lora/adapter.js';
+export { DoraAdapter } from './adapters/dora/adapter.js';
+export type { DoraParam } from './adapters/dora/adapter.js';
 export { IA3Adapter } from './adapters/ia3/adapter.js';
 export type { IA3Param } from './adapters/ia3/adapter.js';
 export { BitFitAdapter } from './adapters/bitfit/adapter.js';

@@ -54,9 +54,9 @@ function methodOfConfig(raw: Record<string, unknown>): AdapterSpec['method'] {
     throw new UnsupportedModelError('adapter_config.json', `webtune_method "${String(raw['webtune_method'])}" is not one this version reads (bitfit)`);
   }
   const type = raw['peft_type'];
-  if (type === undefined || type === 'LORA') return 'lora';
+  if (type === undefined || type === 'LORA') return raw['use_dora'] === true ? 'dora' : 'lora';
   if (type === 'IA3') return 'ia3';
-  throw new UnsupportedModelError('adapter_config.json', `peft_type "${String(type)}" is not supported (LORA, IA3; BitFit files carry "webtune_method": "bitfit")`);
+  throw new UnsupportedModelError('adapter_config.json', `peft_type "${String(type)}" is not supported (LORA with or without use_dora, IA3; BitFit files carry "webtune_method": "bitfit")`);
 }
 
 /**

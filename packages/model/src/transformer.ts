@@ -174,6 +174,7 @@ export class Transformer {
       ops: {
         frozenForward: (rec, lin, x, y) => this.frozen(rec, lin.weight, 'forward', x, y, this.workspace!.tokens, lin),
         frozenBackward: (rec, lin, gy, gx, accumulate) => this.frozen(rec, lin.weight, accumulate ? 'backwardAcc' : 'backward', gy, gx, this.workspace!.tokens, lin),
+        linear: (layer, name) => this.base.layers[layer]!.linears.get(name)!,
         scratch: (name) => this.workspace?.buffers[name],
       },
     });
@@ -189,7 +190,7 @@ export class Transformer {
       seq,
       training,
       recompute: training && (options.recompute ?? false),
-      adapter: adapter ? adapter.buffers({ tokens, training, dtype: this.base.dtype }) : { layer: [], shared: [] },
+      adapter: adapter ? adapter.buffers({ tokens, training, dtype: this.base.dtype, fourBit: this.base.nf4 !== undefined }) : { layer: [], shared: [] },
       // Backward stops at the lowest adapted layer; the frozen layers below it keep no state.
       lowestTrainable: training && adapter ? adapter.lowestLayer : 0,
       headChunk: options.headChunk ?? defaultHeadChunk(this.config, tokens, this.ctx.limits.maxStorageBufferBindingSize, this.base.dtype),

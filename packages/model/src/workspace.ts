@@ -84,6 +84,8 @@ export function planWorkspace(config: ModelConfig, ws: WorkspaceShape): BufferPl
     { name: 'logits', shape: [ws.headChunk, v], dtype: ws.dtype, copies: 1 },
   ];
   if (arch.norm === 'layer') plan.push({ name: 'meanF', shape: [t], dtype: 'f32', copies: 1 });
+  // The adapter's shared scratch (each method lists what it needs for training or inference).
+  plan.push(...ws.adapter.shared);
   if (ws.training) {
     plan.push(
       { name: 'targets', shape: [t], dtype: 'u32', copies: 1 },
@@ -99,7 +101,6 @@ export function planWorkspace(config: ModelConfig, ws: WorkspaceShape): BufferPl
       { name: 'dGate', shape: [t, i], dtype: ws.dtype, copies: 1 },
       { name: 'dhc', shape: [ws.headChunk, d], dtype: ws.dtype, copies: 1 },
       { name: 'dXf', shape: [t, d], dtype: ws.dtype, copies: 1 },
-      ...ws.adapter.shared,
     );
     if (arch.mlp.kind === 'swiglu') plan.push({ name: 'dUp', shape: [t, i], dtype: ws.dtype, copies: 1 });
     if (arch.attention.kind === 'fused') plan.push({ name: 'dQKV', shape: [t, 3 * d], dtype: ws.dtype, copies: 1 });

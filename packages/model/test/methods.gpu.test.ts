@@ -1,5 +1,5 @@
 /**
- * IA3, BitFit and layer-selective LoRA on the GPU against plain-PyTorch transcriptions of PEFT's
+ * IA3, DoRA, BitFit and layer-selective LoRA/DoRA on the GPU against plain-PyTorch transcriptions of PEFT's
  * formulas (scripts/make_method_fixtures.py, scripts/peft_methods.py): logits, loss and the
  * gradient of every trainable tensor after one backward pass, in f32 and (where the device has
  * shader-f16) f16 compute; merged weights against PyTorch's merge; PEFT files out and back in
@@ -9,8 +9,9 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { useNodeContext } from '../../gpu/test/node-context.js';
 import { InvalidArgumentError } from '@webtune/errors';
+import { dequantizeNF4, quantizeNF4 } from '@webtune/gpu';
 import {
-  adapterFromTensors, adapterMethod, bitfitKey, exportPeftAdapter, mergeAdapterFiles, parseSafetensors, readPeftAdapter, tensorToFloat32,
+  adapterFromTensors, adapterMethod, bitfitKey, createAdapter, createAdapterOnBase, importPeftAdapter, resolveAdapterSpec, exportPeftAdapter, mergeAdapterFiles, parseSafetensors, readPeftAdapter, tensorToFloat32,
   Transformer, uploadBaseModel, type AdapterSpec, type HostTensor, type ModelConfig,
 } from '../src/index.js';
 import { batchOf, f32, FIXTURES, maxAbsDiff, MODELS, relativeError, tinyModel, type Golden, type TinyModel } from './tiny-models.js';
@@ -68,7 +69,7 @@ describe.each(MODELS)('%s: adaptation methods against PyTorch', (name) => {
   const batch = batchOf(g as unknown as Golden);
   // Qwen2's config cannot switch on o_proj / MLP biases, so BitFit there trains q/k/v only and the
   // every-linear golden is refused (checked in "method settings are checked"); norms are not trained.
-  const variants = g.variants.filter((v) => v.method !== 'dora' && v.name !== 'bitfit-norms' && !(name === 'tiny-qwen2' && v.method === 'bitfit'));
+  const variants = g.variants.filter((v) => v.name !== 'bitfit-norms' && !(name === 'tiny-qwen2' && v.method === 'bitfit'));
 
   for (const dtype of ['f32', 'f16'] as const) {
     for (const v of variants) {
@@ -173,6 +174,114 @@ describe('method settings are checked', () => {
     expect(() => adapterMethod('bitfit').resolve(qwen, { targets: ['o_proj'] })).toThrowError(/cannot carry a bias there/);
     expect(adapterMethod('bitfit').resolve(qwen, {})).toMatchObject({ targets: ['q_proj', 'k_proj', 'v_proj'] });
     expect(adapterMethod('ia3').resolve(qwen, {})).toMatchObject({ targets: ['q_proj', 'v_proj', 'down_proj'], feedforward: ['down_proj'] });
-    expect(() => adapterMethod('prefix')).toThrowError(/choose from lora, ia3, bitfit/);
+    expect(() => adapterMethod('prefix')).toThrowError(/choose from lora, dora, ia3, bitfit/);
   });
+});
+
+describe('DoRA over a 4-bit (NF4) base', () => {
+  it('runs forward and backward with the weight dequantized for the norm: a fresh adapter is the NF4 base exactly; gradients are those of the dequantized weights', async () => {
+    const name = 'tiny-llama';
+    const g = methodGolden(name);
+    const batch = batchOf(g as unknown as Golden);
+    const v = g.variants.find((x) => x.name === 'dora-r4')!;
+    const { config, reader } = tinyModel(name);
+    const f32Base = await uploadBaseModel(gpu(), config, reader);
+    const f32Model = await Transformer.create(gpu(), f32Base);
+    const base = await uploadBaseModel(gpu(), config, reader, { format: 'nf4' });
+    const model = await Transformer.create(gpu(), base);
+    const { spec, tensors, grads } = asWebtune(config, reader, v);
+    const adapter = adapterFromTensors(gpu(), config, spec, tensors);
+    const fresh = await createAdapterOnBase(gpu(), base, spec, 3);
+    try {
+      // How far NF4 moves this model's logits on its own.
+      const nf4Plain = await model.logits(batch);
+      const nf4Error = maxAbsDiff(nf4Plain, await f32Model.logits(batch));
+      // m = ||dequantized W||: the fresh adapter leaves the NF4 model as it is.
+      model.setAdapter(fresh);
+      expect(maxAbsDiff(await model.logits(batch), nf4Plain)).toBeLessThan(2e-5);
+      model.setAdapter(adapter);
+      expect(maxAbsDiff(await model.logits(batch), f32(v.logits))).toBeLessThan(1.5 * nf4Error + 0.05);
+      const { loss } = await model.trainStep(batch);
+      expect(Math.abs(loss - v.loss)).toBeLessThan(0.1);
+      const got = await adapter.readGradients();
+      expect([...got.keys()].sort()).toEqual([...grads.keys()].sort());
+      // The same step on a dense base holding the NF4 weights' dequantized values (bitsandbytes'
+      // layout, CPU reference): the 4-bit path must give the dense path's gradients.
+      const linear = /\.(q|k|v|o|gate|up|down)_proj\.weight$/;
+      const dequantized = {
+        has: (n: string) => reader.has(n),
+        read: (n: string) => {
+          const t = reader.read(n);
+          if (!linear.test(n)) return t;
+          return { data: dequantizeNF4(quantizeNF4(t.data, { blockSize: 64, doubleQuant: true, shape: [...t.shape] })), shape: t.shape };
+        },
+      };
+      const denseBase = await uploadBaseModel(gpu(), config, dequantized);
+      const dense = await Transformer.create(gpu(), denseBase);
+      const twin = adapterFromTensors(gpu(), config, spec, tensors);
+      try {
+        dense.setAdapter(twin);
+        const denseLoss = (await dense.trainStep(batch)).loss;
+        expect(Math.abs(loss - denseLoss)).toBeLessThan(1e-4);
+        const want = await twin.readGradients();
+        for (const [key, t] of want) expect(relativeError(got.get(key)!.data, t.data), key).toBeLessThan(1e-3);
+      } finally {
+        twin.release();
+        dense.release();
+        denseBase.release();
+      }
+    } finally {
+      fresh.release();
+      adapter.release();
+      model.release();
+      base.release();
+      f32Model.release();
+      f32Base.release();
+    }
+  });
+
+  it('a fresh DoRA adapter starts from the base: m is the base weights\' row norms, so the logits are the base model\'s', async () => {
+    const { config, reader } = tinyModel('tiny-gpt2');
+    const base = await uploadBaseModel(gpu(), config, reader);
+    const model = await Transformer.create(gpu(), base);
+    const batch = batchOf(methodGolden('tiny-gpt2') as unknown as Golden);
+    const plain = await model.logits(batch);
+    const adapter = await createAdapterOnBase(gpu(), base, resolveAdapterSpec(config, 'dora', { rank: 4, alpha: 8 }), 1);
+    try {
+      model.setAdapter(adapter);
+      expect(maxAbsDiff(await model.logits(batch), plain)).toBeLessThan(2e-5);
+      expect(() => createAdapter(gpu(), config, adapter.spec())).toThrow(/createAdapterOnBase/);
+    } finally {
+      adapter.release();
+      model.release();
+      base.release();
+    }
+  });
+});
+
+describe('adapters webtune trained, loaded by PyTorch (scripts/export_method_adapters.ts, scripts/check_method_adapter.py)', () => {
+  for (const name of ['tiny-llama', 'tiny-gpt2'] as const) {
+    for (const method of ['dora', 'ia3', 'bitfit', 'lora'] as const) {
+      it(`${name} ${method}: PEFT's formulas in torch give webtune's logits for the exported files`, async () => {
+        const dir = `${FIXTURES}webtune-adapters/${name}-${method}/`;
+        const torch = JSON.parse(readFileSync(`${dir}pytorch.json`, 'utf8')) as { method: string; loss: number; logits: Encoded };
+        expect(torch.method).toBe(method);
+        const { config, reader } = tinyModel(name);
+        const base = await uploadBaseModel(gpu(), config, reader);
+        const model = await Transformer.create(gpu(), base);
+        const adapter = importPeftAdapter(gpu(), config, { config: readFileSync(`${dir}adapter_config.json`, 'utf8'), weights: new Uint8Array(readFileSync(`${dir}adapter_model.safetensors`)) });
+        try {
+          expect(adapter.method).toBe(method);
+          model.setAdapter(adapter);
+          const batch = batchOf(methodGolden(name) as unknown as Golden);
+          expect(maxAbsDiff(await model.logits(batch), f32(torch.logits))).toBeLessThan(TOL.f32.logits);
+          expect(Math.abs((await model.evaluate(batch)).loss - torch.loss)).toBeLessThan(TOL.f32.loss);
+        } finally {
+          adapter.release();
+          model.release();
+          base.release();
+        }
+      });
+    }
+  }
 });

@@ -17,13 +17,14 @@ import {
   importPeftAdapter,
   loadModelFiles,
   adapterFromTensors,
-  createAdapter,
+  createAdapterOnBase,
   resolveAdapterSpec,
   Transformer,
   uploadBaseModel,
   storedFourBit,
   urlSource,
   weightReader,
+  mergeAdapterFiles,
   type BaseFormat,
   type BaseModel,
   type ChatMessage,
@@ -33,6 +34,7 @@ import {
   type LoadProgress,
   type LoraConfig,
   type IA3Config,
+  type DoraConfig,
   type BitFitConfig,
   type ModelConfig,
   type AdapterSpec,
@@ -401,9 +403,16 @@ interface Loaded {
   dtype: 'f32' | 'f16';
 }
 
+/** A merged model folder's two files (exportMerged()). */
+export interface MergedFiles {
+  'config.json': string;
+  'model.safetensors': Uint8Array;
+}
+
 /** Which adaptation method train() uses, with any subset of its config. */
 export type AdapterRequest =
   | { method: 'lora'; config?: Partial<LoraConfig> }
+  | { method: 'dora'; config?: Partial<DoraConfig> }
   | { method: 'ia3'; config?: Partial<IA3Config> }
   | { method: 'bitfit'; config?: Partial<BitFitConfig> };
 
@@ -659,7 +668,7 @@ export class TrainerSession {
    */
   async train(request: TrainRequest, onProgress?: (p: ProgressEvent) => void): Promise<TrainSummary> {
     if (this.run?.controller) throw new InvalidArgumentError('A run is already in progress; pause or cancel it first.');
-    const { files, model } = this.requireModel();
+    const { files, model, base } = this.requireModel();
     if (!this.data) throw new InvalidArgumentError('No training data: call prepareData() first.');
     const ctx = await this.context();
     const runId = request.runId ?? 'run';
@@ -706,7 +715,7 @@ export class TrainerSession {
       for (const meta of [...(await this.store.list(runId)), ...(await this.store.list(bestRunId(runId)))]) await this.store.delete(meta.id);
     }
     this.disposeRun();
-    const adapter = createAdapter(ctx, files.config, spec, request.seed ?? DEFAULT_TRAIN_CONFIG.seed);
+    const adapter = await createAdapterOnBase(ctx, base, spec, request.seed ?? DEFAULT_TRAIN_CONFIG.seed);
     if (start) {
       try {
         adapter.write(start);
@@ -927,6 +936,27 @@ export class TrainerSession {
   }
 
   /**
+   * The base model with the adapter merged in, as a Hugging Face folder's `config.json` and
+   * `model.safetensors` (float32, the checkpoint's own tensor names and layouts) that
+   * `from_pretrained` loads without PEFT: LoRA and IA3 change the weights they target; BitFit adds
+   * its biases, and for a Llama without biases switches on `attention_bias` / `mlp_bias` in
+   * config.json. Needs the model's weights in safetensors (a model loaded from ONNX: exportOnnx()).
+   */
+  async exportMerged(): Promise<MergedFiles> {
+    if (!this.adapter) throw new InvalidArgumentError('There is no adapter yet: train or import one first.');
+    const { files } = this.requireModel();
+    if (files.format !== 'safetensors') {
+      throw new UnsupportedModelError('exportMerged', `the model was loaded from ${files.format} weights; a merged safetensors export needs safetensors weights (for ONNX use exportOnnx())`);
+    }
+    const merged = mergeAdapterFiles(files.config, weightReader(files), this.adapter.spec(), await this.adapter.read());
+    const out: MergedFiles = {
+      'config.json': `${JSON.stringify({ ...files.config.raw, ...merged.config }, null, 2)}\n`,
+      'model.safetensors': merged.weights,
+    };
+    return Comlink.transfer(out, [merged.weights.buffer as ArrayBuffer]);
+  }
+
+  /**
    * The fine-tuned model as ONNX, for a model loaded with `onnx`: the original graph with the
    * adapter merged into its f32/f16 weights, and 4-bit MatMulNBits weights kept with the adapter as
    * an exact side branch (or merged and re-quantized with `fourBit: 'requantize'`), keyed by path in
@@ -937,7 +967,7 @@ export class TrainerSession {
     if (!this.adapter) throw new InvalidArgumentError('There is no adapter yet: train or import one first.');
     const { files } = this.requireModel();
     if (this.adapter.method !== 'lora') {
-      throw new UnsupportedModelError('exportOnnx', `the ONNX export merges LoRA adapters; this one is ${this.adapter.method}: export it with exportMerged() (safetensors) or exportAdapter()`);
+      throw new UnsupportedModelError('exportOnnx', `the ONNX export merges LoRA adapters; this one is ${this.adapter.method}: export it with exportMerged() (safetensors weights) or exportAdapter()`);
     }
     const out = this.onnx().exportModel(files, this.adapter.config as LoraConfig, await this.adapter.read(), options);
     const result = Object.fromEntries(out);

@@ -334,7 +334,7 @@ function validateMeta(m: Json, name: string): CheckpointMeta {
   }
   const lora = spec.config;
   if (
-    spec.method === 'lora' && (!isCount(lora.rank) || lora.rank < 1 || typeof lora.alpha !== 'number' || typeof lora.dropout !== 'number' ||
+    (spec.method === 'lora' || spec.method === 'dora') && (!isCount(lora.rank) || lora.rank < 1 || typeof lora.alpha !== 'number' || typeof lora.dropout !== 'number' ||
     typeof lora.rslora !== 'boolean' || !Array.isArray(lora.targets) || !lora.targets.every((t) => typeof t === 'string') ||
     (lora.layers !== undefined && (!Array.isArray(lora.layers) || !lora.layers.every(isCount))))
   ) {
@@ -356,9 +356,9 @@ function validateMeta(m: Json, name: string): CheckpointMeta {
     totalSteps: m.totalSteps,
     createdAt: m.createdAt,
     model: Object.fromEntries(FINGERPRINT_FIELDS.map((f) => [f, model[f]])) as unknown as ModelFingerprint,
-    adapter: spec.method === 'lora'
+    adapter: spec.method === 'lora' || spec.method === 'dora'
       ? {
-          method: 'lora',
+          method: spec.method,
           config: {
             rank: lora.rank, alpha: lora.alpha, dropout: lora.dropout, targets: [...(lora.targets as string[])], rslora: lora.rslora,
             ...(lora.layers !== undefined ? { layers: [...(lora.layers as number[])] } : {}),
@@ -458,7 +458,7 @@ export async function decodeCheckpoint(record: CheckpointRecord, expect?: Checkp
       if (!optimizer.has(key + EXP_AVG) || !optimizer.has(key + EXP_AVG_SQ)) throw new CheckpointCorruptError(id, `adapter tensor "${key}" has no optimizer moments while others do`);
     }
   }
-  const rank = meta.adapter.method === 'lora' ? (meta.adapter.config as unknown as LoraConfig).rank : undefined;
+  const rank = meta.adapter.method === 'lora' || meta.adapter.method === 'dora' ? (meta.adapter.config as unknown as LoraConfig).rank : undefined;
   for (const [key, t] of adapter) {
     const rankDim = key.endsWith('.lora_A.weight') ? 0 : key.endsWith('.lora_B.weight') ? 1 : -1;
     if (rankDim >= 0 && (rank === undefined || t.shape.length !== 2 || t.shape[rankDim] !== rank)) {

@@ -75,7 +75,7 @@ export function estimateTrainingMemory(input: MemoryPlanInput, maxBinding = 2 **
   const tokens = input.batch * input.seq;
   const plan = planWorkspace(c, {
     batch: input.batch, seq: input.seq, training: true, recompute: input.recompute,
-    adapter: method.buffers(c, spec.config, { tokens, training: true, dtype }),
+    adapter: method.buffers(c, spec.config, { tokens, training: true, dtype, fourBit: input.format !== 'f32' }),
     lowestTrainable: Math.min(...method.modules(c, spec.config).map((t) => t.layer)),
     headChunk: defaultHeadChunk(c, tokens, maxBinding, dtype),
     nf4: input.format !== 'f32',

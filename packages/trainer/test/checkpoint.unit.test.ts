@@ -95,7 +95,7 @@ describe('checkpoint encode/decode', () => {
     const { meta } = record;
     expect(meta).toMatchObject({
       schema: CHECKPOINT_SCHEMA_VERSION, id: 'run-a@000000020', runId: 'run-a', step: 20, totalSteps: 40, createdAt: 1_700_000_000_000,
-      model: MODEL, lora: LORA, train: TRAIN, cursor: CURSOR, label: 'data:abc', byteLength: record.bytes.byteLength,
+      model: MODEL, adapter: { method: 'lora', config: LORA }, train: TRAIN, cursor: CURSOR, label: 'data:abc', byteLength: record.bytes.byteLength,
     });
     expect(meta.sha256).toBe(await sha256(record.bytes));
     // The bytes are plain safetensors with the format metadata PEFT/transformers expect.
@@ -210,11 +210,11 @@ describe('checkpoint encode/decode', () => {
   it('schema 3 carries the evaluation history; a schema 2 checkpoint (before it) still loads, protected, and may not claim one', async () => {
     const evaluation = { history: [{ step: 10, loss: 2.5 }, { step: 20, loss: 2.25 }], best: { step: 20, loss: 2.25 }, sinceImprovement: 0 };
     const record = await encodeCheckpoint({ ...input(), evaluation });
-    expect(record.meta.schema).toBe(3);
+    expect(record.meta.schema).toBe(CHECKPOINT_SCHEMA_VERSION);
     expect((await decodeCheckpoint(record)).meta.evaluation).toEqual(evaluation);
-    // As webtune 0.2.0 wrote it: schema 2, no evaluation, its checksum over that meta.
-    const { evaluation: _e, metaSha256: _s, ...rest } = record.meta;
-    const v2 = { ...rest, schema: 2 } as CheckpointMeta;
+    // As webtune 0.2.0 wrote it: schema 2, LoRA settings under `lora`, no evaluation, its checksum over that meta.
+    const { evaluation: _e, metaSha256: _s, adapter, ...rest } = record.meta;
+    const v2 = { ...rest, lora: adapter.config, schema: 2 } as unknown as CheckpointMeta;
     v2.metaSha256 = await sha256(new TextEncoder().encode(canonical(v2)));
     const decoded = await decodeCheckpoint({ meta: v2, bytes: record.bytes });
     expect(decoded).toMatchObject({ metaProtected: true, meta: { schema: 2, step: 20 } });
@@ -226,12 +226,43 @@ describe('checkpoint encode/decode', () => {
 
   it('a schema 1 checkpoint (before the metadata checksum) still loads, marked unprotected', async () => {
     const record = await encodeCheckpoint(input());
-    const { metaSha256: _none, ...v1 } = { ...record.meta, schema: 1 };
-    const decoded = await decodeCheckpoint({ meta: v1 as CheckpointMeta, bytes: record.bytes }, { model: MODEL, lora: LORA });
+    const { metaSha256: _none, adapter, ...v1 } = { ...record.meta, schema: 1, lora: LORA };
+    expect(adapter.method).toBe('lora');
+    const decoded = await decodeCheckpoint({ meta: v1 as unknown as CheckpointMeta, bytes: record.bytes }, { model: MODEL, lora: LORA });
     expect(decoded.metaProtected).toBe(false);
     expect(decoded.meta.step).toBe(20);
     // Its tensors are still checked.
-    await expect(decodeCheckpoint({ meta: v1 as CheckpointMeta, bytes: flipByte(record.bytes, 30) })).rejects.toThrow(/SHA-256/);
+    await expect(decodeCheckpoint({ meta: v1 as unknown as CheckpointMeta, bytes: flipByte(record.bytes, 30) })).rejects.toThrow(/SHA-256/);
+  });
+
+  it('schema 4 stores the adapter as { method, config }; a schema 3 LoRA checkpoint (as 0.3 wrote it) still loads with its checksum; another method is a mismatch', async () => {
+    const ia3 = { method: 'ia3' as const, config: { targets: ['k_proj', 'v_proj', 'down_proj'], feedforward: ['down_proj'] } };
+    const ia3Tensors = new Map<string, HostTensor>([
+      ['base_model.model.model.layers.0.self_attn.k_proj.ia3_l', { data: values(2, 1), shape: [2, 1] }],
+      ['base_model.model.model.layers.0.mlp.down_proj.ia3_l', { data: values(10, 2), shape: [1, 10] }],
+    ]);
+    const moments = new Map<string, HostTensor>([...ia3Tensors].flatMap(([k, t]) => [[`${k}.exp_avg`, t], [`${k}.exp_avg_sq`, t]] as [string, HostTensor][]));
+    const record = await encodeCheckpoint({ ...input(), lora: undefined, spec: ia3, adapter: ia3Tensors, optimizer: moments });
+    expect(record.meta).toMatchObject({ schema: 4, adapter: ia3 });
+    expect('lora' in record.meta).toBe(false);
+    const decoded = await decodeCheckpoint(record, { model: MODEL, adapter: ia3 });
+    expectSameTensors(decoded.adapter, ia3Tensors);
+    // Offered to a LoRA run (or an IA3 run with other targets) it is a typed mismatch naming the methods.
+    await expect(decodeCheckpoint(record, { model: MODEL, lora: LORA })).rejects.toThrow(CheckpointMismatchError);
+    await expect(decodeCheckpoint(record, { model: MODEL, lora: LORA })).rejects.toThrow(/trained IA3 but this run uses LoRA/);
+    await expect(decodeCheckpoint(record, { model: MODEL, adapter: { ...ia3, config: { ...ia3.config, targets: ['q_proj'] } } })).rejects.toThrow(/IA3 targets/);
+    // A LoRA checkpoint written by schema 3: `lora` in place of `adapter`, checksum over that form.
+    const lora = await encodeCheckpoint(input());
+    const { metaSha256: _s, adapter, ...rest } = lora.meta;
+    const v3 = { ...rest, lora: adapter.config, schema: 3 } as unknown as CheckpointMeta;
+    v3.metaSha256 = await sha256(new TextEncoder().encode(canonical(v3)));
+    const old = await decodeCheckpoint({ meta: v3, bytes: lora.bytes }, { model: MODEL, lora: LORA });
+    expect(old).toMatchObject({ metaProtected: true, meta: { schema: 3, adapter: { method: 'lora', config: LORA } } });
+    // Either form in the wrong schema is refused: it was edited.
+    await expect(decodeCheckpoint({ meta: { ...v3, adapter } as unknown as CheckpointMeta, bytes: lora.bytes })).rejects.toThrow(/adapter spec but says schema 3/);
+    await expect(decodeCheckpoint({ meta: { ...lora.meta, lora: LORA } as unknown as CheckpointMeta, bytes: lora.bytes })).rejects.toThrow(/old place/);
+    // An unknown method is corrupt, not a crash.
+    await expect(decodeCheckpoint({ meta: { ...lora.meta, adapter: { method: 'prefix', config: {} } } as unknown as CheckpointMeta, bytes: lora.bytes })).rejects.toThrow(CheckpointCorruptError);
   });
 
   it('refuses a checkpoint of another model or LoRA configuration, naming what differs', async () => {

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { MemoryPlanError } from '@webtune/errors';
-import { parseModelConfig, resolveLoraConfig } from '@webtune/model';
+import { parseModelConfig, resolveAdapterSpec, resolveLoraConfig } from '@webtune/model';
 import { checkMemoryPlan, estimateTrainingMemory } from '../src/index.js';
 
 const smol = parseModelConfig({
@@ -32,6 +32,25 @@ describe('memory planner', () => {
     expect(q4.activations).toBe(nf4.activations);
     // Same adapter either way: q_proj + v_proj, rank 8, 30 layers.
     expect(f32.adapter).toBe(30 * 8 * (576 + 576 + 576 + 192) * 4 * 2);
+  });
+
+  it('per method: IA3 and BitFit vectors are tiny; training the top 4 layers keeps the state of 4 layers (plus one scratch), not 30', () => {
+    const spec = (method: string, config: Record<string, unknown> = {}) => resolveAdapterSpec(smol, method, config);
+    const est = (adapter: ReturnType<typeof spec>) => estimateTrainingMemory({ config: smol, format: 'f32', adapter, batch: 1, seq: 256, recompute: false });
+    const full = est(spec('lora', { rank: 8 }));
+    // IA3: k (192) + v (192) outputs and down_proj's 1536 inputs per layer; f32 value + gradient, and AdamW's two moments.
+    const ia3 = est(spec('ia3'));
+    expect(ia3.adapter).toBe(30 * (192 + 192 + 1536) * 4 * 2);
+    expect(ia3.optimizer).toBe(ia3.adapter);
+    // BitFit on every linear: q 576, k 192, v 192, o 576, gate 1536, up 1536, down 576 biases per layer.
+    expect(est(spec('bitfit')).adapter).toBe(30 * (576 + 192 + 192 + 576 + 1536 + 1536 + 576) * 4 * 2);
+    // The top 4 layers: the adapter is 4/30 of the full one, and the saved state 4 layers + 1 shared copy instead of 30.
+    const top = est(spec('lora', { rank: 8, layers: [26, 27, 28, 29] }));
+    expect(top.adapter * 30).toBe(full.adapter * 4);
+    expect(top.activations).toBeLessThan(full.activations * 0.4);
+    expect(full.activations - top.activations).toBeGreaterThan(0);
+    // LoRA's suggestion to lower the rank, and none for IA3 (it has no size to lower).
+    expect(() => checkMemoryPlan(limits, { config: smol, format: 'f32', adapter: spec('ia3'), batch: 8, seq: 1024, recompute: false }, { budgetBytes: 2 ** 30 })).toThrow(/IA3 on k_proj, v_proj, down_proj/);
   });
 
   it('recomputation keeps only layer inputs', () => {

@@ -19,7 +19,7 @@
 export { createTrainer } from '@webtune/sdk';
 export type {
   TrainerApi, CreateTrainerOptions, LoadOptions, ModelInfo, DataInput, DataOptions, DataInfo, TrainRequest, TrainSummary, ProgressEvent,
-  SessionGenerateOptions, DataProgress, AdapterRequest,
+  SessionGenerateOptions, DataProgress, AdapterRequest, MergedFiles,
 } from '@webtune/sdk';
 export type { CheckpointMeta, CheckpointStore, DataRecord, FileFormat, RecordKind, Evaluation } from '@webtune/trainer';
 export type { LoadProgress, PeftFiles, BaseFormat, LoraConfig, IA3Config, BitFitConfig, AdapterSpec, AdapterMethod, ModelFileSource, ChatMessage, ChatRole } from '@webtune/model';

@@ -1,7 +1,11 @@
 /** Adapters on the GPU from a spec: fresh, or from saved tensors. */
 import type { GpuContext } from '@webtune/gpu';
 import type { ModelConfig } from '../config.js';
+import { InvalidArgumentError } from '@webtune/errors';
+import type { BaseModel } from '../weights.js';
 import { BitFitAdapter } from './bitfit/adapter.js';
+import { DoraAdapter } from './dora/adapter.js';
+import type { DoraConfig } from './dora/config.js';
 import type { BitFitConfig } from './bitfit/config.js';
 import { IA3Adapter } from './ia3/adapter.js';
 import type { IA3Config } from './ia3/config.js';
@@ -10,11 +14,16 @@ import type { LoraConfig } from './lora/config.js';
 import { adapterMethod } from './registry.js';
 import type { Adapter, AdapterSpec, HostTensor } from './types.js';
 
-/** A fresh adapter for `spec` (its config resolved against the model first), initialised as its method does, with `seed`. */
+/**
+ * A fresh adapter for `spec` (its config resolved against the model first), initialised as its
+ * method does, with `seed`. DoRA starts its magnitude from the base weights: use
+ * createAdapterOnBase for it (that works for every method).
+ */
 export function createAdapter(ctx: GpuContext, model: ModelConfig, spec: AdapterSpec, seed = 0): Adapter {
   const config = adapterMethod(spec.method).resolve(model, spec.config);
   switch (spec.method) {
     case 'lora': return LoraAdapter.create(ctx, model, config as LoraConfig, seed);
+    case 'dora': throw new InvalidArgumentError('A DoRA adapter starts from the base weights\' row norms: create it with createAdapterOnBase(ctx, base, spec).');
     case 'ia3': return IA3Adapter.create(ctx, model, config as IA3Config);
     case 'bitfit': return BitFitAdapter.create(ctx, model, config as BitFitConfig, seed);
   }
@@ -25,7 +34,14 @@ export function adapterFromTensors(ctx: GpuContext, model: ModelConfig, spec: Ad
   const config = adapterMethod(spec.method).resolve(model, spec.config);
   switch (spec.method) {
     case 'lora': return LoraAdapter.fromTensors(ctx, model, config as LoraConfig, tensors, source);
+    case 'dora': return DoraAdapter.fromTensors(ctx, model, config as DoraConfig, tensors, source);
     case 'ia3': return IA3Adapter.fromTensors(ctx, model, config as IA3Config, tensors, source);
     case 'bitfit': return BitFitAdapter.fromTensors(ctx, model, config as BitFitConfig, tensors, source);
   }
+}
+
+/** A fresh adapter of any method on the uploaded base model (DoRA reads the base weights' row norms). */
+export async function createAdapterOnBase(ctx: GpuContext, base: BaseModel, spec: AdapterSpec, seed = 0): Promise<Adapter> {
+  if (spec.method !== 'dora') return createAdapter(ctx, base.config, spec, seed);
+  return DoraAdapter.create(ctx, base, adapterMethod('dora').resolve(base.config, spec.config) as DoraConfig, seed);
 }

@@ -6,6 +6,7 @@
 import { InvalidArgumentError } from '@webtune/errors';
 import type { ModelConfig } from '../config.js';
 import { bitfitMethod } from './bitfit/method.js';
+import { doraMethod } from './dora/method.js';
 import { ia3Method } from './ia3/method.js';
 import { loraMethod } from './lora/method.js';
 import type { MethodDefinition } from './method.js';
@@ -13,6 +14,7 @@ import type { AdapterMethod, AdapterSpec } from './types.js';
 
 export const ADAPTER_METHODS: Readonly<Record<AdapterMethod, MethodDefinition<unknown>>> = {
   lora: loraMethod as MethodDefinition<unknown>,
+  dora: doraMethod as MethodDefinition<unknown>,
   ia3: ia3Method as MethodDefinition<unknown>,
   bitfit: bitfitMethod as MethodDefinition<unknown>,
 };
@@ -45,9 +47,11 @@ export function adapterParameterCount(model: ModelConfig, spec: AdapterSpec): nu
 export function methodOfKeys(keys: Iterable<string>): AdapterMethod | undefined {
   const found = new Set<AdapterMethod>();
   for (const key of keys) {
-    const method = (Object.values(ADAPTER_METHODS) as MethodDefinition<unknown>[]).find((m) => m.keyPattern.test(key));
-    if (!method) return undefined;
-    found.add(method.method);
+    const methods = (Object.values(ADAPTER_METHODS) as MethodDefinition<unknown>[]).filter((m) => m.keyPattern.test(key)).map((m) => m.method);
+    if (methods.length === 0) return undefined;
+    // DoRA's keys include LoRA's: a magnitude vector anywhere makes it DoRA.
+    found.add(methods.includes('lora') && !key.endsWith('.lora_magnitude_vector') ? 'lora' : methods[0]!);
   }
+  if (found.has('dora') && found.has('lora')) return 'dora';
   return found.size === 1 ? [...found][0] : undefined;
 }

@@ -18,7 +18,7 @@ export interface HostTensor {
 }
 
 /** The adaptation methods webtune trains. */
-export type AdapterMethod = 'lora' | 'ia3' | 'bitfit';
+export type AdapterMethod = 'lora' | 'dora' | 'ia3' | 'bitfit';
 
 /** JSON data (an adapter spec's config). */
 export type AdapterJson = string | number | boolean | null | AdapterJson[] | { [key: string]: AdapterJson };
@@ -61,6 +61,8 @@ export interface AdapterBufferShape {
   tokens: number;
   training: boolean;
   dtype: ElementType;
+  /** The base's linear weights are 4-bit (a method that reads W whole must dequantize it first). */
+  fourBit?: boolean;
 }
 
 /** The frozen operations the transformer lends a method's linear hooks. */
@@ -69,6 +71,8 @@ export interface LinearOps {
   frozenForward(rec: CommandRecorder, lin: FrozenLinear, x: GpuTensor, y: GpuTensor): void;
   /** gradInput (= or +=) gradOutput W. */
   frozenBackward(rec: CommandRecorder, lin: FrozenLinear, gradOutput: GpuTensor, gradInput: GpuTensor, accumulate: boolean): void;
+  /** A layer's frozen linear by its suffix. */
+  linear(layer: number, name: string): FrozenLinear;
   /** The workspace's shared scratch (the method's `shared` buffers and `weightScratch` for 4-bit bases). */
   scratch(name: string): GpuTensor | undefined;
 }

@@ -32,7 +32,7 @@ export function biasExpressible(model: ModelConfig, linear: string): boolean {
 
 export function resolveBitFitConfig(model: ModelConfig, options: Partial<BitFitConfig> = {}): BitFitConfig {
   const arch = architectureOf(model);
-  const targets = options.targets ?? arch.linears.filter((n) => biasExpressible(model, n)).map((n) => n.split('.').pop()!);
+  const targets = options.targets ?? [...new Set(arch.linears.filter((n) => biasExpressible(model, n)).map((n) => n.split('.').pop()!))];
   if (targets.length === 0) throw new InvalidArgumentError(`BitFit needs biases, and a ${model.modelType} model has none that a merged model could keep; use LoRA or IA3.`);
   checkTargets(model, targets, 'BitFit');
   const learningRateScale = options.learningRateScale ?? 1;

@@ -20,7 +20,8 @@ export function peftAdapterConfig(model: Pick<ModelConfig, 'architecture'>, lora
     r: lora.rank,
     lora_alpha: lora.alpha,
     lora_dropout: lora.dropout,
-    target_modules: [...lora.targets].map((t) => t.split('.').pop()!),
+    // As given: a bare suffix such as GPT-2's c_proj would also match attn.c_proj where mlp.c_proj was meant.
+    target_modules: [...lora.targets],
     bias: 'none',
     fan_in_fan_out: architectureOf(model.architecture).conv1d,
     use_rslora: lora.rslora,

@@ -4,12 +4,55 @@
  * compute half copies of A and B refreshed when the adapter changes and half gradients folded
  * into the f32 ones after backward.
  */
-import { createDropoutKernels, createElementwiseKernels, createLoraKernels, createTensor, type CommandRecorder, type GpuTensor } from '@webtune/gpu';
+import { createDropoutKernels, createElementwiseKernels, createLoraKernels, createTensor, type CommandRecorder, type ElementwiseKernels, type GpuContext, type GpuTensor } from '@webtune/gpu';
 import type { FrozenLinear } from '../../weights.js';
 import type { AdapterRuntime, RuntimeContext } from '../types.js';
-import type { LoraAdapter, LoraParam } from './adapter.js';
+import type { LoraAdapter } from './adapter.js';
 
-type Half = { a: GpuTensor; b: GpuTensor; gradA: GpuTensor; gradB: GpuTensor };
+/** The LoRA tensors of one module: f32 masters, or their f16 copies. */
+export type LoraTensors = { module: string; a: GpuTensor; b: GpuTensor; gradA: GpuTensor; gradB: GpuTensor };
+
+/**
+ * f16 compute keeps half copies of A and B (refreshed when the adapter's version changes) and
+ * half gradients (folded into the f32 ones after backward); f32 uses the masters. Shared by LoRA
+ * and DoRA.
+ */
+export function halfCopies(ctx: GpuContext, elementwise: ElementwiseKernels, params: Iterable<LoraTensors>, dtype: 'f32' | 'f16') {
+  const masters = [...params];
+  const half = new Map<string, LoraTensors>();
+  if (dtype === 'f16') {
+    for (const p of masters) {
+      const t = (shape: readonly number[], label: string) => createTensor(ctx, { shape, dtype: 'f16', label });
+      half.set(p.module, { module: p.module, a: t(p.a.shape, 'lora A (f16)'), b: t(p.b.shape, 'lora B (f16)'), gradA: t(p.a.shape, 'lora grad (f16)'), gradB: t(p.b.shape, 'lora grad (f16)') });
+    }
+  }
+  let synced = -1;
+  return {
+    /** The tensors the kernels use for a module. */
+    of: (p: LoraTensors): LoraTensors => half.get(p.module) ?? p,
+    sync(rec: CommandRecorder, version: number): void {
+      if (half.size === 0 || synced === version) return;
+      for (const p of masters) {
+        const h = half.get(p.module)!;
+        elementwise.cast(rec, { src: p.a, dst: h.a, size: p.a.size });
+        elementwise.cast(rec, { src: p.b, dst: h.b, size: p.b.size });
+      }
+      synced = version;
+    },
+    accumulate(rec: CommandRecorder): void {
+      for (const p of masters) {
+        const h = half.get(p.module);
+        if (!h) continue;
+        elementwise.cast(rec, { src: h.gradA, dst: p.gradA, size: p.gradA.size, accumulate: true });
+        elementwise.cast(rec, { src: h.gradB, dst: p.gradB, size: p.gradB.size, accumulate: true });
+      }
+    },
+    release(): void {
+      for (const h of half.values()) for (const t of [h.a, h.b, h.gradA, h.gradB]) t.release();
+      half.clear();
+    },
+  };
+}
 
 export async function createLoraRuntime(adapter: LoraAdapter, { ctx, dtype, nf4, ops }: RuntimeContext): Promise<AdapterRuntime> {
   const [lora, dropout, elementwise] = await Promise.all([
@@ -19,40 +62,16 @@ export async function createLoraRuntime(adapter: LoraAdapter, { ctx, dtype, nf4,
     createDropoutKernels(ctx, { dtype }),
     createElementwiseKernels(ctx, { dtype }),
   ]);
-  const half = new Map<string, Half>();
-  if (dtype === 'f16') {
-    for (const p of adapter.params.values()) {
-      const t = (shape: readonly number[], label: string) => createTensor(ctx, { shape, dtype: 'f16', label });
-      half.set(p.module, { a: t(p.a.shape, 'lora A (f16)'), b: t(p.b.shape, 'lora B (f16)'), gradA: t(p.a.shape, 'lora grad (f16)'), gradB: t(p.b.shape, 'lora grad (f16)') });
-    }
-  }
-  let syncedVersion = -1;
-  /** The tensors the kernels use for a LoRA param: the adapter's own (f32) or the half copies. */
-  const tensors = (p: LoraParam) => half.get(p.module) ?? p;
-  const layerOf = (lin: FrozenLinear, p: LoraParam) => {
-    const t = tensors(p);
+  const half = halfCopies(ctx, elementwise, adapter.params.values(), dtype);
+  const layerOf = (lin: FrozenLinear, p: LoraTensors) => {
+    const t = half.of(p);
     return { base: lin.weight, a: t.a, b: t.b, scale: adapter.scale };
   };
   const rate = adapter.config.dropout;
 
   return {
-    beforeForward(rec: CommandRecorder) {
-      if (half.size === 0 || syncedVersion === adapter.version) return;
-      for (const p of adapter.params.values()) {
-        const h = half.get(p.module)!;
-        elementwise.cast(rec, { src: p.a, dst: h.a, size: p.a.size });
-        elementwise.cast(rec, { src: p.b, dst: h.b, size: p.b.size });
-      }
-      syncedVersion = adapter.version;
-    },
-    afterBackward(rec) {
-      for (const p of adapter.params.values()) {
-        const h = half.get(p.module);
-        if (!h) continue;
-        elementwise.cast(rec, { src: h.gradA, dst: p.gradA, size: p.gradA.size, accumulate: true });
-        elementwise.cast(rec, { src: h.gradB, dst: p.gradB, size: p.gradB.size, accumulate: true });
-      }
-    },
+    beforeForward: (rec) => half.sync(rec, adapter.version),
+    afterBackward: (rec) => half.accumulate(rec),
     touches: (lin) => adapter.params.has(lin.module),
     linearForward(rec, { linear: lin, m, x, y, state, training, seed, stream }) {
       const p = adapter.params.get(lin.module)!;
@@ -70,16 +89,13 @@ export async function createLoraRuntime(adapter: LoraAdapter, { ctx, dtype, nf4,
       const loraGradInput = rate > 0 && gradInput ? ops.scratch('loraDx') : undefined;
       lora.backward(rec, {
         layer: layerOf(lin, p), m, x, h: state[`h:${lin.name}`]!, gradOutput, gB: ops.scratch('gB')!,
-        gradA: tensors(p).gradA, gradB: tensors(p).gradB, gradInput, accumulateGradInput: accumulate, loraInput, loraGradInput,
+        gradA: half.of(p).gradA, gradB: half.of(p).gradB, gradInput, accumulateGradInput: accumulate, loraInput, loraGradInput,
         weightScratch: ops.scratch('weightScratch'),
       });
       if (loraGradInput && gradInput) {
         dropout.backward(rec, { gradOutput: loraGradInput, gradInput, size: m * lin.inFeatures, p: rate, seed, stream, accumulate: true });
       }
     },
-    release() {
-      for (const h of half.values()) for (const t of [h.a, h.b, h.gradA, h.gradB]) t.release();
-      half.clear();
-    },
+    release: () => half.release(),
   };
 }
