@@ -15,6 +15,7 @@ import { type ChatMessage, type CheckpointMeta, type DataInfo, type DataInput, t
 import { createOnnxTrainer } from 'webtune/onnx';
 import { FederatedClient } from 'webtune/federated';
 import assistantSample from './assistant-sample.jsonl?raw';
+import { adapterRequest, layersToTrain, method, methodSettings, methodTitle, mountMethodControls, restoreMethodSettings, showMethodHint } from './method.js';
 
 const RUN_ID = 'demo';
 // demo-app/public is the site root; the build's service worker precaches the bundled model.
@@ -49,6 +50,8 @@ let paused = false;
 let trained = false;
 /** The ONNX graph the model was loaded from (its path in the model folder), if it was. */
 let onnxFile: string | undefined;
+/** Layers of the loaded model ("Train only the top N layers" counts from the last). */
+let numLayers: number | undefined;
 const BUNDLED_ONNX = 'onnx/model_q4.onnx';
 let savedCheckpoints: CheckpointMeta[] = [];
 
@@ -194,6 +197,7 @@ async function loadModel() {
     bar.hidden = true;
     modelLoaded = true;
     onnxFile = onnx;
+    numLayers = info.numLayers;
     $('out-ort').textContent = '';
     const kind = info.architecture === info.modelType ? info.architecture : `${info.architecture} (${info.modelType})`;
     $('model-info').textContent = `Loaded ${label}: ${kind}, ${info.numLayers} layers, hidden ${info.hiddenSize}, ` +
@@ -525,7 +529,7 @@ function request(): TrainRequest {
     checkpointEvery: 10,
     keepLast: 3,
     seed: 1,
-    lora: { rank: Number(input('rank').value) || 8, alpha: Number(input('alpha').value) || 16, targets: targets() },
+    adapter: adapterRequest(numLayers, { rank: Number(input('rank').value) || 8, alpha: Number(input('alpha').value) || 16, targets: targets() }),
   };
 }
 
@@ -534,6 +538,7 @@ const ASSISTANT_IDS = ['eval-every', 'early-stop', 'patience', 'restore-best', '
 function saveSettings() {
   const s: Record<string, unknown> = Object.fromEntries(SETTING_IDS.map((id) => [id, input(id).value]));
   s.targets = targets();
+  Object.assign(s, methodSettings());
   s.data = dataSource?.kind === 'sample' ? 'sample' : dataSource?.kind === 'text' && dataSource.text.length < 200_000 ? dataSource.text : undefined;
   s.mode = mode;
   s.qa = qaSource?.kind === 'sample' ? 'sample' : qaSource?.kind === 'text' && qaSource.text.length < 200_000 ? qaSource.text : undefined;
@@ -548,6 +553,7 @@ function restoreSettings() {
     if (Array.isArray(s.targets)) {
       for (const box of document.querySelectorAll<HTMLInputElement>('#targets input')) box.checked = s.targets.includes(box.value);
     }
+    restoreMethodSettings(s);
     if (typeof s.data === 'string' && s.data !== 'sample') $<HTMLTextAreaElement>('text').value = s.data;
     savedDataHint = s.data === 'sample' ? 'the Moby-Dick sample' : typeof s.data === 'string' ? 'the text in the box' : 'the same text';
     for (const id of ASSISTANT_IDS) {
@@ -570,18 +576,28 @@ async function plan() {
   if (!modelLoaded) return;
   const my = ++planSeq;
   clearMsg('settings');
-  const r = request();
-  if (r.lora!.targets!.length === 0) {
+  // The method's line keeps its text until the new plan is in: a field's change event fires on
+  // blur, e.g. as Train is pressed, and a line that shrinks then would move the button away.
+  const refuse = (message: string) => {
+    showMethodHint(undefined);
     planFits = false;
     updateButtons();
-    return showError('settings', 'Choose at least one target module.');
-  }
+    showError('settings', message);
+  };
+  let r: TrainRequest;
   try {
-    const { estimate, fits, advice } = await (await getTrainer()).planTraining({ batchSize: r.batchSize, lora: r.lora, seqLen: seqLen() });
+    r = request();
+  } catch (error) {
+    return refuse((error as Error).message);
+  }
+  if (method() === 'lora' && targets().length === 0) return refuse('Choose at least one target module.');
+  try {
+    const { estimate, fits, advice } = await (await getTrainer()).planTraining({ batchSize: r.batchSize, adapter: r.adapter, seqLen: seqLen() });
     if (my !== planSeq) return;
     planFits = fits;
+    showMethodHint({ optimizerBytes: estimate.optimizer, layers: layersToTrain(numLayers), numLayers: numLayers! });
     const mib = (b: number) => (b < 2 ** 30 ? `${(b / 2 ** 20).toFixed(1)} MiB` : formatBytes(b));
-    const parts: Array<[string, number]> = [['Base weights', estimate.weights], ['LoRA adapter', estimate.adapter], ['Optimizer (AdamW)', estimate.optimizer], ['Activations', estimate.activations]];
+    const parts: Array<[string, number]> = [['Base weights', estimate.weights], [`${methodTitle()} adapter`, estimate.adapter], ['Optimizer (AdamW)', estimate.optimizer], ['Activations', estimate.activations]];
     const max = Math.max(...parts.map((p) => p[1]), 1);
     $('memory').innerHTML = `<h3>Memory estimate <span class="badge ${fits ? 'ok' : 'bad'}">${fits ? 'fits' : 'does not fit'}</span></h3>
       <table class="mem">${parts.map(([n, b]) => `<tr><td>${n}</td><td class="bar"><span style="width:${(100 * b) / max}%"></span></td><td class="mib">${mib(b)}</td></tr>`).join('')}
@@ -589,7 +605,9 @@ async function plan() {
       ${fits ? '' : '<p class="refusal"></p>'}`;
     if (!fits) $('memory').querySelector('.refusal')!.textContent = advice ?? 'This configuration does not fit in GPU memory.';
   } catch (error) {
+    if (my !== planSeq) return;
     planFits = false;
+    showMethodHint(undefined);
     showError('settings', error);
   }
   updateButtons();
@@ -625,6 +643,8 @@ function resetChart() {
   chart?.setData(chartData());
   $('chart').dataset.points = '0';
   $('chart').dataset.evalPoints = '0';
+  delete $('chart').dataset.firstLoss;
+  delete $('chart').dataset.lastLoss;
 }
 
 // ---------- training ----------
@@ -644,6 +664,8 @@ function onProgress(p: ProgressEvent) {
   chart?.setData(chartData());
   $('chart').dataset.points = String(lossX.length);
   $('chart').dataset.evalPoints = String(heldOutY.filter((v) => v !== null).length);
+  $('chart').dataset.firstLoss = String(lossY[0]);
+  $('chart').dataset.lastLoss = String(p.loss);
 }
 function formatSeconds(s: number) {
   return s < 90 ? `${Math.round(s)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
@@ -923,7 +945,10 @@ async function exportAdapter() {
     download('adapter_config.json', files['adapter_config.json'], 'application/json');
     await new Promise((r) => setTimeout(r, 300));
     download('adapter_model.safetensors', files['adapter_model.safetensors'] as Uint8Array<ArrayBuffer>, 'application/octet-stream');
-    $('checkpoint-info').textContent = `Exported adapter_config.json and adapter_model.safetensors (${formatBytes(files['adapter_model.safetensors'].byteLength)}); load them with PEFT.`;
+    // BitFit is no PEFT method: its files carry "webtune_method": "bitfit" and load back here (Import adapter).
+    const bitfit = (JSON.parse(files['adapter_config.json']) as { webtune_method?: string }).webtune_method === 'bitfit';
+    $('checkpoint-info').textContent = `Exported adapter_config.json and adapter_model.safetensors (${formatBytes(files['adapter_model.safetensors'].byteLength)}); ` +
+      (bitfit ? 'PEFT has no BitFit method: “Import adapter” here reads them back.' : 'load them with PEFT.');
   } catch (error) {
     showError('checkpoint', error);
   }
@@ -1107,6 +1132,7 @@ input('import-checkpoint').addEventListener('change', () => {
 btn('fed-join').addEventListener('click', () => void joinRound());
 
 setupOffline();
+mountMethodControls(() => void plan());
 restoreSettings();
 setupChart();
 updateModelSource();
