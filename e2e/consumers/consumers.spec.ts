@@ -42,7 +42,10 @@ const call = <K extends keyof Consumer>(page: Page, name: K) =>
   page.evaluate((n) => (window as unknown as { consumer: Record<string, () => Promise<unknown>> }).consumer[n]!(), name) as ReturnType<Consumer[K]>;
 
 interface Report {
-  node: { architecture: string; stopped: string; steps: number; losses: number[]; files: string[] };
+  node: {
+    architecture: string; stopped: string; steps: number; losses: number[]; files: string[];
+    methods: Record<string, { stopped: string; config: Record<string, unknown>; mergedBytes: number }>;
+  };
   coordinator: { url: string; rejected: { isFederatedError: boolean; reason: string; status: number } | undefined; clientId: string | undefined };
 }
 
@@ -51,6 +54,11 @@ test('in plain Node, from the tarballs: training on Dawn, the coordinator bin an
   expect(report.node).toMatchObject({ architecture: 'llama', stopped: 'completed', steps: 4, files: ['adapter_config.json', 'adapter_model.safetensors'] });
   expect(report.node.losses).toHaveLength(4);
   expect(report.node.losses.every(Number.isFinite)).toBe(true);
+  // DoRA, IA3 and BitFit from the packed packages: trained, exported as their files, merged.
+  expect(report.node.methods['dora']).toMatchObject({ stopped: 'completed', config: { peft_type: 'LORA', use_dora: true } });
+  expect(report.node.methods['ia3']).toMatchObject({ stopped: 'completed', config: { peft_type: 'IA3' } });
+  expect(report.node.methods['bitfit']).toMatchObject({ stopped: 'completed', config: { webtune_method: 'bitfit' } });
+  for (const m of Object.values(report.node.methods)) expect(m.mergedBytes).toBeGreaterThan(0);
   expect(report.coordinator.rejected).toEqual({ isFederatedError: true, reason: 'bad_secret', status: 401 });
   expect(report.coordinator.clientId).toMatch(/\S/);
 });

@@ -14,6 +14,15 @@ const summary = await trainer.train({ steps: 4, batchSize: 2, learningRate: 5e-3
 const peft = await trainer.exportAdapter();
 mkdirSync(outDir, { recursive: true });
 for (const [name, data] of Object.entries(peft)) writeFileSync(join(outDir, name), data);
+// The other adaptation methods from the published packages: DoRA (created on the base), IA3 and
+// BitFit on the top layer, each exported as adapter files and as a merged model.
+const methods = {};
+for (const adapter of [{ method: 'dora', config: { rank: 4, alpha: 8 } }, { method: 'ia3' }, { method: 'bitfit', config: { layers: [model.numLayers - 1] } }]) {
+  const run = await trainer.train({ steps: 2, batchSize: 2, learningRate: 5e-3, seed: 3, runId: adapter.method, adapter });
+  const files = await trainer.exportAdapter();
+  const merged = await trainer.exportMerged();
+  methods[adapter.method] = { stopped: run.stopped, config: JSON.parse(files['adapter_config.json']), mergedBytes: merged['model.safetensors'].byteLength };
+}
 await trainer.dispose();
-console.log(JSON.stringify({ architecture: model.architecture, steps: summary.step, stopped: summary.stopped, losses, files: Object.keys(peft) }));
+console.log(JSON.stringify({ architecture: model.architecture, steps: summary.step, stopped: summary.stopped, losses, files: Object.keys(peft), methods }));
 process.exit(0); // Dawn keeps its device thread alive

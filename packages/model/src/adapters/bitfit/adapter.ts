@@ -1,10 +1,10 @@
 /** BitFit bias offsets on the GPU ([out] f32 with gradients), zero-initialised. */
 import { createTensor, type GpuContext, type GpuTensor } from '@webtune/gpu';
-import { InvalidArgumentError, ModelFormatError } from '@webtune/errors';
+import { ModelFormatError } from '@webtune/errors';
 import type { ModelConfig } from '../../config.js';
 import { selectModules } from '../targets.js';
-import { TensorSet } from '../tensor-set.js';
-import type { Adapter, AdapterBuffers, AdapterRuntime, AdapterSpec, HostTensor, RuntimeContext, TargetModule, TrainableTensor } from '../types.js';
+import { ModuleAdapter } from '../module-adapter.js';
+import type { Adapter, AdapterBuffers, AdapterRuntime, HostTensor, RuntimeContext, TargetModule, TrainableTensor } from '../types.js';
 import { bitfitKey, type BitFitConfig } from './config.js';
 import { createBitFitRuntime } from './runtime.js';
 
@@ -14,16 +14,11 @@ export interface BitFitParam extends TargetModule {
   grad: GpuTensor;
 }
 
-export class BitFitAdapter extends TensorSet implements Adapter {
+export class BitFitAdapter extends ModuleAdapter<BitFitParam, BitFitConfig> implements Adapter {
   readonly method = 'bitfit' as const;
 
-  private constructor(
-    ctx: GpuContext,
-    readonly model: ModelConfig,
-    readonly config: BitFitConfig,
-    readonly params: Map<string, BitFitParam>,
-  ) {
-    super(ctx);
+  private constructor(ctx: GpuContext, model: ModelConfig, config: BitFitConfig) {
+    super(ctx, model, config);
   }
 
   get learningRateScale(): number {
@@ -50,30 +45,13 @@ export class BitFitAdapter extends TensorSet implements Adapter {
   }
 
   private static build(ctx: GpuContext, model: ModelConfig, config: BitFitConfig, init: (t: TargetModule) => Float32Array): BitFitAdapter {
-    const params = new Map<string, BitFitParam>();
-    const adapter = new BitFitAdapter(ctx, model, config, params);
-    try {
-      for (const t of selectModules(model, config.targets, config.layers)) {
-        params.set(t.module, {
-          ...t,
-          delta: adapter.own(createTensor(ctx, { shape: [t.outFeatures], label: 'bitfit bias', data: init(t) })),
-          grad: adapter.own(createTensor(ctx, { shape: [t.outFeatures], label: 'bitfit grad', data: new Float32Array(t.outFeatures) })),
-        });
-      }
-    } catch (error) {
-      adapter.release();
-      throw error;
-    }
-    if (params.size === 0) throw new InvalidArgumentError(`BitFit targets ${JSON.stringify(config.targets)} select no module.`);
+    const adapter = new BitFitAdapter(ctx, model, config);
+    adapter.fill(selectModules(model, config.targets, config.layers), (t) => ({
+      ...t,
+      delta: adapter.own(createTensor(ctx, { shape: [t.outFeatures], label: 'bitfit bias', data: init(t) })),
+      grad: adapter.own(createTensor(ctx, { shape: [t.outFeatures], label: 'bitfit grad', data: new Float32Array(t.outFeatures) })),
+    }), 'BitFit', config.targets);
     return adapter;
-  }
-
-  get lowestLayer(): number {
-    return Math.min(...[...this.params.values()].map((p) => p.layer));
-  }
-
-  spec(): AdapterSpec {
-    return { method: 'bitfit', config: JSON.parse(JSON.stringify(this.config)) as AdapterSpec['config'] };
   }
 
   *trainable(): Generator<TrainableTensor> {
@@ -86,10 +64,5 @@ export class BitFitAdapter extends TensorSet implements Adapter {
 
   createRuntime(context: RuntimeContext): Promise<AdapterRuntime> {
     return createBitFitRuntime(this, context);
-  }
-
-  override release(): void {
-    super.release();
-    this.params.clear();
   }
 }

@@ -5,14 +5,14 @@
  * DoRA adapters with createAdapterOnBase().
  */
 import { createTensor, writeTensor, type GpuContext, type GpuTensor } from '@webtune/gpu';
-import { InvalidArgumentError, ModelFormatError } from '@webtune/errors';
+import { ModelFormatError } from '@webtune/errors';
 import type { ModelConfig } from '../../config.js';
 import { Rng } from '../../rng.js';
 import type { BaseModel } from '../../weights.js';
 import { loraScale, peftKey } from '../lora/config.js';
 import { selectModules } from '../targets.js';
-import { TensorSet } from '../tensor-set.js';
-import type { Adapter, AdapterBufferShape, AdapterBuffers, AdapterRuntime, AdapterSpec, HostTensor, RuntimeContext, TargetModule, TrainableTensor } from '../types.js';
+import { ModuleAdapter } from '../module-adapter.js';
+import type { Adapter, AdapterBufferShape, AdapterBuffers, AdapterRuntime, HostTensor, RuntimeContext, TargetModule, TrainableTensor } from '../types.js';
 import { magnitudeKey, type DoraConfig } from './config.js';
 import { doraBuffers } from './method.js';
 import { baseWeightNorms, createDoraRuntime } from './runtime.js';
@@ -27,18 +27,13 @@ export interface DoraParam extends TargetModule {
   gradM: GpuTensor;
 }
 
-export class DoraAdapter extends TensorSet implements Adapter {
+export class DoraAdapter extends ModuleAdapter<DoraParam, DoraConfig> implements Adapter {
   readonly method = 'dora' as const;
   readonly scale: number;
   readonly learningRateScale = 1;
 
-  private constructor(
-    ctx: GpuContext,
-    readonly model: ModelConfig,
-    readonly config: DoraConfig,
-    readonly params: Map<string, DoraParam>,
-  ) {
-    super(ctx);
+  private constructor(ctx: GpuContext, model: ModelConfig, config: DoraConfig) {
+    super(ctx, model, config);
     this.scale = loraScale(config);
   }
 
@@ -84,37 +79,22 @@ export class DoraAdapter extends TensorSet implements Adapter {
   }
 
   private static build(ctx: GpuContext, model: ModelConfig, config: DoraConfig, init: (t: TargetModule) => { a: Float32Array; b: Float32Array; m: Float32Array }): DoraAdapter {
-    const params = new Map<string, DoraParam>();
-    const adapter = new DoraAdapter(ctx, model, config, params);
-    try {
-      for (const t of selectModules(model, config.targets, config.layers)) {
-        const { a, b, m } = init(t);
-        const r = config.rank;
-        const t32 = (shape: number[], label: string, data: Float32Array) => adapter.own(createTensor(ctx, { shape, label, data }));
-        params.set(t.module, {
-          ...t,
-          a: t32([r, t.inFeatures], 'lora A', a),
-          b: t32([t.outFeatures, r], 'lora B', b),
-          m: t32([t.outFeatures], 'dora magnitude', m),
-          gradA: t32([r, t.inFeatures], 'lora grad', new Float32Array(r * t.inFeatures)),
-          gradB: t32([t.outFeatures, r], 'lora grad', new Float32Array(t.outFeatures * r)),
-          gradM: t32([t.outFeatures], 'dora grad', new Float32Array(t.outFeatures)),
-        });
-      }
-    } catch (error) {
-      adapter.release();
-      throw error;
-    }
-    if (params.size === 0) throw new InvalidArgumentError(`DoRA targets ${JSON.stringify(config.targets)} select no module.`);
+    const adapter = new DoraAdapter(ctx, model, config);
+    const r = config.rank;
+    const tensor = (shape: number[], label: string, data: Float32Array) => adapter.own(createTensor(ctx, { shape, label, data }));
+    adapter.fill(selectModules(model, config.targets, config.layers), (t) => {
+      const { a, b, m } = init(t);
+      return {
+        ...t,
+        a: tensor([r, t.inFeatures], 'lora A', a),
+        b: tensor([t.outFeatures, r], 'lora B', b),
+        m: tensor([t.outFeatures], 'dora magnitude', m),
+        gradA: tensor([r, t.inFeatures], 'lora grad', new Float32Array(r * t.inFeatures)),
+        gradB: tensor([t.outFeatures, r], 'lora grad', new Float32Array(t.outFeatures * r)),
+        gradM: tensor([t.outFeatures], 'dora grad', new Float32Array(t.outFeatures)),
+      };
+    }, 'DoRA', config.targets);
     return adapter;
-  }
-
-  get lowestLayer(): number {
-    return Math.min(...[...this.params.values()].map((p) => p.layer));
-  }
-
-  spec(): AdapterSpec {
-    return { method: 'dora', config: JSON.parse(JSON.stringify(this.config)) as AdapterSpec['config'] };
   }
 
   *trainable(): Generator<TrainableTensor> {
@@ -131,10 +111,5 @@ export class DoraAdapter extends TensorSet implements Adapter {
 
   createRuntime(context: RuntimeContext): Promise<AdapterRuntime> {
     return createDoraRuntime(this, context);
-  }
-
-  override release(): void {
-    super.release();
-    this.params.clear();
   }
 }

@@ -1,10 +1,10 @@
 /** IA3 vectors on the GPU (f32, with gradients), initialised to ones as PEFT's init_ia3_weights. */
 import { createTensor, type GpuContext, type GpuTensor } from '@webtune/gpu';
-import { InvalidArgumentError, ModelFormatError } from '@webtune/errors';
+import { ModelFormatError } from '@webtune/errors';
 import type { ModelConfig } from '../../config.js';
 import { selectModules } from '../targets.js';
-import { TensorSet } from '../tensor-set.js';
-import type { Adapter, AdapterBufferShape, AdapterBuffers, AdapterRuntime, AdapterSpec, HostTensor, RuntimeContext, TargetModule, TrainableTensor } from '../types.js';
+import { ModuleAdapter } from '../module-adapter.js';
+import type { Adapter, AdapterBufferShape, AdapterBuffers, AdapterRuntime, HostTensor, RuntimeContext, TargetModule, TrainableTensor } from '../types.js';
 import { ia3Key, isFeedforward, type IA3Config } from './config.js';
 import { ia3Buffers } from './method.js';
 import { createIA3Runtime } from './runtime.js';
@@ -17,17 +17,12 @@ export interface IA3Param extends TargetModule {
   grad: GpuTensor;
 }
 
-export class IA3Adapter extends TensorSet implements Adapter {
+export class IA3Adapter extends ModuleAdapter<IA3Param, IA3Config> implements Adapter {
   readonly method = 'ia3' as const;
   readonly learningRateScale = 1;
 
-  private constructor(
-    ctx: GpuContext,
-    readonly model: ModelConfig,
-    readonly config: IA3Config,
-    readonly params: Map<string, IA3Param>,
-  ) {
-    super(ctx);
+  private constructor(ctx: GpuContext, model: ModelConfig, config: IA3Config) {
+    super(ctx, model, config);
   }
 
   static create(ctx: GpuContext, model: ModelConfig, config: IA3Config): IA3Adapter {
@@ -52,34 +47,19 @@ export class IA3Adapter extends TensorSet implements Adapter {
   }
 
   private static build(ctx: GpuContext, model: ModelConfig, config: IA3Config, init: (t: TargetModule, n: number, shape: number[]) => Float32Array): IA3Adapter {
-    const params = new Map<string, IA3Param>();
-    const adapter = new IA3Adapter(ctx, model, config, params);
-    try {
-      for (const t of selectModules(model, config.targets, config.layers)) {
-        const feedforward = isFeedforward(config, t.module);
-        const n = feedforward ? t.inFeatures : t.outFeatures;
-        const shape = feedforward ? [1, n] : [n, 1];
-        params.set(t.module, {
-          ...t,
-          feedforward,
-          l: adapter.own(createTensor(ctx, { shape, label: 'ia3 l', data: init(t, n, shape) })),
-          grad: adapter.own(createTensor(ctx, { shape, label: 'ia3 grad', data: new Float32Array(n) })),
-        });
-      }
-    } catch (error) {
-      adapter.release();
-      throw error;
-    }
-    if (params.size === 0) throw new InvalidArgumentError(`IA3 targets ${JSON.stringify(config.targets)} select no module.`);
+    const adapter = new IA3Adapter(ctx, model, config);
+    adapter.fill(selectModules(model, config.targets, config.layers), (t) => {
+      const feedforward = isFeedforward(config, t.module);
+      const n = feedforward ? t.inFeatures : t.outFeatures;
+      const shape = feedforward ? [1, n] : [n, 1];
+      return {
+        ...t,
+        feedforward,
+        l: adapter.own(createTensor(ctx, { shape, label: 'ia3 l', data: init(t, n, shape) })),
+        grad: adapter.own(createTensor(ctx, { shape, label: 'ia3 grad', data: new Float32Array(n) })),
+      };
+    }, 'IA3', config.targets);
     return adapter;
-  }
-
-  get lowestLayer(): number {
-    return Math.min(...[...this.params.values()].map((p) => p.layer));
-  }
-
-  spec(): AdapterSpec {
-    return { method: 'ia3', config: JSON.parse(JSON.stringify(this.config)) as AdapterSpec['config'] };
   }
 
   *trainable(): Generator<TrainableTensor> {
@@ -92,10 +72,5 @@ export class IA3Adapter extends TensorSet implements Adapter {
 
   createRuntime(context: RuntimeContext): Promise<AdapterRuntime> {
     return createIA3Runtime(this, context);
-  }
-
-  override release(): void {
-    super.release();
-    this.params.clear();
   }
 }

@@ -5,12 +5,12 @@
  * loaded from PEFT-named tensors to continue training or to generate.
  */
 import { createTensor, type GpuContext, type GpuTensor } from '@webtune/gpu';
-import { InvalidArgumentError, ModelFormatError } from '@webtune/errors';
+import { ModelFormatError } from '@webtune/errors';
 import type { ModelConfig } from '../../config.js';
 import { Rng } from '../../rng.js';
 import { selectModules } from '../targets.js';
-import { TensorSet } from '../tensor-set.js';
-import type { Adapter, AdapterBufferShape, AdapterBuffers, AdapterRuntime, AdapterSpec, HostTensor, RuntimeContext, TargetModule, TrainableTensor } from '../types.js';
+import { ModuleAdapter } from '../module-adapter.js';
+import type { Adapter, AdapterBufferShape, AdapterBuffers, AdapterRuntime, HostTensor, RuntimeContext, TargetModule, TrainableTensor } from '../types.js';
 import { loraScale, peftKey, type LoraConfig } from './config.js';
 import { createLoraRuntime } from './runtime.js';
 import { loraBuffers } from './method.js';
@@ -22,19 +22,13 @@ export interface LoraParam extends TargetModule {
   gradB: GpuTensor;
 }
 
-export class LoraAdapter extends TensorSet implements Adapter {
+export class LoraAdapter extends ModuleAdapter<LoraParam, LoraConfig> implements Adapter {
   readonly method = 'lora' as const;
   readonly scale: number;
   readonly learningRateScale = 1;
 
-  private constructor(
-    ctx: GpuContext,
-    readonly model: ModelConfig,
-    readonly config: LoraConfig,
-    /** By module path, in layer order. */
-    readonly params: Map<string, LoraParam>,
-  ) {
-    super(ctx);
+  private constructor(ctx: GpuContext, model: ModelConfig, config: LoraConfig) {
+    super(ctx, model, config);
     this.scale = loraScale(config);
   }
 
@@ -84,34 +78,20 @@ export class LoraAdapter extends TensorSet implements Adapter {
     config: LoraConfig,
     init: (t: TargetModule) => { a: Float32Array; b: Float32Array },
   ): LoraAdapter {
-    const params = new Map<string, LoraParam>();
-    const adapter = new LoraAdapter(ctx, model, config, params);
-    try {
-      for (const t of LoraAdapter.targets(model, config)) {
-        const { a, b } = init(t);
-        const r = config.rank;
-        params.set(t.module, {
-          ...t,
-          a: adapter.own(createTensor(ctx, { shape: [r, t.inFeatures], label: 'lora A', data: a })),
-          b: adapter.own(createTensor(ctx, { shape: [t.outFeatures, r], label: 'lora B', data: b })),
-          gradA: adapter.own(createTensor(ctx, { shape: [r, t.inFeatures], label: 'lora grad', data: new Float32Array(r * t.inFeatures) })),
-          gradB: adapter.own(createTensor(ctx, { shape: [t.outFeatures, r], label: 'lora grad', data: new Float32Array(t.outFeatures * r) })),
-        });
-      }
-    } catch (error) {
-      adapter.release();
-      throw error;
-    }
-    if (params.size === 0) throw new InvalidArgumentError(`LoRA targets ${JSON.stringify(config.targets)} select no module.`);
+    const adapter = new LoraAdapter(ctx, model, config);
+    const r = config.rank;
+    const tensor = (shape: number[], label: string, data: Float32Array) => adapter.own(createTensor(ctx, { shape, label, data }));
+    adapter.fill(LoraAdapter.targets(model, config), (t) => {
+      const { a, b } = init(t);
+      return {
+        ...t,
+        a: tensor([r, t.inFeatures], 'lora A', a),
+        b: tensor([t.outFeatures, r], 'lora B', b),
+        gradA: tensor([r, t.inFeatures], 'lora grad', new Float32Array(r * t.inFeatures)),
+        gradB: tensor([t.outFeatures, r], 'lora grad', new Float32Array(t.outFeatures * r)),
+      };
+    }, 'LoRA', config.targets);
     return adapter;
-  }
-
-  get lowestLayer(): number {
-    return Math.min(...[...this.params.values()].map((p) => p.layer));
-  }
-
-  spec(): AdapterSpec {
-    return { method: 'lora', config: JSON.parse(JSON.stringify(this.config)) as AdapterSpec['config'] };
   }
 
   *trainable(): Generator<TrainableTensor> {
@@ -128,10 +108,4 @@ export class LoraAdapter extends TensorSet implements Adapter {
   createRuntime(context: RuntimeContext): Promise<AdapterRuntime> {
     return createLoraRuntime(this, context);
   }
-
-  override release(): void {
-    super.release();
-    this.params.clear();
-  }
 }
-

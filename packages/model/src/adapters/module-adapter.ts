@@ -1,20 +1,49 @@
 /**
- * The bookkeeping every adapter shares: owning its GPU tensors, reading and writing them by key,
- * clearing gradients, refusing files with tensors it does not have. A method's class extends it
- * and lists its tensors in `trainable()`.
+ * The bookkeeping every adapter shares: its tensors per targeted module, owning their GPU
+ * buffers, reading and writing them by key, clearing gradients, the spec, refusing files with
+ * tensors it does not have. A method's class extends it and lists its tensors in `trainable()`.
  */
 import { readF32, writeTensor, type GpuContext, type GpuTensor } from '@webtune/gpu';
 import { InvalidArgumentError, ModelFormatError } from '@webtune/errors';
-import type { HostTensor, TrainableTensor } from './types.js';
+import type { ModelConfig } from '../config.js';
+import type { AdapterMethod, AdapterSpec, HostTensor, TargetModule, TrainableTensor } from './types.js';
 
-export abstract class TensorSet {
+export abstract class ModuleAdapter<P extends TargetModule, C> {
   /** Bumped whenever a trainable tensor changes (optimizer step, write). */
   version = 0;
+  abstract readonly method: AdapterMethod;
+  /** By module path, in layer order. */
+  readonly params = new Map<string, P>();
   private readonly owned: GpuTensor[] = [];
 
-  protected constructor(protected readonly ctx: GpuContext) {}
+  protected constructor(
+    protected readonly ctx: GpuContext,
+    readonly model: ModelConfig,
+    readonly config: C,
+  ) {}
 
   abstract trainable(): Generator<TrainableTensor>;
+
+  /** Creates every module's tensors with `make` (all released again if one fails); `title` names the method in errors. */
+  protected fill(modules: readonly TargetModule[], make: (t: TargetModule) => P, title: string, targets: readonly string[]): void {
+    try {
+      for (const t of modules) this.params.set(t.module, make(t));
+    } catch (error) {
+      this.release();
+      throw error;
+    }
+    if (this.params.size === 0) throw new InvalidArgumentError(`${title} targets ${JSON.stringify(targets)} select no module.`);
+  }
+
+  /** The lowest layer with a trainable tensor: backward stops there. */
+  get lowestLayer(): number {
+    return Math.min(...[...this.params.values()].map((p) => p.layer));
+  }
+
+  /** `{ method, config }`, for checkpoints and federated rounds. */
+  spec(): AdapterSpec {
+    return { method: this.method, config: JSON.parse(JSON.stringify(this.config)) as AdapterSpec['config'] };
+  }
 
   protected own(t: GpuTensor): GpuTensor {
     this.owned.push(t);
@@ -68,5 +97,6 @@ export abstract class TensorSet {
   release(): void {
     for (const t of this.owned) t.release();
     this.owned.length = 0;
+    this.params.clear();
   }
 }
