@@ -2,7 +2,8 @@
  * The built demo's "Method" setting (vite build + preview, as e2e/demo.spec.ts) on the bundled model
  * (llama, 4 layers, hidden 256, intermediate 768): IA3 trains a few steps and exports PEFT IA3 files
  * whose scaling vectors moved off their all-ones start; BitFit on the top layer only plans less
- * memory than on every layer, trains, and exports webtune's BitFit files for that one layer.
+ * memory than on every layer, trains, and exports webtune's BitFit files for that one layer; DoRA
+ * on the top layer trains and exports PEFT's LoRA files with use_dora and its magnitude vectors.
  * A few steps of batch 2 at sequence 32: SwiftShader runs about 0.25 GFLOP/s.
  */
 import { readFile } from 'node:fs/promises';
@@ -51,7 +52,7 @@ async function exportAdapter(page: Page): Promise<{ config: Record<string, unkno
   return { config, tensors };
 }
 
-test('IA3 and BitFit on the top layer: pick the method, train, export', async ({ page }, testInfo) => {
+test('IA3, BitFit and DoRA on the top layer: pick the method, train, export', async ({ page }, testInfo) => {
   test.setTimeout(480_000);
   await page.goto('/');
   await expect(page.locator('#adapter table')).toContainText('shader-f16');
@@ -127,6 +128,21 @@ test('IA3 and BitFit on the top layer: pick the method, train, export', async ({
   expect([...bitfit.tensors.values()].reduce((n, t) => n + t.length, 0)).toBe(2560);
   expect([...bitfit.tensors.values()].some((t) => t.some((v) => v !== 0))).toBe(true);
   await expect(page.locator('#checkpoint-info')).toContainText('PEFT has no BitFit method');
+
+  // DoRA on the top layer: LoRA's fields, and PEFT's LoRA files with use_dora and a magnitude per
+  // targeted module (its norm kernel runs on SwiftShader too).
+  await page.selectOption('#method', 'dora');
+  await expect(page.locator('#rank')).toBeVisible();
+  await expect(page.locator('#targets')).toBeVisible();
+  await expect(page.locator('#method-hint')).toContainText('DoRA is LoRA plus a learned magnitude');
+  await trainAndFinish(page);
+  const dora = await exportAdapter(page);
+  expect(dora.config).toMatchObject({ peft_type: 'LORA', use_dora: true, layers_to_transform: [3] });
+  const magnitudes = [...dora.tensors.keys()].filter((k) => k.endsWith('.lora_magnitude_vector'));
+  expect(magnitudes.length).toBeGreaterThan(0);
+  expect([...dora.tensors.keys()].every((k) => k.includes('.layers.3.'))).toBe(true);
+  expect(magnitudes.every((k) => dora.tensors.get(k)!.every((v) => Number.isFinite(v) && v > 0))).toBe(true);
+  await shot(page, testInfo, '05-dora-trained');
 
   // Back to LoRA: its fields come back.
   await page.selectOption('#method', 'lora');

@@ -590,7 +590,7 @@ async function plan() {
   } catch (error) {
     return refuse((error as Error).message);
   }
-  if (method() === 'lora' && targets().length === 0) return refuse('Choose at least one target module.');
+  if ((method() === 'lora' || method() === 'dora') && targets().length === 0) return refuse('Choose at least one target module.');
   try {
     const { estimate, fits, advice } = await (await getTrainer()).planTraining({ batchSize: r.batchSize, adapter: r.adapter, seqLen: seqLen() });
     if (my !== planSeq) return;

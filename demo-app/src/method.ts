@@ -1,5 +1,5 @@
 /**
- * The settings panel's adaptation method: LoRA (default), IA3 or BitFit, a one-line explanation
+ * The settings panel's adaptation method: LoRA (default), DoRA, IA3 or BitFit, a one-line explanation
  * with the planner's count of trainable parameters, and "Train only the top N layers" (PEFT's
  * layers_to_transform: the backward pass stops at the lowest trained layer). The controls are
  * built here and put at the top of the settings panel; main.ts asks for the AdapterRequest.
@@ -7,12 +7,13 @@
 import type { AdapterRequest } from 'webtune';
 
 /** The methods the page offers (the SDK may know more). */
-export type Method = Extract<AdapterRequest['method'], 'lora' | 'ia3' | 'bitfit'>;
+export type Method = Extract<AdapterRequest['method'], 'lora' | 'dora' | 'ia3' | 'bitfit'>;
 
-const TITLES: Record<Method, string> = { lora: 'LoRA', ia3: 'IA3', bitfit: 'BitFit' };
+const TITLES: Record<Method, string> = { lora: 'LoRA', dora: 'DoRA', ia3: 'IA3', bitfit: 'BitFit' };
 
 const WHAT: Record<Method, string> = {
   lora: 'LoRA trains two low-rank matrices (rank r, scaled by alpha / r) beside each chosen projection; the base weights stay frozen.',
+  dora: 'DoRA is LoRA plus a learned magnitude per output row of each chosen projection (weight-decomposed, PEFT\'s use_dora); same rank and alpha, a few more parameters.',
   ia3: 'IA3 trains one scaling vector per attention key, value and feed-forward input (PEFT\'s default modules): the fewest parameters, every weight frozen.',
   bitfit: 'BitFit trains only the bias vectors of the linear layers (zero where the model has none, kept by the merged model); every weight stays frozen.',
 };
@@ -43,12 +44,13 @@ export function mountMethodControls(onChange: () => void): void {
 
 export function method(): Method {
   const value = $<HTMLSelectElement>('method').value;
-  return value === 'ia3' || value === 'bitfit' ? value : 'lora';
+  return value === 'dora' || value === 'ia3' || value === 'bitfit' ? value : 'lora';
 }
 
-/** Rank, alpha and the target modules are LoRA's settings; IA3 and BitFit take PEFT's defaults for the model. */
+/** Rank, alpha and the target modules are LoRA's (and DoRA's) settings; IA3 and BitFit take PEFT's defaults for the model. */
 function showLoraFields() {
-  const lora = method() === 'lora';
+  // DoRA takes LoRA's settings.
+  const lora = method() === 'lora' || method() === 'dora';
   for (const id of ['rank', 'alpha']) $(id).closest('label')!.hidden = !lora;
   $('targets').hidden = !lora;
   showMethodHint(undefined);
@@ -74,7 +76,7 @@ export function adapterRequest(numLayers: number | undefined, lora: { rank: numb
   const layers = layersToTrain(numLayers);
   const where = layers ? { layers } : {};
   const m = method();
-  return m === 'lora' ? { method: 'lora', config: { ...lora, ...where } }
+  return m === 'lora' || m === 'dora' ? { method: m, config: { ...lora, ...where } }
     : m === 'ia3' ? { method: 'ia3', config: where }
       : { method: 'bitfit', config: where };
 }
@@ -110,7 +112,7 @@ export function methodSettings(): { method: Method; topLayers: string } {
 }
 
 export function restoreMethodSettings(s: Record<string, unknown>): void {
-  if (s.method === 'lora' || s.method === 'ia3' || s.method === 'bitfit') $<HTMLSelectElement>('method').value = s.method;
+  if (s.method === 'lora' || s.method === 'dora' || s.method === 'ia3' || s.method === 'bitfit') $<HTMLSelectElement>('method').value = s.method;
   if (typeof s.topLayers === 'string') $<HTMLInputElement>('top-layers').value = s.topLayers;
   showLoraFields();
 }

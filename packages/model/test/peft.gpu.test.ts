@@ -103,7 +103,10 @@ describe('bad adapters', () => {
   const withConfig = (patch: Record<string, unknown>) => ({ ...good, config: JSON.stringify({ ...JSON.parse(good.config), ...patch }) });
 
   it('refuse unsupported PEFT options and mismatched models with typed errors', () => {
-    expect(() => readPeftAdapter(config, withConfig({ use_dora: true }))).toThrowError(UnsupportedModelError);
+    // DoRA is read now; LoRA tensors under a use_dora config lack the magnitudes, named when imported.
+    expect(readPeftAdapter(config, withConfig({ use_dora: true })).spec.method).toBe('dora');
+    expect(() => importPeftAdapter(gpu(), config, withConfig({ use_dora: true }))).toThrowError(/lora_magnitude_vector/);
+    expect(() => readPeftAdapter(config, withConfig({ use_dora: true, lora_dropout: 0.1 }))).toThrowError(/DoRA with lora_dropout/);
     expect(() => readPeftAdapter(config, withConfig({ peft_type: 'PREFIX_TUNING' }))).toThrowError(UnsupportedModelError);
     // An IA3 config over LoRA tensors: the keys are another method's.
     expect(() => readPeftAdapter(config, withConfig({ peft_type: 'IA3' }))).toThrowError(/lora_A.*IA3/);
