@@ -115,3 +115,29 @@ describe('choosing a method', () => {
   });
 });
 
+
+describe('layer-selective training on the 4-layer demo model', () => {
+  it('training the top layer allocates what the planner predicts: state for 1 layer plus one shared copy instead of 4', async () => {
+    // A fresh session (and device) per run: a device's buffer pool keeps what an earlier run freed.
+    const run = async (layers?: number[]) => {
+      const session = new TrainerSession({ gpu: await createNodeGpu(), checkpoints: new MemoryCheckpointStore() });
+      try {
+        await session.loadModel(nodeDirectorySource(new URL('../../../demo-app/public/models/webtune-demo/', import.meta.url).pathname));
+        await session.prepareData({ texts: [chapter(1)] }, { seqLen: 64, heldOut: 0 });
+        const adapter: AdapterRequest = { method: 'lora', config: { rank: 8, alpha: 16, ...(layers ? { layers } : {}) } };
+        const { estimate } = await session.planTraining({ batchSize: 4, adapter });
+        const summary = await session.train({ steps: 2, batchSize: 4, seed: 1, checkpointEvery: 0, adapter });
+        return { estimate, summary };
+      } finally {
+        session.dispose();
+      }
+    };
+    const all = await run();
+    const top = await run([3]);
+    // Three of the four layers' saved activations (and their adapters) are gone from the plan...
+    expect(top.estimate.activations).toBeLessThan(all.estimate.activations * 0.75);
+    // ...and from what the run allocates, which the plan covers.
+    expect(all.summary.peakBytes - top.summary.peakBytes).toBeGreaterThan(0.8 * (all.estimate.total - top.estimate.total));
+    for (const r of [all, top]) expect(r.summary.peakBytes).toBeLessThanOrEqual(r.estimate.total * 1.05 + 2 ** 20);
+  });
+});
