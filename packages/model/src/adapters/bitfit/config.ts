@@ -8,6 +8,10 @@ import { architectureOf } from '../../arch/index.js';
 import type { ModelConfig } from '../../config.js';
 import { checkLayers, checkTargets, peftModuleKey, selectModules } from '../targets.js';
 
+/**
+ * BitFit's settings: which linears' biases train, on which layers, and how much faster than the
+ * run's learning rate.
+ */
 export interface BitFitConfig {
   /**
    * Module-name suffixes whose biases train. Default: every linear whose bias a merged model can
