@@ -8,6 +8,7 @@ import { runBenchSuite } from './suite.js';
 import { runTrainingBench } from './training.js';
 import { runFederatedBench } from './federated.js';
 import { runSftBench } from './sft.js';
+import { runMethodsBench } from './methods.js';
 
 const gpu = await createNodeGpu();
 // TF.js' WebGPU backend registers itself at import time only when navigator.gpu exists.
@@ -31,7 +32,8 @@ const only = process.env.BENCH_ONLY?.split(',').filter(Boolean);
 const training = !only?.length || only.includes('training') ? await runTrainingBench(gpu, (line) => console.error(line)) : [];
 const federated = !only?.length || only.includes('federated') ? await runFederatedBench(gpu, (line) => console.error(line)) : [];
 const sft = !only?.length || only.includes('sft') ? await runSftBench(gpu, (line) => console.error(line)) : [];
+const methods = !only?.length || only.includes('methods') ? await runMethodsBench(gpu, (line) => console.error(line)) : undefined;
 const adapter = ctx.adapter.name;
-console.log(`BENCH_JSON=${JSON.stringify({ lane: 'node (Dawn)', adapter, rows, training, federated, sft })}`);
+console.log(`BENCH_JSON=${JSON.stringify({ lane: 'node (Dawn)', adapter, rows, training, federated, sft, methods })}`);
 ctx.destroy();
 process.exit(0);

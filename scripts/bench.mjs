@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // `npm run bench`: the Node benchmark (Dawn) and the browser benchmark (Chromium, Playwright),
 // each comparing webtune with TF.js WebGPU (and onnxruntime-web WebGPU in the browser) in one
-// run on one adapter. Writes bench/results/{node,browser}.json and bench/results/README.md.
+// run on one adapter. Writes bench/results/{node,browser}.json and bench/results/README.md, and
+// bench/results/methods.{json,md} whenever the adaptation-methods benchmark ran (BENCH_ONLY=methods included).
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -84,6 +85,46 @@ function sftMarkdown(lane, rows) {
   return lines.join('\n');
 }
 
+/**
+ * Adaptation methods side by side (bench/methods.ts): trainable share, planned and accounted peak
+ * memory and step time on the SmolLM2-135M shape, held-out loss on the tiny Llama; ratios vs the first row (LoRA r8).
+ */
+function methodsMarkdown(lane, adapter, m) {
+  const mib = (b) => (b / 2 ** 20).toFixed(1);
+  const ref = m.rows[0];
+  const ratio = (a, b) => `${(a / b).toFixed(2)}x`;
+  const fmtInt = (n) => n.toLocaleString('en-US');
+  const base = m.rows[0].tiny.heldOutBefore;
+  const lines = [`### Adaptation methods, ${lane}`, '',
+    `Adapter: ${adapter}`, '',
+    `Command: \`BENCH_ONLY=methods npm run bench\` (bench/methods.ts). Ratios are against the first row (LoRA r8).`, '',
+    `- Trainable parameters, memory and step time: ${m.smol.model}, ${(ref.modelParams / 1e6).toFixed(1)}M parameters, batch ${m.smol.batch} x seq ${m.smol.seq}, ${m.smol.dtype} base and activations, no recompute; one Trainer step = forward + backward + AdamW with clipping. Planner = estimateTrainingMemory's total (Trainer.create's plan on this device); measured = the peak of webtune's own GPU accounting (ctx.memory) over the steps, weights included, a fresh device per method. Median of only ${m.smol.timedSteps} timed steps after ${m.smol.warmupSteps} warm-up step${m.smol.warmupSteps === 1 ? '' : 's'} per method, the methods' steps interleaved round by round (a SmolLM2-shape step takes many seconds on lavapipe, so few are taken). Wall time swings with whatever else shares the machine, so time / LoRA r8 is paired: the median over the timed rounds of this method's step over LoRA r8's step in the same round (not the ratio of the medians). methods.json also has every step's wall and CPU time.`,
+    `- Held-out loss: ${m.tiny.model} (real fixture weights), ${m.tiny.steps} steps on Moby-Dick chapters ${m.tiny.trainChapters[0]}-${m.tiny.trainChapters.at(-1)} (${m.tiny.trainRows} windows), batch ${m.tiny.batch} x seq ${m.tiny.seq}, learning rate ${m.tiny.learningRate} (${m.tiny.schedule}, ${m.tiny.warmupSteps} warm-up steps), data seed ${m.tiny.seed}, adapter seed ${m.tiny.adapterSeed}, the same for every method except BitFit's learningRateScale 10 on its biases; evaluated on chapters ${m.tiny.heldOutChapters.join('-')} (${m.tiny.heldOutRows} windows, never trained on). The base model's held-out loss (every method starts there): ${base.toFixed(4)}.`,
+    '- Top layers only: LoRA r8 on layers 26-29 of SmolLM2\'s 30 (PEFT layers_to_transform); the tiny Llama has 2 layers, so its held-out run adapts layer 1 only.',
+    '- Absolute times on lavapipe (Mesa\'s CPU Vulkan) mean little; the ratios are what carries over.',
+    ...m.rows.filter((r) => r !== ref && r.spec.config.layers).map((r) => `- ${r.method}: measured peak ${mib(ref.peakBytes - r.peakBytes)} MiB below ${ref.method}'s (${(100 * (1 - r.peakBytes / ref.peakBytes)).toFixed(0)}% less; planned activations ${mib(ref.plannerActivationBytes)} -> ${mib(r.plannerActivationBytes)} MiB), because backward stops at layer ${Math.min(...r.spec.config.layers)} and the frozen layers below keep no saved activations.`),
+    '- Resolved adapter configs (SmolLM2 shape): ' + m.rows.map((r) => `${r.method} = \`${r.spec.method} ${JSON.stringify(r.spec.config)}\``).join('; ') + '.', '',
+    '| method | trainable params | % of model | planner peak MiB (activations) | measured peak MiB | peak / LoRA r8 | median ms/step | time / LoRA r8 | held-out loss (base ' + base.toFixed(3) + ') | held-out drop | drop / LoRA r8 |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|'];
+  for (const r of m.rows) {
+    const drop = r.tiny.heldOutBefore - r.tiny.heldOutAfter;
+    const refDrop = ref.tiny.heldOutBefore - ref.tiny.heldOutAfter;
+    lines.push(`| ${r.method} | ${fmtInt(r.trainableParams)} | ${r.trainablePercent.toFixed(3)}% | ${mib(r.plannerBytes)} (${mib(r.plannerActivationBytes)}) | ${mib(r.peakBytes)} | ${ratio(r.peakBytes, ref.peakBytes)} | ${r.medianStepMs.toFixed(0)} | ${r.timeRatio.toFixed(2)}x | ${r.tiny.heldOutAfter.toFixed(4)} | ${drop.toFixed(4)} | ${ratio(drop, refDrop)} |`);
+  }
+  return lines.join('\n');
+}
+
+// The methods table has its own files, which only the methods benchmark writes: a BENCH_ONLY=methods run is their full run.
+const nodeResults = join(results, 'node.json');
+if (existsSync(nodeResults)) {
+  const r = JSON.parse(readFileSync(nodeResults, 'utf8'));
+  if (r.methods?.rows?.length) {
+    const dir = join(root, 'bench/results');
+    writeFileSync(join(dir, 'methods.json'), JSON.stringify({ lane: r.lane, adapter: r.adapter, command: 'BENCH_ONLY=methods npm run bench', ...r.methods }, null, 2) + '\n');
+    writeFileSync(join(dir, 'methods.md'), `# Adaptation methods\n\nWritten by \`BENCH_ONLY=methods npm run bench\` (scripts/bench.mjs, bench/methods.ts); the same table is in README.md after a full run.\n\n${methodsMarkdown(r.lane, r.adapter, r.methods)}\n`);
+  }
+}
+
 const sections = ['node', 'browser']
   .filter((lane) => existsSync(join(results, `${lane}.json`)))
   .flatMap((lane) => {
@@ -92,6 +133,7 @@ const sections = ['node', 'browser']
     if (r.training?.length) parts.push(trainingMarkdown(r.lane, r.training));
     if (r.federated?.length) parts.push(federatedMarkdown(r.lane, r.federated));
     if (r.sft?.length) parts.push(sftMarkdown(r.lane, r.sft));
+    if (r.methods?.rows?.length) parts.push(methodsMarkdown(r.lane, r.adapter, r.methods));
     return parts;
   });
 writeFileSync(join(results, 'README.md'), `# Benchmark results\n\nWritten by \`npm run bench\` (scripts/bench.mjs). Medians; speed-up = library's median time / webtune's.\n\n${sections.join('\n\n')}\n`);
