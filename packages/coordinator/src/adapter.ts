@@ -3,7 +3,7 @@
  * (LoRA, IA3 or BitFit), laid out flat in sorted key order (the layout of the running sums and the
  * server optimizer state). Aggregation only sees the flat vector, so every method federates alike.
  */
-import { ADAPTER_METHODS, adapterMethod, methodOfKeys, parseModulePath, parseSafetensors, serializeSafetensors, tensorToFloat32, type AdapterSpec, type Architecture, type HostTensor, type LoraConfig } from '@webtune/model';
+import { ADAPTER_METHODS, adapterMethod, adapterSpecProblem, methodOfKeys, parseModulePath, parseSafetensors, serializeSafetensors, tensorToFloat32, type AdapterSpec, type Architecture, type HostTensor, type LoraConfig } from '@webtune/model';
 import { ConfigError } from './config.js';
 
 export interface AdapterLayout {
@@ -64,7 +64,9 @@ export function readAdapter(bytes: Uint8Array, source = 'adapter'): Map<string, 
   const file = parseSafetensors(bytes, source);
   const out = new Map<string, HostTensor>();
   for (const [name, t] of file.tensors) {
-    const key = name.replace(/\.lora_([AB])\.[^.]+\.weight$/, '.lora_$1.weight').replace(/\.ia3_l\.[^.]+$/, '.ia3_l');
+    // Adapter-name segments (lora_A.default.weight, ia3_l.default, lora_magnitude_vector.default.weight) dropped, as each method names its keys.
+    let key = name;
+    for (const m of Object.values(ADAPTER_METHODS)) key = m.normalizeKey(key);
     out.set(key, { data: tensorToFloat32(t, source), shape: [...t.shape] });
   }
   return out;
@@ -132,6 +134,12 @@ export function inferAdapter(layout: AdapterLayout, adapterConfigJson?: string):
       throw new ConfigError(`adapter_config.json is not valid JSON (${(cause as Error).message})`);
     }
   }
+  for (const field of ['target_modules', 'feedforward_modules'] as const) {
+    const v = raw[field];
+    if (v !== undefined && v !== null && !(Array.isArray(v) && v.every((x) => typeof x === 'string'))) {
+      throw new ConfigError(`adapter_config.json "${field}" must be a list of module names (a regex string is not supported), got ${JSON.stringify(v)}`);
+    }
+  }
   const layers = Array.isArray(raw['layers_to_transform']) ? (raw['layers_to_transform'] as number[]) : typeof raw['layers_to_transform'] === 'number' ? [raw['layers_to_transform']] : undefined;
   const names = [...new Set(modules.map((m) => m.name))].sort();
   let config: Record<string, unknown>;
@@ -146,6 +154,16 @@ export function inferAdapter(layout: AdapterLayout, adapterConfigJson?: string):
   } else {
     config = { targets: Array.isArray(raw['target_modules']) ? raw['target_modules'] : names, learningRateScale: typeof raw['learning_rate_scale'] === 'number' ? raw['learning_rate_scale'] : 1 };
   }
-  if (layers) config['layers'] = [...layers].sort((a, b) => a - b);
-  return { spec: { method, config: config as AdapterSpec['config'] }, architecture };
+  if (layers) {
+    config['layers'] = [...layers].sort((a, b) => a - b);
+  } else {
+    // Without adapter_config.json: an adapter that skips layers (the top ones only, or a gap) is
+    // layer-selective. One over layers 0..k cannot be told from a full one; its config must say.
+    const present = [...new Set(modules.map((m) => m.layer))].sort((a, b) => a - b);
+    if (present[0] !== 0 || present.some((l, i) => l !== i)) config['layers'] = present;
+  }
+  const spec = { method, config: config as AdapterSpec['config'] };
+  const problem = adapterSpecProblem(spec);
+  if (problem) throw new ConfigError(`the initial adapter and its adapter_config.json give ${problem}`);
+  return { spec, architecture };
 }

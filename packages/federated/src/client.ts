@@ -49,7 +49,7 @@
  * coordinator's noise).
  */
 import { DownloadError, FederatedError, InvalidArgumentError, WebtuneError } from '@webtune/errors';
-import { adapterConfigJson, parseSafetensors, tensorToFloat32, toAdapterSpec, type AdapterSpec, type HostTensor, type LoraConfig } from '@webtune/model';
+import { adapterConfigJson, adapterSpecProblem, ARCHITECTURES, parseModulePath, parseSafetensors, tensorToFloat32, toAdapterSpec, type AdapterSpec, type HostTensor, type LoraConfig } from '@webtune/model';
 import type { AdapterRequest, TrainerApi } from '@webtune/sdk';
 import { RdpAccountant, type RdpAccountantJSON } from './accountant.js';
 import { decodeUpdate, encodeUpdate, globalNorm } from './codec.js';
@@ -358,11 +358,17 @@ export class FederatedClient {
     this.emit({ phase: 'download', roundId: info.roundId, bytes: globalBytes.byteLength, detail: `global version ${info.globalVersion}` });
     const global = toTensors(globalBytes, `global adapter version ${info.globalVersion}`);
     if (global.size === 0) throw new FederatedError('MODEL_FORMAT', 'bad_global', `Global adapter version ${info.globalVersion} has no tensors.`);
+    // The server's adapter spec and architecture are checked before anything is built from them.
     const spec = roundAdapter(config);
-    if (!spec) throw new FederatedError('MODEL_FORMAT', 'bad_global', `Round ${info.roundId} names no adapter (neither "adapter" nor "lora" in its config).`);
-    // The architecture sets fan_in_fan_out in the files; a coordinator from before `architecture` is read from the key names.
+    const problem = spec ? adapterSpecProblem(spec) : 'the round names no adapter (neither "adapter" nor "lora" in its config)';
+    if (problem || !spec) throw new FederatedError('INVALID_ARGUMENT', 'bad_config', `Round ${info.roundId}: ${problem}.`);
+    if (config.architecture !== undefined && !ARCHITECTURES.some((a) => a.name === config.architecture)) {
+      throw new FederatedError('INVALID_ARGUMENT', 'bad_config', `Round ${info.roundId} names architecture ${JSON.stringify(config.architecture)}, which this client does not know.`);
+    }
+    // The architecture sets fan_in_fan_out in the files; from a coordinator before `architecture`, it is read from the module names.
     const keys = [...global.keys()];
-    const architecture = config.architecture ?? (keys.some((k) => k.startsWith('base_model.model.transformer.h.')) ? 'gpt2' : 'llama');
+    const named = parseModulePath(keys[0]!.replace(/^base_model\.model\./, '').replace(/\.[^.]+(\.weight)?$/, ''));
+    const architecture = config.architecture ?? named?.architecture ?? 'llama';
     const peftConfig = JSON.stringify(adapterConfigJson({ architecture }, spec));
     const trainer = this.o.trainer;
     // The copy: a worker trainer takes the buffer (transferred, not copied).

@@ -539,6 +539,31 @@ describe('FederatedClient: errors and retries', () => {
     expect(server.count()).toBe(0);
   });
 
+  it('a round whose adapter spec or architecture the client cannot use is refused (FederatedError bad_config) before anything is imported', async () => {
+    const cases: Array<Partial<RoundConfig>> = [
+      { lora: undefined, adapter: { method: 'constructor' as never, config: {} } },
+      { lora: undefined, adapter: { method: 'lora', config: {} } },
+      { lora: undefined, adapter: { method: 'ia3', config: { targets: ['k_proj'], feedforward: 5 } } as never },
+      { lora: undefined },
+      { architecture: 'mamba' as never },
+    ];
+    for (const config of cases) {
+      await start(config);
+      const error = await client(server).runRound().catch((e: unknown) => e);
+      expect(error, JSON.stringify(config)).toBeInstanceOf(FederatedError);
+      expect(error).toMatchObject({ reason: 'bad_config' });
+      expect(trainer.imported).toHaveLength(0);
+      await server.close();
+    }
+  });
+
+  it('a round with adapter and architecture (this coordinator) trains that spec; one with only lora (an older coordinator) trains LoRA', async () => {
+    await start({ lora: undefined, adapter: { method: 'lora', config: { ...LORA } as never }, architecture: 'llama' });
+    expect(await client(server).runRound()).toMatchObject({ status: 'uploaded' });
+    expect(trainer.requests.at(-1)).toMatchObject({ lora: LORA });
+    expect(trainer.imported.at(-1)!.config).toMatchObject({ peft_type: 'LORA', fan_in_fan_out: false });
+  });
+
   it('a network failure on every attempt is a DownloadError', async () => {
     await start();
     const url = server.url;

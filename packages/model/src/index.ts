@@ -14,14 +14,14 @@ export { ARCHITECTURES, architectureOf, architectureForModelType, modulePath, pa
 export type { ArchitectureDescriptor, AttentionLinears, MlpLinears, ArchitectureNames, DefaultTargets } from './arch/index.js';
 export { resolveLoraConfig, loraScale, peftKey } from './adapters/lora/config.js';
 export type { LoraConfig } from './adapters/lora/config.js';
-export { resolveDoraConfig, magnitudeKey } from './adapters/dora/config.js';
+export { resolveDoraConfig, magnitudeKey, DORA_MAX_RANK } from './adapters/dora/config.js';
 export type { DoraConfig } from './adapters/dora/config.js';
 export { resolveIA3Config, ia3Key } from './adapters/ia3/config.js';
 export type { IA3Config } from './adapters/ia3/config.js';
 export { resolveBitFitConfig, bitfitKey } from './adapters/bitfit/config.js';
 export type { BitFitConfig } from './adapters/bitfit/config.js';
 export { matchesTarget, selectModules } from './adapters/targets.js';
-export { ADAPTER_METHODS, adapterMethod, resolveAdapterSpec, adapterMismatch, adapterParameterCount, methodOfKeys } from './adapters/registry.js';
+export { ADAPTER_METHODS, adapterMethod, resolveAdapterSpec, adapterMismatch, adapterParameterCount, methodOfKeys, adapterSpecProblem } from './adapters/registry.js';
 export type { MethodDefinition } from './adapters/method.js';
 export { createAdapter, createAdapterOnBase, adapterFromTensors } from './adapters/create.js';
 export type {

@@ -163,22 +163,35 @@ export class Transformer {
     void runtime?.then((r) => r.release(), () => undefined);
   }
 
-  /** The current adapter's runtime (built once per adapter), or undefined without one. */
+  /**
+   * The current adapter's runtime (built once per adapter, on first use), or undefined without
+   * one. Building compiles kernels (an await): if setAdapter() swaps the adapter meanwhile, the
+   * call is refused rather than run with a released runtime or a workspace planned for another
+   * adapter. A failed build is not cached, so the next call tries again.
+   */
   private async adapterRuntime(): Promise<AdapterRuntime | undefined> {
     const adapter = this.adapter;
     if (!adapter) return undefined;
-    this.runtime ??= adapter.createRuntime({
-      ctx: this.ctx,
-      dtype: this.base.dtype,
-      nf4: this.base.nf4,
-      ops: {
-        frozenForward: (rec, lin, x, y) => this.frozen(rec, lin.weight, 'forward', x, y, this.workspace!.tokens, lin),
-        frozenBackward: (rec, lin, gy, gx, accumulate) => this.frozen(rec, lin.weight, accumulate ? 'backwardAcc' : 'backward', gy, gx, this.workspace!.tokens, lin),
-        linear: (layer, name) => this.base.layers[layer]!.linears.get(name)!,
-        scratch: (name) => this.workspace?.buffers[name],
-      },
-    });
-    return this.runtime;
+    if (!this.runtime) {
+      const building = adapter.createRuntime({
+        ctx: this.ctx,
+        dtype: this.base.dtype,
+        nf4: this.base.nf4,
+        ops: {
+          frozenForward: (rec, lin, x, y) => this.frozen(rec, lin.weight, 'forward', x, y, this.workspace!.tokens, lin),
+          frozenBackward: (rec, lin, gy, gx, accumulate) => this.frozen(rec, lin.weight, accumulate ? 'backwardAcc' : 'backward', gy, gx, this.workspace!.tokens, lin),
+          linear: (layer, name) => this.base.layers[layer]!.linears.get(name)!,
+          scratch: (name) => this.workspace?.buffers[name],
+        },
+      });
+      this.runtime = building;
+      building.catch(() => {
+        if (this.runtime === building) this.runtime = undefined;
+      });
+    }
+    const runtime = await this.runtime;
+    if (this.adapter !== adapter) throw new InvalidArgumentError('The adapter was changed (setAdapter) while this call was starting; run it again.');
+    return runtime;
   }
 
   /** The shape the next workspace will have, for the memory planner. */

@@ -168,6 +168,13 @@ describe('method settings are checked', () => {
   const { config } = tinyModel('tiny-llama');
   it('IA3 feed-forward modules must be targets; layers must exist; BitFit where no bias can be kept is refused', () => {
     expect(() => adapterMethod('ia3').resolve(config, { targets: ['q_proj'], feedforward: ['down_proj'] })).toThrowError(InvalidArgumentError);
+    // Given targets, feed-forward modules default to PEFT's table as far as the targets reach them.
+    expect(adapterMethod('ia3').resolve(config, { targets: ['k_proj', 'down_proj'] })).toMatchObject({ feedforward: ['down_proj'] });
+    expect(adapterMethod('ia3').resolve(config, { targets: ['k_proj'] })).toMatchObject({ feedforward: [] });
+    // A target or feed-forward module must name a linear (a per-layer path such as layers.0.mlp.down_proj is refused).
+    expect(() => adapterMethod('ia3').resolve(config, { targets: ['down_proj'], feedforward: ['layers.0.mlp.down_proj'] })).toThrowError(/subset of target_modules/);
+    expect(() => adapterMethod('dora').resolve(config, { rank: 65 })).toThrowError(/above 64/);
+    expect(() => adapterMethod('constructor')).toThrowError(InvalidArgumentError);
     expect(() => adapterMethod('lora').resolve(config, { layers: [2] })).toThrowError(/layer 2 is not a layer of this model \(0 to 1\)/);
     expect(() => adapterMethod('bitfit').resolve(config, { learningRateScale: 0 })).toThrowError(InvalidArgumentError);
     const qwen = tinyModel('tiny-qwen2').config;

@@ -717,18 +717,30 @@ export class TrainerSession {
     this.disposeRun();
     const adapter = await createAdapterOnBase(ctx, base, spec, request.seed ?? DEFAULT_TRAIN_CONFIG.seed);
     if (start) {
+      // Every tensor of the adapter in place must be one the new adapter has (no magnitude or layer silently dropped).
+      const keys = new Set([...adapter.trainable()].map((t) => t.key));
+      const unused = [...start.keys()].filter((k) => !keys.has(k));
       try {
+        if (unused.length > 0) throw new Error(`it has ${unused.slice(0, 2).join(', ')}${unused.length > 2 ? ', ...' : ''}, which ${spec.method} with these settings does not`);
         adapter.write(start);
       } catch (cause) {
         adapter.release();
-        throw new InvalidArgumentError(`The adapter in place does not match the requested adapter settings (method, rank, targets): ${(cause as Error).message}`);
+        throw new InvalidArgumentError(`The adapter in place does not match the requested adapter settings (method, rank, targets, layers): ${(cause as Error).message}`);
       }
     }
     const {
       lora: _lora, adapter: _adapter, runId: _runId, checkpointEvery: _every, keepLast: _keep, resume: _resume, progressIntervalMs: _interval,
       memoryBudgetBytes, startFrom: _start, proximalMu, evalEvery: _evalEvery, earlyStopping: _early, restoreBest: _restore, ...config
     } = request;
-    const trainer = await Trainer.create(ctx, model, adapter, { ...config, seqLen: this.data.info.seqLen }, { budgetBytes: memoryBudgetBytes });
+    let trainer: Trainer;
+    try {
+      trainer = await Trainer.create(ctx, model, adapter, { ...config, seqLen: this.data.info.seqLen }, { budgetBytes: memoryBudgetBytes });
+    } catch (error) {
+      // Refused (a plan that does not fit, bad settings): nothing of this run stays allocated.
+      model.setAdapter(undefined);
+      adapter.release();
+      throw error;
+    }
     if (restored) trainer.restore(restored.state);
     if (proximalMu) trainer.optimizer.setProximal(proximalMu);
     this.adapter = adapter;
@@ -870,6 +882,8 @@ export class TrainerSession {
    */
   async generate(prompt: string | readonly ChatMessage[], options: SessionGenerateOptions = {}): Promise<{ text: string; tokens: number[] }> {
     const { model } = this.requireModel();
+    // Generation swaps the model's adapter; a running step must keep its own.
+    if (this.run?.controller) throw new InvalidArgumentError('A run is in progress; generate after it stops (pause() first).');
     model.setAdapter(options.useAdapter === false ? undefined : this.adapter);
     try {
       return await this.generateWith(model, prompt, options);

@@ -42,7 +42,7 @@
  * file hold the same meta.
  */
 import { CheckpointCorruptError, CheckpointMismatchError, InvalidArgumentError, ModelFormatError } from '@webtune/errors';
-import { adapterMethod, adapterMismatch, ADAPTER_METHODS, parseSafetensors, serializeSafetensors, toAdapterSpec, type AdapterSpec, type HostTensor, type LoraConfig, type ModelConfig, type SafetensorsFile } from '@webtune/model';
+import { adapterMethod, adapterMismatch, adapterSpecProblem, parseSafetensors, serializeSafetensors, toAdapterSpec, type AdapterSpec, type HostTensor, type LoraConfig, type ModelConfig, type SafetensorsFile } from '@webtune/model';
 import type { DataCursor } from './data/windows.js';
 import type { EvaluationState } from './evaluation.js';
 
@@ -294,7 +294,7 @@ export function migrateCheckpointMeta(raw: unknown, id = 'checkpoint'): Checkpoi
   if (schema >= 2 && raw.metaSha256 === undefined) throw new CheckpointCorruptError(name, `its metadata has no checksum (metaSha256), which every checkpoint of schema 2 and later has (it says ${schema})`);
   if (schema < 3 && raw.evaluation !== undefined) throw new CheckpointCorruptError(name, `its metadata has an evaluation history but says schema ${schema}, which had none`);
   if (schema < 2 && raw.metaSha256 !== undefined) throw new CheckpointCorruptError(name, `its metadata has a checksum but says schema ${schema}, which had none`);
-  if (schema < ADAPTER_SPEC_SCHEMA && raw.adapter !== undefined) throw new CheckpointCorruptError(name, `its metadata has an adapter spec but says schema ${schema}, which had only LoRA settings`);
+  if (raw.adapter !== undefined && raw.lora !== undefined) throw new CheckpointCorruptError(name, 'its metadata has both LoRA settings ("lora") and an adapter spec ("adapter")');
   if (schema >= ADAPTER_SPEC_SCHEMA && raw.lora !== undefined) throw new CheckpointCorruptError(name, `its metadata has LoRA settings in the old place ("lora") but says schema ${schema}`);
   let m: Json = { ...raw };
   if (schema === 0) m = migrateV0(m);
@@ -326,20 +326,14 @@ function validateMeta(m: Json, name: string): CheckpointMeta {
   if (!isObject(model) || typeof model.modelType !== 'string' || !FINGERPRINT_FIELDS.slice(1).every((f) => isCount(model[f]))) {
     throw bad('model', `{ ${FINGERPRINT_FIELDS.join(', ')} }`);
   }
+  // Schema 4 writes `adapter`; older schemas wrote `lora`, which reads as a LoRA spec (a meta
+  // migrated once, as stores and files hand it back, already has that spec).
   const schema = isCount(m.schema) ? m.schema : 0;
-  const spec = schema >= ADAPTER_SPEC_SCHEMA ? m.adapter : { method: 'lora', config: m.lora };
-  const field = schema >= ADAPTER_SPEC_SCHEMA ? 'adapter' : 'lora';
-  if (!isObject(spec) || typeof spec.method !== 'string' || !(spec.method in ADAPTER_METHODS) || !isObject(spec.config)) {
-    throw bad(field, `{ method: ${Object.keys(ADAPTER_METHODS).join(' | ')}, config }`);
-  }
-  const lora = spec.config;
-  if (
-    (spec.method === 'lora' || spec.method === 'dora') && (!isCount(lora.rank) || lora.rank < 1 || typeof lora.alpha !== 'number' || typeof lora.dropout !== 'number' ||
-    typeof lora.rslora !== 'boolean' || !Array.isArray(lora.targets) || !lora.targets.every((t) => typeof t === 'string') ||
-    (lora.layers !== undefined && (!Array.isArray(lora.layers) || !lora.layers.every(isCount))))
-  ) {
-    throw bad(field, 'LoRA settings { rank, alpha, dropout, targets, rslora, layers? }');
-  }
+  const field = m.adapter !== undefined ? 'adapter' : 'lora';
+  const spec = m.adapter !== undefined ? m.adapter : { method: 'lora', config: m.lora };
+  const problem = adapterSpecProblem(spec);
+  if (problem) throw bad(field, `a valid adapter spec (${problem})`);
+  if (schema < ADAPTER_SPEC_SCHEMA && (spec as AdapterSpec).method !== 'lora') throw bad(field, `LoRA settings, as every checkpoint of schema ${schema} has`);
   const cursor = m.cursor;
   if (
     !isObject(cursor) || !isCount(cursor.epoch) || !isCount(cursor.index) || !Array.isArray(cursor.epochRng) || cursor.epochRng.length !== 4 ||
@@ -356,15 +350,7 @@ function validateMeta(m: Json, name: string): CheckpointMeta {
     totalSteps: m.totalSteps,
     createdAt: m.createdAt,
     model: Object.fromEntries(FINGERPRINT_FIELDS.map((f) => [f, model[f]])) as unknown as ModelFingerprint,
-    adapter: spec.method === 'lora' || spec.method === 'dora'
-      ? {
-          method: spec.method,
-          config: {
-            rank: lora.rank, alpha: lora.alpha, dropout: lora.dropout, targets: [...(lora.targets as string[])], rslora: lora.rslora,
-            ...(lora.layers !== undefined ? { layers: [...(lora.layers as number[])] } : {}),
-          } as AdapterSpec['config'],
-        }
-      : { method: spec.method as AdapterSpec['method'], config: JSON.parse(JSON.stringify(spec.config)) as AdapterSpec['config'] },
+    adapter: JSON.parse(JSON.stringify(spec)) as AdapterSpec,
     train: m.train as JsonObject,
     cursor: { epoch: cursor.epoch, index: cursor.index, epochRng: [...cursor.epochRng] as DataCursor['epochRng'] },
     byteLength: m.byteLength,

@@ -258,11 +258,22 @@ describe('checkpoint encode/decode', () => {
     v3.metaSha256 = await sha256(new TextEncoder().encode(canonical(v3)));
     const old = await decodeCheckpoint({ meta: v3, bytes: lora.bytes }, { model: MODEL, lora: LORA });
     expect(old).toMatchObject({ metaProtected: true, meta: { schema: 3, adapter: { method: 'lora', config: LORA } } });
-    // Either form in the wrong schema is refused: it was edited.
-    await expect(decodeCheckpoint({ meta: { ...v3, adapter } as unknown as CheckpointMeta, bytes: lora.bytes })).rejects.toThrow(/adapter spec but says schema 3/);
-    await expect(decodeCheckpoint({ meta: { ...lora.meta, lora: LORA } as unknown as CheckpointMeta, bytes: lora.bytes })).rejects.toThrow(/old place/);
-    // An unknown method is corrupt, not a crash.
-    await expect(decodeCheckpoint({ meta: { ...lora.meta, adapter: { method: 'prefix', config: {} } } as unknown as CheckpointMeta, bytes: lora.bytes })).rejects.toThrow(CheckpointCorruptError);
+    // Migrated once (as a store or a portable file hands it back) it still loads: migration is idempotent.
+    await expect(decodeCheckpoint({ meta: old.meta, bytes: lora.bytes }, { model: MODEL, lora: LORA })).resolves.toMatchObject({ metaProtected: true });
+    const store = new MemoryCheckpointStore();
+    await store.put({ meta: v3, bytes: lora.bytes }, 3);
+    const viaFile = checkpointFromFile(checkpointToFile(await store.get(v3.id)));
+    await expect(decodeCheckpoint(viaFile, { model: MODEL, lora: LORA })).resolves.toMatchObject({ meta: { schema: 3, step: 20 } });
+    // Both forms at once, the old form in schema 4, or another method in an old schema: edited.
+    await expect(decodeCheckpoint({ meta: { ...v3, adapter } as unknown as CheckpointMeta, bytes: lora.bytes })).rejects.toThrow(/both LoRA settings/);
+    await expect(decodeCheckpoint({ meta: { ...lora.meta, adapter: undefined, lora: LORA } as unknown as CheckpointMeta, bytes: lora.bytes })).rejects.toThrow(/old place/);
+    const { lora: _l, ...v3Rest } = v3 as unknown as Record<string, unknown>;
+    await expect(decodeCheckpoint({ meta: { ...v3Rest, adapter: ia3 } as unknown as CheckpointMeta, bytes: lora.bytes })).rejects.toThrow(/LoRA settings, as every checkpoint of schema 3/);
+    // An unknown method (prototype names included) or a malformed config is corrupt, not a crash.
+    for (const bad of [{ method: 'prefix', config: {} }, { method: 'constructor', config: {} }, { method: 'ia3', config: { targets: ['k_proj'], feedforward: 5 } }, { method: 'bitfit', config: { targets: 7, learningRateScale: 1 } }]) {
+      await expect(decodeCheckpoint({ meta: { ...record.meta, adapter: bad } as unknown as CheckpointMeta, bytes: record.bytes }), JSON.stringify(bad)).rejects.toThrow(CheckpointCorruptError);
+    }
+    await expect(encodeCheckpoint({ ...input(), lora: undefined, spec: { method: 'toString', config: {} } as never })).rejects.toThrow(/toString/);
   });
 
   it('refuses a checkpoint of another model or LoRA configuration, naming what differs', async () => {

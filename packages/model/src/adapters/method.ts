@@ -12,6 +12,11 @@ export interface MethodDefinition<C> {
   title: string;
   /** The full config from any subset of its fields (defaults filled, validated). */
   resolve(model: ModelConfig, options: Record<string, unknown>): C;
+  /**
+   * Why `raw` is not a config of this method (a model-free check of types and ranges, for
+   * configs that arrive in files and requests: checkpoints, federated rounds), or undefined.
+   */
+  invalid(raw: Record<string, unknown>): string | undefined;
   /** The linear modules it adapts, in layer order. */
   modules(model: ModelConfig, config: C): TargetModule[];
   parameterCount(model: ModelConfig, config: C): number;

@@ -21,7 +21,8 @@ export const ADAPTER_METHODS: Readonly<Record<AdapterMethod, MethodDefinition<un
 
 /** The definition of a method name, or a clear error listing the ones there are. */
 export function adapterMethod(method: string): MethodDefinition<unknown> {
-  const found = (ADAPTER_METHODS as Record<string, MethodDefinition<unknown> | undefined>)[method];
+  // Own keys only: "constructor" or "toString" are not methods.
+  const found = typeof method === 'string' && Object.hasOwn(ADAPTER_METHODS, method) ? (ADAPTER_METHODS as Record<string, MethodDefinition<unknown>>)[method] : undefined;
   if (!found) throw new InvalidArgumentError(`Adapter method ${JSON.stringify(method)} is not one webtune trains; choose from ${Object.keys(ADAPTER_METHODS).join(', ')}.`);
   return found;
 }
@@ -54,4 +55,14 @@ export function methodOfKeys(keys: Iterable<string>): AdapterMethod | undefined 
   }
   if (found.has('dora') && found.has('lora')) return 'dora';
   return found.size === 1 ? [...found][0] : undefined;
+}
+
+/** Why `raw` is not an adapter spec webtune can use (unknown method, malformed config), or undefined. Model-free. */
+export function adapterSpecProblem(raw: unknown): string | undefined {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return 'the adapter spec is not an object { method, config }';
+  const { method, config } = raw as { method?: unknown; config?: unknown };
+  if (typeof method !== 'string' || !Object.hasOwn(ADAPTER_METHODS, method)) return `adapter method ${JSON.stringify(method)} is not one of ${Object.keys(ADAPTER_METHODS).join(', ')}`;
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) return `the ${method} config is not an object`;
+  const problem = adapterMethod(method).invalid(config as Record<string, unknown>);
+  return problem ? `the ${adapterMethod(method).title} config's ${problem}` : undefined;
 }

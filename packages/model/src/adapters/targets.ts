@@ -56,3 +56,24 @@ export function selectModules(model: ModelConfig, targets: readonly string[], la
 export function peftModuleKey(module: string, suffix: string): string {
   return `base_model.model.${module}.${suffix}`;
 }
+
+const isStrings = (v: unknown): v is string[] => Array.isArray(v) && v.length > 0 && v.every((t) => typeof t === 'string' && t.length > 0);
+const isLayers = (v: unknown): boolean => v === undefined || (Array.isArray(v) && v.length > 0 && v.every((l) => Number.isSafeInteger(l) && (l as number) >= 0));
+
+/** Model-free checks shared by the methods' `invalid`: field name -> what it must be, for the fields present or required. */
+export function configProblem(raw: Record<string, unknown>, fields: Record<string, 'strings' | 'layers' | 'positive' | 'fraction' | 'boolean' | 'count'>): string | undefined {
+  for (const [field, kind] of Object.entries(fields)) {
+    const v = raw[field];
+    const ok = kind === 'strings' ? isStrings(v)
+      : kind === 'layers' ? isLayers(v)
+        : kind === 'positive' ? typeof v === 'number' && Number.isFinite(v) && v > 0
+          : kind === 'fraction' ? typeof v === 'number' && v >= 0 && v < 1
+            : kind === 'boolean' ? typeof v === 'boolean'
+              : Number.isSafeInteger(v) && (v as number) >= 1;
+    if (!ok) {
+      const want = { strings: 'a non-empty list of module names', layers: 'a non-empty list of layer indices', positive: 'a positive number', fraction: 'a number in [0, 1)', boolean: 'true or false', count: 'a positive integer' }[kind];
+      return `"${field}" is ${JSON.stringify(v)}; expected ${want}`;
+    }
+  }
+  return undefined;
+}

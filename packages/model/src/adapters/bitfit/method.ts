@@ -9,7 +9,7 @@ import { architectureOf } from '../../arch/index.js';
 import type { ModelConfig } from '../../config.js';
 import { canonicalModule, peftLayers, peftTargets } from '../lora/method.js';
 import type { MethodDefinition } from '../method.js';
-import { selectModules } from '../targets.js';
+import { configProblem, selectModules } from '../targets.js';
 import type { AdapterBuffers, HostTensor } from '../types.js';
 import { bitfitKey, resolveBitFitConfig, type BitFitConfig } from './config.js';
 
@@ -45,6 +45,7 @@ export const bitfitMethod: MethodDefinition<BitFitConfig> = {
   method: 'bitfit',
   title: 'BitFit',
   resolve: (model, options) => resolveBitFitConfig(model, options as Partial<BitFitConfig>),
+  invalid: (raw) => configProblem(raw, { targets: 'strings', learningRateScale: 'positive', layers: 'layers' }),
   modules: (model, config) => selectModules(model, config.targets, config.layers),
   parameterCount: (model, config) => selectModules(model, config.targets, config.layers).reduce((n, t) => n + t.outFeatures, 0),
   describe: (config) => `BitFit on ${config.targets.join(', ')}`,

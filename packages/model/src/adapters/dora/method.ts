@@ -11,7 +11,7 @@ import { adapterPairFor, canonicalModule, loraBuffers, loraMethod } from '../lor
 import type { MethodDefinition } from '../method.js';
 import { selectModules } from '../targets.js';
 import type { AdapterBufferShape, AdapterBuffers, HostTensor } from '../types.js';
-import { magnitudeKey, resolveDoraConfig, type DoraConfig } from './config.js';
+import { DORA_MAX_RANK, magnitudeKey, resolveDoraConfig, type DoraConfig } from './config.js';
 
 /**
  * LoRA's buffers, plus per layer the normalised output z = (x V^T) / ||V|| that m's gradient
@@ -66,6 +66,7 @@ export const doraMethod: MethodDefinition<DoraConfig> = {
   method: 'dora',
   title: 'DoRA',
   resolve: (model, options) => resolveDoraConfig(model, options as Partial<DoraConfig>),
+  invalid: (raw) => loraMethod.invalid(raw) ?? (raw['rank'] as number > DORA_MAX_RANK ? `"rank" is ${String(raw['rank'])}; DoRA takes ranks up to ${DORA_MAX_RANK}` : undefined),
   modules: (model, config) => selectModules(model, config.targets, config.layers),
   parameterCount: (model, config) => selectModules(model, config.targets, config.layers).reduce((n, t) => n + config.rank * (t.inFeatures + t.outFeatures) + t.outFeatures, 0),
   describe: (config) => `DoRA rank ${config.rank}`,

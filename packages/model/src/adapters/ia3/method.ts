@@ -8,21 +8,29 @@ import { architectureOf } from '../../arch/index.js';
 import type { ModelConfig } from '../../config.js';
 import { canonicalModule, checkFanInFanOut, peftLayers, peftTargets } from '../lora/method.js';
 import type { MethodDefinition } from '../method.js';
-import { selectModules } from '../targets.js';
+import { configProblem, selectModules } from '../targets.js';
 import type { AdapterBufferShape, AdapterBuffers, HostTensor } from '../types.js';
 import { ia3Key, isFeedforward, resolveIA3Config, type IA3Config } from './config.js';
 
 /**
- * Per layer: the pre-scaling output (attention targets) or the scaled input (feed-forward
- * targets), which the vector's gradient reads; shared: one gradient scratch as wide as the widest.
+ * Per layer: the pre-scaling output of each output-scaled target, which its vector's gradient
+ * reads. Shared: the scaled input of a feed-forward target (used within its forward only: the
+ * gradient reads the unscaled input the model keeps anyway), and one gradient scratch.
  */
 export function ia3Buffers(model: ModelConfig, config: IA3Config, shape: AdapterBufferShape): AdapterBuffers {
   const modules = selectModules(model, config.targets, config.layers);
-  const seen = new Map<string, number>();
-  for (const t of modules) seen.set(t.name, isFeedforward(config, t.module) ? t.inFeatures : t.outFeatures);
-  const layer = [...seen].map(([name, width]) => ({ name: `ia3:${name}`, shape: [shape.tokens, width], dtype: shape.dtype, copies: 1 }));
+  const outputScaled = new Map<string, number>();
+  let widestIn = 0;
+  for (const t of modules) {
+    if (isFeedforward(config, t.module)) widestIn = Math.max(widestIn, t.inFeatures);
+    else outputScaled.set(t.name, t.outFeatures);
+  }
+  const layer = [...outputScaled].map(([name, width]) => ({ name: `ia3:${name}`, shape: [shape.tokens, width], dtype: shape.dtype, copies: 1 }));
   const widest = Math.max(...modules.map((t) => (isFeedforward(config, t.module) ? t.inFeatures : t.outFeatures)));
-  const shared = shape.training ? [{ name: 'ia3Grad', shape: [shape.tokens, widest], dtype: shape.dtype, copies: 1 }] : [];
+  const shared = [
+    ...(widestIn > 0 ? [{ name: 'ia3In', shape: [shape.tokens, widestIn], dtype: shape.dtype, copies: 1 }] : []),
+    ...(shape.training ? [{ name: 'ia3Grad', shape: [shape.tokens, widest], dtype: shape.dtype, copies: 1 }] : []),
+  ];
   return { layer, shared };
 }
 
@@ -52,6 +60,7 @@ export const ia3Method: MethodDefinition<IA3Config> = {
   method: 'ia3',
   title: 'IA3',
   resolve: (model, options) => resolveIA3Config(model, options as Partial<IA3Config>),
+  invalid: (raw) => configProblem(raw, { targets: 'strings', layers: 'layers' }) ?? (Array.isArray(raw['feedforward']) && raw['feedforward'].every((f) => typeof f === 'string') ? undefined : `"feedforward" is ${JSON.stringify(raw['feedforward'])}; expected a list of module names`),
   modules: (model, config) => selectModules(model, config.targets, config.layers),
   parameterCount: (model, config) => selectModules(model, config.targets, config.layers).reduce((n, t) => n + (isFeedforward(config, t.module) ? t.inFeatures : t.outFeatures), 0),
   describe: (config) => `IA3 on ${config.targets.join(', ')}`,

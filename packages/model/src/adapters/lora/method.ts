@@ -6,7 +6,7 @@
 import { ModelFormatError, UnsupportedModelError } from '@webtune/errors';
 import { architectureOf } from '../../arch/index.js';
 import type { ModelConfig } from '../../config.js';
-import { selectModules } from '../targets.js';
+import { configProblem, selectModules } from '../targets.js';
 import type { AdapterBufferShape, AdapterBuffers, HostTensor } from '../types.js';
 import type { MethodDefinition } from '../method.js';
 import { loraScale, peftKey, resolveLoraConfig, type LoraConfig } from './config.js';
@@ -148,6 +148,7 @@ export const loraMethod: MethodDefinition<LoraConfig> = {
   method: 'lora',
   title: 'LoRA',
   resolve: (model, options) => resolveLoraConfig(model, options as Partial<LoraConfig>),
+  invalid: (raw) => configProblem(raw, { rank: 'count', alpha: 'positive', dropout: 'fraction', targets: 'strings', rslora: 'boolean', layers: 'layers' }),
   modules: (model, config) => selectModules(model, config.targets, config.layers),
   parameterCount: (model, config) => selectModules(model, config.targets, config.layers).reduce((n, t) => n + config.rank * (t.inFeatures + t.outFeatures), 0),
   describe: (config) => `LoRA rank ${config.rank}`,
