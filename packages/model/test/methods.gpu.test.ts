@@ -175,6 +175,9 @@ describe('method settings are checked', () => {
     expect(() => adapterMethod('ia3').resolve(config, { targets: ['down_proj'], feedforward: ['layers.0.mlp.down_proj'] })).toThrowError(/subset of target_modules/);
     expect(() => adapterMethod('dora').resolve(config, { rank: 65 })).toThrowError(/above 64/);
     expect(() => adapterMethod('constructor')).toThrowError(InvalidArgumentError);
+    // Settings a method does not have are refused, composing LoRA with trained biases among them.
+    expect(() => resolveAdapterSpec(config, 'lora', { rank: 4, bias: 'all' })).toThrowError(/methods do not compose yet/);
+    expect(() => resolveAdapterSpec(config, 'ia3', { feedforwardModules: ['down_proj'] })).toThrowError(/IA3 has no setting "feedforwardModules"/);
     expect(() => adapterMethod('lora').resolve(config, { layers: [2] })).toThrowError(/layer 2 is not a layer of this model \(0 to 1\)/);
     expect(() => adapterMethod('bitfit').resolve(config, { learningRateScale: 0 })).toThrowError(InvalidArgumentError);
     const qwen = tinyModel('tiny-qwen2').config;

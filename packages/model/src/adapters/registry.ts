@@ -30,7 +30,15 @@ export function adapterMethod(method: string): MethodDefinition<unknown> {
 /** A resolved spec from a method name and any subset of its config (defaults filled, validated against the model). */
 export function resolveAdapterSpec(model: ModelConfig, method: string, config: Record<string, unknown> = {}): AdapterSpec {
   const definition = adapterMethod(method);
-  return { method: definition.method, config: definition.resolve(model, config) as AdapterSpec['config'] };
+  const resolved = definition.resolve(model, config) as AdapterSpec['config'];
+  // A setting the method does not have is refused, not ignored (a typo would silently train something else).
+  const known = new Set([...Object.keys(resolved), 'layers']);
+  const unknown = Object.keys(config).filter((k) => config[k] !== undefined && !known.has(k));
+  if (unknown.length > 0) {
+    const composing = unknown.includes('bias') ? '; methods do not compose yet (PEFT\'s bias: "all"): train the biases with BitFit as a run of its own' : '';
+    throw new InvalidArgumentError(`${definition.title} has no setting ${unknown.map((k) => `"${k}"`).join(', ')}; its settings are ${[...known].join(', ')}${composing}.`);
+  }
+  return { method: definition.method, config: resolved };
 }
 
 /** Why a checkpoint made with `saved` cannot continue as `here` (empty when it can). */
