@@ -1,5 +1,5 @@
 /**
- * Adaptation methods side by side (issue 17): LoRA r8, IA3, BitFit and LoRA r8 on the top layers
+ * Adaptation methods side by side (issue 17): LoRA r8, DoRA r8, IA3, BitFit and LoRA r8 on the top layers
  * only (PEFT's layers_to_transform), each through the real Trainer (forward + backward + AdamW
  * with clipping). Per method:
  * - trainable parameters, and their share of the model's parameters;
@@ -14,7 +14,7 @@
 import { readFileSync } from 'node:fs';
 import { createGpuContext, type GpuContext } from '@webtune/gpu';
 import {
-  architectureOf, createAdapter, createTokenizer, linearHasBias, linearShape, loadModelFiles, resolveAdapterSpec, Rng, Transformer,
+  architectureOf, createAdapterOnBase, createTokenizer, linearHasBias, linearShape, loadModelFiles, resolveAdapterSpec, Rng, Transformer,
   uploadBaseModel, weightReader, type AdapterSpec, type ModelConfig, type WeightReader,
 } from '@webtune/model';
 import { nodeDirectorySource } from '@webtune/model/node';
@@ -61,6 +61,7 @@ export interface MethodsBench {
 /** The methods: SmolLM2-135M has 30 layers (top 4 = 26..29), the tiny Llama 2 (top 1 = layer 1). */
 const METHODS: Array<{ label: string; method: string; config: (model: ModelConfig) => Record<string, unknown> }> = [
   { label: 'LoRA r8', method: 'lora', config: () => ({ rank: 8, alpha: 16 }) },
+  { label: 'DoRA r8', method: 'dora', config: () => ({ rank: 8, alpha: 16 }) },
   { label: 'IA3', method: 'ia3', config: () => ({}) },
   { label: 'BitFit (lr x10)', method: 'bitfit', config: () => ({ learningRateScale: 10 }) },
   { label: 'LoRA r8, top layers only', method: 'lora', config: (m) => ({ rank: 8, alpha: 16, layers: topLayers(m) }) },
@@ -112,7 +113,7 @@ async function smolRun(gpu: GPU, config: ModelConfig, reader: WeightReader, spec
   const ctx: GpuContext = await createGpuContext({ gpu });
   const base = await uploadBaseModel(ctx, config, reader, { format: 'f32', dtype: 'f32' });
   const model = await Transformer.create(ctx, base);
-  const adapter = createAdapter(ctx, config, spec, 1);
+  const adapter = await createAdapterOnBase(ctx, base, spec, 1);
   const trainer = await Trainer.create(ctx, model, adapter, { steps: o.steps, batchSize: o.batch, seqLen: o.seq, learningRate: 1e-4, seed: 3 }, { budgetBytes: 16 * 2 ** 30 });
   const release = () => {
     trainer.release();
@@ -212,7 +213,7 @@ export async function runMethodsBench(gpu: GPU, log: (line: string) => void): Pr
     try {
       const base = await uploadBaseModel(ctx, tiny, weightReader(files), { format: 'f32', dtype: 'f32' });
       const model = await Transformer.create(ctx, base);
-      const adapter = createAdapter(ctx, tiny, tinySpec, adapterSeed);
+      const adapter = await createAdapterOnBase(ctx, base, tinySpec, adapterSeed);
       const trainer = await Trainer.create(ctx, model, adapter, tinyRun);
       try {
         const heldOutBefore = await trainer.evaluate(heldOut);
