@@ -7,7 +7,7 @@
 import { createTensor, writeTensor, type GpuContext, type GpuTensor } from '@webtune/gpu';
 import { ModelFormatError } from '@webtune/errors';
 import type { ModelConfig } from '../../config.js';
-import { Rng } from '../../rng.js';
+import { peftLoraInit } from '../lora/adapter.js';
 import type { BaseModel } from '../../weights.js';
 import { loraScale, peftKey } from '../lora/config.js';
 import { selectModules } from '../targets.js';
@@ -39,13 +39,8 @@ export class DoraAdapter extends ModuleAdapter<DoraParam, DoraConfig> implements
 
   /** A fresh adapter on `base`: A random (seeded), B zero, m the base weights' row norms. */
   static async create(ctx: GpuContext, base: BaseModel, config: DoraConfig, seed = 0): Promise<DoraAdapter> {
-    const rng = new Rng(seed);
-    const adapter = DoraAdapter.build(ctx, base.config, config, (t) => {
-      const bound = 1 / Math.sqrt(t.inFeatures);
-      const a = new Float32Array(config.rank * t.inFeatures);
-      for (let i = 0; i < a.length; i++) a[i] = (rng.next() * 2 - 1) * bound;
-      return { a, b: new Float32Array(t.outFeatures * config.rank), m: new Float32Array(t.outFeatures) };
-    });
+    const lora = peftLoraInit(config.rank, seed);
+    const adapter = DoraAdapter.build(ctx, base.config, config, (t) => ({ ...lora(t), m: new Float32Array(t.outFeatures) }));
     try {
       const norms = await baseWeightNorms(ctx, base, [...adapter.params.values()]);
       for (const p of adapter.params.values()) writeTensor(ctx, p.m, norms.get(p.module)!);

@@ -70,7 +70,10 @@ export const doraMethod: MethodDefinition<DoraConfig> = {
   modules: (model, config) => selectModules(model, config.targets, config.layers),
   parameterCount: (model, config) => selectModules(model, config.targets, config.layers).reduce((n, t) => n + config.rank * (t.inFeatures + t.outFeatures) + t.outFeatures, 0),
   describe: (config) => `DoRA rank ${config.rank}`,
-  smaller: (config) => (config.rank > 1 ? { config: { ...config, rank: Math.max(1, config.rank >> 1) }, what: `DoRA rank (${config.rank} -> ${Math.max(1, config.rank >> 1)})` } : undefined),
+  smaller: (config) => {
+    const lora = loraMethod.smaller!(config);
+    return lora && { config: lora.config, what: lora.what.replace(/^LoRA/, 'DoRA') };
+  },
   mismatch: (saved, here) => loraMethod.mismatch(saved, here).map((m) => m.replace(/^LoRA/, 'DoRA')),
   peftConfig: (model, config, baseModel) => ({ ...loraMethod.peftConfig(model, config, baseModel), use_dora: true }),
   fromPeftConfig(model, raw) {

@@ -39,13 +39,8 @@ export class LoraAdapter extends ModuleAdapter<LoraParam, LoraConfig> implements
 
   /** A fresh adapter, initialised as PEFT's `init_lora_weights=True` with `seed`. */
   static create(ctx: GpuContext, model: ModelConfig, config: LoraConfig, seed = 0): LoraAdapter {
-    const rng = new Rng(seed);
-    return LoraAdapter.build(ctx, model, config, (t) => {
-      const bound = 1 / Math.sqrt(t.inFeatures);
-      const a = new Float32Array(config.rank * t.inFeatures);
-      for (let i = 0; i < a.length; i++) a[i] = (rng.next() * 2 - 1) * bound;
-      return { a, b: new Float32Array(t.outFeatures * config.rank) };
-    });
+    const init = peftLoraInit(config.rank, seed);
+    return LoraAdapter.build(ctx, model, config, init);
   }
 
   /**
@@ -108,4 +103,18 @@ export class LoraAdapter extends ModuleAdapter<LoraParam, LoraConfig> implements
   createRuntime(context: RuntimeContext): Promise<AdapterRuntime> {
     return createLoraRuntime(this, context);
   }
+}
+
+/**
+ * PEFT's `init_lora_weights=True` from one seeded stream over the modules in order: A
+ * kaiming-uniform with a = sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)); B zeros. Shared by LoRA and DoRA.
+ */
+export function peftLoraInit(rank: number, seed: number): (t: TargetModule) => { a: Float32Array; b: Float32Array } {
+  const rng = new Rng(seed);
+  return (t) => {
+    const bound = 1 / Math.sqrt(t.inFeatures);
+    const a = new Float32Array(rank * t.inFeatures);
+    for (let i = 0; i < a.length; i++) a[i] = (rng.next() * 2 - 1) * bound;
+    return { a, b: new Float32Array(t.outFeatures * rank) };
+  };
 }
