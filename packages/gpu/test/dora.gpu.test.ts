@@ -23,7 +23,7 @@ import { doraWeightNormRef } from '../src/kernels/dora.ref.js';
 import json from './fixtures/dora.json';
 import { f32, type EncodedTensor } from './fixtures.js';
 import { randn, worstError } from './random.js';
-import { nodeContext, useNodeContext } from './node-context.js';
+import { nodeContext, recordValidated, useNodeContext } from './node-context.js';
 
 interface DoraCase {
   name: string;
@@ -52,15 +52,7 @@ function tensor(label: string, data: Float32Array, shape: number[], dtype: 'f32'
 }
 
 /** Records `body` into one command buffer, submits it, and fails on any validation error. */
-async function record(label: string, body: (rec: CommandRecorder) => void): Promise<void> {
-  const ctx: GpuContext = gpu();
-  ctx.device.pushErrorScope('validation');
-  const rec = new CommandRecorder(ctx, label);
-  body(rec);
-  rec.submit();
-  const error = await ctx.device.popErrorScope();
-  expect(error?.message ?? null, `validation error in ${label}`).toBeNull();
-}
+const record = (label: string, body: (rec: CommandRecorder) => void) => recordValidated(gpu(), label, body);
 
 function expectClose(name: string, got: ArrayLike<number>, expected: ArrayLike<number>, rtol = RTOL): void {
   const r = worstError(got, expected, 0, rtol);

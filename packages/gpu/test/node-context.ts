@@ -3,7 +3,7 @@
  * it also fails, with the install command, because a silently skipped GPU lane proves nothing.
  */
 import { afterAll, beforeAll, expect } from 'vitest';
-import { createGpuContext, type CreateGpuContextOptions, type GpuContext } from '../src/index.js';
+import { CommandRecorder, createGpuContext, type CreateGpuContextOptions, type GpuContext } from '../src/index.js';
 import { createNodeGpu } from '../src/node.js';
 
 export async function nodeContext(options: Pick<CreateGpuContextOptions, 'disableFeatures' | 'tuning'> = {}): Promise<GpuContext> {
@@ -32,4 +32,14 @@ export function useNodeContext(options: Parameters<typeof nodeContext>[0] = {}):
     ctx!.destroy();
   });
   return () => ctx!;
+}
+
+/** Records `body` into one command buffer on `ctx`, submits it, and fails on any validation error. */
+export async function recordValidated(ctx: GpuContext, label: string, body: (rec: CommandRecorder) => void): Promise<void> {
+  ctx.device.pushErrorScope('validation');
+  const rec = new CommandRecorder(ctx, label);
+  body(rec);
+  rec.submit();
+  const error = await ctx.device.popErrorScope();
+  expect(error?.message ?? null, `validation error in ${label}`).toBeNull();
 }

@@ -38,7 +38,7 @@ import { createDropoutKernels, dropoutKeep } from '../src/kernels/dropout.js';
 import { createOptimizerKernels } from '../src/kernels/optimizer.js';
 import { f32 } from './fixtures.js';
 import { randn, worstError } from './random.js';
-import { nodeContext, useNodeContext } from './node-context.js';
+import { nodeContext, recordValidated, useNodeContext } from './node-context.js';
 import { transformerOpsFixture as F, type NormCase, type NormCaseF16 } from './transformer-ops-fixtures.js';
 
 const gpu = useNodeContext();
@@ -78,15 +78,7 @@ function u32Tensor(label: string, ids: ArrayLike<number>): GpuTensor {
 }
 
 /** Records `body` into one command buffer, submits it, and fails on any validation error. */
-async function record(label: string, body: (rec: CommandRecorder) => void): Promise<void> {
-  const ctx: GpuContext = gpu();
-  ctx.device.pushErrorScope('validation');
-  const rec = new CommandRecorder(ctx, label);
-  body(rec);
-  rec.submit();
-  const error = await ctx.device.popErrorScope();
-  expect(error?.message ?? null, `validation error in ${label}`).toBeNull();
-}
+const record = (label: string, body: (rec: CommandRecorder) => void) => recordValidated(gpu(), label, body);
 
 function expectClose(name: string, got: ArrayLike<number>, expected: ArrayLike<number>, atol: number, rtol: number): void {
   const r = worstError(got, expected, atol, rtol);

@@ -26,7 +26,7 @@ import { columnDotRef, scaleColumnsRef } from '../src/kernels/vector-scale.ref.j
 import json from './fixtures/vector-scale.json';
 import { f32, type EncodedTensor } from './fixtures.js';
 import { randn, worstError } from './random.js';
-import { nodeContext, useNodeContext } from './node-context.js';
+import { nodeContext, recordValidated, useNodeContext } from './node-context.js';
 
 interface ScaleColumnsCase {
   name: string;
@@ -71,15 +71,7 @@ function roundHalf(a: Float32Array): Float32Array {
 }
 
 /** Records `body` into one command buffer, submits it, and fails on any validation error. */
-async function record(label: string, body: (rec: CommandRecorder) => void): Promise<void> {
-  const ctx: GpuContext = gpu();
-  ctx.device.pushErrorScope('validation');
-  const rec = new CommandRecorder(ctx, label);
-  body(rec);
-  rec.submit();
-  const error = await ctx.device.popErrorScope();
-  expect(error?.message ?? null, `validation error in ${label}`).toBeNull();
-}
+const record = (label: string, body: (rec: CommandRecorder) => void) => recordValidated(gpu(), label, body);
 
 function expectClose(name: string, got: ArrayLike<number>, expected: ArrayLike<number>, atol: number, rtol: number): void {
   const r = worstError(got, expected, atol, rtol);
