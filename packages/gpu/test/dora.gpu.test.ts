@@ -17,7 +17,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError } from '@webtune/errors';
-import { CommandRecorder, createTensor, readF32, type GpuContext, type GpuTensor } from '../src/index.js';
+import { CommandRecorder, createTensor, readF32, type GpuTensor } from '../src/index.js';
 import { createDoraKernels, type DoraKernels, type DoraWeightNormArgs } from '../src/kernels/dora.js';
 import { doraWeightNormRef } from '../src/kernels/dora.ref.js';
 import json from './fixtures/dora.json';

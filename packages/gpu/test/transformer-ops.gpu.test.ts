@@ -28,7 +28,7 @@
  * f16 -> f32 cast is exact, and its += is one correctly rounded f32 add.
  */
 import { describe, expect, it } from 'vitest';
-import { CommandRecorder, createTensor, fromF16Bits, readF32, toF16Bits, writeTensor, type GpuContext, type GpuTensor } from '../src/index.js';
+import { CommandRecorder, createTensor, fromF16Bits, readF32, toF16Bits, writeTensor, type GpuTensor } from '../src/index.js';
 import { InvalidArgumentError } from '@webtune/errors';
 import { createNormKernels } from '../src/kernels/norm.js';
 import { createGeluKernels, createSwigluKernels } from '../src/kernels/activation.js';

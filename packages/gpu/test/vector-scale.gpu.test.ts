@@ -20,7 +20,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError } from '@webtune/errors';
-import { CommandRecorder, createTensor, fromF16Bits, readF32, toF16Bits, type GpuContext, type GpuTensor } from '../src/index.js';
+import { CommandRecorder, createTensor, fromF16Bits, readF32, toF16Bits, type GpuTensor } from '../src/index.js';
 import { createVectorScaleKernels, type VectorScaleKernels } from '../src/kernels/vector-scale.js';
 import { columnDotRef, scaleColumnsRef } from '../src/kernels/vector-scale.ref.js';
 import json from './fixtures/vector-scale.json';
