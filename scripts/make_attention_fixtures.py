@@ -12,6 +12,13 @@ float32, P v. lse = logsumexp of the masked scaled scores. dq, dk, dv from autog
 sum(out * upstream). Rows of k/v past seqKV (a KV cache's unused capacity) hold large values that
 must be ignored.
 
+Prefix tuning (attentionPrefix, attentionPrefixF16): PEFT hands the P learned key/value rows of a
+layer to transformers as past_key_values, so the keys are cat(prefix_k, k) (P + T rows per sequence)
+and transformers' causal mask, offset by the cache length P, lets real query i see keys j <= P + i:
+the cases above with seqKV = kvCapacity = P + T and positionOffset = P, forward and backward, dk/dv
+over all P + T rows (the prefix rows' gradients are what prefix tuning trains). One case has keys past
+P + T that no query sees (their dk/dv are 0).
+
 Cross-entropy: torch.nn.functional.cross_entropy(reduction='mean', ignore_index=-100); per-row
 losses from reduction='none' and the logits gradient from autograd of the mean, so the kernel's
 gradScale is 1 / (number of rows not ignored). Targets are written as u32 with ignored rows as
@@ -342,9 +349,28 @@ def main():
     cross_entropy_f16 = [
         cross_entropy_case_f16("f16: vocab 1000, 7 rows, 2 ignored, one row shifted by +90", h, 7, 1000, [1, 5], shift_rows=[3]),
     ]
+    # Prefix tuning, from generators of their own (the cases above stay byte for byte). Prefix lengths
+    # 1, 7 and 30 with odd real lengths, GQA 4/2 and MHA 4/4, headDim 16 and 64, batch 2.
+    shapes = [  # (prefix, real tokens, kv heads, head dim)
+        (1, 5, 2, 16), (1, 5, 4, 64), (7, 13, 4, 16), (7, 13, 2, 64), (30, 33, 2, 16), (30, 33, 4, 64),
+    ]
+    label = lambda p, t, kvh, hd: f"prefix {p} + {t} tokens, {'GQA 4/2' if kvh == 2 else 'MHA 4 heads'}, headDim {hd}, batch 2"
+    pg = torch.Generator().manual_seed(18)
+    attention_prefix = [attention_case(label(p, t, kvh, hd), pg, 2, t, 4, kvh, hd, seq_kv=p + t, offset=p) for p, t, kvh, hd in shapes]
+    attention_prefix += [
+        attention_case("prefix 30 + 5 tokens (prefix longer than the sequence), GQA 4/2, headDim 64, batch 2", pg, 2, 5, 4, 2, 64,
+                       seq_kv=35, offset=30),
+        attention_case("prefix 7 + 5 tokens and 3 keys no query sees (seqKV 15), GQA 4/2, headDim 16, batch 2", pg, 2, 5, 4, 2, 16,
+                       seq_kv=15, offset=7),
+    ]
+    ph = torch.Generator().manual_seed(81)
+    attention_prefix_f16 = [
+        attention_case_f16(f"f16: {label(p, t, kvh, hd)}", ph, 2, t, 4, kvh, hd, seq_kv=p + t, offset=p) for p, t, kvh, hd in shapes
+    ]
     write_fixture("packages/gpu/test/fixtures/attention.json", "scripts/make_attention_fixtures.py",
                   {"ignoreIndex": IGNORE_U32, "rope": rope, "attention": attention, "crossEntropy": cross_entropy,
-                   "ropeF16": rope_f16, "attentionF16": attention_f16, "crossEntropyF16": cross_entropy_f16})
+                   "ropeF16": rope_f16, "attentionF16": attention_f16, "crossEntropyF16": cross_entropy_f16,
+                   "attentionPrefix": attention_prefix, "attentionPrefixF16": attention_prefix_f16})
 
 
 if __name__ == "__main__":

@@ -69,9 +69,11 @@ export interface AttentionCase {
   out: EncodedTensor;
   /** [batch, heads, seqQ] */
   lse: EncodedTensor;
-  /** Backward cases only (seqQ == seqKV == kvCapacity, positionOffset 0). */
+  /** Backward cases only (kvCapacity == seqKV; self-attention or a prefix). */
   upstream?: EncodedTensor;
+  /** [batch * seqQ, heads * headDim] */
   dq?: EncodedTensor;
+  /** [batch * seqKV, kvHeads * headDim], prefix rows included */
   dk?: EncodedTensor;
   dv?: EncodedTensor;
 }
@@ -158,4 +160,7 @@ export const attentionFixture = attentionJson as unknown as {
   ropeF16: RopeF16Case[];
   attentionF16: AttentionF16Case[];
   crossEntropyF16: CrossEntropyF16Case[];
+  /** Prefix tuning: seqKV = kvCapacity = prefix + seqQ, positionOffset = prefix (one case has unseen keys past them). */
+  attentionPrefix: AttentionCase[];
+  attentionPrefixF16: AttentionF16Case[];
 };

@@ -136,6 +136,22 @@ describe('RoPE on Dawn against apply_rotary_pos_emb and its autograd', () => {
   });
 });
 
+type AnyAttentionCase = AttentionCase | AttentionF16Case;
+
+/** k/v rows of a backward case: the backward reads seqKV rows per batch and has no spare capacity. */
+function backwardKvRows(c: AnyAttentionCase): number {
+  expect(c.kvCapacity, `${c.name}: backward cases have kvCapacity == seqKV`).toBe(c.seqKV);
+  return c.batch * c.seqKV;
+}
+
+/**
+ * The backward's seqKV and positionOffset for a prefix case; self-attention cases leave both to
+ * their defaults, as the callers written before prefixes existed do.
+ */
+function prefixArgs(c: AnyAttentionCase): { seqKV?: number; positionOffset?: number } {
+  return c.seqKV === c.seqQ && c.positionOffset === 0 ? {} : { seqKV: c.seqKV, positionOffset: c.positionOffset };
+}
+
 interface AttentionRun {
   out: Float32Array;
   lse: Float32Array;
@@ -162,16 +178,18 @@ async function runAttention(ctx: GpuContext, c: AttentionCase, withBackward: boo
   });
   const grads: GpuTensor[] = [];
   if (withBackward) {
+    const kvRows = backwardKvRows(c);
     const gradOutput = tensor(ctx, 'dO', [tokens, qCols], f32(c.upstream!));
+    // NaN-filled, so a row the kernels forget to write fails the comparison.
     const gradQ = tensor(ctx, 'dQ', [tokens, qCols], new Float32Array(tokens * qCols).fill(Number.NaN));
-    const gradK = tensor(ctx, 'dK', [tokens, kvCols], new Float32Array(tokens * kvCols).fill(Number.NaN));
-    const gradV = tensor(ctx, 'dV', [tokens, kvCols], new Float32Array(tokens * kvCols).fill(Number.NaN));
+    const gradK = tensor(ctx, 'dK', [kvRows, kvCols], new Float32Array(kvRows * kvCols).fill(Number.NaN));
+    const gradV = tensor(ctx, 'dV', [kvRows, kvCols], new Float32Array(kvRows * kvCols).fill(Number.NaN));
     const delta = tensor(ctx, 'delta', [c.batch, c.heads, c.seqQ]);
     temporaries.push(gradOutput, delta);
     grads.push(gradQ, gradK, gradV);
     attention.backward(rec, {
       q, k, v, out, lse, gradOutput, gradQ, gradK, gradV, delta,
-      batch: c.batch, seq: c.seqQ, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, scale: c.scale,
+      batch: c.batch, seq: c.seqQ, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, scale: c.scale, ...prefixArgs(c),
     });
   }
   rec.submit();
@@ -413,15 +431,16 @@ async function runAttentionF16(ctx: GpuContext, c: AttentionF16Case, withBackwar
     const nan = (n: number) => new Uint16Array(n).fill(0x7e00);
     const outRef = half(ctx, 'out (fixture)', [tokens, qCols], f16Bits(c.out));
     const gradOutput = half(ctx, 'dO', [tokens, qCols], f16Bits(c.upstream!));
+    const kvRows = backwardKvRows(c);
     const gradQ = half(ctx, 'dQ', [tokens, qCols], nan(tokens * qCols));
-    const gradK = half(ctx, 'dK', [tokens, kvCols], nan(tokens * kvCols));
-    const gradV = half(ctx, 'dV', [tokens, kvCols], nan(tokens * kvCols));
+    const gradK = half(ctx, 'dK', [kvRows, kvCols], nan(kvRows * kvCols));
+    const gradV = half(ctx, 'dV', [kvRows, kvCols], nan(kvRows * kvCols));
     const delta = tensor(ctx, 'delta', [c.batch, c.heads, c.seqQ]);
     temporaries.push(outRef, gradOutput, delta);
     grads.push(gradQ, gradK, gradV);
     attention.backward(rec, {
       q, k, v, out: outRef, lse, gradOutput, gradQ, gradK, gradV, delta,
-      batch: c.batch, seq: c.seqQ, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, scale: c.scale,
+      batch: c.batch, seq: c.seqQ, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, scale: c.scale, ...prefixArgs(c),
     });
   }
   rec.submit();
@@ -537,6 +556,97 @@ describe('cross-entropy with f16 logits on Dawn against torch.nn.functional.cros
     rec.submit();
     for (const t of [logits16, logits32, targets, losses, losses16]) t.release();
   });
+});
+
+// ---- prefix tuning: P learned key/value rows before each sequence's own ----
+
+/** Key rows (batch-major, as in dk/dv) that no query sees: positions past positionOffset + seqQ - 1. */
+function unseenKeyRows(c: AnyAttentionCase): number[] {
+  const rows: number[] = [];
+  for (let b = 0; b < c.batch; b++) {
+    for (let j = c.positionOffset + c.seqQ; j < c.seqKV; j++) rows.push(b * c.seqKV + j);
+  }
+  return rows;
+}
+
+function expectZeroRows(name: string, got: Float32Array, rows: number[], cols: number): void {
+  for (const r of rows) {
+    const row = got.subarray(r * cols, (r + 1) * cols);
+    expect(row.every((x) => x === 0), `${name} row ${r} is ${row.slice(0, 4).join(', ')}...`).toBe(true);
+  }
+}
+
+describe('attention with a prefix (prefix tuning) on Dawn against HF eager attention over past_key_values (PyTorch autograd)', () => {
+  for (const c of attentionFixture.attentionPrefix) {
+    it(`${c.name}: forward + backward`, async () => {
+      expect(c.positionOffset).toBeGreaterThan(0);
+      const r = await withValidation(gpu(), () => runAttention(gpu(), c, true));
+      expectClose('out', r.out, f32(c.out), ATTENTION_TOL);
+      expectClose('lse', r.lse, f32(c.lse), ATTENTION_TOL);
+      expectClose('dq', r.dq!, f32(c.dq!), gradTol(c));
+      expectClose('dk (prefix rows included)', r.dk!, f32(c.dk!), gradTol(c));
+      expectClose('dv (prefix rows included)', r.dv!, f32(c.dv!), gradTol(c));
+    });
+  }
+
+  it('writes exact zeros to dK and dV rows of keys that no query sees', async () => {
+    const c = attentionFixture.attentionPrefix.find((a) => a.seqKV > a.positionOffset + a.seqQ)!;
+    const rows = unseenKeyRows(c);
+    expect(rows.length).toBeGreaterThan(0);
+    const r = await withValidation(gpu(), () => runAttention(gpu(), c, true));
+    expectZeroRows('dk', r.dk!, rows, c.kvHeads * c.headDim);
+    expectZeroRows('dv', r.dv!, rows, c.kvHeads * c.headDim);
+  });
+
+  it('backward is deterministic with a prefix: two runs agree bit for bit', async () => {
+    const c = attentionFixture.attentionPrefix.find((a) => a.positionOffset === 30 && a.seqQ === 33)!;
+    const [a, b] = [await runAttention(gpu(), c, true), await runAttention(gpu(), c, true)];
+    for (const name of ['out', 'lse', 'dq', 'dk', 'dv'] as const) {
+      expect(Buffer.from(a[name]!.buffer).equals(Buffer.from(b[name]!.buffer)), name).toBe(true);
+    }
+  });
+
+  it('refuses a backward whose seqKV cannot hold positionOffset + seq keys, bad offsets and short k/v or gradients', async () => {
+    const ctx = gpu();
+    const attention = await createAttentionKernels(ctx);
+    const t = (shape: number[], label = 't') => tensor(ctx, label, shape);
+    // batch 2, 5 queries after a prefix of 3: k, v, dK, dV hold 2 * 8 rows.
+    const kv = t([16, 32], 'kv');
+    const bwd = {
+      q: t([10, 64], 'q'), k: kv, v: kv, out: t([10, 64], 'out'), lse: t([2, 4, 5], 'lse'),
+      gradOutput: t([10, 64], 'dO'), gradQ: t([10, 64], 'dQ'), gradK: t([16, 32], 'dK'), gradV: t([16, 32], 'dV'), delta: t([2, 4, 5], 'delta'),
+      batch: 2, seq: 5, seqKV: 8, positionOffset: 3, heads: 4, kvHeads: 2, headDim: 16, scale: 0.25,
+    };
+    const rec = new CommandRecorder(ctx, 'bad attention backward with a prefix');
+    expect(() => attention.backward(rec, { ...bwd, seqKV: 7 })).toThrowError(InvalidArgumentError);
+    expect(() => attention.backward(rec, { ...bwd, seqKV: 7 })).toThrow(/positionOffset \(3\) \+ seq \(5\) = 8 exceeds seqKV \(7\)/);
+    // Forgetting seqKV leaves it at seq, which cannot hold the prefix.
+    expect(() => attention.backward(rec, { ...bwd, seqKV: undefined })).toThrow(/= 8 exceeds seqKV \(5\)/);
+    expect(() => attention.backward(rec, { ...bwd, positionOffset: -1 })).toThrow(/positionOffset must be a non-negative integer, got -1/);
+    expect(() => attention.backward(rec, { ...bwd, positionOffset: 1.5 })).toThrow(/positionOffset must be a non-negative integer, got 1.5/);
+    expect(() => attention.backward(rec, { ...bwd, seqKV: 0 })).toThrow(/seqKV must be a positive integer, got 0/);
+    expect(() => attention.backward(rec, { ...bwd, k: t([10, 32], 'k without prefix') }))
+      .toThrow(/k "k without prefix" f32 \[10, 32\].*16 x 32 elements \(batch 2 x seqKV 8, kvHeads 2 x headDim 16\)/);
+    expect(() => attention.backward(rec, { ...bwd, gradV: t([15, 32], 'short dV') })).toThrow(/gradV "short dV" f32 \[15, 32\].*16 x 32/);
+    // Queries stay [batch * seq]: a prefix does not change dQ's size.
+    expect(() => attention.backward(rec, { ...bwd, gradQ: t([9, 64], 'short dQ') })).toThrow(/gradQ "short dQ" f32 \[9, 64\].*10 x 64/);
+    rec.submit();
+  });
+});
+
+describe('attention with a prefix and f16 activations on Dawn against HF eager attention on float16-rounded inputs', () => {
+  for (const c of attentionFixture.attentionPrefixF16) {
+    it(`${c.name}: forward + backward`, async () => {
+      requireF16(gpu());
+      expect(c.positionOffset).toBeGreaterThan(0);
+      const r = await withValidation(gpu(), () => runAttentionF16(gpu(), c, true));
+      expectClose('out', r.out, f16(c.out), ATTENTION_F16_TOL);
+      expectClose('lse', r.lse, f32(c.lse), ATTENTION_TOL);
+      expectClose('dq', r.dq!, f16(c.dq!), gradF16Tol(c));
+      expectClose('dk (prefix rows included)', r.dk!, f16(c.dk!), gradF16Tol(c));
+      expectClose('dv (prefix rows included)', r.dv!, f16(c.dv!), gradF16Tol(c));
+    });
+  }
 });
 
 describe("dtype 'f16' on a device without shader-f16", () => {

@@ -4,18 +4,29 @@
  * (`dtype`, like autocast's compute dtype); lse and delta are always f32.
  * FlashAttention-style: the forward keeps an online softmax over tiles of keys and saves only the
  * log-sum-exp per query row; the backward recomputes P from q, k and lse. Memory grows with the
- * sequence length, never its square, and no float atomics are used (deterministic):
+ * sequence length, never its square, and no float atomics are used (deterministic). Query i is the
+ * token at key position positionOffset + i, so it sees the keys
  *
- *   forward   out_i = softmax_j(scale q_i . k_j, j <= positionOffset + i) v_j,  lse_i
+ *   seen(i) = { j : j <= positionOffset + i, j < seqKV }
+ *
+ * and, with P_ij = exp(scale q_i . k_j - lse_i) for j in seen(i) and 0 otherwise,
+ *
+ *   forward   out_i = sum_j P_ij v_j,  lse_i = log sum_{j in seen(i)} exp(scale q_i . k_j)
  *   backward  delta_i = dO_i . O_i                                   (attention-backward-delta)
  *             dS_ij = P_ij (dO_i . v_j - delta_i)
  *             dQ_i = scale sum_j dS_ij k_j                            (attention-backward-dq: owns query rows)
  *             dK_j = scale sum_i dS_ij q_i,  dV_j = sum_i P_ij dO_i    (attention-backward-dkv: owns key rows,
  *                                                                     sums its group's query heads)
  *
- * Layouts: row-major [tokens, heads * headDim], token t = b * seq + s; head h occupies columns
- * h * headDim ..; query head h reads kv head floor(h / (heads / kvHeads)). headDim is a multiple of
- * 16 up to 256. Shaders: shaders/attention-*.wgsl. Reference values: scripts/make_attention_fixtures.py.
+ * positionOffset 0 and seqKV = seq is plain causal self-attention. Prefix tuning puts P learned key
+ * and value rows before each sequence's own: k/v hold P + seq rows per batch, seqKV = P + seq,
+ * positionOffset = P, and every query sees the whole prefix; the backward's dK/dV then include the
+ * prefix rows. KV-cache decoding (forward only) reads seqKV of kvCapacity cached rows per batch.
+ *
+ * Layouts: row-major [tokens, heads * headDim], token t = b * seq + s (k/v: b * kvRows + j, kvRows =
+ * kvCapacity in the forward, seqKV in the backward); head h occupies columns h * headDim ..; query
+ * head h reads kv head floor(h / (heads / kvHeads)). headDim is a multiple of 16 up to 256.
+ * Shaders: shaders/attention-*.wgsl. Reference values: scripts/make_attention_fixtures.py.
  */
 import forwardSource from '../shaders/attention-forward.wgsl.js';
 import deltaSource from '../shaders/attention-backward-delta.wgsl.js';
@@ -82,8 +93,9 @@ export interface AttentionForwardArgs {
 export interface AttentionBackwardArgs {
   /** [batch * seq, heads * headDim] */
   q: GpuTensor;
-  /** [batch * seq, kvHeads * headDim] */
+  /** [batch * seqKV, kvHeads * headDim] */
   k: GpuTensor;
+  /** same shape as k */
   v: GpuTensor;
   /** the forward's output [batch * seq, heads * headDim] */
   out: GpuTensor;
@@ -93,14 +105,25 @@ export interface AttentionBackwardArgs {
   gradOutput: GpuTensor;
   /** overwritten, [batch * seq, heads * headDim] */
   gradQ: GpuTensor;
-  /** overwritten, [batch * seq, kvHeads * headDim] */
+  /** overwritten, [batch * seqKV, kvHeads * headDim]; rows of keys no query sees get 0 */
   gradK: GpuTensor;
-  /** overwritten, [batch * seq, kvHeads * headDim] */
+  /** overwritten, [batch * seqKV, kvHeads * headDim]; rows of keys no query sees get 0 */
   gradV: GpuTensor;
   /** [batch, heads, seq] scratch for rowsum(dO * O) */
   delta: GpuTensor;
   batch: number;
+  /** query rows per batch */
   seq: number;
+  /**
+   * Key rows per batch in k, v, gradK and gradV; default seq. Must be at least positionOffset +
+   * seq, as query i's own key (position positionOffset + i) is among them.
+   */
+  seqKV?: number;
+  /**
+   * Key position of query row 0 (prefix tuning: the prefix length); default 0. Causal: query i sees
+   * keys j <= positionOffset + i. As in the forward that produced out and lse.
+   */
+  positionOffset?: number;
   heads: number;
   kvHeads: number;
   headDim: number;
@@ -117,9 +140,12 @@ export interface AttentionKernelOptions {
 
 export interface AttentionKernels {
   readonly dtype: ElementType;
-  /** Records the causal attention forward (self-attention over a sequence, or KV-cache decoding). */
+  /** Records the causal attention forward (self-attention over a sequence, with a prefix, or KV-cache decoding). */
   forward(recorder: CommandRecorder, args: AttentionForwardArgs): void;
-  /** Records delta, dQ and dK/dV (three dispatches) for a full-sequence forward (positionOffset 0). */
+  /**
+   * Records delta, dQ and dK/dV (three dispatches): the gradients of a forward over all seqKV keys
+   * (kvCapacity = seqKV), such as self-attention (positionOffset 0) or one with a prefix.
+   */
   backward(recorder: CommandRecorder, args: AttentionBackwardArgs): void;
 }
 
@@ -207,6 +233,11 @@ function checkDistinct(kernel: string, written: Record<string, GpuTensor>, read:
  * attention.forward(rec, { q, k, v, out, lse, batch: 2, seqQ: 128, seqKV: 128, heads: 8, kvHeads: 2, headDim: 64, scale: 1 / 8 });
  * attention.backward(rec, { q, k, v, out, lse, gradOutput, gradQ, gradK, gradV, delta, batch: 2, seq: 128, heads: 8, kvHeads: 2, headDim: 64, scale: 1 / 8 });
  * rec.submit();
+ *
+ * // Prefix tuning with 16 virtual tokens: k, v, gradK and gradV hold [2 * (16 + 128), kvHeads * headDim].
+ * const prefix = { batch: 2, seqKV: 16 + 128, positionOffset: 16, heads: 8, kvHeads: 2, headDim: 64, scale: 1 / 8 };
+ * attention.forward(rec, { q, k, v, out, lse, seqQ: 128, ...prefix });
+ * attention.backward(rec, { q, k, v, out, lse, gradOutput, gradQ, gradK, gradV, delta, seq: 128, ...prefix });
  * ```
  */
 export async function createAttentionKernels(ctx: GpuContext, options: AttentionKernelOptions = {}): Promise<AttentionKernels> {
@@ -258,18 +289,32 @@ export async function createAttentionKernels(ctx: GpuContext, options: Attention
 
     backward(recorder, a) {
       const kernel = 'attention backward';
-      checkShape(kernel, a, { seq: a.seq });
+      const seqKV = a.seqKV ?? a.seq;
+      const positionOffset = a.positionOffset ?? 0;
+      checkShape(kernel, a, { seq: a.seq, seqKV });
+      if (!Number.isInteger(positionOffset) || positionOffset < 0) {
+        throw new InvalidArgumentError(`${kernel}: positionOffset must be a non-negative integer, got ${positionOffset}.`);
+      }
+      // The forward also allows fewer keys (a query past the end of a KV cache sees them all), but
+      // a training step always has each query's own key: a shortfall here is a wrong seqKV or offset.
+      if (positionOffset + a.seq > seqKV) {
+        throw new InvalidArgumentError(
+          `${kernel}: positionOffset (${positionOffset}) + seq (${a.seq}) = ${positionOffset + a.seq} exceeds seqKV (${seqKV}); ` +
+            `query i is the token at key position positionOffset + i, so k and v need positionOffset + seq rows per batch ` +
+            `(prefix tuning: seqKV = prefix length + seq, positionOffset = prefix length).`,
+        );
+      }
       const tokens = a.batch * a.seq;
       const qCols = a.heads * a.headDim;
       const kvCols = a.kvHeads * a.headDim;
       const qShape = `batch ${a.batch} x seq ${a.seq}, heads ${a.heads} x headDim ${a.headDim}`;
-      const kvShape = `batch ${a.batch} x seq ${a.seq}, kvHeads ${a.kvHeads} x headDim ${a.headDim}`;
+      const kvShape = `batch ${a.batch} x seqKV ${seqKV}, kvHeads ${a.kvHeads} x headDim ${a.headDim}`;
       const statShape = `[batch ${a.batch}, heads ${a.heads}, seq ${a.seq}]`;
       for (const [name, t] of [['q', a.q], ['out', a.out], ['gradOutput', a.gradOutput], ['gradQ', a.gradQ]] as const) {
         checkTensor(kernel, name, t, tokens, qCols, qShape, dtype);
       }
       for (const [name, t] of [['k', a.k], ['v', a.v], ['gradK', a.gradK], ['gradV', a.gradV]] as const) {
-        checkTensor(kernel, name, t, tokens, kvCols, kvShape, dtype);
+        checkTensor(kernel, name, t, a.batch * seqKV, kvCols, kvShape, dtype);
       }
       checkTensor(kernel, 'lse', a.lse, a.batch * a.heads, a.seq, statShape, 'f32');
       checkTensor(kernel, 'delta', a.delta, a.batch * a.heads, a.seq, statShape, 'f32');
@@ -282,14 +327,16 @@ export async function createAttentionKernels(ctx: GpuContext, options: Attention
       recorder.dispatch(delta, [a.gradOutput.buffer, a.out.buffer, a.delta.buffer],
         packParams([['u32', tokens], ['u32', a.seq], ['u32', a.heads], ['u32', d4], ['u32', g.rowStride]]), g.workgroups);
 
-      const shape: Array<['u32' | 'f32', number]> = [['u32', a.seq], ['u32', a.heads], ['u32', a.kvHeads], ['f32', a.scale]];
+      const shape: Array<['u32' | 'f32', number]> = [
+        ['u32', a.seq], ['u32', seqKV], ['u32', positionOffset], ['u32', a.heads], ['u32', a.kvHeads], ['f32', a.scale],
+      ];
       const reads = [a.q.buffer, a.k.buffer, a.v.buffer, a.gradOutput.buffer, a.lse.buffer, a.delta.buffer];
       const dqLayout = tileLayout(a.headDim, 1024);
       recorder.dispatch(dq, [...reads, a.gradQ.buffer], packParams([...layoutParams(dqLayout), ...shape]),
         [Math.ceil(a.seq / dqLayout.rows), a.heads, a.batch]);
       const dkvLayout = tileLayout(a.headDim, 512);
       recorder.dispatch(dkv, [...reads, a.gradK.buffer, a.gradV.buffer], packParams([...layoutParams(dkvLayout), ...shape]),
-        [Math.ceil(a.seq / dkvLayout.rows), a.kvHeads, a.batch]);
+        [Math.ceil(seqKV / dkvLayout.rows), a.kvHeads, a.batch]);
     },
   };
 }

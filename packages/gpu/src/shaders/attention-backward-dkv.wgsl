@@ -1,10 +1,13 @@
 // attention-backward-dkv: dK and dV of causal attention, recomputing P from q, k and the forward's
-// lse. Per key row j of kv head g, over the query heads h of g's group and queries i >= j:
+// lse. Per key row j of kv head g, over the query heads h of g's group and the queries that see j
+// (i < seq and position_offset + i >= j):
 //   P_ij = exp(scale * q_i . k_j - lse_i),  dS_ij = P_ij (dO_i . v_j - delta_i)
 //   dV_j = sum_h sum_i P_ij dO_i,   dK_j = scale * sum_h sum_i dS_ij q_i
+// Keys before position_offset (prefix rows) are seen by every query; keys at or past
+// position_offset + seq by none, and get dK = dV = 0.
 // Each workgroup owns its key rows (and sums the group's query heads itself, in a fixed order),
 // so dK and dV are written once, without atomics (deterministic).
-// Layouts as shaders/attention-backward-dq.wgsl; grad_k, grad_v [batch * seq, kv_heads * head_dim].
+// Layouts as shaders/attention-backward-dq.wgsl; grad_k, grad_v [batch * seq_kv, kv_heads * head_dim].
 // q, k, v, grad_out, grad_k and grad_v are stored as `elem` (f32, or f16 with the shader-f16
 // prelude); q/dO tiles are converted to f32 as they are staged, all arithmetic is f32, and grad_k
 // and grad_v are rounded to elem once on the store. lse and delta are always f32.
@@ -19,10 +22,10 @@
 //   6 grad_k: array<vec4<elem>>    read_write (overwritten)
 //   7 grad_v: array<vec4<elem>>    read_write (overwritten)
 //   8 params: Params              uniform
-// Dispatch: (ceil(seq / rows), kv_heads, batch) workgroups of 64: lanes = head_dim / 16
+// Dispatch: (ceil(seq_kv / rows), kv_heads, batch) workgroups of 64: lanes = head_dim / 16
 // invocations per key row, each scoring every lanes-th query of a tile of q and dO staged in
-// workgroup memory and owning 16 columns of dK and dV. Query tiles wholly before the workgroup's
-// first key are skipped.
+// workgroup memory and owning 16 columns of dK and dV. Query tiles wholly before the first query
+// that sees the workgroup's first key are skipped.
 // Reference: PyTorch autograd of HF eager attention (scripts/make_attention_fixtures.py).
 // Params and bindings 0-5 come from shaders/lib/attention-backward-common.wgsl.
 
@@ -55,12 +58,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let kv_head = wid.y;
   let batch = wid.z;
   let seq = params.seq;
+  let seq_kv = params.seq_kv;
+  let offset = params.position_offset;
   let group = params.heads / params.kv_heads;
   let q_stride = params.heads * d4;
   let first_key = wid.x * rows;
   let j = first_key + row;
-  let kj = min(j, seq - 1u);
-  let kv_base = (batch * seq + kj) * params.kv_heads * d4 + kv_head * d4;
+  let kj = min(j, seq_kv - 1u);
+  let kv_base = (batch * seq_kv + kj) * params.kv_heads * d4 + kv_head * d4;
+  // Query first_key - offset is the first to see the workgroup's first key (query 0 for prefix
+  // keys); query tiles before it contribute nothing to any row here.
+  let first_query = select(0u, first_key - offset, first_key > offset);
   let c0 = lane * 4u;
 
   var dk0 = vec4<f32>();
@@ -74,7 +82,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var g = 0u; g < group; g++) {
     let head = kv_head * group + g;
     let stat_base = (batch * params.heads + head) * seq;
-    for (var i0 = (first_key / tile) * tile; i0 < seq; i0 += tile) {
+    for (var i0 = (first_query / tile) * tile; i0 < seq; i0 += tile) {
       for (var e = lid; e < tile * d4; e += 64u) {
         let i = min(i0 + e / d4, seq - 1u);
         let src = (batch * seq + i) * q_stride + head * d4 + e % d4;
@@ -96,7 +104,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
           s += q_tile[ii * d4 + c] * vec4<f32>(k[kv_base + c]);
           dp += do_tile[ii * d4 + c] * vec4<f32>(v[kv_base + c]);
         }
-        let visible = i >= kj && i < seq;
+        let visible = i + offset >= kj && i < seq;
         let p = select(0.0, exp((s.x + s.y + s.z + s.w) * params.scale - lse_tile[ii]), visible);
         p_tile[row * tile + ii] = p;
         ds_tile[row * tile + ii] = p * (dp.x + dp.y + dp.z + dp.w - delta_tile[ii]);
@@ -120,7 +128,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
   }
 
-  if (in_layout && j < seq) {
+  if (in_layout && j < seq_kv) {
     let base = kv_base + c0;
     grad_k[base] = vec4<elem>(dk0 * params.scale);
     grad_k[base + 1u] = vec4<elem>(dk1 * params.scale);

@@ -1,10 +1,13 @@
 // attention-backward-dq: dQ of causal attention, recomputing P from q, k and the forward's lse
-// (no [seq, seq] matrix is stored). Per query row i of head h, over visible keys j <= i:
+// (no [seq, seq_kv] matrix is stored). Per query row i of head h, over visible keys
+// j <= position_offset + i (j < seq_kv):
 //   P_ij = exp(scale * q_i . k_j - lse_i),  dS_ij = P_ij (dO_i . v_j - delta_i)
 //   dQ_i = scale * sum_j dS_ij k_j
+// position_offset > 0 puts seq_kv - seq keys before the queries (prefix tuning's learned prefix
+// rows, a KV cache); every query sees all of them.
 // Each workgroup owns its query rows, so dQ is written once, without atomics (deterministic).
 // Layouts (row-major, vec4 = 4 elements of a row): q, grad_out, grad_q [batch * seq, heads * head_dim];
-// k, v [batch * seq, kv_heads * head_dim]; lse, delta [batch, heads, seq].
+// k, v [batch * seq_kv, kv_heads * head_dim]; lse, delta [batch, heads, seq].
 // q, k, v, grad_out and grad_q are stored as `elem` (f32, or f16 with the shader-f16 prelude);
 // K/V tiles are converted to f32 as they are staged, all arithmetic is f32, and grad_q is rounded to
 // elem once on the store. lse and delta are always f32.
@@ -48,17 +51,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let head = wid.y;
   let batch = wid.z;
   let seq = params.seq;
+  let seq_kv = params.seq_kv;
   let kv_head = head / (params.heads / params.kv_heads);
   let first_row = wid.x * rows;
   let i = first_row + row;
   let qi = min(i, seq - 1u);
   let q_base = (batch * seq + qi) * params.heads * d4 + head * d4;
   let kv_stride = params.kv_heads * d4;
-  let kv_base = batch * seq * kv_stride + kv_head * d4;
+  let kv_base = batch * seq_kv * kv_stride + kv_head * d4;
   let stat = (batch * params.heads + head) * seq + qi;
   let row_lse = lse[stat];
   let row_delta = delta[stat];
-  let reach = min(seq, first_row + rows);
+  // Keys [0, reach) are visible to some row of this workgroup; row i sees j <= limit.
+  let reach = min(seq_kv, params.position_offset + first_row + rows);
+  let limit = params.position_offset + qi;
   let c0 = lane * 4u;
 
   var acc0 = vec4<f32>();
@@ -67,7 +73,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var acc3 = vec4<f32>();
   for (var j0 = 0u; j0 < reach; j0 += tile) {
     for (var e = lid; e < tile * d4; e += 64u) {
-      let j = min(j0 + e / d4, seq - 1u);
+      let j = min(j0 + e / d4, seq_kv - 1u);
       let src = kv_base + j * kv_stride + e % d4;
       k_tile[e] = vec4<f32>(k[src]);
       v_tile[e] = vec4<f32>(v[src]);
@@ -83,7 +89,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
       let p = exp((s.x + s.y + s.z + s.w) * params.scale - row_lse);
       let ds = p * (dp.x + dp.y + dp.z + dp.w - row_delta);
-      ds_tile[row * tile + jj] = select(0.0, ds, j0 + jj <= qi);
+      // select, not a multiply by 0: a masked key's p = exp(s - lse) may overflow to inf, as lse
+      // does not include its score.
+      ds_tile[row * tile + jj] = select(0.0, ds, j0 + jj <= limit && j0 + jj < seq_kv);
     }
     workgroupBarrier();
 

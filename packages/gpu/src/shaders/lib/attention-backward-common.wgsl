@@ -1,5 +1,9 @@
 // Shared by attention-backward-dq.wgsl and attention-backward-dkv.wgsl: their Params (one layout
 // for both passes, chosen in packages/gpu/src/kernels/attention.ts) and their read-only inputs.
+// seq query rows and seq_kv key rows per batch; query i is the token at key position
+// position_offset + i (a prefix or a KV cache before it), so it sees keys j <= position_offset + i.
+// The wrapper guarantees position_offset + seq <= seq_kv; plain self-attention is seq_kv = seq,
+// position_offset = 0.
 
 struct Params {
   // Layout (attention.ts): d4 = head_dim / 4, lanes = head_dim / 16 per row, rows per workgroup, tile.
@@ -8,6 +12,8 @@ struct Params {
   rows: u32,
   tile: u32,
   seq: u32,
+  seq_kv: u32,
+  position_offset: u32,
   heads: u32,
   kv_heads: u32,
   scale: f32,
