@@ -36,6 +36,40 @@ huggingface/peft (read at commit 5d602fdbff04c33c1c4de55cda9d4ae1d7cb7e40):
                                                        stripped for DoRA, then the adapter name)
 BitFit has no PEFT type; its folder uses adapter_config.json {"method": "bitfit", "target_modules", "norms"} and
 keys base_model.model.<module>.bias (and base_model.model.<norm>.weight / .bias when norms).
+
+Prompt learning (decoder-only, num_transformer_submodules 1), same PEFT commit:
+  src/peft/tuners/prompt_tuning/model.py  PromptEmbedding: embedding = nn.Embedding(P, token_dim) (N(0,1) for RANDOM);
+                                  TEXT init: ids = tokenizer(text)["input_ids"], cut to P or repeated ceil(P/n) times
+                                  and cut, rows of the word embeddings at those ids, copied, float32.
+  src/peft/tuners/p_tuning/model.py   PromptEncoder (MLP): mlp_head = Linear(td,h) ReLU Linear(h,h) ReLU Linear(h,td)
+                                  applied to embedding.weight; in inference_mode only `embedding` exists.
+  src/peft/tuners/prefix_tuning/model.py PrefixEncoder: embedding [P, L*2*td], or with prefix_projection (training)
+                                  embedding [P, td] then transform = Linear(td,h) Tanh Linear(h, L*2*td); in
+                                  inference_mode always embedding [P, L*2*td] (what a loaded folder holds).
+  src/peft/utils/other.py         _prepare_prompt_learning_config: num_layers / token_dim / num_attention_heads from
+                                  the model config; PREFIX_TUNING with num_key_value_heads: token_dim = head_dim *
+                                  num_key_value_heads, num_attention_heads = num_key_value_heads; encoder_hidden_size
+                                  defaults to token_dim (after that GQA rule).
+  src/peft/peft_model.py          get_prompt: prefix KV .view(B, P, 2L, heads, td/heads).permute(2,0,3,1,4).split(2)
+                                  -> per layer (key, value) [B, heads, P, hd] as past_key_values (DynamicCache);
+                                  other methods: prompts = encoder output (inference_mode: embedding.weight),
+                                  PeftModelForCausalLM.forward: inputs_embeds = cat(prompts, embed(ids)), labels
+                                  prefixed with P x -100, position_ids ignored (the model counts 0..P+T-1);
+                                  get_prompt_embedding_to_save: the encoder's output.
+  src/peft/tuners/tuners_utils.py BasePromptEncoder._get_adapter_state_dict / _load_adapter_state_dict: the file holds
+                                  one tensor, `prompt_embeddings`, loaded into embedding.weight.
+  Loading here follows PeftModel.from_pretrained (inference_mode): the saved prompt_embeddings are used as they are
+  (prompts [P, d] for PROMPT_TUNING / P_TUNING of any encoder type; prefix KV [P, L*2*td] for PREFIX_TUNING with or
+  without prefix_projection). tiny_models.CausalLM.forward(prompts=, prefix=) runs them; SequenceLM.forward returns
+  the real positions' logits only (webtune's loss: hf_causal_lm_loss over the real tokens).
+Bottleneck adapters (webtune's own files, names after AdapterHub `adapters`, src/adapters/methods/modeling.py
+Adapter: adapter_down = Sequential(Linear(d, r), act), adapter_up = Linear(r, d)): on the output y of o_proj /
+attn.c_proj (attention_adapter, only when mh_adapter) and of down_proj / mlp.c_proj (output_adapter),
+y' = y + adapter_up(act(adapter_down(y))); act relu | swish (SiLU) | gelu_new. adapter_config.json
+{"webtune_method": "bottleneck", "variant", "bottleneck_size", "non_linearity", "mh_adapter", "output_adapter",
+"layers_to_transform", "base_model_name_or_path"}; keys <layer path>.<attention_adapter|output_adapter>.
+adapter_down.0.weight [r, d] / adapter_down.0.bias [r] / adapter_up.weight [d, r] / adapter_up.bias [d], layer path
+model.layers.<l> (llama, qwen2) or transformer.h.<l> (gpt2), no base_model.model. prefix.
 """
 import json
 import os
@@ -44,7 +78,7 @@ import re
 import torch
 import torch.nn.functional as F
 
-from tiny_models import CausalLM, lora_scale, read_safetensors
+from tiny_models import CausalLM, gelu_new, lora_scale, read_safetensors
 
 PREFIX = "base_model.model."
 
@@ -152,6 +186,8 @@ class MethodLM(CausalLM):
             return base(x) * ad.l.flatten()
         if isinstance(ad, LoRA):  # lora/layer.py Linear.forward
             return base(x) + F.linear(F.linear(x, ad.a), ad.b) * ad.scale
+        if isinstance(ad, Bottleneck):  # y' = y + up(act(down(y))) on the module's output (bias included)
+            return ad(base(x))
         if isinstance(ad, DoRA):  # lora/variants.py DoraLinearVariant.forward + lora/dora.py DoraLinearLayer.forward
             result = base(x)
             w = self._weight_out_in(path, conv)
@@ -168,6 +204,118 @@ class MethodLM(CausalLM):
             base_result = result - bias if bias is not None else result
             return result + ((mag_norm_scale - 1) * base_result + mag_norm_scale * lora_result * ad.scale)
         raise TypeError(type(ad))
+
+
+# ----------------------------------------------------------------------------- prompt learning, bottleneck adapters
+
+PROMPT_LEARNING = {"PROMPT_TUNING": "prompt-tuning", "P_TUNING": "p-tuning", "PREFIX_TUNING": "prefix-tuning"}
+ACTIVATIONS = {"relu": F.relu, "swish": F.silu, "gelu_new": gelu_new}
+BOTTLENECK_PARTS = ("adapter_down.0.weight", "adapter_down.0.bias", "adapter_up.weight", "adapter_up.bias")
+
+
+def model_dims(config):
+    """(d, layers, heads, kv heads, head_dim) of a llama / qwen2 / gpt2 config.json."""
+    if config["model_type"] == "gpt2":
+        d, nh = config["n_embd"], config["n_head"]
+        return d, config["n_layer"], nh, nh, d // nh
+    d, nh = config["hidden_size"], config["num_attention_heads"]
+    return d, config["num_hidden_layers"], nh, config["num_key_value_heads"], config.get("head_dim") or d // nh
+
+
+def prefix_token_dim(config):
+    """PEFT _prepare_prompt_learning_config for PREFIX_TUNING: (token_dim, num_attention_heads): kv width and kv heads
+    when config.json has num_key_value_heads (GQA rule), else (d, heads)."""
+    d, _, nh, _, hd = model_dims(config)
+    if "num_key_value_heads" in config:
+        return hd * config["num_key_value_heads"], config["num_key_value_heads"]
+    return d, nh
+
+
+def p_tuning_prompts(tv):
+    """p_tuning/model.py PromptEncoder.forward, MLP: mlp_head(embedding.weight) -> [P, d]."""
+    x = tv["prompt_encoder.embedding.weight"]
+    for i in (0, 2, 4):
+        x = F.linear(x, tv[f"prompt_encoder.mlp_head.{i}.weight"], tv[f"prompt_encoder.mlp_head.{i}.bias"])
+        if i != 4:
+            x = F.relu(x)
+    return x
+
+
+def prefix_projection_kv(tv):
+    """prefix_tuning/model.py PrefixEncoder.forward with prefix_projection: transform(embedding.weight), [P, L*2*td]."""
+    x = F.linear(tv["prompt_encoder.embedding.weight"], tv["prompt_encoder.transform.0.weight"],
+                 tv["prompt_encoder.transform.0.bias"])
+    return F.linear(torch.tanh(x), tv["prompt_encoder.transform.2.weight"], tv["prompt_encoder.transform.2.bias"])
+
+
+def prefix_layers(kv, num_layers, heads, head_dim):
+    """The spec's column layout of the prefix KV [P, L*2*td]: layer l's keys are columns 2l*td .. (2l+1)*td, its
+    values (2l+1)*td .. (2l+2)*td, kv head j at j*hd .. (j+1)*hd within each. Returns [(key, value)] per layer, each
+    [1, heads, P, hd] (tiny_models.CausalLM.forward's `prefix`)."""
+    p, td = kv.shape[0], heads * head_dim
+    assert kv.shape[1] == num_layers * 2 * td, (tuple(kv.shape), num_layers, td)
+
+    def block(i):
+        return kv[:, i * td:(i + 1) * td].reshape(p, heads, head_dim).transpose(0, 1)[None]
+
+    return [(block(2 * l), block(2 * l + 1)) for l in range(num_layers)]
+
+
+class Bottleneck:
+    def __init__(self, down_w, down_b, up_w, up_b, non_linearity):
+        self.down_w, self.down_b, self.up_w, self.up_b = down_w, down_b, up_w, up_b
+        self.act = ACTIVATIONS[non_linearity]
+
+    def __call__(self, y):
+        return y + F.linear(self.act(F.linear(y, self.down_w, self.down_b)), self.up_w, self.up_b)
+
+
+def bottleneck_layer_path(model_type, layer):
+    return f"transformer.h.{layer}" if model_type == "gpt2" else f"model.layers.{layer}"
+
+
+def bottleneck_site(model_type, layer, kind):
+    """The module whose output an adapter rewrites: attention_adapter -> o_proj / attn.c_proj, output_adapter ->
+    down_proj / mlp.c_proj."""
+    lp = bottleneck_layer_path(model_type, layer)
+    if kind == "attention_adapter":
+        return f"{lp}.attn.c_proj" if model_type == "gpt2" else f"{lp}.self_attn.o_proj"
+    if kind == "output_adapter":
+        return f"{lp}.mlp.c_proj" if model_type == "gpt2" else f"{lp}.mlp.down_proj"
+    raise ValueError(kind)
+
+
+def bottleneck_keys(model_type, layers, kinds):
+    return [f"{bottleneck_layer_path(model_type, l)}.{kind}.{part}" for l in layers for kind in kinds
+            for part in BOTTLENECK_PARTS]
+
+
+def bottleneck_adapters(model_type, tensors, layers, kinds, non_linearity):
+    """{module path: Bottleneck} from tensors under the spec's keys."""
+    out = {}
+    for l in layers:
+        for kind in kinds:
+            k = f"{bottleneck_layer_path(model_type, l)}.{kind}."
+            out[bottleneck_site(model_type, l, kind)] = Bottleneck(*(tensors[k + part] for part in BOTTLENECK_PARTS),
+                                                                   non_linearity)
+    return out
+
+
+class SequenceLM(MethodLM):
+    """A model with PEFT prompt-learning inputs: `prompts` [P, d] (prompt tuning, P-tuning) or `prefix` (per-layer
+    (key, value), prefix tuning). forward returns the logits of the real positions only, [B, T, V]."""
+
+    def __init__(self, config, params, prompts=None, prefix=None, adapters=None):
+        super().__init__(config, params, adapters)
+        self.prompts, self.prefix = prompts, prefix
+
+    def forward_all(self, input_ids, lora=None):
+        """Logits at every position the base model runs (P virtual + T real for prompts; T for a prefix)."""
+        return CausalLM.forward(self, input_ids, lora, prompts=self.prompts, prefix=self.prefix)
+
+    def forward(self, input_ids, lora=None):
+        logits = self.forward_all(input_ids, lora)
+        return logits if self.prompts is None else logits[:, self.prompts.shape[-2]:]
 
 
 def merge(model, adapters):
@@ -212,7 +360,11 @@ def read_adapter_dir(adapter_dir):
 def method_of(cfg):
     if cfg.get("method") == "bitfit" or cfg.get("webtune_method") == "bitfit":
         return "bitfit"
+    if cfg.get("webtune_method") == "bottleneck":
+        return "bottleneck"
     pt = cfg.get("peft_type")
+    if pt in PROMPT_LEARNING:
+        return PROMPT_LEARNING[pt]
     if pt == "IA3":
         return "ia3"
     if pt == "LORA":
@@ -233,6 +385,10 @@ def _strip_name(key, suffix):
 def apply_adapter(config, params, cfg, tensors):
     """Builds the adapted model from an adapter folder's config and tensors (PEFT layout; see module doc)."""
     method = method_of(cfg)
+    if method in PROMPT_LEARNING.values():
+        return _apply_prompt_learning(config, params, cfg, tensors, method)
+    if method == "bottleneck":
+        return _apply_bottleneck(config, params, cfg, tensors)
     probe = CausalLM(config, params)
     shapes = probe.module_shapes()
     if method == "bitfit":
@@ -298,3 +454,63 @@ def apply_adapter(config, params, cfg, tensors):
             assert "m" not in d, f"{path}: lora_magnitude_vector without use_dora"
             adapters[path] = LoRA(a, b, s)
     return MethodLM(config, params, adapters)
+
+
+def _check_field(cfg, name, expected):
+    if cfg.get(name) is not None and cfg[name] != expected:
+        raise ValueError(f"adapter_config.json {name}={cfg[name]!r} does not fit this model (expected {expected!r})")
+
+
+def _apply_prompt_learning(config, params, cfg, tensors, method):
+    """PeftModel.from_pretrained semantics (inference_mode): the file's prompt_embeddings are used as they are."""
+    if set(tensors) != {"prompt_embeddings"}:
+        raise ValueError(f"{cfg['peft_type']} files hold exactly `prompt_embeddings`, got {sorted(tensors)}")
+    emb = tensors["prompt_embeddings"]
+    if (cfg.get("num_transformer_submodules") or 1) != 1:
+        raise ValueError("num_transformer_submodules must be 1 (decoder-only models)")
+    p = cfg["num_virtual_tokens"]
+    d, num_layers, _, _, hd = model_dims(config)
+    _check_field(cfg, "num_layers", num_layers)
+    if method == "prefix-tuning":
+        td, heads = prefix_token_dim(config)
+        _check_field(cfg, "token_dim", td)
+        _check_field(cfg, "num_attention_heads", heads)
+        if tuple(emb.shape) != (p, num_layers * 2 * td):
+            raise ValueError(f"prompt_embeddings {tuple(emb.shape)}, expected [{p}, {num_layers * 2 * td}]")
+        return SequenceLM(config, params, prefix=prefix_layers(emb, num_layers, heads, hd))
+    _check_field(cfg, "token_dim", d)
+    if tuple(emb.shape) != (p, d):
+        raise ValueError(f"prompt_embeddings {tuple(emb.shape)}, expected [{p}, {d}]")
+    return SequenceLM(config, params, prompts=emb)
+
+
+def _apply_bottleneck(config, params, cfg, tensors):
+    model_type = config["model_type"]
+    d, num_layers, _, _, _ = model_dims(config)
+    act = cfg.get("non_linearity")
+    if act not in ACTIVATIONS:
+        raise ValueError(f"non_linearity {act!r} is not one of {sorted(ACTIVATIONS)}")
+    variant, mh = cfg.get("variant"), bool(cfg.get("mh_adapter"))
+    if variant not in ("houlsby", "pfeiffer") or mh != (variant == "houlsby"):
+        raise ValueError(f"variant {variant!r} with mh_adapter {cfg.get('mh_adapter')!r}: houlsby has mh_adapter true,"
+                         " pfeiffer false")
+    if cfg.get("output_adapter") is False:
+        raise ValueError("output_adapter false is not a webtune bottleneck variant")
+    layers = cfg.get("layers_to_transform") or list(range(num_layers))
+    if any(not 0 <= l < num_layers for l in layers):
+        raise ValueError(f"layers_to_transform {layers} outside 0..{num_layers - 1}")
+    kinds = (["attention_adapter"] if mh else []) + ["output_adapter"]
+    expected = bottleneck_keys(model_type, layers, kinds)
+    if set(tensors) != set(expected):
+        raise ValueError(f"bottleneck keys: missing {sorted(set(expected) - set(tensors))}, "
+                         f"unexpected {sorted(set(tensors) - set(expected))}")
+    r = cfg["bottleneck_size"]
+    shapes = {"adapter_down.0.weight": (r, d), "adapter_down.0.bias": (r,), "adapter_up.weight": (d, r),
+              "adapter_up.bias": (d,)}
+    for l in layers:
+        for kind in kinds:
+            for part, want in shapes.items():
+                k = f"{bottleneck_layer_path(model_type, l)}.{kind}.{part}"
+                if tuple(tensors[k].shape) != want:
+                    raise ValueError(f"{k}: shape {tuple(tensors[k].shape)}, expected {list(want)}")
+    return MethodLM(config, params, bottleneck_adapters(model_type, tensors, layers, kinds, act))

@@ -11,6 +11,8 @@ Models are functional: `CausalLM(config, params)` where `config` is the config.j
 an optional LoRA dict {module path: (A [r, in], B [out, r], scale)} applied as PEFT does:
     y = base(x) + scale * (x @ A.T) @ B.T      (dropout 0)
 For GPT-2's Conv1D (weight [in, out]) `in`/`out` are its logical features, as in PEFT.
+`forward(..., prompts=, prefix=)` are the hooks of PEFT's prompt learning methods (virtual input embeddings,
+past_key_values prefix); see forward's doc and peft_methods.py.
 
 This module writes nothing; see make_tiny_models.py and merge_peft_adapter.py.
 """
@@ -185,23 +187,51 @@ class CausalLM:
             return self.p["transformer.wte.weight"]
         return self.p["model.embed_tokens.weight"]
 
-    def forward(self, input_ids, lora=None):
-        return self._gpt2(input_ids, lora) if self.type == "gpt2" else self._llama(input_ids, lora)
+    def forward(self, input_ids, lora=None, prompts=None, prefix=None):
+        """prompts: optional [P, d] (or [B, P, d]) embeddings prepended to the token embeddings (PEFT prompt
+        tuning / P-tuning: `inputs_embeds = cat(prompts, embed(ids))`, positions 0..P+T-1, GPT-2 adds wpe[0..P) to
+        them); the logits then cover all P+T positions. prefix: optional per-layer list of (key, value), each
+        [1 or B, kv heads, P, head_dim], prepended to every layer's keys/values as `past_key_values` (keys taken
+        as already rotated: no RoPE on them), real positions P..P+T-1, every query sees all P prefix rows."""
+        if self.type == "gpt2":
+            return self._gpt2(input_ids, lora, prompts, prefix)
+        return self._llama(input_ids, lora, prompts, prefix)
 
-    def _llama(self, ids, lora):
+    @staticmethod
+    def _prepend_prompts(h, prompts):
+        if prompts is None:
+            return h
+        pr = prompts[None] if prompts.dim() == 2 else prompts
+        return torch.cat([pr.to(h.dtype).expand(h.shape[0], -1, -1), h], dim=1)
+
+    @staticmethod
+    def _prefix_kv(k, v, prefix, i):
+        """Layer i's past rows before the real keys/values (DynamicCache.update: cat along the sequence dim)."""
+        pk, pv = prefix[i]
+        b = k.shape[0]
+        k = torch.cat([pk.to(k.dtype).expand(b, -1, -1, -1), k], dim=2)
+        v = torch.cat([pv.to(v.dtype).expand(b, -1, -1, -1), v], dim=2)
+        return k, v
+
+    def _llama(self, ids, lora, prompts=None, prefix=None):
         c, p = self.config, self.p
         bsz, s = ids.shape
         nh, nkv = c["num_attention_heads"], c["num_key_value_heads"]
         hd = c.get("head_dim") or c["hidden_size"] // nh
         eps = c["rms_norm_eps"]
         h = F.embedding(ids, p["model.embed_tokens.weight"])
+        h = self._prepend_prompts(h, prompts)
+        s = h.shape[1]
+        npre = 0 if prefix is None else prefix[0][0].shape[2]
         # LlamaRotaryEmbedding.forward (attention_scaling 1.0 for default/linear/llama3)
-        pos = torch.arange(s)[None].expand(bsz, s)
+        pos = torch.arange(npre, npre + s)[None].expand(bsz, s)
         inv = rope_inv_freq(c, hd)
         freqs = (inv[None, :, None].float().expand(bsz, -1, 1) @ pos[:, None, :].float()).transpose(1, 2)
         emb = torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos()[:, None], emb.sin()[:, None]
         mask = causal_additive_mask(s, h.dtype)
+        if npre:  # every real query sees all P prefix rows
+            mask = torch.cat([torch.zeros(1, 1, s, npre, dtype=h.dtype), mask], dim=-1)
         for i in range(c["num_hidden_layers"]):
             pre = f"model.layers.{i}"
             res = h
@@ -211,6 +241,8 @@ class CausalLM:
             v = self.linear(x, f"{pre}.self_attn.v_proj", lora).view(bsz, s, -1, hd).transpose(1, 2)
             q = q * cos + rotate_half(q) * sin
             k = k * cos + rotate_half(k) * sin
+            if npre:
+                k, v = self._prefix_kv(k, v, prefix, i)
             k, v = repeat_kv(k, nh // nkv), repeat_kv(v, nh // nkv)
             w = torch.matmul(q, k.transpose(2, 3)) * hd ** -0.5 + mask
             w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
@@ -223,21 +255,33 @@ class CausalLM:
         h = rms_norm(h, p["model.norm.weight"], eps)
         return F.linear(h, self.lm_head_weight())
 
-    def _gpt2(self, ids, lora):
+    def _gpt2(self, ids, lora, prompts=None, prefix=None):
         c, p = self.config, self.p
         bsz, s = ids.shape
         e, nh = c["n_embd"], c["n_head"]
         hd = e // nh
         eps = c["layer_norm_epsilon"]
-        pos = torch.arange(s)[None]
-        h = F.embedding(ids, p["transformer.wte.weight"]) + F.embedding(pos, p["transformer.wpe.weight"])
+        if prompts is None and prefix is None:
+            pos = torch.arange(s)[None]
+            h = F.embedding(ids, p["transformer.wte.weight"]) + F.embedding(pos, p["transformer.wpe.weight"])
+            npre = 0
+        else:  # GPT2Model: inputs_embeds + wpe(position_ids), positions continuing after a past of P rows
+            h = self._prepend_prompts(F.embedding(ids, p["transformer.wte.weight"]), prompts)
+            s = h.shape[1]
+            npre = 0 if prefix is None else prefix[0][0].shape[2]
+            pos = (torch.arange(s) + npre)[None]
+            h = h + F.embedding(pos, p["transformer.wpe.weight"])
         causal = torch.tril(torch.ones(s, s, dtype=torch.bool))[None, None]
+        if npre:
+            causal = torch.cat([torch.ones(1, 1, s, npre, dtype=torch.bool), causal], dim=-1)
         for i in range(c["n_layer"]):
             pre = f"transformer.h.{i}"
             res = h
             x = F.layer_norm(h, (e,), p[f"{pre}.ln_1.weight"], p[f"{pre}.ln_1.bias"], eps)
             q, k, v = self.conv1d(x, f"{pre}.attn.c_attn", lora).split(e, dim=2)
             q, k, v = (t.view(bsz, s, nh, hd).permute(0, 2, 1, 3) for t in (q, k, v))
+            if npre:
+                k, v = self._prefix_kv(k, v, prefix, i)
             w = torch.matmul(q, k.transpose(-1, -2))
             w = w / torch.full([], v.size(-1) ** 0.5, dtype=w.dtype)
             w = torch.where(causal, w, torch.full([], torch.finfo(w.dtype).min, dtype=w.dtype))
