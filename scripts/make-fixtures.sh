@@ -16,6 +16,7 @@ $PY make_chat_fixtures.py
 $PY make_method_fixtures.py
 $PY make_prompt_method_fixtures.py
 $PY make_vector_scale_fixtures.py
+$PY make_pointwise_fixtures.py
 $PY make_dora_fixtures.py
 $PY make_dp_fixtures.py
 $PY make_aggregation_fixtures.py

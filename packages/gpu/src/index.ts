@@ -49,6 +49,8 @@ export { createNormKernels } from './kernels/norm.js';
 export type { NormKernels, NormForwardArgs, NormBackwardArgs, NormOptions } from './kernels/norm.js';
 export { createSwigluKernels, createGeluKernels } from './kernels/activation.js';
 export type { SwigluKernels, GeluKernels, ActivationOptions } from './kernels/activation.js';
+export { createPointwiseKernels, POINTWISE_FUNCTIONS } from './kernels/pointwise.js';
+export type { PointwiseKernels, PointwiseFunction, PointwiseForwardArgs, PointwiseBackwardArgs, PointwiseOptions } from './kernels/pointwise.js';
 export { createEmbeddingKernels } from './kernels/embedding.js';
 export type { EmbeddingKernels, EmbeddingOptions } from './kernels/embedding.js';
 export { createElementwiseKernels } from './kernels/elementwise.js';
