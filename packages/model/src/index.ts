@@ -20,12 +20,21 @@ export { resolveIA3Config, ia3Key } from './adapters/ia3/config.js';
 export type { IA3Config } from './adapters/ia3/config.js';
 export { resolveBitFitConfig, bitfitKey } from './adapters/bitfit/config.js';
 export type { BitFitConfig } from './adapters/bitfit/config.js';
+export { resolvePromptTuningConfig } from './adapters/prompt-tuning/config.js';
+export type { PromptTuningConfig } from './adapters/prompt-tuning/config.js';
+export { resolvePTuningConfig } from './adapters/p-tuning/config.js';
+export type { PTuningConfig } from './adapters/p-tuning/config.js';
+export { resolvePrefixTuningConfig } from './adapters/prefix-tuning/config.js';
+export type { PrefixTuningConfig } from './adapters/prefix-tuning/config.js';
+export { resolveBottleneckConfig } from './adapters/bottleneck/config.js';
+export type { BottleneckConfig } from './adapters/bottleneck/config.js';
+export { PROMPT_EMBEDDINGS } from './adapters/prompt-learning.js';
 export { matchesTarget, selectModules } from './adapters/targets.js';
-export { ADAPTER_METHODS, adapterMethod, resolveAdapterSpec, adapterMismatch, adapterParameterCount, methodOfKeys, adapterSpecProblem } from './adapters/registry.js';
+export { ADAPTER_METHODS, adapterMethod, resolveAdapterSpec, adapterMismatch, adapterParameterCount, adapterLayout, methodOfKeys, adapterSpecProblem } from './adapters/registry.js';
 export type { MethodDefinition } from './adapters/method.js';
 export { createAdapter, createAdapterOnBase, adapterFromTensors } from './adapters/create.js';
 export type {
-  Adapter, AdapterMethod, AdapterSpec, TrainableTensor, TargetModule, AdapterBuffers, AdapterBufferShape, AdapterRuntime, RuntimeContext, LinearOps, LinearCall, HostTensor,
+  Adapter, AdapterMethod, AdapterSpec, TrainableTensor, TargetModule, AdapterBuffers, AdapterBufferShape, AdapterRuntime, RuntimeContext, LinearOps, LinearCall, HostTensor, SequenceLayout, VirtualTokenHooks, PrefixHooks,
 } from './adapters/types.js';
 export { Rng } from './rng.js';
 export type { RngState } from './rng.js';
@@ -39,6 +48,11 @@ export { IA3Adapter } from './adapters/ia3/adapter.js';
 export type { IA3Param } from './adapters/ia3/adapter.js';
 export { BitFitAdapter } from './adapters/bitfit/adapter.js';
 export type { BitFitParam } from './adapters/bitfit/adapter.js';
+export { PromptTuningAdapter } from './adapters/prompt-tuning/adapter.js';
+export { PTuningAdapter } from './adapters/p-tuning/adapter.js';
+export { PrefixTuningAdapter } from './adapters/prefix-tuning/adapter.js';
+export { BottleneckAdapter } from './adapters/bottleneck/adapter.js';
+export type { BottleneckParam } from './adapters/bottleneck/adapter.js';
 export { Transformer } from './transformer.js';
 export type { TokenBatch, TrainOptions, KvCache } from './transformer.js';
 export { planWorkspace, planBytes, defaultHeadChunk, Workspace, BYTES } from './workspace.js';

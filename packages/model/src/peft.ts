@@ -9,6 +9,7 @@ import { ModelFormatError, UnsupportedModelError } from '@webtune/errors';
 // writes adapter files (the federated client on the page) does not bundle kernels.
 import type { Adapter, AdapterSpec, HostTensor } from './adapters/types.js';
 import { adapterMethod } from './adapters/registry.js';
+import type { MethodDefinition } from './adapters/method.js';
 import type { LoraConfig } from './adapters/lora/config.js';
 import type { ModelConfig } from './config.js';
 import { parseSafetensors, serializeSafetensors, tensorToFloat32, type TensorToWrite } from './safetensors.js';
@@ -39,7 +40,9 @@ export function adapterConfigJson(model: Pick<ModelConfig, 'architecture'>, spec
 }
 
 export async function exportPeftAdapter(adapter: Adapter, options: { baseModel?: string } = {}): Promise<PeftFiles> {
-  const tensors = await adapter.read();
+  const trainable = await adapter.read();
+  // P-tuning and prefix projection save the encoder's output, as PEFT does.
+  const tensors = adapterMethod(adapter.method).savedTensors?.(adapter.model, adapter.config, trainable) ?? trainable;
   const list: TensorToWrite[] = [...tensors].map(([name, t]) => ({ name, dtype: 'F32', shape: t.shape, data: t.data }));
   return {
     'adapter_config.json': `${JSON.stringify(adapterConfigJson(adapter.model, adapter.spec(), options.baseModel), null, 2)}\n`,
@@ -50,13 +53,16 @@ export async function exportPeftAdapter(adapter: Adapter, options: { baseModel?:
 /** Which method an adapter_config.json describes. */
 function methodOfConfig(raw: Record<string, unknown>): AdapterSpec['method'] {
   if (raw['webtune_method'] !== undefined) {
-    if (raw['webtune_method'] === 'bitfit') return 'bitfit';
-    throw new UnsupportedModelError('adapter_config.json', `webtune_method "${String(raw['webtune_method'])}" is not one this version reads (bitfit)`);
+    if (raw['webtune_method'] === 'bitfit' || raw['webtune_method'] === 'bottleneck') return raw['webtune_method'];
+    throw new UnsupportedModelError('adapter_config.json', `webtune_method "${String(raw['webtune_method'])}" is not one this version reads (bitfit, bottleneck)`);
   }
   const type = raw['peft_type'];
   if (type === undefined || type === 'LORA') return raw['use_dora'] === true ? 'dora' : 'lora';
   if (type === 'IA3') return 'ia3';
-  throw new UnsupportedModelError('adapter_config.json', `peft_type "${String(type)}" is not supported (LORA with or without use_dora, IA3; BitFit files carry "webtune_method": "bitfit")`);
+  // A P-tuning file holds the encoder's output only: the virtual tokens themselves, i.e. prompt tuning (PEFT's inference mode reads it so too).
+  if (type === 'PROMPT_TUNING' || type === 'P_TUNING') return 'prompt-tuning';
+  if (type === 'PREFIX_TUNING') return 'prefix-tuning';
+  throw new UnsupportedModelError('adapter_config.json', `peft_type "${String(type)}" is not supported (LORA with or without use_dora, IA3, PROMPT_TUNING, P_TUNING, PREFIX_TUNING; BitFit and bottleneck files carry "webtune_method")`);
 }
 
 /**
@@ -83,7 +89,7 @@ export function readPeftAdapter(model: ModelConfig, files: { config: string; wei
     tensors.set(key, { data: tensorToFloat32(t, 'adapter_model.safetensors'), shape: [...t.shape] });
   }
   const spec: AdapterSpec = { method: method.method, config };
-  return { spec, lora: config as unknown as LoraConfig, tensors };
+  return { spec, lora: config as unknown as LoraConfig, tensors: method.fromSaved?.(model, config, tensors) ?? tensors };
 }
 
 /**
@@ -93,7 +99,16 @@ export function readPeftAdapter(model: ModelConfig, files: { config: string; wei
  */
 export function mergedWeight(model: ModelConfig, name: string, data: Float32Array, spec: AdapterSpecLike, tensors: ReadonlyMap<string, HostTensor>): Float32Array | undefined {
   const s = toAdapterSpec(spec);
-  return adapterMethod(s.method).mergeWeight(model, s.config, name, data, tensors);
+  return mergeableMethod(s).mergeWeight(model, s.config, name, data, tensors);
+}
+
+/** The spec's method, or a typed error when a merged model cannot express it (virtual tokens, prefixes, added modules). */
+export function mergeableMethod(spec: AdapterSpec): MethodDefinition<unknown> {
+  const method = adapterMethod(spec.method);
+  if (method.unmergeable) {
+    throw new UnsupportedModelError('merge', `${method.unmergeable}; export the adapter files instead (exportAdapter), which ${spec.method === 'bottleneck' ? 'scripts/check_method_adapter.py loads in PyTorch' : 'PEFT loads with PeftModel.from_pretrained'}`);
+  }
+  return method;
 }
 
 /**
@@ -109,7 +124,7 @@ export function mergeAdapterFiles(
   tensors: ReadonlyMap<string, HostTensor>,
 ): { weights: Uint8Array; config: Record<string, unknown> } {
   const s = toAdapterSpec(spec);
-  const method = adapterMethod(s.method);
+  const method = mergeableMethod(s);
   const out: TensorToWrite[] = [];
   for (const name of reader.names()) {
     const { data, shape } = reader.read(name);

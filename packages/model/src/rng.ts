@@ -49,6 +49,13 @@ export class Rng {
     return this.nextU32() / 4294967296;
   }
 
+  /** Standard normal (Box-Muller from two uniforms; 1 - u keeps the logarithm finite). */
+  normal(): number {
+    const u = 1 - this.next();
+    const v = this.next();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  }
+
   /** Uniform integer in [0, n). */
   int(n: number): number {
     return Math.floor(this.next() * n);

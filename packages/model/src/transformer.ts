@@ -10,10 +10,15 @@
  * (residual gradient kept in one buffer, `gRes`, that each block's norm backward adds into) ->
  * adapter gradients accumulated.
  * Work is submitted per layer so no single submit runs for long.
+ *
+ * Methods that change the sequence (adapters/types.ts SequenceLayout): virtual tokens are extra
+ * rows at the start of every sequence (their targets ignored, their logits not returned); key/value
+ * prefixes are assembled in front of each layer's keys and values (`kPrefixed`), or prefilled into
+ * a KV cache. Either way a real token t has position (virtual + prefix) + t, as PEFT's models see it.
  */
 import { CommandRecorder, createAttentionKernels, createCrossEntropyKernel, createElementwiseKernels, createEmbeddingKernels, createGeluKernels, createMatmulKernel, createNF4DequantizeKernel, createNF4MatmulKernel, createNormKernels, createRopeKernel, createSwigluKernels, createTensor, IGNORE_INDEX, readF32, ropeTables, writeTensor, type AttentionKernels, type CrossEntropyKernel, type ElementwiseKernels, type EmbeddingKernels, type GeluKernels, type GpuContext, type GpuTensor, type FrozenWeight, type MatmulKernel, type NF4DequantizeKernel, type NF4MatmulKernel, type NormKernels, type RopeKernel, type SwigluKernels } from '@webtune/gpu';
 import { InvalidArgumentError } from '@webtune/errors';
-import type { Adapter, AdapterRuntime } from './adapters/types.js';
+import { NO_SEQUENCE_CHANGE, type Adapter, type AdapterRuntime, type SequenceLayout } from './adapters/types.js';
 import { architectureOf, type ArchitectureDescriptor } from './arch/index.js';
 import type { ModelConfig } from './config.js';
 import type { BaseModel, FrozenLinear } from './weights.js';
@@ -141,6 +146,17 @@ export class Transformer {
     return this.base.config;
   }
 
+  /** How the current adapter changes the sequence. */
+  private get layout(): SequenceLayout {
+    return this.adapter?.sequence ?? NO_SEQUENCE_CHANGE;
+  }
+
+  /** Positions the current adapter takes before the first real token (virtual tokens and prefixes); a KV cache needs room for them. */
+  get leadingTokens(): number {
+    const { virtualTokens, prefixTokens } = this.layout;
+    return virtualTokens + prefixTokens;
+  }
+
   /** Attaches (or detaches, with undefined) the adapter (any method) used by every later call. */
   setAdapter(adapter: Adapter | undefined): void {
     // Generation sets the adapter before every call: keep the workspace and runtime then.
@@ -197,10 +213,13 @@ export class Transformer {
   /** The shape the next workspace will have, for the memory planner. */
   workspaceShape(batch: number, seq: number, training: boolean, options: TrainOptions = {}): WorkspaceShape {
     const adapter = this.adapter;
-    const tokens = batch * seq;
+    // Virtual tokens are rows of every sequence; prefixes are extra keys and values only.
+    const rows = seq + this.layout.virtualTokens;
+    const tokens = batch * rows;
     return {
       batch,
-      seq,
+      seq: rows,
+      prefixTokens: this.layout.prefixTokens,
       training,
       recompute: training && (options.recompute ?? false),
       adapter: adapter ? adapter.buffers({ tokens, training, dtype: this.base.dtype, fourBit: this.base.nf4 !== undefined }) : { layer: [], shared: [] },
@@ -232,8 +251,10 @@ export class Transformer {
     if (!Number.isInteger(batch.batch) || !Number.isInteger(seq) || batch.batch < 1 || seq < 1) {
       throw new InvalidArgumentError(`Batch and sequence length must be positive integers, got ${batch.batch} x ${seq}.`);
     }
-    if (seq > this.config.maxPositions) {
-      throw new InvalidArgumentError(`Sequence length ${seq} exceeds the model's max_position_embeddings (${this.config.maxPositions}); use shorter sequences.`);
+    const lead = this.leadingTokens;
+    if (lead + seq > this.config.maxPositions) {
+      const adapter = lead > 0 ? ` plus the adapter's ${lead} virtual or prefix tokens` : '';
+      throw new InvalidArgumentError(`Sequence length ${seq}${adapter} exceeds the model's max_position_embeddings (${this.config.maxPositions}); use shorter sequences.`);
     }
     if (ids.length !== t) throw new InvalidArgumentError(`ids has ${ids.length} tokens; batch ${batch.batch} x seq ${seq} needs ${t}.`);
     const v = this.config.vocabSize;
@@ -264,9 +285,8 @@ export class Transformer {
     const runtime = (await this.adapterRuntime())!;
     const ws = this.workspaceFor(this.workspaceShape(batch.batch, batch.seq, true, options));
     const enc = new Encoder(this.ctx, 'train step');
-    writeTensor(this.ctx, ws.buffers['ids']!, batch.ids);
-    writeTensor(this.ctx, ws.buffers['targets']!, targets);
-    const run = { batch: batch.batch, seq: batch.seq, training: true, seed: options.dropoutSeed ?? 0, step: options.step ?? 0, offset: 0 };
+    this.writeBatch(ws, batch, true);
+    const run = this.sequenceRun(batch, true, options.dropoutSeed ?? 0, options.step ?? 0);
 
     this.forwardLayers(enc, ws, run, runtime);
     this.headAndLoss(enc, ws, 1 / valid);
@@ -277,6 +297,7 @@ export class Transformer {
       this.backwardLayer(enc, ws, l, run, runtime);
       enc.flush();
     }
+    this.virtualTokensBackward(enc, ws, run, runtime);
     runtime.afterBackward(enc.r);
     enc.r.submit();
     return { loss: await this.meanLoss(ws, valid), tokens: valid };
@@ -291,35 +312,64 @@ export class Transformer {
     const runtime = await this.adapterRuntime();
     const ws = this.workspaceFor(this.workspaceShape(batch.batch, batch.seq, true, options));
     const enc = new Encoder(this.ctx, 'evaluate');
-    writeTensor(this.ctx, ws.buffers['ids']!, batch.ids);
-    writeTensor(this.ctx, ws.buffers['targets']!, targets);
-    const run = { batch: batch.batch, seq: batch.seq, training: false, seed: 0, step: 0, offset: 0 };
+    this.writeBatch(ws, batch, true);
+    const run = this.sequenceRun(batch, false, 0, 0);
     this.forwardLayers(enc, ws, run, runtime);
     this.headAndLoss(enc, ws, 1 / valid, false);
     enc.r.submit();
     return { loss: await this.meanLoss(ws, valid), tokens: valid };
   }
 
-  /** Full logits [batch * seq, vocab] of a batch (no dropout, no gradients). */
+  /** Full logits [batch * seq, vocab] of a batch's tokens (no dropout, no gradients; an adapter's virtual tokens are left out). */
   async logits(batch: TokenBatch): Promise<Float32Array> {
     this.checkBatch(batch, false);
     const runtime = await this.adapterRuntime();
     const ws = this.workspaceFor(this.workspaceShape(batch.batch, batch.seq, false));
     const enc = new Encoder(this.ctx, 'logits');
-    writeTensor(this.ctx, ws.buffers['ids']!, batch.ids);
-    const run = { batch: batch.batch, seq: batch.seq, training: false, seed: 0, step: 0, offset: 0 };
+    this.writeBatch(ws, batch, false);
+    const run = this.sequenceRun(batch, false, 0, 0);
     this.forwardLayers(enc, ws, run, runtime);
     this.finalNorm(enc, ws);
-    const out = new Float32Array(ws.tokens * this.config.vocabSize);
+    const v = this.config.vocabSize;
+    const out = new Float32Array(batch.batch * batch.seq * v);
     const chunk = ws.shape.headChunk;
     for (let r0 = 0; r0 < ws.tokens; r0 += chunk) {
       const rows = Math.min(chunk, ws.tokens - r0);
       this.headRows(enc, ws, r0, rows);
       enc.flush();
       const part = await readF32(this.ctx, ws.buffers['logits']!);
-      out.set(part.subarray(0, rows * this.config.vocabSize), r0 * this.config.vocabSize);
+      for (let r = 0; r < rows; r++) {
+        const real = this.realRow(r0 + r, run);
+        if (real >= 0) out.set(part.subarray(r * v, (r + 1) * v), real * v);
+      }
     }
     return out;
+  }
+
+  /** The batch's ids (and targets) with each sequence's virtual-token rows in front (id 0, target ignored). */
+  private writeBatch(ws: Workspace, batch: TokenBatch, withTargets: boolean, lead = this.layout.virtualTokens): void {
+    const expand = (src: Uint32Array, fill: number): Uint32Array => {
+      if (lead === 0) return src;
+      const rows = batch.seq + lead;
+      const out = new Uint32Array(batch.batch * rows).fill(fill);
+      for (let b = 0; b < batch.batch; b++) out.set(src.subarray(b * batch.seq, (b + 1) * batch.seq), b * rows + lead);
+      return out;
+    };
+    writeTensor(this.ctx, ws.buffers['ids']!, expand(batch.ids, 0));
+    if (withTargets) writeTensor(this.ctx, ws.buffers['targets']!, expand(batch.targets!, IGNORE_INDEX));
+  }
+
+  /** Run state of a whole-sequence call: rows include the virtual tokens; positions start after the prefix. */
+  private sequenceRun(batch: TokenBatch, training: boolean, seed: number, step: number): RunState {
+    const { virtualTokens, prefixTokens } = this.layout;
+    return { batch: batch.batch, seq: batch.seq + virtualTokens, training, seed, step, offset: prefixTokens, virtualRows: virtualTokens, prefixed: prefixTokens };
+  }
+
+  /** The index of workspace row `row` among the batch's real tokens, or -1 for a virtual-token row. */
+  private realRow(row: number, run: RunState): number {
+    const s = row % run.seq;
+    if (s < run.virtualRows) return -1;
+    return Math.floor(row / run.seq) * (run.seq - run.virtualRows) + s - run.virtualRows;
   }
 
   /** A KV cache for generation with room for `capacity` tokens (one sequence). */
@@ -351,21 +401,27 @@ export class Transformer {
   async decode(ids: Uint32Array, cache: KvCache): Promise<Float32Array> {
     const seq = ids.length;
     if (seq === 0) throw new InvalidArgumentError('decode needs at least one token.');
-    if (cache.length + seq > cache.capacity) {
-      throw new InvalidArgumentError(`The KV cache holds ${cache.capacity} tokens; ${cache.length} are used and ${seq} more do not fit.`);
-    }
     this.checkBatch({ ids, batch: 1, seq }, false);
     const runtime = await this.adapterRuntime();
-    const ws = this.workspaceFor({ ...this.workspaceShape(1, seq, false), headChunk: 1 });
+    const { virtualTokens, prefixTokens } = this.layout;
+    // The first call on an empty cache starts the sequence: prefixes go into the cache and the virtual tokens run with the prompt.
+    const starting = cache.length === 0;
+    const lead = starting ? virtualTokens + prefixTokens : 0;
+    if (cache.length + lead + seq > cache.capacity) {
+      throw new InvalidArgumentError(`The KV cache holds ${cache.capacity} tokens; ${cache.length} are used and ${lead + seq} more (the adapter's ${lead} leading tokens included) do not fit.`);
+    }
+    const rows = seq + (starting ? virtualTokens : 0);
+    const ws = this.workspaceFor({ ...this.workspaceShape(1, seq, false), seq: rows, prefixTokens: 0, headChunk: 1 });
     const enc = new Encoder(this.ctx, 'decode');
-    writeTensor(this.ctx, ws.buffers['ids']!, ids);
-    const run = { batch: 1, seq, training: false, seed: 0, step: 0, offset: cache.length, cache };
+    this.writeBatch(ws, { ids, batch: 1, seq }, false, starting ? virtualTokens : 0);
+    if (starting && prefixTokens > 0) this.prefillPrefix(enc, runtime!, cache);
+    const run: RunState = { batch: 1, seq: rows, training: false, seed: 0, step: 0, offset: cache.length, cache, virtualRows: starting ? virtualTokens : 0, prefixed: 0 };
     // One token per call: a single submit is short, so no per-layer flush.
     this.forwardLayers(enc, ws, run, runtime, false);
     this.finalNorm(enc, ws);
-    this.headRows(enc, ws, seq - 1, 1);
+    this.headRows(enc, ws, rows - 1, 1);
     enc.r.submit();
-    cache.length += seq;
+    cache.length += rows;
     const logits = await readF32(this.ctx, ws.buffers['logits']!);
     return logits.slice(0, this.config.vocabSize);
   }
@@ -373,7 +429,7 @@ export class Transformer {
   /** Half copies up to date, embedding, then every layer (each submitted on its own unless told not to). */
   private forwardLayers(enc: Encoder, ws: Workspace, run: RunState, runtime: AdapterRuntime | undefined, flushEachLayer = true): void {
     runtime?.beforeForward(enc.r);
-    this.embed(enc, ws, run.seq, run.offset);
+    this.embed(enc, ws, run, runtime);
     for (let l = 0; l < this.config.numLayers; l++) {
       this.forwardLayer(enc, ws, l, run, runtime);
       if (flushEachLayer) enc.flush();
@@ -388,15 +444,72 @@ export class Transformer {
     return sum / valid;
   }
 
-  private embed(enc: Encoder, ws: Workspace, seq: number, offset: number): void {
+  private embed(enc: Encoder, ws: Workspace, run: RunState, runtime: AdapterRuntime | undefined): void {
     const pos = this.base.positions;
+    const x = ws.io(0).x;
     this.k.embedding.gather(enc.r, {
       table: this.base.embed,
       ids: ws.buffers['ids']!,
-      out: ws.io(0).x,
+      out: x,
       rows: ws.tokens,
-      positions: pos ? { table: pos, seqLen: seq, offset } : undefined,
+      positions: pos ? { table: pos, seqLen: run.seq, offset: run.offset } : undefined,
     });
+    if (run.virtualRows === 0) return;
+    // Virtual tokens replace the placeholder rows; GPT-2's learned positions are added to them as to any token.
+    const hooks = runtime!.virtualTokens!;
+    const d = this.config.hiddenSize;
+    const rows = { srcCols: d, srcOffset: 0, dstCols: d, dstOffset: 0, rows: run.virtualRows, cols: d };
+    for (let b = 0; b < run.batch; b++) {
+      this.k.elementwise.copyColumns(enc.r, { ...rows, src: hooks.embeddings, dst: x, dstRowOffset: b * run.seq });
+      if (pos) this.k.elementwise.copyColumns(enc.r, { ...rows, src: pos, srcRowOffset: run.offset, dst: x, dstRowOffset: b * run.seq, accumulate: true });
+    }
+  }
+
+  /** dL/d(virtual token embeddings), summed over the batch from the gradient at the embedding output (gRes after layer 0). */
+  private virtualTokensBackward(enc: Encoder, ws: Workspace, run: RunState, runtime: AdapterRuntime): void {
+    if (run.virtualRows === 0) return;
+    const d = this.config.hiddenSize;
+    for (let b = 0; b < run.batch; b++) {
+      this.k.elementwise.copyColumns(enc.r, {
+        src: ws.buffers['gRes']!, srcCols: d, srcOffset: 0, srcRowOffset: b * run.seq,
+        dst: runtime.virtualTokens!.gradient, dstCols: d, dstOffset: 0, rows: run.virtualRows, cols: d, accumulate: true,
+      });
+    }
+  }
+
+  /** Each layer's keys and values with the adapter's prefix in front, per sequence: [batch * (prefix + seq), kv width]. */
+  private assemblePrefixed(enc: Encoder, ws: Workspace, l: number, run: RunState, runtime: AdapterRuntime): { keys: GpuTensor; values: GpuTensor } {
+    const c = this.config;
+    const width = c.numKvHeads * c.headDim;
+    const s = ws.layer(l);
+    const hooks = runtime.prefix!;
+    const p = run.prefixed;
+    const stride = p + run.seq;
+    const keys = ws.buffers['kPrefixed']!;
+    const values = ws.buffers['vPrefixed']!;
+    const cols = { srcCols: width, srcOffset: 0, dstCols: width, dstOffset: 0, cols: width };
+    const prefix = { src: hooks.table, srcCols: hooks.columns, dstCols: width, dstOffset: 0, cols: width, rows: p };
+    for (let b = 0; b < run.batch; b++) {
+      this.k.elementwise.copyColumns(enc.r, { ...prefix, srcOffset: hooks.keyOffset(l), dst: keys, dstRowOffset: b * stride });
+      this.k.elementwise.copyColumns(enc.r, { ...prefix, srcOffset: hooks.valueOffset(l), dst: values, dstRowOffset: b * stride });
+      this.k.elementwise.copyColumns(enc.r, { ...cols, src: s['k']!, srcRowOffset: b * run.seq, dst: keys, rows: run.seq, dstRowOffset: b * stride + p });
+      this.k.elementwise.copyColumns(enc.r, { ...cols, src: s['v']!, srcRowOffset: b * run.seq, dst: values, rows: run.seq, dstRowOffset: b * stride + p });
+    }
+    return { keys, values };
+  }
+
+  /** The first decode call with a prefix adapter: every layer's prefix becomes the cache's first rows. */
+  private prefillPrefix(enc: Encoder, runtime: AdapterRuntime, cache: KvCache): void {
+    const c = this.config;
+    const width = c.numKvHeads * c.headDim;
+    const hooks = runtime.prefix!;
+    runtime.beforeForward(enc.r);
+    const cols = { src: hooks.table, srcCols: hooks.columns, dstCols: width, dstOffset: 0, cols: width, rows: hooks.count };
+    for (let l = 0; l < c.numLayers; l++) {
+      this.k.elementwise.copyColumns(enc.r, { ...cols, srcOffset: hooks.keyOffset(l), dst: cache.k[l]! });
+      this.k.elementwise.copyColumns(enc.r, { ...cols, srcOffset: hooks.valueOffset(l), dst: cache.v[l]! });
+    }
+    cache.length = hooks.count;
   }
 
   // ---- linear layers ----
@@ -491,6 +604,9 @@ export class Transformer {
       values = run.cache.v[l]!;
       seqKV = run.offset + run.seq;
       kvCapacity = run.cache.capacity;
+    } else if (run.prefixed > 0) {
+      ({ keys, values } = this.assemblePrefixed(enc, ws, l, run, runtime!));
+      seqKV = kvCapacity = run.prefixed + run.seq;
     }
     this.k.attention.forward(enc.r, {
       q: s['q']!, k: keys, v: values, out: s['att']!, lse: run.training || ws.shape.training ? s['lse'] : undefined,
@@ -528,8 +644,9 @@ export class Transformer {
     const inner = m * c.intermediateSize;
     const linear = (name: string, gradOutput: GpuTensor, input: GpuTensor, gradInput: GpuTensor | undefined, accumulate: boolean) =>
       this.linearBackward(enc, ws, l, name, gradOutput, input, gradInput, accumulate, run, runtime);
-    // Below the lowest adapted layer nothing is trained: no gradient is needed under its linears.
-    const needInput = l > ws.shape.lowestTrainable;
+    // Below the lowest adapted layer nothing is trained: no gradient is needed under its linears
+    // (virtual tokens are trained through layer 0's input gradient).
+    const needInput = l > ws.shape.lowestTrainable || run.virtualRows > 0;
 
     if (mlp.kind === 'gelu') {
       linear(mlp.proj, g, s['act']!, b['dAct']!, false);
@@ -544,13 +661,16 @@ export class Transformer {
     this.k.norm.backward(enc.r, { x: s['x2']!, weight: L.norm2.weight, rstd: s['rstd2']!, mean: s['mean2'], gradOutput: b['dN']!, gradInput: g, rows: m, cols: d, accumulate: true });
 
     linear(attention.o, g, s['att']!, b['dAtt']!, false);
-    this.k.attention.backward(enc.r, {
-      q: s['q']!, k: s['k']!, v: s['v']!, out: s['att']!, lse: s['lse']!, gradOutput: b['dAtt']!,
-      gradQ: b['dq']!, gradK: b['dk']!, gradV: b['dv']!, delta: b['delta']!,
-      batch: run.batch, seq: run.seq, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim),
-    });
+    const shape = { batch: run.batch, seq: run.seq, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim) };
+    if (run.prefixed > 0) this.prefixedAttentionBackward(enc, ws, l, run, runtime, shape);
+    else {
+      this.k.attention.backward(enc.r, {
+        q: s['q']!, k: s['k']!, v: s['v']!, out: s['att']!, lse: s['lse']!, gradOutput: b['dAtt']!,
+        gradQ: b['dq']!, gradK: b['dk']!, gradV: b['dv']!, delta: b['delta']!, ...shape,
+      });
+    }
     if (this.arch.positions === 'rope') {
-      const rope = { cos: this.ropeCos!, sin: this.ropeSin!, rows: m, headDim: c.headDim, seqLen: run.seq, inverse: true };
+      const rope = { cos: this.ropeCos!, sin: this.ropeSin!, rows: m, headDim: c.headDim, seqLen: run.seq, positionOffset: run.offset, inverse: true };
       this.k.rope!.apply(enc.r, { ...rope, x: b['dq']!, heads: c.numHeads });
       this.k.rope!.apply(enc.r, { ...rope, x: b['dk']!, heads: c.numKvHeads });
     }
@@ -567,6 +687,36 @@ export class Transformer {
     }
     if (needInput) {
       this.k.norm.backward(enc.r, { x, weight: L.norm1.weight, rstd: s['rstd1']!, mean: s['mean1'], gradOutput: b['dN']!, gradInput: g, rows: m, cols: d, accumulate: true });
+    }
+  }
+
+  /**
+   * Attention backward over the prefixed keys and values: the gradients of the sequence's own
+   * rows go to dk / dv, those of the prefix rows are summed over the batch into the adapter's.
+   */
+  private prefixedAttentionBackward(
+    enc: Encoder, ws: Workspace, l: number, run: RunState, runtime: AdapterRuntime,
+    shape: { batch: number; seq: number; heads: number; kvHeads: number; headDim: number; scale: number },
+  ): void {
+    const s = ws.layer(l);
+    const b = ws.buffers;
+    const p = run.prefixed;
+    const stride = p + run.seq;
+    const { keys, values } = this.assemblePrefixed(enc, ws, l, run, runtime);
+    this.k.attention.backward(enc.r, {
+      q: s['q']!, k: keys, v: values, out: s['att']!, lse: s['lse']!, gradOutput: b['dAtt']!,
+      gradQ: b['dq']!, gradK: b['dkPrefixed']!, gradV: b['dvPrefixed']!, delta: b['delta']!,
+      ...shape, seqKV: stride, positionOffset: p,
+    });
+    const width = shape.kvHeads * shape.headDim;
+    const cols = { srcCols: width, srcOffset: 0, dstCols: width, dstOffset: 0, cols: width };
+    const hooks = runtime.prefix!;
+    for (let i = 0; i < run.batch; i++) {
+      this.k.elementwise.copyColumns(enc.r, { ...cols, src: b['dkPrefixed']!, srcRowOffset: i * stride + p, dst: b['dk']!, dstRowOffset: i * run.seq, rows: run.seq });
+      this.k.elementwise.copyColumns(enc.r, { ...cols, src: b['dvPrefixed']!, srcRowOffset: i * stride + p, dst: b['dv']!, dstRowOffset: i * run.seq, rows: run.seq });
+      const grad = { srcCols: width, srcOffset: 0, dst: hooks.gradient, dstCols: hooks.columns, cols: width, rows: p, srcRowOffset: i * stride, accumulate: true };
+      this.k.elementwise.copyColumns(enc.r, { ...grad, src: b['dkPrefixed']!, dstOffset: hooks.keyOffset(l) });
+      this.k.elementwise.copyColumns(enc.r, { ...grad, src: b['dvPrefixed']!, dstOffset: hooks.valueOffset(l) });
     }
   }
 
@@ -622,9 +772,13 @@ interface RunState {
   training: boolean;
   seed: number;
   step: number;
-  /** Absolute position of the first token (KV-cache decoding). */
+  /** Absolute position of the first row (after a prefix, or what a KV cache holds). */
   offset: number;
   cache?: KvCache;
+  /** Leading rows of each sequence that are the adapter's virtual tokens. */
+  virtualRows: number;
+  /** Prefix rows to put in front of each layer's keys and values (0 when a KV cache holds them). */
+  prefixed: number;
 }
 
 /** Targets that carry a loss (not IGNORE_INDEX). */

@@ -10,7 +10,13 @@ import type { ModelConfig } from './config.js';
 
 export interface WorkspaceShape {
   batch: number;
+  /** Rows per sequence, the adapter's virtual tokens included. */
   seq: number;
+  /**
+   * Key/value prefix rows per layer (prefix tuning): attention reads each sequence's keys and
+   * values with the prefix in front, assembled in a shared scratch (and its gradient in training).
+   */
+  prefixTokens: number;
   /** Training keeps what backward needs; inference keeps one layer's worth. */
   training: boolean;
   /** Keep only each layer's input and recompute the rest during backward. */
@@ -86,6 +92,12 @@ export function planWorkspace(config: ModelConfig, ws: WorkspaceShape): BufferPl
   if (arch.norm === 'layer') plan.push({ name: 'meanF', shape: [t], dtype: 'f32', copies: 1 });
   // The adapter's shared scratch (each method lists what it needs for training or inference).
   plan.push(...ws.adapter.shared);
+  if (ws.prefixTokens > 0) {
+    // One layer's keys and values with the prefix in front: rebuilt in backward, so one copy serves every layer.
+    const rows = ws.batch * (ws.prefixTokens + ws.seq);
+    plan.push({ name: 'kPrefixed', shape: [rows, kv], dtype: ws.dtype, copies: 1 }, { name: 'vPrefixed', shape: [rows, kv], dtype: ws.dtype, copies: 1 });
+    if (ws.training) plan.push({ name: 'dkPrefixed', shape: [rows, kv], dtype: ws.dtype, copies: 1 }, { name: 'dvPrefixed', shape: [rows, kv], dtype: ws.dtype, copies: 1 });
+  }
   if (ws.training) {
     plan.push(
       { name: 'targets', shape: [t], dtype: 'u32', copies: 1 },

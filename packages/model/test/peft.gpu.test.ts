@@ -107,7 +107,9 @@ describe('bad adapters', () => {
     expect(readPeftAdapter(config, withConfig({ use_dora: true })).spec.method).toBe('dora');
     expect(() => importPeftAdapter(gpu(), config, withConfig({ use_dora: true }))).toThrowError(/lora_magnitude_vector/);
     expect(() => readPeftAdapter(config, withConfig({ use_dora: true, lora_dropout: 0.1 }))).toThrowError(/DoRA with lora_dropout/);
-    expect(() => readPeftAdapter(config, withConfig({ peft_type: 'PREFIX_TUNING' }))).toThrowError(UnsupportedModelError);
+    expect(() => readPeftAdapter(config, withConfig({ peft_type: 'ADALORA' }))).toThrowError(UnsupportedModelError);
+    // A prefix-tuning config over LoRA tensors names what is wrong with it.
+    expect(() => readPeftAdapter(config, withConfig({ peft_type: 'PREFIX_TUNING' }))).toThrowError(/num_virtual_tokens/);
     // An IA3 config over LoRA tensors: the keys are another method's.
     expect(() => readPeftAdapter(config, withConfig({ peft_type: 'IA3' }))).toThrowError(/lora_A.*IA3/);
     expect(() => readPeftAdapter(config, withConfig({ target_modules: '.*proj' }))).toThrowError(UnsupportedModelError);

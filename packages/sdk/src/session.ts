@@ -36,6 +36,11 @@ import {
   type IA3Config,
   type DoraConfig,
   type BitFitConfig,
+  type PromptTuningConfig,
+  type PTuningConfig,
+  type PrefixTuningConfig,
+  type BottleneckConfig,
+  adapterMethod,
   type ModelConfig,
   type AdapterSpec,
   type Adapter,
@@ -414,7 +419,11 @@ export type AdapterRequest =
   | { method: 'lora'; config?: Partial<LoraConfig> }
   | { method: 'dora'; config?: Partial<DoraConfig> }
   | { method: 'ia3'; config?: Partial<IA3Config> }
-  | { method: 'bitfit'; config?: Partial<BitFitConfig> };
+  | { method: 'bitfit'; config?: Partial<BitFitConfig> }
+  | { method: 'prompt-tuning'; config?: Partial<PromptTuningConfig> }
+  | { method: 'p-tuning'; config?: Partial<PTuningConfig> }
+  | { method: 'prefix-tuning'; config?: Partial<PrefixTuningConfig> }
+  | { method: 'bottleneck'; config?: Partial<BottleneckConfig> };
 
 /** The resolved adapter spec of a request (`adapter`, or the `lora` shorthand, or LoRA's defaults). */
 export function adapterSpecOf(model: ModelConfig, request: Pick<TrainRequest, 'adapter' | 'lora'>): AdapterSpec {
@@ -529,6 +538,15 @@ export class TrainerSession {
       'This model ships no chat template (no chat_template.jinja, and no chat_template in tokenizer_config.json), so conversations cannot be ' +
         `rendered as it expects. Pass ${how} to choose one explicitly (webtune does not guess a format), or use prompt/completion data.`,
     );
+  }
+
+  /** Prompt tuning's TEXT init names a text; the adapter starts from the embeddings of its tokens. */
+  private withInitTokens(spec: AdapterSpec): AdapterSpec {
+    const text = spec.config['initText'];
+    if (spec.method !== 'prompt-tuning' || typeof text !== 'string' || spec.config['initTokenIds'] !== undefined) return spec;
+    const ids = this.tokenizer().encode(text, { addSpecialTokens: false });
+    if (ids.length === 0) throw new InvalidArgumentError(`Prompt tuning initText ${JSON.stringify(text)} gives no tokens.`);
+    return { method: spec.method, config: { ...spec.config, initTokenIds: ids } };
   }
 
   private tokenizer(): Tokenizer {
@@ -682,7 +700,7 @@ export class TrainerSession {
     if (request.evalEvery !== undefined && this.data.heldOut.length === 0) {
       throw new InvalidArgumentError('evalEvery needs held-out data: prepareData() with heldOut > 0 or heldOutData.');
     }
-    const spec = adapterSpecOf(files.config, request);
+    const spec = this.withInitTokens(adapterSpecOf(files.config, request));
     const expect = { model: modelFingerprint(files.config), adapter: spec };
     let restored: { state: Omit<TrainerState, 'cursor'>; cursor: DataCursor } | undefined;
     const skipped: TrainSummary['skippedCheckpoints'] = [];
@@ -981,7 +999,9 @@ export class TrainerSession {
     if (!this.adapter) throw new InvalidArgumentError('There is no adapter yet: train or import one first.');
     const { files } = this.requireModel();
     if (this.adapter.method !== 'lora') {
-      throw new UnsupportedModelError('exportOnnx', `the ONNX export merges LoRA adapters; this one is ${this.adapter.method}: export it with exportMerged() (safetensors weights) or exportAdapter()`);
+      const unmergeable = adapterMethod(this.adapter.method).unmergeable;
+      const instead = unmergeable ? `${unmergeable}: export the adapter files with exportAdapter()` : 'export it with exportMerged() (safetensors weights) or exportAdapter()';
+      throw new UnsupportedModelError('exportOnnx', `the ONNX export merges LoRA adapters; this one is ${this.adapter.method}, and ${instead}`);
     }
     const out = this.onnx().exportModel(files, this.adapter.config as LoraConfig, await this.adapter.read(), options);
     const result = Object.fromEntries(out);

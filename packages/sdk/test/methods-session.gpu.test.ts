@@ -108,7 +108,7 @@ describe('choosing a method', () => {
       const ia3 = await session.planTraining({ batchSize: 4, adapter: { method: 'ia3' } });
       expect(ia3.estimate.adapter).toBeLessThan(all.estimate.adapter);
       await expect(session.train({ steps: 1, adapter: { method: 'lora' }, lora: { rank: 4 } })).rejects.toThrow(InvalidArgumentError);
-      await expect(session.train({ steps: 1, adapter: { method: 'prefix' } as unknown as AdapterRequest })).rejects.toThrow(/choose from lora, dora, ia3, bitfit/);
+      await expect(session.train({ steps: 1, adapter: { method: 'prefix' } as unknown as AdapterRequest })).rejects.toThrow(/choose from lora, dora, ia3, bitfit, prompt-tuning, p-tuning, prefix-tuning, bottleneck/);
     } finally {
       session.dispose();
     }

@@ -6,7 +6,7 @@
  */
 import { type GpuContext } from '@webtune/gpu';
 import { InvalidArgumentError, MemoryPlanError, formatBytes } from '@webtune/errors';
-import { adapterMethod, architectureOf, BYTES, defaultHeadChunk, linearHasBias, linearShape, planBytes, planWorkspace, toAdapterSpec, type AdapterSpec, type BaseFormat, type LoraConfig, type ModelConfig } from '@webtune/model';
+import { adapterLayout, adapterMethod, architectureOf, BYTES, defaultHeadChunk, linearHasBias, linearShape, planBytes, planWorkspace, toAdapterSpec, type AdapterSpec, type BaseFormat, type LoraConfig, type ModelConfig } from '@webtune/model';
 
 export interface MemoryPlanInput {
   config: ModelConfig;
@@ -72,11 +72,14 @@ export function estimateTrainingMemory(input: MemoryPlanInput, maxBinding = 2 **
   // f32 weights + gradients, and with f16 compute their half copies where the method keeps them.
   const adapter = params * 4 * 2 + (dtype === 'f16' && method.halfCopies ? params * 2 * 2 : 0);
   const optimizer = params * 4 * 2;
-  const tokens = input.batch * input.seq;
+  // Virtual tokens are rows of every sequence; prefixes add keys and values (the transformer's workspaceShape does the same).
+  const layout = adapterLayout(c, spec);
+  const rows = input.seq + layout.sequence.virtualTokens;
+  const tokens = input.batch * rows;
   const plan = planWorkspace(c, {
-    batch: input.batch, seq: input.seq, training: true, recompute: input.recompute,
+    batch: input.batch, seq: rows, prefixTokens: layout.sequence.prefixTokens, training: true, recompute: input.recompute,
     adapter: method.buffers(c, spec.config, { tokens, training: true, dtype, fourBit: input.format !== 'f32' }),
-    lowestTrainable: Math.min(...method.modules(c, spec.config).map((t) => t.layer)),
+    lowestTrainable: layout.lowestLayer,
     headChunk: defaultHeadChunk(c, tokens, maxBinding, dtype),
     nf4: input.format !== 'f32',
     dtype,

@@ -4,6 +4,14 @@ import type { ModelConfig } from '../config.js';
 import { InvalidArgumentError } from '@webtune/errors';
 import type { BaseModel } from '../weights.js';
 import { BitFitAdapter } from './bitfit/adapter.js';
+import { BottleneckAdapter } from './bottleneck/adapter.js';
+import type { BottleneckConfig } from './bottleneck/config.js';
+import { PTuningAdapter } from './p-tuning/adapter.js';
+import type { PTuningConfig } from './p-tuning/config.js';
+import { PrefixTuningAdapter } from './prefix-tuning/adapter.js';
+import type { PrefixTuningConfig } from './prefix-tuning/config.js';
+import { PromptTuningAdapter } from './prompt-tuning/adapter.js';
+import type { PromptTuningConfig } from './prompt-tuning/config.js';
 import { DoraAdapter } from './dora/adapter.js';
 import type { DoraConfig } from './dora/config.js';
 import type { BitFitConfig } from './bitfit/config.js';
@@ -26,6 +34,10 @@ export function createAdapter(ctx: GpuContext, model: ModelConfig, spec: Adapter
     case 'dora': throw new InvalidArgumentError('A DoRA adapter starts from the base weights\' row norms: create it with createAdapterOnBase(ctx, base, spec).');
     case 'ia3': return IA3Adapter.create(ctx, model, config as IA3Config);
     case 'bitfit': return BitFitAdapter.create(ctx, model, config as BitFitConfig, seed);
+    case 'prompt-tuning': return PromptTuningAdapter.create(ctx, model, config as PromptTuningConfig, seed);
+    case 'p-tuning': return PTuningAdapter.create(ctx, model, config as PTuningConfig, seed);
+    case 'prefix-tuning': return PrefixTuningAdapter.create(ctx, model, config as PrefixTuningConfig, seed);
+    case 'bottleneck': return BottleneckAdapter.create(ctx, model, config as BottleneckConfig, seed);
   }
 }
 
@@ -37,11 +49,19 @@ export function adapterFromTensors(ctx: GpuContext, model: ModelConfig, spec: Ad
     case 'dora': return DoraAdapter.fromTensors(ctx, model, config as DoraConfig, tensors, source);
     case 'ia3': return IA3Adapter.fromTensors(ctx, model, config as IA3Config, tensors, source);
     case 'bitfit': return BitFitAdapter.fromTensors(ctx, model, config as BitFitConfig, tensors, source);
+    case 'prompt-tuning': return PromptTuningAdapter.fromTensors(ctx, model, config as PromptTuningConfig, tensors, source);
+    case 'p-tuning': return PTuningAdapter.fromTensors(ctx, model, config as PTuningConfig, tensors, source);
+    case 'prefix-tuning': return PrefixTuningAdapter.fromTensors(ctx, model, config as PrefixTuningConfig, tensors, source);
+    case 'bottleneck': return BottleneckAdapter.fromTensors(ctx, model, config as BottleneckConfig, tensors, source);
   }
 }
 
-/** A fresh adapter of any method on the uploaded base model (DoRA reads the base weights' row norms). */
+/**
+ * A fresh adapter of any method on the uploaded base model (DoRA reads the base weights' row
+ * norms; prompt tuning's TEXT init reads the embeddings of its init text's tokens).
+ */
 export async function createAdapterOnBase(ctx: GpuContext, base: BaseModel, spec: AdapterSpec, seed = 0): Promise<Adapter> {
-  if (spec.method !== 'dora') return createAdapter(ctx, base.config, spec, seed);
-  return DoraAdapter.create(ctx, base, adapterMethod('dora').resolve(base.config, spec.config) as DoraConfig, seed);
+  if (spec.method === 'dora') return DoraAdapter.create(ctx, base, adapterMethod('dora').resolve(base.config, spec.config) as DoraConfig, seed);
+  if (spec.method === 'prompt-tuning') return PromptTuningAdapter.createOnBase(ctx, base, adapterMethod('prompt-tuning').resolve(base.config, spec.config) as PromptTuningConfig, seed);
+  return createAdapter(ctx, base.config, spec, seed);
 }

@@ -1,19 +1,18 @@
 /**
- * The bookkeeping every adapter shares: its tensors per targeted module, owning their GPU
- * buffers, reading and writing them by key, clearing gradients, the spec, refusing files with
- * tensors it does not have. A method's class extends it and lists its tensors in `trainable()`.
+ * The bookkeeping every adapter shares (AdapterBase): owning its GPU buffers, reading and writing
+ * its tensors by key, clearing gradients, the spec, refusing files with tensors it does not have.
+ * A method's class extends it and lists its tensors in `trainable()`; methods that adapt linear
+ * modules extend ModuleAdapter, which keeps their tensors per targeted module.
  */
-import { readF32, writeTensor, type GpuContext, type GpuTensor } from '@webtune/gpu';
+import { createTensor, readF32, writeTensor, type GpuContext, type GpuTensor } from '@webtune/gpu';
 import { InvalidArgumentError, ModelFormatError } from '@webtune/errors';
 import type { ModelConfig } from '../config.js';
-import type { AdapterMethod, AdapterSpec, HostTensor, TargetModule, TrainableTensor } from './types.js';
+import { NO_SEQUENCE_CHANGE, type AdapterMethod, type AdapterSpec, type HostTensor, type SequenceLayout, type TargetModule, type TrainableTensor } from './types.js';
 
-export abstract class ModuleAdapter<P extends TargetModule, C> {
+export abstract class AdapterBase<C> {
   /** Bumped whenever a trainable tensor changes (optimizer step, write). */
   version = 0;
   abstract readonly method: AdapterMethod;
-  /** By module path, in layer order. */
-  readonly params = new Map<string, P>();
   private readonly owned: GpuTensor[] = [];
 
   protected constructor(
@@ -24,20 +23,17 @@ export abstract class ModuleAdapter<P extends TargetModule, C> {
 
   abstract trainable(): Generator<TrainableTensor>;
 
-  /** Creates every module's tensors with `make` (all released again if one fails); `title` names the method in errors. */
-  protected fill(modules: readonly TargetModule[], make: (t: TargetModule) => P, title: string, targets: readonly string[]): void {
-    try {
-      for (const t of modules) this.params.set(t.module, make(t));
-    } catch (error) {
-      this.release();
-      throw error;
-    }
-    if (this.params.size === 0) throw new InvalidArgumentError(`${title} targets ${JSON.stringify(targets)} select no module.`);
+  /** The lowest layer with a trainable tensor: backward stops there. */
+  abstract get lowestLayer(): number;
+
+  /** Rows placed before each sequence (none unless the method changes the sequence). */
+  get sequence(): SequenceLayout {
+    return NO_SEQUENCE_CHANGE;
   }
 
-  /** The lowest layer with a trainable tensor: backward stops there. */
-  get lowestLayer(): number {
-    return Math.min(...[...this.params.values()].map((p) => p.layer));
+  /** Multiplies the run's learning rate for this adapter's tensors. */
+  get learningRateScale(): number {
+    return 1;
   }
 
   /** `{ method, config }`, for checkpoints and federated rounds. */
@@ -97,6 +93,105 @@ export abstract class ModuleAdapter<P extends TargetModule, C> {
   release(): void {
     for (const t of this.owned) t.release();
     this.owned.length = 0;
+  }
+}
+
+export abstract class ModuleAdapter<P extends TargetModule, C> extends AdapterBase<C> {
+  /** By module path, in layer order. */
+  readonly params = new Map<string, P>();
+
+  /** Creates every module's tensors with `make` (all released again if one fails); `title` names the method in errors. */
+  protected fill(modules: readonly TargetModule[], make: (t: TargetModule) => P, title: string, targets: readonly string[]): void {
+    try {
+      for (const t of modules) this.params.set(t.module, make(t));
+    } catch (error) {
+      this.release();
+      throw error;
+    }
+    if (this.params.size === 0) throw new InvalidArgumentError(`${title} targets ${JSON.stringify(targets)} select no module.`);
+  }
+
+  get lowestLayer(): number {
+    return Math.min(...[...this.params.values()].map((p) => p.layer));
+  }
+
+  override release(): void {
+    super.release();
     this.params.clear();
   }
+}
+
+/** A trainable tensor's key, shape and initial values. */
+export interface TensorInit {
+  key: string;
+  shape: number[];
+  data: Float32Array;
+}
+
+/** The key and shape of each tensor a method trains, for checking saved tensors against. */
+export interface TensorShape {
+  key: string;
+  shape: number[];
+}
+
+/**
+ * An adapter whose tensors are a fixed list of named tensors (prompt embeddings, encoder MLPs,
+ * bottleneck adapters) rather than one set per targeted linear.
+ */
+export abstract class TensorSetAdapter<C> extends AdapterBase<C> {
+  /** By key, in the method's order (the optimizer's and checkpoints' order). */
+  readonly tensors = new Map<string, { param: GpuTensor; grad: GpuTensor; shape: number[] }>();
+
+  /** Creates the tensors (all released again if one fails). */
+  protected build(inits: readonly TensorInit[], label: string): void {
+    try {
+      for (const t of inits) {
+        const param = this.own(createTensor(this.ctx, { shape: t.shape, label, data: t.data }));
+        const grad = this.own(createTensor(this.ctx, { shape: t.shape, label: `${label} grad`, data: new Float32Array(t.data.length) }));
+        this.tensors.set(t.key, { param, grad, shape: t.shape });
+      }
+    } catch (error) {
+      this.release();
+      throw error;
+    }
+  }
+
+  /** The tensor under `key` (one the method creates). */
+  tensor(key: string): GpuTensor {
+    return this.tensors.get(key)!.param;
+  }
+
+  gradient(key: string): GpuTensor {
+    return this.tensors.get(key)!.grad;
+  }
+
+  *trainable(): Generator<TrainableTensor> {
+    for (const [key, t] of this.tensors) yield { key, param: t.param, grad: t.grad };
+  }
+
+  get lowestLayer(): number {
+    return 0;
+  }
+
+  override release(): void {
+    super.release();
+    this.tensors.clear();
+  }
+}
+
+/** Saved tensors matched against the shapes a method needs: missing, misshapen and extra keys are refused. */
+export function savedTensorInits(shapes: readonly TensorShape[], tensors: ReadonlyMap<string, HostTensor>, title: string, source: string): TensorInit[] {
+  const out: TensorInit[] = [];
+  for (const { key, shape } of shapes) {
+    const t = tensors.get(key);
+    if (!t) throw new ModelFormatError(source, `has no "${key}", which this ${title} adapter needs`);
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+      throw new ModelFormatError(source, `"${key}" is [${t.shape.join(', ')}]; this ${title} adapter needs [${shape.join(', ')}]`);
+    }
+    out.push({ key, shape, data: t.data });
+  }
+  const known = new Set(shapes.map((s) => s.key));
+  const extra = [...tensors.keys()].filter((k) => !known.has(k));
+  if (extra.length > 0) throw new ModelFormatError(source, `has tensors this ${title} adapter does not have: ${extra.slice(0, 3).join(', ')}${extra.length > 3 ? ', ...' : ''} (an adapter for another model or other settings?)`);
+  return out;
 }

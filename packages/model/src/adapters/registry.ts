@@ -6,17 +6,25 @@
 import { InvalidArgumentError } from '@webtune/errors';
 import type { ModelConfig } from '../config.js';
 import { bitfitMethod } from './bitfit/method.js';
+import { bottleneckMethod } from './bottleneck/method.js';
+import { pTuningMethod } from './p-tuning/method.js';
+import { prefixTuningMethod } from './prefix-tuning/method.js';
+import { promptTuningMethod } from './prompt-tuning/method.js';
 import { doraMethod } from './dora/method.js';
 import { ia3Method } from './ia3/method.js';
 import { loraMethod } from './lora/method.js';
 import type { MethodDefinition } from './method.js';
-import type { AdapterMethod, AdapterSpec } from './types.js';
+import { NO_SEQUENCE_CHANGE, type AdapterMethod, type AdapterSpec, type SequenceLayout } from './types.js';
 
 export const ADAPTER_METHODS: Readonly<Record<AdapterMethod, MethodDefinition<unknown>>> = {
   lora: loraMethod as MethodDefinition<unknown>,
   dora: doraMethod as MethodDefinition<unknown>,
   ia3: ia3Method as MethodDefinition<unknown>,
   bitfit: bitfitMethod as MethodDefinition<unknown>,
+  'prompt-tuning': promptTuningMethod as MethodDefinition<unknown>,
+  'p-tuning': pTuningMethod as MethodDefinition<unknown>,
+  'prefix-tuning': prefixTuningMethod as MethodDefinition<unknown>,
+  bottleneck: bottleneckMethod as MethodDefinition<unknown>,
 };
 
 /** The definition of a method name, or a clear error listing the ones there are. */
@@ -50,6 +58,19 @@ export function adapterMismatch(saved: AdapterSpec, here: AdapterSpec): string[]
 /** Trainable parameters of a spec on a model. */
 export function adapterParameterCount(model: ModelConfig, spec: AdapterSpec): number {
   return adapterMethod(spec.method).parameterCount(model, spec.config);
+}
+
+/**
+ * Where a spec's adapter sits in the model without building it (the memory planner): the lowest
+ * layer backward must reach, and the rows it places before each sequence.
+ */
+export function adapterLayout(model: ModelConfig, spec: AdapterSpec): { lowestLayer: number; sequence: SequenceLayout } {
+  const method = adapterMethod(spec.method);
+  const sequence = method.sequence?.(model, spec.config) ?? NO_SEQUENCE_CHANGE;
+  const layers = method.modules(model, spec.config).map((t) => t.layer);
+  // Virtual tokens and prefixes are trained through layer 0.
+  const lowestLayer = layers.length === 0 || sequence.virtualTokens + sequence.prefixTokens > 0 ? 0 : Math.min(...layers);
+  return { lowestLayer, sequence };
 }
 
 /** The one method whose saved keys these are (a federated global adapter, a checkpoint); undefined when none or several. */

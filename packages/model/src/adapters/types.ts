@@ -18,7 +18,7 @@ export interface HostTensor {
 }
 
 /** The adaptation methods webtune trains. */
-export type AdapterMethod = 'lora' | 'dora' | 'ia3' | 'bitfit';
+export type AdapterMethod = 'lora' | 'dora' | 'ia3' | 'bitfit' | 'prompt-tuning' | 'p-tuning' | 'prefix-tuning' | 'bottleneck';
 
 /** JSON data (an adapter spec's config). */
 export type AdapterJson = string | number | boolean | null | AdapterJson[] | { [key: string]: AdapterJson };
@@ -65,6 +65,18 @@ export interface AdapterBufferShape {
   fourBit?: boolean;
 }
 
+/**
+ * How a method changes the sequence. Virtual tokens are rows of every sequence (they run
+ * through the model and take positions 0..virtualTokens-1); prefix tokens exist only as keys and
+ * values. Either way a real token t sits at position (virtualTokens + prefixTokens) + t.
+ */
+export interface SequenceLayout {
+  virtualTokens: number;
+  prefixTokens: number;
+}
+
+export const NO_SEQUENCE_CHANGE: SequenceLayout = Object.freeze({ virtualTokens: 0, prefixTokens: 0 });
+
 /** The frozen operations the transformer lends a method's linear hooks. */
 export interface LinearOps {
   /** y = x W^T (no bias). */
@@ -106,7 +118,41 @@ export interface AdapterRuntime {
   touches(linear: FrozenLinear): boolean;
   linearForward(rec: CommandRecorder, call: LinearCall & { y: GpuTensor }): void;
   linearBackward(rec: CommandRecorder, call: LinearCall & { gradOutput: GpuTensor; gradInput: GpuTensor | undefined; accumulate: boolean }): void;
+  /** Virtual tokens prepended to every sequence (prompt tuning, P-tuning). */
+  virtualTokens?: VirtualTokenHooks;
+  /** Key/value prefixes every query attends to (prefix tuning). */
+  prefix?: PrefixHooks;
   release(): void;
+}
+
+/**
+ * The embeddings of the adapter's virtual tokens, read by the transformer into the first rows of
+ * every sequence (before the learned positions are added); their gradient is summed over the batch
+ * into `gradient`, which the runtime folds into its trainable tensors in afterBackward.
+ */
+export interface VirtualTokenHooks {
+  count: number;
+  /** [count, hidden] in the compute dtype, valid after beforeForward. */
+  embeddings: GpuTensor;
+  /** [count, hidden] in the compute dtype; the transformer adds into it, afterBackward consumes and clears it. */
+  gradient: GpuTensor;
+}
+
+/**
+ * Per-layer key and value rows placed before a sequence's own keys and values (a "past" every
+ * position attends to, without RoPE), as PEFT lays them out: one table [count, columns] with layer
+ * l's keys and values in column blocks. The transformer adds dL/d(table), summed over the batch,
+ * into `gradient`; afterBackward consumes and clears it.
+ */
+export interface PrefixHooks {
+  count: number;
+  /** [count, columns] in the compute dtype, valid after beforeForward. */
+  table: GpuTensor;
+  gradient: GpuTensor;
+  columns: number;
+  /** First column of layer l's keys (kvHeads * headDim wide). */
+  keyOffset(layer: number): number;
+  valueOffset(layer: number): number;
 }
 
 /** What a runtime is built from. */
@@ -132,6 +178,8 @@ export interface Adapter {
   readonly learningRateScale: number;
   /** The lowest layer with a trainable tensor: backward stops there. */
   readonly lowestLayer: number;
+  /** Rows the adapter places before each sequence: virtual tokens (prompt methods) and key/value prefixes. */
+  readonly sequence: SequenceLayout;
   /** `{ method, config }`, for checkpoints and federated rounds. */
   spec(): AdapterSpec;
   /** Every trainable tensor with its gradient, in a fixed order (the optimizer's and checkpoints' order). */

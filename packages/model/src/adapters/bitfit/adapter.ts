@@ -21,7 +21,7 @@ export class BitFitAdapter extends ModuleAdapter<BitFitParam, BitFitConfig> impl
     super(ctx, model, config);
   }
 
-  get learningRateScale(): number {
+  override get learningRateScale(): number {
     return this.config.learningRateScale;
   }
 

@@ -30,7 +30,6 @@ export interface DoraParam extends TargetModule {
 export class DoraAdapter extends ModuleAdapter<DoraParam, DoraConfig> implements Adapter {
   readonly method = 'dora' as const;
   readonly scale: number;
-  readonly learningRateScale = 1;
 
   private constructor(ctx: GpuContext, model: ModelConfig, config: DoraConfig) {
     super(ctx, model, config);

@@ -19,7 +19,6 @@ export interface IA3Param extends TargetModule {
 
 export class IA3Adapter extends ModuleAdapter<IA3Param, IA3Config> implements Adapter {
   readonly method = 'ia3' as const;
-  readonly learningRateScale = 1;
 
   private constructor(ctx: GpuContext, model: ModelConfig, config: IA3Config) {
     super(ctx, model, config);

@@ -25,7 +25,6 @@ export interface LoraParam extends TargetModule {
 export class LoraAdapter extends ModuleAdapter<LoraParam, LoraConfig> implements Adapter {
   readonly method = 'lora' as const;
   readonly scale: number;
-  readonly learningRateScale = 1;
 
   private constructor(ctx: GpuContext, model: ModelConfig, config: LoraConfig) {
     super(ctx, model, config);
