@@ -1,9 +1,10 @@
 /**
- * Trains an adapter of every method with webtune (DoRA r4, IA3, BitFit, LoRA r4 on the top layer;
- * 30 steps on Moby-Dick chapters 1-3, Dawn in Node) on the tiny Llama and the tiny GPT-2, and
+ * Trains an adapter of every method with webtune (DoRA r4, IA3, BitFit, LoRA r4 on the top layer,
+ * prompt tuning, P-tuning, projected prefix tuning, Houlsby bottleneck adapters; 30 steps on
+ * Moby-Dick chapters 1-3, Dawn in Node) on the tiny Llama and the tiny GPT-2, and
  * exports each as adapter files under packages/model/test/fixtures/webtune-adapters/<model>-<method>/.
  * scripts/check_method_adapter.py then loads each folder into the plain-torch model (PEFT's
- * formulas, scripts/peft_methods.py) and writes PyTorch's logits next to it as pytorch.json, which
+ * formulas, scripts/peft_methods.py; webtune's format for bottleneck adapters) and writes PyTorch's logits next to it as pytorch.json, which
  * packages/model/test/methods.gpu.test.ts compares with webtune's logits for the same files.
  *
  * Run: node scripts/run-ts.mjs scripts/export_method_adapters.ts   (part of `npm run fixtures`)
@@ -25,6 +26,10 @@ export const METHOD_ADAPTERS = [
   { method: 'ia3', config: {} },
   { method: 'bitfit', config: { learningRateScale: 5 } },
   { method: 'lora', config: { rank: 4, alpha: 8, layers: [1] } },
+  { method: 'prompt-tuning', config: { numVirtualTokens: 8 } },
+  { method: 'p-tuning', config: { numVirtualTokens: 6, encoderHiddenSize: 32 } },
+  { method: 'prefix-tuning', config: { numVirtualTokens: 8, prefixProjection: true } },
+  { method: 'bottleneck', config: { variant: 'houlsby', bottleneckSize: 8 } },
 ] as const;
 
 const ctx = await createGpuContext({ gpu: await createNodeGpu() });
