@@ -1,6 +1,7 @@
 /**
- * Adaptation methods side by side (issue 17): LoRA r8, DoRA r8, IA3, BitFit and LoRA r8 on the top layers
- * only (PEFT's layers_to_transform), each through the real Trainer (forward + backward + AdamW
+ * Adaptation methods side by side (issues 17 and 18): LoRA r8, DoRA r8, IA3, BitFit, LoRA r8 on the top
+ * layers only (PEFT's layers_to_transform), prompt tuning (20 virtual tokens), prefix tuning (20, with
+ * projection) and Houlsby bottleneck adapters (64 wide), each through the real Trainer (forward + backward + AdamW
  * with clipping). Per method:
  * - trainable parameters, and their share of the model's parameters;
  * - on the SmolLM2-135M shape (synthetic weights; time and memory depend on shapes only), batch 1
@@ -65,6 +66,10 @@ const METHODS: Array<{ label: string; method: string; config: (model: ModelConfi
   { label: 'IA3', method: 'ia3', config: () => ({}) },
   { label: 'BitFit (lr x10)', method: 'bitfit', config: () => ({ learningRateScale: 10 }) },
   { label: 'LoRA r8, top layers only', method: 'lora', config: (m) => ({ rank: 8, alpha: 16, layers: topLayers(m) }) },
+  { label: 'Prompt tuning (20 tokens)', method: 'prompt-tuning', config: () => ({ numVirtualTokens: 20 }) },
+  { label: 'Prefix tuning (20, projection)', method: 'prefix-tuning', config: () => ({ numVirtualTokens: 20, prefixProjection: true }) },
+  // 64 wide on SmolLM2 (hidden 576); the tiny Llama's hidden size is 64, so its adapters are a quarter of it (16).
+  { label: 'Houlsby adapters (64)', method: 'bottleneck', config: (m) => ({ variant: 'houlsby', bottleneckSize: Math.min(64, m.hiddenSize / 4) }) },
 ];
 
 /** The top 4 layers, or the top half of a model with fewer than 8. */
