@@ -44,7 +44,7 @@ const call = <K extends keyof Consumer>(page: Page, name: K) =>
 interface Report {
   node: {
     architecture: string; stopped: string; steps: number; losses: number[]; files: string[];
-    methods: Record<string, { stopped: string; config: Record<string, unknown>; mergedBytes: number }>;
+    methods: Record<string, { stopped: string; config: Record<string, unknown>; mergedBytes?: number; generated?: number; mergedError?: { name: string; code: string } }>;
   };
   coordinator: { url: string; rejected: { isFederatedError: boolean; reason: string; status: number } | undefined; clientId: string | undefined };
 }
@@ -58,7 +58,11 @@ test('in plain Node, from the tarballs: training on Dawn, the coordinator bin an
   expect(report.node.methods['dora']).toMatchObject({ stopped: 'completed', config: { peft_type: 'LORA', use_dora: true } });
   expect(report.node.methods['ia3']).toMatchObject({ stopped: 'completed', config: { peft_type: 'IA3' } });
   expect(report.node.methods['bitfit']).toMatchObject({ stopped: 'completed', config: { webtune_method: 'bitfit' } });
-  for (const m of Object.values(report.node.methods)) expect(m.mergedBytes).toBeGreaterThan(0);
+  for (const m of ['dora', 'ia3', 'bitfit']) expect(report.node.methods[m]!.mergedBytes).toBeGreaterThan(0);
+  // Prefix tuning and bottleneck adapters: trained, exported as their files, generating; merging refused with the typed error.
+  expect(report.node.methods['prefix-tuning']).toMatchObject({ stopped: 'completed', config: { peft_type: 'PREFIX_TUNING', prefix_projection: true }, mergedError: { name: 'UnsupportedModelError' } });
+  expect(report.node.methods['bottleneck']).toMatchObject({ stopped: 'completed', config: { webtune_method: 'bottleneck', variant: 'houlsby' }, mergedError: { name: 'UnsupportedModelError' } });
+  for (const m of ['prefix-tuning', 'bottleneck']) expect(report.node.methods[m]!.generated).toBeGreaterThan(0);
   expect(report.coordinator.rejected).toEqual({ isFederatedError: true, reason: 'bad_secret', status: 401 });
   expect(report.coordinator.clientId).toMatch(/\S/);
 });

@@ -8,10 +8,10 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { useNodeContext } from '../../gpu/test/node-context.js';
-import { InvalidArgumentError, UnsupportedModelError } from '@webtune/errors';
+import { InvalidArgumentError, ModelFormatError, UnsupportedModelError } from '@webtune/errors';
 import {
   adapterFromTensors, adapterMethod, createAdapter, createAdapterOnBase, exportPeftAdapter, generate, mergeAdapterFiles, parseSafetensors, PROMPT_EMBEDDINGS, readPeftAdapter,
-  tensorToFloat32, Transformer, uploadBaseModel, type AdapterSpec, type HostTensor, type ModelConfig,
+  serializeSafetensors, tensorToFloat32, Transformer, uploadBaseModel, type AdapterSpec, type HostTensor, type ModelConfig,
 } from '../src/index.js';
 import { batchOf, f32, FIXTURES, maxAbsDiff, relativeError, tinyModel, type Golden } from './tiny-models.js';
 
@@ -176,6 +176,29 @@ describe('prompt methods: settings and combinations that do not make sense are r
     expect(() => adapterMethod('bottleneck').resolve(config, { variant: 'parallel' })).toThrowError(InvalidArgumentError);
     expect(() => adapterMethod('bottleneck').resolve(config, { bottleneckSize: config.hiddenSize + 1 })).toThrowError(InvalidArgumentError);
     expect(adapterMethod('prefix-tuning').invalid({ numVirtualTokens: -1, prefixProjection: false, encoderHiddenSize: 32 })).toMatch(/numVirtualTokens/);
+  });
+
+  it('malformed adapter files are refused with what is wrong: shapes, another model\'s widths, missing and extra tensors', async () => {
+    const files = (method: 'prompt-tuning' | 'prefix-tuning' | 'bottleneck', cfg: Record<string, unknown>, tensors: Record<string, { shape: number[] }>) => ({
+      config: JSON.stringify({ ...adapterMethod(method).peftConfig(config, adapterMethod(method).resolve(config, {}), 'tiny-llama'), ...cfg }),
+      weights: serializeSafetensors(Object.entries(tensors).map(([name, t]) => ({ name, dtype: 'F32' as const, shape: t.shape, data: new Float32Array(t.shape.reduce((a, b) => a * b, 1)) }))),
+    });
+    const d = config.hiddenSize;
+    // Prompt tuning: 20 virtual tokens in the config, 19 rows in the file.
+    const shortPrompt = readPeftAdapter(config, files('prompt-tuning', {}, { [PROMPT_EMBEDDINGS]: { shape: [19, d] } }));
+    expect(() => adapterFromTensors(gpu(), config, shortPrompt.spec, shortPrompt.tensors)).toThrowError(ModelFormatError);
+    expect(() => adapterFromTensors(gpu(), config, shortPrompt.spec, shortPrompt.tensors)).toThrowError(/\[19, 64\].*\[20, 64\]/);
+    // Prefix tuning written for a model whose keys are as wide as its hidden size (no grouped-query attention).
+    expect(() => readPeftAdapter(config, files('prefix-tuning', { token_dim: d }, { [PROMPT_EMBEDDINGS]: { shape: [20, 2 * 2 * d] } }))).toThrowError(/token_dim is 64 but this model needs 32/);
+    expect(() => readPeftAdapter(config, files('prefix-tuning', {}, { [PROMPT_EMBEDDINGS]: { shape: [20, 7] } }))).toThrowError(ModelFormatError);
+    // Bottleneck adapters: one tensor missing; one the model does not have.
+    const spec = { method: 'bottleneck' as const, config: adapterMethod('bottleneck').resolve(config, { variant: 'pfeiffer', bottleneckSize: 4 }) as AdapterSpec['config'] };
+    const all = new Map((adapterMethod('bottleneck').tensorShapes!(config, spec.config)).map((t) => [t.key, { data: new Float32Array(t.shape.reduce((a, b) => a * b, 1)), shape: t.shape }]));
+    const missing = new Map(all);
+    missing.delete('model.layers.1.output_adapter.adapter_up.bias');
+    expect(() => adapterFromTensors(gpu(), config, spec, missing)).toThrowError(/has no "model.layers.1.output_adapter.adapter_up.bias"/);
+    const extra = new Map(all).set('model.layers.7.output_adapter.adapter_up.bias', { data: new Float32Array(d), shape: [d] });
+    expect(() => adapterFromTensors(gpu(), config, spec, extra)).toThrowError(/does not have: model.layers.7/);
   });
 
   it('merging is refused with a typed error that points at the adapter files', () => {

@@ -23,6 +23,15 @@ for (const adapter of [{ method: 'dora', config: { rank: 4, alpha: 8 } }, { meth
   const merged = await trainer.exportMerged();
   methods[adapter.method] = { stopped: run.stopped, config: JSON.parse(files['adapter_config.json']), mergedBytes: merged['model.safetensors'].byteLength };
 }
+// Prefix tuning (with projection) and bottleneck adapters: they change the sequence or add modules,
+// so generation runs with them and merging is refused with a typed error.
+for (const adapter of [{ method: 'prefix-tuning', config: { numVirtualTokens: 4, prefixProjection: true } }, { method: 'bottleneck', config: { bottleneckSize: 8 } }]) {
+  const run = await trainer.train({ steps: 2, batchSize: 2, learningRate: 5e-3, seed: 3, runId: adapter.method, adapter });
+  const files = await trainer.exportAdapter();
+  const { tokens } = await trainer.generate('Call me', { maxNewTokens: 3 });
+  const mergedError = await trainer.exportMerged().then(() => undefined, (e) => ({ name: e.name, code: e.code }));
+  methods[adapter.method] = { stopped: run.stopped, config: JSON.parse(files['adapter_config.json']), generated: tokens.length, mergedError };
+}
 await trainer.dispose();
 console.log(JSON.stringify({ architecture: model.architecture, steps: summary.step, stopped: summary.stopped, losses, files: Object.keys(peft), methods }));
 process.exit(0); // Dawn keeps its device thread alive
