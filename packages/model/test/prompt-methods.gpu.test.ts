@@ -151,6 +151,31 @@ describe.each(MODELS)('%s: prompt methods and bottleneck adapters against PyTorc
     });
   }
 
+  it('recomputing activations in backward gives the same gradients (virtual tokens, prefixes, bottleneck state)', async () => {
+    const { config, reader } = tinyModel(name);
+    const base = await uploadBaseModel(gpu(), config, reader);
+    const model = await Transformer.create(gpu(), base);
+    try {
+      for (const v of g.variants.filter((x) => ['prompt-random', 'prefix-projection', 'bottleneck-houlsby'].includes(x.name))) {
+        const adapter = adapterFromTensors(gpu(), config, specOf(config, v), decode(v.tensors));
+        try {
+          model.setAdapter(adapter);
+          await model.trainStep(batch);
+          const kept = await adapter.readGradients();
+          adapter.zeroGradients();
+          await model.trainStep(batch, { recompute: true });
+          for (const [key, t] of await adapter.readGradients()) expect(t.data, `${v.name} ${key}`).toEqual(kept.get(key)!.data);
+        } finally {
+          model.setAdapter(undefined);
+          adapter.release();
+        }
+      }
+    } finally {
+      model.release();
+      base.release();
+    }
+  });
+
   it('prompt tuning TEXT init: the embedding rows of the init text\'s tokens, repeated as PEFT does', async () => {
     const v = g.variants.find((x) => x.name === 'prompt-text')!;
     const { config, reader } = tinyModel(name);

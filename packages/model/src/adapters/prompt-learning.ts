@@ -91,6 +91,20 @@ export function linearInit(outFeatures: number, inFeatures: number, rng: Rng): {
   return { weight: { data: uniform(outFeatures * inFeatures), shape: [outFeatures, inFeatures] }, bias: { data: uniform(outFeatures), shape: [outFeatures] } };
 }
 
+/**
+ * Fresh encoder tensors, as PyTorch initialises them: the input embeddings N(0, 1) (nn.Embedding),
+ * then each layer's weight and bias (nn.Linear), drawn in that order from `rng`.
+ */
+export function initEncoder(input: { key: string; shape: number[] }, layers: readonly EncoderLayer[], shapes: readonly { key: string; shape: number[] }[], rng: Rng): Map<string, HostTensor> {
+  const tensors = new Map<string, HostTensor>([[input.key, normalTensor(input.shape, rng)]]);
+  for (const layer of layers) {
+    const [out, inp] = shapes.find((s) => s.key === layer.weight)!.shape as [number, number];
+    const { weight, bias } = linearInit(out, inp, rng);
+    tensors.set(layer.weight, weight).set(layer.bias, bias);
+  }
+  return tensors;
+}
+
 /** One layer of an encoder MLP: y = act(x W^T + b). */
 export interface EncoderLayer {
   /** Keys of its weight [out, in] and bias [out]. */

@@ -4,7 +4,7 @@ import type { ModelConfig } from '../../config.js';
 import { Rng } from '../../rng.js';
 import { savedTensorInits, TensorSetAdapter } from '../module-adapter.js';
 import { createPromptEncoder } from '../prompt-encoder.js';
-import { linearInit, normalTensor } from '../prompt-learning.js';
+import { initEncoder } from '../prompt-learning.js';
 import { createPromptRuntime } from '../prompt-runtime.js';
 import type { Adapter, AdapterBuffers, AdapterRuntime, HostTensor, RuntimeContext, SequenceLayout } from '../types.js';
 import { pTuningShapes, PTUNING_EMBEDDING, PTUNING_LAYERS, type PTuningConfig } from './config.js';
@@ -22,14 +22,8 @@ export class PTuningAdapter extends TensorSetAdapter<PTuningConfig> implements A
 
   /** nn.Embedding's N(0, 1) for the input embeddings, nn.Linear's kaiming-uniform for the MLP, from `seed`. */
   static create(ctx: GpuContext, model: ModelConfig, config: PTuningConfig, seed = 0): PTuningAdapter {
-    const rng = new Rng(seed);
-    const tensors = new Map<string, HostTensor>([[PTUNING_EMBEDDING, normalTensor([config.numVirtualTokens, model.hiddenSize], rng)]]);
-    for (const layer of PTUNING_LAYERS) {
-      const shape = pTuningShapes(model, config).find((s) => s.key === layer.weight)!.shape as [number, number];
-      const { weight, bias } = linearInit(shape[0], shape[1], rng);
-      tensors.set(layer.weight, weight).set(layer.bias, bias);
-    }
-    return PTuningAdapter.fromTensors(ctx, model, config, tensors);
+    const shapes = pTuningShapes(model, config);
+    return PTuningAdapter.fromTensors(ctx, model, config, initEncoder(shapes[0]!, PTUNING_LAYERS, shapes, new Rng(seed)));
   }
 
   static fromTensors(ctx: GpuContext, model: ModelConfig, config: PTuningConfig, tensors: ReadonlyMap<string, HostTensor>, source = 'adapter'): PTuningAdapter {

@@ -4,7 +4,7 @@ import type { ModelConfig } from '../../config.js';
 import { Rng } from '../../rng.js';
 import { savedTensorInits, TensorSetAdapter } from '../module-adapter.js';
 import { createPromptEncoder } from '../prompt-encoder.js';
-import { linearInit, normalTensor } from '../prompt-learning.js';
+import { initEncoder } from '../prompt-learning.js';
 import { createPromptRuntime } from '../prompt-runtime.js';
 import type { Adapter, AdapterBuffers, AdapterRuntime, HostTensor, RuntimeContext, SequenceLayout } from '../types.js';
 import { PREFIX_EMBEDDING, PREFIX_PROJECTION, prefixTokenDim, prefixTuningShapes, type PrefixTuningConfig } from './config.js';
@@ -22,16 +22,8 @@ export class PrefixTuningAdapter extends TensorSetAdapter<PrefixTuningConfig> im
 
   /** nn.Embedding's N(0, 1) for the prefixes (or the projection's input), nn.Linear's kaiming-uniform for the MLP, from `seed`. */
   static create(ctx: GpuContext, model: ModelConfig, config: PrefixTuningConfig, seed = 0): PrefixTuningAdapter {
-    const rng = new Rng(seed);
     const shapes = prefixTuningShapes(model, config);
-    const tensors = new Map<string, HostTensor>([[PREFIX_EMBEDDING, normalTensor(shapes[0]!.shape, rng)]]);
-    if (config.prefixProjection) {
-      for (const layer of PREFIX_PROJECTION) {
-        const [out, inp] = shapes.find((s) => s.key === layer.weight)!.shape as [number, number];
-        const { weight, bias } = linearInit(out, inp, rng);
-        tensors.set(layer.weight, weight).set(layer.bias, bias);
-      }
-    }
+    const tensors = initEncoder(shapes[0]!, config.prefixProjection ? PREFIX_PROJECTION : [], shapes, new Rng(seed));
     return PrefixTuningAdapter.fromTensors(ctx, model, config, tensors);
   }
 
