@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Load an exported adapter folder into the plain-torch tiny model and print its logits, as an independent
 check that webtune's exported (IA)^3 / DoRA / LoRA / BitFit / prompt tuning / P-tuning / prefix tuning /
-bottleneck files reproduce the adapted model in torch.
+bottleneck / UniPELT files reproduce the adapted model in torch.
 
 Usage:
   cd scripts && /usr/bin/python3 check_method_adapter.py ADAPTER_DIR MODEL [OUT.json]
@@ -22,6 +22,12 @@ ADAPTER_DIR  adapter_config.json + adapter_model.safetensors in PEFT's layout (p
                  past keys/values; token_dim / num_attention_heads per PEFT's GQA rule (kv width / kv heads)
                "webtune_method": "bottleneck": <layer path>.attention_adapter.* (mh_adapter) and .output_adapter.*
                  (adapter_down.0.weight [r, d], adapter_down.0.bias, adapter_up.weight [d, r], adapter_up.bias)
+               "webtune_method": "unipelt" (r, lora_alpha, target_modules, num_virtual_tokens, bottleneck_size,
+                 non_linearity): prefix.embedding.weight [P, L*2*kvw]; per target <module>.lora_A.weight [r, in],
+                 .lora_B.weight [out, r], .lora_gate.weight [1, in], .lora_gate.bias [1]; per layer
+                 <layer path>.prefix_gate.weight [2, d] / .bias [2] and <layer path>.output_adapter.* (the bottleneck
+                 keys with bottleneck_size rows, plus gate.weight [1, d], gate.bias [1]); per-token gates (see
+                 peft_methods.py, make_unipelt_fixtures.py)
              F32/F16/BF16 tensors are upcast to f32.
 MODEL        tiny-llama | tiny-qwen2 | tiny-gpt2: packages/model/test/fixtures/models/MODEL (stored weights upcast
              to f32); inputIds/labels from goldens/methods-MODEL.json (the same as goldens/MODEL.json).
@@ -30,14 +36,14 @@ Prints one line of JSON: {"method", "logits": first 32 values of logits[0, 0] (v
 position of the first row), "loss": HF causal-LM loss for the golden's labels}. With a third argument OUT.json it
 also writes {"generatedBy", "method", "loss", "logits": every logit of the batch, base64 f32} there (the
 cross-check packages/model/test/methods.gpu.test.ts reads for adapters webtune exported). For the prompt learning
-methods the logits are the real positions' only ([2, 16, V], the P virtual positions dropped) and the loss is
-hf_causal_lm_loss over them (webtune's loss; PEFT's differs when labels[:, 0] != -100, see
+methods and UniPELT the logits are the real positions' only ([2, 16, V], the P virtual positions dropped) and the
+loss is hf_causal_lm_loss over them (webtune's loss; PEFT's differs when labels[:, 0] != -100, see
 make_prompt_method_fixtures.py).
 
---roundtrip GOLDEN.json: for every variant of a methods / prompt-methods golden, writes its config and savedTensors
-(or, without savedTensors, its tensors) as an adapter folder in a temporary directory, loads it back as above
-(run_with_logits) and compares the logits (all of them) and the loss with the golden's; prints one line per variant,
-exits 1 on a mismatch.
+--roundtrip GOLDEN.json: for every variant of a methods / prompt-methods / unipelt golden, writes its config and
+savedTensors (or, without savedTensors, its tensors) as an adapter folder in a temporary directory, loads it back as
+above (run_with_logits) and compares the logits (all of them) and the loss with the golden's; prints one line per
+variant, exits 1 on a mismatch.
 """
 import base64
 import json

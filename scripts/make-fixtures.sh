@@ -15,6 +15,7 @@ $PY make_tiny_models.py
 $PY make_chat_fixtures.py
 $PY make_method_fixtures.py
 $PY make_prompt_method_fixtures.py
+$PY make_unipelt_fixtures.py
 $PY make_vector_scale_fixtures.py
 $PY make_pointwise_fixtures.py
 $PY make_dora_fixtures.py

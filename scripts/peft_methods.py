@@ -70,6 +70,37 @@ y' = y + adapter_up(act(adapter_down(y))); act relu | swish (SiLU) | gelu_new. a
 "layers_to_transform", "base_model_name_or_path"}; keys <layer path>.<attention_adapter|output_adapter>.
 adapter_down.0.weight [r, d] / adapter_down.0.bias [r] / adapter_up.weight [d, r] / adapter_up.bias [d], layer path
 model.layers.<l> (llama, qwen2) or transformer.h.<l> (gpt2), no base_model.model. prefix.
+
+UniPELT (webtune's own files; issue-18 spec): Mao et al. 2022, "UniPELT: A Unified Framework for Parameter-Efficient
+Language Model Tuning", arXiv 2110.07577, section 3: LoRA, prefix tuning and a bottleneck adapter in every layer, each
+behind a learned sigmoid gate. Transcribed after AdapterHub `adapters` (read at commit
+88f18ebd6c127f0e0ddf7c76cb84b37a39b82c12):
+  src/adapters/configuration/adapter_config.py  UniPELTConfig = ConfigUnion(PrefixTuningConfig(prefix_length=10),
+                                  SeqBnConfig(reduction_factor=16), LoRAConfig(r=8, alpha=2)), each .replace(use_gating=
+                                  True).
+  src/adapters/methods/lora.py    LoRA.__init__: gate = nn.Linear(in, gating_heads=1); forward: (x A^T) B^T times
+                                  gate = mean_over_seq(sigmoid(gate(layer_input))), and `* self.scaling` only WITHOUT
+                                  gating.
+  src/adapters/methods/prefix_tuning.py  PrefixTuningLayer.add_adapter: gate = nn.Linear(hidden, 1 if shared_gating
+                                  else 2); compose_single: gate_output = mean(sigmoid(gate(residual_input)), dim=1)
+                                  (residual_input = the attention's input hidden states), prefix_keys *= gate[:, 0],
+                                  prefix_values *= gate[:, -1], then cat(prefix, keys) before the softmax.
+  src/adapters/methods/modeling.py Adapter.__init__ (use_gating): gate = nn.Linear(input_size, 1); forward: output =
+                                  up(down(x)) * scaling times mean_over_seq(sigmoid(gate(x))), x the adapter's input;
+                                  src/adapters/methods/bottleneck.py places SeqBn (Pfeiffer) after the MLP output.
+Where webtune departs (the spec is binding): every gate is PER TOKEN (no mean over the sequence: that would let a
+token's gate see later tokens, impossible for a causal LM and for generation); the LoRA branch keeps s = alpha / r under
+its gate (y = base(x) + g_L * s * (x A^T) B^T) with LoRA's defaults r 8, alpha 16 and targets; the prefix has two
+gates (key, value: shared_gating false) read from the normed attention input n1 and no projection (a plain table
+`prefix.embedding.weight` [P, L*2*kvw] in prefix tuning's column layout); the adapter's gate reads the adapter's input y
+(the MLP output incl. bias): y' = y + g_A * up(act(down(y))). Gated attention: tiny_models.CausalLM.
+gated_prefix_attention (direct form); keys (no base_model.model. prefix): <module>.lora_A.weight [r, in],
+<module>.lora_B.weight [out, r], <module>.lora_gate.weight [1, in], <module>.lora_gate.bias [1];
+<layer>.prefix_gate.weight [2, d] / .bias [2]; <layer>.output_adapter.{adapter_down.0.weight [rb, d],
+adapter_down.0.bias [rb], adapter_up.weight [d, rb], adapter_up.bias [d], gate.weight [1, d], gate.bias [1]}.
+adapter_config.json {"webtune_method": "unipelt", "r", "lora_alpha", "target_modules", "num_virtual_tokens",
+"bottleneck_size", "non_linearity", "base_model_name_or_path"}. Gated LoRA and gated adapters cannot be merged
+(input-dependent gates).
 """
 import json
 import os
@@ -187,6 +218,10 @@ class MethodLM(CausalLM):
         if isinstance(ad, LoRA):  # lora/layer.py Linear.forward
             return base(x) + F.linear(F.linear(x, ad.a), ad.b) * ad.scale
         if isinstance(ad, Bottleneck):  # y' = y + up(act(down(y))) on the module's output (bias included)
+            return ad(base(x))
+        if isinstance(ad, GatedLoRA):  # UniPELT: base(x) + g_L(x) * s * lora_B(lora_A(x)), g_L per token
+            return base(x) + ad.gate(x) * ad.scale * F.linear(F.linear(x, ad.a), ad.b)
+        if isinstance(ad, GatedBottleneck):  # UniPELT: y + g_A(y) * up(act(down(y))), g_A per token
             return ad(base(x))
         if isinstance(ad, DoRA):  # lora/variants.py DoraLinearVariant.forward + lora/dora.py DoraLinearLayer.forward
             result = base(x)
@@ -318,6 +353,101 @@ class SequenceLM(MethodLM):
         return logits if self.prompts is None else logits[:, self.prompts.shape[-2]:]
 
 
+# ----------------------------------------------------------------------------- UniPELT (see the module doc)
+
+UNIPELT_ADAPTER_PARTS = BOTTLENECK_PARTS + ("gate.weight", "gate.bias")
+LORA_DEFAULT_TARGETS = {"llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"], "gpt2": ["c_attn"]}
+
+
+def sigmoid_gate(x, w, b):
+    """sigma(x w^T + c): [..., gates], one set per token (AdapterHub then averages over the sequence; webtune not)."""
+    return torch.sigmoid(F.linear(x, w, b))
+
+
+class GatedLoRA:
+    def __init__(self, a, b, gate_w, gate_b, scale):
+        self.a, self.b, self.gate_w, self.gate_b, self.scale = a, b, gate_w, gate_b, scale
+
+    def gate(self, x):
+        return sigmoid_gate(x, self.gate_w, self.gate_b)  # [B, S, 1]
+
+
+class GatedBottleneck(Bottleneck):
+    def __init__(self, down_w, down_b, up_w, up_b, gate_w, gate_b, non_linearity):
+        super().__init__(down_w, down_b, up_w, up_b, non_linearity)
+        self.gate_w, self.gate_b = gate_w, gate_b
+
+    def __call__(self, y):
+        g = sigmoid_gate(y, self.gate_w, self.gate_b)  # [B, S, 1]
+        return y + g * F.linear(self.act(F.linear(y, self.down_w, self.down_b)), self.up_w, self.up_b)
+
+
+def unipelt_kv_width(config):
+    """kvw = kv heads * head_dim (d on GPT-2) and the kv head count."""
+    _, _, nh, nkv, hd = model_dims(config)
+    return nkv * hd, nkv
+
+
+def unipelt_lora_paths(model, targets):
+    return target_modules(model, targets)
+
+
+def unipelt_shapes(model, cfg):
+    """{key: shape} of a UniPELT file for this model and config, in webtune's order: the prefix table, then per layer
+    each LoRA target (module order), the prefix gate and the output adapter."""
+    d, num_layers, _, _, _ = model_dims(model.config)
+    kvw, _ = unipelt_kv_width(model.config)
+    r, rb, p = cfg["r"], cfg["bottleneck_size"], cfg["num_virtual_tokens"]
+    shapes = {"prefix.embedding.weight": (p, num_layers * 2 * kvw)}
+    module_shapes = model.module_shapes()
+    paths = unipelt_lora_paths(model, cfg["target_modules"])
+    for l in range(num_layers):
+        lp = bottleneck_layer_path(model.type, l)
+        for path in paths:
+            if layer_index(path) != l:
+                continue
+            fin, fout, _ = module_shapes[path]
+            shapes.update({f"{path}.lora_A.weight": (r, fin), f"{path}.lora_B.weight": (fout, r),
+                           f"{path}.lora_gate.weight": (1, fin), f"{path}.lora_gate.bias": (1,)})
+        shapes[f"{lp}.prefix_gate.weight"] = (2, d)
+        shapes[f"{lp}.prefix_gate.bias"] = (2,)
+        ad = f"{lp}.output_adapter."
+        shapes.update({ad + "adapter_down.0.weight": (rb, d), ad + "adapter_down.0.bias": (rb,),
+                       ad + "adapter_up.weight": (d, rb), ad + "adapter_up.bias": (d,), ad + "gate.weight": (1, d),
+                       ad + "gate.bias": (1,)})
+    return shapes
+
+
+class UniPELTLM(SequenceLM):
+    """LoRA + prefix + Pfeiffer adapter, each behind per-token gates (issue-18 spec). forward gives [B, T, V]."""
+
+    def __init__(self, config, params, cfg, tensors):
+        probe = CausalLM(config, params)
+        _, num_layers, _, _, hd = model_dims(config)
+        _, nkv = unipelt_kv_width(config)
+        s = lora_scale(cfg["r"], cfg["lora_alpha"], False)
+        adapters = {}
+        for path in unipelt_lora_paths(probe, cfg["target_modules"]):
+            adapters[path] = GatedLoRA(tensors[f"{path}.lora_A.weight"], tensors[f"{path}.lora_B.weight"],
+                                       tensors[f"{path}.lora_gate.weight"], tensors[f"{path}.lora_gate.bias"], s)
+        for l in range(num_layers):
+            ad = f"{bottleneck_layer_path(probe.type, l)}.output_adapter."
+            adapters[bottleneck_site(probe.type, l, "output_adapter")] = GatedBottleneck(
+                *(tensors[ad + part] for part in UNIPELT_ADAPTER_PARTS), cfg["non_linearity"])
+        prefix = prefix_layers(tensors["prefix.embedding.weight"], num_layers, nkv, hd)
+        super().__init__(config, params, prefix=prefix, adapters=adapters)
+        self.gates = [(tensors[f"{bottleneck_layer_path(probe.type, l)}.prefix_gate.weight"],
+                       tensors[f"{bottleneck_layer_path(probe.type, l)}.prefix_gate.bias"]) for l in range(num_layers)]
+
+    def prefix_gate(self, layer, x):
+        """(gk, gv) [B, S] each = sigma(n1 W_P^T + c_P), n1 the attention's (normed) input."""
+        g = sigmoid_gate(x, *self.gates[layer])
+        return g[..., 0], g[..., 1]
+
+    def forward_all(self, input_ids, lora=None):
+        return CausalLM.forward(self, input_ids, lora, prefix=self.prefix, prefix_gate=self.prefix_gate)
+
+
 def merge(model, adapters):
     """PEFT merge_and_unload: returns ({HF name: merged tensor} of the base tensors that change, merged CausalLM)."""
     shapes = model.module_shapes()
@@ -362,6 +492,8 @@ def method_of(cfg):
         return "bitfit"
     if cfg.get("webtune_method") == "bottleneck":
         return "bottleneck"
+    if cfg.get("webtune_method") == "unipelt":
+        return "unipelt"
     pt = cfg.get("peft_type")
     if pt in PROMPT_LEARNING:
         return PROMPT_LEARNING[pt]
@@ -389,6 +521,8 @@ def apply_adapter(config, params, cfg, tensors):
         return _apply_prompt_learning(config, params, cfg, tensors, method)
     if method == "bottleneck":
         return _apply_bottleneck(config, params, cfg, tensors)
+    if method == "unipelt":
+        return _apply_unipelt(config, params, cfg, tensors)
     probe = CausalLM(config, params)
     shapes = probe.module_shapes()
     if method == "bitfit":
@@ -514,3 +648,23 @@ def _apply_bottleneck(config, params, cfg, tensors):
                 if tuple(tensors[k].shape) != want:
                     raise ValueError(f"{k}: shape {tuple(tensors[k].shape)}, expected {list(want)}")
     return MethodLM(config, params, bottleneck_adapters(model_type, tensors, layers, kinds, act))
+
+
+def _apply_unipelt(config, params, cfg, tensors):
+    """webtune's UniPELT folder: every key and shape checked against unipelt_shapes."""
+    for field in ("r", "lora_alpha", "target_modules", "num_virtual_tokens", "bottleneck_size", "non_linearity"):
+        if cfg.get(field) is None:
+            raise ValueError(f"unipelt adapter_config.json lacks {field}")
+    if cfg["non_linearity"] not in ACTIVATIONS:
+        raise ValueError(f"non_linearity {cfg['non_linearity']!r} is not one of {sorted(ACTIVATIONS)}")
+    probe = CausalLM(config, params)
+    if not unipelt_lora_paths(probe, cfg["target_modules"]):
+        raise ValueError(f"target_modules {cfg['target_modules']} match no module of this model")
+    expected = unipelt_shapes(probe, cfg)
+    if set(tensors) != set(expected):
+        raise ValueError(f"unipelt keys: missing {sorted(set(expected) - set(tensors))}, "
+                         f"unexpected {sorted(set(tensors) - set(expected))}")
+    for k, want in expected.items():
+        if tuple(tensors[k].shape) != want:
+            raise ValueError(f"{k}: shape {tuple(tensors[k].shape)}, expected {list(want)}")
+    return UniPELTLM(config, params, cfg, tensors)

@@ -12,7 +12,8 @@ an optional LoRA dict {module path: (A [r, in], B [out, r], scale)} applied as P
     y = base(x) + scale * (x @ A.T) @ B.T      (dropout 0)
 For GPT-2's Conv1D (weight [in, out]) `in`/`out` are its logical features, as in PEFT.
 `forward(..., prompts=, prefix=)` are the hooks of PEFT's prompt learning methods (virtual input embeddings,
-past_key_values prefix); see forward's doc and peft_methods.py.
+past_key_values prefix); `prefix_gate=` adds UniPELT's per-token gates on that prefix (gated_prefix_attention);
+see forward's doc and peft_methods.py.
 
 This module writes nothing; see make_tiny_models.py and merge_peft_adapter.py.
 """
@@ -187,15 +188,36 @@ class CausalLM:
             return self.p["transformer.wte.weight"]
         return self.p["model.embed_tokens.weight"]
 
-    def forward(self, input_ids, lora=None, prompts=None, prefix=None):
+    def forward(self, input_ids, lora=None, prompts=None, prefix=None, prefix_gate=None):
         """prompts: optional [P, d] (or [B, P, d]) embeddings prepended to the token embeddings (PEFT prompt
         tuning / P-tuning: `inputs_embeds = cat(prompts, embed(ids))`, positions 0..P+T-1, GPT-2 adds wpe[0..P) to
         them); the logits then cover all P+T positions. prefix: optional per-layer list of (key, value), each
         [1 or B, kv heads, P, head_dim], prepended to every layer's keys/values as `past_key_values` (keys taken
-        as already rotated: no RoPE on them), real positions P..P+T-1, every query sees all P prefix rows."""
+        as already rotated: no RoPE on them), real positions P..P+T-1, every query sees all P prefix rows.
+        prefix_gate (with prefix; UniPELT): callable (layer index, attention input x [B, S, d]) -> (gk, gv), each
+        [B, S]; that layer's attention is then gated_prefix_attention (per-token key and value gates)."""
+        if prefix_gate is not None and prefix is None:
+            raise ValueError("prefix_gate needs a prefix")
         if self.type == "gpt2":
-            return self._gpt2(input_ids, lora, prompts, prefix)
-        return self._llama(input_ids, lora, prompts, prefix)
+            return self._gpt2(input_ids, lora, prompts, prefix, prefix_gate)
+        return self._llama(input_ids, lora, prompts, prefix, prefix_gate)
+
+    def gated_prefix_attention(self, q, k, v, npre, gk, gv, scale):
+        """UniPELT's gated prefix attention, the direct form (the issue-18 spec; Mao et al. 2022, arXiv 2110.07577
+        section 3, with gates per token). q [B, H, S, hd]; k, v [B, H, P+S, hd] (prefix rows first, GQA already
+        repeated); gk, gv [B, S]. Real query i: s_ij = scale * gk_i * (q_i . Pk_j) for the P prefix rows,
+        scale * (q_i . k_j) for real keys j <= i (others masked out); softmax over all of them (float32, float64 for
+        float64 inputs); the prefix values weighted by gv_i:
+            out_i = (sum_P e^s gv_i Pv_j + sum_{j<=i} e^s v_j) / sum e^s.
+        Returns [B, H, S, hd]. A subclass may override it (the two-pass check in make_unipelt_fixtures.py)."""
+        s = q.shape[2]
+        scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+        scores = torch.cat([scores[..., :npre] * gk[:, None, :, None].to(q.dtype), scores[..., npre:]], dim=-1)
+        visible = torch.cat([torch.ones(s, npre, dtype=torch.bool), torch.tril(torch.ones(s, s, dtype=torch.bool))], -1)
+        att = F.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1,
+                        dtype=torch.promote_types(q.dtype, torch.float32)).to(q.dtype)
+        return (torch.matmul(att[..., :npre], v[..., :npre, :]) * gv[:, None, :, None].to(q.dtype)
+                + torch.matmul(att[..., npre:], v[..., npre:, :]))
 
     @staticmethod
     def _prepend_prompts(h, prompts):
@@ -213,7 +235,7 @@ class CausalLM:
         v = torch.cat([pv.to(v.dtype).expand(b, -1, -1, -1), v], dim=2)
         return k, v
 
-    def _llama(self, ids, lora, prompts=None, prefix=None):
+    def _llama(self, ids, lora, prompts=None, prefix=None, prefix_gate=None):
         c, p = self.config, self.p
         bsz, s = ids.shape
         nh, nkv = c["num_attention_heads"], c["num_key_value_heads"]
@@ -236,6 +258,7 @@ class CausalLM:
             pre = f"model.layers.{i}"
             res = h
             x = rms_norm(h, p[f"{pre}.input_layernorm.weight"], eps)
+            gates = None if prefix_gate is None else prefix_gate(i, x)
             q = self.linear(x, f"{pre}.self_attn.q_proj", lora).view(bsz, s, -1, hd).transpose(1, 2)
             k = self.linear(x, f"{pre}.self_attn.k_proj", lora).view(bsz, s, -1, hd).transpose(1, 2)
             v = self.linear(x, f"{pre}.self_attn.v_proj", lora).view(bsz, s, -1, hd).transpose(1, 2)
@@ -244,9 +267,13 @@ class CausalLM:
             if npre:
                 k, v = self._prefix_kv(k, v, prefix, i)
             k, v = repeat_kv(k, nh // nkv), repeat_kv(v, nh // nkv)
-            w = torch.matmul(q, k.transpose(2, 3)) * hd ** -0.5 + mask
-            w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
-            o = torch.matmul(w, v).transpose(1, 2).contiguous().reshape(bsz, s, -1)
+            if gates is not None:
+                o = self.gated_prefix_attention(q, k, v, npre, gates[0], gates[1], hd ** -0.5)
+            else:
+                w = torch.matmul(q, k.transpose(2, 3)) * hd ** -0.5 + mask
+                w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+                o = torch.matmul(w, v)
+            o = o.transpose(1, 2).contiguous().reshape(bsz, s, -1)
             h = res + self.linear(o, f"{pre}.self_attn.o_proj", lora)
             res = h
             x = rms_norm(h, p[f"{pre}.post_attention_layernorm.weight"], eps)
@@ -255,7 +282,7 @@ class CausalLM:
         h = rms_norm(h, p["model.norm.weight"], eps)
         return F.linear(h, self.lm_head_weight())
 
-    def _gpt2(self, ids, lora, prompts=None, prefix=None):
+    def _gpt2(self, ids, lora, prompts=None, prefix=None, prefix_gate=None):
         c, p = self.config, self.p
         bsz, s = ids.shape
         e, nh = c["n_embd"], c["n_head"]
@@ -278,15 +305,20 @@ class CausalLM:
             pre = f"transformer.h.{i}"
             res = h
             x = F.layer_norm(h, (e,), p[f"{pre}.ln_1.weight"], p[f"{pre}.ln_1.bias"], eps)
+            gates = None if prefix_gate is None else prefix_gate(i, x)
             q, k, v = self.conv1d(x, f"{pre}.attn.c_attn", lora).split(e, dim=2)
             q, k, v = (t.view(bsz, s, nh, hd).permute(0, 2, 1, 3) for t in (q, k, v))
             if npre:
                 k, v = self._prefix_kv(k, v, prefix, i)
-            w = torch.matmul(q, k.transpose(-1, -2))
-            w = w / torch.full([], v.size(-1) ** 0.5, dtype=w.dtype)
-            w = torch.where(causal, w, torch.full([], torch.finfo(w.dtype).min, dtype=w.dtype))
-            w = F.softmax(w, dim=-1)
-            o = torch.matmul(w, v).permute(0, 2, 1, 3).contiguous().view(bsz, s, e)
+            if gates is not None:
+                o = self.gated_prefix_attention(q, k, v, npre, gates[0], gates[1], v.size(-1) ** -0.5)
+            else:
+                w = torch.matmul(q, k.transpose(-1, -2))
+                w = w / torch.full([], v.size(-1) ** 0.5, dtype=w.dtype)
+                w = torch.where(causal, w, torch.full([], torch.finfo(w.dtype).min, dtype=w.dtype))
+                w = F.softmax(w, dim=-1)
+                o = torch.matmul(w, v)
+            o = o.permute(0, 2, 1, 3).contiguous().view(bsz, s, e)
             h = res + self.conv1d(o, f"{pre}.attn.c_proj", lora)
             res = h
             x = F.layer_norm(h, (e,), p[f"{pre}.ln_2.weight"], p[f"{pre}.ln_2.bias"], eps)
