@@ -4,7 +4,9 @@
 // and runs it in this process, so this process is the server (signals, kill -9 and exit codes reach
 // it directly). The published package's bin (packages/coordinator/bin) runs the built dist/cli.js.
 // Usage: node scripts/coordinator.mjs --db ./coordinator.sqlite --port 8787 \
-//          --initial-adapter adapter.safetensors --enrolment-secret S [--config round-config.json]
+//          --initial-adapter adapter.safetensors --enrolment-secret S [--config round-config.json] \
+//          [--adapter-config adapter_config.json|spec.json] [--architecture llama|gpt2]
+// (prompt tuning, P-tuning and prefix tuning need --adapter-config and the architecture; --help lists the rest)
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';

@@ -1,6 +1,10 @@
 /**
  * webtune-coordinator (in this repository: node scripts/coordinator.mjs) --db ./coordinator.sqlite --port 8787 \
  *   --initial-adapter adapter.safetensors --enrolment-secret-file secret.txt [--config round-config.json] [--host 0.0.0.0]
+ *   [--adapter-config adapter_config.json | adapter-spec.json] [--architecture llama|gpt2]
+ * Prompt tuning, P-tuning and prefix tuning adapters need --adapter-config (adapter_config.json as
+ * exportAdapter() writes it, or a webtune spec JSON { "method", "config", "architecture" }) and the
+ * architecture (--architecture, or in the spec JSON): their tensors name neither.
  * The enrolment secret comes from a file (--enrolment-secret-file), the WEBTUNE_ENROLMENT_SECRET
  * environment variable, or --enrolment-secret (accepted with a warning: other users see it in `ps`).
  *
@@ -11,13 +15,14 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import type { Architecture } from '@webtune/model';
 import { createInvite, listClients, revokeClient } from './admin.js';
 import { startCoordinator } from './server.js';
 import { openDatabase } from './store.js';
 
 const USAGE =
   'usage: coordinator --db FILE.sqlite [--port 8787] [--host 127.0.0.1] [--initial-adapter adapter.safetensors] ' +
-  '[--adapter-config adapter_config.json] (--enrolment-secret-file FILE | WEBTUNE_ENROLMENT_SECRET=S) [--config round-config.json] [--tick-ms 1000] ' +
+  '[--adapter-config adapter_config.json|spec.json] [--architecture llama|gpt2] (--enrolment-secret-file FILE | WEBTUNE_ENROLMENT_SECRET=S) [--config round-config.json] [--tick-ms 1000] ' +
   '[--allow-origin https://app.example (repeatable; * for any)]';
 
 /** `invite` and `clients list|revoke`: true when argv was one of them (and it ran). */
@@ -63,6 +68,7 @@ async function main(): Promise<void> {
         host: { type: 'string', default: '127.0.0.1' },
         'initial-adapter': { type: 'string' },
         'adapter-config': { type: 'string' },
+        architecture: { type: 'string' },
         'enrolment-secret': { type: 'string' },
         'enrolment-secret-file': { type: 'string' },
         config: { type: 'string' },
@@ -96,6 +102,7 @@ async function main(): Promise<void> {
     host: values.host,
     initialAdapter: values['initial-adapter'],
     adapterConfig: values['adapter-config'] ? readFileSync(values['adapter-config'], 'utf8') : undefined,
+    architecture: values.architecture as Architecture | undefined,
     enrolmentSecret: secret,
     config: values.config ? JSON.parse(readFileSync(values.config, 'utf8')) : {},
     tickMs: Number(values['tick-ms']),

@@ -1,5 +1,5 @@
 /**
- * The reference coordinator's HTTP server (protocol v1, packages/federated/src/protocol.ts) over
+ * The reference coordinator's HTTP server (protocols 1 and 2, packages/federated/src/protocol.ts) over
  * node:http. Every upload is checked before it can change anything: token (401), round (409),
  * selection (403), size (413: Content-Length, then the streamed byte count, never buffering past
  * the limit), payload (400 via decodeUpdate against the global adapter's keys and shapes), base
@@ -9,9 +9,9 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { decodeUpdate, globalNorm, UpdateRejectedError, type ErrorCode, type ErrorResponse, type RegisterResponse, type UploadResponse, PROTOCOL_VERSION } from '@webtune/federated';
-import type { HostTensor } from '@webtune/model';
-import { flatten, inferAdapter, layoutOf, readAdapter } from './adapter.js';
+import { decodeUpdate, globalNorm, protocolForMethod, UpdateRejectedError, type ErrorCode, type ErrorResponse, type RegisterResponse, type UploadResponse } from '@webtune/federated';
+import type { Architecture, HostTensor } from '@webtune/model';
+import { flatten, inferAdapter, layoutOf, readAdapter, trainableTensors } from './adapter.js';
 import { checkAggregation, resolveConfig, resolveRoundConfig, type CoordinatorConfig } from './config.js';
 import { CoordinatorCore, maxUpdateNorm, type Client } from './core.js';
 import { openDatabase } from './store.js';
@@ -24,12 +24,26 @@ export interface CoordinatorOptions {
   /** Default 127.0.0.1. */
   host?: string;
   /**
-   * The global adapter's version 0, needed only when the database is new: PEFT safetensors bytes,
-   * a path to them, or PEFT-keyed tensors. Ignored (with a log line) for an existing database.
+   * The global adapter's version 0, needed only when the database is new: safetensors bytes, a
+   * path to them, or tensors, under the adapter's trainable keys (exportAdapterState()'s weights;
+   * for LoRA, DoRA, IA3, BitFit and bottleneck adapters their files' keys are the same, and a PEFT
+   * prefix-tuning file without projection is read too). Ignored (with a log line) for an existing database.
    */
   initialAdapter?: Uint8Array | string | ReadonlyMap<string, HostTensor>;
-  /** PEFT adapter_config.json text (alpha, dropout, targets for the clients); default: next to a path initialAdapter, else inferred. */
+  /**
+   * What the clients train, beside what the tensors say: adapter_config.json text as exportAdapter()
+   * writes it (alpha, dropout, targets, virtual tokens, ...), or a webtune spec JSON
+   * `{ "method", "config", "architecture"? }` (exportAdapterState()'s spec). Needed for prompt
+   * tuning, P-tuning and prefix tuning, whose keys do not name the method. Default: the
+   * adapter_config.json next to a path initialAdapter, else the one this database was started with,
+   * else inferred from the tensors. Kept in the database.
+   */
   adapterConfig?: string;
+  /**
+   * The model family, for adapters whose keys name no module (prompt tuning, P-tuning, prefix
+   * tuning); for the others it must agree with their module paths. Kept in the database.
+   */
+  architecture?: Architecture;
   enrolmentSecret: string;
   /** Partial CoordinatorConfig; applies to rounds opened from now on. */
   config?: Partial<CoordinatorConfig>;
@@ -241,14 +255,17 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     } else {
       throw new Error(`${options.db} is a new database: give the initial adapter (--initial-adapter adapter.safetensors)`);
     }
-    if (adapterConfig === undefined) {
-      const row = db.prepare("SELECT value FROM meta WHERE key = 'adapter_config'").get() as { value: string } | undefined;
-      adapterConfig = row?.value;
-    } else {
-      db.prepare("INSERT INTO meta (key, value) VALUES ('adapter_config', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(adapterConfig);
-    }
+    // The description and architecture given now, else those the database was started with; kept only once they are accepted.
+    const meta = (key: string) => (db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined)?.value;
+    const givenConfig = adapterConfig;
+    adapterConfig ??= meta('adapter_config');
+    const architecture = options.architecture ?? (meta('architecture') as Architecture | undefined);
+    initialTensors = trainableTensors(initialTensors, adapterConfig);
     const layout = layoutOf(initialTensors);
-    const adapter = inferAdapter(layout, adapterConfig);
+    const adapter = inferAdapter(layout, adapterConfig, architecture);
+    const keep = db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value');
+    if (givenConfig !== undefined) keep.run('adapter_config', givenConfig);
+    if (options.architecture !== undefined) keep.run('architecture', options.architecture);
     checkAggregation(config, resolveRoundConfig(config.round, adapter, layout.size), layout.size); // fail at start, not at the first round
     const core = new CoordinatorCore(db, layout, adapter, config, options.enrolmentSecret, now, log, options.gaussian);
     core.initialize(stored ? undefined : flatten(layout, initialTensors));
@@ -289,7 +306,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
         const enrolled = core.enrol(json.enrolmentSecret, json.name as string | undefined);
         if ('refused' in enrolled) throw new HttpError(enrolled.refused === 'bad_secret' ? 401 : 403, 'bad_secret', enrolled.message);
         const { clientId, token } = enrolled;
-        const out: RegisterResponse = { protocol: PROTOCOL_VERSION, clientId, token };
+        const out: RegisterResponse = { protocol: protocolForMethod(adapter.spec.method), clientId, token };
         send(res, 200, out);
         return;
       }

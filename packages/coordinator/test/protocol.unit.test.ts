@@ -10,7 +10,7 @@
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { computeDpEpsilon, decodeUpdate, PROTOCOL_VERSION } from '@webtune/federated';
+import { computeDpEpsilon, decodeUpdate } from '@webtune/federated';
 import type { HostTensor } from '@webtune/model';
 import { startCoordinator, type CoordinatorHandle, type CoordinatorOptions } from '../src/index.js';
 import { dbSnapshot, download, encode, expectClose, flat, initialAdapter, KEYS, query, register, roundInfo, roundStatus, SECRET, SHAPES, tensors, tmp, upload } from './helpers.js';
@@ -38,7 +38,8 @@ describe('protocol v1 walk', () => {
     const c = await start(dbPath, { config: { minClients: 2, maxClients: 3, maxExampleWeight: 50, sampleRate: 1 } });
 
     const clients = [await register(c.url, 'a'), await register(c.url, 'b'), await register(c.url)];
-    expect(clients[0]!.protocol).toBe(PROTOCOL_VERSION);
+    // A LoRA coordinator speaks protocol 1, which 0.2.0 clients speak too.
+    expect(clients[0]!.protocol).toBe(1);
     expect(new Set(clients.map((x) => x.clientId)).size).toBe(3);
     // Only the token's SHA-256 is stored.
     const stored = query<{ token_hash: string }>(dbPath, 'SELECT token_hash FROM clients');

@@ -1,14 +1,16 @@
 /**
- * FederatedClient: takes part in federated rounds of a coordinator that speaks protocol v1
+ * FederatedClient: takes part in federated rounds of a coordinator that speaks protocol 1 or 2
  * (protocol.ts), with a trainer that has a model loaded and local data prepared.
  *
  * One round (runRound):
  *   1. GET /v1/round. No open round, not selected, or a round that would exceed `privacyBudget`
  *      -> a 'skipped' result (nothing trained, nothing sent).
- *   2. GET /v1/global/:version, importAdapter() it into the trainer (the PEFT config is built from
- *      the round's LoRA settings), train `config.steps` steps with `startFrom: 'current'` (and
- *      FedProx's `proximalMu`).
- *   3. delta = local - global over every adapter tensor; clip its global L2 norm to S
+ *   2. GET /v1/global/:version: the adapter's trainable state. importAdapterState() puts it in the
+ *      trainer as the round's adapter spec (`config.adapter`, or `config.lora` from an older
+ *      coordinator) on the round's architecture; a spec or architecture the trainer's model cannot
+ *      use is FederatedError 'bad_config', a global that does not fit it 'bad_global'. Then train
+ *      `config.steps` steps with `startFrom: 'current'` (and FedProx's `proximalMu`).
+ *   3. delta = local - global over every trainable tensor (exportAdapterState()); clip its global L2 norm to S
  *      (`config.clipNorm`). Local DP: add N(0, (z S)^2) to every entry, z = `config.dp.noiseMultiplier`
  *      (Flower's LocalDpMod; the noise comes from crypto.getRandomValues). Central DP and 'none':
  *      clip only (the coordinator adds the noise to the aggregate).
@@ -48,14 +50,14 @@
  * (an un-noised update has no finite epsilon); central rounds are taken (the client trusts the
  * coordinator's noise).
  */
-import { DownloadError, FederatedError, InvalidArgumentError, WebtuneError } from '@webtune/errors';
-import { adapterConfigJson, adapterSpecProblem, ARCHITECTURES, parseModulePath, parseSafetensors, tensorToFloat32, toAdapterSpec, type AdapterSpec, type HostTensor, type LoraConfig } from '@webtune/model';
+import { DownloadError, FederatedError, InvalidArgumentError, ModelFormatError, WebtuneError } from '@webtune/errors';
+import { adapterSpecProblem, ARCHITECTURES, parseSafetensors, tensorToFloat32, toAdapterSpec, type AdapterSpec, type HostTensor, type LoraConfig } from '@webtune/model';
 import type { AdapterRequest, TrainerApi } from '@webtune/sdk';
 import { RdpAccountant, type RdpAccountantJSON } from './accountant.js';
 import { decodeUpdate, encodeUpdate, globalNorm } from './codec.js';
 import { addGaussianNoise, clipGlobalNorm } from './dp.js';
 import {
-  PROTOCOL_VERSION,
+  SUPPORTED_PROTOCOLS,
   type DpMode, type ErrorCode, type ErrorResponse, type RegisterResponse, type RoundConfig, type RoundInfo, type UploadResponse,
 } from './protocol.js';
 import { defaultRoundStore, type RoundStateStore } from './round-store.js';
@@ -267,8 +269,8 @@ export class FederatedClient {
   private async registerNow(record: StoredClient): Promise<void> {
     const body = JSON.stringify({ enrolmentSecret: this.o.enrolmentSecret, ...(this.o.name !== undefined ? { name: this.o.name } : {}) });
     const res = (await this.http('/v1/register', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body }, 'json')) as RegisterResponse;
-    if (res?.protocol !== PROTOCOL_VERSION) {
-      throw new FederatedError('INVALID_ARGUMENT', 'unsupported_protocol', `The coordinator speaks protocol ${String(res?.protocol)}; this client speaks ${PROTOCOL_VERSION}.`);
+    if (!SUPPORTED_PROTOCOLS.includes(res?.protocol)) {
+      throw new FederatedError('INVALID_ARGUMENT', 'unsupported_protocol', `The coordinator speaks protocol ${String(res?.protocol)}; this client speaks ${SUPPORTED_PROTOCOLS.join(' and ')}: update webtune.`);
     }
     if (typeof res.clientId !== 'string' || typeof res.token !== 'string') throw new FederatedError('DOWNLOAD_FAILED', 'bad_response', 'The register answer has no clientId/token.');
     await this.save({ ...record, clientId: res.clientId, token: res.token });
@@ -317,8 +319,8 @@ export class FederatedClient {
       if (error instanceof FederatedError && error.status === 404) return this.skip('no_round', undefined, error.message);
       throw error;
     }
-    if (info?.protocol !== PROTOCOL_VERSION) {
-      throw new FederatedError('INVALID_ARGUMENT', 'unsupported_protocol', `The coordinator's round speaks protocol ${String(info?.protocol)}; this client speaks ${PROTOCOL_VERSION}.`);
+    if (!SUPPORTED_PROTOCOLS.includes(info?.protocol)) {
+      throw new FederatedError('INVALID_ARGUMENT', 'unsupported_protocol', `The coordinator's round speaks protocol ${String(info?.protocol)}; this client speaks ${SUPPORTED_PROTOCOLS.join(' and ')}: update webtune.`);
     }
     let record = this.record!;
     const pending = record.round;
@@ -365,14 +367,21 @@ export class FederatedClient {
     if (config.architecture !== undefined && !ARCHITECTURES.some((a) => a.name === config.architecture)) {
       throw new FederatedError('INVALID_ARGUMENT', 'bad_config', `Round ${info.roundId} names architecture ${JSON.stringify(config.architecture)}, which this client does not know.`);
     }
-    // The architecture sets fan_in_fan_out in the files; from a coordinator before `architecture`, it is read from the module names.
     const keys = [...global.keys()];
-    const named = parseModulePath(keys[0]!.replace(/^base_model\.model\./, '').replace(/\.[^.]+(\.weight)?$/, ''));
-    const architecture = config.architecture ?? named?.architecture ?? 'llama';
-    const peftConfig = JSON.stringify(adapterConfigJson({ architecture }, spec));
     const trainer = this.o.trainer;
-    // The copy: a worker trainer takes the buffer (transferred, not copied).
-    await trainer.importAdapter({ config: peftConfig, weights: globalBytes.slice() });
+    try {
+      // The copy: a worker trainer takes the buffer (transferred, not copied).
+      await trainer.importAdapterState({ spec, weights: globalBytes.slice(), ...(config.architecture !== undefined ? { architecture: config.architecture } : {}) });
+    } catch (cause) {
+      // The trainer checks the spec against its model (InvalidArgumentError) and every tensor against the spec (ModelFormatError).
+      if (cause instanceof InvalidArgumentError) {
+        throw new FederatedError('INVALID_ARGUMENT', 'bad_config', `Round ${info.roundId} trains ${spec.method}, which this trainer's model cannot use: ${(cause as Error).message}`, { cause });
+      }
+      if (cause instanceof ModelFormatError) {
+        throw new FederatedError('MODEL_FORMAT', 'bad_global', `Global adapter version ${info.globalVersion} does not fit the round's ${spec.method} adapter on this trainer's model: ${(cause as Error).message}`, { cause });
+      }
+      throw cause;
+    }
 
     // Train locally from the global adapter.
     const runId = `federated-round-${info.roundId}`;
@@ -390,7 +399,7 @@ export class FederatedClient {
       await this.save({ ...rest });
       return this.skip('training_stopped', info.roundId, `training ${summary.stopped} at step ${summary.step}`);
     }
-    const local = toTensors((await trainer.exportAdapter())['adapter_model.safetensors'], 'trained adapter');
+    const local = toTensors((await trainer.exportAdapterState()).weights, 'trained adapter');
 
     // delta = local - global, clipped to S; local DP adds N(0, (z S)^2).
     const delta = new Map<string, HostTensor>();
@@ -398,7 +407,7 @@ export class FederatedClient {
       const g = global.get(key)!;
       const l = local.get(key);
       if (!l || l.data.length !== g.data.length) {
-        throw new FederatedError('INVALID_ARGUMENT', 'wrong_tensors', `The trained adapter has no tensor "${key}" of the global's shape [${g.shape.join(', ')}]; the round's LoRA settings and the global adapter disagree.`);
+        throw new FederatedError('INVALID_ARGUMENT', 'wrong_tensors', `The trained adapter has no tensor "${key}" of the global's shape [${g.shape.join(', ')}]; the round's adapter settings and the global adapter disagree.`);
       }
       const d = new Float32Array(g.data.length);
       for (let i = 0; i < d.length; i++) d[i] = l.data[i]! - g.data[i]!;

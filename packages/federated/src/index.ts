@@ -1,6 +1,6 @@
 /** @webtune/federated: the federated client, privacy accounting, update codec and protocol types. */
 /// <reference types="@webgpu/types" preserve="true" />
-export { PROTOCOL_VERSION } from './protocol.js';
+export { PROTOCOL_VERSION, SUPPORTED_PROTOCOLS, protocolForMethod } from './protocol.js';
 export type {
   RegisterRequest, RegisterResponse, DpMode, RoundConfig, RoundInfo, UploadResponse, RoundStatus, ErrorCode, ErrorResponse,
 } from './protocol.js';

@@ -1,10 +1,10 @@
 /**
- * The coordinator protocol, version 1: HTTP, JSON for control messages, safetensors for tensors.
- * Shared by the client (this package) and the reference coordinator (packages/coordinator).
+ * The coordinator protocol, versions 1 and 2: HTTP, JSON for control messages, safetensors for
+ * tensors. Shared by the client (this package) and the reference coordinator (packages/coordinator).
  *
  *   POST /v1/register                  {enrolmentSecret, name?} -> RegisterResponse (401 on a bad secret)
  *   GET  /v1/round                     -> RoundInfo of the current round (Bearer token)
- *   GET  /v1/global/:version           -> safetensors of the global adapter (PEFT keys, F32)
+ *   GET  /v1/global/:version           -> safetensors of the global adapter (F32, the adapter's trainable keys)
  *   POST /v1/rounds/:roundId/updates   body: an encoded update (codec.ts), headers below -> UploadResponse
  *   GET  /v1/rounds/:roundId           -> RoundStatus
  *
@@ -12,11 +12,35 @@
  * `X-Update-Id` (a client-chosen UUID: the same id twice is accepted once, the second answer says
  * duplicate), `X-Example-Count` (the FedAvg weight) and `Content-Type: application/octet-stream`.
  * Errors are 4xx/5xx with an ErrorResponse body; a rejected upload changes no state.
+ *
+ * The unit exchanged is the adapter's trainable state: every trainable tensor under its trainable
+ * key (TrainerSession.exportAdapterState). For LoRA, DoRA, IA3, BitFit and bottleneck adapters those
+ * keys are the adapter files' keys; for prompt tuning, P-tuning and prefix tuning they are not
+ * always (P-tuning's encoder, a prefix projection), which is why the files are not the unit.
+ *
+ * Versions. 1: rounds a 0.2.0 client can train, LoRA only (it reads `config.lora` and nothing
+ * else). 2: every method, named by `config.adapter` with `config.architecture`. The messages and the
+ * update format are the same in both; the version says which rounds a client must understand. A
+ * coordinator speaks the lowest version its adapter needs (protocolForMethod), in the register
+ * answer and in every RoundInfo, so a 0.2.0 client meeting a non-LoRA coordinator stops at its own
+ * version check (FederatedError 'unsupported_protocol') instead of failing on a round it cannot read.
  */
-import type { AdapterSpec, Architecture, LoraConfig } from '@webtune/model';
+import type { AdapterMethod, AdapterSpec, Architecture, LoraConfig } from '@webtune/model';
 import type { ProtocolErrorCode } from '@webtune/errors';
 
-export const PROTOCOL_VERSION = 1;
+/** The newest protocol version: what this package speaks, besides every older one in SUPPORTED_PROTOCOLS. */
+export const PROTOCOL_VERSION = 2;
+
+/** The versions this client takes part in (a coordinator's register answer and RoundInfo carry one of them). */
+export const SUPPORTED_PROTOCOLS: readonly number[] = [1, 2];
+
+/**
+ * The version a coordinator speaks for an adapter of `method`: 1 for LoRA (whose rounds 0.2.0
+ * clients train), 2 for every other method (which 0.2.0 clients cannot, and so must refuse).
+ */
+export function protocolForMethod(method: AdapterMethod): 1 | 2 {
+  return method === 'lora' ? 1 : 2;
+}
 
 /** Body of POST /v1/register: the enrolment secret the coordinator was started with, and an optional client name. */
 export interface RegisterRequest {
@@ -44,13 +68,16 @@ export interface RoundConfig {
   batchSize: number;
   learningRate: number;
   seqLen: number;
-  /** The adaptation method and its config every client trains (from the coordinator's initial adapter). */
+  /**
+   * The adaptation method and its config every client trains (from the coordinator's initial
+   * adapter and its spec); always sent by a coordinator of protocol 2.
+   */
   adapter?: AdapterSpec;
-  /** The model family the adapter's module names belong to (PEFT's fan_in_fan_out follows it). */
+  /** The model family the adapter was made for; a client with a model of another family refuses the round (bad_config). */
   architecture?: Architecture;
   /**
    * LoRA settings, sent in LoRA rounds for clients from before `adapter`; a coordinator from before
-   * `adapter` sends only this (and the client then reads the architecture from the key names).
+   * `adapter` sends only this.
    */
   lora?: LoraConfig;
   /** Clip the update's global L2 norm to this (S). */

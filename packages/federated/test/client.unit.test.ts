@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { DownloadError, FederatedError, UpdateRejectedError } from '@webtune/errors';
 import {
-  parseSafetensors, peftAdapterConfig, serializeSafetensors, tensorToFloat32, type HostTensor, type LoraConfig, type ModelConfig,
+  parseSafetensors, peftAdapterConfig, serializeSafetensors, tensorToFloat32, type AdapterSpec, type HostTensor, type LoraConfig, type ModelConfig,
 } from '@webtune/model';
 import type { TrainerApi, TrainRequest } from '@webtune/sdk';
 import { startCoordinator } from '../../coordinator/src/index.js';
@@ -70,15 +70,15 @@ function expectedDelta(keys: string[], sizes: number[]): Float32Array[] {
 
 class TrainerDouble {
   adapter: Map<string, HostTensor> | undefined;
-  imported: Array<{ config: Record<string, unknown>; weights: Uint8Array }> = [];
+  imported: Array<{ spec: AdapterSpec; architecture: string | undefined; weights: Uint8Array }> = [];
   requests: TrainRequest[] = [];
   stop: 'completed' | 'cancelled' = 'completed';
 
   api(): TrainerApi {
     const api: Partial<TrainerApi> = {
-      importAdapter: async (files) => {
-        this.imported.push({ config: JSON.parse(files.config) as Record<string, unknown>, weights: files.weights });
-        this.adapter = readTensors(files.weights);
+      importAdapterState: async (state) => {
+        this.imported.push({ spec: state.spec, architecture: state.architecture, weights: state.weights });
+        this.adapter = readTensors(state.weights);
       },
       train: async (request, onProgress) => {
         this.requests.push(request);
@@ -92,7 +92,7 @@ class TrainerDouble {
         for (let s = 1; s <= request.steps; s++) onProgress?.({ runId: request.runId ?? 'run', step: s, totalSteps: request.steps, loss: 1 / s } as never);
         return { runId: request.runId ?? 'run', stopped: this.stop, step: request.steps, totalSteps: request.steps } as never;
       },
-      exportAdapter: async () => ({ 'adapter_config.json': '{}', 'adapter_model.safetensors': toBytes(this.adapter!) }),
+      exportAdapterState: async () => ({ spec: this.imported.at(-1)!.spec, architecture: 'llama', weights: toBytes(this.adapter!) }),
       listCheckpoints: async () => [],
       deleteCheckpoint: async () => {},
     };
@@ -127,6 +127,8 @@ class TestCoordinator {
   faults: Array<{ prefix: string; status: number; body: ErrorResponse | string; times: number }> = [];
   /** After handling an upload, drop the connection instead of answering (the answer is lost). */
   loseUploadAnswers = 0;
+  /** The protocol version the register answer names. */
+  protocol = 1;
 
   constructor(config: Partial<RoundConfig> = {}, info: Partial<RoundInfo> = {}) {
     const initial = initialAdapter();
@@ -191,7 +193,7 @@ class TestCoordinator {
       const clientId = `c${this.registrations}`;
       const token = `t-${clientId}-${Math.random().toString(36).slice(2)}`;
       this.tokens.set(token, clientId);
-      return json(200, { protocol: 1, clientId, token });
+      return json(200, { protocol: this.protocol, clientId, token });
     }
     const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
     if (!token || !this.tokens.has(token)) return fail(401, 'unauthenticated', 'unknown token');
@@ -304,9 +306,10 @@ describe('FederatedClient: a round', () => {
     expect(server.count()).toBe(1);
     expect(server.registrations).toBe(1);
 
-    // The trainer got the global (PEFT config built from the round's LoRA) and trained from it.
+    // The trainer got the global as the round's LoRA adapter (an older coordinator's round: `lora` only) and trained from it.
     expect(trainer.imported).toHaveLength(1);
-    expect(trainer.imported[0]!.config).toMatchObject({ peft_type: 'LORA', r: 8, lora_alpha: 16, target_modules: ['q_proj', 'v_proj'], fan_in_fan_out: false });
+    expect(trainer.imported[0]!.spec).toEqual({ method: 'lora', config: LORA });
+    expect(trainer.imported[0]!.architecture).toBeUndefined();
     expect(trainer.imported[0]!.weights).toEqual(server.globals.get(0));
     expect(trainer.requests[0]).toMatchObject({ steps: 3, batchSize: 4, learningRate: 1e-3, startFrom: 'current', proximalMu: 0.01, lora: LORA });
 
@@ -546,6 +549,10 @@ describe('FederatedClient: errors and retries', () => {
       { lora: undefined, adapter: { method: 'ia3', config: { targets: ['k_proj'], feedforward: 5 } } as never },
       { lora: undefined },
       { architecture: 'mamba' as never },
+      { lora: undefined, adapter: { method: 'p-tuning', config: { numVirtualTokens: 4, encoderHiddenSize: 8, encoderReparameterizationType: 'LSTM' } } },
+      { lora: undefined, adapter: { method: 'prefix-tuning', config: { numVirtualTokens: 4 } } },
+      { lora: undefined, adapter: { method: 'prompt-tuning', config: { numVirtualTokens: 0, init: 'random' } } },
+      { lora: undefined, adapter: { method: 'bottleneck', config: { variant: 'parallel', bottleneckSize: 4, nonLinearity: 'relu' } } },
     ];
     for (const config of cases) {
       await start(config);
@@ -561,7 +568,26 @@ describe('FederatedClient: errors and retries', () => {
     await start({ lora: undefined, adapter: { method: 'lora', config: { ...LORA } as never }, architecture: 'llama' });
     expect(await client(server).runRound()).toMatchObject({ status: 'uploaded' });
     expect(trainer.requests.at(-1)).toMatchObject({ lora: LORA });
-    expect(trainer.imported.at(-1)!.config).toMatchObject({ peft_type: 'LORA', fan_in_fan_out: false });
+    expect(trainer.imported.at(-1)).toMatchObject({ spec: { method: 'lora', config: LORA }, architecture: 'llama' });
+  });
+
+  it('protocol 2 (every method, this coordinator) is taken; a version this client does not speak is refused at register (unsupported_protocol)', async () => {
+    const spec = { method: 'p-tuning' as const, config: { numVirtualTokens: 4, encoderHiddenSize: 8, encoderReparameterizationType: 'MLP' } };
+    await start({ lora: undefined, adapter: spec, architecture: 'llama' }, { protocol: 2 });
+    server.protocol = 2;
+    expect(await client(server).runRound()).toMatchObject({ status: 'uploaded' });
+    expect(trainer.imported.at(-1)).toMatchObject({ spec, architecture: 'llama' });
+    expect(trainer.requests.at(-1)).toMatchObject({ adapter: spec, startFrom: 'current' });
+    await server.close();
+
+    await start({}, { protocol: 3 });
+    server.protocol = 3;
+    const error = await client(server).runRound().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(FederatedError);
+    expect(error).toMatchObject({ reason: 'unsupported_protocol' });
+    expect((error as Error).message).toMatch(/protocol 3; this client speaks 1 and 2/);
+    expect(server.requests.filter((r) => r.startsWith('GET /v1/global'))).toHaveLength(0);
+    expect(trainer.imported).toHaveLength(1); // the protocol-2 round's only
   });
 
   it('a network failure on every attempt is a DownloadError', async () => {

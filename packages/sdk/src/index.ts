@@ -9,7 +9,7 @@ export type { TrainerApi, CreateTrainerOptions } from './facade.js';
 export { TrainerSession } from './session.js';
 export type {
   SessionEnvironment, OnnxSupport, LoadOptions, ModelInfo, DataInput, DataOptions, DataInfo, TrainRequest, TrainSummary, ProgressEvent,
-  SessionGenerateOptions, DataProgress, AdapterRequest, MergedFiles,
+  SessionGenerateOptions, DataProgress, AdapterRequest, MergedFiles, AdapterState,
 } from './session.js';
 export { adapterSpecOf } from './session.js';
 export type { DataRecord, FileFormat, RecordKind, Evaluation } from '@webtune/trainer';

@@ -25,6 +25,11 @@ import {
   urlSource,
   weightReader,
   mergeAdapterFiles,
+  adapterSpecProblem,
+  parseSafetensors,
+  serializeSafetensors,
+  tensorToFloat32,
+  type Architecture,
   type BaseFormat,
   type BaseModel,
   type ChatMessage,
@@ -412,6 +417,20 @@ interface Loaded {
 export interface MergedFiles {
   'config.json': string;
   'model.safetensors': Uint8Array;
+}
+
+/**
+ * An adapter's trainable state (exportAdapterState / importAdapterState): what federated rounds
+ * exchange. Unlike the adapter files, it holds every tensor training updates, P-tuning's encoder
+ * and a prefix projection included, under the keys `Adapter.trainable()` names them.
+ */
+export interface AdapterState {
+  /** The method and its resolved config. */
+  spec: AdapterSpec;
+  /** The model family it belongs to (importAdapterState refuses a model of another family). */
+  architecture: Architecture;
+  /** safetensors: every trainable tensor as F32 under its trainable key. */
+  weights: Uint8Array;
 }
 
 /** Which adaptation method train() uses, with any subset of its config. */
@@ -1013,6 +1032,54 @@ export class TrainerSession {
     const ctx = await this.context();
     const { files: model } = this.requireModel();
     const adapter = importPeftAdapter(ctx, model.config, files);
+    this.disposeRun();
+    this.adapter = adapter;
+  }
+
+  /**
+   * The adapter's trainable state: its spec, the model family, and every trainable tensor as F32
+   * safetensors under its trainable key. Unlike exportAdapter()'s files, it loses nothing (a
+   * P-tuning encoder or a prefix projection stays an encoder), so importAdapterState() continues
+   * training exactly where this left off; federated rounds exchange it.
+   *
+   * @example
+   * ```ts
+   * const state = await trainer.exportAdapterState();   // { spec, architecture, weights }
+   * await other.importAdapterState(state);                // same adapter, same next step
+   * ```
+   */
+  async exportAdapterState(): Promise<AdapterState> {
+    if (!this.adapter) throw new InvalidArgumentError('There is no adapter yet: train or import one first.');
+    const tensors = await this.adapter.read();
+    const weights = serializeSafetensors([...tensors].map(([name, t]) => ({ name, dtype: 'F32' as const, shape: t.shape, data: t.data })), { format: 'webtune-adapter-state' });
+    const state: AdapterState = { spec: this.adapter.spec(), architecture: this.adapter.model.architecture, weights };
+    return Comlink.transfer(state, [weights.buffer as ArrayBuffer]);
+  }
+
+  /**
+   * Puts an adapter in place from its trainable state (exportAdapterState()'s result), for
+   * generation or as the start of training (`startFrom: 'current'`). The spec is resolved against
+   * the loaded model and every tensor checked: a spec this model cannot use (unknown method or
+   * setting, too many virtual tokens, another architecture) is InvalidArgumentError; weights that are
+   * not safetensors, or that miss a tensor, have one of another shape or one the adapter does not
+   * have, are ModelFormatError. The adapter in place is kept when the state is refused.
+   */
+  async importAdapterState(state: { spec: AdapterSpec; weights: Uint8Array; architecture?: Architecture }): Promise<void> {
+    const ctx = await this.context();
+    const { files } = this.requireModel();
+    if (typeof state !== 'object' || state === null) throw new InvalidArgumentError('importAdapterState needs { spec, weights } (exportAdapterState()\'s result).');
+    const problem = adapterSpecProblem(state.spec);
+    if (problem) throw new InvalidArgumentError(`importAdapterState: ${problem}.`);
+    if (state.architecture !== undefined && state.architecture !== files.config.architecture) {
+      throw new InvalidArgumentError(`importAdapterState: the adapter belongs to a ${String(state.architecture)} model, and the loaded model is ${files.config.architecture}; load the model it was made for.`);
+    }
+    if (!(state.weights instanceof Uint8Array)) throw new InvalidArgumentError('importAdapterState: weights must be a Uint8Array of safetensors bytes.');
+    const spec = resolveAdapterSpec(files.config, state.spec.method, state.spec.config);
+    const source = 'adapter state';
+    const file = parseSafetensors(state.weights, source);
+    const tensors = new Map<string, HostTensor>();
+    for (const [name, t] of file.tensors) tensors.set(name, { data: tensorToFloat32(t, source), shape: [...t.shape] });
+    const adapter = adapterFromTensors(ctx, files.config, spec, tensors, source);
     this.disposeRun();
     this.adapter = adapter;
   }
