@@ -19,6 +19,25 @@ the cases above with seqKV = kvCapacity = P + T and positionOffset = P, forward 
 over all P + T rows (the prefix rows' gradients are what prefix tuning trains). One case has keys past
 P + T that no query sees (their dk/dv are 0).
 
+The lse's gradient (attentionGradLse, attentionGradLseF16): a caller that uses the forward's lse (as
+the merge below does) sends dL/dlse back into the attention backward. The cases add sum(lse *
+upstreamLse) to the loss, so dq, dk, dv are autograd's of sum(out * upstream) + sum(lse *
+upstreamLse): a causal case, a prefix with its tokens, and the prefix alone (seqKV = positionOffset =
+P: every query sees every key, as UniPELT's prefix pass does).
+
+Merge (merge, mergeF16): two attentions of the same queries over disjoint keys combined by their lse,
+w = sigmoid(lseA - lseB) per (token, head), out = w * g * outA + (1 - w) * outB with g one column
+(gateOffset) of an f32 [tokens, gateStride] gate; autograd of sum(out * upstream) gives gradOutA,
+gradOutB, gradLseA, gradLseB and the gate column's gradient. lse differences include +-30 and +-100
+(w within ulps of 0 or 1, where w (1 - w) must keep its digits) and 0.
+
+End-to-end (asserted here, not written): UniPELT's gated prefix attention computed directly (prefix
+scores scaled by gk, prefix values by gv, one softmax over prefix and causal keys) equals the two-pass
+form (attention of gk * q over the prefix alone, causal attention over the real keys, merge with
+gate gv), and its autograd gradients equal the ones webtune's kernels assemble: mergeBackward's
+formulas, the FlashAttention-2 backward with gradLse for each pass, and gk's gradient as rowDot(dq of
+the prefix pass, q) (float64).
+
 Cross-entropy: torch.nn.functional.cross_entropy(reduction='mean', ignore_index=-100); per-row
 losses from reduction='none' and the logits gradient from autograd of the mean, so the kernel's
 gradScale is 1 / (number of rows not ignored). Targets are written as u32 with ignored rows as
@@ -27,10 +46,11 @@ gradScale is 1 / (number of rows not ignored). Targets are written as u32 with i
 Half precision (ropeF16, attentionF16, crossEntropyF16): what the kernels do with dtype 'f16' --
 storage in float16, arithmetic in float32. Inputs are rounded to float16, the reference is computed
 in float32 from the rounded inputs, and the outputs the kernels store as f16 (rotated x, attention
-out and its gradients, the logits gradient) are rounded to float16; lse and losses stay float32. The
-attention backward here is FlashAttention-2's formulas written out (dS = P (dO V^T - delta)) with
-delta = rowsum(dO * out16) from the float16 out, as the kernel reads it; it is checked against
-autograd with the float32 out first. Tensors the kernels hold as f16 are written as "f16" bytes.
+out and its gradients, the logits gradient, merge's out and output gradients) are rounded to
+float16; lse, losses, gates and their gradients stay float32. The attention backward here is
+FlashAttention-2's formulas written out (dS = P (dO V^T - (delta - gradLse))) with delta =
+rowsum(dO * out16) from the float16 out, as the kernel reads it; it is checked against autograd with
+the float32 out first. Tensors the kernels hold as f16 are written as "f16" bytes.
 
 Run: /usr/bin/python3 scripts/make_attention_fixtures.py
 Writes packages/gpu/test/fixtures/attention.json.
@@ -121,7 +141,8 @@ def repeat_kv(hidden, n_rep):
     return hidden[:, :, None, :, :].expand(b, kvh, n_rep, s, d).reshape(b, kvh * n_rep, s, d)
 
 
-def attention_case(name, g, batch, seq_q, heads, kv_heads, head_dim, seq_kv=None, kv_capacity=None, offset=0, backward=True):
+def attention_case(name, g, batch, seq_q, heads, kv_heads, head_dim, seq_kv=None, kv_capacity=None, offset=0, backward=True,
+                   grad_lse=False):
     seq_kv = seq_q if seq_kv is None else seq_kv
     kv_capacity = seq_kv if kv_capacity is None else kv_capacity
     scale = 1 / math.sqrt(head_dim)
@@ -156,7 +177,12 @@ def attention_case(name, g, batch, seq_q, heads, kv_heads, head_dim, seq_kv=None
     }
     if backward:
         upstream = torch.randn(batch * seq_q, heads * head_dim, generator=g)
-        (out * upstream).sum().backward()
+        loss = (out * upstream).sum()
+        if grad_lse:
+            upstream_lse = torch.randn(batch, heads, seq_q, generator=g)
+            loss = loss + (lse * upstream_lse).sum()
+            doc["upstreamLse"] = b64(upstream_lse, "f32")
+        loss.backward()
         doc.update({
             "upstream": b64(upstream, "f32"),
             "dq": b64(q.grad.reshape(batch * seq_q, -1), "f32"),
@@ -207,11 +233,14 @@ def rope_case_f16(name, g, head_dim, theta, scaling, batch, seq, heads, offset):
     }
 
 
-def attention_backward(query, key, value, probs, grad_out, out, scale, kv_heads):
+def attention_backward(query, key, value, probs, grad_out, out, scale, kv_heads, grad_lse=None):
     """FlashAttention-2's backward on [batch, heads, seq, dim] tensors (key/value already repeated):
-    dS = P (dO V^T - rowsum(dO * out)); dq = scale dS K, dk = scale dS^T Q, dv = P^T dO, with dk and
-    dv summed over each kv head's group of query heads. Returns [batch, heads or kv_heads, seq, dim]."""
+    dS = P (dO V^T - (rowsum(dO * out) - gradLse)); dq = scale dS K, dk = scale dS^T Q, dv = P^T dO,
+    with dk and dv summed over each kv head's group of query heads. gradLse [batch, heads, seq] is
+    dL/dlse (omitted: 0). Returns [batch, heads or kv_heads, seq, dim]."""
     delta = (grad_out * out).sum(-1, keepdim=True)
+    if grad_lse is not None:
+        delta = delta - grad_lse[..., None]
     ds = probs * (torch.matmul(grad_out, value.transpose(2, 3)) - delta)
     dq = torch.matmul(ds, key) * scale
     dk = torch.matmul(ds.transpose(2, 3), query) * scale
@@ -221,7 +250,8 @@ def attention_backward(query, key, value, probs, grad_out, out, scale, kv_heads)
     return dq, group(dk), group(dv)
 
 
-def attention_case_f16(name, g, batch, seq_q, heads, kv_heads, head_dim, seq_kv=None, kv_capacity=None, offset=0, backward=True):
+def attention_case_f16(name, g, batch, seq_q, heads, kv_heads, head_dim, seq_kv=None, kv_capacity=None, offset=0, backward=True,
+                       grad_lse=False):
     seq_kv = seq_q if seq_kv is None else seq_kv
     kv_capacity = seq_kv if kv_capacity is None else kv_capacity
     scale = 1 / math.sqrt(head_dim)
@@ -255,20 +285,137 @@ def attention_case_f16(name, g, batch, seq_q, heads, kv_heads, head_dim, seq_kv=
     }
     if backward:
         upstream = half(torch.randn(batch * seq_q, heads * head_dim, generator=g))
-        (out * upstream).sum().backward()
+        loss = (out * upstream).sum()
+        upstream_lse = None
+        if grad_lse:
+            upstream_lse = torch.randn(batch, heads, seq_q, generator=g)
+            loss = loss + (lse * upstream_lse).sum()
+            doc["upstreamLse"] = b64(upstream_lse, "f32")
+        loss.backward()
         grad_out = upstream.reshape(batch, seq_q, heads, head_dim).transpose(1, 2)
         detached = [t.detach() for t in (query, key, value, probs, out_bhsd)]
         # The written-out backward with the float32 out is autograd's, to float32 rounding.
-        check = attention_backward(*detached[:4], grad_out, detached[4], scale, kv_heads)
+        check = attention_backward(*detached[:4], grad_out, detached[4], scale, kv_heads, upstream_lse)
         for mine, auto in zip(check, (q.grad.transpose(1, 2), k.grad.transpose(1, 2), v.grad.transpose(1, 2))):
             assert torch.allclose(mine, auto, atol=1e-5, rtol=1e-5), name
-        dq, dk, dv = attention_backward(*detached[:4], grad_out, half(detached[4]), scale, kv_heads)
+        dq, dk, dv = attention_backward(*detached[:4], grad_out, half(detached[4]), scale, kv_heads, upstream_lse)
         rows = lambda t, s: half(t.transpose(1, 2).reshape(batch * s, -1))
         doc.update({
             "upstream": b16(upstream),
             "dq": b16(rows(dq, seq_q)), "dk": b16(rows(dk, seq_kv)), "dv": b16(rows(dv, seq_kv)),
         })
     return doc
+
+
+# ---- merge: two attentions over disjoint keys, combined by their lse (UniPELT's gated prefix) ----
+
+def merge_formula(out_a, lse_a, out_b, lse_b, gate_column, batch, seq, heads, head_dim):
+    """out = w g outA + (1 - w) outB, w = sigmoid(lseA - lseB) per (token, head); out_a/out_b
+    [tokens, heads * head_dim], lse [batch, heads, seq], gate_column [tokens]."""
+    w = torch.sigmoid(lse_a - lse_b).transpose(1, 2).reshape(batch * seq, heads, 1)
+    a = out_a.reshape(batch * seq, heads, head_dim)
+    b = out_b.reshape(batch * seq, heads, head_dim)
+    out = w * gate_column[:, None, None] * a + (1 - w) * b
+    return out.reshape(batch * seq, heads * head_dim)
+
+
+def merge_case(name, g, batch, seq, heads, head_dim, gate_stride, gate_offset, grad_gate_stride, grad_gate_offset, f16=False):
+    tokens = batch * seq
+    act = half if f16 else (lambda t: t)
+    store = b16 if f16 else (lambda t: b64(t, "f32"))
+    store_out = (lambda t: b16(half(t))) if f16 else (lambda t: b64(t, "f32"))
+    out_a = act(torch.randn(tokens, heads * head_dim, generator=g)).requires_grad_()
+    out_b = act(torch.randn(tokens, heads * head_dim, generator=g)).requires_grad_()
+    lse_a = torch.randn(batch, heads, seq, generator=g) * 3
+    lse_b = torch.randn(batch, heads, seq, generator=g) * 3
+    # Saturated weights (w within ulps of 1 or 0, or exactly so in float32) and an even split.
+    extremes = [(30.0, 0.0), (0.0, 30.0), (100.0, -5.0), (-120.0, 2.0), (1.5, 1.5)]
+    flat_a, flat_b = lse_a.view(-1), lse_b.view(-1)
+    for i, (x, y) in enumerate(extremes[:flat_a.numel()]):
+        flat_a[i * 3 % flat_a.numel()], flat_b[i * 3 % flat_a.numel()] = x, y
+    lse_a.requires_grad_()
+    lse_b.requires_grad_()
+    # Gates are sigmoid outputs; the other columns hold values of their own, so a wrong column shows.
+    gate = torch.sigmoid(torch.randn(tokens, gate_stride, generator=g) * 2).requires_grad_()
+    upstream = act(torch.randn(tokens, heads * head_dim, generator=g))
+    out = merge_formula(out_a, lse_a, out_b, lse_b, gate[:, gate_offset], batch, seq, heads, head_dim)
+    (out * upstream).sum().backward()
+    assert gate.grad[:, [c for c in range(gate_stride) if c != gate_offset]].abs().sum() == 0
+    return {
+        "name": name, "batch": batch, "seq": seq, "heads": heads, "headDim": head_dim,
+        "gateStride": gate_stride, "gateOffset": gate_offset, "gradGateStride": grad_gate_stride, "gradGateOffset": grad_gate_offset,
+        "outA": store(out_a), "outB": store(out_b), "lseA": b64(lse_a, "f32"), "lseB": b64(lse_b, "f32"),
+        "gate": b64(gate, "f32"), "upstream": store(upstream),
+        "out": store_out(out), "gradOutA": store_out(out_a.grad), "gradOutB": store_out(out_b.grad),
+        "gradLseA": b64(lse_a.grad, "f32"), "gradLseB": b64(lse_b.grad, "f32"), "gradGate": b64(gate.grad[:, gate_offset], "f32"),
+    }
+
+
+def plain_attention(query, key, value, scale, mask=None):
+    """[batch, heads, seq, dim] query against repeated key/value; mask True where a key is hidden.
+    Returns out [batch, heads, seq, dim], lse [batch, heads, seq], probs."""
+    scores = torch.matmul(query, key.transpose(2, 3)) * scale
+    if mask is not None:
+        scores = scores.masked_fill(mask, torch.finfo(scores.dtype).min)
+    probs = F.softmax(scores, dim=-1)
+    return torch.matmul(probs, value), torch.logsumexp(scores, dim=-1), probs
+
+
+def check_gated_prefix_two_pass():
+    """Asserts (float64) that UniPELT's gated prefix attention, computed directly as the method
+    defines it, equals webtune's two-pass form, and that its autograd gradients equal what the
+    kernels assemble (mergeBackward, attention backward with gradLse, scaleRows and rowDot)."""
+    g = torch.Generator().manual_seed(1818)
+    batch, seq, heads, kv_heads, head_dim, prefix = 2, 6, 4, 2, 8, 3
+    scale = 1 / math.sqrt(head_dim)
+    rep = heads // kv_heads
+    d64 = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)
+    q = d64(batch, heads, seq, head_dim).requires_grad_()
+    k = d64(batch, kv_heads, seq, head_dim).requires_grad_()
+    v = d64(batch, kv_heads, seq, head_dim).requires_grad_()
+    pk = d64(kv_heads, prefix, head_dim).requires_grad_()
+    pv = d64(kv_heads, prefix, head_dim).requires_grad_()
+    gk = torch.sigmoid(d64(batch, seq)).requires_grad_()
+    gv = torch.sigmoid(d64(batch, seq)).requires_grad_()
+    upstream = d64(batch, heads, seq, head_dim)
+    causal = torch.arange(seq)[None, :] > torch.arange(seq)[:, None]
+    key, value = repeat_kv(k, rep), repeat_kv(v, rep)
+    pkey = repeat_kv(pk.expand(batch, -1, -1, -1), rep)
+    pvalue = repeat_kv(pv.expand(batch, -1, -1, -1), rep)
+    gk4, gv4 = gk[:, None, :, None], gv[:, None, :, None]
+
+    # Direct: prefix scores scaled by gk_i, prefix values by gv_i, one softmax over all keys.
+    s_p = scale * gk4 * torch.matmul(q, pkey.transpose(2, 3))
+    s_r = (scale * torch.matmul(q, key.transpose(2, 3))).masked_fill(causal, torch.finfo(torch.float64).min)
+    probs = F.softmax(torch.cat([s_p, s_r], dim=-1), dim=-1)
+    direct = gv4 * torch.matmul(probs[..., :prefix], pvalue) + torch.matmul(probs[..., prefix:], value)
+    grads = torch.autograd.grad((direct * upstream).sum(), [q, k, v, pk, pv, gk, gv])
+
+    # Two passes and the merge, from detached inputs: the kernels' own chain rule, by hand.
+    q0, key0, value0, pkey0, pvalue0 = (t.detach() for t in (q, key, value, pkey, pvalue))
+    gk0, gv0 = gk.detach()[:, None, :, None], gv.detach()[:, None, :, None]
+    q_p = gk0 * q0
+    out_p, lse_p, probs_p = plain_attention(q_p, pkey0, pvalue0, scale)
+    out_r, lse_r, probs_r = plain_attention(q0, key0, value0, scale, causal)
+    w = torch.sigmoid(lse_p - lse_r)[..., None]
+    merged = w * gv0 * out_p + (1 - w) * out_r
+    assert torch.allclose(merged, direct.detach(), atol=1e-12, rtol=1e-12), "two-pass forward"
+    # mergeBackward
+    d = (upstream * (gv0 * out_p - out_r)).sum(-1)
+    grad_lse_p = w[..., 0] * (1 - w[..., 0]) * d
+    grad_out_p, grad_out_r = w * gv0 * upstream, (1 - w) * upstream
+    grad_gv = (w * (upstream * out_p).sum(-1, keepdim=True)).sum(1)[..., 0]
+    # attention backward with gradLse, each pass
+    dq_p, dpk, dpv = attention_backward(q_p, pkey0, pvalue0, probs_p, grad_out_p, out_p, scale, kv_heads, grad_lse_p)
+    dq_r, dk, dv = attention_backward(q0, key0, value0, probs_r, grad_out_r, out_r, scale, kv_heads, -grad_lse_p)
+    # scaleRows (dq += gk * dq_p) and rowDot (dgk = sum over every head's columns of dq_p * q)
+    dq = dq_r + gk0 * dq_p
+    dgk = (dq_p * q0).sum(dim=(1, 3))
+    # The prefix rows are shared by the batch: their gradient is the sum of the per-batch rows.
+    mine = [dq, dk, dv, dpk.sum(0), dpv.sum(0), dgk, grad_gv]
+    for label, a, b in zip(["q", "k", "v", "prefix k", "prefix v", "gk", "gv"], mine, grads):
+        assert torch.allclose(a, b, atol=1e-12, rtol=1e-10), f"two-pass gradient of {label}"
+
 
 
 def cross_entropy_case_f16(name, g, rows, vocab, ignored, shift_rows=()):
@@ -367,10 +514,40 @@ def main():
     attention_prefix_f16 = [
         attention_case_f16(f"f16: {label(p, t, kvh, hd)}", ph, 2, t, 4, kvh, hd, seq_kv=p + t, offset=p) for p, t, kvh, hd in shapes
     ]
+    # The lse's gradient and the merge, from generators of their own (everything above stays byte for byte).
+    lg = torch.Generator().manual_seed(19)
+    attention_grad_lse = [
+        attention_case("gradLse: causal, GQA 4/2, headDim 16, batch 2, seq 13", lg, 2, 13, 4, 2, 16, grad_lse=True),
+        attention_case("gradLse: causal, MHA 2 heads, headDim 64, batch 1, seq 40", lg, 1, 40, 2, 2, 64, grad_lse=True),
+        attention_case("gradLse: prefix 7 + 9 tokens, GQA 4/2, headDim 32, batch 2", lg, 2, 9, 4, 2, 32, seq_kv=16, offset=7, grad_lse=True),
+        attention_case("gradLse: prefix alone, 7 keys (seqKV = positionOffset = 7), 13 queries, GQA 4/2, headDim 16, batch 2", lg,
+                       2, 13, 4, 2, 16, seq_kv=7, offset=7, grad_lse=True),
+        attention_case("gradLse: prefix alone, 30 keys (seqKV = positionOffset = 30), 5 queries, MHA 4 heads, headDim 64, batch 2", lg,
+                       2, 5, 4, 4, 64, seq_kv=30, offset=30, grad_lse=True),
+    ]
+    lh = torch.Generator().manual_seed(91)
+    attention_grad_lse_f16 = [
+        attention_case_f16("f16 gradLse: causal, GQA 4/2, headDim 16, batch 2, seq 13", lh, 2, 13, 4, 2, 16, grad_lse=True),
+        attention_case_f16("f16 gradLse: prefix alone, 7 keys (seqKV = positionOffset = 7), 13 queries, GQA 4/2, headDim 64, batch 2", lh,
+                           2, 13, 4, 2, 64, seq_kv=7, offset=7, grad_lse=True),
+    ]
+    mg = torch.Generator().manual_seed(20)
+    merge_shapes = [  # (batch, seq, heads, head dim, gate stride, gate offset, grad gate stride, grad gate offset)
+        (2, 5, 4, 16, 2, 1, 2, 1), (1, 7, 2, 64, 1, 0, 3, 2), (2, 33, 3, 32, 2, 0, 1, 0), (1, 3, 1, 4, 1, 0, 1, 0),
+        (1, 11, 14, 64, 2, 1, 2, 0),
+    ]
+    merge_label = lambda b, s, h, d, gs, go, ggs, ggo: (f"batch {b}, seq {s}, {h} head{'s' if h > 1 else ''}, headDim {d}, "
+                                                         f"gate column {go} of {gs}, gradient column {ggo} of {ggs}")
+    merge = [merge_case(merge_label(*shape), mg, *shape) for shape in merge_shapes]
+    mh = torch.Generator().manual_seed(21)
+    merge_f16 = [merge_case(f"f16: {merge_label(*shape)}", mh, *shape, f16=True) for shape in merge_shapes[:3]]
+    check_gated_prefix_two_pass()
     write_fixture("packages/gpu/test/fixtures/attention.json", "scripts/make_attention_fixtures.py",
                   {"ignoreIndex": IGNORE_U32, "rope": rope, "attention": attention, "crossEntropy": cross_entropy,
                    "ropeF16": rope_f16, "attentionF16": attention_f16, "crossEntropyF16": cross_entropy_f16,
-                   "attentionPrefix": attention_prefix, "attentionPrefixF16": attention_prefix_f16})
+                   "attentionPrefix": attention_prefix, "attentionPrefixF16": attention_prefix_f16,
+                   "attentionGradLse": attention_grad_lse, "attentionGradLseF16": attention_grad_lse_f16,
+                   "merge": merge, "mergeF16": merge_f16})
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """Goldens for the pointwise activations (packages/gpu/src/kernels/pointwise.ts) from PyTorch,
 float32, plus an "f16" section. The small MLPs of bottleneck adapters (AdapterHub's 'relu' and
-'swish') and prefix tuning's projection (tanh) use them.
+'swish'), prefix tuning's projection (tanh) and UniPELT's gates (sigmoid) use them.
 
-- forward: F.relu(x), F.silu(x), torch.tanh(x).
+- forward: F.relu(x), F.silu(x), torch.tanh(x), torch.sigmoid(x).
 - backward: autograd's dL/dx for loss = sum(y * upstream), i.e. upstream * f'(x) (relu'(0) = 0 as
-  PyTorch's threshold_backward; silu' = s (1 + x (1 - s)); tanh' = 1 - y^2 from PyTorch's float32
-  y), and gradInit + dL/dx for the accumulating backward (the add in float32).
+  PyTorch's threshold_backward; silu' = s (1 + x (1 - s)); tanh' = 1 - y^2 and sigmoid' = y (1 - y)
+  from PyTorch's float32 y), and gradInit + dL/dx for the accumulating backward (the add in float32).
 
 x is 3 * randn with extremes written over its first elements: values that overflow a naive exp or
 tanh (+-30, +-100, +-1e4, +-1e13), tanh's and sigmoid's saturation (+-9, +-10), exact zero (relu's
@@ -16,7 +16,8 @@ f16 (f16 storage, f32 arithmetic, as the kernels' dtype 'f16' does): x, upstream
 rounded to float16, the reference is computed in float32 from the rounded values, and the
 expected outputs are rounded to float16; |x| stays within 6e4 (f16's range). Everything is stored
 as float32 (every float16 value is exact in float32). The f16 cases draw from their own generator,
-so the float32 cases do not change.
+so the float32 cases do not change; sigmoid comes last in FUNCTIONS, so adding it left the other
+functions' cases byte for byte.
 
 Run: /usr/bin/python3 scripts/make_pointwise_fixtures.py
 Writes packages/gpu/test/fixtures/pointwise.json.
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 
 from fixture_io import b64, write_fixture
 
-FUNCTIONS = {"relu": F.relu, "silu": F.silu, "tanh": torch.tanh}
+FUNCTIONS = {"relu": F.relu, "silu": F.silu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 # Sizes: 1 element, fewer than a workgroup, and several workgroups with a partial last one.
 SIZES = [1, 37, 1031]
 

@@ -62,11 +62,13 @@ export type { OptimizerKernels, AdamWStepArgs } from './kernels/optimizer.js';
 export { createRopeKernel, ropeTables } from './kernels/rope.js';
 export type { RopeKernel, RopeTables, RopeKernelOptions } from './kernels/rope.js';
 export { createAttentionKernels } from './kernels/attention.js';
-export type { AttentionKernels, AttentionForwardArgs, AttentionBackwardArgs, AttentionKernelOptions } from './kernels/attention.js';
+export type {
+  AttentionKernels, AttentionForwardArgs, AttentionBackwardArgs, AttentionMergeArgs, AttentionMergeBackwardArgs, AttentionKernelOptions,
+} from './kernels/attention.js';
 export { createCrossEntropyKernel, IGNORE_INDEX } from './kernels/cross-entropy.js';
 export type { CrossEntropyKernel, CrossEntropyKernelOptions } from './kernels/cross-entropy.js';
 export { createVectorScaleKernels } from './kernels/vector-scale.js';
-export type { VectorScaleKernels, VectorScaleOptions, ScaleColumnsArgs, ColumnDotArgs } from './kernels/vector-scale.js';
+export type { VectorScaleKernels, VectorScaleOptions, ScaleColumnsArgs, ColumnDotArgs, ScaleRowsArgs, RowDotArgs } from './kernels/vector-scale.js';
 export { scaleColumnsRef, columnDotRef } from './kernels/vector-scale.ref.js';
 export type { ScaleColumnsRefInput, ColumnDotRefInput } from './kernels/vector-scale.ref.js';
 export { createDoraKernels } from './kernels/dora.js';

@@ -71,6 +71,8 @@ export interface AttentionCase {
   lse: EncodedTensor;
   /** Backward cases only (kvCapacity == seqKV; self-attention or a prefix). */
   upstream?: EncodedTensor;
+  /** gradLse cases only: [batch, heads, seqQ], dL/dlse (the loss adds sum(lse * upstreamLse)) */
+  upstreamLse?: EncodedTensor;
   /** [batch * seqQ, heads * headDim] */
   dq?: EncodedTensor;
   /** [batch * seqKV, kvHeads * headDim], prefix rows included */
@@ -131,6 +133,8 @@ export interface AttentionF16Case {
   /** f32, [batch, heads, seqQ] */
   lse: EncodedTensor;
   upstream?: F16Tensor;
+  /** gradLse cases only: f32 [batch, heads, seqQ] */
+  upstreamLse?: EncodedTensor;
   dq?: F16Tensor;
   dk?: F16Tensor;
   dv?: F16Tensor;
@@ -151,6 +155,39 @@ export interface CrossEntropyF16Case {
   gradLogits: F16Tensor;
 }
 
+/**
+ * merge: out = w g outA + (1 - w) outB, w = sigmoid(lseA - lseB) per (token, head), g column
+ * gateOffset of gate; the gradients are autograd's of sum(out * upstream). Activations (outA, outB,
+ * upstream, out, gradOutA, gradOutB) are f32, or f16 in mergeF16; lse, gates and their gradients f32.
+ */
+export interface MergeCase<T = EncodedTensor> {
+  name: string;
+  batch: number;
+  seq: number;
+  heads: number;
+  headDim: number;
+  gateStride: number;
+  gateOffset: number;
+  gradGateStride: number;
+  gradGateOffset: number;
+  /** [batch * seq, heads * headDim] */
+  outA: T;
+  outB: T;
+  /** [batch, heads, seq] f32 */
+  lseA: EncodedTensor;
+  lseB: EncodedTensor;
+  /** [batch * seq, gateStride] f32 */
+  gate: EncodedTensor;
+  upstream: T;
+  out: T;
+  gradOutA: T;
+  gradOutB: T;
+  gradLseA: EncodedTensor;
+  gradLseB: EncodedTensor;
+  /** [batch * seq] f32: the gate column's gradient */
+  gradGate: EncodedTensor;
+}
+
 export const attentionFixture = attentionJson as unknown as {
   generatedBy: string;
   ignoreIndex: number;
@@ -163,4 +200,9 @@ export const attentionFixture = attentionJson as unknown as {
   /** Prefix tuning: seqKV = kvCapacity = prefix + seqQ, positionOffset = prefix (one case has unseen keys past them). */
   attentionPrefix: AttentionCase[];
   attentionPrefixF16: AttentionF16Case[];
+  /** With dL/dlse: causal, a prefix with its tokens, and the prefix alone (seqKV = positionOffset). */
+  attentionGradLse: AttentionCase[];
+  attentionGradLseF16: AttentionF16Case[];
+  merge: MergeCase[];
+  mergeF16: MergeCase<F16Tensor>[];
 };

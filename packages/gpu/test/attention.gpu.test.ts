@@ -1,5 +1,6 @@
 /**
- * RoPE, causal attention (forward + backward) and cross-entropy on Dawn against PyTorch
+ * RoPE, causal attention (forward + backward, with and without the lse's gradient), the lse merge
+ * of two attentions (forward + backward) and cross-entropy on Dawn against PyTorch
  * (scripts/make_attention_fixtures.py: HF transformers' formulas in plain torch, autograd for the
  * gradients). f32 against torch's f32, and f16 storage (f32 arithmetic) against torch's f32 on the
  * float16-rounded inputs, outputs rounded to float16; tolerances below say what differs.
@@ -12,7 +13,8 @@ import { createCrossEntropyKernel, IGNORE_INDEX } from '../src/kernels/cross-ent
 import { createRopeKernel, ropeTables } from '../src/kernels/rope.js';
 import {
   attentionFixture, f16, f16Bits,
-  type AttentionCase, type AttentionF16Case, type CrossEntropyCase, type CrossEntropyF16Case, type RopeCase, type RopeF16Case,
+  type AttentionCase, type AttentionF16Case, type CrossEntropyCase, type CrossEntropyF16Case, type MergeCase, type RopeCase, type RopeF16Case,
+  type F16Tensor,
 } from './attention-fixtures.js';
 import { f32 } from './fixtures.js';
 import { nodeContext, useNodeContext } from './node-context.js';
@@ -49,6 +51,16 @@ const ROPE_F16_TOL = { atol: ROPE_TOL.atol, rtol: F16_RTOL };
 const ATTENTION_F16_TOL = { atol: ATTENTION_TOL.atol, rtol: F16_RTOL };
 const gradF16Tol = (c: AttentionF16Case) => ({ atol: gradTol(c).atol, rtol: F16_RTOL });
 const CE_GRAD_F16_TOL = { atol: 2 ** -24, rtol: F16_RTOL };
+/**
+ * merge: out and the output gradients are a couple of f32 products and a sum on both sides, but
+ * torch's 1 - w is a subtraction where the kernel's is not (off by up to 2^-25 absolute next to
+ * w = 1), times |outB| or |upstream| (< 5): atol 5e-7. The lse gradients sum headDim products in a
+ * different order (torch: g sum(dO outA) - sum(dO outB); here sum(dO (g outA - outB))), and the
+ * gate's heads * headDim: atol 1e-6 sqrt(terms) as gradTol, rtol 1e-5. f16 outputs: F16_RTOL.
+ */
+const MERGE_TOL = { atol: 5e-7, rtol: 1e-5 };
+const mergeSumTol = (terms: number) => ({ atol: 1e-6 * Math.sqrt(terms), rtol: 1e-5 });
+const MERGE_F16_TOL = { atol: MERGE_TOL.atol, rtol: F16_RTOL };
 
 function expectClose(name: string, got: ArrayLike<number>, want: ArrayLike<number>, tol: { atol: number; rtol: number }): void {
   const r = worstError(got, want, tol.atol, tol.rtol);
@@ -185,10 +197,11 @@ async function runAttention(ctx: GpuContext, c: AttentionCase, withBackward: boo
     const gradK = tensor(ctx, 'dK', [kvRows, kvCols], new Float32Array(kvRows * kvCols).fill(Number.NaN));
     const gradV = tensor(ctx, 'dV', [kvRows, kvCols], new Float32Array(kvRows * kvCols).fill(Number.NaN));
     const delta = tensor(ctx, 'delta', [c.batch, c.heads, c.seqQ]);
-    temporaries.push(gradOutput, delta);
+    const gradLse = c.upstreamLse ? tensor(ctx, 'dLse', [c.batch, c.heads, c.seqQ], f32(c.upstreamLse)) : undefined;
+    temporaries.push(gradOutput, delta, ...(gradLse ? [gradLse] : []));
     grads.push(gradQ, gradK, gradV);
     attention.backward(rec, {
-      q, k, v, out, lse, gradOutput, gradQ, gradK, gradV, delta,
+      q, k, v, out, lse, gradOutput, gradQ, gradK, gradV, delta, ...(gradLse ? { gradLse } : {}),
       batch: c.batch, seq: c.seqQ, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, scale: c.scale, ...prefixArgs(c),
     });
   }
@@ -436,10 +449,11 @@ async function runAttentionF16(ctx: GpuContext, c: AttentionF16Case, withBackwar
     const gradK = half(ctx, 'dK', [kvRows, kvCols], nan(kvRows * kvCols));
     const gradV = half(ctx, 'dV', [kvRows, kvCols], nan(kvRows * kvCols));
     const delta = tensor(ctx, 'delta', [c.batch, c.heads, c.seqQ]);
-    temporaries.push(outRef, gradOutput, delta);
+    const gradLse = c.upstreamLse ? tensor(ctx, 'dLse', [c.batch, c.heads, c.seqQ], f32(c.upstreamLse)) : undefined;
+    temporaries.push(outRef, gradOutput, delta, ...(gradLse ? [gradLse] : []));
     grads.push(gradQ, gradK, gradV);
     attention.backward(rec, {
-      q, k, v, out: outRef, lse, gradOutput, gradQ, gradK, gradV, delta,
+      q, k, v, out: outRef, lse, gradOutput, gradQ, gradK, gradV, delta, ...(gradLse ? { gradLse } : {}),
       batch: c.batch, seq: c.seqQ, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, scale: c.scale, ...prefixArgs(c),
     });
   }
@@ -619,7 +633,11 @@ describe('attention with a prefix (prefix tuning) on Dawn against HF eager atten
     };
     const rec = new CommandRecorder(ctx, 'bad attention backward with a prefix');
     expect(() => attention.backward(rec, { ...bwd, seqKV: 7 })).toThrowError(InvalidArgumentError);
-    expect(() => attention.backward(rec, { ...bwd, seqKV: 7 })).toThrow(/positionOffset \(3\) \+ seq \(5\) = 8 exceeds seqKV \(7\)/);
+    expect(() => attention.backward(rec, { ...bwd, seqKV: 7 })).toThrow(/positionOffset \(3\) \+ seq \(5\) = 8 exceeds seqKV \(7\).*or at most positionOffset/);
+    // Every query seeing every key (the prefix alone: seqKV <= positionOffset) is accepted.
+    expect(() => attention.backward(rec, { ...bwd, seqKV: 3 })).not.toThrow();
+    expect(() => attention.backward(rec, { ...bwd, seqKV: 2 })).not.toThrow();
+    expect(() => attention.backward(rec, { ...bwd, seqKV: 4 })).toThrow(/= 8 exceeds seqKV \(4\)/);
     // Forgetting seqKV leaves it at seq, which cannot hold the prefix.
     expect(() => attention.backward(rec, { ...bwd, seqKV: undefined })).toThrow(/= 8 exceeds seqKV \(5\)/);
     expect(() => attention.backward(rec, { ...bwd, positionOffset: -1 })).toThrow(/positionOffset must be a non-negative integer, got -1/);
@@ -647,6 +665,217 @@ describe('attention with a prefix and f16 activations on Dawn against HF eager a
       expectClose('dv (prefix rows included)', r.dv!, f16(c.dv!), gradF16Tol(c));
     });
   }
+});
+
+// ---- the lse's gradient: a caller that used the forward's lse (UniPELT's merge) ----
+
+describe('attention backward with gradLse on Dawn against PyTorch autograd of sum(out * upstream) + sum(lse * upstreamLse)', () => {
+  for (const c of attentionFixture.attentionGradLse) {
+    it(`${c.name}: forward + backward`, async () => {
+      expect(c.upstreamLse).toBeDefined();
+      const r = await withValidation(gpu(), () => runAttention(gpu(), c, true));
+      expectClose('out', r.out, f32(c.out), ATTENTION_TOL);
+      expectClose('lse', r.lse, f32(c.lse), ATTENTION_TOL);
+      expectClose('dq', r.dq!, f32(c.dq!), gradTol(c));
+      expectClose('dk', r.dk!, f32(c.dk!), gradTol(c));
+      expectClose('dv', r.dv!, f32(c.dv!), gradTol(c));
+    });
+  }
+
+  it('covers the prefix alone (seqKV = positionOffset: every query sees every key)', () => {
+    expect(attentionFixture.attentionGradLse.some((c) => c.seqKV === c.positionOffset && c.seqKV < c.seqQ)).toBe(true);
+    expect(attentionFixture.attentionGradLse.some((c) => c.positionOffset === 0)).toBe(true);
+  });
+
+  it('a gradLse of zeros gives the bits of the backward without one', async () => {
+    const c = attentionFixture.attentionGradLse[0]!;
+    const zeros = { ...c, upstreamLse: { ...c.upstreamLse!, b64: Buffer.from(new Float32Array(c.batch * c.heads * c.seqQ).buffer).toString('base64') } };
+    const plain = { ...c, upstreamLse: undefined };
+    const [a, b] = [await runAttention(gpu(), zeros, true), await runAttention(gpu(), plain, true)];
+    for (const name of ['dq', 'dk', 'dv'] as const) {
+      expect(Buffer.from(a[name]!.buffer).equals(Buffer.from(b[name]!.buffer)), name).toBe(true);
+    }
+  });
+
+  it('refuses a gradLse of the wrong shape or dtype, or one that is also written', async () => {
+    const ctx = gpu();
+    const attention = await createAttentionKernels(ctx);
+    const t = (shape: number[], label = 't') => tensor(ctx, label, shape);
+    const bwd = {
+      q: t([10, 64], 'q'), k: t([10, 32], 'k'), v: t([10, 32], 'v'), out: t([10, 64], 'out'), lse: t([2, 4, 5], 'lse'),
+      gradOutput: t([10, 64], 'dO'), gradQ: t([10, 64], 'dQ'), gradK: t([10, 32], 'dK'), gradV: t([10, 32], 'dV'), delta: t([2, 4, 5], 'delta'),
+      batch: 2, seq: 5, heads: 4, kvHeads: 2, headDim: 16, scale: 0.25,
+    };
+    const rec = new CommandRecorder(ctx, 'bad gradLse');
+    expect(() => attention.backward(rec, { ...bwd, gradLse: t([2, 4, 4], 'short dLse') })).toThrowError(InvalidArgumentError);
+    expect(() => attention.backward(rec, { ...bwd, gradLse: t([2, 4, 4], 'short dLse') }))
+      .toThrow(/gradLse "short dLse" f32 \[2, 4, 4\] must be f32 with at least 8 x 5 elements \(\[batch 2, heads 4, seq 5\]\)/);
+    expect(() => attention.backward(rec, { ...bwd, gradLse: bwd.delta })).toThrow(/delta "delta" and gradLse "delta" share a buffer/);
+    if (ctx.features.shaderF16) {
+      const h = createTensor(ctx, { shape: [2, 4, 5], dtype: 'f16', label: 'dLse16' });
+      expect(() => attention.backward(rec, { ...bwd, gradLse: h })).toThrow(/gradLse "dLse16" f16 \[2, 4, 5\] is f16 but must be f32 \(lse, delta, gates/);
+    }
+    rec.submit();
+  });
+});
+
+describe('attention backward with gradLse and f16 activations on Dawn against the written-out backward on float16-rounded inputs', () => {
+  for (const c of attentionFixture.attentionGradLseF16) {
+    it(`${c.name}: forward + backward`, async () => {
+      requireF16(gpu());
+      const r = await withValidation(gpu(), () => runAttentionF16(gpu(), c, true));
+      expectClose('out', r.out, f16(c.out), ATTENTION_F16_TOL);
+      expectClose('lse', r.lse, f32(c.lse), ATTENTION_TOL);
+      expectClose('dq', r.dq!, f16(c.dq!), gradF16Tol(c));
+      expectClose('dk', r.dk!, f16(c.dk!), gradF16Tol(c));
+      expectClose('dv', r.dv!, f16(c.dv!), gradF16Tol(c));
+    });
+  }
+});
+
+// ---- merge: two attentions over disjoint keys combined by their lse (UniPELT's gated prefix) ----
+
+interface MergeRun {
+  out: Float32Array;
+  gradOutA: Float32Array;
+  gradOutB: Float32Array;
+  gradLseA: Float32Array;
+  gradLseB: Float32Array;
+  /** the whole [tokens, gradGateStride] buffer */
+  gradGate: Float32Array;
+}
+
+/** The sentinel in gradGate's other columns, which mergeBackward must leave alone. */
+const UNTOUCHED = 1234.5;
+
+async function runMerge(ctx: GpuContext, c: MergeCase | MergeCase<F16Tensor>, dtype: 'f32' | 'f16'): Promise<MergeRun> {
+  const attention = await createAttentionKernels(ctx, { dtype });
+  const tokens = c.batch * c.seq;
+  const cols = c.heads * c.headDim;
+  const act = (label: string, t?: EncodedOrF16) =>
+    t === undefined
+      ? (dtype === 'f16' ? half(ctx, label, [tokens, cols], new Uint16Array(tokens * cols).fill(0x7e00))
+        : tensor(ctx, label, [tokens, cols], new Float32Array(tokens * cols).fill(Number.NaN)))
+      : (dtype === 'f16' ? half(ctx, label, [tokens, cols], f16Bits(t as F16Tensor)) : tensor(ctx, label, [tokens, cols], f32(t as EncodedF32)));
+  const stat = (label: string, data?: Float32Array) =>
+    tensor(ctx, label, [c.batch, c.heads, c.seq], data ?? new Float32Array(c.batch * c.heads * c.seq).fill(Number.NaN));
+  const outA = act('outA', c.outA);
+  const outB = act('outB', c.outB);
+  const gradOutput = act('dO', c.upstream);
+  const lseA = stat('lseA', f32(c.lseA));
+  const lseB = stat('lseB', f32(c.lseB));
+  const gate = tensor(ctx, 'gate', [tokens, c.gateStride], f32(c.gate));
+  const out = act('out');
+  const gradOutA = act('dOutA');
+  const gradOutB = act('dOutB');
+  const gradLseA = stat('dLseA');
+  const gradLseB = stat('dLseB');
+  const gradGate = tensor(ctx, 'dGate', [tokens, c.gradGateStride], new Float32Array(tokens * c.gradGateStride).fill(UNTOUCHED));
+  const shape = { batch: c.batch, seq: c.seq, heads: c.heads, headDim: c.headDim };
+  // The defaults (stride 1, offset 0) are left out, as a caller with one-column gates would.
+  const gateColumn = c.gateStride === 1 && c.gateOffset === 0 ? {} : { gateStride: c.gateStride, gateOffset: c.gateOffset };
+  const gradColumn = c.gradGateStride === 1 && c.gradGateOffset === 0 ? {} : { gradGateStride: c.gradGateStride, gradGateOffset: c.gradGateOffset };
+  await withValidation(ctx, async () => {
+    const rec = new CommandRecorder(ctx, `merge ${c.name}`);
+    attention.merge(rec, { outA, lseA, outB, lseB, gate, ...gateColumn, out, ...shape });
+    attention.mergeBackward(rec, {
+      gradOutput, outA, lseA, outB, lseB, gate, ...gateColumn, gradOutA, gradOutB, gradLseA, gradLseB, gradGate, ...gradColumn, ...shape,
+    });
+    rec.submit();
+  });
+  const [o, ga, gb, la, lb, gg] = await Promise.all([out, gradOutA, gradOutB, gradLseA, gradLseB, gradGate].map((t) => readF32(ctx, t)));
+  for (const t of [outA, outB, gradOutput, lseA, lseB, gate, out, gradOutA, gradOutB, gradLseA, gradLseB, gradGate]) t.release();
+  return { out: o!, gradOutA: ga!, gradOutB: gb!, gradLseA: la!, gradLseB: lb!, gradGate: gg! };
+}
+
+type EncodedF32 = Parameters<typeof f32>[0];
+type EncodedOrF16 = EncodedF32 | F16Tensor;
+
+function checkMerge(c: MergeCase | MergeCase<F16Tensor>, r: MergeRun, dtype: 'f32' | 'f16'): void {
+  const read = (t: EncodedOrF16) => (dtype === 'f16' ? f16(t as F16Tensor) : f32(t as EncodedF32));
+  const actTol = dtype === 'f16' ? MERGE_F16_TOL : MERGE_TOL;
+  expectClose('out', r.out, read(c.out), actTol);
+  expectClose('gradOutA', r.gradOutA, read(c.gradOutA), actTol);
+  expectClose('gradOutB', r.gradOutB, read(c.gradOutB), actTol);
+  expectClose('gradLseA', r.gradLseA, f32(c.gradLseA), mergeSumTol(c.headDim));
+  expectClose('gradLseB', r.gradLseB, f32(c.gradLseB), mergeSumTol(c.headDim));
+  const tokens = c.batch * c.seq;
+  const column = Float32Array.from({ length: tokens }, (_, t) => r.gradGate[t * c.gradGateStride + c.gradGateOffset]!);
+  expectClose('gradGate', column, f32(c.gradGate), mergeSumTol(c.heads * c.headDim));
+  const other = r.gradGate.findIndex((v, i) => i % c.gradGateStride !== c.gradGateOffset && v !== UNTOUCHED);
+  expect(other, `gradGate: a column other than ${c.gradGateOffset} changed at ${other}`).toBe(-1);
+}
+
+describe('attention merge and its backward on Dawn against PyTorch autograd of w g outA + (1 - w) outB', () => {
+  for (const c of attentionFixture.merge) {
+    it(`${c.name}: merge + mergeBackward`, async () => checkMerge(c, await runMerge(gpu(), c, 'f32'), 'f32'));
+  }
+  for (const c of attentionFixture.mergeF16) {
+    it(`${c.name}: merge + mergeBackward`, async () => {
+      requireF16(gpu());
+      checkMerge(c, await runMerge(gpu(), c, 'f16'), 'f16');
+    });
+  }
+
+  it('mergeBackward is deterministic: two runs agree bit for bit', async () => {
+    const c = attentionFixture.merge.find((m) => m.heads > 10)!;
+    const [a, b] = [await runMerge(gpu(), c, 'f32'), await runMerge(gpu(), c, 'f32')];
+    for (const name of ['out', 'gradOutA', 'gradOutB', 'gradLseA', 'gradLseB', 'gradGate'] as const) {
+      expect(Buffer.from(a[name].buffer).equals(Buffer.from(b[name].buffer)), name).toBe(true);
+    }
+  });
+
+  it('refuses bad shapes, dtypes, gate columns and aliased outputs with the shapes in the message', async () => {
+    const ctx = gpu();
+    const attention = await createAttentionKernels(ctx);
+    const t = (shape: number[], label = 't') => tensor(ctx, label, shape);
+    // batch 2, seq 5, 4 heads of 16: rows [10, 64], statistics [2, 4, 5], gates [10, 2].
+    const base = { outA: t([10, 64], 'outA'), lseA: t([2, 4, 5], 'lseA'), outB: t([10, 64], 'outB'), lseB: t([2, 4, 5], 'lseB'),
+      gate: t([10, 2], 'gates'), gateStride: 2, gateOffset: 1, batch: 2, seq: 5, heads: 4, headDim: 16 };
+    const fwd = { ...base, out: t([10, 64], 'out') };
+    const bwd = { ...base, gradOutput: t([10, 64], 'dO'), gradOutA: t([10, 64], 'dOutA'), gradOutB: t([10, 64], 'dOutB'),
+      gradLseA: t([2, 4, 5], 'dLseA'), gradLseB: t([2, 4, 5], 'dLseB'), gradGate: t([10, 2], 'dGates'), gradGateStride: 2, gradGateOffset: 0 };
+    const rec = new CommandRecorder(ctx, 'bad merge');
+    const cases: [() => void, RegExp][] = [
+      [() => attention.merge(rec, { ...fwd, seq: 6 }), /attention merge: outA "outA" f32 \[10, 64\] must be f32 with at least 12 x 64 elements \(batch 2 x seq 6, heads 4 x headDim 16\)/],
+      [() => attention.merge(rec, { ...fwd, lseB: t([2, 4, 4], 'short lse') }), /attention merge: lseB "short lse" f32 \[2, 4, 4\].*8 x 5 elements \(\[batch 2, heads 4, seq 5\]\)/],
+      [() => attention.merge(rec, { ...fwd, gateStride: 3 }), /attention merge: gate "gates" f32 \[10, 2\].*10 x 3 elements \(\[tokens 10, gateStride 3\]\)/],
+      [() => attention.merge(rec, { ...fwd, gateOffset: 2 }), /attention merge: gateOffset must be an integer in \[0, gateStride = 2\), got 2/],
+      [() => attention.merge(rec, { ...fwd, gateStride: 0 }), /attention merge: gateStride must be a positive integer, got 0/],
+      [() => attention.merge(rec, { ...fwd, headDim: 6, heads: 1 }), /attention merge: headDim must be a multiple of 4, got 6/],
+      [() => attention.merge(rec, { ...fwd, batch: 0 }), /attention merge: batch must be a positive integer, got 0/],
+      [() => attention.merge(rec, { ...fwd, out: fwd.outB }), /attention merge: out "outB" and outB "outB" share a buffer/],
+      [() => attention.merge(rec, { ...fwd, out: t([9, 64], 'short out') }), /out "short out" f32 \[9, 64\].*10 x 64/],
+      [() => attention.mergeBackward(rec, { ...bwd, gradGateOffset: 2 }), /attention mergeBackward: gradGateOffset must be an integer in \[0, gradGateStride = 2\), got 2/],
+      [() => attention.mergeBackward(rec, { ...bwd, gradGateStride: 3 }), /gradGate "dGates" f32 \[10, 2\].*10 x 3 elements \(\[tokens 10, gradGateStride 3\]\)/],
+      [() => attention.mergeBackward(rec, { ...bwd, gradLseB: bwd.gradLseA }), /gradLseA "dLseA" and gradLseB "dLseA" share a buffer/],
+      [() => attention.mergeBackward(rec, { ...bwd, gradGate: bwd.gate }), /gradGate "gates" and gate "gates" share a buffer/],
+      [() => attention.mergeBackward(rec, { ...bwd, gradOutA: bwd.gradOutput }), /gradOutA "dO" and gradOutput "dO" share a buffer/],
+      [() => attention.mergeBackward(rec, { ...bwd, gradOutB: t([10, 60], 'short dOutB') }), /gradOutB "short dOutB" f32 \[10, 60\].*10 x 64/],
+      [() => attention.mergeBackward(rec, { ...bwd, gradLseA: t([2, 4, 4], 'short dLseA') }), /gradLseA "short dLseA".*8 x 5/],
+    ];
+    if (ctx.features.shaderF16) {
+      const h = (shape: number[], label: string) => half(ctx, label, shape);
+      const att16 = await createAttentionKernels(ctx, { dtype: 'f16' });
+      cases.push(
+        [() => att16.merge(rec, { ...fwd, outA: h([10, 64], 'outA16'), outB: h([10, 64], 'outB16') }), /out "out" f32 \[10, 64\] is f32 but must be f16/],
+        [() => att16.merge(rec, { ...fwd, outA: h([10, 64], 'outA16'), outB: h([10, 64], 'outB16'), out: h([10, 64], 'o16'), lseA: h([2, 4, 5], 'lse16') }),
+          /lseA "lse16" f16 \[2, 4, 5\] is f16 but must be f32 \(lse, delta, gates and their gradients are always f32\)/],
+        [() => attention.mergeBackward(rec, { ...bwd, gradGate: h([10, 2], 'dGate16') }), /gradGate "dGate16" f16 \[10, 2\] is f16 but must be f32/],
+      );
+    }
+    for (const [call, message] of cases) {
+      let error: unknown;
+      try {
+        call();
+      } catch (e) {
+        error = e;
+      }
+      expect(error, String(message)).toBeInstanceOf(InvalidArgumentError);
+      expect((error as Error).message).toMatch(message);
+    }
+    rec.submit();
+  });
 });
 
 describe("dtype 'f16' on a device without shader-f16", () => {

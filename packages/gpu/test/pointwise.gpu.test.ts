@@ -1,16 +1,20 @@
 /**
- * The pointwise activations (relu, silu, tanh) and their gradients on Dawn against PyTorch
- * (fixtures/pointwise.json from scripts/make_pointwise_fixtures.py), with dtype 'f32' and 'f16'
- * (f16 storage, f32 arithmetic): forward, backward overwriting and backward accumulating, all three
- * functions from one kernel object; bad arguments throw InvalidArgumentError.
+ * The pointwise activations (relu, silu, tanh, sigmoid) and their gradients on Dawn against
+ * PyTorch (fixtures/pointwise.json from scripts/make_pointwise_fixtures.py), with dtype 'f32' and
+ * 'f16' (f16 storage, f32 arithmetic): forward, backward overwriting and backward accumulating, all
+ * four functions from one kernel object; bad arguments throw InvalidArgumentError.
  *
  * Tolerances, as |got - expected| <= atol + rtol * |expected|:
  *   relu f32: exact (a select, and for += one correctly rounded f32 add on both sides)
- *   silu, tanh f32: rtol 2e-6 (a few ulps: exp within a few ulps, then a handful of roundings),
- *     atol 1e-7 for y and 2e-7 for the gradients: where silu' crosses zero (x ~ -1.28)
+ *   silu, tanh, sigmoid f32: rtol 2e-6 (a few ulps: exp within a few ulps, then a handful of
+ *     roundings), atol 1e-7 for y (sigmoid(-100) is a float32 subnormal the shader's exp may
+ *     flush to 0) and 2e-7 for the silu and tanh gradients: where silu' crosses zero (x ~ -1.28)
  *     1 + x (1 - s) cancels, and PyTorch's tanh' = 1 - y^2 from its float32 y carries y's
  *     rounding (up to 2^-24 next to +-1, so ~1.2e-7 in 1 - y^2, times |upstream|), which the
- *     shader's 4e / (1 + e)^2 does not
+ *     shader's 4e / (1 + e)^2 does not. sigmoid's gradient: atol 5e-7, as PyTorch's y (1 - y)
+ *     takes 1 - y from a float32 y a couple of ulps (2^-24 each) from the true value, ~1.2e-7
+ *     times |upstream| (< 4), where the shader's e / (1 + e)^2 is exact to f32 rounding (the
+ *     fixture's x = 5.96 is 1.6e-7 off in PyTorch's value)
  *   f16: atol 2^-14, rtol 2^-10: one f16 ulp relative (the f32 result may sit on either side of a
  *     rounding boundary, and WGSL lets f32 -> f16 round to either neighbour), and f16's smallest
  *     normal absolute (an implementation may flush subnormal results to zero)
@@ -52,6 +56,7 @@ const F32_TOL: Record<PointwiseFunction, [Tol, Tol]> = {
   relu: [EXACT, EXACT],
   silu: [{ atol: 1e-7, rtol: 2e-6 }, { atol: 2e-7, rtol: 2e-6 }],
   tanh: [{ atol: 1e-7, rtol: 2e-6 }, { atol: 2e-7, rtol: 2e-6 }],
+  sigmoid: [{ atol: 1e-7, rtol: 2e-6 }, { atol: 5e-7, rtol: 2e-6 }],
 };
 
 const gpu = useNodeContext();
@@ -104,7 +109,7 @@ async function runCase(k: PointwiseKernels, c: PointwiseCase): Promise<void> {
 describe.each([
   ['f32', F.cases],
   ['f16', F.f16],
-] as const)("dtype '%s' against PyTorch (F.relu, F.silu, torch.tanh and autograd)", (dtype, cases) => {
+] as const)("dtype '%s' against PyTorch (F.relu, F.silu, torch.tanh, torch.sigmoid and autograd)", (dtype, cases) => {
   if (dtype === 'f16') {
     it('the lane has shader-f16 (lavapipe does)', () => {
       expect(gpu().features.shaderF16, 'the f16 cases need shader-f16').toBe(true);
@@ -123,8 +128,8 @@ describe.each([
 });
 
 describe('one kernel object, every function', () => {
-  // Each dispatch carries its function in its own uniform: three in one command buffer must not mix.
-  it('records relu, silu and tanh into one command buffer, each with its own result', async () => {
+  // Each dispatch carries its function in its own uniform: four in one command buffer must not mix.
+  it('records relu, silu, tanh and sigmoid into one command buffer, each with its own result', async () => {
     const k = await createPointwiseKernels(gpu());
     const c = POINTWISE_FUNCTIONS.map((fn) => F.cases.find((x) => x.fn === fn && x.size > 1000)!);
     const inputs = c.map((cc) => tensor(`x ${cc.fn}`, f32(cc.x), 'f32'));
@@ -152,7 +157,7 @@ describe('bad arguments throw InvalidArgumentError', () => {
     const rec = new CommandRecorder(ctx, 'bad pointwise arguments');
     const cases: [() => void, RegExp][] = [
       [() => k.forward(rec, { fn: 'gelu' as PointwiseFunction, x, y, size: 10 }),
-        /pointwise forward: fn must be one of 'relu', 'silu', 'tanh', got "gelu" \(the tanh GELU.*createGeluKernels\)/],
+        /pointwise forward: fn must be one of 'relu', 'silu', 'tanh', 'sigmoid', got "gelu" \(the tanh GELU.*createGeluKernels\)/],
       [() => k.backward(rec, { fn: 'swish' as PointwiseFunction, x, gradOutput: dy, gradInput: dx, size: 10 }), /pointwise backward: fn must be one of/],
       [() => k.forward(rec, { fn: 'relu', x, y: x, size: 10 }), /pointwise forward: y "x" and x "x" are the same buffer/],
       [() => k.forward(rec, { fn: 'relu', x, y, size: 11 }), /pointwise forward: x "x" must be f32 with at least 11 elements.*got f32 \[10\]/],

@@ -1,7 +1,8 @@
 /**
- * Causal multi-head attention (grouped-query when kvHeads < heads), forward and backward.
+ * Causal multi-head attention (grouped-query when kvHeads < heads), forward and backward, and the
+ * exact merge of two attentions by their log-sum-exps (with its backward).
  * Activations (q, k, v, out and their gradients) are f32, or f16 storage with f32 arithmetic
- * (`dtype`, like autocast's compute dtype); lse and delta are always f32.
+ * (`dtype`, like autocast's compute dtype); lse, delta, gates and their gradients are always f32.
  * FlashAttention-style: the forward keeps an online softmax over tiles of keys and saves only the
  * log-sum-exp per query row; the backward recomputes P from q, k and lse. Memory grows with the
  * sequence length, never its square, and no float atomics are used (deterministic). Query i is the
@@ -12,27 +13,47 @@
  * and, with P_ij = exp(scale q_i . k_j - lse_i) for j in seen(i) and 0 otherwise,
  *
  *   forward   out_i = sum_j P_ij v_j,  lse_i = log sum_{j in seen(i)} exp(scale q_i . k_j)
- *   backward  delta_i = dO_i . O_i                                   (attention-backward-delta)
+ *   backward  delta_i = dO_i . O_i - gradLse_i                        (attention-backward-delta)
  *             dS_ij = P_ij (dO_i . v_j - delta_i)
  *             dQ_i = scale sum_j dS_ij k_j                            (attention-backward-dq: owns query rows)
  *             dK_j = scale sum_i dS_ij q_i,  dV_j = sum_i P_ij dO_i    (attention-backward-dkv: owns key rows,
  *                                                                     sums its group's query heads)
  *
- * positionOffset 0 and seqKV = seq is plain causal self-attention. Prefix tuning puts P learned key
- * and value rows before each sequence's own: k/v hold P + seq rows per batch, seqKV = P + seq,
- * positionOffset = P, and every query sees the whole prefix; the backward's dK/dV then include the
- * prefix rows. KV-cache decoding (forward only) reads seqKV of kvCapacity cached rows per batch.
+ * gradLse_i = dL/dlse_i is 0 unless the caller used lse itself (dlse_i / ds_ij = P_ij, so it folds
+ * into delta). positionOffset 0 and seqKV = seq is plain causal self-attention. Prefix tuning puts P
+ * learned key and value rows before each sequence's own: k/v hold P + seq rows per batch, seqKV =
+ * P + seq, positionOffset = P, and every query sees the whole prefix; the backward's dK/dV then
+ * include the prefix rows. seqKV = positionOffset = P is the prefix alone, every key visible to
+ * every query. KV-cache decoding (forward only) reads seqKV of kvCapacity cached rows per batch.
+ *
+ * merge and mergeBackward combine two attentions of the same queries over disjoint key sets A and B
+ * exactly, by their lse (UniPELT's gated prefix: A = the prefix with gk-scaled queries, B = the
+ * causal real keys, g = gv):
+ *
+ *   w = sigmoid(lseA - lseB)  per (token, head),   out = w g outA + (1 - w) outB
+ *   backward  D = sum over the head's columns of dO . (g outA - outB)
+ *             dOutA = w g dO,  dOutB = (1 - w) dO,  dLseA = w (1 - w) D = -dLseB,
+ *             dg = sum over heads of w (dO . outA)
+ *
+ * and the two attention backwards take dLseA and dLseB as their gradLse.
  *
  * Layouts: row-major [tokens, heads * headDim], token t = b * seq + s (k/v: b * kvRows + j, kvRows =
  * kvCapacity in the forward, seqKV in the backward); head h occupies columns h * headDim ..; query
- * head h reads kv head floor(h / (heads / kvHeads)). headDim is a multiple of 16 up to 256.
- * Shaders: shaders/attention-*.wgsl. Reference values: scripts/make_attention_fixtures.py.
+ * head h reads kv head floor(h / (heads / kvHeads)). headDim is a multiple of 16 up to 256 (merge:
+ * any multiple of 4). Gates are one column of an f32 [tokens, stride] tensor.
+ * Shaders: shaders/attention-*.wgsl (shaders/lib/attention-*.wgsl). Reference values:
+ * scripts/make_attention_fixtures.py.
  */
 import forwardSource from '../shaders/attention-forward.wgsl.js';
 import deltaSource from '../shaders/attention-backward-delta.wgsl.js';
 import dqSource from '../shaders/attention-backward-dq.wgsl.js';
 import dkvSource from '../shaders/attention-backward-dkv.wgsl.js';
 import backwardCommonSource from '../shaders/lib/attention-backward-common.wgsl.js';
+import mergeSource from '../shaders/attention-merge.wgsl.js';
+import mergeBackwardLseSource from '../shaders/attention-merge-backward-lse.wgsl.js';
+import mergeBackwardOutSource from '../shaders/attention-merge-backward-out.wgsl.js';
+import mergeBackwardGateSource from '../shaders/attention-merge-backward-gate.wgsl.js';
+import mergeCommonSource from '../shaders/lib/attention-merge-common.wgsl.js';
 import type { GpuContext } from '../device.js';
 import { InvalidArgumentError } from '@webtune/errors';
 import { requireElementType } from './tensor-checks.js';
@@ -42,6 +63,7 @@ import { createTensor, type GpuTensor } from '../tensor.js';
 import { grid1D } from './grid.js';
 
 const BACKWARD_COMMON = { path: 'shaders/lib/attention-backward-common.wgsl', source: backwardCommonSource };
+const MERGE_COMMON = { path: 'shaders/lib/attention-merge-common.wgsl', source: mergeCommonSource };
 
 export const ATTENTION_FORWARD_KERNEL: KernelDefinition = {
   name: 'attention-forward',
@@ -51,7 +73,7 @@ export const ATTENTION_FORWARD_KERNEL: KernelDefinition = {
 export const ATTENTION_BACKWARD_DELTA_KERNEL: KernelDefinition = {
   name: 'attention-backward-delta',
   files: [{ path: 'shaders/attention-backward-delta.wgsl', source: deltaSource }],
-  bindings: ['read', 'read', 'read-write', 'uniform'],
+  bindings: ['read', 'read', 'read', 'read-write', 'uniform'],
 };
 export const ATTENTION_BACKWARD_DQ_KERNEL: KernelDefinition = {
   name: 'attention-backward-dq',
@@ -62,6 +84,27 @@ export const ATTENTION_BACKWARD_DKV_KERNEL: KernelDefinition = {
   name: 'attention-backward-dkv',
   files: [BACKWARD_COMMON, { path: 'shaders/attention-backward-dkv.wgsl', source: dkvSource }],
   bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'read-write', 'read-write', 'uniform'],
+};
+
+export const ATTENTION_MERGE_KERNEL: KernelDefinition = {
+  name: 'attention-merge',
+  files: [MERGE_COMMON, { path: 'shaders/attention-merge.wgsl', source: mergeSource }],
+  bindings: ['read', 'read', 'read', 'read', 'read', 'read-write', 'uniform'],
+};
+export const ATTENTION_MERGE_BACKWARD_LSE_KERNEL: KernelDefinition = {
+  name: 'attention-merge-backward-lse',
+  files: [MERGE_COMMON, { path: 'shaders/attention-merge-backward-lse.wgsl', source: mergeBackwardLseSource }],
+  bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'read-write', 'read-write', 'uniform'],
+};
+export const ATTENTION_MERGE_BACKWARD_OUT_KERNEL: KernelDefinition = {
+  name: 'attention-merge-backward-out',
+  files: [MERGE_COMMON, { path: 'shaders/attention-merge-backward-out.wgsl', source: mergeBackwardOutSource }],
+  bindings: ['read', 'read', 'read', 'read', 'read-write', 'read-write', 'uniform'],
+};
+export const ATTENTION_MERGE_BACKWARD_GATE_KERNEL: KernelDefinition = {
+  name: 'attention-merge-backward-gate',
+  files: [MERGE_COMMON, { path: 'shaders/attention-merge-backward-gate.wgsl', source: mergeBackwardGateSource }],
+  bindings: ['read', 'read', 'read', 'read', 'read-write', 'uniform'],
 };
 
 export interface AttentionForwardArgs {
@@ -109,14 +152,21 @@ export interface AttentionBackwardArgs {
   gradK: GpuTensor;
   /** overwritten, [batch * seqKV, kvHeads * headDim]; rows of keys no query sees get 0 */
   gradV: GpuTensor;
-  /** [batch, heads, seq] scratch for rowsum(dO * O) */
+  /** [batch, heads, seq] scratch for rowsum(dO * O) (minus gradLse) */
   delta: GpuTensor;
+  /**
+   * [batch, heads, seq] f32, dL/dlse: the gradient reaching the forward's lse when the caller used
+   * it (as merge does); omitted, 0. Read only; subtracted from delta, so dS_ij = P_ij (dO_i . v_j -
+   * (delta_i - gradLse_i)).
+   */
+  gradLse?: GpuTensor;
   batch: number;
   /** query rows per batch */
   seq: number;
   /**
-   * Key rows per batch in k, v, gradK and gradV; default seq. Must be at least positionOffset +
-   * seq, as query i's own key (position positionOffset + i) is among them.
+   * Key rows per batch in k, v, gradK and gradV; default seq. At least positionOffset + seq, as
+   * query i's own key (position positionOffset + i) is among them; or at most positionOffset, when
+   * every query sees every key (a prefix on its own: seqKV = positionOffset = prefix length).
    */
   seqKV?: number;
   /**
@@ -128,6 +178,64 @@ export interface AttentionBackwardArgs {
   kvHeads: number;
   headDim: number;
   scale: number;
+}
+
+/** Arguments of {@link AttentionKernels.merge}: two attentions of the same queries, A and B. */
+export interface AttentionMergeArgs {
+  /** A's output, [batch * seq, heads * headDim] */
+  outA: GpuTensor;
+  /** A's log-sum-exp, [batch, heads, seq] f32 (its forward's lse) */
+  lseA: GpuTensor;
+  /** B's output, [batch * seq, heads * headDim] */
+  outB: GpuTensor;
+  /** B's log-sum-exp, [batch, heads, seq] f32 */
+  lseB: GpuTensor;
+  /** [batch * seq, gateStride] f32: column gateOffset scales A's contribution per token (UniPELT's gv) */
+  gate: GpuTensor;
+  /** Columns of `gate` (default 1). */
+  gateStride?: number;
+  /** The gate's column, 0 <= gateOffset < gateStride (default 0). */
+  gateOffset?: number;
+  /** Overwritten, [batch * seq, heads * headDim]: w g outA + (1 - w) outB, w = sigmoid(lseA - lseB) */
+  out: GpuTensor;
+  batch: number;
+  seq: number;
+  heads: number;
+  /** A multiple of 4. */
+  headDim: number;
+}
+
+/** Arguments of {@link AttentionKernels.mergeBackward}: the gradients of merge. */
+export interface AttentionMergeBackwardArgs {
+  /** dL/dout, [batch * seq, heads * headDim] */
+  gradOutput: GpuTensor;
+  /** As given to merge. */
+  outA: GpuTensor;
+  lseA: GpuTensor;
+  outB: GpuTensor;
+  lseB: GpuTensor;
+  gate: GpuTensor;
+  gateStride?: number;
+  gateOffset?: number;
+  /** Overwritten, [batch * seq, heads * headDim]: w g gradOutput (A's backward's gradOutput) */
+  gradOutA: GpuTensor;
+  /** Overwritten, [batch * seq, heads * headDim]: (1 - w) gradOutput */
+  gradOutB: GpuTensor;
+  /** Overwritten, [batch, heads, seq] f32: w (1 - w) D (A's backward's gradLse) */
+  gradLseA: GpuTensor;
+  /** Overwritten, [batch, heads, seq] f32: -w (1 - w) D */
+  gradLseB: GpuTensor;
+  /** [batch * seq, gradGateStride] f32: column gradGateOffset is overwritten with dL/dgate; the others are untouched */
+  gradGate: GpuTensor;
+  /** Columns of `gradGate` (default 1). */
+  gradGateStride?: number;
+  /** The written column, 0 <= gradGateOffset < gradGateStride (default 0). */
+  gradGateOffset?: number;
+  batch: number;
+  seq: number;
+  heads: number;
+  /** A multiple of 4. */
+  headDim: number;
 }
 
 export interface AttentionKernelOptions {
@@ -144,9 +252,21 @@ export interface AttentionKernels {
   forward(recorder: CommandRecorder, args: AttentionForwardArgs): void;
   /**
    * Records delta, dQ and dK/dV (three dispatches): the gradients of a forward over all seqKV keys
-   * (kvCapacity = seqKV), such as self-attention (positionOffset 0) or one with a prefix.
+   * (kvCapacity = seqKV), such as self-attention (positionOffset 0), one with a prefix, or a prefix
+   * alone; with `gradLse`, also through the forward's lse.
    */
   backward(recorder: CommandRecorder, args: AttentionBackwardArgs): void;
+  /**
+   * Records out = w g outA + (1 - w) outB, w = sigmoid(lseA - lseB) per (token, head) (one
+   * dispatch): attention over A's and B's keys together, A's values scaled by the per-token gate g.
+   */
+  merge(recorder: CommandRecorder, args: AttentionMergeArgs): void;
+  /**
+   * Records merge's gradients (three dispatches, deterministic): gradOutA, gradOutB, gradLseA,
+   * gradLseB and the gate's. Pass gradOutA/gradLseA, gradOutB/gradLseB to the two attentions'
+   * backward as gradOutput/gradLse.
+   */
+  mergeBackward(recorder: CommandRecorder, args: AttentionMergeBackwardArgs): void;
 }
 
 /** Threads per workgroup in every attention kernel (fixed in the shaders). */
@@ -197,11 +317,14 @@ function checkShape(kernel: string, a: { heads: number; kvHeads: number; headDim
   }
 }
 
+/** Tensors that are f32 whatever the kernels' dtype: statistics and gates. */
+const ALWAYS_F32 = new Set(['lse', 'delta', 'gradLse', 'lseA', 'lseB', 'gradLseA', 'gradLseB', 'gate', 'gradGate']);
+
 function checkTensor(kernel: string, name: string, t: GpuTensor, rows: number, cols: number, what: string, dtype: ElementType): void {
   if (t.dtype !== dtype) {
     throw new InvalidArgumentError(
       `${kernel}: ${name} ${describe(t)} is ${t.dtype} but must be ${dtype}` +
-        (name === 'lse' || name === 'delta' ? ' (lse and delta are always f32).' : ` (the kernels were created for ${dtype}).`),
+        (ALWAYS_F32.has(name) ? ' (lse, delta, gates and their gradients are always f32).' : ` (the kernels were created for ${dtype}).`),
     );
   }
   if (t.size < rows * cols) {
@@ -209,6 +332,25 @@ function checkTensor(kernel: string, name: string, t: GpuTensor, rows: number, c
       `${kernel}: ${name} ${describe(t)} must be ${dtype} with at least ${rows} x ${cols} elements (${what}).`,
     );
   }
+}
+
+/** A column of an f32 [rows, stride] tensor: stride >= 1, 0 <= offset < stride, integers. */
+function checkColumn(kernel: string, strideName: string, stride: number, offsetName: string, offset: number): void {
+  if (!Number.isInteger(stride) || stride < 1) {
+    throw new InvalidArgumentError(`${kernel}: ${strideName} must be a positive integer, got ${stride}.`);
+  }
+  if (!Number.isInteger(offset) || offset < 0 || offset >= stride) {
+    throw new InvalidArgumentError(`${kernel}: ${offsetName} must be an integer in [0, ${strideName} = ${stride}), got ${offset}.`);
+  }
+}
+
+function checkMergeShape(kernel: string, a: { batch: number; seq: number; heads: number; headDim: number }): void {
+  for (const [name, value] of Object.entries({ batch: a.batch, seq: a.seq, heads: a.heads, headDim: a.headDim })) {
+    if (!Number.isInteger(value) || value < 1) {
+      throw new InvalidArgumentError(`${kernel}: ${name} must be a positive integer, got ${value}.`);
+    }
+  }
+  if (a.headDim % 4 !== 0) throw new InvalidArgumentError(`${kernel}: headDim must be a multiple of 4, got ${a.headDim}.`);
 }
 
 function checkDistinct(kernel: string, written: Record<string, GpuTensor>, read: Record<string, GpuTensor>): void {
@@ -223,8 +365,8 @@ function checkDistinct(kernel: string, written: Record<string, GpuTensor>, read:
 }
 
 /**
- * Compiles the four attention pipelines once for activations of element type `dtype` (default
- * f32); `forward` and `backward` then record dispatches.
+ * Compiles the attention pipelines once for activations of element type `dtype` (default f32);
+ * `forward`, `backward`, `merge` and `mergeBackward` then record dispatches.
  *
  * @example
  * ```ts
@@ -238,15 +380,38 @@ function checkDistinct(kernel: string, written: Record<string, GpuTensor>, read:
  * const prefix = { batch: 2, seqKV: 16 + 128, positionOffset: 16, heads: 8, kvHeads: 2, headDim: 64, scale: 1 / 8 };
  * attention.forward(rec, { q, k, v, out, lse, seqQ: 128, ...prefix });
  * attention.backward(rec, { q, k, v, out, lse, gradOutput, gradQ, gradK, gradV, delta, seq: 128, ...prefix });
+ *
+ * // UniPELT's gated prefix in two passes: the prefix alone (pk/pv [2 * 16, ...], queries qp = gk * q,
+ * // every key visible) and the causal real keys, merged by their lse with gv = column 1 of gates [256, 2].
+ * const shape = { batch: 2, heads: 8, kvHeads: 2, headDim: 64, scale: 1 / 8 };
+ * const alone = { ...shape, seqKV: 16, positionOffset: 16 };
+ * attention.forward(rec, { q: qp, k: pk, v: pv, out: outP, lse: lseP, seqQ: 128, ...alone });
+ * attention.forward(rec, { q, k, v, out: outR, lse: lseR, seqQ: 128, seqKV: 128, ...shape });
+ * const gv = { gate: gates, gateStride: 2, gateOffset: 1 };
+ * attention.merge(rec, { outA: outP, lseA: lseP, outB: outR, lseB: lseR, ...gv, out, batch: 2, seq: 128, heads: 8, headDim: 64 });
+ * attention.mergeBackward(rec, {
+ *   gradOutput, outA: outP, lseA: lseP, outB: outR, lseB: lseR, ...gv, gradOutA: gradOutP, gradOutB: gradOutR,
+ *   gradLseA: gradLseP, gradLseB: gradLseR, gradGate: gradGates, gradGateStride: 2, gradGateOffset: 1,
+ *   batch: 2, seq: 128, heads: 8, headDim: 64,
+ * });
+ * attention.backward(rec, { q: qp, k: pk, v: pv, out: outP, lse: lseP, gradOutput: gradOutP, gradLse: gradLseP,
+ *   gradQ: gradQp, gradK: gradPk, gradV: gradPv, delta, seq: 128, ...alone });
+ * attention.backward(rec, { q, k, v, out: outR, lse: lseR, gradOutput: gradOutR, gradLse: gradLseR,
+ *   gradQ, gradK, gradV, delta, seq: 128, ...shape });
  * ```
  */
 export async function createAttentionKernels(ctx: GpuContext, options: AttentionKernelOptions = {}): Promise<AttentionKernels> {
   const dtype = requireElementType(ctx, 'attention', options.dtype ?? 'f32');
-  const [forward, delta, dq, dkv] = await Promise.all([
+  const [forward, delta, deltaGradLse, dq, dkv, merge, mergeLse, mergeOut, mergeGate] = await Promise.all([
     ctx.pipelines.get(ATTENTION_FORWARD_KERNEL, dtype),
-    ctx.pipelines.get(ATTENTION_BACKWARD_DELTA_KERNEL, dtype),
+    ctx.pipelines.get(ATTENTION_BACKWARD_DELTA_KERNEL, dtype, { HAS_GRAD_LSE: false }),
+    ctx.pipelines.get(ATTENTION_BACKWARD_DELTA_KERNEL, dtype, { HAS_GRAD_LSE: true }),
     ctx.pipelines.get(ATTENTION_BACKWARD_DQ_KERNEL, dtype),
     ctx.pipelines.get(ATTENTION_BACKWARD_DKV_KERNEL, dtype),
+    ctx.pipelines.get(ATTENTION_MERGE_KERNEL, dtype),
+    ctx.pipelines.get(ATTENTION_MERGE_BACKWARD_LSE_KERNEL, dtype),
+    ctx.pipelines.get(ATTENTION_MERGE_BACKWARD_OUT_KERNEL, dtype),
+    ctx.pipelines.get(ATTENTION_MERGE_BACKWARD_GATE_KERNEL, dtype),
   ]);
   // Bound in place of lse when the caller wants none (inference); the shader skips writing it.
   let unusedLse: GpuTensor | undefined;
@@ -295,13 +460,15 @@ export async function createAttentionKernels(ctx: GpuContext, options: Attention
       if (!Number.isInteger(positionOffset) || positionOffset < 0) {
         throw new InvalidArgumentError(`${kernel}: positionOffset must be a non-negative integer, got ${positionOffset}.`);
       }
-      // The forward also allows fewer keys (a query past the end of a KV cache sees them all), but
-      // a training step always has each query's own key: a shortfall here is a wrong seqKV or offset.
-      if (positionOffset + a.seq > seqKV) {
+      // The forward also allows fewer keys (a query past the end of a KV cache sees them all). A
+      // training step has each query's own key, or (a prefix on its own) keys that all come before
+      // every query: anything between is a wrong seqKV or offset.
+      if (positionOffset + a.seq > seqKV && seqKV > positionOffset) {
         throw new InvalidArgumentError(
           `${kernel}: positionOffset (${positionOffset}) + seq (${a.seq}) = ${positionOffset + a.seq} exceeds seqKV (${seqKV}); ` +
             `query i is the token at key position positionOffset + i, so k and v need positionOffset + seq rows per batch ` +
-            `(prefix tuning: seqKV = prefix length + seq, positionOffset = prefix length).`,
+            `(prefix tuning: seqKV = prefix length + seq, positionOffset = prefix length), or at most positionOffset ` +
+            `when every query sees every key (a prefix alone: seqKV = positionOffset = prefix length).`,
         );
       }
       const tokens = a.batch * a.seq;
@@ -318,13 +485,15 @@ export async function createAttentionKernels(ctx: GpuContext, options: Attention
       }
       checkTensor(kernel, 'lse', a.lse, a.batch * a.heads, a.seq, statShape, 'f32');
       checkTensor(kernel, 'delta', a.delta, a.batch * a.heads, a.seq, statShape, 'f32');
+      if (a.gradLse) checkTensor(kernel, 'gradLse', a.gradLse, a.batch * a.heads, a.seq, statShape, 'f32');
       checkDistinct(kernel, { gradQ: a.gradQ, gradK: a.gradK, gradV: a.gradV, delta: a.delta },
-        { q: a.q, k: a.k, v: a.v, out: a.out, lse: a.lse, gradOutput: a.gradOutput });
+        { q: a.q, k: a.k, v: a.v, out: a.out, lse: a.lse, gradOutput: a.gradOutput, ...(a.gradLse ? { gradLse: a.gradLse } : {}) });
       if (!Number.isFinite(a.scale)) throw new InvalidArgumentError(`${kernel}: scale must be finite, got ${a.scale}.`);
 
       const d4 = a.headDim / 4;
       const g = grid1D(tokens * a.heads, WG, maxGroups);
-      recorder.dispatch(delta, [a.gradOutput.buffer, a.out.buffer, a.delta.buffer],
+      // Without gradLse the shader never reads binding 2; lse fills it (read-only, like it).
+      recorder.dispatch(a.gradLse ? deltaGradLse : delta, [a.gradOutput.buffer, a.out.buffer, (a.gradLse ?? a.lse).buffer, a.delta.buffer],
         packParams([['u32', tokens], ['u32', a.seq], ['u32', a.heads], ['u32', d4], ['u32', g.rowStride]]), g.workgroups);
 
       const shape: Array<['u32' | 'f32', number]> = [
@@ -338,5 +507,81 @@ export async function createAttentionKernels(ctx: GpuContext, options: Attention
       recorder.dispatch(dkv, [...reads, a.gradK.buffer, a.gradV.buffer], packParams([...layoutParams(dkvLayout), ...shape]),
         [Math.ceil(seqKV / dkvLayout.rows), a.kvHeads, a.batch]);
     },
+
+    merge(recorder, a) {
+      const kernel = 'attention merge';
+      const m = checkMerge(kernel, a, dtype);
+      checkTensor(kernel, 'out', a.out, m.tokens, m.cols, m.rowShape, dtype);
+      checkDistinct(kernel, { out: a.out }, { outA: a.outA, lseA: a.lseA, outB: a.outB, lseB: a.lseB, gate: a.gate });
+      const g = grid1D(m.tokens * m.cols / 4, WG, maxGroups);
+      recorder.dispatch(merge, [a.outA.buffer, a.lseA.buffer, a.outB.buffer, a.lseB.buffer, a.gate.buffer, a.out.buffer],
+        mergeParams(a, m, g.rowStride, 1, 0), g.workgroups);
+    },
+
+    mergeBackward(recorder, a) {
+      const kernel = 'attention mergeBackward';
+      const m = checkMerge(kernel, a, dtype);
+      const gradGateStride = a.gradGateStride ?? 1;
+      const gradGateOffset = a.gradGateOffset ?? 0;
+      checkColumn(kernel, 'gradGateStride', gradGateStride, 'gradGateOffset', gradGateOffset);
+      for (const [name, t] of [['gradOutput', a.gradOutput], ['gradOutA', a.gradOutA], ['gradOutB', a.gradOutB]] as const) {
+        checkTensor(kernel, name, t, m.tokens, m.cols, m.rowShape, dtype);
+      }
+      checkTensor(kernel, 'gradLseA', a.gradLseA, a.batch * a.heads, a.seq, m.statShape, 'f32');
+      checkTensor(kernel, 'gradLseB', a.gradLseB, a.batch * a.heads, a.seq, m.statShape, 'f32');
+      checkTensor(kernel, 'gradGate', a.gradGate, m.tokens, gradGateStride, `[tokens ${m.tokens}, gradGateStride ${gradGateStride}]`, 'f32');
+      checkDistinct(kernel,
+        { gradOutA: a.gradOutA, gradOutB: a.gradOutB, gradLseA: a.gradLseA, gradLseB: a.gradLseB, gradGate: a.gradGate },
+        { gradOutput: a.gradOutput, outA: a.outA, lseA: a.lseA, outB: a.outB, lseB: a.lseB, gate: a.gate });
+      const perHead = grid1D(m.tokens * a.heads, WG, maxGroups);
+      recorder.dispatch(mergeLse,
+        [a.gradOutput.buffer, a.outA.buffer, a.outB.buffer, a.lseA.buffer, a.lseB.buffer, a.gate.buffer, a.gradLseA.buffer, a.gradLseB.buffer],
+        mergeParams(a, m, perHead.rowStride, gradGateStride, gradGateOffset), perHead.workgroups);
+      const perVec4 = grid1D(m.tokens * m.cols / 4, WG, maxGroups);
+      recorder.dispatch(mergeOut,
+        [a.gradOutput.buffer, a.lseA.buffer, a.lseB.buffer, a.gate.buffer, a.gradOutA.buffer, a.gradOutB.buffer],
+        mergeParams(a, m, perVec4.rowStride, gradGateStride, gradGateOffset), perVec4.workgroups);
+      const perToken = grid1D(m.tokens, WG, maxGroups);
+      recorder.dispatch(mergeGate,
+        [a.gradOutput.buffer, a.outA.buffer, a.lseA.buffer, a.lseB.buffer, a.gradGate.buffer],
+        mergeParams(a, m, perToken.rowStride, gradGateStride, gradGateOffset), perToken.workgroups);
+    },
   };
+}
+
+interface MergeLayout {
+  tokens: number;
+  /** heads * headDim */
+  cols: number;
+  gateStride: number;
+  gateOffset: number;
+  rowShape: string;
+  statShape: string;
+}
+
+/** The checks merge and mergeBackward share: shapes, the inputs of the forward, the gate's column. */
+function checkMerge(kernel: string, a: AttentionMergeArgs | AttentionMergeBackwardArgs, dtype: ElementType): MergeLayout {
+  checkMergeShape(kernel, a);
+  const gateStride = a.gateStride ?? 1;
+  const gateOffset = a.gateOffset ?? 0;
+  checkColumn(kernel, 'gateStride', gateStride, 'gateOffset', gateOffset);
+  const tokens = a.batch * a.seq;
+  const cols = a.heads * a.headDim;
+  const rowShape = `batch ${a.batch} x seq ${a.seq}, heads ${a.heads} x headDim ${a.headDim}`;
+  const statShape = `[batch ${a.batch}, heads ${a.heads}, seq ${a.seq}]`;
+  checkTensor(kernel, 'outA', a.outA, tokens, cols, rowShape, dtype);
+  checkTensor(kernel, 'outB', a.outB, tokens, cols, rowShape, dtype);
+  checkTensor(kernel, 'lseA', a.lseA, a.batch * a.heads, a.seq, statShape, 'f32');
+  checkTensor(kernel, 'lseB', a.lseB, a.batch * a.heads, a.seq, statShape, 'f32');
+  checkTensor(kernel, 'gate', a.gate, tokens, gateStride, `[tokens ${tokens}, gateStride ${gateStride}]`, 'f32');
+  return { tokens, cols, gateStride, gateOffset, rowShape, statShape };
+}
+
+/** shaders/lib/attention-merge-common.wgsl's Params. */
+function mergeParams(a: { seq: number; heads: number; headDim: number }, m: MergeLayout, rowStride: number,
+  gradGateStride: number, gradGateOffset: number): ArrayBuffer {
+  return packParams([
+    ['u32', m.tokens], ['u32', a.seq], ['u32', a.heads], ['u32', a.headDim / 4], ['u32', rowStride],
+    ['u32', m.gateStride], ['u32', m.gateOffset], ['u32', gradGateStride], ['u32', gradGateOffset],
+  ]);
 }

@@ -1,17 +1,20 @@
 /**
- * Pointwise activations and their input gradients for small adapter MLPs: relu and silu (swish)
- * for bottleneck adapters (AdapterHub's 'relu' and 'swish'), tanh for prefix tuning's projection.
+ * Pointwise activations and their input gradients for small adapter MLPs and gates: relu and silu
+ * (swish) for bottleneck adapters (AdapterHub's 'relu' and 'swish'), tanh for prefix tuning's
+ * projection, sigmoid for UniPELT's per-token gates.
  * Elementwise; every tensor is f32 or f16 (`dtype`), arithmetic f32. The tanh GELU ('gelu_new')
  * is createGeluKernels (activation.ts).
  *
  *   forward   y = f(x)
  *   backward  gradInput (= or +=) gradOutput * f'(x)
  *   relu'(x) = [x > 0] (0 at 0, as PyTorch),  silu'(x) = s (1 + x (1 - s)), s = sigmoid(x),
- *   tanh'(x) = 1 - tanh(x)^2
+ *   tanh'(x) = 1 - tanh(x)^2,  sigmoid'(x) = s (1 - s)
+ * sigmoid is 1 / (1 + e) or e / (1 + e) with e = exp(-|x|) <= 1, so no input overflows it, and
+ * its gradient e / (1 + e)^2 does not cancel where s is within ulps of 1.
  *
  * The function is a uniform, not a pipeline per function: the kernels are bound by memory
  * traffic and every invocation takes the same branch, so specialising would save little, while one
- * forward and two backward pipelines (= and +=) per dtype serve all three. The functions' ids
+ * forward and two backward pipelines (= and +=) per dtype serve all four. The functions' ids
  * live only here and reach the shaders as override constants.
  * Shaders: shaders/pointwise-forward.wgsl, shaders/pointwise-backward.wgsl.
  * Expected values: PyTorch (scripts/make_pointwise_fixtures.py).
@@ -38,13 +41,13 @@ export const POINTWISE_BACKWARD_KERNEL: KernelDefinition = {
 };
 
 /** The activations the pointwise kernels compute. */
-export type PointwiseFunction = 'relu' | 'silu' | 'tanh';
+export type PointwiseFunction = 'relu' | 'silu' | 'tanh' | 'sigmoid';
 
-/** Each function's id in the shaders' `params.activation` (passed to them as RELU, SILU, TANH). */
-const FUNCTION_IDS: Readonly<Record<PointwiseFunction, number>> = { relu: 0, silu: 1, tanh: 2 };
-const FUNCTION_CONSTANTS = { RELU: FUNCTION_IDS.relu, SILU: FUNCTION_IDS.silu, TANH: FUNCTION_IDS.tanh };
+/** Each function's id in the shaders' `params.activation` (passed to them as RELU, SILU, TANH, SIGMOID). */
+const FUNCTION_IDS: Readonly<Record<PointwiseFunction, number>> = { relu: 0, silu: 1, tanh: 2, sigmoid: 3 };
+const FUNCTION_CONSTANTS = { RELU: FUNCTION_IDS.relu, SILU: FUNCTION_IDS.silu, TANH: FUNCTION_IDS.tanh, SIGMOID: FUNCTION_IDS.sigmoid };
 
-export const POINTWISE_FUNCTIONS: readonly PointwiseFunction[] = ['relu', 'silu', 'tanh'];
+export const POINTWISE_FUNCTIONS: readonly PointwiseFunction[] = ['relu', 'silu', 'tanh', 'sigmoid'];
 
 const WG = 256;
 
@@ -106,6 +109,8 @@ function requireFunction(op: string, fn: unknown): PointwiseFunction {
  * // a bottleneck adapter's act(down(y)), and its gradient
  * pointwise.forward(rec, { fn: 'silu', x: down, y: act, size: tokens * r });
  * pointwise.backward(rec, { fn: 'silu', x: down, gradOutput: gradAct, gradInput: gradDown, size: tokens * r });
+ * // UniPELT's per-token gate g = sigmoid(z)
+ * pointwise.forward(rec, { fn: 'sigmoid', x: gateLogits, y: gate, size: tokens });
  * ```
  */
 export async function createPointwiseKernels(ctx: GpuContext, options: PointwiseOptions = {}): Promise<PointwiseKernels> {

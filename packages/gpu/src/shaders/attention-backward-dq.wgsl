@@ -4,7 +4,8 @@
 //   P_ij = exp(scale * q_i . k_j - lse_i),  dS_ij = P_ij (dO_i . v_j - delta_i)
 //   dQ_i = scale * sum_j dS_ij k_j
 // position_offset > 0 puts seq_kv - seq keys before the queries (prefix tuning's learned prefix
-// rows, a KV cache); every query sees all of them.
+// rows, a KV cache); every query sees all of them. seq_kv <= position_offset is a prefix on its
+// own (UniPELT's gated prefix pass): every query sees every key.
 // Each workgroup owns its query rows, so dQ is written once, without atomics (deterministic).
 // Layouts (row-major, vec4 = 4 elements of a row): q, grad_out, grad_q [batch * seq, heads * head_dim];
 // k, v [batch * seq_kv, kv_heads * head_dim]; lse, delta [batch, heads, seq].

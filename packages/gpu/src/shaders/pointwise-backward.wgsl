@@ -3,10 +3,12 @@
 //   relu'(x) = 1 for x > 0, else 0 (relu'(0) = 0, as PyTorch's threshold_backward)
 //   silu'(x) = s (1 + x (1 - s)),  s = sigmoid(x)
 //   tanh'(x) = 1 - tanh(x)^2 = 4 e / (1 + e)^2,  e = exp(-2 |x|)
-// The tanh form does not cancel where tanh(x) is within ulps of +-1 (PyTorch's 1 - y^2 from its
-// float32 y keeps only a few bits there); e <= 1, so nothing overflows, and past |x| ~ 44 both
-// forms are 0 to f32 precision. params.activation picks f as in the forward (override constants
-// RELU, SILU, TANH set by packages/gpu/src/kernels/pointwise.ts).
+//   sigmoid'(x) = s (1 - s) = e / (1 + e)^2,  e = exp(-|x|)
+// The tanh and sigmoid forms do not cancel where tanh(x) is within ulps of +-1 or sigmoid(x) of 1
+// (PyTorch's 1 - y^2 and y (1 - y) from its float32 y keep only a few bits there); e <= 1, so
+// nothing overflows, and far out both forms are 0 to f32 precision. params.activation picks f as
+// in the forward (override constants RELU, SILU, TANH, SIGMOID set by
+// packages/gpu/src/kernels/pointwise.ts).
 // Storage is elem (f32 or f16); arithmetic is f32, including the accumulating add, and the result
 // is rounded to elem once.
 //
@@ -23,6 +25,7 @@ override ACCUMULATE: bool = false;
 override RELU: u32;
 override SILU: u32;
 override TANH: u32;
+override SIGMOID: u32;
 
 struct Params {
   size: u32,
@@ -55,6 +58,13 @@ fn tanh_grad(v: f32) -> f32 {
   return 4.0 * e / (d * d);
 }
 
+// s (1 - s) is the same e / (1 + e)^2 on both sides of 0 (sigmoid is 1 / (1 + e) or e / (1 + e)).
+fn sigmoid_grad(v: f32) -> f32 {
+  let e = exp(-abs(v));
+  let d = 1.0 + e;
+  return e / (d * d);
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = gid.x + gid.y * params.row_stride;
@@ -62,7 +72,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     return;
   }
   let v = f32(x[i]);
-  // The wrapper passes only these three ids.
+  // The wrapper passes only these four ids.
   var d = 0.0;
   if (params.activation == RELU) {
     d = relu_grad(v);
@@ -70,6 +80,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     d = silu_grad(v);
   } else if (params.activation == TANH) {
     d = tanh_grad(v);
+  } else if (params.activation == SIGMOID) {
+    d = sigmoid_grad(v);
   }
   var g = f32(grad_output[i]) * d;
   if (ACCUMULATE) {

@@ -1,10 +1,12 @@
-// pointwise-forward: y = f(x) elementwise, f one of relu, silu (swish) and tanh: the activations
-// of bottleneck adapters' down/up MLPs and of prefix tuning's projection.
-//   relu(x) = max(x, 0)     silu(x) = x sigmoid(x)     tanh(x)
-// params.activation picks f; it equals one of the override constants RELU, SILU, TANH, whose
-// values only packages/gpu/src/kernels/pointwise.ts writes (they have no defaults here). A uniform
-// rather than one pipeline per function: every invocation takes the same branch and the kernel is
-// bound by memory traffic, so specialising would save little, while one pipeline serves all three.
+// pointwise-forward: y = f(x) elementwise, f one of relu, silu (swish), tanh and sigmoid: the
+// activations of bottleneck adapters' down/up MLPs, of prefix tuning's projection, and UniPELT's
+// per-token gates.
+//   relu(x) = max(x, 0)     silu(x) = x sigmoid(x)     tanh(x)     sigmoid(x) = 1 / (1 + e^-x)
+// params.activation picks f; it equals one of the override constants RELU, SILU, TANH, SIGMOID,
+// whose values only packages/gpu/src/kernels/pointwise.ts writes (they have no defaults here). A
+// uniform rather than one pipeline per function: every invocation takes the same branch and the
+// kernel is bound by memory traffic, so specialising would save little, while one pipeline serves
+// all four.
 // Storage is elem (f32 or f16); arithmetic is f32. NaN inputs give unspecified results (WGSL lets
 // implementations assume floats are finite).
 //
@@ -13,12 +15,13 @@
 //   1 y: array<elem>  read_write  [size]
 //   2 params: Params  uniform
 // Dispatch: ceil(size / WG) workgroups of WG, spread over x and y (i = gid.x + gid.y * row_stride).
-// Reference: PyTorch (F.relu, F.silu, torch.tanh), scripts/make_pointwise_fixtures.py.
+// Reference: PyTorch (F.relu, F.silu, torch.tanh, torch.sigmoid), scripts/make_pointwise_fixtures.py.
 
 override WG: u32 = 256;
 override RELU: u32;
 override SILU: u32;
 override TANH: u32;
+override SIGMOID: u32;
 
 struct Params {
   size: u32,
@@ -38,9 +41,13 @@ fn relu(v: f32) -> f32 {
 // sigmoid from e = exp(-|v|) <= 1, which never overflows: 1 / (1 + e) for v >= 0, e / (1 + e)
 // below, so a very negative v keeps its tiny sigmoid's digits instead of 1 / (1 + inf).
 // Its twin is in pointwise-backward.wgsl.
-fn silu(v: f32) -> f32 {
+fn sigmoid(v: f32) -> f32 {
   let e = exp(-abs(v));
-  return v * select(e, 1.0, v >= 0.0) / (1.0 + e);
+  return select(e, 1.0, v >= 0.0) / (1.0 + e);
+}
+
+fn silu(v: f32) -> f32 {
+  return v * sigmoid(v);
 }
 
 // Not the tanh builtin: some implementations return NaN for large arguments, and
@@ -65,7 +72,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     return;
   }
   let v = f32(x[i]);
-  // The wrapper passes only these three ids.
+  // The wrapper passes only these four ids.
   var r = 0.0;
   if (params.activation == RELU) {
     r = relu(v);
@@ -73,6 +80,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     r = silu(v);
   } else if (params.activation == TANH) {
     r = tanh_f32(v);
+  } else if (params.activation == SIGMOID) {
+    r = sigmoid(v);
   }
   y[i] = elem(r);
 }

@@ -2,8 +2,10 @@
 // for both passes, chosen in packages/gpu/src/kernels/attention.ts) and their read-only inputs.
 // seq query rows and seq_kv key rows per batch; query i is the token at key position
 // position_offset + i (a prefix or a KV cache before it), so it sees keys j <= position_offset + i.
-// The wrapper guarantees position_offset + seq <= seq_kv; plain self-attention is seq_kv = seq,
-// position_offset = 0.
+// The wrapper guarantees position_offset + seq <= seq_kv (every query sees its own key), or
+// seq_kv <= position_offset (every query sees every key: a prefix on its own); plain
+// self-attention is seq_kv = seq, position_offset = 0. delta already holds dO_i . O_i - dL/dlse_i
+// where the caller passed the lse's gradient (shaders/attention-backward-delta.wgsl).
 
 struct Params {
   // Layout (attention.ts): d4 = head_dim / 4, lanes = head_dim / 16 per row, rows per workgroup, tile.
