@@ -4,9 +4,15 @@
  * whose scaling vectors moved off their all-ones start; BitFit on the top layer only plans less
  * memory than on every layer, trains, and exports webtune's BitFit files for that one layer; DoRA
  * on the top layer trains and exports PEFT's LoRA files with use_dora and its magnitude vectors.
+ * Prompt tuning, P-tuning, prefix tuning and bottleneck adapters show their own fields and the
+ * planner's parameter counts; prefix tuning (with projection) trains, generates and exports PEFT's
+ * PREFIX_TUNING files, Houlsby bottleneck adapters on the top 2 layers webtune's own; imported on the
+ * bundled ONNX model, the prefix adapter turns the ONNX export off and says why (worker-level
+ * training, resume and the typed refusals: e2e/prompt-methods.spec.ts).
  * A few steps of batch 2 at sequence 32: SwiftShader runs about 0.25 GFLOP/s.
  */
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { expect, test, type Download, type Page } from '@playwright/test';
 import { shot, setField } from './demo-page.js';
 import { DEMO_URL } from './servers.js';
@@ -28,8 +34,11 @@ async function trainAndFinish(page: Page) {
   await expect(page.locator('#train-progress')).toHaveJSProperty('value', 1);
 }
 
-/** Clicks Export and reads the two downloaded files: the parsed adapter_config.json and the safetensors tensors (F32). */
-async function exportAdapter(page: Page): Promise<{ config: Record<string, unknown>; tensors: Map<string, Float32Array> }> {
+/**
+ * Clicks Export and reads the two downloaded files: the parsed adapter_config.json and the
+ * safetensors tensors (F32); with `saveIn`, also keeps them there under their names (for Import adapter).
+ */
+async function exportAdapter(page: Page, saveIn?: string): Promise<{ config: Record<string, unknown>; tensors: Map<string, Float32Array>; paths: string[] }> {
   const downloads: Download[] = [];
   const onDownload = (d: Download) => downloads.push(d);
   page.on('download', onDownload);
@@ -37,6 +46,13 @@ async function exportAdapter(page: Page): Promise<{ config: Record<string, unkno
   await expect.poll(() => downloads.length, { timeout: 30_000 }).toBe(2);
   page.off('download', onDownload);
   const file = async (name: string) => readFile((await downloads.find((d) => d.suggestedFilename() === name)!.path())!);
+  const paths: string[] = [];
+  if (saveIn) {
+    for (const d of downloads) {
+      paths.push(join(saveIn, d.suggestedFilename()));
+      await d.saveAs(paths.at(-1)!);
+    }
+  }
   const config = JSON.parse((await file('adapter_config.json')).toString('utf8')) as Record<string, unknown>;
   // safetensors: u64 header length, a JSON header of { name: { dtype, shape, data_offsets } }, then the data.
   const bytes = await file('adapter_model.safetensors');
@@ -49,11 +65,11 @@ async function exportAdapter(page: Page): Promise<{ config: Record<string, unkno
     const data = bytes.subarray(8 + headerLength + t.data_offsets[0], 8 + headerLength + t.data_offsets[1]);
     tensors.set(name, new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength)));
   }
-  return { config, tensors };
+  return { config, tensors, paths };
 }
 
-test('IA3, BitFit and DoRA on the top layer: pick the method, train, export', async ({ page }, testInfo) => {
-  test.setTimeout(480_000);
+/** Opens the demo with small training settings, the bundled model loaded and the sample text prepared. */
+async function openWithSample(page: Page) {
   await page.goto('/');
   await expect(page.locator('#adapter table')).toContainText('shader-f16');
   // LoRA is the default, with its fields.
@@ -69,6 +85,11 @@ test('IA3, BitFit and DoRA on the top layer: pick the method, train, export', as
   await expect(page.locator('#model-info')).toContainText('Loaded bundled demo model: llama, 4 layers', { timeout: 60_000 });
   await page.click('#use-sample');
   await expect(page.locator('#data-info')).toContainText(/[\d,]+ tokens/, { timeout: 60_000 });
+}
+
+test('IA3, BitFit and DoRA on the top layer: pick the method, train, export', async ({ page }, testInfo) => {
+  test.setTimeout(480_000);
+  await openWithSample(page);
 
   // IA3: rank, alpha and targets go; the hint counts PEFT's default vectors (k 128 + v 128 + down_proj's input 768, times 4 layers).
   await page.selectOption('#method', 'ia3');
@@ -148,4 +169,103 @@ test('IA3, BitFit and DoRA on the top layer: pick the method, train, export', as
   await page.selectOption('#method', 'lora');
   await expect(page.locator('#rank')).toBeVisible();
   await expect(page.locator('#targets')).toBeVisible();
+});
+
+test('prompt tuning, P-tuning, prefix tuning and bottleneck adapters: pick, train, generate, export; no merged (ONNX) export for them', async ({ page }, testInfo) => {
+  test.setTimeout(360_000);
+  await openWithSample(page);
+  const hint = page.locator('#method-hint');
+
+  // Prompt tuning: virtual tokens started from a text; no rank, targets or top-N layers (the
+  // virtual tokens sit in front of the first layer). 16 x hidden 256 parameters.
+  await page.selectOption('#method', 'prompt-tuning');
+  await expect(page.locator('#virtual-tokens')).toHaveValue('16');
+  await expect(page.locator('#init-text')).not.toHaveValue('');
+  for (const id of ['rank', 'alpha', 'targets', 'top-layers', 'encoder-width', 'prefix-projection', 'bottleneck-size']) await expect(page.locator(`#${id}`)).toBeHidden();
+  await expect(hint).toHaveAttribute('data-params', '4096');
+  await expect(hint).toContainText('Prompt tuning trains');
+  await expect(hint).toContainText('in front of the first layer');
+  await expect(page.locator('#memory')).toContainText('Prompt tuning adapter');
+
+  // P-tuning: an encoder 256 -> 128 -> 128 -> 256 over 16 embeddings of 256.
+  await page.selectOption('#method', 'p-tuning');
+  await expect(page.locator('#encoder-width')).toHaveValue('128');
+  await expect(page.locator('#init-text')).toBeHidden();
+  await expect(hint).toHaveAttribute('data-params', String(16 * 256 + (256 * 128 + 128) + (128 * 128 + 128) + (128 * 256 + 256)));
+  await expect(hint).toContainText('P-tuning makes its virtual tokens');
+
+  // Prefix tuning with projection: 16 embeddings of the key/value width 128 (4 heads of 32), an MLP
+  // 128 -> 128 -> 4 layers x (keys + values) x 128. Without the projection the prefixes train themselves.
+  await page.selectOption('#method', 'prefix-tuning');
+  await expect(page.locator('#prefix-projection')).toBeChecked();
+  await expect(page.locator('#virtual-tokens')).toBeVisible();
+  await expect(page.locator('#top-layers')).toBeHidden();
+  const projected = 16 * 128 + (128 * 128 + 128) + (1024 * 128 + 1024);
+  await expect(hint).toHaveAttribute('data-params', String(projected));
+  await expect(hint).toContainText('in all 4 layers');
+  await page.locator('#prefix-projection').uncheck();
+  await expect(page.locator('#encoder-width')).toBeHidden();
+  await expect(hint).toHaveAttribute('data-params', String(16 * 1024));
+  await page.locator('#prefix-projection').check();
+  await expect(page.locator('#encoder-width')).toBeVisible();
+  await expect(hint).toHaveAttribute('data-params', String(projected));
+  await shot(page, testInfo, '06-prefix-settings');
+
+  await trainAndFinish(page);
+  expect(Number.isFinite(Number(await page.locator('#chart').getAttribute('data-last-loss')))).toBe(true);
+  // Generation runs the prefixes through the KV cache.
+  await page.click('#generate');
+  await expect(page.locator('#out-after span')).not.toBeEmpty({ timeout: 120_000 });
+  await expect(page.locator('#out-before span')).not.toBeEmpty();
+  // The demo loaded safetensors: no ONNX buttons to refuse.
+  await expect(page.locator('#export-onnx')).toBeHidden();
+  // PEFT's files: with projection only the MLP's output, 16 x (4 x 2 x 128).
+  const prefix = await exportAdapter(page, testInfo.outputPath('prefix-adapter'));
+  expect(prefix.config).toMatchObject({ peft_type: 'PREFIX_TUNING', num_virtual_tokens: 16, token_dim: 128, prefix_projection: true, encoder_hidden_size: 128 });
+  expect([...prefix.tensors.keys()]).toEqual(['prompt_embeddings']);
+  expect(prefix.tensors.get('prompt_embeddings')).toHaveLength(16 * 1024);
+  await expect(page.locator('#checkpoint-info')).toContainText('load them with PEFT');
+  await shot(page, testInfo, '07-prefix-trained');
+
+  // Bottleneck adapters, Houlsby (after attention and after the feed-forward block), 16 wide, on
+  // the top 2 layers: 2 sites x (256 x 16 + 16 + 16 x 256 + 256) per layer.
+  await page.selectOption('#method', 'bottleneck');
+  await expect(page.locator('#bottleneck-variant')).toHaveValue('houlsby');
+  await expect(page.locator('#bottleneck-size')).toHaveValue('16');
+  await expect(page.locator('#virtual-tokens')).toBeHidden();
+  await expect(page.locator('#top-layers')).toBeVisible();
+  await expect(hint).toHaveAttribute('data-params', String(4 * 2 * 8464));
+  await setField(page, 'top-layers', '2');
+  await expect(hint).toHaveAttribute('data-params', String(2 * 2 * 8464));
+  await expect(hint).toContainText('in the top 2 of 4 layers');
+  await expect(page.locator('#memory')).toContainText('Bottleneck adapter');
+  await trainAndFinish(page);
+  const bottleneck = await exportAdapter(page);
+  expect(bottleneck.config).toMatchObject({ webtune_method: 'bottleneck', variant: 'houlsby', bottleneck_size: 16, layers_to_transform: [2, 3] });
+  expect(bottleneck.tensors.size).toBe(16);
+  expect([...bottleneck.tensors.keys()].every((k) => /^model\.layers\.[23]\.(attention|output)_adapter\.adapter_(down\.0|up)\.(weight|bias)$/.test(k))).toBe(true);
+  await expect(page.locator('#checkpoint-info')).toContainText('PEFT has no bottleneck adapter method');
+
+  // The same model as ONNX, with the prefix adapter imported: its ONNX export and the
+  // onnxruntime-web run (both merge the adapter) are off, and say why and what to use instead.
+  await page.selectOption('#model-source', 'bundled-onnx');
+  await page.click('#load-model');
+  await expect(page.locator('#model-info')).toContainText('Loaded bundled demo model (onnx/model_q4.onnx)', { timeout: 60_000 });
+  await expect(page.locator('#export-onnx')).toBeVisible();
+  await page.setInputFiles('#import', prefix.paths);
+  await expect(page.locator('#checkpoint-info')).toContainText('Imported adapter_model.safetensors');
+  await expect(page.locator('#export')).toBeEnabled();
+  await expect(page.locator('#export-onnx')).toBeDisabled();
+  await expect(page.locator('#ort-run')).toBeDisabled();
+  const refusals = page.locator('.merge-hint');
+  await expect(refusals).toHaveCount(2);
+  for (const refusal of await refusals.all()) {
+    await expect(refusal).toBeVisible();
+    await expect(refusal).toContainText('prefix tuning adds keys and values to every layer');
+    await expect(refusal).toContainText('Use “Export adapter”');
+  }
+  // The imported prefixes generate over the 4-bit base.
+  await page.click('#generate');
+  await expect(page.locator('#out-after span')).not.toBeEmpty({ timeout: 120_000 });
+  await shot(page, testInfo, '08-onnx-refused');
 });

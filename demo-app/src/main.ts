@@ -15,7 +15,7 @@ import { type ChatMessage, type CheckpointMeta, type DataInfo, type DataInput, t
 import { createOnnxTrainer } from 'webtune/onnx';
 import { FederatedClient } from 'webtune/federated';
 import assistantSample from './assistant-sample.jsonl?raw';
-import { adapterRequest, layersToTrain, method, methodSettings, methodTitle, mountMethodControls, restoreMethodSettings, showMethodHint } from './method.js';
+import { adapterRequest, layersToTrain, mergeRefusal, method, methodOfAdapterConfig, methodSettings, methodTitle, mountMethodControls, restoreMethodSettings, showMethodHint } from './method.js';
 
 const RUN_ID = 'demo';
 // demo-app/public is the site root; the build's service worker precaches the bundled model.
@@ -48,6 +48,10 @@ let planFits = false;
 let running = false;
 let paused = false;
 let trained = false;
+/** The method of the adapter the trainer holds (trained, restored or imported): some cannot be merged, so not exported as ONNX. */
+let heldMethod: string | undefined;
+/** The method of the run that train() started last (pause and resume keep it). */
+let runMethod: string | undefined;
 /** The ONNX graph the model was loaded from (its path in the model folder), if it was. */
 let onnxFile: string | undefined;
 /** Layers of the loaded model ("Train only the top N layers" counts from the last). */
@@ -84,10 +88,17 @@ function updateButtons() {
   btn('cancel').disabled = !running && !paused;
   btn('generate').disabled = !modelLoaded || running;
   btn('export').disabled = !modelLoaded || running || !trained;
+  // ONNX export merges the adapter into the model; an adapter with no merged form points at its files instead.
+  const refusal = trained ? mergeRefusal(heldMethod) : undefined;
   btn('export-onnx').hidden = !onnxFile;
-  btn('export-onnx').disabled = !modelLoaded || running || !trained;
+  btn('export-onnx').disabled = !modelLoaded || running || !trained || refusal !== undefined;
   $('ort-row').hidden = !onnxFile;
-  btn('ort-run').disabled = !modelLoaded || running || !trained;
+  btn('ort-run').disabled = !modelLoaded || running || !trained || refusal !== undefined;
+  for (const id of ['export-onnx', 'ort-run']) btn(id).title = refusal ?? '';
+  for (const el of document.querySelectorAll<HTMLElement>('.merge-hint')) {
+    el.textContent = refusal ?? '';
+    el.hidden = !onnxFile || refusal === undefined;
+  }
   btn('fed-join').disabled = !ready || running || paused;
   for (const id of ['use-text', 'use-sample', 'use-qa', 'use-qa-sample']) btn(id).disabled = !modelLoaded || running;
   input('data-file').disabled = !modelLoaded || running;
@@ -174,6 +185,7 @@ async function loadModel() {
   modelLoaded = false;
   dataReady = false;
   trained = false;
+  heldMethod = undefined;
   onnxFile = undefined;
   running = true;
   updateButtons();
@@ -684,7 +696,10 @@ async function runTraining(start: () => Promise<TrainSummary>, what: string) {
     if (dataMode === 'assistant' && s.step > 0) await scoreAdapter(s);
     running = false;
     paused = s.stopped === 'paused';
-    if (s.stopped !== 'cancelled' || s.step > 0) trained = true;
+    if (s.stopped !== 'cancelled' || s.step > 0) {
+      trained = true;
+      heldMethod = runMethod;
+    }
     const parts = [
       s.stopped === 'completed' ? `Finished ${s.step} steps`
         : s.stopped === 'early-stopped' ? `Stopped early at step ${s.step} of ${s.totalSteps} (the held-out loss stopped improving)`
@@ -716,6 +731,7 @@ function train(resume: boolean) {
   saveSettings();
   resetChart();
   const r = { ...request(), resume };
+  runMethod = r.adapter?.method;
   void runTraining(async () => {
     const t = await getTrainer();
     if (!resume) {
@@ -835,6 +851,16 @@ async function exportOnnx() {
   }
 }
 
+/** A line beside each button that merges the adapter (ONNX export, onnxruntime-web), saying why an adapter cannot be merged. */
+function mountMergeHints() {
+  for (const after of [btn('export').parentElement!, btn('ort-run').parentElement!]) {
+    const hint = document.createElement('p');
+    hint.className = 'hint merge-hint';
+    hint.hidden = true;
+    after.after(hint);
+  }
+}
+
 // ---------- checkpoints, export, import ----------
 async function refreshCheckpoints() {
   try {
@@ -886,6 +912,7 @@ async function restore(c: CheckpointMeta) {
   try {
     const meta = await (await getTrainer()).restoreCheckpoint(c.id);
     trained = true;
+    heldMethod = meta.adapter.method;
     $('checkpoint-info').textContent = `Restored the adapter of step ${meta.step}; Generate now uses it.`;
   } catch (error) {
     showError('checkpoint', error);
@@ -945,10 +972,11 @@ async function exportAdapter() {
     download('adapter_config.json', files['adapter_config.json'], 'application/json');
     await new Promise((r) => setTimeout(r, 300));
     download('adapter_model.safetensors', files['adapter_model.safetensors'] as Uint8Array<ArrayBuffer>, 'application/octet-stream');
-    // BitFit is no PEFT method: its files carry "webtune_method": "bitfit" and load back here (Import adapter).
-    const bitfit = (JSON.parse(files['adapter_config.json']) as { webtune_method?: string }).webtune_method === 'bitfit';
+    // BitFit and bottleneck adapters are no PEFT methods: their files carry "webtune_method" and load back here (Import adapter).
+    const own = (JSON.parse(files['adapter_config.json']) as { webtune_method?: string }).webtune_method;
+    const title = own && ({ bitfit: 'BitFit', bottleneck: 'bottleneck adapter' }[own] ?? own);
     $('checkpoint-info').textContent = `Exported adapter_config.json and adapter_model.safetensors (${formatBytes(files['adapter_model.safetensors'].byteLength)}); ` +
-      (bitfit ? 'PEFT has no BitFit method: “Import adapter” here reads them back.' : 'load them with PEFT.');
+      (title ? `PEFT has no ${title} method: “Import adapter” here reads them back.` : 'load them with PEFT.');
   } catch (error) {
     showError('checkpoint', error);
   }
@@ -960,8 +988,10 @@ async function importAdapter(files: File[]) {
     const config = files.find((f) => f.name.endsWith('.json'));
     const weights = files.find((f) => f.name.endsWith('.safetensors'));
     if (!config || !weights) throw new Error('Choose both adapter_config.json and adapter_model.safetensors (select the two files together).');
-    await (await getTrainer()).importAdapter({ config: await config.text(), weights: new Uint8Array(await weights.arrayBuffer()) });
+    const configText = await config.text();
+    await (await getTrainer()).importAdapter({ config: configText, weights: new Uint8Array(await weights.arrayBuffer()) });
     trained = true;
+    heldMethod = methodOfAdapterConfig(configText);
     $('checkpoint-info').textContent = `Imported ${weights.name}; Generate now uses it.`;
   } catch (error) {
     showError('checkpoint', error);
@@ -1133,6 +1163,7 @@ btn('fed-join').addEventListener('click', () => void joinRound());
 
 setupOffline();
 mountMethodControls(() => void plan());
+mountMergeHints();
 restoreSettings();
 setupChart();
 updateModelSource();
