@@ -1,6 +1,6 @@
 /**
  * Trains an adapter of every method with webtune (DoRA r4, IA3, BitFit, LoRA r4 on the top layer,
- * prompt tuning, P-tuning, projected prefix tuning, Houlsby bottleneck adapters; 30 steps on
+ * prompt tuning, P-tuning, projected prefix tuning, Houlsby bottleneck adapters, UniPELT; 30 steps on
  * Moby-Dick chapters 1-3, Dawn in Node) on the tiny Llama and the tiny GPT-2, and
  * exports each as adapter files under packages/model/test/fixtures/webtune-adapters/<model>-<method>/.
  * scripts/check_method_adapter.py then loads each folder into the plain-torch model (PEFT's
@@ -30,6 +30,7 @@ export const METHOD_ADAPTERS = [
   { method: 'p-tuning', config: { numVirtualTokens: 6, encoderHiddenSize: 32 } },
   { method: 'prefix-tuning', config: { numVirtualTokens: 8, prefixProjection: true } },
   { method: 'bottleneck', config: { variant: 'houlsby', bottleneckSize: 8 } },
+  { method: 'unipelt', config: { rank: 4, alpha: 8, numVirtualTokens: 4, bottleneckSize: 8 } },
 ] as const;
 
 const ctx = await createGpuContext({ gpu: await createNodeGpu() });

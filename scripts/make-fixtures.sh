@@ -31,7 +31,7 @@ for model in tiny-llama tiny-gpt2; do
     "../packages/model/test/fixtures/webtune-adapters/$model/pytorch-merged.json"
 done
 for model in tiny-llama tiny-gpt2; do
-  for method in dora ia3 bitfit lora prompt-tuning p-tuning prefix-tuning bottleneck; do
+  for method in dora ia3 bitfit lora prompt-tuning p-tuning prefix-tuning bottleneck unipelt; do
     dir="../packages/model/test/fixtures/webtune-adapters/$model-$method"
     $PY check_method_adapter.py "$dir" "$model" "$dir/pytorch.json" >/dev/null
   done

@@ -25,9 +25,11 @@ export interface GenerateOptions {
 export async function generate(model: Transformer, prompt: ArrayLike<number>, options: GenerateOptions = {}): Promise<number[]> {
   const maxNew = options.maxNewTokens ?? 32;
   if (prompt.length === 0) throw new InvalidArgumentError('generate needs a prompt of at least one token.');
-  // An adapter's virtual tokens and key/value prefixes take the first positions of the cache.
+  // An adapter's virtual tokens and key/value prefixes take the first positions (and, except a
+  // gated prefix, which is attended to apart, the first rows of the cache).
   const lead = model.leadingTokens;
-  const capacity = Math.min(model.config.maxPositions, lead + prompt.length + maxNew);
+  const outside = lead - model.cacheLeadingRows;
+  const capacity = Math.min(model.config.maxPositions - outside, lead - outside + prompt.length + maxNew);
   if (lead + prompt.length >= model.config.maxPositions) {
     const adapter = lead > 0 ? ` and the adapter adds ${lead} virtual or prefix tokens` : '';
     throw new InvalidArgumentError(`The prompt has ${prompt.length} tokens${adapter}; the model's context is ${model.config.maxPositions}.`);

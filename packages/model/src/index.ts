@@ -28,13 +28,15 @@ export { resolvePrefixTuningConfig } from './adapters/prefix-tuning/config.js';
 export type { PrefixTuningConfig } from './adapters/prefix-tuning/config.js';
 export { resolveBottleneckConfig } from './adapters/bottleneck/config.js';
 export type { BottleneckConfig } from './adapters/bottleneck/config.js';
+export { resolveUniPeltConfig } from './adapters/unipelt/config.js';
+export type { UniPeltConfig } from './adapters/unipelt/config.js';
 export { PROMPT_EMBEDDINGS } from './adapters/prompt-learning.js';
 export { matchesTarget, selectModules } from './adapters/targets.js';
 export { ADAPTER_METHODS, adapterMethod, resolveAdapterSpec, adapterMismatch, adapterParameterCount, adapterLayout, methodOfKeys, adapterSpecProblem } from './adapters/registry.js';
 export type { MethodDefinition } from './adapters/method.js';
 export { createAdapter, createAdapterOnBase, adapterFromTensors } from './adapters/create.js';
 export type {
-  Adapter, AdapterMethod, AdapterSpec, TrainableTensor, TargetModule, AdapterBuffers, AdapterBufferShape, AdapterRuntime, RuntimeContext, LinearOps, LinearCall, HostTensor, SequenceLayout, VirtualTokenHooks, PrefixHooks,
+  Adapter, AdapterMethod, AdapterSpec, TrainableTensor, TargetModule, AdapterBuffers, AdapterBufferShape, AdapterRuntime, RuntimeContext, LinearOps, LinearCall, HostTensor, SequenceLayout, VirtualTokenHooks, PrefixHooks, PrefixGateHooks,
 } from './adapters/types.js';
 export { Rng } from './rng.js';
 export type { RngState } from './rng.js';
@@ -52,6 +54,7 @@ export { PromptTuningAdapter } from './adapters/prompt-tuning/adapter.js';
 export { PTuningAdapter } from './adapters/p-tuning/adapter.js';
 export { PrefixTuningAdapter } from './adapters/prefix-tuning/adapter.js';
 export { BottleneckAdapter } from './adapters/bottleneck/adapter.js';
+export { UniPeltAdapter } from './adapters/unipelt/adapter.js';
 export type { BottleneckParam } from './adapters/bottleneck/adapter.js';
 export { Transformer } from './transformer.js';
 export type { TokenBatch, TrainOptions, KvCache } from './transformer.js';

@@ -53,8 +53,8 @@ export async function exportPeftAdapter(adapter: Adapter, options: { baseModel?:
 /** Which method an adapter_config.json describes. */
 function methodOfConfig(raw: Record<string, unknown>): AdapterSpec['method'] {
   if (raw['webtune_method'] !== undefined) {
-    if (raw['webtune_method'] === 'bitfit' || raw['webtune_method'] === 'bottleneck') return raw['webtune_method'];
-    throw new UnsupportedModelError('adapter_config.json', `webtune_method "${String(raw['webtune_method'])}" is not one this version reads (bitfit, bottleneck)`);
+    if (raw['webtune_method'] === 'bitfit' || raw['webtune_method'] === 'bottleneck' || raw['webtune_method'] === 'unipelt') return raw['webtune_method'];
+    throw new UnsupportedModelError('adapter_config.json', `webtune_method "${String(raw['webtune_method'])}" is not one this version reads (bitfit, bottleneck, unipelt)`);
   }
   const type = raw['peft_type'];
   if (type === undefined || type === 'LORA') return raw['use_dora'] === true ? 'dora' : 'lora';

@@ -16,7 +16,7 @@
  * prefixes are assembled in front of each layer's keys and values (`kPrefixed`), or prefilled into
  * a KV cache. Either way a real token t has position (virtual + prefix) + t, as PEFT's models see it.
  */
-import { CommandRecorder, createAttentionKernels, createCrossEntropyKernel, createElementwiseKernels, createEmbeddingKernels, createGeluKernels, createMatmulKernel, createNF4DequantizeKernel, createNF4MatmulKernel, createNormKernels, createRopeKernel, createSwigluKernels, createTensor, IGNORE_INDEX, readF32, ropeTables, writeTensor, type AttentionKernels, type CrossEntropyKernel, type ElementwiseKernels, type EmbeddingKernels, type GeluKernels, type GpuContext, type GpuTensor, type FrozenWeight, type MatmulKernel, type NF4DequantizeKernel, type NF4MatmulKernel, type NormKernels, type RopeKernel, type SwigluKernels } from '@webtune/gpu';
+import { CommandRecorder, createAttentionKernels, createCrossEntropyKernel, createElementwiseKernels, createEmbeddingKernels, createGeluKernels, createMatmulKernel, createNF4DequantizeKernel, createNF4MatmulKernel, createNormKernels, createRopeKernel, createSwigluKernels, createTensor, createVectorScaleKernels, IGNORE_INDEX, readF32, ropeTables, writeTensor, type AttentionKernels, type CrossEntropyKernel, type ElementwiseKernels, type EmbeddingKernels, type GeluKernels, type GpuContext, type GpuTensor, type FrozenWeight, type MatmulKernel, type NF4DequantizeKernel, type NF4MatmulKernel, type NormKernels, type RopeKernel, type SwigluKernels, type VectorScaleKernels } from '@webtune/gpu';
 import { InvalidArgumentError } from '@webtune/errors';
 import { NO_SEQUENCE_CHANGE, type Adapter, type AdapterRuntime, type SequenceLayout } from './adapters/types.js';
 import { architectureOf, type ArchitectureDescriptor } from './arch/index.js';
@@ -42,6 +42,8 @@ interface Kernels {
   rope: RopeKernel | undefined;
   attention: AttentionKernels;
   crossEntropy: CrossEntropyKernel;
+  /** Row scaling and row dots (a gated prefix's key gate). */
+  vectorScale: VectorScaleKernels;
 }
 
 /** One step's token batch. Targets use IGNORE_INDEX (0xffffffff) for positions without a loss. */
@@ -126,7 +128,7 @@ export class Transformer {
       nf4 ? createNF4DequantizeKernel(ctx, { ...nf4, dtype }) : undefined,
     ]);
     const arch = architectureOf(c);
-    const [norm, swiglu, gelu, embedding, elementwise, rope, attention, crossEntropy] = await Promise.all([
+    const [norm, swiglu, gelu, embedding, elementwise, rope, attention, crossEntropy, vectorScale] = await Promise.all([
       createNormKernels(ctx, { kind: arch.norm, eps: c.normEps, dtype }),
       arch.mlp.kind === 'swiglu' ? createSwigluKernels(ctx, { dtype }) : undefined,
       arch.mlp.kind === 'gelu' ? createGeluKernels(ctx, { dtype }) : undefined,
@@ -135,10 +137,11 @@ export class Transformer {
       arch.positions === 'rope' ? createRopeKernel(ctx, { dtype }) : undefined,
       createAttentionKernels(ctx, { dtype }),
       createCrossEntropyKernel(ctx, { dtype }),
+      createVectorScaleKernels(ctx, { dtype }),
     ]);
     return new Transformer(ctx, base, {
       frozenForward, frozenBackward, frozenBackwardAcc, dequantize, head, headBackward,
-      norm, swiglu, gelu, embedding, elementwise, rope, attention, crossEntropy,
+      norm, swiglu, gelu, embedding, elementwise, rope, attention, crossEntropy, vectorScale,
     });
   }
 
@@ -151,10 +154,16 @@ export class Transformer {
     return this.adapter?.sequence ?? NO_SEQUENCE_CHANGE;
   }
 
-  /** Positions the current adapter takes before the first real token (virtual tokens and prefixes); a KV cache needs room for them. */
+  /** Positions the current adapter takes before the first real token (virtual tokens and prefixes). */
   get leadingTokens(): number {
     const { virtualTokens, prefixTokens } = this.layout;
     return virtualTokens + prefixTokens;
+  }
+
+  /** Rows of a KV cache the adapter fills before the first real token (a gated prefix stays out of the cache). */
+  get cacheLeadingRows(): number {
+    const { virtualTokens, prefixTokens, gatedPrefix } = this.layout;
+    return virtualTokens + (gatedPrefix ? 0 : prefixTokens);
   }
 
   /** Attaches (or detaches, with undefined) the adapter (any method) used by every later call. */
@@ -220,6 +229,7 @@ export class Transformer {
       batch,
       seq: rows,
       prefixTokens: this.layout.prefixTokens,
+      gatedPrefix: this.layout.gatedPrefix === true,
       training,
       recompute: training && (options.recompute ?? false),
       adapter: adapter ? adapter.buffers({ tokens, training, dtype: this.base.dtype, fourBit: this.base.nf4 !== undefined }) : { layer: [], shared: [] },
@@ -361,8 +371,9 @@ export class Transformer {
 
   /** Run state of a whole-sequence call: rows include the virtual tokens; positions start after the prefix. */
   private sequenceRun(batch: TokenBatch, training: boolean, seed: number, step: number): RunState {
-    const { virtualTokens, prefixTokens } = this.layout;
-    return { batch: batch.batch, seq: batch.seq + virtualTokens, training, seed, step, offset: prefixTokens, virtualRows: virtualTokens, prefixed: prefixTokens };
+    const { virtualTokens, prefixTokens, gatedPrefix } = this.layout;
+    if (gatedPrefix) return { batch: batch.batch, seq: batch.seq + virtualTokens, training, seed, step, offset: 0, positions: prefixTokens, virtualRows: virtualTokens, prefixed: 0, gatedPrefix: prefixTokens };
+    return { batch: batch.batch, seq: batch.seq + virtualTokens, training, seed, step, offset: prefixTokens, positions: prefixTokens, virtualRows: virtualTokens, prefixed: prefixTokens, gatedPrefix: 0 };
   }
 
   /** The index of workspace row `row` among the batch's real tokens, or -1 for a virtual-token row. */
@@ -403,19 +414,27 @@ export class Transformer {
     if (seq === 0) throw new InvalidArgumentError('decode needs at least one token.');
     this.checkBatch({ ids, batch: 1, seq }, false);
     const runtime = await this.adapterRuntime();
-    const { virtualTokens, prefixTokens } = this.layout;
-    // The first call on an empty cache starts the sequence: prefixes go into the cache and the virtual tokens run with the prompt.
+    const { virtualTokens, prefixTokens, gatedPrefix } = this.layout;
+    // The first call on an empty cache starts the sequence: prefixes go into the cache (a gated
+    // prefix is attended to apart, every call) and the virtual tokens run with the prompt.
     const starting = cache.length === 0;
-    const lead = starting ? virtualTokens + prefixTokens : 0;
+    const lead = starting ? this.cacheLeadingRows : 0;
+    const gated = gatedPrefix ? prefixTokens : 0;
+    if (gated + cache.length + lead + seq > this.config.maxPositions) {
+      throw new InvalidArgumentError(`${cache.length + seq} tokens after the adapter's ${prefixTokens} prefix tokens exceed the model's context of ${this.config.maxPositions}.`);
+    }
     if (cache.length + lead + seq > cache.capacity) {
       throw new InvalidArgumentError(`The KV cache holds ${cache.capacity} tokens; ${cache.length} are used and ${lead + seq} more (the adapter's ${lead} leading tokens included) do not fit.`);
     }
     const rows = seq + (starting ? virtualTokens : 0);
-    const ws = this.workspaceFor({ ...this.workspaceShape(1, seq, false), seq: rows, prefixTokens: 0, headChunk: 1 });
+    const ws = this.workspaceFor({ ...this.workspaceShape(1, seq, false), seq: rows, prefixTokens: gated, headChunk: 1 });
     const enc = new Encoder(this.ctx, 'decode');
     this.writeBatch(ws, { ids, batch: 1, seq }, false, starting ? virtualTokens : 0);
-    if (starting && prefixTokens > 0) this.prefillPrefix(enc, runtime!, cache);
-    const run: RunState = { batch: 1, seq: rows, training: false, seed: 0, step: 0, offset: cache.length, cache, virtualRows: starting ? virtualTokens : 0, prefixed: 0 };
+    if (starting && prefixTokens > 0 && !gatedPrefix) this.prefillPrefix(enc, runtime!, cache);
+    const run: RunState = {
+      batch: 1, seq: rows, training: false, seed: 0, step: 0, offset: cache.length, positions: gated + cache.length, cache,
+      virtualRows: starting ? virtualTokens : 0, prefixed: 0, gatedPrefix: gated,
+    };
     // One token per call: a single submit is short, so no per-layer flush.
     this.forwardLayers(enc, ws, run, runtime, false);
     this.finalNorm(enc, ws);
@@ -452,7 +471,7 @@ export class Transformer {
       ids: ws.buffers['ids']!,
       out: x,
       rows: ws.tokens,
-      positions: pos ? { table: pos, seqLen: run.seq, offset: run.offset } : undefined,
+      positions: pos ? { table: pos, seqLen: run.seq, offset: run.positions } : undefined,
     });
     if (run.virtualRows === 0) return;
     // Virtual tokens replace the placeholder rows; GPT-2's learned positions are added to them as to any token.
@@ -461,7 +480,7 @@ export class Transformer {
     const rows = { srcCols: d, srcOffset: 0, dstCols: d, dstOffset: 0, rows: run.virtualRows, cols: d };
     for (let b = 0; b < run.batch; b++) {
       this.k.elementwise.copyColumns(enc.r, { ...rows, src: hooks.embeddings, dst: x, dstRowOffset: b * run.seq });
-      if (pos) this.k.elementwise.copyColumns(enc.r, { ...rows, src: pos, srcRowOffset: run.offset, dst: x, dstRowOffset: b * run.seq, accumulate: true });
+      if (pos) this.k.elementwise.copyColumns(enc.r, { ...rows, src: pos, srcRowOffset: run.positions, dst: x, dstRowOffset: b * run.seq, accumulate: true });
     }
   }
 
@@ -496,6 +515,77 @@ export class Transformer {
       this.k.elementwise.copyColumns(enc.r, { ...cols, src: s['v']!, srcRowOffset: b * run.seq, dst: values, rows: run.seq, dstRowOffset: b * stride + p });
     }
     return { keys, values };
+  }
+
+  /** Each sequence's copy of layer l's prefix keys and values: [batch * prefix, kv width] (a gated prefix is attended to apart). */
+  private assemblePrefix(enc: Encoder, ws: Workspace, l: number, run: RunState, runtime: AdapterRuntime): { keys: GpuTensor; values: GpuTensor } {
+    const c = this.config;
+    const width = c.numKvHeads * c.headDim;
+    const hooks = runtime.prefix!;
+    const keys = ws.buffers['kPrefix']!;
+    const values = ws.buffers['vPrefix']!;
+    const prefix = { src: hooks.table, srcCols: hooks.columns, dstCols: width, dstOffset: 0, cols: width, rows: run.gatedPrefix };
+    for (let b = 0; b < run.batch; b++) {
+      this.k.elementwise.copyColumns(enc.r, { ...prefix, srcOffset: hooks.keyOffset(l), dst: keys, dstRowOffset: b * run.gatedPrefix });
+      this.k.elementwise.copyColumns(enc.r, { ...prefix, srcOffset: hooks.valueOffset(l), dst: values, dstRowOffset: b * run.gatedPrefix });
+    }
+    return { keys, values };
+  }
+
+  /**
+   * A gated prefix (UniPELT): the gates from the attention's input, attention of the key-gated
+   * queries over the prefix alone (every prefix row visible), and the merge with the sequence's own
+   * attention (attR, lse) by log-sum-exp, the prefix's share scaled by the value gate:
+   *   w = sigmoid(lseP - lse),  att = w * gv * attP + (1 - w) * attR.
+   */
+  private gatedPrefixForward(enc: Encoder, ws: Workspace, l: number, run: RunState, runtime: AdapterRuntime): void {
+    const c = this.config;
+    const s = ws.layer(l);
+    const m = ws.tokens;
+    const gates = runtime.prefix!.gate!.forward(enc.r, { layer: l, input: s['n1']!, m, state: s });
+    const qGated = ws.buffers['qGated']!;
+    this.k.vectorScale.scaleRows(enc.r, { src: s['q']!, dst: qGated, gate: gates, gateStride: 2, gateOffset: 0, rows: m, cols: c.numHeads * c.headDim });
+    const { keys, values } = this.assemblePrefix(enc, ws, l, run, runtime);
+    const p = run.gatedPrefix;
+    const shape = { batch: run.batch, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim) };
+    this.k.attention.forward(enc.r, { ...shape, q: qGated, k: keys, v: values, out: s['attP']!, lse: s['lseP'], seqQ: run.seq, seqKV: p, kvCapacity: p, positionOffset: p });
+    this.k.attention.merge(enc.r, {
+      outA: s['attP']!, lseA: s['lseP']!, outB: s['attR']!, lseB: s['lse']!, gate: gates, gateStride: 2, gateOffset: 1, out: s['att']!,
+      batch: run.batch, seq: run.seq, heads: c.numHeads, headDim: c.headDim,
+    });
+  }
+
+  /**
+   * Backward of gatedPrefixForward: the merge's gradients split dL/d(att) between the two
+   * attentions (with their log-sum-exps' gradients), the prefix's keys and values are summed over
+   * the batch into the adapter's table gradient, and the key gate's part of dq is added; dGates
+   * then holds both gates' gradients (the gate's own backward runs once dN is written).
+   */
+  private gatedPrefixBackward(enc: Encoder, ws: Workspace, l: number, run: RunState, runtime: AdapterRuntime): void {
+    const c = this.config;
+    const s = ws.layer(l);
+    const b = ws.buffers;
+    const m = ws.tokens;
+    const p = run.gatedPrefix;
+    const qCols = c.numHeads * c.headDim;
+    const width = c.numKvHeads * c.headDim;
+    const hooks = runtime.prefix!;
+    const gates = runtime.prefix!.gate!.gates(s);
+    const shape = { batch: run.batch, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim) };
+    this.k.vectorScale.scaleRows(enc.r, { src: s['q']!, dst: b['qGated']!, gate: gates, gateStride: 2, gateOffset: 0, rows: m, cols: qCols });
+    const { keys, values } = this.assemblePrefix(enc, ws, l, run, runtime);
+    this.k.attention.backward(enc.r, {
+      ...shape, q: b['qGated']!, k: keys, v: values, out: s['attP']!, lse: s['lseP']!, gradOutput: b['dAttP']!, gradLse: b['dLseP']!,
+      gradQ: b['dqGated']!, gradK: b['dkPrefix']!, gradV: b['dvPrefix']!, delta: b['delta']!, seq: run.seq, seqKV: p, positionOffset: p,
+    });
+    // q's gradient through the key gate, and the key gate's own: d(gk * q) -> gk * dqg, q . dqg.
+    this.k.vectorScale.scaleRows(enc.r, { src: b['dqGated']!, dst: b['dq']!, gate: gates, gateStride: 2, gateOffset: 0, rows: m, cols: qCols, accumulate: true });
+    this.k.vectorScale.rowDot(enc.r, { a: s['q']!, b: b['dqGated']!, out: b['dGates']!, outStride: 2, outOffset: 0, rows: m, cols: qCols });
+    for (let i = 0; i < run.batch; i++) {
+      const grad = { srcCols: width, srcOffset: 0, dst: hooks.gradient, dstCols: hooks.columns, cols: width, rows: p, srcRowOffset: i * p, accumulate: true };
+      this.k.elementwise.copyColumns(enc.r, { ...grad, src: b['dkPrefix']!, dstOffset: hooks.keyOffset(l) });
+      this.k.elementwise.copyColumns(enc.r, { ...grad, src: b['dvPrefix']!, dstOffset: hooks.valueOffset(l) });
+    }
   }
 
   /** The first decode call with a prefix adapter: every layer's prefix becomes the cache's first rows. */
@@ -587,7 +677,7 @@ export class Transformer {
       linear(attention.v, s['n1']!, s['v']!);
     }
     if (this.arch.positions === 'rope') {
-      const rope = { cos: this.ropeCos!, sin: this.ropeSin!, rows: m, headDim: c.headDim, seqLen: run.seq, positionOffset: run.offset };
+      const rope = { cos: this.ropeCos!, sin: this.ropeSin!, rows: m, headDim: c.headDim, seqLen: run.seq, positionOffset: run.positions };
       this.k.rope!.apply(enc.r, { ...rope, x: s['q']!, heads: c.numHeads });
       this.k.rope!.apply(enc.r, { ...rope, x: s['k']!, heads: c.numKvHeads });
     }
@@ -608,11 +698,13 @@ export class Transformer {
       ({ keys, values } = this.assemblePrefixed(enc, ws, l, run, runtime!));
       seqKV = kvCapacity = run.prefixed + run.seq;
     }
+    const gated = run.gatedPrefix > 0;
     this.k.attention.forward(enc.r, {
-      q: s['q']!, k: keys, v: values, out: s['att']!, lse: run.training || ws.shape.training ? s['lse'] : undefined,
+      q: s['q']!, k: keys, v: values, out: gated ? s['attR']! : s['att']!, lse: gated || run.training || ws.shape.training ? s['lse'] : undefined,
       batch: run.batch, seqQ: run.seq, seqKV, kvCapacity, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim,
       scale: 1 / Math.sqrt(c.headDim), positionOffset: run.offset,
     });
+    if (gated) this.gatedPrefixForward(enc, ws, l, run, runtime!);
     linear(attention.o, s['att']!, s['x2']!);
     ew.axpy(enc.r, { target: s['x2']!, source: x, size: m * d });
     this.k.norm.forward(enc.r, { x: s['x2']!, weight: L.norm2.weight, bias: L.norm2.bias, y: s['n2']!, rstd: s['rstd2']!, mean: s['mean2'], rows: m, cols: d });
@@ -663,14 +755,26 @@ export class Transformer {
     linear(attention.o, g, s['att']!, b['dAtt']!, false);
     const shape = { batch: run.batch, seq: run.seq, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim) };
     if (run.prefixed > 0) this.prefixedAttentionBackward(enc, ws, l, run, runtime, shape);
-    else {
+    else if (run.gatedPrefix > 0) {
+      this.k.attention.mergeBackward(enc.r, {
+        gradOutput: b['dAtt']!, outA: s['attP']!, lseA: s['lseP']!, outB: s['attR']!, lseB: s['lse']!, gate: runtime.prefix!.gate!.gates(s), gateStride: 2, gateOffset: 1,
+        gradOutA: b['dAttP']!, gradOutB: b['dAttR']!, gradLseA: b['dLseP']!, gradLseB: b['dLseR']!, gradGate: b['dGates']!, gradGateStride: 2, gradGateOffset: 1,
+        batch: run.batch, seq: run.seq, heads: c.numHeads, headDim: c.headDim,
+      });
+      this.k.attention.backward(enc.r, {
+        q: s['q']!, k: s['k']!, v: s['v']!, out: s['attR']!, lse: s['lse']!, gradOutput: b['dAttR']!, gradLse: b['dLseR']!,
+        gradQ: b['dq']!, gradK: b['dk']!, gradV: b['dv']!, delta: b['delta']!, ...shape,
+      });
+      // The prefix's half adds into dq (before RoPE's inverse, like the sequence's own).
+      this.gatedPrefixBackward(enc, ws, l, run, runtime);
+    } else {
       this.k.attention.backward(enc.r, {
         q: s['q']!, k: s['k']!, v: s['v']!, out: s['att']!, lse: s['lse']!, gradOutput: b['dAtt']!,
         gradQ: b['dq']!, gradK: b['dk']!, gradV: b['dv']!, delta: b['delta']!, ...shape,
       });
     }
     if (this.arch.positions === 'rope') {
-      const rope = { cos: this.ropeCos!, sin: this.ropeSin!, rows: m, headDim: c.headDim, seqLen: run.seq, positionOffset: run.offset, inverse: true };
+      const rope = { cos: this.ropeCos!, sin: this.ropeSin!, rows: m, headDim: c.headDim, seqLen: run.seq, positionOffset: run.positions, inverse: true };
       this.k.rope!.apply(enc.r, { ...rope, x: b['dq']!, heads: c.numHeads });
       this.k.rope!.apply(enc.r, { ...rope, x: b['dk']!, heads: c.numKvHeads });
     }
@@ -685,6 +789,8 @@ export class Transformer {
       linear(attention.k, b['dk']!, s['n1']!, dN, true);
       linear(attention.v, b['dv']!, s['n1']!, dN, true);
     }
+    // A gated prefix's gate reads the attention input too: its gradients, and its share of dN.
+    if (run.gatedPrefix > 0) runtime.prefix!.gate!.backward(enc.r, { layer: l, input: s['n1']!, m, state: s, gradGates: b['dGates']!, gradInput: dN });
     if (needInput) {
       this.k.norm.backward(enc.r, { x, weight: L.norm1.weight, rstd: s['rstd1']!, mean: s['mean1'], gradOutput: b['dN']!, gradInput: g, rows: m, cols: d, accumulate: true });
     }
@@ -772,13 +878,17 @@ interface RunState {
   training: boolean;
   seed: number;
   step: number;
-  /** Absolute position of the first row (after a prefix, or what a KV cache holds). */
+  /** Index of the first row among the keys attention reads (after a prefix in front, or what a KV cache holds). */
   offset: number;
+  /** Position of the first row (RoPE angle, learned position): the offset, plus a gated prefix's length. */
+  positions: number;
   cache?: KvCache;
   /** Leading rows of each sequence that are the adapter's virtual tokens. */
   virtualRows: number;
   /** Prefix rows to put in front of each layer's keys and values (0 when a KV cache holds them). */
   prefixed: number;
+  /** Rows of a gated prefix, attended to apart and merged (0 without one). */
+  gatedPrefix: number;
 }
 
 /** Targets that carry a loss (not IGNORE_INDEX). */

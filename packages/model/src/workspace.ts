@@ -17,6 +17,8 @@ export interface WorkspaceShape {
    * values with the prefix in front, assembled in a shared scratch (and its gradient in training).
    */
   prefixTokens: number;
+  /** The prefix is gated per token (UniPELT): attention over prefix and sequence apart, merged. */
+  gatedPrefix?: boolean;
   /** Training keeps what backward needs; inference keeps one layer's worth. */
   training: boolean;
   /** Keep only each layer's input and recompute the rest during backward. */
@@ -63,6 +65,8 @@ function layerPlan(config: ModelConfig, ws: WorkspaceShape): BufferPlan[] {
   if (arch.mlp.kind === 'swiglu') plan.push(b('mlpB', [t, i]));
   if (arch.attention.kind === 'fused') plan.push(b('qkv', [t, 3 * d]));
   if (arch.norm === 'layer') plan.push(stat('mean1', [t]), stat('mean2', [t]));
+  // A gated prefix: the prefix's and the sequence's attention outputs and the prefix's log-sum-exp, merged into att.
+  if (ws.gatedPrefix) plan.push(b('attP', [t, q]), b('attR', [t, q]), stat('lseP', [ws.batch * config.numHeads * ws.seq]));
   plan.push(...ws.adapter.layer);
   return plan;
 }
@@ -92,7 +96,20 @@ export function planWorkspace(config: ModelConfig, ws: WorkspaceShape): BufferPl
   if (arch.norm === 'layer') plan.push({ name: 'meanF', shape: [t], dtype: 'f32', copies: 1 });
   // The adapter's shared scratch (each method lists what it needs for training or inference).
   plan.push(...ws.adapter.shared);
-  if (ws.prefixTokens > 0) {
+  if (ws.prefixTokens > 0 && ws.gatedPrefix) {
+    // The prefix rows once per sequence and the key-gated queries: rebuilt in backward, one copy for every layer.
+    const rows = ws.batch * ws.prefixTokens;
+    const stats = ws.batch * config.numHeads * ws.seq;
+    plan.push({ name: 'kPrefix', shape: [rows, kv], dtype: ws.dtype, copies: 1 }, { name: 'vPrefix', shape: [rows, kv], dtype: ws.dtype, copies: 1 }, { name: 'qGated', shape: [t, q], dtype: ws.dtype, copies: 1 });
+    if (ws.training) {
+      plan.push(
+        { name: 'dAttP', shape: [t, q], dtype: ws.dtype, copies: 1 }, { name: 'dAttR', shape: [t, q], dtype: ws.dtype, copies: 1 }, { name: 'dqGated', shape: [t, q], dtype: ws.dtype, copies: 1 },
+        { name: 'dLseP', shape: [stats], dtype: 'f32', copies: 1 }, { name: 'dLseR', shape: [stats], dtype: 'f32', copies: 1 },
+        { name: 'dkPrefix', shape: [rows, kv], dtype: ws.dtype, copies: 1 }, { name: 'dvPrefix', shape: [rows, kv], dtype: ws.dtype, copies: 1 },
+        { name: 'dGates', shape: [t, 2], dtype: 'f32', copies: 1 },
+      );
+    }
+  } else if (ws.prefixTokens > 0) {
     // One layer's keys and values with the prefix in front: rebuilt in backward, so one copy serves every layer.
     const rows = ws.batch * (ws.prefixTokens + ws.seq);
     plan.push({ name: 'kPrefixed', shape: [rows, kv], dtype: ws.dtype, copies: 1 }, { name: 'vPrefixed', shape: [rows, kv], dtype: ws.dtype, copies: 1 });

@@ -271,7 +271,7 @@ describe('DoRA over a 4-bit (NF4) base', () => {
 
 describe('adapters webtune trained, loaded by PyTorch (scripts/export_method_adapters.ts, scripts/check_method_adapter.py)', () => {
   for (const name of ['tiny-llama', 'tiny-gpt2'] as const) {
-    for (const method of ['dora', 'ia3', 'bitfit', 'lora', 'prompt-tuning', 'p-tuning', 'prefix-tuning', 'bottleneck'] as const) {
+    for (const method of ['dora', 'ia3', 'bitfit', 'lora', 'prompt-tuning', 'p-tuning', 'prefix-tuning', 'bottleneck', 'unipelt'] as const) {
       it(`${name} ${method}: PEFT's formulas in torch give webtune's logits for the exported files`, async () => {
         const dir = `${FIXTURES}webtune-adapters/${name}-${method}/`;
         const torch = JSON.parse(readFileSync(`${dir}pytorch.json`, 'utf8')) as { method: string; loss: number; logits: Encoded };

@@ -1,6 +1,7 @@
 /**
- * Prompt tuning, P-tuning, prefix tuning and bottleneck adapters on the GPU against plain-PyTorch
- * transcriptions of PEFT's (and AdapterHub's) formulas (scripts/make_prompt_method_fixtures.py):
+ * Prompt tuning, P-tuning, prefix tuning, bottleneck adapters and UniPELT on the GPU against
+ * plain-PyTorch transcriptions of PEFT's (and AdapterHub's, and the UniPELT paper's) formulas
+ * (scripts/make_prompt_method_fixtures.py):
  * logits of the real tokens, loss and every trainable tensor's gradient in f32 and f16; prompt
  * tuning's TEXT init; greedy generation with the KV cache (virtual tokens and prefixes prefilled
  * once) against greedy decoding by full forwards; adapter files out and back in; merging refused.
@@ -20,7 +21,7 @@ const gpu = useNodeContext();
 interface Encoded { dtype: 'f32'; shape: number[]; b64: string }
 interface PromptVariant {
   name: string;
-  method: 'prompt-tuning' | 'p-tuning' | 'prefix-tuning' | 'bottleneck';
+  method: 'prompt-tuning' | 'p-tuning' | 'prefix-tuning' | 'bottleneck' | 'unipelt';
   config: Record<string, unknown>;
   tensors: Record<string, Encoded>;
   grads: Record<string, Encoded>;
@@ -48,12 +49,17 @@ function specOf(config: ModelConfig, v: PromptVariant): AdapterSpec {
     case 'p-tuning': return resolve({ numVirtualTokens: c['num_virtual_tokens'], encoderHiddenSize: c['encoder_hidden_size'] });
     case 'prefix-tuning': return resolve({ numVirtualTokens: c['num_virtual_tokens'], prefixProjection: c['prefix_projection'], encoderHiddenSize: c['encoder_hidden_size'] });
     case 'prompt-tuning': return resolve({ numVirtualTokens: c['num_virtual_tokens'] });
-    case 'bottleneck': return { method: 'bottleneck', config: adapterMethod('bottleneck').fromPeftConfig(config, c) as AdapterSpec['config'] };
+    case 'bottleneck':
+    case 'unipelt': return { method: v.method, config: adapterMethod(v.method).fromPeftConfig(config, c) as AdapterSpec['config'] };
   }
 }
 
 describe.each(MODELS)('%s: prompt methods and bottleneck adapters against PyTorch', (name) => {
   const g = JSON.parse(readFileSync(`${FIXTURES}goldens/prompt-methods-${name}.json`, 'utf8')) as PromptGolden;
+  // UniPELT's goldens (scripts/make_unipelt_fixtures.py) share the inputs.
+  const unipelt = JSON.parse(readFileSync(`${FIXTURES}goldens/unipelt-${name}.json`, 'utf8')) as PromptGolden;
+  expect(unipelt.inputIds).toEqual(g.inputIds);
+  g.variants.push(...unipelt.variants);
   const batch = batchOf(g as unknown as Golden);
 
   for (const dtype of ['f32', 'f16'] as const) {
@@ -122,7 +128,7 @@ describe.each(MODELS)('%s: prompt methods and bottleneck adapters against PyTorc
         const before = await model.logits(batch);
         const files = await exportPeftAdapter(adapter, { baseModel: name });
         const cfg = JSON.parse(files['adapter_config.json']) as Record<string, unknown>;
-        for (const field of ['peft_type', 'webtune_method', 'num_virtual_tokens', 'token_dim', 'num_attention_heads', 'num_layers', 'prefix_projection', 'encoder_hidden_size', 'variant', 'bottleneck_size', 'non_linearity', 'mh_adapter', 'layers_to_transform']) {
+        for (const field of ['peft_type', 'webtune_method', 'num_virtual_tokens', 'token_dim', 'num_attention_heads', 'num_layers', 'prefix_projection', 'encoder_hidden_size', 'variant', 'bottleneck_size', 'non_linearity', 'mh_adapter', 'layers_to_transform', 'r', 'lora_alpha', 'target_modules']) {
           if (field in v.config) expect(cfg[field], field).toEqual(v.config[field]);
         }
         const saved = parseSafetensors(files['adapter_model.safetensors']);
@@ -136,7 +142,7 @@ describe.each(MODELS)('%s: prompt methods and bottleneck adapters against PyTorc
         const expectedMethod = v.method === 'p-tuning' ? 'prompt-tuning' : v.method;
         expect(read.spec.method).toBe(expectedMethod);
         back = adapterFromTensors(gpu(), config, read.spec, read.tensors);
-        if (v.method === 'prompt-tuning' || v.method === 'bottleneck' || (v.method === 'prefix-tuning' && v.config['prefix_projection'] !== true)) {
+        if (v.method === 'prompt-tuning' || v.method === 'bottleneck' || v.method === 'unipelt' || (v.method === 'prefix-tuning' && v.config['prefix_projection'] !== true)) {
           const again = await back.read();
           for (const [key, t] of await adapter.read()) expect(again.get(key)!.data, key).toEqual(t.data);
         }
@@ -156,7 +162,7 @@ describe.each(MODELS)('%s: prompt methods and bottleneck adapters against PyTorc
     const base = await uploadBaseModel(gpu(), config, reader);
     const model = await Transformer.create(gpu(), base);
     try {
-      for (const v of g.variants.filter((x) => ['prompt-random', 'prefix-projection', 'bottleneck-houlsby'].includes(x.name))) {
+      for (const v of g.variants.filter((x) => ['prompt-random', 'prefix-projection', 'bottleneck-houlsby', 'unipelt'].includes(x.name))) {
         const adapter = adapterFromTensors(gpu(), config, specOf(config, v), decode(v.tensors));
         try {
           model.setAdapter(adapter);
@@ -227,7 +233,7 @@ describe('prompt methods: settings and combinations that do not make sense are r
   });
 
   it('merging is refused with a typed error that points at the adapter files', () => {
-    for (const method of ['prompt-tuning', 'p-tuning', 'prefix-tuning', 'bottleneck'] as const) {
+    for (const method of ['prompt-tuning', 'p-tuning', 'prefix-tuning', 'bottleneck', 'unipelt'] as const) {
       const spec: AdapterSpec = { method, config: adapterMethod(method).resolve(config, {}) as AdapterSpec['config'] };
       expect(() => mergeAdapterFiles(config, reader, spec, new Map())).toThrowError(UnsupportedModelError);
       expect(() => mergeAdapterFiles(config, reader, spec, new Map())).toThrowError(/exportAdapter/);

@@ -45,6 +45,7 @@ import {
   type PTuningConfig,
   type PrefixTuningConfig,
   type BottleneckConfig,
+  type UniPeltConfig,
   adapterMethod,
   type ModelConfig,
   type AdapterSpec,
@@ -442,7 +443,8 @@ export type AdapterRequest =
   | { method: 'prompt-tuning'; config?: Partial<PromptTuningConfig> }
   | { method: 'p-tuning'; config?: Partial<PTuningConfig> }
   | { method: 'prefix-tuning'; config?: Partial<PrefixTuningConfig> }
-  | { method: 'bottleneck'; config?: Partial<BottleneckConfig> };
+  | { method: 'bottleneck'; config?: Partial<BottleneckConfig> }
+  | { method: 'unipelt'; config?: Partial<UniPeltConfig> };
 
 /** The resolved adapter spec of a request (`adapter`, or the `lora` shorthand, or LoRA's defaults). */
 export function adapterSpecOf(model: ModelConfig, request: Pick<TrainRequest, 'adapter' | 'lora'>): AdapterSpec {

@@ -444,7 +444,9 @@ export async function decodeCheckpoint(record: CheckpointRecord, expect?: Checkp
       if (!optimizer.has(key + EXP_AVG) || !optimizer.has(key + EXP_AVG_SQ)) throw new CheckpointCorruptError(id, `adapter tensor "${key}" has no optimizer moments while others do`);
     }
   }
-  const rank = meta.adapter.method === 'lora' || meta.adapter.method === 'dora' ? (meta.adapter.config as unknown as LoraConfig).rank : undefined;
+  // The methods with LoRA factors (LoRA, DoRA, UniPELT's gated LoRA) name their rank `rank`.
+  const configRank = (meta.adapter.config as { rank?: unknown }).rank;
+  const rank = typeof configRank === 'number' ? configRank : undefined;
   for (const [key, t] of adapter) {
     const rankDim = key.endsWith('.lora_A.weight') ? 0 : key.endsWith('.lora_B.weight') ? 1 : -1;
     if (rankDim >= 0 && (rank === undefined || t.shape.length !== 2 || t.shape[rankDim] !== rank)) {

@@ -77,7 +77,7 @@ export function estimateTrainingMemory(input: MemoryPlanInput, maxBinding = 2 **
   const rows = input.seq + layout.sequence.virtualTokens;
   const tokens = input.batch * rows;
   const plan = planWorkspace(c, {
-    batch: input.batch, seq: rows, prefixTokens: layout.sequence.prefixTokens, training: true, recompute: input.recompute,
+    batch: input.batch, seq: rows, prefixTokens: layout.sequence.prefixTokens, gatedPrefix: layout.sequence.gatedPrefix === true, training: true, recompute: input.recompute,
     adapter: method.buffers(c, spec.config, { tokens, training: true, dtype, fourBit: input.format !== 'f32' }),
     lowestTrainable: layout.lowestLayer,
     headChunk: defaultHeadChunk(c, tokens, maxBinding, dtype),

@@ -12,6 +12,8 @@ import { PrefixTuningAdapter } from './prefix-tuning/adapter.js';
 import type { PrefixTuningConfig } from './prefix-tuning/config.js';
 import { PromptTuningAdapter } from './prompt-tuning/adapter.js';
 import type { PromptTuningConfig } from './prompt-tuning/config.js';
+import { UniPeltAdapter } from './unipelt/adapter.js';
+import type { UniPeltConfig } from './unipelt/config.js';
 import { DoraAdapter } from './dora/adapter.js';
 import type { DoraConfig } from './dora/config.js';
 import type { BitFitConfig } from './bitfit/config.js';
@@ -38,6 +40,7 @@ export function createAdapter(ctx: GpuContext, model: ModelConfig, spec: Adapter
     case 'p-tuning': return PTuningAdapter.create(ctx, model, config as PTuningConfig, seed);
     case 'prefix-tuning': return PrefixTuningAdapter.create(ctx, model, config as PrefixTuningConfig, seed);
     case 'bottleneck': return BottleneckAdapter.create(ctx, model, config as BottleneckConfig, seed);
+    case 'unipelt': return UniPeltAdapter.create(ctx, model, config as UniPeltConfig, seed);
   }
 }
 
@@ -53,6 +56,7 @@ export function adapterFromTensors(ctx: GpuContext, model: ModelConfig, spec: Ad
     case 'p-tuning': return PTuningAdapter.fromTensors(ctx, model, config as PTuningConfig, tensors, source);
     case 'prefix-tuning': return PrefixTuningAdapter.fromTensors(ctx, model, config as PrefixTuningConfig, tensors, source);
     case 'bottleneck': return BottleneckAdapter.fromTensors(ctx, model, config as BottleneckConfig, tensors, source);
+    case 'unipelt': return UniPeltAdapter.fromTensors(ctx, model, config as UniPeltConfig, tensors, source);
   }
 }
 

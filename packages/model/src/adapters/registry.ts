@@ -10,6 +10,7 @@ import { bottleneckMethod } from './bottleneck/method.js';
 import { pTuningMethod } from './p-tuning/method.js';
 import { prefixTuningMethod } from './prefix-tuning/method.js';
 import { promptTuningMethod } from './prompt-tuning/method.js';
+import { unipeltMethod } from './unipelt/method.js';
 import { doraMethod } from './dora/method.js';
 import { ia3Method } from './ia3/method.js';
 import { loraMethod } from './lora/method.js';
@@ -25,6 +26,7 @@ export const ADAPTER_METHODS: Readonly<Record<AdapterMethod, MethodDefinition<un
   'p-tuning': pTuningMethod as MethodDefinition<unknown>,
   'prefix-tuning': prefixTuningMethod as MethodDefinition<unknown>,
   bottleneck: bottleneckMethod as MethodDefinition<unknown>,
+  unipelt: unipeltMethod as MethodDefinition<unknown>,
 };
 
 /** The definition of a method name, or a clear error listing the ones there are. */

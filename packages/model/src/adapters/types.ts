@@ -18,7 +18,7 @@ export interface HostTensor {
 }
 
 /** The adaptation methods webtune trains. */
-export type AdapterMethod = 'lora' | 'dora' | 'ia3' | 'bitfit' | 'prompt-tuning' | 'p-tuning' | 'prefix-tuning' | 'bottleneck';
+export type AdapterMethod = 'lora' | 'dora' | 'ia3' | 'bitfit' | 'prompt-tuning' | 'p-tuning' | 'prefix-tuning' | 'bottleneck' | 'unipelt';
 
 /** JSON data (an adapter spec's config). */
 export type AdapterJson = string | number | boolean | null | AdapterJson[] | { [key: string]: AdapterJson };
@@ -73,6 +73,11 @@ export interface AdapterBufferShape {
 export interface SequenceLayout {
   virtualTokens: number;
   prefixTokens: number;
+  /**
+   * Prefixes behind per-token gates (UniPELT): attention runs over the prefix and over the
+   * sequence apart and merges the two by their log-sum-exp, so the prefix never enters the KV cache.
+   */
+  gatedPrefix?: boolean;
 }
 
 export const NO_SEQUENCE_CHANGE: SequenceLayout = Object.freeze({ virtualTokens: 0, prefixTokens: 0 });
@@ -153,6 +158,22 @@ export interface PrefixHooks {
   /** First column of layer l's keys (kvHeads * headDim wide). */
   keyOffset(layer: number): number;
   valueOffset(layer: number): number;
+  /** Per-token gates on the prefix (SequenceLayout.gatedPrefix). */
+  gate?: PrefixGateHooks;
+}
+
+/**
+ * UniPELT's prefix gate: two scalars per token (key gate, value gate) from the attention's input.
+ * Query i's scores against the prefix keys are scaled by the key gate, the prefix values by the
+ * value gate.
+ */
+export interface PrefixGateHooks {
+  /** Computes [tokens, 2] f32 gates (key gate, value gate) from the attention's input, kept in `state` for backward. */
+  forward(rec: CommandRecorder, call: { layer: number; input: GpuTensor; m: number; state: Record<string, GpuTensor> }): GpuTensor;
+  /** The gates forward computed into this layer's state. */
+  gates(state: Record<string, GpuTensor>): GpuTensor;
+  /** Adds the gate's parameter gradients from dL/d(gates) [tokens, 2] f32, and dL/d(input) into `gradInput` when given. */
+  backward(rec: CommandRecorder, call: { layer: number; input: GpuTensor; m: number; state: Record<string, GpuTensor>; gradGates: GpuTensor; gradInput: GpuTensor | undefined }): void;
 }
 
 /** What a runtime is built from. */
