@@ -1,7 +1,7 @@
 /**
  * Adaptation methods side by side (issues 17 and 18): LoRA r8, DoRA r8, IA3, BitFit, LoRA r8 on the top
  * layers only (PEFT's layers_to_transform), prompt tuning (20 virtual tokens), prefix tuning (20, with
- * projection) and Houlsby bottleneck adapters (64 wide), each through the real Trainer (forward + backward + AdamW
+ * projection), Houlsby bottleneck adapters (64 wide) and UniPELT, each through the real Trainer (forward + backward + AdamW
  * with clipping). Per method:
  * - trainable parameters, and their share of the model's parameters;
  * - on the SmolLM2-135M shape (synthetic weights; time and memory depend on shapes only), batch 1
@@ -70,6 +70,8 @@ const METHODS: Array<{ label: string; method: string; config: (model: ModelConfi
   { label: 'Prefix tuning (20, projection)', method: 'prefix-tuning', config: () => ({ numVirtualTokens: 20, prefixProjection: true }) },
   // 64 wide on SmolLM2 (hidden 576); the tiny Llama's hidden size is 64, so its adapters are a quarter of it (16).
   { label: 'Houlsby adapters (64)', method: 'bottleneck', config: (m) => ({ variant: 'houlsby', bottleneckSize: Math.min(64, m.hiddenSize / 4) }) },
+  // AdapterHub's UniPELTConfig sizes: prefix 10, adapter reduction 16 (36 wide on SmolLM2, 4 on the tiny Llama); LoRA r8.
+  { label: 'UniPELT (LoRA r8, prefix 10, adapter /16)', method: 'unipelt', config: () => ({ rank: 8, alpha: 16, numVirtualTokens: 10 }) },
 ];
 
 /** The top 4 layers, or the top half of a model with fewer than 8. */
