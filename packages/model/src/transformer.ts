@@ -23,6 +23,7 @@ import { architectureOf, type ArchitectureDescriptor } from './arch/index.js';
 import type { ModelConfig } from './config.js';
 import type { BaseModel, FrozenLinear } from './weights.js';
 import { defaultHeadChunk, Workspace, type LayerState, type WorkspaceShape } from './workspace.js';
+import { PrefixAttention } from './prefix-attention.js';
 
 interface Kernels {
   /** Frozen linear without an adapter: forward (dense or NF4), input gradient, input gradient added (dense). */
@@ -100,6 +101,8 @@ export class Transformer {
   /** The adapter's GPU hooks in this model, built on first use after setAdapter. */
   private runtime: Promise<AdapterRuntime> | undefined;
   private readonly arch: ArchitectureDescriptor;
+  /** Attention with an adapter's key/value prefix (in front, or gated). */
+  private readonly prefix: PrefixAttention;
 
   private constructor(
     readonly ctx: GpuContext,
@@ -108,6 +111,7 @@ export class Transformer {
   ) {
     const c = base.config;
     this.arch = architectureOf(c);
+    this.prefix = new PrefixAttention(c, k);
     if (this.arch.positions === 'rope') {
       const tables = ropeTables({ headDim: c.headDim, theta: c.ropeTheta, scaling: c.ropeScaling, positions: c.maxPositions });
       this.ropeCos = createTensor(ctx, { shape: [c.maxPositions, c.headDim / 2], label: 'rope cos', data: tables.cos });
@@ -430,7 +434,7 @@ export class Transformer {
     const ws = this.workspaceFor({ ...this.workspaceShape(1, seq, false), seq: rows, prefixTokens: gated, headChunk: 1 });
     const enc = new Encoder(this.ctx, 'decode');
     this.writeBatch(ws, { ids, batch: 1, seq }, false, starting ? virtualTokens : 0);
-    if (starting && prefixTokens > 0 && !gatedPrefix) this.prefillPrefix(enc, runtime!, cache);
+    if (starting && prefixTokens > 0 && !gatedPrefix) this.prefix.prefill(enc.r, runtime!, cache);
     const run: RunState = {
       batch: 1, seq: rows, training: false, seed: 0, step: 0, offset: cache.length, positions: gated + cache.length, cache,
       virtualRows: starting ? virtualTokens : 0, prefixed: 0, gatedPrefix: gated,
@@ -494,112 +498,6 @@ export class Transformer {
         dst: runtime.virtualTokens!.gradient, dstCols: d, dstOffset: 0, rows: run.virtualRows, cols: d, accumulate: true,
       });
     }
-  }
-
-  /** Each layer's keys and values with the adapter's prefix in front, per sequence: [batch * (prefix + seq), kv width]. */
-  private assemblePrefixed(enc: Encoder, ws: Workspace, l: number, run: RunState, runtime: AdapterRuntime): { keys: GpuTensor; values: GpuTensor } {
-    const c = this.config;
-    const width = c.numKvHeads * c.headDim;
-    const s = ws.layer(l);
-    const hooks = runtime.prefix!;
-    const p = run.prefixed;
-    const stride = p + run.seq;
-    const keys = ws.buffers['kPrefixed']!;
-    const values = ws.buffers['vPrefixed']!;
-    const cols = { srcCols: width, srcOffset: 0, dstCols: width, dstOffset: 0, cols: width };
-    const prefix = { src: hooks.table, srcCols: hooks.columns, dstCols: width, dstOffset: 0, cols: width, rows: p };
-    for (let b = 0; b < run.batch; b++) {
-      this.k.elementwise.copyColumns(enc.r, { ...prefix, srcOffset: hooks.keyOffset(l), dst: keys, dstRowOffset: b * stride });
-      this.k.elementwise.copyColumns(enc.r, { ...prefix, srcOffset: hooks.valueOffset(l), dst: values, dstRowOffset: b * stride });
-      this.k.elementwise.copyColumns(enc.r, { ...cols, src: s['k']!, srcRowOffset: b * run.seq, dst: keys, rows: run.seq, dstRowOffset: b * stride + p });
-      this.k.elementwise.copyColumns(enc.r, { ...cols, src: s['v']!, srcRowOffset: b * run.seq, dst: values, rows: run.seq, dstRowOffset: b * stride + p });
-    }
-    return { keys, values };
-  }
-
-  /** Each sequence's copy of layer l's prefix keys and values: [batch * prefix, kv width] (a gated prefix is attended to apart). */
-  private assemblePrefix(enc: Encoder, ws: Workspace, l: number, run: RunState, runtime: AdapterRuntime): { keys: GpuTensor; values: GpuTensor } {
-    const c = this.config;
-    const width = c.numKvHeads * c.headDim;
-    const hooks = runtime.prefix!;
-    const keys = ws.buffers['kPrefix']!;
-    const values = ws.buffers['vPrefix']!;
-    const prefix = { src: hooks.table, srcCols: hooks.columns, dstCols: width, dstOffset: 0, cols: width, rows: run.gatedPrefix };
-    for (let b = 0; b < run.batch; b++) {
-      this.k.elementwise.copyColumns(enc.r, { ...prefix, srcOffset: hooks.keyOffset(l), dst: keys, dstRowOffset: b * run.gatedPrefix });
-      this.k.elementwise.copyColumns(enc.r, { ...prefix, srcOffset: hooks.valueOffset(l), dst: values, dstRowOffset: b * run.gatedPrefix });
-    }
-    return { keys, values };
-  }
-
-  /**
-   * A gated prefix (UniPELT): the gates from the attention's input, attention of the key-gated
-   * queries over the prefix alone (every prefix row visible), and the merge with the sequence's own
-   * attention (attR, lse) by log-sum-exp, the prefix's share scaled by the value gate:
-   *   w = sigmoid(lseP - lse),  att = w * gv * attP + (1 - w) * attR.
-   */
-  private gatedPrefixForward(enc: Encoder, ws: Workspace, l: number, run: RunState, runtime: AdapterRuntime): void {
-    const c = this.config;
-    const s = ws.layer(l);
-    const m = ws.tokens;
-    const gates = runtime.prefix!.gate!.forward(enc.r, { layer: l, input: s['n1']!, m, state: s });
-    const qGated = ws.buffers['qGated']!;
-    this.k.vectorScale.scaleRows(enc.r, { src: s['q']!, dst: qGated, gate: gates, gateStride: 2, gateOffset: 0, rows: m, cols: c.numHeads * c.headDim });
-    const { keys, values } = this.assemblePrefix(enc, ws, l, run, runtime);
-    const p = run.gatedPrefix;
-    const shape = { batch: run.batch, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim) };
-    this.k.attention.forward(enc.r, { ...shape, q: qGated, k: keys, v: values, out: s['attP']!, lse: s['lseP'], seqQ: run.seq, seqKV: p, kvCapacity: p, positionOffset: p });
-    this.k.attention.merge(enc.r, {
-      outA: s['attP']!, lseA: s['lseP']!, outB: s['attR']!, lseB: s['lse']!, gate: gates, gateStride: 2, gateOffset: 1, out: s['att']!,
-      batch: run.batch, seq: run.seq, heads: c.numHeads, headDim: c.headDim,
-    });
-  }
-
-  /**
-   * Backward of gatedPrefixForward: the merge's gradients split dL/d(att) between the two
-   * attentions (with their log-sum-exps' gradients), the prefix's keys and values are summed over
-   * the batch into the adapter's table gradient, and the key gate's part of dq is added; dGates
-   * then holds both gates' gradients (the gate's own backward runs once dN is written).
-   */
-  private gatedPrefixBackward(enc: Encoder, ws: Workspace, l: number, run: RunState, runtime: AdapterRuntime): void {
-    const c = this.config;
-    const s = ws.layer(l);
-    const b = ws.buffers;
-    const m = ws.tokens;
-    const p = run.gatedPrefix;
-    const qCols = c.numHeads * c.headDim;
-    const width = c.numKvHeads * c.headDim;
-    const hooks = runtime.prefix!;
-    const gates = runtime.prefix!.gate!.gates(s);
-    const shape = { batch: run.batch, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim) };
-    this.k.vectorScale.scaleRows(enc.r, { src: s['q']!, dst: b['qGated']!, gate: gates, gateStride: 2, gateOffset: 0, rows: m, cols: qCols });
-    const { keys, values } = this.assemblePrefix(enc, ws, l, run, runtime);
-    this.k.attention.backward(enc.r, {
-      ...shape, q: b['qGated']!, k: keys, v: values, out: s['attP']!, lse: s['lseP']!, gradOutput: b['dAttP']!, gradLse: b['dLseP']!,
-      gradQ: b['dqGated']!, gradK: b['dkPrefix']!, gradV: b['dvPrefix']!, delta: b['delta']!, seq: run.seq, seqKV: p, positionOffset: p,
-    });
-    // q's gradient through the key gate, and the key gate's own: d(gk * q) -> gk * dqg, q . dqg.
-    this.k.vectorScale.scaleRows(enc.r, { src: b['dqGated']!, dst: b['dq']!, gate: gates, gateStride: 2, gateOffset: 0, rows: m, cols: qCols, accumulate: true });
-    this.k.vectorScale.rowDot(enc.r, { a: s['q']!, b: b['dqGated']!, out: b['dGates']!, outStride: 2, outOffset: 0, rows: m, cols: qCols });
-    for (let i = 0; i < run.batch; i++) {
-      const grad = { srcCols: width, srcOffset: 0, dst: hooks.gradient, dstCols: hooks.columns, cols: width, rows: p, srcRowOffset: i * p, accumulate: true };
-      this.k.elementwise.copyColumns(enc.r, { ...grad, src: b['dkPrefix']!, dstOffset: hooks.keyOffset(l) });
-      this.k.elementwise.copyColumns(enc.r, { ...grad, src: b['dvPrefix']!, dstOffset: hooks.valueOffset(l) });
-    }
-  }
-
-  /** The first decode call with a prefix adapter: every layer's prefix becomes the cache's first rows. */
-  private prefillPrefix(enc: Encoder, runtime: AdapterRuntime, cache: KvCache): void {
-    const c = this.config;
-    const width = c.numKvHeads * c.headDim;
-    const hooks = runtime.prefix!;
-    runtime.beforeForward(enc.r);
-    const cols = { src: hooks.table, srcCols: hooks.columns, dstCols: width, dstOffset: 0, cols: width, rows: hooks.count };
-    for (let l = 0; l < c.numLayers; l++) {
-      this.k.elementwise.copyColumns(enc.r, { ...cols, srcOffset: hooks.keyOffset(l), dst: cache.k[l]! });
-      this.k.elementwise.copyColumns(enc.r, { ...cols, srcOffset: hooks.valueOffset(l), dst: cache.v[l]! });
-    }
-    cache.length = hooks.count;
   }
 
   // ---- linear layers ----
@@ -695,7 +593,7 @@ export class Transformer {
       seqKV = run.offset + run.seq;
       kvCapacity = run.cache.capacity;
     } else if (run.prefixed > 0) {
-      ({ keys, values } = this.assemblePrefixed(enc, ws, l, run, runtime!));
+      ({ keys, values } = this.prefix.inFront(enc.r, ws, l, run, runtime!));
       seqKV = kvCapacity = run.prefixed + run.seq;
     }
     const gated = run.gatedPrefix > 0;
@@ -704,7 +602,7 @@ export class Transformer {
       batch: run.batch, seqQ: run.seq, seqKV, kvCapacity, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim,
       scale: 1 / Math.sqrt(c.headDim), positionOffset: run.offset,
     });
-    if (gated) this.gatedPrefixForward(enc, ws, l, run, runtime!);
+    if (gated) this.prefix.gatedForward(enc.r, ws, l, run, runtime!);
     linear(attention.o, s['att']!, s['x2']!);
     ew.axpy(enc.r, { target: s['x2']!, source: x, size: m * d });
     this.k.norm.forward(enc.r, { x: s['x2']!, weight: L.norm2.weight, bias: L.norm2.bias, y: s['n2']!, rstd: s['rstd2']!, mean: s['mean2'], rows: m, cols: d });
@@ -754,20 +652,9 @@ export class Transformer {
 
     linear(attention.o, g, s['att']!, b['dAtt']!, false);
     const shape = { batch: run.batch, seq: run.seq, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim) };
-    if (run.prefixed > 0) this.prefixedAttentionBackward(enc, ws, l, run, runtime, shape);
-    else if (run.gatedPrefix > 0) {
-      this.k.attention.mergeBackward(enc.r, {
-        gradOutput: b['dAtt']!, outA: s['attP']!, lseA: s['lseP']!, outB: s['attR']!, lseB: s['lse']!, gate: runtime.prefix!.gate!.gates(s), gateStride: 2, gateOffset: 1,
-        gradOutA: b['dAttP']!, gradOutB: b['dAttR']!, gradLseA: b['dLseP']!, gradLseB: b['dLseR']!, gradGate: b['dGates']!, gradGateStride: 2, gradGateOffset: 1,
-        batch: run.batch, seq: run.seq, heads: c.numHeads, headDim: c.headDim,
-      });
-      this.k.attention.backward(enc.r, {
-        q: s['q']!, k: s['k']!, v: s['v']!, out: s['attR']!, lse: s['lse']!, gradOutput: b['dAttR']!, gradLse: b['dLseR']!,
-        gradQ: b['dq']!, gradK: b['dk']!, gradV: b['dv']!, delta: b['delta']!, ...shape,
-      });
-      // The prefix's half adds into dq (before RoPE's inverse, like the sequence's own).
-      this.gatedPrefixBackward(enc, ws, l, run, runtime);
-    } else {
+    if (run.prefixed > 0) this.prefix.inFrontBackward(enc.r, ws, l, run, runtime, shape);
+    else if (run.gatedPrefix > 0) this.prefix.gatedBackward(enc.r, ws, l, run, runtime, shape);
+    else {
       this.k.attention.backward(enc.r, {
         q: s['q']!, k: s['k']!, v: s['v']!, out: s['att']!, lse: s['lse']!, gradOutput: b['dAtt']!,
         gradQ: b['dq']!, gradK: b['dk']!, gradV: b['dv']!, delta: b['delta']!, ...shape,
@@ -793,36 +680,6 @@ export class Transformer {
     if (run.gatedPrefix > 0) runtime.prefix!.gate!.backward(enc.r, { layer: l, input: s['n1']!, m, state: s, gradGates: b['dGates']!, gradInput: dN });
     if (needInput) {
       this.k.norm.backward(enc.r, { x, weight: L.norm1.weight, rstd: s['rstd1']!, mean: s['mean1'], gradOutput: b['dN']!, gradInput: g, rows: m, cols: d, accumulate: true });
-    }
-  }
-
-  /**
-   * Attention backward over the prefixed keys and values: the gradients of the sequence's own
-   * rows go to dk / dv, those of the prefix rows are summed over the batch into the adapter's.
-   */
-  private prefixedAttentionBackward(
-    enc: Encoder, ws: Workspace, l: number, run: RunState, runtime: AdapterRuntime,
-    shape: { batch: number; seq: number; heads: number; kvHeads: number; headDim: number; scale: number },
-  ): void {
-    const s = ws.layer(l);
-    const b = ws.buffers;
-    const p = run.prefixed;
-    const stride = p + run.seq;
-    const { keys, values } = this.assemblePrefixed(enc, ws, l, run, runtime);
-    this.k.attention.backward(enc.r, {
-      q: s['q']!, k: keys, v: values, out: s['att']!, lse: s['lse']!, gradOutput: b['dAtt']!,
-      gradQ: b['dq']!, gradK: b['dkPrefixed']!, gradV: b['dvPrefixed']!, delta: b['delta']!,
-      ...shape, seqKV: stride, positionOffset: p,
-    });
-    const width = shape.kvHeads * shape.headDim;
-    const cols = { srcCols: width, srcOffset: 0, dstCols: width, dstOffset: 0, cols: width };
-    const hooks = runtime.prefix!;
-    for (let i = 0; i < run.batch; i++) {
-      this.k.elementwise.copyColumns(enc.r, { ...cols, src: b['dkPrefixed']!, srcRowOffset: i * stride + p, dst: b['dk']!, dstRowOffset: i * run.seq, rows: run.seq });
-      this.k.elementwise.copyColumns(enc.r, { ...cols, src: b['dvPrefixed']!, srcRowOffset: i * stride + p, dst: b['dv']!, dstRowOffset: i * run.seq, rows: run.seq });
-      const grad = { srcCols: width, srcOffset: 0, dst: hooks.gradient, dstCols: hooks.columns, cols: width, rows: p, srcRowOffset: i * stride, accumulate: true };
-      this.k.elementwise.copyColumns(enc.r, { ...grad, src: b['dkPrefixed']!, dstOffset: hooks.keyOffset(l) });
-      this.k.elementwise.copyColumns(enc.r, { ...grad, src: b['dvPrefixed']!, dstOffset: hooks.valueOffset(l) });
     }
   }
 
