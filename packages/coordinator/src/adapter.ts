@@ -11,10 +11,12 @@
  * paths. Prompt tuning, P-tuning and prefix tuning keys (`prompt_embeddings`, `prompt_encoder.*`)
  * name no module and no architecture, and `prompt_embeddings` alone fits prompt tuning and prefix
  * tuning: those need the description and the architecture, or the coordinator does not start.
+ * UniPELT's keys (webtune's own files) say everything but LoRA's alpha and the adapter's
+ * non-linearity, which come from the description or the method's defaults.
  */
 import {
-  ADAPTER_METHODS, ARCHITECTURES, adapterMethod, adapterSpecProblem, methodOfKeys, parseModulePath, parseSafetensors, PROMPT_EMBEDDINGS, serializeSafetensors, tensorToFloat32,
-  type AdapterMethod, type AdapterSpec, type Architecture, type HostTensor, type LoraConfig,
+  ADAPTER_METHODS, ARCHITECTURES, adapterMethod, adapterSpecProblem, matchesTarget, methodOfKeys, parseModulePath, parseSafetensors, PROMPT_EMBEDDINGS, serializeSafetensors, tensorToFloat32,
+  UNIPELT_PREFIX, type AdapterMethod, type AdapterSpec, type Architecture, type ArchitectureDescriptor, type HostTensor, type LoraConfig,
 } from '@webtune/model';
 import { ConfigError } from './config.js';
 
@@ -29,7 +31,8 @@ export interface AdapterLayout {
 const PEFT_KEY = /^base_model\.model\.(.+)\.lora_([AB])\.weight$/;
 const KEY_FORMS = Object.values(ADAPTER_METHODS).map((m) => m.keyPattern);
 const KEY_FORMS_TEXT = 'base_model.model.<module>.lora_A|B.weight, .lora_magnitude_vector, .ia3_l or .bitfit_bias; '
-  + '<layer>.attention_adapter|output_adapter.adapter_down.0|adapter_up.weight|bias; prompt_embeddings; prompt_encoder.embedding.weight, .mlp_head.0|2|4.* or .transform.0|2.*';
+  + '<layer>.attention_adapter|output_adapter.adapter_down.0|adapter_up.weight|bias; prompt_embeddings; prompt_encoder.embedding.weight, .mlp_head.0|2|4.* or .transform.0|2.*; '
+  + 'UniPELT\'s prefix.embedding.weight, <module>.lora_A|lora_B.weight, .lora_gate.*, <layer>.prefix_gate.* and .output_adapter.adapter_down.0|adapter_up|gate.*';
 
 export function layoutOf(tensors: ReadonlyMap<string, HostTensor>): AdapterLayout {
   const keys = [...tensors.keys()].sort();
@@ -155,17 +158,17 @@ function knownArchitecture(value: unknown, what: string): Architecture {
 function methodOfPeftConfig(raw: Record<string, unknown>): AdapterMethod {
   const own = raw['webtune_method'];
   if (own !== undefined) {
-    if (own === 'bitfit' || own === 'bottleneck') return own;
-    throw new ConfigError(`adapter_config.json "webtune_method" is ${JSON.stringify(own)}; expected "bitfit" or "bottleneck"`);
+    if (own === 'bitfit' || own === 'bottleneck' || own === 'unipelt') return own;
+    throw new ConfigError(`adapter_config.json "webtune_method" is ${JSON.stringify(own)}; expected "bitfit", "bottleneck" or "unipelt"`);
   }
   const type = raw['peft_type'];
   if (type === undefined || type === 'LORA') return raw['use_dora'] === true ? 'dora' : 'lora';
   const byType: Record<string, AdapterMethod> = { IA3: 'ia3', PROMPT_TUNING: 'prompt-tuning', P_TUNING: 'p-tuning', PREFIX_TUNING: 'prefix-tuning' };
   if (typeof type === 'string' && Object.hasOwn(byType, type)) return byType[type]!;
-  throw new ConfigError(`adapter_config.json "peft_type" is ${JSON.stringify(type)}; the coordinator takes LORA, IA3, PROMPT_TUNING, P_TUNING and PREFIX_TUNING (BitFit and bottleneck files carry "webtune_method")`);
+  throw new ConfigError(`adapter_config.json "peft_type" is ${JSON.stringify(type)}; the coordinator takes LORA, IA3, PROMPT_TUNING, P_TUNING and PREFIX_TUNING (BitFit, bottleneck and UniPELT files carry "webtune_method")`);
 }
 
-/** The config fields of a prompt-learning or bottleneck adapter_config.json, in webtune's names (LoRA, DoRA, IA3, BitFit read `peft` directly). */
+/** The config fields of a prompt-learning, bottleneck or UniPELT adapter_config.json, in webtune's names (LoRA, DoRA, IA3, BitFit read `peft` directly). */
 function configOfPeft(method: AdapterMethod, raw: Record<string, unknown>): Record<string, unknown> {
   const number = (field: string): number | undefined => (typeof raw[field] === 'number' ? (raw[field] as number) : undefined);
   if (PROMPT_METHODS.has(method)) {
@@ -194,6 +197,11 @@ function configOfPeft(method: AdapterMethod, raw: Record<string, unknown>): Reco
       ...(raw['non_linearity'] !== undefined ? { nonLinearity: raw['non_linearity'] } : {}),
       ...(layers ? { layers } : {}),
     };
+  }
+  if (method === 'unipelt') {
+    const fields: Array<[string, string]> = [['r', 'rank'], ['lora_alpha', 'alpha'], ['target_modules', 'targets'], ['num_virtual_tokens', 'numVirtualTokens'], ['bottleneck_size', 'bottleneckSize'], ['non_linearity', 'nonLinearity']];
+    const layers = layersOf(raw);
+    return Object.fromEntries([...fields.filter(([peft]) => raw[peft] !== undefined && raw[peft] !== null).map(([peft, own]) => [own, raw[peft]]), ...(layers ? [['layers', layers]] : [])]);
   }
   return {};
 }
@@ -406,6 +414,144 @@ function bottleneckAdapter(layout: AdapterLayout, described: Described | undefin
   return { spec: { method: 'bottleneck', config: config as AdapterSpec['config'] }, architecture: [...architectures][0]! };
 }
 
+/** UniPELT's per-module LoRA keys and per-layer keys (prefix gate, gated adapter after the MLP). */
+const UNIPELT_LORA_KEY = /^(.+)\.(lora_A\.weight|lora_B\.weight|lora_gate\.weight|lora_gate\.bias)$/;
+const UNIPELT_LAYER_KEY = /^(.+)\.(prefix_gate\.(?:weight|bias)|output_adapter\.(?:adapter_down\.0|adapter_up|gate)\.(?:weight|bias))$/;
+const UNIPELT_FIELDS = ['rank', 'alpha', 'targets', 'numVirtualTokens', 'bottleneckSize', 'nonLinearity'];
+
+/** The MLP's output linear, where UniPELT's adapter sits (LoRA cannot target it too). */
+const adapterSiteOf = (arch: ArchitectureDescriptor): string => (arch.mlp.kind === 'swiglu' ? arch.mlp.down : arch.mlp.proj);
+
+/**
+ * [in, out] of a linear UniPELT's LoRA may target, from the hidden size `d` and the key/value width
+ * `kv` (UniPELT's prefixes need heads x head dim = hidden); a string names a width the keys alone
+ * fix (the MLP's inner width). Every such linear reads the hidden state.
+ */
+function unipeltLinear(arch: ArchitectureDescriptor, name: string, d: number, kv: number): [number | string, number | string] {
+  const a = arch.attention;
+  if (a.kind === 'separate') {
+    if (name === a.q || name === a.o) return [d, d];
+    if (name === a.k || name === a.v) return [d, kv];
+  } else {
+    if (name === a.qkv) return [d, d + 2 * kv];
+    if (name === a.o) return [d, d];
+  }
+  return [d, 'inner'];
+}
+
+/** The shortest target suffix that selects only `name` among the architecture's linears (`q_proj`; GPT-2's `attn.c_proj`, as `c_proj` is also the MLP's). */
+function targetOf(arch: ArchitectureDescriptor, name: string): string {
+  const parts = name.split('.');
+  for (let i = parts.length - 1; i >= 0; i--) {
+    const suffix = parts.slice(i).join('.');
+    if (arch.linears.filter((l) => matchesTarget(l, suffix)).length === 1) return suffix;
+  }
+  return name;
+}
+
+/**
+ * UniPELT: the architecture from the module and layer paths, rank from lora_A, targets from the
+ * modules, bottleneck size from the adapters, prefix tokens from the table's rows; alpha and the
+ * non-linearity from the description, else UniPELT's defaults (2 x rank, relu). Without a model,
+ * every shape is checked against the others: the hidden size (gates, adapters), the key/value width
+ * (the prefix table over every layer, the LoRA targets' outputs) and the rank.
+ */
+function unipeltAdapter(layout: AdapterLayout, described: Described | undefined): { spec: AdapterSpec; architecture: Architecture } {
+  if (!layout.shapes.has(UNIPELT_PREFIX)) {
+    throw new ConfigError(`the initial adapter has UniPELT's keys (${layout.keys.slice(0, 3).join(', ')}${layout.keys.length > 3 ? ', ...' : ''}) but not its prefix table "${UNIPELT_PREFIX}"; a LoRA adapter's keys start base_model.model.`);
+  }
+  const architectures = new Set<Architecture>();
+  const loraModules = new Map<string, { layer: number; name: string }>();
+  const layerPaths = new Map<number, string>();
+  for (const key of layout.keys) {
+    if (key === UNIPELT_PREFIX) continue;
+    const lora = UNIPELT_LORA_KEY.exec(key);
+    if (lora) {
+      const parsed = parseModulePath(lora[1]!);
+      if (!parsed) throw new ConfigError(`initial adapter tensor "${key}" names no linear module of a known architecture`);
+      architectures.add(parsed.architecture);
+      loraModules.set(lora[1]!, parsed);
+      continue;
+    }
+    const site = UNIPELT_LAYER_KEY.exec(key);
+    const parsed = site ? parseLayerPath(site[1]!) : undefined;
+    if (!parsed) throw new ConfigError(`initial adapter tensor "${key}" is under no layer of a known architecture`);
+    architectures.add(parsed.architecture);
+    layerPaths.set(parsed.layer, site![1]!);
+  }
+  if (architectures.size > 1) throw new ConfigError(`the initial adapter's modules belong to several architectures (${[...architectures].join(', ')})`);
+  if (layerPaths.size === 0) throw new ConfigError(`the initial UniPELT adapter has no prefix gates and no adapters: UniPELT has both in every layer (<layer>.prefix_gate.*, <layer>.output_adapter.*)`);
+  const architecture = [...architectures][0]!;
+  const arch = ARCHITECTURES.find((a) => a.name === architecture)!;
+  const numLayers = Math.max(...layerPaths.keys()) + 1;
+  const missingLayers = Array.from({ length: numLayers }, (_, l) => l).filter((l) => !layerPaths.has(l));
+  if (missingLayers.length > 0) throw new ConfigError(`the initial UniPELT adapter has no prefix gate or adapter in layer${missingLayers.length > 1 ? 's' : ''} ${missingLayers.join(', ')}; UniPELT adapts every layer`);
+
+  // The prefix table, then every layer's prefix gate and gated adapter: [2, d] gates, [rb, d] down, [d, rb] up.
+  const perLayer: Record<string, Array<number | string>> = { [UNIPELT_PREFIX]: ['n', 'width'] };
+  for (let layer = 0; layer < numLayers; layer++) {
+    const p = layerPaths.get(layer)!;
+    const want: Array<[string, Array<number | string>]> = [
+      [`${p}.prefix_gate.weight`, [2, 'd']], [`${p}.prefix_gate.bias`, [2]],
+      [`${p}.output_adapter.adapter_down.0.weight`, ['rb', 'd']], [`${p}.output_adapter.adapter_down.0.bias`, ['rb']],
+      [`${p}.output_adapter.adapter_up.weight`, ['d', 'rb']], [`${p}.output_adapter.adapter_up.bias`, ['d']],
+      [`${p}.output_adapter.gate.weight`, [1, 'd']], [`${p}.output_adapter.gate.bias`, [1]],
+    ];
+    const missing = want.filter(([k]) => !layout.shapes.has(k)).map(([k]) => k);
+    if (missing.length > 0) throw new ConfigError(`the initial UniPELT adapter lacks ${missing.join(', ')}: every layer has a prefix gate and a gated adapter (weights and biases)`);
+    for (const [k, shape] of want) perLayer[k] = shape;
+  }
+  const { n, width, d, rb } = shapes(layout, perLayer) as { n: number; width: number; d: number; rb: number };
+  const kv = width / (2 * numLayers);
+  if (!Number.isInteger(kv) || d % kv !== 0) {
+    throw new ConfigError(`UniPELT's prefix table "${UNIPELT_PREFIX}" is ${width} wide, not keys and values of ${numLayers} layers of a model ${d} wide (2 x ${numLayers} x a key/value width that divides ${d})`);
+  }
+
+  // LoRA: A [r, in], B [out, r], the gate [1, in] and its bias, on the same linears of every layer.
+  if (loraModules.size === 0) throw new ConfigError('the initial UniPELT adapter has no LoRA tensors (<module>.lora_A.weight, .lora_B.weight, .lora_gate.weight|bias); UniPELT\'s LoRA has at least one target');
+  const site = adapterSiteOf(arch);
+  const names = [...new Set([...loraModules.values()].map((m) => m.name))];
+  if (names.includes(site)) throw new ConfigError(`the initial UniPELT adapter has LoRA on ${site}, where UniPELT's adapter sits; LoRA cannot target it too`);
+  const perModule: Record<string, Array<number | string>> = {};
+  for (const name of arch.linears.filter((l) => names.includes(l))) {
+    const [inFeatures, outFeatures] = unipeltLinear(arch, name, d, kv);
+    for (let layer = 0; layer < numLayers; layer++) {
+      const m = `${arch.layerPrefix(layer)}.${name}`;
+      const want: Array<[string, Array<number | string>]> = [[`${m}.lora_A.weight`, ['r', inFeatures]], [`${m}.lora_B.weight`, [outFeatures, 'r']], [`${m}.lora_gate.weight`, [1, inFeatures]], [`${m}.lora_gate.bias`, [1]]];
+      const missing = want.filter(([k]) => !layout.shapes.has(k)).map(([k]) => k);
+      if (missing.length > 0) throw new ConfigError(`the initial UniPELT adapter lacks ${missing.join(', ')}: its LoRA targets ${name} in every layer, each with A, B and a gate (weight and bias)`);
+      for (const [k, shape] of want) perModule[k] = shape;
+    }
+  }
+  const { r } = shapes(layout, perModule) as { r: number };
+  const stray = layout.keys.filter((k) => k !== UNIPELT_PREFIX && !(k in perLayer) && !(k in perModule));
+  if (stray.length > 0) throw new ConfigError(`the initial UniPELT adapter has ${stray.join(', ')}, outside its ${numLayers} layers' prefix gates, adapters and LoRA targets (${names.join(', ')})`);
+
+  const given = described?.config ?? {};
+  const source = described?.source ?? '';
+  const unknown = Object.keys(given).filter((k) => given[k] !== undefined && !UNIPELT_FIELDS.includes(k));
+  if (unknown.length > 0) throw new ConfigError(`${source} gives ${unknown.map((k) => `"${k}"`).join(', ')}, which UniPELT has not (it adapts every layer); its settings are ${UNIPELT_FIELDS.join(', ')}`);
+  agree(given, 'rank', r, source);
+  agree(given, 'numVirtualTokens', n, source);
+  agree(given, 'bottleneckSize', rb, source);
+  let targets = arch.linears.filter((l) => names.includes(l)).map((l) => targetOf(arch, l));
+  if (given['targets'] !== undefined) {
+    if (!Array.isArray(given['targets']) || !given['targets'].every((t) => typeof t === 'string')) throw new ConfigError(`${source} says targets ${JSON.stringify(given['targets'])}; expected a list of module names`);
+    targets = given['targets'] as string[];
+    // The targets must select, in every layer, exactly the linears the tensors adapt (PEFT's suffix rule, as clients apply it).
+    const adapted = JSON.stringify(arch.linears.filter((l) => names.includes(l)));
+    for (let layer = 0; layer < numLayers; layer++) {
+      const selected = arch.linears.filter((l) => targets.some((t) => matchesTarget(`${arch.layerPrefix(layer)}.${l}`, t)));
+      if (JSON.stringify(selected) !== adapted) {
+        throw new ConfigError(`${source} says targets ${JSON.stringify(targets)}, which select ${selected.join(', ') || 'no linear'} in layer ${layer}; the initial adapter's LoRA tensors are on ${names.join(', ')} in every layer`);
+      }
+    }
+  }
+  // In resolveUniPeltConfig's order; alpha and the non-linearity as given, else its defaults.
+  const config = { rank: r, alpha: given['alpha'] ?? 2 * r, targets, numVirtualTokens: n, bottleneckSize: rb, nonLinearity: given['nonLinearity'] ?? 'relu' };
+  return { spec: { method: 'unipelt', config: config as unknown as AdapterSpec['config'] }, architecture };
+}
+
 /** LoRA, DoRA, IA3 and BitFit: everything from the module paths and shapes, adjusted by the description. */
 function moduleAdapter(layout: AdapterLayout, method: AdapterMethod, described: Described | undefined, adapterConfigJson: string | undefined): { spec: AdapterSpec; architecture: Architecture } {
   const modules = layout.keys.map((k) => {
@@ -468,11 +614,11 @@ export function inferAdapter(layout: AdapterLayout, adapterConfigJson?: string, 
     result = promptAdapter(layout, described, architecture);
   } else {
     const method = methodOfKeys(layout.keys);
-    if (!method) throw new ConfigError('the initial adapter mixes key forms of several methods (or none): one method per adapter (LoRA lora_A/lora_B, DoRA with lora_magnitude_vector, IA3 ia3_l, BitFit bitfit_bias, bottleneck adapter_down/adapter_up)');
+    if (!method) throw new ConfigError('the initial adapter mixes key forms of several methods (or none): one method per adapter (LoRA lora_A/lora_B, DoRA with lora_magnitude_vector, IA3 ia3_l, BitFit bitfit_bias, bottleneck adapter_down/adapter_up, UniPELT prefix.embedding.weight with gated LoRA, prefix gates and gated adapters)');
     if (described && described.method !== method) {
       throw new ConfigError(`${described.source} describes ${adapterMethod(described.method).title}, but the initial adapter's tensors are ${adapterMethod(method).title}'s`);
     }
-    result = method === 'bottleneck' ? bottleneckAdapter(layout, described) : moduleAdapter(layout, method, described, adapterConfigJson);
+    result = method === 'bottleneck' ? bottleneckAdapter(layout, described) : method === 'unipelt' ? unipeltAdapter(layout, described) : moduleAdapter(layout, method, described, adapterConfigJson);
     const claimed = architecture ?? described?.architecture;
     if (claimed !== undefined && claimed !== result.architecture) throw new ConfigError(`the architecture is given as ${claimed}, but the initial adapter's modules are ${result.architecture}'s`);
   }

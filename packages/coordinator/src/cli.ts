@@ -4,7 +4,8 @@
  *   [--adapter-config adapter_config.json | adapter-spec.json] [--architecture llama|gpt2]
  * Prompt tuning, P-tuning and prefix tuning adapters need --adapter-config (adapter_config.json as
  * exportAdapter() writes it, or a webtune spec JSON { "method", "config", "architecture" }) and the
- * architecture (--architecture, or in the spec JSON): their tensors name neither.
+ * architecture (--architecture, or in the spec JSON): their tensors name neither. UniPELT's keys say
+ * all but alpha and the non-linearity (its adapter_config.json, else 2 x rank and relu).
  * The enrolment secret comes from a file (--enrolment-secret-file), the WEBTUNE_ENROLMENT_SECRET
  * environment variable, or --enrolment-secret (accepted with a warning: other users see it in `ps`).
  *

@@ -3,14 +3,16 @@
  * operator's initial adapter and its description (adapter_config.json, or a webtune spec JSON):
  * every method, layer-selective adapters without a config, prompt-learning adapters that need their
  * spec and architecture, and the refusals (mixed methods, unknown modules, a config that is not one,
- * tensors that disagree with their description). The last block starts the real server on a SQLite
+ * tensors that disagree with their description); UniPELT from its keys alone or described, and every
+ * way its tensors can be incomplete or disagree. The last blocks start the real server on a SQLite
  * file: a prompt_embeddings adapter without its spec does not start it, with its spec it serves
  * protocol 2 rounds, and a restart reads the spec back from the database.
  */
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { PROMPT_EMBEDDINGS, type HostTensor } from '@webtune/model';
+import { adapterConfigJson, adapterMethod, PROMPT_EMBEDDINGS, resolveAdapterSpec, type HostTensor } from '@webtune/model';
+import { tinyModel } from '../../model/test/tiny-models.js';
 import { inferAdapter, layoutOf, trainableTensors } from '../src/adapter.js';
 import { ConfigError } from '../src/config.js';
 import { startCoordinator, type CoordinatorHandle } from '../src/index.js';
@@ -149,6 +151,103 @@ describe('inferAdapter: a webtune spec JSON for the module methods', () => {
     expect(() => inferAdapter(lora, JSON.stringify({ method: 'lora', config: { rank: 8 } }))).toThrowError(/rank 8, but .* 4/);
     expect(() => inferAdapter(lora, JSON.stringify({ method: 'ia3', config: {} }))).toThrowError(/describes IA3, but .* LoRA's/);
     expect(() => inferAdapter(lora, JSON.stringify({ method: 'lora', config: {}, architecture: 'gpt2' }))).toThrowError(/given as gpt2/);
+  });
+});
+
+/** UniPELT's trainable keys and shapes on a tiny model, as the method itself lays them out. */
+const unipeltEntries = (name: 'tiny-llama' | 'tiny-gpt2', options: Record<string, unknown>): Array<[string, number[]]> => {
+  const { config } = tinyModel(name);
+  const spec = resolveAdapterSpec(config, 'unipelt', options);
+  return adapterMethod('unipelt').tensorShapes!(config, spec.config).map((t): [string, number[]] => [t.key, t.shape]);
+};
+const reshape = (entries: Array<[string, number[]]>, key: string, shape: number[]) => entries.map(([k, s]): [string, number[]] => [k, k === key ? shape : s]);
+const without = (entries: Array<[string, number[]]>, key: string) => entries.filter(([k]) => k !== key);
+
+describe('inferAdapter: UniPELT', () => {
+  it('architecture, rank, targets, bottleneck size and prefix tokens from the keys; alpha and the non-linearity from the description, else the defaults', () => {
+    for (const name of ['tiny-llama', 'tiny-gpt2'] as const) {
+      const { config: model } = tinyModel(name);
+      const options = { rank: 2, alpha: 3, numVirtualTokens: 5, bottleneckSize: 8, nonLinearity: 'swish' };
+      const spec = resolveAdapterSpec(model, 'unipelt', options);
+      const entries = layout(unipeltEntries(name, options));
+      // adapter_config.json as exportAdapter() writes it, a spec JSON, and nothing.
+      expect(inferAdapter(entries, JSON.stringify(adapterConfigJson(model, spec, 'tiny')))).toEqual({ spec, architecture: model.architecture });
+      expect(inferAdapter(entries, JSON.stringify({ ...spec, architecture: model.architecture }))).toEqual({ spec, architecture: model.architecture });
+      expect(inferAdapter(entries, JSON.stringify({ method: 'unipelt', config: { alpha: 3, nonLinearity: 'swish' } }))).toEqual({ spec, architecture: model.architecture });
+      const bare = inferAdapter(entries);
+      expect(bare).toEqual({ spec: { method: 'unipelt', config: { ...spec.config, alpha: 4, nonLinearity: 'relu' } }, architecture: model.architecture });
+      // The inferred spec resolves on the model to itself, and its shapes are the tensors'.
+      expect(resolveAdapterSpec(model, 'unipelt', bare.spec.config)).toEqual(bare.spec);
+    }
+    // Targets as the keys name them: suffixes where one selects a single linear (GPT-2's c_proj is the attention's and the MLP's).
+    const gpt2 = inferAdapter(layout(unipeltEntries('tiny-gpt2', { targets: ['c_attn', 'attn.c_proj', 'c_fc'] })));
+    expect(gpt2.spec.config).toMatchObject({ targets: ['c_attn', 'attn.c_proj', 'c_fc'] });
+    const llama = inferAdapter(layout(unipeltEntries('tiny-llama', { targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj'] })));
+    expect(llama.spec.config).toMatchObject({ targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj'] });
+    expect(inferAdapter(layout(unipeltEntries('tiny-llama', { targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj'] })), JSON.stringify({ method: 'unipelt', config: { targets: ['self_attn.q_proj', 'k_proj', 'v_proj', 'o_proj', 'mlp.gate_proj', 'up_proj'] } })).spec.config)
+      .toMatchObject({ targets: ['self_attn.q_proj', 'k_proj', 'v_proj', 'o_proj', 'mlp.gate_proj', 'up_proj'] });
+  });
+
+  it('refuses incomplete tensors, shapes that disagree with each other, and descriptions that disagree with the tensors', () => {
+    const entries = unipeltEntries('tiny-llama', { rank: 2, numVirtualTokens: 5, bottleneckSize: 8 });
+    const q0 = 'model.layers.0.self_attn.q_proj';
+    const a1 = 'model.layers.1.output_adapter';
+    // Incomplete.
+    expect(() => inferAdapter(layout(without(entries, 'prefix.embedding.weight')))).toThrowError(/not its prefix table "prefix.embedding.weight"/);
+    expect(() => inferAdapter(layout(without(entries, `${q0}.lora_gate.bias`)))).toThrowError(/lacks model.layers.0.self_attn.q_proj.lora_gate.bias/);
+    expect(() => inferAdapter(layout(without(entries, `${a1}.gate.weight`)))).toThrowError(/lacks model.layers.1.output_adapter.gate.weight/);
+    expect(() => inferAdapter(layout(entries.filter(([k]) => !k.startsWith('model.layers.0.'))))).toThrowError(/no prefix gate or adapter in layer 0; UniPELT adapts every layer/);
+    expect(() => inferAdapter(layout(entries.filter(([k]) => !k.includes('.lora_'))))).toThrowError(/no LoRA tensors/);
+    expect(() => inferAdapter(layout(entries.filter(([k]) => !k.startsWith('model.layers.1.self_attn.v_proj.'))))).toThrowError(/lacks model.layers.1.self_attn.v_proj.lora_A.weight.*every layer/);
+    expect(() => inferAdapter(layout([...entries, ['model.layers.2.self_attn.q_proj.lora_gate.bias', [1]]]))).toThrowError(/has model.layers.2.self_attn.q_proj.lora_gate.bias, outside its 2 layers' prefix gates, adapters and LoRA targets/);
+    // Shapes that disagree.
+    expect(() => inferAdapter(layout(reshape(entries, `${q0}.lora_A.weight`, [3, 64])))).toThrowError(/"model.layers.0.self_attn.q_proj.lora_A.weight" is \[3, 64\]; its other tensors make it \[2, 64\]|lora_B.weight" is \[64, 2\]; its other tensors make it \[64, 3\]/);
+    expect(() => inferAdapter(layout(reshape(entries, `${q0}.lora_gate.weight`, [1, 32])))).toThrowError(/lora_gate.weight" is \[1, 32\]; its other tensors make it \[1, 64\]/);
+    expect(() => inferAdapter(layout(reshape(entries, 'model.layers.0.self_attn.v_proj.lora_B.weight', [64, 2])))).toThrowError(/v_proj.lora_B.weight" is \[64, 2\]; its other tensors make it \[32, 2\]/);
+    expect(() => inferAdapter(layout(reshape(entries, `${a1}.adapter_up.weight`, [64, 4])))).toThrowError(/adapter_up.weight" is \[64, 4\]; its other tensors make it \[64, 8\]/);
+    expect(() => inferAdapter(layout(reshape(entries, 'model.layers.1.prefix_gate.weight', [1, 64])))).toThrowError(/prefix_gate.weight" is \[1, 64\]; its other tensors make it \[2, 64\]/);
+    expect(() => inferAdapter(layout(reshape(entries, 'prefix.embedding.weight', [5, 100])))).toThrowError(/is 100 wide, not keys and values of 2 layers/);
+    // LoRA on the adapter's linear.
+    const down = 'model.layers.0.mlp.down_proj';
+    expect(() => inferAdapter(layout([...entries, [`${down}.lora_A.weight`, [2, 128]], [`${down}.lora_B.weight`, [64, 2]], [`${down}.lora_gate.weight`, [1, 128]], [`${down}.lora_gate.bias`, [1]]])))
+      .toThrowError(/LoRA on mlp.down_proj, where UniPELT's adapter sits/);
+    // Another architecture's paths.
+    expect(() => inferAdapter(layout([...entries, ['transformer.h.0.prefix_gate.bias', [2]]]))).toThrowError(/several architectures/);
+    expect(() => inferAdapter(layout(entries), undefined, 'gpt2')).toThrowError(/given as gpt2, but .* llama's/);
+    // Descriptions that disagree with the tensors, or are not UniPELT's.
+    const config = (extra: Record<string, unknown>) => JSON.stringify({ webtune_method: 'unipelt', peft_type: null, r: 2, lora_alpha: 4, target_modules: ['q_proj', 'v_proj'], num_virtual_tokens: 5, bottleneck_size: 8, non_linearity: 'relu', ...extra });
+    expect(inferAdapter(layout(entries), config({})).spec.config).toEqual({ rank: 2, alpha: 4, targets: ['q_proj', 'v_proj'], numVirtualTokens: 5, bottleneckSize: 8, nonLinearity: 'relu' });
+    expect(() => inferAdapter(layout(entries), config({ r: 4 }))).toThrowError(/adapter_config.json says rank 4, but the initial adapter's tensors have 2/);
+    expect(() => inferAdapter(layout(entries), config({ num_virtual_tokens: 10 }))).toThrowError(/numVirtualTokens 10, but .* 5/);
+    expect(() => inferAdapter(layout(entries), config({ bottleneck_size: 4 }))).toThrowError(/bottleneckSize 4, but .* 8/);
+    expect(() => inferAdapter(layout(entries), config({ target_modules: ['q_proj'] }))).toThrowError(/targets \["q_proj"\], which select self_attn.q_proj in layer 0; the initial adapter's LoRA tensors are on self_attn.q_proj, self_attn.v_proj/);
+    expect(() => inferAdapter(layout(entries), config({ target_modules: ['v_proj', 'layers.0.self_attn.q_proj'] }))).toThrowError(/which select self_attn.v_proj in layer 1/);
+    expect(() => inferAdapter(layout(entries), config({ non_linearity: 'tanh' }))).toThrowError(/UniPELT config's "nonLinearity" is "tanh"/);
+    expect(() => inferAdapter(layout(entries), config({ layers_to_transform: [1] }))).toThrowError(/"layers", which UniPELT has not/);
+    expect(() => inferAdapter(layout(entries), config({ webtune_method: 'unipelt2' }))).toThrowError(/"webtune_method" is "unipelt2"; expected "bitfit", "bottleneck" or "unipelt"/);
+    expect(() => inferAdapter(layout(entries), JSON.stringify({ method: 'unipelt', config: { rank: 2, dropout: 0.1 } }))).toThrowError(/"dropout", which UniPELT has not/);
+    expect(() => inferAdapter(layout(entries), JSON.stringify({ webtune_method: 'bottleneck', variant: 'pfeiffer' }))).toThrowError(/describes Bottleneck adapter, but .* UniPELT's/);
+    expect(() => inferAdapter(layout(entries), JSON.stringify({ method: 'unipelt', config: {}, architecture: 'gpt2' }))).toThrowError(/given as gpt2/);
+  });
+
+  it('a UniPELT coordinator speaks protocol 2 and serves the round its spec (HTTP, SQLite)', async () => {
+    const { config: model } = tinyModel('tiny-llama');
+    const spec = resolveAdapterSpec(model, 'unipelt', { rank: 2, numVirtualTokens: 3, bottleneckSize: 4 });
+    const initialAdapter = new Map(unipeltEntries('tiny-llama', spec.config as unknown as Record<string, unknown>).map(([k, shape]) => [k, t(shape)]));
+    const dir = tmp();
+    const c = await startCoordinator({ db: join(dir, 'c.sqlite'), enrolmentSecret: SECRET, log: () => {}, initialAdapter, adapterConfig: JSON.stringify(adapterConfigJson(model, spec)) });
+    try {
+      const me = await register(c.url, 'a');
+      expect(me.protocol).toBe(2);
+      const info = await roundInfo(c.url, me.token);
+      expect(info.protocol).toBe(2);
+      expect(info.config).toMatchObject({ adapter: spec, architecture: 'llama' });
+      expect(info.config.lora).toBeUndefined();
+      expect([...(await download(c.url, me.token, 0)).keys()].sort()).toEqual([...initialAdapter.keys()].sort());
+    } finally {
+      await c.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -14,8 +14,8 @@
  * Errors are 4xx/5xx with an ErrorResponse body; a rejected upload changes no state.
  *
  * The unit exchanged is the adapter's trainable state: every trainable tensor under its trainable
- * key (TrainerSession.exportAdapterState). For LoRA, DoRA, IA3, BitFit and bottleneck adapters those
- * keys are the adapter files' keys; for prompt tuning, P-tuning and prefix tuning they are not
+ * key (TrainerSession.exportAdapterState). For LoRA, DoRA, IA3, BitFit, bottleneck and UniPELT adapters
+ * those keys are the adapter files' keys; for prompt tuning, P-tuning and prefix tuning they are not
  * always (P-tuning's encoder, a prefix projection), which is why the files are not the unit.
  *
  * Versions. 1: rounds a 0.2.0 client can train, LoRA only (it reads `config.lora` and nothing

@@ -3,8 +3,8 @@
  * started from an initial adapter of each method (its trainable state, as exportAdapterState()
  * gives it) and its description (adapter_config.json as exportAdapter() writes it, a webtune spec
  * JSON, or nothing where the keys say it all) sends the method and the architecture in the round
- * (protocol 1 for LoRA, 2 for the others); two clients train that method (tiny Llama, and IA3 on
- * the tiny GPT-2 too), upload their clipped deltas, and the published version 1 is exactly version
+ * (protocol 1 for LoRA, 2 for the others); two clients train that method (tiny Llama, and IA3 and
+ * UniPELT on the tiny GPT-2 too), upload their clipped deltas, and the published version 1 is exactly version
  * 0 plus the mean of the two uploads (FedAvg, equal weights) and imports as an adapter of that
  * method. Then the refusals: a round whose spec the client's model cannot use is bad_config.
  */
@@ -42,6 +42,9 @@ const CASES: Array<{ model: TinyModel; method: AdapterSpec['method']; config: Re
   { model: 'tiny-llama', method: 'prefix-tuning', config: { numVirtualTokens: 4, prefixProjection: true, encoderHiddenSize: 16 }, architecture: 'llama', describe: 'adapter_config.json' },
   { model: 'tiny-llama', method: 'prefix-tuning', config: { numVirtualTokens: 4 }, architecture: 'llama', describe: 'spec' },
   { model: 'tiny-llama', method: 'bottleneck', config: { bottleneckSize: 8 }, architecture: 'llama', describe: 'none' },
+  { model: 'tiny-llama', method: 'unipelt', config: { rank: 2, alpha: 3, numVirtualTokens: 3, bottleneckSize: 8, nonLinearity: 'swish' }, architecture: 'llama', describe: 'adapter_config.json' },
+  // Alpha and the non-linearity left at UniPELT's defaults: the keys alone say the rest.
+  { model: 'tiny-gpt2', method: 'unipelt', config: { rank: 2, numVirtualTokens: 2, bottleneckSize: 4 }, architecture: 'gpt2', describe: 'none' },
 ];
 
 const tensorsOf = (bytes: Uint8Array) => new Map<string, HostTensor>([...parseSafetensors(bytes).tensors].map(([k, t]) => [k, { data: tensorToFloat32(t), shape: [...t.shape] }]));

@@ -28,11 +28,12 @@ export { resolvePrefixTuningConfig } from './adapters/prefix-tuning/config.js';
 export type { PrefixTuningConfig } from './adapters/prefix-tuning/config.js';
 export { resolveBottleneckConfig } from './adapters/bottleneck/config.js';
 export type { BottleneckConfig } from './adapters/bottleneck/config.js';
-export { resolveUniPeltConfig } from './adapters/unipelt/config.js';
+export { resolveUniPeltConfig, UNIPELT_PREFIX } from './adapters/unipelt/config.js';
 export type { UniPeltConfig } from './adapters/unipelt/config.js';
 export { PROMPT_EMBEDDINGS } from './adapters/prompt-learning.js';
 export { matchesTarget, selectModules } from './adapters/targets.js';
-export { ADAPTER_METHODS, adapterMethod, resolveAdapterSpec, adapterMismatch, adapterParameterCount, adapterLayout, methodOfKeys, adapterSpecProblem } from './adapters/registry.js';
+export { ADAPTER_METHODS, adapterMethod, resolveAdapterSpec, adapterMismatch, adapterParameterCount, adapterLayout, methodOfKeys, adapterSpecProblem, adapterMethodInfo } from './adapters/registry.js';
+export type { AdapterMethodInfo } from './adapters/registry.js';
 export type { MethodDefinition } from './adapters/method.js';
 export { createAdapter, createAdapterOnBase, adapterFromTensors } from './adapters/create.js';
 export type {

@@ -13,7 +13,10 @@ export type {
 } from './session.js';
 export { adapterSpecOf } from './session.js';
 export type { DataRecord, FileFormat, RecordKind, Evaluation } from '@webtune/trainer';
-export type { ChatMessage, ChatRole, AdapterSpec, AdapterMethod, LoraConfig, IA3Config, BitFitConfig } from '@webtune/model';
+export type {
+  ChatMessage, ChatRole, AdapterSpec, AdapterMethod, AdapterMethodInfo, LoraConfig, DoraConfig, IA3Config, BitFitConfig, PromptTuningConfig, PTuningConfig, PrefixTuningConfig,
+  BottleneckConfig, UniPeltConfig,
+} from '@webtune/model';
 export { registerErrorTransfer, serializeWebtuneError, deserializeWebtuneError } from './transfer.js';
 export type { SerializedWebtuneError } from './transfer.js';
 export { exposeTrainerSession } from './expose.js';

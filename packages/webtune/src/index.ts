@@ -19,9 +19,14 @@
 export { createTrainer } from '@webtune/sdk';
 export type {
   TrainerApi, CreateTrainerOptions, LoadOptions, ModelInfo, DataInput, DataOptions, DataInfo, TrainRequest, TrainSummary, ProgressEvent,
-  SessionGenerateOptions, DataProgress, AdapterRequest, MergedFiles,
+  SessionGenerateOptions, DataProgress, AdapterRequest, MergedFiles, AdapterState,
 } from '@webtune/sdk';
 export type { CheckpointMeta, CheckpointStore, DataRecord, FileFormat, RecordKind, Evaluation } from '@webtune/trainer';
-export type { LoadProgress, PeftFiles, BaseFormat, LoraConfig, IA3Config, BitFitConfig, AdapterSpec, AdapterMethod, ModelFileSource, ChatMessage, ChatRole } from '@webtune/model';
+export type {
+  LoadProgress, PeftFiles, BaseFormat, AdapterSpec, AdapterMethod, AdapterMethodInfo, ModelFileSource, ChatMessage, ChatRole,
+  LoraConfig, DoraConfig, IA3Config, BitFitConfig, PromptTuningConfig, PTuningConfig, PrefixTuningConfig, BottleneckConfig, UniPeltConfig,
+} from '@webtune/model';
+// A method's title and whether it merges (no model, no GPU): apps need not list which methods have a merged form.
+export { adapterMethodInfo } from '@webtune/model';
 // Every error class (and ERROR_CLASSES, formatBytes and the error types).
 export * from '@webtune/errors';

@@ -75,17 +75,68 @@ export function adapterLayout(model: ModelConfig, spec: AdapterSpec): { lowestLa
   return { lowestLayer, sequence };
 }
 
-/** The one method whose saved keys these are (a federated global adapter, a checkpoint); undefined when none or several. */
+/**
+ * Key forms every adapter of a method has and the methods sharing its other key forms lack: LoRA's
+ * keys are also DoRA's and UniPELT's (whose `.+.lora_A.weight` takes any path), a bottleneck's
+ * `output_adapter` keys also UniPELT's, prefix tuning's `prompt_encoder.embedding.weight` also P-tuning's.
+ */
+const SIGNATURE_KEYS: Partial<Record<AdapterMethod, RegExp>> = {
+  dora: /\.lora_magnitude_vector$/,
+  unipelt: /^prefix\.embedding\.weight$/,
+  'p-tuning': /^prompt_encoder\.mlp_head\./,
+};
+
+/**
+ * The one method whose keys (trainable or saved, adapter-name segments dropped) these are: a
+ * federated global adapter, a checkpoint. The methods whose key forms fit every key, narrowed to
+ * those whose signature key is present when several fit (LoRA keys alone are LoRA, not DoRA or
+ * UniPELT; `prompt_encoder.embedding.weight` alone is prefix tuning, as P-tuning always has its
+ * MLP). Undefined when none fits, or when the keys cannot tell: `prompt_embeddings` alone is prompt
+ * tuning's table and also a PEFT prefix-tuning file's prefixes, so the caller needs the adapter's
+ * config for it.
+ */
 export function methodOfKeys(keys: Iterable<string>): AdapterMethod | undefined {
-  const found = new Set<AdapterMethod>();
-  for (const key of keys) {
-    const methods = (Object.values(ADAPTER_METHODS) as MethodDefinition<unknown>[]).filter((m) => m.keyPattern.test(key)).map((m) => m.method);
-    if (methods.length === 0) return undefined;
-    // DoRA's keys include LoRA's: a magnitude vector anywhere makes it DoRA.
-    found.add(methods.includes('lora') && !key.endsWith('.lora_magnitude_vector') ? 'lora' : methods[0]!);
+  const list = [...keys];
+  if (list.length === 0) return undefined;
+  let fits = Object.keys(ADAPTER_METHODS) as AdapterMethod[];
+  for (const key of list) {
+    fits = fits.filter((m) => ADAPTER_METHODS[m].keyPattern.test(key));
+    if (fits.length === 0) return undefined;
   }
-  if (found.has('dora') && found.has('lora')) return 'dora';
-  return found.size === 1 ? [...found][0] : undefined;
+  if (fits.length === 1) return fits[0];
+  const signed = fits.filter((m) => {
+    const signature = SIGNATURE_KEYS[m];
+    return signature === undefined || list.some((k) => signature.test(k));
+  });
+  return signed.length === 1 ? signed[0] : undefined;
+}
+
+/** What an app may show about a method without a model or a GPU. */
+export interface AdapterMethodInfo {
+  method: AdapterMethod;
+  /** Its name in messages ("LoRA", "Prefix tuning", "UniPELT"). */
+  title: string;
+  /** Whether its adapter merges into the base weights (so a merged model and an ONNX export exist). */
+  mergeable: boolean;
+  /** Why it cannot be merged, when it cannot. */
+  reason?: string;
+}
+
+/**
+ * A method's title and whether it merges, so apps need not list which methods have a merged form.
+ * Throws InvalidArgumentError for a name that is not a method.
+ *
+ * @example
+ * ```ts
+ * const info = adapterMethodInfo('prefix-tuning');
+ * if (!info.mergeable) exportOnnxButton.title = `${info.title}: ${info.reason}`;
+ * ```
+ */
+export function adapterMethodInfo(method: string): AdapterMethodInfo {
+  const definition = adapterMethod(method);
+  return definition.unmergeable === undefined
+    ? { method: definition.method, title: definition.title, mergeable: true }
+    : { method: definition.method, title: definition.title, mergeable: false, reason: definition.unmergeable };
 }
 
 /** Why `raw` is not an adapter spec webtune can use (unknown method, malformed config), or undefined. Model-free. */
