@@ -6,9 +6,11 @@
  * on the top layer trains and exports PEFT's LoRA files with use_dora and its magnitude vectors.
  * Prompt tuning, P-tuning, prefix tuning and bottleneck adapters show their own fields and the
  * planner's parameter counts; prefix tuning (with projection) trains, generates and exports PEFT's
- * PREFIX_TUNING files, Houlsby bottleneck adapters on the top 2 layers webtune's own; imported on the
- * bundled ONNX model, the prefix adapter turns the ONNX export off and says why (worker-level
- * training, resume and the typed refusals: e2e/prompt-methods.spec.ts).
+ * PREFIX_TUNING files, Houlsby bottleneck adapters on the top 2 layers webtune's own; UniPELT shows
+ * its own three fields (no layer choice: its prefix spans every layer) and the count of its gated
+ * LoRA, prefix and adapter; imported on the bundled ONNX model, the prefix adapter turns the ONNX
+ * export off and says why (worker-level training, resume and the typed refusals, UniPELT's too:
+ * e2e/prompt-methods.spec.ts).
  * A few steps of batch 2 at sequence 32: SwiftShader runs about 0.25 GFLOP/s.
  */
 import { readFile } from 'node:fs/promises';
@@ -171,7 +173,7 @@ test('IA3, BitFit and DoRA on the top layer: pick the method, train, export', as
   await expect(page.locator('#targets')).toBeVisible();
 });
 
-test('prompt tuning, P-tuning, prefix tuning and bottleneck adapters: pick, train, generate, export; no merged (ONNX) export for them', async ({ page }, testInfo) => {
+test('prompt tuning, P-tuning, prefix tuning, bottleneck adapters and UniPELT: pick and count; prefix tuning and bottleneck adapters train, generate, export; no merged (ONNX) export for them', async ({ page }, testInfo) => {
   test.setTimeout(360_000);
   await openWithSample(page);
   const hint = page.locator('#method-hint');
@@ -246,6 +248,36 @@ test('prompt tuning, P-tuning, prefix tuning and bottleneck adapters: pick, trai
   expect([...bottleneck.tensors.keys()].every((k) => /^model\.layers\.[23]\.(attention|output)_adapter\.adapter_(down\.0|up)\.(weight|bias)$/.test(k))).toBe(true);
   await expect(page.locator('#checkpoint-info')).toContainText('PEFT has no bottleneck adapter method');
 
+  // UniPELT: its own LoRA rank 4, 8 prefix rows and an adapter 16 wide; LoRA's rank, alpha and
+  // targets, the other methods' fields and "top N layers" (still 2 from above) go: the prefix spans
+  // every layer, so all 4 train. The prefix table 8 x (4 layers x 2 x 128), then per layer gated
+  // LoRA on q_proj (4 x 256 + 256 x 4 + gate 256 + 1) and v_proj (4 x 256 + 128 x 4 + 256 + 1),
+  // the prefix gates (2 x 256 + 2) and the gated adapter (16 x 256 + 16 + 256 x 16 + 256 + 256 + 1).
+  await page.selectOption('#method', 'unipelt');
+  await expect(page.locator('#unipelt-rank')).toHaveValue('4');
+  await expect(page.locator('#unipelt-prefix')).toHaveValue('8');
+  await expect(page.locator('#unipelt-adapter')).toHaveValue('16');
+  for (const id of ['rank', 'alpha', 'targets', 'top-layers', 'virtual-tokens', 'init-text', 'encoder-width', 'prefix-projection', 'bottleneck-variant', 'bottleneck-size']) {
+    await expect(page.locator(`#${id}`)).toBeHidden();
+  }
+  const unipelt = (rank: number) => 8 * 1024 + 4 * ((rank * 256 + 256 * rank + 257) + (rank * 256 + 128 * rank + 257) + 514 + 8721);
+  await expect(hint).toHaveAttribute('data-params', String(unipelt(4)));
+  expect(unipelt(4)).toBe(61_524);
+  await expect(hint).toContainText('UniPELT combines LoRA');
+  await expect(hint).toContainText('in all 4 layers');
+  await expect(page.locator('#memory')).toContainText('UniPELT adapter');
+  await setField(page, 'unipelt-rank', '8');
+  await expect(hint).toHaveAttribute('data-params', String(unipelt(8)));
+  await setField(page, 'unipelt-prefix', '4');
+  await expect(hint).toHaveAttribute('data-params', String(unipelt(8) - 4 * 1024));
+  await setField(page, 'unipelt-adapter', '0');
+  await expect(page.locator('#settings-msg')).toContainText('“Adapter width” takes a whole number of 1 or more');
+  await expect(page.locator('#train')).toBeDisabled();
+  await setField(page, 'unipelt-adapter', '16');
+  await expect(page.locator('#settings-msg')).toBeEmpty();
+  await expect(hint).toHaveAttribute('data-params', String(unipelt(8) - 4 * 1024));
+  await shot(page, testInfo, '08-unipelt-settings');
+
   // The same model as ONNX, with the prefix adapter imported: its ONNX export and the
   // onnxruntime-web run (both merge the adapter) are off, and say why and what to use instead.
   await page.selectOption('#model-source', 'bundled-onnx');
@@ -267,5 +299,5 @@ test('prompt tuning, P-tuning, prefix tuning and bottleneck adapters: pick, trai
   // The imported prefixes generate over the 4-bit base.
   await page.click('#generate');
   await expect(page.locator('#out-after span')).not.toBeEmpty({ timeout: 120_000 });
-  await shot(page, testInfo, '08-onnx-refused');
+  await shot(page, testInfo, '09-onnx-refused');
 });

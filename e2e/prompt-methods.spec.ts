@@ -1,11 +1,11 @@
 /**
- * Prefix tuning (with projection), Houlsby bottleneck adapters, prompt tuning (TEXT init) and
- * P-tuning in Chromium: createTrainer() in a module worker over Comlink, checkpoints in the page
+ * Prefix tuning (with projection), Houlsby bottleneck adapters, prompt tuning (TEXT init),
+ * P-tuning and UniPELT in Chromium: createTrainer() in a module worker over Comlink, checkpoints in the page
  * origin's real IndexedDB, SwiftShader WebGPU, the tiny Llama fixture (e2e/pages/prompt-methods.ts).
  * Each method trains straight through, generates, exports its adapter files, and has the merged
  * and ONNX exports refused with UnsupportedModelError (a merged model has no place for virtual
- * tokens, prefixes or added modules). Then, for prefix tuning, bottleneck adapters and prompt
- * tuning, the same run is killed by a reload after its first checkpoint and resumed from IndexedDB
+ * tokens, prefixes, added modules or gates). Then, for prefix tuning, bottleneck adapters, prompt
+ * tuning and UniPELT, the same run is killed by a reload after its first checkpoint and resumed from IndexedDB
  * to the same adapter bytes and the same generation. Each page load costs a worker start and a model load, so one
  * page serves several methods. The demo's picker for these methods is in e2e/methods.spec.ts.
  */
@@ -47,11 +47,35 @@ const CASES = [
     // The encoder's output, as PEFT saves it.
     shapes: { prompt_embeddings: [4, 64] },
   },
+  {
+    name: 'unipelt' as const,
+    // webtune's own files; LoRA on LoRA's default targets with alpha 2 x rank, a Pfeiffer adapter with relu.
+    config: { webtune_method: 'unipelt', r: 4, lora_alpha: 8, target_modules: ['q_proj', 'v_proj'], num_virtual_tokens: 4, bottleneck_size: 8, non_linearity: 'relu' },
+    // The prefix table (4 rows of layers x 2 x token_dim), then per layer: gated LoRA on q_proj (64 -> 64)
+    // and v_proj (64 -> 32), the prefix's key and value gates, the gated adapter after the MLP.
+    shapes: {
+      'prefix.embedding.weight': [4, 2 * 2 * 32],
+      ...Object.fromEntries([0, 1].flatMap((layer) => {
+        const p = `model.layers.${layer}`;
+        const lora = (m: string, out: number) => [
+          [`${p}.self_attn.${m}.lora_A.weight`, [4, 64]], [`${p}.self_attn.${m}.lora_B.weight`, [out, 4]],
+          [`${p}.self_attn.${m}.lora_gate.weight`, [1, 64]], [`${p}.self_attn.${m}.lora_gate.bias`, [1]],
+        ];
+        const a = `${p}.output_adapter`;
+        return [
+          ...lora('q_proj', 64), ...lora('v_proj', 32),
+          [`${p}.prefix_gate.weight`, [2, 64]], [`${p}.prefix_gate.bias`, [2]],
+          [`${a}.adapter_down.0.weight`, [8, 64]], [`${a}.adapter_down.0.bias`, [8]], [`${a}.adapter_up.weight`, [64, 8]], [`${a}.adapter_up.bias`, [64]],
+          [`${a}.gate.weight`, [1, 64]], [`${a}.gate.bias`, [1]],
+        ];
+      })),
+    },
+  },
 ];
 type Name = (typeof CASES)[number]['name'];
 
-test('prefix tuning, bottleneck adapters, prompt tuning and P-tuning train in the worker, generate, refuse the merged exports; resumed after a reload they reach the same bytes', async ({ page }) => {
-  test.setTimeout(240_000);
+test('prefix tuning, bottleneck adapters, prompt tuning, P-tuning and UniPELT train in the worker, generate, refuse the merged exports; resumed after a reload they reach the same bytes', async ({ page }) => {
+  test.setTimeout(300_000);
   const log: string[] = [];
   page.on('console', (m) => log.push(`${m.type()}: ${m.text()}`));
   await open(page);
@@ -64,7 +88,7 @@ test('prefix tuning, bottleneck adapters, prompt tuning and P-tuning train in th
       expect(s.summary, log.join('\n')).toMatchObject({ stopped: 'completed', step: STEPS });
       expect(Number.isFinite(s.summary.lastLoss)).toBe(true);
       expect(s.checkpoints).toEqual([2, 4, 6, 8, 10]);
-      // Greedy generation through the adapter's hooks (virtual tokens, prefixes in the KV cache, added modules).
+      // Greedy generation through the adapter's hooks (virtual tokens, prefixes in the KV cache, added modules, UniPELT's gated prefix beside it).
       for (const out of [s.base, s.tuned]) {
         expect(out.tokens.length).toBeGreaterThan(0);
         expect(out.text.trim()).not.toBe('');
@@ -82,8 +106,9 @@ test('prefix tuning, bottleneck adapters, prompt tuning and P-tuning train in th
 
   // The same runs under another id, the page reloaded (worker killed) once a run's first checkpoint
   // is stored; the next page resumes it, then starts the next method's run.
-  // Prompt tuning too: its checkpoint must record the TEXT init's token ids for the resumed run to match it.
-  const resumable: Name[] = ['prefix-tuning', 'bottleneck', 'prompt-tuning'];
+  // Prompt tuning too: its checkpoint must record the TEXT init's token ids for the resumed run to match it;
+  // UniPELT's holds three kinds of tensors and its gates, with the LoRA factors' rank checked on restore.
+  const resumable: Name[] = ['prefix-tuning', 'bottleneck', 'prompt-tuning', 'unipelt'];
   for (const name of resumable) {
     await test.step(`${name}: killed by a reload after a checkpoint, resumed to the same bytes`, async () => {
       const stored = await page.evaluate((n) => window.promptMethodsPage!.startAndWaitForCheckpoint(n), name);

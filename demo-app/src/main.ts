@@ -972,9 +972,9 @@ async function exportAdapter() {
     download('adapter_config.json', files['adapter_config.json'], 'application/json');
     await new Promise((r) => setTimeout(r, 300));
     download('adapter_model.safetensors', files['adapter_model.safetensors'] as Uint8Array<ArrayBuffer>, 'application/octet-stream');
-    // BitFit and bottleneck adapters are no PEFT methods: their files carry "webtune_method" and load back here (Import adapter).
+    // BitFit, bottleneck adapters and UniPELT are no PEFT methods: their files carry "webtune_method" and load back here (Import adapter).
     const own = (JSON.parse(files['adapter_config.json']) as { webtune_method?: string }).webtune_method;
-    const title = own && ({ bitfit: 'BitFit', bottleneck: 'bottleneck adapter' }[own] ?? own);
+    const title = own && ({ bitfit: 'BitFit', bottleneck: 'bottleneck adapter', unipelt: 'UniPELT' }[own] ?? own);
     $('checkpoint-info').textContent = `Exported adapter_config.json and adapter_model.safetensors (${formatBytes(files['adapter_model.safetensors'].byteLength)}); ` +
       (title ? `PEFT has no ${title} method: “Import adapter” here reads them back.` : 'load them with PEFT.');
   } catch (error) {

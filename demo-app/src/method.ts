@@ -1,19 +1,19 @@
 /**
  * The settings panel's adaptation method: LoRA (default), DoRA, IA3, BitFit, prompt tuning,
- * P-tuning, prefix tuning or bottleneck adapters, a one-line explanation with the planner's count
+ * P-tuning, prefix tuning, bottleneck adapters or UniPELT, a one-line explanation with the planner's count
  * of trainable parameters, the method's own few settings, and "Train only the top N layers" (PEFT's
  * layers_to_transform: the backward pass stops at the lowest trained layer) for the methods that
  * live in layers. The controls are built here and put at the top of the settings panel; main.ts
  * asks for the AdapterRequest, and for why an adapter cannot be merged (its ONNX export).
  */
-import type { AdapterRequest } from 'webtune';
+import { adapterMethodInfo, type AdapterRequest } from 'webtune';
 
 /** The methods the page offers (the SDK may know more). */
-export type Method = Extract<AdapterRequest['method'], 'lora' | 'dora' | 'ia3' | 'bitfit' | 'prompt-tuning' | 'p-tuning' | 'prefix-tuning' | 'bottleneck'>;
+export type Method = Extract<AdapterRequest['method'], 'lora' | 'dora' | 'ia3' | 'bitfit' | 'prompt-tuning' | 'p-tuning' | 'prefix-tuning' | 'bottleneck' | 'unipelt'>;
 
 const TITLES: Record<Method, string> = {
   lora: 'LoRA', dora: 'DoRA', ia3: 'IA3', bitfit: 'BitFit',
-  'prompt-tuning': 'Prompt tuning', 'p-tuning': 'P-tuning', 'prefix-tuning': 'Prefix tuning', bottleneck: 'Bottleneck',
+  'prompt-tuning': 'Prompt tuning', 'p-tuning': 'P-tuning', 'prefix-tuning': 'Prefix tuning', bottleneck: 'Bottleneck', unipelt: 'UniPELT',
 };
 
 /** The select's words where the title alone says less (the memory table says "<title> adapter"). */
@@ -28,17 +28,19 @@ const WHAT: Record<Method, string> = {
   'p-tuning': 'P-tuning makes its virtual tokens with a small trained MLP encoder (PEFT\'s P_TUNING); the adapter file keeps only the encoder\'s output, which loads back as prompt tuning. It likes a higher learning rate (about 3e-2).',
   'prefix-tuning': 'Prefix tuning trains key and value rows that every layer\'s attention sees in front of the text (PEFT\'s PREFIX_TUNING), here optionally through an MLP projection, which trains more stably; the file keeps only the prefixes.',
   bottleneck: 'Bottleneck adapters add a small residual MLP (down, nonlinearity, up) after each attention and feed-forward block (Houlsby) or after the feed-forward block only (Pfeiffer); the base is frozen, the files are webtune\'s own.',
+  unipelt: 'UniPELT combines LoRA (alpha = 2 x rank, on LoRA\'s default projections), prefix rows in every layer\'s attention and a bottleneck adapter (relu) after each feed-forward block, each behind a learned per-token gate; the files are webtune\'s own.',
 };
 
-/** Why an adapter of these methods has no merged form (its ONNX export, which merges, is refused). */
-const UNMERGEABLE: Partial<Record<Method, string>> = {
-  'prompt-tuning': 'prompt tuning adds virtual tokens in front of the input',
-  'p-tuning': 'P-tuning adds virtual tokens in front of the input',
-  'prefix-tuning': 'prefix tuning adds keys and values to every layer\'s attention',
-  bottleneck: 'bottleneck adapters add layers to every block',
-};
+/**
+ * The methods whose files are webtune's own ("webtune_method"), read back by “Import adapter”; PEFT
+ * loads the others. (Which methods merge, and why not, the SDK says: adapterMethodInfo.)
+ */
+const OWN_FILES: ReadonlySet<string> = new Set(['bitfit', 'bottleneck', 'unipelt']);
 
-/** Methods whose adapters sit in layers, so "Train only the top N layers" applies (prompt methods sit before or beside every layer). */
+/**
+ * Methods whose adapters sit in layers, so "Train only the top N layers" applies (prompt methods
+ * sit before or beside every layer; UniPELT's prefix spans every layer, so it trains them all).
+ */
 const LAYERED: ReadonlySet<Method> = new Set<Method>(['lora', 'dora', 'ia3', 'bitfit', 'bottleneck']);
 
 /** Each method's own settings: the ids of the labels (below) that it shows. */
@@ -48,6 +50,7 @@ const FIELDS: Record<Method, string[]> = {
   'p-tuning': ['virtual-tokens', 'encoder-width'],
   'prefix-tuning': ['virtual-tokens', 'prefix-projection', 'encoder-width'],
   bottleneck: ['bottleneck-variant', 'bottleneck-size'],
+  unipelt: ['unipelt-rank', 'unipelt-prefix', 'unipelt-adapter'],
 };
 
 /** The demo's defaults, sized for the bundled model (hidden 256, 4 layers, 4 key/value heads of 32). */
@@ -57,9 +60,16 @@ const DEFAULTS = {
   initText: 'A sailor tells of the whale, the ship and the sea:',
   encoderWidth: '128',
   bottleneckSize: '16',
+  // UniPELT's three parts, smaller than the SDK's defaults (rank 8, 10 prefix rows, hidden / 16 = 16 wide here).
+  unipeltRank: '4',
+  unipeltPrefix: '8',
+  unipeltAdapter: '16',
 };
 
 const METHODS = Object.keys(TITLES) as Method[];
+
+/** The method fields' inputs and selects (the saved settings keep them; a change re-plans). */
+const FIELD_IDS = ['virtual-tokens', 'init-text', 'encoder-width', 'bottleneck-size', 'bottleneck-variant', 'unipelt-rank', 'unipelt-prefix', 'unipelt-adapter'] as const;
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 
@@ -83,7 +93,10 @@ export function mountMethodControls(onChange: () => void): void {
         <option value="houlsby">Houlsby (attention + feed-forward)</option>
         <option value="pfeiffer">Pfeiffer (feed-forward only)</option>
       </select></label>
-    <label id="bottleneck-size-field">Bottleneck width <input id="bottleneck-size" type="number" min="1" step="1" value="${DEFAULTS.bottleneckSize}" /></label>`;
+    <label id="bottleneck-size-field">Bottleneck width <input id="bottleneck-size" type="number" min="1" step="1" value="${DEFAULTS.bottleneckSize}" /></label>
+    <label id="unipelt-rank-field">LoRA rank <input id="unipelt-rank" type="number" min="1" max="256" step="1" value="${DEFAULTS.unipeltRank}" /></label>
+    <label id="unipelt-prefix-field">Prefix rows <input id="unipelt-prefix" type="number" min="1" step="1" value="${DEFAULTS.unipeltPrefix}" /></label>
+    <label id="unipelt-adapter-field">Adapter width <input id="unipelt-adapter" type="number" min="1" step="1" value="${DEFAULTS.unipeltAdapter}" /></label>`;
   const hint = document.createElement('p');
   hint.className = 'hint';
   hint.id = 'method-hint';
@@ -93,7 +106,7 @@ export function mountMethodControls(onChange: () => void): void {
     showMethodFields();
     onChange();
   });
-  for (const id of ['top-layers', 'virtual-tokens', 'init-text', 'prefix-projection', 'encoder-width', 'bottleneck-variant', 'bottleneck-size']) {
+  for (const id of ['top-layers', 'prefix-projection', ...FIELD_IDS]) {
     $(id).addEventListener('change', () => {
       if (id === 'prefix-projection') showMethodFields();
       onChange();
@@ -113,7 +126,8 @@ function isMethod(value: unknown): value is Method {
 
 /**
  * Rank, alpha and the target modules are LoRA's (and DoRA's) settings; IA3 and BitFit take PEFT's
- * defaults for the model; the prompt methods and bottleneck adapters show their own few fields.
+ * defaults for the model; the prompt methods, bottleneck adapters and UniPELT show their own few
+ * fields (UniPELT's LoRA takes its own rank, alpha = 2 x rank, and LoRA's default targets).
  */
 function showMethodFields() {
   const m = method();
@@ -186,6 +200,11 @@ export function adapterRequest(numLayers: number | undefined, lora: { rank: numb
         method: 'bottleneck',
         config: { variant: $<HTMLSelectElement>('bottleneck-variant').value === 'pfeiffer' ? 'pfeiffer' : 'houlsby', bottleneckSize: count('bottleneck-size', 'Bottleneck width'), ...where },
       };
+    case 'unipelt':
+      return {
+        method: 'unipelt',
+        config: { rank: count('unipelt-rank', 'LoRA rank'), numVirtualTokens: count('unipelt-prefix', 'Prefix rows'), bottleneckSize: count('unipelt-adapter', 'Adapter width') },
+      };
   }
 }
 
@@ -223,14 +242,21 @@ export function methodTitle(): string {
  * the methods that merge.
  */
 export function mergeRefusal(adapterMethod: string | undefined): string | undefined {
-  if (!isMethod(adapterMethod)) return undefined;
-  const why = UNMERGEABLE[adapterMethod];
-  return why && `A merged model has no place for this adapter: ${why}. Use “Export adapter” for its files (${adapterMethod === 'bottleneck' ? 'webtune’s own, which “Import adapter” reads back' : 'PEFT’s, which PeftModel.from_pretrained loads'}).`;
+  if (adapterMethod === undefined) return undefined;
+  let info: ReturnType<typeof adapterMethodInfo>;
+  try {
+    info = adapterMethodInfo(adapterMethod);
+  } catch {
+    // A method this SDK does not know (an adapter file from a newer webtune) refuses itself on use.
+    return undefined;
+  }
+  if (info.mergeable) return undefined;
+  return `This adapter has no merged form (so no ONNX export): ${info.reason ?? `${info.title} cannot be merged`}. Use “Export adapter” for its files (${OWN_FILES.has(adapterMethod) ? 'webtune’s own, which “Import adapter” reads back' : 'PEFT’s, which PeftModel.from_pretrained loads'}).`;
 }
 
 /**
  * The method of an adapter's adapter_config.json, as the page names methods: PEFT's peft_type (LoRA
- * with use_dora is DoRA), or webtune's own "webtune_method" (BitFit, bottleneck).
+ * with use_dora is DoRA), or webtune's own "webtune_method" (BitFit, bottleneck, UniPELT).
  */
 export function methodOfAdapterConfig(config: string): string | undefined {
   try {
@@ -242,8 +268,6 @@ export function methodOfAdapterConfig(config: string): string | undefined {
     return undefined;
   }
 }
-
-const FIELD_IDS = ['virtual-tokens', 'init-text', 'encoder-width', 'bottleneck-size', 'bottleneck-variant'] as const;
 
 /** For the saved settings: the method, the top-N field and the method's own fields. */
 export function methodSettings(): Record<string, unknown> {

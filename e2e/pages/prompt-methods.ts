@@ -1,6 +1,6 @@
 /**
- * Test page for e2e/prompt-methods.spec.ts: prefix tuning, bottleneck adapters, prompt tuning and
- * P-tuning through createTrainer(), i.e. a real module worker, Comlink and IndexedDB checkpoints,
+ * Test page for e2e/prompt-methods.spec.ts: prefix tuning, bottleneck adapters, prompt tuning,
+ * P-tuning and UniPELT through createTrainer(), i.e. a real module worker, Comlink and IndexedDB checkpoints,
  * on the tiny Llama fixture. The spec reloads the page between the steps exposed here (a reload
  * kills the worker mid-run).
  */
@@ -15,6 +15,8 @@ const ADAPTERS = {
   bottleneck: { method: 'bottleneck', config: { variant: 'houlsby', bottleneckSize: 8 } },
   'prompt-tuning': { method: 'prompt-tuning', config: { numVirtualTokens: 4, init: 'text', initText: 'Call me Ishmael' } },
   'p-tuning': { method: 'p-tuning', config: { numVirtualTokens: 4, encoderHiddenSize: 16 } },
+  // Gated LoRA (q_proj, v_proj; alpha 2 x rank), 4 gated prefix rows and a gated Pfeiffer adapter 8 wide in both layers.
+  unipelt: { method: 'unipelt', config: { rank: 4, numVirtualTokens: 4, bottleneckSize: 8 } },
 } satisfies Record<string, AdapterRequest>;
 type MethodName = keyof typeof ADAPTERS;
 
