@@ -10,14 +10,35 @@
  * f16 compute keeps half copies of the weights and half weight gradients (folded into the f32
  * ones after backward), as LoRA does; biases stay f32 (the kernels read f32 vectors).
  */
-import { createElementwiseKernels, createGeluKernels, createMatmulKernel, createPointwiseKernels, createVectorScaleKernels, type CommandRecorder, type GpuTensor } from '@webtune/gpu';
+import { createElementwiseKernels, createGeluKernels, createMatmulKernel, createPointwiseKernels, createVectorScaleKernels, type CommandRecorder, type ElementType, type GpuContext, type GpuTensor } from '@webtune/gpu';
 import { halfCopies } from '../lora/runtime.js';
 import type { AdapterRuntime, RuntimeContext } from '../types.js';
 import type { BottleneckAdapter } from './adapter.js';
+import type { BottleneckActivation } from './config.js';
+
+/** An adapter's nonlinearity (AdapterHub's names: relu, swish = silu, gelu_new = tanh GELU), forward and input gradient. */
+export async function adapterActivation(ctx: GpuContext, dtype: ElementType, nonLinearity: BottleneckActivation): Promise<{
+  forward(rec: CommandRecorder, x: GpuTensor, y: GpuTensor, size: number): void;
+  backward(rec: CommandRecorder, x: GpuTensor, gradOutput: GpuTensor, gradInput: GpuTensor, size: number): void;
+}> {
+  if (nonLinearity === 'gelu_new') {
+    const gelu = await createGeluKernels(ctx, { dtype });
+    return {
+      forward: (rec, x, y, size) => gelu.forward(rec, { x, y, size }),
+      backward: (rec, x, gradOutput, gradInput, size) => gelu.backward(rec, { x, gradOutput, gradInput, size }),
+    };
+  }
+  const pointwise = await createPointwiseKernels(ctx, { dtype });
+  const fn = nonLinearity === 'relu' ? 'relu' : 'silu';
+  return {
+    forward: (rec, x, y, size) => pointwise.forward(rec, { fn, x, y, size }),
+    backward: (rec, x, gradOutput, gradInput, size) => pointwise.backward(rec, { fn, x, gradOutput, gradInput, size }),
+  };
+}
 
 export async function createBottleneckRuntime(adapter: BottleneckAdapter, { ctx, dtype, ops }: RuntimeContext): Promise<AdapterRuntime> {
   const f32 = dtype === 'f32';
-  const [project, projectAdd, weightGrad, inputGrad, inputGradAdd, elementwise, columns, pointwise, gelu] = await Promise.all([
+  const [project, projectAdd, weightGrad, inputGrad, inputGradAdd, elementwise, columns] = await Promise.all([
     createMatmulKernel(ctx, { dtype, transB: true }),
     createMatmulKernel(ctx, { dtype, transB: true, accumulate: true }),
     // f32 adds weight gradients in place; f16 writes half gradients that afterBackward adds in.
@@ -26,20 +47,8 @@ export async function createBottleneckRuntime(adapter: BottleneckAdapter, { ctx,
     createMatmulKernel(ctx, { dtype, accumulate: true }),
     createElementwiseKernels(ctx, { dtype }),
     createVectorScaleKernels(ctx, { dtype }),
-    createPointwiseKernels(ctx, { dtype }),
-    adapter.config.nonLinearity === 'gelu_new' ? createGeluKernels(ctx, { dtype }) : undefined,
   ]);
-  const fn = adapter.config.nonLinearity === 'relu' ? 'relu' : 'silu';
-  const act = {
-    forward(rec: CommandRecorder, x: GpuTensor, y: GpuTensor, size: number) {
-      if (gelu) gelu.forward(rec, { x, y, size });
-      else pointwise.forward(rec, { fn, x, y, size });
-    },
-    backward(rec: CommandRecorder, x: GpuTensor, gradOutput: GpuTensor, gradInput: GpuTensor, size: number) {
-      if (gelu) gelu.backward(rec, { x, gradOutput, gradInput, size });
-      else pointwise.backward(rec, { fn, x, gradOutput, gradInput, size });
-    },
-  };
+  const act = await adapterActivation(ctx, dtype, adapter.config.nonLinearity);
   const tensors = [...adapter.params.values()].map((p) => ({ module: p.module, a: p.down, b: p.up, gradA: p.gradDown, gradB: p.gradUp }));
   const half = halfCopies(ctx, elementwise, tensors, dtype);
   const of = new Map(tensors.map((t) => [t.module, t]));

@@ -9,10 +9,11 @@
  * half weight gradients (added into the f32 ones after backward); biases and gates stay f32.
  */
 import {
-  createElementwiseKernels, createGeluKernels, createMatmulKernel, createPointwiseKernels, createTensor, createVectorScaleKernels,
+  createElementwiseKernels, createMatmulKernel, createPointwiseKernels, createTensor, createVectorScaleKernels,
   type CommandRecorder, type GpuTensor,
 } from '@webtune/gpu';
 import { architectureOf } from '../../arch/index.js';
+import { adapterActivation } from '../bottleneck/runtime.js';
 import { prefixTokenDim } from '../prefix-tuning/config.js';
 import { createPromptRuntime } from '../prompt-runtime.js';
 import type { AdapterRuntime, RuntimeContext } from '../types.js';
@@ -24,7 +25,7 @@ export async function createUniPeltRuntime(adapter: UniPeltAdapter, context: Run
   const model = adapter.model;
   const arch = architectureOf(model);
   const f32 = dtype === 'f32';
-  const [project, weightGrad, inputGrad, inputGradAdd, elementwise, vectors, pointwise, gelu, elementwise32, vectors32, pointwise32, table] = await Promise.all([
+  const [project, weightGrad, inputGrad, inputGradAdd, elementwise, vectors, act, elementwise32, vectors32, pointwise32, table] = await Promise.all([
     createMatmulKernel(ctx, { dtype, transB: true }),
     // f32 adds weight gradients in place; f16 writes half gradients that afterBackward adds in.
     createMatmulKernel(ctx, { dtype, transA: true, accumulate: f32 }),
@@ -32,19 +33,12 @@ export async function createUniPeltRuntime(adapter: UniPeltAdapter, context: Run
     createMatmulKernel(ctx, { dtype, accumulate: true }),
     createElementwiseKernels(ctx, { dtype }),
     createVectorScaleKernels(ctx, { dtype }),
-    createPointwiseKernels(ctx, { dtype }),
-    adapter.config.nonLinearity === 'gelu_new' ? createGeluKernels(ctx, { dtype }) : undefined,
+    adapterActivation(ctx, dtype, adapter.config.nonLinearity),
     createElementwiseKernels(ctx, {}),
     createVectorScaleKernels(ctx, {}),
     createPointwiseKernels(ctx, {}),
     createPromptRuntime(adapter, context, { tensor: UNIPELT_PREFIX }, { prefix: { kvWidth: prefixTokenDim(model) } }),
   ]);
-  const fn = adapter.config.nonLinearity === 'relu' ? 'relu' : 'silu';
-  const act = {
-    forward: (rec: CommandRecorder, x: GpuTensor, y: GpuTensor, size: number) => (gelu ? gelu.forward(rec, { x, y, size }) : pointwise.forward(rec, { fn, x, y, size })),
-    backward: (rec: CommandRecorder, x: GpuTensor, gradOutput: GpuTensor, gradInput: GpuTensor, size: number) =>
-      (gelu ? gelu.backward(rec, { x, gradOutput, gradInput, size }) : pointwise.backward(rec, { fn, x, gradOutput, gradInput, size })),
-  };
 
   // The weight matrices the matmuls read, with half copies in f16 (vectors and biases stay f32).
   const matrices = [...adapter.tensors.keys()].filter((k) => k !== UNIPELT_PREFIX && adapter.tensors.get(k)!.shape.length === 2);
