@@ -364,12 +364,19 @@ function promptAdapter(layout: AdapterLayout, described: Described | undefined, 
   return { spec: { method, config: config as AdapterSpec['config'] }, architecture: knownArchitecture(arch, 'the architecture') };
 }
 
-/** The architecture and layer of a layer's path (`model.layers.3` -> llama, 3), or undefined. */
+/** Layer indices beyond this are refused: no model webtune trains has as many, and a typo'd or hostile index must not size what the server allocates. */
+const MAX_LAYERS = 1024;
+
+/** The architecture and layer of a layer's path (`model.layers.3` -> llama, 3), or undefined; an index past MAX_LAYERS is a ConfigError. */
 function parseLayerPath(path: string): { architecture: Architecture; layer: number } | undefined {
   for (const arch of ARCHITECTURES) {
     const [head, tail] = arch.layerPrefix(0x7fffffff).split(String(0x7fffffff)) as [string, string];
     const match = path.startsWith(head) ? /^(\d+)(.*)$/.exec(path.slice(head.length)) : null;
-    if (match && match[2] === tail && arch.layerPrefix(Number(match[1])) === path) return { architecture: arch.name, layer: Number(match[1]) };
+    if (match && match[2] === tail && arch.layerPrefix(Number(match[1])) === path) {
+      const layer = Number(match[1]);
+      if (layer >= MAX_LAYERS) throw new ConfigError(`initial adapter tensor path "${path}" names layer ${layer}; layers go up to ${MAX_LAYERS - 1}`);
+      return { architecture: arch.name, layer };
+    }
   }
   return undefined;
 }
@@ -485,7 +492,10 @@ function unipeltAdapter(layout: AdapterLayout, described: Described | undefined)
   const arch = ARCHITECTURES.find((a) => a.name === architecture)!;
   const numLayers = Math.max(...layerPaths.keys()) + 1;
   const missingLayers = Array.from({ length: numLayers }, (_, l) => l).filter((l) => !layerPaths.has(l));
-  if (missingLayers.length > 0) throw new ConfigError(`the initial UniPELT adapter has no prefix gate or adapter in layer${missingLayers.length > 1 ? 's' : ''} ${missingLayers.join(', ')}; UniPELT adapts every layer`);
+  if (missingLayers.length > 0) {
+    const listed = missingLayers.slice(0, 5).join(', ') + (missingLayers.length > 5 ? `, ... (${missingLayers.length} in all)` : '');
+    throw new ConfigError(`the initial UniPELT adapter has no prefix gate or adapter in layer${missingLayers.length > 1 ? 's' : ''} ${listed}; UniPELT adapts every layer`);
+  }
 
   // The prefix table, then every layer's prefix gate and gated adapter: [2, d] gates, [rb, d] down, [d, rb] up.
   const perLayer: Record<string, Array<number | string>> = { [UNIPELT_PREFIX]: ['n', 'width'] };

@@ -163,6 +163,18 @@ const unipeltEntries = (name: 'tiny-llama' | 'tiny-gpt2', options: Record<string
 const reshape = (entries: Array<[string, number[]]>, key: string, shape: number[]) => entries.map(([k, s]): [string, number[]] => [k, k === key ? shape : s]);
 const without = (entries: Array<[string, number[]]>, key: string) => entries.filter(([k]) => k !== key);
 
+
+describe('a hostile initial adapter', () => {
+  it('a layer index far past any model is refused before anything is sized by it', () => {
+    const entries: Array<[string, number[]]> = [['prefix.embedding.weight', [4, 128]], ['model.layers.30000000.prefix_gate.weight', [2, 64]]];
+    expect(() => inferAdapter(layout(entries))).toThrowError(ConfigError);
+    expect(() => inferAdapter(layout(entries))).toThrowError(/layer 30000000; layers go up to 1023/);
+    // Before the bound, this index made the server build a 30-million-entry list (seconds, gigabytes) and
+    // an index past 2^32 a bare RangeError.
+    expect(() => inferAdapter(layout([['prefix.embedding.weight', [4, 128]], ['model.layers.5000000000.prefix_gate.weight', [2, 64]]]))).toThrowError(ConfigError);
+  });
+});
+
 describe('inferAdapter: UniPELT', () => {
   it('architecture, rank, targets, bottleneck size and prefix tokens from the keys; alpha and the non-linearity from the description, else the defaults', () => {
     for (const name of ['tiny-llama', 'tiny-gpt2'] as const) {

@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { useNodeContext } from '../../gpu/test/node-context.js';
 import { InvalidArgumentError, ModelFormatError, UnsupportedModelError } from '@webtune/errors';
 import {
-  adapterFromTensors, adapterMethod, createAdapter, createAdapterOnBase, exportPeftAdapter, generate, mergeAdapterFiles, parseSafetensors, PROMPT_EMBEDDINGS, readPeftAdapter,
+  adapterFromTensors, adapterMethod, createAdapter, createAdapterOnBase, resolveAdapterSpec, exportPeftAdapter, generate, mergeAdapterFiles, parseSafetensors, PROMPT_EMBEDDINGS, readPeftAdapter,
   serializeSafetensors, tensorToFloat32, Transformer, uploadBaseModel, type AdapterSpec, type HostTensor, type ModelConfig,
 } from '../src/index.js';
 import { batchOf, f32, FIXTURES, maxAbsDiff, relativeError, tinyModel, type Golden } from './tiny-models.js';
@@ -207,6 +207,11 @@ describe('prompt methods: settings and combinations that do not make sense are r
     expect(() => adapterMethod('bottleneck').resolve(config, { variant: 'parallel' })).toThrowError(InvalidArgumentError);
     expect(() => adapterMethod('bottleneck').resolve(config, { bottleneckSize: config.hiddenSize + 1 })).toThrowError(InvalidArgumentError);
     expect(adapterMethod('prefix-tuning').invalid({ numVirtualTokens: -1, prefixProjection: false, encoderHiddenSize: 32 })).toMatch(/numVirtualTokens/);
+    // `layers` belongs to the methods that adapt modules layer by layer; the prompt methods and UniPELT span every layer.
+    for (const method of ['prompt-tuning', 'p-tuning', 'prefix-tuning', 'unipelt']) {
+      expect(() => resolveAdapterSpec(config, method, { layers: [1] }), method).toThrowError(/has no setting "layers"/);
+    }
+    expect(resolveAdapterSpec(config, 'bottleneck', { layers: [1] }).config['layers']).toEqual([1]);
   });
 
   it('malformed adapter files are refused with what is wrong: shapes, another model\'s widths, missing and extra tensors', async () => {

@@ -565,7 +565,8 @@ export class TrainerSession {
   private withInitTokens(spec: AdapterSpec): AdapterSpec {
     const text = spec.config['initText'];
     if (spec.method !== 'prompt-tuning' || typeof text !== 'string' || spec.config['initTokenIds'] !== undefined) return spec;
-    const ids = this.tokenizer().encode(text, { addSpecialTokens: false });
+    // As PEFT's tokenizer(init_text)["input_ids"], special tokens (a BOS) included.
+    const ids = this.tokenizer().encode(text);
     if (ids.length === 0) throw new InvalidArgumentError(`Prompt tuning initText ${JSON.stringify(text)} gives no tokens.`);
     return { method: spec.method, config: { ...spec.config, initTokenIds: ids } };
   }

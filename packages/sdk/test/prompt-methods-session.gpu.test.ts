@@ -6,7 +6,7 @@
  * run allocates, and the merged exports refused with where to go instead.
  */
 import { describe, expect, it } from 'vitest';
-import { UnsupportedModelError } from '@webtune/errors';
+import { InvalidArgumentError, UnsupportedModelError } from '@webtune/errors';
 import { createNodeGpu } from '@webtune/gpu/node';
 import { MemoryCheckpointStore } from '@webtune/trainer';
 import { nodeDirectorySource } from '../../model/src/node.js';
@@ -82,6 +82,21 @@ describe.each(METHODS)('$name through the SDK', ({ adapter, saved, type, importe
       expect(await sha((await again.session.exportAdapter())['adapter_model.safetensors'])).toBe(straight);
     } finally {
       again.session.dispose();
+    }
+  });
+});
+
+describe('the context is checked before the first step', () => {
+  it('sequences that with the virtual tokens would not fit the context are refused when the run starts, with the length that would', async () => {
+    const { session, store } = await ready();
+    try {
+      // seqLen 32 + 240 virtual tokens > the tiny Llama's 256 positions.
+      const run = session.train({ steps: 2, batchSize: 2, runId: 'too-long', adapter: { method: 'prompt-tuning', config: { numVirtualTokens: 240 } } });
+      await expect(run).rejects.toThrow(InvalidArgumentError);
+      await expect(run).rejects.toThrow(/seqLen <= 16/);
+      expect(await store.list('too-long')).toEqual([]);
+    } finally {
+      session.dispose();
     }
   });
 });

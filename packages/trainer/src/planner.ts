@@ -70,7 +70,7 @@ export function estimateTrainingMemory(input: MemoryPlanInput, maxBinding = 2 **
   if (arch.positions === 'rope') weights += c.maxPositions * c.headDim * 4; // RoPE cos + sin tables
   const params = method.parameterCount(c, spec.config);
   // f32 weights + gradients, and with f16 compute their half copies where the method keeps them.
-  const adapter = params * 4 * 2 + (dtype === 'f16' && method.halfCopies ? params * 2 * 2 : 0);
+  const adapter = params * 4 * 2 + (dtype === 'f16' && method.halfCopies ? params * 2 * 2 : 0) + (method.runtimeBytes?.(c, spec.config, dtype) ?? 0);
   const optimizer = params * 4 * 2;
   // Virtual tokens are rows of every sequence; prefixes add keys and values (the transformer's workspaceShape does the same).
   const layout = adapterLayout(c, spec);

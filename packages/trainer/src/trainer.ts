@@ -5,7 +5,7 @@
  */
 import { IGNORE_INDEX, type GpuContext } from '@webtune/gpu';
 import { InvalidArgumentError } from '@webtune/errors';
-import type { Adapter, BaseFormat, HostTensor, Transformer } from '@webtune/model';
+import { adapterLayout, type Adapter, type BaseFormat, type HostTensor, type Transformer } from '@webtune/model';
 import { batchFromWindows, BatchStream, rowLength, type DataCursor, type TrainingRow } from './data/windows.js';
 import { checkEarlyStopping, EMPTY_EVALUATION_STATE, perplexity, recordEvaluation, shouldStop, type EarlyStoppingOptions, type Evaluation, type EvaluationState } from './evaluation.js';
 import { AdamW, type AdamWOptions } from './optimizer.js';
@@ -127,6 +127,12 @@ export class Trainer {
       if (!Number.isInteger(full[key]) || full[key] < 1) throw new InvalidArgumentError(`${key} must be a positive integer, got ${full[key]}.`);
     }
     if (!(full.learningRate > 0) || !Number.isFinite(full.learningRate)) throw new InvalidArgumentError(`learningRate must be a positive number, got ${full.learningRate}.`);
+    // Checked before the first step, not when a long enough batch first comes along mid-run.
+    const { virtualTokens, prefixTokens } = adapterLayout(model.config, adapter.spec()).sequence;
+    if (full.seqLen + virtualTokens + prefixTokens > model.config.maxPositions) {
+      const lead = virtualTokens + prefixTokens;
+      throw new InvalidArgumentError(`seqLen ${full.seqLen}${lead > 0 ? ` plus the adapter's ${lead} virtual or prefix tokens` : ''} exceeds the model's context of ${model.config.maxPositions} positions; prepare the data with seqLen <= ${model.config.maxPositions - lead}.`);
+    }
     const format: BaseFormat = model.base.format;
     const estimate = checkMemoryPlan(ctx, { config: model.config, format, adapter: adapter.spec(), batch: full.batchSize, seq: full.seqLen, recompute: full.recompute, blockSize: model.base.nf4?.blockSize, dtype: model.base.dtype }, plan);
     model.setAdapter(adapter);

@@ -21,6 +21,8 @@ export interface MethodDefinition<C> {
    * configs that arrive in files and requests: checkpoints, federated rounds), or undefined.
    */
   invalid(raw: Record<string, unknown>): string | undefined;
+  /** Whether `layers` (PEFT's layers_to_transform) restricts it to some layers. */
+  layerSelective: boolean;
   /** The linear modules it adapts, in layer order (none for methods that change the sequence). */
   modules(model: ModelConfig, config: C): TargetModule[];
   /** Virtual tokens and key/value prefixes it places before each sequence; none when omitted. */
@@ -60,6 +62,8 @@ export interface MethodDefinition<C> {
   mergedAdditions?(model: ModelConfig, config: C, tensors: ReadonlyMap<string, HostTensor>): { tensors: Map<string, HostTensor>; config: Record<string, unknown> };
   /** Workspace buffers (the planner's estimate and the transformer's allocation use the same plan). */
   buffers(model: ModelConfig, config: C, shape: AdapterBufferShape): AdapterBuffers;
+  /** GPU bytes its runtime keeps outside the workspace and the trainable tensors (the prompt table's copies, an encoder's activations), for the planner. */
+  runtimeBytes?(model: ModelConfig, config: C, dtype: 'f32' | 'f16'): number;
   /** Bytes per trainable element beyond the f32 parameter + gradient (f16 half copies). */
   halfCopies: boolean;
 }

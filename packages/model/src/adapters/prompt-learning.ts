@@ -105,6 +105,22 @@ export function initEncoder(input: { key: string; shape: number[] }, layers: rea
   return tensors;
 }
 
+/**
+ * What prompt-runtime.ts and prompt-encoder.ts allocate for a table of `rows` x `cols`: in f16 a
+ * half copy and a half gradient (and, behind an encoder, an f32 gradient); in f32 an encoder's
+ * table needs a gradient of its own (a trainable table takes its gradient directly). An encoder
+ * keeps per layer its pre-activation, activation (when it has one), output gradient and (past the
+ * first layer) input gradient, all f32.
+ */
+export function promptRuntimeBytes(rows: number, cols: number, dtype: 'f32' | 'f16', encoder: ReadonlyArray<{ in: number; out: number; activation: EncoderLayer['activation'] }> = []): number {
+  const table = rows * cols;
+  let bytes = dtype === 'f16' ? table * 2 * 2 + (encoder.length > 0 ? table * 4 : 0) : encoder.length > 0 ? table * 4 : 0;
+  encoder.forEach((l, i) => {
+    bytes += rows * l.out * 4 * (l.activation === 'none' ? 2 : 3) + (i > 0 ? rows * l.in * 4 : 0);
+  });
+  return bytes;
+}
+
 /** One layer of an encoder MLP: y = act(x W^T + b). */
 export interface EncoderLayer {
   /** Keys of its weight [out, in] and bias [out]. */

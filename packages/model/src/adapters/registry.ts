@@ -41,8 +41,10 @@ export function adapterMethod(method: string): MethodDefinition<unknown> {
 export function resolveAdapterSpec(model: ModelConfig, method: string, config: Record<string, unknown> = {}): AdapterSpec {
   const definition = adapterMethod(method);
   const resolved = definition.resolve(model, config) as AdapterSpec['config'];
-  // A setting the method does not have is refused, not ignored (a typo would silently train something else).
-  const known = new Set([...Object.keys(resolved), 'layers']);
+  // A setting the method does not have is refused, not ignored (a typo would silently train something
+  // else). `layers` is one when the method keeps it (the module methods); the prompt methods and
+  // UniPELT train every layer.
+  const known = new Set([...Object.keys(resolved), ...(definition.layerSelective ? ['layers'] : [])]);
   const unknown = Object.keys(config).filter((k) => config[k] !== undefined && !known.has(k));
   if (unknown.length > 0) {
     const composing = unknown.includes('bias') ? '; methods do not compose yet (PEFT\'s bias: "all"): train the biases with BitFit as a run of its own' : '';

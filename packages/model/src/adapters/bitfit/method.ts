@@ -46,6 +46,7 @@ export const bitfitMethod: MethodDefinition<BitFitConfig> = {
   title: 'BitFit',
   resolve: (model, options) => resolveBitFitConfig(model, options as Partial<BitFitConfig>),
   invalid: (raw) => configProblem(raw, { targets: 'strings', learningRateScale: 'positive', layers: 'layers' }),
+  layerSelective: true,
   modules: (model, config) => selectModules(model, config.targets, config.layers),
   parameterCount: (model, config) => selectModules(model, config.targets, config.layers).reduce((n, t) => n + t.outFeatures, 0),
   describe: (config) => `BitFit on ${config.targets.join(', ')}`,

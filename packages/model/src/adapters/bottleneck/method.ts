@@ -35,6 +35,7 @@ export const bottleneckMethod: MethodDefinition<BottleneckConfig> = {
     if (!['relu', 'swish', 'gelu_new'].includes(raw['nonLinearity'] as string)) return `"nonLinearity" is ${JSON.stringify(raw['nonLinearity'])}; expected "relu", "swish" or "gelu_new"`;
     return undefined;
   },
+  layerSelective: true,
   modules: bottleneckModules,
   tensorShapes: (model, config) => bottleneckModules(model, config).flatMap((m) => bottleneckTensors(model, config, m)),
   parameterCount: (model, config) => bottleneckModules(model, config).length * (2 * config.bottleneckSize * model.hiddenSize + config.bottleneckSize + model.hiddenSize),

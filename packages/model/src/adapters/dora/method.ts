@@ -67,6 +67,7 @@ export const doraMethod: MethodDefinition<DoraConfig> = {
   title: 'DoRA',
   resolve: (model, options) => resolveDoraConfig(model, options as Partial<DoraConfig>),
   invalid: (raw) => loraMethod.invalid(raw) ?? (raw['rank'] as number > DORA_MAX_RANK ? `"rank" is ${String(raw['rank'])}; DoRA takes ranks up to ${DORA_MAX_RANK}` : undefined),
+  layerSelective: true,
   modules: (model, config) => selectModules(model, config.targets, config.layers),
   parameterCount: (model, config) => selectModules(model, config.targets, config.layers).reduce((n, t) => n + config.rank * (t.inFeatures + t.outFeatures) + t.outFeatures, 0),
   describe: (config) => `DoRA rank ${config.rank}`,

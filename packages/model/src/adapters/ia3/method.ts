@@ -61,6 +61,7 @@ export const ia3Method: MethodDefinition<IA3Config> = {
   title: 'IA3',
   resolve: (model, options) => resolveIA3Config(model, options as Partial<IA3Config>),
   invalid: (raw) => configProblem(raw, { targets: 'strings', layers: 'layers' }) ?? (Array.isArray(raw['feedforward']) && raw['feedforward'].every((f) => typeof f === 'string') ? undefined : `"feedforward" is ${JSON.stringify(raw['feedforward'])}; expected a list of module names`),
+  layerSelective: true,
   modules: (model, config) => selectModules(model, config.targets, config.layers),
   parameterCount: (model, config) => selectModules(model, config.targets, config.layers).reduce((n, t) => n + (isFeedforward(config, t.module) ? t.inFeatures : t.outFeatures), 0),
   describe: (config) => `IA3 on ${config.targets.join(', ')}`,

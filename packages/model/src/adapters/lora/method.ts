@@ -149,6 +149,7 @@ export const loraMethod: MethodDefinition<LoraConfig> = {
   title: 'LoRA',
   resolve: (model, options) => resolveLoraConfig(model, options as Partial<LoraConfig>),
   invalid: (raw) => configProblem(raw, { rank: 'count', alpha: 'positive', dropout: 'fraction', targets: 'strings', rslora: 'boolean', layers: 'layers' }),
+  layerSelective: true,
   modules: (model, config) => selectModules(model, config.targets, config.layers),
   parameterCount: (model, config) => selectModules(model, config.targets, config.layers).reduce((n, t) => n + config.rank * (t.inFeatures + t.outFeatures), 0),
   describe: (config) => `LoRA rank ${config.rank}`,

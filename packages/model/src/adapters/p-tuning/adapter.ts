@@ -39,6 +39,11 @@ export class PTuningAdapter extends TensorSetAdapter<PTuningConfig> implements A
 
   async createRuntime(context: RuntimeContext): Promise<AdapterRuntime> {
     const encoder = await createPromptEncoder(context.ctx, this, PTUNING_EMBEDDING, PTUNING_LAYERS);
-    return createPromptRuntime(this, context, { encoder }, { virtualTokens: true });
+    try {
+      return await createPromptRuntime(this, context, { encoder }, { virtualTokens: true });
+    } catch (error) {
+      encoder.release();
+      throw error;
+    }
   }
 }

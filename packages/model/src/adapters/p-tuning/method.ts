@@ -6,7 +6,7 @@
  */
 import { ModelFormatError } from '@webtune/errors';
 import type { MethodDefinition } from '../method.js';
-import { encoderForwardHost, PROMPT_EMBEDDINGS, promptLearningFields, fullModel } from '../prompt-learning.js';
+import { encoderForwardHost, PROMPT_EMBEDDINGS, promptLearningFields, promptRuntimeBytes, fullModel } from '../prompt-learning.js';
 import { configProblem } from '../targets.js';
 import { pTuningShapes, PTUNING_EMBEDDING, PTUNING_LAYERS, resolvePTuningConfig, type PTuningConfig } from './config.js';
 
@@ -15,6 +15,7 @@ export const pTuningMethod: MethodDefinition<PTuningConfig> = {
   title: 'P-tuning',
   resolve: (model, options) => resolvePTuningConfig(model, options as Partial<PTuningConfig>),
   invalid: (raw) => configProblem(raw, { numVirtualTokens: 'count', encoderHiddenSize: 'count' }) ?? (raw['encoderReparameterizationType'] === 'MLP' ? undefined : `"encoderReparameterizationType" is ${JSON.stringify(raw['encoderReparameterizationType'])}; expected "MLP"`),
+  layerSelective: false,
   modules: () => [],
   sequence: (_model, config) => ({ virtualTokens: config.numVirtualTokens, prefixTokens: 0 }),
   tensorShapes: pTuningShapes,
@@ -50,6 +51,11 @@ export const pTuningMethod: MethodDefinition<PTuningConfig> = {
   normalizeKey: (key) => key,
   mergeWeight: () => undefined,
   unmergeable: 'P-tuning adds virtual tokens in front of the input, which a merged model has no place for',
+  runtimeBytes: (model, config, dtype) => {
+    const d = model.hiddenSize;
+    const h = config.encoderHiddenSize;
+    return promptRuntimeBytes(config.numVirtualTokens, d, dtype, [{ in: d, out: h, activation: 'relu' }, { in: h, out: h, activation: 'relu' }, { in: h, out: d, activation: 'none' }]);
+  },
   buffers: () => ({ layer: [], shared: [] }),
   halfCopies: false,
 };

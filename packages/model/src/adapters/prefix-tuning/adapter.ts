@@ -42,6 +42,11 @@ export class PrefixTuningAdapter extends TensorSetAdapter<PrefixTuningConfig> im
     const use = { prefix: { kvWidth: prefixTokenDim(this.model) } };
     if (!this.config.prefixProjection) return createPromptRuntime(this, context, { tensor: PREFIX_EMBEDDING }, use);
     const encoder = await createPromptEncoder(context.ctx, this, PREFIX_EMBEDDING, PREFIX_PROJECTION);
-    return createPromptRuntime(this, context, { encoder }, use);
+    try {
+      return await createPromptRuntime(this, context, { encoder }, use);
+    } catch (error) {
+      encoder.release();
+      throw error;
+    }
   }
 }

@@ -6,7 +6,7 @@
  * MLP lives on in webtune's checkpoints.
  */
 import type { MethodDefinition } from '../method.js';
-import { encoderForwardHost, PROMPT_EMBEDDINGS, promptEmbeddingsOf, promptLearningFields, readPromptLearningFields, fullModel } from '../prompt-learning.js';
+import { encoderForwardHost, PROMPT_EMBEDDINGS, promptEmbeddingsOf, promptLearningFields, promptRuntimeBytes, readPromptLearningFields, fullModel } from '../prompt-learning.js';
 import { configProblem } from '../targets.js';
 import { PREFIX_EMBEDDING, PREFIX_PROJECTION, prefixTokenDim, prefixTuningShapes, resolvePrefixTuningConfig, type PrefixTuningConfig } from './config.js';
 
@@ -15,6 +15,7 @@ export const prefixTuningMethod: MethodDefinition<PrefixTuningConfig> = {
   title: 'Prefix tuning',
   resolve: (model, options) => resolvePrefixTuningConfig(model, options as Partial<PrefixTuningConfig>),
   invalid: (raw) => configProblem(raw, { numVirtualTokens: 'count', prefixProjection: 'boolean', encoderHiddenSize: 'count' }),
+  layerSelective: false,
   modules: () => [],
   sequence: (_model, config) => ({ virtualTokens: 0, prefixTokens: config.numVirtualTokens }),
   tensorShapes: prefixTuningShapes,
@@ -50,6 +51,12 @@ export const prefixTuningMethod: MethodDefinition<PrefixTuningConfig> = {
   normalizeKey: (key) => key,
   mergeWeight: () => undefined,
   unmergeable: 'prefix tuning adds keys and values to every layer\'s attention, which a merged model has no place for',
+  runtimeBytes: (model, config, dtype) => {
+    const td = prefixTokenDim(model);
+    const all = model.numLayers * 2 * td;
+    const h = config.encoderHiddenSize;
+    return promptRuntimeBytes(config.numVirtualTokens, all, dtype, config.prefixProjection ? [{ in: td, out: h, activation: 'tanh' }, { in: h, out: all, activation: 'none' }] : []);
+  },
   buffers: () => ({ layer: [], shared: [] }),
   halfCopies: false,
 };

@@ -4,7 +4,7 @@
  */
 import { ModelFormatError } from '@webtune/errors';
 import type { MethodDefinition } from '../method.js';
-import { PROMPT_EMBEDDINGS, promptLearningFields, readPromptLearningFields, fullModel } from '../prompt-learning.js';
+import { PROMPT_EMBEDDINGS, promptLearningFields, promptRuntimeBytes, readPromptLearningFields, fullModel } from '../prompt-learning.js';
 import { configProblem } from '../targets.js';
 import { promptTuningShapes, resolvePromptTuningConfig, type PromptTuningConfig } from './config.js';
 
@@ -18,6 +18,7 @@ export const promptTuningMethod: MethodDefinition<PromptTuningConfig> = {
     if (raw['init'] !== 'random' && raw['init'] !== 'text') return `"init" is ${JSON.stringify(raw['init'])}; expected "random" or "text"`;
     return undefined;
   },
+  layerSelective: false,
   modules: () => [],
   sequence: (_model, config) => ({ virtualTokens: config.numVirtualTokens, prefixTokens: 0 }),
   parameterCount: (model, config) => config.numVirtualTokens * model.hiddenSize,
@@ -28,10 +29,10 @@ export const promptTuningMethod: MethodDefinition<PromptTuningConfig> = {
     const model = fullModel(partial, 'Prompt tuning');
     return {
       ...promptLearningFields('PROMPT_TUNING', model, config.numVirtualTokens, model.hiddenSize, model.numHeads, baseModel),
-      prompt_tuning_init: config.init === 'text' ? 'TEXT' : 'RANDOM',
-      prompt_tuning_init_text: config.initText ?? null,
-      // PEFT needs a tokenizer to rebuild a TEXT init; the saved embeddings make it unnecessary for loading.
-      tokenizer_name_or_path: config.init === 'text' ? baseModel || null : null,
+      // PEFT's config refuses TEXT without a tokenizer to name; loading reads the saved rows either way, so without one the file says RANDOM.
+      prompt_tuning_init: config.init === 'text' && baseModel ? 'TEXT' : 'RANDOM',
+      prompt_tuning_init_text: config.init === 'text' && baseModel ? config.initText ?? null : null,
+      tokenizer_name_or_path: config.init === 'text' && baseModel ? baseModel : null,
       tokenizer_kwargs: null,
     };
   },
@@ -47,6 +48,7 @@ export const promptTuningMethod: MethodDefinition<PromptTuningConfig> = {
   normalizeKey: (key) => key,
   mergeWeight: () => undefined,
   unmergeable: 'prompt tuning adds virtual tokens in front of the input, which a merged model has no place for',
+  runtimeBytes: (model, config, dtype) => promptRuntimeBytes(config.numVirtualTokens, model.hiddenSize, dtype),
   buffers: () => ({ layer: [], shared: [] }),
   halfCopies: false,
   tensorShapes: promptTuningShapes,

@@ -7,6 +7,7 @@ import { ModelFormatError } from '@webtune/errors';
 import type { ModelConfig } from '../../config.js';
 import { peftTargets } from '../lora/method.js';
 import type { MethodDefinition } from '../method.js';
+import { promptRuntimeBytes } from '../prompt-learning.js';
 import { configProblem } from '../targets.js';
 import type { AdapterBufferShape, AdapterBuffers } from '../types.js';
 import { adapterSite, resolveUniPeltConfig, unipeltLoraModules, unipeltShapes, type UniPeltConfig } from './config.js';
@@ -46,6 +47,7 @@ export const unipeltMethod: MethodDefinition<UniPeltConfig> = {
     if (!['relu', 'swish', 'gelu_new'].includes(raw['nonLinearity'] as string)) return `"nonLinearity" is ${JSON.stringify(raw['nonLinearity'])}; expected "relu", "swish" or "gelu_new"`;
     return undefined;
   },
+  layerSelective: false,
   modules: (model, config) => unipeltLoraModules(model, config),
   sequence: (_model, config) => ({ virtualTokens: 0, prefixTokens: config.numVirtualTokens, gatedPrefix: true }),
   tensorShapes: unipeltShapes,
@@ -86,6 +88,7 @@ export const unipeltMethod: MethodDefinition<UniPeltConfig> = {
   normalizeKey: (key) => key,
   mergeWeight: () => undefined,
   unmergeable: 'UniPELT adds gated prefixes and adapters, which a merged model has no place for',
+  runtimeBytes: (model, config, dtype) => promptRuntimeBytes(config.numVirtualTokens, model.numLayers * 2 * model.numKvHeads * model.headDim, dtype),
   buffers,
   halfCopies: true,
 };

@@ -25,7 +25,7 @@ export async function createUniPeltRuntime(adapter: UniPeltAdapter, context: Run
   const model = adapter.model;
   const arch = architectureOf(model);
   const f32 = dtype === 'f32';
-  const [project, weightGrad, inputGrad, inputGradAdd, elementwise, vectors, act, elementwise32, vectors32, pointwise32, table] = await Promise.all([
+  const [project, weightGrad, inputGrad, inputGradAdd, elementwise, vectors, act, elementwise32, vectors32, pointwise32] = await Promise.all([
     createMatmulKernel(ctx, { dtype, transB: true }),
     // f32 adds weight gradients in place; f16 writes half gradients that afterBackward adds in.
     createMatmulKernel(ctx, { dtype, transA: true, accumulate: f32 }),
@@ -37,8 +37,9 @@ export async function createUniPeltRuntime(adapter: UniPeltAdapter, context: Run
     createElementwiseKernels(ctx, {}),
     createVectorScaleKernels(ctx, {}),
     createPointwiseKernels(ctx, {}),
-    createPromptRuntime(adapter, context, { tensor: UNIPELT_PREFIX }, { prefix: { kvWidth: prefixTokenDim(model) } }),
   ]);
+  // The prefix table's runtime owns tensors: made once the kernels exist, so a failed compile leaks nothing.
+  const table = await createPromptRuntime(adapter, context, { tensor: UNIPELT_PREFIX }, { prefix: { kvWidth: prefixTokenDim(model) } });
 
   // The weight matrices the matmuls read, with half copies in f16 (vectors and biases stay f32).
   const matrices = [...adapter.tensors.keys()].filter((k) => k !== UNIPELT_PREFIX && adapter.tensors.get(k)!.shape.length === 2);
