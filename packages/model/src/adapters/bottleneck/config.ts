@@ -15,6 +15,7 @@ import type { TargetModule } from '../types.js';
 export type BottleneckSite = 'attention' | 'output';
 export type BottleneckActivation = 'relu' | 'swish' | 'gelu_new';
 
+/** Bottleneck adapters' settings: where they sit, how wide, which nonlinearity, which layers. */
 export interface BottleneckConfig {
   /** 'houlsby': after attention and MLP (AdapterHub's default "swish"); 'pfeiffer': after the MLP only ("relu"). Default 'houlsby'. */
   variant: 'houlsby' | 'pfeiffer';

@@ -10,6 +10,7 @@ import type { ModelConfig } from '../../config.js';
 import type { TensorShape } from '../module-adapter.js';
 import { checkSize, checkVirtualTokens, type EncoderLayer } from '../prompt-learning.js';
 
+/** P-tuning's settings: the virtual tokens and the MLP encoder that makes them. */
 export interface PTuningConfig {
   /** Virtual tokens in front of every sequence (PEFT num_virtual_tokens). Default 20. */
   numVirtualTokens: number;

@@ -8,6 +8,7 @@ import type { ModelConfig } from '../../config.js';
 import type { TensorShape } from '../module-adapter.js';
 import { checkSize, checkVirtualTokens, type EncoderLayer } from '../prompt-learning.js';
 
+/** Prefix tuning's settings: the prefix rows per layer, and whether an MLP reparameterises them. */
 export interface PrefixTuningConfig {
   /** Prefix rows per layer (PEFT num_virtual_tokens). Default 20. */
   numVirtualTokens: number;

@@ -7,6 +7,7 @@ import type { ModelConfig } from '../../config.js';
 import { checkVirtualTokens, PROMPT_EMBEDDINGS } from '../prompt-learning.js';
 import type { TensorShape } from '../module-adapter.js';
 
+/** Prompt tuning's settings: how many virtual tokens, and where they start. */
 export interface PromptTuningConfig {
   /** Virtual tokens in front of every sequence (PEFT num_virtual_tokens). Default 20. */
   numVirtualTokens: number;

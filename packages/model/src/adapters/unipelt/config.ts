@@ -19,6 +19,7 @@ import { prefixTokenDim } from '../prefix-tuning/config.js';
 import { checkTargets, selectModules } from '../targets.js';
 import type { TargetModule } from '../types.js';
 
+/** UniPELT's settings: its LoRA, its prefix and its adapter (each gated per token). */
 export interface UniPeltConfig {
   /** LoRA rank and alpha (scale alpha / rank). Default 8 and 16. */
   rank: number;
