@@ -10,20 +10,9 @@ import { createNodeGpu } from '@webtune/gpu/node';
 import { MemoryCheckpointStore } from '@webtune/trainer';
 import { nodeDirectorySource } from '../../model/src/node.js';
 import { parseModelConfig, parseSafetensors } from '../../model/src/index.js';
-import { FIXTURES } from '../../model/test/tiny-models.js';
 import { chapter } from '../../trainer/test/corpus.js';
 import { TrainerSession, type AdapterRequest, type TrainRequest } from '../src/index.js';
-
-async function sha(bytes: Uint8Array): Promise<string> {
-  return Buffer.from(await crypto.subtle.digest('SHA-256', bytes as unknown as ArrayBuffer)).toString('hex');
-}
-
-async function ready(store = new MemoryCheckpointStore()) {
-  const session = new TrainerSession({ gpu: await createNodeGpu(), checkpoints: store });
-  await session.loadModel(nodeDirectorySource(`${FIXTURES}models/tiny-llama`));
-  await session.prepareData({ texts: [chapter(1), chapter(2)] }, { seqLen: 32, heldOut: 0.1 });
-  return { session, store };
-}
+import { ready, sha } from './method-sessions.js';
 
 const METHODS: Array<{ name: string; adapter: AdapterRequest; tensors: number; peftType: unknown }> = [
   { name: 'DoRA', adapter: { method: 'dora', config: { rank: 4, alpha: 8 } }, tensors: 3 * 2 * 2, peftType: 'LORA' },

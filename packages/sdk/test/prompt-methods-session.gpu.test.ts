@@ -7,24 +7,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError, UnsupportedModelError } from '@webtune/errors';
-import { createNodeGpu } from '@webtune/gpu/node';
-import { MemoryCheckpointStore } from '@webtune/trainer';
-import { nodeDirectorySource } from '../../model/src/node.js';
 import { parseSafetensors } from '../../model/src/index.js';
-import { FIXTURES } from '../../model/test/tiny-models.js';
-import { chapter } from '../../trainer/test/corpus.js';
-import { TrainerSession, type AdapterRequest, type TrainRequest } from '../src/index.js';
-
-async function sha(bytes: Uint8Array): Promise<string> {
-  return Buffer.from(await crypto.subtle.digest('SHA-256', bytes as unknown as ArrayBuffer)).toString('hex');
-}
-
-async function ready(store = new MemoryCheckpointStore()) {
-  const session = new TrainerSession({ gpu: await createNodeGpu(), checkpoints: store });
-  await session.loadModel(nodeDirectorySource(`${FIXTURES}models/tiny-llama`));
-  await session.prepareData({ texts: [chapter(1), chapter(2)] }, { seqLen: 32, heldOut: 0.1 });
-  return { session, store };
-}
+import type { AdapterRequest, TrainRequest } from '../src/index.js';
+import { ready, sha } from './method-sessions.js';
 
 const METHODS: Array<{ name: string; adapter: AdapterRequest; saved: string[] | RegExp; type: Record<string, unknown>; importedAs: string }> = [
   { name: 'prompt tuning (TEXT init)', adapter: { method: 'prompt-tuning', config: { numVirtualTokens: 6, initText: 'Call me Ishmael' } }, saved: ['prompt_embeddings'], type: { peft_type: 'PROMPT_TUNING', prompt_tuning_init: 'TEXT', prompt_tuning_init_text: 'Call me Ishmael' }, importedAs: 'PROMPT_TUNING' },
