@@ -205,18 +205,10 @@ export interface AttentionMergeArgs {
   headDim: number;
 }
 
-/** Arguments of {@link AttentionKernels.mergeBackward}: the gradients of merge. */
-export interface AttentionMergeBackwardArgs {
+/** Arguments of {@link AttentionKernels.mergeBackward}: merge's inputs (as given to it) and the gradients it writes. */
+export interface AttentionMergeBackwardArgs extends Omit<AttentionMergeArgs, 'out'> {
   /** dL/dout, [batch * seq, heads * headDim] */
   gradOutput: GpuTensor;
-  /** As given to merge. */
-  outA: GpuTensor;
-  lseA: GpuTensor;
-  outB: GpuTensor;
-  lseB: GpuTensor;
-  gate: GpuTensor;
-  gateStride?: number;
-  gateOffset?: number;
   /** Overwritten, [batch * seq, heads * headDim]: w g gradOutput (A's backward's gradOutput) */
   gradOutA: GpuTensor;
   /** Overwritten, [batch * seq, heads * headDim]: (1 - w) gradOutput */
@@ -231,11 +223,6 @@ export interface AttentionMergeBackwardArgs {
   gradGateStride?: number;
   /** The written column, 0 <= gradGateOffset < gradGateStride (default 0). */
   gradGateOffset?: number;
-  batch: number;
-  seq: number;
-  heads: number;
-  /** A multiple of 4. */
-  headDim: number;
 }
 
 export interface AttentionKernelOptions {
