@@ -20,6 +20,7 @@ $PY make_vector_scale_fixtures.py
 $PY make_pointwise_fixtures.py
 $PY make_dora_fixtures.py
 $PY make_dp_fixtures.py
+$PY make_dp_sgd_fixtures.py
 $PY make_aggregation_fixtures.py
 $PY make_onnx_fixtures.py
 cd ..

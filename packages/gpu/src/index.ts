@@ -58,7 +58,7 @@ export type { ElementwiseKernels, ElementwiseOptions, CopyColumnsArgs, CastArgs 
 export { createDropoutKernels, dropoutKeep } from './kernels/dropout.js';
 export type { DropoutKernels, DropoutOptions } from './kernels/dropout.js';
 export { createOptimizerKernels } from './kernels/optimizer.js';
-export type { OptimizerKernels, AdamWStepArgs } from './kernels/optimizer.js';
+export type { OptimizerKernels, AdamWStepArgs, ClipAccumulateArgs } from './kernels/optimizer.js';
 export { createRopeKernel, ropeTables } from './kernels/rope.js';
 export type { RopeKernel, RopeTables, RopeKernelOptions } from './kernels/rope.js';
 export { createAttentionKernels } from './kernels/attention.js';

@@ -170,6 +170,11 @@ export class Transformer {
     return virtualTokens + (gatedPrefix ? 0 : prefixTokens);
   }
 
+  /** The adapter setAdapter() attached, if any. */
+  get activeAdapter(): Adapter | undefined {
+    return this.adapter;
+  }
+
   /** Attaches (or detaches, with undefined) the adapter (any method) used by every later call. */
   setAdapter(adapter: Adapter | undefined): void {
     // Generation sets the adapter before every call: keep the workspace and runtime then.

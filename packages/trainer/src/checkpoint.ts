@@ -3,8 +3,8 @@
  * adapter, AdamW moments, data cursor, step, configuration), as one safetensors blob plus a small
  * JSON meta that names it and guards it.
  *
- * Record layout (schema 4; schema 3 has `lora` (a LoraConfig) where 4 has `adapter`; schema 2 is 3
- * without `evaluation`):
+ * Record layout (schema 5; schema 4 is 5 without `privacy`; schema 3 has `lora` (a LoraConfig)
+ * where 4 has `adapter`; schema 2 is 3 without `evaluation`):
  *   meta:  CheckpointMeta, plain JSON (no typed arrays), small enough to list without the tensors.
  *   bytes: a safetensors file, metadata {"format":"pt"}, F32 tensors:
  *            the adapter under its method's keys (LoRA `base_model.model.<module>.lora_A.weight`,
@@ -35,6 +35,8 @@
  *     { schema: 0, id, runId, step, createdAt, model, lora, train, cursor, byteLength, sha256 }
  *     -> v1 with totalSteps = train.steps (the TrainConfig's step count) when it is a positive
  *        integer, else step; no label.
+ *   v4, before the optional `privacy` (DP-SGD's sampler state and accountant history): reads as
+ *     is, keeping its schema, for the same reason as v2.
  * A schema newer than CHECKPOINT_SCHEMA_VERSION is refused with a message to update webtune.
  *
  * Non-finite numbers in `train` (e.g. adamw.maxGradNorm = Infinity) become null, as JSON has no
@@ -43,10 +45,14 @@
  */
 import { CheckpointCorruptError, CheckpointMismatchError, InvalidArgumentError, ModelFormatError } from '@webtune/errors';
 import { adapterMethod, adapterMismatch, adapterSpecProblem, parseSafetensors, serializeSafetensors, toAdapterSpec, type AdapterSpec, type HostTensor, type LoraConfig, type ModelConfig, type SafetensorsFile } from '@webtune/model';
+import type { RngState } from '@webtune/model';
 import type { DataCursor } from './data/windows.js';
 import type { EvaluationState } from './evaluation.js';
 
-export const CHECKPOINT_SCHEMA_VERSION = 4;
+export const CHECKPOINT_SCHEMA_VERSION = 5;
+
+/** The first schema with the optional `privacy` field. */
+const PRIVACY_SCHEMA = 5;
 
 /** The first schema with `adapter: { method, config }` instead of `lora`. */
 const ADAPTER_SPEC_SCHEMA = 4;
@@ -60,6 +66,18 @@ const EXP_AVG_SQ = '.exp_avg_sq';
 /** JSON data (what the checkpoint meta carries as its TrainConfig). */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 export type JsonObject = { [key: string]: JsonValue };
+
+/**
+ * DP-SGD's state in a checkpoint: the Poisson sampler's RNG (so a resumed run samples the same
+ * batches it would have) and the accountant's history (so the privacy spent survives a reload).
+ * The noise is not here: it is drawn fresh from crypto.getRandomValues after a resume.
+ */
+export interface PrivacyCheckpointState {
+  /** The Poisson sampler's xoshiro128** state. */
+  sampler: RngState;
+  /** RDP accountant history: consecutive steps with the same noise multiplier and sampling rate. */
+  accountant: { noiseMultiplier: number; sampleRate: number; steps: number }[];
+}
 
 /** The parts of a model's configuration that the adapter's and moments' shapes depend on. */
 export interface ModelFingerprint {
@@ -108,6 +126,8 @@ export interface CheckpointMeta {
   cursor: DataCursor;
   /** Held-out evaluations so far and the early-stopping state (runs that evaluate while training). */
   evaluation?: EvaluationState;
+  /** DP-SGD runs: sampler state and privacy accounting (schema 5). */
+  privacy?: PrivacyCheckpointState;
   /** Optional app/data description. */
   label?: string;
   byteLength: number;
@@ -137,6 +157,7 @@ export interface CheckpointInput {
   train: JsonObject;
   cursor: DataCursor;
   evaluation?: EvaluationState;
+  privacy?: PrivacyCheckpointState;
   label?: string;
   adapter: ReadonlyMap<string, HostTensor>;
   optimizer: ReadonlyMap<string, HostTensor>;
@@ -229,6 +250,7 @@ export async function encodeCheckpoint(input: CheckpointInput): Promise<Checkpoi
     train: input.train,
     cursor: input.cursor,
     ...(input.evaluation !== undefined ? { evaluation: input.evaluation } : {}),
+    ...(input.privacy !== undefined ? { privacy: input.privacy } : {}),
     ...(input.label !== undefined ? { label: input.label } : {}),
     byteLength: bytes.byteLength,
     sha256: await sha256Hex(bytes),
@@ -293,6 +315,7 @@ export function migrateCheckpointMeta(raw: unknown, id = 'checkpoint'): Checkpoi
   // changed; an older schema cannot have one.
   if (schema >= 2 && raw.metaSha256 === undefined) throw new CheckpointCorruptError(name, `its metadata has no checksum (metaSha256), which every checkpoint of schema 2 and later has (it says ${schema})`);
   if (schema < 3 && raw.evaluation !== undefined) throw new CheckpointCorruptError(name, `its metadata has an evaluation history but says schema ${schema}, which had none`);
+  if (schema < PRIVACY_SCHEMA && raw.privacy !== undefined) throw new CheckpointCorruptError(name, `its metadata has DP-SGD state ("privacy") but says schema ${schema}, which had none`);
   if (schema < 2 && raw.metaSha256 !== undefined) throw new CheckpointCorruptError(name, `its metadata has a checksum but says schema ${schema}, which had none`);
   if (raw.adapter !== undefined && raw.lora !== undefined) throw new CheckpointCorruptError(name, 'its metadata has both LoRA settings ("lora") and an adapter spec ("adapter")');
   if (schema >= ADAPTER_SPEC_SCHEMA && raw.lora !== undefined) throw new CheckpointCorruptError(name, `its metadata has LoRA settings in the old place ("lora") but says schema ${schema}`);
@@ -365,6 +388,19 @@ function validateMeta(m: Json, name: string): CheckpointMeta {
     meta.evaluation = {
       history: e.history.map((h) => ({ step: h.step, loss: h.loss })), sinceImprovement: e.sinceImprovement,
       ...(e.best !== undefined ? { best: { step: e.best.step, loss: e.best.loss } } : {}),
+    };
+  }
+  if (m.privacy !== undefined) {
+    const p = m.privacy;
+    const isEntry = (v: unknown): boolean => isObject(v) && typeof v.noiseMultiplier === 'number' && v.noiseMultiplier >= 0 && Number.isFinite(v.noiseMultiplier)
+      && typeof v.sampleRate === 'number' && v.sampleRate > 0 && v.sampleRate <= 1 && isCount(v.steps) && v.steps >= 1;
+    if (!isObject(p) || !Array.isArray(p.sampler) || p.sampler.length !== 4 || !p.sampler.every((w) => isCount(w) && w <= 0xffffffff)
+      || !Array.isArray(p.accountant) || !p.accountant.every(isEntry)) {
+      throw bad('privacy', '{ sampler: four u32 words, accountant: [{ noiseMultiplier, sampleRate, steps }] }');
+    }
+    meta.privacy = {
+      sampler: [...p.sampler] as RngState,
+      accountant: (p.accountant as Array<{ noiseMultiplier: number; sampleRate: number; steps: number }>).map((h) => ({ noiseMultiplier: h.noiseMultiplier, sampleRate: h.sampleRate, steps: h.steps })),
     };
   }
   if (typeof m.label === 'string') meta.label = m.label;

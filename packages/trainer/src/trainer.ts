@@ -5,12 +5,36 @@
  */
 import { IGNORE_INDEX, type GpuContext } from '@webtune/gpu';
 import { InvalidArgumentError } from '@webtune/errors';
-import { adapterLayout, type Adapter, type BaseFormat, type HostTensor, type Transformer } from '@webtune/model';
+import { adapterLayout, Rng, type Adapter, type BaseFormat, type HostTensor, type Transformer } from '@webtune/model';
 import { batchFromWindows, BatchStream, rowLength, type DataCursor, type TrainingRow } from './data/windows.js';
 import { checkEarlyStopping, EMPTY_EVALUATION_STATE, perplexity, recordEvaluation, shouldStop, type EarlyStoppingOptions, type Evaluation, type EvaluationState } from './evaluation.js';
 import { AdamW, type AdamWOptions } from './optimizer.js';
 import { checkMemoryPlan, type MemoryEstimate, type PlanCheckOptions } from './planner.js';
 import { learningRateFactor, type ScheduleKind } from './schedule.js';
+import type { PrivacyCheckpointState } from './checkpoint.js';
+import { PerExampleClipper } from './privacy/dp-sgd.js';
+import { RdpAccountant } from './privacy/accountant.js';
+import { gaussianNoise } from './privacy/noise.js';
+import { PoissonSampler } from './privacy/poisson.js';
+
+/**
+ * DP-SGD (Abadi et al. 2016, as Opacus): every example's gradient clipped to `maxGradNorm`,
+ * Gaussian noise N(0, (noiseMultiplier * maxGradNorm)^2) on their sum, divided by the expected
+ * batch size (batchSize x gradientAccumulation), with Poisson sampling at rate
+ * q = expected batch / rows. The privacy unit is one training row.
+ */
+export interface DpSgdConfig {
+  /** sigma: the noise std as a multiple of maxGradNorm. */
+  noiseMultiplier: number;
+  /** C: the per-example clipping bound (L2 over every trainable tensor). */
+  maxGradNorm: number;
+  /** delta of the (epsilon, delta) guarantee that progress and the budget are stated in. */
+  delta: number;
+  /** Stop, before the step that would spend more, when epsilon would exceed this. */
+  epsilonBudget?: number;
+  /** Seeds the Poisson sampler (reproducible runs and tests); default: crypto.getRandomValues. The noise is always fresh CSPRNG output. */
+  samplerSeed?: number;
+}
 
 export interface TrainConfig {
   /** Optimizer steps. */
@@ -26,6 +50,8 @@ export interface TrainConfig {
   /** Seeds data order and LoRA dropout. */
   seed: number;
   recompute: boolean;
+  /** DP-SGD instead of plain minibatches (see DpSgdConfig). */
+  privacy?: DpSgdConfig;
 }
 
 export const DEFAULT_TRAIN_CONFIG: Omit<TrainConfig, 'steps'> = {
@@ -57,6 +83,21 @@ export interface StepProgress {
    * more than earlyStopping.minDelta (`improved`), and the best so far.
    */
   evaluation?: { loss: number; perplexity: number; isBest: boolean; improved: boolean; best: Evaluation };
+  /** DP-SGD runs: the privacy spent so far and this step's Poisson batch. */
+  privacy?: StepPrivacy;
+}
+
+/** A DP-SGD step's privacy figures (StepProgress.privacy). */
+export interface StepPrivacy {
+  /** epsilon spent after this step, at `delta` (RDP accountant). */
+  epsilon: number;
+  delta: number;
+  noiseMultiplier: number;
+  sampleRate: number;
+  /** Examples Poisson sampling put in this step (it varies; it can be 0). */
+  batchSize: number;
+  /** Share of this step's examples whose gradient norm exceeded maxGradNorm. */
+  clippedFraction: number;
 }
 
 export interface TrainerState {
@@ -70,6 +111,8 @@ export interface TrainerState {
   optimizer: Map<string, HostTensor>;
   /** Evaluations so far and the early-stopping state (runs with `evaluation`). */
   evaluation?: EvaluationState;
+  /** DP-SGD runs: the sampler's state and the accountant's history. */
+  privacy?: PrivacyCheckpointState;
 }
 
 /** Held-out evaluation while training (Trainer.train's `evaluation` option). */
@@ -87,8 +130,11 @@ export interface EvaluationOptions {
 export interface TrainResult {
   /** Losses of the steps this call took. */
   losses: number[];
-  /** 'early-stopped': the held-out loss did not improve for `patience` evaluations. */
-  stopped: 'completed' | 'paused' | 'cancelled' | 'early-stopped';
+  /**
+   * 'early-stopped': the held-out loss did not improve for `patience` evaluations.
+   * 'budget-exhausted': DP-SGD's next step would have spent more than privacy.epsilonBudget.
+   */
+  stopped: 'completed' | 'paused' | 'cancelled' | 'early-stopped' | 'budget-exhausted';
   /** Optimizer steps taken in total. */
   step: number;
   estimate: MemoryEstimate;
@@ -98,6 +144,18 @@ export interface TrainResult {
   cursor: DataCursor;
   /** Every evaluation of the run so far (resumed runs included) and the early-stopping state. */
   evaluation: EvaluationState;
+  /** DP-SGD runs: epsilon spent (at privacy.delta) over every step of the run, resumed parts included. */
+  privacy?: { epsilon: number; delta: number; steps: number };
+}
+
+/** DP-SGD's running parts: the clipper on the GPU, the sampler and the accountant. */
+interface PrivateTraining {
+  config: DpSgdConfig;
+  clipper: PerExampleClipper;
+  accountant: RdpAccountant;
+  /** Made by train(), which knows the data size; restored state waits here until then. */
+  sampler?: PoissonSampler;
+  samplerState?: PrivacyCheckpointState['sampler'];
 }
 
 export class Trainer {
@@ -110,6 +168,7 @@ export class Trainer {
     readonly optimizer: AdamW,
     config: TrainConfig,
     readonly estimate: MemoryEstimate,
+    private readonly dp: PrivateTraining | undefined,
   ) {
     this.config = config;
   }
@@ -133,11 +192,23 @@ export class Trainer {
       const lead = virtualTokens + prefixTokens;
       throw new InvalidArgumentError(`seqLen ${full.seqLen}${lead > 0 ? ` plus the adapter's ${lead} virtual or prefix tokens` : ''} exceeds the model's context of ${model.config.maxPositions} positions; prepare the data with seqLen <= ${model.config.maxPositions - lead}.`);
     }
+    if (full.privacy) checkDpSgdConfig(full.privacy);
     const format: BaseFormat = model.base.format;
-    const estimate = checkMemoryPlan(ctx, { config: model.config, format, adapter: adapter.spec(), batch: full.batchSize, seq: full.seqLen, recompute: full.recompute, blockSize: model.base.nf4?.blockSize, dtype: model.base.dtype }, plan);
+    // DP-SGD runs one example at a time (per-example gradients), so its activations are a batch of one.
+    const batch = full.privacy ? 1 : full.batchSize;
+    const estimate = checkMemoryPlan(ctx, { config: model.config, format, adapter: adapter.spec(), batch, seq: full.seqLen, recompute: full.recompute, blockSize: model.base.nf4?.blockSize, dtype: model.base.dtype }, plan);
     model.setAdapter(adapter);
-    const optimizer = await AdamW.create(ctx, adapter, full.adamw);
-    return new Trainer(ctx, model, adapter, optimizer, full, estimate);
+    // Under DP-SGD the per-example clip is the only clipping (as Opacus): the optimizer only measures the norm.
+    const optimizer = await AdamW.create(ctx, adapter, full.privacy ? { ...full.adamw, maxGradNorm: Infinity } : full.adamw);
+    const dp: PrivateTraining | undefined = full.privacy
+      ? { config: full.privacy, clipper: await PerExampleClipper.create(ctx, adapter, { maxGradNorm: full.privacy.maxGradNorm }), accountant: new RdpAccountant() }
+      : undefined;
+    return new Trainer(ctx, model, adapter, optimizer, full, estimate, dp);
+  }
+
+  /** DP-SGD's expected batch: batchSize x gradientAccumulation examples per optimizer step. */
+  get expectedBatchSize(): number {
+    return this.config.batchSize * this.config.gradientAccumulation;
   }
 
   /**
@@ -170,7 +241,18 @@ export class Trainer {
       if (evaluation.rows.length === 0) throw new InvalidArgumentError('evaluation.rows is empty: hold out some data to evaluate on.');
       if (evaluation.earlyStopping) checkEarlyStopping(evaluation.earlyStopping);
     }
-    const stream = new BatchStream(windows, c.batchSize, options.cursor ?? c.seed);
+    const dp = this.dp;
+    let sampleRate = 1;
+    if (dp) {
+      sampleRate = this.expectedBatchSize / windows.length;
+      if (sampleRate > 1) {
+        throw new InvalidArgumentError(`DP-SGD samples each of the ${windows.length} rows with probability batchSize x gradientAccumulation / rows = ${this.expectedBatchSize} / ${windows.length} > 1; add data or lower the batch size.`);
+      }
+      dp.sampler = new PoissonSampler(sampleRate, dp.samplerState ?? (dp.config.samplerSeed !== undefined ? new Rng(dp.config.samplerSeed).state : undefined));
+    }
+    // Plain runs take batches in a seeded shuffled order; DP-SGD runs take Poisson samples instead.
+    const stream = dp ? undefined : new BatchStream(windows, c.batchSize, options.cursor ?? c.seed);
+    const position = (): DataCursor => stream?.position ?? options.cursor ?? { epoch: 0, index: 0, epochRng: new Rng(c.seed).state };
     const losses: number[] = [];
     this.ctx.memory.resetPeak();
     const started = performance.now();
@@ -183,18 +265,34 @@ export class Trainer {
         stopped = options.signal.reason === 'pause' ? 'paused' : 'cancelled';
         break;
       }
+      if (dp && this.wouldExceedBudget(dp, sampleRate)) {
+        stopped = 'budget-exhausted';
+        break;
+      }
       let loss = 0;
-      for (let micro = 0; micro < c.gradientAccumulation; micro++) {
-        const batch = stream.next();
-        const r = await this.model.trainStep(batch, { recompute: c.recompute, dropoutSeed: c.seed, step: this.optimizer.step * c.gradientAccumulation + micro });
-        if (!Number.isFinite(r.loss)) {
-          throw new InvalidArgumentError(`The loss became ${r.loss} at step ${this.optimizer.step + 1}; lower the learning rate or check the data.`);
+      let privacy: StepPrivacy | undefined;
+      if (dp) {
+        const r = await this.privateStep(dp, windows, sampleRate);
+        ({ loss, privacy } = r);
+        tokens += r.tokens;
+      } else {
+        for (let micro = 0; micro < c.gradientAccumulation; micro++) {
+          const batch = stream!.next();
+          const r = await this.model.trainStep(batch, { recompute: c.recompute, dropoutSeed: c.seed, step: this.optimizer.step * c.gradientAccumulation + micro });
+          if (!Number.isFinite(r.loss)) {
+            throw new InvalidArgumentError(`The loss became ${r.loss} at step ${this.optimizer.step + 1}; lower the learning rate or check the data.`);
+          }
+          loss += r.loss / c.gradientAccumulation;
+          tokens += batch.batch * batch.seq;
         }
-        loss += r.loss / c.gradientAccumulation;
-        tokens += batch.batch * batch.seq;
       }
       const lr = c.learningRate * learningRateFactor(this.optimizer.step, { kind: c.schedule, warmupSteps: c.warmupSteps, totalSteps: c.steps });
-      const { gradNorm } = await this.optimizer.update(lr, c.gradientAccumulation);
+      // DP-SGD divides the noisy sum by the expected batch size, whatever Poisson sampling drew.
+      const { gradNorm } = await this.optimizer.update(lr, dp ? this.expectedBatchSize : c.gradientAccumulation);
+      if (dp) {
+        dp.accountant.step({ noiseMultiplier: dp.config.noiseMultiplier, sampleRate });
+        privacy = { ...privacy!, epsilon: dp.accountant.epsilon(dp.config.delta).epsilon };
+      }
       losses.push(loss);
       const step = this.optimizer.step;
       // Evaluate before reporting the step, so its progress event carries the evaluation.
@@ -208,14 +306,15 @@ export class Trainer {
         const { state, isBest, improved } = recordEvaluation(this.evaluationState, { step, loss: heldOut }, evaluation.earlyStopping?.minDelta);
         this.evaluationState = state;
         evaluated = { loss: heldOut, perplexity: perplexity(heldOut), isBest, improved, best: state.best! };
-        if (isBest && evaluation.onBest) await evaluation.onBest(await this.state(stream.position));
+        if (isBest && evaluation.onBest) await evaluation.onBest(await this.state(position()));
         stopEarly = shouldStop(state, evaluation.earlyStopping);
       }
       const seconds = (performance.now() - started) / 1000;
       options.onStep?.({
         step,
         totalSteps: c.steps,
-        epoch: stream.position.epoch,
+        // DP-SGD: expected passes over the data (q per step).
+        epoch: stream ? stream.position.epoch : Math.floor(step * sampleRate),
         loss,
         learningRate: lr,
         gradNorm,
@@ -223,35 +322,91 @@ export class Trainer {
         etaSeconds: (seconds / (step - firstStep)) * (c.steps - step),
         gpuBytes: this.ctx.memory.liveBytes,
         ...(evaluated ? { evaluation: evaluated } : {}),
+        ...(privacy ? { privacy } : {}),
       });
       if (stopEarly) {
         stopped = 'early-stopped';
         break;
       }
       if (options.onCheckpoint && options.checkpointEvery && step % options.checkpointEvery === 0 && step < c.steps) {
-        await options.onCheckpoint(await this.state(stream.position));
+        await options.onCheckpoint(await this.state(position()));
       }
     }
     const seconds = (performance.now() - started) / 1000;
     return {
       losses, stopped, step: this.optimizer.step, estimate: this.estimate, peakBytes: this.ctx.memory.peakBytes,
-      tokensPerSecond: tokens / Math.max(seconds, 1e-9), cursor: stream.position, evaluation: this.evaluationState,
+      tokensPerSecond: tokens / Math.max(seconds, 1e-9), cursor: position(), evaluation: this.evaluationState,
+      ...(dp ? { privacy: { epsilon: dp.accountant.epsilon(dp.config.delta).epsilon, delta: dp.config.delta, steps: this.optimizer.step } } : {}),
+    };
+  }
+
+  /** True when one more step would take epsilon past the budget (checked before the step, so the budget is never exceeded). */
+  private wouldExceedBudget(dp: PrivateTraining, sampleRate: number): boolean {
+    const budget = dp.config.epsilonBudget;
+    if (budget === undefined) return false;
+    const next = RdpAccountant.fromJSON(dp.accountant.toJSON());
+    next.step({ noiseMultiplier: dp.config.noiseMultiplier, sampleRate });
+    return next.epsilon(dp.config.delta).epsilon > budget;
+  }
+
+  /**
+   * One DP-SGD step's gradient: a Poisson sample of the rows, each example's gradient clipped to
+   * C and summed on the GPU, plus N(0, (sigma C)^2) noise from the CSPRNG; left in the adapter's
+   * gradient buffers for the optimizer, which divides by the expected batch size.
+   */
+  private async privateStep(dp: PrivateTraining, windows: readonly TrainingRow[], sampleRate: number): Promise<{ loss: number; tokens: number; privacy: StepPrivacy }> {
+    const c = this.config;
+    const picked = dp.sampler!.sample(windows.length);
+    let lossSum = 0;
+    let tokens = 0;
+    for (const [i, index] of picked.entries()) {
+      const row = windows[index]!;
+      const r = await dp.clipper.add(this.model, row, { recompute: c.recompute, dropoutSeed: c.seed, step: this.optimizer.step * this.expectedBatchSize + i });
+      if (!Number.isFinite(r.loss)) {
+        throw new InvalidArgumentError(`The loss became ${r.loss} at step ${this.optimizer.step + 1}; lower the learning rate or check the data.`);
+      }
+      lossSum += r.loss;
+      tokens += rowLength(row);
+    }
+    const norms = await dp.clipper.readNorms();
+    const clipped = norms.filter((n) => n > dp.config.maxGradNorm).length;
+    const std = dp.config.noiseMultiplier * dp.config.maxGradNorm;
+    dp.clipper.commit(std > 0 ? dp.clipper.sizes.map((n) => gaussianNoise(n, std)) : undefined);
+    return {
+      // An empty Poisson sample (possible at small q) still takes a noise-only step; it has no loss to report.
+      loss: picked.length > 0 ? lossSum / picked.length : Number.NaN,
+      tokens,
+      privacy: { epsilon: 0, delta: dp.config.delta, noiseMultiplier: dp.config.noiseMultiplier, sampleRate, batchSize: picked.length, clippedFraction: picked.length > 0 ? clipped / picked.length : 0 },
     };
   }
 
   /** Everything a checkpoint needs to resume exactly: adapter, AdamW moments, step and data position. */
   async state(cursor: DataCursor): Promise<TrainerState> {
+    const dp = this.dp;
+    const sampler = dp?.sampler?.state ?? dp?.samplerState;
     return {
       step: this.optimizer.step, cursor, adapter: await this.adapter.read(), optimizer: await this.optimizer.readState(),
       ...(this.evaluationState.history.length > 0 ? { evaluation: this.evaluationState } : {}),
+      ...(dp && sampler ? { privacy: { sampler, accountant: dp.accountant.toJSON().history } } : {}),
     };
   }
 
   /** Puts a saved state back (same model, adapter shape and config); train() then continues from it. */
   restore(state: Omit<TrainerState, 'cursor'>): void {
+    if (this.dp && !state.privacy && state.step > 0) {
+      throw new InvalidArgumentError(`This checkpoint is ${state.step} steps into a run without DP-SGD; its data was already used without the privacy guarantee, so it cannot continue as a private run. Start a new run with privacy.`);
+    }
+    if (!this.dp && state.privacy) {
+      throw new InvalidArgumentError('This checkpoint was written by a DP-SGD run; resume it with the same privacy settings (train({ privacy })).');
+    }
     this.adapter.write(state.adapter);
     this.optimizer.writeState(state.optimizer, state.step);
     this.evaluationState = state.evaluation ?? EMPTY_EVALUATION_STATE;
+    if (this.dp) {
+      this.dp.accountant = RdpAccountant.fromJSON({ format: 'webtune-rdp-accountant', version: 1, orders: [...this.dp.accountant.orders], history: state.privacy?.accountant ?? [] });
+      this.dp.samplerState = state.privacy?.sampler;
+      this.dp.sampler = undefined;
+    }
   }
 
   /** Mean loss over the targets of `rows` (see evaluateRows), in batches of the training batch size, so the training workspace is reused. */
@@ -261,6 +416,27 @@ export class Trainer {
 
   release(): void {
     this.optimizer.release();
+    this.dp?.clipper.release();
+  }
+}
+
+/** Throws InvalidArgumentError, saying what to change, for DP-SGD settings that cannot work. */
+export function checkDpSgdConfig(p: DpSgdConfig): void {
+  const where = 'privacy';
+  if (typeof p.noiseMultiplier !== 'number' || !(p.noiseMultiplier >= 0) || !Number.isFinite(p.noiseMultiplier)) {
+    throw new InvalidArgumentError(`${where}.noiseMultiplier must be a finite number >= 0, got ${String(p.noiseMultiplier)}; noiseMultiplierFor() picks one for a target epsilon.`);
+  }
+  if (typeof p.maxGradNorm !== 'number' || !(p.maxGradNorm > 0) || !Number.isFinite(p.maxGradNorm)) {
+    throw new InvalidArgumentError(`${where}.maxGradNorm (C) must be a finite number > 0, got ${String(p.maxGradNorm)}; 1.0 is the usual start.`);
+  }
+  if (typeof p.delta !== 'number' || !(p.delta > 0 && p.delta < 1)) {
+    throw new InvalidArgumentError(`${where}.delta must be in (0, 1), got ${String(p.delta)}; use less than 1 / (number of training rows).`);
+  }
+  if (p.epsilonBudget !== undefined && !(p.epsilonBudget > 0)) {
+    throw new InvalidArgumentError(`${where}.epsilonBudget must be > 0, got ${String(p.epsilonBudget)}.`);
+  }
+  if (p.samplerSeed !== undefined && !Number.isInteger(p.samplerSeed)) {
+    throw new InvalidArgumentError(`${where}.samplerSeed must be an integer, got ${String(p.samplerSeed)}.`);
   }
 }
 

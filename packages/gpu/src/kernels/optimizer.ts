@@ -3,13 +3,15 @@
  * (torch.nn.utils.clip_grad_norm_) on the GPU. The clip factor never leaves the GPU: adamw reads
  * it from the tensor clipCoefficient writes, so a step needs no readback; the norm (element 1)
  * can be read whenever the caller wants to log it.
- * Shaders: shaders/adamw.wgsl, shaders/sum-squares.wgsl, shaders/clip-coefficient.wgsl.
+ * Shaders: shaders/adamw.wgsl, shaders/sum-squares.wgsl, shaders/clip-coefficient.wgsl,
+ * shaders/clip-accumulate.wgsl (DP-SGD's per-example clipping).
  * Expected values: PyTorch (scripts/make_transformer_op_fixtures.py).
  */
 import sumLib from '../shaders/lib/workgroup-sum.wgsl.js';
 import adamwSource from '../shaders/adamw.wgsl.js';
 import sumSquaresSource from '../shaders/sum-squares.wgsl.js';
 import clipSource from '../shaders/clip-coefficient.wgsl.js';
+import clipAccumulateSource from '../shaders/clip-accumulate.wgsl.js';
 import type { GpuContext } from '../device.js';
 import { InvalidArgumentError } from '@webtune/errors';
 import type { KernelDefinition } from '../pipeline-cache.js';
@@ -34,6 +36,12 @@ export const CLIP_COEFFICIENT_KERNEL: KernelDefinition = {
   name: 'clip-coefficient',
   files: [SUM, { path: 'shaders/clip-coefficient.wgsl', source: clipSource }],
   bindings: ['read', 'read-write', 'uniform'],
+};
+
+export const CLIP_ACCUMULATE_KERNEL: KernelDefinition = {
+  name: 'clip-accumulate',
+  files: [{ path: 'shaders/clip-accumulate.wgsl', source: clipAccumulateSource }],
+  bindings: ['read-write', 'read-write', 'read', 'read-write', 'uniform'],
 };
 
 const ADAMW_WG = 256;
@@ -83,6 +91,19 @@ export interface ClipCoefficientArgs {
   out: GpuTensor;
 }
 
+export interface ClipAccumulateArgs {
+  /** One example's gradient of one parameter tensor; zeroed by the kernel. */
+  grad: GpuTensor;
+  /** The running sum of clipped per-example gradients. */
+  sum: GpuTensor;
+  size: number;
+  /** [2] from clipCoefficient over all of the example's tensors: element 0 multiplies the gradient. */
+  clip: GpuTensor;
+  /** Per-example norms; with `example` given, norms[example] = clip[1] (pass it for one tensor per example). */
+  norms: GpuTensor;
+  example?: number;
+}
+
 export interface OptimizerKernels {
   /**
    * torch.optim.AdamW (decoupled weight decay p -= lr*wd*p, then Adam with bias correction, eps
@@ -96,6 +117,11 @@ export interface OptimizerKernels {
    * torch.nn.utils.clip_grad_norm_, out[1] = total norm of grad * gradScale.
    */
   clipCoefficient(rec: CommandRecorder, a: ClipCoefficientArgs): void;
+  /**
+   * DP-SGD's per-example clipping of one tensor (Opacus' clip_and_accumulate): sum += clip[0] * grad,
+   * then grad = 0; optionally records the example's norm clip[1] in norms[example].
+   */
+  clipAccumulate(rec: CommandRecorder, a: ClipAccumulateArgs): void;
 }
 
 /**
@@ -110,10 +136,11 @@ export interface OptimizerKernels {
  * ```
  */
 export async function createOptimizerKernels(ctx: GpuContext): Promise<OptimizerKernels> {
-  const [adamw, sumSquares, clipCoefficient] = await Promise.all([
+  const [adamw, sumSquares, clipCoefficient, clipAccumulate] = await Promise.all([
     ctx.pipelines.get(ADAMW_KERNEL, 'f32', { WG: ADAMW_WG }),
     ctx.pipelines.get(SUM_SQUARES_KERNEL, 'f32', { WG: SUM_SQUARES_WG }),
     ctx.pipelines.get(CLIP_COEFFICIENT_KERNEL, 'f32', { WG: CLIP_WG }),
+    ctx.pipelines.get(CLIP_ACCUMULATE_KERNEL, 'f32', { WG: ADAMW_WG }),
   ]);
   // Bound as `clip` when the caller passes none: factor 1. Lives as long as the device.
   const noClip = createTensor(ctx, { shape: [2], label: 'adamw no-clip factor', data: Float32Array.from([1, 0]) });
@@ -170,6 +197,22 @@ export async function createOptimizerKernels(ctx: GpuContext): Promise<Optimizer
       const clip = Number.isFinite(a.maxNorm);
       rec.dispatch(clipCoefficient, [a.partials.buffer, a.out.buffer],
         packParams([['u32', a.count], ['u32', clip ? 1 : 0], ['f32', clip ? a.maxNorm : 0], ['f32', gradScale]]), [1]);
+    },
+    clipAccumulate(rec, a) {
+      const op = 'clipAccumulate';
+      requireCount(op, 'size', a.size);
+      requireTensor(op, 'grad', a.grad, a.size, `size ${a.size}`);
+      requireTensor(op, 'sum', a.sum, a.size, `size ${a.size}`);
+      requireTensor(op, 'clip', a.clip, 2, '[2] from clipCoefficient');
+      const record = a.example !== undefined;
+      if (record) {
+        requireCount(op, 'example', a.example!, 0);
+        requireTensor(op, 'norms', a.norms, a.example! + 1, `example ${a.example}`);
+      }
+      requireDistinct(op, { grad: a.grad, sum: a.sum, norms: a.norms }, { clip: a.clip });
+      const g = grid1D(a.size, ADAMW_WG, maxGroups);
+      rec.dispatch(clipAccumulate, [a.grad.buffer, a.sum.buffer, a.clip.buffer, a.norms.buffer],
+        packParams([['u32', a.size], ['u32', g.rowStride], ['u32', record ? 1 : 0], ['u32', a.example ?? 0]]), g.workgroups);
     },
   };
 }
