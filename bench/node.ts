@@ -9,6 +9,7 @@ import { runTrainingBench } from './training.js';
 import { runFederatedBench } from './federated.js';
 import { runSftBench } from './sft.js';
 import { runMethodsBench } from './methods.js';
+import { runDpSgdBench } from './dp-sgd.js';
 
 const gpu = await createNodeGpu();
 // TF.js' WebGPU backend registers itself at import time only when navigator.gpu exists.
@@ -33,7 +34,8 @@ const training = !only?.length || only.includes('training') ? await runTrainingB
 const federated = !only?.length || only.includes('federated') ? await runFederatedBench(gpu, (line) => console.error(line)) : [];
 const sft = !only?.length || only.includes('sft') ? await runSftBench(gpu, (line) => console.error(line)) : [];
 const methods = !only?.length || only.includes('methods') ? await runMethodsBench(gpu, (line) => console.error(line)) : undefined;
+const dpSgd = !only?.length || only.includes('dp-sgd') ? await runDpSgdBench(gpu, (line) => console.error(line)) : undefined;
 const adapter = ctx.adapter.name;
-console.log(`BENCH_JSON=${JSON.stringify({ lane: 'node (Dawn)', adapter, rows, training, federated, sft, methods })}`);
+console.log(`BENCH_JSON=${JSON.stringify({ lane: 'node (Dawn)', adapter, rows, training, federated, sft, methods, dpSgd })}`);
 ctx.destroy();
 process.exit(0);
