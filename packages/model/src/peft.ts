@@ -39,13 +39,17 @@ export function adapterConfigJson(model: Pick<ModelConfig, 'architecture'>, spec
   return adapterMethod(s.method).peftConfig(model, s.config, baseModel);
 }
 
-export async function exportPeftAdapter(adapter: Adapter, options: { baseModel?: string } = {}): Promise<PeftFiles> {
+/**
+ * The adapter's PEFT files. `extraConfig` adds keys to adapter_config.json (webtune's own, e.g.
+ * `webtune_privacy`; PEFT ignores keys its config class does not have).
+ */
+export async function exportPeftAdapter(adapter: Adapter, options: { baseModel?: string; extraConfig?: Record<string, unknown> } = {}): Promise<PeftFiles> {
   const trainable = await adapter.read();
   // P-tuning and prefix projection save the encoder's output, as PEFT does.
   const tensors = adapterMethod(adapter.method).savedTensors?.(adapter.model, adapter.config, trainable) ?? trainable;
   const list: TensorToWrite[] = [...tensors].map(([name, t]) => ({ name, dtype: 'F32', shape: t.shape, data: t.data }));
   return {
-    'adapter_config.json': `${JSON.stringify(adapterConfigJson(adapter.model, adapter.spec(), options.baseModel), null, 2)}\n`,
+    'adapter_config.json': `${JSON.stringify({ ...adapterConfigJson(adapter.model, adapter.spec(), options.baseModel), ...options.extraConfig }, null, 2)}\n`,
     'adapter_model.safetensors': serializeSafetensors(list, { format: 'pt' }),
   };
 }

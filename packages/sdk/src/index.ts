@@ -9,9 +9,9 @@ export type { TrainerApi, CreateTrainerOptions } from './facade.js';
 export { TrainerSession } from './session.js';
 export type {
   SessionEnvironment, OnnxSupport, LoadOptions, ModelInfo, DataInput, DataOptions, DataInfo, TrainRequest, TrainSummary, ProgressEvent,
-  SessionGenerateOptions, DataProgress, AdapterRequest, MergedFiles, AdapterState,
+  SessionGenerateOptions, DataProgress, AdapterRequest, MergedFiles, AdapterState, PrivacyRequest, PrivacySummary,
 } from './session.js';
-export { adapterSpecOf } from './session.js';
+export { adapterSpecOf, resolvePrivacy } from './session.js';
 export type { DataRecord, FileFormat, RecordKind, Evaluation } from '@webtune/trainer';
 export type {
   ChatMessage, ChatRole, AdapterSpec, AdapterMethod, AdapterMethodInfo, LoraConfig, DoraConfig, IA3Config, BitFitConfig, PromptTuningConfig, PTuningConfig, PrefixTuningConfig,

@@ -93,6 +93,11 @@ import {
   type StepProgress,
   type TrainConfig,
   type TrainerState,
+  type DpSgdConfig,
+  type PrivacyPreset,
+  PRIVACY_PRESETS,
+  defaultDelta,
+  noiseMultiplierFor,
 } from '@webtune/trainer';
 import type { ExportOnnxOptions } from '@webtune/onnx';
 
@@ -270,8 +275,15 @@ export interface DataInfo {
  * TrainConfig field to override (batchSize 4, learningRate 2e-4, warmupSteps 0, seed 0, ... by default).
  * seqLen is fixed by prepareData(). Give a stable `runId` with `resume: true` to continue after a reload.
  */
-export interface TrainRequest extends Partial<Omit<TrainConfig, 'seqLen'>> {
+export interface TrainRequest extends Partial<Omit<TrainConfig, 'seqLen' | 'privacy'>> {
   steps: number;
+  /**
+   * Train with DP-SGD (per-example clipping, Gaussian noise, Poisson sampling; Opacus' method)
+   * under a privacy budget: `{ preset: 'medium' }`, `{ targetEpsilon: 3 }`, or a fixed
+   * `{ noiseMultiplier }`. The privacy unit is one training row (one example, or one window of a
+   * single text). See PrivacyRequest.
+   */
+  privacy?: PrivacyRequest;
   /**
    * The adaptation method and any of its settings (defaults fill the rest): LoRA (default), IA3
    * or BitFit, each optionally on a subset of layers (`layers`). Example:
@@ -312,6 +324,45 @@ export interface TrainRequest extends Partial<Omit<TrainConfig, 'seqLen'>> {
 }
 
 /**
+ * DP-SGD settings of a run (TrainRequest.privacy). Give the budget as a preset or a target epsilon
+ * (the noise multiplier is then the smallest that spends at most the target over `steps`, as
+ * Opacus' get_noise_multiplier), or a fixed noise multiplier (with or without a budget).
+ */
+export interface PrivacyRequest {
+  /** Target epsilon from the on-device fine-tuning guide: low 10, medium 3, high 1, veryHigh 0.1. */
+  preset?: PrivacyPreset;
+  /** The budget: training stops (with a checkpoint) before a step would spend more. */
+  targetEpsilon?: number;
+  /** sigma, the noise std as a multiple of maxGradNorm; default: chosen for the target. */
+  noiseMultiplier?: number;
+  /** delta; default 1 / (10 x training rows). */
+  delta?: number;
+  /** C, each example's gradient clipped to this L2 norm; default 1. */
+  maxGradNorm?: number;
+  /** Seeds the Poisson sampler (reproducible runs, tests); default: the CSPRNG. The noise is always fresh. */
+  samplerSeed?: number;
+}
+
+/** The privacy of a DP-SGD run (TrainSummary.privacy, and `webtune_privacy` in the exported adapter_config.json). */
+export interface PrivacySummary {
+  /** epsilon spent over every step of the run (resumed parts included), at `delta`. */
+  epsilon: number;
+  delta: number;
+  /** The budget the run stopped at, if it had one. */
+  targetEpsilon: number | undefined;
+  noiseMultiplier: number;
+  maxGradNorm: number;
+  /** Poisson sampling rate q = expected batch / training rows. */
+  sampleRate: number;
+  /** Optimizer steps taken (each one Gaussian mechanism release). */
+  steps: number;
+  /** Training rows (the privacy unit is one row). */
+  dataSize: number;
+  accountant: 'rdp';
+  mechanism: 'dp-sgd';
+}
+
+/**
  * What train() and resume() resolve to when the run stops (completed, paused or cancelled): the step
  * reached, the loss of the last step this call took and, for a completed run with held-out data, the mean
  * held-out loss; throughput in tokens per second, and the GPU bytes webtune accounted at peak next to the
@@ -319,8 +370,11 @@ export interface TrainRequest extends Partial<Omit<TrainConfig, 'seqLen'>> {
  */
 export interface TrainSummary {
   runId: string;
-  /** 'early-stopped': the held-out loss stopped improving (TrainRequest.earlyStopping). */
-  stopped: 'completed' | 'paused' | 'cancelled' | 'early-stopped';
+  /**
+   * 'early-stopped': the held-out loss stopped improving (TrainRequest.earlyStopping).
+   * 'budget-exhausted': the next step would have spent more than the privacy budget (a checkpoint was written).
+   */
+  stopped: 'completed' | 'paused' | 'cancelled' | 'early-stopped' | 'budget-exhausted';
   step: number;
   totalSteps: number;
   lastLoss: number | undefined;
@@ -340,6 +394,8 @@ export interface TrainSummary {
   best: Evaluation | undefined;
   /** True when the adapter in place is the best evaluation's (restoreBest). */
   restoredBest: boolean;
+  /** DP-SGD runs: the privacy spent and the settings that spent it. */
+  privacy?: PrivacySummary;
   /**
    * What the app should know but that did not stop the run, e.g. that it resumed from a checkpoint
    * written by an older webtune, whose metadata (step, data position, settings) had no checksum.
@@ -355,6 +411,44 @@ export interface TrainSummary {
 export interface ProgressEvent extends StepProgress {
   /** The run this progress belongs to (TrainRequest.runId). */
   runId: string;
+}
+
+/**
+ * TrainRequest.privacy -> the trainer's DP-SGD settings: delta defaults to 1/(10 N), a preset or
+ * target epsilon becomes the budget, and sigma, unless given, is the smallest that spends at most
+ * the budget over the run's steps at q = expected batch / N. Refuses packed text (several
+ * documents joined into windows), whose rows are not one person's example each.
+ */
+export function resolvePrivacy(request: Pick<TrainRequest, 'privacy' | 'steps' | 'batchSize' | 'gradientAccumulation'>, dataSize: number, data?: Pick<DataInfo, 'kind' | 'examples'>): DpSgdConfig {
+  const p = request.privacy!;
+  if (typeof p !== 'object' || p === null) throw new InvalidArgumentError('privacy must be an object such as { preset: \'medium\' } or { targetEpsilon: 3 }.');
+  if (data && data.kind === 'text' && data.examples > 1) {
+    throw new InvalidArgumentError(
+      `DP-SGD protects one training row, but this text data packs ${data.examples} documents into windows, so one document can span several rows and one row can mix documents. ` +
+        'Give one example per row instead ({ prompt, completion } or { messages } records), or a single text whose windows are the unit.',
+    );
+  }
+  if (p.preset !== undefined && !(p.preset in PRIVACY_PRESETS)) {
+    throw new InvalidArgumentError(`privacy.preset "${String(p.preset)}" is not one of ${Object.keys(PRIVACY_PRESETS).join(', ')}.`);
+  }
+  if (p.preset !== undefined && p.targetEpsilon !== undefined) throw new InvalidArgumentError('privacy: give a preset or a targetEpsilon, not both.');
+  const target = p.preset !== undefined ? PRIVACY_PRESETS[p.preset] : p.targetEpsilon;
+  if (target !== undefined && (typeof target !== 'number' || !(target > 0) || !Number.isFinite(target))) {
+    throw new InvalidArgumentError(`privacy.targetEpsilon must be a finite number > 0, got ${String(target)}.`);
+  }
+  if (target === undefined && p.noiseMultiplier === undefined) {
+    throw new InvalidArgumentError('privacy needs a budget (preset or targetEpsilon) or a noiseMultiplier.');
+  }
+  const expected = (request.batchSize ?? DEFAULT_TRAIN_CONFIG.batchSize) * (request.gradientAccumulation ?? DEFAULT_TRAIN_CONFIG.gradientAccumulation);
+  if (expected > dataSize) {
+    throw new InvalidArgumentError(`DP-SGD samples each row with probability batchSize x gradientAccumulation / rows = ${expected} / ${dataSize} > 1; add data or lower the batch size.`);
+  }
+  const delta = p.delta ?? defaultDelta(dataSize);
+  const noiseMultiplier = p.noiseMultiplier ?? noiseMultiplierFor({ targetEpsilon: target!, delta, sampleRate: expected / dataSize, steps: request.steps });
+  return {
+    noiseMultiplier, maxGradNorm: p.maxGradNorm ?? 1, delta,
+    ...(target !== undefined ? { epsilonBudget: target } : {}), ...(p.samplerSeed !== undefined ? { samplerSeed: p.samplerSeed } : {}),
+  };
 }
 
 /** The run that holds a run's best-evaluation adapter (restoreBest). */
@@ -476,6 +570,8 @@ export class TrainerSession {
   private chatTemplate: ChatTemplate | undefined;
   private run: Run | undefined;
   private adapter: Adapter | undefined;
+  /** The privacy of the run that trained the adapter in place (DP-SGD), for exportAdapter. */
+  private adapterPrivacy: PrivacySummary | undefined;
   private readonly store: CheckpointStore;
 
   constructor(private readonly env: SessionEnvironment = {}) {
@@ -722,6 +818,7 @@ export class TrainerSession {
     if (request.evalEvery !== undefined && this.data.heldOut.length === 0) {
       throw new InvalidArgumentError('evalEvery needs held-out data: prepareData() with heldOut > 0 or heldOutData.');
     }
+    const privacy = request.privacy ? resolvePrivacy(request, this.data.train.length, this.data.info) : undefined;
     const spec = this.withInitTokens(adapterSpecOf(files.config, request));
     const expect = { model: modelFingerprint(files.config), adapter: spec };
     let restored: { state: Omit<TrainerState, 'cursor'>; cursor: DataCursor } | undefined;
@@ -736,7 +833,10 @@ export class TrainerSession {
           throw new CheckpointMismatchError(decoded.meta.id, 'it was trained on different data (the token windows differ); prepare the same data to resume');
         }
         restored = {
-          state: { step: decoded.meta.step, adapter: decoded.adapter, optimizer: decoded.optimizer, ...(decoded.meta.evaluation ? { evaluation: decoded.meta.evaluation } : {}) },
+          state: {
+            step: decoded.meta.step, adapter: decoded.adapter, optimizer: decoded.optimizer,
+            ...(decoded.meta.evaluation ? { evaluation: decoded.meta.evaluation } : {}), ...(decoded.meta.privacy ? { privacy: decoded.meta.privacy } : {}),
+          },
           cursor: decoded.meta.cursor,
         };
         if (!decoded.metaProtected) {
@@ -770,20 +870,21 @@ export class TrainerSession {
     }
     const {
       lora: _lora, adapter: _adapter, runId: _runId, checkpointEvery: _every, keepLast: _keep, resume: _resume, progressIntervalMs: _interval,
-      memoryBudgetBytes, startFrom: _start, proximalMu, evalEvery: _evalEvery, earlyStopping: _early, restoreBest: _restore, ...config
+      memoryBudgetBytes, startFrom: _start, proximalMu, evalEvery: _evalEvery, earlyStopping: _early, restoreBest: _restore, privacy: _privacy, ...config
     } = request;
     let trainer: Trainer;
     try {
-      trainer = await Trainer.create(ctx, model, adapter, { ...config, seqLen: this.data.info.seqLen }, { budgetBytes: memoryBudgetBytes });
+      trainer = await Trainer.create(ctx, model, adapter, { ...config, seqLen: this.data.info.seqLen, ...(privacy ? { privacy } : {}) }, { budgetBytes: memoryBudgetBytes });
+      if (restored) trainer.restore(restored.state);
     } catch (error) {
       // Refused (a plan that does not fit, bad settings): nothing of this run stays allocated.
       model.setAdapter(undefined);
       adapter.release();
       throw error;
     }
-    if (restored) trainer.restore(restored.state);
     if (proximalMu) trainer.optimizer.setProximal(proximalMu);
     this.adapter = adapter;
+    this.adapterPrivacy = undefined;
     this.run = {
       runId, request, trainer, adapter, controller: undefined, cursor: restored?.cursor, resumedFrom: restored?.state.step, warnings,
       dataFingerprint: this.data.info.fingerprint,
@@ -852,6 +953,7 @@ export class TrainerSession {
         runId: id, step: state.step, totalSteps: run.trainer.config.steps, model: modelFingerprint(files.config),
         spec: run.adapter.spec(), train: JSON.parse(JSON.stringify(run.trainer.config)) as JsonObject, cursor: state.cursor, label: `data:${data.info.fingerprint}`,
         adapter: state.adapter, optimizer: state.optimizer, ...(state.evaluation ? { evaluation: state.evaluation } : {}),
+        ...(state.privacy ? { privacy: state.privacy } : {}),
       });
     const save = async (state: TrainerState) => this.store.put(await record(state, run.runId), run.request.keepLast ?? 3);
     const { evalEvery, earlyStopping, restoreBest } = run.request;
@@ -885,7 +987,15 @@ export class TrainerSession {
         await save(await run.trainer.state(result.cursor));
         checkpoint = (await this.store.list(run.runId))[0];
       }
-      const finished = result.stopped === 'completed' || result.stopped === 'early-stopped';
+      const finished = result.stopped === 'completed' || result.stopped === 'early-stopped' || result.stopped === 'budget-exhausted';
+      const dp = run.trainer.config.privacy;
+      const privacy: PrivacySummary | undefined = dp && result.privacy
+        ? {
+            epsilon: result.privacy.epsilon, delta: dp.delta, targetEpsilon: dp.epsilonBudget, noiseMultiplier: dp.noiseMultiplier, maxGradNorm: dp.maxGradNorm,
+            sampleRate: run.trainer.expectedBatchSize / data.train.length, steps: result.privacy.steps, dataSize: data.train.length, accountant: 'rdp', mechanism: 'dp-sgd',
+          }
+        : undefined;
+      this.adapterPrivacy = privacy;
       let restoredBest = false;
       if (finished && restoreBest && result.evaluation.best) {
         const best = (await this.store.list(bestRunId(run.runId)))[0];
@@ -906,7 +1016,7 @@ export class TrainerSession {
         lastLoss: result.losses.at(-1), heldOutLoss, tokensPerSecond: result.tokensPerSecond, peakBytes: result.peakBytes,
         estimateBytes: result.estimate.total, checkpoint, skippedCheckpoints: skipped, resumedFrom: run.resumedFrom,
         evaluations: result.evaluation.history.map((e) => ({ ...e, perplexity: perplexity(e.loss) })), best: result.evaluation.best, restoredBest,
-        warnings: run.warnings,
+        warnings: run.warnings, ...(privacy ? { privacy } : {}),
       };
     } finally {
       run.controller = undefined;
@@ -984,7 +1094,11 @@ export class TrainerSession {
   /** The adapter as PEFT files (adapter_config.json + adapter_model.safetensors). */
   async exportAdapter(): Promise<PeftFiles> {
     if (!this.adapter) throw new InvalidArgumentError('There is no adapter yet: train or import one first.');
-    const files = await exportPeftAdapter(this.adapter, { baseModel: this.requireModel().files.source ?? '' });
+    const files = await exportPeftAdapter(this.adapter, {
+      baseModel: this.requireModel().files.source ?? '',
+      // A DP-SGD adapter says what protected its training data (webtune's key; PEFT ignores unknown keys).
+      ...(this.adapterPrivacy && this.run?.adapter === this.adapter ? { extraConfig: { webtune_privacy: { ...this.adapterPrivacy } } } : {}),
+    });
     // Across a worker boundary the bytes move instead of being copied.
     return Comlink.transfer(files, [files['adapter_model.safetensors'].buffer as ArrayBuffer]);
   }

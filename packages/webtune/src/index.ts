@@ -19,9 +19,11 @@
 export { createTrainer } from '@webtune/sdk';
 export type {
   TrainerApi, CreateTrainerOptions, LoadOptions, ModelInfo, DataInput, DataOptions, DataInfo, TrainRequest, TrainSummary, ProgressEvent,
-  SessionGenerateOptions, DataProgress, AdapterRequest, MergedFiles, AdapterState,
+  SessionGenerateOptions, DataProgress, AdapterRequest, MergedFiles, AdapterState, PrivacyRequest, PrivacySummary,
 } from '@webtune/sdk';
-export type { CheckpointMeta, CheckpointStore, DataRecord, FileFormat, RecordKind, Evaluation } from '@webtune/trainer';
+export type { CheckpointMeta, CheckpointStore, DataRecord, FileFormat, RecordKind, Evaluation, StepPrivacy, PrivacyPreset, PrivacyEstimate, PrivacyEstimateInput, NoiseMultiplierInput } from '@webtune/trainer';
+// Privacy planning before training (pure math, no model, no GPU): what a run will spend, the noise a budget needs.
+export { estimatePrivacy, noiseMultiplierFor, defaultDelta, PRIVACY_PRESETS } from '@webtune/trainer';
 export type {
   LoadProgress, PeftFiles, BaseFormat, AdapterSpec, AdapterMethod, AdapterMethodInfo, ModelFileSource, ChatMessage, ChatRole,
   LoraConfig, DoraConfig, IA3Config, BitFitConfig, PromptTuningConfig, PTuningConfig, PrefixTuningConfig, BottleneckConfig, UniPeltConfig,
