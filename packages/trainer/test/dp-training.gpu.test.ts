@@ -139,6 +139,18 @@ describe('DP-SGD in Trainer.train', () => {
     expect(differs(a.final, whole.final)).toBe(true);
   });
 
+  it('gradient accumulation: batchSize 2 x 2 micro-batches is the same private run as batchSize 4', async () => {
+    const { model, adapter } = await setup(SPECS[0]!);
+    const accumulated = await Trainer.create(gpu(), model, adapter, { ...config, batchSize: 2, gradientAccumulation: 2, privacy });
+    cleanup.push(() => accumulated.release());
+    const progress: StepProgress[] = [];
+    await accumulated.train(rows, { onStep: (p) => progress.push(p) });
+    const whole = await trainFrom(SPECS[0]!, privacy);
+    expect(progress.map((p) => p.privacy!.sampleRate)).toEqual(whole.progress.map((p) => p.privacy!.sampleRate));
+    expect(progress.map((p) => p.privacy!.batchSize)).toEqual(whole.progress.map((p) => p.privacy!.batchSize));
+    expectSameTensors(await adapter.read(), whole.final);
+  });
+
   it('stops cleanly, with its state, before the step that would exceed the budget', async () => {
     const sigma = 1.0;
     const q = config.batchSize / rows.length;
