@@ -18,8 +18,13 @@ digits (the check TF Privacy's rdp_accountant_test makes), independent of both s
 Also asserts the values published in Opacus' and TF Privacy's own tests (quoted below with their
 tolerances) and writes them into the fixture.
 
+Also transcribes Opacus' get_noise_multiplier (opacus/accountants/utils.py: sigma_high doubles from
+10 while eps > target, failing past MAX_SIGMA = 1e6; then bisection until target - eps_high <=
+epsilon_tolerance; returns sigma_high) over this accountant, checks it against the values in
+Opacus' own tests (opacus/tests/accountants_test.py), and records sigma for a table of targets.
+
 Run: /usr/bin/python3 scripts/make_dp_fixtures.py
-Writes packages/federated/test/fixtures/dp.json.
+Writes packages/trainer/test/fixtures/dp.json and packages/trainer/test/fixtures/noise-multiplier.json.
 """
 import math
 
@@ -123,6 +128,92 @@ def log_a_quadrature(q, sigma, alpha):
     pts = sorted(set(pts), key=lambda p: float(p))
     val = mpmath.quad(f, pts, maxdegree=10)
     return float(mpmath.log(val))
+
+
+MAX_SIGMA = 1e6  # opacus/accountants/utils.py
+
+
+def get_noise_multiplier(target_epsilon, target_delta, sample_rate, steps, epsilon_tolerance=0.01, orders=ORDERS):
+    """Opacus' get_noise_multiplier with its RDP accountant, by steps; `orders` is what Opacus passes
+    through **kwargs to RDPAccountant.get_epsilon as `alphas` (default: its DEFAULT_ALPHAS). Also returns
+    how close any epsilon met along the way came to the target (relative): the bisection's branches
+    are comparisons with the target, so a TypeScript port follows the same path, to the bit, when
+    no epsilon is within float64 noise of it."""
+    closest = math.inf
+
+    def eps_at(sigma):
+        nonlocal closest
+        e, _, _ = epsilon(orders, rdp(sample_rate, sigma, steps, orders), target_delta)
+        closest = min(closest, abs(e - target_epsilon) / target_epsilon)
+        return e
+
+    eps_high = math.inf
+    sigma_low, sigma_high = 0, 10
+    while eps_high > target_epsilon:
+        sigma_high = 2 * sigma_high
+        eps_high = eps_at(sigma_high)
+        if sigma_high > MAX_SIGMA:
+            raise ValueError("The privacy budget is too low.")
+    while target_epsilon - eps_high > epsilon_tolerance:
+        sigma = (sigma_low + sigma_high) / 2
+        eps = eps_at(sigma)
+        if eps < target_epsilon:
+            sigma_high = sigma
+            eps_high = eps
+        else:
+            sigma_low = sigma
+    return float(sigma_high), float(eps_high), closest
+
+
+# With the default orders (up to 63) no sigma reaches epsilon 0.1 at delta 1e-5: rdp >= 0, so
+# epsilon >= min over alpha of -(ln delta + ln alpha)/(alpha - 1) + ln((alpha - 1)/alpha), 0.103 at
+# alpha 63. TF Privacy's accountant adds the orders 128, 256 and 512 for such targets.
+EXTENDED_ORDERS = ORDERS + [128.0, 256.0, 512.0]
+
+
+def noise_multiplier_payload():
+    cases = []
+    # A spread of targets, deltas, sampling rates and lengths (the TS test covers a wider table by
+    # property; these pin sigma itself). Epsilon 0.1 needs the extended orders.
+    for (eps_t, delta, q, steps, orders) in [(0.1, 1e-5, 0.001, 100, EXTENDED_ORDERS), (0.1, 1e-6, 0.01, 100, EXTENDED_ORDERS)]:
+        sigma, eps, closest = get_noise_multiplier(eps_t, delta, q, steps, orders=orders)
+        assert eps <= eps_t and eps_t - eps <= 0.01, (eps_t, delta, q, steps, sigma, eps)
+        assert closest > 1e-9, (eps_t, delta, q, steps, closest)
+        cases.append({"targetEpsilon": eps_t, "delta": delta, "sampleRate": q, "steps": steps, "orders": orders,
+                      "sigma": sigma, "epsilon": eps, "closest": closest})
+    for (eps_t, delta, q, steps) in [(1.0, 1e-5, 0.01, 1000),
+                                     (1.0, 1e-6, 0.1, 100), (3.0, 1e-5, 0.01, 1000), (3.0, 1e-6, 0.001, 10000),
+                                     (8.0, 1e-5, 0.1, 1000), (8.0, 1e-6, 0.01, 10000), (10.0, 1e-6, 0.1, 100),
+                                     (10.0, 1e-5, 0.001, 10000), (1.0, 1e-5, 1.0, 100), (3.0, 1e-5, 0.05, 300)]:
+        sigma, eps, closest = get_noise_multiplier(eps_t, delta, q, steps)
+        assert eps <= eps_t and eps_t - eps <= 0.01, (eps_t, delta, q, steps, sigma, eps)
+        # Relative distance from the target of every epsilon on the path: far above the ~1e-12 at
+        # which the TS and Python accountants differ, so both take the same branches.
+        assert closest > 1e-9, (eps_t, delta, q, steps, closest)
+        cases.append({"targetEpsilon": eps_t, "delta": delta, "sampleRate": q, "steps": steps, "orders": None,
+                      "sigma": sigma, "epsilon": eps, "closest": closest})
+    # Opacus' own tests (opacus/tests/accountants_test.py, RDP accountant, assertAlmostEqual to
+    # 4 places): test_get_noise_multiplier_rdp_steps and test_get_noise_multiplier_rdp_epochs
+    # (epochs 90 at q 0.04 -> int(90 / 0.04) = 2250 steps).
+    published = []
+    for (source, steps, want) in [("opacus/tests/accountants_test.py test_get_noise_multiplier_rdp_steps", 2000, 1.3562),
+                                  ("opacus/tests/accountants_test.py test_get_noise_multiplier_rdp_epochs", int(90 / 0.04), 1.416)]:
+        sigma, _, _ = get_noise_multiplier(8.0, 1e-5, 0.04, steps)
+        assert round(sigma - want, 4) == 0, (source, sigma, want)
+        published.append({"source": source, "targetEpsilon": 8.0, "delta": 1e-5, "sampleRate": 0.04, "steps": steps,
+                          "sigma": want, "absTol": 5e-5})
+    # Out of reach: Opacus raises "The privacy budget is too low." once sigma_high passes 1e6 (the
+    # first: sigma 1e6 would do, but the doubling never tries it; the other two: below the orders'
+    # floor, no sigma would do).
+    too_low = []
+    for (eps_t, delta, q, steps) in [(1e-4, 1e-5, 1.0, 1000), (0.1, 1e-5, 0.001, 100), (0.1, 1e-6, 0.01, 100)]:
+        try:
+            get_noise_multiplier(eps_t, delta, q, steps)
+        except ValueError:
+            too_low.append({"targetEpsilon": eps_t, "delta": delta, "sampleRate": q, "steps": steps})
+        else:
+            raise AssertionError("expected the budget to be out of reach")
+    return {"maxSigma": MAX_SIGMA, "epsilonTolerance": 0.01, "cases": cases, "published": published, "tooLow": too_low}
 
 
 def finite_or_none(values):
@@ -264,7 +355,9 @@ def main():
                       "epsilon": 1.0, "absTol": 5e-8})
     payload["published"] = published
 
-    write_fixture("packages/federated/test/fixtures/dp.json", "scripts/make_dp_fixtures.py", payload)
+    write_fixture("packages/trainer/test/fixtures/dp.json", "scripts/make_dp_fixtures.py", payload)
+    write_fixture("packages/trainer/test/fixtures/noise-multiplier.json", "scripts/make_dp_fixtures.py",
+                  noise_multiplier_payload())
 
 
 if __name__ == "__main__":

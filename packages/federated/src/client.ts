@@ -53,9 +53,9 @@
 import { DownloadError, FederatedError, InvalidArgumentError, ModelFormatError, WebtuneError } from '@webtune/errors';
 import { adapterSpecProblem, ARCHITECTURES, parseSafetensors, tensorToFloat32, toAdapterSpec, type AdapterSpec, type HostTensor, type LoraConfig } from '@webtune/model';
 import type { AdapterRequest, TrainerApi } from '@webtune/sdk';
-import { RdpAccountant, type RdpAccountantJSON } from './accountant.js';
+import { addGaussianNoise, RdpAccountant, type RdpAccountantJSON } from '@webtune/trainer';
 import { decodeUpdate, encodeUpdate, globalNorm } from './codec.js';
-import { addGaussianNoise, clipGlobalNorm } from './dp.js';
+import { clipGlobalNorm } from './dp.js';
 import {
   SUPPORTED_PROTOCOLS,
   type DpMode, type ErrorCode, type ErrorResponse, type RegisterResponse, type RoundConfig, type RoundInfo, type UploadResponse,

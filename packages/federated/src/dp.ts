@@ -1,44 +1,14 @@
 /**
  * Client-side privacy mechanics for federated updates (Flower `common/differential_privacy.py`,
- * McMahan et al. 2018): flat L2 clipping of the whole update, Gaussian noise from a
- * cryptographically secure source, and the local-DP noise scale of Flower's LocalDpMod.
+ * McMahan et al. 2018): flat L2 clipping of the whole update and the local-DP noise scale of
+ * Flower's LocalDpMod. The Gaussian noise itself (CSPRNG, hardened as Opacus' secure mode) and the
+ * RDP accountant live in @webtune/trainer, which DP-SGD shares; this package re-exports them.
  *
  * Clipping follows Flower's `clip_inputs_inplace` (used by `compute_clip_model_update`):
  * factor = min(1, S / ||delta||_2), with no epsilon in the denominator (Opacus' per-example
  * clipping uses min(1, C / (norm + 1e-6)); that is not this). A zero update is left as is.
  */
 import { InvalidArgumentError } from '@webtune/errors';
-
-/** 2^-53: a 53-bit integer k maps to the double k * 2^-53 exactly. */
-const TWO_POW_M53 = 2 ** -53;
-const TWO_POW_26 = 2 ** 26;
-
-/**
- * A generator of uniform doubles strictly inside (0, 1) from crypto.getRandomValues, drawn in
- * blocks of 1024 u32s: each value takes two u32s, 27 + 26 bits, k = hi * 2^26 + lo in [0, 2^53),
- * u = k * 2^-53, and k = 0 is redrawn (probability 2^-53). Never Math.random.
- */
-export function secureUniform(): () => number {
-  if (typeof globalThis.crypto?.getRandomValues !== 'function') {
-    throw new InvalidArgumentError(
-      'secureUniform: crypto.getRandomValues is unavailable; DP noise needs a cryptographically secure source (Web Crypto).',
-    );
-  }
-  const block = new Uint32Array(1024);
-  let at = block.length;
-  return () => {
-    for (;;) {
-      if (at === block.length) {
-        crypto.getRandomValues(block);
-        at = 0;
-      }
-      const hi = block[at++]! >>> 5; // 27 bits
-      const lo = block[at++]! >>> 6; // 26 bits
-      const k = hi * TWO_POW_26 + lo;
-      if (k !== 0) return k * TWO_POW_M53;
-    }
-  };
-}
 
 function materialize(tensors: Iterable<Float32Array>, where: string): Float32Array[] {
   if (tensors == null || typeof (tensors as Iterable<Float32Array>)[Symbol.iterator] !== 'function') {
@@ -75,46 +45,6 @@ export function clipGlobalNorm(tensors: Iterable<Float32Array>, maxNorm: number)
   const factor = Math.min(1, maxNorm / norm); // norm 0 -> S/0 = Infinity -> 1
   if (factor < 1) for (const t of list) for (let i = 0; i < t.length; i++) t[i] = t[i]! * factor;
   return { norm, factor };
-}
-
-/**
- * Adds independent N(0, std^2) noise to every element, in place (rounded to float32). The
- * normals come from the Box-Muller transform over uniforms from `random` (default: secureUniform(),
- * i.e. crypto.getRandomValues with 53-bit resolution; never Math.random). `random` must return
- * values in [0, 1); both outputs of each Box-Muller pair are used.
- */
-export function addGaussianNoise(tensors: Iterable<Float32Array>, std: number, random?: () => number): void {
-  const where = 'addGaussianNoise';
-  if (typeof std !== 'number' || !(std >= 0) || !Number.isFinite(std)) {
-    throw new InvalidArgumentError(`${where}: std must be a finite number >= 0, got ${String(std)}.`);
-  }
-  if (random !== undefined && typeof random !== 'function') {
-    throw new InvalidArgumentError(`${where}: random must be a function returning uniform values in [0, 1).`);
-  }
-  const list = materialize(tensors, where);
-  if (std === 0) return;
-  const uniform = random ?? secureUniform();
-  const draw = (): number => {
-    const u = uniform();
-    if (!(u >= 0 && u < 1)) throw new InvalidArgumentError(`${where}: random() returned ${u}, outside [0, 1).`);
-    return u;
-  };
-  let spare = 0;
-  let haveSpare = false;
-  const normal = (): number => {
-    if (haveSpare) {
-      haveSpare = false;
-      return spare;
-    }
-    const u1 = 1 - draw(); // (0, 1]: ln(u1) is finite
-    const u2 = draw();
-    const r = Math.sqrt(-2 * Math.log(u1));
-    const theta = 2 * Math.PI * u2;
-    spare = r * Math.sin(theta);
-    haveSpare = true;
-    return r * Math.cos(theta);
-  };
-  for (const t of list) for (let i = 0; i < t.length; i++) t[i] = t[i]! + std * normal();
 }
 
 /**

@@ -6,9 +6,10 @@ export type {
 } from './protocol.js';
 export { encodeUpdate, decodeUpdate, globalNorm, cryptoUniform } from './codec.js';
 export type { EncodeOptions, DecodedUpdate } from './codec.js';
-export { DEFAULT_ORDERS, computeRdp, rdpToEpsilon, computeDpEpsilon, RdpAccountant } from './accountant.js';
-export type { RdpHistoryEntry, RdpAccountantJSON } from './accountant.js';
-export { clipGlobalNorm, addGaussianNoise, secureUniform, localDpNoiseStd } from './dp.js';
+// The accountant and the noise are @webtune/trainer's (DP-SGD uses them too), re-exported here by their old names.
+export { DEFAULT_ORDERS, computeRdp, rdpToEpsilon, computeDpEpsilon, RdpAccountant, addGaussianNoise, secureUniform } from '@webtune/trainer';
+export type { RdpHistoryEntry, RdpAccountantJSON } from '@webtune/trainer';
+export { clipGlobalNorm, localDpNoiseStd } from './dp.js';
 export { FederatedClient } from './client.js';
 export { FederatedError, UpdateRejectedError } from '@webtune/errors';
 export type { FederatedClientOptions, FederatedEvent, RoundResult, SkipReason } from './client.js';

@@ -17,8 +17,9 @@ import {
   parseSafetensors, peftAdapterConfig, serializeSafetensors, tensorToFloat32, type AdapterSpec, type HostTensor, type LoraConfig, type ModelConfig,
 } from '@webtune/model';
 import type { TrainerApi, TrainRequest } from '@webtune/sdk';
+import * as privacy from '@webtune/trainer';
+import { computeDpEpsilon } from '@webtune/trainer';
 import { startCoordinator } from '../../coordinator/src/index.js';
-import { computeDpEpsilon } from '../src/accountant.js';
 import { FederatedClient, type FederatedClientOptions, type FederatedEvent } from '../src/client.js';
 import { decodeUpdate, globalNorm } from '../src/codec.js';
 import * as dp from '../src/dp.js';
@@ -27,7 +28,12 @@ import { MemoryRoundStore } from '../src/round-store.js';
 
 vi.mock('../src/dp.js', async (importOriginal) => {
   const actual = await importOriginal<typeof import('../src/dp.js')>();
-  return { ...actual, addGaussianNoise: vi.fn(actual.addGaussianNoise), clipGlobalNorm: vi.fn(actual.clipGlobalNorm) };
+  return { ...actual, clipGlobalNorm: vi.fn(actual.clipGlobalNorm) };
+});
+// The noise is @webtune/trainer's (shared with DP-SGD).
+vi.mock('@webtune/trainer', async (importOriginal) => {
+  const actual = await importOriginal<typeof import('@webtune/trainer')>();
+  return { ...actual, addGaussianNoise: vi.fn(actual.addGaussianNoise) };
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -275,7 +281,7 @@ async function start(config: Partial<RoundConfig> = {}, info: Partial<RoundInfo>
 beforeEach(() => {
   trainer = new TrainerDouble();
   events = [];
-  vi.mocked(dp.addGaussianNoise).mockClear();
+  vi.mocked(privacy.addGaussianNoise).mockClear();
   vi.mocked(dp.clipGlobalNorm).mockClear();
 });
 
@@ -330,7 +336,7 @@ describe('FederatedClient: a round', () => {
     expect(result.clippedNorm).toBeCloseTo(0.5, 5);
     expect(result.uploadBytes).toBe(r!.bytes.byteLength);
     expect(result.denseBytes).toBe(result.uploadBytes);
-    expect(dp.addGaussianNoise).not.toHaveBeenCalled();
+    expect(privacy.addGaussianNoise).not.toHaveBeenCalled();
     expect(vi.mocked(dp.clipGlobalNorm).mock.calls[0]![1]).toBe(0.5);
 
     const phases = events.map((e) => e.phase);
@@ -379,8 +385,8 @@ describe('FederatedClient: local DP', () => {
     expect(result.status).toBe('uploaded');
 
     // The client called the DP helper with std = sigma * S ...
-    expect(dp.addGaussianNoise).toHaveBeenCalledTimes(1);
-    expect(vi.mocked(dp.addGaussianNoise).mock.calls[0]![1]).toBeCloseTo(sigma * S, 12);
+    expect(privacy.addGaussianNoise).toHaveBeenCalledTimes(1);
+    expect(vi.mocked(privacy.addGaussianNoise).mock.calls[0]![1]).toBeCloseTo(sigma * S, 12);
 
     // ... and the upload minus the clipped delta looks like that noise (16384 draws).
     const want = deltaOfDouble();
@@ -445,7 +451,7 @@ describe('FederatedClient: local DP', () => {
     const central = await c.runRound();
     expect(central).toMatchObject({ status: 'uploaded', roundId: 4 });
     expect(central.epsilon).toBeUndefined();
-    expect(dp.addGaussianNoise).toHaveBeenCalledTimes(1); // round 1 only
+    expect(privacy.addGaussianNoise).toHaveBeenCalledTimes(1); // round 1 only
     expect(c.privacySpent()).toMatchObject({ rounds: 1, centralRounds: 1 });
   });
 });
@@ -640,7 +646,7 @@ describe('FederatedClient: crash safety', () => {
     expect(server.received[1]!.bytes).toEqual(server.received[0]!.bytes);
     expect(server.count()).toBe(1);
     expect(trainer.requests).toHaveLength(1); // no second training
-    expect(dp.addGaussianNoise).toHaveBeenCalledTimes(1); // no second noise draw
+    expect(privacy.addGaussianNoise).toHaveBeenCalledTimes(1); // no second noise draw
     expect(b.privacySpent()).toMatchObject({ rounds: 1 }); // one release
     expect(((await store.get(store.keys()[0]!)) as { round: { phase: string } }).round.phase).toBe('uploaded');
   });

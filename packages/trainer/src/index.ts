@@ -27,3 +27,10 @@ export {
 export type { JsonValue, JsonObject, ModelFingerprint, CheckpointMeta, CheckpointRecord, CheckpointInput, DecodedCheckpoint, CheckpointExpectation } from './checkpoint.js';
 export { indexedDbCheckpointStore, MemoryCheckpointStore, isQuotaExceededError, DEFAULT_CHECKPOINT_DB, DEFAULT_CHECKPOINT_STORE } from './checkpoint-store.js';
 export type { CheckpointStore } from './checkpoint-store.js';
+export {
+  DEFAULT_ORDERS, computeRdp, rdpToEpsilon, computeDpEpsilon, RdpAccountant, secureUniform, gaussianNoise, addGaussianNoise, PoissonSampler,
+  PRIVACY_PRESETS, defaultDelta, estimatePrivacy, noiseMultiplierFor,
+} from './privacy/index.js';
+export type {
+  RdpHistoryEntry, RdpAccountantJSON, PrivacyPreset, PrivacyEstimateInput, PrivacyEstimate, NoiseMultiplierInput,
+} from './privacy/index.js';

@@ -1,0 +1,12 @@
+/**
+ * The privacy building blocks of DP-SGD: the RDP accountant, CSPRNG noise hardened against
+ * floating-point attacks, Poisson sampling, and the budget (presets, estimates, noise multipliers).
+ */
+export {
+  DEFAULT_ORDERS, computeRdp, rdpToEpsilon, computeDpEpsilon, RdpAccountant,
+} from './accountant.js';
+export type { RdpHistoryEntry, RdpAccountantJSON } from './accountant.js';
+export { secureUniform, gaussianNoise, addGaussianNoise } from './noise.js';
+export { PoissonSampler } from './poisson.js';
+export { PRIVACY_PRESETS, defaultDelta, estimatePrivacy, noiseMultiplierFor } from './budget.js';
+export type { PrivacyPreset, PrivacyEstimateInput, PrivacyEstimate, NoiseMultiplierInput } from './budget.js';
