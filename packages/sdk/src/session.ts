@@ -896,15 +896,16 @@ export class TrainerSession {
    * The memory planner's estimate for a run, before starting it: bytes by part and whether it fits
    * the budget (with the planner's advice when it does not). Needs a loaded model; data optional.
    */
-  async planTraining(request: Pick<TrainRequest, 'batchSize' | 'lora' | 'adapter' | 'recompute' | 'memoryBudgetBytes'> & { seqLen?: number }): Promise<{
+  async planTraining(request: Pick<TrainRequest, 'batchSize' | 'lora' | 'adapter' | 'recompute' | 'memoryBudgetBytes' | 'privacy'> & { seqLen?: number }): Promise<{
     estimate: MemoryEstimate; fits: boolean; advice: string | undefined;
   }> {
     const { files, base } = this.requireModel();
     const ctx = await this.context();
     const input = {
       config: files.config, format: base.format, dtype: base.dtype, adapter: adapterSpecOf(files.config, request),
-      batch: request.batchSize ?? DEFAULT_TRAIN_CONFIG.batchSize, seq: request.seqLen ?? this.data?.info.seqLen ?? DEFAULT_TRAIN_CONFIG.seqLen,
-      recompute: request.recompute ?? false, blockSize: base.nf4?.blockSize,
+      // DP-SGD runs examples one at a time and keeps their clipped sum.
+      batch: request.privacy ? 1 : request.batchSize ?? DEFAULT_TRAIN_CONFIG.batchSize, seq: request.seqLen ?? this.data?.info.seqLen ?? DEFAULT_TRAIN_CONFIG.seqLen,
+      recompute: request.recompute ?? false, blockSize: base.nf4?.blockSize, perExampleClipping: request.privacy !== undefined,
     };
     try {
       return { estimate: checkMemoryPlan(ctx, input, { budgetBytes: request.memoryBudgetBytes }), fits: true, advice: undefined };

@@ -22,6 +22,8 @@ export interface MemoryPlanInput {
   blockSize?: number;
   /** Activation storage (default 'f32'); 'f16' also stores embeddings and dense frozen weights in f16. */
   dtype?: 'f32' | 'f16';
+  /** DP-SGD: the clipped per-example sum, one more f32 copy of the trainable tensors (pass batch 1: examples run one at a time). */
+  perExampleClipping?: boolean;
 }
 
 export interface MemoryEstimate {
@@ -70,7 +72,8 @@ export function estimateTrainingMemory(input: MemoryPlanInput, maxBinding = 2 **
   if (arch.positions === 'rope') weights += c.maxPositions * c.headDim * 4; // RoPE cos + sin tables
   const params = method.parameterCount(c, spec.config);
   // f32 weights + gradients, and with f16 compute their half copies where the method keeps them.
-  const adapter = params * 4 * 2 + (dtype === 'f16' && method.halfCopies ? params * 2 * 2 : 0) + (method.runtimeBytes?.(c, spec.config, dtype) ?? 0);
+  const adapter = params * 4 * 2 + (dtype === 'f16' && method.halfCopies ? params * 2 * 2 : 0) + (method.runtimeBytes?.(c, spec.config, dtype) ?? 0)
+    + (input.perExampleClipping ? params * 4 : 0);
   const optimizer = params * 4 * 2;
   // Virtual tokens are rows of every sequence; prefixes add keys and values (the transformer's workspaceShape does the same).
   const layout = adapterLayout(c, spec);

@@ -196,7 +196,7 @@ export class Trainer {
     const format: BaseFormat = model.base.format;
     // DP-SGD runs one example at a time (per-example gradients), so its activations are a batch of one.
     const batch = full.privacy ? 1 : full.batchSize;
-    const estimate = checkMemoryPlan(ctx, { config: model.config, format, adapter: adapter.spec(), batch, seq: full.seqLen, recompute: full.recompute, blockSize: model.base.nf4?.blockSize, dtype: model.base.dtype }, plan);
+    const estimate = checkMemoryPlan(ctx, { config: model.config, format, adapter: adapter.spec(), batch, seq: full.seqLen, recompute: full.recompute, blockSize: model.base.nf4?.blockSize, dtype: model.base.dtype, perExampleClipping: full.privacy !== undefined }, plan);
     model.setAdapter(adapter);
     // Under DP-SGD the per-example clip is the only clipping (as Opacus): the optimizer only measures the norm.
     const optimizer = await AdamW.create(ctx, adapter, full.privacy ? { ...full.adamw, maxGradNorm: Infinity } : full.adamw);

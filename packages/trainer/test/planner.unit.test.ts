@@ -16,6 +16,15 @@ const lora = resolveLoraConfig(smol, { rank: 8 });
 const limits = { limits: { maxStorageBufferBindingSize: 2 ** 30, maxBufferSize: 2 ** 30 } } as never;
 
 describe('memory planner', () => {
+  it('DP-SGD: per-example clipping adds one f32 copy of the adapter (SmolLM2-135M, LoRA r8 on q and v: 30 x 8 x (576 + 576 + 576 + 192) parameters)', () => {
+    const plain = estimateTrainingMemory({ config: smol, format: 'f32', lora, batch: 1, seq: 256, recompute: false });
+    const dp = estimateTrainingMemory({ config: smol, format: 'f32', lora, batch: 1, seq: 256, recompute: false, perExampleClipping: true });
+    // PEFT's default Llama targets are q_proj (576 -> 576) and v_proj (576 -> 192): A is [8, in], B is [out, 8].
+    const params = 30 * 8 * (576 + 576 + 576 + 192);
+    expect(dp.adapter - plain.adapter).toBe(params * 4);
+    expect(dp.total - plain.total).toBe(params * 4);
+  });
+
   it('counts SmolLM2-135M weights as float32 (134.5M parameters), as NF4 and as stored 4-bit (q4)', () => {
     const f32 = estimateTrainingMemory({ config: smol, format: 'f32', lora, batch: 1, seq: 256, recompute: false });
     const nf4 = estimateTrainingMemory({ config: smol, format: 'nf4', lora, batch: 1, seq: 256, recompute: false });
