@@ -16,6 +16,10 @@ import { createOnnxTrainer } from 'webtune/onnx';
 import { FederatedClient } from 'webtune/federated';
 import assistantSample from './assistant-sample.jsonl?raw';
 import { adapterRequest, layersToTrain, mergeRefusal, method, methodOfAdapterConfig, methodSettings, methodTitle, mountMethodControls, restoreMethodSettings, showMethodHint } from './method.js';
+import {
+  DP_LOSS_SERIES, keepRunLoss, lossChartData, mountPrivacyControls, privacyProgress, privacyRequest, privacyRunFinished, privacyRunStarted, privacySettings, privacySummaryText,
+  restorePrivacySettings, showPrivacyEstimate,
+} from './privacy.js';
 
 const RUN_ID = 'demo';
 // demo-app/public is the site root; the build's service worker precaches the bundled model.
@@ -58,6 +62,10 @@ let onnxFile: string | undefined;
 let numLayers: number | undefined;
 const BUNDLED_ONNX = 'onnx/model_q4.onnx';
 let savedCheckpoints: CheckpointMeta[] = [];
+/** What prepareData() said about the data in the session (the privacy estimate counts its training rows). */
+let preparedInfo: DataInfo | undefined;
+/** Whether the run that train() started last is private (DP-SGD): the loss chart keeps one curve of each kind. */
+let runPrivate = false;
 
 /** One trainer worker for the page, started on first use. */
 let trainerPromise: Promise<TrainerApi> | undefined;
@@ -245,6 +253,7 @@ async function prepare(data: { text: string } | { texts: string[] }, kind: typeo
   $('data-info').textContent = `Tokenizing ${label}…`;
   try {
     const info = await (await getTrainer()).prepareData(data, { seqLen: seqLen() });
+    preparedInfo = info;
     dataReady = true;
     dataMode = 'text';
     $('data-details').hidden = true;
@@ -333,6 +342,7 @@ function setMode(next: Mode) {
   if (dataReady && dataMode === next) info.textContent = dataSummary;
   else if (dataReady) info.textContent = `The data prepared before is for “${dataMode === 'text' ? 'Continue text' : 'Assistant'}” mode: choose ${assistant ? 'examples' : 'text'} for this one.`;
   $('data-details').hidden = !(dataReady && dataMode === next && next === 'assistant');
+  showPrivacyEstimate();
   updateButtons();
 }
 
@@ -436,6 +446,7 @@ async function prepareAssistant(data: () => DataInput, source: typeof qaSource, 
         'or write {"messages": [...]} or {"prompt": ..., "completion": ...} records.');
     }
     dataMode = 'assistant';
+    preparedInfo = info;
     qaSource = source;
     hasHeldOut = info.heldOutSequences > 0;
     showDataInfo(info, label);
@@ -532,11 +543,13 @@ function request(): TrainRequest {
     if (input('early-stop').checked) assistant.earlyStopping = { patience: Math.max(1, Number(input('patience').value) || 3) };
     if (input('restore-best').checked) assistant.restoreBest = true;
   }
+  const privacy = privacyRequest();
   return {
     ...assistant,
+    ...(privacy ? { privacy } : {}),
     runId: RUN_ID,
-    steps: Math.max(1, Number(input('steps').value) || 60),
-    batchSize: Math.max(1, Number(input('batch').value) || 4),
+    steps: stepsSetting(),
+    batchSize: batchSetting(),
     learningRate: Number(input('lr').value) || 5e-3,
     checkpointEvery: 10,
     keepLast: 3,
@@ -545,12 +558,28 @@ function request(): TrainRequest {
   };
 }
 
+function stepsSetting() {
+  return Math.max(1, Number(input('steps').value) || 60);
+}
+function batchSetting() {
+  return Math.max(1, Number(input('batch').value) || 4);
+}
+/** What the privacy panel's estimate needs: the prepared data of the mode shown, the steps and the batch size. */
+function privacyContext() {
+  const info = dataReady && dataMode === mode ? preparedInfo : undefined;
+  return {
+    data: info && { rows: info.trainSequences, seqLen: info.seqLen, kind: info.kind, examples: info.examples },
+    steps: stepsSetting(),
+    batchSize: batchSetting(),
+  };
+}
+
 const SETTING_IDS = ['rank', 'alpha', 'lr', 'steps', 'batch', 'seq'];
 const ASSISTANT_IDS = ['eval-every', 'early-stop', 'patience', 'restore-best', 'qa-skip'];
 function saveSettings() {
   const s: Record<string, unknown> = Object.fromEntries(SETTING_IDS.map((id) => [id, input(id).value]));
   s.targets = targets();
-  Object.assign(s, methodSettings());
+  Object.assign(s, methodSettings(), privacySettings());
   s.data = dataSource?.kind === 'sample' ? 'sample' : dataSource?.kind === 'text' && dataSource.text.length < 200_000 ? dataSource.text : undefined;
   s.mode = mode;
   s.qa = qaSource?.kind === 'sample' ? 'sample' : qaSource?.kind === 'text' && qaSource.text.length < 200_000 ? qaSource.text : undefined;
@@ -566,6 +595,7 @@ function restoreSettings() {
       for (const box of document.querySelectorAll<HTMLInputElement>('#targets input')) box.checked = s.targets.includes(box.value);
     }
     restoreMethodSettings(s);
+    restorePrivacySettings(s);
     if (typeof s.data === 'string' && s.data !== 'sample') $<HTMLTextAreaElement>('text').value = s.data;
     savedDataHint = s.data === 'sample' ? 'the Moby-Dick sample' : typeof s.data === 'string' ? 'the text in the box' : 'the same text';
     for (const id of ASSISTANT_IDS) {
@@ -585,6 +615,7 @@ let savedDataHint = 'the same text';
 
 let planSeq = 0;
 async function plan() {
+  showPrivacyEstimate();
   if (!modelLoaded) return;
   const my = ++planSeq;
   clearMsg('settings');
@@ -631,7 +662,8 @@ const lossY: number[] = [];
 /** Held-out loss at the steps that evaluated (Assistant mode), null elsewhere. */
 const heldOutY: Array<number | null> = [];
 let chart: uPlot | undefined;
-const chartData = (): uPlot.AlignedData => [lossX, lossY, heldOutY];
+/** The current run's loss in its kind's series (without / with DP), the last run of the other kind beside it (privacy.ts). */
+const chartData = (): uPlot.AlignedData => lossChartData({ x: lossX, loss: lossY, heldOut: heldOutY }, runPrivate);
 function setupChart() {
   const el = $('chart');
   chart = new uPlot({
@@ -641,14 +673,18 @@ function setupChart() {
     axes: [{ label: 'step' }, { label: 'loss' }],
     series: [
       { label: 'step' },
-      { label: 'loss', stroke: '#2563eb', width: 2, points: { show: false } },
+      { label: 'loss', stroke: '#2563eb', width: 2, spanGaps: true, points: { show: false } },
       { label: 'held-out loss', stroke: '#ea580c', width: 2, spanGaps: true, points: { show: true, size: 6, fill: '#ea580c' } },
+      DP_LOSS_SERIES,
     ],
     legend: { show: false },
   }, chartData(), el);
   window.addEventListener('resize', () => chart?.setSize({ width: Math.max(300, el.clientWidth), height: 200 }));
 }
-function resetChart() {
+/** Clears the chart for the next run (private or not), keeping the finished run's loss as the last of its kind. */
+function resetChart(nextPrivate: boolean) {
+  keepRunLoss(runPrivate, lossX, lossY);
+  runPrivate = nextPrivate;
   lossX.length = 0;
   lossY.length = 0;
   heldOutY.length = 0;
@@ -678,6 +714,7 @@ function onProgress(p: ProgressEvent) {
   $('chart').dataset.evalPoints = String(heldOutY.filter((v) => v !== null).length);
   $('chart').dataset.firstLoss = String(lossY[0]);
   $('chart').dataset.lastLoss = String(p.loss);
+  privacyProgress(p);
 }
 function formatSeconds(s: number) {
   return s < 90 ? `${Math.round(s)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
@@ -703,10 +740,12 @@ async function runTraining(start: () => Promise<TrainSummary>, what: string) {
     const parts = [
       s.stopped === 'completed' ? `Finished ${s.step} steps`
         : s.stopped === 'early-stopped' ? `Stopped early at step ${s.step} of ${s.totalSteps} (the held-out loss stopped improving)`
-          : s.stopped === 'paused' ? `Paused at step ${s.step} of ${s.totalSteps} (checkpoint saved)` : `Cancelled at step ${s.step}`,
+          : s.stopped === 'budget-exhausted' ? `Stopped at step ${s.step} of ${s.totalSteps}: the privacy budget is spent (checkpoint saved)`
+            : s.stopped === 'paused' ? `Paused at step ${s.step} of ${s.totalSteps} (checkpoint saved)` : `Cancelled at step ${s.step}`,
       s.resumedFrom !== undefined ? `resumed from step ${s.resumedFrom}` : '',
       s.lastLoss !== undefined ? `last loss ${s.lastLoss.toFixed(4)}` : '',
       s.heldOutLoss !== undefined ? `held-out loss ${s.heldOutLoss.toFixed(4)}` : '',
+      privacySummaryText(s),
       s.restoredBest && s.best ? `kept the adapter of step ${s.best.step} (best held-out loss)` : '',
       `${Math.round(s.tokensPerSecond)} tokens/s`,
       `peak GPU memory ${formatBytes(s.peakBytes)} (estimate ${formatBytes(s.estimateBytes)})`,
@@ -715,6 +754,7 @@ async function runTraining(start: () => Promise<TrainSummary>, what: string) {
     if (s.skippedCheckpoints.length) $('train-info').textContent += ` Skipped damaged checkpoints: ${s.skippedCheckpoints.map((c) => c.message).join('; ')}`;
     if (s.warnings.length) $('train-info').textContent += ` Note: ${s.warnings.join(' ')}`;
     $('train-info').dataset.resumedFrom = s.resumedFrom === undefined ? '' : String(s.resumedFrom);
+    privacyRunFinished(s);
   } catch (error) {
     running = false;
     paused = false;
@@ -729,9 +769,10 @@ async function runTraining(start: () => Promise<TrainSummary>, what: string) {
 
 function train(resume: boolean) {
   saveSettings();
-  resetChart();
   const r = { ...request(), resume };
+  resetChart(r.privacy !== undefined);
   runMethod = r.adapter?.method;
+  privacyRunStarted(r.privacy);
   void runTraining(async () => {
     const t = await getTrainer();
     if (!resume) {
@@ -1163,6 +1204,7 @@ btn('fed-join').addEventListener('click', () => void joinRound());
 
 setupOffline();
 mountMethodControls(() => void plan());
+mountPrivacyControls(() => void plan(), privacyContext);
 mountMergeHints();
 restoreSettings();
 setupChart();
