@@ -156,6 +156,32 @@ describe('checkpoint encode/decode', () => {
     await expect(decodeCheckpoint({ meta: oddMeta, bytes: odd })).rejects.toThrow(/belongs to no adapter tensor/);
   });
 
+  it('schema 5 carries DP-SGD state (sampler, accountant history) under the checksum; a schema 4 checkpoint loads as before', async () => {
+    const privacy = { sampler: [1, 2, 3, 4] as [number, number, number, number], accountant: [{ noiseMultiplier: 1.1, sampleRate: 0.01, steps: 20 }] };
+    const record = await encodeCheckpoint(input({ privacy }));
+    expect(record.meta.schema).toBe(5);
+    const decoded = await decodeCheckpoint(record, { model: MODEL, lora: LORA });
+    expect(decoded.meta.privacy).toEqual(privacy);
+    // Edited state (the sampler rewound, fewer steps counted) is refused by the metadata checksum.
+    await expect(decodeCheckpoint({ meta: { ...record.meta, privacy: { ...privacy, sampler: [9, 2, 3, 4] } } as CheckpointMeta, bytes: record.bytes })).rejects.toThrow(CheckpointCorruptError);
+    await expect(decodeCheckpoint({ meta: { ...record.meta, privacy: { ...privacy, accountant: [{ ...privacy.accountant[0]!, steps: 2 }] } } as CheckpointMeta, bytes: record.bytes })).rejects.toThrow(CheckpointCorruptError);
+    // Malformed state is corrupt (resealed, as a buggy writer would make it), as is DP state in a schema that had none.
+    for (const bad of [{ sampler: [1, 2, 3] }, { sampler: [1, 2, 3, 4], accountant: [{ noiseMultiplier: -1, sampleRate: 0.5, steps: 1 }] }, { sampler: [1, 2, 3, 4], accountant: [{ noiseMultiplier: 1, sampleRate: 2, steps: 1 }] }, 'dp']) {
+      const meta = { ...record.meta, privacy: bad } as unknown as CheckpointMeta;
+      meta.metaSha256 = await metaDigest(meta);
+      await expect(decodeCheckpoint({ meta, bytes: record.bytes }), JSON.stringify(bad)).rejects.toThrow(/field "privacy"/);
+    }
+    const v4 = { ...record.meta, schema: 4 } as CheckpointMeta;
+    v4.metaSha256 = await metaDigest(v4);
+    await expect(decodeCheckpoint({ meta: v4, bytes: record.bytes })).rejects.toThrow(/says schema 4, which had none/);
+    // A schema 4 checkpoint (no privacy) still loads, keeping its schema.
+    const plain = await encodeCheckpoint(input());
+    const { metaSha256: _s, ...rest } = plain.meta;
+    const old = { ...rest, schema: 4 } as CheckpointMeta;
+    old.metaSha256 = await sha256(new TextEncoder().encode(canonical(old)));
+    await expect(decodeCheckpoint({ meta: old, bytes: plain.bytes }, { model: MODEL, lora: LORA })).resolves.toMatchObject({ metaProtected: true, meta: { schema: 4 } });
+  });
+
   it('migrates a schema 0 meta (no totalSteps, no label) and refuses a newer schema with a message to update', async () => {
     const inp = input();
     const record = await encodeCheckpoint(inp);
@@ -235,7 +261,7 @@ describe('checkpoint encode/decode', () => {
     await expect(decodeCheckpoint({ meta: v1 as unknown as CheckpointMeta, bytes: flipByte(record.bytes, 30) })).rejects.toThrow(/SHA-256/);
   });
 
-  it('schema 4 stores the adapter as { method, config }; a schema 3 LoRA checkpoint (as 0.3 wrote it) still loads with its checksum; another method is a mismatch', async () => {
+  it('schema 4 and later store the adapter as { method, config }; a schema 3 LoRA checkpoint (as 0.3 wrote it) still loads with its checksum; another method is a mismatch', async () => {
     const ia3 = { method: 'ia3' as const, config: { targets: ['k_proj', 'v_proj', 'down_proj'], feedforward: ['down_proj'] } };
     const ia3Tensors = new Map<string, HostTensor>([
       ['base_model.model.model.layers.0.self_attn.k_proj.ia3_l', { data: values(2, 1), shape: [2, 1] }],
@@ -243,7 +269,7 @@ describe('checkpoint encode/decode', () => {
     ]);
     const moments = new Map<string, HostTensor>([...ia3Tensors].flatMap(([k, t]) => [[`${k}.exp_avg`, t], [`${k}.exp_avg_sq`, t]] as [string, HostTensor][]));
     const record = await encodeCheckpoint({ ...input(), lora: undefined, spec: ia3, adapter: ia3Tensors, optimizer: moments });
-    expect(record.meta).toMatchObject({ schema: 4, adapter: ia3 });
+    expect(record.meta).toMatchObject({ schema: 5, adapter: ia3 });
     expect('lora' in record.meta).toBe(false);
     const decoded = await decodeCheckpoint(record, { model: MODEL, adapter: ia3 });
     expectSameTensors(decoded.adapter, ia3Tensors);
