@@ -635,7 +635,7 @@ async function plan() {
   }
   if ((method() === 'lora' || method() === 'dora') && targets().length === 0) return refuse('Choose at least one target module.');
   try {
-    const { estimate, fits, advice } = await (await getTrainer()).planTraining({ batchSize: r.batchSize, adapter: r.adapter, seqLen: seqLen() });
+    const { estimate, fits, advice } = await (await getTrainer()).planTraining({ batchSize: r.batchSize, adapter: r.adapter, seqLen: seqLen(), ...(r.privacy ? { privacy: r.privacy } : {}) });
     if (my !== planSeq) return;
     planFits = fits;
     showMethodHint({ optimizerBytes: estimate.optimizer, layers: layersToTrain(numLayers), numLayers: numLayers! });
