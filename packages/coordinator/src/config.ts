@@ -6,7 +6,7 @@
  * restart with a changed file affects only rounds opened afterwards.
  */
 import type { AdapterSpec, Architecture, LoraConfig } from '@webtune/model';
-import type { RoundConfig } from '@webtune/federated';
+import { localDpSgdProblem, type RoundConfig } from '@webtune/federated';
 
 export type ServerOptimizer =
   /** global += lr * avg (lr 1: plain FedAvg). */
@@ -79,7 +79,13 @@ export interface CoordinatorConfig {
    * a round from the established clients. Default 0.5; 1 turns it off.
    */
   freshClientShare: number;
-  /** Sent to clients (RoundInfo.config); missing fields take defaults; `adapter` and `architecture` come from the initial adapter (`lora` may adjust a LoRA adapter's alpha, dropout). */
+  /**
+   * Sent to clients (RoundInfo.config); missing fields take defaults; `adapter` and `architecture`
+   * come from the initial adapter (`lora` may adjust a LoRA adapter's alpha, dropout). A field not
+   * in RoundConfig is refused. `localDpSgd: { noiseMultiplier, maxGradNorm, delta }` makes every
+   * client train with DP-SGD (record-level DP per device, besides `dp`); rounds with it speak
+   * protocol 3, which clients from before it refuse (protocolForRound).
+   */
   round: Partial<RoundConfig>;
 }
 
@@ -162,8 +168,24 @@ export function checkAggregation(c: CoordinatorConfig, round: RoundConfig, adapt
   }
 }
 
-/** The RoundConfig sent to clients: the user's fields over defaults sized to the adapter. */
+/** Every RoundConfig field an operator may name in `round` (the rest is refused: a typo must not pass silently). */
+const ROUND_FIELDS: ReadonlySet<string> = new Set<keyof RoundConfig>([
+  'steps', 'batchSize', 'learningRate', 'seqLen', 'adapter', 'architecture', 'lora', 'clipNorm', 'dp', 'localDpSgd', 'proximalMu', 'maxUploadBytes',
+]);
+
+/**
+ * The RoundConfig sent to clients: the user's fields over defaults sized to the adapter. Refuses
+ * (ConfigError) unknown fields and invalid values, localDpSgd's included (sigma finite >= 0, C > 0,
+ * delta in (0, 1)); `localDpSgd: null` is the same as leaving it out.
+ */
 export function resolveRoundConfig(partial: Partial<RoundConfig>, adapter: { spec: AdapterSpec; architecture: Architecture }, adapterElements: number): RoundConfig {
+  for (const k of Object.keys(partial)) if (!ROUND_FIELDS.has(k)) throw new ConfigError(`unknown round field "${k}" (known: ${[...ROUND_FIELDS].join(', ')})`);
+  const { localDpSgd: dpSgd, ...rest } = partial as Partial<RoundConfig> & { localDpSgd?: RoundConfig['localDpSgd'] | null };
+  if (dpSgd != null) {
+    const problem = localDpSgdProblem(dpSgd);
+    if (problem) throw new ConfigError(`round.localDpSgd ${problem}`);
+  }
+  partial = rest;
   if (partial.adapter !== undefined || partial.architecture !== undefined) {
     throw new ConfigError('round.adapter and round.architecture come from the initial adapter (and its adapter_config.json); set them there');
   }
@@ -185,6 +207,7 @@ export function resolveRoundConfig(partial: Partial<RoundConfig>, adapter: { spe
     // Clients from before the adapter spec read `lora`; LoRA rounds keep sending it.
     ...(lora ? { lora } : {}),
     dp: { mode: 'none', noiseMultiplier: 0, delta: 1e-5, ...(partial.dp ?? {}) },
+    ...(dpSgd != null ? { localDpSgd: { noiseMultiplier: dpSgd.noiseMultiplier, maxGradNorm: dpSgd.maxGradNorm, delta: dpSgd.delta } } : {}),
   };
   for (const k of ['steps', 'batchSize', 'seqLen', 'maxUploadBytes'] as const) {
     if (!Number.isInteger(r[k]) || r[k] < 1) throw new ConfigError(`round.${k} must be a positive integer, got ${r[k]}`);

@@ -17,7 +17,7 @@
  */
 import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type Database from 'better-sqlite3';
-import { protocolForMethod, type RoundConfig, type RoundInfo, type RoundStatus } from '@webtune/federated';
+import { protocolForRound, type RoundConfig, type RoundInfo, type RoundStatus } from '@webtune/federated';
 import type { AdapterSpec, Architecture } from '@webtune/model';
 import { readFlat, toSafetensors, type AdapterLayout } from './adapter.js';
 import { accumulate, addGaussianNoise, cryptoGaussian, resolveOptimizer, robustAggregate, serverStep, type OptimizerState } from './aggregate.js';
@@ -184,7 +184,8 @@ export class CoordinatorCore {
 
   roundInfo(round: RoundRow, clientId: string): RoundInfo {
     return {
-      protocol: protocolForMethod(this.adapter.spec.method),
+      // Per round: a round snapshotted with localDpSgd speaks 3 even after a restart without it.
+      protocol: protocolForRound(this.adapter.spec.method, this.snapshot(round).client),
       roundId: round.id,
       status: round.status,
       globalVersion: round.base_version,

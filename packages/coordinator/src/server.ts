@@ -1,5 +1,5 @@
 /**
- * The reference coordinator's HTTP server (protocols 1 and 2, packages/federated/src/protocol.ts) over
+ * The reference coordinator's HTTP server (protocols 1, 2 and 3, packages/federated/src/protocol.ts) over
  * node:http. Every upload is checked before it can change anything: token (401), round (409),
  * selection (403), size (413: Content-Length, then the streamed byte count, never buffering past
  * the limit), payload (400 via decodeUpdate against the global adapter's keys and shapes), base
@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { decodeUpdate, globalNorm, protocolForMethod, UpdateRejectedError, type ErrorCode, type ErrorResponse, type RegisterResponse, type UploadResponse } from '@webtune/federated';
+import { decodeUpdate, globalNorm, protocolForRound, UpdateRejectedError, type ErrorCode, type ErrorResponse, type RegisterResponse, type UploadResponse } from '@webtune/federated';
 import type { Architecture, HostTensor } from '@webtune/model';
 import { flatten, inferAdapter, layoutOf, readAdapter, trainableTensors } from './adapter.js';
 import { checkAggregation, resolveConfig, resolveRoundConfig, type CoordinatorConfig } from './config.js';
@@ -266,7 +266,10 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     const keep = db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value');
     if (givenConfig !== undefined) keep.run('adapter_config', givenConfig);
     if (options.architecture !== undefined) keep.run('architecture', options.architecture);
-    checkAggregation(config, resolveRoundConfig(config.round, adapter, layout.size), layout.size); // fail at start, not at the first round
+    const roundConfig = resolveRoundConfig(config.round, adapter, layout.size); // fail at start, not at the first round
+    checkAggregation(config, roundConfig, layout.size);
+    // What registration answers: the version of the rounds this configuration opens (3 with localDpSgd).
+    const protocol = protocolForRound(adapter.spec.method, roundConfig);
     const core = new CoordinatorCore(db, layout, adapter, config, options.enrolmentSecret, now, log, options.gaussian);
     core.initialize(stored ? undefined : flatten(layout, initialTensors));
     core.maintain();
@@ -306,7 +309,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
         const enrolled = core.enrol(json.enrolmentSecret, json.name as string | undefined);
         if ('refused' in enrolled) throw new HttpError(enrolled.refused === 'bad_secret' ? 401 : 403, 'bad_secret', enrolled.message);
         const { clientId, token } = enrolled;
-        const out: RegisterResponse = { protocol: protocolForMethod(adapter.spec.method), clientId, token };
+        const out: RegisterResponse = { protocol, clientId, token };
         send(res, 200, out);
         return;
       }

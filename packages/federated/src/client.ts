@@ -1,5 +1,5 @@
 /**
- * FederatedClient: takes part in federated rounds of a coordinator that speaks protocol 1 or 2
+ * FederatedClient: takes part in federated rounds of a coordinator that speaks protocol 1, 2 or 3
  * (protocol.ts), with a trainer that has a model loaded and local data prepared.
  *
  * One round (runRound):
@@ -9,7 +9,8 @@
  *      trainer as the round's adapter spec (`config.adapter`, or `config.lora` from an older
  *      coordinator) on the round's architecture; a spec or architecture the trainer's model cannot
  *      use is FederatedError 'bad_config', a global that does not fit it 'bad_global'. Then train
- *      `config.steps` steps with `startFrom: 'current'` (and FedProx's `proximalMu`).
+ *      `config.steps` steps with `startFrom: 'current'` (and FedProx's `proximalMu`); with
+ *      `config.localDpSgd`, as DP-SGD (TrainRequest.privacy { noiseMultiplier, maxGradNorm, delta }).
  *   3. delta = local - global over every trainable tensor (exportAdapterState()); clip its global L2 norm to S
  *      (`config.clipNorm`). Local DP: add N(0, (z S)^2) to every entry, z = `config.dp.noiseMultiplier`
  *      (Flower's LocalDpMod; the noise comes from crypto.getRandomValues). Central DP and 'none':
@@ -49,6 +50,17 @@
  * that would take epsilon above the budget is refused, and so is a round with dp.mode 'none'
  * (an un-noised update has no finite epsilon); central rounds are taken (the client trusts the
  * coordinator's noise).
+ *
+ * Two guarantees, two accountants. Update-level (`config.dp`, above): protects the device's whole
+ * update in one round, i.e. everything the device contributed to that round. Record-level
+ * (`config.localDpSgd`, DP-SGD in local training): protects one training row of this device's
+ * data, across every round this device trains, whatever else the update reveals. Its accountant
+ * is separate and per device: each DP-SGD round adds the trainer's (sigma, q = batch / rows, steps)
+ * (TrainSummary.privacy) at the moment the payload is fixed (as for local DP), and the epsilon at
+ * the round's localDpSgd.delta is `recordLevel` in runRound()'s result and in privacySpent(). It
+ * assumes the rows are the same data from round to round (a row that joins later has spent less).
+ * A round with `localDpSgd` but dp.mode 'none' is still refused under `privacyBudget`, which is an
+ * update-level budget.
  */
 import { DownloadError, FederatedError, InvalidArgumentError, ModelFormatError, WebtuneError } from '@webtune/errors';
 import { adapterSpecProblem, ARCHITECTURES, parseSafetensors, tensorToFloat32, toAdapterSpec, type AdapterSpec, type HostTensor, type LoraConfig } from '@webtune/model';
@@ -57,8 +69,8 @@ import { addGaussianNoise, RdpAccountant, type RdpAccountantJSON } from '@webtun
 import { decodeUpdate, encodeUpdate, globalNorm } from './codec.js';
 import { clipGlobalNorm } from './dp.js';
 import {
-  SUPPORTED_PROTOCOLS,
-  type DpMode, type ErrorCode, type ErrorResponse, type RegisterResponse, type RoundConfig, type RoundInfo, type UploadResponse,
+  localDpSgdProblem, SUPPORTED_PROTOCOLS,
+  type DpMode, type LocalDpSgdConfig, type ErrorCode, type ErrorResponse, type RegisterResponse, type RoundConfig, type RoundInfo, type UploadResponse,
 } from './protocol.js';
 import { defaultRoundStore, type RoundStateStore } from './round-store.js';
 
@@ -113,6 +125,23 @@ export type SkipReason =
   | 'already_uploaded' | 'training_stopped' | 'round_closed' | 'wrong_round';
 
 /**
+ * Record-level privacy spent by this device (DP-SGD in local training, RoundConfig.localDpSgd): the
+ * epsilon at `delta` that protects ONE TRAINING ROW of this device's data across every DP-SGD round
+ * it has trained and released, the optimizer steps those rounds took and how many rounds they were.
+ * Unrelated to the update-level epsilon (which protects the device's whole update per round).
+ */
+export interface RecordLevelPrivacy {
+  /** Epsilon over every DP-SGD step accounted, at `delta` (Infinity if any round had noiseMultiplier 0). */
+  epsilon: number;
+  /** The delta it is stated at (default: the last DP-SGD round's localDpSgd.delta). */
+  delta: number;
+  /** DP-SGD steps accounted (each one release of the sampled Gaussian mechanism). */
+  steps: number;
+  /** Rounds trained with DP-SGD whose update was released (encoded for upload). */
+  rounds: number;
+}
+
+/**
  * What runRound() resolves to: 'uploaded' with the payload's size, the update's norms, the privacy
  * setting and (local DP) the epsilon spent so far, or 'skipped' with the reason. Failures are thrown
  * (FederatedError, DownloadError), not returned.
@@ -129,16 +158,21 @@ export interface RoundResult {
   clippedNorm?: number;
   /** L2 norm of the delta before clipping. */
   norm?: number;
-  /** Local-DP epsilon spent so far, this round included (undefined for central/none rounds). */
+  /** Update-level, local-DP epsilon spent so far, this round included (undefined for central/none rounds). */
   epsilon?: number;
+  /** Record-level (DP-SGD) privacy spent so far, this round included; only in rounds with `localDpSgd`. */
+  recordLevel?: RecordLevelPrivacy;
   /** The coordinator already had this update (a re-upload after a reload). */
   duplicate?: boolean;
   /** This result is the re-upload of a payload saved before a reload. */
   resumed?: boolean;
   /** Updates the coordinator has accepted in the round so far. */
   accepted?: number;
-  /** The round's privacy setting: who adds the noise, its multiplier z and the clip norm S. */
-  privacy?: { mode: DpMode; noiseMultiplier: number; clipNorm: number; delta: number };
+  /**
+   * The round's privacy setting: who adds the update-level noise, its multiplier z and the clip norm S;
+   * `localDpSgd` when local training used DP-SGD (record-level).
+   */
+  privacy?: { mode: DpMode; noiseMultiplier: number; clipNorm: number; delta: number; localDpSgd?: LocalDpSgdConfig };
 }
 
 type StoredRound =
@@ -159,6 +193,12 @@ interface StoredClient {
   centralRounds: number;
   /** The delta of the last local-DP round (privacySpent's default). */
   lastDelta?: number;
+  /** RdpAccountant.toJSON() of the DP-SGD steps of local training (record-level; separate from `accountant`). */
+  recordAccountant?: RdpAccountantJSON;
+  /** Rounds and steps the record-level accountant holds, and the last DP-SGD round's delta. */
+  recordRounds?: number;
+  recordSteps?: number;
+  recordDelta?: number;
   round?: StoredRound;
 }
 
@@ -167,6 +207,12 @@ const DEFAULT_BASE_DELAY_MS = 500;
 const MAX_DELAY_MS = 30_000;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** "1, 2 and 3": the versions this client speaks, for messages. */
+function speaks(): string {
+  const v = SUPPORTED_PROTOCOLS.map(String);
+  return v.length < 2 ? v.join('') : `${v.slice(0, -1).join(', ')} and ${v.at(-1)}`;
+}
 
 function epsilonOf(accountant: RdpAccountant, delta: number): number {
   return accountant.epsilon(delta).epsilon;
@@ -211,6 +257,7 @@ export class FederatedClient {
   private readonly key: string;
   private record: StoredClient | undefined;
   private accountant = new RdpAccountant();
+  private recordAccountant = new RdpAccountant();
   private busy = false;
 
   constructor(options: FederatedClientOptions) {
@@ -250,6 +297,7 @@ export class FederatedClient {
     const raw = (await this.store.get(this.key)) as StoredClient | undefined;
     const record: StoredClient = raw && raw.schema === 1 ? raw : { schema: 1, localRounds: 0, centralRounds: 0 };
     this.accountant = record.accountant !== undefined ? RdpAccountant.fromJSON(record.accountant) : new RdpAccountant();
+    this.recordAccountant = record.recordAccountant !== undefined ? RdpAccountant.fromJSON(record.recordAccountant) : new RdpAccountant();
     this.record = record;
     return record;
   }
@@ -270,7 +318,7 @@ export class FederatedClient {
     const body = JSON.stringify({ enrolmentSecret: this.o.enrolmentSecret, ...(this.o.name !== undefined ? { name: this.o.name } : {}) });
     const res = (await this.http('/v1/register', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body }, 'json')) as RegisterResponse;
     if (!SUPPORTED_PROTOCOLS.includes(res?.protocol)) {
-      throw new FederatedError('INVALID_ARGUMENT', 'unsupported_protocol', `The coordinator speaks protocol ${String(res?.protocol)}; this client speaks ${SUPPORTED_PROTOCOLS.join(' and ')}: update webtune.`);
+      throw new FederatedError('INVALID_ARGUMENT', 'unsupported_protocol', `The coordinator speaks protocol ${String(res?.protocol)}; this client speaks ${speaks()}: update webtune.`);
     }
     if (typeof res.clientId !== 'string' || typeof res.token !== 'string') throw new FederatedError('DOWNLOAD_FAILED', 'bad_response', 'The register answer has no clientId/token.');
     await this.save({ ...record, clientId: res.clientId, token: res.token });
@@ -283,15 +331,27 @@ export class FederatedClient {
   }
 
   /**
-   * Local-DP epsilon spent so far at `delta` (default: privacyBudget.delta, else the last round's
-   * dp.delta, else 1e-5), and how many releases it covers. Central-DP rounds are counted apart:
-   * their epsilon is the coordinator's. Reads the state loaded by register() or runRound().
+   * Privacy spent so far, two guarantees apart. `epsilon`: the update-level local-DP epsilon at
+   * `delta` (default: privacyBudget.delta, else the last round's dp.delta, else 1e-5), protecting
+   * the device's whole update per round, over `rounds` releases; central-DP rounds are counted apart
+   * (`centralRounds`): their epsilon is the coordinator's. `recordLevel`, once a round trained with
+   * DP-SGD (RoundConfig.localDpSgd) was released: the record-level epsilon at `recordDelta`
+   * (default: the last DP-SGD round's localDpSgd.delta), protecting one training row of this device
+   * across every DP-SGD round. Reads the state loaded by register() or runRound().
    */
-  privacySpent(delta?: number): { epsilon: number; rounds: number; centralRounds: number } {
+  privacySpent(delta?: number, recordDelta?: number): { epsilon: number; rounds: number; centralRounds: number; recordLevel?: RecordLevelPrivacy } {
     const r = this.record;
     const rounds = r?.localRounds ?? 0;
     const d = delta ?? this.o.privacyBudget?.delta ?? r?.lastDelta ?? 1e-5;
-    return { epsilon: rounds === 0 ? 0 : epsilonOf(this.accountant, d), rounds, centralRounds: r?.centralRounds ?? 0 };
+    const recordLevel = this.recordLevel(recordDelta);
+    return { epsilon: rounds === 0 ? 0 : epsilonOf(this.accountant, d), rounds, centralRounds: r?.centralRounds ?? 0, ...(recordLevel ? { recordLevel } : {}) };
+  }
+
+  private recordLevel(delta?: number): RecordLevelPrivacy | undefined {
+    const r = this.record;
+    if (!r?.recordRounds) return undefined;
+    const d = delta ?? r.recordDelta ?? 1e-5;
+    return { epsilon: epsilonOf(this.recordAccountant, d), delta: d, steps: r.recordSteps ?? 0, rounds: r.recordRounds };
   }
 
   /** One round; see the file comment. */
@@ -320,7 +380,7 @@ export class FederatedClient {
       throw error;
     }
     if (!SUPPORTED_PROTOCOLS.includes(info?.protocol)) {
-      throw new FederatedError('INVALID_ARGUMENT', 'unsupported_protocol', `The coordinator's round speaks protocol ${String(info?.protocol)}; this client speaks ${SUPPORTED_PROTOCOLS.join(' and ')}: update webtune.`);
+      throw new FederatedError('INVALID_ARGUMENT', 'unsupported_protocol', `The coordinator's round speaks protocol ${String(info?.protocol)}; this client speaks ${speaks()}: update webtune.`);
     }
     let record = this.record!;
     const pending = record.round;
@@ -342,6 +402,9 @@ export class FederatedClient {
     if (mode === 'local' && !(config.dp.noiseMultiplier > 0)) {
       throw new FederatedError('INVALID_ARGUMENT', 'bad_config', `A local-DP round needs noiseMultiplier > 0, got ${config.dp.noiseMultiplier}.`);
     }
+    const dpSgd = config.localDpSgd ?? undefined;
+    const dpSgdProblem = dpSgd === undefined ? undefined : localDpSgdProblem(dpSgd);
+    if (dpSgdProblem) throw new FederatedError('INVALID_ARGUMENT', 'bad_config', `Round ${info.roundId}'s localDpSgd ${dpSgdProblem}.`);
     const budget = this.o.privacyBudget;
     if (budget && mode === 'none') return this.skip('no_dp', info.roundId, 'the round adds no noise and a privacyBudget is set');
     if (budget && mode === 'local') {
@@ -385,19 +448,35 @@ export class FederatedClient {
 
     // Train locally from the global adapter.
     const runId = `federated-round-${info.roundId}`;
-    const summary = await trainer.train(
-      {
-        steps: config.steps, batchSize: config.batchSize, learningRate: config.learningRate,
-        ...(spec.method === 'lora' ? { lora: spec.config as unknown as LoraConfig } : { adapter: { method: spec.method, config: spec.config } as AdapterRequest }),
-        startFrom: 'current', proximalMu: config.proximalMu, runId, checkpointEvery: 0, keepLast: 1,
-      },
-      (p) => this.emit({ phase: 'train', roundId: info.roundId, detail: `step ${p.step}/${p.totalSteps} loss ${p.loss.toFixed(4)}` }),
-    );
+    let summary;
+    try {
+      summary = await trainer.train(
+        {
+          steps: config.steps, batchSize: config.batchSize, learningRate: config.learningRate,
+          ...(spec.method === 'lora' ? { lora: spec.config as unknown as LoraConfig } : { adapter: { method: spec.method, config: spec.config } as AdapterRequest }),
+          startFrom: 'current', proximalMu: config.proximalMu, runId, checkpointEvery: 0, keepLast: 1,
+          // Record-level DP: a fixed sigma, no budget (the client's accountant composes the rounds).
+          ...(dpSgd ? { privacy: { noiseMultiplier: dpSgd.noiseMultiplier, maxGradNorm: dpSgd.maxGradNorm, delta: dpSgd.delta } } : {}),
+        },
+        (p) => this.emit({ phase: 'train', roundId: info.roundId, detail: `step ${p.step}/${p.totalSteps} loss ${p.loss.toFixed(4)}` }),
+      );
+    } catch (cause) {
+      // DP-SGD refuses data it cannot protect row by row (packed documents, fewer rows than a batch).
+      if (dpSgd && cause instanceof InvalidArgumentError) {
+        throw new FederatedError('INVALID_ARGUMENT', 'bad_config', `Round ${info.roundId} trains with DP-SGD (localDpSgd), which this device's data or trainer cannot: ${cause.message}`, { cause });
+      }
+      throw cause;
+    }
     await this.dropCheckpoints(runId);
     if (summary.stopped !== 'completed') {
       const { round: _r, ...rest } = this.record!;
       await this.save({ ...rest });
       return this.skip('training_stopped', info.roundId, `training ${summary.stopped} at step ${summary.step}`);
+    }
+    if (dpSgd && !summary.privacy) {
+      const { round: _r, ...rest } = this.record!;
+      await this.save({ ...rest });
+      throw new FederatedError('INVALID_ARGUMENT', 'bad_config', `Round ${info.roundId} trains with DP-SGD (localDpSgd), but the trainer reported no privacy for its run; the update is not sent.`);
     }
     const local = toTensors((await trainer.exportAdapterState()).weights, 'trained adapter');
 
@@ -445,6 +524,15 @@ export class FederatedClient {
       next.lastDelta = config.dp.delta;
     } else if (mode === 'central') {
       next.centralRounds = (next.centralRounds ?? 0) + 1;
+    }
+    if (dpSgd && summary.privacy) {
+      // Record-level: the DP-SGD steps this update is made of, released with it.
+      const p = summary.privacy;
+      if (p.steps > 0) this.recordAccountant.step({ noiseMultiplier: p.noiseMultiplier, sampleRate: p.sampleRate, steps: p.steps });
+      next.recordAccountant = this.recordAccountant.toJSON();
+      next.recordRounds = (next.recordRounds ?? 0) + 1;
+      next.recordSteps = (next.recordSteps ?? 0) + p.steps;
+      next.recordDelta = dpSgd.delta;
     }
     await this.save(next);
     return this.uploadSaved(encoded, info, false);
@@ -494,12 +582,15 @@ export class FederatedClient {
     await this.save({ ...this.record!, round: { phase: 'uploaded', roundId: saved.roundId, updateId: saved.updateId, uploadBytes: saved.payload.byteLength } });
     this.emit({ phase: 'upload', roundId: saved.roundId, bytes: saved.payload.byteLength, detail: res.duplicate ? 'duplicate' : `accepted (${res.count} so far)` });
     const epsilon = saved.mode === 'local' ? this.privacySpent(this.o.privacyBudget?.delta ?? info.config.dp.delta).epsilon : undefined;
-    this.emit({ phase: 'done', roundId: saved.roundId, detail: epsilon !== undefined ? `epsilon ${epsilon.toFixed(3)}` : saved.mode });
+    const dpSgd = info.config.localDpSgd ?? undefined;
+    const recordLevel = dpSgd ? this.recordLevel(dpSgd.delta) : undefined;
+    const details = [epsilon !== undefined ? `epsilon ${epsilon.toFixed(3)}` : saved.mode, ...(recordLevel ? [`record-level epsilon ${recordLevel.epsilon.toFixed(3)}`] : [])];
+    this.emit({ phase: 'done', roundId: saved.roundId, detail: details.join(', ') });
     return {
       status: 'uploaded', roundId: saved.roundId, uploadBytes: saved.payload.byteLength, denseBytes: saved.denseBytes,
-      clippedNorm: saved.clippedNorm, norm: saved.norm, ...(epsilon !== undefined ? { epsilon } : {}),
+      clippedNorm: saved.clippedNorm, norm: saved.norm, ...(epsilon !== undefined ? { epsilon } : {}), ...(recordLevel ? { recordLevel } : {}),
       duplicate: res.duplicate, resumed, accepted: res.count,
-      privacy: { ...info.config.dp, clipNorm: info.config.clipNorm },
+      privacy: { ...info.config.dp, clipNorm: info.config.clipNorm, ...(dpSgd ? { localDpSgd: { ...dpSgd } } : {}) },
     };
   }
 

@@ -1,5 +1,5 @@
 /**
- * The coordinator protocol, versions 1 and 2: HTTP, JSON for control messages, safetensors for
+ * The coordinator protocol, versions 1, 2 and 3: HTTP, JSON for control messages, safetensors for
  * tensors. Shared by the client (this package) and the reference coordinator (packages/coordinator).
  *
  *   POST /v1/register                  {enrolmentSecret, name?} -> RegisterResponse (401 on a bad secret)
@@ -24,15 +24,24 @@
  * coordinator speaks the lowest version its adapter needs (protocolForMethod), in the register
  * answer and in every RoundInfo, so a 0.2.0 client meeting a non-LoRA coordinator stops at its own
  * version check (FederatedError 'unsupported_protocol') instead of failing on a round it cannot read.
+ * 3: rounds whose config sets `localDpSgd` (each client trains with DP-SGD). A client that ignored
+ * that field would train without the record-level privacy the operator promised its users, so a
+ * coordinator whose round sets it speaks 3 (protocolForRound), and every client from before it
+ * (which supports only 1 and 2) refuses such a round with 'unsupported_protocol'.
+ *
+ * Unknown fields. Clients ignore RoundConfig fields they do not know; that is safe only because a
+ * field that changes what a client must do comes with a new protocol version, as `adapter` (2) and
+ * `localDpSgd` (3) did. The reference coordinator refuses a round setting it does not know (a typo
+ * in `localDpSgd` is an error at start, not a round trained without DP-SGD).
  */
 import type { AdapterMethod, AdapterSpec, Architecture, LoraConfig } from '@webtune/model';
 import type { ProtocolErrorCode } from '@webtune/errors';
 
 /** The newest protocol version: what this package speaks, besides every older one in SUPPORTED_PROTOCOLS. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** The versions this client takes part in (a coordinator's register answer and RoundInfo carry one of them). */
-export const SUPPORTED_PROTOCOLS: readonly number[] = [1, 2];
+export const SUPPORTED_PROTOCOLS: readonly number[] = [1, 2, 3];
 
 /**
  * The version a coordinator speaks for an adapter of `method`: 1 for LoRA (whose rounds 0.2.0
@@ -40,6 +49,15 @@ export const SUPPORTED_PROTOCOLS: readonly number[] = [1, 2];
  */
 export function protocolForMethod(method: AdapterMethod): 1 | 2 {
   return method === 'lora' ? 1 : 2;
+}
+
+/**
+ * The version a coordinator speaks for a round of an adapter of `method` with this config: 3 when the
+ * round sets `localDpSgd` (clients from before it would ignore the field and train without DP-SGD,
+ * so they must refuse the round), else protocolForMethod(method).
+ */
+export function protocolForRound(method: AdapterMethod, config: Pick<RoundConfig, 'localDpSgd'>): 1 | 2 | 3 {
+  return config.localDpSgd != null ? 3 : protocolForMethod(method);
 }
 
 /** Body of POST /v1/register: the enrolment secret the coordinator was started with, and an optional client name. */
@@ -60,6 +78,44 @@ export interface RegisterResponse {
  * leaves the device), 'central' (the coordinator noises the aggregate), or 'none' (updates are only clipped).
  */
 export type DpMode = 'none' | 'local' | 'central';
+
+/**
+ * DP-SGD for each client's local training (RoundConfig.localDpSgd): every local step clips each
+ * example's gradient to L2 norm `maxGradNorm` (C), adds N(0, (noiseMultiplier C)^2) to the sum and
+ * samples examples by Poisson sampling at q = batchSize / (the client's training rows), as Opacus.
+ *
+ * What it protects: ONE TRAINING ROW of one device's data (record-level DP), against anyone who
+ * sees everything the device releases, across every round that device trains with it: the client
+ * keeps this accountant per device (FederatedClient.privacySpent().recordLevel). Independent of
+ * `dp` (update-level: the device's whole update per round), which still clips, and may noise, the
+ * uploaded delta. delta should be well below 1 / (the smallest client's row count).
+ */
+export interface LocalDpSgdConfig {
+  /** sigma: the noise std as a multiple of maxGradNorm (finite, >= 0; 0 clips without noise, epsilon Infinity). */
+  noiseMultiplier: number;
+  /** C: each example's gradient is clipped to this L2 norm (> 0). */
+  maxGradNorm: number;
+  /** The delta the client reports its record-level epsilon at, in (0, 1). */
+  delta: number;
+}
+
+/**
+ * Why a localDpSgd setting is not valid (a phrase that follows "localDpSgd "), or undefined: sigma
+ * finite and >= 0, C finite and > 0, delta in (0, 1), and no other fields (a field not known here
+ * might be a promise a client would break). Shared by the client (which refuses such a round,
+ * 'bad_config') and the coordinator (which refuses such a config, ConfigError).
+ */
+export function localDpSgdProblem(c: unknown): string | undefined {
+  if (typeof c !== 'object' || c === null || Array.isArray(c)) return `must be an object { noiseMultiplier, maxGradNorm, delta }, got ${JSON.stringify(c)}`;
+  const o = c as Record<string, unknown>;
+  const extra = Object.keys(o).filter((k) => k !== 'noiseMultiplier' && k !== 'maxGradNorm' && k !== 'delta');
+  if (extra.length) return `has fields this client does not know (${extra.join(', ')}); it knows noiseMultiplier, maxGradNorm and delta`;
+  const { noiseMultiplier: z, maxGradNorm: C, delta } = o;
+  if (typeof z !== 'number' || !Number.isFinite(z) || z < 0) return `noiseMultiplier must be a finite number >= 0, got ${JSON.stringify(z)}`;
+  if (typeof C !== 'number' || !Number.isFinite(C) || C <= 0) return `maxGradNorm must be a finite number > 0, got ${JSON.stringify(C)}`;
+  if (typeof delta !== 'number' || !(delta > 0 && delta < 1)) return `delta must be a number in (0, 1), got ${JSON.stringify(delta)}`;
+  return undefined;
+}
 
 /** What the coordinator sets for a round: the local training run, the adapter, clipping, privacy and upload size. */
 export interface RoundConfig {
@@ -82,7 +138,13 @@ export interface RoundConfig {
   lora?: LoraConfig;
   /** Clip the update's global L2 norm to this (S). */
   clipNorm: number;
+  /** Update-level DP: who noises the clipped update (of the whole device, per round); see DpMode. */
   dp: { mode: DpMode; noiseMultiplier: number; delta: number };
+  /**
+   * Record-level DP: each client trains its local steps with DP-SGD (see LocalDpSgdConfig), in
+   * addition to `dp`. Only in rounds of protocol 3 (protocolForRound); absent: plain local training.
+   */
+  localDpSgd?: LocalDpSgdConfig;
   /** FedProx proximal term weight (0: plain FedAvg local training). */
   proximalMu: number;
   /** Largest accepted upload in bytes. */

@@ -586,12 +586,12 @@ describe('FederatedClient: errors and retries', () => {
     expect(trainer.requests.at(-1)).toMatchObject({ adapter: spec, startFrom: 'current' });
     await server.close();
 
-    await start({}, { protocol: 3 });
-    server.protocol = 3;
+    await start({}, { protocol: 4 });
+    server.protocol = 4;
     const error = await client(server).runRound().catch((e: unknown) => e);
     expect(error).toBeInstanceOf(FederatedError);
     expect(error).toMatchObject({ reason: 'unsupported_protocol' });
-    expect((error as Error).message).toMatch(/protocol 3; this client speaks 1 and 2/);
+    expect((error as Error).message).toMatch(/protocol 4; this client speaks 1, 2 and 3/);
     expect(server.requests.filter((r) => r.startsWith('GET /v1/global'))).toHaveLength(0);
     expect(trainer.imported).toHaveLength(1); // the protocol-2 round's only
   });
