@@ -14,6 +14,7 @@ import { learningRateFactor, type ScheduleKind } from './schedule.js';
 import type { PrivacyCheckpointState } from './checkpoint.js';
 import { PerExampleClipper } from './privacy/dp-sgd.js';
 import { RdpAccountant } from './privacy/accountant.js';
+import { DP_SGD_ORDERS } from './privacy/budget.js';
 import { gaussianNoise } from './privacy/noise.js';
 import { PoissonSampler } from './privacy/poisson.js';
 
@@ -201,7 +202,7 @@ export class Trainer {
     // Under DP-SGD the per-example clip is the only clipping (as Opacus): the optimizer only measures the norm.
     const optimizer = await AdamW.create(ctx, adapter, full.privacy ? { ...full.adamw, maxGradNorm: Infinity } : full.adamw);
     const dp: PrivateTraining | undefined = full.privacy
-      ? { config: full.privacy, clipper: await PerExampleClipper.create(ctx, adapter, { maxGradNorm: full.privacy.maxGradNorm }), accountant: new RdpAccountant() }
+      ? { config: full.privacy, clipper: await PerExampleClipper.create(ctx, adapter, { maxGradNorm: full.privacy.maxGradNorm }), accountant: new RdpAccountant(DP_SGD_ORDERS) }
       : undefined;
     return new Trainer(ctx, model, adapter, optimizer, full, estimate, dp);
   }

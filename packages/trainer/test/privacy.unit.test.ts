@@ -39,6 +39,7 @@ const nm = JSON.parse(readFileSync(join(import.meta.dirname, 'fixtures/noise-mul
 };
 
 const EXTENDED_ORDERS = [...DEFAULT_ORDERS, 128, 256, 512];
+// The budget functions default to the trainer's orders (Opacus' plus TF Privacy's 128, 256, 512); the Opacus comparisons pass DEFAULT_ORDERS.
 
 describe('the package exports', () => {
   it('the privacy building blocks from @webtune/trainer', () => {
@@ -69,13 +70,13 @@ describe('estimatePrivacy', () => {
   it('equals computeDpEpsilon at q = batchSize / dataSize, delta 1 / (10 N) by default', () => {
     for (const [dataSize, batchSize, steps, noiseMultiplier] of [[5000, 50, 1000, 1.1], [1000, 1000, 10, 4], [60_000, 256, 2345, 0.8]] as const) {
       const got = estimatePrivacy({ dataSize, batchSize, steps, noiseMultiplier });
-      const want = computeDpEpsilon({ noiseMultiplier, sampleRate: batchSize / dataSize, steps, delta: 1 / (10 * dataSize) });
+      const want = computeDpEpsilon({ noiseMultiplier, sampleRate: batchSize / dataSize, steps, delta: 1 / (10 * dataSize), orders: EXTENDED_ORDERS });
       expect(got).toEqual({
         epsilon: want.epsilon, order: want.order, delta: 1 / (10 * dataSize), sampleRate: batchSize / dataSize, steps, noiseMultiplier,
       });
     }
     const withDelta = estimatePrivacy({ dataSize: 5000, batchSize: 50, steps: 1000, noiseMultiplier: 1.1, delta: 1e-6 });
-    expect(withDelta.epsilon).toBe(computeDpEpsilon({ noiseMultiplier: 1.1, sampleRate: 0.01, steps: 1000, delta: 1e-6 }).epsilon);
+    expect(withDelta.epsilon).toBe(computeDpEpsilon({ noiseMultiplier: 1.1, sampleRate: 0.01, steps: 1000, delta: 1e-6, orders: EXTENDED_ORDERS }).epsilon);
     expect(withDelta.delta).toBe(1e-6);
     const withOrders = estimatePrivacy({ dataSize: 5000, batchSize: 50, steps: 1000, noiseMultiplier: 1.1, orders: [2, 4, 8] });
     expect(withOrders.epsilon).toBe(computeDpEpsilon({ noiseMultiplier: 1.1, sampleRate: 0.01, steps: 1000, delta: 2e-5, orders: [2, 4, 8] }).epsilon);
@@ -111,7 +112,7 @@ describe('estimatePrivacy', () => {
 
 describe('noiseMultiplierFor (Opacus get_noise_multiplier)', () => {
   const epsilonOf = (sigma: number, o: { delta: number; sampleRate: number; steps: number; orders?: readonly number[] }) =>
-    computeDpEpsilon({ noiseMultiplier: sigma, ...o }).epsilon;
+    computeDpEpsilon({ noiseMultiplier: sigma, orders: EXTENDED_ORDERS, ...o }).epsilon;
 
   it('returns sigma with epsilon <= target and within 0.01 of it across (epsilon, delta, q, steps)', () => {
     let n = 0;
@@ -139,8 +140,10 @@ describe('noiseMultiplierFor (Opacus get_noise_multiplier)', () => {
         for (const steps of [100, 1000, 10_000]) {
           const o = { targetEpsilon: 0.1, delta, sampleRate, steps };
           // With Opacus' default orders epsilon never goes below ~0.103 (delta 1e-5) whatever sigma.
-          expect(() => noiseMultiplierFor(o)).toThrow(InvalidArgumentError);
-          expect(() => noiseMultiplierFor(o)).toThrow(/budget is too low: .* the least any noise can give with RDP orders up to 63/);
+          expect(() => noiseMultiplierFor({ ...o, orders: DEFAULT_ORDERS })).toThrow(InvalidArgumentError);
+          expect(() => noiseMultiplierFor({ ...o, orders: DEFAULT_ORDERS })).toThrow(/budget is too low: .* the least any noise can give with RDP orders up to 63/);
+          // The default (DP_SGD_ORDERS) reaches it.
+          expect(noiseMultiplierFor(o)).toBe(noiseMultiplierFor({ ...o, orders: EXTENDED_ORDERS }));
           const sigma = noiseMultiplierFor({ ...o, orders: EXTENDED_ORDERS });
           const eps = epsilonOf(sigma, { delta, sampleRate, steps, orders: EXTENDED_ORDERS });
           expect(eps).toBeLessThanOrEqual(0.1);
@@ -162,14 +165,15 @@ describe('noiseMultiplierFor (Opacus get_noise_multiplier)', () => {
   it(`gives the same sigma as the Python transcription (${nm.cases.length} cases)`, () => {
     expect(nm.epsilonTolerance).toBe(0.01);
     for (const c of nm.cases) {
-      const o = { targetEpsilon: c.targetEpsilon, delta: c.delta, sampleRate: c.sampleRate, steps: c.steps, orders: c.orders ?? undefined };
+      // The fixture's null orders are Opacus' defaults.
+      const o = { targetEpsilon: c.targetEpsilon, delta: c.delta, sampleRate: c.sampleRate, steps: c.steps, orders: c.orders ?? DEFAULT_ORDERS };
       // Every epsilon on Python's bisection path was > 1e-9 (relative) away from the target, and the
       // two accountants agree to ~1e-12, so both take the same branches: sigma is bit-identical.
       expect(c.closest).toBeGreaterThan(1e-9);
       const sigma = noiseMultiplierFor(o);
       const label = JSON.stringify(o);
       expect(sigma, label).toBe(c.sigma);
-      expect(Math.abs(epsilonOf(sigma, { ...o, orders: o.orders ?? DEFAULT_ORDERS }) - c.epsilon), label).toBeLessThanOrEqual(1e-6 * c.epsilon);
+      expect(Math.abs(epsilonOf(sigma, o) - c.epsilon), label).toBeLessThanOrEqual(1e-6 * c.epsilon);
     }
   });
 
@@ -184,8 +188,10 @@ describe('noiseMultiplierFor (Opacus get_noise_multiplier)', () => {
     expect(nm.maxSigma).toBe(1e6);
     expect(nm.tooLow.length).toBeGreaterThan(0);
     for (const c of nm.tooLow) {
-      expect(() => noiseMultiplierFor(c), JSON.stringify(c)).toThrow(InvalidArgumentError);
-      expect(() => noiseMultiplierFor(c), JSON.stringify(c)).toThrow(/privacy budget is too low.*Raise targetEpsilon or delta/);
+      // The Python cases use Opacus' orders (the fixture's null).
+      const o = { ...c, orders: (c as { orders?: number[] | null }).orders ?? DEFAULT_ORDERS };
+      expect(() => noiseMultiplierFor(o), JSON.stringify(c)).toThrow(InvalidArgumentError);
+      expect(() => noiseMultiplierFor(o), JSON.stringify(c)).toThrow(/privacy budget is too low.*Raise targetEpsilon or delta/);
     }
   });
 

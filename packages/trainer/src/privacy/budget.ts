@@ -2,10 +2,20 @@
  * The privacy budget before training: presets, the default delta, epsilon for a planned run
  * (estimatePrivacy), and the noise multiplier that reaches a target epsilon (noiseMultiplierFor, a
  * transcription of Opacus' `get_noise_multiplier`, `opacus/accountants/utils.py`). All accounting
- * is the RDP accountant of ./accountant.ts (Opacus' RDPAccountant with its default orders).
+ * is the RDP accountant of ./accountant.ts (Opacus' RDPAccountant), at DP_SGD_ORDERS.
  */
 import { InvalidArgumentError } from '@webtune/errors';
 import { computeDpEpsilon, DEFAULT_ORDERS } from './accountant.js';
+
+/**
+ * The RDP orders DP-SGD runs are accounted at: Opacus' alphas (DEFAULT_ORDERS, which end at 63)
+ * plus 128, 256 and 512, as TF Privacy's accountant has. Orders up to 63 put a floor under epsilon
+ * whatever the noise (about 0.10 at delta 1e-5), which would make the `veryHigh` preset (0.1)
+ * unreachable for more than ~8,000 rows at delta = 1 / (10 N); the higher orders lower the floor to
+ * about 0.01. Epsilon is the minimum over the orders, and every order gives a valid bound, so more
+ * orders can only tighten it: where the best order is <= 63 the result equals Opacus'.
+ */
+export const DP_SGD_ORDERS: readonly number[] = Object.freeze([...DEFAULT_ORDERS, 128, 256, 512]);
 
 /**
  * Target epsilon of each named privacy level, for delta = defaultDelta(N) unless the app sets one:
@@ -39,7 +49,7 @@ function checkDelta(delta: number, where: string): void {
 
 function checkOrders(orders: readonly number[], where: string): void {
   if (!Array.isArray(orders) || orders.length === 0 || !orders.every((a) => typeof a === 'number' && a > 1)) {
-    throw new InvalidArgumentError(`${where}: orders must be a non-empty array of RDP orders > 1 (leave it out for DEFAULT_ORDERS).`);
+    throw new InvalidArgumentError(`${where}: orders must be a non-empty array of RDP orders > 1 (leave it out for DP_SGD_ORDERS).`);
   }
 }
 
@@ -76,7 +86,7 @@ export interface PrivacyEstimateInput {
   noiseMultiplier: number;
   /** Defaults to defaultDelta(dataSize). */
   delta?: number;
-  /** RDP orders of the accountant (default DEFAULT_ORDERS, Opacus' alphas). */
+  /** RDP orders of the accountant (default DP_SGD_ORDERS, the trainer's). */
   orders?: readonly number[];
 }
 
@@ -126,7 +136,7 @@ export function estimatePrivacy(input: PrivacyEstimateInput): PrivacyEstimate {
   }
   const delta = input.delta ?? defaultDelta(dataSize);
   checkDelta(delta, where);
-  const orders = input.orders ?? DEFAULT_ORDERS;
+  const orders = input.orders ?? DP_SGD_ORDERS;
   checkOrders(orders, where);
   const sampleRate = batchSize / dataSize;
   const { epsilon, order } = computeDpEpsilon({ noiseMultiplier, sampleRate, steps, delta, orders });
@@ -145,10 +155,9 @@ export interface NoiseMultiplierInput {
   /** The search stops once target - epsilon <= this (default 0.01, as Opacus). */
   epsilonTolerance?: number;
   /**
-   * RDP orders of the accountant (default DEFAULT_ORDERS, Opacus' alphas, which Opacus' function
-   * passes through to get_epsilon). Those end at 63, which puts a floor under epsilon whatever the
-   * noise (about 0.10 at delta 1e-5, 0.14 at 1e-6); a smaller target needs higher orders, e.g.
-   * `[...DEFAULT_ORDERS, 128, 256, 512]` as TF Privacy's accountant has.
+   * RDP orders of the accountant (default DP_SGD_ORDERS, the trainer's; pass DEFAULT_ORDERS for
+   * Opacus' own alphas, which end at 63 and so put a floor under epsilon whatever the noise: about
+   * 0.10 at delta 1e-5, 0.14 at 1e-6).
    */
   orders?: readonly number[];
 }
@@ -209,7 +218,7 @@ export function noiseMultiplierFor(input: NoiseMultiplierInput): number {
   if (typeof tolerance !== 'number' || !(tolerance > 0) || !Number.isFinite(tolerance)) {
     throw new InvalidArgumentError(`${where}: epsilonTolerance must be a finite number > 0 (default 0.01), got ${String(tolerance)}.`);
   }
-  const orders = input.orders ?? DEFAULT_ORDERS;
+  const orders = input.orders ?? DP_SGD_ORDERS;
   checkOrders(orders, where);
   const epsilonAt = (sigma: number): number => computeDpEpsilon({ noiseMultiplier: sigma, sampleRate, steps, delta, orders }).epsilon;
   const floor = epsilonFloor(orders, delta);
@@ -217,7 +226,7 @@ export function noiseMultiplierFor(input: NoiseMultiplierInput): number {
     throw new InvalidArgumentError(
       `${where}: the privacy budget is too low: epsilon ${targetEpsilon} at delta ${delta} is below ${floor.toPrecision(4)}, the ` +
         `least any noise can give with RDP orders up to ${Math.max(...orders)}. Raise targetEpsilon or delta, or pass higher orders ` +
-        '(e.g. orders: [...DEFAULT_ORDERS, 128, 256, 512]).',
+        '(e.g. orders: [...DP_SGD_ORDERS, 1024]).',
     );
   }
 

@@ -8,5 +8,5 @@ export {
 export type { RdpHistoryEntry, RdpAccountantJSON } from './accountant.js';
 export { secureUniform, gaussianNoise, addGaussianNoise } from './noise.js';
 export { PoissonSampler } from './poisson.js';
-export { PRIVACY_PRESETS, defaultDelta, estimatePrivacy, noiseMultiplierFor } from './budget.js';
+export { PRIVACY_PRESETS, DP_SGD_ORDERS, defaultDelta, estimatePrivacy, noiseMultiplierFor } from './budget.js';
 export type { PrivacyPreset, PrivacyEstimateInput, PrivacyEstimate, NoiseMultiplierInput } from './budget.js';
