@@ -4,8 +4,8 @@
  * @packageDocumentation
  */
 /// <reference types="@webgpu/types" preserve="true" />
-export { Trainer, DEFAULT_TRAIN_CONFIG, evaluateRows } from './trainer.js';
-export type { TrainConfig, StepProgress, TrainResult, TrainerState, EvaluationOptions } from './trainer.js';
+export { Trainer, DEFAULT_TRAIN_CONFIG, evaluateRows, checkDpSgdConfig } from './trainer.js';
+export type { TrainConfig, StepProgress, TrainResult, TrainerState, EvaluationOptions, DpSgdConfig, StepPrivacy } from './trainer.js';
 export { recordEvaluation, checkEarlyStopping, perplexity, EMPTY_EVALUATION_STATE } from './evaluation.js';
 export type { Evaluation, EvaluationState, EarlyStoppingOptions } from './evaluation.js';
 export { AdamW, DEFAULT_ADAMW } from './optimizer.js';
@@ -24,12 +24,14 @@ export {
   CHECKPOINT_SCHEMA_VERSION, CHECKPOINT_FILE_METADATA_KEY, modelFingerprint, checkpointId, encodeCheckpoint, decodeCheckpoint,
   migrateCheckpointMeta, checkpointDifferences, checkpointToFile, checkpointFromFile, sha256Hex, metaDigest,
 } from './checkpoint.js';
-export type { JsonValue, JsonObject, ModelFingerprint, CheckpointMeta, CheckpointRecord, CheckpointInput, DecodedCheckpoint, CheckpointExpectation } from './checkpoint.js';
+export type { JsonValue, JsonObject, ModelFingerprint, PrivacyCheckpointState, CheckpointMeta, CheckpointRecord, CheckpointInput, DecodedCheckpoint, CheckpointExpectation } from './checkpoint.js';
 export { indexedDbCheckpointStore, MemoryCheckpointStore, isQuotaExceededError, DEFAULT_CHECKPOINT_DB, DEFAULT_CHECKPOINT_STORE } from './checkpoint-store.js';
 export type { CheckpointStore } from './checkpoint-store.js';
+export { PerExampleClipper } from './privacy/dp-sgd.js';
+export type { PerExampleClipperOptions, ExampleStepOptions } from './privacy/dp-sgd.js';
 export {
   DEFAULT_ORDERS, computeRdp, rdpToEpsilon, computeDpEpsilon, RdpAccountant, secureUniform, gaussianNoise, addGaussianNoise, PoissonSampler,
-  PRIVACY_PRESETS, defaultDelta, estimatePrivacy, noiseMultiplierFor,
+  PRIVACY_PRESETS, DP_SGD_ORDERS, defaultDelta, estimatePrivacy, noiseMultiplierFor,
 } from './privacy/index.js';
 export type {
   RdpHistoryEntry, RdpAccountantJSON, PrivacyPreset, PrivacyEstimateInput, PrivacyEstimate, NoiseMultiplierInput,
