@@ -69,6 +69,8 @@ export interface DpSgdLossRow {
 }
 
 export interface DpSgdBench {
+  /** The command line that produced it (BENCH_DP_* settings included). */
+  command: string;
   speed: DpSgdSpeedRow[];
   smol: { model: string; rank: number; targets: string[]; dtype: 'f32'; seq: number; warmupSteps: number; timedSteps: number; rows: number; noiseMultiplier: number; maxGradNorm: number; samplerSeed: number; learningRate: number; loadAverage: number[] };
   loss: DpSgdLossRow[];
@@ -241,7 +243,9 @@ export async function runDpSgdBench(gpu: GPU, log: (line: string) => void): Prom
     log(`dp-sgd: tiny-llama ${r.label}${r.noiseMultiplier !== undefined ? ` (sigma ${r.noiseMultiplier.toFixed(3)}, spent epsilon ${r.epsilon!.toFixed(3)})` : ''}: held-out ${r.heldOutBefore.toFixed(4)} -> ${r.heldOutAfter.toFixed(4)} after ${r.steps} steps (train ${r.firstLoss.toFixed(3)} -> ${r.lastLoss.toFixed(3)}), ${r.medianStepMs.toFixed(0)} ms/step`);
   }
 
+  const settings = Object.entries(env).filter(([k]) => k.startsWith('BENCH_DP_')).map(([k, v]) => `${k}=${v} `).sort().join('');
   return {
+    command: `BENCH_ONLY=dp-sgd ${settings}npm run bench -- node`,
     speed,
     smol: {
       model: 'SmolLM2-135M shape (synthetic weights)', rank: 8, targets: (spec.config as { targets: string[] }).targets, dtype: 'f32', seq: smolSeq, warmupSteps: warmup, timedSteps: timed, rows: smolRowCount,
