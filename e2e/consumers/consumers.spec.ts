@@ -45,6 +45,7 @@ interface Report {
   node: {
     architecture: string; stopped: string; steps: number; losses: number[]; files: string[];
     methods: Record<string, { stopped: string; config: Record<string, unknown>; mergedBytes?: number; generated?: number; mergedError?: { name: string; code: string } }>;
+    privacy: { stopped: string; summary: { epsilon: number; targetEpsilon: number; steps: number; mechanism: string }; epsilons: number[]; config: unknown; estimate: number };
   };
   coordinator: { url: string; rejected: { isFederatedError: boolean; reason: string; status: number } | undefined; clientId: string | undefined };
 }
@@ -63,6 +64,13 @@ test('in plain Node, from the tarballs: training on Dawn, the coordinator bin an
   expect(report.node.methods['prefix-tuning']).toMatchObject({ stopped: 'completed', config: { peft_type: 'PREFIX_TUNING', prefix_projection: true }, mergedError: { name: 'UnsupportedModelError' } });
   expect(report.node.methods['bottleneck']).toMatchObject({ stopped: 'completed', config: { webtune_method: 'bottleneck', variant: 'houlsby' }, mergedError: { name: 'UnsupportedModelError' } });
   for (const m of ['prefix-tuning', 'bottleneck']) expect(report.node.methods[m]!.generated).toBeGreaterThan(0);
+  // DP-SGD from the packed packages: the budget kept, the spend reported the same everywhere.
+  const dp = report.node.privacy;
+  expect(dp).toMatchObject({ stopped: 'completed', summary: { targetEpsilon: 10, steps: 2, mechanism: 'dp-sgd' } });
+  expect(dp.summary.epsilon).toBeLessThanOrEqual(10);
+  expect(dp.epsilons).toEqual([expect.any(Number), dp.summary.epsilon]);
+  expect(dp.config).toEqual(dp.summary);
+  expect(dp.estimate).toBeCloseTo(dp.summary.epsilon, 12);
   expect(report.coordinator.rejected).toEqual({ isFederatedError: true, reason: 'bad_secret', status: 401 });
   expect(report.coordinator.clientId).toMatch(/\S/);
 });

@@ -54,6 +54,9 @@ export const CHECKPOINT_SCHEMA_VERSION = 5;
 /** The first schema with the optional `privacy` field. */
 const PRIVACY_SCHEMA = 5;
 
+/** Entries of a checkpoint's accountant history (a new entry only where sigma or q changed). */
+const MAX_PRIVACY_HISTORY = 1000;
+
 /** The first schema with `adapter: { method, config }` instead of `lora`. */
 const ADAPTER_SPEC_SCHEMA = 4;
 
@@ -394,9 +397,10 @@ function validateMeta(m: Json, name: string): CheckpointMeta {
     const p = m.privacy;
     const isEntry = (v: unknown): boolean => isObject(v) && typeof v.noiseMultiplier === 'number' && v.noiseMultiplier >= 0 && Number.isFinite(v.noiseMultiplier)
       && typeof v.sampleRate === 'number' && v.sampleRate > 0 && v.sampleRate <= 1 && isCount(v.steps) && v.steps >= 1;
-    if (!isObject(p) || !Array.isArray(p.sampler) || p.sampler.length !== 4 || !p.sampler.every((w) => isCount(w) && w <= 0xffffffff)
-      || !Array.isArray(p.accountant) || !p.accountant.every(isEntry)) {
-      throw bad('privacy', '{ sampler: four u32 words, accountant: [{ noiseMultiplier, sampleRate, steps }] }');
+    // Consecutive steps with the same settings share one entry, so a real history is short; a long one only costs the accountant time.
+    if (!isObject(p) || !Array.isArray(p.sampler) || p.sampler.length !== 4 || !p.sampler.every((w) => isCount(w) && w <= 0xffffffff) || p.sampler.every((w) => w === 0)
+      || !Array.isArray(p.accountant) || p.accountant.length > MAX_PRIVACY_HISTORY || !p.accountant.every(isEntry)) {
+      throw bad('privacy', `{ sampler: four u32 words, not all 0, accountant: at most ${MAX_PRIVACY_HISTORY} [{ noiseMultiplier, sampleRate, steps }] }`);
     }
     meta.privacy = {
       sampler: [...p.sampler] as RngState,

@@ -154,8 +154,12 @@ interface PrivateTraining {
   config: DpSgdConfig;
   clipper: PerExampleClipper;
   accountant: RdpAccountant;
-  /** Made by train(), which knows the data size; restored state waits here until then. */
+  /** Made by train(), which knows the data size, from samplerState. */
   sampler?: PoissonSampler;
+  /**
+   * The sampler's state after the last step taken (or restored): every train() call continues
+   * from it, so a pause and resume never draws the same subsets again.
+   */
   samplerState?: PrivacyCheckpointState['sampler'];
 }
 
@@ -250,6 +254,7 @@ export class Trainer {
         throw new InvalidArgumentError(`DP-SGD samples each of the ${windows.length} rows with probability batchSize x gradientAccumulation / rows = ${this.expectedBatchSize} / ${windows.length} > 1; add data or lower the batch size.`);
       }
       dp.sampler = new PoissonSampler(sampleRate, dp.samplerState ?? (dp.config.samplerSeed !== undefined ? new Rng(dp.config.samplerSeed).state : undefined));
+      dp.samplerState = dp.sampler.state;
     }
     // Plain runs take batches in a seeded shuffled order; DP-SGD runs take Poisson samples instead.
     const stream = dp ? undefined : new BatchStream(windows, c.batchSize, options.cursor ?? c.seed);
@@ -358,16 +363,25 @@ export class Trainer {
   private async privateStep(dp: PrivateTraining, windows: readonly TrainingRow[], sampleRate: number): Promise<{ loss: number; tokens: number; privacy: StepPrivacy }> {
     const c = this.config;
     const picked = dp.sampler!.sample(windows.length);
+    dp.samplerState = dp.sampler!.state;
     let lossSum = 0;
     let tokens = 0;
-    for (const [i, index] of picked.entries()) {
-      const row = windows[index]!;
-      const r = await dp.clipper.add(this.model, row, { recompute: c.recompute, dropoutSeed: c.seed, step: this.optimizer.step * this.expectedBatchSize + i });
-      if (!Number.isFinite(r.loss)) {
-        throw new InvalidArgumentError(`The loss became ${r.loss} at step ${this.optimizer.step + 1}; lower the learning rate or check the data.`);
+    try {
+      for (const [i, index] of picked.entries()) {
+        const row = windows[index]!;
+        // Dropout streams by (step, position in the sample): a sample can exceed the expected batch, so the stride is the data size.
+        const r = await dp.clipper.add(this.model, row, { recompute: c.recompute, dropoutSeed: c.seed, step: this.optimizer.step * windows.length + i });
+        if (!Number.isFinite(r.loss)) {
+          throw new InvalidArgumentError(`The loss became ${r.loss} at step ${this.optimizer.step + 1}; lower the learning rate or check the data.`);
+        }
+        lossSum += r.loss;
+        tokens += rowLength(row);
       }
-      lossSum += r.loss;
-      tokens += rowLength(row);
+    } catch (error) {
+      // Nothing of a failed step may reach a later one: its examples would be released twice.
+      dp.clipper.reset();
+      this.adapter.zeroGradients();
+      throw error;
     }
     const norms = await dp.clipper.readNorms();
     const clipped = norms.filter((n) => n > dp.config.maxGradNorm).length;
@@ -384,7 +398,7 @@ export class Trainer {
   /** Everything a checkpoint needs to resume exactly: adapter, AdamW moments, step and data position. */
   async state(cursor: DataCursor): Promise<TrainerState> {
     const dp = this.dp;
-    const sampler = dp?.sampler?.state ?? dp?.samplerState;
+    const sampler = dp?.samplerState;
     return {
       step: this.optimizer.step, cursor, adapter: await this.adapter.read(), optimizer: await this.optimizer.readState(),
       ...(this.evaluationState.history.length > 0 ? { evaluation: this.evaluationState } : {}),
@@ -396,6 +410,13 @@ export class Trainer {
   restore(state: Omit<TrainerState, 'cursor'>): void {
     if (this.dp && !state.privacy && state.step > 0) {
       throw new InvalidArgumentError(`This checkpoint is ${state.step} steps into a run without DP-SGD; its data was already used without the privacy guarantee, so it cannot continue as a private run. Start a new run with privacy.`);
+    }
+    if (this.dp && state.privacy) {
+      // Every step taken is a release the accountant must hold: a history shorter than the step count would undercount epsilon.
+      const counted = state.privacy.accountant.reduce((n, h) => n + h.steps, 0);
+      if (counted !== state.step) {
+        throw new InvalidArgumentError(`This checkpoint is at step ${state.step} but its privacy accountant counts ${counted} steps; it was altered or written by another program, and its privacy spent cannot be trusted. Start a new run.`);
+      }
     }
     if (!this.dp && state.privacy) {
       throw new InvalidArgumentError('This checkpoint was written by a DP-SGD run; resume it with the same privacy settings (train({ privacy })).');

@@ -166,7 +166,8 @@ describe('checkpoint encode/decode', () => {
     await expect(decodeCheckpoint({ meta: { ...record.meta, privacy: { ...privacy, sampler: [9, 2, 3, 4] } } as CheckpointMeta, bytes: record.bytes })).rejects.toThrow(CheckpointCorruptError);
     await expect(decodeCheckpoint({ meta: { ...record.meta, privacy: { ...privacy, accountant: [{ ...privacy.accountant[0]!, steps: 2 }] } } as CheckpointMeta, bytes: record.bytes })).rejects.toThrow(CheckpointCorruptError);
     // Malformed state is corrupt (resealed, as a buggy writer would make it), as is DP state in a schema that had none.
-    for (const bad of [{ sampler: [1, 2, 3] }, { sampler: [1, 2, 3, 4], accountant: [{ noiseMultiplier: -1, sampleRate: 0.5, steps: 1 }] }, { sampler: [1, 2, 3, 4], accountant: [{ noiseMultiplier: 1, sampleRate: 2, steps: 1 }] }, 'dp']) {
+    const long = Array.from({ length: 1001 }, (_, i) => ({ noiseMultiplier: 1 + i, sampleRate: 0.5, steps: 1 }));
+    for (const bad of [{ sampler: [1, 2, 3] }, { sampler: [0, 0, 0, 0], accountant: [] }, { sampler: [1, 2, 3, 4], accountant: long }, { sampler: [1, 2, 3, 4], accountant: [{ noiseMultiplier: -1, sampleRate: 0.5, steps: 1 }] }, { sampler: [1, 2, 3, 4], accountant: [{ noiseMultiplier: 1, sampleRate: 2, steps: 1 }] }, 'dp']) {
       const meta = { ...record.meta, privacy: bad } as unknown as CheckpointMeta;
       meta.metaSha256 = await metaDigest(meta);
       await expect(decodeCheckpoint({ meta, bytes: record.bytes }), JSON.stringify(bad)).rejects.toThrow(/field "privacy"/);

@@ -139,6 +139,38 @@ describe('DP-SGD in Trainer.train', () => {
     expect(differs(a.final, whole.final)).toBe(true);
   });
 
+  it('a pause and a second train() call on the same trainer continue the sampler: the same batches as one call', async () => {
+    const whole = await trainFrom(SPECS[0]!, privacy, undefined, 6);
+    const { model, adapter } = await setup(SPECS[0]!);
+    const trainer = await Trainer.create(gpu(), model, adapter, { ...config, steps: 6, privacy });
+    cleanup.push(() => trainer.release());
+    const progress: StepProgress[] = [];
+    const controller = new AbortController();
+    const first = await trainer.train(rows, { signal: controller.signal, onStep: (p) => { progress.push(p); if (p.step === 3) controller.abort('pause'); } });
+    expect(first.stopped).toBe('paused');
+    await trainer.train(rows, { onStep: (p) => progress.push(p) });
+    expect(progress.map((p) => p.privacy!.batchSize)).toEqual(whole.progress.map((p) => p.privacy!.batchSize));
+    expectSameTensors(await adapter.read(), whole.final);
+    expect((await trainer.state(first.cursor)).privacy).toEqual(whole.state.privacy);
+  });
+
+  it('a step that fails part-way leaves nothing behind for the next one', async () => {
+    const good = rows.slice(0, 3);
+    const bad = Uint32Array.from(rows[3]!, (t, i) => (i === 5 ? 1_000_000 : t)); // a token id outside the vocabulary
+    // q = 1: every row in every step, in index order, so two examples are summed before the bad one throws.
+    const { model, adapter } = await setup(SPECS[0]!);
+    const trainer = await Trainer.create(gpu(), model, adapter, { ...config, batchSize: 3, steps: 1, privacy });
+    cleanup.push(() => trainer.release());
+    await expect(trainer.train([good[0]!, good[1]!, bad])).rejects.toThrow(/outside the vocabulary/);
+    for (const [key, g] of await adapter.readGradients()) expect(g.data.every((v) => v === 0), key).toBe(true);
+    await trainer.train(good);
+    const fresh = await setup(SPECS[0]!);
+    const clean = await Trainer.create(gpu(), fresh.model, fresh.adapter, { ...config, batchSize: 3, steps: 1, privacy });
+    cleanup.push(() => clean.release());
+    await clean.train(good);
+    expectSameTensors(await adapter.read(), await fresh.adapter.read());
+  });
+
   it('gradient accumulation: batchSize 2 x 2 micro-batches is the same private run as batchSize 4', async () => {
     const { model, adapter } = await setup(SPECS[0]!);
     const accumulated = await Trainer.create(gpu(), model, adapter, { ...config, batchSize: 2, gradientAccumulation: 2, privacy });
@@ -174,6 +206,8 @@ describe('DP-SGD in Trainer.train', () => {
     const trainer = await Trainer.create(gpu(), model, adapter, { ...config, privacy });
     cleanup.push(() => trainer.release());
     expect(() => trainer.restore({ step: 3, adapter: new Map(), optimizer: new Map() })).toThrow(/without DP-SGD/);
+    // A history that counts fewer steps than were taken would undercount epsilon.
+    expect(() => trainer.restore({ step: 3, adapter: new Map(), optimizer: new Map(), privacy: { sampler: [1, 2, 3, 4], accountant: [{ noiseMultiplier: 1, sampleRate: 0.1, steps: 1 }] } })).toThrow(/counts 1 steps/);
     await expect(trainer.train(rows.slice(0, 3))).rejects.toThrow(/probability .* > 1/);
     await expect(Trainer.create(gpu(), model, adapter, { ...config, privacy: { ...privacy, delta: 0 } })).rejects.toThrow(/delta/);
   });

@@ -2,7 +2,7 @@
 // package) and writes the PEFT adapter. Usage: node node/train.mjs MODEL_DIR TEXT_FILE OUT_DIR
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createTrainer } from 'webtune';
+import { createTrainer, estimatePrivacy } from 'webtune';
 import { createNodeGpu, nodeDirectorySource } from 'webtune/node';
 
 const [modelDir, textFile, outDir] = process.argv.slice(2);
@@ -32,6 +32,14 @@ for (const adapter of [{ method: 'prefix-tuning', config: { numVirtualTokens: 4,
   const mergedError = await trainer.exportMerged().then(() => undefined, (e) => ({ name: e.name, code: e.code }));
   methods[adapter.method] = { stopped: run.stopped, config: JSON.parse(files['adapter_config.json']), generated: tokens.length, mergedError };
 }
+// DP-SGD under a budget (README "Train with differential privacy"): the privacy spent is in the
+// summary, in every progress event and in the exported adapter_config.json.
+const epsilons = [];
+const priv = await trainer.train({ steps: 2, batchSize: 2, seed: 3, runId: 'private', lora: { rank: 4 }, progressIntervalMs: 0, privacy: { preset: 'low' } }, (p) => epsilons.push(p.privacy.epsilon));
+const privacy = {
+  stopped: priv.stopped, summary: priv.privacy, epsilons, config: JSON.parse((await trainer.exportAdapter())['adapter_config.json']).webtune_privacy,
+  estimate: estimatePrivacy({ dataSize: priv.privacy.dataSize, batchSize: 2, steps: 2, noiseMultiplier: priv.privacy.noiseMultiplier }).epsilon,
+};
 await trainer.dispose();
-console.log(JSON.stringify({ architecture: model.architecture, steps: summary.step, stopped: summary.stopped, losses, files: Object.keys(peft), methods }));
+console.log(JSON.stringify({ architecture: model.architecture, steps: summary.step, stopped: summary.stopped, losses, files: Object.keys(peft), methods, privacy }));
 process.exit(0); // Dawn keeps its device thread alive
