@@ -71,7 +71,7 @@ class TrainerDouble {
         const privacy: PrivacySummary | undefined = p
           ? {
               epsilon: 0, delta: p.delta!, targetEpsilon: undefined, noiseMultiplier: p.noiseMultiplier!, maxGradNorm: p.maxGradNorm!,
-              sampleRate: request.batchSize! / ROWS, steps: request.steps, dataSize: ROWS, accountant: 'rdp', mechanism: 'dp-sgd',
+              sampleRate: request.batchSize! / ROWS, steps: request.steps, dataSize: ROWS, accountant: 'rdp', mechanism: 'dp-sgd', startedFrom: 'current',
             }
           : undefined;
         return { runId: request.runId ?? 'run', stopped: 'completed', step: request.steps, totalSteps: request.steps, ...(privacy ? { privacy } : {}) } as never;

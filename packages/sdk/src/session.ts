@@ -360,10 +360,17 @@ export interface PrivacySummary {
   dataSize: number;
   accountant: 'rdp';
   mechanism: 'dp-sgd';
+  /**
+   * 'current' when the run started from the adapter in place (startFrom): epsilon covers this
+   * run's steps only, not whatever trained that adapter (if it saw the same rows, the total
+   * privacy loss is larger: the two runs compose).
+   */
+  startedFrom: 'fresh' | 'current';
 }
 
 /**
- * What train() and resume() resolve to when the run stops (completed, paused or cancelled): the step
+ * What train() and resume() resolve to when the run stops (completed, paused, cancelled, early-stopped or,
+ * under DP-SGD, budget-exhausted): the step
  * reached, the loss of the last step this call took and, for a completed run with held-out data, the mean
  * held-out loss; throughput in tokens per second, and the GPU bytes webtune accounted at peak next to the
  * planner's estimate.
@@ -848,6 +855,9 @@ export class TrainerSession {
     if (request.startFrom === 'current') {
       if (!this.adapter) throw new InvalidArgumentError("startFrom: 'current' needs an adapter in place: importAdapter() or restoreCheckpoint() first.");
       start = await this.adapter.read();
+      if (privacy) {
+        warnings.push("This private run starts from the adapter in place (startFrom: 'current'): its epsilon covers this run's steps only. If that adapter was trained on the same rows, the total privacy loss is larger (the runs compose).");
+      }
     }
     if (!request.resume) {
       // A fresh run replaces the run of the same name: its old checkpoints would otherwise be
@@ -994,6 +1004,7 @@ export class TrainerSession {
         ? {
             epsilon: result.privacy.epsilon, delta: dp.delta, targetEpsilon: dp.epsilonBudget, noiseMultiplier: dp.noiseMultiplier, maxGradNorm: dp.maxGradNorm,
             sampleRate: run.trainer.expectedBatchSize / data.train.length, steps: result.privacy.steps, dataSize: data.train.length, accountant: 'rdp', mechanism: 'dp-sgd',
+            startedFrom: run.request.startFrom === 'current' ? 'current' : 'fresh',
           }
         : undefined;
       this.adapterPrivacy = privacy;

@@ -35,7 +35,8 @@ describe('train({ privacy })', () => {
     const delta = 1 / (10 * n);
     const sigma = noiseMultiplierFor({ targetEpsilon: 10, delta, sampleRate: 2 / n, steps: 3 });
     expect(summary.stopped).toBe('completed');
-    expect(summary.privacy).toMatchObject({ delta, targetEpsilon: 10, noiseMultiplier: sigma, maxGradNorm: 1, steps: 3, dataSize: n, accountant: 'rdp', mechanism: 'dp-sgd' });
+    expect(summary.privacy).toMatchObject({ delta, targetEpsilon: 10, noiseMultiplier: sigma, maxGradNorm: 1, steps: 3, dataSize: n, accountant: 'rdp', mechanism: 'dp-sgd', startedFrom: 'fresh' });
+    expect(summary.warnings).toEqual([]);
     expect(summary.privacy!.sampleRate).toBeCloseTo(2 / n, 12);
     const expected = estimatePrivacy({ dataSize: n, batchSize: 2, steps: 3, noiseMultiplier: sigma, delta }).epsilon;
     expect(summary.privacy!.epsilon).toBeCloseTo(expected, 9);
@@ -44,9 +45,13 @@ describe('train({ privacy })', () => {
     const config = JSON.parse((await session.exportAdapter())['adapter_config.json']) as { peft_type: string; webtune_privacy: Record<string, unknown> };
     expect(config.peft_type).toBe('LORA');
     expect(config.webtune_privacy).toEqual({ ...summary.privacy });
+    // Continuing from that adapter: epsilon covers the new run only, and the summary says so.
+    const more = await session.train({ steps: 1, batchSize: 2, adapter: LORA, startFrom: 'current', privacy: { preset: 'low', samplerSeed: 2 } });
+    expect(more.privacy).toMatchObject({ startedFrom: 'current', steps: 1 });
+    expect(more.warnings.join(' ')).toMatch(/epsilon covers this run's steps only/);
   });
 
-  it('pauses and resumes after a reload with the privacy spent carried in the checkpoint', async () => {
+  it('a run stopped at step 2 resumes after a reload (a new session) with the privacy spent carried in the checkpoint', async () => {
     const store = new MemoryCheckpointStore();
     const request = { steps: 4, batchSize: 2, adapter: LORA, runId: 'private', checkpointEvery: 2, privacy: { noiseMultiplier: 1.2, samplerSeed: 4 } };
     const first = await ready(store);
