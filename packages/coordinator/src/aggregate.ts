@@ -5,6 +5,7 @@
  * Flower's (framework/py/flwr/server/strategy/aggregate.py, fedyogi.py, fedadagrad.py); their
  * goldens come from a NumPy transcription (scripts/make_aggregation_fixtures.py).
  */
+import { secureStandardNormal } from '@webtune/federated';
 import type { AggregationRule, ServerOptimizer } from './config.js';
 
 /** sum += weight * delta (in place). */
@@ -12,31 +13,13 @@ export function accumulate(sum: Float64Array, delta: Float32Array, weight: numbe
   for (let i = 0; i < sum.length; i++) sum[i]! += weight * delta[i]!;
 }
 
-/** A standard normal sampler over crypto.getRandomValues (Box-Muller on 53-bit uniforms). */
+/**
+ * A standard normal sampler over crypto.getRandomValues, hardened as DP-SGD's noise is (Opacus'
+ * secure mode: the sum of four Box-Muller normals from 53-bit uniforms, halved; see
+ * @webtune/trainer's privacy/noise.ts for why).
+ */
 export function cryptoGaussian(): () => number {
-  const block = new Uint32Array(1024);
-  let at = block.length;
-  const word = () => {
-    if (at === block.length) {
-      crypto.getRandomValues(block);
-      at = 0;
-    }
-    return block[at++]!;
-  };
-  // (0, 1]: never 0, so the log is finite.
-  const uniform = () => ((word() >>> 5) * 67108864 + (word() >>> 6) + 1) / 9007199254740992;
-  let spare: number | undefined;
-  return () => {
-    if (spare !== undefined) {
-      const s = spare;
-      spare = undefined;
-      return s;
-    }
-    const r = Math.sqrt(-2 * Math.log(uniform()));
-    const theta = 2 * Math.PI * uniform();
-    spare = r * Math.sin(theta);
-    return r * Math.cos(theta);
-  };
+  return secureStandardNormal();
 }
 
 /** avg += N(0, sigma^2) per element (in place). */

@@ -7,7 +7,7 @@ export type {
 export { encodeUpdate, decodeUpdate, globalNorm, cryptoUniform } from './codec.js';
 export type { EncodeOptions, DecodedUpdate } from './codec.js';
 // The accountant and the noise are @webtune/trainer's (DP-SGD uses them too), re-exported here by their old names.
-export { DEFAULT_ORDERS, computeRdp, rdpToEpsilon, computeDpEpsilon, RdpAccountant, addGaussianNoise, secureUniform } from '@webtune/trainer';
+export { DEFAULT_ORDERS, computeRdp, rdpToEpsilon, computeDpEpsilon, RdpAccountant, addGaussianNoise, secureUniform, secureStandardNormal } from '@webtune/trainer';
 export type { RdpHistoryEntry, RdpAccountantJSON } from '@webtune/trainer';
 export { clipGlobalNorm, localDpNoiseStd } from './dp.js';
 export { FederatedClient } from './client.js';

@@ -14,7 +14,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { InvalidArgumentError } from '@webtune/errors';
 import { Rng, type RngState } from '@webtune/model';
 import {
-  DEFAULT_ORDERS, PRIVACY_PRESETS, PoissonSampler, addGaussianNoise, computeDpEpsilon, defaultDelta, estimatePrivacy, gaussianNoise,
+  DEFAULT_ORDERS, PRIVACY_PRESETS, PoissonSampler, addGaussianNoise, secureStandardNormal, computeDpEpsilon, defaultDelta, estimatePrivacy, gaussianNoise,
   noiseMultiplierFor, secureUniform, type PrivacyPreset,
 } from '../src/privacy/index.js';
 import * as trainer from '../src/index.js';
@@ -259,6 +259,14 @@ function secureModeValue(std: number, u: readonly number[]): number {
 describe('gaussianNoise (Opacus secure mode on the CSPRNG)', () => {
   const N = 200_000;
   const STD = 0.7;
+
+  it('secureStandardNormal (the coordinator\'s central-DP noise) is N(0, 1) by the same formula', () => {
+    const fixed = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8];
+    let at = 0;
+    expect(secureStandardNormal(() => fixed[at++ % 8]!)()).toBe(secureModeValue(1, fixed));
+    const normal = secureStandardNormal();
+    expectGaussian(Array.from({ length: N }, normal), 1);
+  });
 
   it('draws N(0, std^2) from crypto.getRandomValues, never Math.random (200k values, 5 standard errors)', () => {
     const random = vi.spyOn(Math, 'random').mockImplementation(() => {

@@ -97,6 +97,21 @@ function sumOfFourNormals(uniform: () => number, where: string): number {
 }
 
 /**
+ * A sampler of standard normals hardened as gaussianNoise is (the sum of four Box-Muller normals
+ * from 53-bit CSPRNG uniforms, halved, in float64), for callers that add noise in float64 (the
+ * coordinator's central DP).
+ *
+ * @example
+ * ```ts
+ * const normal = secureStandardNormal();
+ * for (let i = 0; i < sum.length; i++) sum[i] += std * normal();
+ * ```
+ */
+export function secureStandardNormal(uniform: () => number = secureUniform()): () => number {
+  return () => sumOfFourNormals(uniform, 'secureStandardNormal') / 2;
+}
+
+/**
  * `length` independent N(0, std^2) values as float32, generated as Opacus' secure mode does (see the
  * file's comment: the sum of four independent Box-Muller normals from 53-bit CSPRNG uniforms, times
  * std / 2, in float64, rounded once to float32). std = 0 gives zeros, as Opacus. `uniform` defaults
