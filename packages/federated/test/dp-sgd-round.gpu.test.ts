@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNodeGpu } from '@webtune/gpu/node';
-import { peftAdapterConfig, type HostTensor, type LoraConfig, type ModelConfig } from '@webtune/model';
+import { peftAdapterConfig, type ModelConfig } from '@webtune/model';
 import { nodeDirectorySource } from '@webtune/model/node';
 import { createTrainer, type DataInfo, type TrainerApi, type TrainRequest } from '@webtune/sdk';
 import { computeDpEpsilon, estimatePrivacy } from '@webtune/trainer';
@@ -21,23 +21,7 @@ import { startCoordinator } from '../../coordinator/src/index.js';
 import { FederatedClient } from '../src/client.js';
 import type { RoundInfo } from '../src/protocol.js';
 import { MemoryRoundStore } from '../src/round-store.js';
-
-const LORA: LoraConfig = { rank: 4, alpha: 8, dropout: 0, targets: ['q_proj', 'v_proj'], rslora: false };
-
-/** PEFT's initialisation for tiny-llama (hidden 64; q_proj out 64, v_proj out 32): A small random, B zero. */
-function initialAdapter(): Map<string, HostTensor> {
-  let seed = 7;
-  const rand = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648 - 0.5) * 0.2;
-  const out = new Map<string, HostTensor>();
-  for (let layer = 0; layer < 2; layer++) {
-    for (const [m, outF] of [['q_proj', 64], ['v_proj', 32]] as const) {
-      const base = `base_model.model.model.layers.${layer}.self_attn.${m}`;
-      out.set(`${base}.lora_A.weight`, { shape: [4, 64], data: Float32Array.from({ length: 256 }, rand) });
-      out.set(`${base}.lora_B.weight`, { shape: [outF, 4], data: new Float32Array(outF * 4) });
-    }
-  }
-  return out;
-}
+import { initialAdapter, LORA } from './tiny-llama-adapter.js';
 
 let trainer: TrainerApi;
 let data: DataInfo;

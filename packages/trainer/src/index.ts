@@ -30,7 +30,7 @@ export type { CheckpointStore } from './checkpoint-store.js';
 export { PerExampleClipper } from './privacy/dp-sgd.js';
 export type { PerExampleClipperOptions, ExampleStepOptions } from './privacy/dp-sgd.js';
 export {
-  DEFAULT_ORDERS, computeRdp, rdpToEpsilon, computeDpEpsilon, RdpAccountant, secureUniform, secureStandardNormal, gaussianNoise, addGaussianNoise, PoissonSampler,
+  DEFAULT_ORDERS, computeRdp, rdpToEpsilon, computeDpEpsilon, RdpAccountant, secureUniform, secureStandardNormal, float32Tensors, gaussianNoise, addGaussianNoise, PoissonSampler,
   PRIVACY_PRESETS, DP_SGD_ORDERS, defaultDelta, estimatePrivacy, noiseMultiplierFor,
 } from './privacy/index.js';
 export type {

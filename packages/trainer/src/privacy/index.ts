@@ -6,7 +6,7 @@ export {
   DEFAULT_ORDERS, computeRdp, rdpToEpsilon, computeDpEpsilon, RdpAccountant,
 } from './accountant.js';
 export type { RdpHistoryEntry, RdpAccountantJSON } from './accountant.js';
-export { secureUniform, secureStandardNormal, gaussianNoise, addGaussianNoise } from './noise.js';
+export { secureUniform, secureStandardNormal, gaussianNoise, addGaussianNoise, float32Tensors } from './noise.js';
 export { PoissonSampler } from './poisson.js';
 export { PRIVACY_PRESETS, DP_SGD_ORDERS, defaultDelta, estimatePrivacy, noiseMultiplierFor } from './budget.js';
 export type { PrivacyPreset, PrivacyEstimateInput, PrivacyEstimate, NoiseMultiplierInput } from './budget.js';

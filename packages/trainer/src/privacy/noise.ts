@@ -140,6 +140,23 @@ export function gaussianNoise(length: number, std: number, uniform: () => number
 }
 
 /**
+ * The tensors of an update or gradient as a list, each checked to be a Float32Array; throws
+ * InvalidArgumentError naming `where` otherwise (the clipping and noising functions' argument check).
+ */
+export function float32Tensors(tensors: Iterable<Float32Array>, where: string): Float32Array[] {
+  if (tensors == null || typeof (tensors as Iterable<Float32Array>)[Symbol.iterator] !== 'function') {
+    throw new InvalidArgumentError(`${where}: tensors must be an iterable of Float32Array.`);
+  }
+  const list = Array.from(tensors);
+  list.forEach((t, i) => {
+    if (!(t instanceof Float32Array)) {
+      throw new InvalidArgumentError(`${where}: tensor ${i} is not a Float32Array (${Object.prototype.toString.call(t)}).`);
+    }
+  });
+  return list;
+}
+
+/**
  * Adds independent N(0, std^2) noise to every element, in place, with the same hardened generator as
  * gaussianNoise (four Box-Muller normals from 53-bit CSPRNG uniforms, summed, times std / 2); each
  * element is rounded to float32 once, after the addition. `random` (default: secureUniform(), i.e.
@@ -158,15 +175,7 @@ export function addGaussianNoise(tensors: Iterable<Float32Array>, std: number, r
   if (random !== undefined && typeof random !== 'function') {
     throw new InvalidArgumentError(`${where}: random must be a function returning uniform values in [0, 1).`);
   }
-  if (tensors == null || typeof (tensors as Iterable<Float32Array>)[Symbol.iterator] !== 'function') {
-    throw new InvalidArgumentError(`${where}: tensors must be an iterable of Float32Array.`);
-  }
-  const list = Array.from(tensors);
-  list.forEach((t, i) => {
-    if (!(t instanceof Float32Array)) {
-      throw new InvalidArgumentError(`${where}: tensor ${i} is not a Float32Array (${Object.prototype.toString.call(t)}).`);
-    }
-  });
+  const list = float32Tensors(tensors, where);
   if (std === 0) return;
   const uniform = random ?? secureUniform();
   const half = std / 2;
