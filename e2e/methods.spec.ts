@@ -16,7 +16,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { expect, test, type Download, type Page } from '@playwright/test';
-import { shot, setField } from './demo-page.js';
+import { loadBundledWithSample, shot, setField } from './demo-page.js';
 import { DEMO_URL } from './servers.js';
 
 test.use({ baseURL: DEMO_URL });
@@ -79,14 +79,7 @@ async function openWithSample(page: Page) {
   await expect(page.locator('#rank')).toBeVisible();
   await expect(page.locator('#targets')).toBeVisible();
 
-  await setField(page, 'steps', String(STEPS));
-  await setField(page, 'batch', '2');
-  await setField(page, 'seq', '32');
-  await page.selectOption('#model-source', 'bundled');
-  await page.click('#load-model');
-  await expect(page.locator('#model-info')).toContainText('Loaded bundled demo model: llama, 4 layers', { timeout: 60_000 });
-  await page.click('#use-sample');
-  await expect(page.locator('#data-info')).toContainText(/[\d,]+ tokens/, { timeout: 60_000 });
+  await loadBundledWithSample(page, STEPS);
 }
 
 test('IA3, BitFit and DoRA on the top layer: pick the method, train, export', async ({ page }, testInfo) => {

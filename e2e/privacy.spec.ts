@@ -10,7 +10,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { expect, test, type Download, type Page } from '@playwright/test';
-import { shot, setField } from './demo-page.js';
+import { loadBundledWithSample, shot, setField } from './demo-page.js';
 import { DEMO_URL } from './servers.js';
 
 test.use({ baseURL: DEMO_URL });
@@ -50,14 +50,7 @@ test('privacy panel: a preset\'s sigma before training, a live epsilon curve und
   await expect(page.locator('#privacy-what')).toContainText('The privacy unit is one training row');
   await page.selectOption('#privacy-preset', 'off');
 
-  await setField(page, 'steps', String(STEPS));
-  await setField(page, 'batch', '2');
-  await setField(page, 'seq', '32');
-  await page.selectOption('#model-source', 'bundled');
-  await page.click('#load-model');
-  await expect(page.locator('#model-info')).toContainText('Loaded bundled demo model: llama', { timeout: 60_000 });
-  await page.click('#use-sample');
-  await expect(page.locator('#data-info')).toContainText(/[\d,]+ tokens/, { timeout: 60_000 });
+  await loadBundledWithSample(page, STEPS);
   const rows = Number(/([\d,]+) training sequences/.exec((await page.locator('#data-info').textContent())!)![1]!.replace(/,/g, ''));
 
   // Without DP first: one loss series, no epsilon.
@@ -114,11 +107,12 @@ test('privacy panel: a preset\'s sigma before training, a live epsilon curve und
   expect(config.webtune_privacy).toMatchObject({ targetEpsilon: 1, steps: STEPS, dataSize: rows, accountant: 'rdp', mechanism: 'dp-sgd' });
   expect((config.webtune_privacy as { epsilon: number }).epsilon).toBeCloseTo(epsilons.at(-1)!, 6);
 
-  // An epsilon below what the accountant can state: refused before training, Train off.
+  // A fixed sigma whose first step alone would spend more than the budget: refused before training, Train off.
   await page.selectOption('#privacy-preset', 'custom');
-  await setField(page, 'privacy-epsilon', '0.001');
-  await expect(page.locator('#privacy-estimate')).toContainText('out of reach');
-  await expect(page.locator('#settings-msg')).toContainText('out of reach');
+  await setField(page, 'privacy-sigma', '0.3');
+  await setField(page, 'privacy-epsilon', '0.01');
+  await expect(page.locator('#privacy-estimate')).toContainText('the first step alone spends more');
+  await expect(page.locator('#settings-msg')).toContainText('the first step alone spends more');
   await expect(page.locator('#train')).toBeDisabled();
 
   // A fixed sigma and a budget between what 2 and 3 steps spend: the run stops after step 2.

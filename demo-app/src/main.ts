@@ -546,7 +546,8 @@ function request(): TrainRequest {
   const privacy = privacyRequest();
   return {
     ...assistant,
-    ...(privacy ? { privacy } : {}),
+    // A private run reports every step, so the epsilon curve has every point (its steps are slow: one example at a time).
+    ...(privacy ? { privacy, progressIntervalMs: 0 } : {}),
     runId: RUN_ID,
     steps: stepsSetting(),
     batchSize: batchSetting(),

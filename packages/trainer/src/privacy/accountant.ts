@@ -276,7 +276,9 @@ export function rdpToEpsilon(orders: readonly number[], rdp: readonly number[], 
     }
   }
   if (best < 0) return { epsilon: Infinity, order: NaN };
-  return { epsilon: bestEps, order: orders[best]! };
+  // The conversion can go below 0 at high orders with a large delta and much noise; epsilon is never
+  // negative, so it is clamped as TF Privacy's compute_eps does (Opacus returns the raw minimum).
+  return { epsilon: Math.max(0, bestEps), order: orders[best]! };
 }
 
 /** Epsilon of `steps` homogeneous SGM releases at `delta` (computeRdp then rdpToEpsilon). */
