@@ -65,7 +65,7 @@
 import { DownloadError, FederatedError, InvalidArgumentError, ModelFormatError, WebtuneError } from '@webtune/errors';
 import { adapterSpecProblem, ARCHITECTURES, parseSafetensors, tensorToFloat32, toAdapterSpec, type AdapterSpec, type HostTensor, type LoraConfig } from '@webtune/model';
 import type { AdapterRequest, TrainerApi } from '@webtune/sdk';
-import { addGaussianNoise, RdpAccountant, type RdpAccountantJSON } from '@webtune/trainer';
+import { addGaussianNoise, DP_SGD_ORDERS, RdpAccountant, type RdpAccountantJSON } from '@webtune/trainer';
 import { decodeUpdate, encodeUpdate, globalNorm } from './codec.js';
 import { clipGlobalNorm } from './dp.js';
 import {
@@ -257,7 +257,8 @@ export class FederatedClient {
   private readonly key: string;
   private record: StoredClient | undefined;
   private accountant = new RdpAccountant();
-  private recordAccountant = new RdpAccountant();
+  /** Record-level: at the orders the trainer accounts DP-SGD at, so a round's epsilon here is the trainer's. */
+  private recordAccountant = new RdpAccountant(DP_SGD_ORDERS);
   private busy = false;
 
   constructor(options: FederatedClientOptions) {
@@ -297,7 +298,7 @@ export class FederatedClient {
     const raw = (await this.store.get(this.key)) as StoredClient | undefined;
     const record: StoredClient = raw && raw.schema === 1 ? raw : { schema: 1, localRounds: 0, centralRounds: 0 };
     this.accountant = record.accountant !== undefined ? RdpAccountant.fromJSON(record.accountant) : new RdpAccountant();
-    this.recordAccountant = record.recordAccountant !== undefined ? RdpAccountant.fromJSON(record.recordAccountant) : new RdpAccountant();
+    this.recordAccountant = record.recordAccountant !== undefined ? RdpAccountant.fromJSON(record.recordAccountant) : new RdpAccountant(DP_SGD_ORDERS);
     this.record = record;
     return record;
   }
