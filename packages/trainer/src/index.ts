@@ -4,7 +4,7 @@
  * @packageDocumentation
  */
 /// <reference types="@webgpu/types" preserve="true" />
-export { Trainer, DEFAULT_TRAIN_CONFIG, evaluateRows, checkDpSgdConfig } from './trainer.js';
+export { Trainer, DEFAULT_TRAIN_CONFIG, evaluateRows, checkDpSgdConfig, nextStepExceedsBudget, checkpointBudgetSpent } from './trainer.js';
 export type { TrainConfig, StepProgress, TrainResult, TrainerState, EvaluationOptions, DpSgdConfig, StepPrivacy } from './trainer.js';
 export { recordEvaluation, checkEarlyStopping, perplexity, EMPTY_EVALUATION_STATE } from './evaluation.js';
 export type { Evaluation, EvaluationState, EarlyStoppingOptions } from './evaluation.js';

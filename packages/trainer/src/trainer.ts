@@ -11,7 +11,7 @@ import { checkEarlyStopping, EMPTY_EVALUATION_STATE, perplexity, recordEvaluatio
 import { AdamW, type AdamWOptions } from './optimizer.js';
 import { checkMemoryPlan, type MemoryEstimate, type PlanCheckOptions } from './planner.js';
 import { learningRateFactor, type ScheduleKind } from './schedule.js';
-import type { PrivacyCheckpointState } from './checkpoint.js';
+import type { CheckpointMeta, PrivacyCheckpointState } from './checkpoint.js';
 import { PerExampleClipper } from './privacy/dp-sgd.js';
 import { RdpAccountant } from './privacy/accountant.js';
 import { DP_SGD_ORDERS } from './privacy/budget.js';
@@ -348,11 +348,7 @@ export class Trainer {
 
   /** True when one more step would take epsilon past the budget (checked before the step, so the budget is never exceeded). */
   private wouldExceedBudget(dp: PrivateTraining, sampleRate: number): boolean {
-    const budget = dp.config.epsilonBudget;
-    if (budget === undefined) return false;
-    const next = RdpAccountant.fromJSON(dp.accountant.toJSON());
-    next.step({ noiseMultiplier: dp.config.noiseMultiplier, sampleRate });
-    return next.epsilon(dp.config.delta).epsilon > budget;
+    return nextStepExceedsBudget(dp.accountant, dp.config, sampleRate);
   }
 
   /**
@@ -440,6 +436,30 @@ export class Trainer {
     this.optimizer.release();
     this.dp?.clipper.release();
   }
+}
+
+/** Whether one more DP-SGD step at (sigma, q) would take `accountant`'s epsilon at delta past config.epsilonBudget (false without a budget). */
+export function nextStepExceedsBudget(accountant: RdpAccountant, config: Pick<DpSgdConfig, 'noiseMultiplier' | 'delta' | 'epsilonBudget'>, sampleRate: number): boolean {
+  const budget = config.epsilonBudget;
+  if (budget === undefined) return false;
+  const next = RdpAccountant.fromJSON(accountant.toJSON());
+  next.step({ noiseMultiplier: config.noiseMultiplier, sampleRate });
+  return next.epsilon(config.delta).epsilon > budget;
+}
+
+/**
+ * For a checkpoint of a DP-SGD run with a budget: true when its budget is spent, i.e. the run
+ * stopped 'budget-exhausted' and resuming it would take no step (an app can offer a new run
+ * instead of "resume"). False for other checkpoints.
+ */
+export function checkpointBudgetSpent(meta: Pick<CheckpointMeta, 'privacy' | 'train'>): boolean {
+  const dp = meta.train['privacy'] as Partial<DpSgdConfig> | null | undefined;
+  const history = meta.privacy?.accountant;
+  if (!dp || typeof dp !== 'object' || !history || history.length === 0) return false;
+  const { noiseMultiplier, delta, epsilonBudget } = dp;
+  if (typeof epsilonBudget !== 'number' || typeof noiseMultiplier !== 'number' || typeof delta !== 'number') return false;
+  const accountant = RdpAccountant.fromJSON({ format: 'webtune-rdp-accountant', version: 1, orders: [...DP_SGD_ORDERS], history });
+  return nextStepExceedsBudget(accountant, { noiseMultiplier, delta, epsilonBudget }, history.at(-1)!.sampleRate);
 }
 
 /** Throws InvalidArgumentError, saying what to change, for DP-SGD settings that cannot work. */

@@ -14,7 +14,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { useNodeContext } from '../../gpu/test/node-context.js';
 import { createAdapter, Transformer, uploadBaseModel, type Adapter, type AdapterSpec, type HostTensor } from '../../model/src/index.js';
 import { tinyModel } from '../../model/test/tiny-models.js';
-import { AdamW, batchFromWindows, estimatePrivacy, packTokens, PerExampleClipper, tokenizeDocuments, Trainer, type DpSgdConfig, type StepProgress, type TrainerState } from '../src/index.js';
+import { AdamW, batchFromWindows, checkpointBudgetSpent, estimatePrivacy, packTokens, PerExampleClipper, tokenizeDocuments, Trainer, type DpSgdConfig, type JsonObject, type StepProgress, type TrainerState } from '../src/index.js';
 import { chapter, tinyTokenizer } from './corpus.js';
 
 const gpu = useNodeContext();
@@ -195,6 +195,13 @@ describe('DP-SGD in Trainer.train', () => {
     expect(run.result.step).toBe(2);
     expect(run.result.privacy!.epsilon).toBeLessThanOrEqual(budget);
     expect(run.state.privacy!.accountant).toEqual([{ noiseMultiplier: sigma, sampleRate: q, steps: 2 }]);
+    // What an app reads from the checkpoint to not offer "resume": spent here, not one step earlier, not without a budget.
+    const dpConfig = { ...privacy, noiseMultiplier: sigma, maxGradNorm: 1, epsilonBudget: budget };
+    const train = JSON.parse(JSON.stringify({ ...config, privacy: dpConfig })) as JsonObject;
+    expect(checkpointBudgetSpent({ train, privacy: run.state.privacy })).toBe(true);
+    expect(checkpointBudgetSpent({ train, privacy: { ...run.state.privacy!, accountant: [{ noiseMultiplier: sigma, sampleRate: q, steps: 1 }] } })).toBe(false);
+    expect(checkpointBudgetSpent({ train: { ...train, privacy: { ...dpConfig, epsilonBudget: undefined } } as unknown as JsonObject, privacy: run.state.privacy })).toBe(false);
+    expect(checkpointBudgetSpent({ train: JSON.parse(JSON.stringify(config)) as JsonObject })).toBe(false);
     // Resuming from the stopped state takes no further step.
     const again = await trainFrom(SPECS[0]!, { ...privacy, noiseMultiplier: sigma, maxGradNorm: 1, epsilonBudget: budget }, run.state, 10);
     expect(again.result.stopped).toBe('budget-exhausted');

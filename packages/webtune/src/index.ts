@@ -23,7 +23,7 @@ export type {
 } from '@webtune/sdk';
 export type { CheckpointMeta, CheckpointStore, DataRecord, FileFormat, RecordKind, Evaluation, StepPrivacy, PrivacyPreset, PrivacyEstimate, PrivacyEstimateInput, NoiseMultiplierInput } from '@webtune/trainer';
 // Privacy planning before training (pure math, no model, no GPU): what a run will spend, the noise a budget needs.
-export { estimatePrivacy, noiseMultiplierFor, defaultDelta, PRIVACY_PRESETS, DP_SGD_ORDERS } from '@webtune/trainer';
+export { estimatePrivacy, noiseMultiplierFor, defaultDelta, PRIVACY_PRESETS, DP_SGD_ORDERS, checkpointBudgetSpent } from '@webtune/trainer';
 export type {
   LoadProgress, PeftFiles, BaseFormat, AdapterSpec, AdapterMethod, AdapterMethodInfo, ModelFileSource, ChatMessage, ChatRole,
   LoraConfig, DoraConfig, IA3Config, BitFitConfig, PromptTuningConfig, PTuningConfig, PrefixTuningConfig, BottleneckConfig, UniPeltConfig,
