@@ -12,13 +12,10 @@
  *   the accountant says was spent.
  * Written to bench/results/dp-sgd.{md,json} by scripts/bench.mjs (`BENCH_ONLY=dp-sgd npm run bench`).
  */
-import { createGpuContext } from '@webtune/gpu';
-import {
-  createAdapterOnBase, resolveAdapterSpec, Rng, Transformer, uploadBaseModel, weightReader,
-  type AdapterSpec, type ModelConfig, type WeightReader,
-} from '@webtune/model';
-import { noiseMultiplierFor, Trainer, type DpSgdConfig, type StepProgress, type TrainConfig, type TrainingRow } from '@webtune/trainer';
+import { resolveAdapterSpec, Rng, weightReader, type AdapterSpec, type ModelConfig, type WeightReader } from '@webtune/model';
+import { noiseMultiplierFor, type DpSgdConfig, type StepProgress, type TrainConfig, type TrainingRow } from '@webtune/trainer';
 import { mobyDickRun } from './moby-dick.js';
+import { openTrainingRun } from './training-run.js';
 import { smolLM2Config, syntheticWeights } from './training.js';
 
 /** One configuration on the SmolLM2-135M shape. */
@@ -89,62 +86,51 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(xs.lengt
 
 
 /**
- * One configuration on its own device: the whole run is one train() call (a paused and resumed
- * DP-SGD run would restart its Poisson sampler), each step timed from the previous onStep.
+ * One configuration on its own device: the whole run is one train() call, each step timed from
+ * the previous onStep.
  */
 async function speedRun(
   gpu: GPU, config: ModelConfig, reader: WeightReader, spec: AdapterSpec, rows: readonly TrainingRow[],
   o: { batch: number; seq: number; warmup: number; timed: number; privacy?: DpSgdConfig; mode: DpSgdSpeedRow['mode'] },
   log: (line: string) => void,
 ): Promise<DpSgdSpeedRow> {
-  const ctx = await createGpuContext({ gpu });
+  const steps = o.warmup + o.timed;
+  const trainConfig: Partial<TrainConfig> & Pick<TrainConfig, 'steps'> = {
+    steps, batchSize: o.batch, seqLen: o.seq, learningRate: 1e-4, seed: 3, ...(o.privacy ? { privacy: o.privacy } : {}),
+  };
+  const { adapter, trainer, release } = await openTrainingRun(gpu, config, reader, spec, 1, trainConfig, { budgetBytes: 16 * 2 ** 30 });
   try {
-    const base = await uploadBaseModel(ctx, config, reader, { format: 'f32', dtype: 'f32' });
-    const model = await Transformer.create(ctx, base);
-    const adapter = await createAdapterOnBase(ctx, base, spec, 1);
-    const steps = o.warmup + o.timed;
-    const trainConfig: Partial<TrainConfig> & Pick<TrainConfig, 'steps'> = {
-      steps, batchSize: o.batch, seqLen: o.seq, learningRate: 1e-4, seed: 3, ...(o.privacy ? { privacy: o.privacy } : {}),
+    const stepMs: number[] = [];
+    const cpuMs: number[] = [];
+    const examples: number[] = [];
+    let t = performance.now();
+    let cpu = process.cpuUsage();
+    const result = await trainer.train(rows, {
+      onStep: (p: StepProgress) => {
+        const now = performance.now();
+        const c = process.cpuUsage(cpu);
+        const ms = now - t;
+        const n = p.privacy ? p.privacy.batchSize : o.batch;
+        if (p.step > o.warmup) {
+          stepMs.push(ms);
+          cpuMs.push((c.user + c.system) / 1000);
+          examples.push(n);
+        }
+        log(`dp-sgd: ${o.mode} SmolLM2-135M shape, batch ${o.batch} x ${o.seq}, step ${p.step}/${steps}${p.step <= o.warmup ? ' (warm-up)' : ''}: ${n} examples, ${ms.toFixed(0)} ms, CPU ${((c.user + c.system) / 1000).toFixed(0)} ms`);
+        t = performance.now();
+        cpu = process.cpuUsage();
+      },
+    });
+    const totalExamples = examples.reduce((a, b) => a + b, 0);
+    return {
+      mode: o.mode, batch: o.batch, seq: o.seq,
+      ...(o.privacy ? { privacy: { noiseMultiplier: o.privacy.noiseMultiplier, maxGradNorm: o.privacy.maxGradNorm, sampleRate: o.batch / rows.length, samplerSeed: o.privacy.samplerSeed!, rows: rows.length } } : {}),
+      examples, meanExamples: mean(examples), stepMs, medianStepMs: median(stepMs), msPerExample: stepMs.reduce((a, b) => a + b, 0) / Math.max(totalExamples, 1),
+      cpuMs, medianCpuMs: median(cpuMs), peakBytes: result.peakBytes, plannerBytes: trainer.estimate.total, plannerActivationBytes: trainer.estimate.activations,
+      trainableParams: adapter.parameterCount, warmupSteps: o.warmup,
     };
-    const trainer = await Trainer.create(ctx, model, adapter, trainConfig, { budgetBytes: 16 * 2 ** 30 });
-    try {
-      const stepMs: number[] = [];
-      const cpuMs: number[] = [];
-      const examples: number[] = [];
-      let t = performance.now();
-      let cpu = process.cpuUsage();
-      const result = await trainer.train(rows, {
-        onStep: (p: StepProgress) => {
-          const now = performance.now();
-          const c = process.cpuUsage(cpu);
-          const ms = now - t;
-          const n = p.privacy ? p.privacy.batchSize : o.batch;
-          if (p.step > o.warmup) {
-            stepMs.push(ms);
-            cpuMs.push((c.user + c.system) / 1000);
-            examples.push(n);
-          }
-          log(`dp-sgd: ${o.mode} SmolLM2-135M shape, batch ${o.batch} x ${o.seq}, step ${p.step}/${steps}${p.step <= o.warmup ? ' (warm-up)' : ''}: ${n} examples, ${ms.toFixed(0)} ms, CPU ${((c.user + c.system) / 1000).toFixed(0)} ms`);
-          t = performance.now();
-          cpu = process.cpuUsage();
-        },
-      });
-      const totalExamples = examples.reduce((a, b) => a + b, 0);
-      return {
-        mode: o.mode, batch: o.batch, seq: o.seq,
-        ...(o.privacy ? { privacy: { noiseMultiplier: o.privacy.noiseMultiplier, maxGradNorm: o.privacy.maxGradNorm, sampleRate: o.batch / rows.length, samplerSeed: o.privacy.samplerSeed!, rows: rows.length } } : {}),
-        examples, meanExamples: mean(examples), stepMs, medianStepMs: median(stepMs), msPerExample: stepMs.reduce((a, b) => a + b, 0) / Math.max(totalExamples, 1),
-        cpuMs, medianCpuMs: median(cpuMs), peakBytes: result.peakBytes, plannerBytes: trainer.estimate.total, plannerActivationBytes: trainer.estimate.activations,
-        trainableParams: adapter.parameterCount, warmupSteps: o.warmup,
-      };
-    } finally {
-      trainer.release();
-      adapter.release();
-      model.release();
-      base.release();
-    }
   } finally {
-    ctx.destroy();
+    release();
   }
 }
 
@@ -191,40 +177,29 @@ export async function runDpSgdBench(gpu: GPU, log: (line: string) => void): Prom
   }
   const loss: DpSgdLossRow[] = [];
   for (const run of runs) {
-    const ctx = await createGpuContext({ gpu });
+    const { trainer, release } = await openTrainingRun(gpu, tiny, weightReader(files), tinySpec, adapterSeed, { ...tinyRun, ...(run.privacy ? { privacy: run.privacy } : {}) });
     try {
-      const base = await uploadBaseModel(ctx, tiny, weightReader(files), { format: 'f32', dtype: 'f32' });
-      const model = await Transformer.create(ctx, base);
-      const adapter = await createAdapterOnBase(ctx, base, tinySpec, adapterSeed);
-      const trainer = await Trainer.create(ctx, model, adapter, { ...tinyRun, ...(run.privacy ? { privacy: run.privacy } : {}) });
-      try {
-        const heldOutBefore = await trainer.evaluate(heldOut);
-        const times: number[] = [];
-        const examples: number[] = [];
-        let last = performance.now();
-        const result = await trainer.train(train, {
-          onStep: (p) => {
-            const now = performance.now();
-            times.push(now - last);
-            last = now;
-            examples.push(p.privacy ? p.privacy.batchSize : tinyRun.batchSize);
-          },
-        });
-        const heldOutAfter = await trainer.evaluate(heldOut);
-        const finite = result.losses.filter((x) => Number.isFinite(x));
-        loss.push({
-          label: run.label, ...(run.targetEpsilon !== undefined ? { targetEpsilon: run.targetEpsilon } : {}),
-          ...(result.privacy ? { epsilon: result.privacy.epsilon, noiseMultiplier: run.privacy!.noiseMultiplier } : {}),
-          heldOutBefore, heldOutAfter, firstLoss: finite[0]!, lastLoss: finite.at(-1)!, steps: result.step, meanExamples: mean(examples), medianStepMs: median(times.slice(1)),
-        });
-      } finally {
-        trainer.release();
-        adapter.release();
-        model.release();
-        base.release();
-      }
+      const heldOutBefore = await trainer.evaluate(heldOut);
+      const times: number[] = [];
+      const examples: number[] = [];
+      let last = performance.now();
+      const result = await trainer.train(train, {
+        onStep: (p) => {
+          const now = performance.now();
+          times.push(now - last);
+          last = now;
+          examples.push(p.privacy ? p.privacy.batchSize : tinyRun.batchSize);
+        },
+      });
+      const heldOutAfter = await trainer.evaluate(heldOut);
+      const finite = result.losses.filter((x) => Number.isFinite(x));
+      loss.push({
+        label: run.label, ...(run.targetEpsilon !== undefined ? { targetEpsilon: run.targetEpsilon } : {}),
+        ...(result.privacy ? { epsilon: result.privacy.epsilon, noiseMultiplier: run.privacy!.noiseMultiplier } : {}),
+        heldOutBefore, heldOutAfter, firstLoss: finite[0]!, lastLoss: finite.at(-1)!, steps: result.step, meanExamples: mean(examples), medianStepMs: median(times.slice(1)),
+      });
     } finally {
-      ctx.destroy();
+      release();
     }
     const r = loss.at(-1)!;
     log(`dp-sgd: tiny-llama ${r.label}${r.noiseMultiplier !== undefined ? ` (sigma ${r.noiseMultiplier.toFixed(3)}, spent epsilon ${r.epsilon!.toFixed(3)})` : ''}: held-out ${r.heldOutBefore.toFixed(4)} -> ${r.heldOutAfter.toFixed(4)} after ${r.steps} steps (train ${r.firstLoss.toFixed(3)} -> ${r.lastLoss.toFixed(3)}), ${r.medianStepMs.toFixed(0)} ms/step`);

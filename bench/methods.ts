@@ -12,13 +12,13 @@
  *   their learningRateScale on top), next to the base model's held-out loss.
  * Written as a table to bench/results/methods.md by scripts/bench.mjs.
  */
-import { createGpuContext, type GpuContext } from '@webtune/gpu';
+import type { GpuContext } from '@webtune/gpu';
 import {
-  architectureOf, createAdapterOnBase, linearHasBias, linearShape, resolveAdapterSpec, Rng, Transformer,
-  uploadBaseModel, weightReader, type AdapterSpec, type ModelConfig, type WeightReader,
+  architectureOf, linearHasBias, linearShape, resolveAdapterSpec, Rng, weightReader, type AdapterSpec, type ModelConfig, type WeightReader,
 } from '@webtune/model';
-import { Trainer, type DataCursor, type TrainingRow } from '@webtune/trainer';
+import type { DataCursor, Trainer, TrainingRow } from '@webtune/trainer';
 import { mobyDickRun } from './moby-dick.js';
+import { openTrainingRun } from './training-run.js';
 import { smolLM2Config, syntheticWeights } from './training.js';
 
 export interface MethodsBenchRow {
@@ -116,18 +116,7 @@ interface SmolRun {
  * (paused after each), so the methods' steps can be interleaved.
  */
 async function smolRun(gpu: GPU, config: ModelConfig, reader: WeightReader, spec: AdapterSpec, o: { batch: number; seq: number; steps: number }): Promise<SmolRun> {
-  const ctx: GpuContext = await createGpuContext({ gpu });
-  const base = await uploadBaseModel(ctx, config, reader, { format: 'f32', dtype: 'f32' });
-  const model = await Transformer.create(ctx, base);
-  const adapter = await createAdapterOnBase(ctx, base, spec, 1);
-  const trainer = await Trainer.create(ctx, model, adapter, { steps: o.steps, batchSize: o.batch, seqLen: o.seq, learningRate: 1e-4, seed: 3 }, { budgetBytes: 16 * 2 ** 30 });
-  const release = () => {
-    trainer.release();
-    adapter.release();
-    model.release();
-    base.release();
-    ctx.destroy();
-  };
+  const { ctx, adapter, trainer, release } = await openTrainingRun(gpu, config, reader, spec, 1, { steps: o.steps, batchSize: o.batch, seqLen: o.seq, learningRate: 1e-4, seed: 3 }, { budgetBytes: 16 * 2 ** 30 });
   return { ctx, release, trainer, parameterCount: adapter.parameterCount, cursor: undefined, peakBytes: 0, stepMs: [], cpuMs: [] };
 }
 
@@ -203,30 +192,19 @@ export async function runMethodsBench(gpu: GPU, log: (line: string) => void): Pr
   const rows: MethodsBenchRow[] = [];
   for (const [i, m] of METHODS.entries()) {
     const tinySpec = resolveAdapterSpec(tiny, m.method, m.config(tiny));
-    const ctx = await createGpuContext({ gpu });
+    const { adapter, trainer, release } = await openTrainingRun(gpu, tiny, weightReader(files), tinySpec, adapterSeed, tinyRun);
     try {
-      const base = await uploadBaseModel(ctx, tiny, weightReader(files), { format: 'f32', dtype: 'f32' });
-      const model = await Transformer.create(ctx, base);
-      const adapter = await createAdapterOnBase(ctx, base, tinySpec, adapterSeed);
-      const trainer = await Trainer.create(ctx, model, adapter, tinyRun);
-      try {
-        const heldOutBefore = await trainer.evaluate(heldOut);
-        const times: number[] = [];
-        let last = performance.now();
-        const result = await trainer.train(train, { onStep: () => { const now = performance.now(); times.push(now - last); last = now; } });
-        const heldOutAfter = await trainer.evaluate(heldOut);
-        rows.push({ ...measured[i]!, tiny: {
-          spec: tinySpec, trainableParams: adapter.parameterCount, heldOutBefore, heldOutAfter, firstLoss: result.losses[0]!, lastLoss: result.losses.at(-1)!,
-          medianStepMs: median(times.slice(1)), steps: result.step,
-        } });
-      } finally {
-        trainer.release();
-        adapter.release();
-        model.release();
-        base.release();
-      }
+      const heldOutBefore = await trainer.evaluate(heldOut);
+      const times: number[] = [];
+      let last = performance.now();
+      const result = await trainer.train(train, { onStep: () => { const now = performance.now(); times.push(now - last); last = now; } });
+      const heldOutAfter = await trainer.evaluate(heldOut);
+      rows.push({ ...measured[i]!, tiny: {
+        spec: tinySpec, trainableParams: adapter.parameterCount, heldOutBefore, heldOutAfter, firstLoss: result.losses[0]!, lastLoss: result.losses.at(-1)!,
+        medianStepMs: median(times.slice(1)), steps: result.step,
+      } });
     } finally {
-      ctx.destroy();
+      release();
     }
     const t = rows[i]!.tiny;
     log(`methods: ${m.label} tiny-llama: held-out ${t.heldOutBefore.toFixed(4)} -> ${t.heldOutAfter.toFixed(4)} after ${t.steps} steps (train ${t.firstLoss.toFixed(3)} -> ${t.lastLoss.toFixed(3)}), ${t.medianStepMs.toFixed(0)} ms/step`);
