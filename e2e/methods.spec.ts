@@ -13,10 +13,8 @@
  * e2e/prompt-methods.spec.ts).
  * A few steps of batch 2 at sequence 32: SwiftShader runs about 0.25 GFLOP/s.
  */
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { expect, test, type Download, type Page } from '@playwright/test';
-import { loadBundledWithSample, shot, setField } from './demo-page.js';
+import { expect, test, type Page } from '@playwright/test';
+import { exportAdapter, loadBundledWithSample, shot, setField } from './demo-page.js';
 import { DEMO_URL } from './servers.js';
 
 test.use({ baseURL: DEMO_URL });
@@ -34,40 +32,6 @@ async function trainAndFinish(page: Page) {
   await expect(page.locator('#train-info')).toContainText(`Finished ${STEPS} steps`, { timeout: 240_000 });
   await expect(page.locator('#stat-step')).toHaveText(`${STEPS} / ${STEPS}`);
   await expect(page.locator('#train-progress')).toHaveJSProperty('value', 1);
-}
-
-/**
- * Clicks Export and reads the two downloaded files: the parsed adapter_config.json and the
- * safetensors tensors (F32); with `saveIn`, also keeps them there under their names (for Import adapter).
- */
-async function exportAdapter(page: Page, saveIn?: string): Promise<{ config: Record<string, unknown>; tensors: Map<string, Float32Array>; paths: string[] }> {
-  const downloads: Download[] = [];
-  const onDownload = (d: Download) => downloads.push(d);
-  page.on('download', onDownload);
-  await page.click('#export');
-  await expect.poll(() => downloads.length, { timeout: 30_000 }).toBe(2);
-  page.off('download', onDownload);
-  const file = async (name: string) => readFile((await downloads.find((d) => d.suggestedFilename() === name)!.path())!);
-  const paths: string[] = [];
-  if (saveIn) {
-    for (const d of downloads) {
-      paths.push(join(saveIn, d.suggestedFilename()));
-      await d.saveAs(paths.at(-1)!);
-    }
-  }
-  const config = JSON.parse((await file('adapter_config.json')).toString('utf8')) as Record<string, unknown>;
-  // safetensors: u64 header length, a JSON header of { name: { dtype, shape, data_offsets } }, then the data.
-  const bytes = await file('adapter_model.safetensors');
-  const headerLength = Number(bytes.readBigUInt64LE(0));
-  const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString('utf8')) as Record<string, { dtype: string; data_offsets: [number, number] }>;
-  const tensors = new Map<string, Float32Array>();
-  for (const [name, t] of Object.entries(header)) {
-    if (name === '__metadata__') continue;
-    expect(t.dtype).toBe('F32');
-    const data = bytes.subarray(8 + headerLength + t.data_offsets[0], 8 + headerLength + t.data_offsets[1]);
-    tensors.set(name, new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength)));
-  }
-  return { config, tensors, paths };
 }
 
 /** Opens the demo with small training settings, the bundled model loaded and the sample text prepared. */

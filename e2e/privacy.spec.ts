@@ -8,9 +8,8 @@
  * out after 2 of 3 steps stops the run there and says so. The DP-SGD numbers themselves are tested
  * in packages/trainer (accountant, noise, clipping); this is the page. Batch 2 at sequence 32, 3 steps a run.
  */
-import { readFile } from 'node:fs/promises';
-import { expect, test, type Download, type Page } from '@playwright/test';
-import { loadBundledWithSample, shot, setField } from './demo-page.js';
+import { expect, test, type Page } from '@playwright/test';
+import { exportAdapter, loadBundledWithSample, shot, setField } from './demo-page.js';
 import { DEMO_URL } from './servers.js';
 
 test.use({ baseURL: DEMO_URL });
@@ -97,13 +96,7 @@ test('privacy panel: a preset\'s sigma before training, a live epsilon curve und
   await shot(page, testInfo, '02-private-run');
 
   // The exported adapter records the privacy.
-  const downloads: Download[] = [];
-  const onDownload = (d: Download) => downloads.push(d);
-  page.on('download', onDownload);
-  await page.click('#export');
-  await expect.poll(() => downloads.length, { timeout: 30_000 }).toBe(2);
-  page.off('download', onDownload);
-  const config = JSON.parse((await readFile((await downloads.find((d) => d.suggestedFilename() === 'adapter_config.json')!.path())!)).toString('utf8')) as Record<string, unknown>;
+  const { config } = await exportAdapter(page);
   expect(config.webtune_privacy).toMatchObject({ targetEpsilon: 1, steps: STEPS, dataSize: rows, accountant: 'rdp', mechanism: 'dp-sgd' });
   expect((config.webtune_privacy as { epsilon: number }).epsilon).toBeCloseTo(epsilons.at(-1)!, 6);
 
