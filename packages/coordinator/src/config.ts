@@ -6,7 +6,7 @@
  * restart with a changed file affects only rounds opened afterwards.
  */
 import type { AdapterSpec, Architecture, LoraConfig } from '@webtune/model';
-import { localDpSgdProblem, type RoundConfig } from '@webtune/federated';
+import { localDpSgdProblem, maxParticipants, quantizationProblem, type RoundConfig, type SecureAggregationConfig } from '@webtune/federated';
 
 export type ServerOptimizer =
   /** global += lr * avg (lr 1: plain FedAvg). */
@@ -84,9 +84,11 @@ export interface CoordinatorConfig {
    * come from the initial adapter (`lora` may adjust a LoRA adapter's alpha, dropout). A field not
    * in RoundConfig is refused. `localDpSgd: { noiseMultiplier, maxGradNorm, delta }` makes every
    * client train with DP-SGD (record-level DP per device, besides `dp`); rounds with it speak
-   * protocol 3, which clients from before it refuse (protocolForRound).
+   * protocol 3, which clients from before it refuse (protocolForRound). `secureAggregation: {}` (any
+   * subset of SecureAggregationConfig; DEFAULT_SECURE_AGGREGATION for the rest) makes rounds secure
+   * (SecAgg+, protocol 4): the coordinator learns only the sum of the updates.
    */
-  round: Partial<RoundConfig>;
+  round: Partial<Omit<RoundConfig, 'secureAggregation'>> & { secureAggregation?: Partial<SecureAggregationConfig> | null };
 }
 
 export const DEFAULT_CONFIG: CoordinatorConfig = {
@@ -106,6 +108,15 @@ export const DEFAULT_CONFIG: CoordinatorConfig = {
   maxRegistrations: 10_000,
   freshClientShare: 0.5,
   round: {},
+};
+
+/** Flower's SecAggPlusWorkflow defaults (clipping range 8, quantization range 2^22; modulus 2^32 is fixed), P-256, classic SecAgg. */
+export const DEFAULT_SECURE_AGGREGATION: SecureAggregationConfig = {
+  curve: 'P-256',
+  neighbours: 'all',
+  clippingRange: 8,
+  quantizationRange: 2 ** 22,
+  stageTimeoutMs: 60_000,
 };
 
 export class ConfigError extends Error {
@@ -160,6 +171,14 @@ export function resolveConfig(user: unknown = {}): CoordinatorConfig {
 
 /** Checks that a robust rule fits the round: not with central DP, and its updates within maxRobustBytes. */
 export function checkAggregation(c: CoordinatorConfig, round: RoundConfig, adapterElements: number): void {
+  if (round.secureAggregation) {
+    if (c.aggregation.rule !== 'mean') throw new ConfigError(`aggregation "${c.aggregation.rule}" needs every update; under secure aggregation the coordinator sees only their sum (use "mean")`);
+    if (c.minClients < 3) throw new ConfigError('secure aggregation needs minClients >= 3 (with two, each client could subtract its own update from the sum)');
+    const most = maxParticipants(round.secureAggregation.quantizationRange);
+    if (c.maxClients > most) {
+      throw new ConfigError(`secure aggregation with quantizationRange ${round.secureAggregation.quantizationRange} sums at most ${most} clients without overflow mod 2^32 (n (Q - 1) < 2^32); maxClients is ${c.maxClients}: lower it or the quantizationRange`);
+    }
+  }
   if (c.aggregation.rule === 'mean') return;
   if (round.dp.mode === 'central') throw new ConfigError(`aggregation "${c.aggregation.rule}" cannot be combined with central DP, whose noise is calibrated to the mean`);
   const bytes = c.maxClients * adapterElements * 4;
@@ -170,28 +189,45 @@ export function checkAggregation(c: CoordinatorConfig, round: RoundConfig, adapt
 
 /** Every RoundConfig field an operator may name in `round` (the rest is refused: a typo must not pass silently). */
 const ROUND_FIELDS: ReadonlySet<string> = new Set<keyof RoundConfig>([
-  'steps', 'batchSize', 'learningRate', 'seqLen', 'adapter', 'architecture', 'lora', 'clipNorm', 'dp', 'localDpSgd', 'proximalMu', 'maxUploadBytes',
+  'steps', 'batchSize', 'learningRate', 'seqLen', 'adapter', 'architecture', 'lora', 'clipNorm', 'dp', 'localDpSgd', 'secureAggregation', 'proximalMu', 'maxUploadBytes',
 ]);
+
+/** secureAggregation's fields over DEFAULT_SECURE_AGGREGATION, validated (ConfigError). */
+function resolveSecureAggregation(partial: unknown): SecureAggregationConfig {
+  if (!isObject(partial)) throw new ConfigError('round.secureAggregation must be an object (a partial SecureAggregationConfig)');
+  const known = Object.keys(DEFAULT_SECURE_AGGREGATION).concat('threshold');
+  for (const k of Object.keys(partial)) if (!known.includes(k)) throw new ConfigError(`unknown round.secureAggregation field "${k}" (known: ${known.join(', ')})`);
+  const r = { ...DEFAULT_SECURE_AGGREGATION, ...partial } as SecureAggregationConfig;
+  if (r.curve !== 'P-256' && r.curve !== 'X25519') throw new ConfigError('round.secureAggregation.curve must be "P-256" or "X25519"');
+  if (r.neighbours !== 'all' && !(Number.isInteger(r.neighbours) && r.neighbours >= 2)) throw new ConfigError('round.secureAggregation.neighbours must be "all" or an integer >= 2');
+  if (r.threshold !== undefined && !(typeof r.threshold === 'number' && r.threshold > 0 && r.threshold <= 1)) {
+    throw new ConfigError('round.secureAggregation.threshold must be a share in (0, 1] of each neighbourhood (it is raised to a majority if lower)');
+  }
+  const problem = quantizationProblem(r.clippingRange, r.quantizationRange);
+  if (problem) throw new ConfigError(`round.secureAggregation.${problem}`);
+  positiveNumber(r.stageTimeoutMs, 'round.secureAggregation.stageTimeoutMs');
+  return r;
+}
 
 /**
  * The RoundConfig sent to clients: the user's fields over defaults sized to the adapter. Refuses
  * (ConfigError) unknown fields and invalid values, localDpSgd's included (sigma finite >= 0, C > 0,
  * delta in (0, 1)); `localDpSgd: null` is the same as leaving it out.
  */
-export function resolveRoundConfig(partial: Partial<RoundConfig>, adapter: { spec: AdapterSpec; architecture: Architecture }, adapterElements: number): RoundConfig {
+export function resolveRoundConfig(partial: CoordinatorConfig['round'], adapter: { spec: AdapterSpec; architecture: Architecture }, adapterElements: number): RoundConfig {
   for (const k of Object.keys(partial)) if (!ROUND_FIELDS.has(k)) throw new ConfigError(`unknown round field "${k}" (known: ${[...ROUND_FIELDS].join(', ')})`);
-  const { localDpSgd: dpSgd, ...rest } = partial as Partial<RoundConfig> & { localDpSgd?: RoundConfig['localDpSgd'] | null };
+  const { localDpSgd: dpSgd, secureAggregation: secure, ...rest } = partial as Partial<RoundConfig> & { localDpSgd?: RoundConfig['localDpSgd'] | null; secureAggregation?: unknown };
   if (dpSgd != null) {
     const problem = localDpSgdProblem(dpSgd);
     if (problem) throw new ConfigError(`round.localDpSgd ${problem}`);
   }
-  partial = rest;
-  if (partial.adapter !== undefined || partial.architecture !== undefined) {
+  const fields: Partial<Omit<RoundConfig, 'localDpSgd' | 'secureAggregation'>> = rest;
+  if (fields.adapter !== undefined || fields.architecture !== undefined) {
     throw new ConfigError('round.adapter and round.architecture come from the initial adapter (and its adapter_config.json); set them there');
   }
-  if (partial.lora !== undefined && adapter.spec.method !== 'lora') throw new ConfigError(`round.lora sets LoRA settings, but the initial adapter is ${adapter.spec.method}`);
+  if (fields.lora !== undefined && adapter.spec.method !== 'lora') throw new ConfigError(`round.lora sets LoRA settings, but the initial adapter is ${adapter.spec.method}`);
   const initialLora = adapter.spec.method === 'lora' ? (adapter.spec.config as unknown as LoraConfig) : undefined;
-  const lora = initialLora ? { ...initialLora, ...(partial.lora ?? {}) } : undefined;
+  const lora = initialLora ? { ...initialLora, ...(fields.lora ?? {}) } : undefined;
   const r: RoundConfig = {
     steps: 20,
     batchSize: 4,
@@ -201,13 +237,14 @@ export function resolveRoundConfig(partial: Partial<RoundConfig>, adapter: { spe
     proximalMu: 0,
     // Dense f32 is 4 bytes an element; top-k adds 4 more for the index; plus the JSON header.
     maxUploadBytes: 8 * adapterElements + 65536,
-    ...partial,
+    ...fields,
     adapter: lora ? { method: 'lora', config: lora as unknown as AdapterSpec['config'] } : adapter.spec,
     architecture: adapter.architecture,
     // Clients from before the adapter spec read `lora`; LoRA rounds keep sending it.
     ...(lora ? { lora } : {}),
-    dp: { mode: 'none', noiseMultiplier: 0, delta: 1e-5, ...(partial.dp ?? {}) },
+    dp: { mode: 'none', noiseMultiplier: 0, delta: 1e-5, ...(fields.dp ?? {}) },
     ...(dpSgd != null ? { localDpSgd: { noiseMultiplier: dpSgd.noiseMultiplier, maxGradNorm: dpSgd.maxGradNorm, delta: dpSgd.delta } } : {}),
+    ...(secure != null ? { secureAggregation: resolveSecureAggregation(secure) } : {}),
   };
   for (const k of ['steps', 'batchSize', 'seqLen', 'maxUploadBytes'] as const) {
     if (!Number.isInteger(r[k]) || r[k] < 1) throw new ConfigError(`round.${k} must be a positive integer, got ${r[k]}`);
@@ -215,7 +252,10 @@ export function resolveRoundConfig(partial: Partial<RoundConfig>, adapter: { spe
   positiveNumber(r.learningRate, 'round.learningRate');
   positiveNumber(r.clipNorm, 'round.clipNorm');
   positiveNumber(r.proximalMu, 'round.proximalMu', true);
-  if (!['none', 'local', 'central'].includes(r.dp.mode)) throw new ConfigError('round.dp.mode must be "none", "local" or "central"');
+  if (!['none', 'local', 'central', 'distributed'].includes(r.dp.mode)) throw new ConfigError('round.dp.mode must be "none", "local", "central" or "distributed"');
+  if (r.dp.mode === 'distributed' && !r.secureAggregation) throw new ConfigError('round.dp.mode "distributed" needs round.secureAggregation (each client adds part of the noise, which only a masked sum keeps hidden)');
+  if (r.dp.mode === 'distributed' && !(r.dp.noiseMultiplier > 0)) throw new ConfigError('distributed DP needs round.dp.noiseMultiplier > 0');
+  if (r.dp.mode === 'local' && r.secureAggregation) throw new ConfigError('round.dp.mode "local" noises each update for a coordinator that sees it; under secure aggregation use "distributed" (the same total noise, spread over the clients)');
   positiveNumber(r.dp.noiseMultiplier, 'round.dp.noiseMultiplier', true);
   if (!(r.dp.delta > 0 && r.dp.delta < 1)) throw new ConfigError('round.dp.delta must be in (0, 1)');
   if (r.dp.mode === 'central' && !(r.dp.noiseMultiplier > 0)) throw new ConfigError('central DP needs round.dp.noiseMultiplier > 0');

@@ -14,6 +14,9 @@
  *   aggregate: status 'aggregating' (committed), then ONE transaction writes the new global version, the optimizer
  *              state and closes the round with its result version, and opens the next round (unless maxRounds).
  * After kill -9 the state is what was committed: an open round continues with its accepted updates.
+ * Secure rounds (round.secureAggregation) go through their SecAgg+ stages while open
+ * (secure-rounds.ts), then 'aggregating' runs an asynchronous unmasking job that publishes through
+ * the same step as plain rounds (publish), and is started again after a crash.
  */
 import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type Database from 'better-sqlite3';
@@ -23,6 +26,7 @@ import { readFlat, toSafetensors, type AdapterLayout } from './adapter.js';
 import { accumulate, addGaussianNoise, cryptoGaussian, resolveOptimizer, robustAggregate, serverStep, type OptimizerState } from './aggregate.js';
 import { resolveRoundConfig, type AggregationRule, type CoordinatorConfig, type ServerOptimizer } from './config.js';
 import { centralEpsilon } from './dp.js';
+import { SecureRounds } from './secure-rounds.js';
 import { blobToF32, blobToF64, f64ToBlob, type RoundRow } from './store.js';
 
 /** What a round's `config` column holds. */
@@ -37,6 +41,8 @@ export interface RoundSnapshot {
   normTolerance: number;
   /** Absent in rounds opened before robust rules existed: 'mean'. */
   aggregation?: AggregationRule;
+  /** The round's minClients (recorded from secure aggregation on; distributed DP's noise bound uses it). */
+  minClients?: number;
 }
 
 export interface Client {
@@ -72,6 +78,20 @@ export function maxUpdateNorm(snap: RoundSnapshot, elements: number): number {
   return clipped + snap.client.dp.noiseMultiplier * S * (Math.sqrt(elements) + 10);
 }
 
+/**
+ * The std of the DP noise on a round's mean of `count` updates: central, z S / count (the
+ * coordinator's); distributed, each of the count survivors added N(0, (zS)^2 / m) with m =
+ * minSurvivors <= count, so z S sqrt(count / m) / count, at most z S sqrt(count / minClients) / count.
+ */
+function noiseOnMean(snap: RoundSnapshot, count: number): number {
+  const dp = snap.client.dp;
+  const zS = dp.noiseMultiplier * snap.client.clipNorm;
+  if (dp.mode === 'central') return zS / count;
+  // minSurvivors >= minClients, so count / minClients bounds count / m from above.
+  if (dp.mode === 'distributed') return (zS * Math.sqrt(count / Math.max(1, Math.min(count, snap.minClients ?? 1)))) / count;
+  return 0;
+}
+
 function l2(values: ArrayLike<number>): number {
   let s = 0;
   for (let i = 0; i < values.length; i++) s += values[i]! * values[i]!;
@@ -81,6 +101,8 @@ function l2(values: ArrayLike<number>): number {
 export class CoordinatorCore {
   readonly secret: string;
   private readonly enrolmentHash: Buffer;
+  /** The stages of secure rounds. */
+  readonly secure: SecureRounds;
 
   constructor(
     readonly db: Database.Database,
@@ -100,6 +122,11 @@ export class CoordinatorCore {
     }
     this.secret = secret;
     this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run('config', JSON.stringify(config));
+    this.secure = new SecureRounds(db, now, {
+      log,
+      failRound: (round, reason) => this.failRound(round, reason),
+      publish: (round, mean, count) => this.publish(round, this.snapshot(round), mean, count),
+    });
   }
 
   private meta(key: string): string | undefined {
@@ -168,6 +195,7 @@ export class CoordinatorCore {
   }
 
   acceptedCount(roundId: number): number {
+    if (this.secure.stageRow(roundId)) return this.secure.maskedCount(roundId);
     return (this.db.prepare('SELECT count FROM round_sums WHERE round_id = ?').get(roundId) as { count: number } | undefined)?.count ?? 0;
   }
 
@@ -233,6 +261,7 @@ export class CoordinatorCore {
       roundDurationMs: c.roundDurationMs,
       normTolerance: c.normTolerance,
       aggregation: c.aggregation,
+      minClients: c.minClients,
     };
     const now = this.now();
     const selection = JSON.stringify({ rule: 'bernoulli', rate: c.sampleRate, decider: 'HMAC-SHA256(server secret, "webtune-sample:<round>:<client>")[0..6] / 2^48 < rate' });
@@ -244,6 +273,7 @@ export class CoordinatorCore {
       .run(baseVersion, c.minClients, c.maxClients, now + c.roundDurationMs, c.sampleRate, selection, JSON.stringify(snapshot), now);
     const id = Number(info.lastInsertRowid);
     this.db.prepare('INSERT INTO round_sums (round_id, weighted_sum, total_weight, count) VALUES (?, ?, 0, 0)').run(id, f64ToBlob(new Float64Array(this.layout.size)));
+    if (client.secureAggregation) this.secure.open(id, now + c.roundDurationMs);
     this.log(`round ${id} open on version ${baseVersion} (deadline ${new Date(now + c.roundDurationMs).toISOString()})`);
     return this.round(id)!;
   }
@@ -262,13 +292,18 @@ export class CoordinatorCore {
 
   /** Applies deadlines and triggers; opens the first round. Idempotent. */
   maintain(): void {
-    for (let guard = 0; guard < 8; guard++) {
+    for (let guard = 0; guard < 16; guard++) {
       const r = this.currentRound();
       if (!r) {
         this.db.transaction(() => this.openNextIfAllowed(this.latestVersion()))();
         continue;
       }
+      const secure = this.snapshot(r).client.secureAggregation;
       if (r.status === 'aggregating') {
+        if (secure) {
+          this.secure.startUnmask(r, secure); // asynchronous: it publishes (and opens the next round) when done
+          return;
+        }
         this.aggregate(r);
         continue;
       }
@@ -279,26 +314,36 @@ export class CoordinatorCore {
         this.db.transaction(() => this.openRoundStmt(this.latestVersion()))();
         continue;
       }
-      const count = this.acceptedCount(r.id);
-      if (count >= r.max_clients) {
-        this.aggregate(r);
-        continue;
-      }
-      if (this.now() < r.deadline) return;
-      if (count >= r.min_clients) {
-        this.aggregate(r);
-        continue;
+      let count: number;
+      if (secure) {
+        const step = this.secure.step(r, secure, this.snapshot(r).roundDurationMs);
+        if (step === 'changed' || step === 'aggregate') continue;
+        if (step === 'wait') return;
+        count = this.secure.advertisedCount(r.id); // 'short': too few keys at the deadline, handled below
+      } else {
+        count = this.acceptedCount(r.id);
+        if (count >= r.max_clients) {
+          this.aggregate(r);
+          continue;
+        }
+        if (this.now() < r.deadline) return;
+        if (count >= r.min_clients) {
+          this.aggregate(r);
+          continue;
+        }
       }
       const snap = this.snapshot(r);
       if (snap.deadlineAction === 'extend' && r.extensions < snap.maxExtensions) {
         const deadline = this.now() + snap.roundDurationMs;
         this.db.prepare('UPDATE rounds SET deadline = ?, extensions = extensions + 1 WHERE id = ?').run(deadline, r.id);
+        if (secure) this.secure.extend(r.id, deadline);
         this.log(`round ${r.id}: ${count} of ${r.min_clients} updates at the deadline; extended to ${new Date(deadline).toISOString()}`);
         return;
       }
       this.db.transaction(() => {
         this.db.prepare("UPDATE rounds SET status = 'closed', outcome = 'abandoned', closed = ? WHERE id = ?").run(this.now(), r.id);
         this.db.prepare('DELETE FROM update_deltas WHERE round_id = ?').run(r.id);
+        if (secure) this.secure.close(r.id, `${count} of ${r.min_clients} clients advertised keys by the deadline`);
         this.log(`round ${r.id}: ${count} of ${r.min_clients} updates at the deadline; closed without a new version`);
         this.openRoundStmt(r.base_version);
       })();
@@ -394,11 +439,30 @@ export class CoordinatorCore {
         .all(round.id) as { data: Buffer; weight: number }[];
       avg = robustAggregate(rule, rows.map((r) => blobToF32(r.data)), rows.map((r) => r.weight));
     }
+    this.publish(round, snap, avg, sums.count);
+  }
+
+  /** Closes a round as 'failed' (the previous version stays current) and opens the next; one transaction. */
+  private failRound(round: RoundRow, reason: string): void {
+    this.db.transaction(() => {
+      this.db.prepare("UPDATE rounds SET status = 'closed', outcome = 'failed', closed = ? WHERE id = ?").run(this.now(), round.id);
+      this.db.prepare('DELETE FROM update_deltas WHERE round_id = ?').run(round.id);
+      if (this.secure.stageRow(round.id)) this.secure.close(round.id, reason);
+      this.log(`round ${round.id}: failed: ${reason}; version ${round.base_version} stays current`);
+      this.openNextIfAllowed(round.base_version);
+    })();
+  }
+
+  /**
+   * The server's part of a round's aggregation, from the mean of its `count` updates: central DP
+   * noise, the server optimizer, the publishability check, then ONE transaction writes the version.
+   */
+  private publish(round: RoundRow, snap: RoundSnapshot, avg: Float64Array, count: number): void {
     const dp = snap.client.dp;
     let epsilon: number | null = null;
     if (dp.mode === 'central') {
       // Flower DifferentialPrivacyClientSideFixedClipping: N(0, (z S / m)^2) on the mean of the m clipped updates.
-      addGaussianNoise(avg, (dp.noiseMultiplier * snap.client.clipNorm) / sums.count, this.gaussian);
+      addGaussianNoise(avg, (dp.noiseMultiplier * snap.client.clipNorm) / count, this.gaussian);
     }
     const baseBlob = this.versionBlob(round.base_version)!;
     const global = readFlat(this.layout, baseBlob);
@@ -406,16 +470,14 @@ export class CoordinatorCore {
     const step = serverStep(snap.optimizer, global, avg, state);
     // A weighted mean of updates of norm <= B has norm <= B; central noise adds at most
     // sigma (sqrt(d) + 10). Anything beyond, or any non-finite value, is not published.
-    const sigma = dp.mode === 'central' ? (dp.noiseMultiplier * snap.client.clipNorm) / sums.count : 0;
-    const plausible = (maxUpdateNorm(snap, avg.length) + sigma * (Math.sqrt(avg.length) + 10)) * (1 + 1e-9);
+    const sigma = noiseOnMean(snap, count);
+    const secure = snap.client.secureAggregation;
+    // Secure rounds: each value is off by less than one quantization step.
+    const quantization = secure ? ((2 * secure.clippingRange) / (secure.quantizationRange - 1)) * Math.sqrt(avg.length) : 0;
+    const plausible = (maxUpdateNorm(snap, avg.length) + sigma * (Math.sqrt(avg.length) + 10) + quantization) * (1 + 1e-9);
     const avgNorm = l2(avg);
     if (!(avgNorm <= plausible) || !step.global.every(Number.isFinite)) {
-      this.db.transaction(() => {
-        this.db.prepare("UPDATE rounds SET status = 'closed', outcome = 'failed', closed = ? WHERE id = ?").run(this.now(), round.id);
-        this.db.prepare('DELETE FROM update_deltas WHERE round_id = ?').run(round.id);
-        this.log(`round ${round.id}: the aggregate of ${sums.count} updates is not publishable (norm ${avgNorm}, bound ${plausible}, or a non-finite value); version ${round.base_version} stays current`);
-        this.openNextIfAllowed(round.base_version);
-      })();
+      this.failRound(round, `the aggregate of ${count} updates is not publishable (norm ${avgNorm}, bound ${plausible}, or a non-finite value)${secure ? '; under secure aggregation the coordinator cannot tell which client sent an update above the clip norm' : ''}`);
       return;
     }
     this.db.transaction(() => {
@@ -423,10 +485,11 @@ export class CoordinatorCore {
       this.db.prepare('INSERT INTO global_versions (version, weights, from_round, created) VALUES (?, ?, ?, ?)').run(version, toSafetensors(this.layout, step.global), round.id, this.now());
       const put = this.db.prepare('INSERT INTO optimizer_state (name, data, version) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET data = excluded.data, version = excluded.version');
       for (const [name, data] of step.state) put.run(name, f64ToBlob(data), version);
-      if (dp.mode === 'central') epsilon = centralEpsilon(this.centralReleases(round), dp.delta, this.log);
+      if (dp.mode === 'central' || dp.mode === 'distributed') epsilon = centralEpsilon(this.centralReleases(round), dp.delta, this.log);
       this.db.prepare("UPDATE rounds SET status = 'closed', outcome = 'aggregated', result_version = ?, dp_epsilon = ?, closed = ? WHERE id = ?").run(version, epsilon, this.now(), round.id);
       this.db.prepare('DELETE FROM update_deltas WHERE round_id = ?').run(round.id);
-      this.log(`round ${round.id}: ${sums.count} updates aggregated (${snap.optimizer.type}) into version ${version}${epsilon !== null ? `, central DP epsilon ${epsilon.toFixed(3)} at delta ${dp.delta}` : ''}`);
+      if (secure) this.secure.close(round.id);
+      this.log(`round ${round.id}: ${count} updates aggregated (${snap.optimizer.type}${secure ? ', secure' : ''}) into version ${version}${epsilon !== null ? `, ${dp.mode} DP epsilon ${epsilon.toFixed(3)} at delta ${dp.delta}` : ''}`);
       this.openNextIfAllowed(version);
     })();
   }
@@ -437,7 +500,8 @@ export class CoordinatorCore {
     const out: { noiseMultiplier: number; sampleRate: number }[] = [];
     for (const r of rows) {
       const dp = (JSON.parse(r.config) as RoundSnapshot).client.dp;
-      if (dp.mode === 'central') out.push({ noiseMultiplier: dp.noiseMultiplier, sampleRate: r.sample_rate });
+      // Distributed DP: the unmasked sum carries at least N(0, (zS)^2), as the central sum does.
+      if (dp.mode === 'central' || dp.mode === 'distributed') out.push({ noiseMultiplier: dp.noiseMultiplier, sampleRate: r.sample_rate });
     }
     return out;
   }

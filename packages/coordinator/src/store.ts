@@ -14,15 +14,21 @@
  *   update_deltas    each accepted update's delta (f32 blob) while its round is open, only under a
  *                    robust aggregation rule (median, trimmed mean, Krum), which needs them all
  *   invites          invitation codes (SHA-256 only): how many clients each may still register
+ *   secagg_rounds    per secure round: its SecAgg+ stage and deadline, n, k, t, the fewest survivors
+ *                    it unmasks, the running sum of masked inputs mod 2^32 (u32 blob; no single
+ *                    client's masked input is kept), and why it failed
+ *   secagg_clients   per secure round and client: its index, its two public keys, and which stages it completed
+ *   secagg_shares    the encrypted shares (AES-GCM ciphertexts the coordinator cannot open) while the round runs
+ *   secagg_reveals   the shares revealed in unmask while the round runs
  *
  * clients also records when the operator revoked one and which credential (the shared secret or
- * an invitation) minted it. Schema 2 added update_deltas, invites and those two columns; a schema 1
- * database is upgraded in place on open.
+ * an invitation) minted it. Schema 2 added update_deltas, invites and those two columns; schema 3 the
+ * secagg_ tables. Older databases are upgraded in place on open.
  */
 import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -93,6 +99,46 @@ CREATE TABLE IF NOT EXISTS update_deltas (
   data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS update_deltas_round ON update_deltas (round_id);
+CREATE TABLE IF NOT EXISTS secagg_rounds (
+  round_id INTEGER PRIMARY KEY REFERENCES rounds(id),
+  stage TEXT NOT NULL CHECK (stage IN ('advertise-keys', 'share-keys', 'masked-input', 'unmask', 'aggregating', 'closed')),
+  stage_deadline INTEGER NOT NULL,
+  participants INTEGER,
+  neighbours INTEGER,
+  threshold INTEGER,
+  min_survivors INTEGER,
+  masked_sum BLOB,
+  masked_count INTEGER NOT NULL DEFAULT 0,
+  failure TEXT
+);
+CREATE TABLE IF NOT EXISTS secagg_clients (
+  round_id INTEGER NOT NULL REFERENCES rounds(id),
+  client_id TEXT NOT NULL REFERENCES clients(id),
+  idx INTEGER,
+  encryption_key BLOB NOT NULL,
+  mask_key BLOB NOT NULL,
+  shared INTEGER NOT NULL DEFAULT 0,
+  masked_update_id TEXT,
+  unmasked INTEGER NOT NULL DEFAULT 0,
+  created INTEGER NOT NULL,
+  PRIMARY KEY (round_id, client_id),
+  UNIQUE (round_id, idx)
+);
+CREATE TABLE IF NOT EXISTS secagg_shares (
+  round_id INTEGER NOT NULL REFERENCES rounds(id),
+  from_idx INTEGER NOT NULL,
+  to_idx INTEGER NOT NULL,
+  ciphertext BLOB NOT NULL,
+  PRIMARY KEY (round_id, from_idx, to_idx)
+);
+CREATE TABLE IF NOT EXISTS secagg_reveals (
+  round_id INTEGER NOT NULL REFERENCES rounds(id),
+  from_idx INTEGER NOT NULL,
+  of_idx INTEGER NOT NULL,
+  kind TEXT NOT NULL CHECK (kind IN ('seed', 'key')),
+  share BLOB NOT NULL,
+  PRIMARY KEY (round_id, from_idx, of_idx)
+);
 `;
 
 export function openDatabase(path: string): Database.Database {
@@ -111,10 +157,11 @@ export function openDatabase(path: string): Database.Database {
   db.exec(SCHEMA);
   const row = db.prepare('SELECT value FROM meta WHERE key = ?').get('schema_version') as { value: string } | undefined;
   if (!row) db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('schema_version', String(SCHEMA_VERSION));
-  // Schema 1 -> 2: update_deltas and invites (SCHEMA above just created them) and two client columns.
-  else if (Number(row.value) === 1) {
+  // Schema 1 -> 2: update_deltas and invites (SCHEMA above just created them) and two client columns;
+  // 2 -> 3: the secagg_ tables (created above).
+  else if (Number(row.value) === 1 || Number(row.value) === 2) {
     db.transaction(() => {
-      db.exec('ALTER TABLE clients ADD COLUMN revoked INTEGER; ALTER TABLE clients ADD COLUMN credential TEXT;');
+      if (Number(row.value) === 1) db.exec('ALTER TABLE clients ADD COLUMN revoked INTEGER; ALTER TABLE clients ADD COLUMN credential TEXT;');
       db.prepare("UPDATE meta SET value = ? WHERE key = 'schema_version'").run(String(SCHEMA_VERSION));
     })();
   }

@@ -334,7 +334,7 @@ export class ChatTemplateError extends WebtuneError {
 export type ProtocolErrorCode =
   | 'bad_secret' | 'unauthenticated' | 'wrong_round' | 'round_closed' | 'not_selected' | 'too_large'
   | 'malformed' | 'wrong_tensors' | 'not_finite' | 'norm_exceeded' | 'bad_request' | 'not_found' | 'unsupported_protocol'
-  | 'rate_limited' | 'revoked';
+  | 'rate_limited' | 'revoked' | 'wrong_stage';
 
 /**
  * A federated step failed. `reason` is the coordinator's ErrorResponse code for a rejected request
@@ -364,6 +364,30 @@ export class UpdateRejectedError extends WebtuneError {
   constructor(reason: ProtocolErrorCode, detail: string) {
     super('INVALID_ARGUMENT', `Update rejected (${reason}): ${detail}.`);
     this.reason = reason;
+  }
+}
+
+/**
+ * A secure-aggregation round this client will not go on with, so that its secrets stay secret:
+ *   'bad_share'          a share addressed to it fails AES-GCM authentication or names another round or pair
+ *   'both_secrets'       the coordinator asks for the self-mask seed share of a peer whose mask-key share it
+ *                        asked for before (or the reverse): with both it could unmask that peer's update
+ *   'too_few_survivors'  the coordinator asks to unmask fewer inputs than the round's threshold
+ *   'bad_roster'         the neighbours, keys or survivor lists contradict the round's parameters
+ *   'unsupported_curve'  the round's ECDH curve is not in this runtime's WebCrypto
+ *   'stage_passed'       the round went past the stage this client needed (it joined late or was offline)
+ *   'round_failed'       the coordinator failed the round (too many dropouts); nothing was revealed by this client
+ * Nothing further is sent for the round once it is thrown (except 'stage_passed' and 'round_failed',
+ * which are the coordinator's news, not a refusal).
+ */
+export class SecureAggregationError extends WebtuneError {
+  override name = 'SecureAggregationError';
+  readonly reason: 'bad_share' | 'both_secrets' | 'too_few_survivors' | 'bad_roster' | 'unsupported_curve' | 'stage_passed' | 'round_failed';
+  readonly roundId: number;
+  constructor(reason: SecureAggregationError['reason'], roundId: number, detail: string, options?: { cause?: unknown }) {
+    super('INVALID_ARGUMENT', `Secure aggregation, round ${roundId} (${reason}): ${detail}`, options);
+    this.reason = reason;
+    this.roundId = roundId;
   }
 }
 
@@ -398,4 +422,5 @@ export const ERROR_CLASSES: Readonly<Record<string, WebtuneErrorClass>> = {
   ChatTemplateError,
   FederatedError,
   UpdateRejectedError,
+  SecureAggregationError,
 };

@@ -1,5 +1,5 @@
 /**
- * The coordinator protocol, versions 1, 2 and 3: HTTP, JSON for control messages, safetensors for
+ * The coordinator protocol, versions 1 to 4: HTTP, JSON for control messages, safetensors for
  * tensors. Shared by the client (this package) and the reference coordinator (packages/coordinator).
  *
  *   POST /v1/register                  {enrolmentSecret, name?} -> RegisterResponse (401 on a bad secret)
@@ -7,6 +7,7 @@
  *   GET  /v1/global/:version           -> safetensors of the global adapter (F32, the adapter's trainable keys)
  *   POST /v1/rounds/:roundId/updates   body: an encoded update (codec.ts), headers below -> UploadResponse
  *   GET  /v1/rounds/:roundId           -> RoundStatus
+ * Secure-aggregation rounds (protocol 4, secagg/ and SECAGG_ROUTES below) replace the upload with four stages.
  *
  * Every request but register carries `Authorization: Bearer <token>`. An upload carries
  * `X-Update-Id` (a client-chosen UUID: the same id twice is accepted once, the second answer says
@@ -29,6 +30,11 @@
  * coordinator whose round sets it speaks 3 (protocolForRound), and every client from before it
  * (which supports only 1 and 2) refuses such a round with 'unsupported_protocol'.
  *
+ * 4: rounds whose config sets `secureAggregation` (SecAgg+: the coordinator learns only the sum of
+ * the updates). A client that ignored the field would upload its update in the clear, so such rounds
+ * speak 4 and older clients refuse them. (Issue 20 called this "version 2"; 2 and 3 were taken
+ * by then.) Plain rounds keep the lowest version their adapter needs.
+ *
  * Unknown fields. Clients ignore RoundConfig fields they do not know; that is safe only because a
  * field that changes what a client must do comes with a new protocol version, as `adapter` (2) and
  * `localDpSgd` (3) did. The reference coordinator refuses a round setting it does not know (a typo
@@ -38,10 +44,10 @@ import type { AdapterMethod, AdapterSpec, Architecture, LoraConfig } from '@webt
 import type { ProtocolErrorCode } from '@webtune/errors';
 
 /** The newest protocol version: what this package speaks, besides every older one in SUPPORTED_PROTOCOLS. */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /** The versions this client takes part in (a coordinator's register answer and RoundInfo carry one of them). */
-export const SUPPORTED_PROTOCOLS: readonly number[] = [1, 2, 3];
+export const SUPPORTED_PROTOCOLS: readonly number[] = [1, 2, 3, 4];
 
 /**
  * The version a coordinator speaks for an adapter of `method`: 1 for LoRA (whose rounds 0.2.0
@@ -52,11 +58,13 @@ export function protocolForMethod(method: AdapterMethod): 1 | 2 {
 }
 
 /**
- * The version a coordinator speaks for a round of an adapter of `method` with this config: 3 when the
- * round sets `localDpSgd` (clients from before it would ignore the field and train without DP-SGD,
- * so they must refuse the round), else protocolForMethod(method).
+ * The version a coordinator speaks for a round of an adapter of `method` with this config: 4 when the
+ * round sets `secureAggregation`, 3 when it sets `localDpSgd` (clients from before either would ignore
+ * the field: upload in the clear, or train without DP-SGD, so they must refuse the round), else
+ * protocolForMethod(method).
  */
-export function protocolForRound(method: AdapterMethod, config: Pick<RoundConfig, 'localDpSgd'>): 1 | 2 | 3 {
+export function protocolForRound(method: AdapterMethod, config: Pick<RoundConfig, 'localDpSgd' | 'secureAggregation'>): 1 | 2 | 3 | 4 {
+  if (config.secureAggregation != null) return 4;
   return config.localDpSgd != null ? 3 : protocolForMethod(method);
 }
 
@@ -75,9 +83,12 @@ export interface RegisterResponse {
 
 /**
  * Who adds differential-privacy noise in a round: 'local' (each client noises its clipped update before it
- * leaves the device), 'central' (the coordinator noises the aggregate), or 'none' (updates are only clipped).
+ * leaves the device), 'central' (the coordinator noises the aggregate), 'distributed' (secure rounds only:
+ * each client adds N(0, (zS)^2 / m) before masking, m = SecAggStatus.minSurvivors, so the sum of the
+ * at least m unmasked inputs carries N(0, (zS)^2) and the coordinator never sees less noise), or 'none'
+ * (updates are only clipped).
  */
-export type DpMode = 'none' | 'local' | 'central';
+export type DpMode = 'none' | 'local' | 'central' | 'distributed';
 
 /**
  * DP-SGD for each client's local training (RoundConfig.localDpSgd): every local step clips each
@@ -117,6 +128,33 @@ export function localDpSgdProblem(c: unknown): string | undefined {
   return undefined;
 }
 
+/** The ECDH curve of a secure round: P-256 everywhere WebCrypto is, X25519 where the runtime has it. */
+export type SecAggCurveName = 'P-256' | 'X25519';
+
+/**
+ * Secure aggregation of a round (SecAgg+, Bell et al. 2020; Flower's `SecAggPlusWorkflow` names in
+ * brackets). Each client clips its update to the round's clipNorm S, quantizes it to [0, Q - 1]
+ * after clipping each value to [-c, c], and masks it mod 2^32; the coordinator learns only the sum.
+ */
+export interface SecureAggregationConfig {
+  /** The ECDH curve every client of the round uses. */
+  curve: SecAggCurveName;
+  /** k, the neighbours each client shares its secrets with ('num_shares'); 'all' (n - 1) is classic SecAgg. */
+  neighbours: number | 'all';
+  /**
+   * The Shamir threshold t as a share of k ('reconstruction_threshold'); t is always more than k/2
+   * (majority), so that no two disjoint sets of neighbours can each reconstruct a secret; undefined:
+   * the majority.
+   */
+  threshold?: number;
+  /** c: each value is clipped to [-c, c] before quantization ('clipping_range', 8). */
+  clippingRange: number;
+  /** Q: values are quantized to Q levels ('quantization_range', 2^22); maxClients <= floor((2^32 - 1) / (Q - 1)). */
+  quantizationRange: number;
+  /** How long the key-sharing and unmasking stages wait for clients (ms); the masked-input stage (training) takes roundDurationMs. */
+  stageTimeoutMs: number;
+}
+
 /** What the coordinator sets for a round: the local training run, the adapter, clipping, privacy and upload size. */
 export interface RoundConfig {
   /** Local optimizer steps per round. */
@@ -145,6 +183,11 @@ export interface RoundConfig {
    * addition to `dp`. Only in rounds of protocol 3 (protocolForRound); absent: plain local training.
    */
   localDpSgd?: LocalDpSgdConfig;
+  /**
+   * Secure aggregation (protocol 4): clients upload masked updates through the four SecAgg+ stages
+   * (SECAGG_ROUTES) instead of POST /updates; absent: updates in the clear.
+   */
+  secureAggregation?: SecureAggregationConfig;
   /** FedProx proximal term weight (0: plain FedAvg local training). */
   proximalMu: number;
   /** Largest accepted upload in bytes. */
@@ -197,6 +240,81 @@ export interface RoundStatus {
   weights?: number[];
   /** This client's own weight, when it has an accepted update in the round. */
   yourWeight?: number | undefined;
+}
+
+/**
+ * The stages of a secure round (Flower's names: setup, share keys, collect masked vectors, unmask),
+ * then 'aggregating' (the coordinator removes the masks) and 'closed'.
+ */
+export type SecAggStage = 'advertise-keys' | 'share-keys' | 'masked-input' | 'unmask' | 'aggregating' | 'closed';
+
+/**
+ * The routes of a secure round (Bearer token as every route; JSON bodies except the masked input).
+ *   GET  /v1/rounds/:id/secagg           -> SecAggStatus (this client's view of the stage)
+ *   POST /v1/rounds/:id/secagg/keys      AdvertiseKeysRequest        (stage advertise-keys)
+ *   POST /v1/rounds/:id/secagg/shares    ShareKeysRequest            (stage share-keys)
+ *   POST /v1/rounds/:id/secagg/masked    the masked input (secagg/masks.ts encodeMaskedInput), X-Update-Id (stage masked-input)
+ *   POST /v1/rounds/:id/secagg/unmask    UnmaskRequest               (stage unmask)
+ * A message of another stage is 409 'wrong_stage'; each client sends each message once (the same
+ * message again is answered as before, a different one is 409 'bad_request'). Nothing is accepted
+ * from a client outside the stage's participants.
+ */
+export const SECAGG_ROUTES = { status: 'secagg', keys: 'secagg/keys', shares: 'secagg/shares', masked: 'secagg/masked', unmask: 'secagg/unmask' } as const;
+
+/** Stage advertise-keys: the client's two fresh public keys for the round (raw, base64): one to encrypt shares, one for pairwise masks. */
+export interface AdvertiseKeysRequest {
+  encryptionKey: string;
+  maskKey: string;
+}
+
+/** Stage share-keys: one AES-GCM ciphertext (base64) per neighbour, addressed by its index. */
+export interface ShareKeysRequest {
+  shares: { to: number; ciphertext: string }[];
+}
+
+/** Stage unmask: the self-mask seed shares of surviving neighbours and the mask-key shares of dropped ones (base64 share values). */
+export interface UnmaskRequest {
+  seedShares: { of: number; share: string }[];
+  keyShares: { of: number; share: string }[];
+}
+
+/** Answer to a secure-round message: accepted (or the same message again: duplicate). */
+export interface SecAggAck {
+  accepted: true;
+  duplicate: boolean;
+  stage: SecAggStage;
+}
+
+/**
+ * Answer to GET /v1/rounds/:id/secagg: the stage and what this client needs of it. Indexes (1..n) name
+ * participants; client ids are never shown to other clients.
+ */
+export interface SecAggStatus {
+  roundId: number;
+  stage: SecAggStage;
+  /** When the current stage ends at the latest (ms since the epoch). */
+  stageDeadline: number;
+  /** From share-keys on: n, k, t, and the fewest masked inputs the coordinator unmasks (max(t, minClients)). */
+  participants?: number;
+  neighbours?: number;
+  threshold?: number;
+  minSurvivors?: number;
+  /** This client's index, once the roster is fixed and it is on it. */
+  index?: number;
+  /** From share-keys on: this client's neighbours and their public keys. */
+  peers?: { index: number; encryptionKey: string; maskKey: string }[];
+  /** From masked-input on: the shares addressed to this client by neighbours that completed share-keys. */
+  inbox?: { from: number; ciphertext: string }[];
+  /** From unmask on: this client's neighbours that sent a masked input (survivors) and those that shared keys but did not (dropped), and how many survived in all. */
+  survivors?: number[];
+  dropped?: number[];
+  survivorCount?: number;
+  /** What this client has sent. */
+  you: { advertised: boolean; shared: boolean; masked: boolean; unmasked: boolean };
+  /** Once closed: how the round ended, why if it failed, and the version it produced. */
+  outcome?: 'aggregated' | 'abandoned' | 'failed';
+  failure?: string;
+  resultVersion?: number;
 }
 
 /** Why a request was rejected (defined beside FederatedError in @webtune/errors). */

@@ -541,16 +541,19 @@ describe('neighbour graph and threshold', () => {
 
   it('resolveThreshold(k): more than half of the k + 1 holders (k neighbours and the client), at most k, at least ceil(fraction (k + 1))', () => {
     // By hand from the rule: t = min(k, max(floor((k + 1) / 2) + 1, ceil(fraction (k + 1)))).
-    expect(resolveThreshold(1, undefined)).toBe(1);
+    expect(() => resolveThreshold(1, undefined)).toThrow(/at least 2 neighbours/);
+    expect(() => resolveThreshold(4, 0)).toThrow(/in \(0, 1\]/);
+    expect(() => resolveThreshold(4, Number.NaN)).toThrow(/in \(0, 1\]/);
+    expect(resolveThreshold(99, 0.55)).toBe(55); // 0.55 * 100 = 55.00000000000001 must not round up
     expect(resolveThreshold(2, undefined)).toBe(2);
     expect(resolveThreshold(3, undefined)).toBe(3);
     expect(resolveThreshold(4, undefined)).toBe(3);
     expect(resolveThreshold(5, undefined)).toBe(4);
     expect(resolveThreshold(8, undefined)).toBe(5);
     expect(resolveThreshold(9, 0.7)).toBe(7);
-    expect(resolveThreshold(10, 1.5)).toBe(10);
-    for (let k = 1; k <= 200; k++) {
-      for (const fraction of [undefined, 0, 0.25, 0.5, 0.51, 2 / 3, 0.75, 0.99, 1, 1.5]) {
+    expect(resolveThreshold(10, 1)).toBe(10);
+    for (let k = 2; k <= 200; k++) {
+      for (const fraction of [undefined, 0.25, 0.5, 0.51, 2 / 3, 0.75, 0.99, 1]) {
         const t = resolveThreshold(k, fraction);
         const where = `k=${k} fraction=${fraction}`;
         expect(Number.isInteger(t), where).toBe(true);
