@@ -9,12 +9,16 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { decodeUpdate, globalNorm, protocolForRound, UpdateRejectedError, type ErrorCode, type ErrorResponse, type RegisterResponse, type UploadResponse } from '@webtune/federated';
+import {
+  decodeMaskedInput, decodeUpdate, globalNorm, MASKED_HEADER_BYTES, protocolForRound, UpdateRejectedError,
+  type ErrorCode, type ErrorResponse, type RegisterResponse, type SecAggAck, type UploadResponse,
+} from '@webtune/federated';
 import type { Architecture, HostTensor } from '@webtune/model';
 import { flatten, inferAdapter, layoutOf, readAdapter, trainableTensors } from './adapter.js';
 import { checkAggregation, resolveConfig, resolveRoundConfig, type CoordinatorConfig } from './config.js';
 import { CoordinatorCore, maxUpdateNorm, type Client } from './core.js';
-import { openDatabase } from './store.js';
+import type { SecAggRejection } from './secure-rounds.js';
+import { openDatabase, type RoundRow } from './store.js';
 
 export interface CoordinatorOptions {
   /** SQLite file (created if missing). */
@@ -101,6 +105,8 @@ export interface CoordinatorHandle {
   url: string;
   /** Applies deadlines now (the timer does this every tickMs). */
   tick(): void;
+  /** Resolves when no secure round is being unmasked (the unmasking runs in the background). */
+  idle(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -341,6 +347,11 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
         send(res, 200, core.roundStatus(round, client.id));
         return;
       }
+      m = /^\/v1\/rounds\/(\d+)\/secagg(?:\/(keys|shares|masked|unmask))?$/.exec(path);
+      if (m) {
+        await secureRoute(req, res, client, Number(m[1]), method, m[2] as 'keys' | 'shares' | 'masked' | 'unmask' | undefined);
+        return;
+      }
       m = /^\/v1\/rounds\/(\d+)\/updates$/.exec(path);
       if (method === 'POST' && m) {
         // Bodies are buffered (bounded by maxUploadBytes), so how many are in flight bounds memory.
@@ -364,6 +375,81 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       throw new HttpError(404, 'not_found', `no route ${method} ${path}`);
     };
 
+    /** A JSON body of at most `limit` bytes (400 if it is not JSON). */
+    const readJson = async (req: IncomingMessage, limit: number): Promise<unknown> => {
+      const body = await readBody(req, limit);
+      try {
+        return JSON.parse(body.toString('utf8'));
+      } catch {
+        throw new HttpError(400, 'malformed', 'the body must be JSON');
+      }
+    };
+    const answer = (res: ServerResponse, result: SecAggAck | SecAggRejection): void => {
+      if ('error' in result) throw new HttpError(result.status, result.error, result.message);
+      try {
+        core.maintain(); // the message may complete its stage
+      } catch (e) {
+        log(`maintenance after a secure-round message failed: ${(e as Error).stack}`);
+      }
+      send(res, 200, result);
+    };
+
+    /** The secure-round routes (SECAGG_ROUTES in @webtune/federated, secure-rounds.ts for the stages). */
+    const secureRoute = async (req: IncomingMessage, res: ServerResponse, client: Client, roundId: number, method: string, action: 'keys' | 'shares' | 'masked' | 'unmask' | undefined): Promise<void> => {
+      const round = core.round(roundId);
+      if (!round) throw new HttpError(404, 'not_found', `there is no round ${roundId}`);
+      const secure = core.snapshot(round).client.secureAggregation;
+      if (!secure || !core.secure.stageRow(roundId)) throw new HttpError(409, 'wrong_stage', `round ${roundId} is not a secure-aggregation round; upload with POST /v1/rounds/${roundId}/updates`);
+      if (action === undefined) {
+        if (method !== 'GET') throw new HttpError(404, 'not_found', `no route ${method} ${req.url}`);
+        send(res, 200, core.secure.status(round, client.id));
+        return;
+      }
+      if (method !== 'POST') throw new HttpError(404, 'not_found', `no route ${method} ${req.url}`);
+      if (round.status === 'closed') throw new HttpError(409, 'round_closed', `round ${roundId} is closed; fetch GET /v1/round for the current one`);
+      // Bounded by the roster: a share ciphertext is 200 bytes, about 280 in base64 JSON.
+      const jsonLimit = 16 * 1024 + 400 * round.max_clients;
+      if (action === 'keys') {
+        const rejected = core.checkRound(client, roundId);
+        if (rejected && !(rejected.error === 'bad_request')) throw new HttpError(rejected.status, rejected.error, rejected.message);
+        answer(res, core.secure.advertise(round, client.id, secure, (await readJson(req, REGISTER_LIMIT)) as never));
+        return;
+      }
+      if (action === 'shares') {
+        answer(res, core.secure.shareKeys(round, client.id, (await readJson(req, jsonLimit)) as never));
+        return;
+      }
+      if (action === 'unmask') {
+        answer(res, core.secure.unmask(round, client.id, (await readJson(req, jsonLimit)) as never));
+        return;
+      }
+      await maskedInput(req, res, client, round);
+    };
+
+    /** A masked input: checked for stage, membership and size before it is read, for round, version and words after; never for content. */
+    const maskedInput = async (req: IncomingMessage, res: ServerResponse, client: Client, round: RoundRow): Promise<void> => {
+      const updateId = req.headers['x-update-id'];
+      if (typeof updateId !== 'string' || !/^[A-Za-z0-9_-]{1,128}$/.test(updateId)) throw new HttpError(400, 'bad_request', 'X-Update-Id must be a client-chosen id (a UUID), 1 to 128 characters of [A-Za-z0-9_-]');
+      const words = layout.size;
+      const check = core.secure.checkMasked(round, client.id, updateId);
+      if (check && check !== 'duplicate') throw new HttpError(check.status, check.error, check.message);
+      const mine = uploadsByToken.get(client.id) ?? 0;
+      if (mine >= limits.maxUploadsPerToken || uploadsInFlight >= limits.maxConcurrentUploads) throw new HttpError(429, 'rate_limited', 'too many uploads in progress; try again shortly', { 'Retry-After': '5' });
+      uploadsByToken.set(client.id, mine + 1);
+      uploadsInFlight++;
+      try {
+        const body = await readBody(req, MASKED_HEADER_BYTES + 4 * words);
+        const decoded = decodeMaskedInput(new Uint8Array(body.buffer, body.byteOffset, body.byteLength), { roundId: round.id, baseVersion: round.base_version, words });
+        if (typeof decoded === 'string') throw new HttpError(400, 'malformed', decoded);
+        answer(res, core.secure.acceptMasked(round, client.id, updateId, decoded));
+      } finally {
+        uploadsInFlight--;
+        const left = (uploadsByToken.get(client.id) ?? 1) - 1;
+        if (left > 0) uploadsByToken.set(client.id, left);
+        else uploadsByToken.delete(client.id);
+      }
+    };
+
     const upload = async (req: IncomingMessage, res: ServerResponse, client: Client, roundId: number): Promise<void> => {
       const updateId = req.headers['x-update-id'];
       if (typeof updateId !== 'string' || !/^[A-Za-z0-9_-]{1,128}$/.test(updateId)) throw new HttpError(400, 'bad_request', 'X-Update-Id must be a client-chosen id (a UUID), 1 to 128 characters of [A-Za-z0-9_-]');
@@ -385,6 +471,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       if (rejected) throw new HttpError(rejected.status, rejected.error, rejected.message);
       const round = core.round(roundId)!;
       const snap = core.snapshot(round);
+      if (snap.client.secureAggregation) throw new HttpError(409, 'wrong_stage', `round ${roundId} is a secure-aggregation round: updates go masked through POST /v1/rounds/${roundId}/secagg/masked, never in the clear`);
       const body = await readBody(req, snap.client.maxUploadBytes);
       let decoded;
       try {
@@ -463,8 +550,10 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     return {
       url: `http://${host}:${address.port}`,
       tick: () => core.maintain(),
+      idle: () => core.secure.idle(),
       close: async () => {
         clearInterval(timer);
+        await core.secure.idle();
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeAllConnections();

@@ -62,7 +62,7 @@
  * A round with `localDpSgd` but dp.mode 'none' is still refused under `privacyBudget`, which is an
  * update-level budget.
  */
-import { DownloadError, FederatedError, InvalidArgumentError, ModelFormatError, WebtuneError } from '@webtune/errors';
+import { DownloadError, FederatedError, InvalidArgumentError, ModelFormatError, SecureAggregationError, WebtuneError } from '@webtune/errors';
 import { adapterSpecProblem, ARCHITECTURES, parseSafetensors, tensorToFloat32, toAdapterSpec, type AdapterSpec, type HostTensor, type LoraConfig } from '@webtune/model';
 import type { AdapterRequest, TrainerApi } from '@webtune/sdk';
 import { addGaussianNoise, DP_SGD_ORDERS, RdpAccountant, type RdpAccountantJSON } from '@webtune/trainer';
@@ -73,13 +73,18 @@ import {
   type DpMode, type LocalDpSgdConfig, type ErrorCode, type ErrorResponse, type RegisterResponse, type RoundConfig, type RoundInfo, type UploadResponse,
 } from './protocol.js';
 import { defaultRoundStore, type RoundStateStore } from './round-store.js';
+import { curveSupported } from './secagg/crypto.js';
+import { advertiseRequest, createParticipant, maskInput, receiveShares, shareKeys, unmask, type ParticipantState } from './secagg/participant.js';
+import { quantize } from './secagg/quantize.js';
+import type { SecAggStage, SecAggStatus, ShareKeysRequest, UnmaskRequest } from './protocol.js';
 
 /**
  * What FederatedClientOptions.onEvent receives as a round goes on: the phase, the round, a readable
  * `detail` (e.g. the step and loss while training), and the bytes moved for 'download' and 'upload'.
  */
 export interface FederatedEvent {
-  phase: 'register' | 'download' | 'train' | 'upload' | 'done' | 'skipped';
+  /** 'secagg': a secure round moved to a stage (`detail` names it) or this client sent its message of one. */
+  phase: 'register' | 'download' | 'train' | 'upload' | 'secagg' | 'done' | 'skipped';
   roundId?: number;
   detail?: string;
   bytes?: number;
@@ -110,6 +115,11 @@ export interface FederatedClientOptions {
    */
   retry?: { attempts?: number; baseDelayMs?: number };
   name?: string;
+  /**
+   * Secure rounds (RoundConfig.secureAggregation): how often the client asks whether the round moved
+   * to the next stage (default 1000 ms).
+   */
+  secureAggregation?: { pollIntervalMs?: number };
   /** Called at each phase of a round, for logs or UI; an exception it throws is ignored. Failures reject runRound() instead. */
   onEvent?: (e: FederatedEvent) => void;
 }
@@ -118,11 +128,12 @@ export interface FederatedClientOptions {
  * Why runRound() took no part: no current round, the round is not open, this client was not selected,
  * the privacy budget would be exceeded ('privacy_budget'), or the round adds no noise while a budget is set
  * ('no_dp'); the update was already uploaded, training was paused or cancelled, or the coordinator refused
- * the upload because the round had closed or moved on ('round_closed', 'wrong_round').
+ * the upload because the round had closed or moved on ('round_closed', 'wrong_round'), or a secure round had
+ * stopped taking new clients ('stage_passed': it collects keys only at its start).
  */
 export type SkipReason =
   | 'no_round' | 'round_not_open' | 'not_selected' | 'privacy_budget' | 'no_dp'
-  | 'already_uploaded' | 'training_stopped' | 'round_closed' | 'wrong_round';
+  | 'already_uploaded' | 'training_stopped' | 'round_closed' | 'wrong_round' | 'stage_passed';
 
 /**
  * Record-level privacy spent by this device (DP-SGD in local training, RoundConfig.localDpSgd): the
@@ -164,6 +175,8 @@ export interface RoundResult {
   recordLevel?: RecordLevelPrivacy;
   /** The coordinator already had this update (a re-upload after a reload). */
   duplicate?: boolean;
+  /** Secure rounds: how the round went (the coordinator never saw this update, only the sum). */
+  secureAggregation?: SecureRoundReport;
   /** This result is the re-upload of a payload saved before a reload. */
   resumed?: boolean;
   /** Updates the coordinator has accepted in the round so far. */
@@ -175,7 +188,53 @@ export interface RoundResult {
   privacy?: { mode: DpMode; noiseMultiplier: number; clipNorm: number; delta: number; localDpSgd?: LocalDpSgdConfig };
 }
 
+/** What a secure round reports in RoundResult.secureAggregation. */
+export interface SecureRoundReport {
+  /** n, k, t and the fewest inputs the coordinator unmasks. */
+  participants: number;
+  neighbours: number;
+  threshold: number;
+  minSurvivors: number;
+  /** Masked inputs in the sum. */
+  survivors: number;
+  /** The global version the round produced. */
+  resultVersion: number;
+  /** Values outside [-clippingRange, clippingRange] clipped before quantization (0 unless the update is unusual). */
+  rangeClipped: number;
+  /** Per stage: bytes this client sent and received, and milliseconds from its start to its message (waiting included). */
+  stages: Partial<Record<SecAggStage, { sentBytes: number; receivedBytes: number; ms: number }>>;
+}
+
+/** The clipped delta of a trained round (trainUpdate), before any noise, encoding or mask. */
+interface TrainedUpdate {
+  delta: Map<string, HostTensor>;
+  keys: string[];
+  global: Map<string, HostTensor>;
+  norm: number;
+  clippedNorm: number;
+  arrays: Float32Array[];
+  summary: { privacy?: { noiseMultiplier: number; sampleRate: number; steps: number } | undefined };
+}
+
+/**
+ * A secure round in progress, stored after every step so a reload goes on from it: the participant's
+ * keys, seed and shares, and each message exactly as sent (a repeat is the same bytes).
+ */
+interface SecureStoredRound {
+  phase: 'secagg';
+  roundId: number;
+  step: 'created' | 'advertised' | 'shared' | 'masked' | 'unmasked';
+  participant: ParticipantState;
+  shares?: ShareKeysRequest;
+  masked?: { updateId: string; payload: Uint8Array; norm: number; clippedNorm: number; denseBytes: number; rangeClipped: number };
+  unmask?: UnmaskRequest;
+  stages: SecureRoundReport['stages'];
+}
+
 type StoredRound =
+  | SecureStoredRound
+  /** A secure round this client refused (SecureAggregationError): it sends nothing more in it. */
+  | { phase: 'refused'; roundId: number; reason: string }
   | { phase: 'training'; roundId: number; startedAt: number }
   | {
     phase: 'encoded'; roundId: number; updateId: string; payload: Uint8Array; exampleCount: number; mode: DpMode;
@@ -191,6 +250,8 @@ interface StoredClient {
   accountant?: RdpAccountantJSON;
   localRounds: number;
   centralRounds: number;
+  /** Secure rounds with distributed DP whose masked input was released (their epsilon is the coordinator's, as central). */
+  distributedRounds?: number;
   /** The delta of the last local-DP round (privacySpent's default). */
   lastDelta?: number;
   /** RdpAccountant.toJSON() of the DP-SGD steps of local training (record-level; separate from `accountant`). */
@@ -260,6 +321,8 @@ export class FederatedClient {
   /** Record-level: at the orders the trainer accounts DP-SGD at, so a round's epsilon here is the trainer's. */
   private recordAccountant = new RdpAccountant(DP_SGD_ORDERS);
   private busy = false;
+  /** Bytes sent and received by http() so far (secure rounds report them per stage). */
+  private traffic = { sent: 0, received: 0 };
 
   constructor(options: FederatedClientOptions) {
     if (!options || typeof options.url !== 'string' || !/^https?:\/\//.test(options.url)) {
@@ -335,17 +398,20 @@ export class FederatedClient {
    * Privacy spent so far, two guarantees apart. `epsilon`: the update-level local-DP epsilon at
    * `delta` (default: privacyBudget.delta, else the last round's dp.delta, else 1e-5), protecting
    * the device's whole update per round, over `rounds` releases; central-DP rounds are counted apart
-   * (`centralRounds`): their epsilon is the coordinator's. `recordLevel`, once a round trained with
+   * (`centralRounds`), and so are secure rounds with distributed DP (`distributedRounds`): their epsilon is the coordinator's. `recordLevel`, once a round trained with
    * DP-SGD (RoundConfig.localDpSgd) was released: the record-level epsilon at `recordDelta`
    * (default: the last DP-SGD round's localDpSgd.delta), protecting one training row of this device
    * across every DP-SGD round. Reads the state loaded by register() or runRound().
    */
-  privacySpent(delta?: number, recordDelta?: number): { epsilon: number; rounds: number; centralRounds: number; recordLevel?: RecordLevelPrivacy } {
+  privacySpent(delta?: number, recordDelta?: number): { epsilon: number; rounds: number; centralRounds: number; distributedRounds: number; recordLevel?: RecordLevelPrivacy } {
     const r = this.record;
     const rounds = r?.localRounds ?? 0;
     const d = delta ?? this.o.privacyBudget?.delta ?? r?.lastDelta ?? 1e-5;
     const recordLevel = this.recordLevel(recordDelta);
-    return { epsilon: rounds === 0 ? 0 : epsilonOf(this.accountant, d), rounds, centralRounds: r?.centralRounds ?? 0, ...(recordLevel ? { recordLevel } : {}) };
+    return {
+      epsilon: rounds === 0 ? 0 : epsilonOf(this.accountant, d), rounds, centralRounds: r?.centralRounds ?? 0, distributedRounds: r?.distributedRounds ?? 0,
+      ...(recordLevel ? { recordLevel } : {}),
+    };
   }
 
   private recordLevel(delta?: number): RecordLevelPrivacy | undefined {
@@ -389,6 +455,8 @@ export class FederatedClient {
       const sameOpen = pending.roundId === info.roundId && info.status === 'open';
       if (pending.phase === 'encoded' && sameOpen) return this.uploadSaved(pending, info);
       if (pending.phase === 'uploaded' && pending.roundId === info.roundId) return this.skip('already_uploaded', info.roundId);
+      if (pending.phase === 'secagg' && pending.roundId === info.roundId && info.status !== 'closed') return this.secureRound(info, pending);
+      if (pending.phase === 'refused' && pending.roundId === info.roundId) return this.skip('stage_passed', info.roundId, `this client refused the round earlier: ${pending.reason}`);
       // 'training' (abandoned after a reload), an 'encoded' payload whose round closed, or an old 'uploaded': forget it.
       const { round: _dropped, ...rest } = record;
       record = { ...rest };
@@ -417,8 +485,222 @@ export class FederatedClient {
       }
     }
 
+    if (config.secureAggregation) {
+      try {
+        return await this.secureRound(info, undefined);
+      } catch (error) {
+        // A refusal that protects a secret ends this client's part in the round, also after a reload.
+        if (error instanceof SecureAggregationError && error.reason !== 'round_failed' && this.record?.round?.roundId === info.roundId) {
+          const { round: _r, ...rest } = this.record;
+          await this.save({ ...rest, round: { phase: 'refused', roundId: info.roundId, reason: error.reason } });
+        }
+        throw error;
+      }
+    }
     await this.save({ ...record, round: { phase: 'training', roundId: info.roundId, startedAt: Date.now() } });
 
+    const trained = await this.trainUpdate(info, dpSgd);
+    if ('status' in trained) return trained;
+    const { delta, keys, global, norm, clippedNorm, arrays, summary } = trained;
+    const S = config.clipNorm;
+    if (mode === 'local') addGaussianNoise(arrays, config.dp.noiseMultiplier * S);
+    const expected = new Map(keys.map((k) => [k, global.get(k)!.shape] as const));
+    let payload = this.encode(delta, expected, info.globalVersion, mode === 'local' ? undefined : S);
+    // Stored as is: a view on a larger buffer would be stored (structured-cloned) whole.
+    if (payload.byteOffset !== 0 || payload.byteLength !== payload.buffer.byteLength) payload = payload.slice();
+    const denseBytes = this.o.compression?.encoding === 'q8' || (this.o.compression?.topK ?? 1) < 1
+      ? encodeUpdate(delta, { encoding: 'f32', baseVersion: info.globalVersion }).byteLength
+      : payload.byteLength;
+    if (payload.byteLength > config.maxUploadBytes) {
+      const { round: _r, ...rest } = this.record!;
+      await this.save({ ...rest });
+      throw new FederatedError('INVALID_ARGUMENT', 'too_large', `The update is ${payload.byteLength} bytes and the round accepts at most ${config.maxUploadBytes}; use compression ({ encoding: 'q8' } and/or topK).`);
+    }
+
+    // The payload is fixed: save it (and account for its release) before it leaves.
+    const encoded: StoredRound = {
+      phase: 'encoded', roundId: info.roundId, updateId: crypto.randomUUID(), payload, exampleCount: config.steps * config.batchSize, mode,
+      denseBytes, clippedNorm, norm,
+    };
+    await this.save(this.accountRelease({ ...this.record!, round: encoded }, info, summary));
+    return this.uploadSaved(encoded, info, false);
+  }
+
+  /**
+   * `next` with this round's release accounted: local DP in the update-level accountant, central and
+   * distributed rounds counted, DP-SGD steps in the record-level accountant. Called with the record
+   * that fixes the payload, so a release is never left uncounted.
+   */
+  private accountRelease(next: StoredClient, info: RoundInfo, summary: TrainedUpdate['summary']): StoredClient {
+    const config = info.config;
+    const mode = config.dp.mode;
+    if (mode === 'local') {
+      this.accountant.step({ noiseMultiplier: config.dp.noiseMultiplier, sampleRate: info.sampleRate });
+      next.accountant = this.accountant.toJSON();
+      next.localRounds = (next.localRounds ?? 0) + 1;
+      next.lastDelta = config.dp.delta;
+    } else if (mode === 'central') {
+      next.centralRounds = (next.centralRounds ?? 0) + 1;
+    } else if (mode === 'distributed') {
+      next.distributedRounds = (next.distributedRounds ?? 0) + 1;
+    }
+    const dpSgd = config.localDpSgd ?? undefined;
+    if (dpSgd && summary.privacy) {
+      // Record-level: the DP-SGD steps this update is made of, released with it.
+      const p = summary.privacy;
+      if (p.steps > 0) this.recordAccountant.step({ noiseMultiplier: p.noiseMultiplier, sampleRate: p.sampleRate, steps: p.steps });
+      next.recordAccountant = this.recordAccountant.toJSON();
+      next.recordRounds = (next.recordRounds ?? 0) + 1;
+      next.recordSteps = (next.recordSteps ?? 0) + p.steps;
+      next.recordDelta = dpSgd.delta;
+    }
+    return next;
+  }
+
+  /** GET the secure round's status for this client. */
+  private async secaggStatus(roundId: number): Promise<SecAggStatus> {
+    return (await this.authed(`/v1/rounds/${roundId}/secagg`, { method: 'GET' }, 'json')) as SecAggStatus;
+  }
+
+  /** Polls the secure round's status until `done` holds for it (the coordinator moves stages on its own clock). */
+  private async waitForStage(roundId: number, done: (s: SecAggStatus) => boolean): Promise<SecAggStatus> {
+    const every = this.o.secureAggregation?.pollIntervalMs ?? 1000;
+    for (;;) {
+      const status = await this.secaggStatus(roundId);
+      if (done(status) || status.stage === 'closed') return status;
+      await sleep(every);
+    }
+  }
+
+  /**
+   * One secure round (SecAgg+, protocol 4), from its first stage or from a stored step after a
+   * reload: advertise keys, share keys, train, mask and send the input, reveal shares, wait for the
+   * aggregate. Every message is stored before it is sent and sent again unchanged after a reload. A
+   * refusal that protects a secret (SecureAggregationError) stops the round for this client.
+   */
+  private async secureRound(info: RoundInfo, pending: SecureStoredRound | undefined): Promise<RoundResult> {
+    const config = info.config;
+    const sa = config.secureAggregation!;
+    const id = info.roundId;
+    const path = `/v1/rounds/${id}/secagg`;
+    let st = pending;
+    let stageStart = performance.now();
+    let traffic = { ...this.traffic };
+    const save = async (next: SecureStoredRound, account?: TrainedUpdate['summary']) => {
+      const record: StoredClient = { ...this.record!, round: next };
+      await this.save(account ? this.accountRelease(record, info, account) : record);
+      st = next;
+    };
+    /** Records the stage's bytes and time (from the previous mark) and starts the next. */
+    const mark = (stage: SecAggStage): SecureRoundReport['stages'] => {
+      const out = { ...st!.stages, [stage]: { sentBytes: this.traffic.sent - traffic.sent, receivedBytes: this.traffic.received - traffic.received, ms: performance.now() - stageStart } };
+      traffic = { ...this.traffic };
+      stageStart = performance.now();
+      this.emit({ phase: 'secagg', roundId: id, detail: `${stage} done` });
+      return out;
+    };
+    const post = (route: string, body: unknown) => this.authed(`${path}/${route}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) }, 'json');
+    const late = (status: SecAggStatus, what: string): RoundResult => {
+      if (status.stage === 'closed') return this.skip('round_closed', id, `the round closed (${status.outcome ?? 'closed'}${status.failure ? `: ${status.failure}` : ''}) before ${what}`);
+      throw new SecureAggregationError('stage_passed', id, `the round moved to ${status.stage} before ${what}; this client drops out of it (the others' sum is still recovered)`);
+    };
+
+    if (!st) {
+      const status = await this.secaggStatus(id);
+      if (status.stage !== 'advertise-keys') return this.skip('stage_passed', id, `the round is in stage ${status.stage}; it takes clients only while it collects keys`);
+      if (!(await curveSupported(sa.curve))) {
+        throw new SecureAggregationError('unsupported_curve', id, `the round uses ${sa.curve}, which this runtime's WebCrypto does not have; use a current browser or Node >= 20, or ask the operator for P-256`);
+      }
+      st = { phase: 'secagg', roundId: id, step: 'created', participant: await createParticipant(id, sa.curve), stages: {} };
+      await save(st);
+    }
+    if (st.step === 'created') {
+      try {
+        await post('keys', advertiseRequest(st.participant));
+      } catch (error) {
+        if (error instanceof FederatedError && error.reason === 'wrong_stage') return this.skip('stage_passed', id, error.message);
+        throw error;
+      }
+      await save({ ...st, step: 'advertised', stages: mark('advertise-keys') });
+    }
+    if (st.step === 'advertised') {
+      const status = await this.waitForStage(id, (s) => s.stage !== 'advertise-keys');
+      if (!status.you.shared && (status.stage !== 'share-keys' || status.index === undefined)) return late(status, 'this client shared its keys');
+      if (!st.shares) {
+        const r = await shareKeys(st.participant, status);
+        await save({ ...st, participant: r.state, shares: r.request });
+      }
+      await post('shares', st.shares);
+      await save({ ...st, step: 'shared', stages: mark('share-keys') });
+    }
+    if (st.step === 'shared') {
+      if (!st.masked) {
+        const trained = await this.trainUpdate(info, config.localDpSgd ?? undefined);
+        if ('status' in trained) return trained; // training stopped: this client drops out; the round recovers without it
+        const status = await this.waitForStage(id, (s) => s.stage !== 'share-keys');
+        if (status.stage !== 'masked-input') return late(status, 'this client sent its masked input');
+        const participant = await receiveShares(st.participant, status);
+        // The adapter's tensors in ascending key order, row-major: the coordinator's layout.
+        const flat = new Float32Array(trained.arrays.reduce((n, a) => n + a.length, 0));
+        let at = 0;
+        for (const key of [...trained.keys].sort()) {
+          flat.set(trained.delta.get(key)!.data, at);
+          at += trained.delta.get(key)!.data.length;
+        }
+        // Distributed DP: this client's share of the noise; the sum of >= minSurvivors inputs carries N(0, (zS)^2).
+        if (config.dp.mode === 'distributed') addGaussianNoise([flat], (config.dp.noiseMultiplier * config.clipNorm) / Math.sqrt(status.minSurvivors!));
+        const { quantized, clipped } = quantize(flat, sa.clippingRange, sa.quantizationRange);
+        const payload = await maskInput(participant, quantized, info.globalVersion);
+        const masked = { updateId: crypto.randomUUID(), payload, norm: trained.norm, clippedNorm: trained.clippedNorm, denseBytes: flat.byteLength, rangeClipped: clipped };
+        await save({ ...st, participant, masked }, trained.summary);
+      }
+      await this.authed(`${path}/masked`, { method: 'POST', headers: { 'Content-Type': 'application/octet-stream', 'X-Update-Id': st.masked!.updateId }, body: st.masked!.payload as unknown as BodyInit }, 'json');
+      this.emit({ phase: 'upload', roundId: id, bytes: st.masked!.payload.byteLength, detail: 'masked input' });
+      await save({ ...st, step: 'masked', stages: mark('masked-input') });
+    }
+    if (st.step === 'masked') {
+      const status = await this.waitForStage(id, (s) => s.stage !== 'masked-input');
+      if (status.stage === 'closed' && status.outcome !== 'aggregated') {
+        throw new SecureAggregationError('round_failed', id, `${status.failure ?? 'the round failed'}; this client revealed nothing`);
+      }
+      if (status.stage === 'unmask' && !status.you.unmasked) {
+        if (!st.unmask) {
+          const r = unmask(st.participant, status); // throws (and sends nothing) when a secret would be at risk
+          await save({ ...st, participant: r.state, unmask: r.request });
+        }
+        await post('unmask', st.unmask);
+      }
+      await save({ ...st, step: 'unmasked', stages: mark('unmask') });
+    }
+    const final = await this.waitForStage(id, (s) => s.stage === 'closed');
+    const done = st!;
+    const { round: _r, ...rest } = this.record!;
+    await this.save({ ...rest, round: { phase: 'uploaded', roundId: id, updateId: done.masked!.updateId, uploadBytes: done.masked!.payload.byteLength } });
+    if (final.outcome !== 'aggregated' || final.resultVersion === undefined) {
+      throw new SecureAggregationError('round_failed', id, `${final.failure ?? `the round ended ${final.outcome ?? 'without an aggregate'}`}`);
+    }
+    const report: SecureRoundReport = {
+      participants: final.participants!, neighbours: final.neighbours!, threshold: final.threshold!, minSurvivors: final.minSurvivors!,
+      survivors: final.survivorCount!, resultVersion: final.resultVersion, rangeClipped: done.masked!.rangeClipped, stages: done.stages,
+    };
+    const dpSgd = config.localDpSgd ?? undefined;
+    const recordLevel = dpSgd ? this.recordLevel(dpSgd.delta) : undefined;
+    this.emit({ phase: 'done', roundId: id, detail: `secure: version ${final.resultVersion} from ${report.survivors} masked inputs` });
+    return {
+      status: 'uploaded', roundId: id, uploadBytes: done.masked!.payload.byteLength, denseBytes: done.masked!.denseBytes,
+      clippedNorm: done.masked!.clippedNorm, norm: done.masked!.norm, ...(recordLevel ? { recordLevel } : {}),
+      duplicate: false, resumed: pending !== undefined, accepted: report.survivors, secureAggregation: report,
+      privacy: { ...config.dp, clipNorm: config.clipNorm, ...(dpSgd ? { localDpSgd: { ...dpSgd } } : {}) },
+    };
+  }
+
+  /**
+   * Downloads the round's global adapter, imports it, trains the round's local steps and returns the
+   * clipped delta = local - global (or a 'skipped' result when training stopped). Shared by plain and
+   * secure rounds; the caller noises, encodes or masks it.
+   */
+  private async trainUpdate(info: RoundInfo, dpSgd: LocalDpSgdConfig | undefined): Promise<TrainedUpdate | RoundResult> {
+    const config = info.config;
     // Download and import the global adapter.
     const globalBytes = (await this.authed(`/v1/global/${info.globalVersion}`, { method: 'GET' }, 'bytes')) as Uint8Array;
     this.emit({ phase: 'download', roundId: info.roundId, bytes: globalBytes.byteLength, detail: `global version ${info.globalVersion}` });
@@ -498,45 +780,7 @@ export class FederatedClient {
     const arrays = [...delta.values()].map((t) => t.data);
     const { norm } = clipGlobalNorm(arrays, S);
     const clippedNorm = globalNorm(arrays);
-    if (mode === 'local') addGaussianNoise(arrays, config.dp.noiseMultiplier * S);
-    const expected = new Map(keys.map((k) => [k, global.get(k)!.shape] as const));
-    let payload = this.encode(delta, expected, info.globalVersion, mode === 'local' ? undefined : S);
-    // Stored as is: a view on a larger buffer would be stored (structured-cloned) whole.
-    if (payload.byteOffset !== 0 || payload.byteLength !== payload.buffer.byteLength) payload = payload.slice();
-    const denseBytes = this.o.compression?.encoding === 'q8' || (this.o.compression?.topK ?? 1) < 1
-      ? encodeUpdate(delta, { encoding: 'f32', baseVersion: info.globalVersion }).byteLength
-      : payload.byteLength;
-    if (payload.byteLength > config.maxUploadBytes) {
-      const { round: _r, ...rest } = this.record!;
-      await this.save({ ...rest });
-      throw new FederatedError('INVALID_ARGUMENT', 'too_large', `The update is ${payload.byteLength} bytes and the round accepts at most ${config.maxUploadBytes}; use compression ({ encoding: 'q8' } and/or topK).`);
-    }
-
-    // The payload is fixed: save it (and account for its release) before it leaves.
-    const encoded: StoredRound = {
-      phase: 'encoded', roundId: info.roundId, updateId: crypto.randomUUID(), payload, exampleCount: config.steps * config.batchSize, mode,
-      denseBytes, clippedNorm, norm,
-    };
-    const next: StoredClient = { ...this.record!, round: encoded };
-    if (mode === 'local') {
-      this.accountant.step({ noiseMultiplier: config.dp.noiseMultiplier, sampleRate: info.sampleRate });
-      next.accountant = this.accountant.toJSON();
-      next.localRounds = (next.localRounds ?? 0) + 1;
-      next.lastDelta = config.dp.delta;
-    } else if (mode === 'central') {
-      next.centralRounds = (next.centralRounds ?? 0) + 1;
-    }
-    if (dpSgd && summary.privacy) {
-      // Record-level: the DP-SGD steps this update is made of, released with it.
-      const p = summary.privacy;
-      if (p.steps > 0) this.recordAccountant.step({ noiseMultiplier: p.noiseMultiplier, sampleRate: p.sampleRate, steps: p.steps });
-      next.recordAccountant = this.recordAccountant.toJSON();
-      next.recordRounds = (next.recordRounds ?? 0) + 1;
-      next.recordSteps = (next.recordSteps ?? 0) + p.steps;
-      next.recordDelta = dpSgd.delta;
-    }
-    await this.save(next);
-    return this.uploadSaved(encoded, info, false);
+    return { delta, keys, global, norm, clippedNorm, arrays, summary };
   }
 
   /**
@@ -631,10 +875,17 @@ export class FederatedClient {
     for (let attempt = 1; ; attempt++) {
       let failure: { detail: string; status?: number; cause?: unknown; retryAfterMs?: number };
       try {
+        const body = init.body;
+        this.traffic.sent += typeof body === 'string' ? body.length : body instanceof Uint8Array ? body.byteLength : 0;
         const response = await this.fetchFn(url, init);
         if (response.ok) {
-          if (expect === 'bytes') return new Uint8Array(await response.arrayBuffer());
+          if (expect === 'bytes') {
+            const bytes = new Uint8Array(await response.arrayBuffer());
+            this.traffic.received += bytes.byteLength;
+            return bytes;
+          }
           const text = await response.text();
+          this.traffic.received += text.length;
           try {
             return JSON.parse(text) as unknown;
           } catch (cause) {
