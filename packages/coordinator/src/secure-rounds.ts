@@ -310,6 +310,10 @@ export class SecureRounds {
       const me = this.participant(round.id, clientId);
       const sa = this.stageRow(round.id)!;
       if (!me || me.idx === null) return reject(403, 'not_selected', `this client is not on round ${round.id}'s roster (it advertised no keys in time)`);
+      if (!me.shared) {
+        const wrong = this.inStage(round, 'share-keys');
+        if (wrong) return wrong;
+      }
       const list = Array.isArray(body?.shares) ? body.shares : undefined;
       if (!list) return reject(400, 'malformed', 'the body is {"shares": [{"to": index, "ciphertext": base64}]}');
       const expected = neighboursOf(me.idx, sa.participants!, sa.neighbours!);
@@ -331,8 +335,6 @@ export class SecureRounds {
         const same = stored.length === got.size && stored.every((r) => got.get(r.to_idx)?.equals(r.ciphertext));
         return same ? { accepted: true, duplicate: true, stage: sa.stage } : reject(409, 'bad_request', `this client already sent other shares for round ${round.id}`);
       }
-      const wrong = this.inStage(round, 'share-keys');
-      if (wrong) return wrong;
       const put = this.db.prepare('INSERT INTO secagg_shares (round_id, from_idx, to_idx, ciphertext) VALUES (?, ?, ?, ?)');
       for (const [to, ct] of got) put.run(round.id, me.idx, to, ct);
       this.db.prepare('UPDATE secagg_clients SET shared = 1 WHERE round_id = ? AND client_id = ?').run(round.id, clientId);
@@ -371,6 +373,10 @@ export class SecureRounds {
     return this.db.transaction((): SecAggAck | SecAggRejection => {
       const me = this.participant(round.id, clientId);
       if (!me || me.idx === null || me.masked_update_id === null) return reject(403, 'not_selected', `this client sent no masked input in round ${round.id}`);
+      if (!me.unmasked) {
+        const wrong = this.inStage(round, 'unmask');
+        if (wrong) return wrong;
+      }
       const view = this.status(round, clientId);
       const wantSeeds = [me.idx, ...(view.survivors ?? [])].sort((a, b) => a - b);
       const wantKeys = [...(view.dropped ?? [])].sort((a, b) => a - b);
@@ -399,8 +405,6 @@ export class SecureRounds {
         const same = stored.length === seeds.size + keys.size && stored.every((r) => (r.kind === 'seed' ? seeds : keys).get(r.of_idx)?.equals(r.share));
         return same ? { accepted: true, duplicate: true, stage: this.stageRow(round.id)!.stage } : reject(409, 'bad_request', `this client already answered the unmask stage of round ${round.id} differently`);
       }
-      const wrong = this.inStage(round, 'unmask');
-      if (wrong) return wrong;
       const put = this.db.prepare('INSERT INTO secagg_reveals (round_id, from_idx, of_idx, kind, share) VALUES (?, ?, ?, ?, ?)');
       for (const [of, share] of seeds) put.run(round.id, me.idx, of, 'seed', share);
       for (const [of, share] of keys) put.run(round.id, me.idx, of, 'key', share);
