@@ -1,4 +1,4 @@
-/** @webtune/coordinator: the reference coordinator for protocols 1, 2 and 3 (Node HTTP + SQLite). */
+/** @webtune/coordinator: the reference coordinator for protocols 1 to 4 (Node HTTP + SQLite). */
 export { startCoordinator } from './server.js';
 export type { CoordinatorOptions, CoordinatorHandle } from './server.js';
 export { resolveConfig, resolveRoundConfig, checkAggregation, DEFAULT_CONFIG, ConfigError } from './config.js';

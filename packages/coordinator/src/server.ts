@@ -1,5 +1,5 @@
 /**
- * The reference coordinator's HTTP server (protocols 1, 2 and 3, packages/federated/src/protocol.ts) over
+ * The reference coordinator's HTTP server (protocols 1 to 4, packages/federated/src/protocol.ts) over
  * node:http. Every upload is checked before it can change anything: token (401), round (409),
  * selection (403), size (413: Content-Length, then the streamed byte count, never buffering past
  * the limit), payload (400 via decodeUpdate against the global adapter's keys and shapes), base

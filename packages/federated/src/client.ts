@@ -1,5 +1,5 @@
 /**
- * FederatedClient: takes part in federated rounds of a coordinator that speaks protocol 1, 2 or 3
+ * FederatedClient: takes part in federated rounds of a coordinator that speaks protocol 1, 2, 3 or 4
  * (protocol.ts), with a trainer that has a model loaded and local data prepared.
  *
  * One round (runRound):
@@ -269,7 +269,7 @@ const MAX_DELAY_MS = 30_000;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-/** "1, 2 and 3": the versions this client speaks, for messages. */
+/** "1, 2, 3 and 4": the versions this client speaks, for messages. */
 function speaks(): string {
   const v = SUPPORTED_PROTOCOLS.map(String);
   return v.length < 2 ? v.join('') : `${v.slice(0, -1).join(', ')} and ${v.at(-1)}`;
