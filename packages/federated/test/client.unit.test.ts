@@ -413,7 +413,7 @@ describe('FederatedClient: local DP', () => {
     // Epsilon: one subsampled-Gaussian release with q = 0.1, z = 1.5.
     const one = computeDpEpsilon({ noiseMultiplier: sigma, sampleRate: 0.1, steps: 1, delta: 1e-5 }).epsilon;
     expect(result.epsilon).toBeCloseTo(one, 9);
-    expect(c.privacySpent()).toEqual({ epsilon: result.epsilon, rounds: 1, centralRounds: 0 });
+    expect(c.privacySpent()).toEqual({ epsilon: result.epsilon, rounds: 1, centralRounds: 0, distributedRounds: 0 });
 
     // The accountant survives a reload (it lives in the store).
     server.nextRound();
@@ -586,12 +586,12 @@ describe('FederatedClient: errors and retries', () => {
     expect(trainer.requests.at(-1)).toMatchObject({ adapter: spec, startFrom: 'current' });
     await server.close();
 
-    await start({}, { protocol: 4 });
-    server.protocol = 4;
+    await start({}, { protocol: 5 });
+    server.protocol = 5;
     const error = await client(server).runRound().catch((e: unknown) => e);
     expect(error).toBeInstanceOf(FederatedError);
     expect(error).toMatchObject({ reason: 'unsupported_protocol' });
-    expect((error as Error).message).toMatch(/protocol 4; this client speaks 1, 2 and 3/);
+    expect((error as Error).message).toMatch(/protocol 5; this client speaks 1, 2, 3 and 4/);
     expect(server.requests.filter((r) => r.startsWith('GET /v1/global'))).toHaveLength(0);
     expect(trainer.imported).toHaveLength(1); // the protocol-2 round's only
   });

@@ -196,7 +196,7 @@ describe('the client and localDpSgd', () => {
     expect(r1.recordLevel).toEqual({ epsilon: record1, delta: DPSGD.delta, steps: 5, rounds: 1 });
     const update1 = computeDpEpsilon({ noiseMultiplier: 0.7, sampleRate: 1, steps: 1, delta: 1e-6 }).epsilon;
     expect(r1.epsilon).toBe(update1);
-    expect(client.privacySpent()).toEqual({ epsilon: update1, rounds: 1, centralRounds: 0, recordLevel: r1.recordLevel });
+    expect(client.privacySpent()).toEqual({ epsilon: update1, rounds: 1, centralRounds: 0, distributedRounds: 0, recordLevel: r1.recordLevel });
 
     // Round 2 (the coordinator aggregated round 1 with one client): the record-level steps compose.
     const r2 = await client.runRound();

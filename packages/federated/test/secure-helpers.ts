@@ -131,9 +131,9 @@ export async function secureCoordinator(n: number, config: Partial<CoordinatorCo
       onLog?.(line);
     },
     config: {
-      minClients: 3, maxClients: n, roundDurationMs: 3_000, maxRounds: 1,
+      minClients: 3, maxClients: n, roundDurationMs: 4_000, maxRounds: 1,
       ...config,
-      round: { steps: 1, batchSize: 1, clipNorm: 1, secureAggregation: { stageTimeoutMs: 2_000 }, ...(config.round ?? {}) },
+      round: { steps: 1, batchSize: 1, clipNorm: 1, secureAggregation: { stageTimeoutMs: 4_000 }, ...(config.round ?? {}) },
     },
   });
   let conn: Database.Database | undefined;

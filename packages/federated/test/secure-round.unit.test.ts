@@ -58,7 +58,13 @@ describe('secure rounds on loopback (SecAgg+)', () => {
     { n: 50, neighbours: 8, afterShares: [4, 20, 33], beforeUnmask: [11] },
     { n: 50, neighbours: 'all' as const, afterShares: [7, 8, 9], beforeUnmask: [30] },
   ] as { n: number; neighbours: number | 'all'; afterShares: number[]; beforeUnmask: number[] }[])('n = $n, k = $neighbours, dropouts after share-keys $afterShares, before unmask $beforeUnmask: the new global is the mean of the survivors\' clipped updates', { timeout: 120_000 }, async ({ n, neighbours, afterShares, beforeUnmask }) => {
-    const s = await setup(n, { round: { steps: 1, batchSize: 1, clipNorm: 1, secureAggregation: { neighbours, stageTimeoutMs: 2_000 } } });
+    // A stage waits out its deadline only when someone drops in it; otherwise it ends when all answered,
+    // so the deadlines are long where nobody drops (a loaded CI machine must not make honest clients late).
+    const wait = n > 10 ? 8_000 : 4_000;
+    const s = await setup(n, {
+      roundDurationMs: afterShares.length ? wait : 60_000,
+      round: { steps: 1, batchSize: 1, clipNorm: 1, secureAggregation: { neighbours, stageTimeoutMs: beforeUnmask.length ? wait : 60_000 } },
+    });
     const { clients, results } = await secureRound(s, n, afterShares, beforeUnmask);
     const token = (await (clients[0]!.client as unknown as { load(): Promise<{ token: string }> }).load()).token;
     expect(await roundStatus(s.handle.url, token, 1)).toMatchObject({ status: 'closed', outcome: 'aggregated', resultVersion: 1 });
@@ -86,7 +92,7 @@ describe('secure rounds on loopback (SecAgg+)', () => {
   it.each(['central', 'distributed'] as const)('%s DP on a secure round: the published mean carries the stated noise, and epsilon is recorded', { timeout: 60_000 }, async (mode) => {
     const n = 10;
     const z = 0.02;
-    const s = await setup(n, { round: { steps: 1, batchSize: 1, clipNorm: 1, dp: { mode, noiseMultiplier: z, delta: 1e-5 }, secureAggregation: { stageTimeoutMs: 2_000 } } }, 64);
+    const s = await setup(n, { roundDurationMs: 60_000, round: { steps: 1, batchSize: 1, clipNorm: 1, dp: { mode, noiseMultiplier: z, delta: 1e-5 }, secureAggregation: { stageTimeoutMs: 60_000 } } }, 64);
     const { clients, results } = await secureRound(s, n, []);
     expect(results.every((r) => r.status === 'fulfilled')).toBe(true);
     const token = (await (clients[0]!.client as unknown as { load(): Promise<{ token: string }> }).load()).token;
