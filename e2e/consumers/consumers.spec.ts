@@ -47,7 +47,10 @@ interface Report {
     methods: Record<string, { stopped: string; config: Record<string, unknown>; mergedBytes?: number; generated?: number; mergedError?: { name: string; code: string } }>;
     privacy: { stopped: string; summary: { epsilon: number; targetEpsilon: number; steps: number; mechanism: string }; epsilons: number[]; config: unknown; estimate: number };
   };
-  coordinator: { url: string; rejected: { isFederatedError: boolean; reason: string; status: number } | undefined; clientId: string | undefined };
+  coordinator: {
+    url: string; rejected: { isFederatedError: boolean; reason: string; status: number } | undefined; clientId: string | undefined;
+    secureRound: { results: { status: string; survivors: number; resultVersion: number }[]; outcome: string; resultVersion: number };
+  };
 }
 
 test('in plain Node, from the tarballs: training on Dawn, the coordinator bin and the federated client (setup.mjs)', () => {
@@ -73,6 +76,10 @@ test('in plain Node, from the tarballs: training on Dawn, the coordinator bin an
   expect(dp.estimate).toBeCloseTo(dp.summary.epsilon, 12);
   expect(report.coordinator.rejected).toEqual({ isFederatedError: true, reason: 'bad_secret', status: 401 });
   expect(report.coordinator.clientId).toMatch(/\S/);
+  // A secure-aggregation round of three Node clients with real trainers, from the tarballs.
+  expect(report.coordinator.secureRound).toEqual({
+    results: [0, 1, 2].map(() => ({ status: 'uploaded', survivors: 3, resultVersion: 1 })), outcome: 'aggregated', resultVersion: 1,
+  });
 });
 
 for (const app of apps) {

@@ -106,10 +106,10 @@ const lines = run('node train', process.execPath, ['node/train.mjs', model, join
 report.node = JSON.parse(lines.trim().split('\n').at(-1));
 if (!existsSync(join(nodeOut, 'adapter_model.safetensors'))) fail('the Node script wrote no adapter.');
 
-// 6. The coordinator's bin and the federated client, with the adapter just trained as version 0.
+// 6. The coordinator's bin and the federated client, with the adapter just trained as version 0; a secure round of three.
 const state = join(APP_DIR, 'out/coordinator');
 mkdirSync(state, { recursive: true });
-const federated = run('coordinator', process.execPath, ['node/coordinator.mjs', nodeOut, state], { cwd: APP_DIR, capture: true });
+const federated = run('coordinator', process.execPath, ['node/coordinator.mjs', nodeOut, state, model, join(publicDir, 'sample.txt')], { cwd: APP_DIR, capture: true });
 report.coordinator = JSON.parse(federated.trim().split('\n').at(-1));
 
 writeFileSync(REPORT, `${JSON.stringify(report, null, 2)}\n`);
