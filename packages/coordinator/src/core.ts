@@ -402,7 +402,12 @@ export class CoordinatorCore {
     const share = this.config.freshClientShare;
     if (share < 1 && client.created > round.created) {
       const older = (this.db.prepare('SELECT COUNT(*) AS n FROM clients WHERE created <= ? AND revoked IS NULL').get(round.created) as { n: number }).n;
-      const fresh = (this.db.prepare('SELECT COUNT(*) AS n FROM updates u JOIN clients c ON c.id = u.client_id WHERE u.round_id = ? AND c.created > ?').get(roundId, round.created) as { n: number }).n;
+      // Secure rounds count participants (they upload no plain update): fresh identities cannot fill them either.
+      const fresh = (this.db.prepare(
+        this.secure.stageRow(roundId)
+          ? 'SELECT COUNT(*) AS n FROM secagg_clients u JOIN clients c ON c.id = u.client_id WHERE u.round_id = ? AND c.created > ? AND u.client_id != ?'
+          : 'SELECT COUNT(*) AS n FROM updates u JOIN clients c ON c.id = u.client_id WHERE u.round_id = ? AND c.created > ? AND u.client_id != ?',
+      ).get(roundId, round.created, client.id) as { n: number }).n;
       if (older >= round.min_clients && fresh >= Math.floor(share * round.max_clients)) {
         return { kind: 'rejected', status: 403, error: 'not_selected', message: `round ${roundId} has taken as many updates from clients registered after it opened as it allows; this client can take part from the next round` };
       }

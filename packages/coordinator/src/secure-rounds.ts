@@ -21,7 +21,7 @@
  * inputs, and in unmask the shares that remove exactly the masks of that sum: never one client's input.
  * Shares and the masked sum are deleted when the round closes.
  */
-import { randomInt, ECDH } from 'node:crypto';
+import { createPublicKey, diffieHellman, ECDH, generateKeyPairSync, randomInt } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import {
   decodeShareValue, dequantizeSum, fromBase64, neighboursOf, publicKeyBytes, resolveNeighbours, resolveThreshold, SHARE_BYTES, unmaskSum,
@@ -70,14 +70,25 @@ const CIPHERTEXT_BYTES = 12 + 12 + 2 * SHARE_BYTES + 16;
 
 const reject = (status: number, error: SecAggRejection['error'], message: string): SecAggRejection => ({ status, error, message });
 
+/** A key of our own to test X25519 keys against: an agreement with a small-order point fails (all-zero secret). */
+let x25519Probe: ReturnType<typeof generateKeyPairSync> | undefined;
+
+/**
+ * Why a client's public key cannot be used by its neighbours, or undefined: its size, a P-256 key
+ * that is not a point of the curve, an X25519 key of small order (every neighbour's ECDH would fail,
+ * and the round with it).
+ */
 function keyProblem(curve: SecureAggregationConfig['curve'], key: Uint8Array): string | undefined {
   if (key.length !== publicKeyBytes(curve)) return `is ${key.length} bytes; a raw ${curve} public key is ${publicKeyBytes(curve)}`;
-  if (curve === 'P-256') {
-    try {
-      ECDH.convertKey(key, 'prime256v1', undefined, undefined, 'uncompressed'); // throws unless a point of the curve
-    } catch {
-      return 'is not a point of P-256';
+  try {
+    if (curve === 'P-256') ECDH.convertKey(key, 'prime256v1', undefined, undefined, 'uncompressed'); // throws unless a point of the curve
+    else {
+      x25519Probe ??= generateKeyPairSync('x25519');
+      const publicKey = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(key).toString('base64url') }, format: 'jwk' });
+      diffieHellman({ privateKey: x25519Probe.privateKey, publicKey });
     }
+  } catch {
+    return curve === 'P-256' ? 'is not a point of P-256' : 'is an X25519 point no agreement can use (small order)';
   }
   return undefined;
 }
@@ -256,8 +267,9 @@ export class SecureRounds {
     Object.assign(out, { participants: n, neighbours: k, threshold: sa.threshold!, minSurvivors: sa.min_survivors!, index: me.idx });
     const byIdx = new Map(this.participants(round.id).map((p) => [p.idx!, p] as const));
     const around = neighboursOf(me.idx, n, k).map((j) => byIdx.get(j)!);
-    out.peers = around.map((p) => ({ index: p.idx!, encryptionKey: p.encryption_key.toString('base64'), maskKey: p.mask_key.toString('base64') }));
-    if (sa.stage === 'masked-input' && me.shared) {
+    // Each list only in the stage that needs it (status answers stay small when many clients poll).
+    if (sa.stage === 'share-keys') out.peers = around.map((p) => ({ index: p.idx!, encryptionKey: p.encryption_key.toString('base64'), maskKey: p.mask_key.toString('base64') }));
+    if (sa.stage === 'masked-input' && me.shared && me.masked_update_id === null) {
       const rows = this.db.prepare('SELECT from_idx, ciphertext FROM secagg_shares WHERE round_id = ? AND to_idx = ? ORDER BY from_idx').all(round.id, me.idx) as { from_idx: number; ciphertext: Buffer }[];
       const sharedIdx = new Set(around.filter((p) => p.shared).map((p) => p.idx!));
       out.inbox = rows.filter((r) => sharedIdx.has(r.from_idx)).map((r) => ({ from: r.from_idx, ciphertext: r.ciphertext.toString('base64') }));
@@ -443,7 +455,12 @@ export class SecureRounds {
     const row = this.db.prepare('SELECT masked_sum FROM secagg_rounds WHERE round_id = ?').get(round.id) as { masked_sum: Buffer | null };
     if (!row.masked_sum) throw new Error('no masked inputs were stored');
     const reveals = this.db.prepare('SELECT from_idx, of_idx, kind, share FROM secagg_reveals WHERE round_id = ?').all(round.id) as { from_idx: number; of_idx: number; kind: 'seed' | 'key'; share: Buffer }[];
-    const sharesOf = (of: number, kind: 'seed' | 'key') => reveals.filter((r) => r.of_idx === of && r.kind === kind).map((r) => ({ x: r.from_idx, y: decodeShareValue(new Uint8Array(r.share)) }));
+    const byOwner = new Map<string, { x: number; y: bigint }[]>();
+    for (const r of reveals) {
+      const key = `${r.kind}:${r.of_idx}`;
+      byOwner.set(key, [...(byOwner.get(key) ?? []), { x: r.from_idx, y: decodeShareValue(new Uint8Array(r.share)) }]);
+    }
+    const sharesOf = (of: number, kind: 'seed' | 'key') => byOwner.get(`${kind}:${of}`) ?? [];
     const survivors = people.filter((p) => p.masked_update_id !== null);
     const surviving = new Set(survivors.map((p) => p.idx!));
     const started = performance.now();

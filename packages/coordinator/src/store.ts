@@ -131,6 +131,7 @@ CREATE TABLE IF NOT EXISTS secagg_shares (
   ciphertext BLOB NOT NULL,
   PRIMARY KEY (round_id, from_idx, to_idx)
 );
+CREATE INDEX IF NOT EXISTS secagg_shares_to ON secagg_shares (round_id, to_idx);
 CREATE TABLE IF NOT EXISTS secagg_reveals (
   round_id INTEGER NOT NULL REFERENCES rounds(id),
   from_idx INTEGER NOT NULL,

@@ -455,7 +455,7 @@ export class FederatedClient {
       const sameOpen = pending.roundId === info.roundId && info.status === 'open';
       if (pending.phase === 'encoded' && sameOpen) return this.uploadSaved(pending, info);
       if (pending.phase === 'uploaded' && pending.roundId === info.roundId) return this.skip('already_uploaded', info.roundId);
-      if (pending.phase === 'secagg' && pending.roundId === info.roundId && info.status !== 'closed') return this.secureRound(info, pending);
+      if (pending.phase === 'secagg' && pending.roundId === info.roundId && info.status !== 'closed') return this.secureRoundOnce(info, pending);
       if (pending.phase === 'refused' && pending.roundId === info.roundId) return this.skip('stage_passed', info.roundId, `this client refused the round earlier: ${pending.reason}`);
       // 'training' (abandoned after a reload), an 'encoded' payload whose round closed, or an old 'uploaded': forget it.
       const { round: _dropped, ...rest } = record;
@@ -485,18 +485,11 @@ export class FederatedClient {
       }
     }
 
-    if (config.secureAggregation) {
-      try {
-        return await this.secureRound(info, undefined);
-      } catch (error) {
-        // A refusal that protects a secret ends this client's part in the round, also after a reload.
-        if (error instanceof SecureAggregationError && error.reason !== 'round_failed' && this.record?.round?.roundId === info.roundId) {
-          const { round: _r, ...rest } = this.record;
-          await this.save({ ...rest, round: { phase: 'refused', roundId: info.roundId, reason: error.reason } });
-        }
-        throw error;
-      }
-    }
+    // Who adds the noise must fit the round: local DP would noise an update nobody sees (and its
+    // accounting would count noise never added); distributed DP needs the masks to hide each share.
+    if (config.secureAggregation && mode === 'local') throw new FederatedError('INVALID_ARGUMENT', 'bad_config', `Round ${info.roundId} is secure with dp.mode 'local'; secure rounds use 'distributed' (or 'central').`);
+    if (!config.secureAggregation && mode === 'distributed') throw new FederatedError('INVALID_ARGUMENT', 'bad_config', `Round ${info.roundId} has dp.mode 'distributed' without secureAggregation: the update would go up unmasked and un-noised.`);
+    if (config.secureAggregation) return this.secureRoundOnce(info, undefined);
     await this.save({ ...record, round: { phase: 'training', roundId: info.roundId, startedAt: Date.now() } });
 
     const trained = await this.trainUpdate(info, dpSgd);
@@ -572,6 +565,19 @@ export class FederatedClient {
     }
   }
 
+  /** secureRound, recording a refusal that protects a secret, so this client sends nothing more in that round, also after a reload. */
+  private async secureRoundOnce(info: RoundInfo, pending: SecureStoredRound | undefined): Promise<RoundResult> {
+    try {
+      return await this.secureRound(info, pending);
+    } catch (error) {
+      if (error instanceof SecureAggregationError && error.reason !== 'round_failed' && this.record?.round?.roundId === info.roundId) {
+        const { round: _r, ...rest } = this.record;
+        await this.save({ ...rest, round: { phase: 'refused', roundId: info.roundId, reason: error.reason } });
+      }
+      throw error;
+    }
+  }
+
   /**
    * One secure round (SecAgg+, protocol 4), from its first stage or from a stored step after a
    * reload: advertise keys, share keys, train, mask and send the input, reveal shares, wait for the
@@ -599,7 +605,23 @@ export class FederatedClient {
       this.emit({ phase: 'secagg', roundId: id, detail: `${stage} done` });
       return out;
     };
-    const post = (route: string, body: unknown) => this.authed(`${path}/${route}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) }, 'json');
+    /**
+     * Sends a stage's message. A 409 (the round moved on or closed) after a retry may mean the first
+     * try arrived and its answer was lost: the status's `you` flag decides (true: it was taken).
+     */
+    const send = async (route: 'shares' | 'masked' | 'unmask', init: RequestInit, flag: keyof SecAggStatus['you']): Promise<SecAggStatus | undefined> => {
+      try {
+        await this.authed(`${path}/${route}`, { method: 'POST', ...init }, 'json');
+        return undefined;
+      } catch (error) {
+        if (!(error instanceof FederatedError && error.status === 409 && (error.reason === 'round_closed' || error.reason === 'wrong_stage'))) throw error;
+        const status = await this.secaggStatus(id);
+        if (status.you[flag]) return undefined;
+        return status;
+      }
+    };
+    const json = (body: unknown): RequestInit => ({ headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    const post = (route: string, body: unknown) => this.authed(`${path}/${route}`, { method: 'POST', ...json(body) }, 'json');
     const late = (status: SecAggStatus, what: string): RoundResult => {
       if (status.stage === 'closed') return this.skip('round_closed', id, `the round closed (${status.outcome ?? 'closed'}${status.failure ? `: ${status.failure}` : ''}) before ${what}`);
       throw new SecureAggregationError('stage_passed', id, `the round moved to ${status.stage} before ${what}; this client drops out of it (the others' sum is still recovered)`);
@@ -630,7 +652,8 @@ export class FederatedClient {
         const r = await shareKeys(st.participant, status);
         await save({ ...st, participant: r.state, shares: r.request });
       }
-      await post('shares', st.shares);
+      const missed = await send('shares', json(st.shares), 'shared');
+      if (missed) return late(missed, 'this client shared its keys');
       await save({ ...st, step: 'shared', stages: mark('share-keys') });
     }
     if (st.step === 'shared') {
@@ -648,13 +671,15 @@ export class FederatedClient {
           at += trained.delta.get(key)!.data.length;
         }
         // Distributed DP: this client's share of the noise; the sum of >= minSurvivors inputs carries N(0, (zS)^2).
-        if (config.dp.mode === 'distributed') addGaussianNoise([flat], (config.dp.noiseMultiplier * config.clipNorm) / Math.sqrt(status.minSurvivors!));
+        // minSurvivors as checked with the roster (the status could say otherwise now).
+        if (config.dp.mode === 'distributed') addGaussianNoise([flat], (config.dp.noiseMultiplier * config.clipNorm) / Math.sqrt(st.participant.minSurvivors!));
         const { quantized, clipped } = quantize(flat, sa.clippingRange, sa.quantizationRange);
         const payload = await maskInput(participant, quantized, info.globalVersion);
         const masked = { updateId: crypto.randomUUID(), payload, norm: trained.norm, clippedNorm: trained.clippedNorm, denseBytes: flat.byteLength, rangeClipped: clipped };
         await save({ ...st, participant, masked }, trained.summary);
       }
-      await this.authed(`${path}/masked`, { method: 'POST', headers: { 'Content-Type': 'application/octet-stream', 'X-Update-Id': st.masked!.updateId }, body: st.masked!.payload as unknown as BodyInit }, 'json');
+      const missed = await send('masked', { headers: { 'Content-Type': 'application/octet-stream', 'X-Update-Id': st.masked!.updateId }, body: st.masked!.payload as unknown as BodyInit }, 'masked');
+      if (missed) return late(missed, 'this client sent its masked input');
       this.emit({ phase: 'upload', roundId: id, bytes: st.masked!.payload.byteLength, detail: 'masked input' });
       await save({ ...st, step: 'masked', stages: mark('masked-input') });
     }
@@ -668,7 +693,7 @@ export class FederatedClient {
           const r = unmask(st.participant, status); // throws (and sends nothing) when a secret would be at risk
           await save({ ...st, participant: r.state, unmask: r.request });
         }
-        await post('unmask', st.unmask);
+        await send('unmask', json(st.unmask), 'unmasked'); // if it did not arrive in time, the round recovers without it (or fails)
       }
       await save({ ...st, step: 'unmasked', stages: mark('unmask') });
     }

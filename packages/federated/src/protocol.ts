@@ -142,9 +142,9 @@ export interface SecureAggregationConfig {
   /** k, the neighbours each client shares its secrets with ('num_shares'); 'all' (n - 1) is classic SecAgg. */
   neighbours: number | 'all';
   /**
-   * The Shamir threshold t as a share of k ('reconstruction_threshold'); t is always more than k/2
-   * (majority), so that no two disjoint sets of neighbours can each reconstruct a secret; undefined:
-   * the majority.
+   * The Shamir threshold t as a share of the k + 1 holders of each secret (its k neighbours and the
+   * client; 'reconstruction_threshold'); t is always more than half of them, so that no two disjoint
+   * sets of holders can each reconstruct a secret, and at most k; undefined: the majority.
    */
   threshold?: number;
   /** c: each value is clipped to [-c, c] before quantization ('clipping_range', 8). */

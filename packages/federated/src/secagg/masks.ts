@@ -6,7 +6,8 @@
  * Neighbours: the n participants of a round hold indexes 1..n, assigned by the coordinator in a
  * random order. Participant i's neighbours are the k/2 indexes before and after it on a ring
  * (a Harary graph, k even), or everyone else when k >= n - 1 (classic SecAgg). Both sides compute
- * it from (n, k), so the coordinator cannot hand one client a neighbourhood of its choosing.
+ * it from (n, k): the coordinator chooses the order of the indexes, but a client checks that the
+ * neighbours it is given are the ring's (it refuses an arbitrary, e.g. smaller, neighbourhood).
  *
  * Masked input of i (Bonawitz et al. sec. 4): y_i = x_i + PRG(b_i) + sum over neighbours j that
  * shared keys of sign(i, j) PRG(s_ij), mod 2^32, with sign +1 for j > i and -1 for j < i, so every

@@ -60,9 +60,10 @@ function roster(state: ParticipantState, status: SecAggStatus): Required<Pick<Pa
     if (!Number.isSafeInteger(v) || (v as number) < 1) throw bad(`the coordinator's ${name} is ${JSON.stringify(v)}, not a positive integer`);
   }
   if (index! > n! || k! > n! - 1) throw bad(`index ${index} / ${k} neighbours do not fit ${n} participants`);
+  if (k! < n! - 1 && k! % 2 !== 0) throw bad(`a neighbourhood below n - 1 has an even k, got ${k}`);
   // Majority of the k + 1 holders: two disjoint sets of holders cannot each reconstruct one of a client's secrets.
   if (!(t! > (k! + 1) / 2 && t! <= k!)) throw bad(`threshold ${t} is not more than half of the ${k! + 1} share holders (${k} neighbours and the client)`);
-  if (minSurvivors! < t!) throw bad(`minSurvivors ${minSurvivors} is below the threshold ${t}`);
+  if (minSurvivors! < t! || minSurvivors! > n!) throw bad(`minSurvivors ${minSurvivors} is not between the threshold ${t} and the ${n} participants`);
   const expected = neighboursOf(index!, n!, k!);
   const peers = status.peers ?? [];
   const got = peers.map((p) => p.index).sort((a, b) => a - b);
@@ -88,23 +89,41 @@ export async function shareKeys(state: ParticipantState, status: SecAggStatus): 
   const keyShares = shareSecret(state.mask.privateKey, fixed.threshold, xs).slice(1);
   const ownSeedShare = encodeShareValue(seedShares.shift()!.y);
   const shares = await Promise.all(fixed.peers.map(async (peer, i) => {
-    const key = await shareEncryptionKey(await agree(state.curve, state.encryption, peer.encryptionKey), state.roundId);
+    const key = await shareEncryptionKey(await agreeWith(state, state.encryption, peer.index, peer.encryptionKey), state.roundId);
     const plaintext = encodeSharePlaintext(state.roundId, fixed.index, peer.index, encodeShareValue(seedShares[i]!.y), encodeShareValue(keyShares[i]!.y));
     return { to: peer.index, ciphertext: toBase64(await seal(key, plaintext, shareAssociatedData(state.roundId, fixed.index, peer.index))) };
   }));
   return { state: { ...state, ...fixed, ownSeedShare }, request: { shares } };
 }
 
-/** Stage masked-input: opens the shares addressed to this participant ('bad_share' if any fails). */
+/** ECDH with a peer's key; a key the curve refuses (e.g. an X25519 small-order point) stops the round as 'bad_roster'. */
+async function agreeWith(state: ParticipantState, own: KeyPairBytes, peer: number, key: Uint8Array): Promise<Uint8Array> {
+  try {
+    return await agree(state.curve, own, key);
+  } catch (cause) {
+    throw new SecureAggregationError('bad_roster', state.roundId, `neighbour ${peer}'s public key is unusable: ${(cause as Error).message}`, { cause });
+  }
+}
+
+/**
+ * Stage masked-input: opens the shares addressed to this participant ('bad_share' if any fails).
+ * Fewer than t - 1 of them ('bad_roster') is refused: with its own, fewer than t clients would hold
+ * its secrets, and a coordinator that withheld its neighbours' shares would leave its input masked
+ * by little more than its own seed (Bonawitz et al.: |U2| >= t).
+ */
 export async function receiveShares(state: ParticipantState, status: SecAggStatus): Promise<ParticipantState> {
   const me = state.index!;
+  const inbox = status.inbox ?? [];
+  if (inbox.length < state.threshold! - 1) {
+    throw new SecureAggregationError('bad_roster', state.roundId, `only ${inbox.length} neighbours' shares arrived; at least ${state.threshold! - 1} are needed (threshold ${state.threshold} with this client's own); nothing is masked or sent`);
+  }
   const received: NonNullable<ParticipantState['received']> = [];
   const seen = new Set<number>();
-  for (const item of status.inbox ?? []) {
+  for (const item of inbox) {
     const peer = state.peers!.find((p) => p.index === item.from);
     if (!peer || seen.has(item.from)) throw new SecureAggregationError('bad_roster', state.roundId, `the inbox holds a share from ${item.from}, which is not a neighbour or appears twice`);
     seen.add(item.from);
-    const key = await shareEncryptionKey(await agree(state.curve, state.encryption, peer.encryptionKey), state.roundId);
+    const key = await shareEncryptionKey(await agreeWith(state, state.encryption, item.from, peer.encryptionKey), state.roundId);
     let sealed: Uint8Array;
     try {
       sealed = fromBase64(item.ciphertext, 'a share ciphertext');
@@ -128,8 +147,13 @@ export async function maskInput(state: ParticipantState, quantized: Uint32Array,
   addMask(y, await selfMask(state.seed, state.roundId, y.length), 1);
   for (const r of state.received!) {
     const peer = state.peers!.find((p) => p.index === r.from)!;
-    const { mask, sign } = await pairwiseMask(state.curve, state.roundId, y.length, state.mask, state.index!, peer.index, peer.maskKey);
-    addMask(y, mask, sign);
+    let pair;
+    try {
+      pair = await pairwiseMask(state.curve, state.roundId, y.length, state.mask, state.index!, peer.index, peer.maskKey);
+    } catch (cause) {
+      throw new SecureAggregationError('bad_roster', state.roundId, `neighbour ${peer.index}'s mask key is unusable: ${(cause as Error).message}`, { cause });
+    }
+    addMask(y, pair.mask, pair.sign);
   }
   return encodeMaskedInput(state.roundId, baseVersion, y);
 }

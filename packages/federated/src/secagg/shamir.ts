@@ -108,6 +108,33 @@ function inverse(a: bigint): bigint {
 }
 
 /**
+ * The Lagrange coefficients at 0 for these points (lambda_i = prod_{j != i} x_j / (x_j - x_i) mod p),
+ * remembered for the last few point sets: unmasking a round combines one secret per client, most
+ * from the same holders, and each inversion is a 521-bit exponentiation.
+ */
+const lagrangeCache = new Map<string, bigint[]>();
+function lagrangeAtZero(xs: readonly number[]): bigint[] {
+  const key = xs.join(',');
+  const hit = lagrangeCache.get(key);
+  if (hit) return hit;
+  const out = xs.map((x, i) => {
+    const xi = BigInt(x);
+    let num = 1n;
+    let den = 1n;
+    for (let j = 0; j < xs.length; j++) {
+      if (j === i) continue;
+      const xj = BigInt(xs[j]!);
+      num = (num * xj) % SHAMIR_PRIME;
+      den = mod(den * (xj - xi));
+    }
+    return (num * inverse(den)) % SHAMIR_PRIME;
+  });
+  if (lagrangeCache.size >= 64) lagrangeCache.delete(lagrangeCache.keys().next().value!);
+  lagrangeCache.set(key, out);
+  return out;
+}
+
+/**
  * Recovers a secret of `byteLength` bytes from at least `threshold` shares (the first `threshold`
  * are used) by Lagrange interpolation at 0. Fewer shares, repeated points or a value outside the
  * field are InvalidArgumentError; wrong shares give a wrong value, which the caller detects (a
@@ -120,19 +147,9 @@ export function combineShares(shares: readonly Share[], threshold: number, byteL
   const used = shares.slice(0, threshold);
   checkPoints(used.map((s) => s.x), where);
   for (const s of used) if (typeof s.y !== 'bigint' || s.y < 0n || s.y >= SHAMIR_PRIME) throw new InvalidArgumentError(`${where}: share ${s.x} is not a field element`);
+  const lambda = lagrangeAtZero(used.map((s) => s.x));
   let secret = 0n;
-  for (let i = 0; i < used.length; i++) {
-    const xi = BigInt(used[i]!.x);
-    let num = 1n;
-    let den = 1n;
-    for (let j = 0; j < used.length; j++) {
-      if (j === i) continue;
-      const xj = BigInt(used[j]!.x);
-      num = (num * xj) % SHAMIR_PRIME; // (0 - xj) / (xi - xj) = xj / (xj - xi)
-      den = mod(den * (xj - xi));
-    }
-    secret = mod(secret + used[i]!.y * num % SHAMIR_PRIME * inverse(den));
-  }
+  for (let i = 0; i < used.length; i++) secret = (secret + used[i]!.y * lambda[i]!) % SHAMIR_PRIME;
   if (secret >> BigInt(8 * byteLength) !== 0n) throw new InvalidArgumentError(`${where}: the shares do not combine to a ${byteLength}-byte secret (wrong or mixed shares)`);
   return bigIntToBytes(secret, byteLength);
 }
