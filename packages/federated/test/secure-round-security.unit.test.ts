@@ -132,10 +132,50 @@ describe('a hostile coordinator (its answers to one client rewritten)', () => {
     expect(clients[2]!.log.some((t) => t.path.endsWith('/secagg/unmask'))).toBe(false);
   });
 
+  it('an inbox withholding the neighbours\' shares (below t - 1): bad_roster, and the input is never sent under its own seed alone', { timeout: 60_000 }, async () => {
+    const { clients, results } = await rewriting(5, 4, (status) => (status.stage === 'masked-input' ? { ...status, inbox: [] } : undefined))();
+    expect((results[3] as PromiseRejectedResult).reason).toMatchObject({ name: 'SecureAggregationError', reason: 'bad_roster' });
+    expect(clients[3]!.log.some((t) => t.path.endsWith('/secagg/masked'))).toBe(false);
+  });
+
+  it('a secure round announced with local DP: bad_config before anything is sent', { timeout: 60_000 }, async () => {
+    const s = await secureCoordinator(3, {});
+    open.push(s);
+    const [k] = secureClients(s.handle.url, 1, () => recordingFetch({
+      rewrite: (path, json) => (path === '/v1/round' ? { ...(json as object), config: { ...(json as { config: object }).config, dp: { mode: 'local', noiseMultiplier: 1, delta: 1e-5 } } } : json),
+    }));
+    await expect(k!.client.runRound()).rejects.toMatchObject({ name: 'FederatedError', reason: 'bad_config' });
+    expect(k!.log.some((t) => t.path.includes('/secagg/'))).toBe(false);
+  });
+
   it('a roster whose neighbours are not the ring the parameters give: bad_roster before any share leaves', { timeout: 60_000 }, async () => {
     const { clients, results } = await rewriting(6, 1, (status) => (status.stage === 'share-keys' && status.peers ? { ...status, neighbours: 2, peers: status.peers.slice(0, 2) } : undefined))();
     expect((results[0] as PromiseRejectedResult).reason).toMatchObject({ name: 'SecureAggregationError', reason: 'bad_roster' });
     expect(clients[0]!.log.some((t) => t.path.endsWith('/secagg/shares'))).toBe(false);
+  });
+});
+
+describe('X25519 rounds', () => {
+  it('complete on loopback, and the coordinator refuses small-order keys that would break every neighbour', { timeout: 60_000 }, async () => {
+    const s = await secureCoordinator(4, { round: { steps: 1, batchSize: 1, clipNorm: 1, secureAggregation: { curve: 'X25519', stageTimeoutMs: 60_000 } } });
+    open.push(s);
+    const intruder = await register(s.handle.url);
+    const good = advertiseRequest(await createParticipant(1, 'X25519'));
+    const order1 = new Uint8Array(32);
+    order1[0] = 1; // u = 1, a point of order 1 (RFC 7748 sec. 6.1: such agreements give all zeros)
+    for (const bad of [new Uint8Array(32), order1]) {
+      const res = await fetch(`${s.handle.url}/v1/rounds/1/secagg/keys`, {
+        method: 'POST', headers: { Authorization: `Bearer ${intruder.token}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ ...good, maskKey: toBase64(bad) }),
+      });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ error: 'malformed', message: expect.stringMatching(/small order/) });
+    }
+    const clients = secureClients(s.handle.url, 4);
+    const results = await Promise.all(clients.map((k) => k.client.runRound()));
+    expect(results.map((r) => r.secureAggregation?.resultVersion)).toEqual([1, 1, 1, 1]);
+    const global = await download(s.handle.url, intruder.token, 1);
+    const want = expectedGlobal(s.initial, [1, 2, 3, 4], 1);
+    for (const [k, w] of want) for (let i = 0; i < w.length; i++) expect(Math.abs(global.get(k)![i]! - w[i]!)).toBeLessThanOrEqual(quantizationStep(8, 2 ** 22) + 1e-6);
   });
 });
 
