@@ -17,6 +17,14 @@
  *      clip only (the coordinator adds the noise to the aggregate).
  *   4. Encode (codec.ts; `compression`), save the payload, then POST it with a fresh X-Update-Id.
  *
+ * Secure rounds (`config.secureAggregation`, protocol 4; secureRound) put the SecAgg+ stages around
+ * steps 2-3: advertise two fresh public keys, share the secrets with the neighbours the coordinator
+ * lists (secagg/participant.ts checks the roster), train, quantize the clipped delta (distributed DP
+ * adds its share of the noise first), mask it and send it, then reveal the shares the unmask stage
+ * asks for and wait for the aggregate. Each step is stored before its message is sent, so a reload
+ * continues the round and repeats a message byte for byte; a refusal that protects a secret
+ * (SecureAggregationError) is stored too, and the client takes no further part in that round.
+ *
  * X-Example-Count (the FedAvg weight) is the number of training sequences the trainer consumed
  * this round: steps * batchSize. The TrainerApi does not expose the size of the prepared data, and
  * the sequences seen is what the update is an average over (a client with less data than that

@@ -22,6 +22,6 @@ export type { RdpHistoryEntry, RdpAccountantJSON } from '@webtune/trainer';
 export { clipGlobalNorm, localDpNoiseStd } from './dp.js';
 export { FederatedClient } from './client.js';
 export { FederatedError, UpdateRejectedError, SecureAggregationError } from '@webtune/errors';
-export type { FederatedClientOptions, FederatedEvent, RecordLevelPrivacy, RoundResult, SkipReason } from './client.js';
+export type { FederatedClientOptions, FederatedEvent, RecordLevelPrivacy, RoundResult, SecureRoundReport, SkipReason } from './client.js';
 export { indexedDbRoundStore, MemoryRoundStore, defaultRoundStore, DEFAULT_ROUND_DB, DEFAULT_ROUND_STORE } from './round-store.js';
 export type { RoundStateStore } from './round-store.js';
