@@ -3,7 +3,8 @@
 // each comparing webtune with TF.js WebGPU (and onnxruntime-web WebGPU in the browser) in one
 // run on one adapter. Writes bench/results/{node,browser}.json and bench/results/README.md, and
 // bench/results/methods.{json,md} whenever the adaptation-methods benchmark ran (BENCH_ONLY=methods included),
-// bench/results/dp-sgd.{json,md} whenever the DP-SGD benchmark ran (BENCH_ONLY=dp-sgd included).
+// bench/results/dp-sgd.{json,md} whenever the DP-SGD benchmark ran (BENCH_ONLY=dp-sgd included),
+// bench/results/secagg.{json,md} whenever the secure-aggregation benchmark ran (BENCH_ONLY=secagg included; no GPU).
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -20,9 +21,25 @@ if (process.env.BENCH_ONLY) rmSync(results, { recursive: true, force: true });
 mkdirSync(results, { recursive: true });
 mkdirSync(cache, { recursive: true });
 const only = process.argv[2]; // 'node' | 'browser' | undefined
+// Benchmarks outside the Dawn and browser lanes (plain Node, no GPU): BENCH_ONLY naming only these skips both lanes.
+const standalone = ['secagg'];
+const onlyNames = process.env.BENCH_ONLY?.split(',').filter(Boolean) ?? [];
+const gpuLanes = !onlyNames.length || onlyNames.some((name) => !standalone.includes(name));
 
+if (only !== 'browser' && (!onlyNames.length || onlyNames.includes('secagg'))) {
+  // Secure aggregation vs plain rounds (bench/secagg.ts): its own files in bench/results, partial run or not.
+  const out = join(cache, 'secagg-bench.mjs');
+  await build({
+    entryPoints: [join(root, 'bench/secagg.ts')], bundle: true, platform: 'node', format: 'esm', outfile: out,
+    external: ['webgpu', 'better-sqlite3'], plugins: [workspaceEsbuildPlugin()], logLevel: 'warning',
+    banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
+  });
+  console.log('bench: secure aggregation (Node, loopback)…');
+  const r = spawnSync(process.execPath, [out], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, BENCH_SECAGG_DIR: join(root, 'bench/results') } });
+  if (r.status !== 0) process.exit(1);
+}
 
-if (only !== 'browser') {
+if (only !== 'browser' && gpuLanes) {
   const out = join(cache, 'node-bench.mjs');
   await build({
     entryPoints: [join(root, 'bench/node.ts')], bundle: true, platform: 'node', format: 'esm', outfile: out,
@@ -39,7 +56,7 @@ if (only !== 'browser') {
   writeFileSync(join(results, 'node.json'), JSON.stringify(JSON.parse(line.slice('BENCH_JSON='.length)), null, 2) + '\n');
 }
 
-if (only !== 'node') {
+if (only !== 'node' && gpuLanes) {
   console.log('bench: browser (Chromium)…');
   const r = spawnSync('npx', ['playwright', 'test', '-c', 'e2e/bench.config.ts'], { cwd: root, stdio: 'inherit' });
   if (r.status !== 0) process.exit(1);
@@ -185,6 +202,8 @@ const sections = ['node', 'browser']
     return parts;
   });
 // Tables with files of their own (written by partial runs too) are linked from the README.
-const ownFiles = existsSync(join(root, 'bench/results/dp-sgd.md')) ? '- DP-SGD vs non-private training (step time, peak memory, held-out loss at epsilon 8, 3, 1): [dp-sgd.md](dp-sgd.md), `BENCH_ONLY=dp-sgd npm run bench -- node`.\n\n' : '';
-writeFileSync(join(results, 'README.md'), `# Benchmark results\n\nWritten by \`npm run bench\` (scripts/bench.mjs). Medians; speed-up = library's median time / webtune's.\n\n${ownFiles}${sections.join('\n\n')}\n`);
+const ownFiles = (existsSync(join(root, 'bench/results/dp-sgd.md')) ? '- DP-SGD vs non-private training (step time, peak memory, held-out loss at epsilon 8, 3, 1): [dp-sgd.md](dp-sgd.md), `BENCH_ONLY=dp-sgd npm run bench -- node`.\n' : '')
+  + (existsSync(join(root, 'bench/results/secagg.md')) ? '- Secure aggregation (SecAgg+) vs a plain round (bytes and time per client and stage, n = 10, 50, 100): [secagg.md](secagg.md), `BENCH_ONLY=secagg npm run bench`.\n' : '');
+const ownFilesBlock = ownFiles ? `${ownFiles}\n` : '';
+writeFileSync(join(results, 'README.md'), `# Benchmark results\n\nWritten by \`npm run bench\` (scripts/bench.mjs). Medians; speed-up = library's median time / webtune's.\n\n${ownFilesBlock}${sections.join('\n\n')}\n`);
 console.log(readFileSync(join(results, 'README.md'), 'utf8'));
