@@ -10,6 +10,7 @@ import type { SecAggCurve } from './crypto.js';
 import { addMask, pairwiseMask, selfMask } from './masks.js';
 import { combineShares, type Share } from './shamir.js';
 
+/** What unmaskSum needs: the round, its threshold, the sum of masked inputs and the shares the survivors revealed. */
 export interface UnmaskInput {
   curve: SecAggCurve;
   roundId: number;
