@@ -26,26 +26,27 @@ const standalone = ['secagg'];
 const onlyNames = process.env.BENCH_ONLY?.split(',').filter(Boolean) ?? [];
 const gpuLanes = !onlyNames.length || onlyNames.some((name) => !standalone.includes(name));
 
-if (only !== 'browser' && (!onlyNames.length || onlyNames.includes('secagg'))) {
-  // Secure aggregation vs plain rounds (bench/secagg.ts): its own files in bench/results, partial run or not.
-  const out = join(cache, 'secagg-bench.mjs');
+/** Bundles a bench entry for plain Node (the workspace packages from their sources; webgpu and better-sqlite3 stay external). */
+async function bundleForNode(entry, name) {
+  const out = join(cache, name);
   await build({
-    entryPoints: [join(root, 'bench/secagg.ts')], bundle: true, platform: 'node', format: 'esm', outfile: out,
+    entryPoints: [join(root, entry)], bundle: true, platform: 'node', format: 'esm', outfile: out,
     external: ['webgpu', 'better-sqlite3'], plugins: [workspaceEsbuildPlugin()], logLevel: 'warning',
     banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
   });
+  return out;
+}
+
+if (only !== 'browser' && (!onlyNames.length || onlyNames.includes('secagg'))) {
+  // Secure aggregation vs plain rounds (bench/secagg.ts): its own files in bench/results, partial run or not.
+  const out = await bundleForNode('bench/secagg.ts', 'secagg-bench.mjs');
   console.log('bench: secure aggregation (Node, loopback)…');
   const r = spawnSync(process.execPath, [out], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, BENCH_SECAGG_DIR: join(root, 'bench/results') } });
   if (r.status !== 0) process.exit(1);
 }
 
 if (only !== 'browser' && gpuLanes) {
-  const out = join(cache, 'node-bench.mjs');
-  await build({
-    entryPoints: [join(root, 'bench/node.ts')], bundle: true, platform: 'node', format: 'esm', outfile: out,
-    external: ['webgpu', 'better-sqlite3'], plugins: [workspaceEsbuildPlugin()], logLevel: 'warning',
-    banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
-  });
+  const out = await bundleForNode('bench/node.ts', 'node-bench.mjs');
   console.log('bench: Node (Dawn)…');
   const r = spawnSync(process.execPath, [out], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 64 << 20 });
   const line = (r.stdout ?? '').split('\n').find((l) => l.startsWith('BENCH_JSON='));

@@ -118,6 +118,15 @@ export interface SecureSetup {
   inspect(): Database.Database;
 }
 
+/** Closes the coordinators a test opened (call from afterEach). */
+export async function closeAll(open: SecureSetup[]): Promise<void> {
+  while (open.length) {
+    const s = open.pop()!;
+    s.inspect().close();
+    await s.handle.close();
+  }
+}
+
 /** A coordinator whose rounds are secure (minClients 3 and maxClients n unless given). */
 export async function secureCoordinator(n: number, config: Partial<CoordinatorConfig> = {}, width = 8, onLog?: (line: string) => void): Promise<SecureSetup> {
   const dir = tmp('webtune-secagg-');

@@ -12,16 +12,10 @@ import { toBase64 } from '../src/secagg/crypto.js';
 import { encodeMaskedInput, MASKED_HEADER_BYTES } from '../src/secagg/masks.js';
 import { advertiseRequest, createParticipant, maskInput, receiveShares, shareKeys, type ParticipantState } from '../src/secagg/participant.js';
 import { quantizationStep, quantize } from '../src/secagg/quantize.js';
-import { expectedGlobal, moveOf, recordingFetch, secureClients, secureCoordinator, type SecureSetup } from './secure-helpers.js';
+import { closeAll, expectedGlobal, moveOf, recordingFetch, secureClients, secureCoordinator, type SecureSetup } from './secure-helpers.js';
 
 const open: SecureSetup[] = [];
-afterEach(async () => {
-  while (open.length) {
-    const s = open.pop()!;
-    s.inspect().close();
-    await s.handle.close();
-  }
-});
+afterEach(() => closeAll(open));
 
 /**
  * Chi-square statistic of one byte of every word over 256 buckets, as a z-score (Wilson-Hilferty):

@@ -8,16 +8,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { SecureAggregationError } from '@webtune/errors';
 import { download, roundStatus } from '../../coordinator/test/helpers.js';
 import { quantizationStep } from '../src/secagg/quantize.js';
-import { expectedGlobal, recordingFetch, secureClients, secureCoordinator, type SecureSetup } from './secure-helpers.js';
+import { closeAll, expectedGlobal, recordingFetch, secureClients, secureCoordinator, type SecureSetup } from './secure-helpers.js';
 
 const open: SecureSetup[] = [];
-afterEach(async () => {
-  while (open.length) {
-    const s = open.pop()!;
-    s.inspect().close();
-    await s.handle.close();
-  }
-});
+afterEach(() => closeAll(open));
 
 const STEP = quantizationStep(8, 2 ** 22);
 
