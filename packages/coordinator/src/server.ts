@@ -235,6 +235,27 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const registrations = new RateLimiter(limits.registerPerMinute, limits.registerBurst, now);
   let uploadsInFlight = 0;
   const uploadsByToken = new Map<string, number>();
+  /**
+   * Runs `receive` holding one upload slot of the client's (plain updates and masked inputs alike):
+   * bodies are buffered (bounded by the round's size), so how many are in flight bounds memory.
+   */
+  const inUploadSlot = async (client: Client, receive: () => Promise<void>): Promise<void> => {
+    const mine = uploadsByToken.get(client.id) ?? 0;
+    if (mine >= limits.maxUploadsPerToken || uploadsInFlight >= limits.maxConcurrentUploads) {
+      const busy = mine >= limits.maxUploadsPerToken ? 'this client already has an upload in progress' : 'the coordinator is receiving as many uploads as it takes at once';
+      throw new HttpError(429, 'rate_limited', `${busy}; try again shortly`, { 'Retry-After': '5' });
+    }
+    uploadsByToken.set(client.id, mine + 1);
+    uploadsInFlight++;
+    try {
+      await receive();
+    } finally {
+      uploadsInFlight--;
+      const left = (uploadsByToken.get(client.id) ?? 1) - 1;
+      if (left > 0) uploadsByToken.set(client.id, left);
+      else uploadsByToken.delete(client.id);
+    }
+  };
   const config = resolveConfig(options.config ?? {});
   const db = openDatabase(options.db);
   try {
@@ -354,22 +375,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       }
       m = /^\/v1\/rounds\/(\d+)\/updates$/.exec(path);
       if (method === 'POST' && m) {
-        // Bodies are buffered (bounded by maxUploadBytes), so how many are in flight bounds memory.
-        const mine = uploadsByToken.get(client.id) ?? 0;
-        if (mine >= limits.maxUploadsPerToken || uploadsInFlight >= limits.maxConcurrentUploads) {
-          const busy = mine >= limits.maxUploadsPerToken ? 'this client already has an upload in progress' : 'the coordinator is receiving as many uploads as it takes at once';
-          throw new HttpError(429, 'rate_limited', `${busy}; try again shortly`, { 'Retry-After': '5' });
-        }
-        uploadsByToken.set(client.id, mine + 1);
-        uploadsInFlight++;
-        try {
-          await upload(req, res, client, Number(m[1]));
-        } finally {
-          uploadsInFlight--;
-          const left = (uploadsByToken.get(client.id) ?? 1) - 1;
-          if (left > 0) uploadsByToken.set(client.id, left);
-          else uploadsByToken.delete(client.id);
-        }
+        await inUploadSlot(client, () => upload(req, res, client, Number(m![1])));
         return;
       }
       throw new HttpError(404, 'not_found', `no route ${method} ${path}`);
@@ -433,21 +439,12 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       const words = layout.size;
       const check = core.secure.checkMasked(round, client.id, updateId);
       if (check && check !== 'duplicate') throw new HttpError(check.status, check.error, check.message);
-      const mine = uploadsByToken.get(client.id) ?? 0;
-      if (mine >= limits.maxUploadsPerToken || uploadsInFlight >= limits.maxConcurrentUploads) throw new HttpError(429, 'rate_limited', 'too many uploads in progress; try again shortly', { 'Retry-After': '5' });
-      uploadsByToken.set(client.id, mine + 1);
-      uploadsInFlight++;
-      try {
+      await inUploadSlot(client, async () => {
         const body = await readBody(req, MASKED_HEADER_BYTES + 4 * words);
         const decoded = decodeMaskedInput(new Uint8Array(body.buffer, body.byteOffset, body.byteLength), { roundId: round.id, baseVersion: round.base_version, words });
         if (typeof decoded === 'string') throw new HttpError(400, 'malformed', decoded);
         answer(res, core.secure.acceptMasked(round, client.id, updateId, decoded));
-      } finally {
-        uploadsInFlight--;
-        const left = (uploadsByToken.get(client.id) ?? 1) - 1;
-        if (left > 0) uploadsByToken.set(client.id, left);
-        else uploadsByToken.delete(client.id);
-      }
+      });
     };
 
     const upload = async (req: IncomingMessage, res: ServerResponse, client: Client, roundId: number): Promise<void> => {
