@@ -23,7 +23,8 @@ export type WebtuneErrorCode =
   | 'STORAGE_FULL'
   | 'WORKER_START'
   | 'DATA_FORMAT'
-  | 'CHAT_TEMPLATE';
+  | 'CHAT_TEMPLATE'
+  | 'RUN_LOCKED';
 
 /**
  * The base class of every error webtune throws: `code` is stable for programmatic handling and the message
@@ -391,6 +392,24 @@ export class SecureAggregationError extends WebtuneError {
   }
 }
 
+/**
+ * Another tab or window of this site is training the same run (Web Locks): two writers would
+ * interleave checkpoints. Wait for it (TrainRequest `ifRunLocked: 'wait'`), train under another
+ * `runId`, or stop the other tab's run. The other run and its checkpoints are untouched.
+ */
+export class RunLockedError extends WebtuneError {
+  override name = 'RunLockedError';
+  readonly runId: string;
+  constructor(runId: string, detail?: string) {
+    super(
+      'RUN_LOCKED',
+      `Run "${runId}" is being trained in another tab or window of this site${detail ? ` (${detail})` : ''}. ` +
+        "Pass ifRunLocked: 'wait' to train() to wait until it stops, use another runId, or pause the run there.",
+    );
+    this.runId = runId;
+  }
+}
+
 /** A constructor of any webtune error class. */
 export type WebtuneErrorClass = abstract new (...args: never[]) => WebtuneError;
 
@@ -423,4 +442,5 @@ export const ERROR_CLASSES: Readonly<Record<string, WebtuneErrorClass>> = {
   FederatedError,
   UpdateRejectedError,
   SecureAggregationError,
+  RunLockedError,
 };

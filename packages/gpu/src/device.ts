@@ -94,6 +94,13 @@ export interface CreateGpuContextOptions {
   label?: string;
   /** Overrides for the adapter-based kernel choices. */
   tuning?: Partial<KernelTuning>;
+  /**
+   * Caps on the limits webtune raises, to behave as a smaller device would (tests, or an app that
+   * wants to leave room for other GPU work). The device is requested with at most these; where
+   * WebGPU's own default is higher than a cap (the browser never grants less), `limits` still
+   * reports the cap and every size check and plan keeps to it.
+   */
+  limits?: Partial<GpuLimits>;
 }
 
 export interface GpuContext {
@@ -166,7 +173,12 @@ export async function createGpuContext(options: CreateGpuContextOptions = {}): P
   const disabled = new Set(options.disableFeatures ?? []);
   const requiredFeatures = OPTIONAL_FEATURES.filter((f) => adapter.features.has(f) && !disabled.has(f));
   const requiredLimits: Record<string, number> = {};
-  for (const name of RAISED_LIMITS) requiredLimits[name] = adapter.limits[name];
+  const caps = options.limits ?? {};
+  for (const name of RAISED_LIMITS) {
+    const cap = caps[name];
+    if (cap !== undefined && (!Number.isInteger(cap) || cap < 1)) throw new InvalidArgumentError(`limits.${name} must be a positive integer, got ${String(cap)}.`);
+    requiredLimits[name] = Math.min(adapter.limits[name], cap ?? Infinity);
+  }
 
   const device = await adapter.requestDevice({
     label: options.label ?? 'webtune',
@@ -175,7 +187,7 @@ export async function createGpuContext(options: CreateGpuContextOptions = {}): P
   });
 
   const limits = {} as GpuLimits;
-  for (const name of RAISED_LIMITS) limits[name] = device.limits[name];
+  for (const name of RAISED_LIMITS) limits[name] = Math.min(device.limits[name], caps[name] ?? Infinity);
   const features: GpuFeatures = {
     shaderF16: device.features.has('shader-f16'),
     subgroups: device.features.has('subgroups'),

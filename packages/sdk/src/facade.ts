@@ -11,6 +11,7 @@ import { WorkerStartError } from '@webtune/errors';
 import type { CheckpointStore } from '@webtune/trainer';
 import type { SessionEnvironment, TrainerSession } from './session.js';
 import { registerErrorTransfer } from './transfer.js';
+import { watchDeviceConditions, type ConditionsWatch } from './device-conditions.js';
 
 type SessionMethodName = {
   [K in keyof TrainerSession]: TrainerSession[K] extends (...args: never[]) => unknown ? K : never;
@@ -136,24 +137,50 @@ function toWorker(args: unknown[]): unknown[] {
   });
 }
 
+/**
+ * A run with TrainRequest.power needs the page's battery and pressure readings (the Battery API is
+ * page-only): the first such train() starts watchDeviceConditions() on this thread, and dispose()
+ * stops it. An app that already forwards conditions itself loses nothing: both send the same.
+ */
+function conditionsOnDemand(api: () => TrainerApi): { train(args: unknown[]): Promise<void>; stop(): void } {
+  let watch: Promise<ConditionsWatch> | undefined;
+  return {
+    async train(args) {
+      const request = args[0];
+      if (!watch && isPlainObject(request) && request['power'] !== undefined) watch = watchDeviceConditions(api());
+      if (watch) await watch;
+    },
+    stop() {
+      void watch?.then((w) => w.stop());
+    },
+  };
+}
+
 function workerApi(remote: Comlink.Remote<TrainerSession>, worker: Worker, owned: boolean): TrainerApi {
   const call = remote as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+  const conditions = conditionsOnDemand(() => api);
   const local: Partial<Record<SessionMethodName, (...args: never[]) => Promise<unknown>>> = {
     // StorageManager.persist() exists on the page only, not in workers: ask from here.
     persistStorage: persistFromPage,
+    train: (async (...args: unknown[]) => {
+      await conditions.train(args);
+      return call['train']!(...toWorker(args));
+    }) as (...args: never[]) => Promise<unknown>,
     dispose: async () => {
+      conditions.stop();
       await remote.dispose();
       remote[Comlink.releaseProxy]();
       if (owned) worker.terminate();
     },
   };
-  return new Proxy({} as TrainerApi, {
+  const api: TrainerApi = new Proxy({} as TrainerApi, {
     get(_, name) {
       // Not thenable: `await createTrainer()` must resolve to this object.
       if (typeof name !== 'string' || name === 'then') return undefined;
       return local[name as SessionMethodName] ?? ((...args: unknown[]) => call[name]!(...toWorker(args)));
     },
   });
+  return api;
 }
 
 async function persistFromPage(): Promise<{ persisted: boolean | undefined }> {
@@ -163,10 +190,16 @@ async function persistFromPage(): Promise<{ persisted: boolean | undefined }> {
 
 function inlineApi(session: TrainerSession): TrainerApi {
   const methods = session as unknown as Record<string, (...args: unknown[]) => unknown>;
-  return new Proxy({} as TrainerApi, {
+  const conditions = conditionsOnDemand(() => api);
+  const api: TrainerApi = new Proxy({} as TrainerApi, {
     get(_, name) {
       if (typeof name !== 'string' || name === 'then' || typeof methods[name] !== 'function') return undefined;
-      return async (...args: unknown[]) => methods[name]!(...args);
+      return async (...args: unknown[]) => {
+        if (name === 'train') await conditions.train(args);
+        if (name === 'dispose') conditions.stop();
+        return methods[name]!(...args);
+      };
     },
   });
+  return api;
 }

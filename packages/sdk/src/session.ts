@@ -5,8 +5,8 @@
  * checkpoints.
  */
 import * as Comlink from 'comlink';
-import { ChatTemplateError, CheckpointMismatchError, DataFormatError, InvalidArgumentError, MemoryPlanError, UnsupportedModelError } from '@webtune/errors';
-import { createGpuContext, IGNORE_INDEX, type GpuContext } from '@webtune/gpu';
+import { ChatTemplateError, CheckpointMismatchError, DataFormatError, DeviceLostError, InvalidArgumentError, MemoryPlanError, OutOfMemoryError, UnsupportedModelError } from '@webtune/errors';
+import { createGpuContext, IGNORE_INDEX, type CreateGpuContextOptions, type GpuContext } from '@webtune/gpu';
 import {
   ChatTemplate,
   checkChatMessage,
@@ -100,6 +100,9 @@ import {
   noiseMultiplierFor,
 } from '@webtune/trainer';
 import type { ExportOnnxOptions } from '@webtune/onnx';
+import { checkConditions, powerDecision, resolvePowerPolicy, type DeviceConditions, type PowerPolicy } from './device-conditions.js';
+import { acquireRunLock, type IfRunLocked } from './run-lock.js';
+import { autoConfigure, type AutoConfigureOptions, type AutoPlan } from './auto-configure.js';
 
 /** Options of TrainerSession.generate: sampling settings, and whether the adapter takes part. */
 export interface SessionGenerateOptions extends Omit<GenerateOptions, 'onToken' | 'signal'> {
@@ -122,6 +125,11 @@ export interface SessionEnvironment {
    * reader and protobufjs.
    */
   onnx?: OnnxSupport;
+  /**
+   * Device options: caps on the limits webtune uses (to behave as a smaller device would), or
+   * features left off (e.g. `['shader-f16']`). Every device the session creates, recovery's included, uses them.
+   */
+  gpuOptions?: Pick<CreateGpuContextOptions, 'limits' | 'disableFeatures' | 'tuning'>;
 }
 
 /** What the session needs from @webtune/onnx: the loader's WeightFormat for a graph, and the export. */
@@ -310,6 +318,21 @@ export interface TrainRequest extends Partial<Omit<TrainConfig, 'seqLen' | 'priv
   /** FedProx: pull towards the starting weights with this weight (default 0). */
   proximalMu?: number;
   /**
+   * Automatic recovery from an OutOfMemoryError or a lost GPU device during the run: a fresh
+   * device, the model uploaded again, and the run resumed from its newest checkpoint (or its start)
+   * with half the micro-batch (`microBatchSize`; the batch, and so the effective batch, the data
+   * order and the schedule, stay the same). Each attempt is a progress event (`recovery`) and an
+   * entry of TrainSummary.recoveries. Default `{ maxRetries: 2 }`; false turns it off.
+   */
+  recovery?: { maxRetries?: number } | false;
+  /** Battery and heat (see PowerPolicy): off unless given. The page feeds the conditions (watchDeviceConditions()). */
+  power?: PowerPolicy;
+  /**
+   * Another tab of this site is training the same runId (Web Locks): 'error' (default) rejects at
+   * once with RunLockedError; 'wait' waits until that tab's train() or resume() returns.
+   */
+  ifRunLocked?: IfRunLocked;
+  /**
    * Evaluate the held-out data every N optimizer steps (loss and perplexity over its target
    * tokens, in progress events and the summary). Default: only once, when the run completes.
    */
@@ -408,6 +431,36 @@ export interface TrainSummary {
    * written by an older webtune, whose metadata (step, data position, settings) had no checksum.
    */
   warnings: string[];
+  /** Automatic recoveries (TrainRequest.recovery) this call made, oldest first. */
+  recoveries: RecoveryEvent[];
+  /** Waits for battery or heat (TrainRequest.power) this call made, oldest first. */
+  pauses: PowerPause[];
+  /** Rows per forward/backward pass at the end (smaller than batchSize after a recovery). */
+  microBatchSize: number;
+}
+
+/** One automatic recovery: what failed, where the run went on from, and the smaller micro-batch it took. */
+export interface RecoveryEvent {
+  /** 1 for the first recovery of this call. */
+  attempt: number;
+  /** 'OutOfMemoryError' or 'DeviceLostError', and its message. */
+  error: string;
+  message: string;
+  /** The step being taken when it failed (the next optimizer step). */
+  failedAtStep: number;
+  /** The checkpoint step it resumed from (0: the run's start). */
+  resumedFrom: number;
+  /** Rows per pass from now on, and passes per optimizer step (gradientAccumulation x batchSize / microBatchSize). */
+  microBatchSize: number;
+  passesPerStep: number;
+}
+
+/** One wait for battery or heat (TrainRequest.power). */
+export interface PowerPause {
+  reason: 'battery' | 'thermal';
+  /** Optimizer steps taken when it began (a checkpoint at that step was written first). */
+  step: number;
+  milliseconds: number;
 }
 
 /**
@@ -418,6 +471,16 @@ export interface TrainSummary {
 export interface ProgressEvent extends StepProgress {
   /** The run this progress belongs to (TrainRequest.runId). */
   runId: string;
+  /** Set while the run waits (TrainRequest.power): on battery below the threshold, or at critical CPU pressure. Reported when the wait begins. */
+  paused?: 'battery' | 'thermal';
+  /** Set while the run paces itself at serious CPU pressure: the idle milliseconds between steps. */
+  pacingMs?: number;
+  /** The conditions the page last reported (runs with TrainRequest.power). */
+  conditions?: DeviceConditions;
+  /** Set on the event of an automatic recovery (the step is the one it resumed from). */
+  recovery?: RecoveryEvent;
+  /** Set while train() waits for another tab's run of the same runId (ifRunLocked: 'wait'). */
+  waitingForLock?: boolean;
 }
 
 /**
@@ -456,6 +519,40 @@ export function resolvePrivacy(request: Pick<TrainRequest, 'privacy' | 'steps' |
     noiseMultiplier, maxGradNorm: p.maxGradNorm ?? 1, delta,
     ...(target !== undefined ? { epsilonBudget: target } : {}), ...(p.samplerSeed !== undefined ? { samplerSeed: p.samplerSeed } : {}),
   };
+}
+
+/** TrainRequest.recovery's retries (0 when off); throws for a setting that cannot work. */
+function recoveryRetries(recovery: TrainRequest['recovery']): number {
+  if (recovery === false) return 0;
+  if (recovery === undefined) return 2;
+  if (typeof recovery !== 'object' || recovery === null) throw new InvalidArgumentError('recovery must be false or { maxRetries }.');
+  const n = recovery.maxRetries ?? 2;
+  if (!Number.isInteger(n) || n < 0 || n > 10) throw new InvalidArgumentError(`recovery.maxRetries must be an integer from 0 to 10, got ${String(recovery.maxRetries)}.`);
+  return n;
+}
+
+/** The largest divisor of `batch` at most half of `micro` (1 stays 1: a lost device is retried at the same size). */
+export function smallerMicroBatch(batch: number, micro: number): number {
+  for (let d = Math.floor(micro / 2); d > 1; d--) if (batch % d === 0) return d;
+  return 1;
+}
+
+/** A progress event for a moment without a step result (before the first step, or a wait). */
+function idleProgress(step: number, totalSteps: number): StepProgress {
+  return { step, totalSteps, epoch: 0, loss: Number.NaN, learningRate: 0, gradNorm: 0, tokensPerSecond: 0, etaSeconds: Number.NaN, gpuBytes: 0 };
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
 }
 
 /** The run that holds a run's best-evaluation adapter (restoreBest). */
@@ -567,6 +664,12 @@ interface Run {
   warnings: string[];
   /** The data it trains on (DataInfo.fingerprint): resume() refuses other data. */
   dataFingerprint: string;
+  /** The adapter it started from (startFrom: 'current'), kept on the CPU for a recovery before the first checkpoint. */
+  startTensors: Map<string, HostTensor> | undefined;
+  recoveries: RecoveryEvent[];
+  pauses: PowerPause[];
+  /** The last progress the run computed (reported or not), the base of pause and recovery events. */
+  lastProgress: ProgressEvent | undefined;
 }
 
 export class TrainerSession {
@@ -580,6 +683,11 @@ export class TrainerSession {
   /** The privacy of the run that trained the adapter in place (DP-SGD), for exportAdapter. */
   private adapterPrivacy: PrivacySummary | undefined;
   private readonly store: CheckpointStore;
+  /** The page's latest battery and pressure report (updateConditions). */
+  private conditions: DeviceConditions = {};
+  private conditionWaiters: Array<() => void> = [];
+  /** Set while train() waits for a run lock or recovers: another train() must not start meanwhile. */
+  private busy: string | undefined;
 
   constructor(private readonly env: SessionEnvironment = {}) {
     this.store = env.checkpoints ?? new MemoryCheckpointStore();
@@ -587,7 +695,7 @@ export class TrainerSession {
 
   private async context(): Promise<GpuContext> {
     if (this.ctx && !this.ctx.lostError) return this.ctx;
-    this.ctx = await createGpuContext({ gpu: this.env.gpu });
+    this.ctx = await createGpuContext({ ...this.env.gpuOptions, gpu: this.env.gpu });
     return this.ctx;
   }
 
@@ -595,17 +703,70 @@ export class TrainerSession {
    * After a lost device (status().deviceLost, or a DeviceLostError from any call): a new device,
    * the loaded model uploaded again from the files already in memory. The run's adapter is gone
    * with the old device; continue with train({ ..., resume: true }) from the last checkpoint.
+   * (train() does this by itself for a device lost during a run: TrainRequest.recovery.)
    */
   async recoverDevice(): Promise<ModelInfo> {
+    await this.freshDevice();
+    return this.modelInfo();
+  }
+
+  /** Everything on the GPU let go (a lost device's buffers included), a new device, and the loaded model uploaded again in its format. */
+  private async freshDevice(reload?: { format: BaseFormat; dtype: 'f32' | 'f16' }): Promise<void> {
     const { files, format, dtype } = this.requireModel();
-    this.run = undefined;
-    this.adapter = undefined;
-    this.loaded = undefined;
+    this.releaseModel();
+    this.ctx?.destroy();
     this.ctx = undefined;
+    await this.uploadModel(files, reload?.format ?? format, reload?.dtype ?? dtype);
+  }
+
+  private async uploadModel(files: LoadedModelFiles, format: BaseFormat, dtype: 'f32' | 'f16'): Promise<void> {
     const ctx = await this.context();
     const base = await uploadBaseModel(ctx, files.config, weightReader(files), { format, dtype });
-    this.loaded = { files, base, model: await Transformer.create(ctx, base), format, dtype };
-    return this.modelInfo();
+    try {
+      this.loaded = { files, base, model: await Transformer.create(ctx, base), format, dtype };
+    } catch (error) {
+      base.release();
+      throw error;
+    }
+  }
+
+  /**
+   * The battery and CPU pressure the page observed (watchDeviceConditions() sends them); runs
+   * with TrainRequest.power wait or pace on them. Fields left out keep their last value.
+   */
+  updateConditions(conditions: DeviceConditions): void {
+    checkConditions(conditions);
+    this.conditions = { ...this.conditions, ...conditions };
+    for (const wake of this.conditionWaiters.splice(0)) wake();
+  }
+
+  /**
+   * Chooses training settings for this device and model, measures the ones that fit, and leaves
+   * the model loaded in the chosen weight format (see AutoConfigureOptions and AutoPlan): spread
+   * `plan.train` into train(), and prepare the data with `plan.seqLen`.
+   *
+   * @example
+   * ```ts
+   * const plan = await trainer.autoConfigure({ memoryOptimization: 'balanced', batchSize: 8 });
+   * console.log(plan.reasons, plan.rejected);
+   * await trainer.prepareData({ text }, { seqLen: plan.seqLen });
+   * await trainer.train({ steps: 100, ...plan.train });
+   * ```
+   */
+  async autoConfigure(options: AutoConfigureOptions = {}, onProgress: AutoConfigureOptions['onProgress'] = options.onProgress): Promise<AutoPlan> {
+    if (this.run?.controller || this.busy) throw new InvalidArgumentError('A run is in progress; configure after it stops.');
+    const loaded = this.requireModel();
+    const ctx = await this.context();
+    return autoConfigure({
+      ctx, files: loaded.files, loadedFormat: loaded.format, loadedDtype: loaded.dtype, data: this.data ? { rows: this.data.train, seqLen: this.data.info.seqLen } : undefined,
+      spec: (request) => this.withInitTokens(adapterSpecOf(loaded.files.config, request)),
+      releaseModel: () => this.releaseModel(),
+      loadModel: async (format, dtype) => {
+        await this.uploadModel(loaded.files, format, dtype);
+        return this.loaded!;
+      },
+      current: () => this.loaded,
+    }, options, onProgress);
   }
 
   /** Loads a Hugging Face model folder: a URL, picked files, or (in Node) a ModelFileSource. */
@@ -810,7 +971,31 @@ export class TrainerSession {
    * checkpoint that verifies (the same model, adapter settings and data are required).
    */
   async train(request: TrainRequest, onProgress?: (p: ProgressEvent) => void): Promise<TrainSummary> {
-    if (this.run?.controller) throw new InvalidArgumentError('A run is already in progress; pause or cancel it first.');
+    if (this.run?.controller || this.busy) throw new InvalidArgumentError('A run is already in progress; pause or cancel it first.');
+    this.requireModel();
+    if (!this.data) throw new InvalidArgumentError('No training data: call prepareData() first.');
+    const runId = request.runId ?? 'run';
+    resolvePowerPolicy(request.power);
+    recoveryRetries(request.recovery);
+    this.busy = runId;
+    try {
+      const release = await acquireRunLock(runId, request.ifRunLocked ?? 'error', () => onProgress?.({ ...idleProgress(0, request.steps), runId, waitingForLock: true }));
+      try {
+        const skipped = await this.setUpRun(request, undefined);
+        return await this.runWithRecovery(onProgress, skipped);
+      } finally {
+        release?.();
+      }
+    } finally {
+      this.busy = undefined;
+    }
+  }
+
+  /**
+   * Everything train() does before the first step: checks, the checkpoint to resume from, the
+   * adapter and the trainer. `startTensors` stands in for the adapter in place after a recovery.
+   */
+  private async setUpRun(request: TrainRequest, startTensors: Map<string, HostTensor> | undefined): Promise<TrainSummary['skippedCheckpoints']> {
     const { files, model, base } = this.requireModel();
     if (!this.data) throw new InvalidArgumentError('No training data: call prepareData() first.');
     const ctx = await this.context();
@@ -851,8 +1036,8 @@ export class TrainerSession {
         }
       }
     }
-    let start: Map<string, HostTensor> | undefined;
-    if (request.startFrom === 'current') {
+    let start: Map<string, HostTensor> | undefined = startTensors;
+    if (request.startFrom === 'current' && !start) {
       if (!this.adapter) throw new InvalidArgumentError("startFrom: 'current' needs an adapter in place: importAdapter() or restoreCheckpoint() first.");
       start = await this.adapter.read();
       if (privacy) {
@@ -880,7 +1065,8 @@ export class TrainerSession {
     }
     const {
       lora: _lora, adapter: _adapter, runId: _runId, checkpointEvery: _every, keepLast: _keep, resume: _resume, progressIntervalMs: _interval,
-      memoryBudgetBytes, startFrom: _start, proximalMu, evalEvery: _evalEvery, earlyStopping: _early, restoreBest: _restore, privacy: _privacy, ...config
+      memoryBudgetBytes, startFrom: _start, proximalMu, evalEvery: _evalEvery, earlyStopping: _early, restoreBest: _restore, privacy: _privacy,
+      recovery: _recovery, power: _power, ifRunLocked: _ifLocked, ...config
     } = request;
     let trainer: Trainer;
     try {
@@ -897,9 +1083,42 @@ export class TrainerSession {
     this.adapterPrivacy = undefined;
     this.run = {
       runId, request, trainer, adapter, controller: undefined, cursor: restored?.cursor, resumedFrom: restored?.state.step, warnings,
-      dataFingerprint: this.data.info.fingerprint,
+      dataFingerprint: this.data.info.fingerprint, startTensors: request.startFrom === 'current' ? start : undefined, recoveries: [], pauses: [], lastProgress: undefined,
     };
-    return this.continueRun(onProgress, skipped);
+    return skipped;
+  }
+
+  /**
+   * continueRun(), and on an OutOfMemoryError or a lost device (TrainRequest.recovery) a fresh
+   * device, the run set up again from its newest checkpoint with half the micro-batch, and on.
+   */
+  private async runWithRecovery(onProgress: ((p: ProgressEvent) => void) | undefined, skipped: TrainSummary['skippedCheckpoints']): Promise<TrainSummary> {
+    for (;;) {
+      try {
+        return await this.continueRun(onProgress, skipped);
+      } catch (error) {
+        const run = this.run;
+        // A lost device surfaces as whatever operation noticed first; the context knows the cause.
+        const cause = this.ctx?.lostError ?? error;
+        const retries = run ? recoveryRetries(run.request.recovery) : 0;
+        if (!run || !(cause instanceof OutOfMemoryError || cause instanceof DeviceLostError) || run.recoveries.length >= retries) throw cause;
+        const config = run.trainer.config;
+        const micro = smallerMicroBatch(config.batchSize, config.microBatchSize ?? config.batchSize);
+        const failedAtStep = run.trainer.optimizer.step + 1;
+        const { recoveries, pauses, startTensors } = run;
+        await this.freshDevice();
+        skipped = await this.setUpRun({ ...run.request, resume: true, microBatchSize: micro }, startTensors);
+        const next = this.run!;
+        const event: RecoveryEvent = {
+          attempt: recoveries.length + 1, error: cause.name, message: cause.message, failedAtStep, resumedFrom: next.resumedFrom ?? 0,
+          microBatchSize: micro, passesPerStep: config.gradientAccumulation * (config.batchSize / micro),
+        };
+        next.recoveries = [...recoveries, event];
+        next.pauses = pauses;
+        next.warnings.push(`Recovered from ${cause.name} at step ${failedAtStep}: resumed from step ${event.resumedFrom} with micro-batch ${micro}.`);
+        onProgress?.({ ...(run.lastProgress ?? idleProgress(0, config.steps)), step: event.resumedFrom, runId: run.runId, recovery: event });
+      }
+    }
   }
 
   /**
@@ -937,8 +1156,43 @@ export class TrainerSession {
         `The data changed since run "${this.run.runId}" started (prepareData() was called with other data); prepare the same data to resume it, or start a new run with train().`,
       );
     }
-    this.run.resumedFrom = undefined;
-    return this.continueRun(onProgress, []);
+    const run = this.run;
+    this.busy = run.runId;
+    try {
+      const release = await acquireRunLock(run.runId, run.request.ifRunLocked ?? 'error');
+      try {
+        // While this session was paused, another tab may have taken the run further: its checkpoints are newer than this state.
+        const newest = (await this.store.list(run.runId))[0];
+        if (newest && newest.step > run.trainer.optimizer.step) {
+          throw new InvalidArgumentError(
+            `Run "${run.runId}" went on elsewhere (its newest checkpoint is step ${newest.step}, this tab paused at step ${run.trainer.optimizer.step}); ` +
+              'continue from that checkpoint with train({ ..., resume: true }).',
+          );
+        }
+        run.resumedFrom = undefined;
+        run.recoveries = [];
+        run.pauses = [];
+        return await this.runWithRecovery(onProgress, []);
+      } finally {
+        release?.();
+      }
+    } finally {
+      this.busy = undefined;
+    }
+  }
+
+  /** Resolves at the next updateConditions() or when `signal` aborts (pause and cancel end a wait too). */
+  private conditionsChanged(signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      if (signal.aborted) return resolve();
+      const done = () => {
+        signal.removeEventListener('abort', done);
+        this.conditionWaiters = this.conditionWaiters.filter((w) => w !== done);
+        resolve();
+      };
+      signal.addEventListener('abort', done, { once: true });
+      this.conditionWaiters.push(done);
+    });
   }
 
   /** Stops after the current step and writes a checkpoint; train() resolves with stopped: 'paused'. */
@@ -968,10 +1222,44 @@ export class TrainerSession {
       });
     const save = async (state: TrainerState) => this.store.put(await record(state, run.runId), run.request.keepLast ?? 3);
     const { evalEvery, earlyStopping, restoreBest } = run.request;
+    const power = resolvePowerPolicy(run.request.power);
+    const watching = power.battery !== undefined || power.thermal !== undefined;
+    let stepStarted = performance.now();
+    let lastStepMs = 0;
+    let pacing: number | undefined;
+    const report = (p: ProgressEvent) => onProgress?.(watching ? { ...p, conditions: { ...this.conditions } } : p);
+    const here = () => run.lastProgress ?? { ...idleProgress(run.trainer.optimizer.step, run.trainer.config.steps), runId: run.runId };
+    // Battery and heat: wait (with a checkpoint first) or pace before a step, as TrainRequest.power asks.
+    const beforeStep = watching
+      ? async (state: () => Promise<TrainerState>) => {
+          for (;;) {
+            const decision = powerDecision(power, this.conditions, lastStepMs);
+            if (decision.action === 'run') {
+              pacing = undefined;
+              break;
+            }
+            if (decision.action === 'pace') {
+              if (pacing !== decision.gapMs) report({ ...here(), pacingMs: decision.gapMs });
+              pacing = decision.gapMs;
+              await sleep(decision.gapMs, controller.signal);
+              break;
+            }
+            const began = performance.now();
+            const step = run.trainer.optimizer.step;
+            await save(await state());
+            report({ ...here(), paused: decision.reason });
+            await this.conditionsChanged(controller.signal);
+            run.pauses.push({ reason: decision.reason, step, milliseconds: Math.round(performance.now() - began) });
+            if (controller.signal.aborted) break;
+          }
+          stepStarted = performance.now();
+        }
+      : undefined;
     try {
       const result = await run.trainer.train(data.train, {
         cursor: run.cursor,
         signal: controller.signal,
+        ...(beforeStep ? { beforeStep } : {}),
         checkpointEvery: run.request.checkpointEvery ?? 50,
         onCheckpoint: save,
         ...(evalEvery !== undefined
@@ -985,10 +1273,14 @@ export class TrainerSession {
           : {}),
         onStep: (p) => {
           const now = performance.now();
+          lastStepMs = now - stepStarted;
+          stepStarted = now;
+          const event: ProgressEvent = { ...p, runId: run.runId, ...(pacing !== undefined ? { pacingMs: pacing } : {}) };
+          run.lastProgress = event;
           // Throttled: the first step, the last, steps that evaluated, and at most one event per interval.
           if (p.step === 1 || p.step === p.totalSteps || p.evaluation || now - lastReport >= interval) {
             lastReport = now;
-            onProgress?.({ ...p, runId: run.runId });
+            report(event);
           }
         },
       });
@@ -1029,6 +1321,7 @@ export class TrainerSession {
         estimateBytes: result.estimate.total, checkpoint, skippedCheckpoints: skipped, resumedFrom: run.resumedFrom,
         evaluations: result.evaluation.history.map((e) => ({ ...e, perplexity: perplexity(e.loss) })), best: result.evaluation.best, restoredBest,
         warnings: run.warnings, ...(privacy ? { privacy } : {}),
+        recoveries: run.recoveries, pauses: run.pauses, microBatchSize: run.trainer.config.microBatchSize ?? run.trainer.config.batchSize,
       };
     } finally {
       run.controller = undefined;
@@ -1257,8 +1550,9 @@ export class TrainerSession {
   }
 
   /** GPU memory webtune holds right now, and the device it runs on. */
-  status(): { liveBytes: number; peakBytes: number; adapter: string | undefined; running: boolean; deviceLost: string | undefined } {
+  status(): { liveBytes: number; peakBytes: number; adapter: string | undefined; running: boolean; deviceLost: string | undefined; conditions: DeviceConditions } {
     return {
+      conditions: { ...this.conditions },
       liveBytes: this.ctx?.memory.liveBytes ?? 0,
       peakBytes: this.ctx?.memory.peakBytes ?? 0,
       adapter: this.ctx?.adapter.name,

@@ -44,6 +44,13 @@ export interface TrainConfig {
   seqLen: number;
   /** Micro-batches per optimizer step. Default 1. */
   gradientAccumulation: number;
+  /**
+   * Rows per forward/backward pass; a divisor of batchSize (default: batchSize). Each batch of
+   * batchSize rows, drawn in the same order whatever this is, runs as batchSize / microBatchSize
+   * passes whose gradients are averaged, so a smaller micro-batch lowers activation memory and
+   * keeps the effective batch, the data order and the schedule. Automatic recovery halves it.
+   */
+  microBatchSize?: number;
   learningRate: number;
   schedule: ScheduleKind;
   warmupSteps: number;
@@ -190,6 +197,9 @@ export class Trainer {
     for (const key of ['steps', 'batchSize', 'seqLen', 'gradientAccumulation'] as const) {
       if (!Number.isInteger(full[key]) || full[key] < 1) throw new InvalidArgumentError(`${key} must be a positive integer, got ${full[key]}.`);
     }
+    if (full.microBatchSize !== undefined && (!Number.isInteger(full.microBatchSize) || full.microBatchSize < 1 || full.batchSize % full.microBatchSize !== 0)) {
+      throw new InvalidArgumentError(`microBatchSize must be a positive divisor of batchSize (${full.batchSize}), got ${full.microBatchSize}.`);
+    }
     if (!(full.learningRate > 0) || !Number.isFinite(full.learningRate)) throw new InvalidArgumentError(`learningRate must be a positive number, got ${full.learningRate}.`);
     // Checked before the first step, not when a long enough batch first comes along mid-run.
     const { virtualTokens, prefixTokens } = adapterLayout(model.config, adapter.spec()).sequence;
@@ -200,7 +210,7 @@ export class Trainer {
     if (full.privacy) checkDpSgdConfig(full.privacy);
     const format: BaseFormat = model.base.format;
     // DP-SGD runs one example at a time (per-example gradients), so its activations are a batch of one.
-    const batch = full.privacy ? 1 : full.batchSize;
+    const batch = full.privacy ? 1 : (full.microBatchSize ?? full.batchSize);
     const estimate = checkMemoryPlan(ctx, { config: model.config, format, adapter: adapter.spec(), batch, seq: full.seqLen, recompute: full.recompute, blockSize: model.base.nf4?.blockSize, dtype: model.base.dtype, perExampleClipping: full.privacy !== undefined }, plan);
     model.setAdapter(adapter);
     // Under DP-SGD the per-example clip is the only clipping (as Opacus): the optimizer only measures the norm.
@@ -234,6 +244,11 @@ export class Trainer {
       checkpointEvery?: number;
       onCheckpoint?: (state: TrainerState) => Promise<void>;
       evaluation?: EvaluationOptions;
+      /**
+       * Awaited before every optimizer step (after the abort check, which runs again after it):
+       * where a caller waits or paces (battery, heat). `state` gives it the state to checkpoint.
+       */
+      beforeStep?: (state: () => Promise<TrainerState>) => Promise<void>;
     } = {},
   ): Promise<TrainResult> {
     const c = this.config;
@@ -266,7 +281,10 @@ export class Trainer {
     let tokens = 0;
     // A run resumed from a checkpoint written when early stopping had decided takes no more steps.
     let stopped: TrainResult['stopped'] = evaluation && shouldStop(this.evaluationState, evaluation.earlyStopping) ? 'early-stopped' : 'completed';
+    const micro = c.microBatchSize ?? c.batchSize;
+    const passes = c.batchSize / micro;
     while (stopped === 'completed' && this.optimizer.step < c.steps) {
+      if (options.beforeStep && !options.signal?.aborted) await options.beforeStep(() => this.state(position()));
       if (options.signal?.aborted) {
         stopped = options.signal.reason === 'pause' ? 'paused' : 'cancelled';
         break;
@@ -282,19 +300,23 @@ export class Trainer {
         ({ loss, privacy } = r);
         tokens += r.tokens;
       } else {
-        for (let micro = 0; micro < c.gradientAccumulation; micro++) {
-          const batch = stream!.next();
-          const r = await this.model.trainStep(batch, { recompute: c.recompute, dropoutSeed: c.seed, step: this.optimizer.step * c.gradientAccumulation + micro });
-          if (!Number.isFinite(r.loss)) {
-            throw new InvalidArgumentError(`The loss became ${r.loss} at step ${this.optimizer.step + 1}; lower the learning rate or check the data.`);
+        for (let m = 0; m < c.gradientAccumulation; m++) {
+          const rows = stream!.nextRows();
+          for (let p = 0; p < passes; p++) {
+            const batch = batchFromWindows(rows.slice(p * micro, (p + 1) * micro));
+            // One dropout stream per pass; with one pass per batch this is (step x accumulation + m), as before micro-batches split.
+            const r = await this.model.trainStep(batch, { recompute: c.recompute, dropoutSeed: c.seed, step: (this.optimizer.step * c.gradientAccumulation + m) * passes + p });
+            if (!Number.isFinite(r.loss)) {
+              throw new InvalidArgumentError(`The loss became ${r.loss} at step ${this.optimizer.step + 1}; lower the learning rate or check the data.`);
+            }
+            loss += r.loss / (c.gradientAccumulation * passes);
+            tokens += batch.batch * batch.seq;
           }
-          loss += r.loss / c.gradientAccumulation;
-          tokens += batch.batch * batch.seq;
         }
       }
       const lr = c.learningRate * learningRateFactor(this.optimizer.step, { kind: c.schedule, warmupSteps: c.warmupSteps, totalSteps: c.steps });
       // DP-SGD divides the noisy sum by the expected batch size, whatever Poisson sampling drew.
-      const { gradNorm } = await this.optimizer.update(lr, dp ? this.expectedBatchSize : c.gradientAccumulation);
+      const { gradNorm } = await this.optimizer.update(lr, dp ? this.expectedBatchSize : c.gradientAccumulation * passes);
       if (dp) {
         dp.accountant.step({ noiseMultiplier: dp.config.noiseMultiplier, sampleRate });
         privacy = { ...privacy!, epsilon: dp.accountant.epsilon(dp.config.delta).epsilon };
@@ -427,9 +449,9 @@ export class Trainer {
     }
   }
 
-  /** Mean loss over the targets of `rows` (see evaluateRows), in batches of the training batch size, so the training workspace is reused. */
+  /** Mean loss over the targets of `rows` (see evaluateRows), in batches of the training micro-batch, so the training workspace is reused. */
   async evaluate(rows: readonly TrainingRow[]): Promise<number> {
-    return (await evaluateRows(this.model, rows, this.config.batchSize)).loss;
+    return (await evaluateRows(this.model, rows, this.config.microBatchSize ?? this.config.batchSize)).loss;
   }
 
   release(): void {

@@ -16,10 +16,12 @@
  * @packageDocumentation
  */
 /// <reference types="@webgpu/types" preserve="true" />
-export { createTrainer } from '@webtune/sdk';
+export { createTrainer, watchDeviceConditions } from '@webtune/sdk';
 export type {
   TrainerApi, CreateTrainerOptions, LoadOptions, ModelInfo, DataInput, DataOptions, DataInfo, TrainRequest, TrainSummary, ProgressEvent,
-  SessionGenerateOptions, DataProgress, AdapterRequest, MergedFiles, AdapterState, PrivacyRequest, PrivacySummary,
+  SessionGenerateOptions, DataProgress, AdapterRequest, MergedFiles, AdapterState, PrivacyRequest, PrivacySummary, RecoveryEvent, PowerPause,
+  AutoConfigureOptions, AutoConfigureProgress, AutoPlan, AutoSettings, CalibrationMeasurement, DeviceFacts, MemoryOptimization,
+  DeviceConditions, PowerPolicy, PressureState, ConditionsWatch, IfRunLocked,
 } from '@webtune/sdk';
 export type { CheckpointMeta, CheckpointStore, DataRecord, FileFormat, RecordKind, Evaluation, StepPrivacy, PrivacyPreset, PrivacyEstimate, PrivacyEstimateInput, NoiseMultiplierInput } from '@webtune/trainer';
 // Privacy planning before training (pure math, no model, no GPU): what a run will spend, the noise a budget needs.

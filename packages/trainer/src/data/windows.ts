@@ -108,6 +108,11 @@ export class BatchStream {
   }
 
   next(): TokenBatch {
+    return batchFromWindows(this.nextRows());
+  }
+
+  /** The next batch's rows, in order (a caller that splits them into smaller micro-batches). */
+  nextRows(): TrainingRow[] {
     if (this.cursor.index + this.batchSize > this.order.length) {
       // Next epoch: a new order from the RNG carried on from the last one.
       const rng = new Rng(this.cursor.epochRng);
@@ -117,7 +122,7 @@ export class BatchStream {
     }
     const picked = this.order.slice(this.cursor.index, this.cursor.index + this.batchSize).map((i) => this.windows[i]!);
     this.cursor = { ...this.cursor, index: this.cursor.index + this.batchSize };
-    return batchFromWindows(picked);
+    return picked;
   }
 
   get position(): DataCursor {
