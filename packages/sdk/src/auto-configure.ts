@@ -388,6 +388,8 @@ export async function autoConfigure(host: AutoConfigureHost, options: AutoConfig
       why = `the fastest measured (${fastest[1].tokensPerSecond.toFixed(1)} tokens/s), for the time budget`;
     }
   }
+  // Calibration's workspaces and other formats' weights wait in the buffer pool: give them back.
+  ctx.pool.trim();
   const current = host.current();
   if (!current || current.format !== chosen.format || current.dtype !== chosen.dtype) {
     onProgress?.({ phase: 'load', done: 0, total: 1 });

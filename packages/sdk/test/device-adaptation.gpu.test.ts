@@ -1,0 +1,202 @@
+/**
+ * Device adaptation on Dawn (lavapipe in CI): autoConfigure() on the adapter as it is and with
+ * lowered limits (plans that differ, each within its estimate, each trains); automatic recovery
+ * from a real lost device (device.destroy() mid-run) and from an out-of-memory error, with the
+ * final adapter equal to a run that took the smaller micro-batch from the same checkpoint on; and
+ * the battery / thermal policy driven through updateConditions(), as the page's watcher drives it.
+ */
+import { describe, expect, it } from 'vitest';
+import { DeviceLostError, InvalidArgumentError, MemoryPlanError, OutOfMemoryError } from '@webtune/errors';
+import { createNodeGpu } from '@webtune/gpu/node';
+import { MemoryCheckpointStore } from '@webtune/trainer';
+import { nodeDirectorySource } from '../../model/src/node.js';
+import { FIXTURES } from '../../model/test/tiny-models.js';
+import { chapter } from '../../trainer/test/corpus.js';
+import { TrainerSession, type ProgressEvent, type SessionEnvironment, type TrainRequest } from '../src/index.js';
+
+const RUN: TrainRequest = {
+  steps: 8, batchSize: 4, learningRate: 5e-3, checkpointEvery: 2, seed: 5, progressIntervalMs: 0,
+  lora: { rank: 4, alpha: 8, dropout: 0, targets: ['q_proj', 'v_proj', 'down_proj'] },
+};
+
+async function sha(bytes: Uint8Array): Promise<string> {
+  return Buffer.from(await crypto.subtle.digest('SHA-256', bytes as unknown as ArrayBuffer)).toString('hex');
+}
+
+/** A session whose devices can be reached: `devices` lists every GPUDevice it created, newest last. */
+async function ready(env: Partial<SessionEnvironment> = {}, data = true, dtype: 'f32' | 'f16' = 'f32') {
+  const gpu = await createNodeGpu();
+  const devices: GPUDevice[] = [];
+  const watched: GPU = {
+    ...gpu,
+    getPreferredCanvasFormat: () => gpu.getPreferredCanvasFormat(),
+    wgslLanguageFeatures: gpu.wgslLanguageFeatures,
+    async requestAdapter(options?: GPURequestAdapterOptions) {
+      const adapter = await gpu.requestAdapter(options);
+      if (!adapter) return adapter;
+      return new Proxy(adapter, {
+        get(target, name) {
+          if (name === 'requestDevice') {
+            return async (descriptor?: GPUDeviceDescriptor) => {
+              const device = await target.requestDevice(descriptor);
+              devices.push(device);
+              return device;
+            };
+          }
+          const value = Reflect.get(target, name, target) as unknown;
+          return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+        },
+      });
+    },
+  } as GPU;
+  const store = new MemoryCheckpointStore();
+  const session = new TrainerSession({ gpu: watched, checkpoints: store, ...env });
+  await session.loadModel(nodeDirectorySource(`${FIXTURES}models/tiny-llama`), { dtype });
+  if (data) await session.prepareData({ texts: [chapter(1), chapter(2)] }, { seqLen: 32 });
+  return { session, store, devices };
+}
+
+describe('autoConfigure', () => {
+  it('on lavapipe: measures every format and activation type that fits, explains the choice, and the plan trains within its estimate', async () => {
+    const { session } = await ready({}, false);
+    try {
+      const phases: string[] = [];
+      const plan = await session.autoConfigure({ batchSize: 4, maxSeqLen: 32, calibrationSteps: 2, memoryBudgetBytes: 64 * 2 ** 20 }, (p) => phases.push(p.phase));
+      expect(plan.device.features.shaderF16).toBe(true);
+      // f32 and nf4 weights, each with f32 and f16 activations.
+      expect(new Set(plan.measured.map((m) => `${m.format}/${m.dtype}`))).toEqual(new Set(['f32/f32', 'f32/f16', 'nf4/f32', 'nf4/f16']));
+      for (const m of plan.measured) {
+        expect(m.passes).toBe(2);
+        expect(m.msPerPass).toBeGreaterThan(0);
+        expect(m.tokensPerSecond).toBeCloseTo((m.microBatchSize * m.seqLen) / (m.msPerPass / 1000), 6);
+      }
+      expect(plan.calibration.passes).toBe(4 * 3);
+      expect(phases).toContain('calibrate');
+      expect(plan.reasons[0]).toMatch(/weights, .* activations, micro-batch \d+/);
+      expect(plan.microBatchSize * plan.gradientAccumulation).toBe(4);
+      expect(plan.train).toMatchObject({ batchSize: plan.microBatchSize, gradientAccumulation: plan.gradientAccumulation, recompute: plan.recompute });
+      const info = await session.prepareData({ texts: [chapter(1), chapter(2)] }, { seqLen: plan.seqLen });
+      expect(info.seqLen).toBe(32);
+      const summary = await session.train({ steps: 3, ...plan.train, progressIntervalMs: 0 });
+      expect(summary.stopped).toBe('completed');
+      expect(summary.estimateBytes).toBe(plan.estimate.total);
+      expect(summary.peakBytes).toBeLessThanOrEqual(plan.estimate.total * 1.05 + 2 ** 20);
+      // The model stays loaded in the chosen format.
+      expect((await session.planTraining({ batchSize: plan.microBatchSize, lora: { rank: 8 } })).estimate.total).toBeGreaterThan(0);
+    } finally {
+      session.dispose();
+    }
+  });
+
+  it("'maximum' takes the smallest plan: NF4 weights, f16 activations, recomputation, micro-batch 1; 'minimal' the largest micro-batch", async () => {
+    const { session } = await ready();
+    try {
+      const max = await session.autoConfigure({ memoryOptimization: 'maximum', batchSize: 4, calibrationSteps: 1 });
+      expect(max).toMatchObject({ format: 'nf4', dtype: 'f16', recompute: true, microBatchSize: 1, gradientAccumulation: 4, seqLen: 32, reprepare: false });
+      const min = await session.autoConfigure({ memoryOptimization: 'minimal', batchSize: 4, calibrationSteps: 1 });
+      expect(min).toMatchObject({ recompute: false, microBatchSize: 4, gradientAccumulation: 1 });
+      expect(min.estimate.total).toBeGreaterThan(max.estimate.total);
+      const summary = await session.train({ steps: 2, ...min.train, progressIntervalMs: 0 });
+      expect(summary.peakBytes).toBeLessThanOrEqual(min.estimate.total * 1.05 + 2 ** 20);
+    } finally {
+      session.dispose();
+    }
+  });
+
+  it('a tight budget lowers the micro-batch, then recomputes; the app can fix any field; nothing fitting is a MemoryPlanError', async () => {
+    const { session } = await ready();
+    try {
+      const roomy = await session.autoConfigure({ memoryOptimization: 'minimal', batchSize: 8, calibrationSteps: 0, override: { format: 'f32', dtype: 'f32' } });
+      expect(roomy.microBatchSize).toBe(8);
+      // Between the micro-batch-2 and micro-batch-4 estimates: 4 no longer fits.
+      const two = await session.planTraining({ batchSize: 2, lora: { rank: 8 } });
+      const tight = await session.autoConfigure({ memoryOptimization: 'minimal', batchSize: 8, calibrationSteps: 0, memoryBudgetBytes: two.estimate.total, override: { format: 'f32', dtype: 'f32' } });
+      expect(tight.microBatchSize).toBe(2);
+      expect(tight.gradientAccumulation).toBe(4);
+      expect(tight.rejected.some((r) => /micro-batch 4/.test(r.what) && /over the budget/.test(r.reason))).toBe(true);
+      const fixed = await session.autoConfigure({ batchSize: 8, calibrationSteps: 0, override: { microBatchSize: 4, recompute: true, format: 'nf4' } });
+      expect(fixed).toMatchObject({ microBatchSize: 4, recompute: true, format: 'nf4', gradientAccumulation: 2 });
+      await expect(session.autoConfigure({ calibrationSteps: 0, memoryBudgetBytes: 1024 })).rejects.toThrowError(MemoryPlanError);
+      await expect(session.autoConfigure({ override: { microBatchSize: 3 }, batchSize: 8 })).rejects.toThrowError(InvalidArgumentError);
+      await expect(session.autoConfigure({ override: { format: 'q4' } })).rejects.toThrowError(/4-bit ONNX/);
+    } finally {
+      session.dispose();
+    }
+  });
+
+  it('with lowered limits (a 64 KiB largest binding) the plan differs: only f16 embeddings fit, and it trains', async () => {
+    // A device this small cannot even hold the f32 embedding (128 KiB): the app loads in f16, and autoConfigure keeps to what fits.
+    await expect(ready({ gpuOptions: { limits: { maxStorageBufferBindingSize: 64 * 1024 } } }, false)).rejects.toThrowError(/maxStorageBufferBindingSize is 64.0 KiB/);
+    const { session } = await ready({ gpuOptions: { limits: { maxStorageBufferBindingSize: 64 * 1024 } } }, true, 'f16');
+    try {
+      const plan = await session.autoConfigure({ batchSize: 4, calibrationSteps: 1 });
+      expect(plan.device.limits.maxStorageBufferBindingSize).toBe(64 * 1024);
+      expect(plan.dtype).toBe('f16');
+      expect(plan.measured.every((m) => m.dtype === 'f16')).toBe(true);
+      expect(plan.rejected.some((r) => /f32 activations/.test(r.what) && /largest binding/.test(r.reason))).toBe(true);
+      const summary = await session.train({ steps: 2, ...plan.train, progressIntervalMs: 0 });
+      expect(summary.stopped).toBe('completed');
+      expect(summary.peakBytes).toBeLessThanOrEqual(plan.estimate.total * 1.05 + 2 ** 20);
+    } finally {
+      session.dispose();
+    }
+  });
+});
+
+describe('automatic recovery', () => {
+  it('a device lost mid-run (device.destroy()) resumes from the newest checkpoint on a new device with half the micro-batch; the adapter equals a run that took the smaller micro-batch from that checkpoint on', async () => {
+    const { session, devices, store } = await ready();
+    const events: ProgressEvent[] = [];
+    let summary;
+    try {
+      summary = await session.train({ ...RUN, runId: 'lost' }, (p) => {
+        events.push(p);
+        // After step 5 the device goes away: the newest checkpoint is step 4.
+        if (p.step === 5 && !p.recovery && devices.length === 1) devices[0]!.destroy();
+      });
+      expect(summary).toMatchObject({ stopped: 'completed', step: 8, microBatchSize: 2 });
+      expect(summary.recoveries).toEqual([
+        expect.objectContaining({ attempt: 1, error: 'DeviceLostError', failedAtStep: 6, resumedFrom: 4, microBatchSize: 2, passesPerStep: 2 }),
+      ]);
+      const recovery = events.find((e) => e.recovery);
+      expect(recovery?.step).toBe(4);
+      expect(events.filter((e) => !e.recovery).map((e) => e.step)).toEqual([1, 2, 3, 4, 5, 5, 6, 7, 8]);
+      expect(devices).toHaveLength(2);
+      expect((await store.list('lost')).map((c) => c.step)).toEqual([8, 6, 4]);
+      const recovered = await sha((await session.exportAdapter())['adapter_model.safetensors']);
+      // The same run, resumed by hand from step 4 with microBatchSize 2.
+      const other = await ready();
+      try {
+        const first = await other.session.train({ ...RUN, runId: 'by-hand' }, (p) => p.step === 4 && other.session.pause());
+        expect(first.step).toBe(4);
+        const rest = await other.session.train({ ...RUN, runId: 'by-hand', resume: true, microBatchSize: 2 });
+        expect(rest).toMatchObject({ resumedFrom: 4, step: 8, recoveries: [] });
+        expect(await sha((await other.session.exportAdapter())['adapter_model.safetensors'])).toBe(recovered);
+      } finally {
+        other.session.dispose();
+      }
+    } finally {
+      session.dispose();
+    }
+  });
+
+  it('recovery: false, or retries used up, gives the DeviceLostError; the checkpoints written so far stay', async () => {
+    const { session, devices, store } = await ready();
+    try {
+      await expect(session.train({ ...RUN, runId: 'off', recovery: false }, (p) => p.step === 3 && devices.at(-1)!.destroy())).rejects.toThrowError(DeviceLostError);
+      expect((await store.list('off')).map((c) => c.step)).toEqual([2]);
+      await session.recoverDevice();
+      let lost = 0;
+      await expect(session.train({ ...RUN, runId: 'twice', recovery: { maxRetries: 1 } }, (p) => {
+        if (p.step === 3 && !p.recovery && lost < 2) {
+          lost++;
+          devices.at(-1)!.destroy();
+        }
+      })).rejects.toThrowError(DeviceLostError);
+      expect(lost).toBe(2);
+      await expect(session.train({ ...RUN, recovery: { maxRetries: -1 } })).rejects.toThrowError(/maxRetries/);
+    } finally {
+      session.dispose();
+    }
+  });
+});
