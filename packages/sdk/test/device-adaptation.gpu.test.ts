@@ -10,6 +10,7 @@ import { DeviceLostError, InvalidArgumentError, MemoryPlanError, OutOfMemoryErro
 import { createNodeGpu } from '@webtune/gpu/node';
 import { MemoryCheckpointStore } from '@webtune/trainer';
 import { nodeDirectorySource } from '../../model/src/node.js';
+import { parseSafetensors, tensorToFloat32 } from '../../model/src/index.js';
 import { FIXTURES } from '../../model/test/tiny-models.js';
 import { chapter } from '../../trainer/test/corpus.js';
 import { TrainerSession, type ProgressEvent, type SessionEnvironment, type TrainRequest } from '../src/index.js';
@@ -195,6 +196,106 @@ describe('automatic recovery', () => {
       })).rejects.toThrowError(DeviceLostError);
       expect(lost).toBe(2);
       await expect(session.train({ ...RUN, recovery: { maxRetries: -1 } })).rejects.toThrowError(/maxRetries/);
+    } finally {
+      session.dispose();
+    }
+  });
+});
+
+describe('micro-batches', () => {
+  it('a batch split into smaller micro-batches takes the same rows and the same mean gradient: the adapter matches to float rounding', async () => {
+    const { session } = await ready();
+    try {
+      await session.train({ ...RUN, runId: 'whole', steps: 4 });
+      const whole = (await session.exportAdapterState()).weights;
+      const split = await session.train({ ...RUN, runId: 'split', steps: 4, microBatchSize: 1 });
+      expect(split.microBatchSize).toBe(1);
+      const parts = (await session.exportAdapterState()).weights;
+      const wholeTensors = parseSafetensors(whole).tensors;
+      const partTensors = parseSafetensors(parts).tensors;
+      expect([...partTensors.keys()]).toEqual([...wholeTensors.keys()]);
+      let worst = 0;
+      for (const [name, t] of wholeTensors) {
+        const a = tensorToFloat32(t, name);
+        const b = tensorToFloat32(partTensors.get(name)!, name);
+        for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+      }
+      expect(worst).toBeGreaterThan(0); // other summation order: not bit-identical
+      expect(worst).toBeLessThan(1e-4);
+      await expect(session.train({ ...RUN, microBatchSize: 3 })).rejects.toThrowError(/microBatchSize must be a positive divisor of batchSize \(4\)/);
+    } finally {
+      session.dispose();
+    }
+  });
+});
+
+describe('recovery from out of memory', () => {
+  it('an OutOfMemoryError mid-run recovers as a lost device does: new device, newest checkpoint, half the micro-batch', async () => {
+    const { session, devices } = await ready();
+    try {
+      let injected = false;
+      const summary = await session.train({ ...RUN, runId: 'oom' }, (p) => {
+        if (p.step !== 3 || injected) return;
+        injected = true;
+        // The one mock here: a CPU adapter (lavapipe, SwiftShader) cannot be driven out of memory without
+        // exhausting the host's RAM. The pool's allocation check reports one failed allocation, as Dawn's
+        // 'out-of-memory' error scope does, and the real readback path turns it into OutOfMemoryError.
+        const pool = (session as unknown as { ctx: { pool: { checkAllocations(): Promise<unknown> } } }).ctx.pool;
+        pool.checkAllocations = async () => ({ label: 'workspace (simulated)', size: 2 ** 30, error: { message: 'simulated allocation failure' } });
+      });
+      expect(summary).toMatchObject({ stopped: 'completed', step: 8, microBatchSize: 2 });
+      expect(summary.recoveries).toEqual([expect.objectContaining({ error: 'OutOfMemoryError', failedAtStep: 4, resumedFrom: 2, microBatchSize: 2 })]);
+      expect(summary.recoveries[0]!.message).toMatch(/GPU out of memory allocating 1.00 GiB/);
+      expect(devices).toHaveLength(2);
+      expect(summary.warnings.some((w) => /Recovered from OutOfMemoryError at step 4/.test(w))).toBe(true);
+    } finally {
+      session.dispose();
+    }
+  });
+});
+
+describe('battery and heat', () => {
+  it("paces at 'serious', pauses with a checkpoint at 'critical' and on a low discharging battery, and goes on when the conditions clear", async () => {
+    const { session, store } = await ready();
+    try {
+      const events: ProgressEvent[] = [];
+      const seen = new Set<number>();
+      const later = (ms: number, c: Parameters<TrainerSession['updateConditions']>[0]) => setTimeout(() => session.updateConditions(c), ms);
+      const summary = await session.train({ ...RUN, runId: 'power', checkpointEvery: 0, power: { battery: true, thermal: { gapMs: 30 } } }, (p) => {
+        events.push(p);
+        // A wait is reported when it begins; the conditions clear a little later, as a cooling device's would.
+        if (p.paused === 'thermal') later(50, { pressure: 'nominal' });
+        if (p.paused === 'battery') later(50, { battery: { charging: true, level: 0.1 } });
+        if (p.paused || p.recovery || seen.has(p.step)) return;
+        seen.add(p.step);
+        if (p.step === 1) session.updateConditions({ pressure: 'serious' });
+        if (p.step === 3) session.updateConditions({ pressure: 'critical' });
+        if (p.step === 5) session.updateConditions({ battery: { charging: false, level: 0.1 } });
+      });
+      expect(summary.stopped).toBe('completed');
+      expect(events.filter((e) => e.pacingMs === 30).length).toBeGreaterThan(0);
+      expect(summary.pauses.map((p) => [p.reason, p.step])).toEqual([['thermal', 3], ['battery', 5]]);
+      expect(events.filter((e) => e.paused).map((e) => [e.paused, e.step])).toEqual([['thermal', 3], ['battery', 5]]);
+      expect(events.find((e) => e.paused === 'battery')!.conditions).toEqual({ pressure: 'nominal', battery: { charging: false, level: 0.1 } });
+      // Each wait began with a checkpoint at its step.
+      expect((await store.list('power')).map((c) => c.step)).toEqual([8, 5, 3]);
+    } finally {
+      session.dispose();
+    }
+  }, 60_000);
+
+  it('pause() ends a wait; bad conditions are refused; without a policy the conditions change nothing', async () => {
+    const { session } = await ready();
+    try {
+      session.updateConditions({ pressure: 'critical', battery: { charging: false, level: 0.05 } });
+      const plain = await session.train({ ...RUN, runId: 'plain', steps: 2 });
+      expect(plain.pauses).toEqual([]);
+      const paused = await session.train({ ...RUN, runId: 'waiting', power: { thermal: true } }, (p) => p.paused && session.pause());
+      expect(paused).toMatchObject({ stopped: 'paused', step: 0 });
+      expect(() => session.updateConditions({ pressure: 'melting' as 'critical' })).toThrowError(InvalidArgumentError);
+      expect(() => session.updateConditions({ battery: { charging: true, level: 2 } })).toThrowError(/level: number in \[0, 1\]/);
+      await expect(session.train({ ...RUN, power: { battery: { minLevel: 3 } } })).rejects.toThrowError(/minLevel must be in \[0, 1\]/);
+      expect(session.status().conditions).toEqual({ pressure: 'critical', battery: { charging: false, level: 0.05 } });
     } finally {
       session.dispose();
     }
