@@ -31,6 +31,7 @@ const samples: WebtuneError[] = [
   new errors.FederatedError('INVALID_ARGUMENT', 'round_closed', 'closed', { status: 409 }),
   new errors.UpdateRejectedError('malformed', 'bad header'),
   new errors.SecureAggregationError('bad_share', 3, 'the share from neighbour 2 fails AES-GCM authentication'),
+  new errors.RunLockedError('notes'),
 ];
 
 describe('ERROR_CLASSES', () => {
