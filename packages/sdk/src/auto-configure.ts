@@ -258,7 +258,7 @@ export interface AutoConfigureOptions {
   memoryOptimization?: MemoryOptimization;
   /** GPU bytes the run may use. Default: half of navigator.deviceMemory, at most 4 GiB (4 GiB where the browser does not say). */
   memoryBudgetBytes?: number;
-  /** Rows per optimizer step, the effective batch (micro-batch x accumulation). Default 8. */
+  /** Rows per optimizer step, the effective batch (micro-batch x accumulation). Default 8, or the prepared rows when there are fewer. */
   batchSize?: number;
   /** The longest rows to plan for when no data is prepared (default 256, at most the model's context). Prepared data's seqLen is used as it is. */
   maxSeqLen?: number;
@@ -352,7 +352,12 @@ export async function autoConfigure(host: AutoConfigureHost, options: AutoConfig
   if (!(budgetBytes > 0)) throw new InvalidArgumentError(`memoryBudgetBytes must be > 0, got ${String(budgetBytes)}.`);
   const spec = host.spec({ ...(options.adapter ? { adapter: options.adapter } : {}), ...(options.lora ? { lora: options.lora } : {}) });
   const rankFixed = options.lora?.rank !== undefined || (options.adapter?.config as { rank?: number } | undefined)?.rank !== undefined;
-  const effectiveBatch = options.batchSize ?? 8;
+  // The effective batch cannot exceed the prepared rows (a batch is drawn whole from one epoch).
+  const rows = host.data?.rows.length;
+  if (options.batchSize !== undefined && rows !== undefined && options.batchSize > rows) {
+    throw new InvalidArgumentError(`batchSize ${options.batchSize} is more than the ${rows} training rows prepared; add data or lower batchSize.`);
+  }
+  const effectiveBatch = options.batchSize ?? Math.min(8, rows ?? 8);
   const seqLen = host.data?.seqLen ?? Math.min(options.maxSeqLen ?? 256, config.maxPositions);
   onProgress?.({ phase: 'plan', done: 0, total: 1 });
   const planned = planCandidates({

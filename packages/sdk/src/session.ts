@@ -711,12 +711,12 @@ export class TrainerSession {
   }
 
   /** Everything on the GPU let go (a lost device's buffers included), a new device, and the loaded model uploaded again in its format. */
-  private async freshDevice(reload?: { format: BaseFormat; dtype: 'f32' | 'f16' }): Promise<void> {
+  private async freshDevice(): Promise<void> {
     const { files, format, dtype } = this.requireModel();
     this.releaseModel();
     this.ctx?.destroy();
     this.ctx = undefined;
-    await this.uploadModel(files, reload?.format ?? format, reload?.dtype ?? dtype);
+    await this.uploadModel(files, format, dtype);
   }
 
   private async uploadModel(files: LoadedModelFiles, format: BaseFormat, dtype: 'f32' | 'f16'): Promise<void> {
@@ -1556,7 +1556,8 @@ export class TrainerSession {
       liveBytes: this.ctx?.memory.liveBytes ?? 0,
       peakBytes: this.ctx?.memory.peakBytes ?? 0,
       adapter: this.ctx?.adapter.name,
-      running: this.run?.controller !== undefined,
+      // Waiting for another tab's lock, or recovering, counts as running.
+      running: this.run?.controller !== undefined || this.busy !== undefined,
       deviceLost: this.ctx?.lostError?.message,
     };
   }
