@@ -46,6 +46,7 @@ interface Report {
     architecture: string; stopped: string; steps: number; losses: number[]; files: string[];
     methods: Record<string, { stopped: string; config: Record<string, unknown>; mergedBytes?: number; generated?: number; mergedError?: { name: string; code: string } }>;
     privacy: { stopped: string; summary: { epsilon: number; targetEpsilon: number; steps: number; mechanism: string }; epsilons: number[]; config: unknown; estimate: number };
+    adapted: { format: string; dtype: string; measured: number; reasons: number; effective: number; stopped: string; microBatchSize: number; withinEstimate: boolean };
   };
   coordinator: {
     url: string; rejected: { isFederatedError: boolean; reason: string; status: number } | undefined; clientId: string | undefined;
@@ -74,6 +75,10 @@ test('in plain Node, from the tarballs: training on Dawn, the coordinator bin an
   expect(dp.epsilons).toEqual([expect.any(Number), dp.summary.epsilon]);
   expect(dp.config).toEqual(dp.summary);
   expect(dp.estimate).toBeCloseTo(dp.summary.epsilon, 12);
+  // autoConfigure from the packed packages: four formats measured on lavapipe (shader-f16), a plan that trains within its estimate.
+  expect(report.node.adapted).toMatchObject({ measured: 4, effective: 2, stopped: 'completed', withinEstimate: true });
+  expect(report.node.adapted.reasons).toBeGreaterThan(0);
+  expect(['f32', 'nf4']).toContain(report.node.adapted.format);
   expect(report.coordinator.rejected).toEqual({ isFederatedError: true, reason: 'bad_secret', status: 401 });
   expect(report.coordinator.clientId).toMatch(/\S/);
   // A secure-aggregation round of three Node clients with real trainers, from the tarballs.

@@ -40,6 +40,14 @@ const privacy = {
   stopped: priv.stopped, summary: priv.privacy, epsilons, config: JSON.parse((await trainer.exportAdapter())['adapter_config.json']).webtune_privacy,
   estimate: estimatePrivacy({ dataSize: priv.privacy.dataSize, batchSize: 2, steps: 2, noiseMultiplier: priv.privacy.noiseMultiplier }).epsilon,
 };
+// Device adaptation (README "Adapt to the device"): settings chosen and measured for this adapter
+// (lavapipe has shader-f16: four formats are timed), then a run with them.
+const plan = await trainer.autoConfigure({ batchSize: 2, calibrationSteps: 1 });
+const planned = await trainer.train({ steps: 2, seed: 3, runId: 'planned', ...plan.train });
+const adapted = {
+  format: plan.format, dtype: plan.dtype, measured: plan.measured.length, reasons: plan.reasons.length, effective: plan.microBatchSize * plan.gradientAccumulation,
+  stopped: planned.stopped, microBatchSize: planned.microBatchSize, withinEstimate: planned.peakBytes <= plan.estimate.total * 1.05 + 2 ** 20,
+};
 await trainer.dispose();
-console.log(JSON.stringify({ architecture: model.architecture, steps: summary.step, stopped: summary.stopped, losses, files: Object.keys(peft), methods, privacy }));
+console.log(JSON.stringify({ architecture: model.architecture, steps: summary.step, stopped: summary.stopped, losses, files: Object.keys(peft), methods, privacy, adapted }));
 process.exit(0); // Dawn keeps its device thread alive
