@@ -278,6 +278,7 @@ export interface AutoConfigureOptions {
   onProgress?: (p: AutoConfigureProgress) => void;
 }
 
+/** autoConfigure() progress: planning, then each candidate's calibration, then loading the chosen weight format. */
 export interface AutoConfigureProgress {
   phase: 'plan' | 'calibrate' | 'load';
   done: number;

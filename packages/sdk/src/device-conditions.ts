@@ -74,6 +74,7 @@ export interface ConditionsWatch {
   pressure: boolean;
   /** The latest conditions sent. */
   readonly current: DeviceConditions;
+  /** Stops observing (the battery listeners and the pressure observer). */
   stop(): void;
 }
 
