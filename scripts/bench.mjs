@@ -4,7 +4,8 @@
 // run on one adapter. Writes bench/results/{node,browser}.json and bench/results/README.md, and
 // bench/results/methods.{json,md} whenever the adaptation-methods benchmark ran (BENCH_ONLY=methods included),
 // bench/results/dp-sgd.{json,md} whenever the DP-SGD benchmark ran (BENCH_ONLY=dp-sgd included),
-// bench/results/secagg.{json,md} whenever the secure-aggregation benchmark ran (BENCH_ONLY=secagg included; no GPU).
+// bench/results/secagg.{json,md} whenever the secure-aggregation benchmark ran (BENCH_ONLY=secagg included; no GPU),
+// bench/results/device.{json,md} whenever the device-adaptation benchmark ran (BENCH_ONLY=device included; Dawn, its own process).
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -21,8 +22,8 @@ if (process.env.BENCH_ONLY) rmSync(results, { recursive: true, force: true });
 mkdirSync(results, { recursive: true });
 mkdirSync(cache, { recursive: true });
 const only = process.argv[2]; // 'node' | 'browser' | undefined
-// Benchmarks outside the Dawn and browser lanes (plain Node, no GPU): BENCH_ONLY naming only these skips both lanes.
-const standalone = ['secagg'];
+// Benchmarks in their own process, outside the Dawn and browser lanes: BENCH_ONLY naming only these skips both lanes.
+const standalone = ['secagg', 'device'];
 const onlyNames = process.env.BENCH_ONLY?.split(',').filter(Boolean) ?? [];
 const gpuLanes = !onlyNames.length || onlyNames.some((name) => !standalone.includes(name));
 
@@ -42,6 +43,14 @@ if (only !== 'browser' && (!onlyNames.length || onlyNames.includes('secagg'))) {
   const out = await bundleForNode('bench/secagg.ts', 'secagg-bench.mjs');
   console.log('bench: secure aggregation (Node, loopback)…');
   const r = spawnSync(process.execPath, [out], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, BENCH_SECAGG_DIR: join(root, 'bench/results') } });
+  if (r.status !== 0) process.exit(1);
+}
+
+if (only !== 'browser' && (!onlyNames.length || onlyNames.includes('device'))) {
+  // Device adaptation (bench/device.ts): autoConfigure at each level against the defaults, and recovery, on Dawn.
+  const out = await bundleForNode('bench/device.ts', 'device-bench.mjs');
+  console.log('bench: device adaptation (Node, Dawn)…');
+  const r = spawnSync(process.execPath, [out], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, BENCH_DEVICE_DIR: join(root, 'bench/results') } });
   if (r.status !== 0) process.exit(1);
 }
 
@@ -204,7 +213,8 @@ const sections = ['node', 'browser']
   });
 // Tables with files of their own (written by partial runs too) are linked from the README.
 const ownFiles = (existsSync(join(root, 'bench/results/dp-sgd.md')) ? '- DP-SGD vs non-private training (step time, peak memory, held-out loss at epsilon 8, 3, 1): [dp-sgd.md](dp-sgd.md), `BENCH_ONLY=dp-sgd npm run bench -- node`.\n' : '')
-  + (existsSync(join(root, 'bench/results/secagg.md')) ? '- Secure aggregation (SecAgg+) vs a plain round (bytes and time per client and stage, n = 10, 50, 100): [secagg.md](secagg.md), `BENCH_ONLY=secagg npm run bench`.\n' : '');
+  + (existsSync(join(root, 'bench/results/secagg.md')) ? '- Secure aggregation (SecAgg+) vs a plain round (bytes and time per client and stage, n = 10, 50, 100): [secagg.md](secagg.md), `BENCH_ONLY=secagg npm run bench`.\n' : '')
+  + (existsSync(join(root, 'bench/results/device.md')) ? '- Device adaptation (autoConfigure at each memory level against the defaults, calibration cost, recovery from a lost device): [device.md](device.md), `BENCH_ONLY=device npm run bench`.\n' : '');
 const ownFilesBlock = ownFiles ? `${ownFiles}\n` : '';
 writeFileSync(join(results, 'README.md'), `# Benchmark results\n\nWritten by \`npm run bench\` (scripts/bench.mjs). Medians; speed-up = library's median time / webtune's.\n\n${ownFilesBlock}${sections.join('\n\n')}\n`);
 console.log(readFileSync(join(results, 'README.md'), 'utf8'));

@@ -394,14 +394,15 @@ export async function autoConfigure(host: AutoConfigureHost, options: AutoConfig
       why = `the fastest measured (${fastest[1].tokensPerSecond.toFixed(1)} tokens/s), for the time budget`;
     }
   }
-  // Calibration's workspaces and other formats' weights wait in the buffer pool: give them back.
-  ctx.pool.trim();
   const current = host.current();
   if (!current || current.format !== chosen.format || current.dtype !== chosen.dtype) {
     onProgress?.({ phase: 'load', done: 0, total: 1 });
-    host.releaseModel();
+    releaseModelAndPool(host);
     await host.loadModel(chosen.format, chosen.dtype);
     onProgress?.({ phase: 'load', done: 1, total: 1 });
+  } else {
+    // Calibration's workspaces wait in the buffer pool: give them back before the run plans its own.
+    ctx.pool.trim();
   }
   const m = measured.get(chosen);
   const reasons = [
@@ -442,7 +443,7 @@ async function calibrate(host: AutoConfigureHost, c: AutoCandidate, passes: numb
   const base = { format: c.format, dtype: c.dtype, microBatchSize: c.microBatchSize, recompute: c.recompute, seqLen: c.seqLen, estimateBytes: c.estimate.total };
   let current = host.current();
   if (!current || current.format !== c.format || current.dtype !== c.dtype) {
-    host.releaseModel();
+    releaseModelAndPool(host);
     await host.loadModel(c.format, c.dtype);
     current = host.current()!;
   }
@@ -475,6 +476,16 @@ async function calibrate(host: AutoConfigureHost, c: AutoCandidate, passes: numb
   const msPerPass = timed[Math.floor((timed.length - 1) / 2)]!;
   const msPerStep = msPerPass * c.gradientAccumulation;
   return { ...base, msPerPass, msPerStep, tokensPerSecond: (c.microBatchSize * c.seqLen) / (msPerPass / 1000), passes: timed.length };
+}
+
+/**
+ * Lets go of the loaded model and empties the buffer pool, so that released weights and
+ * workspaces are freed before the next format is uploaded (the pool keeps released buffers for
+ * reuse, and another format's sizes would never reuse them).
+ */
+function releaseModelAndPool(host: AutoConfigureHost): void {
+  host.releaseModel();
+  host.ctx.pool.trim();
 }
 
 /** Rows of the candidate's length: the prepared data's where it has that length and enough rows, seeded random tokens otherwise. */

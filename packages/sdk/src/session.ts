@@ -727,6 +727,9 @@ export class TrainerSession {
     } catch (error) {
       base.release();
       throw error;
+    } finally {
+      // Quantizing to NF4 goes through float32 copies that the pool would keep: free them now.
+      ctx.pool.trim();
     }
   }
 
@@ -786,9 +789,7 @@ export class TrainerSession {
     });
     const format = options.format ?? ('blockSize' in storedFourBit(files.config, weightReader(files)) ? 'q4' : 'f32');
     const dtype = options.dtype === 'auto' ? (ctx.features.shaderF16 ? 'f16' : 'f32') : (options.dtype ?? 'f32');
-    const base = await uploadBaseModel(ctx, files.config, weightReader(files), { format, dtype });
-    const model = await Transformer.create(ctx, base);
-    this.loaded = { files, base, model, format, dtype };
+    await this.uploadModel(files, format, dtype);
     return this.modelInfo();
   }
 

@@ -94,6 +94,10 @@ describe('autoConfigure', () => {
     try {
       const max = await session.autoConfigure({ memoryOptimization: 'maximum', batchSize: 4, calibrationSteps: 1 });
       expect(max).toMatchObject({ format: 'nf4', dtype: 'f16', recompute: true, microBatchSize: 1, gradientAccumulation: 4, seqLen: 32, reprepare: false });
+      // The f32 weights it replaced are freed, not kept in the buffer pool: only the NF4 model is held, and the run stays within the small plan.
+      expect(session.status().liveBytes).toBeLessThanOrEqual(max.estimate.weights * 1.02);
+      const small = await session.train({ steps: 1, ...max.train, progressIntervalMs: 0 });
+      expect(small.peakBytes).toBeLessThanOrEqual(max.estimate.total * 1.05 + 2 ** 20);
       const min = await session.autoConfigure({ memoryOptimization: 'minimal', batchSize: 4, calibrationSteps: 1 });
       expect(min).toMatchObject({ recompute: false, microBatchSize: 4, gradientAccumulation: 1 });
       expect(min.estimate.total).toBeGreaterThan(max.estimate.total);
