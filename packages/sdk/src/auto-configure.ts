@@ -8,11 +8,13 @@
  *
  * The levels follow the on-device fine-tuning guide's "memory optimisation" levels:
  * - 'minimal': least memory optimisation: no recomputation unless nothing else fits, the largest
- *   micro-batch that fits the whole budget; the fastest measured weight format.
+ *   micro-batch that fits the whole budget.
  * - 'balanced' (default): as 'minimal' within 75% of the budget (room for the page, other tabs,
  *   the driver), and recomputation preferred over a micro-batch below 2.
  * - 'maximum': the smallest plan: 4-bit weights (QLoRA) where the model allows, f16 activations
  *   where the adapter has shader-f16, recomputation, micro-batch 1.
+ * At 'minimal' and 'balanced' the measured candidates compete: the fastest wins, or a smaller one
+ * within 10% of it ("fastest and smallest").
  */
 import { InvalidArgumentError, MemoryPlanError, OutOfMemoryError, formatBytes } from '@webtune/errors';
 import type { GpuContext, GpuFeatures, GpuLimits } from '@webtune/gpu';
@@ -83,8 +85,6 @@ export interface CandidateInput {
   loadedFormat: BaseFormat;
   /** The adapter, resolved; its rank is the starting rank. */
   adapter: AdapterSpec;
-  /** Whether the app fixed the rank (then it is never lowered). */
-  rankFixed: boolean;
   level: MemoryOptimization;
   budgetBytes: number;
   effectiveBatch: number;
@@ -159,7 +159,7 @@ export function planCandidates(input: CandidateInput): CandidatePlan {
   }
   const startRank = override.rank ?? (typeof input.adapter.config['rank'] === 'number' ? (input.adapter.config['rank'] as number) : undefined);
   const ranks: Array<number | undefined> = [startRank];
-  if (startRank !== undefined && override.rank === undefined && !input.rankFixed) for (let r = startRank >> 1; r >= 2; r >>= 1) ranks.push(r);
+  if (startRank !== undefined && override.rank === undefined) for (let r = startRank >> 1; r >= 2; r >>= 1) ranks.push(r);
   const virtual = adapterLayout(config, input.adapter).sequence;
   const maxSeq = config.maxPositions - virtual.virtualTokens - virtual.prefixTokens;
   const firstSeq = Math.min(override.seqLen ?? input.seqLen, maxSeq);
@@ -262,7 +262,7 @@ export interface AutoConfigureOptions {
   batchSize?: number;
   /** The longest rows to plan for when no data is prepared (default 256, at most the model's context). Prepared data's seqLen is used as it is. */
   maxSeqLen?: number;
-  /** The adaptation method and settings (LoRA rank 8 by default; a rank given here is never lowered). */
+  /** The adaptation method and settings (LoRA rank 8 by default). Its rank is where planning starts; `override: { rank }` fixes it. */
   adapter?: AdapterRequest;
   /** LoRA shorthand, as in train(). */
   lora?: Partial<LoraConfig>;
@@ -272,8 +272,13 @@ export interface AutoConfigureOptions {
   timeBudgetSeconds?: number;
   /** Passes timed per candidate after one warm-up pass (default 2); 0 measures nothing and takes the smallest plan. */
   calibrationSteps?: number;
-  /** Settings fixed by the app: the rest is chosen around them. */
+  /** Settings fixed by the app: the rest is chosen around them (a rank here is never lowered). */
   override?: Partial<AutoSettings>;
+  /**
+   * The run will use DP-SGD (train({ privacy })): examples run one at a time, so the micro-batch is 1
+   * and the accumulation is the expected batch; the planner adds the clipped-sum copy.
+   */
+  privacy?: boolean;
   /** Progress: planning, each candidate's calibration, and loading the chosen format. */
   onProgress?: (p: AutoConfigureProgress) => void;
 }
@@ -312,6 +317,11 @@ export interface AutoPlan extends AutoSettings {
   time: { budgetSeconds: number; steps: number | undefined; predictedSeconds: number | undefined; fits: boolean | undefined; stepsWithinBudget: number } | undefined;
   /** True when prepared data has another seqLen than `seqLen`: prepare it again with `seqLen`. */
   reprepare: boolean;
+  /**
+   * True when the model was uploaded again in another format (or activation type). The adapter that
+   * was in place, and a finished run's state, went with the old upload: export them first if needed.
+   */
+  reloaded: boolean;
   /** Fields for train(). */
   train: { batchSize: number; gradientAccumulation: number; recompute: boolean; adapter: AdapterRequest; memoryBudgetBytes: number };
 }
@@ -352,7 +362,6 @@ export async function autoConfigure(host: AutoConfigureHost, options: AutoConfig
   const budgetBytes = options.memoryBudgetBytes ?? defaultBudget(deviceMemoryGiB);
   if (!(budgetBytes > 0)) throw new InvalidArgumentError(`memoryBudgetBytes must be > 0, got ${String(budgetBytes)}.`);
   const spec = host.spec({ ...(options.adapter ? { adapter: options.adapter } : {}), ...(options.lora ? { lora: options.lora } : {}) });
-  const rankFixed = options.lora?.rank !== undefined || (options.adapter?.config as { rank?: number } | undefined)?.rank !== undefined;
   // The effective batch cannot exceed the prepared rows (a batch is drawn whole from one epoch).
   const rows = host.data?.rows.length;
   if (options.batchSize !== undefined && rows !== undefined && options.batchSize > rows) {
@@ -362,8 +371,8 @@ export async function autoConfigure(host: AutoConfigureHost, options: AutoConfig
   const seqLen = host.data?.seqLen ?? Math.min(options.maxSeqLen ?? 256, config.maxPositions);
   onProgress?.({ phase: 'plan', done: 0, total: 1 });
   const planned = planCandidates({
-    config, device, loadedFormat: host.loadedFormat, adapter: spec, rankFixed, level, budgetBytes, effectiveBatch, seqLen, override: options.override ?? {},
-    blockSize: host.current()?.base.nf4?.blockSize,
+    config, device, loadedFormat: host.loadedFormat, adapter: spec, level, budgetBytes, effectiveBatch, seqLen, override: options.override ?? {},
+    blockSize: host.current()?.base.nf4?.blockSize, perExampleClipping: options.privacy === true,
   });
   if (planned.candidates.length === 0) {
     const first = planned.rejected[0];
@@ -395,6 +404,7 @@ export async function autoConfigure(host: AutoConfigureHost, options: AutoConfig
     }
   }
   const current = host.current();
+  const reloaded = toMeasure.some((c) => c.format !== host.loadedFormat || c.dtype !== host.loadedDtype) || chosen.format !== host.loadedFormat || chosen.dtype !== host.loadedDtype;
   if (!current || current.format !== chosen.format || current.dtype !== chosen.dtype) {
     onProgress?.({ phase: 'load', done: 0, total: 1 });
     releaseModelAndPool(host);
@@ -428,7 +438,7 @@ export async function autoConfigure(host: AutoConfigureHost, options: AutoConfig
     format: chosen.format, dtype: chosen.dtype, microBatchSize: chosen.microBatchSize, gradientAccumulation: chosen.gradientAccumulation, seqLen: chosen.seqLen,
     recompute: chosen.recompute, rank: chosen.rank, memoryOptimization: level, effectiveBatchSize: effectiveBatch, budgetBytes, adapter: chosen.adapter,
     estimate: chosen.estimate, measured: order.map((c) => measured.get(c)).filter((x): x is CalibrationMeasurement => x !== undefined), rejected: planned.rejected, reasons,
-    calibration: { passes, milliseconds: Math.round(performance.now() - started) }, device, time, reprepare: host.data !== undefined && host.data.seqLen !== chosen.seqLen,
+    calibration: { passes, milliseconds: Math.round(performance.now() - started) }, device, time, reloaded, reprepare: host.data !== undefined && host.data.seqLen !== chosen.seqLen,
     train: { batchSize: chosen.microBatchSize, gradientAccumulation: chosen.gradientAccumulation, recompute: chosen.recompute, adapter: adapterRequest, memoryBudgetBytes: budgetBytes },
   };
 }

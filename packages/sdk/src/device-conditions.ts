@@ -88,6 +88,8 @@ type PressureObserverCtor = new (callback: (records: PressureRecordLike[]) => vo
  * browser has them, and sends each change to `target.updateConditions` (a trainer from
  * createTrainer(), or a TrainerSession). Missing APIs are reported, not errors: Firefox and
  * Safari have neither, Chromium has both on pages (the pressure API also needs a secure context).
+ * CPU pressure is load as much as heat: on a software GPU adapter (SwiftShader, lavapipe) the
+ * training itself is the CPU's load, so a `thermal` policy paces it.
  *
  * @example
  * ```ts
@@ -97,7 +99,8 @@ type PressureObserverCtor = new (callback: (records: PressureRecordLike[]) => vo
  * ```
  */
 export async function watchDeviceConditions(
-  target: { updateConditions(c: DeviceConditions): unknown },
+  /** Where changes go (a trainer); undefined to only watch (`onChange`, `current`), e.g. to show the state. */
+  target: { updateConditions(c: DeviceConditions): unknown } | undefined,
   options: { onChange?: (c: DeviceConditions) => void; sampleIntervalMs?: number } = {},
 ): Promise<ConditionsWatch> {
   const g = globalThis as { navigator?: { getBattery?: () => Promise<BatteryLike> }; PressureObserver?: PressureObserverCtor };
@@ -105,7 +108,7 @@ export async function watchDeviceConditions(
   const send = () => {
     const snapshot: DeviceConditions = { ...current, ...(current.battery ? { battery: { ...current.battery } } : {}) };
     options.onChange?.(snapshot);
-    void Promise.resolve(target.updateConditions(snapshot)).catch(() => undefined);
+    if (target) void Promise.resolve(target.updateConditions(snapshot)).catch(() => undefined);
   };
   const stops: Array<() => void> = [];
   let battery = false;

@@ -758,8 +758,20 @@ export class TrainerSession {
    */
   async autoConfigure(options: AutoConfigureOptions = {}, onProgress: AutoConfigureOptions['onProgress'] = options.onProgress): Promise<AutoPlan> {
     if (this.run?.controller || this.busy) throw new InvalidArgumentError('A run is in progress; configure after it stops.');
+    if (this.run && this.run.trainer.optimizer.step < this.run.trainer.config.steps) {
+      throw new InvalidArgumentError(`Run "${this.run.runId}" is paused; autoConfigure() may upload the model again, which would end it. Finish or cancel it first (its checkpoints stay: train({ ..., resume: true }) continues it later).`);
+    }
     const loaded = this.requireModel();
     const ctx = await this.context();
+    this.busy = 'autoConfigure';
+    try {
+      return await this.configure(ctx, loaded, options, onProgress);
+    } finally {
+      this.busy = undefined;
+    }
+  }
+
+  private configure(ctx: GpuContext, loaded: Loaded, options: AutoConfigureOptions, onProgress: AutoConfigureOptions['onProgress']): Promise<AutoPlan> {
     return autoConfigure({
       ctx, files: loaded.files, loadedFormat: loaded.format, loadedDtype: loaded.dtype, data: this.data ? { rows: this.data.train, seqLen: this.data.info.seqLen } : undefined,
       spec: (request) => this.withInitTokens(adapterSpecOf(loaded.files.config, request)),
@@ -1339,7 +1351,7 @@ export class TrainerSession {
   async generate(prompt: string | readonly ChatMessage[], options: SessionGenerateOptions = {}): Promise<{ text: string; tokens: number[] }> {
     const { model } = this.requireModel();
     // Generation swaps the model's adapter; a running step must keep its own.
-    if (this.run?.controller) throw new InvalidArgumentError('A run is in progress; generate after it stops (pause() first).');
+    if (this.run?.controller || this.busy) throw new InvalidArgumentError('A run (or autoConfigure) is in progress; generate after it stops (pause() first).');
     model.setAdapter(options.useAdapter === false ? undefined : this.adapter);
     try {
       return await this.generateWith(model, prompt, options);
@@ -1383,7 +1395,7 @@ export class TrainerSession {
   async evaluate(options: { data?: 'heldOut' | 'train'; useAdapter?: boolean; batchSize?: number } = {}): Promise<{ loss: number; perplexity: number; tokens: number }> {
     const { model } = this.requireModel();
     if (!this.data) throw new InvalidArgumentError('No data: call prepareData() first.');
-    if (this.run?.controller) throw new InvalidArgumentError('A run is in progress; evaluate after it stops.');
+    if (this.run?.controller || this.busy) throw new InvalidArgumentError('A run (or autoConfigure) is in progress; evaluate after it stops.');
     const rows = options.data === 'train' ? this.data.train : this.data.heldOut;
     if (rows.length === 0) throw new InvalidArgumentError('There is no held-out data: prepareData() with heldOut > 0 or heldOutData, or evaluate { data: \'train\' }.');
     const size = options.batchSize ?? this.run?.trainer.config.batchSize ?? DEFAULT_TRAIN_CONFIG.batchSize;

@@ -129,6 +129,29 @@ describe('autoConfigure', () => {
     }
   });
 
+  it('refused while a run is paused; says when it reloaded; plans DP-SGD runs one example at a time', async () => {
+    const { session } = await ready();
+    try {
+      const paused = await session.train({ ...RUN, runId: 'held' }, (p) => p.step === 1 && session.pause());
+      expect(paused.stopped).toBe('paused');
+      await expect(session.autoConfigure({ calibrationSteps: 0 })).rejects.toThrowError(/Run "held" is paused/);
+      await session.train({ ...RUN, runId: 'held', resume: true }); // finished: nothing left to lose
+      const same = await session.autoConfigure({ calibrationSteps: 0, override: { format: 'f32', dtype: 'f32' } });
+      expect(same.reloaded).toBe(false);
+      const other = await session.autoConfigure({ calibrationSteps: 0, override: { format: 'nf4', dtype: 'f32' } });
+      expect(other.reloaded).toBe(true);
+      await expect(session.exportAdapter()).rejects.toThrowError(/no adapter yet/);
+      // DP-SGD's privacy unit is a row: one text, cut into windows.
+      await session.prepareData({ text: chapter(1) }, { seqLen: 32 });
+      const dp = await session.autoConfigure({ calibrationSteps: 1, privacy: true, batchSize: 4 });
+      expect(dp).toMatchObject({ microBatchSize: 1, gradientAccumulation: 4 });
+      const run = await session.train({ steps: 1, ...dp.train, privacy: { noiseMultiplier: 1 } });
+      expect(run.privacy?.sampleRate).toBeCloseTo(4 / run.privacy!.dataSize, 12);
+    } finally {
+      session.dispose();
+    }
+  });
+
   it('with lowered limits (a 64 KiB largest binding) the plan differs: only f16 embeddings fit, and it trains', async () => {
     // A device this small cannot even hold the f32 embedding (128 KiB): the app loads in f16, and autoConfigure keeps to what fits.
     await expect(ready({ gpuOptions: { limits: { maxStorageBufferBindingSize: 64 * 1024 } } }, false)).rejects.toThrowError(/maxStorageBufferBindingSize is 64.0 KiB/);

@@ -21,7 +21,7 @@ const GiB = 2 ** 30;
 
 function input(patch: Partial<CandidateInput> = {}): CandidateInput {
   return {
-    config, loadedFormat: 'f32', adapter: lora, rankFixed: false, level: 'balanced', budgetBytes: GiB, effectiveBatch: 8, seqLen: 32, override: {},
+    config, loadedFormat: 'f32', adapter: lora, level: 'balanced', budgetBytes: GiB, effectiveBatch: 8, seqLen: 32, override: {},
     device: { adapter: 'test', isSoftware: true, features: { shaderF16: true, subgroups: false }, limits: { maxStorageBufferBindingSize: GiB, maxBufferSize: GiB }, deviceMemoryGiB: undefined },
     ...patch,
   };
@@ -74,7 +74,7 @@ describe('planCandidates', () => {
     expect(planCandidates(input({ level: 'minimal', budgetBytes: budget, override: fixed })).candidates[0]).toMatchObject({ microBatchSize: 1, recompute: false });
   });
 
-  it('nothing fits: the rank is halved first, then the sequence length; an app-given rank is kept', () => {
+  it('nothing fits: the rank is halved first, then the sequence length; a rank in override is kept', () => {
     const smallest = bytes('nf4', 'f16', 1, true, 8).total;
     const atRank2 = bytes('nf4', 'f16', 1, true, 2).total;
     expect(atRank2).toBeLessThan(smallest);
@@ -82,7 +82,7 @@ describe('planCandidates', () => {
     expect(plan.candidates[0]).toMatchObject({ rank: 2, seqLen: 32 });
     expect(plan.candidates[0]!.adapter.config).toMatchObject({ rank: 2, alpha: 4 }); // alpha / rank kept (16 / 8 -> 4 / 2)
     expect(plan.lowered).toEqual(['rank 8 -> 2: nothing fit the budget at rank 8']);
-    const kept = planCandidates(input({ level: 'maximum', budgetBytes: atRank2, rankFixed: true }));
+    const kept = planCandidates(input({ level: 'maximum', budgetBytes: atRank2, override: { rank: 8 } }));
     expect(kept.candidates[0]).toMatchObject({ rank: 8 });
     expect(kept.candidates[0]!.seqLen).toBeLessThan(32);
     expect(planCandidates(input({ budgetBytes: 1024 })).candidates).toEqual([]);
