@@ -246,7 +246,7 @@ function use(): void {
  * What the device fieldsets add to a train request: the power policy, and the applied plan's
  * fields while the run is the one it was made for (the line under "Use these settings" says which).
  */
-export function deviceRequest(shape: RunShape): Pick<TrainRequest, 'power' | 'batchSize' | 'gradientAccumulation' | 'recompute' | 'memoryBudgetBytes'> {
+export function deviceRequest(shape: RunShape): Pick<TrainRequest, 'power' | 'batchSize' | 'gradientAccumulation' | 'recompute' | 'memoryBudgetBytes' | 'adapter'> {
   const battery = $<HTMLInputElement>('power-battery').checked;
   const thermal = $<HTMLInputElement>('power-thermal').checked;
   const power = battery || thermal ? { power: { battery, thermal } } : {};
@@ -260,9 +260,9 @@ export function deviceRequest(shape: RunShape): Pick<TrainRequest, 'power' | 'ba
   applied.textContent = `The next run uses this plan: micro-batch ${plan.microBatchSize} × ${plan.gradientAccumulation} accumulated` +
     `${plan.recompute ? ', activations recomputed' : ''}, ${formatBytes(plan.budgetBytes)} memory budget.`;
   applied.dataset.applied = 'true';
-  // plan.train.adapter is the page's adapter with every default resolved; the page's own request is the same adapter, so it stays.
-  const { batchSize, gradientAccumulation, recompute, memoryBudgetBytes } = plan.train;
-  return { ...power, batchSize, gradientAccumulation, recompute, memoryBudgetBytes };
+  // plan.train.adapter is the page's adapter with every default resolved, and the rank lowered if nothing fit at the page's.
+  const { batchSize, gradientAccumulation, recompute, memoryBudgetBytes, adapter } = plan.train;
+  return { ...power, batchSize, gradientAccumulation, recompute, memoryBudgetBytes, adapter };
 }
 
 // ---------- battery and heat ----------
@@ -270,7 +270,7 @@ let conditionsAvailable = { battery: false, pressure: false };
 
 /** The state line: this page watches for itself (display only); train() with a power policy starts the watch that feeds the session. */
 async function watchConditions(): Promise<void> {
-  const watch = await watchDeviceConditions({ updateConditions: () => undefined }, { onChange: showConditions });
+  const watch = await watchDeviceConditions(undefined, { onChange: showConditions });
   conditionsAvailable = { battery: watch.battery, pressure: watch.pressure };
   showConditions(watch.current);
 }
