@@ -19,6 +19,8 @@ export interface RunShape {
   effectiveBatch: number;
   seqLen: number;
   adapter: AdapterRequest;
+  /** The run uses DP-SGD (examples one at a time). */
+  privacy: boolean;
 }
 
 /** What the fieldsets need from the page. */
@@ -54,10 +56,10 @@ let loaded: Pick<ModelInfo, 'format' | 'dtype'> | undefined;
 let plan: AutoPlan | undefined;
 /** The run the plan was made for (key of its RunShape at the plan's seqLen); set once "Use these settings" is pressed. */
 let appliedFor: string | undefined;
-/** The adapter autoConfigure() planned for (the plan's own is resolved, with every default filled in). */
-let plannedAdapter: AdapterRequest | undefined;
+/** The page's adapter and privacy setting autoConfigure() planned for (the plan's own adapter is resolved, with every default filled in). */
+let planned: Pick<RunShape, 'adapter' | 'privacy'> | undefined;
 
-const shapeKey = (s: RunShape) => JSON.stringify([s.effectiveBatch, s.seqLen, s.adapter]);
+const shapeKey = (s: RunShape) => JSON.stringify([s.effectiveBatch, s.seqLen, s.adapter, s.privacy]);
 
 /** Builds "Settings for this device" above the memory estimate and "Battery and heat" above the Train buttons. */
 export function mountDeviceControls(pageHooks: DeviceHooks): void {
@@ -158,14 +160,13 @@ async function choose(): Promise<void> {
   try {
     const before = loaded;
     const chosen = await (await hooks.trainer()).autoConfigure({
-      memoryOptimization: level(), batchSize: shape.effectiveBatch, maxSeqLen: shape.seqLen, adapter: shape.adapter, onProgress: showProgress,
+      memoryOptimization: level(), batchSize: shape.effectiveBatch, maxSeqLen: shape.seqLen, adapter: shape.adapter, privacy: shape.privacy, onProgress: showProgress,
     });
-    // autoConfigure() loads each measured format in turn and ends on the chosen one; any other than the one held lets go of the adapter.
-    const differs = (s: Pick<CalibrationMeasurement, 'format' | 'dtype'>) => !before || s.format !== before.format || s.dtype !== before.dtype;
     loaded = { format: chosen.format, dtype: chosen.dtype };
-    if (differs(chosen) || chosen.measured.some(differs)) loadedAgain = loaded;
+    // Loading another format lets go of the adapter in place.
+    if (chosen.reloaded || !before) loadedAgain = loaded;
     plan = chosen;
-    plannedAdapter = shape.adapter;
+    planned = { adapter: shape.adapter, privacy: shape.privacy };
     appliedFor = undefined;
     status.textContent = `Chose ${FORMATS[chosen.format] ?? chosen.format} weights and ${chosen.dtype} activations; the model is loaded that way now.` +
       (loadedAgain ? ' It was loaded again, so any adapter trained before is gone.' : '');
@@ -237,8 +238,8 @@ function showPlan(p: AutoPlan): void {
 
 /** "Use these settings": the page takes the plan's sequence length and format; the next run takes its micro-batch, accumulation and recomputation. */
 function use(): void {
-  if (!plan || !plannedAdapter) return;
-  appliedFor = shapeKey({ effectiveBatch: plan.effectiveBatchSize, seqLen: plan.seqLen, adapter: plannedAdapter });
+  if (!plan || !planned) return;
+  appliedFor = shapeKey({ effectiveBatch: plan.effectiveBatchSize, seqLen: plan.seqLen, ...planned });
   hooks.use(plan);
 }
 

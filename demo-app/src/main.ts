@@ -593,6 +593,7 @@ function runShape(): RunShape {
     effectiveBatch: batchSetting(),
     seqLen: seqLen(),
     adapter: adapterRequest(numLayers, { rank: Number(input('rank').value) || 8, alpha: Number(input('alpha').value) || 16, targets: targets() }),
+    privacy: privacyRequest() !== undefined,
   };
 }
 
