@@ -43,6 +43,25 @@ export interface AutoSettings {
   rank: number | undefined;
 }
 
+/** Settings the app fixes (the accumulation follows from the micro-batch and the effective batch). */
+export type AutoOverride = Partial<Omit<AutoSettings, 'gradientAccumulation'>>;
+
+/** Throws InvalidArgumentError for an override that cannot work. */
+export function checkOverride(o: AutoOverride, spec: AdapterSpec): void {
+  if (typeof o !== 'object' || o === null) throw new InvalidArgumentError('override must be an object of settings to fix, e.g. { format: \'nf4\' }.');
+  const positive = (key: 'microBatchSize' | 'seqLen' | 'rank') => {
+    const v = o[key];
+    if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw new InvalidArgumentError(`override.${key} must be a positive integer, got ${String(v)}.`);
+  };
+  positive('microBatchSize');
+  positive('seqLen');
+  positive('rank');
+  if (o.format !== undefined && !['f32', 'nf4', 'q4'].includes(o.format)) throw new InvalidArgumentError(`override.format must be 'f32', 'nf4' or 'q4', got ${String(o.format)}.`);
+  if (o.dtype !== undefined && o.dtype !== 'f32' && o.dtype !== 'f16') throw new InvalidArgumentError(`override.dtype must be 'f32' or 'f16', got ${String(o.dtype)}.`);
+  if (o.recompute !== undefined && typeof o.recompute !== 'boolean') throw new InvalidArgumentError(`override.recompute must be true or false, got ${String(o.recompute)}.`);
+  if (o.rank !== undefined && typeof spec.config['rank'] !== 'number') throw new InvalidArgumentError(`override.rank: the ${spec.method} adapter has no rank.`);
+}
+
 /** One setting autoConfigure() considered: what it is, the planner's estimate, and what was measured. */
 export interface AutoCandidate extends AutoSettings {
   adapter: AdapterSpec;
@@ -90,7 +109,7 @@ export interface CandidateInput {
   effectiveBatch: number;
   /** The sequence length to plan for first (the prepared data's, or maxSeqLen). */
   seqLen: number;
-  override: Partial<AutoSettings>;
+  override: AutoOverride;
   /** DP-SGD: examples run one at a time and their clipped sum is kept. */
   perExampleClipping?: boolean;
   blockSize?: number;
@@ -99,8 +118,8 @@ export interface CandidateInput {
 export interface CandidatePlan {
   /** Fitting candidates, one per weight format and activation type, in the level's order of preference. */
   candidates: AutoCandidate[];
-  /** Settings tried and refused, with why (biggest first), e.g. "f32 weights, micro-batch 8: 612 MB > budget 460 MB". */
-  rejected: Array<{ what: string; reason: string }>;
+  /** Settings tried and refused, with why, in the order tried, e.g. "f32 weights, ..., micro-batch 8" / "needs 612 MiB, over the budget of 460 MiB". */
+  rejected: Array<{ what: string; reason: string; bytes: number }>;
   /** What was lowered to make anything fit (rank, sequence length), in words. */
   lowered: string[];
 }
@@ -129,8 +148,6 @@ export function divisorsDescending(n: number): number[] {
 const describe = (s: Pick<AutoSettings, 'format' | 'dtype' | 'microBatchSize' | 'recompute' | 'seqLen' | 'rank'>) =>
   `${s.format} weights, ${s.dtype} activations, micro-batch ${s.microBatchSize}, seqLen ${s.seqLen}${s.recompute ? ', recompute' : ''}${s.rank !== undefined ? `, rank ${s.rank}` : ''}`;
 
-export const describeSettings = describe;
-
 function withRank(spec: AdapterSpec, rank: number | undefined): AdapterSpec {
   if (rank === undefined || !('rank' in spec.config)) return spec;
   const config = { ...spec.config, rank } as Record<string, unknown>;
@@ -146,6 +163,8 @@ function withRank(spec: AdapterSpec, rank: number | undefined): AdapterSpec {
  */
 export function planCandidates(input: CandidateInput): CandidatePlan {
   const { config, device, override, level } = input;
+  checkOverride(override, input.adapter);
+  if (!Number.isInteger(input.seqLen) || input.seqLen < 1) throw new InvalidArgumentError(`The sequence length to plan for must be a positive integer, got ${String(input.seqLen)}.`);
   if (!Number.isInteger(input.effectiveBatch) || input.effectiveBatch < 1) throw new InvalidArgumentError(`batchSize (the effective batch) must be a positive integer, got ${input.effectiveBatch}.`);
   const formats: BaseFormat[] = override.format ? [override.format] : input.loadedFormat === 'q4' ? ['q4'] : level === 'maximum' ? ['nf4'] : ['f32', 'nf4'];
   if (input.loadedFormat === 'q4' && formats.some((f) => f !== 'q4')) throw new InvalidArgumentError('This model was loaded from 4-bit ONNX weights; its format can only be \'q4\'.');
@@ -184,7 +203,7 @@ export function planCandidates(input: CandidateInput): CandidatePlan {
             } catch (error) {
               if (!(error instanceof MemoryPlanError)) throw error;
               rejected.push({
-                what: describe(s),
+                what: describe(s), bytes: error.estimatedBytes,
                 reason: error.limitBytes === budget
                   ? `needs ${formatBytes(error.estimatedBytes)}, over the budget of ${formatBytes(budget)}`
                   : `one buffer of ${formatBytes(error.estimatedBytes)} is over this device's largest binding (${formatBytes(error.limitBytes)})`,
@@ -214,10 +233,11 @@ function firstFit(
   fits: (s: AutoSettings) => MemoryEstimate | undefined,
 ): Omit<AutoCandidate, 'gradientAccumulation'> | undefined {
   let order = recomputes.flatMap((recompute) => micros.map((micro) => ({ recompute, micro })));
-  // 'balanced' tries recomputation before a micro-batch of 1, whose passes leave a GPU mostly idle.
+  // 'balanced' tries recomputation at micro-batches of 2 and more before a micro-batch of 1, whose
+  // passes leave a GPU mostly idle; at 1, without recomputation first.
   if (level === 'balanced' && micros.length > 1) {
-    const last = (o: { recompute: boolean; micro: number }) => !o.recompute && o.micro === 1;
-    order = [...order.filter((o) => !last(o)), ...order.filter(last)];
+    const one = (o: { recompute: boolean; micro: number }) => o.micro === 1;
+    order = [...order.filter((o) => !one(o)), ...order.filter(one)];
   }
   for (const { recompute, micro } of order) {
     const settings: AutoSettings = { format: fixed.format, dtype: fixed.dtype, microBatchSize: micro, gradientAccumulation: 1, seqLen: fixed.seqLen, recompute, rank: fixed.rank };
@@ -234,7 +254,11 @@ function firstFit(
  */
 export function chooseCandidate(candidates: readonly AutoCandidate[], measured: ReadonlyMap<AutoCandidate, CalibrationMeasurement>, level: MemoryOptimization): { chosen: AutoCandidate; why: string } {
   const usable = candidates.filter((c) => !measured.get(c)?.failed);
-  if (usable.length === 0) throw new InvalidArgumentError('No candidate setting could be measured on this device.');
+  if (usable.length === 0) {
+    const failures = candidates.map((c) => `${describe(c)}: ${measured.get(c)?.failed ?? 'not measured'}`);
+    // Every planned setting ran out of memory when measured: the device has less than the budget said.
+    throw new OutOfMemoryError('the smallest setting autoConfigure() planned', Math.min(...candidates.map((c) => c.estimate.total)), 0, `every planned setting failed when measured: ${failures.join('; ')}; pass a smaller memoryBudgetBytes or memoryOptimization: 'maximum'`);
+  }
   const bySize = [...usable].sort((a, b) => a.estimate.total - b.estimate.total);
   if (level === 'maximum' || usable.every((c) => !measured.has(c))) {
     const chosen = bySize[0]!;
@@ -273,7 +297,7 @@ export interface AutoConfigureOptions {
   /** Passes timed per candidate after one warm-up pass (default 2); 0 measures nothing and takes the smallest plan. */
   calibrationSteps?: number;
   /** Settings fixed by the app: the rest is chosen around them (a rank here is never lowered). */
-  override?: Partial<AutoSettings>;
+  override?: AutoOverride;
   /**
    * The run will use DP-SGD (train({ privacy })): examples run one at a time, so the micro-batch is 1
    * and the accumulation is the expected batch; the planner adds the clipped-sum copy.
@@ -306,8 +330,8 @@ export interface AutoPlan extends AutoSettings {
   estimate: MemoryEstimate;
   /** Every candidate measured (one per weight format and activation type that fit). */
   measured: CalibrationMeasurement[];
-  /** Settings refused, with why. */
-  rejected: Array<{ what: string; reason: string }>;
+  /** Settings refused, with why and the planner's bytes. */
+  rejected: Array<{ what: string; reason: string; bytes: number }>;
   /** Why this plan, in words, most important first. */
   reasons: string[];
   /** What calibration cost: passes run (warm-ups included) and wall milliseconds, model reloads included. */
@@ -368,6 +392,7 @@ export async function autoConfigure(host: AutoConfigureHost, options: AutoConfig
     throw new InvalidArgumentError(`batchSize ${options.batchSize} is more than the ${rows} training rows prepared; add data or lower batchSize.`);
   }
   const effectiveBatch = options.batchSize ?? Math.min(8, rows ?? 8);
+  if (options.maxSeqLen !== undefined && (!Number.isInteger(options.maxSeqLen) || options.maxSeqLen < 1)) throw new InvalidArgumentError(`maxSeqLen must be a positive integer, got ${String(options.maxSeqLen)}.`);
   const seqLen = host.data?.seqLen ?? Math.min(options.maxSeqLen ?? 256, config.maxPositions);
   onProgress?.({ phase: 'plan', done: 0, total: 1 });
   const planned = planCandidates({
@@ -375,11 +400,11 @@ export async function autoConfigure(host: AutoConfigureHost, options: AutoConfig
     blockSize: host.current()?.base.nf4?.blockSize, perExampleClipping: options.privacy === true,
   });
   if (planned.candidates.length === 0) {
-    const first = planned.rejected[0];
+    const smallest = planned.rejected.reduce((a, b) => (b.bytes < a.bytes ? b : a));
     throw new MemoryPlanError(
-      `No setting of ${config.modelType} fits (${planned.rejected.length} tried, down to rank ${spec.config['rank'] ?? '-'} and seqLen 16)`,
-      Number.NaN, budgetBytes,
-      [first ? `the smallest tried (${planned.rejected.at(-1)!.what}) ${planned.rejected.at(-1)!.reason}` : 'a larger memoryBudgetBytes', 'a smaller model'],
+      `No setting of ${config.modelType} fits (${planned.rejected.length} tried; the smallest: ${smallest.what})`,
+      smallest.bytes, Math.floor(budgetBytes * LEVEL_HEADROOM[level]),
+      [`its ${smallest.reason}`, 'raise memoryBudgetBytes, or use a smaller model'],
     );
   }
   // Measure: each candidate on its own weight format (the loaded one first, so it needs no reload).

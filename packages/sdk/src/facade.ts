@@ -48,6 +48,13 @@ export interface CreateTrainerOptions {
   gpu?: GPU;
   /** Inline only: where checkpoints go (default in memory; the worker uses IndexedDB). */
   checkpoints?: CheckpointStore;
+  /** Inline only: caps on the device's limits, features left off (SessionEnvironment.gpuOptions). */
+  gpuOptions?: SessionEnvironment['gpuOptions'];
+  /**
+   * false: train() with `power` does not start watchDeviceConditions() on this thread; the app
+   * sends the conditions itself (trainer.updateConditions()). Default true.
+   */
+  watchConditions?: boolean;
   /**
    * How long to wait for the worker's first answer before failing with WorkerStartError, in
    * milliseconds. Default 30000. A worker whose script fails to load fails at once.
@@ -69,7 +76,8 @@ export async function connectTrainer(
     const env: SessionEnvironment = {};
     if (options.gpu) env.gpu = options.gpu;
     if (options.checkpoints) env.checkpoints = options.checkpoints;
-    return inlineApi(await inlineSession(env));
+    if (options.gpuOptions) env.gpuOptions = options.gpuOptions;
+    return inlineApi(await inlineSession(env), options.watchConditions !== false);
   }
   registerErrorTransfer();
   const owned = !options.worker;
@@ -82,7 +90,7 @@ export async function connectTrainer(
     if (owned) worker.terminate();
     throw error;
   }
-  return workerApi(remote, worker, owned);
+  return workerApi(remote, worker, owned, options.watchConditions !== false);
 }
 
 /** Waits for the worker to answer a status() call; a load error or silence is WorkerStartError. */
@@ -142,12 +150,12 @@ function toWorker(args: unknown[]): unknown[] {
  * page-only): the first such train() starts watchDeviceConditions() on this thread, and dispose()
  * stops it. An app that already forwards conditions itself loses nothing: both send the same.
  */
-function conditionsOnDemand(api: () => TrainerApi): { train(args: unknown[]): Promise<void>; stop(): void } {
+function conditionsOnDemand(api: () => TrainerApi, enabled: boolean): { train(args: unknown[]): Promise<void>; stop(): void } {
   let watch: Promise<ConditionsWatch> | undefined;
   return {
     async train(args) {
       const request = args[0];
-      if (!watch && isPlainObject(request) && request['power'] !== undefined) watch = watchDeviceConditions(api());
+      if (enabled && !watch && isPlainObject(request) && request['power'] !== undefined) watch = watchDeviceConditions(api());
       if (watch) await watch;
     },
     stop() {
@@ -156,9 +164,9 @@ function conditionsOnDemand(api: () => TrainerApi): { train(args: unknown[]): Pr
   };
 }
 
-function workerApi(remote: Comlink.Remote<TrainerSession>, worker: Worker, owned: boolean): TrainerApi {
+function workerApi(remote: Comlink.Remote<TrainerSession>, worker: Worker, owned: boolean, watchConditions: boolean): TrainerApi {
   const call = remote as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
-  const conditions = conditionsOnDemand(() => api);
+  const conditions = conditionsOnDemand(() => api, watchConditions);
   const local: Partial<Record<SessionMethodName, (...args: never[]) => Promise<unknown>>> = {
     // StorageManager.persist() exists on the page only, not in workers: ask from here.
     persistStorage: persistFromPage,
@@ -188,9 +196,9 @@ async function persistFromPage(): Promise<{ persisted: boolean | undefined }> {
   return { persisted: storage?.persist ? await storage.persist() : undefined };
 }
 
-function inlineApi(session: TrainerSession): TrainerApi {
+function inlineApi(session: TrainerSession, watchConditions: boolean): TrainerApi {
   const methods = session as unknown as Record<string, (...args: unknown[]) => unknown>;
-  const conditions = conditionsOnDemand(() => api);
+  const conditions = conditionsOnDemand(() => api, watchConditions);
   const api: TrainerApi = new Proxy({} as TrainerApi, {
     get(_, name) {
       if (typeof name !== 'string' || name === 'then' || typeof methods[name] !== 'function') return undefined;

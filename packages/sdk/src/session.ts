@@ -5,7 +5,7 @@
  * checkpoints.
  */
 import * as Comlink from 'comlink';
-import { ChatTemplateError, CheckpointMismatchError, DataFormatError, DeviceLostError, InvalidArgumentError, MemoryPlanError, OutOfMemoryError, UnsupportedModelError } from '@webtune/errors';
+import { ChatTemplateError, CheckpointMismatchError, DataFormatError, DeviceLostError, InvalidArgumentError, MemoryPlanError, OutOfMemoryError, UnsupportedModelError, WebtuneError } from '@webtune/errors';
 import { createGpuContext, IGNORE_INDEX, type CreateGpuContextOptions, type GpuContext } from '@webtune/gpu';
 import {
   ChatTemplate,
@@ -101,7 +101,7 @@ import {
 } from '@webtune/trainer';
 import type { ExportOnnxOptions } from '@webtune/onnx';
 import { checkConditions, powerDecision, resolvePowerPolicy, type DeviceConditions, type PowerPolicy } from './device-conditions.js';
-import { acquireRunLock, type IfRunLocked } from './run-lock.js';
+import { acquireRunLock, checkIfRunLocked, type IfRunLocked } from './run-lock.js';
 import { autoConfigure, type AutoConfigureOptions, type AutoPlan } from './auto-configure.js';
 
 /** Options of TrainerSession.generate: sampling settings, and whether the adapter takes part. */
@@ -328,8 +328,9 @@ export interface TrainRequest extends Partial<Omit<TrainConfig, 'seqLen' | 'priv
   /** Battery and heat (see PowerPolicy): off unless given. The page feeds the conditions (watchDeviceConditions()). */
   power?: PowerPolicy;
   /**
-   * Another tab of this site is training the same runId (Web Locks): 'error' (default) rejects at
-   * once with RunLockedError; 'wait' waits until that tab's train() or resume() returns.
+   * Another tab of this site is training the same runId (Web Locks): 'error' (default) rejects with
+   * RunLockedError (after a 2-second grace for a tab that is just reloading); 'wait' waits until that
+   * tab's train() or resume() returns. pause() or cancel() ends the wait (RunLockedError).
    */
   ifRunLocked?: IfRunLocked;
   /**
@@ -670,6 +671,8 @@ interface Run {
   pauses: PowerPause[];
   /** The last progress the run computed (reported or not), the base of pause and recovery events. */
   lastProgress: ProgressEvent | undefined;
+  /** Stopped by pause() and not resumed since: resume() can continue it, and autoConfigure() would end it. */
+  paused: boolean;
 }
 
 export class TrainerSession {
@@ -686,8 +689,14 @@ export class TrainerSession {
   /** The page's latest battery and pressure report (updateConditions). */
   private conditions: DeviceConditions = {};
   private conditionWaiters: Array<() => void> = [];
-  /** Set while train() waits for a run lock or recovers: another train() must not start meanwhile. */
+  /** Set while train() or resume() waits for a run lock, runs or recovers, and during autoConfigure(): nothing else may start. */
   private busy: string | undefined;
+  /** pause() or cancel() asked while no step was running (a lock wait, a recovery): the next continueRun() stops at once. */
+  private stopRequested: 'pause' | 'cancel' | undefined;
+  /** Ends a wait for another tab's run lock (pause(), cancel()). */
+  private lockWait: AbortController | undefined;
+  /** The model files and how they were uploaded, kept while a new device is set up, so a failed recovery can be retried. */
+  private modelSource: Pick<Loaded, 'files' | 'format' | 'dtype'> | undefined;
 
   constructor(private readonly env: SessionEnvironment = {}) {
     this.store = env.checkpoints ?? new MemoryCheckpointStore();
@@ -712,7 +721,10 @@ export class TrainerSession {
 
   /** Everything on the GPU let go (a lost device's buffers included), a new device, and the loaded model uploaded again in its format. */
   private async freshDevice(): Promise<void> {
-    const { files, format, dtype } = this.requireModel();
+    // From modelSource when a failed recovery left nothing loaded: recoverDevice() can then try again.
+    const source = this.loaded ?? this.modelSource;
+    if (!source) throw new InvalidArgumentError('No model is loaded: call loadModel() first.');
+    const { files, format, dtype } = source;
     this.releaseModel();
     this.ctx?.destroy();
     this.ctx = undefined;
@@ -720,6 +732,7 @@ export class TrainerSession {
   }
 
   private async uploadModel(files: LoadedModelFiles, format: BaseFormat, dtype: 'f32' | 'f16'): Promise<void> {
+    this.modelSource = { files, format, dtype };
     const ctx = await this.context();
     const base = await uploadBaseModel(ctx, files.config, weightReader(files), { format, dtype });
     try {
@@ -758,14 +771,13 @@ export class TrainerSession {
    */
   async autoConfigure(options: AutoConfigureOptions = {}, onProgress: AutoConfigureOptions['onProgress'] = options.onProgress): Promise<AutoPlan> {
     if (this.run?.controller || this.busy) throw new InvalidArgumentError('A run is in progress; configure after it stops.');
-    if (this.run && this.run.trainer.optimizer.step < this.run.trainer.config.steps) {
-      throw new InvalidArgumentError(`Run "${this.run.runId}" is paused; autoConfigure() may upload the model again, which would end it. Finish or cancel it first (its checkpoints stay: train({ ..., resume: true }) continues it later).`);
+    if (this.run?.paused) {
+      throw new InvalidArgumentError(`Run "${this.run.runId}" is paused; autoConfigure() may upload the model again, which would end it. Finish it (resume()) or cancel() it first (its checkpoints stay: train({ ..., resume: true }) continues it later).`);
     }
     const loaded = this.requireModel();
-    const ctx = await this.context();
     this.busy = 'autoConfigure';
     try {
-      return await this.configure(ctx, loaded, options, onProgress);
+      return await this.configure(await this.context(), loaded, options, onProgress);
     } finally {
       this.busy = undefined;
     }
@@ -990,9 +1002,11 @@ export class TrainerSession {
     const runId = request.runId ?? 'run';
     resolvePowerPolicy(request.power);
     recoveryRetries(request.recovery);
+    checkIfRunLocked(request.ifRunLocked);
     this.busy = runId;
+    this.stopRequested = undefined;
     try {
-      const release = await acquireRunLock(runId, request.ifRunLocked ?? 'error', () => onProgress?.({ ...idleProgress(0, request.steps), runId, waitingForLock: true }));
+      const release = await this.lockRun(runId, request.ifRunLocked, () => onProgress?.({ ...idleProgress(0, request.steps), runId, waitingForLock: true }));
       try {
         const skipped = await this.setUpRun(request, undefined);
         return await this.runWithRecovery(onProgress, skipped);
@@ -1001,6 +1015,17 @@ export class TrainerSession {
       }
     } finally {
       this.busy = undefined;
+      this.stopRequested = undefined;
+    }
+  }
+
+  /** The run's Web Lock (run-lock.ts); pause() and cancel() end a wait for it with RunLockedError. */
+  private async lockRun(runId: string, ifLocked: IfRunLocked | undefined, onWait?: () => void): Promise<(() => void) | undefined> {
+    this.lockWait = new AbortController();
+    try {
+      return await acquireRunLock(runId, ifLocked ?? 'error', { onWait, signal: this.lockWait.signal });
+    } finally {
+      this.lockWait = undefined;
     }
   }
 
@@ -1084,6 +1109,8 @@ export class TrainerSession {
     let trainer: Trainer;
     try {
       trainer = await Trainer.create(ctx, model, adapter, { ...config, seqLen: this.data.info.seqLen, ...(privacy ? { privacy } : {}) }, { budgetBytes: memoryBudgetBytes });
+      // FedProx pulls towards the run's starting weights: anchored before a checkpoint's weights are restored.
+      if (proximalMu) trainer.optimizer.setProximal(proximalMu);
       if (restored) trainer.restore(restored.state);
     } catch (error) {
       // Refused (a plan that does not fit, bad settings): nothing of this run stays allocated.
@@ -1091,12 +1118,12 @@ export class TrainerSession {
       adapter.release();
       throw error;
     }
-    if (proximalMu) trainer.optimizer.setProximal(proximalMu);
     this.adapter = adapter;
     this.adapterPrivacy = undefined;
     this.run = {
       runId, request, trainer, adapter, controller: undefined, cursor: restored?.cursor, resumedFrom: restored?.state.step, warnings,
       dataFingerprint: this.data.info.fingerprint, startTensors: request.startFrom === 'current' ? start : undefined, recoveries: [], pauses: [], lastProgress: undefined,
+      paused: false,
     };
     return skipped;
   }
@@ -1111,7 +1138,8 @@ export class TrainerSession {
         return await this.continueRun(onProgress, skipped);
       } catch (error) {
         const run = this.run;
-        // A lost device surfaces as whatever operation noticed first; the context knows the cause.
+        // A lost device surfaces as whatever operation noticed first (a failed mapAsync, say); the context learns the cause a moment later.
+        if (!(error instanceof WebtuneError) && this.ctx && !this.ctx.lostError) await Promise.race([this.ctx.lost, new Promise((r) => setTimeout(r, 100))]);
         const cause = this.ctx?.lostError ?? error;
         const retries = run ? recoveryRetries(run.request.recovery) : 0;
         if (!run || !(cause instanceof OutOfMemoryError || cause instanceof DeviceLostError) || run.recoveries.length >= retries) throw cause;
@@ -1122,6 +1150,7 @@ export class TrainerSession {
         await this.freshDevice();
         skipped = await this.setUpRun({ ...run.request, resume: true, microBatchSize: micro }, startTensors);
         const next = this.run!;
+        next.warnings = [...run.warnings, ...next.warnings.filter((w) => !run.warnings.includes(w))];
         const event: RecoveryEvent = {
           attempt: recoveries.length + 1, error: cause.name, message: cause.message, failedAtStep, resumedFrom: next.resumedFrom ?? 0,
           microBatchSize: micro, passesPerStep: config.gradientAccumulation * (config.batchSize / micro),
@@ -1160,7 +1189,7 @@ export class TrainerSession {
   /** Continues a paused run of this session (after a reload, call train({ ..., resume: true }) instead). */
   async resume(onProgress?: (p: ProgressEvent) => void): Promise<TrainSummary> {
     if (!this.run) throw new InvalidArgumentError('There is no paused run to resume; call train() (with resume: true after a reload).');
-    if (this.run.controller) throw new InvalidArgumentError('The run is already going.');
+    if (this.run.controller || this.busy) throw new InvalidArgumentError('The run (or another train(), or autoConfigure()) is already going.');
     if (this.run.trainer.optimizer.step >= this.run.trainer.config.steps) {
       throw new InvalidArgumentError(`Run "${this.run.runId}" has finished all ${this.run.trainer.config.steps} steps; start a new run with train().`);
     }
@@ -1171,8 +1200,9 @@ export class TrainerSession {
     }
     const run = this.run;
     this.busy = run.runId;
+    this.stopRequested = undefined;
     try {
-      const release = await acquireRunLock(run.runId, run.request.ifRunLocked ?? 'error');
+      const release = await this.lockRun(run.runId, run.request.ifRunLocked);
       try {
         // While this session was paused, another tab may have taken the run further: its checkpoints are newer than this state.
         const newest = (await this.store.list(run.runId))[0];
@@ -1191,6 +1221,7 @@ export class TrainerSession {
       }
     } finally {
       this.busy = undefined;
+      this.stopRequested = undefined;
     }
   }
 
@@ -1210,12 +1241,22 @@ export class TrainerSession {
 
   /** Stops after the current step and writes a checkpoint; train() resolves with stopped: 'paused'. */
   pause(): void {
-    this.run?.controller?.abort('pause');
+    this.requestStop('pause');
   }
 
   /** Stops after the current step without a checkpoint; train() resolves with stopped: 'cancelled'. */
   cancel(): void {
-    this.run?.controller?.abort('cancel');
+    // A paused run, cancelled: it is no longer one autoConfigure() would end (its checkpoints stay).
+    if (this.run && !this.run.controller && !this.busy) this.run.paused = false;
+    this.requestStop('cancel');
+  }
+
+  /** Stops the step in progress, or, between steps (a lock wait, a recovery), the next one before it starts. */
+  private requestStop(reason: 'pause' | 'cancel'): void {
+    if (!this.run?.controller && !this.busy) return;
+    if (this.stopRequested !== 'cancel') this.stopRequested = reason;
+    this.run?.controller?.abort(reason);
+    this.lockWait?.abort(reason);
   }
 
   private async continueRun(onProgress: ((p: ProgressEvent) => void) | undefined, skipped: TrainSummary['skippedCheckpoints']): Promise<TrainSummary> {
@@ -1224,6 +1265,8 @@ export class TrainerSession {
     const { files } = this.requireModel();
     const controller = new AbortController();
     run.controller = controller;
+    run.paused = false;
+    if (this.stopRequested) controller.abort(this.stopRequested);
     const interval = run.request.progressIntervalMs ?? 250;
     let lastReport = -Infinity;
     const record = (state: TrainerState, id: string) =>
@@ -1257,11 +1300,13 @@ export class TrainerSession {
               await sleep(decision.gapMs, controller.signal);
               break;
             }
+            // One wait, one checkpoint, one event and one entry, however many updates arrive until it clears.
             const began = performance.now();
             const step = run.trainer.optimizer.step;
             await save(await state());
             report({ ...here(), paused: decision.reason });
-            await this.conditionsChanged(controller.signal);
+            do await this.conditionsChanged(controller.signal);
+            while (!controller.signal.aborted && powerDecision(power, this.conditions, lastStepMs).action === 'wait');
             run.pauses.push({ reason: decision.reason, step, milliseconds: Math.round(performance.now() - began) });
             if (controller.signal.aborted) break;
           }
@@ -1298,6 +1343,7 @@ export class TrainerSession {
         },
       });
       run.cursor = result.cursor;
+      run.paused = result.stopped === 'paused';
       let checkpoint: CheckpointMeta | undefined;
       if (result.stopped !== 'cancelled') {
         await save(await run.trainer.state(result.cursor));
@@ -1398,7 +1444,7 @@ export class TrainerSession {
     if (this.run?.controller || this.busy) throw new InvalidArgumentError('A run (or autoConfigure) is in progress; evaluate after it stops.');
     const rows = options.data === 'train' ? this.data.train : this.data.heldOut;
     if (rows.length === 0) throw new InvalidArgumentError('There is no held-out data: prepareData() with heldOut > 0 or heldOutData, or evaluate { data: \'train\' }.');
-    const size = options.batchSize ?? this.run?.trainer.config.batchSize ?? DEFAULT_TRAIN_CONFIG.batchSize;
+    const size = options.batchSize ?? this.run?.trainer.config.microBatchSize ?? this.run?.trainer.config.batchSize ?? DEFAULT_TRAIN_CONFIG.batchSize;
     if (!Number.isInteger(size) || size < 1) throw new InvalidArgumentError(`batchSize must be a positive integer, got ${size}.`);
     model.setAdapter(options.useAdapter === false ? undefined : this.adapter);
     try {

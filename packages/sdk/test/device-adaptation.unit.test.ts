@@ -88,8 +88,22 @@ describe('planCandidates', () => {
     expect(planCandidates(input({ budgetBytes: 1024 })).candidates).toEqual([]);
   });
 
+  it("'balanced' at micro-batch 1: without recomputation when that fits", () => {
+    const oneNo = bytes('f32', 'f32', 1, false).total;
+    const twoRecompute = bytes('f32', 'f32', 2, true).total;
+    if (oneNo >= twoRecompute) return expect.fail(`the fixture cannot separate the cases (${oneNo}, ${twoRecompute})`);
+    // Micro-batch 1 fits without recomputation; nothing larger fits, with or without it.
+    const plan = planCandidates(input({ level: 'balanced', budgetBytes: Math.ceil(oneNo / 0.75), override: { format: 'f32', dtype: 'f32' } }));
+    expect(plan.candidates[0]).toMatchObject({ microBatchSize: 1, recompute: false });
+    expect(plan.rejected.map((r) => r.what).at(-1)).toMatch(/micro-batch 2, seqLen 32, recompute/);
+  });
+
   it('refuses settings that cannot work', () => {
     expect(() => planCandidates(input({ effectiveBatch: 0 }))).toThrowError(InvalidArgumentError);
+    for (const override of [{ microBatchSize: -2 }, { microBatchSize: 2.5 }, { seqLen: Number.NaN }, { rank: 0 }, { format: 'f16' as 'f32' }, { dtype: 'bf16' as 'f16' }]) {
+      expect(() => planCandidates(input({ override }))).toThrowError(InvalidArgumentError);
+    }
+    expect(() => planCandidates(input({ adapter: resolveAdapterSpec(config, 'ia3', {}), override: { rank: 4 } }))).toThrowError(/the ia3 adapter has no rank/);
     expect(() => planCandidates(input({ override: { microBatchSize: 3 } }))).toThrowError(/does not divide the effective batch 8/);
     expect(() => planCandidates(input({ override: { format: 'q4' } }))).toThrowError(/4-bit ONNX/);
   });
@@ -114,7 +128,7 @@ describe('chooseCandidate', () => {
     expect(chooseCandidate([big, small], new Map([[big, measurement(100)], [small, measurement(0, 'out of memory')]]), 'minimal').chosen).toBe(big);
     expect(chooseCandidate([big, small], new Map(), 'minimal').chosen).toBe(small);
     expect(chooseCandidate([big, small], new Map([[big, measurement(100)], [small, measurement(10)]]), 'maximum').chosen).toBe(small);
-    expect(() => chooseCandidate([big], new Map([[big, measurement(0, 'out of memory')]]), 'balanced')).toThrowError(/No candidate/);
+    expect(() => chooseCandidate([big], new Map([[big, measurement(0, 'out of memory')]]), 'balanced')).toThrowError(/every planned setting failed when measured: .*out of memory/);
   });
 });
 
