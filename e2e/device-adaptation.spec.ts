@@ -455,7 +455,7 @@ test.describe('one page under changing power conditions', () => {
   });
 });
 
-test('a GPU process crash while the run compiles its kernels (its first step): recovered as a crash mid-run is', async () => {
+test('a GPU process crash while train() sets the run up (adapter and trainer kernels compiling): recovered as a crash mid-run is', async () => {
   // A browser of its own: Chromium refuses WebGPU to a site whose GPU process crashed twice
   // (requestAdapter() returns null; webtune says WebGPUUnavailableError), and the test above crashes it once.
   const own = await chromium.launch(chromiumLaunchOptions());
@@ -463,8 +463,9 @@ test('a GPU process crash while the run compiles its kernels (its first step): r
     const page = await own.newPage();
     await ready(page, `${DEV_URL}${PAGE}`);
     await page.evaluate(() => window.devicePage!.start('early', { steps: 6, checkpointEvery: 2 }));
-    // At once: the run's kernels compile on its first step (seconds on SwiftShader), so the crash
-    // lands in getCompilationInfo() / popErrorScope() before the device's `lost` promise settles.
+    // At once: train() is still setting the run up (creating the adapter and the trainer, their
+    // kernels compiling: seconds on SwiftShader), so the loss reaches it as a rejected
+    // getCompilationInfo() or popErrorScope() ("Instance dropped ...") before any step.
     await (await own.newBrowserCDPSession()).send('Browser.crashGpuProcess');
     const done = await page.evaluate(() => window.devicePage!.result('early'));
     expect(done.ok, JSON.stringify(done)).toBe(true);
