@@ -24,7 +24,8 @@ export type WebtuneErrorCode =
   | 'WORKER_START'
   | 'DATA_FORMAT'
   | 'CHAT_TEMPLATE'
-  | 'RUN_LOCKED';
+  | 'RUN_LOCKED'
+  | 'CHECKPOINT_WRITE';
 
 /**
  * The base class of every error webtune throws: `code` is stable for programmatic handling and the message
@@ -94,7 +95,7 @@ export class DeviceLostError extends WebtuneError {
   constructor(reason: string, message: string) {
     super(
       'DEVICE_LOST',
-      `The GPU device was lost (${reason}): ${message || 'no message'}. With a trainer, call recoverDevice() ` +
+      `The GPU device was lost (${reason}): ${(message || 'no message').replace(/\.+$/, '')}. With a trainer, call recoverDevice() ` +
         'and train({ ..., resume: true }) to go on from the last checkpoint; with @webtune/gpu directly, create a new context with createGpuContext().',
     );
     this.reason = reason;
@@ -276,6 +277,25 @@ export class StorageFullError extends WebtuneError {
 }
 
 /**
+ * A checkpoint could not be written for a reason other than space: the browser aborted the
+ * transaction (it timed out while the page was frozen and another tab used the database, or the
+ * database was closed or deleted). Nothing partial was written; earlier checkpoints are intact.
+ */
+export class CheckpointWriteError extends WebtuneError {
+  override name = 'CheckpointWriteError';
+  readonly id: string;
+  constructor(id: string, detail: string, options?: { cause?: unknown }) {
+    super(
+      'CHECKPOINT_WRITE',
+      `Checkpoint "${id}" could not be written: ${detail}. Earlier checkpoints are intact; train({ ..., resume: true }) continues from the newest. ` +
+        'If the app is open in several tabs, keep the training tab in the foreground (a frozen tab cannot finish its writes).',
+      options,
+    );
+    this.id = id;
+  }
+}
+
+/**
  * The trainer's Web Worker failed to start or never answered: its script did not load (a bundler
  * that did not emit it, a Content-Security-Policy without `worker-src`), or an app's own worker
  * file does not import the worker entry.
@@ -443,4 +463,5 @@ export const ERROR_CLASSES: Readonly<Record<string, WebtuneErrorClass>> = {
   UpdateRejectedError,
   SecureAggregationError,
   RunLockedError,
+  CheckpointWriteError,
 };

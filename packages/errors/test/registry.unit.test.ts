@@ -32,6 +32,7 @@ const samples: WebtuneError[] = [
   new errors.UpdateRejectedError('malformed', 'bad header'),
   new errors.SecureAggregationError('bad_share', 3, 'the share from neighbour 2 fails AES-GCM authentication'),
   new errors.RunLockedError('notes'),
+  new errors.CheckpointWriteError('notes-0001', 'TimeoutError: Transaction timed out due to inactivity'),
 ];
 
 describe('ERROR_CLASSES', () => {

@@ -1008,8 +1008,7 @@ export class TrainerSession {
     try {
       const release = await this.lockRun(runId, request.ifRunLocked, () => onProgress?.({ ...idleProgress(0, request.steps), runId, waitingForLock: true }));
       try {
-        const skipped = await this.setUpRun(request, undefined);
-        return await this.runWithRecovery(onProgress, skipped);
+        return await this.runWithRecovery(onProgress, request);
       } finally {
         release?.();
       }
@@ -1034,6 +1033,8 @@ export class TrainerSession {
    * adapter and the trainer. `startTensors` stands in for the adapter in place after a recovery.
    */
   private async setUpRun(request: TrainRequest, startTensors: Map<string, HostTensor> | undefined): Promise<TrainSummary['skippedCheckpoints']> {
+    // A device lost between runs: the model goes to a new one first (it cannot be used across devices).
+    if (this.ctx?.lostError) await this.freshDevice();
     const { files, model, base } = this.requireModel();
     if (!this.data) throw new InvalidArgumentError('No training data: call prepareData() first.');
     const ctx = await this.context();
@@ -1129,36 +1130,67 @@ export class TrainerSession {
   }
 
   /**
-   * continueRun(), and on an OutOfMemoryError or a lost device (TrainRequest.recovery) a fresh
-   * device, the run set up again from its newest checkpoint with half the micro-batch, and on.
+   * Sets the run up (train(): `setUp`) and runs it (continueRun()). On an OutOfMemoryError or a lost
+   * device (TrainRequest.recovery), in either part: a fresh device, the run set up again from its
+   * newest checkpoint with half the micro-batch, and on.
    */
-  private async runWithRecovery(onProgress: ((p: ProgressEvent) => void) | undefined, skipped: TrainSummary['skippedCheckpoints']): Promise<TrainSummary> {
+  private async runWithRecovery(onProgress: ((p: ProgressEvent) => void) | undefined, setUp: TrainRequest | undefined): Promise<TrainSummary> {
+    let request = setUp ?? this.run!.request;
+    const retries = recoveryRetries(request.recovery);
+    // What the run has been through, carried from one set-up to the next.
+    let carried: Pick<Run, 'recoveries' | 'pauses' | 'warnings' | 'startTensors' | 'lastProgress'> | undefined = this.run && !setUp
+      ? { recoveries: this.run.recoveries, pauses: this.run.pauses, warnings: this.run.warnings, startTensors: this.run.startTensors, lastProgress: this.run.lastProgress }
+      : undefined;
+    let pending: RecoveryEvent | undefined;
+    let skipped: TrainSummary['skippedCheckpoints'] = [];
+    let needsSetUp = setUp !== undefined;
     for (;;) {
       try {
+        if (needsSetUp) {
+          skipped = await this.setUpRun(request, carried?.startTensors);
+          needsSetUp = false;
+          const run = this.run!;
+          if (carried) {
+            run.recoveries = carried.recoveries;
+            run.pauses = carried.pauses;
+            run.warnings = [...carried.warnings, ...run.warnings.filter((w) => !carried!.warnings.includes(w))];
+          }
+          if (pending) {
+            const event: RecoveryEvent = { ...pending, resumedFrom: run.resumedFrom ?? 0 };
+            pending = undefined;
+            run.recoveries = [...run.recoveries, event];
+            run.warnings.push(`Recovered from ${event.error} at step ${event.failedAtStep}: resumed from step ${event.resumedFrom} with micro-batch ${event.microBatchSize}.`);
+            onProgress?.({ ...(carried?.lastProgress ?? idleProgress(0, run.trainer.config.steps)), step: event.resumedFrom, runId: run.runId, recovery: event });
+          }
+        }
         return await this.continueRun(onProgress, skipped);
       } catch (error) {
-        const run = this.run;
-        // A lost device surfaces as whatever operation noticed first (a failed mapAsync, say); the context learns the cause a moment later.
+        // A lost device surfaces as whatever operation noticed first (a failed mapAsync or
+        // popErrorScope, say); the context learns the cause at about the same moment.
         if (!(error instanceof WebtuneError) && this.ctx && !this.ctx.lostError) await Promise.race([this.ctx.lost, new Promise((r) => setTimeout(r, 100))]);
         const cause = this.ctx?.lostError ?? error;
-        const retries = run ? recoveryRetries(run.request.recovery) : 0;
-        if (!run || !(cause instanceof OutOfMemoryError || cause instanceof DeviceLostError) || run.recoveries.length >= retries) throw cause;
-        const config = run.trainer.config;
-        const micro = smallerMicroBatch(config.batchSize, config.microBatchSize ?? config.batchSize);
-        const failedAtStep = run.trainer.optimizer.step + 1;
-        const { recoveries, pauses, startTensors } = run;
-        await this.freshDevice();
-        skipped = await this.setUpRun({ ...run.request, resume: true, microBatchSize: micro }, startTensors);
-        const next = this.run!;
-        next.warnings = [...run.warnings, ...next.warnings.filter((w) => !run.warnings.includes(w))];
-        const event: RecoveryEvent = {
-          attempt: recoveries.length + 1, error: cause.name, message: cause.message, failedAtStep, resumedFrom: next.resumedFrom ?? 0,
-          microBatchSize: micro, passesPerStep: config.gradientAccumulation * (config.batchSize / micro),
+        // Failed while running (the run is set up) or while setting up (no step taken in this attempt).
+        const run = needsSetUp ? undefined : this.run;
+        // A recovery whose own set-up failed still counts.
+        const history = [...(run?.recoveries ?? carried?.recoveries ?? []), ...(pending ? [pending] : [])];
+        pending = undefined;
+        const recovered = history.length;
+        if (!(cause instanceof OutOfMemoryError || cause instanceof DeviceLostError) || recovered >= retries) throw cause;
+        const batch = request.batchSize ?? DEFAULT_TRAIN_CONFIG.batchSize;
+        const micro = smallerMicroBatch(batch, request.microBatchSize ?? batch);
+        carried = {
+          recoveries: history, pauses: run?.pauses ?? carried?.pauses ?? [],
+          warnings: run?.warnings ?? carried?.warnings ?? [], startTensors: run?.startTensors ?? carried?.startTensors, lastProgress: run?.lastProgress ?? carried?.lastProgress,
         };
-        next.recoveries = [...recoveries, event];
-        next.pauses = pauses;
-        next.warnings.push(`Recovered from ${cause.name} at step ${failedAtStep}: resumed from step ${event.resumedFrom} with micro-batch ${micro}.`);
-        onProgress?.({ ...(run.lastProgress ?? idleProgress(0, config.steps)), step: event.resumedFrom, runId: run.runId, recovery: event });
+        pending = {
+          attempt: recovered + 1, error: cause.name, message: cause.message, failedAtStep: run ? run.trainer.optimizer.step + 1 : 0, resumedFrom: 0,
+          microBatchSize: micro, passesPerStep: (request.gradientAccumulation ?? DEFAULT_TRAIN_CONFIG.gradientAccumulation) * (batch / micro),
+        };
+        await this.freshDevice();
+        // A run that never got set up keeps its request as it was (a fresh run deletes the run's old
+        // checkpoints, which a resume would otherwise pick up); one that did resumes its own.
+        request = { ...request, ...(run ? { resume: true } : {}), microBatchSize: micro };
+        needsSetUp = true;
       }
     }
   }
@@ -1215,7 +1247,7 @@ export class TrainerSession {
         run.resumedFrom = undefined;
         run.recoveries = [];
         run.pauses = [];
-        return await this.runWithRecovery(onProgress, []);
+        return await this.runWithRecovery(onProgress, undefined);
       } finally {
         release?.();
       }

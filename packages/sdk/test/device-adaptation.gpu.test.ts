@@ -255,6 +255,46 @@ describe('recovery and stop requests', () => {
     }
   });
 
+  it('a device lost while the run is being set up (resuming from its checkpoint) is recovered too', async () => {
+    const store = new MemoryCheckpointStore();
+    let armed = false;
+    const latest = store.latest.bind(store);
+    const { session, devices } = await ready({ checkpoints: store });
+    // The device goes while train() reads the checkpoint to resume from, before the adapter and the optimizer are made.
+    store.latest = async (...args) => {
+      if (armed) {
+        armed = false;
+        devices.at(-1)!.destroy();
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      return latest(...args);
+    };
+    try {
+      await session.train({ ...RUN, runId: 'setup' }, (p) => p.step === 4 && session.pause());
+      armed = true;
+      const summary = await session.train({ ...RUN, runId: 'setup', resume: true });
+      expect(summary).toMatchObject({ stopped: 'completed', step: 8, resumedFrom: 4 });
+      expect(summary.recoveries).toEqual([expect.objectContaining({ error: 'DeviceLostError', resumedFrom: 4, microBatchSize: 2 })]);
+      expect(devices).toHaveLength(2);
+    } finally {
+      session.dispose();
+    }
+  });
+
+  it('a device lost between runs is replaced when the next run starts', async () => {
+    const { session, devices } = await ready();
+    try {
+      await session.train({ ...RUN, runId: 'idle', steps: 2 });
+      devices[0]!.destroy();
+      await new Promise((r) => setTimeout(r, 50));
+      const summary = await session.train({ ...RUN, runId: 'idle', steps: 4, resume: true });
+      expect(summary).toMatchObject({ stopped: 'completed', step: 4, resumedFrom: 2, recoveries: [] });
+      expect(devices).toHaveLength(2);
+    } finally {
+      session.dispose();
+    }
+  });
+
   it('a recovery that cannot get a device fails with the typed error, and keeps what recoverDevice() needs to try again', async () => {
     const { session, devices, noAdapter } = await ready();
     try {

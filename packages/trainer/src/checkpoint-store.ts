@@ -20,7 +20,7 @@
  * it creates the database.
  */
 import { createStore, delMany, getMany, promisifyRequest, type UseStore } from 'idb-keyval';
-import { CheckpointCorruptError, CheckpointNotFoundError, InvalidArgumentError, StorageFullError, formatBytes } from '@webtune/errors';
+import { CheckpointCorruptError, CheckpointNotFoundError, CheckpointWriteError, InvalidArgumentError, StorageFullError, formatBytes } from '@webtune/errors';
 import {
   decodeCheckpoint,
   migrateCheckpointMeta,
@@ -181,28 +181,36 @@ export function indexedDbCheckpointStore(options: { dbName?: string; storeName?:
     async put(record, keepLast) {
       const meta = checkPut(record, keepLast);
       const data = tight(record.bytes);
-      try {
-        await idb('readwrite', (s) => new Promise<void>((resolve, reject) => {
-          const tx = s.transaction;
-          tx.oncomplete = () => resolve();
-          // tx.error is the request error that aborted it (QuotaExceededError), null after abort().
-          tx.onabort = () => reject(tx.error ?? new DOMException(`The transaction writing checkpoint "${meta.id}" was aborted.`, 'AbortError'));
+      const write = () => idb('readwrite', (s) => new Promise<void>((resolve, reject) => {
+        const tx = s.transaction;
+        tx.oncomplete = () => resolve();
+        // tx.error is the request error that aborted it (QuotaExceededError), null after abort().
+        tx.onabort = () => reject(tx.error ?? new DOMException(`The transaction writing checkpoint "${meta.id}" was aborted.`, 'AbortError'));
+        try {
+          s.put(data, DATA + meta.id);
+          s.put(meta, META + meta.id);
+        } catch (error) {
+          // e.g. DataCloneError: nothing of this transaction may commit.
+          reject(error);
           try {
-            s.put(data, DATA + meta.id);
-            s.put(meta, META + meta.id);
-          } catch (error) {
-            // e.g. DataCloneError: nothing of this transaction may commit.
-            reject(error);
-            try {
-              tx.abort();
-            } catch {
-              // already finished
-            }
+            tx.abort();
+          } catch {
+            // already finished
           }
-        }));
-      } catch (error) {
-        if (isQuotaExceededError(error)) throw storageFull(meta, error);
-        throw error;
+        }
+      }));
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await write();
+          break;
+        } catch (error) {
+          if (isQuotaExceededError(error)) throw storageFull(meta, error);
+          // A transaction the browser aborted (a frozen page's write timed out while another tab used
+          // the database) left nothing behind: write it once more before giving up.
+          const name = (error as { name?: unknown } | null)?.name;
+          if (attempt === 1 && (name === 'TimeoutError' || name === 'AbortError')) continue;
+          throw new CheckpointWriteError(meta.id, `${String(name ?? 'Error')}: ${(error as Error)?.message ?? String(error)}`, { cause: error });
+        }
       }
       const remove = pruned(await list(meta.runId), meta.id, keepLast);
       if (remove.length > 0) await delMany(remove.flatMap((id) => [META + id, DATA + id]), idb);
