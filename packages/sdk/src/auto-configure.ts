@@ -252,7 +252,13 @@ function firstFit(
  * that needs less memory wins instead (the guide's "fastest and smallest"). Without measurements
  * (calibrationSteps: 0), the smallest estimate. Returns why, in words.
  */
-export function chooseCandidate(candidates: readonly AutoCandidate[], measured: ReadonlyMap<AutoCandidate, CalibrationMeasurement>, level: MemoryOptimization): { chosen: AutoCandidate; why: string } {
+export function chooseCandidate(
+  candidates: readonly AutoCandidate[],
+  measured: ReadonlyMap<AutoCandidate, CalibrationMeasurement>,
+  level: MemoryOptimization,
+  /** A time budget: the fastest measured wins outright. */
+  fastestOnly = false,
+): { chosen: AutoCandidate; why: string } {
   const usable = candidates.filter((c) => !measured.get(c)?.failed);
   if (usable.length === 0) {
     const failures = candidates.map((c) => `${describe(c)}: ${measured.get(c)?.failed ?? 'not measured'}`);
@@ -260,12 +266,14 @@ export function chooseCandidate(candidates: readonly AutoCandidate[], measured: 
     throw new OutOfMemoryError('the smallest setting autoConfigure() planned', Math.min(...candidates.map((c) => c.estimate.total)), 0, `every planned setting failed when measured: ${failures.join('; ')}; pass a smaller memoryBudgetBytes or memoryOptimization: 'maximum'`);
   }
   const bySize = [...usable].sort((a, b) => a.estimate.total - b.estimate.total);
-  if (level === 'maximum' || usable.every((c) => !measured.has(c))) {
+  const unmeasured = usable.every((c) => !measured.has(c));
+  if ((level === 'maximum' && !fastestOnly) || unmeasured) {
     const chosen = bySize[0]!;
     return { chosen, why: level === 'maximum' ? 'memory optimisation "maximum": the smallest plan' : `not measured: the smallest estimate (${formatBytes(chosen.estimate.total)})` };
   }
   const speed = (c: AutoCandidate) => measured.get(c)?.tokensPerSecond ?? 0;
   const fastest = usable.reduce((a, b) => (speed(b) > speed(a) ? b : a));
+  if (fastestOnly) return { chosen: fastest, why: `the fastest measured (${speed(fastest).toFixed(1)} tokens/s), for the time budget` };
   const close = bySize.find((c) => speed(c) >= 0.9 * speed(fastest))!;
   if (close !== fastest) {
     return { chosen: close, why: `within 10% of the fastest (${speed(close).toFixed(1)} vs ${speed(fastest).toFixed(1)} tokens/s) and smaller (${formatBytes(close.estimate.total)} vs ${formatBytes(fastest.estimate.total)})` };
@@ -408,36 +416,30 @@ export async function autoConfigure(host: AutoConfigureHost, options: AutoConfig
     );
   }
   // Measure: each candidate on its own weight format (the loaded one first, so it needs no reload).
-  const order = [...planned.candidates].sort((a, b) => Number(b.format === host.loadedFormat && b.dtype === host.loadedDtype) - Number(a.format === host.loadedFormat && a.dtype === host.loadedDtype));
+  const loaded = { format: host.loadedFormat, dtype: host.loadedDtype };
+  const order = [...planned.candidates].sort((a, b) => Number(sameFormat(b, loaded)) - Number(sameFormat(a, loaded)));
   const measured = new Map<AutoCandidate, CalibrationMeasurement>();
   let passes = 0;
+  // Whether the model was uploaded again on the way (the adapter in place goes with the old upload).
+  let reloaded = false;
   const toMeasure = steps > 0 && !(level === 'maximum' && order.length === 1) ? order : [];
   for (const [i, candidate] of toMeasure.entries()) {
     onProgress?.({ phase: 'calibrate', done: i, total: toMeasure.length, candidate: describe(candidate) });
+    reloaded = (await ensureLoaded(host, candidate)) || reloaded;
     const m = await calibrate(host, candidate, steps);
     passes += steps + 1;
     measured.set(candidate, m);
   }
   if (toMeasure.length > 0) onProgress?.({ phase: 'calibrate', done: toMeasure.length, total: toMeasure.length });
-  const timeFirst = options.timeBudgetSeconds !== undefined && measured.size > 0;
-  let { chosen, why } = chooseCandidate(order, measured, level);
-  if (timeFirst) {
-    const fastest = [...measured.entries()].filter(([, m]) => !m.failed).sort((a, b) => b[1].tokensPerSecond - a[1].tokensPerSecond)[0];
-    if (fastest && fastest[0] !== chosen) {
-      chosen = fastest[0];
-      why = `the fastest measured (${fastest[1].tokensPerSecond.toFixed(1)} tokens/s), for the time budget`;
-    }
-  }
+  const { chosen, why } = chooseCandidate(order, measured, level, options.timeBudgetSeconds !== undefined);
   const current = host.current();
-  const reloaded = toMeasure.some((c) => c.format !== host.loadedFormat || c.dtype !== host.loadedDtype) || chosen.format !== host.loadedFormat || chosen.dtype !== host.loadedDtype;
-  if (!current || current.format !== chosen.format || current.dtype !== chosen.dtype) {
-    onProgress?.({ phase: 'load', done: 0, total: 1 });
-    releaseModelAndPool(host);
-    await host.loadModel(chosen.format, chosen.dtype);
-    onProgress?.({ phase: 'load', done: 1, total: 1 });
-  } else {
+  if (current && sameFormat(current, chosen)) {
     // Calibration's workspaces wait in the buffer pool: give them back before the run plans its own.
     ctx.pool.trim();
+  } else {
+    onProgress?.({ phase: 'load', done: 0, total: 1 });
+    reloaded = (await ensureLoaded(host, chosen)) || reloaded;
+    onProgress?.({ phase: 'load', done: 1, total: 1 });
   }
   const m = measured.get(chosen);
   const reasons = [
@@ -469,19 +471,15 @@ export async function autoConfigure(host: AutoConfigureHost, options: AutoConfig
 }
 
 /**
- * Times `passes` training passes (forward, backward, AdamW, each read back) of one candidate after
- * a warm-up pass that compiles its pipelines, on the prepared rows where they have its seqLen
- * (random tokens otherwise: the time does not depend on the values). The adapter it trains is
+ * Times `passes` training passes (forward, backward, AdamW, each read back) of one candidate, in
+ * the format ensureLoaded() put in place, after a warm-up pass that compiles its pipelines, on the
+ * prepared rows where they have its seqLen (random tokens otherwise: the time does not depend on
+ * the values). The adapter it trains is
  * thrown away. An OutOfMemoryError marks the candidate failed instead of ending the search.
  */
 async function calibrate(host: AutoConfigureHost, c: AutoCandidate, passes: number): Promise<CalibrationMeasurement> {
   const base = { format: c.format, dtype: c.dtype, microBatchSize: c.microBatchSize, recompute: c.recompute, seqLen: c.seqLen, estimateBytes: c.estimate.total };
-  let current = host.current();
-  if (!current || current.format !== c.format || current.dtype !== c.dtype) {
-    releaseModelAndPool(host);
-    await host.loadModel(c.format, c.dtype);
-    current = host.current()!;
-  }
+  const current = host.current()!;
   const rows = calibrationRows(host, c.seqLen, c.microBatchSize);
   const { ctx } = host;
   const adapter = await createAdapterOnBase(ctx, current.base, c.adapter, 0);
@@ -513,14 +511,21 @@ async function calibrate(host: AutoConfigureHost, c: AutoCandidate, passes: numb
   return { ...base, msPerPass, msPerStep, tokensPerSecond: (c.microBatchSize * c.seqLen) / (msPerPass / 1000), passes: timed.length };
 }
 
+const sameFormat = (a: { format: BaseFormat; dtype: 'f32' | 'f16' }, b: { format: BaseFormat; dtype: 'f32' | 'f16' }) => a.format === b.format && a.dtype === b.dtype;
+
 /**
- * Lets go of the loaded model and empties the buffer pool, so that released weights and
- * workspaces are freed before the next format is uploaded (the pool keeps released buffers for
+ * Uploads the model in `want`'s format and activation type unless it is loaded so; true when it
+ * uploaded. The loaded model is let go and the buffer pool emptied first, so that released weights
+ * and workspaces are freed before the next format is uploaded (the pool keeps released buffers for
  * reuse, and another format's sizes would never reuse them).
  */
-function releaseModelAndPool(host: AutoConfigureHost): void {
+async function ensureLoaded(host: AutoConfigureHost, want: { format: BaseFormat; dtype: 'f32' | 'f16' }): Promise<boolean> {
+  const current = host.current();
+  if (current && sameFormat(current, want)) return false;
   host.releaseModel();
   host.ctx.pool.trim();
+  await host.loadModel(want.format, want.dtype);
+  return true;
 }
 
 /** Rows of the candidate's length: the prepared data's where it has that length and enough rows, seeded random tokens otherwise. */

@@ -120,6 +120,10 @@ describe('chooseCandidate', () => {
     const close = chooseCandidate([big, small], new Map([[big, measurement(100)], [small, measurement(91)]]), 'balanced');
     expect(close.chosen).toBe(small);
     expect(close.why).toMatch(/within 10% of the fastest \(91.0 vs 100.0 tokens\/s\)/);
+    // With a time budget the fastest wins outright.
+    const timed = chooseCandidate([big, small], new Map([[big, measurement(100)], [small, measurement(91)]]), 'balanced', true);
+    expect(timed.chosen).toBe(big);
+    expect(timed.why).toMatch(/for the time budget/);
   });
 
   it('a failed measurement is out; nothing measured or "maximum" takes the smallest', () => {
