@@ -1003,28 +1003,30 @@ export class TrainerSession {
     resolvePowerPolicy(request.power);
     recoveryRetries(request.recovery);
     checkIfRunLocked(request.ifRunLocked);
+    return this.holdingRun(runId, request.ifRunLocked, () => onProgress?.({ ...idleProgress(0, request.steps), runId, waitingForLock: true }), () => this.runWithRecovery(onProgress, request));
+  }
+
+  /**
+   * Runs `body` with the session busy (nothing else starts) and the run's Web Lock held (run-lock.ts),
+   * for train() and resume(). pause() and cancel() end a wait for the lock with RunLockedError, and
+   * reach the run between its attempts (stopRequested).
+   */
+  private async holdingRun<T>(runId: string, ifLocked: IfRunLocked | undefined, onWait: (() => void) | undefined, body: () => Promise<T>): Promise<T> {
     this.busy = runId;
     this.stopRequested = undefined;
+    this.lockWait = new AbortController();
     try {
-      const release = await this.lockRun(runId, request.ifRunLocked, () => onProgress?.({ ...idleProgress(0, request.steps), runId, waitingForLock: true }));
+      const release = await acquireRunLock(runId, ifLocked ?? 'error', { onWait, signal: this.lockWait.signal }).finally(() => {
+        this.lockWait = undefined;
+      });
       try {
-        return await this.runWithRecovery(onProgress, request);
+        return await body();
       } finally {
         release?.();
       }
     } finally {
       this.busy = undefined;
       this.stopRequested = undefined;
-    }
-  }
-
-  /** The run's Web Lock (run-lock.ts); pause() and cancel() end a wait for it with RunLockedError. */
-  private async lockRun(runId: string, ifLocked: IfRunLocked | undefined, onWait?: () => void): Promise<(() => void) | undefined> {
-    this.lockWait = new AbortController();
-    try {
-      return await acquireRunLock(runId, ifLocked ?? 'error', { onWait, signal: this.lockWait.signal });
-    } finally {
-      this.lockWait = undefined;
     }
   }
 
@@ -1231,30 +1233,20 @@ export class TrainerSession {
       );
     }
     const run = this.run;
-    this.busy = run.runId;
-    this.stopRequested = undefined;
-    try {
-      const release = await this.lockRun(run.runId, run.request.ifRunLocked);
-      try {
-        // While this session was paused, another tab may have taken the run further: its checkpoints are newer than this state.
-        const newest = (await this.store.list(run.runId))[0];
-        if (newest && newest.step > run.trainer.optimizer.step) {
-          throw new InvalidArgumentError(
-            `Run "${run.runId}" went on elsewhere (its newest checkpoint is step ${newest.step}, this tab paused at step ${run.trainer.optimizer.step}); ` +
-              'continue from that checkpoint with train({ ..., resume: true }).',
-          );
-        }
-        run.resumedFrom = undefined;
-        run.recoveries = [];
-        run.pauses = [];
-        return await this.runWithRecovery(onProgress, undefined);
-      } finally {
-        release?.();
+    return this.holdingRun(run.runId, run.request.ifRunLocked, undefined, async () => {
+      // While this session was paused, another tab may have taken the run further: its checkpoints are newer than this state.
+      const newest = (await this.store.list(run.runId))[0];
+      if (newest && newest.step > run.trainer.optimizer.step) {
+        throw new InvalidArgumentError(
+          `Run "${run.runId}" went on elsewhere (its newest checkpoint is step ${newest.step}, this tab paused at step ${run.trainer.optimizer.step}); ` +
+            'continue from that checkpoint with train({ ..., resume: true }).',
+        );
       }
-    } finally {
-      this.busy = undefined;
-      this.stopRequested = undefined;
-    }
+      run.resumedFrom = undefined;
+      run.recoveries = [];
+      run.pauses = [];
+      return this.runWithRecovery(onProgress, undefined);
+    });
   }
 
   /** Resolves at the next updateConditions() or when `signal` aborts (pause and cancel end a wait too). */
