@@ -75,6 +75,17 @@ export async function runBenchSuite(ctx: GpuContext, tf: typeof TF, ort: typeof 
       await readF32(ctx, tc);
     });
     push({ benchmark: 'matmul f32', shape: `${n}x${n}x${n}`, library: 'webtune', medianMs: ms, gflops: flops / ms / 1e6, runs: o.runs });
+    // The workgroup-tiled kernel (the hardware-GPU default) on the same adapter and buffers, so a CPU
+    // adapter's figure for it stands next to its own default's. Same device and pipeline cache;
+    // only the tuning differs.
+    const tiled = await createMatmulKernel({ ...ctx, tuning: { ...ctx.tuning, matmul: 'tiled' } });
+    const tiledMs = await median(o.runs, async () => {
+      const r = new CommandRecorder(ctx, 'bench matmul tiled');
+      tiled.encode(r, { a: ta, b: tb, c: tc, m: n, n, k: n });
+      r.submit();
+      await readF32(ctx, tc);
+    });
+    push({ benchmark: 'matmul f32', shape: `${n}x${n}x${n}`, library: 'webtune tiled', medianMs: tiledMs, gflops: flops / tiledMs / 1e6, runs: o.runs });
     for (const t of [ta, tb, tc]) t.release();
 
     const xa = tf.tensor2d(a, [n, n]);

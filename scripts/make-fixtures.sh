@@ -6,6 +6,7 @@
 set -eu
 cd "$(dirname "$0")"
 PY=/usr/bin/python3
+$PY make_matmul_fixtures.py
 $PY make_nf4_fixtures.py
 $PY make_lora_fixtures.py
 $PY make_safetensors_fixtures.py

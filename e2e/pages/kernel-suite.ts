@@ -1,6 +1,8 @@
 /**
  * The browser lane's kernel suite: the small rows of the same test tables the gpu lane runs,
- * executed on whatever adapter the page or worker gets (SwiftShader in CI).
+ * executed on whatever adapter the page or worker gets (SwiftShader in CI). The matmul rows run
+ * twice: with the adapter's default tuning and with 'tiled' (the hardware-GPU default, which the
+ * CI adapter would not pick).
  */
 import { createGpuContext, type GpuContext } from '@webtune/gpu';
 import { MATMUL_CASES, MATMUL_TOLERANCE, runMatmulCase } from '../../packages/gpu/test/cases/matmul-cases.js';
@@ -22,9 +24,19 @@ export async function runKernelSuite(where: 'page' | 'worker'): Promise<SuiteRep
   try {
     ctx = await createGpuContext();
     const checks: Check[] = [];
-    for (const c of MATMUL_CASES.small) {
-      const r = await runMatmulCase(ctx, c);
-      checks.push({ name: `matmul: ${c.name}`, ok: r.worst.ratio <= 1 && !r.validationError, detail: JSON.stringify({ ...r.worst, tol: MATMUL_TOLERANCE[c.dtype] }) });
+    const matmulChecks = async (on: GpuContext, prefix: string) => {
+      for (const c of MATMUL_CASES.small) {
+        const r = await runMatmulCase(on, c);
+        checks.push({ name: `${prefix}: ${c.name}`, ok: r.worst.ratio <= 1 && !r.validationError, detail: JSON.stringify({ ...r.worst, tol: MATMUL_TOLERANCE[c.dtype] }) });
+      }
+    };
+    await matmulChecks(ctx, 'matmul');
+    const tiled = await createGpuContext({ tuning: { matmul: 'tiled' } });
+    try {
+      await matmulChecks(tiled, 'matmul tiled');
+      checks.push({ name: 'matmul tiled: no uncaptured errors', ok: tiled.uncapturedErrors.length === 0, detail: tiled.uncapturedErrors.map((e) => e.message).join('\n') });
+    } finally {
+      tiled.destroy();
     }
     // Skip the 300-block fixture in the browser: SwiftShader's 256-way argmin loop is slow; Dawn runs it.
     checks.push(...(await checkQuantizeCases(ctx, (name) => !name.includes('300 blocks'))));

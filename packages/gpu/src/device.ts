@@ -56,16 +56,26 @@ export interface AdapterSummary {
  */
 export interface KernelTuning {
   /**
-   * The matmul kernel for shapes that allow it (A B^T takes 'vec4' whenever K and N are
-   * multiples of 4: its dot-product form won on every adapter measured):
+   * The matmul kernel. With 'vec4', 'subgroup' or 'scalar', A B^T takes 'vec4' whenever K and N
+   * are multiples of 4 (its dot-product form won on every CPU adapter measured) and shapes 'vec4'
+   * cannot take fall back to 'scalar'; 'tiled' takes every shape and transpose itself:
+   * - 'tiled' (shaders/matmul-tiled.wgsl): 64 x 64 output tiles per 16 x 16 workgroup, operands
+   *   staged through workgroup memory 16 along K at a time, 4 x 4 outputs per invocation. The
+   *   default on hardware GPUs, where workgroup memory is on-chip and each element then comes from
+   *   storage 16x less often (tfjs' and onnxruntime-web's WebGPU matmuls do the same). A B^T goes
+   *   through it too: its B^T tile load is coalesced along K, and the vec4 rule above was measured
+   *   on CPU adapters, where storage reads are cached like any other. On those adapters workgroup
+   *   memory is ordinary memory and its barriers cost, so it is not their default: square f32
+   *   products 256 to 2048 ran 2.6 to 6x slower than 'subgroup' on lavapipe, 256 and 512 2.6 to
+   *   3.4x slower than 'vec4' on SwiftShader (bench/suite.ts, row 'webtune tiled').
    * - 'vec4' (shaders/matmul-vec4.wgsl): four elements per access. About 3x faster than 'scalar'
-   *   on SwiftShader, which bounds-checks every access; the default on hardware GPUs.
+   *   on SwiftShader, which bounds-checks every access; SwiftShader's default.
    * - 'subgroup' (shaders/matmul-subgroup.wgsl): rows of A shared by subgroupShuffle; needs the
    *   subgroups feature with subgroups of 8 lanes or more. About 1.5x faster than 'scalar' on
    *   Mesa's llvmpipe (lavapipe), where 'vec4' is about 1.5x slower than 'scalar'.
    * - 'scalar' (shaders/matmul.wgsl): any shape, any device.
    */
-  matmul: 'vec4' | 'subgroup' | 'scalar';
+  matmul: 'tiled' | 'vec4' | 'subgroup' | 'scalar';
 }
 
 /** True when the device can run matmul-subgroup.wgsl (subgroups of at least 8 lanes). */
@@ -78,7 +88,8 @@ export function defaultTuning(adapter: AdapterSummary, features: GpuFeatures): K
   if (/llvmpipe|lavapipe/.test(text)) {
     return { matmul: canUseSubgroupMatmul(adapter, features) ? 'subgroup' : 'scalar' };
   }
-  return { matmul: 'vec4' };
+  // SwiftShader and any other software adapter: no on-chip memory for 'tiled' to exploit.
+  return { matmul: adapter.isSoftware ? 'vec4' : 'tiled' };
 }
 
 export interface CreateGpuContextOptions {

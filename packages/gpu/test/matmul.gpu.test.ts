@@ -1,10 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { useNodeContext } from './node-context.js';
-import { MATMUL_CASES, runMatmulCase } from './cases/matmul-cases.js';
+import { worstError } from './random.js';
+import { MATMUL_CASES, matmulRefOnFixtures, runMatmulCase } from './cases/matmul-cases.js';
 
-// Every kernel on every case (lavapipe defaults to 'subgroup', SwiftShader and GPUs to 'vec4';
-// A B^T takes vec4 whenever the shape allows, and other shapes fall back to the scalar kernel).
-for (const matmul of ['scalar', 'vec4', 'subgroup'] as const) {
+// Every kernel on every case (lavapipe defaults to 'subgroup', SwiftShader to 'vec4', hardware GPUs
+// to 'tiled'; except under 'tiled', A B^T takes vec4 whenever the shape allows, and other shapes
+// fall back to the scalar kernel).
+for (const matmul of ['scalar', 'vec4', 'subgroup', 'tiled'] as const) {
   describe(`matmul on Dawn, tuning.matmul = '${matmul}'`, () => {
     const gpu = useNodeContext({ tuning: { matmul } });
     for (const c of MATMUL_CASES.full) {
@@ -19,3 +21,14 @@ for (const matmul of ['scalar', 'vec4', 'subgroup'] as const) {
     }
   });
 }
+
+// The randn cases above take their expected values from matmulRef; it must agree with PyTorch.
+describe('matmulRef against PyTorch (scripts/make_matmul_fixtures.py)', () => {
+  for (const { name, got, expected } of matmulRefOnFixtures()) {
+    it(name, () => {
+      // Both sum in float64 and round once to float32.
+      const worst = worstError(got, expected, 1e-6, 1e-6);
+      expect(worst.ratio, JSON.stringify(worst)).toBeLessThanOrEqual(1);
+    });
+  }
+});

@@ -1,12 +1,14 @@
 /**
  * matmul kernel wrapper: C = alpha * op(A) op(B) (+ C), batched, either operand transposed,
- * f32 or f16 storage with f32 accumulation. Shader: shaders/matmul.wgsl.
+ * f32 or f16 storage with f32 accumulation. Shaders: shaders/matmul.wgsl (any shape, any device)
+ * and the variants KernelTuning.matmul picks (matmul-vec4, matmul-subgroup, matmul-tiled).
  */
 import commonLib from '../shaders/lib/matmul-common.wgsl.js';
 import scalarIoLib from '../shaders/lib/matmul-scalar-io.wgsl.js';
 import source from '../shaders/matmul.wgsl.js';
 import vec4Source from '../shaders/matmul-vec4.wgsl.js';
 import subgroupSource from '../shaders/matmul-subgroup.wgsl.js';
+import tiledSource from '../shaders/matmul-tiled.wgsl.js';
 import type { GpuContext } from '../device.js';
 import { InvalidArgumentError } from '@webtune/errors';
 import type { CompiledKernel, ElementType, KernelDefinition } from '../pipeline-cache.js';
@@ -37,6 +39,30 @@ export const MATMUL_SUBGROUP_KERNEL: KernelDefinition = {
   enables: ['subgroups'],
 };
 
+/**
+ * Operands staged through workgroup memory in 64 x 64 output tiles; see KernelTuning.matmul.
+ * Bindings as the scalar kernel's, so any shape works.
+ */
+export const MATMUL_TILED_KERNEL: KernelDefinition = {
+  name: 'matmul-tiled',
+  files: [COMMON, SCALAR_IO, { path: 'shaders/matmul-tiled.wgsl', source: tiledSource }],
+  bindings: ['read', 'read', 'read-write', 'uniform'],
+};
+
+/**
+ * matmul-tiled's shape, set from here (the shader derives its tiles from these overrides):
+ * 16 x 16 = 256 invocations, WebGPU's guaranteed maximum, each owning a 4 x 4 block of C, so a
+ * workgroup computes a 64 x 64 tile: each element loaded into workgroup memory is used by 16
+ * invocations, and shapes of a few hundred (LoRA's) still make dozens of workgroups. K advances 16
+ * at a time: the two 64 x 16 f32 tiles (padded) take 9.25 KiB of workgroup memory, under WebGPU's
+ * guaranteed 16 KiB, and between two barriers each invocation loads 4 elements of A and 4 of B and
+ * does 256 multiply-adds. Not measured on a hardware GPU yet: retune with `npm run bench` there.
+ */
+const TILED_WORKGROUP: readonly [number, number] = [16, 16];
+const TILED_K = 16;
+/** Outputs per invocation in matmul-tiled (fixed in the shader: four vec4 accumulators). */
+const TILED_BLOCK = 4;
+
 /** Outputs per invocation (fixed in the shader: ROWS x 4 registers). */
 const BLOCK_ROWS = 8;
 const BLOCK_COLS = 4;
@@ -49,7 +75,10 @@ export interface MatmulVariant {
   transB?: boolean;
   /** Add the product into C instead of overwriting it. */
   accumulate?: boolean;
-  /** Workgroup shape in invocations; each covers an 8x4 output block. */
+  /**
+   * Workgroup shape in invocations; each covers an 8x4 output block. Not used by matmul-tiled,
+   * whose shape is fixed with its tile size (TILED_WORKGROUP).
+   */
   workgroup?: readonly [number, number];
 }
 
@@ -100,14 +129,21 @@ export async function createMatmulKernel(ctx: GpuContext, variant: MatmulVariant
     TRANS_B: v.transB,
     ACCUMULATE: v.accumulate,
   };
-  // A B^T (PyTorch's Linear) takes the vec4 kernel whenever the shape allows: its dot-product
-  // form won on every adapter measured. Otherwise ctx.tuning decides; see KernelTuning.
-  const vec4Always = v.transB && !v.transA;
-  const [scalar, vec4, subgroup] = await Promise.all([
-    ctx.pipelines.get(MATMUL_KERNEL, v.dtype, overrides),
+  // 'tiled' (hardware GPUs) serves every shape and transpose itself. Otherwise A B^T (PyTorch's
+  // Linear) takes the vec4 kernel whenever the shape allows: its dot-product form won on every CPU
+  // adapter measured. Otherwise ctx.tuning decides; see KernelTuning.
+  const tiledOnly = ctx.tuning.matmul === 'tiled';
+  const vec4Always = v.transB && !v.transA && !tiledOnly;
+  const [scalar, vec4, subgroup, tiled] = await Promise.all([
+    tiledOnly ? undefined : ctx.pipelines.get(MATMUL_KERNEL, v.dtype, overrides),
     vec4Always || ctx.tuning.matmul === 'vec4' ? ctx.pipelines.get(MATMUL_VEC4_KERNEL, v.dtype, overrides) : undefined,
     // The subgroup kernel maps each 8-lane group to one workgroup row, so WG_X must be 8.
     ctx.tuning.matmul === 'subgroup' && v.workgroup[0] === 8 ? ctx.pipelines.get(MATMUL_SUBGROUP_KERNEL, v.dtype, overrides) : undefined,
+    tiledOnly
+      ? ctx.pipelines.get(MATMUL_TILED_KERNEL, v.dtype, {
+          ...overrides, WG_X: TILED_WORKGROUP[0], WG_Y: TILED_WORKGROUP[1], TILE_K: TILED_K,
+        })
+      : undefined,
   ]);
   // The vec4 kernel reads whole quads along K and N (and M when A is transposed), and batch
   // offsets must land on quad boundaries.
@@ -133,9 +169,15 @@ export async function createMatmulKernel(ctx: GpuContext, variant: MatmulVariant
         ['u32', strideA], ['u32', strideB], ['u32', m * n],
         ['f32', args.alpha ?? 1],
       ]);
+      const buffers = [args.a.buffer, args.b.buffer, args.c.buffer];
+      if (tiled) {
+        const [tx, ty] = TILED_WORKGROUP;
+        recorder.dispatch(tiled, buffers, params, [Math.ceil(n / (tx * TILED_BLOCK)), Math.ceil(m / (ty * TILED_BLOCK)), batch]);
+        return;
+      }
       const [wx, wy] = v.workgroup;
-      const compiled: CompiledKernel = vec4 && fitsVec4(m, n, k, [strideA, strideB, m * n]) ? vec4 : (subgroup ?? scalar);
-      recorder.dispatch(compiled, [args.a.buffer, args.b.buffer, args.c.buffer], params, [
+      const compiled: CompiledKernel = vec4 && fitsVec4(m, n, k, [strideA, strideB, m * n]) ? vec4 : (subgroup ?? scalar!);
+      recorder.dispatch(compiled, buffers, params, [
         Math.ceil(n / (wx * BLOCK_COLS)),
         Math.ceil(m / (wy * BLOCK_ROWS)),
         batch,

@@ -4,6 +4,8 @@
  */
 import { createMatmulKernel, createTensor, CommandRecorder, readF32, matmulRef, toF16Bits, fromF16Bits, type GpuContext } from '../../src/index.js';
 import { randn, worstError } from '../random.js';
+import { f32, type EncodedTensor } from '../fixtures.js';
+import matmulJson from '../fixtures/matmul.json';
 
 export interface MatmulCase {
   name: string;
@@ -15,9 +17,34 @@ export interface MatmulCase {
   transB?: boolean;
   accumulate?: boolean;
   alpha?: number;
+  /** Share A across the batch (stride 0). */
+  broadcastA?: boolean;
   /** Share B across the batch (stride 0). */
   broadcastB?: boolean;
   dtype: 'f32' | 'f16';
+  /** Operands and expected result from PyTorch (scripts/make_matmul_fixtures.py) instead of randn and matmulRef. */
+  fixture?: MatmulFixture;
+}
+
+interface MatmulFixture {
+  a: EncodedTensor;
+  b: EncodedTensor;
+  c0?: EncodedTensor;
+  /** alpha op(A) op(B) (+ c0) in float64 from the stored operands, and from them rounded to f16. */
+  expected: EncodedTensor;
+  expectedF16: EncodedTensor;
+}
+
+const matmulFixture = matmulJson as unknown as { generatedBy: string; cases: (Omit<MatmulCase, 'dtype' | 'fixture'> & MatmulFixture)[] };
+
+/** The PyTorch cases: at matmul-tiled's tile edges (64 x 64 outputs, K 16 at a time), shared operands. */
+function fixtureCases(dtype: 'f32' | 'f16'): MatmulCase[] {
+  return matmulFixture.cases.map(({ a, b, c0, expected, expectedF16, ...shape }) => ({
+    ...shape,
+    name: `${shape.name} (PyTorch)${dtype === 'f16' ? ' f16' : ''}`,
+    dtype,
+    fixture: { a, b, c0, expected, expectedF16 },
+  }));
 }
 
 /** f32: accumulation order differs from the float64 reference; f16: outputs are rounded to f16. */
@@ -41,10 +68,13 @@ const small: MatmulCase[] = [
   { name: '12x8x16 A^T B^T alpha 2 accumulate', m: 12, n: 8, k: 16, transA: true, transB: true, alpha: 2, accumulate: true, dtype: 'f32' },
   { name: 'batched 3x 20x12x8 A^T', m: 20, n: 12, k: 8, batch: 3, transA: true, dtype: 'f32' },
   { name: 'batched 2x 13x16x24, shared B^T', m: 13, n: 16, k: 24, batch: 2, transB: true, broadcastB: true, dtype: 'f32' },
+  // matmul-tiled's tile edges, with PyTorch's results (scripts/make_matmul_fixtures.py).
+  ...fixtureCases('f32'),
 ];
 
 const full: MatmulCase[] = [
-  ...small.flatMap((c) => both(c)),
+  ...small.flatMap((c) => (c.fixture ? [c] : both(c))),
+  ...fixtureCases('f16'),
   ...both({ name: '1x1x1 B^T', m: 1, n: 1, k: 1, transB: true }),
   ...both({ name: '3x1x2 A^T', m: 3, n: 1, k: 2, transA: true }),
   ...both({ name: '127x129x131', m: 127, n: 129, k: 131 }),
@@ -53,6 +83,23 @@ const full: MatmulCase[] = [
 ];
 
 export const MATMUL_CASES = { small, full } as const;
+
+/**
+ * matmulRef on the PyTorch cases, as a float32 array per case with PyTorch's result beside it: the
+ * randn cases trust matmulRef, so it is checked against PyTorch here.
+ */
+export function matmulRefOnFixtures(): { name: string; got: Float32Array; expected: Float32Array }[] {
+  return fixtureCases('f32').map((c) => {
+    const batch = c.batch ?? 1;
+    const got = matmulRef(f32(c.fixture!.a), f32(c.fixture!.b), {
+      m: c.m, n: c.n, k: c.k, batch, transA: c.transA, transB: c.transB, alpha: c.alpha,
+      strideA: c.broadcastA ? 0 : c.m * c.k,
+      strideB: c.broadcastB ? 0 : c.k * c.n,
+      accumulate: c.fixture!.c0 ? f32(c.fixture!.c0) : undefined,
+    });
+    return { name: c.name, got, expected: f32(c.fixture!.expected) };
+  });
+}
 
 export interface CaseResult {
   name: string;
@@ -64,9 +111,10 @@ export async function runMatmulCase(ctx: GpuContext, c: MatmulCase): Promise<Cas
   const batch = c.batch ?? 1;
   const seed = c.m * 7919 + c.n * 104729 + c.k * 13 + batch;
   const roundTo = (x: Float32Array) => (c.dtype === 'f16' ? fromF16Bits(toF16Bits(x)) : x);
-  const a = roundTo(randn(batch * c.m * c.k, seed));
-  const b = roundTo(randn((c.broadcastB ? 1 : batch) * c.k * c.n, seed + 1));
-  const c0 = roundTo(randn(batch * c.m * c.n, seed + 2));
+  const fx = c.fixture;
+  const a = roundTo(fx ? f32(fx.a) : randn((c.broadcastA ? 1 : batch) * c.m * c.k, seed));
+  const b = roundTo(fx ? f32(fx.b) : randn((c.broadcastB ? 1 : batch) * c.k * c.n, seed + 1));
+  const c0 = roundTo(fx?.c0 ? f32(fx.c0) : randn(batch * c.m * c.n, seed + 2));
 
   ctx.device.pushErrorScope('validation');
   const kernel = await createMatmulKernel(ctx, { dtype: c.dtype, transA: c.transA, transB: c.transB, accumulate: c.accumulate });
@@ -76,6 +124,7 @@ export async function runMatmulCase(ctx: GpuContext, c: MatmulCase): Promise<Cas
   const recorder = new CommandRecorder(ctx, c.name);
   kernel.encode(recorder, {
     a: ta, b: tb, c: tc, m: c.m, n: c.n, k: c.k, batch, alpha: c.alpha,
+    strideA: c.broadcastA ? 0 : c.m * c.k,
     strideB: c.broadcastB ? 0 : c.k * c.n,
   });
   recorder.submit();
@@ -83,11 +132,14 @@ export async function runMatmulCase(ctx: GpuContext, c: MatmulCase): Promise<Cas
   const validation = await ctx.device.popErrorScope();
   for (const t of [ta, tb, tc]) t.release();
 
-  const expected = matmulRef(a, b, {
-    m: c.m, n: c.n, k: c.k, batch, transA: c.transA, transB: c.transB, alpha: c.alpha,
-    strideB: c.broadcastB ? 0 : c.k * c.n,
-    accumulate: c.accumulate ? c0 : undefined,
-  });
+  const expected = fx
+    ? f32(c.dtype === 'f16' ? fx.expectedF16 : fx.expected)
+    : matmulRef(a, b, {
+        m: c.m, n: c.n, k: c.k, batch, transA: c.transA, transB: c.transB, alpha: c.alpha,
+        strideA: c.broadcastA ? 0 : c.m * c.k,
+        strideB: c.broadcastB ? 0 : c.k * c.n,
+        accumulate: c.accumulate ? c0 : undefined,
+      });
   const tol = MATMUL_TOLERANCE[c.dtype];
   return { name: c.name, worst: worstError(got, roundTo(expected), tol.atol * Math.sqrt(c.k), tol.rtol), validationError: validation?.message ?? null };
 }
