@@ -16,7 +16,7 @@ import { resolveAdapterSpec, Rng, weightReader, type AdapterSpec, type ModelConf
 import { noiseMultiplierFor, type DpSgdConfig, type StepProgress, type TrainConfig, type TrainingRow } from '@webtune/trainer';
 import { mobyDickRun } from './moby-dick.js';
 import { openTrainingRun } from './training-run.js';
-import { smolLM2Config, syntheticWeights } from './training.js';
+import { smolLM2Config, syntheticWeights } from './smol-shape.js';
 
 /** One configuration on the SmolLM2-135M shape. */
 export interface DpSgdSpeedRow {

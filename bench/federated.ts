@@ -11,7 +11,7 @@ import { LoraAdapter, peftAdapterConfig, resolveLoraConfig, type HostTensor, typ
 import { nodeDirectorySource } from '@webtune/model/node';
 import { createTrainer } from 'webtune';
 import { startCoordinator } from '../packages/coordinator/src/index.js';
-import { smolLM2Config } from './training.js';
+import { smolLM2Config } from './smol-shape.js';
 
 export interface FederatedBenchRow {
   benchmark: string;

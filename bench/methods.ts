@@ -19,7 +19,7 @@ import {
 import type { DataCursor, Trainer, TrainingRow } from '@webtune/trainer';
 import { mobyDickRun } from './moby-dick.js';
 import { openTrainingRun } from './training-run.js';
-import { smolLM2Config, syntheticWeights } from './training.js';
+import { smolLM2Config, syntheticWeights } from './smol-shape.js';
 
 export interface MethodsBenchRow {
   /** Row label, e.g. 'LoRA r8'. */

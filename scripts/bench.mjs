@@ -5,7 +5,8 @@
 // bench/results/methods.{json,md} whenever the adaptation-methods benchmark ran (BENCH_ONLY=methods included),
 // bench/results/dp-sgd.{json,md} whenever the DP-SGD benchmark ran (BENCH_ONLY=dp-sgd included),
 // bench/results/secagg.{json,md} whenever the secure-aggregation benchmark ran (BENCH_ONLY=secagg included; no GPU),
-// bench/results/device.{json,md} whenever the device-adaptation benchmark ran (BENCH_ONLY=device included; Dawn, its own process).
+// bench/results/device.{json,md} whenever the device-adaptation benchmark ran (BENCH_ONLY=device included; Dawn, its own process),
+// bench/results/step-efficiency.{json,md} whenever the step-efficiency benchmark ran on the full shape (BENCH_ONLY=step; Dawn, its own process).
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -23,7 +24,7 @@ mkdirSync(results, { recursive: true });
 mkdirSync(cache, { recursive: true });
 const only = process.argv[2]; // 'node' | 'browser' | undefined
 // Benchmarks in their own process, outside the Dawn and browser lanes: BENCH_ONLY naming only these skips both lanes.
-const standalone = ['secagg', 'device'];
+const standalone = ['secagg', 'device', 'step'];
 const onlyNames = process.env.BENCH_ONLY?.split(',').filter(Boolean) ?? [];
 const gpuLanes = !onlyNames.length || onlyNames.some((name) => !standalone.includes(name));
 
@@ -51,6 +52,16 @@ if (only !== 'browser' && (!onlyNames.length || onlyNames.includes('device'))) {
   const out = await bundleForNode('bench/device.ts', 'device-bench.mjs');
   console.log('bench: device adaptation (Node, Dawn)…');
   const r = spawnSync(process.execPath, [out], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, BENCH_DEVICE_DIR: join(root, 'bench/results') } });
+  if (r.status !== 0) process.exit(1);
+}
+
+if (only !== 'browser' && (!onlyNames.length || onlyNames.includes('step'))) {
+  // Step efficiency (bench/step-efficiency.ts): the 135M step against the adapter's matmul peak, per phase and kernel, on Dawn.
+  const out = await bundleForNode('bench/step-efficiency-node.ts', 'step-bench.mjs');
+  console.log('bench: step efficiency (Node, Dawn)…');
+  // A shrunk shape (BENCH_STEP_SEQ / BENCH_STEP_LAYERS) is a quick look, not the committed figures.
+  const shrunk = process.env.BENCH_STEP_SEQ || process.env.BENCH_STEP_LAYERS;
+  const r = spawnSync(process.execPath, [out], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, BENCH_STEP_DIR: shrunk ? results : join(root, 'bench/results') } });
   if (r.status !== 0) process.exit(1);
 }
 

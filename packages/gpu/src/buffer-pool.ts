@@ -24,6 +24,7 @@ export class BufferPool {
   private readonly owners = new Map<GPUBuffer, { label: string; key: string; size: number }>();
   /** Allocation error scopes not yet awaited; `checkAllocations()` awaits them. */
   private pendingScopes: Promise<{ label: string; size: number; error: GPUError | null }>[] = [];
+  private readonly destroyListeners: Array<(buffer: GPUBuffer) => void> = [];
 
   constructor(
     private readonly device: GPUDevice,
@@ -60,6 +61,20 @@ export class BufferPool {
     return buffer;
   }
 
+  /** Calls `listener` with every buffer the pool destroys (the dispatch cache drops its bind groups); returns the unsubscribe. */
+  onDestroy(listener: (buffer: GPUBuffer) => void): () => void {
+    this.destroyListeners.push(listener);
+    return () => {
+      const i = this.destroyListeners.indexOf(listener);
+      if (i >= 0) this.destroyListeners.splice(i, 1);
+    };
+  }
+
+  private destroyBuffer(buffer: GPUBuffer): void {
+    buffer.destroy();
+    for (const listener of this.destroyListeners) listener(buffer);
+  }
+
   /** Parks a buffer for reuse. */
   release(buffer: GPUBuffer): void {
     const owner = this.owners.get(buffer);
@@ -79,7 +94,7 @@ export class BufferPool {
       this.owners.delete(buffer);
       this.memory.released(owner.label, owner.size);
     }
-    buffer.destroy();
+    this.destroyBuffer(buffer);
   }
 
   /** Frees every parked buffer. */
@@ -87,7 +102,7 @@ export class BufferPool {
     for (const list of this.free.values()) {
       for (const { buffer, size } of list) {
         this.memory.released(FREE_LABEL, size);
-        buffer.destroy();
+        this.destroyBuffer(buffer);
       }
     }
     this.free.clear();
@@ -97,7 +112,7 @@ export class BufferPool {
     this.trim();
     for (const [buffer, owner] of this.owners) {
       this.memory.released(owner.label, owner.size);
-      buffer.destroy();
+      this.destroyBuffer(buffer);
     }
     this.owners.clear();
   }

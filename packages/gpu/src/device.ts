@@ -7,6 +7,7 @@
 import { DeviceLostError, InvalidArgumentError, WebGPUUnavailableError } from '@webtune/errors';
 import { MemoryTracker } from './memory.js';
 import { BufferPool } from './buffer-pool.js';
+import { DispatchCache } from './dispatch-cache.js';
 import { PipelineCache } from './pipeline-cache.js';
 
 /** Features webtune takes advantage of when the adapter has them. */
@@ -123,6 +124,8 @@ export interface GpuContext {
   readonly memory: MemoryTracker;
   readonly pool: BufferPool;
   readonly pipelines: PipelineCache;
+  /** Bind groups and uniform buffers reused across steps (dispatch-cache.ts). */
+  readonly dispatches: DispatchCache;
   /** Errors that escaped every error scope, newest last. Tests assert it stays empty. */
   readonly uncapturedErrors: GPUError[];
   /** Set once the device is lost; every later operation throws it. */
@@ -230,6 +233,7 @@ export async function createGpuContext(options: CreateGpuContextOptions = {}): P
         `${features.subgroups ? `subgroups of ${summary.subgroupMinSize}-${summary.subgroupMaxSize} lanes` : 'no subgroups'}. Use 'vec4' or 'scalar'.`,
     );
   }
+  const pool = new BufferPool(device, memory, limits);
   const ctx: GpuContext = {
     device,
     adapter: summary,
@@ -237,8 +241,9 @@ export async function createGpuContext(options: CreateGpuContextOptions = {}): P
     limits,
     tuning,
     memory,
-    pool: new BufferPool(device, memory, limits),
+    pool,
     pipelines: new PipelineCache(device, features),
+    dispatches: new DispatchCache(device, pool),
     uncapturedErrors,
     get lostError() {
       return lostError;

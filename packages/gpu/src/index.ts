@@ -14,6 +14,11 @@ export { BufferPool } from './buffer-pool.js';
 export { PipelineCache } from './pipeline-cache.js';
 export type { KernelDefinition, ShaderFile, BindingKind, ElementType, OverrideConstants, CompiledKernel } from './pipeline-cache.js';
 export { CommandRecorder, packParams } from './recorder.js';
+export type { DispatchCost, Workgroups } from './recorder.js';
+export { DispatchCache } from './dispatch-cache.js';
+export type { DispatchCacheStats, CapturedDispatch } from './dispatch-cache.js';
+export { profileDispatches } from './profiler.js';
+export type { DispatchProfile, KernelTime } from './profiler.js';
 
 export { createTensor, writeTensor, readTensor, readF32, readBuffer, shapeSize, BYTES_PER_ELEMENT } from './tensor.js';
 export type { GpuTensor, DType, CreateTensorOptions, TensorData } from './tensor.js';

@@ -1,8 +1,9 @@
 /**
  * Records kernel dispatches into one compute pass and submits them together, so a chain such
- * as LoRA forward + backward costs one submit. Each dispatch gets its own small uniform buffer
- * holding its `Params`; they are destroyed right after submit (WebGPU keeps them alive until
- * the GPU is done with them).
+ * as LoRA forward + backward costs one submit. Uniform buffers (one per distinct Params) and bind
+ * groups come from the context's DispatchCache, so a step that repeats the last step's dispatches
+ * creates no WebGPU objects. When a profiler is capturing (profiler.ts), each dispatch is also
+ * noted for replay.
  */
 import type { GpuContext } from './device.js';
 import type { CompiledKernel } from './pipeline-cache.js';
@@ -10,21 +11,27 @@ import { InvalidArgumentError } from '@webtune/errors';
 
 export type Workgroups = readonly [number, number?, number?];
 
+/** What a dispatch computes, for the profiler's rates; kernels that know their arithmetic say so. */
+export interface DispatchCost {
+  flops?: number;
+}
+
 export class CommandRecorder {
   private readonly encoder: GPUCommandEncoder;
   private pass: GPUComputePassEncoder | undefined;
-  private readonly uniforms: GPUBuffer[] = [];
+  private readonly serial: number;
   private submitted = false;
 
   constructor(
     private readonly ctx: GpuContext,
-    private readonly label = 'webtune commands',
+    readonly label = 'webtune commands',
   ) {
     ctx.assertAlive();
     this.encoder = ctx.device.createCommandEncoder({ label });
+    this.serial = ctx.dispatches.openRecorder(this);
   }
 
-  dispatch(kernel: CompiledKernel, buffers: readonly GPUBuffer[], params: ArrayBuffer | undefined, workgroups: Workgroups): void {
+  dispatch(kernel: CompiledKernel, buffers: readonly GPUBuffer[], params: ArrayBuffer | undefined, workgroups: Workgroups, cost?: DispatchCost): void {
     if (this.submitted) throw new InvalidArgumentError(`CommandRecorder "${this.label}" was already submitted.`);
     const [x, y = 1, z = 1] = workgroups;
     const maxGroups = this.ctx.limits.maxComputeWorkgroupsPerDimension;
@@ -35,31 +42,32 @@ export class CommandRecorder {
       );
     }
     if (x === 0 || y === 0 || z === 0) return;
-    const entries: GPUBindGroupEntry[] = buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
-    if (params) {
-      const uniform = this.ctx.pool.acquire(params.byteLength, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, 'uniforms');
-      this.ctx.device.queue.writeBuffer(uniform, 0, params);
-      this.uniforms.push(uniform);
-      entries.push({ binding: buffers.length, resource: { buffer: uniform } });
-    }
-    const bindGroup = this.ctx.device.createBindGroup({
-      label: `${kernel.definition.name} bind group`,
-      layout: kernel.layout,
-      entries,
-    });
+    const cache = this.ctx.dispatches;
+    const t0 = performance.now();
+    const uniform = params ? cache.uniform(params, this.serial) : undefined;
+    const bindGroup = cache.bindGroup(kernel, buffers, uniform);
     this.pass ??= this.encoder.beginComputePass({ label: this.label });
     this.pass.setPipeline(kernel.pipeline);
     this.pass.setBindGroup(0, bindGroup);
     this.pass.dispatchWorkgroups(x, y, z);
+    cache.stats.dispatches++;
+    cache.stats.recordMs += performance.now() - t0;
+    cache.capture?.push({
+      kernel: kernel.definition.name, phase: this.label, pipeline: kernel.pipeline, bindGroup,
+      buffers: uniform ? [...buffers, uniform] : [...buffers], workgroups: [x, y, z], flops: cost?.flops,
+    });
   }
 
   submit(): void {
     if (this.submitted) return;
     this.submitted = true;
+    const cache = this.ctx.dispatches;
+    const t0 = performance.now();
     this.pass?.end();
     this.ctx.device.queue.submit([this.encoder.finish()]);
-    // Uniform buffers go back to the pool: a later writeBuffer to one is ordered after this submit.
-    for (const uniform of this.uniforms) this.ctx.pool.release(uniform);
+    cache.stats.submits++;
+    cache.stats.recordMs += performance.now() - t0;
+    cache.closeRecorder(this, this.serial);
   }
 }
 

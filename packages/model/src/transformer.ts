@@ -80,16 +80,18 @@ class Encoder {
   private recorder: CommandRecorder;
   constructor(
     private readonly ctx: GpuContext,
-    private readonly label: string,
+    private label: string,
   ) {
     this.recorder = new CommandRecorder(ctx, label);
   }
   get r(): CommandRecorder {
     return this.recorder;
   }
-  flush(): void {
+  /** Submits what was recorded; later work is recorded under `label` (the profiler's phase). */
+  flush(label = this.label): void {
     this.recorder.submit();
-    this.recorder = new CommandRecorder(this.ctx, this.label);
+    this.label = label;
+    this.recorder = new CommandRecorder(this.ctx, label);
   }
 }
 
@@ -303,13 +305,14 @@ export class Transformer {
     if (valid === 0) throw new InvalidArgumentError('Every target in this batch is ignored; there is nothing to learn from.');
     const runtime = (await this.adapterRuntime())!;
     const ws = this.workspaceFor(this.workspaceShape(batch.batch, batch.seq, true, options));
-    const enc = new Encoder(this.ctx, 'train step');
+    const enc = new Encoder(this.ctx, 'forward');
     this.writeBatch(ws, batch, true);
     const run = this.sequenceRun(batch, true, options.dropoutSeed ?? 0, options.step ?? 0);
 
     this.forwardLayers(enc, ws, run, runtime);
+    enc.flush('head and loss');
     this.headAndLoss(enc, ws, 1 / valid);
-    enc.flush();
+    enc.flush('backward');
     // Backward stops at the lowest adapted layer: nothing below it has a trainable tensor.
     for (let l = this.config.numLayers - 1; l >= ws.shape.lowestTrainable; l--) {
       if (ws.shape.recompute) this.forwardLayer(enc, ws, l, run, runtime);

@@ -374,7 +374,7 @@ export async function createNF4MatmulKernel(ctx: GpuContext, variant: NF4MatmulV
       const [blockRows, blockCols] = v.mode === 'forward' ? [8, 4] : [4, 8];
       recorder.dispatch(compiled, [...weightBuffers(w), args.input.buffer, args.output.buffer],
         packParams([['u32', args.m], ['u32', n], ['u32', k], ['f32', args.alpha ?? 1], ['f32', w.offset]]),
-        [Math.ceil(outCols / (wx * blockCols)), Math.ceil(args.m / (wy * blockRows))]);
+        [Math.ceil(outCols / (wx * blockCols)), Math.ceil(args.m / (wy * blockRows))], { flops: 2 * args.m * n * k });
     },
   };
 }

@@ -1,0 +1,276 @@
+/**
+ * Step efficiency (issue 22): how close a whole LoRA training step runs to the adapter's own
+ * matmul peak. For one model shape and format, in one process on one adapter:
+ *   - model FLOPs of the step, counted from the shapes (countStepFlops): per token 2N forward and
+ *     2N input gradient for the frozen weights N (every linear of the adapted layers and the LM
+ *     head; frozen weights get no weight gradient), causal attention over the visible pairs
+ *     (forward QK^T and PV, backward twice that; the backward's recomputed scores are not counted,
+ *     as model-FLOPs figures do not count recomputation), and the adapter's own matmuls;
+ *   - the best matmul GFLOP/s webtune reaches on this adapter in the same run: its matmul kernel
+ *     (the context's default tuning) on every shape the step multiplies (X W^T forward, dY W
+ *     backward, the LM head) and on square 1024 and 2048;
+ *   - the median wall time of timed steps (forward + backward + AdamW, random tokens), so
+ *     efficiency = (FLOPs / step time) / best matmul GFLOP/s;
+ *   - per phase and per kernel, one more step profiled (packages/gpu/src/profiler.ts: each
+ *     dispatch replayed alone, GPU timestamps where the adapter has timestamp-query, else CPU
+ *     timers);
+ *   - the CPU time spent recording and submitting (inside CommandRecorder.dispatch/submit) per
+ *     step, and what the dispatch cache saved: the same step with reuse across submits off.
+ * No Node imports: bench/step-efficiency-node.ts runs it on Dawn, the browser bench page in Chromium.
+ */
+import {
+  CommandRecorder, createGpuContext, createMatmulKernel, createTensor, profileDispatches, type DispatchProfile, type GpuContext,
+} from '@webtune/gpu';
+import {
+  architectureOf, linearShape, LoraAdapter, resolveLoraConfig, Rng, Transformer, uploadBaseModel,
+  type BaseFormat, type LoraConfig, type ModelConfig, type WeightReader,
+} from '@webtune/model';
+import { AdamW } from '@webtune/trainer';
+import { median } from './suite.js';
+
+export interface StepFlops {
+  /** 2 x tokens x frozen linear weights (adapted layers' linears, then the LM head). */
+  forward: number;
+  /** The same again: the gradient with respect to each frozen linear's input. */
+  inputGradient: number;
+  /** Causal attention: forward 4 x head_dim per visible (query, key) pair per head, backward 2x that. */
+  attention: number;
+  /** LoRA: forward 2 x r x (in + out) per token per adapted linear, backward twice that. */
+  adapter: number;
+  total: number;
+}
+
+export function countStepFlops(config: ModelConfig, lora: LoraConfig, batch: number, seq: number): StepFlops {
+  const tokens = batch * seq;
+  const arch = architectureOf(config);
+  const layers = lora.layers ?? Array.from({ length: config.numLayers }, (_, l) => l);
+  const lowest = Math.min(...layers);
+  let frozen = config.vocabSize * config.hiddenSize; // the LM head
+  let adapted = 0;
+  // Forward runs through every layer; backward only down to the lowest adapted layer.
+  let forwardWeights = frozen;
+  for (let l = 0; l < config.numLayers; l++) {
+    for (const name of arch.linears) {
+      const { inFeatures, outFeatures } = linearShape(config, name);
+      forwardWeights += inFeatures * outFeatures;
+      if (l >= lowest) frozen += inFeatures * outFeatures;
+      if (layers.includes(l) && lora.targets.some((t) => name === t || name.endsWith(`.${t}`))) adapted += lora.rank * (inFeatures + outFeatures);
+    }
+  }
+  const pairs = batch * ((seq * (seq + 1)) / 2);
+  const attentionForward = 4 * config.headDim * config.numHeads * pairs;
+  const f: Omit<StepFlops, 'total'> = {
+    forward: 2 * tokens * forwardWeights,
+    inputGradient: 2 * tokens * frozen,
+    attention: attentionForward * config.numLayers + 2 * attentionForward * (config.numLayers - lowest),
+    adapter: 3 * 2 * tokens * adapted,
+  };
+  return { ...f, total: f.forward + f.inputGradient + f.attention + f.adapter };
+}
+
+export interface MatmulRate {
+  shape: string;
+  gflops: number;
+}
+
+/** webtune's matmul on the step's own shapes and two squares; the best is the efficiency's denominator. */
+export async function matmulRates(ctx: GpuContext, config: ModelConfig, tokens: number, runs: number, log: (line: string) => void): Promise<MatmulRate[]> {
+  const arch = architectureOf(config);
+  const shapes = new Map<string, { m: number; n: number; k: number; transB: boolean }>();
+  const add = (m: number, n: number, k: number, transB: boolean) => shapes.set(`${m}x${n}x${k}${transB ? ' (X W^T)' : ' (dY W)'}`, { m, n, k, transB });
+  for (const name of arch.linears) {
+    const { inFeatures, outFeatures } = linearShape(config, name);
+    add(tokens, outFeatures, inFeatures, true);
+    add(tokens, inFeatures, outFeatures, false);
+  }
+  add(tokens, config.vocabSize, config.hiddenSize, true);
+  add(tokens, config.hiddenSize, config.vocabSize, false);
+  for (const n of [1024, 2048]) add(n, n, n, false);
+  const rates: MatmulRate[] = [];
+  for (const [shape, s] of shapes) {
+    const kernel = await createMatmulKernel(ctx, { transB: s.transB });
+    const fill = (n: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37) * 0.1);
+    const a = createTensor(ctx, { shape: [s.m, s.k], data: fill(s.m * s.k), label: 'bench A' });
+    const b = createTensor(ctx, { shape: s.transB ? [s.n, s.k] : [s.k, s.n], data: fill(s.k * s.n), label: 'bench B' });
+    const c = createTensor(ctx, { shape: [s.m, s.n], label: 'bench C' });
+    const ms = await median(runs, async () => {
+      const r = new CommandRecorder(ctx, 'bench matmul');
+      kernel.encode(r, { a, b, c, m: s.m, n: s.n, k: s.k });
+      r.submit();
+      await ctx.device.queue.onSubmittedWorkDone();
+    });
+    const gflops = (2 * s.m * s.n * s.k) / ms / 1e6;
+    rates.push({ shape, gflops });
+    log(`matmul ${shape}: ${ms.toFixed(1)} ms, ${gflops.toFixed(2)} GFLOP/s`);
+    for (const t of [a, b, c]) t.release();
+  }
+  return rates;
+}
+
+export interface StepEfficiencySpec {
+  model: string;
+  config: ModelConfig;
+  reader: WeightReader;
+  batch: number;
+  seq: number;
+  rank: number;
+  format: BaseFormat;
+  dtype: 'f32' | 'f16';
+  /** Timed steps after one warm-up step. */
+  steps: number;
+}
+
+export interface StepEfficiencyRow {
+  model: string;
+  format: BaseFormat;
+  dtype: 'f32' | 'f16';
+  batch: number;
+  seq: number;
+  rank: number;
+  flops: StepFlops;
+  stepMs: number[];
+  medianStepMs: number;
+  tokensPerSecond: number;
+  /** FLOPs / median step time. */
+  achievedGflops: number;
+  /** Best matmul GFLOP/s of the same run (the denominator). */
+  bestMatmulGflops: number;
+  efficiency: number;
+  /** Per step after the warm-up: time inside CommandRecorder.dispatch/submit, and what was created. */
+  record: { ms: number; dispatches: number; submits: number; bindGroupsCreated: number; uniformsCreated: number };
+  /** The same with the dispatch cache's reuse across submits off (webtune before issue 22). */
+  recordWithoutReuse: { ms: number; stepMs: number; bindGroupsCreated: number; uniformsCreated: number };
+  profile: DispatchProfile;
+}
+
+/** One configuration on a fresh device: warm-up, timed steps, then a profiled step. */
+export async function runStepEfficiency(gpu: GPU, spec: StepEfficiencySpec, bestMatmulGflops: number, log: (line: string) => void): Promise<StepEfficiencyRow> {
+  const ctx = await createGpuContext({ gpu });
+  try {
+    const lora = resolveLoraConfig(spec.config, { rank: spec.rank, alpha: 2 * spec.rank });
+    const base = await uploadBaseModel(ctx, spec.config, spec.reader, { format: spec.format, dtype: spec.dtype });
+    const model = await Transformer.create(ctx, base);
+    const adapter = LoraAdapter.create(ctx, spec.config, lora, 1);
+    model.setAdapter(adapter);
+    const optimizer = await AdamW.create(ctx, adapter);
+    const rng = new Rng(5);
+    const tokens = spec.batch * spec.seq;
+    const step = async () => {
+      const ids = Uint32Array.from({ length: tokens }, () => rng.int(spec.config.vocabSize));
+      const targets = Uint32Array.from({ length: tokens }, () => rng.int(spec.config.vocabSize));
+      await model.trainStep({ ids, targets, batch: spec.batch, seq: spec.seq });
+      await optimizer.update(1e-4);
+    };
+    const stats = ctx.dispatches.stats;
+    const counters = () => ({ ms: stats.recordMs, dispatches: stats.dispatches, submits: stats.submits, bindGroupsCreated: stats.bindGroupsCreated, uniformsCreated: stats.uniformsCreated });
+    const perStep = (a: ReturnType<typeof counters>, b: ReturnType<typeof counters>, n: number) => ({
+      ms: (b.ms - a.ms) / n, dispatches: (b.dispatches - a.dispatches) / n, submits: (b.submits - a.submits) / n,
+      bindGroupsCreated: (b.bindGroupsCreated - a.bindGroupsCreated) / n, uniformsCreated: (b.uniformsCreated - a.uniformsCreated) / n,
+    });
+
+    await step(); // warm-up: pipelines compile, the workspace and the caches fill
+    const before = counters();
+    const stepMs: number[] = [];
+    for (let i = 0; i < spec.steps; i++) {
+      const t0 = performance.now();
+      await step();
+      stepMs.push(performance.now() - t0);
+    }
+    const record = perStep(before, counters(), spec.steps);
+
+    ctx.dispatches.reuseAcrossSubmits = false;
+    const off = counters();
+    const t0 = performance.now();
+    await step();
+    const offStepMs = performance.now() - t0;
+    const offCounters = perStep(off, counters(), 1);
+    ctx.dispatches.reuseAcrossSubmits = true;
+
+    const profile = await profileDispatches(ctx, step);
+    const sorted = [...stepMs].sort((a, b) => a - b);
+    const medianStepMs = sorted[Math.floor(sorted.length / 2)]!;
+    const flops = countStepFlops(spec.config, lora, spec.batch, spec.seq);
+    const achievedGflops = flops.total / medianStepMs / 1e6;
+    const row: StepEfficiencyRow = {
+      model: spec.model, format: spec.format, dtype: spec.dtype, batch: spec.batch, seq: spec.seq, rank: spec.rank, flops, stepMs,
+      medianStepMs, tokensPerSecond: tokens / (medianStepMs / 1000), achievedGflops, bestMatmulGflops, efficiency: achievedGflops / bestMatmulGflops,
+      record, recordWithoutReuse: { ms: offCounters.ms, stepMs: offStepMs, bindGroupsCreated: offCounters.bindGroupsCreated, uniformsCreated: offCounters.uniformsCreated },
+      profile,
+    };
+    log(`step ${spec.model} ${spec.format}/${spec.dtype}: ${medianStepMs.toFixed(0)} ms, ${achievedGflops.toFixed(2)} GFLOP/s of ${bestMatmulGflops.toFixed(2)} = ${(100 * row.efficiency).toFixed(0)}%; recording ${record.ms.toFixed(1)} ms/step (${offCounters.ms.toFixed(1)} without reuse)`);
+    optimizer.release();
+    adapter.release();
+    model.release();
+    base.release();
+    return row;
+  } finally {
+    ctx.destroy();
+  }
+}
+
+export interface StepEfficiencyResult {
+  lane: string;
+  adapter: string;
+  clock: DispatchProfile['clock'];
+  matmul: MatmulRate[];
+  bestMatmulGflops: number;
+  rows: StepEfficiencyRow[];
+}
+
+/** The 135M shape at f32/f32 and NF4/f16 (where shader-f16 exists), after the matmul rates. */
+export async function runStepEfficiencyBench(
+  gpu: GPU, lane: string, shape: { model: string; config: ModelConfig; reader: WeightReader; batch: number; seq: number },
+  options: { steps: number; matmulRuns: number; log: (line: string) => void },
+): Promise<StepEfficiencyResult> {
+  const ctx = await createGpuContext({ gpu });
+  const adapter = `${ctx.adapter.name}${ctx.adapter.description ? ` (${ctx.adapter.description})` : ''}`;
+  const f16 = ctx.features.shaderF16;
+  const clock = ctx.features.timestampQuery ? 'gpu-timestamps' : 'cpu';
+  let matmul: MatmulRate[];
+  try {
+    matmul = await matmulRates(ctx, shape.config, shape.batch * shape.seq, options.matmulRuns, options.log);
+  } finally {
+    ctx.destroy();
+  }
+  const best = Math.max(...matmul.map((r) => r.gflops));
+  const rows: StepEfficiencyRow[] = [];
+  const variants: Array<[BaseFormat, 'f32' | 'f16']> = [['f32', 'f32'], ...(f16 ? [['nf4', 'f16'] as [BaseFormat, 'f16']] : [['nf4', 'f32'] as [BaseFormat, 'f32']])];
+  for (const [format, dtype] of variants) {
+    rows.push(await runStepEfficiency(gpu, { ...shape, rank: 8, format, dtype, steps: options.steps }, best, options.log));
+  }
+  return { lane, adapter, clock, matmul, bestMatmulGflops: best, rows };
+}
+
+const PHASES = ['forward', 'head and loss', 'backward', 'adamw'];
+
+export function stepEfficiencyMarkdown(r: StepEfficiencyResult): string {
+  const g = (flops: number) => (flops / 1e9).toFixed(1);
+  const lines = [
+    `### Step efficiency, ${r.lane}`, '',
+    `Adapter: ${r.adapter}. Command: \`BENCH_ONLY=step npm run bench\` (bench/step-efficiency.ts).`, '',
+    `- Efficiency = model FLOPs of the step / median step time / the best matmul GFLOP/s webtune reached on this adapter in the same run (${r.bestMatmulGflops.toFixed(2)}; every shape below). Model FLOPs: 2N forward + 2N input gradient per token for the frozen weights (the LM head included), causal attention over visible pairs (backward 2x forward; recomputation not counted), LoRA's own matmuls.`,
+    `- Phases and kernels: one more step, every dispatch replayed alone and timed with ${r.clock === 'gpu-timestamps' ? 'GPU timestamps (timestamp-query)' : 'CPU timers (one submit each)'}; their sum can differ from the step's wall time, which also holds recording, submits, readbacks and any overlap.`,
+    '- Recording = time inside CommandRecorder.dispatch/submit per step (creating bind groups and uniform buffers, encoding, submitting); "without reuse" is the same step with the dispatch cache dropped at every submit, as webtune recorded before issue 22.', '',
+    '| model | base / activations | tokens | GFLOP per step | median ms/step | tokens/s | achieved GFLOP/s | efficiency | forward ms | head + loss ms | backward ms | AdamW ms | kernels sum ms | recording ms/step | without reuse | dispatches/step | bind groups created/step |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const row of r.rows) {
+    const p = row.profile.phases;
+    lines.push(`| ${row.model} | ${row.format} / ${row.dtype} | ${row.batch} x ${row.seq} | ${g(row.flops.total)} | ${row.medianStepMs.toFixed(0)} | ${row.tokensPerSecond.toFixed(1)} | ${row.achievedGflops.toFixed(2)} | ${(100 * row.efficiency).toFixed(0)}% | ${PHASES.map((ph) => (p[ph] ?? 0).toFixed(0)).join(' | ')} | ${row.profile.totalMs.toFixed(0)} | ${row.record.ms.toFixed(1)} | ${row.recordWithoutReuse.ms.toFixed(1)} | ${row.record.dispatches} | ${row.record.bindGroupsCreated} (${row.recordWithoutReuse.bindGroupsCreated} without reuse) |`);
+  }
+  const first = r.rows[0];
+  if (first) {
+    const f = first.flops;
+    lines.push('', `FLOPs of the ${first.model} step (${first.batch} x ${first.seq}): forward ${g(f.forward)} G, input gradient ${g(f.inputGradient)} G, attention ${g(f.attention)} G, LoRA ${g(f.adapter)} G.`);
+  }
+  lines.push('', 'Matmul on this adapter, same run (the context\'s default kernel choice):', '', '| shape (M x N x K) | GFLOP/s |', '|---|---:|');
+  for (const m of r.matmul) lines.push(`| ${m.shape} | ${m.gflops.toFixed(2)} |`);
+  for (const row of r.rows) {
+    lines.push('', `Kernels of one ${row.format} / ${row.dtype} step, slowest first (${row.profile.dispatches} dispatches${row.profile.skipped ? `, ${row.profile.skipped} not replayed` : ''}):`, '',
+      '| phase | kernel | calls | ms | share | GFLOP/s |', '|---|---|---:|---:|---:|---:|');
+    for (const k of row.profile.kernels.slice(0, 16)) {
+      lines.push(`| ${k.phase} | ${k.kernel} | ${k.calls} | ${k.ms.toFixed(1)} | ${((100 * k.ms) / row.profile.totalMs).toFixed(1)}% | ${k.flops ? (k.flops / k.ms / 1e6).toFixed(2) : ''} |`);
+    }
+  }
+  return lines.join('\n') + '\n';
+}
