@@ -170,9 +170,10 @@ export async function createMatmulKernel(ctx: GpuContext, variant: MatmulVariant
         ['f32', args.alpha ?? 1],
       ]);
       const buffers = [args.a.buffer, args.b.buffer, args.c.buffer];
+      const cost = { flops: 2 * m * n * k * batch };
       if (tiled) {
         const [tx, ty] = TILED_WORKGROUP;
-        recorder.dispatch(tiled, buffers, params, [Math.ceil(n / (tx * TILED_BLOCK)), Math.ceil(m / (ty * TILED_BLOCK)), batch]);
+        recorder.dispatch(tiled, buffers, params, [Math.ceil(n / (tx * TILED_BLOCK)), Math.ceil(m / (ty * TILED_BLOCK)), batch], cost);
         return;
       }
       const [wx, wy] = v.workgroup;
@@ -181,7 +182,7 @@ export async function createMatmulKernel(ctx: GpuContext, variant: MatmulVariant
         Math.ceil(n / (wx * BLOCK_COLS)),
         Math.ceil(m / (wy * BLOCK_ROWS)),
         batch,
-      ]);
+      ], cost);
     },
   };
 }
