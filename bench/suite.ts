@@ -28,7 +28,7 @@ export interface BenchOptions {
   matmulSizes: number[];
   runs: number;
   nf4Shapes: [number, number, number][];
-  /** Groups to run (default all): 'matmul', 'nf4', 'lora' (the browser page adds 'onnx': bench/onnx-forward.ts). */
+  /** Groups to run (default all): 'matmul', 'nf4', 'lora' (the browser page adds 'onnx': bench/onnx-forward.ts, and 'generate': bench/generate.ts). */
   only?: string[];
   log?: (line: string) => void;
 }

@@ -117,6 +117,21 @@ function federatedMarkdown(lane, rows) {
 }
 
 /** Instruction tuning: data preparation rate and the cost of padded SFT rows against packed text. */
+/** Token generation (bench/generate.ts): time to first token and decode tokens/s per library on the same ONNX file, and agreement of the generated ids. */
+function generateMarkdown(lane, adapter, rows) {
+  const lines = [`### Token generation, ${lane}`, '', `Adapter: ${adapter}`, '',
+    'Greedy, batch 1, KV cache; the same prompt ids and the same ONNX file for every library, exactly the given number of new tokens (eos ignored). Prefill = time to the first new token; decode = the other tokens. Medians of the timed runs after one warm-up. "ids agree" = leading generated ids equal to the first webtune row\'s for that file. Command: `BENCH_ONLY=generate npm run bench -- browser` (bench/generate.ts).', '',
+    '| file | prompt + new | library | runs | prefill ms | decode tok/s | total ms | decode speed / webtune | ids agree |',
+    '|---|---|---|---:|---:|---:|---:|---:|---|'];
+  for (const r of rows) {
+    const ours = rows.find((w) => w.shape === r.shape && w.library.startsWith('webtune'));
+    const ratio = ours && ours !== r ? `${(r.decodeTokensPerSecond / ours.decodeTokensPerSecond).toFixed(2)}x` : '';
+    const file = r.shape.slice(0, r.shape.lastIndexOf(' '));
+    lines.push(`| ${file} | ${r.promptTokens} + ${r.newTokens} | ${r.library} | ${r.runs} | ${r.prefillMs.toFixed(1)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.medianMs.toFixed(1)} | ${ratio} | ${r.agreeingTokens}/${r.newTokens} |`);
+  }
+  return lines.join('\n');
+}
+
 function sftMarkdown(lane, rows) {
   const lines = [`### Instruction tuning, ${lane}`, '', 'Data preparation on the tiny chat fixture (ChatML template); training steps on the bundled demo model, SFT rows vs text windows at the same shape.', '',
     '| benchmark | variant | median ms | rate | note |', '|---|---|---:|---:|---|'];
@@ -214,7 +229,10 @@ const sections = ['node', 'browser']
   .filter((lane) => existsSync(join(results, `${lane}.json`)))
   .flatMap((lane) => {
     const r = JSON.parse(readFileSync(join(results, `${lane}.json`), 'utf8'));
-    const parts = r.rows.length ? [toMarkdown(r.lane, r.adapter, r.rows)] : [];
+    const plain = r.rows.filter((row) => row.benchmark !== 'generate');
+    const generate = r.rows.filter((row) => row.benchmark === 'generate');
+    const parts = plain.length ? [toMarkdown(r.lane, r.adapter, plain)] : [];
+    if (generate.length) parts.push(generateMarkdown(r.lane, r.adapter, generate));
     if (r.training?.length) parts.push(trainingMarkdown(r.lane, r.training));
     if (r.federated?.length) parts.push(federatedMarkdown(r.lane, r.federated));
     if (r.sft?.length) parts.push(sftMarkdown(r.lane, r.sft));

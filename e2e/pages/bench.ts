@@ -1,4 +1,4 @@
-/** Browser benchmark: webtune, TF.js WebGPU and onnxruntime-web's WebGPU EP in one page on one adapter. */
+/** Browser benchmark: webtune, TF.js WebGPU, onnxruntime-web (WebGPU and wasm EPs) and transformers.js (generate group) in one page on one adapter. */
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-webgpu';
 import '@tensorflow/tfjs-core/dist/register_all_gradients';
@@ -6,6 +6,7 @@ import * as ort from 'onnxruntime-web/webgpu';
 import { createGpuContext } from '@webtune/gpu';
 import { runBenchSuite, setOrtMatmulModel, type BenchRow } from '../../bench/suite.js';
 import { runOnnxForwardBench } from '../../bench/onnx-forward.js';
+import { runGenerateBench } from '../../bench/generate.js';
 
 declare global {
   interface Window {
@@ -55,11 +56,67 @@ async function main() {
       },
     })));
   }
+  // 'generate': greedy generation (prompt, then one token at a time with a KV cache) from the same
+  // ONNX file by webtune, onnxruntime-web (WebGPU EP, wasm EP) and transformers.js (WebGPU).
+  if (!only?.length || only.includes('generate')) {
+    const tjs = await loadTransformers();
+    const model = async (name: string, path: string, file: string, dtype: 'fp32' | 'q4') => {
+      const dir = new URL(path, location.href).href;
+      // transformers.js takes a root-relative folder as is (not a hub id, not a remote URL).
+      const transformers = { modelId: path.replace(/\/$/, ''), dtype };
+      return { name, source: dir, file, bytes: new Uint8Array(await (await fetch(`${dir}${file}`)).arrayBuffer()), transformers };
+    };
+    rows.push(...(await runGenerateBench(ctx, ort, {
+      models: [
+        // The demo model exists only as a 4-bit export; the tiny Llama fixture is the f32 file.
+        await model('webtune-demo model_q4.onnx', '/models/webtune-demo/', 'onnx/model_q4.onnx', 'q4'),
+        await model('tiny-llama model.onnx', '/packages/model/test/fixtures/onnx/tiny-llama/', 'onnx/model.onnx', 'fp32'),
+      ],
+      // On SwiftShader a WebGPU-EP call of 32 tokens takes ~30 s, and there are three such rows
+      // per model: at most 3 timed runs unless asked (BENCH_GENERATE_RUNS).
+      runs: Number(params.get('generateRuns') ?? Math.min(runs, 3)),
+      promptTokens: Number(params.get('promptTokens') ?? 32),
+      newTokens: Number(params.get('newTokens') ?? 32),
+      executionProviders: ['webgpu', 'wasm'],
+      transformers: tjs,
+      log: (line) => {
+        log(line);
+        console.log(line);
+      },
+    })));
+  }
   window.benchResult = {
     lane: 'browser (Chromium)',
     adapter: ctx.adapter.name,
     rows,
   };
+}
+
+/**
+ * transformers.js, offline: models are root-relative folders of this origin, no hub, no
+ * Cache API, and its own onnxruntime-web's .wasm served from node_modules (the copy whose version
+ * it reports, as e2e/pages/transformers-js.ts does). Imported only when the 'generate' group runs.
+ */
+async function loadTransformers() {
+  const tjs = await import('@huggingface/transformers');
+  const { env } = tjs;
+  env.allowRemoteModels = false;
+  env.allowLocalModels = true;
+  env.useBrowserCache = false;
+  env.useWasmCache = false;
+  env.useCustomCache = false;
+  const tjsOrt = env.backends.onnx;
+  const version = tjsOrt.versions?.web;
+  for (const dir of ['/node_modules/@huggingface/transformers/node_modules/onnxruntime-web/', '/node_modules/onnxruntime-web/']) {
+    const r = await fetch(`${dir}package.json`);
+    if (r.ok && ((await r.json()) as { version?: string }).version === version) {
+      tjsOrt.wasm!.wasmPaths = new URL(`${dir}dist/`, location.href).href;
+      tjsOrt.wasm!.numThreads = 1;
+      tjsOrt.wasm!.proxy = false;
+      return tjs;
+    }
+  }
+  throw new Error(`no onnxruntime-web ${version} under node_modules to serve transformers.js' .wasm from`);
 }
 
 main().catch((error: unknown) => {
