@@ -496,6 +496,27 @@ def main():
     cross_entropy_f16 = [
         cross_entropy_case_f16("f16: vocab 1000, 7 rows, 2 ignored, one row shifted by +90", h, 7, 1000, [1, 5], shift_rows=[3]),
     ]
+    # The forward's tile shapes (shaders/attention-forward.wgsl: 64, 32 or 16 query rows by 32, 64 or
+    # 128 keys for headDim <= 64, 128, 256), sequences that end mid-tile, SmolLM2-135M's heads, and
+    # decoding from a KV cache past the first tile; from a generator of their own so that the cases
+    # above stay byte for byte.
+    t = torch.Generator().manual_seed(23)
+    attention += [
+        attention_case("SmolLM2-135M heads: GQA 9/3, headDim 64, batch 1, seq 70 (tiles of 64 rows, 32 keys)", t, 1, 70, 9, 3, 64),
+        attention_case("GQA 4/2, headDim 128, batch 1, seq 45 (tiles of 32 rows, 64 keys)", t, 1, 45, 4, 2, 128),
+        attention_case("MHA 2 heads, headDim 256, batch 1, seq 37 (tiles of 16 rows, 128 keys)", t, 1, 37, 2, 2, 256),
+        attention_case("GQA 4/2, headDim 48, batch 1, seq 70", t, 1, 70, 4, 2, 48),
+        attention_case("KV cache: 5 queries at offset 60 of 65 keys, capacity 80, GQA 9/3, headDim 64", t, 1, 5, 9, 3, 64,
+                       seq_kv=65, kv_capacity=80, offset=60, backward=False),
+        attention_case("KV cache: 1 query at offset 130 of 131 keys, capacity 136, GQA 4/2, headDim 128", t, 1, 1, 4, 2, 128,
+                       seq_kv=131, kv_capacity=136, offset=130, backward=False),
+    ]
+    attention_f16 += [
+        attention_case_f16("f16: SmolLM2-135M heads: GQA 9/3, headDim 64, batch 1, seq 70", t, 1, 70, 9, 3, 64),
+        attention_case_f16("f16: GQA 4/2, headDim 128, batch 1, seq 45", t, 1, 45, 4, 2, 128),
+        attention_case_f16("f16: KV cache: 2 queries at offset 70 of 72 keys, capacity 80, GQA 4/2, headDim 128", t, 1, 2, 4, 2, 128,
+                           seq_kv=72, kv_capacity=80, offset=70, backward=False),
+    ]
     # Prefix tuning, from generators of their own (the cases above stay byte for byte). Prefix lengths
     # 1, 7 and 30 with odd real lengths, GQA 4/2 and MHA 4/4, headDim 16 and 64, batch 2.
     shapes = [  # (prefix, real tokens, kv heads, head dim)

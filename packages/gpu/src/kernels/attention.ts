@@ -260,7 +260,32 @@ export interface AttentionKernels {
 const WG = 64;
 export const ATTENTION_MAX_HEAD_DIM = 256;
 
-interface TileLayout {
+/** The forward's layout (shaders/attention-forward.wgsl's Params d4, col_groups, rows, tile). */
+interface ForwardLayout {
+  d4: number;
+  /** headDim / 16: in the P V phase each invocation owns 16 columns of four rows. */
+  colGroups: number;
+  /** Query rows per workgroup: a power of two from 8 to 64 with rows * headDim <= 4096. */
+  rows: number;
+  /** Keys per tile: 2048 / rows, so the 64 invocations cover the tile's scores in 8 x 4 blocks. */
+  tile: number;
+}
+
+/**
+ * The forward holds rows * tile = 2048 scores (an 8 x 4 block per invocation) in workgroup memory
+ * (8 KiB) and gives each invocation 4 rows by 16 columns of the output, which fits the 64
+ * invocations while rows * headDim <= 4096. As many rows as fit: the larger the blocks, the fewer
+ * loads per multiply-add (every load is a gather on CPU adapters); rows = 64 for headDim <= 64,
+ * 32 for 128, 16 for 256.
+ */
+function forwardLayout(headDim: number): ForwardLayout {
+  let rows = 64;
+  while (rows > 8 && rows * headDim > 4096) rows /= 2;
+  return { d4: headDim / 4, colGroups: headDim / 16, rows, tile: 2048 / rows };
+}
+
+/** The backward's layout (shaders/lib/attention-backward-common.wgsl's Params d4, lanes, rows, tile). */
+interface BackwardLayout {
   d4: number;
   /** Invocations per row (each owns 16 columns). */
   lanes: number;
@@ -271,10 +296,11 @@ interface TileLayout {
 }
 
 /**
- * The shaders size their tile storage for tile * d4 <= 256 vec4 and rows * tile <= 1024 scores
- * (512 twice for dK/dV), which keeps every kernel under WebGPU's guaranteed 16 KiB of workgroup memory.
+ * The backward shaders size their tile storage for tile * d4 <= 256 vec4 and rows * tile <= 1024
+ * scores (512 twice for dK/dV), which keeps every kernel under WebGPU's guaranteed 16 KiB of
+ * workgroup memory.
  */
-function tileLayout(headDim: number, maxScores: number): TileLayout {
+function backwardLayout(headDim: number, maxScores: number): BackwardLayout {
   const d4 = headDim / 4;
   const lanes = headDim / 16;
   const rows = Math.floor(WG / lanes);
@@ -282,8 +308,8 @@ function tileLayout(headDim: number, maxScores: number): TileLayout {
   return { d4, lanes, rows, tile };
 }
 
-function layoutParams(l: TileLayout): Array<['u32', number]> {
-  return [['u32', l.d4], ['u32', l.lanes], ['u32', l.rows], ['u32', l.tile]];
+function layoutParams(l: ForwardLayout | BackwardLayout): Array<['u32', number]> {
+  return [['u32', l.d4], ['u32', 'lanes' in l ? l.lanes : l.colGroups], ['u32', l.rows], ['u32', l.tile]];
 }
 
 function describe(t: GpuTensor): string {
@@ -349,6 +375,13 @@ function checkDistinct(kernel: string, written: Record<string, GpuTensor>, read:
       }
     }
   }
+}
+
+/** (query, key) pairs causal attention computes: query i sees keys j < seqKV with j <= offset + i. */
+function visiblePairs(seqQ: number, seqKV: number, offset: number): number {
+  // Queries whose limit offset + i + 1 is below seqKV see offset + i + 1 keys; the rest see seqKV.
+  const partial = Math.max(0, Math.min(seqQ, seqKV - offset - 1));
+  return partial * (offset + 1) + (partial * (partial - 1)) / 2 + (seqQ - partial) * seqKV;
 }
 
 /**
@@ -428,7 +461,7 @@ export async function createAttentionKernels(ctx: GpuContext, options: Attention
       if (a.lse) checkTensor(kernel, 'lse', a.lse, a.batch * a.heads, a.seqQ, `[batch ${a.batch}, heads ${a.heads}, seqQ ${a.seqQ}]`, 'f32');
       checkDistinct(kernel, { out: a.out, ...(a.lse ? { lse: a.lse } : {}) }, { q: a.q, k: a.k, v: a.v });
       if (!Number.isFinite(a.scale)) throw new InvalidArgumentError(`${kernel}: scale must be finite, got ${a.scale}.`);
-      const layout = tileLayout(a.headDim, 1024);
+      const layout = forwardLayout(a.headDim);
       unusedLse ??= createTensor(ctx, { shape: [1], label: 'attention lse (unused)' });
       recorder.dispatch(forward, [a.q.buffer, a.k.buffer, a.v.buffer, a.out.buffer, (a.lse ?? unusedLse).buffer],
         packParams([
@@ -436,7 +469,8 @@ export async function createAttentionKernels(ctx: GpuContext, options: Attention
           ['u32', a.seqQ], ['u32', a.seqKV], ['u32', kvCapacity], ['u32', a.heads], ['u32', a.kvHeads],
           ['u32', positionOffset], ['f32', a.scale], ['u32', a.lse ? 1 : 0],
         ]),
-        [Math.ceil(a.seqQ / layout.rows), a.heads, a.batch]);
+        [Math.ceil(a.seqQ / layout.rows), a.heads, a.batch],
+        { flops: 4 * a.headDim * a.heads * a.batch * visiblePairs(a.seqQ, a.seqKV, positionOffset) });
     },
 
     backward(recorder, a) {
@@ -487,12 +521,15 @@ export async function createAttentionKernels(ctx: GpuContext, options: Attention
         ['u32', a.seq], ['u32', seqKV], ['u32', positionOffset], ['u32', a.heads], ['u32', a.kvHeads], ['f32', a.scale],
       ];
       const reads = [a.q.buffer, a.k.buffer, a.v.buffer, a.gradOutput.buffer, a.lse.buffer, a.delta.buffer];
-      const dqLayout = tileLayout(a.headDim, 1024);
+      // Per visible (query, key) pair and head: dQ recomputes S and dP and adds dS K (3 products of
+      // headDim), dK/dV recomputes S and dP and adds P^T dO and dS^T Q (4).
+      const pairFlops = 2 * a.headDim * a.heads * a.batch * visiblePairs(a.seq, seqKV, positionOffset);
+      const dqLayout = backwardLayout(a.headDim, 1024);
       recorder.dispatch(dq, [...reads, a.gradQ.buffer], packParams([...layoutParams(dqLayout), ...shape]),
-        [Math.ceil(a.seq / dqLayout.rows), a.heads, a.batch]);
-      const dkvLayout = tileLayout(a.headDim, 512);
+        [Math.ceil(a.seq / dqLayout.rows), a.heads, a.batch], { flops: 3 * pairFlops });
+      const dkvLayout = backwardLayout(a.headDim, 512);
       recorder.dispatch(dkv, [...reads, a.gradK.buffer, a.gradV.buffer], packParams([...layoutParams(dkvLayout), ...shape]),
-        [Math.ceil(seqKV / dkvLayout.rows), a.kvHeads, a.batch]);
+        [Math.ceil(seqKV / dkvLayout.rows), a.kvHeads, a.batch], { flops: 4 * pairFlops });
     },
 
     merge(recorder, a) {
