@@ -57,15 +57,14 @@ export interface AdapterSummary {
  */
 export interface KernelTuning {
   /**
-   * The matmul kernel. With 'vec4', 'subgroup' or 'scalar', A B^T takes 'vec4' whenever K and N
-   * are multiples of 4 (its dot-product form won on every CPU adapter measured) and shapes 'vec4'
-   * cannot take fall back to 'scalar'; 'tiled' takes every shape and transpose itself:
+   * The matmul kernel (for A B^T see `linear`); shapes 'vec4' cannot take fall back to 'scalar',
+   * and 'tiled' takes every shape and transpose itself:
    * - 'tiled' (shaders/matmul-tiled.wgsl): 64 x 64 output tiles per 16 x 16 workgroup, operands
    *   staged through workgroup memory 16 along K at a time, 4 x 4 outputs per invocation. The
    *   default on hardware GPUs, where workgroup memory is on-chip and each element then comes from
    *   storage 16x less often (tfjs' and onnxruntime-web's WebGPU matmuls do the same). A B^T goes
-   *   through it too: its B^T tile load is coalesced along K, and the vec4 rule above was measured
-   *   on CPU adapters, where storage reads are cached like any other. On those adapters workgroup
+   *   through it too, whatever `linear` says: its B^T tile load is coalesced along K, and the
+   *   vec4 rule was measured on CPU adapters, where storage reads are cached like any other. On those adapters workgroup
    *   memory is ordinary memory and its barriers cost, so it is not their default: square f32
    *   products 256 to 2048 ran 2.6 to 6x slower than 'subgroup' on lavapipe, 256 and 512 2.6 to
    *   3.4x slower than 'vec4' on SwiftShader (bench/suite.ts, row 'webtune tiled').
@@ -77,6 +76,15 @@ export interface KernelTuning {
    * - 'scalar' (shaders/matmul.wgsl): any shape, any device.
    */
   matmul: 'tiled' | 'vec4' | 'subgroup' | 'scalar';
+  /**
+   * A B^T (every Linear layer's forward, and the LM head's) under 'vec4', 'subgroup' or 'scalar':
+   * 'vec4' takes matmul-vec4.wgsl's dot-product form whenever K and N are multiples of 4 (about
+   * as fast as 'scalar' on lavapipe without subgroups, and SwiftShader's matmul default anyway);
+   * 'matmul' takes what `matmul` says. On lavapipe with subgroups 'matmul' (the subgroup kernel)
+   * ran the 135M step's X W^T shapes at 1.5 to 3x the speed of 'vec4' (6.6-8.2 vs 2.4-4.9
+   * GFLOP/s at 256 x {192, 576, 1536, 8192} x 576, one run, issue 22).
+   */
+  linear: 'vec4' | 'matmul';
 }
 
 /** True when the device can run matmul-subgroup.wgsl (subgroups of at least 8 lanes). */
@@ -87,10 +95,11 @@ export function canUseSubgroupMatmul(adapter: AdapterSummary, features: GpuFeatu
 export function defaultTuning(adapter: AdapterSummary, features: GpuFeatures): KernelTuning {
   const text = `${adapter.name} ${adapter.device}`.toLowerCase();
   if (/llvmpipe|lavapipe/.test(text)) {
-    return { matmul: canUseSubgroupMatmul(adapter, features) ? 'subgroup' : 'scalar' };
+    const subgroups = canUseSubgroupMatmul(adapter, features);
+    return { matmul: subgroups ? 'subgroup' : 'scalar', linear: subgroups ? 'matmul' : 'vec4' };
   }
   // SwiftShader and any other software adapter: no on-chip memory for 'tiled' to exploit.
-  return { matmul: adapter.isSoftware ? 'vec4' : 'tiled' };
+  return { matmul: adapter.isSoftware ? 'vec4' : 'tiled', linear: 'vec4' };
 }
 
 export interface CreateGpuContextOptions {

@@ -28,10 +28,10 @@ describe('GPU context on Dawn', () => {
     const ctx = await nodeContext();
     expect(ctx.adapter.name).toMatch(/llvmpipe/);
     expect(ctx.adapter.subgroupMinSize).toBeGreaterThanOrEqual(8);
-    expect(ctx.tuning.matmul).toBe('subgroup');
+    expect(ctx.tuning).toEqual({ matmul: 'subgroup', linear: 'matmul' });
     ctx.destroy();
     const without = await nodeContext({ disableFeatures: ['subgroups'] });
-    expect(without.tuning.matmul).toBe('scalar');
+    expect(without.tuning).toEqual({ matmul: 'scalar', linear: 'vec4' });
     without.destroy();
     const error = await createGpuContext({ gpu: await createNodeGpu(), disableFeatures: ['subgroups'], tuning: { matmul: 'subgroup' } }).catch((e) => e);
     expect(error).toBeInstanceOf(InvalidArgumentError);

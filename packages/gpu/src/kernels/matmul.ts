@@ -130,10 +130,10 @@ export async function createMatmulKernel(ctx: GpuContext, variant: MatmulVariant
     ACCUMULATE: v.accumulate,
   };
   // 'tiled' (hardware GPUs) serves every shape and transpose itself. Otherwise A B^T (PyTorch's
-  // Linear) takes the vec4 kernel whenever the shape allows: its dot-product form won on every CPU
-  // adapter measured. Otherwise ctx.tuning decides; see KernelTuning.
+  // Linear) takes the vec4 kernel whenever the shape allows if tuning.linear says so, and the rest
+  // follows tuning.matmul; see KernelTuning.
   const tiledOnly = ctx.tuning.matmul === 'tiled';
-  const vec4Always = v.transB && !v.transA && !tiledOnly;
+  const vec4Always = v.transB && !v.transA && !tiledOnly && ctx.tuning.linear === 'vec4';
   const [scalar, vec4, subgroup, tiled] = await Promise.all([
     tiledOnly ? undefined : ctx.pipelines.get(MATMUL_KERNEL, v.dtype, overrides),
     vec4Always || ctx.tuning.matmul === 'vec4' ? ctx.pipelines.get(MATMUL_VEC4_KERNEL, v.dtype, overrides) : undefined,
