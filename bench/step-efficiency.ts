@@ -29,9 +29,9 @@ import { AdamW } from '@webtune/trainer';
 import { median } from './suite.js';
 
 export interface StepFlops {
-  /** 2 x tokens x frozen linear weights (adapted layers' linears, then the LM head). */
+  /** 2 x tokens x frozen linear weights (every layer's linears and the LM head). */
   forward: number;
-  /** The same again: the gradient with respect to each frozen linear's input. */
+  /** 2 x tokens x the frozen weights backward passes through (the LM head and the linears of the lowest adapted layer and above): each one's input gradient. */
   inputGradient: number;
   /** Causal attention: forward 4 x head_dim per visible (query, key) pair per head, backward 2x that. */
   attention: number;
@@ -188,7 +188,8 @@ export async function runStepEfficiency(gpu: GPU, spec: StepEfficiencySpec, best
 
     const profile = await profileDispatches(ctx, step);
     const sorted = [...stepMs].sort((a, b) => a - b);
-    const medianStepMs = sorted[Math.floor(sorted.length / 2)]!;
+    const mid = Math.floor(sorted.length / 2);
+    const medianStepMs = sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
     const flops = countStepFlops(spec.config, lora, spec.batch, spec.seq);
     const achievedGflops = flops.total / medianStepMs / 1e6;
     const row: StepEfficiencyRow = {

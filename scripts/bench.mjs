@@ -6,7 +6,8 @@
 // bench/results/dp-sgd.{json,md} whenever the DP-SGD benchmark ran (BENCH_ONLY=dp-sgd included),
 // bench/results/secagg.{json,md} whenever the secure-aggregation benchmark ran (BENCH_ONLY=secagg included; no GPU),
 // bench/results/device.{json,md} whenever the device-adaptation benchmark ran (BENCH_ONLY=device included; Dawn, its own process),
-// bench/results/step-efficiency.{json,md} whenever the step-efficiency benchmark ran on the full shape (BENCH_ONLY=step; Dawn, its own process).
+// bench/results/step-efficiency.{json,md} when BENCH_ONLY names step (Dawn, its own process; the full shape only; a full
+// `npm run bench` leaves it out, it takes minutes), and with `-- browser` step-efficiency-browser.{json,md} (e2e/browser.bench.ts).
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -55,7 +56,7 @@ if (only !== 'browser' && (!onlyNames.length || onlyNames.includes('device'))) {
   if (r.status !== 0) process.exit(1);
 }
 
-if (only !== 'browser' && (!onlyNames.length || onlyNames.includes('step'))) {
+if (only !== 'browser' && onlyNames.includes('step')) {
   // Step efficiency (bench/step-efficiency.ts): the 135M step against the adapter's matmul peak, per phase and kernel, on Dawn.
   const out = await bundleForNode('bench/step-efficiency-node.ts', 'step-bench.mjs');
   console.log('bench: step efficiency (Node, Dawn)…');
@@ -77,7 +78,8 @@ if (only !== 'browser' && gpuLanes) {
   writeFileSync(join(results, 'node.json'), JSON.stringify(JSON.parse(line.slice('BENCH_JSON='.length)), null, 2) + '\n');
 }
 
-if (only !== 'node' && gpuLanes) {
+// `-- browser` runs the browser lane even for names that are standalone in Node (BENCH_ONLY=step: the page's step group).
+if (only !== 'node' && (gpuLanes || only === 'browser')) {
   console.log('bench: browser (Chromium)…');
   const r = spawnSync('npx', ['playwright', 'test', '-c', 'e2e/bench.config.ts'], { cwd: root, stdio: 'inherit' });
   if (r.status !== 0) process.exit(1);
@@ -116,7 +118,6 @@ function federatedMarkdown(lane, rows) {
   return lines.join('\n');
 }
 
-/** Instruction tuning: data preparation rate and the cost of padded SFT rows against packed text. */
 /** Token generation (bench/generate.ts): time to first token and decode tokens/s per library on the same ONNX file, and agreement of the generated ids. */
 function generateMarkdown(lane, adapter, rows) {
   const lines = [`### Token generation, ${lane}`, '', `Adapter: ${adapter}`, '',
@@ -132,6 +133,7 @@ function generateMarkdown(lane, adapter, rows) {
   return lines.join('\n');
 }
 
+/** Instruction tuning: data preparation rate and the cost of padded SFT rows against packed text. */
 function sftMarkdown(lane, rows) {
   const lines = [`### Instruction tuning, ${lane}`, '', 'Data preparation on the tiny chat fixture (ChatML template); training steps on the bundled demo model, SFT rows vs text windows at the same shape.', '',
     '| benchmark | variant | median ms | rate | note |', '|---|---|---:|---:|---|'];
@@ -243,7 +245,8 @@ const sections = ['node', 'browser']
 // Tables with files of their own (written by partial runs too) are linked from the README.
 const ownFiles = (existsSync(join(root, 'bench/results/dp-sgd.md')) ? '- DP-SGD vs non-private training (step time, peak memory, held-out loss at epsilon 8, 3, 1): [dp-sgd.md](dp-sgd.md), `BENCH_ONLY=dp-sgd npm run bench -- node`.\n' : '')
   + (existsSync(join(root, 'bench/results/secagg.md')) ? '- Secure aggregation (SecAgg+) vs a plain round (bytes and time per client and stage, n = 10, 50, 100): [secagg.md](secagg.md), `BENCH_ONLY=secagg npm run bench`.\n' : '')
-  + (existsSync(join(root, 'bench/results/device.md')) ? '- Device adaptation (autoConfigure at each memory level against the defaults, calibration cost, recovery from a lost device): [device.md](device.md), `BENCH_ONLY=device npm run bench`.\n' : '');
+  + (existsSync(join(root, 'bench/results/device.md')) ? '- Device adaptation (autoConfigure at each memory level against the defaults, calibration cost, recovery from a lost device): [device.md](device.md), `BENCH_ONLY=device npm run bench`.\n' : '')
+  + (existsSync(join(root, 'bench/results/step-efficiency.md')) ? '- Step efficiency (the SmolLM2-135M-shape training step against the adapter\'s matmul peak, per phase and kernel, CPU recording time): [step-efficiency.md](step-efficiency.md), `BENCH_ONLY=step npm run bench`; Chromium: [step-efficiency-browser.md](step-efficiency-browser.md), `BENCH_ONLY=step npm run bench -- browser`.\n' : '');
 const ownFilesBlock = ownFiles ? `${ownFiles}\n` : '';
 writeFileSync(join(results, 'README.md'), `# Benchmark results\n\nWritten by \`npm run bench\` (scripts/bench.mjs). Medians; speed-up = library's median time / webtune's.\n\n${ownFilesBlock}${sections.join('\n\n')}\n`);
 console.log(readFileSync(join(results, 'README.md'), 'utf8'));

@@ -7,10 +7,13 @@ import { createGpuContext } from '@webtune/gpu';
 import { runBenchSuite, setOrtMatmulModel, type BenchRow } from '../../bench/suite.js';
 import { runOnnxForwardBench } from '../../bench/onnx-forward.js';
 import { runGenerateBench } from '../../bench/generate.js';
+import { SMOLLM2_135M, syntheticWeights } from '../../bench/smol-shape.js';
+import { runStepEfficiencyBench, stepEfficiencyMarkdown, type StepEfficiencyResult } from '../../bench/step-efficiency.js';
+import { parseModelConfig } from '@webtune/model';
 
 declare global {
   interface Window {
-    benchResult?: { lane: string; adapter: string; rows: BenchRow[] };
+    benchResult?: { lane: string; adapter: string; rows: BenchRow[]; step?: { result: StepEfficiencyResult; markdown: string } };
     benchError?: string;
   }
 }
@@ -85,10 +88,29 @@ async function main() {
       },
     })));
   }
+  // 'step' (only when named: about ten minutes on SwiftShader): the SmolLM2-135M-shape training step
+  // against this adapter's matmul peak, per phase and kernel (bench/step-efficiency.ts).
+  let step: { result: StepEfficiencyResult; markdown: string } | undefined;
+  if (only?.includes('step')) {
+    const seq = Number(params.get('stepSeq') ?? 256);
+    const layers = Number(params.get('stepLayers') ?? SMOLLM2_135M.num_hidden_layers);
+    const config = parseModelConfig({ ...SMOLLM2_135M, num_hidden_layers: layers } as unknown as Record<string, unknown>, 'SmolLM2-135M (shape)');
+    const model = layers === SMOLLM2_135M.num_hidden_layers ? 'SmolLM2-135M shape' : `SmolLM2-135M shape, ${layers} layers`;
+    const result = await runStepEfficiencyBench(navigator.gpu, 'browser (Chromium)', { model, config, reader: syntheticWeights(config), batch: 1, seq }, {
+      steps: Number(params.get('stepSteps') ?? 1),
+      matmulRuns: Math.min(runs, 3),
+      log: (line) => {
+        log(line);
+        console.log(line);
+      },
+    });
+    step = { result, markdown: stepEfficiencyMarkdown(result) };
+  }
   window.benchResult = {
     lane: 'browser (Chromium)',
     adapter: ctx.adapter.name,
     rows,
+    ...(step ? { step } : {}),
   };
 }
 

@@ -234,7 +234,11 @@ export async function createGpuContext(options: CreateGpuContextOptions = {}): P
   });
 
   const summary = summarize(adapter.info);
-  const tuning: KernelTuning = { ...defaultTuning(summary, features), ...options.tuning };
+  const defaults = defaultTuning(summary, features);
+  // A caller who picks the matmul kernel but not `linear` gets the A B^T rule of that kernel: the
+  // subgroup kernel's only where it is the adapter's own choice, else the vec4 dot-product form.
+  const linear = options.tuning?.linear ?? (options.tuning?.matmul && options.tuning.matmul !== defaults.matmul ? 'vec4' : defaults.linear);
+  const tuning: KernelTuning = { ...defaults, ...options.tuning, linear };
   if (tuning.matmul === 'subgroup' && !canUseSubgroupMatmul(summary, features)) {
     device.destroy();
     throw new InvalidArgumentError(

@@ -15,11 +15,14 @@ import type { BufferPool } from './buffer-pool.js';
 import type { CompiledKernel } from './pipeline-cache.js';
 
 /**
- * Bind groups: enough for every distinct dispatch of a 30-layer step's forward, backward and
- * optimizer (about 2,500 for SmolLM2-135M), with room. Uniforms: distinct Params; such a step has
- * a few hundred, since layers share them. At most 4096 x 64 bytes of uniform buffers.
+ * Bind groups: every distinct dispatch of a step's forward, backward and optimizer (about 1,500
+ * for SmolLM2-135M with LoRA on q and v), with room for bigger models and more targets; past it a
+ * step evicts its own oldest entries. Uniforms: distinct Params, a few hundred per step since
+ * layers share them. Params that change every step (AdamW's bias corrections, a decoding
+ * position) add entries that are never hit again; they age out at these bounds, so the cache
+ * holds at most 2048 uniform buffers of at most 64 bytes.
  */
-export const DEFAULT_DISPATCH_CACHE_CAPACITY = { bindGroups: 8192, uniforms: 4096 };
+export const DEFAULT_DISPATCH_CACHE_CAPACITY = { bindGroups: 8192, uniforms: 2048 };
 const UNIFORM_LABEL = 'uniforms (cached)';
 
 interface CachedBindGroup {
@@ -56,8 +59,9 @@ export class DispatchCache {
   /** Set by the profiler while it captures a step; every dispatch is appended. */
   capture: CapturedDispatch[] | undefined;
   /**
-   * False drops every entry at each submit, so each recorder creates its own bind groups and
-   * uniform buffers as webtune did before this cache: only for benchmarks measuring what it saves.
+   * False bypasses the cache as webtune recorded before it: every dispatch creates its bind group
+   * and takes a uniform buffer from the pool, written and given back after the submit. Only for
+   * benchmarks measuring what the cache saves.
    */
   reuseAcrossSubmits = true;
   /** Entries kept past a submit; tests lower them to exercise eviction. */
@@ -71,8 +75,10 @@ export class DispatchCache {
   private nextSerial = 1;
   /** The uniform buffers each recorder not yet submitted has bound: those are never destroyed. */
   private readonly openRecorders = new Map<number, Set<GPUBuffer>>();
+  /** Uniform buffers taken for one recorder when reuse is off, given back to the pool after its submit. */
+  private readonly transient = new Map<number, GPUBuffer[]>();
   /** A recorder dropped without submit (its work threw) stops holding uniforms once collected. */
-  private readonly abandoned = new FinalizationRegistry<number>((serial) => this.openRecorders.delete(serial));
+  private readonly abandoned = new FinalizationRegistry<number>((serial) => this.release(serial));
   readonly stats: DispatchCacheStats = {
     bindGroupsCreated: 0, bindGroupHits: 0, uniformsCreated: 0, uniformHits: 0, recordMs: 0, dispatches: 0, submits: 0,
   };
@@ -94,14 +100,29 @@ export class DispatchCache {
 
   /** Called after the recorder's submit: what it used may now be evicted. */
   closeRecorder(recorder: object, serial: number): void {
-    this.openRecorders.delete(serial);
     this.abandoned.unregister(recorder);
-    if (!this.reuseAcrossSubmits && this.openRecorders.size === 0) this.clear();
+    this.release(serial);
     this.evict();
+  }
+
+  private release(serial: number): void {
+    this.openRecorders.delete(serial);
+    // A later writeBuffer to a released uniform is ordered after this submit.
+    for (const buffer of this.transient.get(serial) ?? []) this.pool.release(buffer);
+    this.transient.delete(serial);
   }
 
   /** A uniform buffer holding `params`, shared by every dispatch with the same bytes. */
   uniform(params: ArrayBuffer, serial: number): GPUBuffer {
+    if (!this.reuseAcrossSubmits) {
+      this.stats.uniformsCreated++;
+      const buffer = this.pool.acquire(params.byteLength, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, 'uniforms');
+      this.device.queue.writeBuffer(buffer, 0, params);
+      const list = this.transient.get(serial) ?? [];
+      list.push(buffer);
+      this.transient.set(serial, list);
+      return buffer;
+    }
     const key = Array.prototype.join.call(new Uint32Array(params), ',') as string;
     let buffer = this.uniforms.get(key);
     if (buffer) {
@@ -123,6 +144,15 @@ export class DispatchCache {
   /** The bind group of `kernel` over `buffers` (bindings 0..n-1) and the uniform (binding n). */
   bindGroup(kernel: CompiledKernel, buffers: readonly GPUBuffer[], uniform: GPUBuffer | undefined): GPUBindGroup {
     const all = uniform ? [...buffers, uniform] : buffers;
+    const create = () => {
+      this.stats.bindGroupsCreated++;
+      return this.device.createBindGroup({
+        label: `${kernel.definition.name} bind group`,
+        layout: kernel.layout,
+        entries: all.map((buffer, binding) => ({ binding, resource: { buffer } })),
+      });
+    };
+    if (!this.reuseAcrossSubmits) return create();
     let key = `${this.idOf(kernel.layout)}`;
     for (const b of all) key += `:${this.idOf(b)}`;
     const hit = this.bindGroups.get(key);
@@ -132,12 +162,7 @@ export class DispatchCache {
       this.bindGroups.set(key, hit);
       return hit.group;
     }
-    this.stats.bindGroupsCreated++;
-    const group = this.device.createBindGroup({
-      label: `${kernel.definition.name} bind group`,
-      layout: kernel.layout,
-      entries: all.map((buffer, binding) => ({ binding, resource: { buffer } })),
-    });
+    const group = create();
     this.bindGroups.set(key, { group, buffers: all });
     for (const b of all) {
       let keys = this.keysByBuffer.get(b);
@@ -180,14 +205,6 @@ export class DispatchCache {
       keys?.delete(key);
       if (keys?.size === 0) this.keysByBuffer.delete(b);
     }
-  }
-
-  private clear(): void {
-    this.bindGroups.clear();
-    this.keysByBuffer.clear();
-    for (const buffer of this.uniforms.values()) this.pool.destroy(buffer);
-    this.uniforms.clear();
-    this.uniformKeys.clear();
   }
 
   private evict(): void {

@@ -3,7 +3,8 @@
  * once as usual while every dispatch is captured; then each captured dispatch is replayed on its
  * own, on the same pipelines, bind groups and buffers, and timed:
  * - with GPU timestamps where the device has 'timestamp-query' (one compute pass per dispatch,
- *   its beginning and end written to a query set), which leaves out submission and CPU time;
+ *   its beginning and end written to a query set), which leaves out submission and CPU time
+ *   (Chromium quantizes them to about 0.1 ms unless WebGPU developer features are on);
  * - otherwise with CPU timers, one submit per dispatch and `onSubmittedWorkDone`, which includes
  *   a submit's own overhead (small next to a kernel on the CPU adapters, not on a fast GPU).
  * Replaying runs the kernels on whatever the buffers hold after the work, which costs the same
@@ -47,12 +48,12 @@ export async function profileDispatches(ctx: GpuContext, work: () => Promise<voi
   const captured: CapturedDispatch[] = [];
   cache.capture = captured;
   try {
-    await work();
-  } finally {
-    cache.capture = undefined;
-  }
-  await ctx.device.queue.onSubmittedWorkDone();
-  try {
+    try {
+      await work();
+    } finally {
+      cache.capture = undefined;
+    }
+    await ctx.device.queue.onSubmittedWorkDone();
     const live = captured.filter((d) => !d.buffers.some((b) => destroyed.has(b)));
     const times = ctx.features.timestampQuery ? await replayWithTimestamps(ctx, live) : await replayWithCpuTimers(ctx, live);
     return summarize(ctx.features.timestampQuery ? 'gpu-timestamps' : 'cpu', live, times, captured.length - live.length);

@@ -127,21 +127,25 @@ describe('dispatch cache on Dawn', () => {
     }
   });
 
-  it('without reuse across submits, each recorder creates its own and computes the same', async () => {
+  it('without reuse across submits, every dispatch creates its own, as before the cache, and computes the same', async () => {
     const ctx = gpu();
     const s = await setUp(ctx);
     const c = createTensor(ctx, { shape: [M, N], label: 'C' });
     const stats = ctx.dispatches.stats;
     ctx.dispatches.reuseAcrossSubmits = false;
     try {
-      const before = stats.bindGroupsCreated;
+      const before = { bindGroups: stats.bindGroupsCreated, uniforms: stats.uniformsCreated, size: ctx.dispatches.size };
       for (let i = 0; i < 2; i++) {
         const rec = new CommandRecorder(ctx, `no reuse ${i}`);
         s.run(rec, c, 1.5);
+        s.run(rec, c, 1.5);
         rec.submit();
+        // Its uniform buffers went back to the pool after the submit.
+        expect(ctx.memory.snapshot().byLabel['uniforms']?.liveBytes ?? 0).toBe(0);
       }
-      expect(stats.bindGroupsCreated - before).toBe(2);
-      expect(ctx.dispatches.size).toEqual({ bindGroups: 0, uniforms: 0 });
+      expect(stats.bindGroupsCreated - before.bindGroups).toBe(4);
+      expect(stats.uniformsCreated - before.uniforms).toBe(4);
+      expect(ctx.dispatches.size).toEqual(before.size);
       await expectProduct(ctx, c, 1.5);
     } finally {
       ctx.dispatches.reuseAcrossSubmits = true;

@@ -4,11 +4,15 @@ import { worstError } from './random.js';
 import { MATMUL_CASES, matmulRefOnFixtures, runMatmulCase } from './cases/matmul-cases.js';
 
 // Every kernel on every case (lavapipe defaults to 'subgroup', SwiftShader to 'vec4', hardware GPUs
-// to 'tiled'; except under 'tiled', A B^T takes vec4 whenever the shape allows, and other shapes
-// fall back to the scalar kernel).
-for (const matmul of ['scalar', 'vec4', 'subgroup', 'tiled'] as const) {
-  describe(`matmul on Dawn, tuning.matmul = '${matmul}'`, () => {
-    const gpu = useNodeContext({ tuning: { matmul } });
+// to 'tiled'). A B^T takes vec4 whenever the shape allows under linear 'vec4' (the default with
+// 'scalar' and 'vec4'), and the matmul kernel under linear 'matmul' (lavapipe's default with
+// 'subgroup'); other shapes fall back to the scalar kernel.
+const TUNINGS = [
+  { matmul: 'scalar' }, { matmul: 'scalar', linear: 'matmul' }, { matmul: 'vec4' }, { matmul: 'subgroup' }, { matmul: 'tiled' },
+] as const;
+for (const tuning of TUNINGS) {
+  describe(`matmul on Dawn, tuning ${JSON.stringify(tuning)}`, () => {
+    const gpu = useNodeContext({ tuning });
     for (const c of MATMUL_CASES.full) {
       it(c.name, async () => {
         if (c.dtype === 'f16' && !gpu().features.shaderF16) {

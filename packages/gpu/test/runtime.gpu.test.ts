@@ -32,6 +32,9 @@ describe('GPU context on Dawn', () => {
     ctx.destroy();
     const without = await nodeContext({ disableFeatures: ['subgroups'] });
     expect(without.tuning).toEqual({ matmul: 'scalar', linear: 'vec4' });
+    const scalar = await nodeContext({ tuning: { matmul: 'scalar' } });
+    expect(scalar.tuning).toEqual({ matmul: 'scalar', linear: 'vec4' }); // the linear rule follows a chosen kernel
+    scalar.destroy();
     without.destroy();
     const error = await createGpuContext({ gpu: await createNodeGpu(), disableFeatures: ['subgroups'], tuning: { matmul: 'subgroup' } }).catch((e) => e);
     expect(error).toBeInstanceOf(InvalidArgumentError);

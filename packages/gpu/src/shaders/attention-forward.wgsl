@@ -101,8 +101,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let pr = min(lid / params.col_groups, rows / 4u - 1u) * 4u;
   let pc = (lid % params.col_groups) * 4u;
 
-  // Softmax: invocation lid < rows owns row lid.
-  let own_row = lid < rows;
+  // Softmax: invocation lid < rows owns row lid; padding rows past seq_q (never stored) are left out.
+  let own_row = lid < rows && first_row + lid < seq_q;
   var m = MASKED;
   var l = 0.0;
 
@@ -137,8 +137,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var s5 = vec4<f32>();
       var s6 = vec4<f32>();
       var s7 = vec4<f32>();
-      // Blocks wholly past their rows' reach (the causal upper triangle) skip the product.
-      if (j0 + sk <= min(limit0 + 7u, seq_kv - 1u)) {
+      // Blocks wholly past their rows' reach (the causal upper triangle), and blocks of padding rows
+      // past seq_q (most of the workgroup when decoding one token), skip the product.
+      if (first_row + sr < seq_q && j0 + sk <= min(limit0 + 7u, seq_kv - 1u)) {
         for (var c = 0u; c < d4; c++) {
           let kc0 = vec4<f32>(k[k0 + c]);
           let kc1 = vec4<f32>(k[k1 + c]);
@@ -220,7 +221,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       d2 *= f3;
       d3 *= f3;
       // Keys past these four rows' reach have p = 0: stop at the last group of 4 that has one.
-      let live_end = min(reach, params.position_offset + first_row + pr + 4u);
+      // Four padding rows (past seq_q) are never stored: they skip it all.
+      let live_end = select(0u, min(reach, params.position_offset + first_row + pr + 4u), first_row + pr < seq_q);
       let t4_live = select(0u, min(t4, (live_end - j0 + 3u) / 4u), live_end > j0);
       for (var x = 0u; x < t4_live; x++) {
         let p0 = s_tile[pr * t4 + x];
