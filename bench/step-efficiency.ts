@@ -22,11 +22,11 @@ import {
   CommandRecorder, createGpuContext, createMatmulKernel, createTensor, profileDispatches, type DispatchProfile, type GpuContext,
 } from '@webtune/gpu';
 import {
-  architectureOf, linearShape, LoraAdapter, resolveLoraConfig, Rng, Transformer, uploadBaseModel,
+  architectureOf, linearShape,
   type BaseFormat, type LoraConfig, type ModelConfig, type WeightReader,
 } from '@webtune/model';
-import { AdamW } from '@webtune/trainer';
 import { median } from './suite.js';
+import { setUpLoraStep } from './lora-step.js';
 
 export interface StepFlops {
   /** 2 x tokens x frozen linear weights (every layer's linears and the LM head). */
@@ -147,20 +147,7 @@ export interface StepEfficiencyRow {
 export async function runStepEfficiency(gpu: GPU, spec: StepEfficiencySpec, bestMatmulGflops: number, log: (line: string) => void): Promise<StepEfficiencyRow> {
   const ctx = await createGpuContext({ gpu });
   try {
-    const lora = resolveLoraConfig(spec.config, { rank: spec.rank, alpha: 2 * spec.rank });
-    const base = await uploadBaseModel(ctx, spec.config, spec.reader, { format: spec.format, dtype: spec.dtype });
-    const model = await Transformer.create(ctx, base);
-    const adapter = LoraAdapter.create(ctx, spec.config, lora, 1);
-    model.setAdapter(adapter);
-    const optimizer = await AdamW.create(ctx, adapter);
-    const rng = new Rng(5);
-    const tokens = spec.batch * spec.seq;
-    const step = async () => {
-      const ids = Uint32Array.from({ length: tokens }, () => rng.int(spec.config.vocabSize));
-      const targets = Uint32Array.from({ length: tokens }, () => rng.int(spec.config.vocabSize));
-      await model.trainStep({ ids, targets, batch: spec.batch, seq: spec.seq });
-      await optimizer.update(1e-4);
-    };
+    const { step, lora, tokens, release } = await setUpLoraStep(ctx, spec);
     const stats = ctx.dispatches.stats;
     const counters = () => ({ ms: stats.recordMs, dispatches: stats.dispatches, submits: stats.submits, bindGroupsCreated: stats.bindGroupsCreated, uniformsCreated: stats.uniformsCreated });
     const perStep = (a: ReturnType<typeof counters>, b: ReturnType<typeof counters>, n: number) => ({
@@ -199,10 +186,7 @@ export async function runStepEfficiency(gpu: GPU, spec: StepEfficiencySpec, best
       profile,
     };
     log(`step ${spec.model} ${spec.format}/${spec.dtype}: ${medianStepMs.toFixed(0)} ms, ${achievedGflops.toFixed(2)} GFLOP/s of ${bestMatmulGflops.toFixed(2)} = ${(100 * row.efficiency).toFixed(0)}%; recording ${record.ms.toFixed(1)} ms/step (${offCounters.ms.toFixed(1)} without reuse)`);
-    optimizer.release();
-    adapter.release();
-    model.release();
-    base.release();
+    release();
     return row;
   } finally {
     ctx.destroy();

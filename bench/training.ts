@@ -6,13 +6,11 @@
  * (the real checkpoint cannot be downloaded here; speed and memory depend on shapes only).
  */
 import { createGpuContext, type GpuContext } from '@webtune/gpu';
-import {
-  loadModelFiles, LoraAdapter, weightReader, resolveLoraConfig, Rng, Transformer, uploadBaseModel,
-  type BaseFormat, type ModelConfig, type WeightReader,
-} from '@webtune/model';
+import { loadModelFiles, weightReader, type BaseFormat, type ModelConfig, type WeightReader } from '@webtune/model';
 import { nodeDirectorySource } from '@webtune/model/node';
-import { AdamW, checkMemoryPlan } from '@webtune/trainer';
+import { checkMemoryPlan } from '@webtune/trainer';
 import { smolLM2Config, syntheticWeights } from './smol-shape.js';
+import { benchLoraConfig, setUpLoraStep } from './lora-step.js';
 
 export interface TrainingBenchRow {
   model: string;
@@ -47,26 +45,9 @@ export async function benchTraining(gpu: GPU, spec: TrainingBenchSpec, format: B
   // A fresh device per run, so the accounted peak is this run's alone.
   const ctx: GpuContext = await createGpuContext({ gpu });
   try {
-    const lora = resolveLoraConfig(spec.config, { rank: spec.rank, alpha: 2 * spec.rank, targets: spec.targets });
     const recompute = spec.recompute ?? false;
-    const estimate = checkMemoryPlan(ctx, { config: spec.config, format, dtype, lora, batch: spec.batch, seq: spec.seq, recompute }, { budgetBytes: 16 * 2 ** 30 });
-    const base = await uploadBaseModel(ctx, spec.config, spec.reader, { format, dtype });
-    const model = await Transformer.create(ctx, base);
-    const adapter = LoraAdapter.create(ctx, spec.config, lora, 1);
-    model.setAdapter(adapter);
-    const optimizer = await AdamW.create(ctx, adapter);
-    const rng = new Rng(5);
-    const tokens = spec.batch * spec.seq;
-    const batch = () => ({
-      ids: Uint32Array.from({ length: tokens }, () => rng.int(spec.config.vocabSize)),
-      targets: Uint32Array.from({ length: tokens }, () => rng.int(spec.config.vocabSize)),
-      batch: spec.batch,
-      seq: spec.seq,
-    });
-    const step = async () => {
-      await model.trainStep(batch(), { recompute });
-      await optimizer.update(1e-4);
-    };
+    const estimate = checkMemoryPlan(ctx, { config: spec.config, format, dtype, lora: benchLoraConfig(spec), batch: spec.batch, seq: spec.seq, recompute }, { budgetBytes: 16 * 2 ** 30 });
+    const { step, base, tokens, release } = await setUpLoraStep(ctx, { ...spec, format, dtype });
     await step(); // warm-up: pipelines compile, workspace is allocated
     const times: number[] = [];
     for (let i = 0; i < spec.steps; i++) {
@@ -82,10 +63,7 @@ export async function benchTraining(gpu: GPU, spec: TrainingBenchSpec, format: B
       weightBytes: base.byteLength, steps: spec.steps,
     };
     log(`training ${spec.model} ${format}/${dtype} b${spec.batch}x${spec.seq} r${spec.rank}${recompute ? ' recompute' : ''}: ${medianStepMs.toFixed(0)} ms/step, ${row.tokensPerSecond.toFixed(0)} tok/s, peak ${(row.peakBytes / 2 ** 20).toFixed(1)} MiB (estimate ${(estimate.total / 2 ** 20).toFixed(1)} MiB)`);
-    optimizer.release();
-    adapter.release();
-    model.release();
-    base.release();
+    release();
     return row;
   } finally {
     ctx.destroy();
