@@ -232,10 +232,11 @@ export function stepEfficiencyMarkdown(r: StepEfficiencyResult): string {
   const g = (flops: number) => (flops / 1e9).toFixed(1);
   const lines = [
     `### Step efficiency, ${r.lane}`, '',
-    `Adapter: ${r.adapter}. Command: \`BENCH_ONLY=step npm run bench\` (bench/step-efficiency.ts).`, '',
+    `Adapter: ${r.adapter}. Command: \`BENCH_ONLY=step npm run bench${r.lane.startsWith('browser') ? ' -- browser' : ''}\` (bench/step-efficiency.ts).`, '',
     `- Efficiency = model FLOPs of the step / median step time / the best matmul GFLOP/s webtune reached on this adapter in the same run (${r.bestMatmulGflops.toFixed(2)}; every shape below). Model FLOPs: 2N forward + 2N input gradient per token for the frozen weights (the LM head included), causal attention over visible pairs (backward 2x forward; recomputation not counted), LoRA's own matmuls.`,
     `- Phases and kernels: one more step, every dispatch replayed alone and timed with ${r.clock === 'gpu-timestamps' ? 'GPU timestamps (timestamp-query)' : 'CPU timers (one submit each)'}; their sum can differ from the step's wall time, which also holds recording, submits, readbacks and any overlap.`,
-    '- Recording = time inside CommandRecorder.dispatch/submit per step (creating bind groups and uniform buffers, encoding, submitting); "without reuse" is the same step with the dispatch cache dropped at every submit, as webtune recorded before issue 22.', '',
+    '- Recording = time inside CommandRecorder.dispatch/submit per step (creating bind groups and uniform buffers, encoding, submitting); "without reuse" is the same step with the dispatch cache bypassed (`reuseAcrossSubmits = false`: every dispatch creates its bind group and takes a pooled uniform buffer, as webtune recorded before issue 22).',
+    '- The matmul rates are wall-clock medians of one product each, submit and wait included; inside a step the same kernels run back to back, which on a slow adapter can make the step\'s own rate come close to or above them.', '',
     '| model | base / activations | tokens | GFLOP per step | median ms/step | tokens/s | achieved GFLOP/s | efficiency | forward ms | head + loss ms | backward ms | AdamW ms | kernels sum ms | recording ms/step | without reuse | dispatches/step | bind groups created/step |',
     '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
