@@ -26,7 +26,7 @@ import {
   type BaseFormat, type LoraConfig, type ModelConfig, type WeightReader,
 } from '@webtune/model';
 import { median } from './suite.js';
-import { setUpLoraStep } from './lora-step.js';
+import { setUpLoraStep, type LoraStepSpec } from './lora-step.js';
 
 export interface StepFlops {
   /** 2 x tokens x frozen linear weights (every layer's linears and the LM head). */
@@ -107,15 +107,8 @@ export async function matmulRates(ctx: GpuContext, config: ModelConfig, tokens: 
   return rates;
 }
 
-export interface StepEfficiencySpec {
+export interface StepEfficiencySpec extends LoraStepSpec {
   model: string;
-  config: ModelConfig;
-  reader: WeightReader;
-  batch: number;
-  seq: number;
-  rank: number;
-  format: BaseFormat;
-  dtype: 'f32' | 'f16';
   /** Timed steps after one warm-up step. */
   steps: number;
 }
