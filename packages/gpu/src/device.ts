@@ -64,8 +64,9 @@ export interface KernelTuning {
    *   default on hardware GPUs, where workgroup memory is on-chip and each element then comes from
    *   storage 16x less often (tfjs' and onnxruntime-web's WebGPU matmuls do the same). A B^T goes
    *   through it too, whatever `linear` says: its B^T tile load is coalesced along K, and the
-   *   vec4 rule was measured on CPU adapters, where storage reads are cached like any other. On those adapters workgroup
-   *   memory is ordinary memory and its barriers cost, so it is not their default: square f32
+   *   vec4 rule was measured on CPU adapters, where storage reads are cached like any other. On
+   *   those adapters workgroup memory is ordinary memory and its barriers cost, so it is not
+   *   their default: square f32
    *   products 256 to 2048 ran 2.6 to 6x slower than 'subgroup' on lavapipe, 256 and 512 2.6 to
    *   3.4x slower than 'vec4' on SwiftShader (bench/suite.ts, row 'webtune tiled').
    * - 'vec4' (shaders/matmul-vec4.wgsl): four elements per access. About 3x faster than 'scalar'
@@ -82,7 +83,8 @@ export interface KernelTuning {
    * as fast as 'scalar' on lavapipe without subgroups, and SwiftShader's matmul default anyway);
    * 'matmul' takes what `matmul` says. On lavapipe with subgroups 'matmul' (the subgroup kernel)
    * ran the 135M step's X W^T shapes at 1.5 to 3x the speed of 'vec4' (6.6-8.2 vs 2.4-4.9
-   * GFLOP/s at 256 x {192, 576, 1536, 8192} x 576, one run, issue 22).
+   * GFLOP/s at 256 x {192, 576, 1536, 8192} x 576, one run, issue 22). A context created with
+   * `tuning: { matmul }` other than the adapter's default, and no `linear`, gets 'vec4'.
    */
   linear: 'vec4' | 'matmul';
 }
