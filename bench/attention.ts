@@ -13,14 +13,12 @@
  *              dQ = dS K, dK = dS^T Q). Softmax exponentials and delta's dO . O are not counted.
  */
 import { CommandRecorder, createAttentionKernels, createMatmulKernel, createTensor, readTensor, toF16Bits, type GpuContext, type GpuTensor } from '@webtune/gpu';
-import { median, type BenchRow } from './suite.js';
+import { fill, median, type BenchRow } from './suite.js';
 
 export interface AttentionBenchOptions {
   runs: number;
   log?: (line: string) => void;
 }
-
-const fill = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed) * 0.5);
 
 /** SmolLM2-135M's attention. */
 const SHAPE = { batch: 1, seq: 256, heads: 9, kvHeads: 3, headDim: 64 };

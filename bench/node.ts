@@ -5,6 +5,7 @@
 import { createGpuContext } from '@webtune/gpu';
 import { createNodeGpu } from '@webtune/gpu/node';
 import { runBenchSuite } from './suite.js';
+import { runAttentionBench } from './attention.js';
 import { runTrainingBench } from './training.js';
 import { runFederatedBench } from './federated.js';
 import { runSftBench } from './sft.js';
@@ -30,6 +31,7 @@ const rows = await runBenchSuite(ctx, tf, undefined, {
   log: (line) => console.error(line),
 });
 const only = process.env.BENCH_ONLY?.split(',').filter(Boolean);
+if (!only?.length || only.includes('attention')) rows.push(...(await runAttentionBench(ctx, { runs, log: (line) => console.error(line) })));
 const training = !only?.length || only.includes('training') ? await runTrainingBench(gpu, (line) => console.error(line)) : [];
 const federated = !only?.length || only.includes('federated') ? await runFederatedBench(gpu, (line) => console.error(line)) : [];
 const sft = !only?.length || only.includes('sft') ? await runSftBench(gpu, (line) => console.error(line)) : [];

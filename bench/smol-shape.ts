@@ -40,6 +40,14 @@ export function syntheticWeights(config: ModelConfig, seed = 1): WeightReader {
 }
 
 
-export function smolLM2Config(): ModelConfig {
-  return parseModelConfig(SMOLLM2_135M as unknown as Record<string, unknown>, 'SmolLM2-135M (shape)');
+/** SmolLM2-135M's config, or the same with fewer layers (a quick look at a benchmark). */
+export function smolLM2Config(layers = SMOLLM2_135M.num_hidden_layers): ModelConfig {
+  return parseModelConfig({ ...SMOLLM2_135M, num_hidden_layers: layers } as unknown as Record<string, unknown>, 'SmolLM2-135M (shape)');
+}
+
+/** The shape with its row label and synthetic weights, as the step-efficiency benchmark takes it. */
+export function smolLM2Shape(layers = SMOLLM2_135M.num_hidden_layers): { model: string; config: ModelConfig; reader: WeightReader } {
+  const config = smolLM2Config(layers);
+  const model = layers === SMOLLM2_135M.num_hidden_layers ? 'SmolLM2-135M shape' : `SmolLM2-135M shape, ${layers} layers`;
+  return { model, config, reader: syntheticWeights(config) };
 }

@@ -7,16 +7,13 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createNodeGpu } from '@webtune/gpu/node';
-import { parseModelConfig } from '@webtune/model';
-import { SMOLLM2_135M, syntheticWeights } from './smol-shape.js';
+import { SMOLLM2_135M, smolLM2Shape } from './smol-shape.js';
 import { runStepEfficiencyBench, stepEfficiencyMarkdown } from './step-efficiency.js';
 
 const layers = Number(process.env.BENCH_STEP_LAYERS ?? SMOLLM2_135M.num_hidden_layers);
 const seq = Number(process.env.BENCH_STEP_SEQ ?? 256);
-const config = parseModelConfig({ ...SMOLLM2_135M, num_hidden_layers: layers } as unknown as Record<string, unknown>, 'SmolLM2-135M (shape)');
-const model = layers === SMOLLM2_135M.num_hidden_layers ? 'SmolLM2-135M shape' : `SmolLM2-135M shape, ${layers} layers`;
 const gpu = await createNodeGpu();
-const result = await runStepEfficiencyBench(gpu, 'node (Dawn)', { model, config, reader: syntheticWeights(config), batch: 1, seq }, {
+const result = await runStepEfficiencyBench(gpu, 'node (Dawn)', { ...smolLM2Shape(layers), batch: 1, seq }, {
   steps: Number(process.env.BENCH_STEP_STEPS ?? 3),
   matmulRuns: Number(process.env.BENCH_RUNS ?? 3),
   log: (line) => console.error(line),

@@ -25,7 +25,7 @@ import {
   architectureOf, linearShape,
   type BaseFormat, type LoraConfig, type ModelConfig, type WeightReader,
 } from '@webtune/model';
-import { median } from './suite.js';
+import { fill, median, medianOf } from './suite.js';
 import { setUpLoraStep, type LoraStepSpec } from './lora-step.js';
 
 export interface StepFlops {
@@ -89,9 +89,8 @@ export async function matmulRates(ctx: GpuContext, config: ModelConfig, tokens: 
   const rates: MatmulRate[] = [];
   for (const [shape, s] of shapes) {
     const kernel = await createMatmulKernel(ctx, { transB: s.transB });
-    const fill = (n: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37) * 0.1);
-    const a = createTensor(ctx, { shape: [s.m, s.k], data: fill(s.m * s.k), label: 'bench A' });
-    const b = createTensor(ctx, { shape: s.transB ? [s.n, s.k] : [s.k, s.n], data: fill(s.k * s.n), label: 'bench B' });
+    const a = createTensor(ctx, { shape: [s.m, s.k], data: fill(s.m * s.k, 1), label: 'bench A' });
+    const b = createTensor(ctx, { shape: s.transB ? [s.n, s.k] : [s.k, s.n], data: fill(s.k * s.n, 2), label: 'bench B' });
     const c = createTensor(ctx, { shape: [s.m, s.n], label: 'bench C' });
     const ms = await median(runs, async () => {
       const r = new CommandRecorder(ctx, 'bench matmul');
@@ -167,9 +166,7 @@ export async function runStepEfficiency(gpu: GPU, spec: StepEfficiencySpec, best
     ctx.dispatches.reuseAcrossSubmits = true;
 
     const profile = await profileDispatches(ctx, step);
-    const sorted = [...stepMs].sort((a, b) => a - b);
-    const mid = Math.floor(sorted.length / 2);
-    const medianStepMs = sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+    const medianStepMs = medianOf(stepMs);
     const flops = countStepFlops(spec.config, lora, spec.batch, spec.seq);
     const achievedGflops = flops.total / medianStepMs / 1e6;
     const row: StepEfficiencyRow = {

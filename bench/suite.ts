@@ -28,7 +28,7 @@ export interface BenchOptions {
   matmulSizes: number[];
   runs: number;
   nf4Shapes: [number, number, number][];
-  /** Groups to run (default all): 'matmul', 'nf4', 'lora' (the browser page adds 'onnx': bench/onnx-forward.ts, and 'generate': bench/generate.ts). */
+  /** Groups to run (default all): 'matmul', 'nf4', 'lora' (both lanes add 'attention': bench/attention.ts; the browser page adds 'onnx': bench/onnx-forward.ts, and 'generate': bench/generate.ts). */
   only?: string[];
   log?: (line: string) => void;
 }
@@ -42,12 +42,18 @@ export async function median(runs: number, fn: () => Promise<void>): Promise<num
     await fn();
     times.push(performance.now() - start);
   }
-  times.sort((a, b) => a - b);
-  const mid = Math.floor(times.length / 2);
-  return times.length % 2 ? times[mid]! : (times[mid - 1]! + times[mid]!) / 2;
+  return medianOf(times);
 }
 
-const fill = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed) * 0.5);
+/** The median of `values` (the mean of the middle two for an even count). */
+export function medianOf(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** Deterministic operands for the benchmarks (the kernels' time does not depend on the values). */
+export const fill = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed) * 0.5);
 
 export async function runBenchSuite(ctx: GpuContext, tf: typeof TF, ort: typeof ORT | undefined, o: BenchOptions): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
@@ -64,28 +70,25 @@ export async function runBenchSuite(ctx: GpuContext, tf: typeof TF, ort: typeof 
     const flops = 2 * n ** 3;
     const a = fill(n * n, 1);
     const b = fill(n * n, 2);
-    const kernel = await createMatmulKernel(ctx);
     const ta = createTensor(ctx, { shape: [n, n], data: a, label: 'bench A' });
     const tb = createTensor(ctx, { shape: [n, n], data: b, label: 'bench B' });
     const tc = createTensor(ctx, { shape: [n, n], label: 'bench C' });
-    const ms = await median(o.runs, async () => {
-      const r = new CommandRecorder(ctx, 'bench matmul');
-      kernel.encode(r, { a: ta, b: tb, c: tc, m: n, n, k: n });
-      r.submit();
-      await readF32(ctx, tc);
-    });
-    push({ benchmark: 'matmul f32', shape: `${n}x${n}x${n}`, library: 'webtune', medianMs: ms, gflops: flops / ms / 1e6, runs: o.runs });
-    // The workgroup-tiled kernel (the hardware-GPU default) on the same adapter and buffers, so a CPU
-    // adapter's figure for it stands next to its own default's. Same device and pipeline cache;
-    // only the tuning differs.
-    const tiled = await createMatmulKernel({ ...ctx, tuning: { ...ctx.tuning, matmul: 'tiled' } });
-    const tiledMs = await median(o.runs, async () => {
-      const r = new CommandRecorder(ctx, 'bench matmul tiled');
-      tiled.encode(r, { a: ta, b: tb, c: tc, m: n, n, k: n });
-      r.submit();
-      await readF32(ctx, tc);
-    });
-    push({ benchmark: 'matmul f32', shape: `${n}x${n}x${n}`, library: 'webtune tiled', medianMs: tiledMs, gflops: flops / tiledMs / 1e6, runs: o.runs });
+    // The adapter's own kernel, then the workgroup-tiled one (the hardware-GPU default) on the same
+    // buffers, so a CPU adapter's figure for it stands next to its default's. Same device and
+    // pipeline cache; only the tuning differs.
+    const kernels = [
+      ['webtune', await createMatmulKernel(ctx)],
+      ['webtune tiled', await createMatmulKernel({ ...ctx, tuning: { ...ctx.tuning, matmul: 'tiled' } })],
+    ] as const;
+    for (const [library, kernel] of kernels) {
+      const ms = await median(o.runs, async () => {
+        const r = new CommandRecorder(ctx, `bench ${library}`);
+        kernel.encode(r, { a: ta, b: tb, c: tc, m: n, n, k: n });
+        r.submit();
+        await readF32(ctx, tc);
+      });
+      push({ benchmark: 'matmul f32', shape: `${n}x${n}x${n}`, library, medianMs: ms, gflops: flops / ms / 1e6, runs: o.runs });
+    }
     for (const t of [ta, tb, tc]) t.release();
 
     const xa = tf.tensor2d(a, [n, n]);

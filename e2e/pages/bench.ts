@@ -7,9 +7,9 @@ import { createGpuContext } from '@webtune/gpu';
 import { runBenchSuite, setOrtMatmulModel, type BenchRow } from '../../bench/suite.js';
 import { runOnnxForwardBench } from '../../bench/onnx-forward.js';
 import { runGenerateBench } from '../../bench/generate.js';
-import { SMOLLM2_135M, syntheticWeights } from '../../bench/smol-shape.js';
+import { runAttentionBench } from '../../bench/attention.js';
+import { SMOLLM2_135M, smolLM2Shape } from '../../bench/smol-shape.js';
 import { runStepEfficiencyBench, stepEfficiencyMarkdown, type StepEfficiencyResult } from '../../bench/step-efficiency.js';
-import { parseModelConfig } from '@webtune/model';
 
 declare global {
   interface Window {
@@ -38,6 +38,8 @@ async function main() {
     only,
     log,
   });
+  // 'attention': the SmolLM2-135M attention forward and backward next to a matmul of its size (bench/attention.ts).
+  if (!only?.length || only.includes('attention')) rows.push(...(await runAttentionBench(ctx, { runs, log })));
   // 'onnx': one 64-token prompt through the same ONNX file in webtune and onnxruntime-web (WebGPU EP, wasm EP).
   if (!only?.length || only.includes('onnx')) {
     const model = async (name: string, path: string, file: string) => {
@@ -94,9 +96,7 @@ async function main() {
   if (only?.includes('step')) {
     const seq = Number(params.get('stepSeq') ?? 256);
     const layers = Number(params.get('stepLayers') ?? SMOLLM2_135M.num_hidden_layers);
-    const config = parseModelConfig({ ...SMOLLM2_135M, num_hidden_layers: layers } as unknown as Record<string, unknown>, 'SmolLM2-135M (shape)');
-    const model = layers === SMOLLM2_135M.num_hidden_layers ? 'SmolLM2-135M shape' : `SmolLM2-135M shape, ${layers} layers`;
-    const result = await runStepEfficiencyBench(navigator.gpu, 'browser (Chromium)', { model, config, reader: syntheticWeights(config), batch: 1, seq }, {
+    const result = await runStepEfficiencyBench(navigator.gpu, 'browser (Chromium)', { ...smolLM2Shape(layers), batch: 1, seq }, {
       steps: Number(params.get('stepSteps') ?? 1),
       matmulRuns: Math.min(runs, 3),
       log: (line) => {
