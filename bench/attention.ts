@@ -11,8 +11,14 @@
  *   backward = 10 * batch * heads * headDim * pairs = 2.5x forward: the five products of
  *              FlashAttention-2's backward (S = Q K^T recomputed, dP = dO V^T, dV = P^T dO,
  *              dQ = dS K, dK = dS^T Q). Softmax exponentials and delta's dO . O are not counted.
+ * The f32 backward runs twice: with the flash kernels, and as matmuls over blocks of 64 queries
+ * (the caller lends scratch; what the transformer does in training), whose work beyond the
+ * visible half (the blocks' full rows up to their last key) is not counted either.
  */
-import { CommandRecorder, createAttentionKernels, createMatmulKernel, createTensor, readTensor, toF16Bits, type GpuContext, type GpuTensor } from '@webtune/gpu';
+import {
+  attentionBackwardScratchSizes, CommandRecorder, createAttentionKernels, createMatmulKernel, createTensor, readTensor, toF16Bits,
+  type AttentionBackwardScratch, type GpuContext, type GpuTensor,
+} from '@webtune/gpu';
 import { fill, median, type BenchRow } from './suite.js';
 
 export interface AttentionBenchOptions {
@@ -81,14 +87,21 @@ export async function runAttentionBench(ctx: GpuContext, options: AttentionBench
     });
     push({ benchmark: `attention forward ${dtype}`, shape, library: 'webtune', medianMs: forwardMs, gflops: forwardFlops / forwardMs / 1e6, runs: options.runs });
 
-    const backwardMs = await median(options.runs, async () => {
-      const r = new CommandRecorder(ctx, 'bench attention backward');
-      attention.backward(r, { q, k, v, out, lse, gradOutput, gradQ, gradK, gradV, delta, seq, ...args });
-      r.submit();
-      await Promise.all([readTensor(ctx, gradQ), readTensor(ctx, gradK), readTensor(ctx, gradV)]);
-    });
-    push({ benchmark: `attention backward ${dtype}`, shape, library: 'webtune', medianMs: backwardMs, gflops: backwardFlops / backwardMs / 1e6, runs: options.runs });
-    for (const t of [q, k, v, gradOutput, out, gradQ, gradK, gradV, lse, delta]) t.release();
+    const scratchSizes = attentionBackwardScratchSizes({ batch, seq, heads, headDim });
+    const scratch = dtype === 'f32'
+      ? Object.fromEntries(Object.entries(scratchSizes).map(([name, size]) => [name, createTensor(ctx, { shape: [size], label: `bench scratch ${name}` })])) as unknown as AttentionBackwardScratch
+      : undefined;
+    for (const path of scratch ? ['flash', 'matmul'] as const : ['flash'] as const) {
+      const backwardMs = await median(options.runs, async () => {
+        const r = new CommandRecorder(ctx, 'bench attention backward');
+        attention.backward(r, { q, k, v, out, lse, gradOutput, gradQ, gradK, gradV, delta, seq, ...args, ...(path === 'matmul' ? { scratch } : {}) });
+        r.submit();
+        await Promise.all([readTensor(ctx, gradQ), readTensor(ctx, gradK), readTensor(ctx, gradV)]);
+      });
+      const name = scratch ? `attention backward ${dtype} (${path})` : `attention backward ${dtype}`;
+      push({ benchmark: name, shape, library: 'webtune', medianMs: backwardMs, gflops: backwardFlops / backwardMs / 1e6, runs: options.runs });
+    }
+    for (const t of [q, k, v, gradOutput, out, gradQ, gradK, gradV, lse, delta, ...(scratch ? Object.values(scratch) : [])]) t.release();
   }
   return rows;
 }

@@ -6,7 +6,9 @@
  * float16-rounded inputs, outputs rounded to float16; tolerances below say what differs.
  */
 import { describe, expect, it } from 'vitest';
-import { CommandRecorder, createTensor, readF32, readTensor, type GpuContext, type GpuTensor } from '../src/index.js';
+import {
+  attentionBackwardScratchSizes, CommandRecorder, createTensor, readF32, readTensor, type AttentionBackwardScratch, type GpuContext, type GpuTensor,
+} from '../src/index.js';
 import { InvalidArgumentError } from '@webtune/errors';
 import { createAttentionKernels } from '../src/kernels/attention.js';
 import { createCrossEntropyKernel, IGNORE_INDEX } from '../src/kernels/cross-entropy.js';
@@ -172,7 +174,21 @@ interface AttentionRun {
   dv?: Float32Array;
 }
 
-async function runAttention(ctx: GpuContext, c: AttentionCase, withBackward: boolean): Promise<AttentionRun> {
+/**
+ * The f32 backward's two paths: the flash kernels, and matmuls over blocks of queries when the
+ * caller lends scratch (kernels/attention-matmul-backward.ts). Every f32 backward case runs both.
+ */
+const BACKWARD_PATHS = ['flash', 'matmul'] as const;
+type BackwardPath = (typeof BACKWARD_PATHS)[number];
+
+/** The matmul path's scratch, NaN-filled so a value read before it is written shows. */
+function backwardScratch(ctx: GpuContext, c: AttentionCase): AttentionBackwardScratch {
+  const sizes = attentionBackwardScratchSizes({ batch: c.batch, seq: c.seqQ, seqKV: c.seqKV, heads: c.heads, headDim: c.headDim });
+  return Object.fromEntries(Object.entries(sizes).map(([name, size]) =>
+    [name, tensor(ctx, `scratch ${name}`, [size], new Float32Array(size).fill(Number.NaN))])) as unknown as AttentionBackwardScratch;
+}
+
+async function runAttention(ctx: GpuContext, c: AttentionCase, withBackward: boolean, path: BackwardPath = 'flash'): Promise<AttentionRun> {
   const attention = await createAttentionKernels(ctx);
   const qCols = c.heads * c.headDim;
   const kvCols = c.kvHeads * c.headDim;
@@ -189,6 +205,7 @@ async function runAttention(ctx: GpuContext, c: AttentionCase, withBackward: boo
     heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, scale: c.scale, positionOffset: c.positionOffset,
   });
   const grads: GpuTensor[] = [];
+  let scratchUsed: AttentionBackwardScratch | undefined;
   if (withBackward) {
     const kvRows = backwardKvRows(c);
     const gradOutput = tensor(ctx, 'dO', [tokens, qCols], f32(c.upstream!));
@@ -198,10 +215,12 @@ async function runAttention(ctx: GpuContext, c: AttentionCase, withBackward: boo
     const gradV = tensor(ctx, 'dV', [kvRows, kvCols], new Float32Array(kvRows * kvCols).fill(Number.NaN));
     const delta = tensor(ctx, 'delta', [c.batch, c.heads, c.seqQ]);
     const gradLse = c.upstreamLse ? tensor(ctx, 'dLse', [c.batch, c.heads, c.seqQ], f32(c.upstreamLse)) : undefined;
-    temporaries.push(gradOutput, delta, ...(gradLse ? [gradLse] : []));
+    const scratch = path === 'matmul' ? backwardScratch(ctx, c) : undefined;
+    scratchUsed = scratch;
+    temporaries.push(gradOutput, delta, ...(gradLse ? [gradLse] : []), ...(scratch ? Object.values(scratch) : []));
     grads.push(gradQ, gradK, gradV);
     attention.backward(rec, {
-      q, k, v, out, lse, gradOutput, gradQ, gradK, gradV, delta, ...(gradLse ? { gradLse } : {}),
+      q, k, v, out, lse, gradOutput, gradQ, gradK, gradV, delta, ...(gradLse ? { gradLse } : {}), ...(scratch ? { scratch } : {}),
       batch: c.batch, seq: c.seqQ, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, scale: c.scale, ...prefixArgs(c),
     });
   }
@@ -209,6 +228,11 @@ async function runAttention(ctx: GpuContext, c: AttentionCase, withBackward: boo
   const result: AttentionRun = { out: await readF32(ctx, out), lse: await readF32(ctx, lse) };
   if (withBackward) {
     [result.dq, result.dk, result.dv] = await Promise.all(grads.map((g) => readF32(ctx, g)));
+    if (scratchUsed) {
+      // The gradients came from the matmul path: it wrote the scores (the flash kernels leave them NaN).
+      const scores = await readF32(ctx, scratchUsed.scores);
+      expect(Number.isNaN(scores[0]!), 'scratch.scores untouched: the flash kernels ran').toBe(false);
+    }
   }
   for (const t of [...temporaries, ...grads]) t.release();
   return result;
@@ -217,24 +241,58 @@ async function runAttention(ctx: GpuContext, c: AttentionCase, withBackward: boo
 describe('causal attention on Dawn against HF eager attention (PyTorch autograd)', () => {
   for (const c of attentionFixture.attention) {
     const backward = c.dq !== undefined;
-    it(`${c.name}: forward${backward ? ' + backward' : ''}`, async () => {
-      const r = await withValidation(gpu(), () => runAttention(gpu(), c, backward));
-      expectClose('out', r.out, f32(c.out), ATTENTION_TOL);
-      expectClose('lse', r.lse, f32(c.lse), ATTENTION_TOL);
-      if (backward) {
-        expectClose('dq', r.dq!, f32(c.dq!), gradTol(c));
-        expectClose('dk', r.dk!, f32(c.dk!), gradTol(c));
-        expectClose('dv', r.dv!, f32(c.dv!), gradTol(c));
+    for (const path of backward ? BACKWARD_PATHS : (['flash'] as const)) {
+      it(`${c.name}: forward${backward ? ` + backward (${path})` : ''}`, async () => {
+        const r = await withValidation(gpu(), () => runAttention(gpu(), c, backward, path));
+        expectClose('out', r.out, f32(c.out), ATTENTION_TOL);
+        expectClose('lse', r.lse, f32(c.lse), ATTENTION_TOL);
+        if (backward) {
+          expectClose('dq', r.dq!, f32(c.dq!), gradTol(c));
+          expectClose('dk', r.dk!, f32(c.dk!), gradTol(c));
+          expectClose('dv', r.dv!, f32(c.dv!), gradTol(c));
+        }
+      });
+    }
+  }
+
+  for (const path of BACKWARD_PATHS) {
+    it(`backward (${path}) is deterministic: two runs agree bit for bit`, async () => {
+      const c = attentionFixture.attention.find((a) => a.dq && a.seqQ > 100)!;
+      const [a, b] = [await runAttention(gpu(), c, true, path), await runAttention(gpu(), c, true, path)];
+      for (const name of ['out', 'lse', 'dq', 'dk', 'dv'] as const) {
+        expect(Buffer.from(a[name]!.buffer).equals(Buffer.from(b[name]!.buffer)), name).toBe(true);
       }
     });
   }
 
-  it('backward is deterministic: two runs agree bit for bit', async () => {
-    const c = attentionFixture.attention.find((a) => a.dq && a.seqQ > 100)!;
-    const [a, b] = [await runAttention(gpu(), c, true), await runAttention(gpu(), c, true)];
-    for (const name of ['out', 'lse', 'dq', 'dk', 'dv'] as const) {
-      expect(Buffer.from(a[name]!.buffer).equals(Buffer.from(b[name]!.buffer)), name).toBe(true);
+  it('refuses matmul scratch that is short, shared with an input, or lent to f16 kernels', async () => {
+    const ctx = gpu();
+    const attention = await createAttentionKernels(ctx);
+    const t = (shape: number[], label = 't') => tensor(ctx, label, shape);
+    const bwd = {
+      q: t([10, 64], 'q'), k: t([10, 32], 'k'), v: t([10, 32], 'v'), out: t([10, 64], 'out'), lse: t([2, 4, 5], 'lse'),
+      gradOutput: t([10, 64], 'dO'), gradQ: t([10, 64], 'dQ'), gradK: t([10, 32], 'dK'), gradV: t([10, 32], 'dV'), delta: t([2, 4, 5], 'delta'),
+      batch: 2, seq: 5, heads: 4, kvHeads: 2, headDim: 16, scale: 0.25,
+    };
+    const sizes = attentionBackwardScratchSizes(bwd);
+    // Keys are repeated per query head: 2 x 4 heads x 5 rows x 16; scores: two 5 x 5 blocks per (batch, head).
+    expect(sizes).toEqual({ q: 640, gradOutput: 640, k: 640, v: 640, gradK: 640, gradV: 640, scores: 400 });
+    const scratch = Object.fromEntries(Object.entries(sizes).map(([n, size]) => [n, t([size], `s.${n}`)])) as unknown as AttentionBackwardScratch;
+    const rec = new CommandRecorder(ctx, 'bad scratch');
+    expect(() => attention.backward(rec, { ...bwd, scratch })).not.toThrow();
+    expect(() => attention.backward(rec, { ...bwd, scratch: { ...scratch, scores: t([399], 'short') } }))
+      .toThrow(/scratch.scores "short" must be f32 with at least 400 elements \(batch 2, heads 4, seq 5, seqKV 5, headDim 16; attentionBackwardScratchSizes/);
+    expect(() => attention.backward(rec, { ...bwd, scratch: { ...scratch, v: scratch.k } })).toThrow(/scratch.k "s.k" and scratch.v "s.k" are the same buffer/);
+    expect(() => attention.backward(rec, { ...bwd, scratch: { ...scratch, q: bwd.q } })).toThrow(/scratch.q "q" and q "q" are the same buffer/);
+    if (ctx.features.shaderF16) {
+      const att16 = await createAttentionKernels(ctx, { dtype: 'f16' });
+      expect(() => att16.backward(rec, { ...bwd, scratch })).toThrow(/scratch serves f32 kernels only/);
     }
+    rec.submit();
+  });
+
+  it('covers several blocks of queries on the matmul path, the last one partial', () => {
+    expect(attentionFixture.attention.some((c) => c.dq && c.seqQ > 2 * 64 && c.seqQ % 64 !== 0)).toBe(true);
   });
 
   it('forward without lse (inference) gives the same output', async () => {
@@ -591,10 +649,10 @@ function expectZeroRows(name: string, got: Float32Array, rows: number[], cols: n
 }
 
 describe('attention with a prefix (prefix tuning) on Dawn against HF eager attention over past_key_values (PyTorch autograd)', () => {
-  for (const c of attentionFixture.attentionPrefix) {
-    it(`${c.name}: forward + backward`, async () => {
+  for (const [c, path] of attentionFixture.attentionPrefix.flatMap((c) => BACKWARD_PATHS.map((p) => [c, p] as const))) {
+    it(`${c.name}: forward + backward (${path})`, async () => {
       expect(c.positionOffset).toBeGreaterThan(0);
-      const r = await withValidation(gpu(), () => runAttention(gpu(), c, true));
+      const r = await withValidation(gpu(), () => runAttention(gpu(), c, true, path));
       expectClose('out', r.out, f32(c.out), ATTENTION_TOL);
       expectClose('lse', r.lse, f32(c.lse), ATTENTION_TOL);
       expectClose('dq', r.dq!, f32(c.dq!), gradTol(c));
@@ -603,14 +661,16 @@ describe('attention with a prefix (prefix tuning) on Dawn against HF eager atten
     });
   }
 
-  it('writes exact zeros to dK and dV rows of keys that no query sees', async () => {
-    const c = attentionFixture.attentionPrefix.find((a) => a.seqKV > a.positionOffset + a.seqQ)!;
-    const rows = unseenKeyRows(c);
-    expect(rows.length).toBeGreaterThan(0);
-    const r = await withValidation(gpu(), () => runAttention(gpu(), c, true));
-    expectZeroRows('dk', r.dk!, rows, c.kvHeads * c.headDim);
-    expectZeroRows('dv', r.dv!, rows, c.kvHeads * c.headDim);
-  });
+  for (const path of BACKWARD_PATHS) {
+    it(`writes exact zeros to dK and dV rows of keys that no query sees (${path})`, async () => {
+      const c = attentionFixture.attentionPrefix.find((a) => a.seqKV > a.positionOffset + a.seqQ)!;
+      const rows = unseenKeyRows(c);
+      expect(rows.length).toBeGreaterThan(0);
+      const r = await withValidation(gpu(), () => runAttention(gpu(), c, true, path));
+      expectZeroRows('dk', r.dk!, rows, c.kvHeads * c.headDim);
+      expectZeroRows('dv', r.dv!, rows, c.kvHeads * c.headDim);
+    });
+  }
 
   it('backward is deterministic with a prefix: two runs agree bit for bit', async () => {
     const c = attentionFixture.attentionPrefix.find((a) => a.positionOffset === 30 && a.seqQ === 33)!;
@@ -670,10 +730,10 @@ describe('attention with a prefix and f16 activations on Dawn against HF eager a
 // ---- the lse's gradient: a caller that used the forward's lse (UniPELT's merge) ----
 
 describe('attention backward with gradLse on Dawn against PyTorch autograd of sum(out * upstream) + sum(lse * upstreamLse)', () => {
-  for (const c of attentionFixture.attentionGradLse) {
-    it(`${c.name}: forward + backward`, async () => {
+  for (const [c, path] of attentionFixture.attentionGradLse.flatMap((c) => BACKWARD_PATHS.map((p) => [c, p] as const))) {
+    it(`${c.name}: forward + backward (${path})`, async () => {
       expect(c.upstreamLse).toBeDefined();
-      const r = await withValidation(gpu(), () => runAttention(gpu(), c, true));
+      const r = await withValidation(gpu(), () => runAttention(gpu(), c, true, path));
       expectClose('out', r.out, f32(c.out), ATTENTION_TOL);
       expectClose('lse', r.lse, f32(c.lse), ATTENTION_TOL);
       expectClose('dq', r.dq!, f32(c.dq!), gradTol(c));

@@ -59,7 +59,7 @@ export class PrefixAttention {
     });
     this.k.attention.backward(rec, {
       q: s['q']!, k: s['k']!, v: s['v']!, out: s['attR']!, lse: s['lse']!, gradOutput: b['dAttR']!, gradLse: b['dLseR']!,
-      gradQ: b['dq']!, gradK: b['dk']!, gradV: b['dv']!, delta: b['delta']!, ...shape,
+      gradQ: b['dq']!, gradK: b['dk']!, gradV: b['dv']!, delta: b['delta']!, scratch: ws.attentionScratch, ...shape,
     });
     // The prefix's half adds into dq (before RoPE's inverse, like the sequence's own).
     this.gatedPrefixBackward(rec, ws, l, run, runtime);
@@ -148,7 +148,7 @@ export class PrefixAttention {
     const { keys, values } = this.perSequence(rec, ws, l, run, runtime);
     this.k.attention.backward(rec, {
       ...shape, q: b['qGated']!, k: keys, v: values, out: s['attP']!, lse: s['lseP']!, gradOutput: b['dAttP']!, gradLse: b['dLseP']!,
-      gradQ: b['dqGated']!, gradK: b['dkPrefix']!, gradV: b['dvPrefix']!, delta: b['delta']!, seq: run.seq, seqKV: p, positionOffset: p,
+      gradQ: b['dqGated']!, gradK: b['dkPrefix']!, gradV: b['dvPrefix']!, delta: b['delta']!, scratch: ws.attentionScratch, seq: run.seq, seqKV: p, positionOffset: p,
     });
     // q's gradient through the key gate, and the key gate's own: d(gk * q) -> gk * dqg, q . dqg.
     this.k.vectorScale.scaleRows(rec, { src: b['dqGated']!, dst: b['dq']!, gate: gates, gateStride: 2, gateOffset: 0, rows: m, cols: qCols, accumulate: true });
@@ -191,7 +191,7 @@ export class PrefixAttention {
     const { keys, values } = this.inFront(rec, ws, l, run, runtime);
     this.k.attention.backward(rec, {
       q: s['q']!, k: keys, v: values, out: s['att']!, lse: s['lse']!, gradOutput: b['dAtt']!,
-      gradQ: b['dq']!, gradK: b['dkPrefixed']!, gradV: b['dvPrefixed']!, delta: b['delta']!,
+      gradQ: b['dq']!, gradK: b['dkPrefixed']!, gradV: b['dvPrefixed']!, delta: b['delta']!, scratch: ws.attentionScratch,
       ...shape, seqKV: stride, positionOffset: p,
     });
     const width = shape.kvHeads * shape.headDim;

@@ -665,7 +665,7 @@ export class Transformer {
     else {
       this.k.attention.backward(enc.r, {
         q: s['q']!, k: s['k']!, v: s['v']!, out: s['att']!, lse: s['lse']!, gradOutput: b['dAtt']!,
-        gradQ: b['dq']!, gradK: b['dk']!, gradV: b['dv']!, delta: b['delta']!, ...shape,
+        gradQ: b['dq']!, gradK: b['dk']!, gradV: b['dv']!, delta: b['delta']!, scratch: ws.attentionScratch, ...shape,
       });
     }
     if (this.arch.positions === 'rope') {

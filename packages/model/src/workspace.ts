@@ -3,7 +3,7 @@
  * the shapes alone. The same plan drives the allocation and the memory planner's estimate, so
  * the estimate cannot drift from what is really allocated.
  */
-import { createTensor, type DType, type GpuContext, type GpuTensor } from '@webtune/gpu';
+import { attentionBackwardScratchSizes, createTensor, type AttentionBackwardScratch, type DType, type GpuContext, type GpuTensor } from '@webtune/gpu';
 import type { AdapterBuffers } from './adapters/types.js';
 import { architectureOf } from './arch/index.js';
 import type { ModelConfig } from './config.js';
@@ -131,6 +131,7 @@ export function planWorkspace(config: ModelConfig, ws: WorkspaceShape): BufferPl
       { name: 'dhc', shape: [ws.headChunk, d], dtype: ws.dtype, copies: 1 },
       { name: 'dXf', shape: [t, d], dtype: ws.dtype, copies: 1 },
     );
+    plan.push(...attentionScratchPlan(config, ws));
     if (arch.mlp.kind === 'swiglu') plan.push({ name: 'dUp', shape: [t, i], dtype: ws.dtype, copies: 1 });
     if (arch.attention.kind === 'fused') plan.push({ name: 'dQKV', shape: [t, 3 * d], dtype: ws.dtype, copies: 1 });
     if (ws.nf4) {
@@ -139,6 +140,28 @@ export function planWorkspace(config: ModelConfig, ws: WorkspaceShape): BufferPl
     }
   }
   return plan;
+}
+
+/**
+ * Most the attention backward's matmul scratch may take. Past it (long sequences, large batches)
+ * the flash kernels run, which need none.
+ */
+export const ATTENTION_SCRATCH_MAX_BYTES = 64 * 1024 * 1024;
+const ATTENTION_SCRATCH = 'attentionScratch.';
+
+/**
+ * The scratch that lets f32 training run attention's backward as matmuls (several times faster
+ * than the flash kernels on CPU adapters; see @webtune/gpu's AttentionBackwardScratch), sized for
+ * the widest backward of the step (the keys with a prefix in front), one copy for every layer.
+ * None for f16 activations, or past ATTENTION_SCRATCH_MAX_BYTES.
+ */
+function attentionScratchPlan(config: ModelConfig, ws: WorkspaceShape): BufferPlan[] {
+  if (ws.dtype !== 'f32') return [];
+  const sizes = attentionBackwardScratchSizes({
+    batch: ws.batch, seq: ws.seq, seqKV: ws.prefixTokens + ws.seq, heads: config.numHeads, headDim: config.headDim,
+  });
+  const plan = Object.entries(sizes).map(([name, size]): BufferPlan => ({ name: ATTENTION_SCRATCH + name, shape: [size], dtype: 'f32', copies: 1 }));
+  return planBytes(plan) <= ATTENTION_SCRATCH_MAX_BYTES ? plan : [];
 }
 
 export function planBytes(plan: readonly BufferPlan[]): number {
@@ -187,6 +210,14 @@ export class Workspace {
       this.release();
       throw error;
     }
+  }
+
+  /** The attention backward's matmul scratch, where the plan holds it (f32 training of a bounded size). */
+  get attentionScratch(): AttentionBackwardScratch | undefined {
+    const q = this.buffers[`${ATTENTION_SCRATCH}q`];
+    if (!q) return undefined;
+    const at = (name: keyof AttentionBackwardScratch) => this.buffers[ATTENTION_SCRATCH + name]!;
+    return { q, gradOutput: at('gradOutput'), k: at('k'), v: at('v'), gradK: at('gradK'), gradV: at('gradV'), scores: at('scores') };
   }
 
   get tokens(): number {

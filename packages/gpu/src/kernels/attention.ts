@@ -61,6 +61,7 @@ import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import { createTensor, type GpuTensor } from '../tensor.js';
 import { grid1D } from './grid.js';
+import { createMatmulAttentionBackward, type AttentionBackwardScratch } from './attention-matmul-backward.js';
 
 const BACKWARD_COMMON = { path: 'shaders/lib/attention-backward-common.wgsl', source: backwardCommonSource };
 const MERGE_COMMON = { path: 'shaders/lib/attention-merge-common.wgsl', source: mergeCommonSource };
@@ -160,6 +161,13 @@ export interface AttentionBackwardArgs {
    * (delta_i - gradLse_i)).
    */
   gradLse?: GpuTensor;
+  /**
+   * f32 kernels only: lend this scratch ({@link attentionBackwardScratchSizes} gives its sizes) and
+   * the backward runs as matmuls over blocks of 64 queries (kernels/attention-matmul-backward.ts),
+   * several times faster than the flash kernels on CPU adapters; without it, or with f16
+   * activations, the flash kernels run, which need no memory beyond delta.
+   */
+  scratch?: AttentionBackwardScratch;
   batch: number;
   /** query rows per batch */
   seq: number;
@@ -238,9 +246,10 @@ export interface AttentionKernels {
   /** Records the causal attention forward (self-attention over a sequence, with a prefix, or KV-cache decoding). */
   forward(recorder: CommandRecorder, args: AttentionForwardArgs): void;
   /**
-   * Records delta, dQ and dK/dV (three dispatches): the gradients of a forward over all seqKV keys
-   * (kvCapacity = seqKV), such as self-attention (positionOffset 0), one with a prefix, or a prefix
-   * alone; with `gradLse`, also through the forward's lse.
+   * Records delta, dQ and dK/dV: the gradients of a forward over all seqKV keys (kvCapacity =
+   * seqKV), such as self-attention (positionOffset 0), one with a prefix, or a prefix alone; with
+   * `gradLse`, also through the forward's lse. With `scratch` (f32), as matmuls over blocks of
+   * queries; otherwise with the flash kernels (three dispatches).
    */
   backward(recorder: CommandRecorder, args: AttentionBackwardArgs): void;
   /**
@@ -433,6 +442,8 @@ export async function createAttentionKernels(ctx: GpuContext, options: Attention
     ctx.pipelines.get(ATTENTION_MERGE_BACKWARD_OUT_KERNEL, dtype),
     ctx.pipelines.get(ATTENTION_MERGE_BACKWARD_GATE_KERNEL, dtype),
   ]);
+  // The matmul backward, for callers that lend its scratch (f32 only: its scores are f32 and so are the matmuls' operands).
+  const matmulBackward = dtype === 'f32' ? await createMatmulAttentionBackward(ctx) : undefined;
   // Bound in place of lse when the caller wants none (inference); the shader skips writing it.
   let unusedLse: GpuTensor | undefined;
   const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
@@ -475,6 +486,9 @@ export async function createAttentionKernels(ctx: GpuContext, options: Attention
 
     backward(recorder, a) {
       const kernel = 'attention backward';
+      if (a.scratch && !matmulBackward) {
+        throw new InvalidArgumentError(`${kernel}: scratch serves f32 kernels only (these were created for ${dtype}); leave it out and the flash kernels run.`);
+      }
       const seqKV = a.seqKV ?? a.seq;
       const positionOffset = a.positionOffset ?? 0;
       checkShape(kernel, a, { seq: a.seq, seqKV });
@@ -510,12 +524,18 @@ export async function createAttentionKernels(ctx: GpuContext, options: Attention
       checkDistinct(kernel, { gradQ: a.gradQ, gradK: a.gradK, gradV: a.gradV, delta: a.delta },
         { q: a.q, k: a.k, v: a.v, out: a.out, lse: a.lse, gradOutput: a.gradOutput, ...(a.gradLse ? { gradLse: a.gradLse } : {}) });
       if (!Number.isFinite(a.scale)) throw new InvalidArgumentError(`${kernel}: scale must be finite, got ${a.scale}.`);
+      const matmulArgs = { ...a, seqKV, positionOffset };
+      if (a.scratch) matmulBackward!.check(kernel, matmulArgs, a.scratch);
 
       const d4 = a.headDim / 4;
       const g = grid1D(tokens * a.heads, WG, maxGroups);
       // Without gradLse the shader never reads binding 2; lse fills it (read-only, like it).
       recorder.dispatch(a.gradLse ? deltaGradLse : delta, [a.gradOutput.buffer, a.out.buffer, (a.gradLse ?? a.lse).buffer, a.delta.buffer],
         packParams([['u32', tokens], ['u32', a.seq], ['u32', a.heads], ['u32', d4], ['u32', g.rowStride]]), g.workgroups);
+      if (a.scratch) {
+        matmulBackward!.record(recorder, matmulArgs, a.scratch);
+        return;
+      }
 
       const shape: Array<['u32' | 'f32', number]> = [
         ['u32', a.seq], ['u32', seqKV], ['u32', positionOffset], ['u32', a.heads], ['u32', a.kvHeads], ['f32', a.scale],

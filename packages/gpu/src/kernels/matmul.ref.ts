@@ -11,6 +11,9 @@ export interface MatmulRefOptions {
   /** Per-batch element strides; 0 broadcasts. Defaults to the dense strides. */
   strideA?: number;
   strideB?: number;
+  /** Where batch 0 of A and B starts (elements); default 0. The result is dense [batch, m, n]. */
+  offsetA?: number;
+  offsetB?: number;
   /** Added to the result (C += ...) when given. */
   accumulate?: Float32Array;
 }
@@ -23,8 +26,8 @@ export function matmulRef(a: ArrayLike<number>, b: ArrayLike<number>, o: MatmulR
   const strideB = o.strideB ?? k * n;
   const out = new Float32Array(batch * m * n);
   for (let bi = 0; bi < batch; bi++) {
-    const ba = bi * strideA;
-    const bb = bi * strideB;
+    const ba = (o.offsetA ?? 0) + bi * strideA;
+    const bb = (o.offsetB ?? 0) + bi * strideB;
     for (let i = 0; i < m; i++) {
       for (let j = 0; j < n; j++) {
         let sum = 0;

@@ -94,6 +94,16 @@ export interface MatmulArgs {
   /** Batch strides in elements; default dense. Pass 0 to share one operand across the batch. */
   strideA?: number;
   strideB?: number;
+  /** C's batch stride in elements; default m * n (dense). At least m * n, so batches do not overlap. */
+  strideC?: number;
+  /**
+   * Where batch 0 of each operand starts in its tensor, in elements (default 0): a block of a
+   * larger tensor, such as rows r0.. of a [rows, k] matrix at offset r0 * k. Each operand is
+   * still dense inside one batch.
+   */
+  offsetA?: number;
+  offsetB?: number;
+  offsetC?: number;
 }
 
 export interface MatmulKernel {
@@ -146,7 +156,7 @@ export async function createMatmulKernel(ctx: GpuContext, variant: MatmulVariant
       : undefined,
   ]);
   // The vec4 kernel reads whole quads along K and N (and M when A is transposed), and batch
-  // offsets must land on quad boundaries.
+  // strides and operand offsets must land on quad boundaries.
   const fitsVec4 = (m: number, n: number, k: number, strides: number[]) =>
     n % 4 === 0 && k % 4 === 0 && (!v.transA || m % 4 === 0) && strides.every((s) => s % 4 === 0);
   return {
@@ -161,13 +171,25 @@ export async function createMatmulKernel(ctx: GpuContext, variant: MatmulVariant
       }
       const strideA = args.strideA ?? m * k;
       const strideB = args.strideB ?? k * n;
-      checkOperand('A', args.a, v.dtype, strideA * (batch - 1) + m * k);
-      checkOperand('B', args.b, v.dtype, strideB * (batch - 1) + k * n);
-      checkOperand('C', args.c, v.dtype, batch * m * n);
+      const strideC = args.strideC ?? m * n;
+      const [offsetA, offsetB, offsetC] = [args.offsetA ?? 0, args.offsetB ?? 0, args.offsetC ?? 0];
+      for (const [name, value] of [['strideA', strideA], ['strideB', strideB], ['strideC', strideC], ['offsetA', offsetA], ['offsetB', offsetB], ['offsetC', offsetC]] as const) {
+        if (!Number.isInteger(value) || value < 0) {
+          throw new InvalidArgumentError(`matmul: ${name} must be a non-negative integer, got ${value}.`);
+        }
+      }
+      // Batches of C that overlapped would be written by two workgroups at once.
+      if (batch > 1 && strideC < m * n) {
+        throw new InvalidArgumentError(`matmul: strideC (${strideC}) is below m * n (${m * n}); the batches of C would overlap.`);
+      }
+      checkOperand('A', args.a, v.dtype, offsetA + strideA * (batch - 1) + m * k);
+      checkOperand('B', args.b, v.dtype, offsetB + strideB * (batch - 1) + k * n);
+      checkOperand('C', args.c, v.dtype, offsetC + strideC * (batch - 1) + m * n);
       const params = packParams([
         ['u32', m], ['u32', n], ['u32', k],
-        ['u32', strideA], ['u32', strideB], ['u32', m * n],
+        ['u32', strideA], ['u32', strideB], ['u32', strideC],
         ['f32', args.alpha ?? 1],
+        ['u32', offsetA], ['u32', offsetB], ['u32', offsetC],
       ]);
       const buffers = [args.a.buffer, args.b.buffer, args.c.buffer];
       const cost = { flops: 2 * m * n * k * batch };
@@ -177,7 +199,7 @@ export async function createMatmulKernel(ctx: GpuContext, variant: MatmulVariant
         return;
       }
       const [wx, wy] = v.workgroup;
-      const compiled: CompiledKernel = vec4 && fitsVec4(m, n, k, [strideA, strideB, m * n]) ? vec4 : (subgroup ?? scalar!);
+      const compiled: CompiledKernel = vec4 && fitsVec4(m, n, k, [strideA, strideB, strideC, offsetA, offsetB, offsetC]) ? vec4 : (subgroup ?? scalar!);
       recorder.dispatch(compiled, buffers, params, [
         Math.ceil(n / (wx * BLOCK_COLS)),
         Math.ceil(m / (wy * BLOCK_ROWS)),

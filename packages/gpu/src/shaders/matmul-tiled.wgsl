@@ -59,9 +59,9 @@ fn b_quad(base: u32, k: u32, n0: u32) -> vec4<f32> {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
         @builtin(local_invocation_index) index: u32) {
   let batch = wid.z;
-  let base_a = batch * params.stride_a;
-  let base_b = batch * params.stride_b;
-  let base_c = batch * params.stride_c;
+  let base_a = params.offset_a + batch * params.stride_a;
+  let base_b = params.offset_b + batch * params.stride_b;
+  let base_c = params.offset_c + batch * params.stride_c;
   let m0 = wid.y * TILE_M;
   let n0 = wid.x * TILE_N;
   let threads = WG_X * WG_Y;

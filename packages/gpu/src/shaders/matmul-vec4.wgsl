@@ -9,7 +9,7 @@
 //   0 a: array<vec4<elem>>  read        A, logical [M, K]; stored [M, K], or [K, M] when TRANS_A
 //   1 b: array<vec4<elem>>  read        B, logical [K, N]; stored [K, N], or [N, K] when TRANS_B
 //   2 c: array<vec4<elem>>  read_write  C, [M, N]
-//   3 params: Params        uniform     lib/matmul-common.wgsl; strides here are multiples of 4
+//   3 params: Params        uniform     lib/matmul-common.wgsl; strides and offsets here are multiples of 4
 // Dispatch: (ceil(N / (WG_X * 4)), ceil(M / (WG_Y * ROWS)), batch); workgroup (WG_X, WG_Y).
 // Each invocation owns a ROWS x 4 block of C and walks K four at a time: a ROWS x 4 block of A and
 // a 4 x 4 block of B per step. Rows past M are clamped on load and never stored.
@@ -29,9 +29,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   let batch = gid.z;
   // Everything below counts vec4s.
-  let base_a = batch * params.stride_a / 4u;
-  let base_b = batch * params.stride_b / 4u;
-  let base_c = batch * params.stride_c / 4u;
+  let base_a = (params.offset_a + batch * params.stride_a) / 4u;
+  let base_b = (params.offset_b + batch * params.stride_b) / 4u;
+  let base_c = (params.offset_c + batch * params.stride_c) / 4u;
   let m4 = params.m / 4u;
   let n4 = params.n / 4u;
   let k4 = params.k / 4u;

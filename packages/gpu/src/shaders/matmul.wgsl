@@ -20,9 +20,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     return;
   }
   let batch = gid.z;
-  let base_a = batch * params.stride_a;
-  let base_b = batch * params.stride_b;
-  let base_c = batch * params.stride_c;
+  let base_a = params.offset_a + batch * params.stride_a;
+  let base_b = params.offset_b + batch * params.stride_b;
+  let base_c = params.offset_c + batch * params.stride_c;
 
   let last_row = params.m - 1u;
   let last_col = params.n - 1u;

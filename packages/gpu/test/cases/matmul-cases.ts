@@ -22,6 +22,12 @@ export interface MatmulCase {
   /** Share B across the batch (stride 0). */
   broadcastB?: boolean;
   dtype: 'f32' | 'f16';
+  /**
+   * Operands as blocks of larger tensors: batch 0 of each starts `offset` elements in and batches
+   * are `gap` elements apart beyond their dense size (the matmul's offsetA/strideA, ...). C's
+   * elements outside the blocks must come back untouched.
+   */
+  blocks?: { offsetA: number; offsetB: number; offsetC: number; gapA: number; gapB: number; gapC: number };
   /** Operands and expected result from PyTorch (scripts/make_matmul_fixtures.py) instead of randn and matmulRef. */
   fixture?: MatmulFixture;
 }
@@ -68,6 +74,11 @@ const small: MatmulCase[] = [
   { name: '12x8x16 A^T B^T alpha 2 accumulate', m: 12, n: 8, k: 16, transA: true, transB: true, alpha: 2, accumulate: true, dtype: 'f32' },
   { name: 'batched 3x 20x12x8 A^T', m: 20, n: 12, k: 8, batch: 3, transA: true, dtype: 'f32' },
   { name: 'batched 2x 13x16x24, shared B^T', m: 13, n: 16, k: 24, batch: 2, transB: true, broadcastB: true, dtype: 'f32' },
+  // Blocks of larger tensors (offsets and strides): attention's backward multiplies rows of heads
+  // this way. Quad-aligned (the vec4 kernel) and not (the scalar one).
+  { name: 'blocks 3x 8x12x16 B^T', m: 8, n: 12, k: 16, batch: 3, transB: true, blocks: { offsetA: 32, offsetB: 8, offsetC: 12, gapA: 64, gapB: 4, gapC: 20 }, dtype: 'f32' },
+  { name: 'blocks 2x 12x8x20 A^T accumulate alpha 0.5', m: 12, n: 8, k: 20, batch: 2, transA: true, accumulate: true, alpha: 0.5, blocks: { offsetA: 4, offsetB: 40, offsetC: 16, gapA: 12, gapB: 0, gapC: 8 }, dtype: 'f32' },
+  { name: 'blocks 2x 7x5x9', m: 7, n: 5, k: 9, batch: 2, blocks: { offsetA: 3, offsetB: 5, offsetC: 7, gapA: 1, gapB: 2, gapC: 3 }, dtype: 'f32' },
   // matmul-tiled's tile edges, with PyTorch's results (scripts/make_matmul_fixtures.py).
   ...fixtureCases('f32'),
 ];
@@ -112,9 +123,16 @@ export async function runMatmulCase(ctx: GpuContext, c: MatmulCase): Promise<Cas
   const seed = c.m * 7919 + c.n * 104729 + c.k * 13 + batch;
   const roundTo = (x: Float32Array) => (c.dtype === 'f16' ? fromF16Bits(toF16Bits(x)) : x);
   const fx = c.fixture;
-  const a = roundTo(fx ? f32(fx.a) : randn((c.broadcastA ? 1 : batch) * c.m * c.k, seed));
-  const b = roundTo(fx ? f32(fx.b) : randn((c.broadcastB ? 1 : batch) * c.k * c.n, seed + 1));
-  const c0 = roundTo(fx?.c0 ? f32(fx.c0) : randn(batch * c.m * c.n, seed + 2));
+  const bl = c.blocks ?? { offsetA: 0, offsetB: 0, offsetC: 0, gapA: 0, gapB: 0, gapC: 0 };
+  const strideA = c.broadcastA ? 0 : c.m * c.k + bl.gapA;
+  const strideB = c.broadcastB ? 0 : c.k * c.n + bl.gapB;
+  const strideC = c.m * c.n + bl.gapC;
+  const sizeOf = (offset: number, stride: number, dense: number) => offset + stride * (batch - 1) + dense;
+  const a = roundTo(fx ? f32(fx.a) : randn(sizeOf(bl.offsetA, strideA, c.m * c.k), seed));
+  const b = roundTo(fx ? f32(fx.b) : randn(sizeOf(bl.offsetB, strideB, c.k * c.n), seed + 1));
+  const c0 = roundTo(fx?.c0 ? f32(fx.c0) : randn(sizeOf(bl.offsetC, strideC, c.m * c.n), seed + 2));
+  // C's blocks, dense, and where each element of them sits in C.
+  const blockIndex = (i: number) => bl.offsetC + Math.floor(i / (c.m * c.n)) * strideC + (i % (c.m * c.n));
 
   ctx.device.pushErrorScope('validation');
   const kernel = await createMatmulKernel(ctx, { dtype: c.dtype, transA: c.transA, transB: c.transB, accumulate: c.accumulate });
@@ -123,23 +141,25 @@ export async function runMatmulCase(ctx: GpuContext, c: MatmulCase): Promise<Cas
   const tc = createTensor(ctx, { shape: [c0.length], dtype: c.dtype, data: c0, label: 'C' });
   const recorder = new CommandRecorder(ctx, c.name);
   kernel.encode(recorder, {
-    a: ta, b: tb, c: tc, m: c.m, n: c.n, k: c.k, batch, alpha: c.alpha,
-    strideA: c.broadcastA ? 0 : c.m * c.k,
-    strideB: c.broadcastB ? 0 : c.k * c.n,
+    a: ta, b: tb, c: tc, m: c.m, n: c.n, k: c.k, batch, alpha: c.alpha, strideA, strideB,
+    ...(c.blocks ? { strideC, offsetA: bl.offsetA, offsetB: bl.offsetB, offsetC: bl.offsetC } : {}),
   });
   recorder.submit();
   const got = await readF32(ctx, tc);
   const validation = await ctx.device.popErrorScope();
   for (const t of [ta, tb, tc]) t.release();
 
-  const expected = fx
+  const dense = Float32Array.from({ length: batch * c.m * c.n }, (_, i) => c0[blockIndex(i)]!);
+  const product = fx
     ? f32(c.dtype === 'f16' ? fx.expectedF16 : fx.expected)
     : matmulRef(a, b, {
         m: c.m, n: c.n, k: c.k, batch, transA: c.transA, transB: c.transB, alpha: c.alpha,
-        strideA: c.broadcastA ? 0 : c.m * c.k,
-        strideB: c.broadcastB ? 0 : c.k * c.n,
-        accumulate: c.accumulate ? c0 : undefined,
+        strideA, strideB, offsetA: bl.offsetA, offsetB: bl.offsetB,
+        accumulate: c.accumulate ? dense : undefined,
       });
+  // Outside the blocks, C keeps what it held.
+  const expected = Float32Array.from(c0);
+  product.forEach((value, i) => { expected[blockIndex(i)] = value; });
   const tol = MATMUL_TOLERANCE[c.dtype];
   return { name: c.name, worst: worstError(got, roundTo(expected), tol.atol * Math.sqrt(c.k), tol.rtol), validationError: validation?.message ?? null };
 }

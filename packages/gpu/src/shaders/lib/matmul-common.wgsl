@@ -12,7 +12,8 @@ override ACCUMULATE: bool = false;
 // quads of rows when TRANS_A) and equal to the lanes sharing a workgroup row in matmul-subgroup.
 const ROWS = 8u;
 
-// Sizes, per-batch strides in elements (0 broadcasts an operand), and the output scale.
+// Sizes, per-batch strides in elements (0 broadcasts an operand), the output scale, and where
+// each operand's batch 0 starts in its buffer (elements; a block of a larger tensor).
 struct Params {
   m: u32,
   n: u32,
@@ -21,4 +22,7 @@ struct Params {
   stride_b: u32,
   stride_c: u32,
   alpha: f32,
+  offset_a: u32,
+  offset_b: u32,
+  offset_c: u32,
 }
