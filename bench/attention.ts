@@ -11,13 +11,13 @@
  *   backward = 10 * batch * heads * headDim * pairs = 2.5x forward: the five products of
  *              FlashAttention-2's backward (S = Q K^T recomputed, dP = dO V^T, dV = P^T dO,
  *              dQ = dS K, dK = dS^T Q). Softmax exponentials and delta's dO . O are not counted.
- * The f32 backward runs twice: with the flash kernels, and as matmuls over blocks of 64 queries
- * (the caller lends scratch; what the transformer does in training), whose work beyond the
- * visible half (the blocks' full rows up to their last key) is not counted either.
+ * f32 runs twice: with the flash kernels, and as matmuls over blocks of 64 queries (the caller
+ * lends scratch, as the transformer does in training), whose work beyond the visible half (each
+ * block's rows up to its last query's key) is not counted either.
  */
 import {
-  attentionBackwardScratchSizes, CommandRecorder, createAttentionKernels, createMatmulKernel, createTensor, readTensor, toF16Bits,
-  type AttentionBackwardScratch, type GpuContext, type GpuTensor,
+  attentionMatmulScratchSizes, CommandRecorder, createAttentionKernels, createMatmulKernel, createTensor, readTensor, toF16Bits,
+  type AttentionMatmulScratch, type GpuContext, type GpuTensor,
 } from '@webtune/gpu';
 import { fill, median, type BenchRow } from './suite.js';
 
@@ -79,19 +79,23 @@ export async function runAttentionBench(ctx: GpuContext, options: AttentionBench
     const delta = stat('bench delta');
     const args = { batch, heads, kvHeads, headDim, scale: 1 / Math.sqrt(headDim) };
 
-    const forwardMs = await median(options.runs, async () => {
-      const r = new CommandRecorder(ctx, 'bench attention forward');
-      attention.forward(r, { q, k, v, out, lse, seqQ: seq, seqKV: seq, ...args });
-      r.submit();
-      await readTensor(ctx, out);
-    });
-    push({ benchmark: `attention forward ${dtype}`, shape, library: 'webtune', medianMs: forwardMs, gflops: forwardFlops / forwardMs / 1e6, runs: options.runs });
-
-    const scratchSizes = attentionBackwardScratchSizes({ batch, seq, heads, headDim });
+    const scratchSizes = attentionMatmulScratchSizes({ batch, seq, heads, headDim });
     const scratch = dtype === 'f32'
-      ? Object.fromEntries(Object.entries(scratchSizes).map(([name, size]) => [name, createTensor(ctx, { shape: [size], label: `bench scratch ${name}` })])) as unknown as AttentionBackwardScratch
+      ? Object.fromEntries(Object.entries(scratchSizes).map(([name, size]) => [name, createTensor(ctx, { shape: [size], label: `bench scratch ${name}` })])) as unknown as AttentionMatmulScratch
       : undefined;
-    for (const path of scratch ? ['flash', 'matmul'] as const : ['flash'] as const) {
+    const paths = scratch ? ['flash', 'matmul'] as const : ['flash'] as const;
+    for (const path of paths) {
+      const forwardMs = await median(options.runs, async () => {
+        const r = new CommandRecorder(ctx, 'bench attention forward');
+        attention.forward(r, { q, k, v, out, lse, seqQ: seq, seqKV: seq, ...args, ...(path === 'matmul' ? { scratch } : {}) });
+        r.submit();
+        await readTensor(ctx, out);
+      });
+      const name = scratch ? `attention forward ${dtype} (${path})` : `attention forward ${dtype}`;
+      push({ benchmark: name, shape, library: 'webtune', medianMs: forwardMs, gflops: forwardFlops / forwardMs / 1e6, runs: options.runs });
+    }
+
+    for (const path of paths) {
       const backwardMs = await median(options.runs, async () => {
         const r = new CommandRecorder(ctx, 'bench attention backward');
         attention.backward(r, { q, k, v, out, lse, gradOutput, gradQ, gradK, gradV, delta, seq, ...args, ...(path === 'matmul' ? { scratch } : {}) });

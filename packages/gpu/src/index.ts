@@ -70,8 +70,8 @@ export { createAttentionKernels } from './kernels/attention.js';
 export type {
   AttentionKernels, AttentionForwardArgs, AttentionBackwardArgs, AttentionMergeArgs, AttentionMergeBackwardArgs, AttentionKernelOptions,
 } from './kernels/attention.js';
-export { attentionBackwardScratchSizes, ATTENTION_ROW_BLOCK } from './kernels/attention-matmul-backward.js';
-export type { AttentionBackwardScratch, AttentionBackwardShape } from './kernels/attention-matmul-backward.js';
+export { attentionMatmulScratchSizes, ATTENTION_ROW_BLOCK } from './kernels/attention-matmul.js';
+export type { AttentionMatmulScratch, AttentionMatmulShape } from './kernels/attention-matmul.js';
 export { createCrossEntropyKernel, IGNORE_INDEX } from './kernels/cross-entropy.js';
 export type { CrossEntropyKernel, CrossEntropyKernelOptions } from './kernels/cross-entropy.js';
 export { createVectorScaleKernels } from './kernels/vector-scale.js';

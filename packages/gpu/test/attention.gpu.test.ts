@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import {
-  attentionBackwardScratchSizes, CommandRecorder, createTensor, readF32, readTensor, type AttentionBackwardScratch, type GpuContext, type GpuTensor,
+  attentionMatmulScratchSizes, CommandRecorder, createTensor, readF32, readTensor, type AttentionMatmulScratch, type GpuContext, type GpuTensor,
 } from '../src/index.js';
 import { InvalidArgumentError } from '@webtune/errors';
 import { createAttentionKernels } from '../src/kernels/attention.js';
@@ -175,17 +175,18 @@ interface AttentionRun {
 }
 
 /**
- * The f32 backward's two paths: the flash kernels, and matmuls over blocks of queries when the
- * caller lends scratch (kernels/attention-matmul-backward.ts). Every f32 backward case runs both.
+ * The f32 paths: the flash kernels, and matmuls over blocks of queries when the caller lends
+ * scratch (kernels/attention-matmul.ts), forward and backward. Every f32 training case (kvCapacity
+ * = seqKV) runs both.
  */
 const BACKWARD_PATHS = ['flash', 'matmul'] as const;
 type BackwardPath = (typeof BACKWARD_PATHS)[number];
 
 /** The matmul path's scratch, NaN-filled so a value read before it is written shows. */
-function backwardScratch(ctx: GpuContext, c: AttentionCase): AttentionBackwardScratch {
-  const sizes = attentionBackwardScratchSizes({ batch: c.batch, seq: c.seqQ, seqKV: c.seqKV, heads: c.heads, headDim: c.headDim });
+function backwardScratch(ctx: GpuContext, c: AttentionCase): AttentionMatmulScratch {
+  const sizes = attentionMatmulScratchSizes({ batch: c.batch, seq: c.seqQ, seqKV: c.seqKV, heads: c.heads, headDim: c.headDim });
   return Object.fromEntries(Object.entries(sizes).map(([name, size]) =>
-    [name, tensor(ctx, `scratch ${name}`, [size], new Float32Array(size).fill(Number.NaN))])) as unknown as AttentionBackwardScratch;
+    [name, tensor(ctx, `scratch ${name}`, [size], new Float32Array(size).fill(Number.NaN))])) as unknown as AttentionMatmulScratch;
 }
 
 async function runAttention(ctx: GpuContext, c: AttentionCase, withBackward: boolean, path: BackwardPath = 'flash'): Promise<AttentionRun> {
@@ -198,14 +199,14 @@ async function runAttention(ctx: GpuContext, c: AttentionCase, withBackward: boo
   const v = tensor(ctx, 'v', [c.batch * c.kvCapacity, kvCols], f32(c.v));
   const out = tensor(ctx, 'out', [tokens, qCols]);
   const lse = tensor(ctx, 'lse', [c.batch, c.heads, c.seqQ]);
-  const temporaries = [q, k, v, out, lse];
+  const scratch = path === 'matmul' ? backwardScratch(ctx, c) : undefined;
+  const temporaries = [q, k, v, out, lse, ...(scratch ? Object.values(scratch) : [])];
   const rec = new CommandRecorder(ctx, `attention ${c.name}`);
   attention.forward(rec, {
     q, k, v, out, lse, batch: c.batch, seqQ: c.seqQ, seqKV: c.seqKV, kvCapacity: c.kvCapacity,
-    heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, scale: c.scale, positionOffset: c.positionOffset,
+    heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, scale: c.scale, positionOffset: c.positionOffset, ...(scratch ? { scratch } : {}),
   });
   const grads: GpuTensor[] = [];
-  let scratchUsed: AttentionBackwardScratch | undefined;
   if (withBackward) {
     const kvRows = backwardKvRows(c);
     const gradOutput = tensor(ctx, 'dO', [tokens, qCols], f32(c.upstream!));
@@ -215,9 +216,7 @@ async function runAttention(ctx: GpuContext, c: AttentionCase, withBackward: boo
     const gradV = tensor(ctx, 'dV', [kvRows, kvCols], new Float32Array(kvRows * kvCols).fill(Number.NaN));
     const delta = tensor(ctx, 'delta', [c.batch, c.heads, c.seqQ]);
     const gradLse = c.upstreamLse ? tensor(ctx, 'dLse', [c.batch, c.heads, c.seqQ], f32(c.upstreamLse)) : undefined;
-    const scratch = path === 'matmul' ? backwardScratch(ctx, c) : undefined;
-    scratchUsed = scratch;
-    temporaries.push(gradOutput, delta, ...(gradLse ? [gradLse] : []), ...(scratch ? Object.values(scratch) : []));
+    temporaries.push(gradOutput, delta, ...(gradLse ? [gradLse] : []));
     grads.push(gradQ, gradK, gradV);
     attention.backward(rec, {
       q, k, v, out, lse, gradOutput, gradQ, gradK, gradV, delta, ...(gradLse ? { gradLse } : {}), ...(scratch ? { scratch } : {}),
@@ -228,11 +227,11 @@ async function runAttention(ctx: GpuContext, c: AttentionCase, withBackward: boo
   const result: AttentionRun = { out: await readF32(ctx, out), lse: await readF32(ctx, lse) };
   if (withBackward) {
     [result.dq, result.dk, result.dv] = await Promise.all(grads.map((g) => readF32(ctx, g)));
-    if (scratchUsed) {
-      // The gradients came from the matmul path: it wrote the scores (the flash kernels leave them NaN).
-      const scores = await readF32(ctx, scratchUsed.scores);
-      expect(Number.isNaN(scores[0]!), 'scratch.scores untouched: the flash kernels ran').toBe(false);
-    }
+  }
+  if (scratch) {
+    // The results came from the matmul path: it wrote the scores (the flash kernels leave them NaN).
+    const scores = await readF32(ctx, scratch.scores);
+    expect(Number.isNaN(scores[0]!), 'scratch.scores untouched: the flash kernels ran').toBe(false);
   }
   for (const t of [...temporaries, ...grads]) t.release();
   return result;
@@ -241,8 +240,8 @@ async function runAttention(ctx: GpuContext, c: AttentionCase, withBackward: boo
 describe('causal attention on Dawn against HF eager attention (PyTorch autograd)', () => {
   for (const c of attentionFixture.attention) {
     const backward = c.dq !== undefined;
-    for (const path of backward ? BACKWARD_PATHS : (['flash'] as const)) {
-      it(`${c.name}: forward${backward ? ` + backward (${path})` : ''}`, async () => {
+    for (const path of c.kvCapacity === c.seqKV ? BACKWARD_PATHS : (['flash'] as const)) {
+      it(`${c.name}: forward${backward ? ' + backward' : ''} (${path})`, async () => {
         const r = await withValidation(gpu(), () => runAttention(gpu(), c, backward, path));
         expectClose('out', r.out, f32(c.out), ATTENTION_TOL);
         expectClose('lse', r.lse, f32(c.lse), ATTENTION_TOL);
@@ -265,7 +264,7 @@ describe('causal attention on Dawn against HF eager attention (PyTorch autograd)
     });
   }
 
-  it('refuses matmul scratch that is short, shared with an input, or lent to f16 kernels', async () => {
+  it('refuses matmul scratch that is short, shared with an input, lent to f16 kernels or to KV-cache decoding', async () => {
     const ctx = gpu();
     const attention = await createAttentionKernels(ctx);
     const t = (shape: number[], label = 't') => tensor(ctx, label, shape);
@@ -274,19 +273,25 @@ describe('causal attention on Dawn against HF eager attention (PyTorch autograd)
       gradOutput: t([10, 64], 'dO'), gradQ: t([10, 64], 'dQ'), gradK: t([10, 32], 'dK'), gradV: t([10, 32], 'dV'), delta: t([2, 4, 5], 'delta'),
       batch: 2, seq: 5, heads: 4, kvHeads: 2, headDim: 16, scale: 0.25,
     };
-    const sizes = attentionBackwardScratchSizes(bwd);
+    const sizes = attentionMatmulScratchSizes(bwd);
     // Keys are repeated per query head: 2 x 4 heads x 5 rows x 16; scores: two 5 x 5 blocks per (batch, head).
     expect(sizes).toEqual({ q: 640, gradOutput: 640, k: 640, v: 640, gradK: 640, gradV: 640, scores: 400 });
-    const scratch = Object.fromEntries(Object.entries(sizes).map(([n, size]) => [n, t([size], `s.${n}`)])) as unknown as AttentionBackwardScratch;
+    const scratch = Object.fromEntries(Object.entries(sizes).map(([n, size]) => [n, t([size], `s.${n}`)])) as unknown as AttentionMatmulScratch;
     const rec = new CommandRecorder(ctx, 'bad scratch');
     expect(() => attention.backward(rec, { ...bwd, scratch })).not.toThrow();
     expect(() => attention.backward(rec, { ...bwd, scratch: { ...scratch, scores: t([399], 'short') } }))
-      .toThrow(/scratch.scores "short" must be f32 with at least 400 elements \(batch 2, heads 4, seq 5, seqKV 5, headDim 16; attentionBackwardScratchSizes/);
+      .toThrow(/scratch.scores "short" must be f32 with at least 400 elements \(batch 2, heads 4, seq 5, seqKV 5, headDim 16; attentionMatmulScratchSizes/);
     expect(() => attention.backward(rec, { ...bwd, scratch: { ...scratch, v: scratch.k } })).toThrow(/scratch.k "s.k" and scratch.v "s.k" are the same buffer/);
     expect(() => attention.backward(rec, { ...bwd, scratch: { ...scratch, q: bwd.q } })).toThrow(/scratch.q "q" and q "q" are the same buffer/);
+    const fwd = { q: bwd.q, k: bwd.k, v: bwd.v, out: bwd.out, lse: bwd.lse, batch: 2, seqQ: 5, seqKV: 5, heads: 4, kvHeads: 2, headDim: 16, scale: 0.25 };
+    expect(() => attention.forward(rec, { ...fwd, scratch })).not.toThrow();
+    expect(() => attention.forward(rec, { ...fwd, scratch: { ...scratch, scores: bwd.out } })).toThrow(/scratch.scores "out" and out "out" are the same buffer/);
+    expect(() => attention.forward(rec, { ...fwd, seqQ: 1, seqKV: 4, kvCapacity: 5, positionOffset: 3, scratch }))
+      .toThrow(/scratch needs kvCapacity = seqKV \(got 5 and 4\); KV-cache decoding runs the flash kernel/);
     if (ctx.features.shaderF16) {
       const att16 = await createAttentionKernels(ctx, { dtype: 'f16' });
       expect(() => att16.backward(rec, { ...bwd, scratch })).toThrow(/scratch serves f32 kernels only/);
+      expect(() => att16.forward(rec, { ...fwd, scratch })).toThrow(/scratch serves f32 kernels only/);
     }
     rec.submit();
   });

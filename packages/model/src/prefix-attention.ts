@@ -119,7 +119,9 @@ export class PrefixAttention {
     const { keys, values } = this.perSequence(rec, ws, l, run, runtime);
     const p = run.gatedPrefix;
     const shape = { batch: run.batch, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim) };
-    this.k.attention.forward(rec, { ...shape, q: qGated, k: keys, v: values, out: s['attP']!, lse: s['lseP'], seqQ: run.seq, seqKV: p, kvCapacity: p, positionOffset: p });
+    this.k.attention.forward(rec, {
+      ...shape, q: qGated, k: keys, v: values, out: s['attP']!, lse: s['lseP'], seqQ: run.seq, seqKV: p, kvCapacity: p, positionOffset: p, scratch: ws.attentionScratch,
+    });
     this.k.attention.merge(rec, {
       outA: s['attP']!, lseA: s['lseP']!, outB: s['attR']!, lseB: s['lse']!, gate: gates, gateStride: 2, gateOffset: 1, out: s['att']!,
       batch: run.batch, seq: run.seq, heads: c.numHeads, headDim: c.headDim,

@@ -609,6 +609,8 @@ export class Transformer {
       q: s['q']!, k: keys, v: values, out: gated ? s['attR']! : s['att']!, lse: gated || run.training || ws.shape.training ? s['lse'] : undefined,
       batch: run.batch, seqQ: run.seq, seqKV, kvCapacity, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim,
       scale: 1 / Math.sqrt(c.headDim), positionOffset: run.offset,
+      // Training workspaces lend the matmul path its scratch; KV-cache decoding keeps the flash kernel.
+      scratch: kvCapacity === seqKV ? ws.attentionScratch : undefined,
     });
     if (gated) this.prefix.gatedForward(enc.r, ws, l, run, runtime!);
     linear(attention.o, s['att']!, s['x2']!);

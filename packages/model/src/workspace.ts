@@ -3,7 +3,7 @@
  * the shapes alone. The same plan drives the allocation and the memory planner's estimate, so
  * the estimate cannot drift from what is really allocated.
  */
-import { attentionBackwardScratchSizes, createTensor, type AttentionBackwardScratch, type DType, type GpuContext, type GpuTensor } from '@webtune/gpu';
+import { attentionMatmulScratchSizes, createTensor, type AttentionMatmulScratch, type DType, type GpuContext, type GpuTensor } from '@webtune/gpu';
 import type { AdapterBuffers } from './adapters/types.js';
 import { architectureOf } from './arch/index.js';
 import type { ModelConfig } from './config.js';
@@ -151,13 +151,13 @@ const ATTENTION_SCRATCH = 'attentionScratch.';
 
 /**
  * The scratch that lets f32 training run attention's backward as matmuls (several times faster
- * than the flash kernels on CPU adapters; see @webtune/gpu's AttentionBackwardScratch), sized for
+ * than the flash kernels on CPU adapters; see @webtune/gpu's AttentionMatmulScratch), sized for
  * the widest backward of the step (the keys with a prefix in front), one copy for every layer.
  * None for f16 activations, or past ATTENTION_SCRATCH_MAX_BYTES.
  */
 function attentionScratchPlan(config: ModelConfig, ws: WorkspaceShape): BufferPlan[] {
   if (ws.dtype !== 'f32') return [];
-  const sizes = attentionBackwardScratchSizes({
+  const sizes = attentionMatmulScratchSizes({
     batch: ws.batch, seq: ws.seq, seqKV: ws.prefixTokens + ws.seq, heads: config.numHeads, headDim: config.headDim,
   });
   const plan = Object.entries(sizes).map(([name, size]): BufferPlan => ({ name: ATTENTION_SCRATCH + name, shape: [size], dtype: 'f32', copies: 1 }));
@@ -213,10 +213,10 @@ export class Workspace {
   }
 
   /** The attention backward's matmul scratch, where the plan holds it (f32 training of a bounded size). */
-  get attentionScratch(): AttentionBackwardScratch | undefined {
+  get attentionScratch(): AttentionMatmulScratch | undefined {
     const q = this.buffers[`${ATTENTION_SCRATCH}q`];
     if (!q) return undefined;
-    const at = (name: keyof AttentionBackwardScratch) => this.buffers[ATTENTION_SCRATCH + name]!;
+    const at = (name: keyof AttentionMatmulScratch) => this.buffers[ATTENTION_SCRATCH + name]!;
     return { q, gradOutput: at('gradOutput'), k: at('k'), v: at('v'), gradK: at('gradK'), gradV: at('gradV'), scores: at('scores') };
   }
 

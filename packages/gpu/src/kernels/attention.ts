@@ -61,7 +61,7 @@ import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import { createTensor, type GpuTensor } from '../tensor.js';
 import { grid1D } from './grid.js';
-import { createMatmulAttentionBackward, type AttentionBackwardScratch } from './attention-matmul-backward.js';
+import { attentionMatmulScratchSizes, createMatmulAttention, type AttentionMatmulScratch } from './attention-matmul.js';
 
 const BACKWARD_COMMON = { path: 'shaders/lib/attention-backward-common.wgsl', source: backwardCommonSource };
 const MERGE_COMMON = { path: 'shaders/lib/attention-merge-common.wgsl', source: mergeCommonSource };
@@ -132,6 +132,13 @@ export interface AttentionForwardArgs {
   scale: number;
   /** absolute position of query row 0 (KV-cache decoding); causal: query i sees keys j <= positionOffset + i */
   positionOffset?: number;
+  /**
+   * f32 kernels only, kvCapacity = seqKV: lend this scratch ({@link attentionMatmulScratchSizes}
+   * gives its sizes) and the forward runs as matmuls over blocks of 64 queries
+   * (kernels/attention-matmul.ts), faster than the flash kernel on CPU adapters, for the price of
+   * the scratch. Training lends it; decoding does not.
+   */
+  scratch?: AttentionMatmulScratch;
 }
 
 export interface AttentionBackwardArgs {
@@ -162,12 +169,12 @@ export interface AttentionBackwardArgs {
    */
   gradLse?: GpuTensor;
   /**
-   * f32 kernels only: lend this scratch ({@link attentionBackwardScratchSizes} gives its sizes) and
-   * the backward runs as matmuls over blocks of 64 queries (kernels/attention-matmul-backward.ts),
-   * several times faster than the flash kernels on CPU adapters; without it, or with f16
-   * activations, the flash kernels run, which need no memory beyond delta.
+   * f32 kernels only: lend this scratch ({@link attentionMatmulScratchSizes} gives its sizes) and
+   * the backward runs as matmuls over blocks of 64 queries (kernels/attention-matmul.ts), about
+   * 5x faster than the flash kernels on lavapipe; without it, or with f16 activations, the flash
+   * kernels run, which need no memory beyond delta.
    */
-  scratch?: AttentionBackwardScratch;
+  scratch?: AttentionMatmulScratch;
   batch: number;
   /** query rows per batch */
   seq: number;
@@ -442,8 +449,13 @@ export async function createAttentionKernels(ctx: GpuContext, options: Attention
     ctx.pipelines.get(ATTENTION_MERGE_BACKWARD_OUT_KERNEL, dtype),
     ctx.pipelines.get(ATTENTION_MERGE_BACKWARD_GATE_KERNEL, dtype),
   ]);
-  // The matmul backward, for callers that lend its scratch (f32 only: its scores are f32 and so are the matmuls' operands).
-  const matmulBackward = dtype === 'f32' ? await createMatmulAttentionBackward(ctx) : undefined;
+  // The matmul path, for callers that lend its scratch (f32 only: its scores are f32 and so are the matmuls' operands).
+  const matmulPath = dtype === 'f32' ? await createMatmulAttention(ctx) : undefined;
+  const refuseScratch = (kernel: string, a: { scratch?: AttentionMatmulScratch }) => {
+    if (a.scratch && !matmulPath) {
+      throw new InvalidArgumentError(`${kernel}: scratch serves f32 kernels only (these were created for ${dtype}); leave it out and the flash kernels run.`);
+    }
+  };
   // Bound in place of lse when the caller wants none (inference); the shader skips writing it.
   let unusedLse: GpuTensor | undefined;
   const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
@@ -452,6 +464,7 @@ export async function createAttentionKernels(ctx: GpuContext, options: Attention
     dtype,
     forward(recorder, a) {
       const kernel = 'attention forward';
+      refuseScratch(kernel, a);
       const kvCapacity = a.kvCapacity ?? a.seqKV;
       const positionOffset = a.positionOffset ?? 0;
       checkShape(kernel, a, { seqQ: a.seqQ, seqKV: a.seqKV, kvCapacity });
@@ -472,6 +485,15 @@ export async function createAttentionKernels(ctx: GpuContext, options: Attention
       if (a.lse) checkTensor(kernel, 'lse', a.lse, a.batch * a.heads, a.seqQ, `[batch ${a.batch}, heads ${a.heads}, seqQ ${a.seqQ}]`, 'f32');
       checkDistinct(kernel, { out: a.out, ...(a.lse ? { lse: a.lse } : {}) }, { q: a.q, k: a.k, v: a.v });
       if (!Number.isFinite(a.scale)) throw new InvalidArgumentError(`${kernel}: scale must be finite, got ${a.scale}.`);
+      if (a.scratch) {
+        if (kvCapacity !== a.seqKV) {
+          throw new InvalidArgumentError(`${kernel}: scratch needs kvCapacity = seqKV (got ${kvCapacity} and ${a.seqKV}); KV-cache decoding runs the flash kernel, leave scratch out.`);
+        }
+        const matmulArgs = { ...a, seq: a.seqQ, positionOffset };
+        matmulPath!.check(kernel, matmulArgs, a.scratch, { q: a.q, k: a.k, v: a.v, out: a.out, lse: a.lse });
+        matmulPath!.forward(recorder, matmulArgs, a.scratch);
+        return;
+      }
       const layout = forwardLayout(a.headDim);
       unusedLse ??= createTensor(ctx, { shape: [1], label: 'attention lse (unused)' });
       recorder.dispatch(forward, [a.q.buffer, a.k.buffer, a.v.buffer, a.out.buffer, (a.lse ?? unusedLse).buffer],
@@ -486,9 +508,7 @@ export async function createAttentionKernels(ctx: GpuContext, options: Attention
 
     backward(recorder, a) {
       const kernel = 'attention backward';
-      if (a.scratch && !matmulBackward) {
-        throw new InvalidArgumentError(`${kernel}: scratch serves f32 kernels only (these were created for ${dtype}); leave it out and the flash kernels run.`);
-      }
+      refuseScratch(kernel, a);
       const seqKV = a.seqKV ?? a.seq;
       const positionOffset = a.positionOffset ?? 0;
       checkShape(kernel, a, { seq: a.seq, seqKV });
@@ -525,7 +545,11 @@ export async function createAttentionKernels(ctx: GpuContext, options: Attention
         { q: a.q, k: a.k, v: a.v, out: a.out, lse: a.lse, gradOutput: a.gradOutput, ...(a.gradLse ? { gradLse: a.gradLse } : {}) });
       if (!Number.isFinite(a.scale)) throw new InvalidArgumentError(`${kernel}: scale must be finite, got ${a.scale}.`);
       const matmulArgs = { ...a, seqKV, positionOffset };
-      if (a.scratch) matmulBackward!.check(kernel, matmulArgs, a.scratch);
+      if (a.scratch) {
+        matmulPath!.check(kernel, matmulArgs, a.scratch, {
+          q: a.q, k: a.k, v: a.v, out: a.out, lse: a.lse, gradOutput: a.gradOutput, delta: a.delta, gradLse: a.gradLse, gradQ: a.gradQ, gradK: a.gradK, gradV: a.gradV,
+        });
+      }
 
       const d4 = a.headDim / 4;
       const g = grid1D(tokens * a.heads, WG, maxGroups);
@@ -533,7 +557,7 @@ export async function createAttentionKernels(ctx: GpuContext, options: Attention
       recorder.dispatch(a.gradLse ? deltaGradLse : delta, [a.gradOutput.buffer, a.out.buffer, (a.gradLse ?? a.lse).buffer, a.delta.buffer],
         packParams([['u32', tokens], ['u32', a.seq], ['u32', a.heads], ['u32', d4], ['u32', g.rowStride]]), g.workgroups);
       if (a.scratch) {
-        matmulBackward!.record(recorder, matmulArgs, a.scratch);
+        matmulPath!.backward(recorder, matmulArgs, a.scratch);
         return;
       }
 
