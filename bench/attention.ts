@@ -11,8 +11,8 @@
  *   backward = 10 * batch * heads * headDim * pairs = 2.5x forward: the five products of
  *              FlashAttention-2's backward (S = Q K^T recomputed, dP = dO V^T, dV = P^T dO,
  *              dQ = dS K, dK = dS^T Q). Softmax exponentials and delta's dO . O are not counted.
- * f32 runs twice: with the flash kernels, and as matmuls over blocks of 64 queries (the caller
- * lends scratch, as the transformer does in training), whose work beyond the visible half (each
+ * Each runs twice: with the flash kernels, and as matmuls over blocks of 64 queries (the caller
+ * lends f32 scratch, as the transformer does in training), whose work beyond the visible half (each
  * block's rows up to its last query's key) is not counted either.
  */
 import {
@@ -80,10 +80,9 @@ export async function runAttentionBench(ctx: GpuContext, options: AttentionBench
     const args = { batch, heads, kvHeads, headDim, scale: 1 / Math.sqrt(headDim) };
 
     const scratchSizes = attentionMatmulScratchSizes({ batch, seq, heads, headDim });
-    const scratch = dtype === 'f32'
-      ? Object.fromEntries(Object.entries(scratchSizes).map(([name, size]) => [name, createTensor(ctx, { shape: [size], label: `bench scratch ${name}` })])) as unknown as AttentionMatmulScratch
-      : undefined;
-    const paths = scratch ? ['flash', 'matmul'] as const : ['flash'] as const;
+    const scratch = Object.fromEntries(Object.entries(scratchSizes).map(([name, size]) =>
+      [name, createTensor(ctx, { shape: [size], label: `bench scratch ${name}` })])) as unknown as AttentionMatmulScratch;
+    const paths = ['flash', 'matmul'] as const;
     for (const path of paths) {
       const forwardMs = await median(options.runs, async () => {
         const r = new CommandRecorder(ctx, 'bench attention forward');
@@ -91,7 +90,7 @@ export async function runAttentionBench(ctx: GpuContext, options: AttentionBench
         r.submit();
         await readTensor(ctx, out);
       });
-      const name = scratch ? `attention forward ${dtype} (${path})` : `attention forward ${dtype}`;
+      const name = `attention forward ${dtype} (${path})`;
       push({ benchmark: name, shape, library: 'webtune', medianMs: forwardMs, gflops: forwardFlops / forwardMs / 1e6, runs: options.runs });
     }
 
@@ -102,10 +101,10 @@ export async function runAttentionBench(ctx: GpuContext, options: AttentionBench
         r.submit();
         await Promise.all([readTensor(ctx, gradQ), readTensor(ctx, gradK), readTensor(ctx, gradV)]);
       });
-      const name = scratch ? `attention backward ${dtype} (${path})` : `attention backward ${dtype}`;
+      const name = `attention backward ${dtype} (${path})`;
       push({ benchmark: name, shape, library: 'webtune', medianMs: backwardMs, gflops: backwardFlops / backwardMs / 1e6, runs: options.runs });
     }
-    for (const t of [q, k, v, gradOutput, out, gradQ, gradK, gradV, lse, delta, ...(scratch ? Object.values(scratch) : [])]) t.release();
+    for (const t of [q, k, v, gradOutput, out, gradQ, gradK, gradV, lse, delta, ...Object.values(scratch)]) t.release();
   }
   return rows;
 }

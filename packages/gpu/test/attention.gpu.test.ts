@@ -175,15 +175,15 @@ interface AttentionRun {
 }
 
 /**
- * The f32 paths: the flash kernels, and matmuls over blocks of queries when the caller lends
- * scratch (kernels/attention-matmul.ts), forward and backward. Every f32 training case (kvCapacity
- * = seqKV) runs both.
+ * The two paths: the flash kernels, and matmuls over blocks of queries when the caller lends f32
+ * scratch (kernels/attention-matmul.ts), forward and backward. Every training case (kvCapacity =
+ * seqKV), f32 and f16, runs both.
  */
 const BACKWARD_PATHS = ['flash', 'matmul'] as const;
 type BackwardPath = (typeof BACKWARD_PATHS)[number];
 
 /** The matmul path's scratch, NaN-filled so a value read before it is written shows. */
-function backwardScratch(ctx: GpuContext, c: AttentionCase): AttentionMatmulScratch {
+function backwardScratch(ctx: GpuContext, c: AnyAttentionCase): AttentionMatmulScratch {
   const sizes = attentionMatmulScratchSizes({ batch: c.batch, seq: c.seqQ, seqKV: c.seqKV, heads: c.heads, headDim: c.headDim });
   return Object.fromEntries(Object.entries(sizes).map(([name, size]) =>
     [name, tensor(ctx, `scratch ${name}`, [size], new Float32Array(size).fill(Number.NaN))])) as unknown as AttentionMatmulScratch;
@@ -264,7 +264,7 @@ describe('causal attention on Dawn against HF eager attention (PyTorch autograd)
     });
   }
 
-  it('refuses matmul scratch that is short, shared with an input, lent to f16 kernels or to KV-cache decoding', async () => {
+  it('refuses matmul scratch that is short, shared with an input, or lent to KV-cache decoding', async () => {
     const ctx = gpu();
     const attention = await createAttentionKernels(ctx);
     const t = (shape: number[], label = 't') => tensor(ctx, label, shape);
@@ -288,11 +288,6 @@ describe('causal attention on Dawn against HF eager attention (PyTorch autograd)
     expect(() => attention.forward(rec, { ...fwd, scratch: { ...scratch, scores: bwd.out } })).toThrow(/scratch.scores "out" and out "out" are the same buffer/);
     expect(() => attention.forward(rec, { ...fwd, seqQ: 1, seqKV: 4, kvCapacity: 5, positionOffset: 3, scratch }))
       .toThrow(/scratch needs kvCapacity = seqKV \(got 5 and 4\); KV-cache decoding runs the flash kernel/);
-    if (ctx.features.shaderF16) {
-      const att16 = await createAttentionKernels(ctx, { dtype: 'f16' });
-      expect(() => att16.backward(rec, { ...bwd, scratch })).toThrow(/scratch serves f32 kernels only/);
-      expect(() => att16.forward(rec, { ...fwd, scratch })).toThrow(/scratch serves f32 kernels only/);
-    }
     rec.submit();
   });
 
@@ -485,7 +480,7 @@ interface AttentionF16Run {
  * (what the reference's delta = rowsum(dO * out) used) rather than this forward's, which may sit
  * one f16 ulp away in a few elements; the forward's out is checked on its own.
  */
-async function runAttentionF16(ctx: GpuContext, c: AttentionF16Case, withBackward: boolean): Promise<AttentionF16Run> {
+async function runAttentionF16(ctx: GpuContext, c: AttentionF16Case, withBackward: boolean, path: BackwardPath = 'flash'): Promise<AttentionF16Run> {
   const attention = await createAttentionKernels(ctx, { dtype: 'f16' });
   expect(attention.dtype).toBe('f16');
   const qCols = c.heads * c.headDim;
@@ -496,11 +491,12 @@ async function runAttentionF16(ctx: GpuContext, c: AttentionF16Case, withBackwar
   const v = half(ctx, 'v', [c.batch * c.kvCapacity, kvCols], f16Bits(c.v));
   const out = half(ctx, 'out', [tokens, qCols]);
   const lse = tensor(ctx, 'lse', [c.batch, c.heads, c.seqQ]);
-  const temporaries = [q, k, v, out, lse];
+  const scratch = path === 'matmul' ? backwardScratch(ctx, c) : undefined;
+  const temporaries = [q, k, v, out, lse, ...(scratch ? Object.values(scratch) : [])];
   const rec = new CommandRecorder(ctx, `attention f16 ${c.name}`);
   attention.forward(rec, {
     q, k, v, out, lse, batch: c.batch, seqQ: c.seqQ, seqKV: c.seqKV, kvCapacity: c.kvCapacity,
-    heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, scale: c.scale, positionOffset: c.positionOffset,
+    heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, scale: c.scale, positionOffset: c.positionOffset, ...(scratch ? { scratch } : {}),
   });
   const grads: GpuTensor[] = [];
   if (withBackward) {
@@ -516,7 +512,7 @@ async function runAttentionF16(ctx: GpuContext, c: AttentionF16Case, withBackwar
     temporaries.push(outRef, gradOutput, delta, ...(gradLse ? [gradLse] : []));
     grads.push(gradQ, gradK, gradV);
     attention.backward(rec, {
-      q, k, v, out: outRef, lse, gradOutput, gradQ, gradK, gradV, delta, ...(gradLse ? { gradLse } : {}),
+      q, k, v, out: outRef, lse, gradOutput, gradQ, gradK, gradV, delta, ...(gradLse ? { gradLse } : {}), ...(scratch ? { scratch } : {}),
       batch: c.batch, seq: c.seqQ, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, scale: c.scale, ...prefixArgs(c),
     });
   }
@@ -525,6 +521,10 @@ async function runAttentionF16(ctx: GpuContext, c: AttentionF16Case, withBackwar
   if (withBackward) {
     [result.dq, result.dk, result.dv] = await Promise.all(grads.map((g) => readF32(ctx, g)));
   }
+  if (scratch) {
+    const scores = await readF32(ctx, scratch.scores);
+    expect(Number.isNaN(scores[0]!), 'scratch.scores untouched: the flash kernels ran').toBe(false);
+  }
   for (const t of [...temporaries, ...grads]) t.release();
   return result;
 }
@@ -532,17 +532,19 @@ async function runAttentionF16(ctx: GpuContext, c: AttentionF16Case, withBackwar
 describe('causal attention with f16 activations on Dawn against HF eager attention on float16-rounded inputs', () => {
   for (const c of attentionFixture.attentionF16) {
     const backward = c.dq !== undefined;
-    it(`${c.name}: forward${backward ? ' + backward' : ''}`, async () => {
-      requireF16(gpu());
-      const r = await withValidation(gpu(), () => runAttentionF16(gpu(), c, backward));
-      expectClose('out', r.out, f16(c.out), ATTENTION_F16_TOL);
-      expectClose('lse', r.lse, f32(c.lse), ATTENTION_TOL);
-      if (backward) {
-        expectClose('dq', r.dq!, f16(c.dq!), gradF16Tol(c));
-        expectClose('dk', r.dk!, f16(c.dk!), gradF16Tol(c));
-        expectClose('dv', r.dv!, f16(c.dv!), gradF16Tol(c));
-      }
-    });
+    for (const path of c.kvCapacity === c.seqKV ? BACKWARD_PATHS : (['flash'] as const)) {
+      it(`${c.name}: forward${backward ? ' + backward' : ''} (${path})`, async () => {
+        requireF16(gpu());
+        const r = await withValidation(gpu(), () => runAttentionF16(gpu(), c, backward, path));
+        expectClose('out', r.out, f16(c.out), ATTENTION_F16_TOL);
+        expectClose('lse', r.lse, f32(c.lse), ATTENTION_TOL);
+        if (backward) {
+          expectClose('dq', r.dq!, f16(c.dq!), gradF16Tol(c));
+          expectClose('dk', r.dk!, f16(c.dk!), gradF16Tol(c));
+          expectClose('dv', r.dv!, f16(c.dv!), gradF16Tol(c));
+        }
+      });
+    }
   }
 
   it('refuses activations whose dtype is not the kernels\', and f16 lse or delta, naming the tensor and dtypes', async () => {
@@ -718,11 +720,11 @@ describe('attention with a prefix (prefix tuning) on Dawn against HF eager atten
 });
 
 describe('attention with a prefix and f16 activations on Dawn against HF eager attention on float16-rounded inputs', () => {
-  for (const c of attentionFixture.attentionPrefixF16) {
-    it(`${c.name}: forward + backward`, async () => {
+  for (const [c, path] of attentionFixture.attentionPrefixF16.flatMap((c) => BACKWARD_PATHS.map((p) => [c, p] as const))) {
+    it(`${c.name}: forward + backward (${path})`, async () => {
       requireF16(gpu());
       expect(c.positionOffset).toBeGreaterThan(0);
-      const r = await withValidation(gpu(), () => runAttentionF16(gpu(), c, true));
+      const r = await withValidation(gpu(), () => runAttentionF16(gpu(), c, true, path));
       expectClose('out', r.out, f16(c.out), ATTENTION_F16_TOL);
       expectClose('lse', r.lse, f32(c.lse), ATTENTION_TOL);
       expectClose('dq', r.dq!, f16(c.dq!), gradF16Tol(c));
@@ -785,10 +787,10 @@ describe('attention backward with gradLse on Dawn against PyTorch autograd of su
 });
 
 describe('attention backward with gradLse and f16 activations on Dawn against the written-out backward on float16-rounded inputs', () => {
-  for (const c of attentionFixture.attentionGradLseF16) {
-    it(`${c.name}: forward + backward`, async () => {
+  for (const [c, path] of attentionFixture.attentionGradLseF16.flatMap((c) => BACKWARD_PATHS.map((p) => [c, p] as const))) {
+    it(`${c.name}: forward + backward (${path})`, async () => {
       requireF16(gpu());
-      const r = await withValidation(gpu(), () => runAttentionF16(gpu(), c, true));
+      const r = await withValidation(gpu(), () => runAttentionF16(gpu(), c, true, path));
       expectClose('out', r.out, f16(c.out), ATTENTION_F16_TOL);
       expectClose('lse', r.lse, f32(c.lse), ATTENTION_TOL);
       expectClose('dq', r.dq!, f16(c.dq!), gradF16Tol(c));

@@ -150,13 +150,12 @@ export const ATTENTION_SCRATCH_MAX_BYTES = 64 * 1024 * 1024;
 const ATTENTION_SCRATCH = 'attentionScratch.';
 
 /**
- * The scratch that lets f32 training run attention's backward as matmuls (several times faster
- * than the flash kernels on CPU adapters; see @webtune/gpu's AttentionMatmulScratch), sized for
- * the widest backward of the step (the keys with a prefix in front), one copy for every layer.
- * None for f16 activations, or past ATTENTION_SCRATCH_MAX_BYTES.
+ * The f32 scratch that lets training run attention forward and backward as matmuls (several
+ * times faster than the flash kernels on CPU adapters; see @webtune/gpu's AttentionMatmulScratch),
+ * for f32 and f16 activations alike, sized for the widest attention of the step (the keys with a
+ * prefix in front), one copy for every layer. None past ATTENTION_SCRATCH_MAX_BYTES.
  */
 function attentionScratchPlan(config: ModelConfig, ws: WorkspaceShape): BufferPlan[] {
-  if (ws.dtype !== 'f32') return [];
   const sizes = attentionMatmulScratchSizes({
     batch: ws.batch, seq: ws.seq, seqKV: ws.prefixTokens + ws.seq, heads: config.numHeads, headDim: config.headDim,
   });

@@ -1,5 +1,5 @@
 /**
- * Attention as matmuls over row blocks of queries, for f32 activations when the caller lends the
+ * Attention as matmuls over row blocks of queries, when the caller lends the f32
  * scratch ({@link AttentionMatmulScratch}): the same results as the flash kernels (attention.ts),
  * computed by webtune's tuned matmul instead of attention's own loops. On lavapipe the flash
  * backward ran at about a tenth of the matmul rate (every score is recomputed twice, by threads
@@ -7,7 +7,9 @@
  * kernel's and only the softmax is attention's own.
  *
  * The heads are first copied into one dense [rows, headDim] matrix per (batch, head), kv heads
- * repeated for their group's query heads (HF's repeat_kv; attention-heads.wgsl). Then, for each
+ * repeated for their group's query heads (HF's repeat_kv; attention-to-heads.wgsl), in f32 whatever
+ * the activations' storage (f16 activations are widened there and rounded once on the way back,
+ * attention-from-heads.wgsl). Then, for each
  * block of ROW_BLOCK queries i (row0 .. row0 + R - 1) and the keys j < n the block can see
  * (n = positionOffset + row0 + R, at most seqKV: causal, so later keys are skipped), per (batch, head):
  *
@@ -25,20 +27,26 @@
  * no query sees set to 0. Scores of one block at a time live in `scratch.scores`, so the memory is
  * linear in seqKV, as the flash kernels' is; all sums are f32 and in a fixed order (deterministic).
  */
-import headsSource from '../shaders/attention-heads.wgsl.js';
+import toHeadsSource from '../shaders/attention-to-heads.wgsl.js';
+import fromHeadsSource from '../shaders/attention-from-heads.wgsl.js';
 import scoresSource from '../shaders/attention-backward-scores.wgsl.js';
 import softmaxSource from '../shaders/attention-forward-softmax.wgsl.js';
 import type { GpuContext } from '../device.js';
-import type { KernelDefinition } from '../pipeline-cache.js';
+import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';
 import { grid1D } from './grid.js';
 import { createMatmulKernel, type MatmulKernel } from './matmul.js';
 import { requireDistinct, requireTensor } from './tensor-checks.js';
 
-export const ATTENTION_HEADS_KERNEL: KernelDefinition = {
-  name: 'attention-heads',
-  files: [{ path: 'shaders/attention-heads.wgsl', source: headsSource }],
+export const ATTENTION_TO_HEADS_KERNEL: KernelDefinition = {
+  name: 'attention-to-heads',
+  files: [{ path: 'shaders/attention-to-heads.wgsl', source: toHeadsSource }],
+  bindings: ['read', 'read-write', 'uniform'],
+};
+export const ATTENTION_FROM_HEADS_KERNEL: KernelDefinition = {
+  name: 'attention-from-heads',
+  files: [{ path: 'shaders/attention-from-heads.wgsl', source: fromHeadsSource }],
   bindings: ['read', 'read-write', 'uniform'],
 };
 export const ATTENTION_FORWARD_SOFTMAX_KERNEL: KernelDefinition = {
@@ -141,10 +149,11 @@ export interface MatmulAttention {
   backward(recorder: CommandRecorder, args: MatmulBackwardArgs, scratch: AttentionMatmulScratch): void;
 }
 
-export async function createMatmulAttention(ctx: GpuContext): Promise<MatmulAttention> {
+/** `dtype`: the activations' storage (the row layouts); the scratch and all arithmetic are f32 either way. */
+export async function createMatmulAttention(ctx: GpuContext, dtype: ElementType): Promise<MatmulAttention> {
   const [toHeads, fromHeads, softmaxKernel, scoresKernel, scoresMatmul, intoKeys, addIntoKeys, intoQueries] = await Promise.all([
-    ctx.pipelines.get(ATTENTION_HEADS_KERNEL, 'f32', { TO_HEADS: true }),
-    ctx.pipelines.get(ATTENTION_HEADS_KERNEL, 'f32', { TO_HEADS: false }),
+    ctx.pipelines.get(ATTENTION_TO_HEADS_KERNEL, dtype),
+    ctx.pipelines.get(ATTENTION_FROM_HEADS_KERNEL, dtype),
     ctx.pipelines.get(ATTENTION_FORWARD_SOFTMAX_KERNEL, 'f32'),
     ctx.pipelines.get(ATTENTION_BACKWARD_SCORES_KERNEL, 'f32'),
     createMatmulKernel(ctx, { transB: true }),
@@ -159,7 +168,7 @@ export async function createMatmulAttention(ctx: GpuContext): Promise<MatmulAtte
   const toHeadLayout = (recorder: CommandRecorder, a: LayoutShape, src: GpuTensor, dst: GpuTensor, rows: number, narrow: number) => {
     const g = grid1D(a.batch * a.heads * rows * (a.headDim / 4), WG, maxGroups);
     recorder.dispatch(toHeads, [src.buffer, dst.buffer], packParams([
-      ['u32', a.batch], ['u32', rows], ['u32', a.heads], ['u32', narrow], ['u32', a.headDim / 4], ['u32', g.rowStride], ['u32', rows],
+      ['u32', a.batch], ['u32', rows], ['u32', a.heads], ['u32', narrow], ['u32', a.headDim / 4], ['u32', g.rowStride],
     ]), g.workgroups);
   };
   // Back to the row layout, `narrow` heads each summing heads / narrow of them; rows past validRows get 0.
