@@ -30,9 +30,9 @@ interface Kernels {
   frozenForward: MatmulKernel | NF4MatmulKernel;
   frozenBackward: MatmulKernel;
   frozenBackwardAcc: MatmulKernel;
-  /** NF4 base: W is dequantized into the workspace's `weightScratch` for the input gradient. */
+  /** NF4 base: W is dequantized into the workspace's `weightScratch` in training (forward and input gradient). */
   dequantize: NF4DequantizeKernel | undefined;
-  /** LM head: logits = h E^T, and dh = dlogits E. */
+  /** LM head: logits = h E^T, and dh = dlogits E. Also X W^T over a dequantized NF4 weight in training. */
   head: MatmulKernel;
   headBackward: MatmulKernel;
   norm: NormKernels;
@@ -545,8 +545,19 @@ export class Transformer {
 
   private frozen(rec: CommandRecorder, weight: FrozenWeight, mode: 'forward' | 'backward' | 'backwardAcc', input: GpuTensor, output: GpuTensor, m: number, lin: FrozenLinear): void {
     if (mode === 'forward') {
-      if (weight.format === 'nf4') (this.k.frozenForward as NF4MatmulKernel).encode(rec, { weight: weight.weight, input, output, m });
-      else (this.k.frozenForward as MatmulKernel).encode(rec, { a: input, b: weight.weight, c: output, m, n: lin.outFeatures, k: lin.inFeatures });
+      const scratch = this.workspace?.buffers['weightScratch'];
+      if (weight.format === 'nf4' && scratch) {
+        // Training (the workspace has the scratch): dequantize, then the dense kernel, as
+        // bitsandbytes' matmul_4bit does for more than one row (bitsandbytes/autograd/_functions.py,
+        // MatMul4Bit). On lavapipe the dense kernel runs 1.6x the fused one's rate at 1 x 256 and
+        // the dequantization costs ~3 ms a weight; decoding keeps the fused kernel (one row).
+        this.k.dequantize!.encode(rec, { weight: weight.weight, output: scratch });
+        this.k.head.encode(rec, { a: input, b: scratch, c: output, m, n: lin.outFeatures, k: lin.inFeatures });
+      } else if (weight.format === 'nf4') {
+        (this.k.frozenForward as NF4MatmulKernel).encode(rec, { weight: weight.weight, input, output, m });
+      } else {
+        (this.k.frozenForward as MatmulKernel).encode(rec, { a: input, b: weight.weight, c: output, m, n: lin.outFeatures, k: lin.inFeatures });
+      }
       return;
     }
     let dense = weight.format === 'dense' ? weight.weight : undefined;

@@ -32,7 +32,7 @@ export interface WorkspaceShape {
   lowestTrainable: number;
   /** Rows of the LM head computed at once. */
   headChunk: number;
-  /** NF4 base: backward dequantizes one frozen weight at a time into a scratch. */
+  /** NF4 base: training dequantizes one frozen weight at a time into a scratch (forward and backward). */
   nf4: boolean;
   /** Storage of activations; statistics (norm rstd/mean, attention lse, losses) stay f32. */
   dtype: 'f32' | 'f16';
