@@ -15,8 +15,8 @@ describe('LoRA forward + backward on Dawn against PyTorch autograd', () => {
   }
 
   for (const c of LORA_CASES.filter((c) => c.weightFormat === 'nf4')) {
-    it(`${c.name}, input gradient through a dequantized scratch`, async () => {
-      const r = await runLoraCase(gpu(), c, { dequantizedBackward: true });
+    it(`${c.name}, forward and input gradient through a dequantized scratch`, async () => {
+      const r = await runLoraCase(gpu(), c, { dequantized: true });
       expect(r.ok, r.detail).toBe(true);
     });
   }

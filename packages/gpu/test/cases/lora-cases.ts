@@ -12,8 +12,8 @@ export const LORA_CASES = loraFixture.cases;
 /** float32 against PyTorch's float32: different summation order only. */
 export const LORA_TOLERANCE = { atol: 2e-5, rtol: 1e-4 };
 
-/** `dequantizedBackward`: the NF4 input gradient goes through a dequantized scratch (what training uses). */
-export async function runLoraCase(ctx: GpuContext, c: LoraCase, options: { dequantizedBackward?: boolean } = {}): Promise<Check> {
+/** `dequantized`: the NF4 forward and input gradient go through a dequantized scratch (what training uses). */
+export async function runLoraCase(ctx: GpuContext, c: LoraCase, options: { dequantized?: boolean } = {}): Promise<Check> {
   const { m, k, n, rank: r } = c;
   ctx.device.pushErrorScope('validation');
   const t = (label: string, shape: number[], data?: Float32Array) => createTensor(ctx, { shape, label, data });
@@ -38,8 +38,9 @@ export async function runLoraCase(ctx: GpuContext, c: LoraCase, options: { dequa
   const dB = t('dB', [n, r]);
   const dx = t('dx', [m, k]);
   const recorder = new CommandRecorder(ctx, `lora ${c.name}`);
-  kernels.forward(recorder, { layer, m, x, h, y });
-  const weightScratch = options.dequantizedBackward ? t('W scratch', [n, k]) : undefined;
+  // NaN-filled: the forward must dequantize before it reads.
+  const weightScratch = options.dequantized ? t('W scratch', [n, k], new Float32Array(n * k).fill(Number.NaN)) : undefined;
+  kernels.forward(recorder, { layer, m, x, h, y, weightScratch });
   kernels.backward(recorder, { layer, m, x, h, gradOutput: g, gB, gradA: dA, gradB: dB, gradInput: dx, weightScratch });
   recorder.submit();
   const got = { y: await readF32(ctx, y), dx: await readF32(ctx, dx), dA: await readF32(ctx, dA), dB: await readF32(ctx, dB) };

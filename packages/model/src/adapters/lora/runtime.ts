@@ -80,7 +80,7 @@ export async function createLoraRuntime(adapter: LoraAdapter, { ctx, dtype, nf4,
         loraInput = state[`xd:${lin.name}`]!;
         dropout.forward(rec, { x, y: loraInput, size: m * lin.inFeatures, p: rate, seed, stream });
       }
-      lora.forward(rec, { layer: layerOf(lin, p), m, x, h: state[`h:${lin.name}`]!, y, loraInput });
+      lora.forward(rec, { layer: layerOf(lin, p), m, x, h: state[`h:${lin.name}`]!, y, loraInput, weightScratch: ops.scratch('weightScratch') });
       if (lin.bias) elementwise.addBias(rec, { target: y, bias: lin.bias, rows: m, cols: lin.outFeatures });
     },
     linearBackward(rec, { linear: lin, m, x, state, seed, stream, gradOutput, gradInput, accumulate }) {
