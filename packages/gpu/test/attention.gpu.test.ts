@@ -174,6 +174,16 @@ interface AttentionRun {
   dv?: Float32Array;
 }
 
+/** A valid f32 backward of batch 2 x seq 5, heads 4/2, headDim 16: what the refusal tests vary. */
+function smallBackwardArgs(ctx: GpuContext) {
+  const t = (shape: number[], label: string) => tensor(ctx, label, shape);
+  return {
+    q: t([10, 64], 'q'), k: t([10, 32], 'k'), v: t([10, 32], 'v'), out: t([10, 64], 'out'), lse: t([2, 4, 5], 'lse'),
+    gradOutput: t([10, 64], 'dO'), gradQ: t([10, 64], 'dQ'), gradK: t([10, 32], 'dK'), gradV: t([10, 32], 'dV'), delta: t([2, 4, 5], 'delta'),
+    batch: 2, seq: 5, heads: 4, kvHeads: 2, headDim: 16, scale: 0.25,
+  };
+}
+
 /**
  * The two paths: the flash kernels, and matmuls over blocks of queries when the caller lends f32
  * scratch (kernels/attention-matmul.ts), forward and backward. Every training case (kvCapacity =
@@ -268,11 +278,7 @@ describe('causal attention on Dawn against HF eager attention (PyTorch autograd)
     const ctx = gpu();
     const attention = await createAttentionKernels(ctx);
     const t = (shape: number[], label = 't') => tensor(ctx, label, shape);
-    const bwd = {
-      q: t([10, 64], 'q'), k: t([10, 32], 'k'), v: t([10, 32], 'v'), out: t([10, 64], 'out'), lse: t([2, 4, 5], 'lse'),
-      gradOutput: t([10, 64], 'dO'), gradQ: t([10, 64], 'dQ'), gradK: t([10, 32], 'dK'), gradV: t([10, 32], 'dV'), delta: t([2, 4, 5], 'delta'),
-      batch: 2, seq: 5, heads: 4, kvHeads: 2, headDim: 16, scale: 0.25,
-    };
+    const bwd = smallBackwardArgs(ctx);
     const sizes = attentionMatmulScratchSizes(bwd);
     // Keys are repeated per query head: 2 x 4 heads x 5 rows x 16; scores: two 5 x 5 blocks per (batch, head).
     expect(sizes).toEqual({ q: 640, gradOutput: 640, k: 640, v: 640, gradK: 640, gradV: 640, scores: 400 });
@@ -768,11 +774,7 @@ describe('attention backward with gradLse on Dawn against PyTorch autograd of su
     const ctx = gpu();
     const attention = await createAttentionKernels(ctx);
     const t = (shape: number[], label = 't') => tensor(ctx, label, shape);
-    const bwd = {
-      q: t([10, 64], 'q'), k: t([10, 32], 'k'), v: t([10, 32], 'v'), out: t([10, 64], 'out'), lse: t([2, 4, 5], 'lse'),
-      gradOutput: t([10, 64], 'dO'), gradQ: t([10, 64], 'dQ'), gradK: t([10, 32], 'dK'), gradV: t([10, 32], 'dV'), delta: t([2, 4, 5], 'delta'),
-      batch: 2, seq: 5, heads: 4, kvHeads: 2, headDim: 16, scale: 0.25,
-    };
+    const bwd = smallBackwardArgs(ctx);
     const rec = new CommandRecorder(ctx, 'bad gradLse');
     expect(() => attention.backward(rec, { ...bwd, gradLse: t([2, 4, 4], 'short dLse') })).toThrowError(InvalidArgumentError);
     expect(() => attention.backward(rec, { ...bwd, gradLse: t([2, 4, 4], 'short dLse') }))
