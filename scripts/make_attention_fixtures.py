@@ -552,6 +552,22 @@ def main():
         attention_case_f16("f16 gradLse: prefix alone, 7 keys (seqKV = positionOffset = 7), 13 queries, GQA 4/2, headDim 64, batch 2", lh,
                            2, 13, 4, 2, 64, seq_kv=7, offset=7, grad_lse=True),
     ]
+    # Several blocks of 64 queries (attention's matmul path: kernels/attention-matmul.ts) with a
+    # prefix in front, keys no query sees, a prefix alone and gradLse, from a generator of their own
+    # and appended, so every case above stays byte for byte.
+    bg = torch.Generator().manual_seed(22)
+    attention_prefix += [
+        attention_case("prefix 30 + 130 tokens (three blocks of 64 queries), GQA 4/2, headDim 16, batch 2", bg, 2, 130, 4, 2, 16,
+                       seq_kv=160, offset=30),
+        attention_case("prefix 7 + 70 tokens (two blocks) and 3 keys no query sees (seqKV 80), GQA 4/2, headDim 16, batch 1", bg,
+                       1, 70, 4, 2, 16, seq_kv=80, offset=7),
+    ]
+    attention_grad_lse += [
+        attention_case("gradLse: prefix alone, 7 keys, 130 queries (three blocks of 64), GQA 4/2, headDim 16, batch 2", bg,
+                       2, 130, 4, 2, 16, seq_kv=7, offset=7, grad_lse=True),
+        attention_case("gradLse: prefix 9 + 70 tokens (two blocks), MHA 2 heads, headDim 32, batch 1", bg, 1, 70, 2, 2, 32,
+                       seq_kv=79, offset=9, grad_lse=True),
+    ]
     mg = torch.Generator().manual_seed(20)
     merge_shapes = [  # (batch, seq, heads, head dim, gate stride, gate offset, grad gate stride, grad gate offset)
         (2, 5, 4, 16, 2, 1, 2, 1), (1, 7, 2, 64, 1, 0, 3, 2), (2, 33, 3, 32, 2, 0, 1, 0), (1, 3, 1, 4, 1, 0, 1, 0),

@@ -192,6 +192,18 @@ function smallBackwardArgs(ctx: GpuContext) {
 const BACKWARD_PATHS = ['flash', 'matmul'] as const;
 type BackwardPath = (typeof BACKWARD_PATHS)[number];
 
+/**
+ * The results came from the matmul path: the forward wrote the scores and the head-layout output
+ * (in scratch.gradOutput), the backward dV's head layout; the flash kernels leave them NaN.
+ */
+async function expectMatmulPathRan(ctx: GpuContext, scratch: AttentionMatmulScratch, withBackward: boolean): Promise<void> {
+  const written = withBackward ? (['scores', 'gradV'] as const) : (['scores', 'gradOutput'] as const);
+  for (const name of written) {
+    const values = await readF32(ctx, scratch[name]);
+    expect(Number.isNaN(values[0]!), `scratch.${name} untouched: the flash kernels ran`).toBe(false);
+  }
+}
+
 /** The matmul path's scratch, NaN-filled so a value read before it is written shows. */
 function backwardScratch(ctx: GpuContext, c: AnyAttentionCase): AttentionMatmulScratch {
   const sizes = attentionMatmulScratchSizes({ batch: c.batch, seq: c.seqQ, seqKV: c.seqKV, heads: c.heads, headDim: c.headDim });
@@ -238,11 +250,7 @@ async function runAttention(ctx: GpuContext, c: AttentionCase, withBackward: boo
   if (withBackward) {
     [result.dq, result.dk, result.dv] = await Promise.all(grads.map((g) => readF32(ctx, g)));
   }
-  if (scratch) {
-    // The results came from the matmul path: it wrote the scores (the flash kernels leave them NaN).
-    const scores = await readF32(ctx, scratch.scores);
-    expect(Number.isNaN(scores[0]!), 'scratch.scores untouched: the flash kernels ran').toBe(false);
-  }
+  if (scratch) await expectMatmulPathRan(ctx, scratch, withBackward);
   for (const t of [...temporaries, ...grads]) t.release();
   return result;
 }
@@ -297,8 +305,19 @@ describe('causal attention on Dawn against HF eager attention (PyTorch autograd)
     rec.submit();
   });
 
-  it('covers several blocks of queries on the matmul path, the last one partial', () => {
+  it('forward alone on the matmul path (a prefix, several blocks): out and lse, without lse', async () => {
+    for (const c of [attentionFixture.attention.find((a) => a.seqQ > 128)!, attentionFixture.attentionPrefix.at(-1)!]) {
+      const r = await withValidation(gpu(), () => runAttention(gpu(), c, false, 'matmul'));
+      expectClose('out', r.out, f32(c.out), ATTENTION_TOL);
+      expectClose('lse', r.lse, f32(c.lse), ATTENTION_TOL);
+    }
+  });
+
+  it('covers several blocks of queries on the matmul path, the last one partial, with and without a prefix', () => {
     expect(attentionFixture.attention.some((c) => c.dq && c.seqQ > 2 * 64 && c.seqQ % 64 !== 0)).toBe(true);
+    expect(attentionFixture.attentionPrefix.some((c) => c.seqQ > 2 * 64 && c.seqKV === c.positionOffset + c.seqQ)).toBe(true);
+    expect(attentionFixture.attentionPrefix.some((c) => c.seqQ > 64 && c.seqKV > c.positionOffset + c.seqQ)).toBe(true);
+    expect(attentionFixture.attentionGradLse.some((c) => c.seqQ > 2 * 64 && c.seqKV === c.positionOffset)).toBe(true);
   });
 
   it('forward without lse (inference) gives the same output', async () => {
@@ -527,10 +546,7 @@ async function runAttentionF16(ctx: GpuContext, c: AttentionF16Case, withBackwar
   if (withBackward) {
     [result.dq, result.dk, result.dv] = await Promise.all(grads.map((g) => readF32(ctx, g)));
   }
-  if (scratch) {
-    const scores = await readF32(ctx, scratch.scores);
-    expect(Number.isNaN(scores[0]!), 'scratch.scores untouched: the flash kernels ran').toBe(false);
-  }
+  if (scratch) await expectMatmulPathRan(ctx, scratch, withBackward);
   for (const t of [...temporaries, ...grads]) t.release();
   return result;
 }

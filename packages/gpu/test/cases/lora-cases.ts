@@ -37,10 +37,16 @@ export async function runLoraCase(ctx: GpuContext, c: LoraCase, options: { dequa
   const dA = t('dA', [r, k]);
   const dB = t('dB', [n, r]);
   const dx = t('dx', [m, k]);
-  const recorder = new CommandRecorder(ctx, `lora ${c.name}`);
-  // NaN-filled: the forward must dequantize before it reads.
+  let recorder = new CommandRecorder(ctx, `lora ${c.name}`);
+  // NaN-filled: the forward must dequantize before it reads, and (checked below) must have written it.
   const weightScratch = options.dequantized ? t('W scratch', [n, k], new Float32Array(n * k).fill(Number.NaN)) : undefined;
   kernels.forward(recorder, { layer, m, x, h, y, weightScratch });
+  let forwardDequantized = true;
+  if (weightScratch) {
+    recorder.submit();
+    forwardDequantized = !Number.isNaN((await readF32(ctx, weightScratch))[0]!);
+    recorder = new CommandRecorder(ctx, `lora ${c.name} backward`);
+  }
   kernels.backward(recorder, { layer, m, x, h, gradOutput: g, gB, gradA: dA, gradB: dB, gradInput: dx, weightScratch });
   recorder.submit();
   const got = { y: await readF32(ctx, y), dx: await readF32(ctx, dx), dA: await readF32(ctx, dA), dB: await readF32(ctx, dB) };
@@ -50,6 +56,7 @@ export async function runLoraCase(ctx: GpuContext, c: LoraCase, options: { dequa
 
   const problems: string[] = [];
   if (validation) problems.push(`validation: ${validation.message}`);
+  if (!forwardDequantized) problems.push('the forward left weightScratch unwritten: it did not run on the dequantized weight');
   const scaleAtol = (inner: number) => LORA_TOLERANCE.atol * Math.sqrt(inner);
   for (const [name, inner] of [['y', k], ['dx', n], ['dA', m], ['dB', m]] as const) {
     const r2 = worstError(got[name], f32(c[name]), scaleAtol(inner), LORA_TOLERANCE.rtol);

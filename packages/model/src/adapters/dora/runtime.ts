@@ -102,7 +102,7 @@ export async function createDoraRuntime(adapter: DoraAdapter, { ctx, dtype, nf4,
       const p = adapter.params.get(lin.module)!;
       const v = vectors.get(lin.module)!;
       const z = state[`z:${lin.name}`]!;
-      lora.forward(rec, { layer: layerOf(lin, p), m, x, h: state[`h:${lin.name}`]!, y });
+      lora.forward(rec, { layer: layerOf(lin, p), m, x, h: state[`h:${lin.name}`]!, y, weightScratch: ops.scratch('weightScratch') });
       scale.scaleColumns(rec, { src: y, vector: v.invNorm, dst: z, rows: m, cols: lin.outFeatures });
       scale.scaleColumns(rec, { src: z, vector: p.m, dst: y, rows: m, cols: lin.outFeatures });
       if (lin.bias) elementwise.addBias(rec, { target: y, bias: lin.bias, rows: m, cols: lin.outFeatures });
