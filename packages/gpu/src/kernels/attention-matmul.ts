@@ -9,8 +9,8 @@
  * The heads are first copied into one dense [rows, headDim] matrix per (batch, head), kv heads
  * repeated for their group's query heads (HF's repeat_kv; attention-to-heads.wgsl), in f32 whatever
  * the activations' storage (f16 activations are widened there and rounded once on the way back,
- * attention-from-heads.wgsl). Then, for each
- * block of ROW_BLOCK queries i (row0 .. row0 + R - 1) and the keys j < n the block can see
+ * attention-from-heads.wgsl). Then, for each block of ATTENTION_ROW_BLOCK queries i
+ * (row0 .. row0 + R - 1) and the keys j < n the block can see
  * (n = positionOffset + row0 + R, at most seqKV: causal, so later keys are skipped), per (batch, head):
  *
  *   forward   S = scale Q_blk K_n^T     [R, n]   matmul, B^T

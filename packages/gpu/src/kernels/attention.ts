@@ -3,6 +3,8 @@
  * exact merge of two attentions by their log-sum-exps (with its backward).
  * Activations (q, k, v, out and their gradients) are f32, or f16 storage with f32 arithmetic
  * (`dtype`, like autocast's compute dtype); lse, delta, gates and their gradients are always f32.
+ * Two paths with the same results: given `scratch` (training), kernels/attention-matmul.ts runs
+ * both directions as webtune's matmuls over blocks of queries; otherwise the flash kernels below.
  * FlashAttention-style: the forward keeps an online softmax over tiles of keys and saves only the
  * log-sum-exp per query row; the backward recomputes P from q, k and lse. Memory grows with the
  * sequence length, never its square, and no float atomics are used (deterministic). Query i is the
