@@ -189,8 +189,8 @@ function smallBackwardArgs(ctx: GpuContext) {
  * scratch (kernels/attention-matmul.ts), forward and backward. Every training case (kvCapacity =
  * seqKV), f32 and f16, runs both.
  */
-const BACKWARD_PATHS = ['flash', 'matmul'] as const;
-type BackwardPath = (typeof BACKWARD_PATHS)[number];
+const ATTENTION_PATHS = ['flash', 'matmul'] as const;
+type AttentionPath = (typeof ATTENTION_PATHS)[number];
 
 /**
  * The results came from the matmul path: the forward wrote the scores and the head-layout output
@@ -205,13 +205,13 @@ async function expectMatmulPathRan(ctx: GpuContext, scratch: AttentionMatmulScra
 }
 
 /** The matmul path's scratch, NaN-filled so a value read before it is written shows. */
-function backwardScratch(ctx: GpuContext, c: AnyAttentionCase): AttentionMatmulScratch {
+function matmulScratch(ctx: GpuContext, c: AnyAttentionCase): AttentionMatmulScratch {
   const sizes = attentionMatmulScratchSizes({ batch: c.batch, seq: c.seqQ, seqKV: c.seqKV, heads: c.heads, headDim: c.headDim });
   return Object.fromEntries(Object.entries(sizes).map(([name, size]) =>
     [name, tensor(ctx, `scratch ${name}`, [size], new Float32Array(size).fill(Number.NaN))])) as unknown as AttentionMatmulScratch;
 }
 
-async function runAttention(ctx: GpuContext, c: AttentionCase, withBackward: boolean, path: BackwardPath = 'flash'): Promise<AttentionRun> {
+async function runAttention(ctx: GpuContext, c: AttentionCase, withBackward: boolean, path: AttentionPath = 'flash'): Promise<AttentionRun> {
   const attention = await createAttentionKernels(ctx);
   const qCols = c.heads * c.headDim;
   const kvCols = c.kvHeads * c.headDim;
@@ -221,7 +221,7 @@ async function runAttention(ctx: GpuContext, c: AttentionCase, withBackward: boo
   const v = tensor(ctx, 'v', [c.batch * c.kvCapacity, kvCols], f32(c.v));
   const out = tensor(ctx, 'out', [tokens, qCols]);
   const lse = tensor(ctx, 'lse', [c.batch, c.heads, c.seqQ]);
-  const scratch = path === 'matmul' ? backwardScratch(ctx, c) : undefined;
+  const scratch = path === 'matmul' ? matmulScratch(ctx, c) : undefined;
   const temporaries = [q, k, v, out, lse, ...(scratch ? Object.values(scratch) : [])];
   const rec = new CommandRecorder(ctx, `attention ${c.name}`);
   attention.forward(rec, {
@@ -258,7 +258,7 @@ async function runAttention(ctx: GpuContext, c: AttentionCase, withBackward: boo
 describe('causal attention on Dawn against HF eager attention (PyTorch autograd)', () => {
   for (const c of attentionFixture.attention) {
     const backward = c.dq !== undefined;
-    for (const path of c.kvCapacity === c.seqKV ? BACKWARD_PATHS : (['flash'] as const)) {
+    for (const path of c.kvCapacity === c.seqKV ? ATTENTION_PATHS : (['flash'] as const)) {
       it(`${c.name}: forward${backward ? ' + backward' : ''} (${path})`, async () => {
         const r = await withValidation(gpu(), () => runAttention(gpu(), c, backward, path));
         expectClose('out', r.out, f32(c.out), ATTENTION_TOL);
@@ -272,7 +272,7 @@ describe('causal attention on Dawn against HF eager attention (PyTorch autograd)
     }
   }
 
-  for (const path of BACKWARD_PATHS) {
+  for (const path of ATTENTION_PATHS) {
     it(`backward (${path}) is deterministic: two runs agree bit for bit`, async () => {
       const c = attentionFixture.attention.find((a) => a.dq && a.seqQ > 100)!;
       const [a, b] = [await runAttention(gpu(), c, true, path), await runAttention(gpu(), c, true, path)];
@@ -505,7 +505,7 @@ interface AttentionF16Run {
  * (what the reference's delta = rowsum(dO * out) used) rather than this forward's, which may sit
  * one f16 ulp away in a few elements; the forward's out is checked on its own.
  */
-async function runAttentionF16(ctx: GpuContext, c: AttentionF16Case, withBackward: boolean, path: BackwardPath = 'flash'): Promise<AttentionF16Run> {
+async function runAttentionF16(ctx: GpuContext, c: AttentionF16Case, withBackward: boolean, path: AttentionPath = 'flash'): Promise<AttentionF16Run> {
   const attention = await createAttentionKernels(ctx, { dtype: 'f16' });
   expect(attention.dtype).toBe('f16');
   const qCols = c.heads * c.headDim;
@@ -516,7 +516,7 @@ async function runAttentionF16(ctx: GpuContext, c: AttentionF16Case, withBackwar
   const v = half(ctx, 'v', [c.batch * c.kvCapacity, kvCols], f16Bits(c.v));
   const out = half(ctx, 'out', [tokens, qCols]);
   const lse = tensor(ctx, 'lse', [c.batch, c.heads, c.seqQ]);
-  const scratch = path === 'matmul' ? backwardScratch(ctx, c) : undefined;
+  const scratch = path === 'matmul' ? matmulScratch(ctx, c) : undefined;
   const temporaries = [q, k, v, out, lse, ...(scratch ? Object.values(scratch) : [])];
   const rec = new CommandRecorder(ctx, `attention f16 ${c.name}`);
   attention.forward(rec, {
@@ -554,7 +554,7 @@ async function runAttentionF16(ctx: GpuContext, c: AttentionF16Case, withBackwar
 describe('causal attention with f16 activations on Dawn against HF eager attention on float16-rounded inputs', () => {
   for (const c of attentionFixture.attentionF16) {
     const backward = c.dq !== undefined;
-    for (const path of c.kvCapacity === c.seqKV ? BACKWARD_PATHS : (['flash'] as const)) {
+    for (const path of c.kvCapacity === c.seqKV ? ATTENTION_PATHS : (['flash'] as const)) {
       it(`${c.name}: forward${backward ? ' + backward' : ''} (${path})`, async () => {
         requireF16(gpu());
         const r = await withValidation(gpu(), () => runAttentionF16(gpu(), c, backward, path));
@@ -678,7 +678,7 @@ function expectZeroRows(name: string, got: Float32Array, rows: number[], cols: n
 }
 
 describe('attention with a prefix (prefix tuning) on Dawn against HF eager attention over past_key_values (PyTorch autograd)', () => {
-  for (const [c, path] of attentionFixture.attentionPrefix.flatMap((c) => BACKWARD_PATHS.map((p) => [c, p] as const))) {
+  for (const [c, path] of attentionFixture.attentionPrefix.flatMap((c) => ATTENTION_PATHS.map((p) => [c, p] as const))) {
     it(`${c.name}: forward + backward (${path})`, async () => {
       expect(c.positionOffset).toBeGreaterThan(0);
       const r = await withValidation(gpu(), () => runAttention(gpu(), c, true, path));
@@ -690,7 +690,7 @@ describe('attention with a prefix (prefix tuning) on Dawn against HF eager atten
     });
   }
 
-  for (const path of BACKWARD_PATHS) {
+  for (const path of ATTENTION_PATHS) {
     it(`writes exact zeros to dK and dV rows of keys that no query sees (${path})`, async () => {
       const c = attentionFixture.attentionPrefix.find((a) => a.seqKV > a.positionOffset + a.seqQ)!;
       const rows = unseenKeyRows(c);
@@ -742,7 +742,7 @@ describe('attention with a prefix (prefix tuning) on Dawn against HF eager atten
 });
 
 describe('attention with a prefix and f16 activations on Dawn against HF eager attention on float16-rounded inputs', () => {
-  for (const [c, path] of attentionFixture.attentionPrefixF16.flatMap((c) => BACKWARD_PATHS.map((p) => [c, p] as const))) {
+  for (const [c, path] of attentionFixture.attentionPrefixF16.flatMap((c) => ATTENTION_PATHS.map((p) => [c, p] as const))) {
     it(`${c.name}: forward + backward (${path})`, async () => {
       requireF16(gpu());
       expect(c.positionOffset).toBeGreaterThan(0);
@@ -759,7 +759,7 @@ describe('attention with a prefix and f16 activations on Dawn against HF eager a
 // ---- the lse's gradient: a caller that used the forward's lse (UniPELT's merge) ----
 
 describe('attention backward with gradLse on Dawn against PyTorch autograd of sum(out * upstream) + sum(lse * upstreamLse)', () => {
-  for (const [c, path] of attentionFixture.attentionGradLse.flatMap((c) => BACKWARD_PATHS.map((p) => [c, p] as const))) {
+  for (const [c, path] of attentionFixture.attentionGradLse.flatMap((c) => ATTENTION_PATHS.map((p) => [c, p] as const))) {
     it(`${c.name}: forward + backward (${path})`, async () => {
       expect(c.upstreamLse).toBeDefined();
       const r = await withValidation(gpu(), () => runAttention(gpu(), c, true, path));
@@ -805,7 +805,7 @@ describe('attention backward with gradLse on Dawn against PyTorch autograd of su
 });
 
 describe('attention backward with gradLse and f16 activations on Dawn against the written-out backward on float16-rounded inputs', () => {
-  for (const [c, path] of attentionFixture.attentionGradLseF16.flatMap((c) => BACKWARD_PATHS.map((p) => [c, p] as const))) {
+  for (const [c, path] of attentionFixture.attentionGradLseF16.flatMap((c) => ATTENTION_PATHS.map((p) => [c, p] as const))) {
     it(`${c.name}: forward + backward (${path})`, async () => {
       requireF16(gpu());
       const r = await withValidation(gpu(), () => runAttentionF16(gpu(), c, true, path));

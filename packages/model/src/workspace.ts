@@ -143,8 +143,8 @@ export function planWorkspace(config: ModelConfig, ws: WorkspaceShape): BufferPl
 }
 
 /**
- * Most the attention backward's matmul scratch may take. Past it (long sequences, large batches)
- * the flash kernels run, which need none.
+ * Most attention's matmul scratch may take. Past it (long sequences, large batches) the flash
+ * kernels run, which need none.
  */
 export const ATTENTION_SCRATCH_MAX_BYTES = 64 * 1024 * 1024;
 const ATTENTION_SCRATCH = 'attentionScratch.';
@@ -187,6 +187,8 @@ export class Workspace {
   readonly inputs: GpuTensor[] = [];
   private readonly layers: LayerState[] = [];
   readonly buffers: Record<string, GpuTensor> = {};
+  /** Attention's matmul scratch, where the plan holds it (training, up to ATTENTION_SCRATCH_MAX_BYTES). */
+  readonly attentionScratch: AttentionMatmulScratch | undefined;
   private readonly owned: GpuTensor[] = [];
 
   constructor(
@@ -209,14 +211,10 @@ export class Workspace {
       this.release();
       throw error;
     }
-  }
-
-  /** The attention backward's matmul scratch, where the plan holds it (f32 training of a bounded size). */
-  get attentionScratch(): AttentionMatmulScratch | undefined {
-    const q = this.buffers[`${ATTENTION_SCRATCH}q`];
-    if (!q) return undefined;
     const at = (name: keyof AttentionMatmulScratch) => this.buffers[ATTENTION_SCRATCH + name]!;
-    return { q, gradOutput: at('gradOutput'), k: at('k'), v: at('v'), gradK: at('gradK'), gradV: at('gradV'), scores: at('scores') };
+    this.attentionScratch = this.buffers[`${ATTENTION_SCRATCH}q`]
+      ? { q: at('q'), gradOutput: at('gradOutput'), k: at('k'), v: at('v'), gradK: at('gradK'), gradV: at('gradV'), scores: at('scores') }
+      : undefined;
   }
 
   get tokens(): number {

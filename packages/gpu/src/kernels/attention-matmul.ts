@@ -36,7 +36,7 @@ import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';
 import { grid1D } from './grid.js';
-import { createMatmulKernel, type MatmulKernel } from './matmul.js';
+import { createMatmulKernel } from './matmul.js';
 import { requireDistinct, requireTensor } from './tensor-checks.js';
 
 export const ATTENTION_TO_HEADS_KERNEL: KernelDefinition = {
@@ -103,14 +103,8 @@ export function attentionMatmulScratchSizes(s: AttentionMatmulShape): Record<key
   };
 }
 
-/** What {@link MatmulAttention.forward} needs: attention.ts has checked the shapes (kvCapacity = seqKV). */
-export interface MatmulForwardArgs {
-  q: GpuTensor;
-  k: GpuTensor;
-  v: GpuTensor;
-  out: GpuTensor;
-  /** Written when given. */
-  lse?: GpuTensor;
+/** The shape both directions run at: attention.ts has checked it (and, for the forward, kvCapacity = seqKV). */
+interface MatmulAttentionRun {
   batch: number;
   seq: number;
   seqKV: number;
@@ -121,8 +115,18 @@ export interface MatmulForwardArgs {
   scale: number;
 }
 
-/** What {@link MatmulAttention.backward} needs: attention.ts has checked the shapes and written delta. */
-export interface MatmulBackwardArgs {
+/** What {@link MatmulAttention.forward} needs. */
+export interface MatmulForwardArgs extends MatmulAttentionRun {
+  q: GpuTensor;
+  k: GpuTensor;
+  v: GpuTensor;
+  out: GpuTensor;
+  /** Written when given. */
+  lse?: GpuTensor;
+}
+
+/** What {@link MatmulAttention.backward} needs; attention.ts has written delta. */
+export interface MatmulBackwardArgs extends MatmulAttentionRun {
   q: GpuTensor;
   k: GpuTensor;
   v: GpuTensor;
@@ -132,14 +136,6 @@ export interface MatmulBackwardArgs {
   gradQ: GpuTensor;
   gradK: GpuTensor;
   gradV: GpuTensor;
-  batch: number;
-  seq: number;
-  seqKV: number;
-  positionOffset: number;
-  heads: number;
-  kvHeads: number;
-  headDim: number;
-  scale: number;
 }
 
 export interface MatmulAttention {
@@ -265,8 +261,4 @@ export async function createMatmulAttention(ctx: GpuContext, dtype: ElementType)
   };
 }
 
-interface LayoutShape {
-  batch: number;
-  heads: number;
-  headDim: number;
-}
+type LayoutShape = Pick<MatmulAttentionRun, 'batch' | 'heads' | 'headDim'>;
