@@ -72,8 +72,11 @@ export interface KernelTuning {
    * - 'vec4' (shaders/matmul-vec4.wgsl): four elements per access. About 3x faster than 'scalar'
    *   on SwiftShader, which bounds-checks every access; SwiftShader's default.
    * - 'subgroup' (shaders/matmul-subgroup.wgsl): rows of A shared by subgroupShuffle; needs the
-   *   subgroups feature with subgroups of 8 lanes or more. About 1.5x faster than 'scalar' on
-   *   Mesa's llvmpipe (lavapipe), where 'vec4' is about 1.5x slower than 'scalar'.
+   *   subgroups feature with subgroups of 8 lanes or more. Each 8-lane group computes 32 rows of C
+   *   (8 below M = 32), so every gather of B feeds 32 multiply-adds: on Mesa's llvmpipe (lavapipe),
+   *   where loads that differ across lanes are gathers and set the speed, that ran the 135M step's
+   *   shapes at 20-29 GFLOP/s against 12-17 with 8 rows (issue 22), and 8 rows was already about
+   *   1.5x 'scalar'; 'vec4' is about 1.5x slower than 'scalar' there.
    * - 'scalar' (shaders/matmul.wgsl): any shape, any device.
    */
   matmul: 'tiled' | 'vec4' | 'subgroup' | 'scalar';
@@ -81,9 +84,9 @@ export interface KernelTuning {
    * A B^T (every Linear layer's forward, and the LM head's) under 'vec4', 'subgroup' or 'scalar':
    * 'vec4' takes matmul-vec4.wgsl's dot-product form whenever K and N are multiples of 4 (about
    * as fast as 'scalar' on lavapipe without subgroups, and SwiftShader's matmul default anyway);
-   * 'matmul' takes what `matmul` says. On lavapipe with subgroups 'matmul' (the subgroup kernel)
-   * ran the 135M step's X W^T shapes at 1.5 to 3x the speed of 'vec4' (6.6-8.2 vs 2.4-4.9
-   * GFLOP/s at 256 x {192, 576, 1536, 8192} x 576, one run, issue 22). A context created with
+   * 'matmul' takes what `matmul` says. On lavapipe with subgroups 'matmul' (the subgroup kernel,
+   * then with 8 rows per group) ran the 135M step's X W^T shapes at 1.5 to 3x the speed of 'vec4'
+   * (6.6-8.2 vs 2.4-4.9 GFLOP/s at 256 x {192, 576, 1536, 8192} x 576, one run, issue 22). A context created with
    * `tuning: { matmul }` other than the adapter's default, and no `linear`, gets 'vec4'.
    */
   linear: 'vec4' | 'matmul';

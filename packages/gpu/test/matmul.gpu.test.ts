@@ -21,6 +21,10 @@ for (const tuning of TUNINGS) {
         const result = await runMatmulCase(gpu(), c);
         expect(result.validationError).toBeNull();
         expect(result.worst.ratio, JSON.stringify(result.worst)).toBeLessThanOrEqual(1);
+        if (tuning.matmul === 'subgroup') {
+          // 32 rows per 8-lane group from M = 32 on, 8 below (kernels/matmul.ts).
+          expect(result.kernels).toEqual([c.m >= 32 ? 'matmul-subgroup-wide' : 'matmul-subgroup']);
+        }
       });
     }
   });

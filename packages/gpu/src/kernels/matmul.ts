@@ -1,7 +1,7 @@
 /**
  * matmul kernel wrapper: C = alpha * op(A) op(B) (+ C), batched, either operand transposed,
  * f32 or f16 storage with f32 accumulation. Shaders: shaders/matmul.wgsl (any shape, any device)
- * and the variants KernelTuning.matmul picks (matmul-vec4, matmul-subgroup, matmul-tiled).
+ * and the variants KernelTuning.matmul picks (matmul-vec4, matmul-subgroup(-wide), matmul-tiled).
  */
 import commonLib from '../shaders/lib/matmul-common.wgsl.js';
 import scalarIoLib from '../shaders/lib/matmul-scalar-io.wgsl.js';
@@ -31,13 +31,34 @@ export const MATMUL_VEC4_KERNEL: KernelDefinition = {
   bindings: ['read', 'read', 'read-write', 'uniform'],
 };
 
-/** Rows of A shared through subgroups; see KernelTuning.matmul. */
-export const MATMUL_SUBGROUP_KERNEL: KernelDefinition = {
-  name: 'matmul-subgroup',
-  files: [COMMON, SCALAR_IO, { path: 'shaders/matmul-subgroup.wgsl', source: subgroupSource }],
-  bindings: ['read', 'read', 'read-write', 'uniform'],
-  enables: ['subgroups'],
-};
+/**
+ * Rows of A shared through subgroups (see KernelTuning.matmul), in two sizes: each 8-lane group
+ * computes ROW_BLOCKS x 8 rows of C. 'wide' (4 blocks, 32 rows) does 4x the multiply-adds per
+ * load of B, which is what counts on lavapipe; the narrow one serves M < 32, where most of a
+ * 32-row block would be wasted.
+ */
+function subgroupKernel(name: string, rowBlocks: number): KernelDefinition {
+  return {
+    name,
+    files: [
+      COMMON, SCALAR_IO,
+      { path: `<${name}: ROW_BLOCKS>`, source: `const ROW_BLOCKS = ${rowBlocks}u;\n` },
+      { path: 'shaders/matmul-subgroup.wgsl', source: subgroupSource },
+    ],
+    bindings: ['read', 'read', 'read-write', 'uniform'],
+    enables: ['subgroups'],
+  };
+}
+export const MATMUL_SUBGROUP_KERNEL = subgroupKernel('matmul-subgroup', 1);
+export const MATMUL_SUBGROUP_WIDE_KERNEL = subgroupKernel('matmul-subgroup-wide', 4);
+/** Rows of C per 8-lane group in matmul-subgroup-wide; M below this takes matmul-subgroup. */
+const SUBGROUP_WIDE_ROWS = 32;
+/**
+ * matmul-subgroup-wide's workgroup: two 8-lane groups, 64 x 32 outputs, so the step's 256-row
+ * products still make dozens of workgroups for the CPU's threads. Its rate did not change from
+ * 1 to 8 groups on lavapipe.
+ */
+const SUBGROUP_WIDE_WORKGROUP: readonly [number, number] = [8, 2];
 
 /**
  * Operands staged through workgroup memory in 64 x 64 output tiles; see KernelTuning.matmul.
@@ -144,11 +165,15 @@ export async function createMatmulKernel(ctx: GpuContext, variant: MatmulVariant
   // follows tuning.matmul; see KernelTuning.
   const tiledOnly = ctx.tuning.matmul === 'tiled';
   const vec4Always = v.transB && !v.transA && !tiledOnly && ctx.tuning.linear === 'vec4';
-  const [scalar, vec4, subgroup, tiled] = await Promise.all([
+  // The subgroup kernels map each 8-lane group to one workgroup row, so WG_X must be 8.
+  const subgroups = ctx.tuning.matmul === 'subgroup' && v.workgroup[0] === 8;
+  const [scalar, vec4, subgroup, subgroupWide, tiled] = await Promise.all([
     tiledOnly ? undefined : ctx.pipelines.get(MATMUL_KERNEL, v.dtype, overrides),
     vec4Always || ctx.tuning.matmul === 'vec4' ? ctx.pipelines.get(MATMUL_VEC4_KERNEL, v.dtype, overrides) : undefined,
-    // The subgroup kernel maps each 8-lane group to one workgroup row, so WG_X must be 8.
-    ctx.tuning.matmul === 'subgroup' && v.workgroup[0] === 8 ? ctx.pipelines.get(MATMUL_SUBGROUP_KERNEL, v.dtype, overrides) : undefined,
+    subgroups ? ctx.pipelines.get(MATMUL_SUBGROUP_KERNEL, v.dtype, overrides) : undefined,
+    subgroups
+      ? ctx.pipelines.get(MATMUL_SUBGROUP_WIDE_KERNEL, v.dtype, { ...overrides, WG_X: SUBGROUP_WIDE_WORKGROUP[0], WG_Y: SUBGROUP_WIDE_WORKGROUP[1] })
+      : undefined,
     tiledOnly
       ? ctx.pipelines.get(MATMUL_TILED_KERNEL, v.dtype, {
           ...overrides, WG_X: TILED_WORKGROUP[0], WG_Y: TILED_WORKGROUP[1], TILE_K: TILED_K,
@@ -198,8 +223,14 @@ export async function createMatmulKernel(ctx: GpuContext, variant: MatmulVariant
         recorder.dispatch(tiled, buffers, params, [Math.ceil(n / (tx * TILED_BLOCK)), Math.ceil(m / (ty * TILED_BLOCK)), batch], cost);
         return;
       }
+      const useVec4 = vec4 !== undefined && fitsVec4(m, n, k, [strideA, strideB, strideC, offsetA, offsetB, offsetC]);
+      if (!useVec4 && subgroupWide && m >= SUBGROUP_WIDE_ROWS) {
+        const [wx, wy] = SUBGROUP_WIDE_WORKGROUP;
+        recorder.dispatch(subgroupWide, buffers, params, [Math.ceil(n / (wx * BLOCK_COLS)), Math.ceil(m / (wy * SUBGROUP_WIDE_ROWS)), batch], cost);
+        return;
+      }
       const [wx, wy] = v.workgroup;
-      const compiled: CompiledKernel = vec4 && fitsVec4(m, n, k, [strideA, strideB, strideC, offsetA, offsetB, offsetC]) ? vec4 : (subgroup ?? scalar!);
+      const compiled: CompiledKernel = useVec4 ? vec4 : (subgroup ?? scalar!);
       recorder.dispatch(compiled, buffers, params, [
         Math.ceil(n / (wx * BLOCK_COLS)),
         Math.ceil(m / (wy * BLOCK_ROWS)),

@@ -91,6 +91,12 @@ const full: MatmulCase[] = [
   ...both({ name: '127x129x131', m: 127, n: 129, k: 131 }),
   ...both({ name: '256x512x384 A^T', m: 256, n: 512, k: 384, transA: true }),
   ...both({ name: 'large 512x1024x768 B^T', m: 512, n: 1024, k: 768, transB: true }),
+  // matmul-subgroup-wide (M >= 32 under tuning 'subgroup') at its 32-row and 64-row edges, with
+  // every flag, shared operands and blocks of larger tensors.
+  ...both({ name: 'batched 2x 45x36x20 A^T B^T alpha 0.5 accumulate', m: 45, n: 36, k: 20, batch: 2, transA: true, transB: true, alpha: 0.5, accumulate: true }),
+  ...both({ name: 'batched 3x 33x7x9, shared A', m: 33, n: 7, k: 9, batch: 3, broadcastA: true }),
+  ...both({ name: '97x70x3 B^T accumulate', m: 97, n: 70, k: 3, transB: true, accumulate: true }),
+  ...both({ name: 'blocks 2x 40x12x16 A^T', m: 40, n: 12, k: 16, batch: 2, transA: true, blocks: { offsetA: 5, offsetB: 3, offsetC: 9, gapA: 7, gapB: 1, gapC: 11 } }),
 ];
 
 export const MATMUL_CASES = { small, full } as const;
@@ -116,6 +122,8 @@ export interface CaseResult {
   name: string;
   worst: ReturnType<typeof worstError>;
   validationError: string | null;
+  /** The kernels the case dispatched (the tests check which variant ran). */
+  kernels: string[];
 }
 
 export async function runMatmulCase(ctx: GpuContext, c: MatmulCase): Promise<CaseResult> {
@@ -140,10 +148,16 @@ export async function runMatmulCase(ctx: GpuContext, c: MatmulCase): Promise<Cas
   const tb = createTensor(ctx, { shape: [b.length], dtype: c.dtype, data: b, label: 'B' });
   const tc = createTensor(ctx, { shape: [c0.length], dtype: c.dtype, data: c0, label: 'C' });
   const recorder = new CommandRecorder(ctx, c.name);
-  kernel.encode(recorder, {
-    a: ta, b: tb, c: tc, m: c.m, n: c.n, k: c.k, batch, alpha: c.alpha, strideA, strideB,
-    ...(c.blocks ? { strideC, offsetA: bl.offsetA, offsetB: bl.offsetB, offsetC: bl.offsetC } : {}),
-  });
+  const dispatched: { kernel: string }[] = [];
+  ctx.dispatches.capture = dispatched as NonNullable<typeof ctx.dispatches.capture>;
+  try {
+    kernel.encode(recorder, {
+      a: ta, b: tb, c: tc, m: c.m, n: c.n, k: c.k, batch, alpha: c.alpha, strideA, strideB,
+      ...(c.blocks ? { strideC, offsetA: bl.offsetA, offsetB: bl.offsetB, offsetC: bl.offsetC } : {}),
+    });
+  } finally {
+    ctx.dispatches.capture = undefined;
+  }
   recorder.submit();
   const got = await readF32(ctx, tc);
   const validation = await ctx.device.popErrorScope();
@@ -161,5 +175,5 @@ export async function runMatmulCase(ctx: GpuContext, c: MatmulCase): Promise<Cas
   const expected = Float32Array.from(c0);
   product.forEach((value, i) => { expected[blockIndex(i)] = value; });
   const tol = MATMUL_TOLERANCE[c.dtype];
-  return { name: c.name, worst: worstError(got, roundTo(expected), tol.atol * Math.sqrt(c.k), tol.rtol), validationError: validation?.message ?? null };
+  return { name: c.name, worst: worstError(got, roundTo(expected), tol.atol * Math.sqrt(c.k), tol.rtol), validationError: validation?.message ?? null, kernels: dispatched.map((d) => d.kernel) };
 }

@@ -8,8 +8,8 @@ override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override ACCUMULATE: bool = false;
 
-// Rows of C per invocation (registers); four columns each. A multiple of 4 (matmul-vec4 loads
-// quads of rows when TRANS_A) and equal to the lanes sharing a workgroup row in matmul-subgroup.
+// Rows of C per invocation (registers) in matmul.wgsl and matmul-vec4.wgsl; four columns each. A
+// multiple of 4 (matmul-vec4 loads quads of rows when TRANS_A). matmul-subgroup has its own.
 const ROWS = 8u;
 
 // Sizes, per-batch strides in elements (0 broadcasts an operand), the output scale, and where
