@@ -272,7 +272,9 @@ export async function createNF4DequantizeKernel(
   validateBlockSize(variant.blockSize);
   const dtype = variant.dtype ?? 'f32';
   const codebook = variant.codebook ?? 'nf4';
-  const kernel = await ctx.pipelines.get(DEQUANTIZE, dtype, { BLOCK_SIZE: variant.blockSize, DOUBLE_QUANT: variant.doubleQuant, INT4_CODE: codebook === 'int4', WG });
+  const kernel = await ctx.pipelines.get(DEQUANTIZE, dtype, {
+    BLOCK_SIZE: variant.blockSize, DOUBLE_QUANT: variant.doubleQuant, INT4_CODE: codebook === 'int4', WG, HALF_OUTPUT: dtype === 'f16',
+  });
   return {
     encode(recorder, { weight: w, output }) {
       const n = w.shape[0] * w.shape[1];
