@@ -162,14 +162,14 @@ export async function createMatmulAttention(ctx: GpuContext, dtype: ElementType)
 
   // One dense [rows, headDim] matrix per (batch, head) from the row layout, kv heads repeated (narrow < heads).
   const toHeadLayout = (recorder: CommandRecorder, a: LayoutShape, src: GpuTensor, dst: GpuTensor, rows: number, narrow: number) => {
-    const g = grid1D(a.batch * a.heads * rows * (a.headDim / 4), WG, maxGroups);
+    const g = grid1D(a.batch * a.heads * rows, WG, maxGroups);
     recorder.dispatch(toHeads, [src.buffer, dst.buffer], packParams([
       ['u32', a.batch], ['u32', rows], ['u32', a.heads], ['u32', narrow], ['u32', a.headDim / 4], ['u32', g.rowStride],
     ]), g.workgroups);
   };
   // Back to the row layout, `narrow` heads each summing heads / narrow of them; rows past validRows get 0.
   const toRowLayout = (recorder: CommandRecorder, a: LayoutShape, src: GpuTensor, dst: GpuTensor, rows: number, narrow: number, validRows: number) => {
-    const g = grid1D(a.batch * rows * narrow * (a.headDim / 4), WG, maxGroups);
+    const g = grid1D(a.batch * rows * narrow, WG, maxGroups);
     recorder.dispatch(fromHeads, [src.buffer, dst.buffer], packParams([
       ['u32', a.batch], ['u32', rows], ['u32', a.heads], ['u32', narrow], ['u32', a.headDim / 4], ['u32', g.rowStride], ['u32', validRows],
     ]), g.workgroups);
@@ -238,9 +238,9 @@ export async function createMatmulAttention(ctx: GpuContext, dtype: ElementType)
         // S and dP: queries of the block against keys 0 .. n - 1.
         scoresMatmul.encode(recorder, { a: s.q, b: s.k, c: s.scores, m: rows, n, k: d, batch: bh, alpha: a.scale, ...queries, strideB: perHeadKV });
         scoresMatmul.encode(recorder, { a: s.gradOutput, b: s.v, c: s.scores, m: rows, n, k: d, batch: bh, ...queries, strideB: perHeadKV, offsetC: dpAt });
-        const g = grid1D(bh * block, WG, maxGroups);
+        const g = grid1D(bh * rows, WG, maxGroups);
         recorder.dispatch(scoresKernel, [s.scores.buffer, a.lse.buffer, a.delta.buffer], packParams([
-          ['u32', bh * block], ['u32', rows], ['u32', n], ['u32', row0], ['u32', seq], ['u32', a.positionOffset],
+          ['u32', bh * rows], ['u32', rows], ['u32', n], ['u32', row0], ['u32', seq], ['u32', a.positionOffset],
           ['u32', 0], ['u32', dpAt], ['u32', g.rowStride],
         ]), g.workgroups);
         // dV and dK for keys 0 .. n - 1: the last block sees the most keys and overwrites them.

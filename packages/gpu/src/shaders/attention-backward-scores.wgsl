@@ -16,12 +16,13 @@
 //   1 lse: array<f32>     read
 //   2 delta: array<f32>   read
 //   3 params: Params      uniform
-// Dispatch: ceil(batch * heads * block_rows * keys / 64) workgroups of 64 over x and y
-// (e = gid.x + gid.y * row_stride).
+// Dispatch: ceil(batch * heads * block_rows / 64) workgroups of 64 over x and y
+// (row = gid.x + gid.y * row_stride), one invocation per row of scores: the index arithmetic
+// (integer divisions, scalarized on the CPU adapters) once per row, not per score.
 // Reference: PyTorch autograd of HF eager attention (scripts/make_attention_fixtures.py).
 
 struct Params {
-  count: u32,
+  rows: u32,
   block_rows: u32,
   keys: u32,
   row0: u32,
@@ -39,18 +40,25 @@ struct Params {
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let e = gid.x + gid.y * params.row_stride;
-  if (e >= params.count) {
+  // row = bh * block_rows + (i - row0)
+  let row = gid.x + gid.y * params.row_stride;
+  if (row >= params.rows) {
     return;
   }
-  let j = e % params.keys;
-  let row = e / params.keys;
   let i = params.row0 + row % params.block_rows;
   let stat = (row / params.block_rows) * params.seq + i;
-  var p = 0.0;
-  if (j <= params.position_offset + i) {
-    p = exp(scores[params.s_at + e] - lse[stat]);
+  let row_lse = lse[stat];
+  let row_delta = delta[stat];
+  let visible = min(params.keys, params.position_offset + i + 1u);
+  let s_row = params.s_at + row * params.keys;
+  let dp_row = params.dp_at + row * params.keys;
+  for (var j = 0u; j < visible; j++) {
+    let p = exp(scores[s_row + j] - row_lse);
+    scores[s_row + j] = p;
+    scores[dp_row + j] = p * (scores[dp_row + j] - row_delta);
   }
-  scores[params.s_at + e] = p;
-  scores[params.dp_at + e] = p * (scores[params.dp_at + e] - delta[stat]);
+  for (var j = visible; j < params.keys; j++) {
+    scores[s_row + j] = 0.0;
+    scores[dp_row + j] = 0.0;
+  }
 }

@@ -13,8 +13,9 @@
 //   0 src: array<vec4<f32>>   read        [batch, heads, rows, head_dim]
 //   1 dst: array<vec4<elem>>  read_write  [batch * rows, narrow_heads * head_dim]
 //   2 params: Params          uniform
-// Dispatch: ceil(batch * rows * narrow_heads * d4 / 64) workgroups of 64 over x and y
-// (index = gid.x + gid.y * row_stride), one invocation per vec4 of dst.
+// Dispatch: ceil(batch * rows * narrow_heads / 64) workgroups of 64 over x and y
+// (slot = gid.x + gid.y * row_stride), one invocation per head_dim-wide slot of dst: the index
+// arithmetic once per slot, not per vec4 (as in attention-to-heads.wgsl).
 
 struct Params {
   batch: u32,
@@ -32,21 +33,26 @@ struct Params {
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let index = gid.x + gid.y * params.row_stride;
-  let d4 = params.d4;
-  if (index >= params.batch * params.rows * params.narrow_heads * d4) {
+  // slot = (b * rows + r) * narrow_heads + o
+  let slot = gid.x + gid.y * params.row_stride;
+  if (slot >= params.batch * params.rows * params.narrow_heads) {
     return;
   }
-  // index = ((b * rows + r) * narrow_heads + o) * d4 + c
-  let c = index % d4;
-  let o = (index / d4) % params.narrow_heads;
-  let token = index / (d4 * params.narrow_heads);
+  let d4 = params.d4;
+  let o = slot % params.narrow_heads;
+  let token = slot / params.narrow_heads;
   let r = token % params.rows;
   let b = token / params.rows;
   let group = params.heads / params.narrow_heads;
-  var sum = vec4<f32>();
-  for (var g = 0u; r < params.valid_rows && g < group; g++) {
-    sum += src[((b * params.heads + o * group + g) * params.rows + r) * d4 + c];
+  let dst_at = slot * d4;
+  // Row r of head (b, o * group + g) starts at src_at + g * rows * d4.
+  let src_at = ((b * params.heads + o * group) * params.rows + r) * d4;
+  let head_stride = params.rows * d4;
+  for (var c = 0u; c < d4; c++) {
+    var sum = vec4<f32>();
+    for (var g = 0u; r < params.valid_rows && g < group; g++) {
+      sum += src[src_at + g * head_stride + c];
+    }
+    dst[dst_at + c] = vec4<elem>(sum);
   }
-  dst[index] = vec4<elem>(sum);
 }

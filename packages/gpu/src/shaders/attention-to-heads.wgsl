@@ -12,8 +12,9 @@
 //   0 src: array<vec4<elem>>  read        [batch * rows, narrow_heads * head_dim]
 //   1 dst: array<vec4<f32>>   read_write  [batch, heads, rows, head_dim]
 //   2 params: Params          uniform
-// Dispatch: ceil(batch * heads * rows * d4 / 64) workgroups of 64 over x and y
-// (index = gid.x + gid.y * row_stride), one invocation per vec4 of dst.
+// Dispatch: ceil(batch * heads * rows / 64) workgroups of 64 over x and y
+// (row = gid.x + gid.y * row_stride), one invocation per row of dst (head_dim / 4 vec4s): the
+// index arithmetic (integer divisions, scalarized on the CPU adapters) once per row, not per vec4.
 
 struct Params {
   batch: u32,
@@ -30,17 +31,20 @@ struct Params {
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let index = gid.x + gid.y * params.row_stride;
-  let d4 = params.d4;
-  if (index >= params.batch * params.heads * params.rows * d4) {
+  // row = (b * heads + h) * rows + r
+  let row = gid.x + gid.y * params.row_stride;
+  if (row >= params.batch * params.heads * params.rows) {
     return;
   }
-  // index = ((b * heads + h) * rows + r) * d4 + c
-  let c = index % d4;
-  let r = (index / d4) % params.rows;
-  let bh = index / (d4 * params.rows);
+  let d4 = params.d4;
+  let r = row % params.rows;
+  let bh = row / params.rows;
   let h = bh % params.heads;
   let b = bh / params.heads;
   let group = params.heads / params.narrow_heads;
-  dst[index] = vec4<f32>(src[((b * params.rows + r) * params.narrow_heads + h / group) * d4 + c]);
+  let src_at = ((b * params.rows + r) * params.narrow_heads + h / group) * d4;
+  let dst_at = row * d4;
+  for (var c = 0u; c < d4; c++) {
+    dst[dst_at + c] = vec4<f32>(src[src_at + c]);
+  }
 }
