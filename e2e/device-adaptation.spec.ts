@@ -119,24 +119,27 @@ test('two tabs, one origin: the second cannot take a running run (RunLockedError
   const [a, b] = [await context.newPage(), await context.newPage()];
   await Promise.all([ready(a), ready(b)]);
 
-  await a.evaluate(() => window.devicePage!.start('shared', { steps: 16, checkpointEvery: 4 }));
+  // A's run must outlast B's refusal (the lock's 2-second grace) and B's start of waiting: at
+  // 16 steps it once did, until faster kernels let it finish first.
+  const SHARED = 96;
+  await a.evaluate((steps) => window.devicePage!.start('shared', { steps, checkpointEvery: 4 }), SHARED);
   await waitForStep(a, 'shared', 1);
   // Refused (after the lock's short grace for a reloading tab), with the class it was thrown as in B's worker.
-  await b.evaluate(() => window.devicePage!.start('shared', { steps: 16, checkpointEvery: 4 }));
+  await b.evaluate((steps) => window.devicePage!.start('shared', { steps, checkpointEvery: 4 }), SHARED);
   const refused = await b.evaluate(() => window.devicePage!.result('shared'));
   expect(refused.ok).toBe(false);
   expect(!refused.ok && refused.error).toMatchObject({ isRunLocked: true, isWebtuneError: true, name: 'RunLockedError', code: 'RUN_LOCKED' });
-  expect(await step(a, 'shared')).toBeLessThan(16); // A was still running when B was refused
+  expect(await step(a, 'shared')).toBeLessThan(SHARED); // A was still running when B was refused
 
   // With ifRunLocked: 'wait' B queues behind A, then resumes from A's last checkpoint and trains on.
-  await b.evaluate(() => window.devicePage!.start('shared', { steps: 20, checkpointEvery: 4, resume: true, ifRunLocked: 'wait' }));
+  await b.evaluate((steps) => window.devicePage!.start('shared', { steps, checkpointEvery: 4, resume: true, ifRunLocked: 'wait' }), SHARED + 4);
   await until(b, () => window.devicePage!.events('shared').some((e) => e.waitingForLock === true), undefined, 30_000);
   const [first, second] = [await a.evaluate(() => window.devicePage!.result('shared')), await b.evaluate(() => window.devicePage!.result('shared'))];
-  expect(first.ok && first.summary).toMatchObject({ stopped: 'completed', step: 16 });
-  expect(second.ok && second.summary, JSON.stringify(second)).toMatchObject({ stopped: 'completed', step: 20, resumedFrom: 16 });
+  expect(first.ok && first.summary).toMatchObject({ stopped: 'completed', step: SHARED });
+  expect(second.ok && second.summary, JSON.stringify(second)).toMatchObject({ stopped: 'completed', step: SHARED + 4, resumedFrom: SHARED });
   expect(second.finishedAt).toBeGreaterThanOrEqual(first.finishedAt);
   const bSteps = (await events(b, 'shared')).filter((e) => !Number.isNaN(e.loss)).map((e) => e.step);
-  expect(bSteps[0]).toBe(17);
+  expect(bSteps[0]).toBe(SHARED + 1);
 
   // Different runs at the same time: both finish, and every checkpoint of each decodes to its step.
   await Promise.all([
@@ -146,7 +149,7 @@ test('two tabs, one origin: the second cannot take a running run (RunLockedError
   const [ra, rb] = await Promise.all([a.evaluate(() => window.devicePage!.result('tab-a')), b.evaluate(() => window.devicePage!.result('tab-b'))]);
   expect(ra.ok && ra.summary, JSON.stringify(ra)).toMatchObject({ stopped: 'completed', step: 6 });
   expect(rb.ok && rb.summary, JSON.stringify(rb)).toMatchObject({ stopped: 'completed', step: 6 });
-  for (const [p, runId, steps] of [[a, 'tab-a', [6, 4, 2]], [a, 'shared', [20, 16, 12]], [b, 'tab-b', [6, 4, 2]]] as const) {
+  for (const [p, runId, steps] of [[a, 'tab-a', [6, 4, 2]], [a, 'shared', [SHARED + 4, SHARED, SHARED - 4]], [b, 'tab-b', [6, 4, 2]]] as const) {
     const restored = await p.evaluate((r) => window.devicePage!.restoreAll(r), runId);
     expect(restored.map((c) => c.step)).toEqual(steps);
     for (const c of restored) expect(c.restored, `${runId} ${c.id}`).toBe(c.step);
@@ -241,7 +244,9 @@ test.describe('a tab in the background (Chromium started outside Playwright, see
       window.lifecycle = [];
       for (const type of ['freeze', 'resume']) document.addEventListener(type, () => window.lifecycle!.push({ type, at: performance.now(), ticks: window.pageTicks! }));
     });
-    const STEPS = 60;
+    // Enough steps to still be running when the page is visible again after its hidden and frozen
+    // stretches (60 once were; faster kernels finished them first).
+    const STEPS = 200;
     await page.evaluate((steps) => window.devicePage!.start('background', { steps, power: { thermal: true } }), STEPS);
     await waitForStep(page, 'background', 2);
 
