@@ -5,7 +5,8 @@
 //                                     (HALF_OUTPUT; element 2j in the low half, as array<f16> has it)
 //   5 params: Params      uniform
 // Why words: on lavapipe each store to an address that differs across lanes is a scatter, and
-// 16-bit ones cost more; packing two f16 per store halves them (f16 dequantization: 1.9x faster).
+// 16-bit ones cost more; packing two f16 per store halves them (a 1536 x 576 weight into f16:
+// 2.8 -> 2.3 ms, after reading the scale once had taken it from 5.3).
 // Dispatch: one invocation per packed word (8 values), rows along y past the limit.
 // CPU reference: dequantizeNF4 in packages/gpu/src/nf4/quantize.ts
 
