@@ -2,7 +2,7 @@
  * The matmul test table, shared by the gpu lane (Vitest + Dawn) and the browser lane
  * (Playwright page and worker). `small` is what SwiftShader can run in seconds.
  */
-import { createMatmulKernel, createTensor, CommandRecorder, readF32, matmulRef, toF16Bits, fromF16Bits, type GpuContext } from '../../src/index.js';
+import { createMatmulKernel, createTensor, CommandRecorder, readF32, matmulRef, toF16Bits, fromF16Bits, type CapturedDispatch, type GpuContext } from '../../src/index.js';
 import { randn, worstError } from '../random.js';
 import { f32, type EncodedTensor } from '../fixtures.js';
 import matmulJson from '../fixtures/matmul.json';
@@ -148,8 +148,8 @@ export async function runMatmulCase(ctx: GpuContext, c: MatmulCase): Promise<Cas
   const tb = createTensor(ctx, { shape: [b.length], dtype: c.dtype, data: b, label: 'B' });
   const tc = createTensor(ctx, { shape: [c0.length], dtype: c.dtype, data: c0, label: 'C' });
   const recorder = new CommandRecorder(ctx, c.name);
-  const dispatched: { kernel: string }[] = [];
-  ctx.dispatches.capture = dispatched as NonNullable<typeof ctx.dispatches.capture>;
+  const dispatched: CapturedDispatch[] = [];
+  ctx.dispatches.capture = dispatched;
   try {
     kernel.encode(recorder, {
       a: ta, b: tb, c: tc, m: c.m, n: c.n, k: c.k, batch, alpha: c.alpha, strideA, strideB,

@@ -6,7 +6,7 @@
 import {
   CommandRecorder, createNF4DequantizeKernel, createNF4MatmulKernel, createTensor, dequantizeNF4, dequantizeNF4Gpu, doubleQuantizeAbsmax,
   downloadNF4, fromF16Bits, nf4GradInputRef, nf4MatmulRef, quantizeNF4, quantizeNF4Gpu, readF32, toF16Bits,
-  uploadNF4, type GpuContext,
+  uploadNF4, type GpuContext, type NF4Weight,
 } from '../../src/index.js';
 import { f32, nf4Fixture, u8 } from '../fixtures.js';
 import { randn, worstError } from '../random.js';
@@ -64,11 +64,11 @@ export async function checkDequantizeCases(ctx: GpuContext): Promise<Check[]> {
     const t = await dequantizeNF4Gpu(ctx, w);
     const got = await readF32(ctx, t);
     t.release();
-    w.release();
     // Double quantization's code2 * absmax2 + offset may be fused on the GPU: allow an ulp or two.
     const r = worstError(got, f32(c.dequantized), 0, c.doubleQuant ? 3e-7 : 0);
     out.push({ name: `dequantize: ${c.name}`, ok: r.ratio <= 1, detail: JSON.stringify(r) });
-    if (ctx.features.shaderF16) out.push(await checkHalfDequantize(ctx, c, q, f32(c.dequantized)));
+    if (ctx.features.shaderF16) out.push(await checkHalfDequantize(ctx, c.name, w, f32(c.dequantized)));
+    w.release();
   }
   return out;
 }
@@ -78,25 +78,21 @@ export async function checkDequantizeCases(ctx: GpuContext): Promise<Check[]> {
  * per 32-bit store, so an odd count ends with half a word, and what the buffer holds past the
  * weight must survive (the scratch is sized for the largest weight).
  */
-async function checkHalfDequantize(
-  ctx: GpuContext, c: { name: string; blockSize: number; doubleQuant: boolean }, q: ReturnType<typeof quantizeNF4>, expected: Float32Array,
-): Promise<Check> {
+async function checkHalfDequantize(ctx: GpuContext, name: string, w: NF4Weight, expected: Float32Array): Promise<Check> {
   const n = expected.length;
   const sentinel = 1234; // exact in f16
-  const w = uploadNF4(ctx, q);
-  const kernel = await createNF4DequantizeKernel(ctx, { blockSize: c.blockSize, doubleQuant: c.doubleQuant, dtype: 'f16' });
+  const kernel = await createNF4DequantizeKernel(ctx, { blockSize: w.blockSize, doubleQuant: w.doubleQuant, codebook: w.codebook, dtype: 'f16' });
   const t = createTensor(ctx, { shape: [n + 3], dtype: 'f16', data: new Float32Array(n + 3).fill(sentinel), label: 'f16 dequantized' });
   const recorder = new CommandRecorder(ctx, 'nf4 dequantize f16');
   kernel.encode(recorder, { weight: w, output: t });
   recorder.submit();
   const got = await readF32(ctx, t);
   t.release();
-  w.release();
   // f32 -> f16 may round either way (WGSL): within one f16 ulp of the f32 value.
   const r = worstError(got.subarray(0, n), fromF16Bits(toF16Bits(expected)), 0, 2 ** -10);
   const past = Array.from(got.subarray(n));
   return {
-    name: `dequantize to f16: ${c.name}`,
+    name: `dequantize to f16: ${name}`,
     ok: r.ratio <= 1 && past.every((v) => v === sentinel),
     detail: JSON.stringify({ ...r, pastTheEnd: past }),
   };
