@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { useNodeContext } from './node-context.js';
 import { worstError } from './random.js';
 import { MATMUL_CASES, matmulRefOnFixtures, runMatmulCase } from './cases/matmul-cases.js';
+import { CommandRecorder, createMatmulKernel, createTensor, type MatmulArgs, type MatmulVariant } from '../src/index.js';
+import { InvalidArgumentError } from '@webtune/errors';
 
 // Every kernel on every case (lavapipe defaults to 'subgroup', SwiftShader to 'vec4', hardware GPUs
 // to 'tiled'). A B^T takes vec4 whenever the shape allows under linear 'vec4' (the default with
@@ -29,6 +31,35 @@ for (const tuning of TUNINGS) {
     }
   });
 }
+
+describe('matmul rejects what it cannot run', () => {
+  const gpu = useNodeContext();
+  const call = async (args: Partial<MatmulArgs>, variant: MatmulVariant = {}) => {
+    const ctx = gpu();
+    const kernel = await createMatmulKernel(ctx, variant);
+    const t = (size: number, label: string) => createTensor(ctx, { shape: [size], dtype: 'f32', label });
+    const recorder = new CommandRecorder(ctx, 'errors');
+    try {
+      kernel.encode(recorder, { a: t(64, 'A'), b: t(64, 'B'), c: t(64, 'C'), m: 4, n: 4, k: 4, ...args });
+    } finally {
+      recorder.submit();
+    }
+  };
+  it('a row stride below the stored row length', async () => {
+    await expect(call({ lda: 3 })).rejects.toThrow(/lda must be an integer of at least 4/);
+    await expect(call({ m: 6, lda: 5 }, { transA: true })).rejects.toThrow(/lda must be an integer of at least 6 .*got 5/);
+    await expect(call({ n: 5, ldb: 4 })).rejects.toThrow(/ldb must be an integer of at least 5/);
+    await expect(call({ ldc: 2.5 })).rejects.toThrow(InvalidArgumentError);
+  });
+  it('padded rows past the end of an operand', async () => {
+    // Four rows 20 apart span (4 - 1) * 20 + 4 = 64 elements, all of A; 21 apart they need 67.
+    await expect(call({ lda: 20 })).resolves.toBeUndefined();
+    await expect(call({ lda: 21 })).rejects.toThrow(/A "A" has 64 elements .* needs 67/);
+  });
+  it('batches of padded C that would overlap', async () => {
+    await expect(call({ m: 2, n: 2, k: 2, batch: 2, ldc: 3, strideC: 4 })).rejects.toThrow(/strideC \(4\) is below the 5 elements/);
+  });
+});
 
 // The randn cases above take their expected values from matmulRef; it must agree with PyTorch.
 describe('matmulRef against PyTorch (scripts/make_matmul_fixtures.py)', () => {

@@ -119,19 +119,29 @@ export interface MatmulArgs {
   k: number;
   batch?: number;
   alpha?: number;
-  /** Batch strides in elements; default dense. Pass 0 to share one operand across the batch. */
+  /** Batch strides in elements; default the operand's stored rows times its row stride. Pass 0 to share one operand across the batch. */
   strideA?: number;
   strideB?: number;
-  /** C's batch stride in elements; default m * n (dense). At least m * n, so batches do not overlap. */
+  /** C's batch stride in elements; default m * ldc. At least what one batch of C spans, so batches do not overlap. */
   strideC?: number;
   /**
    * Where batch 0 of each operand starts in its tensor, in elements (default 0): a block of a
-   * larger tensor, such as rows r0.. of a [rows, k] matrix at offset r0 * k. Each operand is
-   * still dense inside one batch.
+   * larger tensor, such as rows r0.. of a [rows, k] matrix at offset r0 * k.
    */
   offsetA?: number;
   offsetB?: number;
   offsetC?: number;
+  /**
+   * Row strides ("leading dimensions", as BLAS calls them): elements from one stored row of the
+   * operand to the next, at least the row's length (the default, dense). A is stored [M, K] rows
+   * (lda >= K), or [K, M] with transA (lda >= M); B [K, N] (ldb >= N), or [N, K] with transB
+   * (ldb >= K); C [M, N] (ldc >= N). Larger values read or write columns of a wider matrix, or
+   * rows padded so that a power-of-two row length does not map every row to the same CPU cache
+   * sets (see rowPitch).
+   */
+  lda?: number;
+  ldb?: number;
+  ldc?: number;
 }
 
 export interface MatmulKernel {
@@ -187,7 +197,7 @@ export async function createMatmulKernel(ctx: GpuContext, variant: MatmulVariant
       : undefined,
   ]);
   // The vec4 kernel reads whole quads along K and N (and M when A is transposed), and batch
-  // strides and operand offsets must land on quad boundaries.
+  // strides, operand offsets and row strides must land on quad boundaries.
   const fitsVec4 = (m: number, n: number, k: number, strides: number[]) =>
     n % 4 === 0 && k % 4 === 0 && (!v.transA || m % 4 === 0) && strides.every((s) => s % 4 === 0);
   return {
@@ -200,9 +210,27 @@ export async function createMatmulKernel(ctx: GpuContext, variant: MatmulVariant
           throw new InvalidArgumentError(`matmul: ${name} must be a positive integer, got ${value}.`);
         }
       }
-      const strideA = args.strideA ?? m * k;
-      const strideB = args.strideB ?? k * n;
-      const strideC = args.strideC ?? m * n;
+      // Each operand as stored: rows x cols, rows `ld` elements apart.
+      const stored = {
+        A: v.transA ? { rows: k, cols: m, ld: args.lda } : { rows: m, cols: k, ld: args.lda },
+        B: v.transB ? { rows: n, cols: k, ld: args.ldb } : { rows: k, cols: n, ld: args.ldb },
+        C: { rows: m, cols: n, ld: args.ldc },
+      };
+      for (const [name, { cols, ld }] of Object.entries(stored)) {
+        if (ld !== undefined && (!Number.isInteger(ld) || ld < cols)) {
+          throw new InvalidArgumentError(
+            `matmul: ld${name.toLowerCase()} must be an integer of at least ${cols} (the length of ${name}'s stored rows), got ${ld}.`,
+          );
+        }
+      }
+      const [lda, ldb, ldc] = [stored.A.ld ?? stored.A.cols, stored.B.ld ?? stored.B.cols, stored.C.ld ?? stored.C.cols];
+      // Elements one batch of each operand spans: the last row ends at its length, not its stride.
+      const [extentA, extentB, extentC] = [
+        (stored.A.rows - 1) * lda + stored.A.cols, (stored.B.rows - 1) * ldb + stored.B.cols, (m - 1) * ldc + n,
+      ];
+      const strideA = args.strideA ?? stored.A.rows * lda;
+      const strideB = args.strideB ?? stored.B.rows * ldb;
+      const strideC = args.strideC ?? m * ldc;
       const [offsetA, offsetB, offsetC] = [args.offsetA ?? 0, args.offsetB ?? 0, args.offsetC ?? 0];
       for (const [name, value] of [['strideA', strideA], ['strideB', strideB], ['strideC', strideC], ['offsetA', offsetA], ['offsetB', offsetB], ['offsetC', offsetC]] as const) {
         if (!Number.isInteger(value) || value < 0) {
@@ -210,17 +238,18 @@ export async function createMatmulKernel(ctx: GpuContext, variant: MatmulVariant
         }
       }
       // Batches of C that overlapped would be written by two workgroups at once.
-      if (batch > 1 && strideC < m * n) {
-        throw new InvalidArgumentError(`matmul: strideC (${strideC}) is below m * n (${m * n}); the batches of C would overlap.`);
+      if (batch > 1 && strideC < extentC) {
+        throw new InvalidArgumentError(`matmul: strideC (${strideC}) is below the ${extentC} elements one batch of C spans; the batches of C would overlap.`);
       }
-      checkOperand('A', args.a, v.dtype, offsetA + strideA * (batch - 1) + m * k);
-      checkOperand('B', args.b, v.dtype, offsetB + strideB * (batch - 1) + k * n);
-      checkOperand('C', args.c, v.dtype, offsetC + strideC * (batch - 1) + m * n);
+      checkOperand('A', args.a, v.dtype, offsetA + strideA * (batch - 1) + extentA);
+      checkOperand('B', args.b, v.dtype, offsetB + strideB * (batch - 1) + extentB);
+      checkOperand('C', args.c, v.dtype, offsetC + strideC * (batch - 1) + extentC);
       const params = packParams([
         ['u32', m], ['u32', n], ['u32', k],
         ['u32', strideA], ['u32', strideB], ['u32', strideC],
         ['f32', args.alpha ?? 1],
         ['u32', offsetA], ['u32', offsetB], ['u32', offsetC],
+        ['u32', lda], ['u32', ldb], ['u32', ldc],
       ]);
       const buffers = [args.a.buffer, args.b.buffer, args.c.buffer];
       const cost = { flops: 2 * m * n * k * batch };
@@ -229,7 +258,7 @@ export async function createMatmulKernel(ctx: GpuContext, variant: MatmulVariant
         recorder.dispatch(tiled, buffers, params, [Math.ceil(n / (tx * TILED_BLOCK)), Math.ceil(m / (ty * TILED_BLOCK)), batch], cost);
         return;
       }
-      const useVec4 = vec4 !== undefined && fitsVec4(m, n, k, [strideA, strideB, strideC, offsetA, offsetB, offsetC]);
+      const useVec4 = vec4 !== undefined && fitsVec4(m, n, k, [strideA, strideB, strideC, offsetA, offsetB, offsetC, lda, ldb, ldc]);
       if (!useVec4 && subgroup && subgroupWide) {
         const [kernel, [wx, wy], rows] = m >= SUBGROUP_WIDE_ROWS
           ? [subgroupWide, SUBGROUP_WIDE_WORKGROUP, SUBGROUP_WIDE_ROWS]

@@ -9,7 +9,7 @@
 //   0 a: array<vec4<elem>>  read        A, logical [M, K]; stored [M, K], or [K, M] when TRANS_A
 //   1 b: array<vec4<elem>>  read        B, logical [K, N]; stored [K, N], or [N, K] when TRANS_B
 //   2 c: array<vec4<elem>>  read_write  C, [M, N]
-//   3 params: Params        uniform     lib/matmul-common.wgsl; strides and offsets here are multiples of 4
+//   3 params: Params        uniform     lib/matmul-common.wgsl; strides, offsets and row strides here are multiples of 4
 // Dispatch: (ceil(N / (WG_X * 4)), ceil(M / (WG_Y * ROWS)), batch); workgroup (WG_X, WG_Y).
 // Each invocation owns a ROWS x 4 block of C and walks K four at a time: a ROWS x 4 block of A and
 // a 4 x 4 block of B per step. Rows past M are clamped on load and never stored.
@@ -33,8 +33,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let base_b = (params.offset_b + batch * params.stride_b) / 4u;
   let base_c = (params.offset_c + batch * params.stride_c) / 4u;
   let m4 = params.m / 4u;
-  let n4 = params.n / 4u;
   let k4 = params.k / 4u;
+  // Distances between stored rows.
+  let lda4 = params.ld_a / 4u;
+  let ldb4 = params.ld_b / 4u;
+  let ldc4 = params.ld_c / 4u;
   let quad = gid.x;
 
   let last_row = params.m - 1u;
@@ -45,12 +48,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (TRANS_B && !TRANS_A) {
       // x W^T, PyTorch's Linear: rows of A and of the stored B both run along K, so each output
       // is a sum of dot products of quads (1.5x faster than transposing on lavapipe).
-      let c0 = vec4<f32>(b[base_b + n0 * k4 + kq]);
-      let c1 = vec4<f32>(b[base_b + (n0 + 1u) * k4 + kq]);
-      let c2 = vec4<f32>(b[base_b + (n0 + 2u) * k4 + kq]);
-      let c3 = vec4<f32>(b[base_b + (n0 + 3u) * k4 + kq]);
+      let c0 = vec4<f32>(b[base_b + n0 * ldb4 + kq]);
+      let c1 = vec4<f32>(b[base_b + (n0 + 1u) * ldb4 + kq]);
+      let c2 = vec4<f32>(b[base_b + (n0 + 2u) * ldb4 + kq]);
+      let c3 = vec4<f32>(b[base_b + (n0 + 3u) * ldb4 + kq]);
       for (var i = 0u; i < ROWS; i++) {
-        let x = vec4<f32>(a[base_a + min(m0 + i, last_row) * k4 + kq]);
+        let x = vec4<f32>(a[base_a + min(m0 + i, last_row) * lda4 + kq]);
         acc[i] += vec4<f32>(dot(x, c0), dot(x, c1), dot(x, c2), dot(x, c3));
       }
       continue;
@@ -64,29 +67,29 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (TRANS_B) {
       // B stored [N, K]: a quad holds four k of one column; transpose the 4x4 block.
       let t = transpose(mat4x4<f32>(
-        vec4<f32>(b[base_b + n0 * k4 + kq]),
-        vec4<f32>(b[base_b + (n0 + 1u) * k4 + kq]),
-        vec4<f32>(b[base_b + (n0 + 2u) * k4 + kq]),
-        vec4<f32>(b[base_b + (n0 + 3u) * k4 + kq])));
+        vec4<f32>(b[base_b + n0 * ldb4 + kq]),
+        vec4<f32>(b[base_b + (n0 + 1u) * ldb4 + kq]),
+        vec4<f32>(b[base_b + (n0 + 2u) * ldb4 + kq]),
+        vec4<f32>(b[base_b + (n0 + 3u) * ldb4 + kq])));
       b0 = t[0];
       b1 = t[1];
       b2 = t[2];
       b3 = t[3];
     } else {
-      b0 = vec4<f32>(b[base_b + k * n4 + quad]);
-      b1 = vec4<f32>(b[base_b + (k + 1u) * n4 + quad]);
-      b2 = vec4<f32>(b[base_b + (k + 2u) * n4 + quad]);
-      b3 = vec4<f32>(b[base_b + (k + 3u) * n4 + quad]);
+      b0 = vec4<f32>(b[base_b + k * ldb4 + quad]);
+      b1 = vec4<f32>(b[base_b + (k + 1u) * ldb4 + quad]);
+      b2 = vec4<f32>(b[base_b + (k + 2u) * ldb4 + quad]);
+      b3 = vec4<f32>(b[base_b + (k + 3u) * ldb4 + quad]);
     }
     if (TRANS_A) {
       // A stored [K, M]: quad q of row k holds A[4q..4q+3, k]; four k give a 4x4 block of A.
       for (var h = 0u; h < ROWS / 4u; h++) {
         let q = base_a + min(m0 / 4u + h, m4 - 1u);
         let t = transpose(mat4x4<f32>(
-          vec4<f32>(a[q + k * m4]),
-          vec4<f32>(a[q + (k + 1u) * m4]),
-          vec4<f32>(a[q + (k + 2u) * m4]),
-          vec4<f32>(a[q + (k + 3u) * m4])));
+          vec4<f32>(a[q + k * lda4]),
+          vec4<f32>(a[q + (k + 1u) * lda4]),
+          vec4<f32>(a[q + (k + 2u) * lda4]),
+          vec4<f32>(a[q + (k + 3u) * lda4])));
         acc[h * 4u] += t[0].x * b0 + t[0].y * b1 + t[0].z * b2 + t[0].w * b3;
         acc[h * 4u + 1u] += t[1].x * b0 + t[1].y * b1 + t[1].z * b2 + t[1].w * b3;
         acc[h * 4u + 2u] += t[2].x * b0 + t[2].y * b1 + t[2].z * b2 + t[2].w * b3;
@@ -94,7 +97,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
       }
     } else {
       for (var i = 0u; i < ROWS; i++) {
-        let x = vec4<f32>(a[base_a + min(m0 + i, last_row) * k4 + kq]);
+        let x = vec4<f32>(a[base_a + min(m0 + i, last_row) * lda4 + kq]);
         acc[i] += x.x * b0 + x.y * b1 + x.z * b2 + x.w * b3;
       }
     }
@@ -102,7 +105,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var i = 0u; i < ROWS; i++) {
     let row = m0 + i;
     if (row < params.m) {
-      let index = base_c + row * n4 + quad;
+      let index = base_c + row * ldc4 + quad;
       var value = params.alpha * acc[i];
       if (ACCUMULATE) {
         value += vec4<f32>(c[index]);

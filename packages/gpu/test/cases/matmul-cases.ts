@@ -28,6 +28,11 @@ export interface MatmulCase {
    * elements outside the blocks must come back untouched.
    */
   blocks?: { offsetA: number; offsetB: number; offsetC: number; gapA: number; gapB: number; gapC: number };
+  /**
+   * Elements past the end of each stored row (the matmul's lda, ldb, ldc = row length + pad): rows
+   * padded, or columns of a wider matrix. C's padding must come back untouched.
+   */
+  pad?: { a: number; b: number; c: number };
   /** Operands and expected result from PyTorch (scripts/make_matmul_fixtures.py) instead of randn and matmulRef. */
   fixture?: MatmulFixture;
 }
@@ -79,6 +84,10 @@ const small: MatmulCase[] = [
   { name: 'blocks 3x 8x12x16 B^T', m: 8, n: 12, k: 16, batch: 3, transB: true, blocks: { offsetA: 32, offsetB: 8, offsetC: 12, gapA: 64, gapB: 4, gapC: 20 }, dtype: 'f32' },
   { name: 'blocks 2x 12x8x20 A^T accumulate alpha 0.5', m: 12, n: 8, k: 20, batch: 2, transA: true, accumulate: true, alpha: 0.5, blocks: { offsetA: 4, offsetB: 40, offsetC: 16, gapA: 12, gapB: 0, gapC: 8 }, dtype: 'f32' },
   { name: 'blocks 2x 7x5x9', m: 7, n: 5, k: 9, batch: 2, blocks: { offsetA: 3, offsetB: 5, offsetC: 7, gapA: 1, gapB: 2, gapC: 3 }, dtype: 'f32' },
+  // Padded rows (lda, ldb, ldc beyond the row length): odd pads (the scalar kernel), and pads in
+  // quads (the vec4 kernel reads them too).
+  { name: 'padded rows 2x 9x10x11', m: 9, n: 10, k: 11, batch: 2, pad: { a: 3, b: 5, c: 2 }, dtype: 'f32' },
+  { name: 'padded rows 12x8x16 A^T B^T accumulate, quad pads', m: 12, n: 8, k: 16, transA: true, transB: true, accumulate: true, pad: { a: 4, b: 8, c: 4 }, dtype: 'f32' },
   // matmul-tiled's tile edges, with PyTorch's results (scripts/make_matmul_fixtures.py).
   ...fixtureCases('f32'),
 ];
@@ -97,6 +106,12 @@ const full: MatmulCase[] = [
   ...both({ name: 'batched 3x 33x7x9, shared A', m: 33, n: 7, k: 9, batch: 3, broadcastA: true }),
   ...both({ name: '97x70x3 B^T accumulate', m: 97, n: 70, k: 3, transB: true, accumulate: true }),
   ...both({ name: 'blocks 2x 40x12x16 A^T', m: 40, n: 12, k: 16, batch: 2, transA: true, blocks: { offsetA: 5, offsetB: 3, offsetC: 9, gapA: 7, gapB: 1, gapC: 11 } }),
+  // Padded rows on every kernel, with every transpose, blocks and shared operands.
+  ...both({ name: 'padded rows 40x36x24 B^T, quad pads', m: 40, n: 36, k: 24, transB: true, pad: { a: 8, b: 4, c: 12 } }),
+  ...both({ name: 'padded rows 68x40x32 A^T, quad pads', m: 68, n: 40, k: 32, transA: true, pad: { a: 4, b: 12, c: 8 } }),
+  ...both({ name: 'padded rows blocks 2x 33x20x17 A^T accumulate alpha 0.5', m: 33, n: 20, k: 17, batch: 2, transA: true, accumulate: true, alpha: 0.5, pad: { a: 1, b: 2, c: 3 }, blocks: { offsetA: 2, offsetB: 5, offsetC: 4, gapA: 3, gapB: 1, gapC: 6 } }),
+  ...both({ name: 'padded rows 2x 70x9x40 B^T, shared B', m: 70, n: 9, k: 40, batch: 2, transB: true, broadcastB: true, pad: { a: 5, b: 16, c: 7 } }),
+  ...both({ name: 'padded rows 3x 8x12x5 A^T B^T, shared A', m: 8, n: 12, k: 5, batch: 3, transA: true, transB: true, broadcastA: true, pad: { a: 9, b: 1, c: 0 } }),
 ];
 
 export const MATMUL_CASES = { small, full } as const;
@@ -132,15 +147,27 @@ export async function runMatmulCase(ctx: GpuContext, c: MatmulCase): Promise<Cas
   const roundTo = (x: Float32Array) => (c.dtype === 'f16' ? fromF16Bits(toF16Bits(x)) : x);
   const fx = c.fixture;
   const bl = c.blocks ?? { offsetA: 0, offsetB: 0, offsetC: 0, gapA: 0, gapB: 0, gapC: 0 };
-  const strideA = c.broadcastA ? 0 : c.m * c.k + bl.gapA;
-  const strideB = c.broadcastB ? 0 : c.k * c.n + bl.gapB;
-  const strideC = c.m * c.n + bl.gapC;
-  const sizeOf = (offset: number, stride: number, dense: number) => offset + stride * (batch - 1) + dense;
-  const a = roundTo(fx ? f32(fx.a) : randn(sizeOf(bl.offsetA, strideA, c.m * c.k), seed));
-  const b = roundTo(fx ? f32(fx.b) : randn(sizeOf(bl.offsetB, strideB, c.k * c.n), seed + 1));
-  const c0 = roundTo(fx?.c0 ? f32(fx.c0) : randn(sizeOf(bl.offsetC, strideC, c.m * c.n), seed + 2));
-  // C's blocks, dense, and where each element of them sits in C.
-  const blockIndex = (i: number) => bl.offsetC + Math.floor(i / (c.m * c.n)) * strideC + (i % (c.m * c.n));
+  const pad = c.pad ?? { a: 0, b: 0, c: 0 };
+  // Each operand as stored: `rows` rows of `cols`, `ld` apart; batches `stride` apart from `offset`.
+  const layout = (rows: number, cols: number, padding: number, offset: number, gap: number, shared = false) => {
+    const ld = cols + padding;
+    const stride = shared ? 0 : rows * ld + gap;
+    const batches = shared ? 1 : batch;
+    return {
+      ld, stride, offset, batches,
+      size: offset + stride * (batch - 1) + (rows - 1) * ld + cols,
+      /** Where element i of the dense [batches, rows, cols] sits in the stored tensor. */
+      at: (i: number) => offset + Math.floor(i / (rows * cols)) * stride + Math.floor((i % (rows * cols)) / cols) * ld + (i % cols),
+      dense: rows * cols * batches,
+    };
+  };
+  const la = c.transA ? layout(c.k, c.m, pad.a, bl.offsetA, bl.gapA, c.broadcastA) : layout(c.m, c.k, pad.a, bl.offsetA, bl.gapA, c.broadcastA);
+  const lb = c.transB ? layout(c.n, c.k, pad.b, bl.offsetB, bl.gapB, c.broadcastB) : layout(c.k, c.n, pad.b, bl.offsetB, bl.gapB, c.broadcastB);
+  const lc = layout(c.m, c.n, pad.c, bl.offsetC, bl.gapC);
+  const a = roundTo(fx ? f32(fx.a) : randn(la.size, seed));
+  const b = roundTo(fx ? f32(fx.b) : randn(lb.size, seed + 1));
+  const c0 = roundTo(fx?.c0 ? f32(fx.c0) : randn(lc.size, seed + 2));
+  const gather = (stored: Float32Array, l: typeof la) => Float32Array.from({ length: l.dense }, (_, i) => stored[l.at(i)]!);
 
   ctx.device.pushErrorScope('validation');
   const kernel = await createMatmulKernel(ctx, { dtype: c.dtype, transA: c.transA, transB: c.transB, accumulate: c.accumulate });
@@ -152,8 +179,9 @@ export async function runMatmulCase(ctx: GpuContext, c: MatmulCase): Promise<Cas
   ctx.dispatches.capture = dispatched;
   try {
     kernel.encode(recorder, {
-      a: ta, b: tb, c: tc, m: c.m, n: c.n, k: c.k, batch, alpha: c.alpha, strideA, strideB,
-      ...(c.blocks ? { strideC, offsetA: bl.offsetA, offsetB: bl.offsetB, offsetC: bl.offsetC } : {}),
+      a: ta, b: tb, c: tc, m: c.m, n: c.n, k: c.k, batch, alpha: c.alpha, strideA: la.stride, strideB: lb.stride,
+      ...(c.blocks ? { strideC: lc.stride, offsetA: bl.offsetA, offsetB: bl.offsetB, offsetC: bl.offsetC } : {}),
+      ...(c.pad ? { lda: la.ld, ldb: lb.ld, ldc: lc.ld } : {}),
     });
   } finally {
     ctx.dispatches.capture = undefined;
@@ -163,17 +191,17 @@ export async function runMatmulCase(ctx: GpuContext, c: MatmulCase): Promise<Cas
   const validation = await ctx.device.popErrorScope();
   for (const t of [ta, tb, tc]) t.release();
 
-  const dense = Float32Array.from({ length: batch * c.m * c.n }, (_, i) => c0[blockIndex(i)]!);
+  // The reference multiplies dense copies of the blocks the kernel was pointed at.
   const product = fx
     ? f32(c.dtype === 'f16' ? fx.expectedF16 : fx.expected)
-    : matmulRef(a, b, {
+    : matmulRef(gather(a, la), gather(b, lb), {
         m: c.m, n: c.n, k: c.k, batch, transA: c.transA, transB: c.transB, alpha: c.alpha,
-        strideA, strideB, offsetA: bl.offsetA, offsetB: bl.offsetB,
-        accumulate: c.accumulate ? dense : undefined,
+        strideA: c.broadcastA ? 0 : undefined, strideB: c.broadcastB ? 0 : undefined,
+        accumulate: c.accumulate ? gather(c0, lc) : undefined,
       });
-  // Outside the blocks, C keeps what it held.
+  // Outside the blocks (and in row padding), C keeps what it held.
   const expected = Float32Array.from(c0);
-  product.forEach((value, i) => { expected[blockIndex(i)] = value; });
+  product.forEach((value, i) => { expected[lc.at(i)] = value; });
   const tol = MATMUL_TOLERANCE[c.dtype];
   return { name: c.name, worst: worstError(got, roundTo(expected), tol.atol * Math.sqrt(c.k), tol.rtol), validationError: validation?.message ?? null, kernels: dispatched.map((d) => d.kernel) };
 }

@@ -12,8 +12,10 @@ override ACCUMULATE: bool = false;
 // multiple of 4 (matmul-vec4 loads quads of rows when TRANS_A). matmul-subgroup has its own.
 const ROWS = 8u;
 
-// Sizes, per-batch strides in elements (0 broadcasts an operand), the output scale, and where
-// each operand's batch 0 starts in its buffer (elements; a block of a larger tensor).
+// Sizes, per-batch strides in elements (0 broadcasts an operand), the output scale, where each
+// operand's batch 0 starts in its buffer (elements; a block of a larger tensor), and the distance
+// between consecutive stored rows of each operand (elements; at least the row's length, so rows
+// can be padded or be columns of a wider tensor).
 struct Params {
   m: u32,
   n: u32,
@@ -25,4 +27,7 @@ struct Params {
   offset_a: u32,
   offset_b: u32,
   offset_c: u32,
+  ld_a: u32,
+  ld_b: u32,
+  ld_c: u32,
 }

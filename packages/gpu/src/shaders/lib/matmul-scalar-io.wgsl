@@ -10,18 +10,18 @@
 // Element (row, k) of op(A) for this batch.
 fn load_a(base: u32, row: u32, k: u32) -> f32 {
   if (TRANS_A) {
-    return f32(a[base + k * params.m + row]);
+    return f32(a[base + k * params.ld_a + row]);
   }
-  return f32(a[base + row * params.k + k]);
+  return f32(a[base + row * params.ld_a + k]);
 }
 
 // Four consecutive columns col.x..col.w of op(B) at row k.
 fn load_b4(base: u32, k: u32, col: vec4<u32>) -> vec4<f32> {
   if (TRANS_B) {
-    return vec4<f32>(f32(b[base + col.x * params.k + k]), f32(b[base + col.y * params.k + k]),
-                     f32(b[base + col.z * params.k + k]), f32(b[base + col.w * params.k + k]));
+    return vec4<f32>(f32(b[base + col.x * params.ld_b + k]), f32(b[base + col.y * params.ld_b + k]),
+                     f32(b[base + col.z * params.ld_b + k]), f32(b[base + col.w * params.ld_b + k]));
   }
-  let row = base + k * params.n;
+  let row = base + k * params.ld_b;
   return vec4<f32>(f32(b[row + col.x]), f32(b[row + col.y]), f32(b[row + col.z]), f32(b[row + col.w]));
 }
 
@@ -29,7 +29,7 @@ fn store_row(base: u32, row: u32, n0: u32, v: vec4<f32>) {
   if (row >= params.m) {
     return;
   }
-  let start = base + row * params.n + n0;
+  let start = base + row * params.ld_c + n0;
   for (var j = 0u; j < 4u; j++) {
     if (n0 + j < params.n) {
       var value = params.alpha * v[j];
