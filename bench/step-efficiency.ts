@@ -22,10 +22,10 @@ import {
   CommandRecorder, createGpuContext, createMatmulKernel, createTensor, profileDispatches, type DispatchProfile, type GpuContext,
 } from '@webtune/gpu';
 import {
-  architectureOf, linearShape,
+  architectureOf, linearShape, logitsRowStride,
   type BaseFormat, type LoraConfig, type ModelConfig, type WeightReader,
 } from '@webtune/model';
-import { fill, median, medianOf } from './suite.js';
+import { fill, medianOf } from './suite.js';
 import { setUpLoraStep, type LoraStepSpec } from './lora-step.js';
 
 export interface StepFlops {
@@ -73,37 +73,68 @@ export interface MatmulRate {
   gflops: number;
 }
 
-/** webtune's matmul on the step's own shapes and two squares; the best is the efficiency's denominator. */
-export async function matmulRates(ctx: GpuContext, config: ModelConfig, tokens: number, runs: number, log: (line: string) => void): Promise<MatmulRate[]> {
+/** Wall times of one matmul shape, in ms. */
+interface MatmulSamples {
+  shape: string;
+  flops: number;
+  ms: number[];
+}
+
+/**
+ * webtune's matmul on the step's own shapes (the LM head's logits rows padded as the step pads
+ * them) and two squares, `runs` timed runs each after a warm-up; the best median is the
+ * efficiency's denominator.
+ */
+async function matmulSamples(ctx: GpuContext, config: ModelConfig, tokens: number, runs: number, log: (line: string) => void): Promise<MatmulSamples[]> {
   const arch = architectureOf(config);
-  const shapes = new Map<string, { m: number; n: number; k: number; transB: boolean }>();
-  const add = (m: number, n: number, k: number, transB: boolean) => shapes.set(`${m}x${n}x${k}${transB ? ' (X W^T)' : ' (dY W)'}`, { m, n, k, transB });
+  type Shape = { m: number; n: number; k: number; transB: boolean; lda?: number; ldc?: number };
+  const shapes = new Map<string, Shape>();
+  const add = (m: number, n: number, k: number, transB: boolean, extra: Partial<Shape> = {}, note = '') =>
+    shapes.set(`${m}x${n}x${k}${transB ? ' (X W^T' : ' (dY W'}${note})`, { m, n, k, transB, ...extra });
   for (const name of arch.linears) {
     const { inFeatures, outFeatures } = linearShape(config, name);
     add(tokens, outFeatures, inFeatures, true);
     add(tokens, inFeatures, outFeatures, false);
   }
-  add(tokens, config.vocabSize, config.hiddenSize, true);
-  add(tokens, config.hiddenSize, config.vocabSize, false);
+  const logitsStride = logitsRowStride(config, 'f32');
+  add(tokens, config.vocabSize, config.hiddenSize, true, { ldc: logitsStride }, `, logits rows ${logitsStride} apart`);
+  add(tokens, config.hiddenSize, config.vocabSize, false, { lda: logitsStride }, `, logits rows ${logitsStride} apart`);
   for (const n of [1024, 2048]) add(n, n, n, false);
-  const rates: MatmulRate[] = [];
+  const samples: MatmulSamples[] = [];
   for (const [shape, s] of shapes) {
     const kernel = await createMatmulKernel(ctx, { transB: s.transB });
-    const a = createTensor(ctx, { shape: [s.m, s.k], data: fill(s.m * s.k, 1), label: 'bench A' });
+    const aSize = (s.m - 1) * (s.lda ?? s.k) + s.k;
+    const cSize = (s.m - 1) * (s.ldc ?? s.n) + s.n;
+    const a = createTensor(ctx, { shape: [aSize], data: fill(aSize, 1), label: 'bench A' });
     const b = createTensor(ctx, { shape: s.transB ? [s.n, s.k] : [s.k, s.n], data: fill(s.k * s.n, 2), label: 'bench B' });
-    const c = createTensor(ctx, { shape: [s.m, s.n], label: 'bench C' });
-    const ms = await median(runs, async () => {
+    const c = createTensor(ctx, { shape: [cSize], label: 'bench C' });
+    const run = async () => {
       const r = new CommandRecorder(ctx, 'bench matmul');
-      kernel.encode(r, { a, b, c, m: s.m, n: s.n, k: s.k });
+      kernel.encode(r, { a, b, c, m: s.m, n: s.n, k: s.k, lda: s.lda, ldc: s.ldc });
       r.submit();
       await ctx.device.queue.onSubmittedWorkDone();
-    });
-    const gflops = (2 * s.m * s.n * s.k) / ms / 1e6;
-    rates.push({ shape, gflops });
-    log(`matmul ${shape}: ${ms.toFixed(1)} ms, ${gflops.toFixed(2)} GFLOP/s`);
+    };
+    await run();
+    const ms: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      const start = performance.now();
+      await run();
+      ms.push(performance.now() - start);
+    }
+    const flops = 2 * s.m * s.n * s.k;
+    samples.push({ shape, flops, ms });
+    log(`matmul ${shape}: ${medianOf(ms).toFixed(1)} ms, ${(flops / medianOf(ms) / 1e6).toFixed(2)} GFLOP/s`);
     for (const t of [a, b, c]) t.release();
   }
-  return rates;
+  return samples;
+}
+
+/** Each shape's rate from the median of all its samples (several passes merged). */
+export function matmulRatesOf(passes: MatmulSamples[][]): MatmulRate[] {
+  return passes[0]!.map(({ shape, flops }) => {
+    const ms = passes.flatMap((p) => p.find((x) => x.shape === shape)!.ms);
+    return { shape, gflops: flops / medianOf(ms) / 1e6 };
+  });
 }
 
 export interface StepEfficiencySpec extends LoraStepSpec {
@@ -136,7 +167,7 @@ export interface StepEfficiencyRow {
 }
 
 /** One configuration on a fresh device: warm-up, timed steps, then a profiled step. */
-export async function runStepEfficiency(gpu: GPU, spec: StepEfficiencySpec, bestMatmulGflops: number, log: (line: string) => void): Promise<StepEfficiencyRow> {
+export async function runStepEfficiency(gpu: GPU, spec: StepEfficiencySpec, log: (line: string) => void): Promise<Omit<StepEfficiencyRow, 'bestMatmulGflops' | 'efficiency'>> {
   const ctx = await createGpuContext({ gpu });
   try {
     const { step, lora, tokens, release } = await setUpLoraStep(ctx, spec);
@@ -169,13 +200,13 @@ export async function runStepEfficiency(gpu: GPU, spec: StepEfficiencySpec, best
     const medianStepMs = medianOf(stepMs);
     const flops = countStepFlops(spec.config, lora, spec.batch, spec.seq);
     const achievedGflops = flops.total / medianStepMs / 1e6;
-    const row: StepEfficiencyRow = {
+    const row = {
       model: spec.model, format: spec.format, dtype: spec.dtype, batch: spec.batch, seq: spec.seq, rank: spec.rank, flops, stepMs,
-      medianStepMs, tokensPerSecond: tokens / (medianStepMs / 1000), achievedGflops, bestMatmulGflops, efficiency: achievedGflops / bestMatmulGflops,
+      medianStepMs, tokensPerSecond: tokens / (medianStepMs / 1000), achievedGflops,
       record, recordWithoutReuse: { ms: offCounters.ms, stepMs: offStepMs, bindGroupsCreated: offCounters.bindGroupsCreated, uniformsCreated: offCounters.uniformsCreated },
       profile,
     };
-    log(`step ${spec.model} ${spec.format}/${spec.dtype}: ${medianStepMs.toFixed(0)} ms, ${achievedGflops.toFixed(2)} GFLOP/s of ${bestMatmulGflops.toFixed(2)} = ${(100 * row.efficiency).toFixed(0)}%; recording ${record.ms.toFixed(1)} ms/step (${offCounters.ms.toFixed(1)} without reuse)`);
+    log(`step ${spec.model} ${spec.format}/${spec.dtype}: ${medianStepMs.toFixed(0)} ms, ${achievedGflops.toFixed(2)} GFLOP/s; recording ${record.ms.toFixed(1)} ms/step (${offCounters.ms.toFixed(1)} without reuse)`);
     release();
     return row;
   } finally {
@@ -201,18 +232,32 @@ export async function runStepEfficiencyBench(
   const adapter = `${ctx.adapter.name}${ctx.adapter.description ? ` (${ctx.adapter.description})` : ''}`;
   const f16 = ctx.features.shaderF16;
   const clock = ctx.features.timestampQuery ? 'gpu-timestamps' : 'cpu';
-  let matmul: MatmulRate[];
-  try {
-    matmul = await matmulRates(ctx, shape.config, shape.batch * shape.seq, options.matmulRuns, options.log);
-  } finally {
-    ctx.destroy();
-  }
-  const best = Math.max(...matmul.map((r) => r.gflops));
-  const rows: StepEfficiencyRow[] = [];
+  ctx.destroy();
+  // The matmul rates are sampled before and after the steps and merged: a software adapter's speed
+  // drifts over minutes with the host, and the denominator should describe the same minutes as
+  // the steps it divides.
+  const samplePass = async () => {
+    const c = await createGpuContext({ gpu });
+    try {
+      return await matmulSamples(c, shape.config, shape.batch * shape.seq, options.matmulRuns, options.log);
+    } finally {
+      c.destroy();
+    }
+  };
+  const before = await samplePass();
+  const steps: { spec: StepEfficiencySpec; partial: Omit<StepEfficiencyRow, 'bestMatmulGflops' | 'efficiency'> }[] = [];
   const variants: Array<[BaseFormat, 'f32' | 'f16']> = [['f32', 'f32'], ...(f16 ? [['nf4', 'f16'] as [BaseFormat, 'f16']] : [['nf4', 'f32'] as [BaseFormat, 'f32']])];
   for (const [format, dtype] of variants) {
-    rows.push(await runStepEfficiency(gpu, { ...shape, rank: 8, format, dtype, steps: options.steps }, best, options.log));
+    const spec = { ...shape, rank: 8, format, dtype, steps: options.steps };
+    steps.push({ spec, partial: await runStepEfficiency(gpu, spec, options.log) });
   }
+  const matmul = matmulRatesOf([before, await samplePass()]);
+  const best = Math.max(...matmul.map((r) => r.gflops));
+  const rows = steps.map(({ spec, partial }) => {
+    const row: StepEfficiencyRow = { ...partial, bestMatmulGflops: best, efficiency: partial.achievedGflops / best };
+    options.log(`step ${spec.model} ${spec.format}/${spec.dtype}: ${row.medianStepMs.toFixed(0)} ms, ${row.achievedGflops.toFixed(2)} GFLOP/s of ${best.toFixed(2)} = ${(100 * row.efficiency).toFixed(0)}%`);
+    return row;
+  });
   return { lane, adapter, clock, matmul, bestMatmulGflops: best, rows };
 }
 
@@ -226,7 +271,7 @@ export function stepEfficiencyMarkdown(r: StepEfficiencyResult): string {
     `- Efficiency = model FLOPs of the step / median step time / the best matmul GFLOP/s webtune reached on this adapter in the same run (${r.bestMatmulGflops.toFixed(2)}; every shape below). Model FLOPs: 2N forward + 2N input gradient per token for the frozen weights (the LM head included), causal attention over visible pairs (backward 2x forward; recomputation not counted), LoRA's own matmuls.`,
     `- Phases and kernels: one more step, every dispatch replayed alone and timed with ${r.clock === 'gpu-timestamps' ? 'GPU timestamps (timestamp-query)' : 'CPU timers (one submit each)'}; their sum can differ from the step's wall time, which also holds recording, submits, readbacks and any overlap.`,
     '- Recording = time inside CommandRecorder.dispatch/submit per step (creating bind groups and uniform buffers, encoding, submitting); "without reuse" is the same step with the dispatch cache bypassed (`reuseAcrossSubmits = false`: every dispatch creates its bind group and takes a pooled uniform buffer, as webtune recorded before issue 22).',
-    '- The matmul rates are wall-clock medians of one product each, submit and wait included; inside a step the same kernels run back to back, which on a slow adapter can make the step\'s own rate come close to or above them.', '',
+    '- The matmul rates are wall-clock medians of one product each, submit and wait included, over runs taken before and after the steps (merged, so that the denominator covers the same minutes as the steps on an adapter whose speed drifts with the host). The LM head\'s rows are the step\'s: logits rows padded (paddedRowStride). Inside a step the same kernels run back to back, which on a slow adapter can make the step\'s own rate come close to or above them.', '',
     '| model | base / activations | tokens | GFLOP per step | median ms/step | tokens/s | achieved GFLOP/s | efficiency | forward ms | head + loss ms | backward ms | AdamW ms | kernels sum ms | recording ms/step | without reuse | dispatches/step | bind groups created/step |',
     '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];

@@ -24,7 +24,7 @@ export { createTensor, writeTensor, readTensor, readF32, readBuffer, shapeSize, 
 export type { GpuTensor, DType, CreateTensorOptions, TensorData } from './tensor.js';
 export { f32ToF16Bits, f16BitsToF32, toF16Bits, fromF16Bits } from './f16.js';
 
-export { createMatmulKernel, matmul, MATMUL_KERNEL, DEFAULT_MATMUL_WORKGROUP } from './kernels/matmul.js';
+export { createMatmulKernel, matmul, paddedRowStride, MATMUL_KERNEL, DEFAULT_MATMUL_WORKGROUP } from './kernels/matmul.js';
 export type { MatmulKernel, MatmulVariant, MatmulArgs, MatmulOptions } from './kernels/matmul.js';
 export { matmulRef } from './kernels/matmul.ref.js';
 

@@ -365,23 +365,35 @@ describe('causal attention on Dawn against HF eager attention (PyTorch autograd)
   });
 });
 
-async function runCrossEntropy(ctx: GpuContext, c: CrossEntropyCase, chunks: number[]): Promise<{ losses: Float32Array; grad: Float32Array }> {
+/** Padding past each row of logits holds this; the kernel must leave it alone. */
+const PAD_SENTINEL = 7.25;
+
+/** `pad` > 0 stores each row of a chunk `pad` elements apart beyond vocab (logitsRowStride), as the LM head does. */
+async function runCrossEntropy(ctx: GpuContext, c: CrossEntropyCase, chunks: number[], pad = 0): Promise<{ losses: Float32Array; grad: Float32Array; padding: number[] }> {
   const ce = await createCrossEntropyKernel(ctx);
   const logits = f32(c.logits);
   const targets = createTensor(ctx, { shape: [c.rows], dtype: 'u32', label: 'targets', data: Uint32Array.from(c.targets) });
   const losses = tensor(ctx, 'losses', [c.rows], new Float32Array(c.rows).fill(Number.NaN));
   const grad = new Float32Array(c.rows * c.vocab);
+  const padding: number[] = [];
+  const stride = c.vocab + pad;
   let offset = 0;
   for (const rows of chunks) {
-    const chunk = tensor(ctx, 'logits chunk', [rows, c.vocab], logits.slice(offset * c.vocab, (offset + rows) * c.vocab));
+    const stored = new Float32Array(rows * stride).fill(PAD_SENTINEL);
+    for (let r = 0; r < rows; r++) stored.set(logits.subarray((offset + r) * c.vocab, (offset + r + 1) * c.vocab), r * stride);
+    const chunk = tensor(ctx, 'logits chunk', [rows, stride], stored);
     const rec = new CommandRecorder(ctx, `cross-entropy ${c.name}`);
-    ce.encode(rec, { logits: chunk, targets, losses, rows, vocab: c.vocab, targetOffset: offset, gradScale: c.gradScale });
+    ce.encode(rec, { logits: chunk, targets, losses, rows, vocab: c.vocab, targetOffset: offset, gradScale: c.gradScale, ...(pad ? { logitsRowStride: stride } : {}) });
     rec.submit();
-    grad.set(await readF32(ctx, chunk), offset * c.vocab);
+    const out = await readF32(ctx, chunk);
+    for (let r = 0; r < rows; r++) {
+      grad.set(out.subarray(r * stride, r * stride + c.vocab), (offset + r) * c.vocab);
+      padding.push(...out.subarray(r * stride + c.vocab, (r + 1) * stride));
+    }
     chunk.release();
     offset += rows;
   }
-  const result = { losses: await readF32(ctx, losses), grad };
+  const result = { losses: await readF32(ctx, losses), grad, padding };
   targets.release();
   losses.release();
   return result;
@@ -406,6 +418,17 @@ describe('cross-entropy on Dawn against torch.nn.functional.cross_entropy (mean,
     });
   }
 
+  it('rows padded past the vocabulary (logitsRowStride): same results, padding untouched', async () => {
+    for (const c of attentionFixture.crossEntropy) {
+      const chunks = c.rows > 3 ? [Math.ceil(c.rows / 2), Math.floor(c.rows / 2)] : [c.rows];
+      const r = await withValidation(gpu(), () => runCrossEntropy(gpu(), c, chunks, 5));
+      expectClose(`${c.name}: losses`, r.losses, f32(c.losses), CE_LOSS_TOL);
+      expectClose(`${c.name}: grad logits`, r.grad, f32(c.gradLogits), CE_GRAD_TOL);
+      expect(r.padding.length).toBe(5 * c.rows);
+      expect(r.padding.every((x) => x === PAD_SENTINEL)).toBe(true);
+    }
+  });
+
   it('writes NaN for a target past the vocabulary and leaves other rows alone', async () => {
     const ctx = gpu();
     const c = attentionFixture.crossEntropy.find((x) => x.vocab === 1000)!;
@@ -428,6 +451,9 @@ describe('cross-entropy on Dawn against torch.nn.functional.cross_entropy (mean,
     expect(() => ce.encode(rec, { ...base, targetOffset: 3 })).toThrow(/targets "targets".*3 \+ rows 4 = 7.*u32 \[6\]/);
     expect(() => ce.encode(rec, { ...base, targets: losses })).toThrow(/must be u32.*got f32/);
     expect(() => ce.encode(rec, { ...base, losses: logits })).toThrowError(InvalidArgumentError);
+    expect(() => ce.encode(rec, { ...base, logitsRowStride: 99 })).toThrow(/logitsRowStride must be an integer of at least vocab \(100\), got 99/);
+    // Four rows 101 apart span 3 * 101 + 100 = 403 elements, past the 400 there are.
+    expect(() => ce.encode(rec, { ...base, logitsRowStride: 101 })).toThrow(/4 x 100 elements \(rows x vocab\), rows 101 apart: 403; got f32 \[4, 100\]/);
     rec.submit();
     expect(await readTensor(ctx, targets)).toHaveLength(6);
     for (const t of [logits, targets, losses]) t.release();

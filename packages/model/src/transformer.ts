@@ -360,9 +360,10 @@ export class Transformer {
       this.headRows(enc, ws, r0, rows);
       enc.flush();
       const part = await readF32(this.ctx, ws.buffers['logits']!);
+      const stride = ws.logitsRowStride;
       for (let r = 0; r < rows; r++) {
         const real = this.realRow(r0 + r, run);
-        if (real >= 0) out.set(part.subarray(r * v, (r + 1) * v), real * v);
+        if (real >= 0) out.set(part.subarray(r * stride, r * stride + v), real * v);
       }
     }
     return out;
@@ -712,12 +713,11 @@ export class Transformer {
     this.k.norm.forward(enc.r, { x: ws.last, weight: f.weight, bias: f.bias, y: b['xf']!, rstd: b['rstdF']!, mean: b['meanF'], rows: ws.tokens, cols: this.config.hiddenSize });
   }
 
-  /** logits[0..rows) = xf[r0..r0+rows) E^T */
+  /** logits[0..rows) = xf[r0..r0+rows) E^T, rows ws.logitsRowStride apart. */
   private headRows(enc: Encoder, ws: Workspace, r0: number, rows: number): void {
     const b = ws.buffers;
     const d = this.config.hiddenSize;
-    this.k.elementwise.copyColumns(enc.r, { src: b['xf']!, srcCols: d, srcOffset: 0, srcRowOffset: r0, dst: b['hc']!, dstCols: d, dstOffset: 0, rows, cols: d });
-    this.k.head.encode(enc.r, { a: b['hc']!, b: this.base.lmHead, c: b['logits']!, m: rows, n: this.config.vocabSize, k: d });
+    this.k.head.encode(enc.r, { a: b['xf']!, offsetA: r0 * d, b: this.base.lmHead, c: b['logits']!, ldc: ws.logitsRowStride, m: rows, n: this.config.vocabSize, k: d });
   }
 
   /** Final norm, LM head and cross-entropy in row chunks; with `backward`, leaves dL/d(last layer output) in gRes. */
@@ -730,10 +730,9 @@ export class Transformer {
     for (let r0 = 0; r0 < ws.tokens; r0 += chunk) {
       const rows = Math.min(chunk, ws.tokens - r0);
       this.headRows(enc, ws, r0, rows);
-      this.k.crossEntropy.encode(enc.r, { logits: b['logits']!, targets: b['targets']!, losses: b['losses']!, rows, vocab: v, targetOffset: r0, gradScale });
+      this.k.crossEntropy.encode(enc.r, { logits: b['logits']!, logitsRowStride: ws.logitsRowStride, targets: b['targets']!, losses: b['losses']!, rows, vocab: v, targetOffset: r0, gradScale });
       if (backward) {
-        this.k.headBackward.encode(enc.r, { a: b['logits']!, b: this.base.lmHead, c: b['dhc']!, m: rows, n: d, k: v });
-        this.k.elementwise.copyColumns(enc.r, { src: b['dhc']!, srcCols: d, srcOffset: 0, dst: b['dXf']!, dstCols: d, dstOffset: 0, dstRowOffset: r0, rows, cols: d });
+        this.k.headBackward.encode(enc.r, { a: b['logits']!, lda: ws.logitsRowStride, b: this.base.lmHead, c: b['dXf']!, offsetC: r0 * d, m: rows, n: d, k: v });
       }
     }
     if (backward) {

@@ -3,7 +3,7 @@
  * the shapes alone. The same plan drives the allocation and the memory planner's estimate, so
  * the estimate cannot drift from what is really allocated.
  */
-import { attentionMatmulScratchSizes, createTensor, type AttentionMatmulScratch, type DType, type GpuContext, type GpuTensor } from '@webtune/gpu';
+import { attentionMatmulScratchSizes, createTensor, paddedRowStride, type AttentionMatmulScratch, type DType, type GpuContext, type GpuTensor } from '@webtune/gpu';
 import type { AdapterBuffers } from './adapters/types.js';
 import { architectureOf } from './arch/index.js';
 import type { ModelConfig } from './config.js';
@@ -90,8 +90,7 @@ export function planWorkspace(config: ModelConfig, ws: WorkspaceShape): BufferPl
     ...layerPlan(config, ws).map((p) => ({ ...p, copies: perLayer })),
     { name: 'xf', shape: [t, d], dtype: ws.dtype, copies: 1 },
     { name: 'rstdF', shape: [t], dtype: 'f32', copies: 1 },
-    { name: 'hc', shape: [ws.headChunk, d], dtype: ws.dtype, copies: 1 },
-    { name: 'logits', shape: [ws.headChunk, v], dtype: ws.dtype, copies: 1 },
+    { name: 'logits', shape: [ws.headChunk, logitsRowStride(config, ws.dtype)], dtype: ws.dtype, copies: 1 },
   ];
   if (arch.norm === 'layer') plan.push({ name: 'meanF', shape: [t], dtype: 'f32', copies: 1 });
   // The adapter's shared scratch (each method lists what it needs for training or inference).
@@ -128,7 +127,6 @@ export function planWorkspace(config: ModelConfig, ws: WorkspaceShape): BufferPl
       { name: 'delta', shape: [ws.batch * config.numHeads * ws.seq], dtype: 'f32', copies: 1 },
       { name: 'dAct', shape: [t, i], dtype: ws.dtype, copies: 1 },
       { name: 'dGate', shape: [t, i], dtype: ws.dtype, copies: 1 },
-      { name: 'dhc', shape: [ws.headChunk, d], dtype: ws.dtype, copies: 1 },
       { name: 'dXf', shape: [t, d], dtype: ws.dtype, copies: 1 },
     );
     plan.push(...attentionScratchPlan(config, ws));
@@ -169,9 +167,17 @@ export function planBytes(plan: readonly BufferPlan[]): number {
   return total;
 }
 
+/**
+ * Elements from one row of the LM head's logits to the next: the vocabulary padded (the LM head's
+ * input gradient reads a 32-row block of logits down the vocabulary; see paddedRowStride).
+ */
+export function logitsRowStride(config: ModelConfig, dtype: 'f32' | 'f16'): number {
+  return paddedRowStride(config.vocabSize, dtype);
+}
+
 /** Default LM-head chunk: rows of logits up to ~8 MiB, rounded up to whole 64-row workgroups (and never more than the tokens). */
 export function defaultHeadChunk(config: ModelConfig, tokens: number, maxBinding: number, dtype: 'f32' | 'f16' = 'f32'): number {
-  const perRow = config.vocabSize * BYTES[dtype];
+  const perRow = logitsRowStride(config, dtype) * BYTES[dtype];
   const rows = Math.floor(Math.min(8 * 1024 * 1024, maxBinding) / perRow);
   // The head's matmuls cover 64 rows per workgroup (8 x 4 blocks in 8 x 8 invocations; 'tiled'
   // 64 x 64): a chunk of 42 rows (SmolLM2's f32 logits in 8 MiB) leaves a third of every
@@ -219,6 +225,11 @@ export class Workspace {
 
   get tokens(): number {
     return this.shape.batch * this.shape.seq;
+  }
+
+  /** Elements from one row of buffers['logits'] to the next (logitsRowStride). */
+  get logitsRowStride(): number {
+    return logitsRowStride(this.config, this.shape.dtype);
   }
 
   /**

@@ -32,6 +32,8 @@ export interface CrossEntropyKernelOptions {
 export interface CrossEntropyArgs {
   /** [rows, vocab] of the kernel's dtype; replaced in place by gradScale * (softmax - onehot(target)). */
   logits: GpuTensor;
+  /** Elements from one row of logits to the next (default vocab): padded rows, see paddedRowStride. */
+  logitsRowStride?: number;
   /** u32 [totalRows]; IGNORE_INDEX for rows without a target. */
   targets: GpuTensor;
   /** f32 [totalRows]; rows targetOffset .. targetOffset + rows - 1 are written. */
@@ -81,9 +83,14 @@ export async function createCrossEntropyKernel(ctx: GpuContext, options: CrossEn
           `cross-entropy: logits "${a.logits.label}" is ${a.logits.dtype} but the kernel was created for ${dtype}.`,
         );
       }
-      if (a.logits.size < rows * vocab) {
+      const stride = a.logitsRowStride ?? vocab;
+      if (!Number.isInteger(stride) || stride < vocab) {
+        throw new InvalidArgumentError(`cross-entropy: logitsRowStride must be an integer of at least vocab (${vocab}), got ${stride}.`);
+      }
+      const extent = (rows - 1) * stride + vocab;
+      if (a.logits.size < extent) {
         throw new InvalidArgumentError(
-          `cross-entropy: logits "${a.logits.label}" must be ${dtype} with at least ${rows} x ${vocab} elements (rows x vocab); ` +
+          `cross-entropy: logits "${a.logits.label}" must be ${dtype} with at least ${rows} x ${vocab} elements (rows x vocab), rows ${stride} apart: ${extent}; ` +
             `got ${a.logits.dtype} [${a.logits.shape.join(', ')}].`,
         );
       }
@@ -106,7 +113,7 @@ export async function createCrossEntropyKernel(ctx: GpuContext, options: CrossEn
       if (!Number.isFinite(a.gradScale)) throw new InvalidArgumentError(`cross-entropy: gradScale must be finite, got ${a.gradScale}.`);
       const g = grid1D(rows, 1, ctx.limits.maxComputeWorkgroupsPerDimension);
       recorder.dispatch(compiled, [a.logits.buffer, a.targets.buffer, a.losses.buffer],
-        packParams([['u32', rows], ['u32', vocab], ['u32', targetOffset], ['u32', g.rowStride], ['f32', a.gradScale]]), g.workgroups);
+        packParams([['u32', rows], ['u32', vocab], ['u32', targetOffset], ['u32', g.rowStride], ['f32', a.gradScale], ['u32', stride]]), g.workgroups);
     },
   };
 }

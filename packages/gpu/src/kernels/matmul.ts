@@ -151,6 +151,22 @@ export interface MatmulKernel {
 
 export const DEFAULT_MATMUL_WORKGROUP: readonly [number, number] = [8, 8];
 
+/**
+ * A row stride (in elements) for a [rows, cols] matrix that the matmul reads a row block of at a
+ * time: cols rounded up so that a row is an odd number of 64-byte lines. Why: a row of a
+ * power-of-two-heavy length (an LM head's 49,152-entry vocabulary is 3,072 lines) puts the same
+ * column of every row in the same few sets of a CPU's L1 cache, and a software adapter reading 32
+ * rows at one column evicts its own lines on every step of K. On lavapipe the LM head's input
+ * gradient (K = 49,152) ran about 1.3x faster from logits rows padded this way (.exp harness,
+ * issue 22). A GPU loses at most 63 bytes a row.
+ */
+export function paddedRowStride(cols: number, dtype: ElementType): number {
+  const bytes = dtype === 'f16' ? 2 : 4;
+  const perLine = 64 / bytes;
+  const lines = Math.ceil(cols / perLine);
+  return (lines % 2 === 1 ? lines : lines + 1) * perLine;
+}
+
 function checkOperand(name: string, t: GpuTensor, dtype: ElementType, needed: number): void {
   if (t.dtype !== dtype) {
     throw new InvalidArgumentError(`matmul: ${name} "${t.label}" is ${t.dtype} but the kernel was created for ${dtype}.`);

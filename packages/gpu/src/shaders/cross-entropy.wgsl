@@ -9,7 +9,7 @@
 // store. Losses are always f32.
 //
 // Bindings (group 0):
-//   0 logits: array<elem>  read_write  [rows, vocab]
+//   0 logits: array<elem>  read_write  [rows, vocab], rows logits_stride elements apart
 //   1 targets: array<u32>  read        [total rows]; 0xffffffff = ignore
 //   2 losses: array<f32>   read_write  [total rows]
 //   3 params: Params       uniform
@@ -24,6 +24,7 @@ struct Params {
   target_offset: u32,
   row_stride: u32,
   grad_scale: f32,
+  logits_stride: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> logits: array<elem>;
@@ -45,7 +46,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     return;
   }
   let vocab = params.vocab;
-  let base = r * vocab;
+  let base = r * params.logits_stride;
   let t = targets[params.target_offset + r];
   // Read before any lane overwrites the row (the first barrier comes later).
   let target_logit = f32(logits[base + min(t, vocab - 1u)]);
