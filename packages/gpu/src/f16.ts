@@ -43,8 +43,29 @@ export function toF16Bits(values: ArrayLike<number>): Uint16Array {
   return out;
 }
 
+/**
+ * Widens by moving bit fields (exact: every binary16 value is a binary32 value) instead of calling
+ * f16BitsToF32 per element, whose powers of two made reading f16 back several times slower than
+ * the kernels that wrote it: reading a [256, 576] f16 tensor took 8.9 ms that way and 2.4 ms this
+ * way (an f32 one 1.7 ms) on lavapipe (issue 22's machine).
+ */
 export function fromF16Bits(bits: Uint16Array): Float32Array {
   const out = new Float32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) out[i] = f16BitsToF32(bits[i]!);
+  const words = new Uint32Array(out.buffer);
+  for (let i = 0; i < bits.length; i++) {
+    const h = bits[i]!;
+    const sign = (h & 0x8000) << 16;
+    const exp = (h >>> 10) & 0x1f;
+    const mant = h & 0x3ff;
+    if (exp === 0) {
+      // Zero or subnormal: mant x 2^-24, exact in binary32.
+      out[i] = mant * 5.960464477539063e-8;
+      if (sign) out[i] = -out[i]!;
+    } else if (exp === 0x1f) {
+      words[i] = sign | 0x7f800000 | (mant << 13); // inf, or NaN keeping its payload
+    } else {
+      words[i] = sign | ((exp + 112) << 23) | (mant << 13); // rebias 15 -> 127
+    }
+  }
   return out;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { f16BitsToF32, f32ToF16Bits, loraBackwardRef, loraForwardRef, MemoryTracker } from '../src/index.js';
+import { f16BitsToF32, f32ToF16Bits, fromF16Bits, loraBackwardRef, loraForwardRef, MemoryTracker } from '../src/index.js';
 import { formatBytes, WebtuneError, InvalidArgumentError, BindingLimitError } from '@webtune/errors';
 import { grid1D } from '../src/kernels/grid.js';
 import { f32, loraFixture } from './fixtures.js';
@@ -19,6 +19,16 @@ describe('LoRA CPU reference against PyTorch autograd', () => {
 });
 
 describe('f16 conversion', () => {
+  it('fromF16Bits widens all 65,536 bit patterns as f16BitsToF32 does (signed zeros and NaNs included)', () => {
+    const bits = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    const wide = fromF16Bits(bits);
+    for (let i = 0; i < 65536; i++) {
+      const expected = f16BitsToF32(i);
+      if (Number.isNaN(expected)) expect(Number.isNaN(wide[i])).toBe(true);
+      else expect(Object.is(wide[i], expected), `bits 0x${i.toString(16)}: ${wide[i]} vs ${expected}`).toBe(true);
+    }
+  });
+
   it('round-trips representable values and rounds to nearest even', () => {
     for (const v of [0, -0, 1, -2.5, 65504, 6.103515625e-5, 5.960464477539063e-8]) expect(f16BitsToF32(f32ToF16Bits(v))).toBe(v);
     expect(f32ToF16Bits(1 + 2 ** -11)).toBe(0x3c00); // halfway between 1 and the next f16: even
