@@ -25,7 +25,7 @@ import {
   architectureOf, linearShape, logitsRowStride,
   type BaseFormat, type LoraConfig, type ModelConfig, type WeightReader,
 } from '@webtune/model';
-import { fill, medianOf } from './suite.js';
+import { fill, medianOf, timedRuns } from './suite.js';
 import { setUpLoraStep, type LoraStepSpec } from './lora-step.js';
 
 export interface StepFlops {
@@ -108,19 +108,12 @@ async function matmulSamples(ctx: GpuContext, config: ModelConfig, tokens: numbe
     const a = createTensor(ctx, { shape: [aSize], data: fill(aSize, 1), label: 'bench A' });
     const b = createTensor(ctx, { shape: s.transB ? [s.n, s.k] : [s.k, s.n], data: fill(s.k * s.n, 2), label: 'bench B' });
     const c = createTensor(ctx, { shape: [cSize], label: 'bench C' });
-    const run = async () => {
+    const ms = await timedRuns(runs, async () => {
       const r = new CommandRecorder(ctx, 'bench matmul');
       kernel.encode(r, { a, b, c, m: s.m, n: s.n, k: s.k, lda: s.lda, ldc: s.ldc });
       r.submit();
       await ctx.device.queue.onSubmittedWorkDone();
-    };
-    await run();
-    const ms: number[] = [];
-    for (let i = 0; i < runs; i++) {
-      const start = performance.now();
-      await run();
-      ms.push(performance.now() - start);
-    }
+    });
     const flops = 2 * s.m * s.n * s.k;
     samples.push({ shape, flops, ms });
     log(`matmul ${shape}: ${medianOf(ms).toFixed(1)} ms, ${(flops / medianOf(ms) / 1e6).toFixed(2)} GFLOP/s`);

@@ -33,8 +33,8 @@ export interface BenchOptions {
   log?: (line: string) => void;
 }
 
-/** Median wall time of `runs` calls after one warm-up call. */
-export async function median(runs: number, fn: () => Promise<void>): Promise<number> {
+/** Wall times (ms) of `runs` calls after one warm-up call. */
+export async function timedRuns(runs: number, fn: () => Promise<void>): Promise<number[]> {
   await fn();
   const times: number[] = [];
   for (let i = 0; i < runs; i++) {
@@ -42,7 +42,12 @@ export async function median(runs: number, fn: () => Promise<void>): Promise<num
     await fn();
     times.push(performance.now() - start);
   }
-  return medianOf(times);
+  return times;
+}
+
+/** Median wall time of `runs` calls after one warm-up call. */
+export async function median(runs: number, fn: () => Promise<void>): Promise<number> {
+  return medianOf(await timedRuns(runs, fn));
 }
 
 /** The median of `values` (the mean of the middle two for an even count). */

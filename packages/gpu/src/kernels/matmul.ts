@@ -137,7 +137,7 @@ export interface MatmulArgs {
    * (lda >= K), or [K, M] with transA (lda >= M); B [K, N] (ldb >= N), or [N, K] with transB
    * (ldb >= K); C [M, N] (ldc >= N). Larger values read or write columns of a wider matrix, or
    * rows padded so that a power-of-two row length does not map every row to the same CPU cache
-   * sets (see rowPitch).
+   * sets (see paddedRowStride).
    */
   lda?: number;
   ldb?: number;
