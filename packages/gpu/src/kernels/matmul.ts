@@ -13,7 +13,7 @@ import type { GpuContext } from '../device.js';
 import { InvalidArgumentError } from '@webtune/errors';
 import type { CompiledKernel, ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { CommandRecorder, packParams } from '../recorder.js';
-import { createTensor, type GpuTensor } from '../tensor.js';
+import { BYTES_PER_ELEMENT, createTensor, type GpuTensor } from '../tensor.js';
 
 const COMMON = { path: 'shaders/lib/matmul-common.wgsl', source: commonLib };
 const SCALAR_IO = { path: 'shaders/lib/matmul-scalar-io.wgsl', source: scalarIoLib };
@@ -161,8 +161,7 @@ export const DEFAULT_MATMUL_WORKGROUP: readonly [number, number] = [8, 8];
  * A/B, issue 22). A GPU loses at most 63 bytes a row.
  */
 export function paddedRowStride(cols: number, dtype: ElementType): number {
-  const bytes = dtype === 'f16' ? 2 : 4;
-  const perLine = 64 / bytes;
+  const perLine = 64 / BYTES_PER_ELEMENT[dtype];
   const lines = Math.ceil(cols / perLine);
   return (lines % 2 === 1 ? lines : lines + 1) * perLine;
 }

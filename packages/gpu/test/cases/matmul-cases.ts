@@ -152,13 +152,12 @@ export async function runMatmulCase(ctx: GpuContext, c: MatmulCase): Promise<Cas
   const layout = (rows: number, cols: number, padding: number, offset: number, gap: number, shared = false) => {
     const ld = cols + padding;
     const stride = shared ? 0 : rows * ld + gap;
-    const batches = shared ? 1 : batch;
     return {
-      ld, stride, offset, batches,
+      ld, stride,
       size: offset + stride * (batch - 1) + (rows - 1) * ld + cols,
-      /** Where element i of the dense [batches, rows, cols] sits in the stored tensor. */
+      /** Where element i of the dense [batches, rows, cols] sits in the stored tensor (one batch when shared). */
       at: (i: number) => offset + Math.floor(i / (rows * cols)) * stride + Math.floor((i % (rows * cols)) / cols) * ld + (i % cols),
-      dense: rows * cols * batches,
+      dense: rows * cols * (shared ? 1 : batch),
     };
   };
   const la = c.transA ? layout(c.k, c.m, pad.a, bl.offsetA, bl.gapA, c.broadcastA) : layout(c.m, c.k, pad.a, bl.offsetA, bl.gapA, c.broadcastA);
