@@ -304,6 +304,27 @@ describe('elementwise ops against PyTorch', () => {
     for (const t of [target, source, biasTarget, bias, src, dst, dstAcc]) t.release();
   });
 
+  it('addBias on padded rows (rowStride): the fixture rows come out as PyTorch gives them, the padding untouched', async () => {
+    const k = await createElementwiseKernels(gpu());
+    const b = E.addBias;
+    const ld = b.cols + 5;
+    const SENTINEL = -77.25;
+    const spread = (rows: Float32Array) => {
+      const out = new Float32Array(b.rows * ld).fill(SENTINEL);
+      for (let r = 0; r < b.rows; r++) out.set(rows.subarray(r * b.cols, (r + 1) * b.cols), r * ld);
+      return out;
+    };
+    const target = tensor('padded bias target', spread(f32(b.target)), [b.rows, ld]);
+    const bias = tensor('bias', f32(b.bias));
+    await record('addBias padded', (rec) => k.addBias(rec, { target, bias, rows: b.rows, cols: b.cols, rowStride: ld }));
+    expectExact('addBias padded', await readF32(gpu(), target), spread(f32(b.expected)));
+    const rec = new CommandRecorder(gpu(), 'addBias overlapping rows');
+    expect(() => k.addBias(rec, { target, bias, rows: b.rows, cols: b.cols, rowStride: b.cols - 1 })).toThrowError(InvalidArgumentError);
+    expect(() => k.addBias(rec, { target, bias, rows: b.rows + 1, cols: b.cols, rowStride: ld })).toThrowError(/at least/);
+    rec.submit();
+    for (const t of [target, bias]) t.release();
+  });
+
   it('fill, over more than 65535 workgroups (the grid continues along y)', async () => {
     const k = await createElementwiseKernels(gpu());
     const size = 65535 * 256 + 999;

@@ -59,7 +59,7 @@ export { UniPeltAdapter } from './adapters/unipelt/adapter.js';
 export type { BottleneckParam } from './adapters/bottleneck/adapter.js';
 export { Transformer } from './transformer.js';
 export type { TokenBatch, TrainOptions, KvCache } from './transformer.js';
-export { planWorkspace, planBytes, defaultHeadChunk, logitsRowStride, Workspace, BYTES, ATTENTION_SCRATCH_MAX_BYTES } from './workspace.js';
+export { planWorkspace, planBytes, defaultHeadChunk, logitsRowStride, mlpRowStride, Workspace, BYTES, ATTENTION_SCRATCH_MAX_BYTES } from './workspace.js';
 export type { WorkspaceShape, BufferPlan } from './workspace.js';
 export { importPeftAdapter } from './import-adapter.js';
 export { exportPeftAdapter, readPeftAdapter, mergeAdapter, mergeAdapterFiles, mergedWeight, adapterPairFor, peftAdapterConfig, adapterConfigJson, toAdapterSpec } from './peft.js';

@@ -19,10 +19,10 @@
 import { CommandRecorder, createAttentionKernels, createCrossEntropyKernel, createElementwiseKernels, createEmbeddingKernels, createGeluKernels, createMatmulKernel, createNF4DequantizeKernel, createNF4MatmulKernel, createNormKernels, createRopeKernel, createSwigluKernels, createTensor, createVectorScaleKernels, IGNORE_INDEX, readF32, ropeTables, writeTensor, type AttentionKernels, type CrossEntropyKernel, type ElementwiseKernels, type EmbeddingKernels, type GeluKernels, type GpuContext, type GpuTensor, type FrozenWeight, type MatmulKernel, type NF4DequantizeKernel, type NF4MatmulKernel, type NormKernels, type RopeKernel, type SwigluKernels, type VectorScaleKernels } from '@webtune/gpu';
 import { InvalidArgumentError } from '@webtune/errors';
 import { NO_SEQUENCE_CHANGE, type Adapter, type AdapterRuntime, type SequenceLayout } from './adapters/types.js';
-import { architectureOf, type ArchitectureDescriptor } from './arch/index.js';
+import { architectureOf, mlpLinears, type ArchitectureDescriptor } from './arch/index.js';
 import type { ModelConfig } from './config.js';
 import type { BaseModel, FrozenLinear } from './weights.js';
-import { defaultHeadChunk, Workspace, type LayerState, type WorkspaceShape } from './workspace.js';
+import { defaultHeadChunk, mlpRowStride, Workspace, type LayerState, type WorkspaceShape } from './workspace.js';
 import { PrefixAttention } from './prefix-attention.js';
 
 interface Kernels {
@@ -247,9 +247,18 @@ export class Transformer {
       // Backward stops at the lowest adapted layer; the frozen layers below it keep no state.
       lowestTrainable: training && adapter ? adapter.lowestLayer : 0,
       headChunk: options.headChunk ?? defaultHeadChunk(this.config, tokens, this.ctx.limits.maxStorageBufferBindingSize, this.base.dtype),
+      mlpRowStride: mlpRowStride(this.config, this.base.dtype, training && !this.adapterTouchesMlp()),
       nf4: this.base.nf4 !== undefined,
       dtype: this.base.dtype,
     };
+  }
+
+  /** Whether the adapter changes an MLP linear of any layer (the MLP intermediates keep dense rows then). */
+  private adapterTouchesMlp(): boolean {
+    const adapter = this.adapter;
+    if (!adapter) return false;
+    const mlp = mlpLinears(this.config);
+    return this.base.layers.some((layer) => mlp.some((name) => adapter.touches(layer.linears.get(name)!.module)));
   }
 
   private workspaceFor(shape: WorkspaceShape): Workspace {
@@ -511,31 +520,33 @@ export class Transformer {
 
   // ---- linear layers ----
 
-  private linearForward(enc: Encoder, ws: Workspace, l: number, name: string, x: GpuTensor, y: GpuTensor, run: RunState, runtime: AdapterRuntime | undefined): void {
+  private linearForward(enc: Encoder, ws: Workspace, l: number, name: string, x: GpuTensor, y: GpuTensor, run: RunState, runtime: AdapterRuntime | undefined, strides: RowStrides = {}): void {
     const lin = this.base.layers[l]!.linears.get(name)!;
     const m = ws.tokens;
-    if (runtime?.touches(lin)) {
+    if (runtime && this.adapter!.touches(lin.module)) {
+      requireDenseRows(lin, strides);
       runtime.linearForward(enc.r, { layer: l, linear: lin, m, x, y, state: ws.layer(l), training: run.training, seed: run.seed, stream: this.dropoutStream(run.step, l, name) });
       return;
     }
-    this.frozen(enc.r, lin.weight, 'forward', x, y, m, lin);
-    if (lin.bias) this.k.elementwise.addBias(enc.r, { target: y, bias: lin.bias, rows: m, cols: lin.outFeatures });
+    this.frozen(enc.r, lin.weight, 'forward', x, y, m, lin, strides);
+    if (lin.bias) this.k.elementwise.addBias(enc.r, { target: y, bias: lin.bias, rows: m, cols: lin.outFeatures, rowStride: strides.output });
   }
 
   /** dL/dx of a linear (added into gradInput when accumulate) and the adapter's gradients. */
   private linearBackward(
     enc: Encoder, ws: Workspace, l: number, name: string,
-    gradOutput: GpuTensor, x: GpuTensor, gradInput: GpuTensor | undefined, accumulate: boolean, run: RunState, runtime: AdapterRuntime,
+    gradOutput: GpuTensor, x: GpuTensor, gradInput: GpuTensor | undefined, accumulate: boolean, run: RunState, runtime: AdapterRuntime, strides: RowStrides = {},
   ): void {
     const lin = this.base.layers[l]!.linears.get(name)!;
     const m = ws.tokens;
-    if (runtime.touches(lin)) {
+    if (this.adapter!.touches(lin.module)) {
+      requireDenseRows(lin, strides);
       runtime.linearBackward(enc.r, {
         layer: l, linear: lin, m, x, state: ws.layer(l), training: true, seed: run.seed, stream: this.dropoutStream(run.step, l, name),
         gradOutput, gradInput, accumulate,
       });
     } else if (gradInput) {
-      this.frozen(enc.r, lin.weight, accumulate ? 'backwardAcc' : 'backward', gradOutput, gradInput, m, lin);
+      this.frozen(enc.r, lin.weight, accumulate ? 'backwardAcc' : 'backward', gradOutput, gradInput, m, lin, strides);
     }
   }
 
@@ -544,7 +555,11 @@ export class Transformer {
     return ((step * 1024 + layer) * 8 + this.arch.linears.indexOf(name)) >>> 0;
   }
 
-  private frozen(rec: CommandRecorder, weight: FrozenWeight, mode: 'forward' | 'backward' | 'backwardAcc', input: GpuTensor, output: GpuTensor, m: number, lin: FrozenLinear): void {
+  /**
+   * A frozen linear: forward y = x W^T, or the input gradient (= or +=) gradOutput W; `strides`
+   * are the row strides of x (and dL/dx) and of y (and dL/dy) where they are padded.
+   */
+  private frozen(rec: CommandRecorder, weight: FrozenWeight, mode: 'forward' | 'backward' | 'backwardAcc', input: GpuTensor, output: GpuTensor, m: number, lin: FrozenLinear, strides: RowStrides = {}): void {
     if (mode === 'forward') {
       const scratch = this.workspace?.buffers['weightScratch'];
       if (weight.format === 'nf4' && scratch) {
@@ -553,11 +568,13 @@ export class Transformer {
         // MatMul4Bit). On lavapipe the dense kernel runs 1.6x the fused one's rate at 1 x 256 and
         // the dequantization costs ~3 ms a weight; decoding keeps the fused kernel (one row).
         this.k.dequantize!.encode(rec, { weight: weight.weight, output: scratch });
-        this.k.head.encode(rec, { a: input, b: scratch, c: output, m, n: lin.outFeatures, k: lin.inFeatures });
+        this.k.head.encode(rec, { a: input, lda: strides.input, b: scratch, c: output, ldc: strides.output, m, n: lin.outFeatures, k: lin.inFeatures });
       } else if (weight.format === 'nf4') {
+        // Inference only, where the workspace keeps dense rows (mlpRowStride).
+        requireDenseRows(lin, strides);
         (this.k.frozenForward as NF4MatmulKernel).encode(rec, { weight: weight.weight, input, output, m });
       } else {
-        (this.k.frozenForward as MatmulKernel).encode(rec, { a: input, b: weight.weight, c: output, m, n: lin.outFeatures, k: lin.inFeatures });
+        (this.k.frozenForward as MatmulKernel).encode(rec, { a: input, lda: strides.input, b: weight.weight, c: output, ldc: strides.output, m, n: lin.outFeatures, k: lin.inFeatures });
       }
       return;
     }
@@ -567,7 +584,7 @@ export class Transformer {
       this.k.dequantize!.encode(rec, { weight: weight.weight, output: dense });
     }
     const kernel = mode === 'backward' ? this.k.frozenBackward : this.k.frozenBackwardAcc;
-    kernel.encode(rec, { a: input, b: dense!, c: output, m, n: lin.inFeatures, k: lin.outFeatures });
+    kernel.encode(rec, { a: input, lda: strides.output, b: dense!, c: output, ldc: strides.input, m, n: lin.inFeatures, k: lin.outFeatures });
   }
 
   // ---- blocks ----
@@ -581,7 +598,7 @@ export class Transformer {
     const d = c.hiddenSize;
     const { attention, mlp } = this.arch;
     const ew = this.k.elementwise;
-    const linear = (name: string, input: GpuTensor, output: GpuTensor) => this.linearForward(enc, ws, l, name, input, output, run, runtime);
+    const linear = (name: string, input: GpuTensor, output: GpuTensor, strides?: RowStrides) => this.linearForward(enc, ws, l, name, input, output, run, runtime, strides);
 
     this.k.norm.forward(enc.r, { x, weight: L.norm1.weight, bias: L.norm1.bias, y: s['n1']!, rstd: s['rstd1']!, mean: s['mean1'], rows: m, cols: d });
     if (attention.kind === 'fused') {
@@ -628,16 +645,21 @@ export class Transformer {
     linear(attention.o, s['att']!, s['x2']!);
     ew.axpy(enc.r, { target: s['x2']!, source: x, size: m * d });
     this.k.norm.forward(enc.r, { x: s['x2']!, weight: L.norm2.weight, bias: L.norm2.bias, y: s['n2']!, rstd: s['rstd2']!, mean: s['mean2'], rows: m, cols: d });
-    const inner = m * c.intermediateSize;
+    // The intermediates' rows are ws.shape.mlpRowStride apart; the activations run over the
+    // padding too (nothing reads it).
+    const ld = ws.shape.mlpRowStride;
+    const inner = m * ld;
+    const into = { output: ld };
+    const from = { input: ld };
     if (mlp.kind === 'gelu') {
-      linear(mlp.fc, s['n2']!, s['mlpA']!);
+      linear(mlp.fc, s['n2']!, s['mlpA']!, into);
       this.k.gelu!.forward(enc.r, { x: s['mlpA']!, y: s['act']!, size: inner });
-      linear(mlp.proj, s['act']!, out);
+      linear(mlp.proj, s['act']!, out, from);
     } else {
-      linear(mlp.gate, s['n2']!, s['mlpA']!);
-      linear(mlp.up, s['n2']!, s['mlpB']!);
+      linear(mlp.gate, s['n2']!, s['mlpA']!, into);
+      linear(mlp.up, s['n2']!, s['mlpB']!, into);
       this.k.swiglu!.forward(enc.r, { gate: s['mlpA']!, up: s['mlpB']!, out: s['act']!, size: inner });
-      linear(mlp.down, s['act']!, out);
+      linear(mlp.down, s['act']!, out, from);
     }
     ew.axpy(enc.r, { target: out, source: s['x2']!, size: m * d });
   }
@@ -653,22 +675,25 @@ export class Transformer {
     const d = c.hiddenSize;
     const { attention, mlp } = this.arch;
     const g = b['gRes']!;
-    const inner = m * c.intermediateSize;
-    const linear = (name: string, gradOutput: GpuTensor, input: GpuTensor, gradInput: GpuTensor | undefined, accumulate: boolean) =>
-      this.linearBackward(enc, ws, l, name, gradOutput, input, gradInput, accumulate, run, runtime);
+    const ld = ws.shape.mlpRowStride;
+    const inner = m * ld;
+    const into = { output: ld };
+    const from = { input: ld };
+    const linear = (name: string, gradOutput: GpuTensor, input: GpuTensor, gradInput: GpuTensor | undefined, accumulate: boolean, strides?: RowStrides) =>
+      this.linearBackward(enc, ws, l, name, gradOutput, input, gradInput, accumulate, run, runtime, strides);
     // Below the lowest adapted layer nothing is trained: no gradient is needed under its linears
     // (virtual tokens are trained through layer 0's input gradient).
     const needInput = l > ws.shape.lowestTrainable || run.virtualRows > 0;
 
     if (mlp.kind === 'gelu') {
-      linear(mlp.proj, g, s['act']!, b['dAct']!, false);
+      linear(mlp.proj, g, s['act']!, b['dAct']!, false, from);
       this.k.gelu!.backward(enc.r, { x: s['mlpA']!, gradOutput: b['dAct']!, gradInput: b['dGate']!, size: inner });
-      linear(mlp.fc, b['dGate']!, s['n2']!, b['dN']!, false);
+      linear(mlp.fc, b['dGate']!, s['n2']!, b['dN']!, false, into);
     } else {
-      linear(mlp.down, g, s['act']!, b['dAct']!, false);
+      linear(mlp.down, g, s['act']!, b['dAct']!, false, from);
       this.k.swiglu!.backward(enc.r, { gate: s['mlpA']!, up: s['mlpB']!, gradOutput: b['dAct']!, gradGate: b['dGate']!, gradUp: b['dUp']!, size: inner });
-      linear(mlp.gate, b['dGate']!, s['n2']!, b['dN']!, false);
-      linear(mlp.up, b['dUp']!, s['n2']!, b['dN']!, true);
+      linear(mlp.gate, b['dGate']!, s['n2']!, b['dN']!, false, into);
+      linear(mlp.up, b['dUp']!, s['n2']!, b['dN']!, true, into);
     }
     this.k.norm.backward(enc.r, { x: s['x2']!, weight: L.norm2.weight, rstd: s['rstd2']!, mean: s['mean2'], gradOutput: b['dN']!, gradInput: g, rows: m, cols: d, accumulate: true });
 
@@ -746,6 +771,24 @@ export class Transformer {
     this.releaseRuntime();
     this.ropeCos?.release();
     this.ropeSin?.release();
+  }
+}
+
+/** Row strides (elements) of a linear's input and output where they are padded; dense when omitted. */
+interface RowStrides {
+  /** x and dL/dx. */
+  input?: number;
+  /** y and dL/dy. */
+  output?: number;
+}
+
+/**
+ * Adapter runtimes read and write dense rows: the workspace pads only what no method touches
+ * (mlpRowStride), so a padded stride here is a bug in that rule, not a user error.
+ */
+function requireDenseRows(lin: FrozenLinear, strides: RowStrides): void {
+  if ((strides.input ?? lin.inFeatures) !== lin.inFeatures || (strides.output ?? lin.outFeatures) !== lin.outFeatures) {
+    throw new Error(`webtune: ${lin.module} would run with padded rows (${JSON.stringify(strides)}) where it needs dense ones; please report this.`);
   }
 }
 

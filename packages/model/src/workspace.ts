@@ -32,6 +32,12 @@ export interface WorkspaceShape {
   lowestTrainable: number;
   /** Rows of the LM head computed at once. */
   headChunk: number;
+  /**
+   * Elements from one row of the MLP's intermediates (mlpA, mlpB, act and their gradients) to the
+   * next: the intermediate size, or padded (mlpRowStride()) where only the transformer's frozen
+   * matmuls read and write them.
+   */
+  mlpRowStride: number;
   /** NF4 base: training dequantizes one frozen weight at a time into a scratch (forward and backward). */
   nf4: boolean;
   /** Storage of activations; statistics (norm rstd/mean, attention lse, losses) stay f32. */
@@ -54,7 +60,7 @@ function layerPlan(config: ModelConfig, ws: WorkspaceShape): BufferPlan[] {
   const d = config.hiddenSize;
   const q = config.numHeads * config.headDim;
   const kv = config.numKvHeads * config.headDim;
-  const i = config.intermediateSize;
+  const i = ws.mlpRowStride;
   const arch = architectureOf(config);
   const b = (name: string, shape: number[], dtype: DType = ws.dtype): BufferPlan => ({ name, shape, dtype, copies: 1 });
   const stat = (name: string, shape: number[]) => b(name, shape, 'f32');
@@ -77,7 +83,7 @@ export function planWorkspace(config: ModelConfig, ws: WorkspaceShape): BufferPl
   const d = config.hiddenSize;
   const q = config.numHeads * config.headDim;
   const kv = config.numKvHeads * config.headDim;
-  const i = config.intermediateSize;
+  const i = ws.mlpRowStride;
   const v = config.vocabSize;
   const arch = architectureOf(config);
   // Saved state: one copy per layer backward visits (plus one scratch copy the frozen layers below share).
@@ -173,6 +179,19 @@ export function planBytes(plan: readonly BufferPlan[]): number {
  */
 export function logitsRowStride(config: ModelConfig, dtype: 'f32' | 'f16'): number {
   return paddedRowStride(config.vocabSize, dtype);
+}
+
+/**
+ * The MLP intermediates' row stride. Training pads it (paddedRowStride) when no adaptation method
+ * changes an MLP linear, so that only the transformer's own matmuls, which take row strides, read
+ * and write those rows: SmolLM2's 1,536-wide rows are 96 lines, and the down projection's X W^T
+ * reads 32 of them at one column into two L1 sets (on lavapipe padding them ran it 1.22x faster,
+ * and the gate and up input gradients 1.12x; interleaved A/B, issue 22). Methods that change an
+ * MLP linear (IA3's feed-forward scaling, LoRA or DoRA on the MLP, adapters, UniPELT) see dense
+ * rows, as do inference workspaces (the fused NF4 kernel decodes from dense rows).
+ */
+export function mlpRowStride(config: ModelConfig, dtype: 'f32' | 'f16', pad: boolean): number {
+  return pad ? paddedRowStride(config.intermediateSize, dtype) : config.intermediateSize;
 }
 
 /** Default LM-head chunk: rows of logits up to ~8 MiB, rounded up to whole 64-row workgroups (and never more than the tokens). */

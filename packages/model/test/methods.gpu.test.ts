@@ -11,7 +11,7 @@ import { useNodeContext } from '../../gpu/test/node-context.js';
 import { InvalidArgumentError } from '@webtune/errors';
 import { dequantizeNF4, quantizeNF4 } from '@webtune/gpu';
 import {
-  adapterFromTensors, adapterMethod, bitfitKey, createAdapter, createAdapterOnBase, importPeftAdapter, resolveAdapterSpec, exportPeftAdapter, mergeAdapterFiles, parseSafetensors, readPeftAdapter, tensorToFloat32,
+  adapterFromTensors, adapterLayout, adapterMethod, bitfitKey, mlpRowStride, createAdapter, createAdapterOnBase, importPeftAdapter, resolveAdapterSpec, exportPeftAdapter, mergeAdapterFiles, parseSafetensors, readPeftAdapter, tensorToFloat32,
   Transformer, uploadBaseModel, type AdapterSpec, type HostTensor, type ModelConfig,
 } from '../src/index.js';
 import { batchOf, f32, FIXTURES, maxAbsDiff, MODELS, relativeError, tinyModel, type Golden, type TinyModel } from './tiny-models.js';
@@ -83,6 +83,11 @@ describe.each(MODELS)('%s: adaptation methods against PyTorch', (name) => {
         const adapter = adapterFromTensors(gpu(), config, spec, tensors);
         try {
           model.setAdapter(adapter);
+          // A method that changes an MLP linear gets dense MLP rows; otherwise training pads them,
+          // and the planner sees the same layout.
+          const touchesMlp = (v.config['target_modules'] as string[]).some((t) => /(gate_proj|up_proj|down_proj|c_fc|c_proj)$/.test(t));
+          expect(adapterLayout(config, spec).touchesMlp).toBe(touchesMlp);
+          expect(model.workspaceShape(batch.batch, batch.seq, true).mlpRowStride).toBe(mlpRowStride(config, dtype, !touchesMlp));
           expect(maxAbsDiff(await model.logits(batch), f32(v.logits))).toBeLessThan(tol.logits);
           const { loss } = await model.trainStep(batch);
           expect(Math.abs(loss - v.loss)).toBeLessThan(tol.loss);

@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { useNodeContext } from '../../gpu/test/node-context.js';
 import { InvalidArgumentError, ModelFormatError, UnsupportedModelError } from '@webtune/errors';
 import {
-  adapterFromTensors, adapterMethod, createAdapter, createAdapterOnBase, resolveAdapterSpec, exportPeftAdapter, generate, mergeAdapterFiles, parseSafetensors, PROMPT_EMBEDDINGS, readPeftAdapter,
+  adapterFromTensors, adapterLayout, adapterMethod, createAdapter, mlpRowStride, createAdapterOnBase, resolveAdapterSpec, exportPeftAdapter, generate, mergeAdapterFiles, parseSafetensors, PROMPT_EMBEDDINGS, readPeftAdapter,
   serializeSafetensors, tensorToFloat32, Transformer, uploadBaseModel, type AdapterSpec, type HostTensor, type ModelConfig,
 } from '../src/index.js';
 import { batchOf, f32, FIXTURES, maxAbsDiff, relativeError, tinyModel, type Golden } from './tiny-models.js';
@@ -70,9 +70,16 @@ describe.each(MODELS)('%s: prompt methods and bottleneck adapters against PyTorc
         const { config, reader } = tinyModel(name);
         const base = await uploadBaseModel(gpu(), config, reader, { dtype });
         const model = await Transformer.create(gpu(), base);
-        const adapter = adapterFromTensors(gpu(), config, specOf(config, v), decode(v.tensors));
+        const spec = specOf(config, v);
+        const adapter = adapterFromTensors(gpu(), config, spec, decode(v.tensors));
         try {
           model.setAdapter(adapter);
+          // Bottleneck adapters and UniPELT hook the MLP's output linear, so its rows stay dense; the
+          // prompt methods leave the MLP to the transformer, whose rows are padded in training. The
+          // planner sees the same layout.
+          const touchesMlp = v.method === 'bottleneck' || v.method === 'unipelt';
+          expect(adapterLayout(config, spec).touchesMlp).toBe(touchesMlp);
+          expect(model.workspaceShape(batch.batch, batch.seq, true).mlpRowStride).toBe(mlpRowStride(config, dtype, !touchesMlp));
           expect(maxAbsDiff(await model.logits(batch), f32(v.logits))).toBeLessThan(tol.logits);
           const { loss } = await model.trainStep(batch);
           expect(Math.abs(loss - v.loss)).toBeLessThan(tol.loss);

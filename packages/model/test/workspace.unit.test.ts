@@ -16,7 +16,7 @@ const smol = parseModelConfig({
 function shape(over: Partial<WorkspaceShape>): WorkspaceShape {
   return {
     batch: 1, seq: 256, prefixTokens: 0, training: true, recompute: false, adapter: { layer: [], shared: [] },
-    lowestTrainable: 0, headChunk: 64, nf4: false, dtype: 'f32', ...over,
+    lowestTrainable: 0, headChunk: 64, mlpRowStride: 1536, nf4: false, dtype: 'f32', ...over,
   };
 }
 

@@ -6,7 +6,7 @@
  */
 import { type GpuContext } from '@webtune/gpu';
 import { InvalidArgumentError, MemoryPlanError, formatBytes } from '@webtune/errors';
-import { adapterLayout, adapterMethod, architectureOf, BYTES, defaultHeadChunk, linearHasBias, linearShape, planBytes, planWorkspace, toAdapterSpec, type AdapterSpec, type BaseFormat, type LoraConfig, type ModelConfig } from '@webtune/model';
+import { adapterLayout, adapterMethod, architectureOf, BYTES, defaultHeadChunk, linearHasBias, mlpRowStride, linearShape, planBytes, planWorkspace, toAdapterSpec, type AdapterSpec, type BaseFormat, type LoraConfig, type ModelConfig } from '@webtune/model';
 
 export interface MemoryPlanInput {
   config: ModelConfig;
@@ -84,6 +84,7 @@ export function estimateTrainingMemory(input: MemoryPlanInput, maxBinding = 2 **
     adapter: method.buffers(c, spec.config, { tokens, training: true, dtype, fourBit: input.format !== 'f32' }),
     lowestTrainable: layout.lowestLayer,
     headChunk: defaultHeadChunk(c, tokens, maxBinding, dtype),
+    mlpRowStride: mlpRowStride(c, dtype, !layout.touchesMlp),
     nf4: input.format !== 'f32',
     dtype,
   });

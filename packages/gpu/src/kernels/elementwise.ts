@@ -79,12 +79,14 @@ export interface AxpyArgs {
 }
 
 export interface AddBiasArgs {
-  /** [rows, cols], the family's dtype */
+  /** [rows, rowStride], the family's dtype */
   target: GpuTensor;
   /** [cols], f32 */
   bias: GpuTensor;
   rows: number;
   cols: number;
+  /** Elements from one row of target to the next (default cols; more for padded rows, whose padding is left alone). */
+  rowStride?: number;
 }
 
 export interface CopyColumnsArgs {
@@ -130,7 +132,7 @@ export interface ElementwiseKernels {
   readonly dtype: ElementType;
   /** target += alpha * source (size elements) */
   axpy(rec: CommandRecorder, a: AxpyArgs): void;
-  /** target[r, c] += bias[c] */
+  /** target[r, c] += bias[c] for c < cols, rows rowStride apart (default cols) */
   addBias(rec: CommandRecorder, a: AddBiasArgs): void;
   /**
    * dst[dstRowOffset + r, dstOffset + c] (= or +=) src[srcRowOffset + r, srcOffset + c] for r < rows, c < cols;
@@ -202,12 +204,15 @@ export async function createElementwiseKernels(ctx: GpuContext, options: Element
       const op = 'addBias';
       requireCount(op, 'rows', a.rows);
       requireCount(op, 'cols', a.cols);
-      requireTensor(op, 'target', a.target, a.rows * a.cols, `[${a.rows}, ${a.cols}]`, dtype);
+      const ld = a.rowStride ?? a.cols;
+      requireCount(op, 'rowStride', ld);
+      if (ld < a.cols) throw new InvalidArgumentError(`${op}: rowStride ${ld} is less than cols ${a.cols}; rows would overlap.`);
+      requireTensor(op, 'target', a.target, (a.rows - 1) * ld + a.cols, `[${a.rows}, ${ld}]`, dtype);
       requireTensor(op, 'bias', a.bias, a.cols, `[${a.cols}]`, 'f32');
       requireDistinct(op, { target: a.target }, { bias: a.bias });
       const g = grid(a.rows * a.cols);
       rec.dispatch(addBias, [a.bias.buffer, a.target.buffer],
-        packParams([['u32', a.rows * a.cols], ['u32', a.cols], ['u32', g.rowStride]]), g.workgroups);
+        packParams([['u32', a.rows * a.cols], ['u32', a.cols], ['u32', g.rowStride], ['u32', ld]]), g.workgroups);
     },
     copyColumns(rec, a) {
       const op = 'copyColumns';

@@ -26,6 +26,11 @@ export abstract class AdapterBase<C> {
   /** The lowest layer with a trainable tensor: backward stops there. */
   abstract get lowestLayer(): number;
 
+  /** Whether the method changes this linear module (none unless a method says so). */
+  touches(_module: string): boolean {
+    return false;
+  }
+
   /** Rows placed before each sequence (none unless the method changes the sequence). */
   get sequence(): SequenceLayout {
     return NO_SEQUENCE_CHANGE;
@@ -109,6 +114,11 @@ export abstract class ModuleAdapter<P extends TargetModule, C> extends AdapterBa
       throw error;
     }
     if (this.params.size === 0) throw new InvalidArgumentError(`${title} targets ${JSON.stringify(targets)} select no module.`);
+  }
+
+  /** The targeted modules are the ones the method changes. */
+  override touches(module: string): boolean {
+    return this.params.has(module);
   }
 
   get lowestLayer(): number {

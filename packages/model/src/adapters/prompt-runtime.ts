@@ -52,7 +52,6 @@ export async function createPromptRuntime(adapter: TensorSetAdapter<unknown>, { 
       }
       (half ?? f32).fill(rec, { target: gradient, size: gradient.size, value: 0 });
     },
-    touches: () => false,
     linearForward() {
       throw new Error('unreachable: prompt methods touch no linear');
     },

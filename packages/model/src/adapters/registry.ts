@@ -4,6 +4,7 @@
  * registered here and in create.ts.
  */
 import { InvalidArgumentError } from '@webtune/errors';
+import { mlpLinears } from '../arch/index.js';
 import type { ModelConfig } from '../config.js';
 import { bitfitMethod } from './bitfit/method.js';
 import { bottleneckMethod } from './bottleneck/method.js';
@@ -66,15 +67,18 @@ export function adapterParameterCount(model: ModelConfig, spec: AdapterSpec): nu
 
 /**
  * Where a spec's adapter sits in the model without building it (the memory planner): the lowest
- * layer backward must reach, and the rows it places before each sequence.
+ * layer backward must reach, the rows it places before each sequence, and whether it changes an
+ * MLP linear (Adapter.touches; the MLP intermediates keep dense rows then, see mlpRowStride).
  */
-export function adapterLayout(model: ModelConfig, spec: AdapterSpec): { lowestLayer: number; sequence: SequenceLayout } {
+export function adapterLayout(model: ModelConfig, spec: AdapterSpec): { lowestLayer: number; sequence: SequenceLayout; touchesMlp: boolean } {
   const method = adapterMethod(spec.method);
   const sequence = method.sequence?.(model, spec.config) ?? NO_SEQUENCE_CHANGE;
-  const layers = method.modules(model, spec.config).map((t) => t.layer);
+  const modules = method.modules(model, spec.config);
+  const layers = modules.map((t) => t.layer);
   // Virtual tokens and prefixes are trained through layer 0.
   const lowestLayer = layers.length === 0 || sequence.virtualTokens + sequence.prefixTokens > 0 ? 0 : Math.min(...layers);
-  return { lowestLayer, sequence };
+  const mlp = mlpLinears(model);
+  return { lowestLayer, sequence, touchesMlp: modules.some((t) => mlp.includes(t.name)) };
 }
 
 /**

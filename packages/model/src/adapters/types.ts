@@ -111,7 +111,7 @@ export interface LinearCall {
 
 /**
  * The GPU side of an adapter inside one Transformer: forward and backward of the linears it
- * touches. `linearForward` writes y including the base bias; `linearBackward` adds the gradients
+ * touches (`Adapter.touches`). `linearForward` writes y including the base bias; `linearBackward` adds the gradients
  * of its trainable tensors and writes (or adds) dL/dx when `gradInput` is given.
  */
 export interface AdapterRuntime {
@@ -119,8 +119,6 @@ export interface AdapterRuntime {
   beforeForward(rec: CommandRecorder): void;
   /** After a backward pass: fold half gradients into the f32 ones, and the like. */
   afterBackward(rec: CommandRecorder): void;
-  /** Whether this runtime changes the linear (otherwise the transformer runs it frozen). */
-  touches(linear: FrozenLinear): boolean;
   linearForward(rec: CommandRecorder, call: LinearCall & { y: GpuTensor }): void;
   linearBackward(rec: CommandRecorder, call: LinearCall & { gradOutput: GpuTensor; gradInput: GpuTensor | undefined; accumulate: boolean }): void;
   /** Virtual tokens prepended to every sequence (prompt tuning, P-tuning). */
@@ -201,6 +199,12 @@ export interface Adapter {
   readonly lowestLayer: number;
   /** Rows the adapter places before each sequence: virtual tokens (prompt methods) and key/value prefixes. */
   readonly sequence: SequenceLayout;
+  /**
+   * Whether the method changes this linear module (HF path, e.g. model.layers.0.mlp.down_proj):
+   * the transformer hands it to the runtime's linearForward/linearBackward, and runs the others
+   * frozen itself (with the workspace's own layout; see WorkspaceShape.mlpRowStride).
+   */
+  touches(module: string): boolean;
   /** `{ method, config }`, for checkpoints and federated rounds. */
   spec(): AdapterSpec;
   /** Every trainable tensor with its gradient, in a fixed order (the optimizer's and checkpoints' order). */

@@ -23,6 +23,12 @@ export function architectureForModelType(modelType: string): ArchitectureDescrip
 /** Every linear module suffix each architecture has, in the order its layers run them. */
 export const LINEAR_MODULES: Readonly<Record<Architecture, readonly string[]>> = Object.fromEntries(ARCHITECTURES.map((a) => [a.name, a.linears])) as Record<Architecture, readonly string[]>;
 
+/** The MLP's linear suffixes (gate, up, down; or fc, proj). */
+export function mlpLinears(config: ModelConfig | Architecture): readonly string[] {
+  const mlp = architectureOf(config).mlp;
+  return mlp.kind === 'swiglu' ? [mlp.gate, mlp.up, mlp.down] : [mlp.fc, mlp.proj];
+}
+
 /** HF module path of a linear, e.g. `model.layers.3.self_attn.q_proj`. */
 export function modulePath(config: ModelConfig | Architecture, layer: number, linear: string): string {
   return `${architectureOf(config).layerPrefix(layer)}.${linear}`;

@@ -12,7 +12,6 @@ export async function createBitFitRuntime(adapter: BitFitAdapter, { ctx, dtype, 
   return {
     beforeForward() {},
     afterBackward() {},
-    touches: (lin) => adapter.params.has(lin.module),
     linearForward(rec, { linear: lin, m, x, y }) {
       const p = adapter.params.get(lin.module)!;
       ops.frozenForward(rec, lin, x, y);

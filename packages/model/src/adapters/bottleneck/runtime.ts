@@ -57,7 +57,6 @@ export async function createBottleneckRuntime(adapter: BottleneckAdapter, { ctx,
   return {
     beforeForward: (rec) => half.sync(rec, adapter.version),
     afterBackward: (rec) => half.accumulate(rec),
-    touches: (lin) => adapter.params.has(lin.module),
     linearForward(rec, { linear: lin, m, x, y, state }) {
       const p = adapter.params.get(lin.module)!;
       const w = half.of(of.get(lin.module)!);

@@ -97,7 +97,6 @@ export async function createDoraRuntime(adapter: DoraAdapter, { ctx, dtype, nf4,
       normsVersion = adapter.version;
     },
     afterBackward: (rec) => half.accumulate(rec),
-    touches: (lin) => adapter.params.has(lin.module),
     linearForward(rec, { linear: lin, m, x, y, state }) {
       const p = adapter.params.get(lin.module)!;
       const v = vectors.get(lin.module)!;

@@ -13,7 +13,6 @@ export async function createIA3Runtime(adapter: IA3Adapter, { ctx, dtype, ops }:
   return {
     beforeForward() {},
     afterBackward() {},
-    touches: (lin) => adapter.params.has(lin.module),
     linearForward(rec, { linear: lin, m, x, y, state }) {
       const p = adapter.params.get(lin.module)!;
       if (p.feedforward) {

@@ -72,7 +72,6 @@ export async function createLoraRuntime(adapter: LoraAdapter, { ctx, dtype, nf4,
   return {
     beforeForward: (rec) => half.sync(rec, adapter.version),
     afterBackward: (rec) => half.accumulate(rec),
-    touches: (lin) => adapter.params.has(lin.module),
     linearForward(rec, { linear: lin, m, x, y, state, training, seed, stream }) {
       const p = adapter.params.get(lin.module)!;
       let loraInput: GpuTensor | undefined;

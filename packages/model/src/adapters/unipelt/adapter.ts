@@ -17,6 +17,14 @@ export class UniPeltAdapter extends TensorSetAdapter<UniPeltConfig> implements A
 
   private constructor(ctx: GpuContext, model: ModelConfig, config: UniPeltConfig) {
     super(ctx, model, config);
+    this.touched = new Set(unipeltMethod.modules(model, config).map((t) => t.module));
+  }
+
+  /** The gated LoRA's targets and every layer's MLP output linear (the adapter's site). */
+  private readonly touched: ReadonlySet<string>;
+
+  override touches(module: string): boolean {
+    return this.touched.has(module);
   }
 
   override get sequence(): SequenceLayout {

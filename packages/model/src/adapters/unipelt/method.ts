@@ -4,12 +4,13 @@
  * README), which scripts/check_method_adapter.py loads in PyTorch.
  */
 import { ModelFormatError } from '@webtune/errors';
+import { architectureOf } from '../../arch/index.js';
 import type { ModelConfig } from '../../config.js';
 import { peftTargets } from '../lora/method.js';
 import type { MethodDefinition } from '../method.js';
 import { promptRuntimeBytes } from '../prompt-learning.js';
 import { configProblem } from '../targets.js';
-import type { AdapterBufferShape, AdapterBuffers } from '../types.js';
+import type { AdapterBufferShape, AdapterBuffers, TargetModule } from '../types.js';
 import { adapterSite, resolveUniPeltConfig, unipeltLoraModules, unipeltShapes, type UniPeltConfig } from './config.js';
 
 function buffers(model: ModelConfig, config: UniPeltConfig, shape: AdapterBufferShape): AdapterBuffers {
@@ -48,7 +49,13 @@ export const unipeltMethod: MethodDefinition<UniPeltConfig> = {
     return undefined;
   },
   layerSelective: false,
-  modules: (model, config) => unipeltLoraModules(model, config),
+  // The gated LoRA's targets and every layer's adapter site (UniPeltAdapter.touches).
+  modules: (model, config) => {
+    const arch = architectureOf(model);
+    const site = adapterSite(model);
+    const sites = Array.from({ length: model.numLayers }, (_, layer): TargetModule => ({ module: `${arch.layerPrefix(layer)}.${site}`, layer, name: site, ...arch.linearShape(model, site) }));
+    return [...unipeltLoraModules(model, config), ...sites].sort((a, b) => a.layer - b.layer);
+  },
   sequence: (_model, config) => ({ virtualTokens: 0, prefixTokens: config.numVirtualTokens, gatedPrefix: true }),
   tensorShapes: unipeltShapes,
   parameterCount: (model, config) => unipeltShapes(model, config).reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0),

@@ -93,7 +93,6 @@ export async function createUniPeltRuntime(adapter: UniPeltAdapter, context: Run
       table.afterBackward(rec);
       for (const [key, h] of half) elementwise32.cast(rec, { src: h.grad, dst: adapter.gradient(key), size: h.grad.size, accumulate: true });
     },
-    touches: (lin) => lora.has(lin.module) || sites.has(lin.module),
     linearForward(rec, { linear: lin, m, x, y, state }) {
       ops.frozenForward(rec, lin, x, y);
       if (lin.bias) elementwise.addBias(rec, { target: y, bias: lin.bias, rows: m, cols: lin.outFeatures });
