@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createTensor, quantizeNF4Gpu } from '../src/index.js';
+import { CommandRecorder, createNF4DequantizeKernel, createTensor, quantizeNF4, quantizeNF4Gpu, uploadNF4 } from '../src/index.js';
 import { InvalidArgumentError } from '@webtune/errors';
 import { useNodeContext } from './node-context.js';
 import { checkDequantizeCases, checkQuantizeCases, NF4_MATMUL_CASES, runNF4MatmulCase } from './cases/nf4-cases.js';
@@ -13,9 +13,23 @@ describe('NF4 quantization on Dawn matches bitsandbytes', () => {
     expect(checks.filter((c) => !c.ok)).toEqual([]);
   });
 
-  it('dequantize', async () => {
+  it('dequantize, dense and into padded rows', async () => {
     const checks = await checkDequantizeCases(gpu());
     expect(checks.filter((c) => !c.ok)).toEqual([]);
+    expect(checks.filter((c) => c.name.includes('padded rows')).length).toBeGreaterThanOrEqual(2);
+  });
+
+  it('refuses padded rows it cannot write: a stride below the columns, columns not a multiple of 8, too small an output', async () => {
+    const kernel = await createNF4DequantizeKernel(gpu(), { blockSize: 64, doubleQuant: false });
+    const w = uploadNF4(gpu(), quantizeNF4(new Float32Array(4 * 68).fill(0.5), { blockSize: 64, shape: [4, 68] }));
+    const w64 = uploadNF4(gpu(), quantizeNF4(new Float32Array(4 * 64).fill(0.5), { blockSize: 64, shape: [4, 64] }));
+    const out = createTensor(gpu(), { shape: [4 * 80], label: 'out' });
+    const rec = new CommandRecorder(gpu(), 'refused');
+    expect(() => kernel.encode(rec, { weight: w64, output: out, outputRowStride: 60 })).toThrowError(/at least the weight's 64 columns/);
+    expect(() => kernel.encode(rec, { weight: w, output: out, outputRowStride: 72 })).toThrowError(/multiple of 8 columns/);
+    expect(() => kernel.encode(rec, { weight: w64, output: out, outputRowStride: 120 })).toThrowError(InvalidArgumentError);
+    rec.submit();
+    for (const t of [w, w64, out]) t.release();
   });
 
   it('rejects NaN with a typed error and frees what it allocated', async () => {

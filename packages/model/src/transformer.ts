@@ -22,7 +22,7 @@ import { NO_SEQUENCE_CHANGE, type Adapter, type AdapterRuntime, type SequenceLay
 import { architectureOf, mlpLinears, type ArchitectureDescriptor } from './arch/index.js';
 import type { ModelConfig } from './config.js';
 import type { BaseModel, FrozenLinear } from './weights.js';
-import { defaultHeadChunk, mlpRowStride, Workspace, type LayerState, type WorkspaceShape } from './workspace.js';
+import { defaultHeadChunk, mlpRowStride, weightScratchRowStride, Workspace, type LayerState, type WorkspaceShape } from './workspace.js';
 import { PrefixAttention } from './prefix-attention.js';
 
 interface Kernels {
@@ -567,8 +567,9 @@ export class Transformer {
         // bitsandbytes' matmul_4bit does for more than one row (bitsandbytes/autograd/_functions.py,
         // MatMul4Bit). On lavapipe the dense kernel runs 1.6x the fused one's rate at 1 x 256 and
         // the dequantization costs ~3 ms a weight; decoding keeps the fused kernel (one row).
-        this.k.dequantize!.encode(rec, { weight: weight.weight, output: scratch });
-        this.k.head.encode(rec, { a: input, lda: strides.input, b: scratch, c: output, ldc: strides.output, m, n: lin.outFeatures, k: lin.inFeatures });
+        const ldb = weightScratchRowStride(lin.inFeatures, this.base.dtype);
+        this.k.dequantize!.encode(rec, { weight: weight.weight, output: scratch, outputRowStride: ldb });
+        this.k.head.encode(rec, { a: input, lda: strides.input, b: scratch, ldb, c: output, ldc: strides.output, m, n: lin.outFeatures, k: lin.inFeatures });
       } else if (weight.format === 'nf4') {
         // Inference only, where the workspace keeps dense rows (mlpRowStride).
         requireDenseRows(lin, strides);
@@ -579,12 +580,14 @@ export class Transformer {
       return;
     }
     let dense = weight.format === 'dense' ? weight.weight : undefined;
+    let ldb: number | undefined;
     if (weight.format === 'nf4') {
       dense = this.workspace!.buffers['weightScratch']!;
-      this.k.dequantize!.encode(rec, { weight: weight.weight, output: dense });
+      ldb = weightScratchRowStride(lin.inFeatures, this.base.dtype);
+      this.k.dequantize!.encode(rec, { weight: weight.weight, output: dense, outputRowStride: ldb });
     }
     const kernel = mode === 'backward' ? this.k.frozenBackward : this.k.frozenBackwardAcc;
-    kernel.encode(rec, { a: input, lda: strides.output, b: dense!, c: output, ldc: strides.input, m, n: lin.inFeatures, k: lin.outFeatures });
+    kernel.encode(rec, { a: input, lda: strides.output, b: dense!, ldb, c: output, ldc: strides.input, m, n: lin.inFeatures, k: lin.outFeatures });
   }
 
   // ---- blocks ----

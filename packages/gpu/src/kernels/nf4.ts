@@ -256,8 +256,12 @@ export async function quantizeNF4Gpu(ctx: GpuContext, input: GpuTensor, options:
 }
 
 export interface NF4DequantizeKernel {
-  /** output[0 .. N*K) = dequant(W), recorded into the caller's recorder. */
-  encode(recorder: CommandRecorder, args: { weight: NF4Weight; output: GpuTensor }): void;
+  /**
+   * output = dequant(W) [N, K], rows `outputRowStride` apart (default K: dense; more: padded rows
+   * for the matmul's ldb, see paddedRowStride, which needs K % 8 == 0 and, for f16, an even
+   * stride; the padding is left as it is), recorded into the caller's recorder.
+   */
+  encode(recorder: CommandRecorder, args: { weight: NF4Weight; output: GpuTensor; outputRowStride?: number }): void;
 }
 
 /**
@@ -276,19 +280,28 @@ export async function createNF4DequantizeKernel(
     BLOCK_SIZE: variant.blockSize, DOUBLE_QUANT: variant.doubleQuant, INT4_CODE: codebook === 'int4', WG, HALF_OUTPUT: dtype === 'f16',
   });
   return {
-    encode(recorder, { weight: w, output }) {
-      const n = w.shape[0] * w.shape[1];
+    encode(recorder, { weight: w, output, outputRowStride }) {
+      const [rows, cols] = w.shape;
+      const n = rows * cols;
+      const ld = outputRowStride ?? cols;
       if (w.blockSize !== variant.blockSize || w.doubleQuant !== variant.doubleQuant || w.codebook !== codebook) {
         throw new InvalidArgumentError(
           `nf4 dequantize: kernel made for block size ${variant.blockSize}, double quantization ${variant.doubleQuant}, codebook ${codebook}; ` +
             `weight has ${w.blockSize}, ${w.doubleQuant}, ${w.codebook}.`,
         );
       }
-      if (output.dtype !== dtype || output.size < n) {
-        throw new InvalidArgumentError(`nf4 dequantize: output "${output.label}" must be ${dtype} with at least ${n} elements for weight [${w.shape.join(', ')}]; got ${output.dtype} [${output.shape.join(', ')}].`);
+      if (!Number.isInteger(ld) || ld < cols) {
+        throw new InvalidArgumentError(`nf4 dequantize: outputRowStride ${ld} must be an integer of at least the weight's ${cols} columns.`);
+      }
+      if (ld !== cols && (cols % 8 !== 0 || (dtype === 'f16' && ld % 2 !== 0))) {
+        throw new InvalidArgumentError(`nf4 dequantize: padded rows need a multiple of 8 columns (the weight has ${cols})${dtype === 'f16' ? ' and an even outputRowStride' : ''}; got outputRowStride ${ld}.`);
+      }
+      const needed = (rows - 1) * ld + cols;
+      if (output.dtype !== dtype || output.size < needed) {
+        throw new InvalidArgumentError(`nf4 dequantize: output "${output.label}" must be ${dtype} with at least ${needed} elements for weight [${w.shape.join(', ')}] with rows ${ld} apart; got ${output.dtype} [${output.shape.join(', ')}].`);
       }
       const g = grid1D(Math.ceil(n / 8), WG, ctx.limits.maxComputeWorkgroupsPerDimension);
-      recorder.dispatch(kernel, [...weightBuffers(w), output.buffer], packParams([['u32', n], ['u32', g.rowStride], ['f32', w.offset]]), g.workgroups);
+      recorder.dispatch(kernel, [...weightBuffers(w), output.buffer], packParams([['u32', n], ['u32', g.rowStride], ['f32', w.offset], ['u32', cols], ['u32', ld]]), g.workgroups);
     },
   };
 }

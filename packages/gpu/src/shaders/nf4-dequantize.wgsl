@@ -1,7 +1,10 @@
 // nf4-dequantize: NF4 codes and block scales -> elem (f32 or f16), code[q] * absmax[block] computed in f32.
+// The weight's rows (cols values each) land ld apart in the output (ld = cols: dense; more: padded
+// rows for the matmul's ldb, whose padding is left as it is). With ld > cols the wrapper requires
+// cols % 8 == 0, so a word's 8 values stay in one row.
 //
 // Bindings (group 0): 0-3 the NF4 weight (shaders/lib/nf4-weights.wgsl), then
-//   4 output: array<u32> read_write  n values as their bits: one f32 per word, or two f16
+//   4 output: array<u32> read_write  the values as their bits, rows ld apart: one f32 per word, or two f16
 //                                     (HALF_OUTPUT; element 2j in the low half, as array<f16> has it)
 //   5 params: Params      uniform
 // Why words: on lavapipe each store to an address that differs across lanes is a scatter, and
@@ -17,6 +20,8 @@ struct Params {
   n: u32,
   row_stride: u32,
   offset: f32,
+  cols: u32,
+  ld: u32,
 }
 
 @group(0) @binding(4) var<storage, read_write> output: array<u32>;
@@ -29,6 +34,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (first >= params.n) {
     return;
   }
+  // Where value `first` goes: its row, ld apart.
+  let row = first / params.cols;
+  let at = row * params.ld + (first - row * params.cols);
   let word = nf4_packed[word_index];
   // Block sizes are multiples of 8 (NF4_BLOCK_SIZES), so the word's 8 values share one scale: one
   // lookup instead of 8 (3 with double quantization), which on lavapipe are gathers.
@@ -40,19 +48,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (HALF_OUTPUT) {
     for (var p = 0u; p < 4u; p++) {
       let i = first + 2u * p;
+      let o = (at + 2u * p) / 2u;
       if (i + 1u < params.n) {
-        output[i / 2u] = pack2x16float(vec2<f32>(values[2u * p], values[2u * p + 1u]));
+        output[o] = pack2x16float(vec2<f32>(values[2u * p], values[2u * p + 1u]));
       } else if (i < params.n) {
         // The last value of an odd n: keep whatever the buffer holds past the end.
         let low = pack2x16float(vec2<f32>(values[2u * p], 0.0)) & 0xffffu;
-        output[i / 2u] = (output[i / 2u] & 0xffff0000u) | low;
+        output[o] = (output[o] & 0xffff0000u) | low;
       }
     }
     return;
   }
   for (var e = 0u; e < 8u; e++) {
     if (first + e < params.n) {
-      output[first + e] = bitcast<u32>(values[e]);
+      output[at + e] = bitcast<u32>(values[e]);
     }
   }
 }

@@ -5,7 +5,7 @@
  */
 import {
   CommandRecorder, createNF4DequantizeKernel, createNF4MatmulKernel, createTensor, dequantizeNF4, dequantizeNF4Gpu, doubleQuantizeAbsmax,
-  downloadNF4, fromF16Bits, nf4GradInputRef, nf4MatmulRef, quantizeNF4, quantizeNF4Gpu, readF32, toF16Bits,
+  downloadNF4, fromF16Bits, nf4GradInputRef, nf4MatmulRef, paddedRowStride, quantizeNF4, quantizeNF4Gpu, readF32, toF16Bits,
   uploadNF4, type GpuContext, type NF4Weight,
 } from '../../src/index.js';
 import { f32, nf4Fixture, u8 } from '../fixtures.js';
@@ -68,6 +68,10 @@ export async function checkDequantizeCases(ctx: GpuContext): Promise<Check[]> {
     const r = worstError(got, f32(c.dequantized), 0, c.doubleQuant ? 3e-7 : 0);
     out.push({ name: `dequantize: ${c.name}`, ok: r.ratio <= 1, detail: JSON.stringify(r) });
     if (ctx.features.shaderF16) out.push(await checkHalfDequantize(ctx, c.name, w, f32(c.dequantized)));
+    if (c.shape.length === 2 && c.shape[1]! % 8 === 0) {
+      out.push(await checkPaddedDequantize(ctx, c.name, w, f32(c.dequantized), 'f32'));
+      if (ctx.features.shaderF16) out.push(await checkPaddedDequantize(ctx, c.name, w, f32(c.dequantized), 'f16'));
+    }
     w.release();
   }
   return out;
@@ -95,6 +99,40 @@ async function checkHalfDequantize(ctx: GpuContext, name: string, w: NF4Weight, 
     name: `dequantize to f16: ${name}`,
     ok: r.ratio <= 1 && past.every((v) => v === sentinel),
     detail: JSON.stringify({ ...r, pastTheEnd: past }),
+  };
+}
+
+/**
+ * Dequantization into padded rows (outputRowStride = paddedRowStride, as QLoRA training's scratch
+ * takes it for the matmul's ldb): every row is bitsandbytes' (to an f16 ulp in f16), and the
+ * padding keeps what it held.
+ */
+async function checkPaddedDequantize(ctx: GpuContext, name: string, w: NF4Weight, expected: Float32Array, dtype: 'f32' | 'f16'): Promise<Check> {
+  const [rows, cols] = w.shape;
+  // Always past the columns (paddedRowStride keeps a row that is already an odd number of lines).
+  const ld = paddedRowStride(cols + 1, dtype);
+  const sentinel = 1234; // exact in f16
+  const kernel = await createNF4DequantizeKernel(ctx, { blockSize: w.blockSize, doubleQuant: w.doubleQuant, codebook: w.codebook, dtype });
+  const t = createTensor(ctx, { shape: [rows, ld], dtype, data: new Float32Array(rows * ld).fill(sentinel), label: 'padded dequantized' });
+  const recorder = new CommandRecorder(ctx, 'nf4 dequantize padded');
+  kernel.encode(recorder, { weight: w, output: t, outputRowStride: ld });
+  recorder.submit();
+  const got = await readF32(ctx, t);
+  t.release();
+  const dense = new Float32Array(rows * cols);
+  const padding: number[] = [];
+  for (let r = 0; r < rows; r++) {
+    dense.set(got.subarray(r * ld, r * ld + cols), r * cols);
+    padding.push(...got.subarray(r * ld + cols, (r + 1) * ld));
+  }
+  const r = dtype === 'f32'
+    ? worstError(dense, expected, 0, w.doubleQuant ? 3e-7 : 0)
+    : worstError(dense, fromF16Bits(toF16Bits(expected)), 0, 2 ** -10);
+  const overwritten = padding.filter((v) => v !== sentinel).length;
+  return {
+    name: `dequantize into padded rows (${dtype}, ${cols} -> ${ld}): ${name}`,
+    ok: ld > cols && r.ratio <= 1 && overwritten === 0,
+    detail: JSON.stringify({ ...r, paddingOverwritten: overwritten }),
   };
 }
 
