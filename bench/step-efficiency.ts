@@ -22,7 +22,7 @@ import {
   CommandRecorder, createGpuContext, createMatmulKernel, createTensor, profileDispatches, type DispatchProfile, type GpuContext,
 } from '@webtune/gpu';
 import {
-  architectureOf, linearShape, logitsRowStride,
+  architectureOf, linearShape, logitsRowStride, mlpRowStride,
   type BaseFormat, type LoraConfig, type ModelConfig, type WeightReader,
 } from '@webtune/model';
 import { fill, medianOf, timedRuns } from './suite.js';
@@ -81,8 +81,8 @@ interface MatmulSamples {
 }
 
 /**
- * webtune's matmul on the step's own shapes (the LM head's logits rows padded as the step pads
- * them) and two squares, `runs` timed runs each after a warm-up; the best median is the
+ * webtune's matmul on the step's own shapes (the LM head's logits rows and the MLP's intermediates
+ * padded as the step pads them) and two squares, `runs` timed runs each after a warm-up; the best median is the
  * efficiency's denominator.
  */
 async function matmulSamples(ctx: GpuContext, config: ModelConfig, tokens: number, runs: number, log: (line: string) => void): Promise<MatmulSamples[]> {
@@ -91,10 +91,25 @@ async function matmulSamples(ctx: GpuContext, config: ModelConfig, tokens: numbe
   const shapes = new Map<string, Shape>();
   const add = (m: number, n: number, k: number, transB: boolean, extra: Partial<Shape> = {}, note = '') =>
     shapes.set(`${m}x${n}x${k}${transB ? ' (X W^T' : ' (dY W'}${note})`, { m, n, k, transB, ...extra });
+  // The MLP's intermediates are padded as the step pads them (LoRA on q and v leaves the MLP to
+  // the transformer): the MLP's outputs (forward) and input gradients (backward) written rows
+  // apart, the down projection's input and output gradient read so.
+  const ld = mlpRowStride(config, 'f32', true);
+  const mlp = architectureOf(config).mlp;
+  const [widens, narrows] = mlp.kind === 'swiglu' ? [[mlp.gate, mlp.up], [mlp.down]] : [[mlp.fc], [mlp.proj]];
+  const rows = `, MLP rows ${ld} apart`;
   for (const name of arch.linears) {
     const { inFeatures, outFeatures } = linearShape(config, name);
-    add(tokens, outFeatures, inFeatures, true);
-    add(tokens, inFeatures, outFeatures, false);
+    if (widens.includes(name)) {
+      add(tokens, outFeatures, inFeatures, true, { ldc: ld }, rows);
+      add(tokens, inFeatures, outFeatures, false, { lda: ld }, rows);
+    } else if (narrows.includes(name)) {
+      add(tokens, outFeatures, inFeatures, true, { lda: ld }, rows);
+      add(tokens, inFeatures, outFeatures, false, { ldc: ld }, rows);
+    } else {
+      add(tokens, outFeatures, inFeatures, true);
+      add(tokens, inFeatures, outFeatures, false);
+    }
   }
   const logitsStride = logitsRowStride(config, 'f32');
   add(tokens, config.vocabSize, config.hiddenSize, true, { ldc: logitsStride }, `, logits rows ${logitsStride} apart`);
@@ -264,7 +279,7 @@ export function stepEfficiencyMarkdown(r: StepEfficiencyResult): string {
     `- Efficiency = model FLOPs of the step / median step time / the best matmul GFLOP/s webtune reached on this adapter in the same run (${r.bestMatmulGflops.toFixed(2)}; every shape below). Model FLOPs: 2N forward + 2N input gradient per token for the frozen weights (the LM head included), causal attention over visible pairs (backward 2x forward; recomputation not counted), LoRA's own matmuls.`,
     `- Phases and kernels: one more step, every dispatch replayed alone and timed with ${r.clock === 'gpu-timestamps' ? 'GPU timestamps (timestamp-query)' : 'CPU timers (one submit each)'}; their sum can differ from the step's wall time, which also holds recording, submits, readbacks and any overlap.`,
     '- Recording = time inside CommandRecorder.dispatch/submit per step (creating bind groups and uniform buffers, encoding, submitting); "without reuse" is the same step with the dispatch cache bypassed (`reuseAcrossSubmits = false`: every dispatch creates its bind group and takes a pooled uniform buffer, as webtune recorded before issue 22).',
-    '- The matmul rates are wall-clock medians of one product each, submit and wait included, over runs taken before and after the steps (merged, so that the denominator covers the same minutes as the steps on an adapter whose speed drifts with the host). The LM head\'s rows are the step\'s: logits rows padded (paddedRowStride). Inside a step the same kernels run back to back, which on a slow adapter can make the step\'s own rate come close to or above them.', '',
+    '- The matmul rates are wall-clock medians of one product each, submit and wait included, over runs taken before and after the steps (merged, so that the denominator covers the same minutes as the steps on an adapter whose speed drifts with the host). The rows are the step\'s: logits and the MLP\'s intermediates padded (paddedRowStride, mlpRowStride). Inside a step the same kernels run back to back, which on a slow adapter can make the step\'s own rate come close to or above them.', '',
     '| model | base / activations | tokens | GFLOP per step | median ms/step | tokens/s | achieved GFLOP/s | efficiency | forward ms | head + loss ms | backward ms | AdamW ms | kernels sum ms | recording ms/step | without reuse | dispatches/step | bind groups created/step |',
     '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];

@@ -111,8 +111,9 @@ export interface LinearCall {
 
 /**
  * The GPU side of an adapter inside one Transformer: forward and backward of the linears it
- * touches (`Adapter.touches`). `linearForward` writes y including the base bias; `linearBackward` adds the gradients
- * of its trainable tensors and writes (or adds) dL/dx when `gradInput` is given.
+ * touches (`Adapter.touches`), always over dense rows. `linearForward` writes y including the base
+ * bias; `linearBackward` adds the gradients of its trainable tensors and writes (or adds) dL/dx
+ * when `gradInput` is given.
  */
 export interface AdapterRuntime {
   /** Before a forward pass: refresh half copies and the like. */
