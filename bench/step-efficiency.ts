@@ -82,8 +82,8 @@ interface MatmulSamples {
 
 /**
  * webtune's matmul on the step's own shapes (the LM head's logits rows and the MLP's intermediates
- * padded as the step pads them) and two squares, `runs` timed runs each after a warm-up; the best median is the
- * efficiency's denominator.
+ * padded as the step pads them) and two squares, `runs` timed runs each after a warm-up; the best
+ * median is the efficiency's denominator.
  */
 async function matmulSamples(ctx: GpuContext, config: ModelConfig, tokens: number, runs: number, log: (line: string) => void): Promise<MatmulSamples[]> {
   const arch = architectureOf(config);

@@ -567,9 +567,8 @@ export class Transformer {
         // bitsandbytes' matmul_4bit does for more than one row (bitsandbytes/autograd/_functions.py,
         // MatMul4Bit). On lavapipe the dense kernel runs 1.6x the fused one's rate at 1 x 256 and
         // the dequantization costs ~3 ms a weight; decoding keeps the fused kernel (one row).
-        const ldb = weightScratchRowStride(lin.inFeatures, this.base.dtype);
-        this.k.dequantize!.encode(rec, { weight: weight.weight, output: scratch, outputRowStride: ldb });
-        this.k.head.encode(rec, { a: input, lda: strides.input, b: scratch, ldb, c: output, ldc: strides.output, m, n: lin.outFeatures, k: lin.inFeatures });
+        const { b, ldb } = this.dequantizeIntoScratch(rec, weight, lin, scratch);
+        this.k.head.encode(rec, { a: input, lda: strides.input, b, ldb, c: output, ldc: strides.output, m, n: lin.outFeatures, k: lin.inFeatures });
       } else if (weight.format === 'nf4') {
         // Inference only, where the workspace keeps dense rows (mlpRowStride).
         requireDenseRows(lin, strides);
@@ -579,15 +578,18 @@ export class Transformer {
       }
       return;
     }
-    let dense = weight.format === 'dense' ? weight.weight : undefined;
-    let ldb: number | undefined;
-    if (weight.format === 'nf4') {
-      dense = this.workspace!.buffers['weightScratch']!;
-      ldb = weightScratchRowStride(lin.inFeatures, this.base.dtype);
-      this.k.dequantize!.encode(rec, { weight: weight.weight, output: dense, outputRowStride: ldb });
-    }
+    const { b, ldb } = weight.format === 'nf4'
+      ? this.dequantizeIntoScratch(rec, weight, lin, this.workspace!.buffers['weightScratch']!)
+      : { b: weight.weight, ldb: undefined };
     const kernel = mode === 'backward' ? this.k.frozenBackward : this.k.frozenBackwardAcc;
-    kernel.encode(rec, { a: input, lda: strides.output, b: dense!, ldb, c: output, ldc: strides.input, m, n: lin.inFeatures, k: lin.outFeatures });
+    kernel.encode(rec, { a: input, lda: strides.output, b, ldb, c: output, ldc: strides.input, m, n: lin.inFeatures, k: lin.outFeatures });
+  }
+
+  /** A 4-bit weight dequantized into the training workspace's scratch, rows weightScratchRowStride apart. */
+  private dequantizeIntoScratch(rec: CommandRecorder, weight: FrozenWeight & { format: 'nf4' }, lin: FrozenLinear, scratch: GpuTensor): { b: GpuTensor; ldb: number } {
+    const ldb = weightScratchRowStride(lin.inFeatures, this.base.dtype);
+    this.k.dequantize!.encode(rec, { weight: weight.weight, output: scratch, outputRowStride: ldb });
+    return { b: scratch, ldb };
   }
 
   // ---- blocks ----
