@@ -108,30 +108,52 @@ describe('ropeTables against HF transformers (PyTorch)', () => {
   });
 });
 
-async function runRope(ctx: GpuContext, c: RopeCase, input: Float32Array, inverse: boolean): Promise<Float32Array> {
-  const rope = await createRopeKernel(ctx);
+/**
+ * Rotates in place with one form of the kernel and returns x, checking which form ran: vec4 where
+ * headDim / 2 is a multiple of 4 (every fixture's head size) unless `vec4: false` forces the
+ * scalar form, which other head sizes take.
+ */
+async function runRope(ctx: GpuContext, c: RopeCase, input: Float32Array, inverse: boolean, vec4: boolean): Promise<Float32Array> {
+  const rope = await createRopeKernel(ctx, { vec4 });
   const half = c.headDim / 2;
   const positions = c.seqLen + c.positionOffset;
   const tables = ropeTables({ headDim: c.headDim, theta: c.theta, scaling: c.scaling, positions });
   const x = tensor(ctx, 'rope x', [c.rows, c.heads * c.headDim], input);
   const cos = tensor(ctx, 'rope cos', [positions, half], tables.cos);
   const sin = tensor(ctx, 'rope sin', [positions, half], tables.sin);
-  const rec = new CommandRecorder(ctx, `rope ${c.name}`);
-  rope.apply(rec, { x, cos, sin, rows: c.rows, heads: c.heads, headDim: c.headDim, seqLen: c.seqLen, positionOffset: c.positionOffset, inverse });
-  rec.submit();
+  const kernels = await capturedKernels(ctx, () => {
+    const rec = new CommandRecorder(ctx, `rope ${c.name}`);
+    rope.apply(rec, { x, cos, sin, rows: c.rows, heads: c.heads, headDim: c.headDim, seqLen: c.seqLen, positionOffset: c.positionOffset, inverse });
+    rec.submit();
+  });
+  expect(kernels).toEqual([vec4 && half % 4 === 0 ? 'rope-vec4' : 'rope']);
   const out = await readF32(ctx, x);
   for (const t of [x, cos, sin]) t.release();
   return out;
 }
 
+/** The kernels `work` dispatches (the dispatch cache's capture, as the profiler uses it). */
+async function capturedKernels(ctx: GpuContext, work: () => void): Promise<string[]> {
+  const captured: NonNullable<GpuContext['dispatches']['capture']> = [];
+  ctx.dispatches.capture = captured;
+  try {
+    work();
+  } finally {
+    ctx.dispatches.capture = undefined;
+  }
+  return captured.map((d) => d.kernel);
+}
+
 describe('RoPE on Dawn against apply_rotary_pos_emb and its autograd', () => {
   for (const c of attentionFixture.rope) {
-    it(`${c.name}: rotate, and the inverse rotation is the backward`, async () => {
-      await withValidation(gpu(), async () => {
-        expectClose('rotated', await runRope(gpu(), c, f32(c.x), false), f32(c.rotated), ROPE_TOL);
-        expectClose('grad x', await runRope(gpu(), c, f32(c.upstream), true), f32(c.gradX), ROPE_TOL);
+    for (const vec4 of [true, false]) {
+      it(`${c.name}: rotate, and the inverse rotation is the backward (${vec4 ? 'vec4' : 'scalar'} form)`, async () => {
+        await withValidation(gpu(), async () => {
+          expectClose('rotated', await runRope(gpu(), c, f32(c.x), false, vec4), f32(c.rotated), ROPE_TOL);
+          expectClose('grad x', await runRope(gpu(), c, f32(c.upstream), true, vec4), f32(c.gradX), ROPE_TOL);
+        });
       });
-    });
+    }
   }
 
   it('refuses tables that do not cover the positions, and a short x, naming the shapes', async () => {
@@ -470,8 +492,8 @@ function half(ctx: GpuContext, label: string, shape: number[], bits?: Uint16Arra
   return createTensor(ctx, { shape, label, dtype: 'f16', data: bits });
 }
 
-async function runRopeF16(ctx: GpuContext, c: RopeF16Case, input: Uint16Array, inverse: boolean): Promise<Float32Array> {
-  const rope = await createRopeKernel(ctx, { dtype: 'f16' });
+async function runRopeF16(ctx: GpuContext, c: RopeF16Case, input: Uint16Array, inverse: boolean, vec4: boolean): Promise<Float32Array> {
+  const rope = await createRopeKernel(ctx, { dtype: 'f16', vec4 });
   expect(rope.dtype).toBe('f16');
   const half2 = c.headDim / 2;
   const positions = c.seqLen + c.positionOffset;
@@ -479,9 +501,12 @@ async function runRopeF16(ctx: GpuContext, c: RopeF16Case, input: Uint16Array, i
   const x = half(ctx, 'rope x (f16)', [c.rows, c.heads * c.headDim], input);
   const cos = tensor(ctx, 'rope cos', [positions, half2], tables.cos);
   const sin = tensor(ctx, 'rope sin', [positions, half2], tables.sin);
-  const rec = new CommandRecorder(ctx, `rope f16 ${c.name}`);
-  rope.apply(rec, { x, cos, sin, rows: c.rows, heads: c.heads, headDim: c.headDim, seqLen: c.seqLen, positionOffset: c.positionOffset, inverse });
-  rec.submit();
+  const kernels = await capturedKernels(ctx, () => {
+    const rec = new CommandRecorder(ctx, `rope f16 ${c.name}`);
+    rope.apply(rec, { x, cos, sin, rows: c.rows, heads: c.heads, headDim: c.headDim, seqLen: c.seqLen, positionOffset: c.positionOffset, inverse });
+    rec.submit();
+  });
+  expect(kernels).toEqual([vec4 && half2 % 4 === 0 ? 'rope-vec4' : 'rope']);
   const out = await readF32(ctx, x);
   for (const t of [x, cos, sin]) t.release();
   return out;
@@ -489,13 +514,15 @@ async function runRopeF16(ctx: GpuContext, c: RopeF16Case, input: Uint16Array, i
 
 describe('RoPE with f16 x on Dawn against apply_rotary_pos_emb on float16-rounded inputs', () => {
   for (const c of attentionFixture.ropeF16) {
-    it(`${c.name}: rotate, and the inverse rotation is the backward`, async () => {
-      requireF16(gpu());
-      await withValidation(gpu(), async () => {
-        expectClose('rotated', await runRopeF16(gpu(), c, f16Bits(c.x), false), f16(c.rotated), ROPE_F16_TOL);
-        expectClose('grad x', await runRopeF16(gpu(), c, f16Bits(c.upstream), true), f16(c.gradX), ROPE_F16_TOL);
+    for (const vec4 of [true, false]) {
+      it(`${c.name}: rotate, and the inverse rotation is the backward (${vec4 ? 'vec4' : 'scalar'} form)`, async () => {
+        requireF16(gpu());
+        await withValidation(gpu(), async () => {
+          expectClose('rotated', await runRopeF16(gpu(), c, f16Bits(c.x), false, vec4), f16(c.rotated), ROPE_F16_TOL);
+          expectClose('grad x', await runRopeF16(gpu(), c, f16Bits(c.upstream), true, vec4), f16(c.gradX), ROPE_F16_TOL);
+        });
       });
-    });
+    }
   }
 
   it('refuses an x whose dtype is not the kernel\'s, and f16 tables, naming the tensor and dtypes', async () => {

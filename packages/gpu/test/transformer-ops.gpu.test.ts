@@ -80,6 +80,28 @@ function u32Tensor(label: string, ids: ArrayLike<number>): GpuTensor {
 /** Records `body` into one command buffer, submits it, and fails on any validation error. */
 const record = (label: string, body: (rec: CommandRecorder) => void) => recordValidated(gpu(), label, body);
 
+/** `record`, returning the kernels it dispatched (the dispatch cache's capture, as the profiler uses it). */
+async function recordKernels(label: string, body: (rec: CommandRecorder) => void): Promise<string[]> {
+  const captured: NonNullable<ReturnType<typeof gpu>['dispatches']['capture']> = [];
+  gpu().dispatches.capture = captured;
+  try {
+    await record(label, body);
+  } finally {
+    gpu().dispatches.capture = undefined;
+  }
+  return captured.map((d) => d.kernel);
+}
+
+/**
+ * The elementwise activations run in vec4 form when the size is a multiple of 4 and scalar
+ * otherwise: each fixture (1031 elements) runs whole, then as its first 1028 elements, whose
+ * expected values are the same PyTorch outputs' prefix.
+ */
+const ACTIVATION_FORMS = (size: number) => [
+  { size, suffix: '' },
+  { size: size - (size % 4), suffix: '-vec4' },
+];
+
 function expectClose(name: string, got: ArrayLike<number>, expected: ArrayLike<number>, atol: number, rtol: number): void {
   const r = worstError(got, expected, atol, rtol);
   expect(r.ratio, `${name}: ${JSON.stringify(r)} (atol ${atol}, rtol ${rtol})`).toBeLessThanOrEqual(1);
@@ -119,6 +141,16 @@ function sumF32(a: Float32Array, b: Float32Array): Float32Array {
   return a.map((v, i) => v + b[i]!);
 }
 
+/**
+ * The norms run in vec4 form when cols is a multiple of 4 and scalar otherwise; the fixtures hold
+ * both (cols 96, 576 and 4096; 67 and 33), f32 and f16 (f16 has no odd-width RMSNorm case: the
+ * scalar form is covered by f32 RMSNorm and f16 LayerNorm).
+ */
+function expectNormForms(kind: 'rms' | 'layer', cols: number, kernels: string[]): void {
+  const form = cols % 4 === 0 ? '-vec4' : '';
+  expect(kernels).toEqual([`${kind}-norm-forward${form}`, `${kind}-norm-backward${form}`, `${kind}-norm-backward${form}`]);
+}
+
 async function runNormCase(kind: 'rms' | 'layer', c: NormCase): Promise<void> {
   const norm = await createNormKernels(gpu(), { kind, eps: c.eps });
   const { rows, cols } = c;
@@ -133,11 +165,12 @@ async function runNormCase(kind: 'rms' | 'layer', c: NormCase): Promise<void> {
   const dx = zeros('dx', [rows, cols]);
   // accumulate: true adds onto what is there, here the upstream gradient itself.
   const dxAcc = tensor('dx accumulated', upstream, [rows, cols]);
-  await record(`${kind} norm ${c.name}`, (rec) => {
+  const kernels = await recordKernels(`${kind} norm ${c.name}`, (rec) => {
     norm.forward(rec, { x, weight, bias, y, rstd, mean, rows, cols });
     norm.backward(rec, { x, weight, rstd, mean, gradOutput, gradInput: dx, rows, cols });
     norm.backward(rec, { x, weight, rstd, mean, gradOutput, gradInput: dxAcc, rows, cols, accumulate: true });
   });
+  expectNormForms(kind, cols, kernels);
   const expectedDx = f32(c.dx);
   expectNormClose('y', await readF32(gpu(), y), f32(c.y));
   expectNormClose('dx', await readF32(gpu(), dx), expectedDx);
@@ -174,39 +207,50 @@ describe('LayerNorm (torch.nn.LayerNorm) against PyTorch autograd', () => {
 
 describe('SwiGLU and tanh GELU against PyTorch autograd', () => {
   for (const c of F.swiglu) {
-    it(`swiglu: ${c.name}`, async () => {
-      const k = await createSwigluKernels(gpu());
-      const gate = tensor('gate', f32(c.gate));
-      const up = tensor('up', f32(c.up));
-      const gradOutput = tensor('dy', f32(c.upstream));
-      const [out, gradGate, gradUp] = ['out', 'dgate', 'dup'].map((l) => zeros(l, [c.size])) as [GpuTensor, GpuTensor, GpuTensor];
-      await record('swiglu', (rec) => {
-        k.forward(rec, { gate, up, out, size: c.size });
-        k.backward(rec, { gate, up, gradOutput, gradGate, gradUp, size: c.size });
+    for (const form of ACTIVATION_FORMS(c.size)) {
+      it(`swiglu: ${c.name}, first ${form.size} (swiglu-*${form.suffix})`, async () => {
+        const k = await createSwigluKernels(gpu());
+        const gate = tensor('gate', f32(c.gate));
+        const up = tensor('up', f32(c.up));
+        const gradOutput = tensor('dy', f32(c.upstream));
+        const [out, gradGate, gradUp] = ['out', 'dgate', 'dup'].map((l) => zeros(l, [c.size])) as [GpuTensor, GpuTensor, GpuTensor];
+        const kernels = await recordKernels('swiglu', (rec) => {
+          k.forward(rec, { gate, up, out, size: form.size });
+          k.backward(rec, { gate, up, gradOutput, gradGate, gradUp, size: form.size });
+        });
+        expect(kernels).toEqual([`swiglu-forward${form.suffix}`, `swiglu-backward${form.suffix}`]);
+        const { atol, rtol } = ELEMENTWISE_TOL;
+        const first = async (t: GpuTensor) => (await readF32(gpu(), t)).subarray(0, form.size);
+        expectClose('out', await first(out), f32(c.out).subarray(0, form.size), atol, rtol);
+        expectClose('dGate', await first(gradGate), f32(c.dGate).subarray(0, form.size), atol, rtol);
+        expectClose('dUp', await first(gradUp), f32(c.dUp).subarray(0, form.size), atol, rtol);
+        // Nothing past `size` is written.
+        for (const t of [out, gradGate, gradUp]) expect([...(await readF32(gpu(), t)).subarray(form.size)].every((v) => v === 0)).toBe(true);
+        for (const t of [gate, up, gradOutput, out, gradGate, gradUp]) t.release();
       });
-      const { atol, rtol } = ELEMENTWISE_TOL;
-      expectClose('out', await readF32(gpu(), out), f32(c.out), atol, rtol);
-      expectClose('dGate', await readF32(gpu(), gradGate), f32(c.dGate), atol, rtol);
-      expectClose('dUp', await readF32(gpu(), gradUp), f32(c.dUp), atol, rtol);
-      for (const t of [gate, up, gradOutput, out, gradGate, gradUp]) t.release();
-    });
+    }
   }
   for (const c of F.gelu) {
-    it(`gelu: ${c.name}`, async () => {
-      const k = await createGeluKernels(gpu());
-      const x = tensor('x', f32(c.x));
-      const gradOutput = tensor('dy', f32(c.upstream));
-      const y = zeros('y', [c.size]);
-      const dx = zeros('dx', [c.size]);
-      await record('gelu', (rec) => {
-        k.forward(rec, { x, y, size: c.size });
-        k.backward(rec, { x, gradOutput, gradInput: dx, size: c.size });
+    for (const form of ACTIVATION_FORMS(c.size)) {
+      it(`gelu: ${c.name}, first ${form.size} (gelu-*${form.suffix})`, async () => {
+        const k = await createGeluKernels(gpu());
+        const x = tensor('x', f32(c.x));
+        const gradOutput = tensor('dy', f32(c.upstream));
+        const y = zeros('y', [c.size]);
+        const dx = zeros('dx', [c.size]);
+        const kernels = await recordKernels('gelu', (rec) => {
+          k.forward(rec, { x, y, size: form.size });
+          k.backward(rec, { x, gradOutput, gradInput: dx, size: form.size });
+        });
+        expect(kernels).toEqual([`gelu-forward${form.suffix}`, `gelu-backward${form.suffix}`]);
+        const { atol, rtol } = ELEMENTWISE_TOL;
+        const first = async (t: GpuTensor) => (await readF32(gpu(), t)).subarray(0, form.size);
+        expectClose('y', await first(y), f32(c.y).subarray(0, form.size), atol, rtol);
+        expectClose('dx', await first(dx), f32(c.dx).subarray(0, form.size), GELU_GRAD_TOL.atol, GELU_GRAD_TOL.rtol);
+        for (const t of [y, dx]) expect([...(await readF32(gpu(), t)).subarray(form.size)].every((v) => v === 0)).toBe(true);
+        for (const t of [x, gradOutput, y, dx]) t.release();
       });
-      const { atol, rtol } = ELEMENTWISE_TOL;
-      expectClose('y', await readF32(gpu(), y), f32(c.y), atol, rtol);
-      expectClose('dx', await readF32(gpu(), dx), f32(c.dx), GELU_GRAD_TOL.atol, GELU_GRAD_TOL.rtol);
-      for (const t of [x, gradOutput, y, dx]) t.release();
-    });
+    }
   }
 });
 
@@ -291,13 +335,22 @@ describe('elementwise ops against PyTorch', () => {
       src, srcCols: c.srcCols, srcOffset: c.srcOffset, srcRowOffset: c.srcRowOffset,
       dstCols: c.dstCols, dstOffset: c.dstOffset, dstRowOffset: c.dstRowOffset, rows: c.rows, cols: c.cols,
     };
-    await record('elementwise', (rec) => {
+    // axpy in both forms: all 1000 elements (vec4), and the first 999 (scalar) of a second target.
+    const targetOdd = tensor('target, first 999', f32(a.target));
+    const kernels = await recordKernels('elementwise', (rec) => {
       k.axpy(rec, { target, source, size: a.size, alpha: a.alpha });
+      k.axpy(rec, { target: targetOdd, source, size: a.size - 1, alpha: a.alpha });
       k.addBias(rec, { target: biasTarget, bias, rows: b.rows, cols: b.cols });
       k.copyColumns(rec, { ...copy, dst });
       k.copyColumns(rec, { ...copy, dst: dstAcc, accumulate: true });
     });
+    expect(a.size % 4).toBe(0);
+    expect(kernels.slice(0, 2)).toEqual(['axpy-vec4', 'axpy']);
     expectClose('axpy', await readF32(gpu(), target), f32(a.expected), 0, 1e-6);
+    const odd = await readF32(gpu(), targetOdd);
+    expectClose('axpy, first 999', odd.subarray(0, a.size - 1), f32(a.expected).subarray(0, a.size - 1), 0, 1e-6);
+    expect(odd[a.size - 1], 'axpy over 999 leaves element 999').toBe(f32(a.target)[a.size - 1]);
+    targetOdd.release();
     expectExact('addBias', await readF32(gpu(), biasTarget), f32(b.expected));
     expectExact('copyColumns', await readF32(gpu(), dst), f32(c.overwrite));
     expectExact('copyColumns accumulate', await readF32(gpu(), dstAcc), f32(c.accumulate));
@@ -488,11 +541,12 @@ async function runNormCaseF16(kind: 'rms' | 'layer', c: NormCaseF16): Promise<vo
   const mean = kind === 'layer' ? zeros('mean', [rows]) : undefined;
   const dx = halfZeros('dx', [rows, cols]);
   const dxAcc = half('dx accumulated', upstream, [rows, cols]);
-  await record(`f16 ${kind} norm ${c.name}`, (rec) => {
+  const kernels = await recordKernels(`f16 ${kind} norm ${c.name}`, (rec) => {
     norm.forward(rec, { x, weight, bias, y, rstd, mean, rows, cols });
     norm.backward(rec, { x, weight, rstd, mean, gradOutput, gradInput: dx, rows, cols });
     norm.backward(rec, { x, weight, rstd, mean, gradOutput, gradInput: dxAcc, rows, cols, accumulate: true });
   });
+  expectNormForms(kind, cols, kernels);
   for (const [name, t, expected] of [['y', y, c.y], ['dx', dx, c.dx], ['dx accumulated', dxAcc, c.dxAccumulated]] as const) {
     const e = f32(expected);
     expectHalfClose(name, await readF32(gpu(), t), e, NORM_TOL.atolOfMax * maxAbs(e));
@@ -512,38 +566,48 @@ describe("dtype 'f16' (f16 storage, f32 arithmetic) against PyTorch from f16-rou
   for (const c of H.layernorm) it(`layer norm ${c.name}`, () => runNormCaseF16('layer', c));
 
   for (const c of H.swiglu) {
-    it(`swiglu ${c.name}`, async () => {
-      const k = await createSwigluKernels(gpu(), { dtype: 'f16' });
-      const gate = half('gate', f32(c.gate));
-      const up = half('up', f32(c.up));
-      const gradOutput = half('dy', f32(c.upstream));
-      const [out, gradGate, gradUp] = ['out', 'dgate', 'dup'].map((l) => halfZeros(l, [c.size])) as [GpuTensor, GpuTensor, GpuTensor];
-      await record('f16 swiglu', (rec) => {
-        k.forward(rec, { gate, up, out, size: c.size });
-        k.backward(rec, { gate, up, gradOutput, gradGate, gradUp, size: c.size });
+    for (const form of ACTIVATION_FORMS(c.size)) {
+      it(`swiglu ${c.name}, first ${form.size} (swiglu-*${form.suffix})`, async () => {
+        const k = await createSwigluKernels(gpu(), { dtype: 'f16' });
+        const gate = half('gate', f32(c.gate));
+        const up = half('up', f32(c.up));
+        const gradOutput = half('dy', f32(c.upstream));
+        const [out, gradGate, gradUp] = ['out', 'dgate', 'dup'].map((l) => halfZeros(l, [c.size])) as [GpuTensor, GpuTensor, GpuTensor];
+        const kernels = await recordKernels('f16 swiglu', (rec) => {
+          k.forward(rec, { gate, up, out, size: form.size });
+          k.backward(rec, { gate, up, gradOutput, gradGate, gradUp, size: form.size });
+        });
+        expect(kernels).toEqual([`swiglu-forward${form.suffix}`, `swiglu-backward${form.suffix}`]);
+        const first = async (t: GpuTensor) => (await readF32(gpu(), t)).subarray(0, form.size);
+        expectHalfClose('out', await first(out), f32(c.out).subarray(0, form.size));
+        expectHalfClose('dGate', await first(gradGate), f32(c.dGate).subarray(0, form.size));
+        expectHalfClose('dUp', await first(gradUp), f32(c.dUp).subarray(0, form.size));
+        for (const t of [out, gradGate, gradUp]) expect([...(await readF32(gpu(), t)).subarray(form.size)].every((v) => v === 0)).toBe(true);
+        for (const t of [gate, up, gradOutput, out, gradGate, gradUp]) t.release();
       });
-      expectHalfClose('out', await readF32(gpu(), out), f32(c.out));
-      expectHalfClose('dGate', await readF32(gpu(), gradGate), f32(c.dGate));
-      expectHalfClose('dUp', await readF32(gpu(), gradUp), f32(c.dUp));
-      for (const t of [gate, up, gradOutput, out, gradGate, gradUp]) t.release();
-    });
+    }
   }
 
   for (const c of H.gelu) {
-    it(`gelu ${c.name}`, async () => {
-      const k = await createGeluKernels(gpu(), { dtype: 'f16' });
-      const x = half('x', f32(c.x));
-      const gradOutput = half('dy', f32(c.upstream));
-      const y = halfZeros('y', [c.size]);
-      const dx = halfZeros('dx', [c.size]);
-      await record('f16 gelu', (rec) => {
-        k.forward(rec, { x, y, size: c.size });
-        k.backward(rec, { x, gradOutput, gradInput: dx, size: c.size });
+    for (const form of ACTIVATION_FORMS(c.size)) {
+      it(`gelu ${c.name}, first ${form.size} (gelu-*${form.suffix})`, async () => {
+        const k = await createGeluKernels(gpu(), { dtype: 'f16' });
+        const x = half('x', f32(c.x));
+        const gradOutput = half('dy', f32(c.upstream));
+        const y = halfZeros('y', [c.size]);
+        const dx = halfZeros('dx', [c.size]);
+        const kernels = await recordKernels('f16 gelu', (rec) => {
+          k.forward(rec, { x, y, size: form.size });
+          k.backward(rec, { x, gradOutput, gradInput: dx, size: form.size });
+        });
+        expect(kernels).toEqual([`gelu-forward${form.suffix}`, `gelu-backward${form.suffix}`]);
+        const first = async (t: GpuTensor) => (await readF32(gpu(), t)).subarray(0, form.size);
+        expectHalfClose('y', await first(y), f32(c.y).subarray(0, form.size));
+        expectHalfClose('dx', await first(dx), f32(c.dx).subarray(0, form.size));
+        for (const t of [y, dx]) expect([...(await readF32(gpu(), t)).subarray(form.size)].every((v) => v === 0)).toBe(true);
+        for (const t of [x, gradOutput, y, dx]) t.release();
       });
-      expectHalfClose('y', await readF32(gpu(), y), f32(c.y));
-      expectHalfClose('dx', await readF32(gpu(), dx), f32(c.dx));
-      for (const t of [x, gradOutput, y, dx]) t.release();
-    });
+    }
   }
 
   for (const c of H.embedding) {
@@ -588,14 +652,22 @@ describe("dtype 'f16' (f16 storage, f32 arithmetic) against PyTorch from f16-rou
       src, srcCols: c.srcCols, srcOffset: c.srcOffset, srcRowOffset: c.srcRowOffset,
       dstCols: c.dstCols, dstOffset: c.dstOffset, dstRowOffset: c.dstRowOffset, rows: c.rows, cols: c.cols,
     };
-    await record('f16 elementwise', (rec) => {
+    const targetOdd = half('target, first 999', f32(a.target));
+    const kernels = await recordKernels('f16 elementwise', (rec) => {
       k.axpy(rec, { target, source, size: a.size, alpha: a.alpha });
+      k.axpy(rec, { target: targetOdd, source, size: a.size - 1, alpha: a.alpha });
       k.addBias(rec, { target: biasTarget, bias, rows: b.rows, cols: b.cols });
       k.copyColumns(rec, { ...copy, dst });
       k.copyColumns(rec, { ...copy, dst: dstAcc, accumulate: true });
       k.fill(rec, { target: filled, size: 1000, value: -2.5 });
     });
+    expect(a.size % 4).toBe(0);
+    expect(kernels.slice(0, 2)).toEqual(['axpy-vec4', 'axpy']);
     expectHalfClose('axpy', await readF32(gpu(), target), f32(a.expected));
+    const odd = await readF32(gpu(), targetOdd);
+    expectHalfClose('axpy, first 999', odd.subarray(0, a.size - 1), f32(a.expected).subarray(0, a.size - 1));
+    expect(odd[a.size - 1], 'axpy over 999 leaves element 999').toBe(f32(a.target)[a.size - 1]);
+    targetOdd.release();
     expectHalfClose('addBias', await readF32(gpu(), biasTarget), f32(b.expected));
     expectExact('copyColumns', await readF32(gpu(), dst), f32(c.overwrite));
     expectHalfClose('copyColumns accumulate', await readF32(gpu(), dstAcc), f32(c.accumulate));

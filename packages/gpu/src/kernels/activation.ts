@@ -9,32 +9,34 @@ import swigluBackwardSource from '../shaders/swiglu-backward.wgsl.js';
 import geluForwardSource from '../shaders/gelu-forward.wgsl.js';
 import geluBackwardSource from '../shaders/gelu-backward.wgsl.js';
 import type { GpuContext } from '../device.js';
-import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
+import type { CompiledKernel, ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';
 import { grid1D } from './grid.js';
+import { lanesFor, laneForms, type Lanes } from './lanes.js';
 import { requireCount, requireElementType, requireDistinct, requireTensor } from './tensor-checks.js';
 
-export const SWIGLU_FORWARD_KERNEL: KernelDefinition = {
+/** Each in scalar and vec4 form (kernels/lanes.ts). */
+export const SWIGLU_FORWARD_KERNELS = laneForms({
   name: 'swiglu-forward',
   files: [{ path: 'shaders/swiglu-forward.wgsl', source: swigluForwardSource }],
   bindings: ['read', 'read', 'read-write', 'uniform'],
-};
-export const SWIGLU_BACKWARD_KERNEL: KernelDefinition = {
+});
+export const SWIGLU_BACKWARD_KERNELS = laneForms({
   name: 'swiglu-backward',
   files: [{ path: 'shaders/swiglu-backward.wgsl', source: swigluBackwardSource }],
   bindings: ['read', 'read', 'read', 'read-write', 'read-write', 'uniform'],
-};
-export const GELU_FORWARD_KERNEL: KernelDefinition = {
+});
+export const GELU_FORWARD_KERNELS = laneForms({
   name: 'gelu-forward',
   files: [{ path: 'shaders/gelu-forward.wgsl', source: geluForwardSource }],
   bindings: ['read', 'read-write', 'uniform'],
-};
-export const GELU_BACKWARD_KERNEL: KernelDefinition = {
+});
+export const GELU_BACKWARD_KERNELS = laneForms({
   name: 'gelu-backward',
   files: [{ path: 'shaders/gelu-backward.wgsl', source: geluBackwardSource }],
   bindings: ['read', 'read', 'read-write', 'uniform'],
-};
+});
 
 const WG = 256;
 
@@ -92,9 +94,18 @@ function checkElementwise(op: string, size: number, dtype: ElementType, tensors:
   for (const [name, t] of Object.entries(tensors)) requireTensor(op, name, t, size, `size ${size}`, dtype);
 }
 
-function sizeParams(ctx: GpuContext, size: number) {
-  const g = grid1D(size, WG, ctx.limits.maxComputeWorkgroupsPerDimension);
-  return { params: packParams([['u32', size], ['u32', g.rowStride]]), workgroups: g.workgroups };
+/** Compiles both forms of each kernel; `pick(size)` gives the form that size takes and its dispatch. */
+async function elementwisePipelines<T extends Record<string, Record<Lanes, KernelDefinition>>>(ctx: GpuContext, dtype: ElementType, kernels: T) {
+  const compiled = Object.fromEntries(await Promise.all(Object.entries(kernels).map(async ([key, forms]) => {
+    const [scalar, vector] = await Promise.all([ctx.pipelines.get(forms[1], dtype, { WG }), ctx.pipelines.get(forms[4], dtype, { WG })]);
+    return [key, { 1: scalar, 4: vector }] as const;
+  }))) as { [K in keyof T]: Record<Lanes, CompiledKernel> };
+  return (key: keyof T, size: number) => {
+    const lanes = lanesFor(size);
+    const count = size / lanes;
+    const g = grid1D(count, WG, ctx.limits.maxComputeWorkgroupsPerDimension);
+    return { kernel: compiled[key][lanes], params: packParams([['u32', count], ['u32', g.rowStride]]), workgroups: g.workgroups };
+  };
 }
 
 /**
@@ -108,24 +119,21 @@ function sizeParams(ctx: GpuContext, size: number) {
  */
 export async function createSwigluKernels(ctx: GpuContext, options: ActivationOptions = {}): Promise<SwigluKernels> {
   const dtype = requireElementType(ctx, 'createSwigluKernels', options.dtype);
-  const [forward, backward] = await Promise.all([
-    ctx.pipelines.get(SWIGLU_FORWARD_KERNEL, dtype, { WG }),
-    ctx.pipelines.get(SWIGLU_BACKWARD_KERNEL, dtype, { WG }),
-  ]);
+  const pick = await elementwisePipelines(ctx, dtype, { forward: SWIGLU_FORWARD_KERNELS, backward: SWIGLU_BACKWARD_KERNELS });
   return {
     dtype,
     forward(rec, a) {
       checkElementwise('swiglu forward', a.size, dtype, { gate: a.gate, up: a.up, out: a.out });
       requireDistinct('swiglu forward', { out: a.out }, { gate: a.gate, up: a.up });
-      const { params, workgroups } = sizeParams(ctx, a.size);
-      rec.dispatch(forward, [a.gate.buffer, a.up.buffer, a.out.buffer], params, workgroups);
+      const { kernel, params, workgroups } = pick('forward', a.size);
+      rec.dispatch(kernel, [a.gate.buffer, a.up.buffer, a.out.buffer], params, workgroups);
     },
     backward(rec, a) {
       const op = 'swiglu backward';
       checkElementwise(op, a.size, dtype, { gate: a.gate, up: a.up, gradOutput: a.gradOutput, gradGate: a.gradGate, gradUp: a.gradUp });
       requireDistinct(op, { gradGate: a.gradGate, gradUp: a.gradUp }, { gate: a.gate, up: a.up, gradOutput: a.gradOutput });
-      const { params, workgroups } = sizeParams(ctx, a.size);
-      rec.dispatch(backward, [a.gate.buffer, a.up.buffer, a.gradOutput.buffer, a.gradGate.buffer, a.gradUp.buffer], params, workgroups);
+      const { kernel, params, workgroups } = pick('backward', a.size);
+      rec.dispatch(kernel, [a.gate.buffer, a.up.buffer, a.gradOutput.buffer, a.gradGate.buffer, a.gradUp.buffer], params, workgroups);
     },
   };
 }
@@ -141,23 +149,20 @@ export async function createSwigluKernels(ctx: GpuContext, options: ActivationOp
  */
 export async function createGeluKernels(ctx: GpuContext, options: ActivationOptions = {}): Promise<GeluKernels> {
   const dtype = requireElementType(ctx, 'createGeluKernels', options.dtype);
-  const [forward, backward] = await Promise.all([
-    ctx.pipelines.get(GELU_FORWARD_KERNEL, dtype, { WG }),
-    ctx.pipelines.get(GELU_BACKWARD_KERNEL, dtype, { WG }),
-  ]);
+  const pick = await elementwisePipelines(ctx, dtype, { forward: GELU_FORWARD_KERNELS, backward: GELU_BACKWARD_KERNELS });
   return {
     dtype,
     forward(rec, a) {
       checkElementwise('gelu forward', a.size, dtype, { x: a.x, y: a.y });
       requireDistinct('gelu forward', { y: a.y }, { x: a.x });
-      const { params, workgroups } = sizeParams(ctx, a.size);
-      rec.dispatch(forward, [a.x.buffer, a.y.buffer], params, workgroups);
+      const { kernel, params, workgroups } = pick('forward', a.size);
+      rec.dispatch(kernel, [a.x.buffer, a.y.buffer], params, workgroups);
     },
     backward(rec, a) {
       checkElementwise('gelu backward', a.size, dtype, { x: a.x, gradOutput: a.gradOutput, gradInput: a.gradInput });
       requireDistinct('gelu backward', { gradInput: a.gradInput }, { x: a.x, gradOutput: a.gradOutput });
-      const { params, workgroups } = sizeParams(ctx, a.size);
-      rec.dispatch(backward, [a.x.buffer, a.gradOutput.buffer, a.gradInput.buffer], params, workgroups);
+      const { kernel, params, workgroups } = pick('backward', a.size);
+      rec.dispatch(kernel, [a.x.buffer, a.gradOutput.buffer, a.gradInput.buffer], params, workgroups);
     },
   };
 }

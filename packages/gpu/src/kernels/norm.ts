@@ -17,38 +17,43 @@ import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';
 import { grid1D } from './grid.js';
+import { lanesFor, laneForms, type Lanes } from './lanes.js';
 import { requireCount, requireElementType, requireDistinct, requireFinite, requireTensor } from './tensor-checks.js';
 
 const SUM = { path: 'shaders/lib/workgroup-sum.wgsl', source: sumLib };
 
-export const RMS_NORM_FORWARD_KERNEL: KernelDefinition = {
+/** Each in scalar and vec4 form (kernels/lanes.ts): vec4 where cols is a multiple of 4. */
+export const RMS_NORM_FORWARD_KERNELS = laneForms({
   name: 'rms-norm-forward',
   files: [SUM, { path: 'shaders/rms-norm-forward.wgsl', source: rmsForwardSource }],
   bindings: ['read', 'read', 'read-write', 'read-write', 'uniform'],
-};
-export const RMS_NORM_BACKWARD_KERNEL: KernelDefinition = {
+});
+export const RMS_NORM_BACKWARD_KERNELS = laneForms({
   name: 'rms-norm-backward',
   files: [SUM, { path: 'shaders/rms-norm-backward.wgsl', source: rmsBackwardSource }],
   bindings: ['read', 'read', 'read', 'read', 'read-write', 'uniform'],
-};
-export const LAYER_NORM_FORWARD_KERNEL: KernelDefinition = {
+});
+export const LAYER_NORM_FORWARD_KERNELS = laneForms({
   name: 'layer-norm-forward',
   files: [SUM, { path: 'shaders/layer-norm-forward.wgsl', source: layerForwardSource }],
   bindings: ['read', 'read', 'read', 'read-write', 'read-write', 'read-write', 'uniform'],
-};
-export const LAYER_NORM_BACKWARD_KERNEL: KernelDefinition = {
+});
+export const LAYER_NORM_BACKWARD_KERNELS = laneForms({
   name: 'layer-norm-backward',
   files: [SUM, { path: 'shaders/layer-norm-backward.wgsl', source: layerBackwardSource }],
   bindings: ['read', 'read', 'read', 'read', 'read', 'read-write', 'uniform'],
-};
+});
 
 /**
- * Invocations per row: a power of two (the tree reduction halves it). 32, one warp per row as
- * llama.cpp's CUDA norms take below 1,024 columns: on lavapipe every barrier of the reduction
- * switches between all of a workgroup's 8-lane batches, and 32 ran the 135M step's norms (256 x
- * 576) in about half the time 128 took (1.1-1.6 vs 2.2-2.8 ms, forward and backward, f32 and f16).
+ * Invocations per row: a power of two (the tree reduction halves it). Scalar form: 32, one warp
+ * per row as llama.cpp's CUDA norms take below 1,024 columns: on lavapipe every barrier of the
+ * reduction switches between all of a workgroup's 8-lane batches, and 32 ran the 135M step's norms
+ * (256 x 576) in about half the time 128 took (1.1-1.6 vs 2.2-2.8 ms, forward and backward, f32
+ * and f16). vec4 form: 16, which covers 64 columns a pass; on lavapipe the RMSNorm forward took
+ * 0.64 ms with 16 against 0.84 with 32 (and 0.58 with 8, which would leave most of a hardware
+ * GPU's warp idle).
  */
-const WG = 32;
+const WG: Record<Lanes, number> = { 1: 32, 4: 16 };
 
 export interface NormOptions {
   kind: 'rms' | 'layer';
@@ -119,16 +124,21 @@ export async function createNormKernels(ctx: GpuContext, options: NormOptions): 
   requireFinite(op, 'eps', eps);
   if (eps < 0) throw new InvalidArgumentError(`${op}: eps must be >= 0, got ${eps}.`);
   const dtype = requireElementType(ctx, 'createNormKernels', options.dtype);
-  const get = (definition: KernelDefinition, constants: Record<string, number | boolean>) =>
-    ctx.pipelines.get(definition, dtype, { WG, ...constants });
-  const forwardDefinition = kind === 'rms' ? RMS_NORM_FORWARD_KERNEL : LAYER_NORM_FORWARD_KERNEL;
-  const backwardDefinition = kind === 'rms' ? RMS_NORM_BACKWARD_KERNEL : LAYER_NORM_BACKWARD_KERNEL;
-  const [forwardBias, forwardNoBias, backward, backwardAcc] = await Promise.all([
-    get(forwardDefinition, kind === 'layer' ? { HAS_BIAS: true } : {}),
-    kind === 'layer' ? get(forwardDefinition, { HAS_BIAS: false }) : undefined,
-    get(backwardDefinition, { ACCUMULATE: false }),
-    get(backwardDefinition, { ACCUMULATE: true }),
-  ]);
+  const forwardForms = kind === 'rms' ? RMS_NORM_FORWARD_KERNELS : LAYER_NORM_FORWARD_KERNELS;
+  const backwardForms = kind === 'rms' ? RMS_NORM_BACKWARD_KERNELS : LAYER_NORM_BACKWARD_KERNELS;
+  const compile = async (lanes: Lanes) => {
+    const get = (definition: KernelDefinition, constants: Record<string, number | boolean>) =>
+      ctx.pipelines.get(definition, dtype, { WG: WG[lanes], ...constants });
+    const [forwardBias, forwardNoBias, backward, backwardAcc] = await Promise.all([
+      get(forwardForms[lanes], kind === 'layer' ? { HAS_BIAS: true } : {}),
+      kind === 'layer' ? get(forwardForms[lanes], { HAS_BIAS: false }) : undefined,
+      get(backwardForms[lanes], { ACCUMULATE: false }),
+      get(backwardForms[lanes], { ACCUMULATE: true }),
+    ]);
+    return { forwardBias, forwardNoBias, backward, backwardAcc };
+  };
+  const [scalar, vector] = await Promise.all([compile(1), compile(4)]);
+  const pipelines = (cols: number) => (lanesFor(cols) === 4 ? vector : scalar);
   const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
 
   function checkCommon(rows: number, cols: number, tensors: Record<string, GpuTensor>): string {
@@ -165,6 +175,7 @@ export async function createNormKernels(ctx: GpuContext, options: NormOptions): 
       requireDistinct(op, written, { x: a.x, weight: a.weight, bias: a.bias });
       const g = grid1D(a.rows, 1, maxGroups);
       const params = packParams([['u32', a.rows], ['u32', a.cols], ['f32', eps], ['u32', g.rowStride]]);
+      const { forwardBias, forwardNoBias } = pipelines(a.cols);
       if (kind === 'rms') {
         rec.dispatch(forwardBias, [a.x.buffer, a.weight.buffer, a.y.buffer, a.rstd.buffer], params, g.workgroups);
       } else {
@@ -180,6 +191,7 @@ export async function createNormKernels(ctx: GpuContext, options: NormOptions): 
       requireDistinct(op, { gradInput: a.gradInput }, { x: a.x, weight: a.weight, rstd: a.rstd, mean, gradOutput: a.gradOutput });
       const g = grid1D(a.rows, 1, maxGroups);
       const params = packParams([['u32', a.rows], ['u32', a.cols], ['u32', g.rowStride]]);
+      const { backward, backwardAcc } = pipelines(a.cols);
       const kernel = a.accumulate ? backwardAcc : backward;
       const buffers = kind === 'rms'
         ? [a.x.buffer, a.weight.buffer, a.rstd.buffer, a.gradOutput.buffer, a.gradInput.buffer]

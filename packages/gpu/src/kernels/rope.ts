@@ -13,6 +13,7 @@ import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';
 import { grid1D } from './grid.js';
+import { lanesFor, laneForms } from './lanes.js';
 
 export type RopeScaling =
   | { type: 'default' }
@@ -138,6 +139,12 @@ export interface RopeApplyArgs {
 export interface RopeKernelOptions {
   /** Element type of x: 'f16' needs the device's shader-f16 feature. Default 'f32'. */
   dtype?: ElementType;
+  /**
+   * Rotate four pairs per invocation (vec4) where headDim / 2 is a multiple of 4, as every
+   * common head size's is (default true; kernels/lanes.ts). False always takes one pair, the
+   * form other head sizes get: for tests and comparisons.
+   */
+  vec4?: boolean;
 }
 
 export interface RopeKernel {
@@ -150,11 +157,12 @@ export interface RopeKernel {
   apply(recorder: CommandRecorder, args: RopeApplyArgs): void;
 }
 
-export const ROPE_KERNEL: KernelDefinition = {
+/** In scalar and vec4 form (kernels/lanes.ts). */
+export const ROPE_KERNELS = laneForms({
   name: 'rope',
   files: [{ path: 'shaders/rope.wgsl', source }],
   bindings: ['read-write', 'read', 'read', 'uniform'],
-};
+});
 
 const WG = 64;
 
@@ -173,7 +181,11 @@ function positiveInteger(what: string, name: string, value: number): void {
  */
 export async function createRopeKernel(ctx: GpuContext, options: RopeKernelOptions = {}): Promise<RopeKernel> {
   const dtype = requireElementType(ctx, 'rope', options.dtype ?? 'f32');
-  const compiled = await ctx.pipelines.get(ROPE_KERNEL, dtype, {});
+  const vec4 = options.vec4 ?? true;
+  const [scalar, vector] = await Promise.all([
+    ctx.pipelines.get(ROPE_KERNELS[1], dtype, {}),
+    vec4 ? ctx.pipelines.get(ROPE_KERNELS[4], dtype, {}) : undefined,
+  ]);
   return {
     dtype,
     apply(recorder, a) {
@@ -208,10 +220,12 @@ export async function createRopeKernel(ctx: GpuContext, options: RopeKernelOptio
       if (a.x.buffer === a.cos.buffer || a.x.buffer === a.sin.buffer) {
         throw new InvalidArgumentError('rope: x must not share a buffer with the cos/sin tables.');
       }
-      const g = grid1D(rows * heads * half, WG, ctx.limits.maxComputeWorkgroupsPerDimension);
-      recorder.dispatch(compiled, [a.x.buffer, a.cos.buffer, a.sin.buffer],
+      const lanes = vector ? lanesFor(half) : 1;
+      const halfVectors = half / lanes;
+      const g = grid1D(rows * heads * halfVectors, WG, ctx.limits.maxComputeWorkgroupsPerDimension);
+      recorder.dispatch(lanes === 4 ? vector! : scalar, [a.x.buffer, a.cos.buffer, a.sin.buffer],
         packParams([
-          ['u32', rows], ['u32', heads], ['u32', half], ['u32', seqLen], ['u32', offset], ['u32', g.rowStride],
+          ['u32', rows], ['u32', heads], ['u32', halfVectors], ['u32', seqLen], ['u32', offset], ['u32', g.rowStride],
           ['f32', a.inverse ? -1 : 1],
         ]), g.workgroups);
     },

@@ -3,13 +3,15 @@
 // One row per workgroup; r comes from rms-norm-forward. ACCUMULATE adds into grad_input (the
 // residual stream already holds the other branch's gradient). x, grad_output and grad_input are
 // elem (f32 or f16 storage); the sums and all arithmetic are f32.
+// Each invocation takes LANES columns at a time (one velem: vec4 where cols is a multiple of 4, else
+// one element; kernels/lanes.ts declares LANES, velem, vf32 and lane_sum).
 //
 // Bindings (group 0):
-//   0 x: array<elem>            read        [rows, cols]
-//   1 weight: array<f32>        read        [cols]
+//   0 x: array<velem>           read        [rows, cols / LANES]
+//   1 weight: array<vf32>       read        [cols / LANES]
 //   2 rstd: array<f32>          read        [rows]
-//   3 grad_output: array<elem>  read        [rows, cols]
-//   4 grad_input: array<elem>   read_write  [rows, cols]
+//   3 grad_output: array<velem> read        [rows, cols / LANES]
+//   4 grad_input: array<velem>  read_write  [rows, cols / LANES]
 //   5 params: Params            uniform
 // Needs shaders/lib/workgroup-sum.wgsl.
 // Dispatch: one workgroup of WG per row (row = workgroup_id.x + workgroup_id.y * row_stride).
@@ -24,11 +26,11 @@ struct Params {
   row_stride: u32,
 }
 
-@group(0) @binding(0) var<storage, read> x: array<elem>;
-@group(0) @binding(1) var<storage, read> weight: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<velem>;
+@group(0) @binding(1) var<storage, read> weight: array<vf32>;
 @group(0) @binding(2) var<storage, read> rstd: array<f32>;
-@group(0) @binding(3) var<storage, read> grad_output: array<elem>;
-@group(0) @binding(4) var<storage, read_write> grad_input: array<elem>;
+@group(0) @binding(3) var<storage, read> grad_output: array<velem>;
+@group(0) @binding(4) var<storage, read_write> grad_input: array<velem>;
 @group(0) @binding(5) var<uniform> params: Params;
 
 @compute @workgroup_size(WG)
@@ -37,19 +39,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (row >= params.rows) {
     return;
   }
-  let base = row * params.cols;
+  let n = params.cols / LANES;
+  let base = row * n;
   let r = rstd[row];
   var gh = 0.0;
-  for (var c = lid; c < params.cols; c += WG) {
-    gh += f32(grad_output[base + c]) * weight[c] * (f32(x[base + c]) * r);
+  for (var c = lid; c < n; c += WG) {
+    gh += lane_sum(vf32(grad_output[base + c]) * weight[c] * (vf32(x[base + c]) * r));
   }
   let mean_gh = workgroup_sum2(lid, vec2<f32>(gh, 0.0)).x / f32(params.cols);
-  for (var c = lid; c < params.cols; c += WG) {
+  for (var c = lid; c < n; c += WG) {
     let i = base + c;
-    var dx = r * (f32(grad_output[i]) * weight[c] - f32(x[i]) * r * mean_gh);
+    var dx = r * (vf32(grad_output[i]) * weight[c] - vf32(x[i]) * r * mean_gh);
     if (ACCUMULATE) {
-      dx += f32(grad_input[i]);
+      dx += vf32(grad_input[i]);
     }
-    grad_input[i] = elem(dx);
+    grad_input[i] = velem(dx);
   }
 }
