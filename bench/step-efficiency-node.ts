@@ -14,8 +14,7 @@ const layers = Number(process.env.BENCH_STEP_LAYERS ?? SMOLLM2_135M.num_hidden_l
 const seq = Number(process.env.BENCH_STEP_SEQ ?? 256);
 const gpu = await createNodeGpu();
 const result = await runStepEfficiencyBench(gpu, 'node (Dawn)', { ...smolLM2Shape(layers), batch: 1, seq }, {
-  steps: Number(process.env.BENCH_STEP_STEPS ?? 3),
-  matmulRuns: Number(process.env.BENCH_RUNS ?? 3),
+  steps: Number(process.env.BENCH_STEP_STEPS ?? 5),
   log: (line) => console.error(line),
 });
 const outDir = process.env.BENCH_STEP_DIR;

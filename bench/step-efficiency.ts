@@ -19,13 +19,13 @@
  * No Node imports: bench/step-efficiency-node.ts runs it on Dawn, the browser bench page in Chromium.
  */
 import {
-  CommandRecorder, createGpuContext, createMatmulKernel, createTensor, profileDispatches, type DispatchProfile, type GpuContext,
+  CommandRecorder, createGpuContext, createMatmulKernel, createTensor, profileDispatches, type DispatchProfile, type GpuContext, type GpuTensor,
 } from '@webtune/gpu';
 import {
   architectureOf, linearShape, logitsRowStride, mlpRowStride,
   type BaseFormat, type LoraConfig, type ModelConfig, type WeightReader,
 } from '@webtune/model';
-import { fill, medianOf, timedRuns } from './suite.js';
+import { fill, medianOf } from './suite.js';
 import { setUpLoraStep, type LoraStepSpec } from './lora-step.js';
 
 export interface StepFlops {
@@ -80,12 +80,25 @@ interface MatmulSamples {
   ms: number[];
 }
 
+/** One timed run of every shape, between two steps: shape -> ms. */
+type MatmulPass = Map<string, number>;
+
+interface MatmulSampler {
+  /** FLOPs of each shape, in the order they are reported. */
+  readonly flops: ReadonlyMap<string, number>;
+  /** Times each shape once (one submit and wait each). */
+  pass(): Promise<MatmulPass>;
+  release(): void;
+}
+
 /**
  * webtune's matmul on the step's own shapes (the LM head's logits rows and the MLP's intermediates
- * padded as the step pads them) and two squares, `runs` timed runs each after a warm-up; the best
- * median is the efficiency's denominator.
+ * padded as the step pads them) and two squares, on the step's own context, each run once after
+ * creation (compilation, first touch). Passes are taken between the timed steps, so that the
+ * denominator describes the same minutes as the steps it divides (a software adapter's speed
+ * drifts by tens of percent over minutes with the host).
  */
-async function matmulSamples(ctx: GpuContext, config: ModelConfig, tokens: number, runs: number, log: (line: string) => void): Promise<MatmulSamples[]> {
+async function createMatmulSampler(ctx: GpuContext, config: ModelConfig, tokens: number): Promise<MatmulSampler> {
   const arch = architectureOf(config);
   type Shape = { m: number; n: number; k: number; transB: boolean; lda?: number; ldc?: number };
   const shapes = new Map<string, Shape>();
@@ -115,7 +128,8 @@ async function matmulSamples(ctx: GpuContext, config: ModelConfig, tokens: numbe
   add(tokens, config.vocabSize, config.hiddenSize, true, { ldc: logitsStride }, `, logits rows ${logitsStride} apart`);
   add(tokens, config.hiddenSize, config.vocabSize, false, { lda: logitsStride }, `, logits rows ${logitsStride} apart`);
   for (const n of [1024, 2048]) add(n, n, n, false);
-  const samples: MatmulSamples[] = [];
+  const runs = new Map<string, () => Promise<void>>();
+  const tensors: GpuTensor[] = [];
   for (const [shape, s] of shapes) {
     const kernel = await createMatmulKernel(ctx, { transB: s.transB });
     const aSize = (s.m - 1) * (s.lda ?? s.k) + s.k;
@@ -123,26 +137,41 @@ async function matmulSamples(ctx: GpuContext, config: ModelConfig, tokens: numbe
     const a = createTensor(ctx, { shape: [aSize], data: fill(aSize, 1), label: 'bench A' });
     const b = createTensor(ctx, { shape: s.transB ? [s.n, s.k] : [s.k, s.n], data: fill(s.k * s.n, 2), label: 'bench B' });
     const c = createTensor(ctx, { shape: [cSize], label: 'bench C' });
-    const ms = await timedRuns(runs, async () => {
+    tensors.push(a, b, c);
+    const run = async () => {
       const r = new CommandRecorder(ctx, 'bench matmul');
       kernel.encode(r, { a, b, c, m: s.m, n: s.n, k: s.k, lda: s.lda, ldc: s.ldc });
       r.submit();
       await ctx.device.queue.onSubmittedWorkDone();
-    });
-    const flops = 2 * s.m * s.n * s.k;
-    samples.push({ shape, flops, ms });
-    log(`matmul ${shape}: ${medianOf(ms).toFixed(1)} ms, ${(flops / medianOf(ms) / 1e6).toFixed(2)} GFLOP/s`);
-    for (const t of [a, b, c]) t.release();
+    };
+    await run();
+    runs.set(shape, run);
   }
-  return samples;
+  return {
+    flops: new Map([...shapes].map(([shape, s]) => [shape, 2 * s.m * s.n * s.k])),
+    async pass() {
+      const pass: MatmulPass = new Map();
+      for (const [shape, run] of runs) {
+        const t0 = performance.now();
+        await run();
+        pass.set(shape, performance.now() - t0);
+      }
+      return pass;
+    },
+    release() {
+      for (const t of tensors) t.release();
+    },
+  };
 }
 
-/** Each shape's rate from the median of all its samples (several passes merged). */
-export function matmulRatesOf(passes: MatmulSamples[][]): MatmulRate[] {
-  return passes[0]!.map(({ shape, flops }) => {
-    const ms = passes.flatMap((p) => p.find((x) => x.shape === shape)!.ms);
-    return { shape, gflops: flops / medianOf(ms) / 1e6 };
-  });
+/** Each shape's rate from the median of all its samples (passes of every configuration merged). */
+export function matmulRatesOf(samples: MatmulSamples[]): MatmulRate[] {
+  return samples.map(({ shape, flops, ms }) => ({ shape, gflops: flops / medianOf(ms) / 1e6 }));
+}
+
+/** The best rate of one pass, or of two passes averaged per shape (the passes either side of a step). */
+function bestOf(flops: ReadonlyMap<string, number>, ...passes: MatmulPass[]): number {
+  return Math.max(...[...flops].map(([shape, f]) => f / (passes.reduce((sum, p) => sum + p.get(shape)!, 0) / passes.length) / 1e6));
 }
 
 export interface StepEfficiencySpec extends LoraStepSpec {
@@ -164,9 +193,14 @@ export interface StepEfficiencyRow {
   tokensPerSecond: number;
   /** FLOPs / median step time. */
   achievedGflops: number;
-  /** Best matmul GFLOP/s of the same run (the denominator). */
+  /** Best matmul GFLOP/s: the best shape's median over the passes between this configuration's steps (the denominator). */
   bestMatmulGflops: number;
   efficiency: number;
+  /**
+   * Each timed step's rate over the best matmul rate of the passes taken just before and just
+   * after it: how much of the spread in `efficiency` is the host's drift.
+   */
+  pairedEfficiency: number[];
   /** Per step after the warm-up: time inside CommandRecorder.dispatch/submit, and what was created. */
   record: { ms: number; dispatches: number; submits: number; bindGroupsCreated: number; uniformsCreated: number };
   /** The same with the dispatch cache's reuse across submits off (webtune before issue 22). */
@@ -174,8 +208,14 @@ export interface StepEfficiencyRow {
   profile: DispatchProfile;
 }
 
-/** One configuration on a fresh device: warm-up, timed steps, then a profiled step. */
-export async function runStepEfficiency(gpu: GPU, spec: StepEfficiencySpec, log: (line: string) => void): Promise<Omit<StepEfficiencyRow, 'bestMatmulGflops' | 'efficiency'>> {
+/** What one configuration's run gives before the denominator over every configuration is known. */
+type StepRun = Omit<StepEfficiencyRow, 'bestMatmulGflops' | 'efficiency'> & { matmulPasses: MatmulPass[]; matmulFlops: ReadonlyMap<string, number> };
+
+/**
+ * One configuration on a fresh device: warm-up, timed steps with a matmul pass before the first
+ * and after each, then a profiled step.
+ */
+export async function runStepEfficiency(gpu: GPU, spec: StepEfficiencySpec, log: (line: string) => void): Promise<StepRun> {
   const ctx = await createGpuContext({ gpu });
   try {
     const { step, lora, tokens, release } = await setUpLoraStep(ctx, spec);
@@ -185,16 +225,25 @@ export async function runStepEfficiency(gpu: GPU, spec: StepEfficiencySpec, log:
       ms: (b.ms - a.ms) / n, dispatches: (b.dispatches - a.dispatches) / n, submits: (b.submits - a.submits) / n,
       bindGroupsCreated: (b.bindGroupsCreated - a.bindGroupsCreated) / n, uniformsCreated: (b.uniformsCreated - a.uniformsCreated) / n,
     });
+    const flops = countStepFlops(spec.config, lora, spec.batch, spec.seq);
 
     await step(); // warm-up: pipelines compile, the workspace and the caches fill
-    const before = counters();
+    const sampler = await createMatmulSampler(ctx, spec.config, tokens);
+    const passes = [await sampler.pass()];
     const stepMs: number[] = [];
+    // Per step, averaged: the counters cover the steps only, not the matmul passes between them.
+    const recorded = { ms: 0, dispatches: 0, submits: 0, bindGroupsCreated: 0, uniformsCreated: 0 };
     for (let i = 0; i < spec.steps; i++) {
+      const before = counters();
       const t0 = performance.now();
       await step();
       stepMs.push(performance.now() - t0);
+      const d = perStep(before, counters(), spec.steps);
+      for (const key of Object.keys(recorded) as (keyof typeof recorded)[]) recorded[key] += d[key];
+      passes.push(await sampler.pass());
+      log(`step ${i + 1}/${spec.steps} ${spec.format}/${spec.dtype}: ${stepMs[i]!.toFixed(0)} ms; best matmul around it ${bestOf(sampler.flops, passes[i]!, passes[i + 1]!).toFixed(2)} GFLOP/s`);
     }
-    const record = perStep(before, counters(), spec.steps);
+    sampler.release();
 
     ctx.dispatches.reuseAcrossSubmits = false;
     const off = counters();
@@ -206,15 +255,15 @@ export async function runStepEfficiency(gpu: GPU, spec: StepEfficiencySpec, log:
 
     const profile = await profileDispatches(ctx, step);
     const medianStepMs = medianOf(stepMs);
-    const flops = countStepFlops(spec.config, lora, spec.batch, spec.seq);
     const achievedGflops = flops.total / medianStepMs / 1e6;
-    const row = {
+    const pairedEfficiency = stepMs.map((ms, i) => flops.total / ms / 1e6 / bestOf(sampler.flops, passes[i]!, passes[i + 1]!));
+    const row: StepRun = {
       model: spec.model, format: spec.format, dtype: spec.dtype, batch: spec.batch, seq: spec.seq, rank: spec.rank, flops, stepMs,
-      medianStepMs, tokensPerSecond: tokens / (medianStepMs / 1000), achievedGflops,
-      record, recordWithoutReuse: { ms: offCounters.ms, stepMs: offStepMs, bindGroupsCreated: offCounters.bindGroupsCreated, uniformsCreated: offCounters.uniformsCreated },
-      profile,
+      medianStepMs, tokensPerSecond: tokens / (medianStepMs / 1000), achievedGflops, pairedEfficiency,
+      record: recorded, recordWithoutReuse: { ms: offCounters.ms, stepMs: offStepMs, bindGroupsCreated: offCounters.bindGroupsCreated, uniformsCreated: offCounters.uniformsCreated },
+      profile, matmulPasses: passes, matmulFlops: sampler.flops,
     };
-    log(`step ${spec.model} ${spec.format}/${spec.dtype}: ${medianStepMs.toFixed(0)} ms, ${achievedGflops.toFixed(2)} GFLOP/s; recording ${record.ms.toFixed(1)} ms/step (${offCounters.ms.toFixed(1)} without reuse)`);
+    log(`step ${spec.model} ${spec.format}/${spec.dtype}: ${medianStepMs.toFixed(0)} ms, ${achievedGflops.toFixed(2)} GFLOP/s; recording ${recorded.ms.toFixed(1)} ms/step (${offCounters.ms.toFixed(1)} without reuse)`);
     release();
     return row;
   } finally {
@@ -226,44 +275,45 @@ export interface StepEfficiencyResult {
   lane: string;
   adapter: string;
   clock: DispatchProfile['clock'];
+  /** Every shape's median over all the passes of both configurations. */
   matmul: MatmulRate[];
+  /** The best of `matmul`. */
   bestMatmulGflops: number;
   rows: StepEfficiencyRow[];
 }
 
-/** The 135M shape at f32/f32 and NF4/f16 (where shader-f16 exists), after the matmul rates. */
+/**
+ * The 135M shape at f32/f32 and NF4/f16 (where shader-f16 exists). Each configuration's
+ * denominator is the best shape's median over the matmul passes taken between its own steps.
+ */
 export async function runStepEfficiencyBench(
   gpu: GPU, lane: string, shape: { model: string; config: ModelConfig; reader: WeightReader; batch: number; seq: number },
-  options: { steps: number; matmulRuns: number; log: (line: string) => void },
+  options: { steps: number; log: (line: string) => void },
 ): Promise<StepEfficiencyResult> {
   const ctx = await createGpuContext({ gpu });
   const adapter = `${ctx.adapter.name}${ctx.adapter.description ? ` (${ctx.adapter.description})` : ''}`;
   const f16 = ctx.features.shaderF16;
   const clock = ctx.features.timestampQuery ? 'gpu-timestamps' : 'cpu';
   ctx.destroy();
-  // The matmul rates are sampled before and after the steps and merged: a software adapter's speed
-  // drifts over minutes with the host, and the denominator should describe the same minutes as
-  // the steps it divides.
-  const samplePass = async () => {
-    const c = await createGpuContext({ gpu });
-    try {
-      return await matmulSamples(c, shape.config, shape.batch * shape.seq, options.matmulRuns, options.log);
-    } finally {
-      c.destroy();
-    }
-  };
-  const before = await samplePass();
-  const steps: { spec: StepEfficiencySpec; partial: Omit<StepEfficiencyRow, 'bestMatmulGflops' | 'efficiency'> }[] = [];
+  const runs: { spec: StepEfficiencySpec; run: StepRun }[] = [];
   const variants: Array<[BaseFormat, 'f32' | 'f16']> = [['f32', 'f32'], ...(f16 ? [['nf4', 'f16'] as [BaseFormat, 'f16']] : [['nf4', 'f32'] as [BaseFormat, 'f32']])];
   for (const [format, dtype] of variants) {
     const spec = { ...shape, rank: 8, format, dtype, steps: options.steps };
-    steps.push({ spec, partial: await runStepEfficiency(gpu, spec, options.log) });
+    runs.push({ spec, run: await runStepEfficiency(gpu, spec, options.log) });
   }
-  const matmul = matmulRatesOf([before, await samplePass()]);
+  // Each configuration divides by the best shape's median over its own passes (the minutes of its
+  // own steps); the table below the rows merges every pass.
+  const ratesOver = (passes: MatmulPass[]) => matmulRatesOf([...runs[0]!.run.matmulFlops].map(([shape, flops]) => ({
+    shape, flops, ms: passes.map((p) => p.get(shape)!),
+  })));
+  const matmul = ratesOver(runs.flatMap(({ run }) => run.matmulPasses));
+  for (const m of matmul) options.log(`matmul ${m.shape}: ${m.gflops.toFixed(2)} GFLOP/s`);
   const best = Math.max(...matmul.map((r) => r.gflops));
-  const rows = steps.map(({ spec, partial }) => {
-    const row: StepEfficiencyRow = { ...partial, bestMatmulGflops: best, efficiency: partial.achievedGflops / best };
-    options.log(`step ${spec.model} ${spec.format}/${spec.dtype}: ${row.medianStepMs.toFixed(0)} ms, ${row.achievedGflops.toFixed(2)} GFLOP/s of ${best.toFixed(2)} = ${(100 * row.efficiency).toFixed(0)}%`);
+  const rows = runs.map(({ spec, run }) => {
+    const { matmulPasses, matmulFlops: _flops, ...partial } = run;
+    const own = Math.max(...ratesOver(matmulPasses).map((r) => r.gflops));
+    const row: StepEfficiencyRow = { ...partial, bestMatmulGflops: own, efficiency: partial.achievedGflops / own };
+    options.log(`step ${spec.model} ${spec.format}/${spec.dtype}: ${row.medianStepMs.toFixed(0)} ms, ${row.achievedGflops.toFixed(2)} GFLOP/s of ${own.toFixed(2)} = ${(100 * row.efficiency).toFixed(0)}% (paired ${row.pairedEfficiency.map((e) => (100 * e).toFixed(0)).join(', ')}%)`);
     return row;
   });
   return { lane, adapter, clock, matmul, bestMatmulGflops: best, rows };
@@ -276,23 +326,23 @@ export function stepEfficiencyMarkdown(r: StepEfficiencyResult): string {
   const lines = [
     `### Step efficiency, ${r.lane}`, '',
     `Adapter: ${r.adapter}. Command: \`BENCH_ONLY=step npm run bench${r.lane.startsWith('browser') ? ' -- browser' : ''}\` (bench/step-efficiency.ts).`, '',
-    `- Efficiency = model FLOPs of the step / median step time / the best matmul GFLOP/s webtune reached on this adapter in the same run (${r.bestMatmulGflops.toFixed(2)}; every shape below). Model FLOPs: 2N forward + 2N input gradient per token for the frozen weights (the LM head included), causal attention over visible pairs (backward 2x forward; recomputation not counted), LoRA's own matmuls.`,
+    `- Efficiency = model FLOPs of the step / median step time / the best matmul GFLOP/s webtune reached on this adapter in the same run, on the step's own device in the passes taken between that configuration's steps (column "best matmul"; every shape below). Model FLOPs: 2N forward + 2N input gradient per token for the frozen weights (the LM head included), causal attention over visible pairs (backward 2x forward; recomputation not counted), LoRA's own matmuls.`,
     `- Phases and kernels: one more step, every dispatch replayed alone and timed with ${r.clock === 'gpu-timestamps' ? 'GPU timestamps (timestamp-query)' : 'CPU timers (one submit each)'}; their sum can differ from the step's wall time, which also holds recording, submits, readbacks and any overlap.`,
     '- Recording = time inside CommandRecorder.dispatch/submit per step (creating bind groups and uniform buffers, encoding, submitting); "without reuse" is the same step with the dispatch cache bypassed (`reuseAcrossSubmits = false`: every dispatch creates its bind group and takes a pooled uniform buffer, as webtune recorded before issue 22).',
-    '- The matmul rates are wall-clock medians of one product each, submit and wait included, over runs taken before and after the steps (merged, so that the denominator covers the same minutes as the steps on an adapter whose speed drifts with the host). The rows are the step\'s: logits and the MLP\'s intermediates padded (paddedRowStride, mlpRowStride). Inside a step the same kernels run back to back, which on a slow adapter can make the step\'s own rate come close to or above them.', '',
-    '| model | base / activations | tokens | GFLOP per step | median ms/step | tokens/s | achieved GFLOP/s | efficiency | forward ms | head + loss ms | backward ms | AdamW ms | kernels sum ms | recording ms/step | without reuse | dispatches/step | bind groups created/step |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '- The matmul rates are wall-clock medians of one product each, submit and wait included, over passes (every shape once) taken before the first timed step and after each, so that the denominator covers the same minutes as the steps on an adapter whose speed drifts with the host (the table below merges both configurations\' passes). "Paired" divides each step\'s rate by the best rate of the two passes either side of it; their spread is the host\'s drift. The rows are the step\'s: logits and the MLP\'s intermediates padded (paddedRowStride, mlpRowStride). Inside a step the same kernels run back to back, which on a slow adapter can make the step\'s own rate come close to or above them.', '',
+    '| model | base / activations | tokens | GFLOP per step | median ms/step | tokens/s | achieved GFLOP/s | best matmul | efficiency | paired, per step | forward ms | head + loss ms | backward ms | AdamW ms | kernels sum ms | recording ms/step | without reuse | dispatches/step | bind groups created/step |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const row of r.rows) {
     const p = row.profile.phases;
-    lines.push(`| ${row.model} | ${row.format} / ${row.dtype} | ${row.batch} x ${row.seq} | ${g(row.flops.total)} | ${row.medianStepMs.toFixed(0)} | ${row.tokensPerSecond.toFixed(1)} | ${row.achievedGflops.toFixed(2)} | ${(100 * row.efficiency).toFixed(0)}% | ${PHASES.map((ph) => (p[ph] ?? 0).toFixed(0)).join(' | ')} | ${row.profile.totalMs.toFixed(0)} | ${row.record.ms.toFixed(1)} | ${row.recordWithoutReuse.ms.toFixed(1)} | ${row.record.dispatches} | ${row.record.bindGroupsCreated} (${row.recordWithoutReuse.bindGroupsCreated} without reuse) |`);
+    lines.push(`| ${row.model} | ${row.format} / ${row.dtype} | ${row.batch} x ${row.seq} | ${g(row.flops.total)} | ${row.medianStepMs.toFixed(0)} | ${row.tokensPerSecond.toFixed(1)} | ${row.achievedGflops.toFixed(2)} | ${row.bestMatmulGflops.toFixed(2)} | ${(100 * row.efficiency).toFixed(0)}% | ${row.pairedEfficiency.map((e) => `${(100 * e).toFixed(0)}%`).join(', ')} | ${PHASES.map((ph) => (p[ph] ?? 0).toFixed(0)).join(' | ')} | ${row.profile.totalMs.toFixed(0)} | ${row.record.ms.toFixed(1)} | ${row.recordWithoutReuse.ms.toFixed(1)} | ${row.record.dispatches} | ${row.record.bindGroupsCreated} (${row.recordWithoutReuse.bindGroupsCreated} without reuse) |`);
   }
   const first = r.rows[0];
   if (first) {
     const f = first.flops;
     lines.push('', `FLOPs of the ${first.model} step (${first.batch} x ${first.seq}): forward ${g(f.forward)} G, input gradient ${g(f.inputGradient)} G, attention ${g(f.attention)} G, LoRA ${g(f.adapter)} G.`);
   }
-  lines.push('', 'Matmul on this adapter, same run (the context\'s default kernel choice):', '', '| shape (M x N x K) | GFLOP/s |', '|---|---:|');
+  lines.push('', 'Matmul on this adapter, same run (the context\'s default kernel choice; medians over both configurations\' passes):', '', '| shape (M x N x K) | GFLOP/s |', '|---|---:|');
   for (const m of r.matmul) lines.push(`| ${m.shape} | ${m.gflops.toFixed(2)} |`);
   for (const row of r.rows) {
     lines.push('', `Kernels of one ${row.format} / ${row.dtype} step, slowest first (${row.profile.dispatches} dispatches${row.profile.skipped ? `, ${row.profile.skipped} not replayed` : ''}):`, '',

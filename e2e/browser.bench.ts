@@ -17,7 +17,7 @@ test('browser benchmark', async ({ page }) => {
   // 'generate' group: BENCH_PROMPT_TOKENS and BENCH_NEW_TOKENS (default 32 each), BENCH_GENERATE_RUNS (default min(BENCH_RUNS, 3)).
   const generate = `&promptTokens=${process.env.BENCH_PROMPT_TOKENS ?? 32}&newTokens=${process.env.BENCH_NEW_TOKENS ?? 32}` +
     (process.env.BENCH_GENERATE_RUNS ? `&generateRuns=${process.env.BENCH_GENERATE_RUNS}` : '');
-  // 'step' group: BENCH_STEP_STEPS timed steps (default 1), BENCH_STEP_SEQ / BENCH_STEP_LAYERS shrink the shape for a quick look.
+  // 'step' group: BENCH_STEP_STEPS timed steps (default 2), BENCH_STEP_SEQ / BENCH_STEP_LAYERS shrink the shape for a quick look.
   const step = ['STEPS', 'SEQ', 'LAYERS'].map((k) => (process.env[`BENCH_STEP_${k}`] ? `&step${k[0]}${k.slice(1).toLowerCase()}=${process.env[`BENCH_STEP_${k}`]}` : '')).join('');
   await page.goto(`/e2e/pages/bench.html?sizes=${sizes}&runs=${process.env.BENCH_RUNS ?? 9}&only=${process.env.BENCH_ONLY ?? ''}${generate}${step}`);
   await page.waitForFunction(() => window.benchResult || window.benchError, undefined, { timeout: 1_700_000, polling: 1000 });

@@ -97,8 +97,7 @@ async function main() {
     const seq = Number(params.get('stepSeq') ?? 256);
     const layers = Number(params.get('stepLayers') ?? SMOLLM2_135M.num_hidden_layers);
     const result = await runStepEfficiencyBench(navigator.gpu, 'browser (Chromium)', { ...smolLM2Shape(layers), batch: 1, seq }, {
-      steps: Number(params.get('stepSteps') ?? 1),
-      matmulRuns: Math.min(runs, 3),
+      steps: Number(params.get('stepSteps') ?? 2),
       log: (line) => {
         log(line);
         console.log(line);
