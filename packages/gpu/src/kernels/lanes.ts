@@ -1,7 +1,8 @@
 /**
- * Elements per invocation in the elementwise and per-row kernels (activations, norms): four, one
- * vec4 access, wherever the sizes are multiples of 4, which every model's hidden and MLP sizes
- * are; one otherwise. On the CPU adapters each access whose address differs across lanes is a
+ * Elements per invocation in the elementwise and per-row kernels (activations, norms, RoPE,
+ * axpy): four, one vec4 access, wherever the sizes are multiples of 4, as every common model's
+ * hidden, MLP and half-head sizes are; one otherwise. Both forms are compiled when a kernel is
+ * created. On the CPU adapters each access whose address differs across lanes is a
  * gather, and one 16-byte access replaces four: on lavapipe the 135M step's SwiGLU forward ran
  * about 2x faster (1.2 vs 2.3 ms at 256 x 1552) and its RMSNorm forward 2x (0.64 vs 1.31 ms at
  * 256 x 576, with 16 invocations a row; issue 22).
