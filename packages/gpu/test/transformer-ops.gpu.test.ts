@@ -36,7 +36,7 @@ import { createEmbeddingKernels } from '../src/kernels/embedding.js';
 import { createElementwiseKernels } from '../src/kernels/elementwise.js';
 import { createDropoutKernels, dropoutKeep } from '../src/kernels/dropout.js';
 import { createOptimizerKernels } from '../src/kernels/optimizer.js';
-import { f32 } from './fixtures.js';
+import { f32, type EncodedTensor } from './fixtures.js';
 import { randn, worstError } from './random.js';
 import { nodeContext, recordValidated, useNodeContext } from './node-context.js';
 import { transformerOpsFixture as F, type NormCase, type NormCaseF16 } from './transformer-ops-fixtures.js';
@@ -101,6 +101,69 @@ const ACTIVATION_FORMS = (size: number) => [
   { size, suffix: '' },
   { size: size - (size % 4), suffix: '-vec4' },
 ];
+
+/** How one precision's cases upload, allocate and compare (f32 tolerances, or f16 rounding). */
+interface Precision {
+  dtype: 'f32' | 'f16';
+  upload: (label: string, data: Float32Array) => GpuTensor;
+  zeros: (label: string, size: number) => GpuTensor;
+  close: (name: string, got: Float32Array, expected: Float32Array, gelu?: 'gradient') => void;
+}
+const F32: Precision = {
+  dtype: 'f32',
+  upload: (label, data) => tensor(label, data),
+  zeros: (label, size) => zeros(label, [size]),
+  close: (name, got, expected, gelu) => {
+    const { atol, rtol } = gelu ? GELU_GRAD_TOL : ELEMENTWISE_TOL;
+    expectClose(name, got, expected, atol, rtol);
+  },
+};
+const F16: Precision = {
+  dtype: 'f16',
+  upload: (label, data) => half(label, data),
+  zeros: (label, size) => halfZeros(label, [size]),
+  close: (name, got, expected) => expectHalfClose(name, got, expected),
+};
+
+/**
+ * Runs the first `size` elements of a SwiGLU fixture (forward and backward) and checks them, the
+ * kernels that ran, and that nothing past `size` was written.
+ */
+async function runSwiglu(p: Precision, c: { size: number; gate: EncodedTensor; up: EncodedTensor; upstream: EncodedTensor; out: EncodedTensor; dGate: EncodedTensor; dUp: EncodedTensor }, form: { size: number; suffix: string }): Promise<void> {
+  const k = await createSwigluKernels(gpu(), { dtype: p.dtype });
+  const [gate, up, gradOutput] = [['gate', c.gate], ['up', c.up], ['dy', c.upstream]].map(([l, d]) => p.upload(l as string, f32(d as EncodedTensor)));
+  const [out, gradGate, gradUp] = ['out', 'dgate', 'dup'].map((l) => p.zeros(l, c.size)) as [GpuTensor, GpuTensor, GpuTensor];
+  const kernels = await recordKernels(`${p.dtype} swiglu`, (rec) => {
+    k.forward(rec, { gate: gate!, up: up!, out, size: form.size });
+    k.backward(rec, { gate: gate!, up: up!, gradOutput: gradOutput!, gradGate, gradUp, size: form.size });
+  });
+  expect(kernels).toEqual([`swiglu-forward${form.suffix}`, `swiglu-backward${form.suffix}`]);
+  for (const [name, t, expected] of [['out', out, c.out], ['dGate', gradGate, c.dGate], ['dUp', gradUp, c.dUp]] as const) {
+    const got = await readF32(gpu(), t);
+    p.close(name, got.subarray(0, form.size), f32(expected).subarray(0, form.size));
+    expect(got.subarray(form.size).every((v) => v === 0), `${name}: nothing past ${form.size} written`).toBe(true);
+  }
+  for (const t of [gate, up, gradOutput, out, gradGate, gradUp]) t!.release();
+}
+
+/** The same for a tanh-GELU fixture. */
+async function runGelu(p: Precision, c: { size: number; x: EncodedTensor; upstream: EncodedTensor; y: EncodedTensor; dx: EncodedTensor }, form: { size: number; suffix: string }): Promise<void> {
+  const k = await createGeluKernels(gpu(), { dtype: p.dtype });
+  const x = p.upload('x', f32(c.x));
+  const gradOutput = p.upload('dy', f32(c.upstream));
+  const [y, dx] = ['y', 'dx'].map((l) => p.zeros(l, c.size)) as [GpuTensor, GpuTensor];
+  const kernels = await recordKernels(`${p.dtype} gelu`, (rec) => {
+    k.forward(rec, { x, y, size: form.size });
+    k.backward(rec, { x, gradOutput, gradInput: dx, size: form.size });
+  });
+  expect(kernels).toEqual([`gelu-forward${form.suffix}`, `gelu-backward${form.suffix}`]);
+  for (const [name, t, expected] of [['y', y, c.y], ['dx', dx, c.dx]] as const) {
+    const got = await readF32(gpu(), t);
+    p.close(name, got.subarray(0, form.size), f32(expected).subarray(0, form.size), name === 'dx' ? 'gradient' : undefined);
+    expect(got.subarray(form.size).every((v) => v === 0), `${name}: nothing past ${form.size} written`).toBe(true);
+  }
+  for (const t of [x, gradOutput, y, dx]) t.release();
+}
 
 function expectClose(name: string, got: ArrayLike<number>, expected: ArrayLike<number>, atol: number, rtol: number): void {
   const r = worstError(got, expected, atol, rtol);
@@ -207,50 +270,10 @@ describe('LayerNorm (torch.nn.LayerNorm) against PyTorch autograd', () => {
 
 describe('SwiGLU and tanh GELU against PyTorch autograd', () => {
   for (const c of F.swiglu) {
-    for (const form of ACTIVATION_FORMS(c.size)) {
-      it(`swiglu: ${c.name}, first ${form.size} (swiglu-*${form.suffix})`, async () => {
-        const k = await createSwigluKernels(gpu());
-        const gate = tensor('gate', f32(c.gate));
-        const up = tensor('up', f32(c.up));
-        const gradOutput = tensor('dy', f32(c.upstream));
-        const [out, gradGate, gradUp] = ['out', 'dgate', 'dup'].map((l) => zeros(l, [c.size])) as [GpuTensor, GpuTensor, GpuTensor];
-        const kernels = await recordKernels('swiglu', (rec) => {
-          k.forward(rec, { gate, up, out, size: form.size });
-          k.backward(rec, { gate, up, gradOutput, gradGate, gradUp, size: form.size });
-        });
-        expect(kernels).toEqual([`swiglu-forward${form.suffix}`, `swiglu-backward${form.suffix}`]);
-        const { atol, rtol } = ELEMENTWISE_TOL;
-        const first = async (t: GpuTensor) => (await readF32(gpu(), t)).subarray(0, form.size);
-        expectClose('out', await first(out), f32(c.out).subarray(0, form.size), atol, rtol);
-        expectClose('dGate', await first(gradGate), f32(c.dGate).subarray(0, form.size), atol, rtol);
-        expectClose('dUp', await first(gradUp), f32(c.dUp).subarray(0, form.size), atol, rtol);
-        // Nothing past `size` is written.
-        for (const t of [out, gradGate, gradUp]) expect([...(await readF32(gpu(), t)).subarray(form.size)].every((v) => v === 0)).toBe(true);
-        for (const t of [gate, up, gradOutput, out, gradGate, gradUp]) t.release();
-      });
-    }
+    for (const form of ACTIVATION_FORMS(c.size)) it(`swiglu: ${c.name}, first ${form.size} (swiglu-*${form.suffix})`, () => runSwiglu(F32, c, form));
   }
   for (const c of F.gelu) {
-    for (const form of ACTIVATION_FORMS(c.size)) {
-      it(`gelu: ${c.name}, first ${form.size} (gelu-*${form.suffix})`, async () => {
-        const k = await createGeluKernels(gpu());
-        const x = tensor('x', f32(c.x));
-        const gradOutput = tensor('dy', f32(c.upstream));
-        const y = zeros('y', [c.size]);
-        const dx = zeros('dx', [c.size]);
-        const kernels = await recordKernels('gelu', (rec) => {
-          k.forward(rec, { x, y, size: form.size });
-          k.backward(rec, { x, gradOutput, gradInput: dx, size: form.size });
-        });
-        expect(kernels).toEqual([`gelu-forward${form.suffix}`, `gelu-backward${form.suffix}`]);
-        const { atol, rtol } = ELEMENTWISE_TOL;
-        const first = async (t: GpuTensor) => (await readF32(gpu(), t)).subarray(0, form.size);
-        expectClose('y', await first(y), f32(c.y).subarray(0, form.size), atol, rtol);
-        expectClose('dx', await first(dx), f32(c.dx).subarray(0, form.size), GELU_GRAD_TOL.atol, GELU_GRAD_TOL.rtol);
-        for (const t of [y, dx]) expect([...(await readF32(gpu(), t)).subarray(form.size)].every((v) => v === 0)).toBe(true);
-        for (const t of [x, gradOutput, y, dx]) t.release();
-      });
-    }
+    for (const form of ACTIVATION_FORMS(c.size)) it(`gelu: ${c.name}, first ${form.size} (gelu-*${form.suffix})`, () => runGelu(F32, c, form));
   }
 });
 
@@ -566,48 +589,10 @@ describe("dtype 'f16' (f16 storage, f32 arithmetic) against PyTorch from f16-rou
   for (const c of H.layernorm) it(`layer norm ${c.name}`, () => runNormCaseF16('layer', c));
 
   for (const c of H.swiglu) {
-    for (const form of ACTIVATION_FORMS(c.size)) {
-      it(`swiglu ${c.name}, first ${form.size} (swiglu-*${form.suffix})`, async () => {
-        const k = await createSwigluKernels(gpu(), { dtype: 'f16' });
-        const gate = half('gate', f32(c.gate));
-        const up = half('up', f32(c.up));
-        const gradOutput = half('dy', f32(c.upstream));
-        const [out, gradGate, gradUp] = ['out', 'dgate', 'dup'].map((l) => halfZeros(l, [c.size])) as [GpuTensor, GpuTensor, GpuTensor];
-        const kernels = await recordKernels('f16 swiglu', (rec) => {
-          k.forward(rec, { gate, up, out, size: form.size });
-          k.backward(rec, { gate, up, gradOutput, gradGate, gradUp, size: form.size });
-        });
-        expect(kernels).toEqual([`swiglu-forward${form.suffix}`, `swiglu-backward${form.suffix}`]);
-        const first = async (t: GpuTensor) => (await readF32(gpu(), t)).subarray(0, form.size);
-        expectHalfClose('out', await first(out), f32(c.out).subarray(0, form.size));
-        expectHalfClose('dGate', await first(gradGate), f32(c.dGate).subarray(0, form.size));
-        expectHalfClose('dUp', await first(gradUp), f32(c.dUp).subarray(0, form.size));
-        for (const t of [out, gradGate, gradUp]) expect([...(await readF32(gpu(), t)).subarray(form.size)].every((v) => v === 0)).toBe(true);
-        for (const t of [gate, up, gradOutput, out, gradGate, gradUp]) t.release();
-      });
-    }
+    for (const form of ACTIVATION_FORMS(c.size)) it(`swiglu ${c.name}, first ${form.size} (swiglu-*${form.suffix})`, () => runSwiglu(F16, c, form));
   }
-
   for (const c of H.gelu) {
-    for (const form of ACTIVATION_FORMS(c.size)) {
-      it(`gelu ${c.name}, first ${form.size} (gelu-*${form.suffix})`, async () => {
-        const k = await createGeluKernels(gpu(), { dtype: 'f16' });
-        const x = half('x', f32(c.x));
-        const gradOutput = half('dy', f32(c.upstream));
-        const y = halfZeros('y', [c.size]);
-        const dx = halfZeros('dx', [c.size]);
-        const kernels = await recordKernels('f16 gelu', (rec) => {
-          k.forward(rec, { x, y, size: form.size });
-          k.backward(rec, { x, gradOutput, gradInput: dx, size: form.size });
-        });
-        expect(kernels).toEqual([`gelu-forward${form.suffix}`, `gelu-backward${form.suffix}`]);
-        const first = async (t: GpuTensor) => (await readF32(gpu(), t)).subarray(0, form.size);
-        expectHalfClose('y', await first(y), f32(c.y).subarray(0, form.size));
-        expectHalfClose('dx', await first(dx), f32(c.dx).subarray(0, form.size));
-        for (const t of [y, dx]) expect([...(await readF32(gpu(), t)).subarray(form.size)].every((v) => v === 0)).toBe(true);
-        for (const t of [x, gradOutput, y, dx]) t.release();
-      });
-    }
+    for (const form of ACTIVATION_FORMS(c.size)) it(`gelu ${c.name}, first ${form.size} (gelu-*${form.suffix})`, () => runGelu(F16, c, form));
   }
 
   for (const c of H.embedding) {
