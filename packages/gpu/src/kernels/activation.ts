@@ -9,11 +9,10 @@ import swigluBackwardSource from '../shaders/swiglu-backward.wgsl.js';
 import geluForwardSource from '../shaders/gelu-forward.wgsl.js';
 import geluBackwardSource from '../shaders/gelu-backward.wgsl.js';
 import type { GpuContext } from '../device.js';
-import type { CompiledKernel, ElementType, KernelDefinition } from '../pipeline-cache.js';
+import type { CompiledKernel, ElementType } from '../pipeline-cache.js';
 import { packParams, type CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';
-import { grid1D } from './grid.js';
-import { lanesFor, laneForms, type Lanes } from './lanes.js';
+import { compileLaneForms, laneForms, laneGrid, type Lanes } from './lanes.js';
 import { requireCount, requireElementType, requireDistinct, requireTensor } from './tensor-checks.js';
 
 /** Each in scalar and vec4 form (kernels/lanes.ts). */
@@ -94,18 +93,10 @@ function checkElementwise(op: string, size: number, dtype: ElementType, tensors:
   for (const [name, t] of Object.entries(tensors)) requireTensor(op, name, t, size, `size ${size}`, dtype);
 }
 
-/** Compiles both forms of each kernel; `pick(size)` gives the form that size takes and its dispatch. */
-async function elementwisePipelines<T extends Record<string, Record<Lanes, KernelDefinition>>>(ctx: GpuContext, dtype: ElementType, kernels: T) {
-  const compiled = Object.fromEntries(await Promise.all(Object.entries(kernels).map(async ([key, forms]) => {
-    const [scalar, vector] = await Promise.all([ctx.pipelines.get(forms[1], dtype, { WG }), ctx.pipelines.get(forms[4], dtype, { WG })]);
-    return [key, { 1: scalar, 4: vector }] as const;
-  }))) as { [K in keyof T]: Record<Lanes, CompiledKernel> };
-  return (key: keyof T, size: number) => {
-    const lanes = lanesFor(size);
-    const count = size / lanes;
-    const g = grid1D(count, WG, ctx.limits.maxComputeWorkgroupsPerDimension);
-    return { kernel: compiled[key][lanes], params: packParams([['u32', count], ['u32', g.rowStride]]), workgroups: g.workgroups };
-  };
+/** The form `size` elements take, with its Params (vector count, row stride) and workgroups. */
+function sizeDispatch(ctx: GpuContext, forms: Record<Lanes, CompiledKernel>, size: number) {
+  const { lanes, count, grid } = laneGrid(ctx, size, WG);
+  return { kernel: forms[lanes], params: packParams([['u32', count], ['u32', grid.rowStride]]), workgroups: grid.workgroups };
 }
 
 /**
@@ -119,20 +110,23 @@ async function elementwisePipelines<T extends Record<string, Record<Lanes, Kerne
  */
 export async function createSwigluKernels(ctx: GpuContext, options: ActivationOptions = {}): Promise<SwigluKernels> {
   const dtype = requireElementType(ctx, 'createSwigluKernels', options.dtype);
-  const pick = await elementwisePipelines(ctx, dtype, { forward: SWIGLU_FORWARD_KERNELS, backward: SWIGLU_BACKWARD_KERNELS });
+  const [forward, backward] = await Promise.all([
+    compileLaneForms(ctx, SWIGLU_FORWARD_KERNELS, dtype, { WG }),
+    compileLaneForms(ctx, SWIGLU_BACKWARD_KERNELS, dtype, { WG }),
+  ]);
   return {
     dtype,
     forward(rec, a) {
       checkElementwise('swiglu forward', a.size, dtype, { gate: a.gate, up: a.up, out: a.out });
       requireDistinct('swiglu forward', { out: a.out }, { gate: a.gate, up: a.up });
-      const { kernel, params, workgroups } = pick('forward', a.size);
+      const { kernel, params, workgroups } = sizeDispatch(ctx, forward, a.size);
       rec.dispatch(kernel, [a.gate.buffer, a.up.buffer, a.out.buffer], params, workgroups);
     },
     backward(rec, a) {
       const op = 'swiglu backward';
       checkElementwise(op, a.size, dtype, { gate: a.gate, up: a.up, gradOutput: a.gradOutput, gradGate: a.gradGate, gradUp: a.gradUp });
       requireDistinct(op, { gradGate: a.gradGate, gradUp: a.gradUp }, { gate: a.gate, up: a.up, gradOutput: a.gradOutput });
-      const { kernel, params, workgroups } = pick('backward', a.size);
+      const { kernel, params, workgroups } = sizeDispatch(ctx, backward, a.size);
       rec.dispatch(kernel, [a.gate.buffer, a.up.buffer, a.gradOutput.buffer, a.gradGate.buffer, a.gradUp.buffer], params, workgroups);
     },
   };
@@ -149,19 +143,22 @@ export async function createSwigluKernels(ctx: GpuContext, options: ActivationOp
  */
 export async function createGeluKernels(ctx: GpuContext, options: ActivationOptions = {}): Promise<GeluKernels> {
   const dtype = requireElementType(ctx, 'createGeluKernels', options.dtype);
-  const pick = await elementwisePipelines(ctx, dtype, { forward: GELU_FORWARD_KERNELS, backward: GELU_BACKWARD_KERNELS });
+  const [forward, backward] = await Promise.all([
+    compileLaneForms(ctx, GELU_FORWARD_KERNELS, dtype, { WG }),
+    compileLaneForms(ctx, GELU_BACKWARD_KERNELS, dtype, { WG }),
+  ]);
   return {
     dtype,
     forward(rec, a) {
       checkElementwise('gelu forward', a.size, dtype, { x: a.x, y: a.y });
       requireDistinct('gelu forward', { y: a.y }, { x: a.x });
-      const { kernel, params, workgroups } = pick('forward', a.size);
+      const { kernel, params, workgroups } = sizeDispatch(ctx, forward, a.size);
       rec.dispatch(kernel, [a.x.buffer, a.y.buffer], params, workgroups);
     },
     backward(rec, a) {
       checkElementwise('gelu backward', a.size, dtype, { x: a.x, gradOutput: a.gradOutput, gradInput: a.gradInput });
       requireDistinct('gelu backward', { gradInput: a.gradInput }, { x: a.x, gradOutput: a.gradOutput });
-      const { kernel, params, workgroups } = pick('backward', a.size);
+      const { kernel, params, workgroups } = sizeDispatch(ctx, backward, a.size);
       rec.dispatch(kernel, [a.x.buffer, a.gradOutput.buffer, a.gradInput.buffer], params, workgroups);
     },
   };

@@ -18,7 +18,7 @@ import type { CompiledKernel, ElementType, KernelDefinition } from '../pipeline-
 import { packParams, type CommandRecorder } from '../recorder.js';
 import type { GpuTensor } from '../tensor.js';
 import { grid1D } from './grid.js';
-import { lanesFor, laneForms } from './lanes.js';
+import { compileLaneForms, laneForms, laneGrid } from './lanes.js';
 import { requireCount, requireElementType, requireDistinct, requireFinite, requireTensor } from './tensor-checks.js';
 
 /** In scalar and vec4 form (kernels/lanes.ts): vec4 where the size is a multiple of 4. */
@@ -179,9 +179,8 @@ export async function createElementwiseKernels(ctx: GpuContext, options: Element
     ]);
     return [`${src}->${dst}`, { plain, acc }] as const;
   }));
-  const [axpyScalar, axpyVector, addBias, copy, copyAcc, fill, casts] = await Promise.all([
-    ctx.pipelines.get(AXPY_KERNELS[1], dtype, { WG }),
-    ctx.pipelines.get(AXPY_KERNELS[4], dtype, { WG }),
+  const [axpy, addBias, copy, copyAcc, fill, casts] = await Promise.all([
+    compileLaneForms(ctx, AXPY_KERNELS, dtype, { WG }),
     ctx.pipelines.get(ADD_BIAS_KERNEL, dtype, { WG }),
     ctx.pipelines.get(COPY_COLUMNS_KERNEL, dtype, { WG, ACCUMULATE: false }),
     ctx.pipelines.get(COPY_COLUMNS_KERNEL, dtype, { WG, ACCUMULATE: true }),
@@ -200,10 +199,8 @@ export async function createElementwiseKernels(ctx: GpuContext, options: Element
       requireTensor(op, 'target', a.target, a.size, `size ${a.size}`, dtype);
       requireTensor(op, 'source', a.source, a.size, `size ${a.size}`, dtype);
       requireDistinct(op, { target: a.target }, { source: a.source });
-      const lanes = lanesFor(a.size);
-      const g = grid(a.size / lanes);
-      rec.dispatch(lanes === 4 ? axpyVector : axpyScalar, [a.source.buffer, a.target.buffer],
-        packParams([['u32', a.size / lanes], ['u32', g.rowStride], ['f32', alpha]]), g.workgroups);
+      const { lanes, count, grid: g } = laneGrid(ctx, a.size, WG);
+      rec.dispatch(axpy[lanes], [a.source.buffer, a.target.buffer], packParams([['u32', count], ['u32', g.rowStride], ['f32', alpha]]), g.workgroups);
     },
     addBias(rec, a) {
       const op = 'addBias';

@@ -11,14 +11,16 @@
  * (arithmetic: f32 or vec4<f32>), the constant LANES and `lane_sum` (a vf32's elements added),
  * which the file prepended here declares.
  */
-import type { KernelDefinition } from '../pipeline-cache.js';
+import type { GpuContext } from '../device.js';
+import type { CompiledKernel, ElementType, KernelDefinition, OverrideConstants } from '../pipeline-cache.js';
+import { grid1D, type Grid } from './grid.js';
 
 export type Lanes = 1 | 4;
 export const VECTOR_LANES = 4;
 
-/** 4 when every count is a multiple of 4, else 1. */
-export function lanesFor(...counts: number[]): Lanes {
-  return counts.every((c) => c % VECTOR_LANES === 0) ? VECTOR_LANES : 1;
+/** 4 when `count` is a multiple of 4, else 1. */
+export function lanesFor(count: number): Lanes {
+  return count % VECTOR_LANES === 0 ? VECTOR_LANES : 1;
 }
 
 const ALIASES: Record<Lanes, string> = {
@@ -34,4 +36,19 @@ export function laneForms(definition: KernelDefinition): Record<Lanes, KernelDef
     files: [{ path: `<lanes ${lanes}>`, source: ALIASES[lanes] }, ...definition.files],
   });
   return { 1: of(1), 4: of(4) };
+}
+
+/** Compiles both forms of a kernel with the same constants. */
+export async function compileLaneForms(
+  ctx: GpuContext, forms: Record<Lanes, KernelDefinition>, dtype: ElementType, constants: OverrideConstants = {},
+): Promise<Record<Lanes, CompiledKernel>> {
+  const [scalar, vector] = await Promise.all([ctx.pipelines.get(forms[1], dtype, constants), ctx.pipelines.get(forms[4], dtype, constants)]);
+  return { 1: scalar, 4: vector };
+}
+
+/** A one-dimensional dispatch over `size` elements: the form it takes, its vector count and grid. */
+export function laneGrid(ctx: GpuContext, size: number, workgroupSize: number): { lanes: Lanes; count: number; grid: Grid } {
+  const lanes = lanesFor(size);
+  const count = size / lanes;
+  return { lanes, count, grid: grid1D(count, workgroupSize, ctx.limits.maxComputeWorkgroupsPerDimension) };
 }
