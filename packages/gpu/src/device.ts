@@ -71,7 +71,9 @@ export interface KernelTuning {
    *   3.4x slower than 'vec4' on SwiftShader (bench/suite.ts, row 'webtune tiled').
    * - 'vec4' (shaders/matmul-vec4.wgsl): four elements per access. About 3x faster than 'scalar'
    *   on SwiftShader, which bounds-checks every access; SwiftShader's default.
-   * - 'subgroup' (shaders/matmul-subgroup.wgsl): rows of A shared by subgroupShuffle; needs the
+   * - 'subgroup' (shaders/matmul-subgroup.wgsl): rows of A shared through subgroups (broadcasts
+   *   from constant lanes where every subgroup has exactly 8 lanes, as on lavapipe: 1.1-1.3x the
+   *   rate of shuffles there; shuffles within 8-lane groups otherwise); needs the
    *   subgroups feature with subgroups of 8 lanes or more. Each 8-lane group computes 32 rows of C
    *   (8 below M = 32), so every gather of B feeds 32 multiply-adds: on Mesa's llvmpipe (lavapipe),
    *   where loads that differ across lanes are gathers and set the speed, that ran the 135M step's

@@ -12,7 +12,7 @@
  * a uniform buffer is never destroyed while a recorder that bound it is still open.
  */
 import type { BufferPool } from './buffer-pool.js';
-import type { CompiledKernel } from './pipeline-cache.js';
+import type { CompiledKernel, OverrideConstants } from './pipeline-cache.js';
 
 /**
  * Bind groups: every distinct dispatch of a step's forward, backward and optimizer (about 1,500
@@ -53,6 +53,8 @@ export interface CapturedDispatch {
   buffers: GPUBuffer[];
   workgroups: [number, number, number];
   flops: number | undefined;
+  /** The pipeline's override constants (which form of a kernel ran). */
+  constants: Readonly<OverrideConstants>;
 }
 
 export class DispatchCache {

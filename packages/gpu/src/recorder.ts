@@ -55,6 +55,7 @@ export class CommandRecorder {
     cache.capture?.push({
       kernel: kernel.definition.name, phase: this.label, pipeline: kernel.pipeline, bindGroup,
       buffers: uniform ? [...buffers, uniform] : [...buffers], workgroups: [x, y, z], flops: cost?.flops,
+      constants: kernel.constants,
     });
   }
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { useNodeContext } from './node-context.js';
 import { worstError } from './random.js';
 import { MATMUL_CASES, matmulRefOnFixtures, runMatmulCase } from './cases/matmul-cases.js';
-import { CommandRecorder, createMatmulKernel, createTensor, type MatmulArgs, type MatmulVariant } from '../src/index.js';
+import { CommandRecorder, createMatmulKernel, createTensor, type GpuContext, type MatmulArgs, type MatmulVariant } from '../src/index.js';
 import { InvalidArgumentError } from '@webtune/errors';
 
 // Every kernel on every case (lavapipe defaults to 'subgroup', SwiftShader to 'vec4', hardware GPUs
@@ -24,13 +24,33 @@ for (const tuning of TUNINGS) {
         expect(result.validationError).toBeNull();
         expect(result.worst.ratio, JSON.stringify(result.worst)).toBeLessThanOrEqual(1);
         if (tuning.matmul === 'subgroup') {
-          // 32 rows per 8-lane group from M = 32 on, 8 below (kernels/matmul.ts).
+          // 32 rows per 8-lane group from M = 32 on, 8 below (kernels/matmul.ts), rows shared by
+          // broadcasts: lavapipe's subgroups have exactly 8 lanes.
           expect(result.kernels).toEqual([c.m >= 32 ? 'matmul-subgroup-wide' : 'matmul-subgroup']);
+          expect(result.constants.map((k) => k['EIGHT_LANES'])).toEqual([true]);
         }
       });
     }
   });
 }
+
+// The subgroup kernels' other form, for adapters whose subgroups may have more than 8 lanes: rows
+// shared by shuffles within each 8-lane group. Run on lavapipe through a context that reports
+// 8-32 lanes; with its real 8-lane subgroups each group is the whole subgroup, which the shuffle
+// form serves as well.
+describe('matmul on Dawn, tuning {"matmul":"subgroup"}, shuffle form (subgroups reported as 8-32 lanes)', () => {
+  const gpu = useNodeContext({ tuning: { matmul: 'subgroup' } });
+  const wider = (): GpuContext => ({ ...gpu(), adapter: { ...gpu().adapter, subgroupMaxSize: 32 } });
+  for (const c of MATMUL_CASES.full) {
+    it(c.name, async () => {
+      const result = await runMatmulCase(wider(), c);
+      expect(result.validationError).toBeNull();
+      expect(result.worst.ratio, JSON.stringify(result.worst)).toBeLessThanOrEqual(1);
+      expect(result.kernels).toEqual([c.m >= 32 ? 'matmul-subgroup-wide' : 'matmul-subgroup']);
+      expect(result.constants.map((k) => k['EIGHT_LANES'])).toEqual([false]);
+    });
+  }
+});
 
 describe('matmul rejects what it cannot run', () => {
   const gpu = useNodeContext();

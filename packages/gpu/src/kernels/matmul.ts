@@ -198,8 +198,11 @@ export async function createMatmulKernel(ctx: GpuContext, variant: MatmulVariant
   const tiledOnly = ctx.tuning.matmul === 'tiled';
   const vec4Always = v.transB && !v.transA && !tiledOnly && ctx.tuning.linear === 'vec4';
   const subgroups = ctx.tuning.matmul === 'subgroup';
-  // The subgroup kernels map each 8-lane group to one workgroup row, so WG_X is 8.
-  const subgroupShape = ([x, y]: readonly [number, number]) => ({ ...overrides, WG_X: x, WG_Y: y });
+  // The subgroup kernels map each 8-lane group to one workgroup row, so WG_X is 8. Where every
+  // subgroup has exactly 8 lanes (lavapipe on AVX2) the group is the subgroup and rows are
+  // shared by broadcasts from constant lanes (see shaders/matmul-subgroup.wgsl).
+  const eightLanes = ctx.adapter.subgroupMinSize === 8 && ctx.adapter.subgroupMaxSize === 8;
+  const subgroupShape = ([x, y]: readonly [number, number]) => ({ ...overrides, WG_X: x, WG_Y: y, EIGHT_LANES: eightLanes });
   const [scalar, vec4, subgroup, subgroupWide, tiled] = await Promise.all([
     tiledOnly ? undefined : ctx.pipelines.get(MATMUL_KERNEL, v.dtype, overrides),
     vec4Always || ctx.tuning.matmul === 'vec4' ? ctx.pipelines.get(MATMUL_VEC4_KERNEL, v.dtype, overrides) : undefined,

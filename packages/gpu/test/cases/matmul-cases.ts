@@ -139,6 +139,8 @@ export interface CaseResult {
   validationError: string | null;
   /** The kernels the case dispatched (the tests check which variant ran). */
   kernels: string[];
+  /** Their override constants (which form of a kernel ran). */
+  constants: Readonly<Record<string, number | boolean>>[];
 }
 
 export async function runMatmulCase(ctx: GpuContext, c: MatmulCase): Promise<CaseResult> {
@@ -202,5 +204,5 @@ export async function runMatmulCase(ctx: GpuContext, c: MatmulCase): Promise<Cas
   const expected = Float32Array.from(c0);
   product.forEach((value, i) => { expected[lc.at(i)] = value; });
   const tol = MATMUL_TOLERANCE[c.dtype];
-  return { name: c.name, worst: worstError(got, roundTo(expected), tol.atol * Math.sqrt(c.k), tol.rtol), validationError: validation?.message ?? null, kernels: dispatched.map((d) => d.kernel) };
+  return { name: c.name, worst: worstError(got, roundTo(expected), tol.atol * Math.sqrt(c.k), tol.rtol), validationError: validation?.message ?? null, kernels: dispatched.map((d) => d.kernel), constants: dispatched.map((d) => d.constants) };
 }
