@@ -45,10 +45,10 @@ export async function createNodeGpu(dawnOptions: string[] = []): Promise<GPU> {
  * dispatch of the same work no longer ran 1.2x as fast as 32 dispatches (issue 22).
  *
  * So every Dawn wait that can last (queue completion, buffer mapping, pipeline compilation, error
- * scopes) is wrapped: while any is pending, the thread sleeps between Dawn's ticks, each sleep a
- * tenth of how long the waits have lasted so far, 50 us to 1 ms. A wait of t ms thus returns at
- * most about t / 10 ms late (1 ms at most), and a long wait costs about 1% of a core instead of
- * all of it. Other work on the event loop still runs between the sleeps. Installed once per
+ * scopes) is wrapped: while any is pending, the thread sleeps between Dawn's ticks, each sleep
+ * 1/50 of how long the waits have lasted so far, 20 us to 1 ms (Atomics.wait adds about 70 us
+ * here). A wait of t ms thus returns at most about t / 50 + 0.1 ms late, and a long wait costs
+ * about 1% of a core instead of all of it. Other work on the event loop still runs between the sleeps. Installed once per
  * process, on the classes `webgpu` exports (which patches GPUDevice itself the same way).
  */
 function sleepWhileDawnWaits(globals: Record<string, unknown>): void {
@@ -71,14 +71,18 @@ function sleepWhileDawnWaits(globals: Record<string, unknown>): void {
 }
 
 const MAX_SLEEP_MS = 1;
-const MIN_SLEEP_MS = 0.05;
+const MIN_SLEEP_MS = 0.02;
+/** Each sleep is this fraction of how long the waits have lasted: a wait returns at most ~2% late. */
+const SLEEP_FRACTION = 50;
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));
 let pendingWaits = 0;
+/** When the waits now pending began (the last time none was). */
+let waitingSince = 0;
 let sleeping = false;
 
 /** Tracks `pending` and keeps the sleep loop running while anything tracked is unsettled. */
 function whileSleeping<T>(pending: Promise<T>): Promise<T> {
-  pendingWaits++;
+  if (pendingWaits++ === 0) waitingSince = performance.now();
   const settle = () => {
     pendingWaits--;
   };
@@ -94,11 +98,10 @@ const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** One event-loop turn free (finished work costs nothing), then a sleep before each further turn. */
 async function sleepBetweenTicks(): Promise<void> {
-  const start = performance.now();
   try {
     await nextTurn();
     while (pendingWaits > 0) {
-      const sleep = Math.min(MAX_SLEEP_MS, Math.max(MIN_SLEEP_MS, (performance.now() - start) / 10));
+      const sleep = Math.min(MAX_SLEEP_MS, Math.max(MIN_SLEEP_MS, (performance.now() - waitingSince) / SLEEP_FRACTION));
       Atomics.wait(sleepCell, 0, 0, sleep);
       await nextTurn();
     }
