@@ -55,7 +55,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     for (var j = 0u; j < ROW_BLOCKS; j++) {
       let v = av[j];
       if (EIGHT_LANES) {
-        // The group is the subgroup: lane i holds row 8j + i.
+        // The group is the subgroup: lane i holds row 8j + i. Written out, since a broadcast's
+        // lane must be a constant expression.
         acc[8u * j] += subgroupBroadcast(v, 0u) * bv;
         acc[8u * j + 1u] += subgroupBroadcast(v, 1u) * bv;
         acc[8u * j + 2u] += subgroupBroadcast(v, 2u) * bv;
