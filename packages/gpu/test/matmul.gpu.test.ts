@@ -27,6 +27,7 @@ for (const tuning of TUNINGS) {
           // 32 rows per 8-lane group from M = 32 on, 8 below (kernels/matmul.ts), rows shared by
           // broadcasts: lavapipe's subgroups have exactly 8 lanes.
           expect(result.kernels).toEqual([c.m >= 32 ? 'matmul-subgroup-wide' : 'matmul-subgroup']);
+          expect([gpu().adapter.subgroupMinSize, gpu().adapter.subgroupMaxSize]).toEqual([8, 8]);
           expect(result.constants.map((k) => k['EIGHT_LANES'])).toEqual([true]);
         }
       });
@@ -36,8 +37,8 @@ for (const tuning of TUNINGS) {
 
 // The subgroup kernels' other form, for adapters whose subgroups may have more than 8 lanes: rows
 // shared by shuffles within each 8-lane group. Run on lavapipe through a context that reports
-// 8-32 lanes; with its real 8-lane subgroups each group is the whole subgroup, which the shuffle
-// form serves as well.
+// 8-32 lanes; with its real 8-lane subgroups each group is the whole subgroup (lane offset 0), so
+// this covers the form's code but not groups past the first, which only wider hardware runs.
 describe('matmul on Dawn, tuning {"matmul":"subgroup"}, shuffle form (subgroups reported as 8-32 lanes)', () => {
   const gpu = useNodeContext({ tuning: { matmul: 'subgroup' } });
   const wider = (): GpuContext => ({ ...gpu(), adapter: { ...gpu().adapter, subgroupMaxSize: 32 } });
