@@ -20,7 +20,7 @@ import { dynamicMap, NESTED_BLOCK_SIZE, type Codebook4 } from '../nf4/format.js'
 import { validateBlockSize, type NF4Quantized } from '../nf4/quantize.js';
 import type { ElementType, KernelDefinition } from '../pipeline-cache.js';
 import { CommandRecorder, packParams } from '../recorder.js';
-import { createTensor, readBuffer, readTensor, type GpuTensor } from '../tensor.js';
+import { BYTES_PER_ELEMENT, createTensor, readBuffer, readTensor, type GpuTensor } from '../tensor.js';
 import { grid1D } from './grid.js';
 
 const CODE = { path: 'shaders/lib/nf4-code.wgsl', source: codeLib };
@@ -48,6 +48,10 @@ const DEQUANTIZE: KernelDefinition = {
   files: [CODE, WEIGHTS, { path: 'shaders/nf4-dequantize.wgsl', source: dequantizeSource }],
   bindings: [...NF4_WEIGHT_BINDINGS, 'read-write', 'uniform'],
 };
+/** The same shader's 16-byte-store entry point, for whole words that land 16-byte aligned. */
+const DEQUANTIZE_QUADS: KernelDefinition = { ...DEQUANTIZE, name: 'nf4-dequantize-quads', entryPoint: 'main_quads' };
+/** Words per main_quads invocation (QUAD_WORDS in the shader). */
+const QUAD_WORDS = 4;
 export const NF4_MATMUL_KERNEL: KernelDefinition = {
   name: 'nf4-matmul',
   files: [CODE, WEIGHTS, MATMUL_COMMON, { path: 'shaders/nf4-matmul.wgsl', source: matmulSource }],
@@ -276,9 +280,12 @@ export async function createNF4DequantizeKernel(
   validateBlockSize(variant.blockSize);
   const dtype = variant.dtype ?? 'f32';
   const codebook = variant.codebook ?? 'nf4';
-  const kernel = await ctx.pipelines.get(DEQUANTIZE, dtype, {
+  const constants = {
     BLOCK_SIZE: variant.blockSize, DOUBLE_QUANT: variant.doubleQuant, INT4_CODE: codebook === 'int4', WG, HALF_OUTPUT: dtype === 'f16',
-  });
+  };
+  const [words, quads] = await Promise.all([ctx.pipelines.get(DEQUANTIZE, dtype, constants), ctx.pipelines.get(DEQUANTIZE_QUADS, dtype, constants)]);
+  // Values per 16-byte store: a row start on a multiple of it keeps every word's store aligned.
+  const perQuad = 16 / BYTES_PER_ELEMENT[dtype];
   return {
     encode(recorder, { weight: w, output, outputRowStride }) {
       const [rows, cols] = w.shape;
@@ -300,8 +307,10 @@ export async function createNF4DequantizeKernel(
       if (output.dtype !== dtype || output.size < needed) {
         throw new InvalidArgumentError(`nf4 dequantize: output "${output.label}" must be ${dtype} with at least ${needed} elements for weight [${w.shape.join(', ')}] with rows ${ld} apart; got ${output.dtype} [${output.shape.join(', ')}].`);
       }
-      const g = grid1D(Math.ceil(n / 8), WG, ctx.limits.maxComputeWorkgroupsPerDimension);
-      recorder.dispatch(kernel, [...weightBuffers(w), output.buffer], packParams([['u32', n], ['u32', g.rowStride], ['f32', w.offset], ['u32', cols], ['u32', ld]]), g.workgroups);
+      // Dense rows put word j at value 8j; padded ones (cols % 8 == 0) at row * ld + a multiple of 8.
+      const whole = n % 8 === 0 && (ld === cols || ld % perQuad === 0);
+      const g = grid1D(Math.ceil(n / 8 / (whole ? QUAD_WORDS : 1)), WG, ctx.limits.maxComputeWorkgroupsPerDimension);
+      recorder.dispatch(whole ? quads : words, [...weightBuffers(w), output.buffer], packParams([['u32', n], ['u32', g.rowStride], ['f32', w.offset], ['u32', cols], ['u32', ld]]), g.workgroups);
     },
   };
 }

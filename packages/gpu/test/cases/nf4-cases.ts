@@ -6,7 +6,7 @@
 import {
   CommandRecorder, createNF4DequantizeKernel, createNF4MatmulKernel, createTensor, dequantizeNF4, dequantizeNF4Gpu, doubleQuantizeAbsmax,
   downloadNF4, fromF16Bits, nf4GradInputRef, nf4MatmulRef, paddedRowStride, quantizeNF4, quantizeNF4Gpu, readF32, toF16Bits,
-  uploadNF4, type GpuContext, type NF4Weight,
+  uploadNF4, type GpuContext, type GpuTensor, type NF4Weight,
 } from '../../src/index.js';
 import { f32, nf4Fixture, u8 } from '../fixtures.js';
 import { randn, worstError } from '../random.js';
@@ -61,16 +61,23 @@ export async function checkDequantizeCases(ctx: GpuContext): Promise<Check[]> {
     const input = f32(c.input);
     const q = quantizeNF4(input, { blockSize: c.blockSize, doubleQuant: c.doubleQuant, shape: c.shape.length === 2 ? c.shape : [1, input.length] });
     const w = uploadNF4(ctx, q);
-    const t = await dequantizeNF4Gpu(ctx, w);
-    const got = await readF32(ctx, t);
-    t.release();
+    let t: GpuTensor | undefined;
+    const kernels = await dispatchedKernels(ctx, async () => { t = await dequantizeNF4Gpu(ctx, w); });
+    const got = await readF32(ctx, t!);
+    t!.release();
     // Double quantization's code2 * absmax2 + offset may be fused on the GPU: allow an ulp or two.
     const r = worstError(got, f32(c.dequantized), 0, c.doubleQuant ? 3e-7 : 0);
-    out.push({ name: `dequantize: ${c.name}`, ok: r.ratio <= 1, detail: JSON.stringify(r) });
+    out.push({ name: `dequantize (${kernels}): ${c.name}`, ok: r.ratio <= 1, detail: JSON.stringify(r) });
     if (ctx.features.shaderF16) out.push(await checkHalfDequantize(ctx, c.name, w, f32(c.dequantized)));
     if (c.shape.length === 2 && c.shape[1]! % 8 === 0) {
-      out.push(await checkPaddedDequantize(ctx, c.name, w, f32(c.dequantized), 'f32'));
-      if (ctx.features.shaderF16) out.push(await checkPaddedDequantize(ctx, c.name, w, f32(c.dequantized), 'f16'));
+      const cols = c.shape[1]!;
+      for (const dtype of ctx.features.shaderF16 ? (['f32', 'f16'] as const) : (['f32'] as const)) {
+        // paddedRowStride (always past the columns: it keeps a row that is already an odd number
+        // of 64-byte lines), as training takes it; and a stride whose rows start off 16 bytes.
+        for (const ld of [paddedRowStride(cols + 1, dtype), cols + (dtype === 'f16' ? 2 : 1)]) {
+          out.push(await checkPaddedDequantize(ctx, c.name, w, f32(c.dequantized), dtype, ld));
+        }
+      }
     }
     w.release();
   }
@@ -88,7 +95,7 @@ async function checkHalfDequantize(ctx: GpuContext, name: string, w: NF4Weight, 
   const kernel = await createNF4DequantizeKernel(ctx, { blockSize: w.blockSize, doubleQuant: w.doubleQuant, codebook: w.codebook, dtype: 'f16' });
   const t = createTensor(ctx, { shape: [n + 3], dtype: 'f16', data: new Float32Array(n + 3).fill(sentinel), label: 'f16 dequantized' });
   const recorder = new CommandRecorder(ctx, 'nf4 dequantize f16');
-  kernel.encode(recorder, { weight: w, output: t });
+  const kernels = await dispatchedKernels(ctx, () => kernel.encode(recorder, { weight: w, output: t }));
   recorder.submit();
   const got = await readF32(ctx, t);
   t.release();
@@ -96,7 +103,7 @@ async function checkHalfDequantize(ctx: GpuContext, name: string, w: NF4Weight, 
   const r = worstError(got.subarray(0, n), fromF16Bits(toF16Bits(expected)), 0, 2 ** -10);
   const past = Array.from(got.subarray(n));
   return {
-    name: `dequantize to f16: ${name}`,
+    name: `dequantize to f16 (${kernels}): ${name}`,
     ok: r.ratio <= 1 && past.every((v) => v === sentinel),
     detail: JSON.stringify({ ...r, pastTheEnd: past }),
   };
@@ -107,15 +114,13 @@ async function checkHalfDequantize(ctx: GpuContext, name: string, w: NF4Weight, 
  * takes it for the matmul's ldb): every row is bitsandbytes' (to an f16 ulp in f16), and the
  * padding keeps what it held.
  */
-async function checkPaddedDequantize(ctx: GpuContext, name: string, w: NF4Weight, expected: Float32Array, dtype: 'f32' | 'f16'): Promise<Check> {
+async function checkPaddedDequantize(ctx: GpuContext, name: string, w: NF4Weight, expected: Float32Array, dtype: 'f32' | 'f16', ld: number): Promise<Check> {
   const [rows, cols] = w.shape;
-  // Always past the columns (paddedRowStride keeps a row that is already an odd number of lines).
-  const ld = paddedRowStride(cols + 1, dtype);
   const sentinel = 1234; // exact in f16
   const kernel = await createNF4DequantizeKernel(ctx, { blockSize: w.blockSize, doubleQuant: w.doubleQuant, codebook: w.codebook, dtype });
   const t = createTensor(ctx, { shape: [rows, ld], dtype, data: new Float32Array(rows * ld).fill(sentinel), label: 'padded dequantized' });
   const recorder = new CommandRecorder(ctx, 'nf4 dequantize padded');
-  kernel.encode(recorder, { weight: w, output: t, outputRowStride: ld });
+  const kernels = await dispatchedKernels(ctx, () => kernel.encode(recorder, { weight: w, output: t, outputRowStride: ld }));
   recorder.submit();
   const got = await readF32(ctx, t);
   t.release();
@@ -130,10 +135,22 @@ async function checkPaddedDequantize(ctx: GpuContext, name: string, w: NF4Weight
     : worstError(dense, fromF16Bits(toF16Bits(expected)), 0, 2 ** -10);
   const overwritten = padding.filter((v) => v !== sentinel).length;
   return {
-    name: `dequantize into padded rows (${dtype}, ${cols} -> ${ld}): ${name}`,
+    name: `dequantize into padded rows (${dtype}, ${cols} -> ${ld}, ${kernels}): ${name}`,
     ok: ld > cols && r.ratio <= 1 && overwritten === 0,
     detail: JSON.stringify({ ...r, paddingOverwritten: overwritten }),
   };
+}
+
+/** The kernels `work` dispatches, joined (the dispatch cache's capture, as the profiler uses it). */
+async function dispatchedKernels(ctx: GpuContext, work: () => unknown): Promise<string> {
+  const captured: NonNullable<GpuContext['dispatches']['capture']> = [];
+  ctx.dispatches.capture = captured;
+  try {
+    await work();
+  } finally {
+    ctx.dispatches.capture = undefined;
+  }
+  return captured.map((d) => d.kernel).join(', ');
 }
 
 export interface NF4MatmulCase {
