@@ -193,14 +193,25 @@ export interface StepEfficiencyRow {
   tokensPerSecond: number;
   /** FLOPs / median step time. */
   achievedGflops: number;
-  /** Best matmul GFLOP/s: the best shape's median over the passes between this configuration's steps (the denominator). */
+  /** Best matmul GFLOP/s: the best shape's median over the passes between this configuration's steps (pooledEfficiency's denominator). */
   bestMatmulGflops: number;
+  /**
+   * The headline: the median of pairedEfficiency. Each step is divided by the matmul rate of its
+   * own minutes, so the host's drift within a run (up to 1.5x on the shared 2-core lavapipe host)
+   * cancels instead of landing on whichever configuration ran in the slower minutes.
+   */
   efficiency: number;
   /**
    * Each timed step's rate over the best matmul rate of the passes taken just before and just
-   * after it: how much of the spread in `efficiency` is the host's drift.
+   * after it (each shape's mean time over the two passes).
    */
   pairedEfficiency: number[];
+  /**
+   * The median step's rate over bestMatmulGflops: every pass of the configuration pooled. The
+   * headline until the NF4 rows of three runs of the same code read 84%, 67% and 94% with it
+   * (paired medians 83%, 76%, 80%).
+   */
+  pooledEfficiency: number;
   /** Per step after the warm-up: time inside CommandRecorder.dispatch/submit, and what was created. */
   record: { ms: number; dispatches: number; submits: number; bindGroupsCreated: number; uniformsCreated: number };
   /** The same with the dispatch cache's reuse across submits off (webtune before issue 22). */
@@ -209,7 +220,7 @@ export interface StepEfficiencyRow {
 }
 
 /** What one configuration's run gives before the denominator over every configuration is known. */
-type StepRun = Omit<StepEfficiencyRow, 'bestMatmulGflops' | 'efficiency'> & { matmulPasses: MatmulPass[]; matmulFlops: ReadonlyMap<string, number> };
+type StepRun = Omit<StepEfficiencyRow, 'bestMatmulGflops' | 'efficiency' | 'pooledEfficiency'> & { matmulPasses: MatmulPass[]; matmulFlops: ReadonlyMap<string, number> };
 
 /**
  * One configuration on a fresh device: warm-up, timed steps with a matmul pass before the first
@@ -312,8 +323,8 @@ export async function runStepEfficiencyBench(
   const rows = runs.map(({ spec, run }) => {
     const { matmulPasses, matmulFlops: _flops, ...partial } = run;
     const own = Math.max(...ratesOver(matmulPasses).map((r) => r.gflops));
-    const row: StepEfficiencyRow = { ...partial, bestMatmulGflops: own, efficiency: partial.achievedGflops / own };
-    options.log(`step ${spec.model} ${spec.format}/${spec.dtype}: ${row.medianStepMs.toFixed(0)} ms, ${row.achievedGflops.toFixed(2)} GFLOP/s of ${own.toFixed(2)} = ${(100 * row.efficiency).toFixed(0)}% (paired ${row.pairedEfficiency.map((e) => (100 * e).toFixed(0)).join(', ')}%)`);
+    const row: StepEfficiencyRow = { ...partial, bestMatmulGflops: own, efficiency: medianOf(partial.pairedEfficiency), pooledEfficiency: partial.achievedGflops / own };
+    options.log(`step ${spec.model} ${spec.format}/${spec.dtype}: ${row.medianStepMs.toFixed(0)} ms, efficiency ${(100 * row.efficiency).toFixed(0)}% (paired ${row.pairedEfficiency.map((e) => (100 * e).toFixed(0)).join(', ')}%; pooled ${row.achievedGflops.toFixed(2)} GFLOP/s of ${own.toFixed(2)} = ${(100 * row.pooledEfficiency).toFixed(0)}%)`);
     return row;
   });
   return { lane, adapter, clock, matmul, bestMatmulGflops: best, rows };
@@ -326,16 +337,16 @@ export function stepEfficiencyMarkdown(r: StepEfficiencyResult): string {
   const lines = [
     `### Step efficiency, ${r.lane}`, '',
     `Adapter: ${r.adapter}. Command: \`BENCH_ONLY=step npm run bench${r.lane.startsWith('browser') ? ' -- browser' : ''}\` (bench/step-efficiency.ts).`, '',
-    `- Efficiency = model FLOPs of the step / median step time / the best matmul GFLOP/s webtune reached on this adapter in the same run, on the step's own device in the passes taken between that configuration's steps (column "best matmul"; every shape below). Model FLOPs: 2N forward + 2N input gradient per token for the frozen weights (the LM head included), causal attention over visible pairs (backward 2x forward; recomputation not counted), LoRA's own matmuls.`,
+    `- Efficiency = the median over the timed steps of each step's model FLOPs / its time / the best matmul GFLOP/s webtune reached on this adapter, on the step's own device, in the two matmul passes just before and just after that step (every shape below; each shape's mean over the two passes): the same run and the same minutes. Column "paired, per step" lists the steps' ratios. "Pooled" divides the median step's rate by the best shape's median over all of the configuration's passes (column "best matmul"); it was the headline until the NF4 rows of three runs of the same code read 84%, 67% and 94% with it on lavapipe, whose speed drifts by up to 1.5x within a run (paired medians: 83%, 76%, 80%). Model FLOPs: 2N forward + 2N input gradient per token for the frozen weights (the LM head included), causal attention over visible pairs (backward 2x forward; recomputation not counted), LoRA's own matmuls.`,
     `- Phases and kernels: one more step, every dispatch replayed alone and timed with ${r.clock === 'gpu-timestamps' ? 'GPU timestamps (timestamp-query)' : 'CPU timers (one submit each)'}; their sum can differ from the step's wall time, which also holds recording, submits, readbacks and any overlap.`,
     '- Recording = time inside CommandRecorder.dispatch/submit per step (creating bind groups and uniform buffers, encoding, submitting); "without reuse" is the same step with the dispatch cache bypassed (`reuseAcrossSubmits = false`: every dispatch creates its bind group and takes a pooled uniform buffer, as webtune recorded before issue 22).',
-    '- The matmul rates are wall-clock medians of one product each, submit and wait included, over passes (every shape once) taken before the first timed step and after each, so that the denominator covers the same minutes as the steps on an adapter whose speed drifts with the host (the table below merges both configurations\' passes). "Paired" divides each step\'s rate by the best rate of the two passes either side of it; their spread is the host\'s drift. The rows are the step\'s: logits and the MLP\'s intermediates padded (paddedRowStride, mlpRowStride). Inside a step the same kernels run back to back, which on a slow adapter can make the step\'s own rate come close to or above them.', '',
-    '| model | base / activations | tokens | GFLOP per step | median ms/step | tokens/s | achieved GFLOP/s | best matmul | efficiency | paired, per step | forward ms | head + loss ms | backward ms | AdamW ms | kernels sum ms | recording ms/step | without reuse | dispatches/step | bind groups created/step |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '- The matmul rates are wall-clock medians of one product each, submit and wait included, over passes (every shape once) taken before the first timed step and after each, so that the denominator covers the same minutes as the steps on an adapter whose speed drifts with the host (the table below merges both configurations\' passes). The rows are the step\'s: logits and the MLP\'s intermediates padded (paddedRowStride, mlpRowStride). Inside a step the same kernels run back to back, which on a slow adapter can make the step\'s own rate come close to or above them.', '',
+    '| model | base / activations | tokens | GFLOP per step | median ms/step | tokens/s | achieved GFLOP/s | best matmul | efficiency | paired, per step | pooled | forward ms | head + loss ms | backward ms | AdamW ms | kernels sum ms | recording ms/step | without reuse | dispatches/step | bind groups created/step |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const row of r.rows) {
     const p = row.profile.phases;
-    lines.push(`| ${row.model} | ${row.format} / ${row.dtype} | ${row.batch} x ${row.seq} | ${g(row.flops.total)} | ${row.medianStepMs.toFixed(0)} | ${row.tokensPerSecond.toFixed(1)} | ${row.achievedGflops.toFixed(2)} | ${row.bestMatmulGflops.toFixed(2)} | ${(100 * row.efficiency).toFixed(0)}% | ${row.pairedEfficiency.map((e) => `${(100 * e).toFixed(0)}%`).join(', ')} | ${PHASES.map((ph) => (p[ph] ?? 0).toFixed(0)).join(' | ')} | ${row.profile.totalMs.toFixed(0)} | ${row.record.ms.toFixed(1)} | ${row.recordWithoutReuse.ms.toFixed(1)} | ${row.record.dispatches} | ${row.record.bindGroupsCreated} (${row.recordWithoutReuse.bindGroupsCreated} without reuse) |`);
+    lines.push(`| ${row.model} | ${row.format} / ${row.dtype} | ${row.batch} x ${row.seq} | ${g(row.flops.total)} | ${row.medianStepMs.toFixed(0)} | ${row.tokensPerSecond.toFixed(1)} | ${row.achievedGflops.toFixed(2)} | ${row.bestMatmulGflops.toFixed(2)} | ${(100 * row.efficiency).toFixed(0)}% | ${row.pairedEfficiency.map((e) => `${(100 * e).toFixed(0)}%`).join(', ')} | ${(100 * row.pooledEfficiency).toFixed(0)}% | ${PHASES.map((ph) => (p[ph] ?? 0).toFixed(0)).join(' | ')} | ${row.profile.totalMs.toFixed(0)} | ${row.record.ms.toFixed(1)} | ${row.recordWithoutReuse.ms.toFixed(1)} | ${row.record.dispatches} | ${row.record.bindGroupsCreated} (${row.recordWithoutReuse.bindGroupsCreated} without reuse) |`);
   }
   const first = r.rows[0];
   if (first) {
