@@ -9,8 +9,11 @@
  *   - the best matmul GFLOP/s webtune reaches on this adapter in the same run: its matmul kernel
  *     (the context's default tuning) on every shape the step multiplies (X W^T forward, dY W
  *     backward, the LM head) and on square 1024 and 2048;
- *   - the median wall time of timed steps (forward + backward + AdamW, random tokens), so
- *     efficiency = (FLOPs / step time) / best matmul GFLOP/s;
+ *   - the wall time of each timed step (forward + backward + AdamW, random tokens), with a matmul
+ *     pass (every shape once) before the first and after each, so that
+ *     efficiency = the median over the steps of (FLOPs / step time) / best matmul GFLOP/s of the
+ *     two passes around that step (paired: the same minutes, on a host whose speed drifts);
+ *     "pooled" = (FLOPs / median step time) / the best shape's median over all the passes;
  *   - per phase and per kernel, one more step profiled (packages/gpu/src/profiler.ts: each
  *     dispatch replayed alone, GPU timestamps where the adapter has timestamp-query, else CPU
  *     timers);
@@ -197,8 +200,8 @@ export interface StepEfficiencyRow {
   bestMatmulGflops: number;
   /**
    * The headline: the median of pairedEfficiency. Each step is divided by the matmul rate of its
-   * own minutes, so the host's drift within a run (up to 1.5x on the shared 2-core lavapipe host)
-   * cancels instead of landing on whichever configuration ran in the slower minutes.
+   * own minutes, so drift in the host's speed within a run lands on the step and its denominator
+   * alike instead of on whichever configuration ran in the slower minutes.
    */
   efficiency: number;
   /**
@@ -206,11 +209,7 @@ export interface StepEfficiencyRow {
    * after it (each shape's mean time over the two passes).
    */
   pairedEfficiency: number[];
-  /**
-   * The median step's rate over bestMatmulGflops: every pass of the configuration pooled. The
-   * headline until the NF4 rows of three runs of the same code read 84%, 67% and 94% with it
-   * (paired medians 83%, 76%, 80%).
-   */
+  /** The median step's rate over bestMatmulGflops: every pass of the configuration pooled. */
   pooledEfficiency: number;
   /** Per step after the warm-up: time inside CommandRecorder.dispatch/submit, and what was created. */
   record: { ms: number; dispatches: number; submits: number; bindGroupsCreated: number; uniformsCreated: number };
@@ -294,8 +293,9 @@ export interface StepEfficiencyResult {
 }
 
 /**
- * The 135M shape at f32/f32 and NF4/f16 (where shader-f16 exists). Each configuration's
- * denominator is the best shape's median over the matmul passes taken between its own steps.
+ * The 135M shape at f32/f32 and NF4/f16 (where shader-f16 exists). Each step is divided by the
+ * best rate of the passes either side of it (the headline is their median); the pooled figure by
+ * the best shape's median over the configuration's own passes.
  */
 export async function runStepEfficiencyBench(
   gpu: GPU, lane: string, shape: { model: string; config: ModelConfig; reader: WeightReader; batch: number; seq: number },
@@ -312,8 +312,8 @@ export async function runStepEfficiencyBench(
     const spec = { ...shape, rank: 8, format, dtype, steps: options.steps };
     runs.push({ spec, run: await runStepEfficiency(gpu, spec, options.log) });
   }
-  // Each configuration divides by the best shape's median over its own passes (the minutes of its
-  // own steps); the table below the rows merges every pass.
+  // The pooled figure divides by the best shape's median over the configuration's own passes (the
+  // minutes of its own steps); the table below the rows merges every pass.
   const ratesOver = (passes: MatmulPass[]) => matmulRatesOf([...runs[0]!.run.matmulFlops].map(([shape, flops]) => ({
     shape, flops, ms: passes.map((p) => p.get(shape)!),
   })));
@@ -337,7 +337,7 @@ export function stepEfficiencyMarkdown(r: StepEfficiencyResult): string {
   const lines = [
     `### Step efficiency, ${r.lane}`, '',
     `Adapter: ${r.adapter}. Command: \`BENCH_ONLY=step npm run bench${r.lane.startsWith('browser') ? ' -- browser' : ''}\` (bench/step-efficiency.ts).`, '',
-    `- Efficiency = the median over the timed steps of each step's model FLOPs / its time / the best matmul GFLOP/s webtune reached on this adapter, on the step's own device, in the two matmul passes just before and just after that step (every shape below; each shape's mean over the two passes): the same run and the same minutes. Column "paired, per step" lists the steps' ratios. "Pooled" divides the median step's rate by the best shape's median over all of the configuration's passes (column "best matmul"); it was the headline until the NF4 rows of three runs of the same code read 84%, 67% and 94% with it on lavapipe, whose speed drifts by up to 1.5x within a run (paired medians: 83%, 76%, 80%). Model FLOPs: 2N forward + 2N input gradient per token for the frozen weights (the LM head included), causal attention over visible pairs (backward 2x forward; recomputation not counted), LoRA's own matmuls.`,
+    `- Efficiency = the median over the timed steps of each step's model FLOPs / its time / the best matmul GFLOP/s webtune reached on this adapter, on the step's own device, in the two matmul passes just before and just after that step (every shape below; each shape's mean over the two passes): the same run and the same minutes. Column "paired, per step" lists the steps' ratios. "Pooled" divides the median step's rate by the best shape's median over all of the configuration's passes (column "best matmul"; achieved / best matmul = pooled). Model FLOPs: 2N forward + 2N input gradient per token for the frozen weights (the LM head included), causal attention over visible pairs (backward 2x forward; recomputation not counted), LoRA's own matmuls.`,
     `- Phases and kernels: one more step, every dispatch replayed alone and timed with ${r.clock === 'gpu-timestamps' ? 'GPU timestamps (timestamp-query)' : 'CPU timers (one submit each)'}; their sum can differ from the step's wall time, which also holds recording, submits, readbacks and any overlap.`,
     '- Recording = time inside CommandRecorder.dispatch/submit per step (creating bind groups and uniform buffers, encoding, submitting); "without reuse" is the same step with the dispatch cache bypassed (`reuseAcrossSubmits = false`: every dispatch creates its bind group and takes a pooled uniform buffer, as webtune recorded before issue 22).',
     '- The matmul rates are wall-clock medians of one product each, submit and wait included, over passes (every shape once) taken before the first timed step and after each, so that the denominator covers the same minutes as the steps on an adapter whose speed drifts with the host (the table below merges both configurations\' passes). The rows are the step\'s: logits and the MLP\'s intermediates padded (paddedRowStride, mlpRowStride). Inside a step the same kernels run back to back, which on a slow adapter can make the step\'s own rate come close to or above them.', '',

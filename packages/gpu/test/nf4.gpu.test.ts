@@ -23,6 +23,16 @@ describe('NF4 quantization on Dawn matches bitsandbytes', () => {
       expect(names.filter((n) => /nf4-dequantize-quads\)/.test(n)).length, form).toBeGreaterThanOrEqual(1);
       expect(names.filter((n) => /nf4-dequantize\)/.test(n)).length, form).toBeGreaterThanOrEqual(1);
     }
+    // The layouts beyond the fixtures: 32-value blocks (a scale shared by one invocation's words),
+    // words across rows, int4, padded rows on and off 16 bytes.
+    for (const name of ['block 32, words across rows', 'block 32, double quant, words across rows', 'block 32, int4 codebook', 'block 128, double quant']) {
+      expect(checks.filter((c) => c.name.includes('nf4-dequantize-quads') && c.name.endsWith(`: ${name}`)).length, name).toBe(2);
+    }
+    expect(checks.filter((c) => c.name.endsWith(': block 32, padded rows') && c.name.includes('padded rows (')).map((c) => c.name.replace(/: block 32, padded rows$/, '')).sort()).toEqual([
+      'dequantize into padded rows (f16, 8 -> 10, nf4-dequantize)', 'dequantize into padded rows (f16, 8 -> 16, nf4-dequantize-quads)',
+      'dequantize into padded rows (f32, 8 -> 10, nf4-dequantize)', 'dequantize into padded rows (f32, 8 -> 12, nf4-dequantize-quads)',
+      'dequantize into padded rows (f32, 8 -> 9, nf4-dequantize)',
+    ]);
   });
 
   it('refuses padded rows it cannot write: a stride below the columns, columns not a multiple of 8, too small an output', async () => {

@@ -81,6 +81,45 @@ export async function checkDequantizeCases(ctx: GpuContext): Promise<Check[]> {
     }
     w.release();
   }
+  out.push(...(await checkDequantizeLayouts(ctx)));
+  return out;
+}
+
+/**
+ * The layouts the fixtures leave out of the 16-byte-store path (nf4-dequantize-quads), against
+ * the CPU dequantizer (itself checked against bitsandbytes' goldens in nf4.unit.test.ts): the
+ * smallest block (32 values, one invocation's words) and a larger one, double quantization,
+ * words that span two rows (dense, cols % 8 != 0), padded rows on and off 16 bytes, the int4
+ * codebook, and a count that is not a multiple of 8.
+ */
+async function checkDequantizeLayouts(ctx: GpuContext): Promise<Check[]> {
+  const out: Check[] = [];
+  const layouts: { name: string; shape: [number, number]; blockSize: number; doubleQuant: boolean; int4?: boolean; padded?: { f32: number[]; f16: number[] } }[] = [
+    { name: 'block 32, words across rows', shape: [8, 3], blockSize: 32, doubleQuant: false },
+    { name: 'block 32, double quant, words across rows', shape: [8, 3], blockSize: 32, doubleQuant: true },
+    { name: 'block 32, int4 codebook', shape: [8, 3], blockSize: 32, doubleQuant: false, int4: true },
+    { name: 'block 128, double quant', shape: [4, 96], blockSize: 128, doubleQuant: true },
+    { name: 'block 32, 15 values', shape: [3, 5], blockSize: 32, doubleQuant: false },
+    // f32 rows 12 and 16 apart start on 16 bytes, 9 and 10 apart do not; f16 16 does, 10 does not.
+    { name: 'block 32, padded rows', shape: [5, 8], blockSize: 32, doubleQuant: true, padded: { f32: [12, 9, 10], f16: [16, 10] } },
+  ];
+  for (const [i, l] of layouts.entries()) {
+    const q = quantizeNF4(randn(l.shape[0] * l.shape[1], 4100 + i), { blockSize: l.blockSize, doubleQuant: l.doubleQuant, shape: l.shape });
+    const quantized = l.int4 ? { ...q, codebook: 'int4' as const } : q;
+    const expected = dequantizeNF4(quantized);
+    const w = uploadNF4(ctx, quantized);
+    let t: GpuTensor | undefined;
+    const kernels = await dispatchedKernels(ctx, async () => { t = await dequantizeNF4Gpu(ctx, w); });
+    const got = await readF32(ctx, t!);
+    t!.release();
+    const r = worstError(got, expected, 0, l.doubleQuant ? 3e-7 : 0);
+    out.push({ name: `dequantize (${kernels}): ${l.name}`, ok: r.ratio <= 1, detail: JSON.stringify(r) });
+    if (ctx.features.shaderF16) out.push(await checkHalfDequantize(ctx, l.name, w, expected));
+    for (const dtype of ctx.features.shaderF16 ? (['f32', 'f16'] as const) : (['f32'] as const)) {
+      for (const ld of l.padded?.[dtype] ?? []) out.push(await checkPaddedDequantize(ctx, l.name, w, expected, dtype, ld));
+    }
+    w.release();
+  }
   return out;
 }
 
