@@ -18,6 +18,7 @@ import {
   type AttentionCase, type AttentionF16Case, type CrossEntropyCase, type CrossEntropyF16Case, type MergeCase, type RopeCase, type RopeF16Case,
   type F16Tensor,
 } from './attention-fixtures.js';
+import { capturedKernels } from './capture.js';
 import { f32 } from './fixtures.js';
 import { nodeContext, useNodeContext } from './node-context.js';
 import { worstError } from './random.js';
@@ -130,18 +131,6 @@ async function runRope(ctx: GpuContext, c: RopeCase, input: Float32Array, invers
   const out = await readF32(ctx, x);
   for (const t of [x, cos, sin]) t.release();
   return out;
-}
-
-/** The kernels `work` dispatches (the dispatch cache's capture, as the profiler uses it). */
-async function capturedKernels(ctx: GpuContext, work: () => void): Promise<string[]> {
-  const captured: NonNullable<GpuContext['dispatches']['capture']> = [];
-  ctx.dispatches.capture = captured;
-  try {
-    work();
-  } finally {
-    ctx.dispatches.capture = undefined;
-  }
-  return captured.map((d) => d.kernel);
 }
 
 describe('RoPE on Dawn against apply_rotary_pos_emb and its autograd', () => {

@@ -36,6 +36,7 @@ import { createEmbeddingKernels } from '../src/kernels/embedding.js';
 import { createElementwiseKernels } from '../src/kernels/elementwise.js';
 import { createDropoutKernels, dropoutKeep } from '../src/kernels/dropout.js';
 import { createOptimizerKernels } from '../src/kernels/optimizer.js';
+import { capturedKernels } from './capture.js';
 import { f32, type EncodedTensor } from './fixtures.js';
 import { randn, worstError } from './random.js';
 import { nodeContext, recordValidated, useNodeContext } from './node-context.js';
@@ -81,15 +82,8 @@ function u32Tensor(label: string, ids: ArrayLike<number>): GpuTensor {
 const record = (label: string, body: (rec: CommandRecorder) => void) => recordValidated(gpu(), label, body);
 
 /** `record`, returning the kernels it dispatched (the dispatch cache's capture, as the profiler uses it). */
-async function recordKernels(label: string, body: (rec: CommandRecorder) => void): Promise<string[]> {
-  const captured: NonNullable<ReturnType<typeof gpu>['dispatches']['capture']> = [];
-  gpu().dispatches.capture = captured;
-  try {
-    await record(label, body);
-  } finally {
-    gpu().dispatches.capture = undefined;
-  }
-  return captured.map((d) => d.kernel);
+function recordKernels(label: string, body: (rec: CommandRecorder) => void): Promise<string[]> {
+  return capturedKernels(gpu(), () => record(label, body));
 }
 
 /**

@@ -2,7 +2,8 @@
  * The matmul test table, shared by the gpu lane (Vitest + Dawn) and the browser lane
  * (Playwright page and worker). `small` is what SwiftShader can run in seconds.
  */
-import { createMatmulKernel, createTensor, CommandRecorder, readF32, matmulRef, toF16Bits, fromF16Bits, type CapturedDispatch, type GpuContext } from '../../src/index.js';
+import { createMatmulKernel, createTensor, CommandRecorder, readF32, matmulRef, toF16Bits, fromF16Bits, type GpuContext } from '../../src/index.js';
+import { captureDispatches } from '../capture.js';
 import { randn, worstError } from '../random.js';
 import { f32, type EncodedTensor } from '../fixtures.js';
 import matmulJson from '../fixtures/matmul.json';
@@ -176,17 +177,11 @@ export async function runMatmulCase(ctx: GpuContext, c: MatmulCase): Promise<Cas
   const tb = createTensor(ctx, { shape: [b.length], dtype: c.dtype, data: b, label: 'B' });
   const tc = createTensor(ctx, { shape: [c0.length], dtype: c.dtype, data: c0, label: 'C' });
   const recorder = new CommandRecorder(ctx, c.name);
-  const dispatched: CapturedDispatch[] = [];
-  ctx.dispatches.capture = dispatched;
-  try {
-    kernel.encode(recorder, {
-      a: ta, b: tb, c: tc, m: c.m, n: c.n, k: c.k, batch, alpha: c.alpha, strideA: la.stride, strideB: lb.stride,
-      ...(c.blocks ? { strideC: lc.stride, offsetA: bl.offsetA, offsetB: bl.offsetB, offsetC: bl.offsetC } : {}),
-      ...(c.pad ? { lda: la.ld, ldb: lb.ld, ldc: lc.ld } : {}),
-    });
-  } finally {
-    ctx.dispatches.capture = undefined;
-  }
+  const dispatched = await captureDispatches(ctx, () => kernel.encode(recorder, {
+    a: ta, b: tb, c: tc, m: c.m, n: c.n, k: c.k, batch, alpha: c.alpha, strideA: la.stride, strideB: lb.stride,
+    ...(c.blocks ? { strideC: lc.stride, offsetA: bl.offsetA, offsetB: bl.offsetB, offsetC: bl.offsetC } : {}),
+    ...(c.pad ? { lda: la.ld, ldb: lb.ld, ldc: lc.ld } : {}),
+  }));
   recorder.submit();
   const got = await readF32(ctx, tc);
   const validation = await ctx.device.popErrorScope();

@@ -9,6 +9,7 @@ import {
   uploadNF4, type GpuContext, type GpuTensor, type NF4Weight,
 } from '../../src/index.js';
 import { f32, nf4Fixture, u8 } from '../fixtures.js';
+import { capturedKernels } from '../capture.js';
 import { randn, worstError } from '../random.js';
 
 export interface Check {
@@ -180,16 +181,9 @@ async function checkPaddedDequantize(ctx: GpuContext, name: string, w: NF4Weight
   };
 }
 
-/** The kernels `work` dispatches, joined (the dispatch cache's capture, as the profiler uses it). */
+/** The kernels `work` dispatches, joined, for a check's name. */
 async function dispatchedKernels(ctx: GpuContext, work: () => unknown): Promise<string> {
-  const captured: NonNullable<GpuContext['dispatches']['capture']> = [];
-  ctx.dispatches.capture = captured;
-  try {
-    await work();
-  } finally {
-    ctx.dispatches.capture = undefined;
-  }
-  return captured.map((d) => d.kernel).join(', ');
+  return (await capturedKernels(ctx, work)).join(', ');
 }
 
 export interface NF4MatmulCase {
