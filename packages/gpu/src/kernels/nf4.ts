@@ -50,7 +50,10 @@ const DEQUANTIZE: KernelDefinition = {
 };
 /** The same shader's 16-byte-store entry point, for whole words that land 16-byte aligned. */
 const DEQUANTIZE_QUADS: KernelDefinition = { ...DEQUANTIZE, name: 'nf4-dequantize-quads', entryPoint: 'main_quads' };
-/** Words per main_quads invocation (QUAD_WORDS in the shader). */
+/**
+ * Words per main_quads invocation (the shader's override QUAD_WORDS): 32 values, the smallest NF4
+ * block, so the words of one invocation share a scale.
+ */
 const QUAD_WORDS = 4;
 export const NF4_MATMUL_KERNEL: KernelDefinition = {
   name: 'nf4-matmul',
@@ -281,7 +284,7 @@ export async function createNF4DequantizeKernel(
   const dtype = variant.dtype ?? 'f32';
   const codebook = variant.codebook ?? 'nf4';
   const constants = {
-    BLOCK_SIZE: variant.blockSize, DOUBLE_QUANT: variant.doubleQuant, INT4_CODE: codebook === 'int4', WG, HALF_OUTPUT: dtype === 'f16',
+    BLOCK_SIZE: variant.blockSize, DOUBLE_QUANT: variant.doubleQuant, INT4_CODE: codebook === 'int4', WG, HALF_OUTPUT: dtype === 'f16', QUAD_WORDS,
   };
   const [words, quads] = await Promise.all([ctx.pipelines.get(DEQUANTIZE, dtype, constants), ctx.pipelines.get(DEQUANTIZE_QUADS, dtype, constants)]);
   // Values per 16-byte store: a row start on a multiple of it keeps every word's store aligned.

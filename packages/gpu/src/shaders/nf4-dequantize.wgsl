@@ -14,10 +14,11 @@
 // Entry points:
 //   main        one invocation per packed word (8 values), any layout: a last word of fewer than 8
 //               values, or rows whose start is not 16-byte aligned.
-//   main_quads  QUAD_WORDS words per invocation, each word's 8 values in 16-byte stores (one for f16,
-//               two for f32), the scale read once: 1.33-1.40x `main` for a 1536 x 576 weight into f16
-//               on lavapipe (four interleaved A/Bs). The wrapper takes it when every word is whole (n % 8 == 0) and lands on
-//               16 bytes (dense, or ld a multiple of the values per 16 bytes).
+//   main_quads  QUAD_WORDS words per invocation, each word's 8 values in 16-byte stores (one for
+//               f16, two for f32), the scale read once: 1.33-1.40x `main` for a 1536 x 576 weight
+//               into f16 on lavapipe (four interleaved A/Bs). The wrapper takes it when every word
+//               is whole (n % 8 == 0) and lands on 16 bytes (dense, or ld a multiple of the values
+//               per 16 bytes).
 // Dispatch: one invocation per word (main) or per QUAD_WORDS words (main_quads), rows along y past the limit.
 // CPU reference: dequantizeNF4 in packages/gpu/src/nf4/quantize.ts
 
@@ -36,8 +37,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> output_quads: array<vec4<u32>>;
 @group(0) @binding(5) var<uniform> params: Params;
 
-// 32 values: the smallest NF4 block, so the words of one invocation share a scale.
-const QUAD_WORDS: u32 = 4u;
+// Words per main_quads invocation, set by the wrapper (kernels/nf4.ts), which sizes the grid by it.
+override QUAD_WORDS: u32;
 
 // Where value `first` of the weight goes: its row, ld apart.
 fn output_index(first: u32) -> u32 {
